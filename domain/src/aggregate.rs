@@ -1,0 +1,179 @@
+//! The contract of an aggregate: `decide` turns a command into events or a refusal, `apply`
+//! folds one event into state.
+//!
+//! This is our own thin trait rather than cqrs-es's `Aggregate`: that one's `handle` is async,
+//! takes a `Services` value and writes through an `EventSink`, which would pull an async
+//! runtime into this crate and mix I/O into decisions. Keeping `decide` a plain function
+//! makes every aggregate testable as "given these events, when this command, then these
+//! events", and lets the command handler in `brain` retry a stale decision by simply
+//! re-folding and deciding again.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::names::StreamType;
+
+/// A domain event enum of one aggregate. Its serialised form is the stored payload.
+pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
+    /// The stored `event_type` of this variant, past tense: `MissionEnqueued`.
+    fn event_type(&self) -> &'static str;
+
+    /// The payload layout version written today. Loading an older one goes through
+    /// [`DomainEvent::upcast`].
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    /// Rebuilds an event from what the store holds, converting older layouts to today's.
+    /// The default accepts only today's layout, tagged by `event_type`.
+    fn upcast(
+        event_type: &str,
+        schema_version: u32,
+        payload: serde_json::Value,
+    ) -> Result<Self, UpcastError> {
+        let _ = schema_version;
+        let tagged = serde_json::json!({ event_type: payload });
+        serde_json::from_value(tagged).map_err(|source| UpcastError {
+            event_type: event_type.to_owned(),
+            message: source.to_string(),
+        })
+    }
+
+    /// The payload to store: the variant's fields without the enum tag.
+    fn payload(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) if map.len() == 1 => {
+                map.into_iter().next().map(|(_, payload)| payload).unwrap_or_default()
+            }
+            Ok(other) => other,
+            Err(error) => panic!("domain event {self:?} does not serialise: {error}"),
+        }
+    }
+}
+
+/// A stored event that no longer matches any layout the code knows: a bug or a missing
+/// upcaster, never user input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored {event_type} event cannot be read: {message}")]
+pub struct UpcastError {
+    pub event_type: String,
+    pub message: String,
+}
+
+pub trait Aggregate: Default {
+    type Command;
+    type Event: DomainEvent;
+    type Error: std::error::Error + PartialEq;
+
+    /// The stream type all instances of this aggregate are stored under.
+    fn stream_type() -> StreamType;
+
+    /// Decides what a command means given the current state. Never mutates.
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into state. Events are facts: this never refuses one, and it asserts
+    /// the invariants `decide` promised to keep.
+    fn apply(&mut self, event: &Self::Event);
+
+    /// The state after a sequence of events.
+    fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self
+    where
+        Self::Event: 'a,
+    {
+        let mut state = Self::default();
+        for event in events {
+            state.apply(event);
+        }
+        state
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    /// The smallest aggregate worth having: a counter that refuses to go below zero.
+    #[derive(Default, Debug)]
+    struct Counter {
+        value: u64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    enum CounterEvent {
+        Incremented { by: u64 },
+        Decremented { by: u64 },
+    }
+
+    impl DomainEvent for CounterEvent {
+        fn event_type(&self) -> &'static str {
+            match self {
+                CounterEvent::Incremented { .. } => "Incremented",
+                CounterEvent::Decremented { .. } => "Decremented",
+            }
+        }
+    }
+
+    #[derive(Debug, PartialEq, thiserror::Error)]
+    #[error("counter is at {value}, cannot take away {by}")]
+    struct Underflow {
+        value: u64,
+        by: u64,
+    }
+
+    impl Aggregate for Counter {
+        type Command = i64;
+        type Event = CounterEvent;
+        type Error = Underflow;
+
+        fn stream_type() -> StreamType {
+            StreamType::parse("counter").unwrap()
+        }
+
+        fn decide(&self, delta: i64) -> Result<Vec<CounterEvent>, Underflow> {
+            let by = delta.unsigned_abs();
+            match delta {
+                0 => Ok(vec![]),
+                1.. => Ok(vec![CounterEvent::Incremented { by }]),
+                _ if by > self.value => Err(Underflow { value: self.value, by }),
+                _ => Ok(vec![CounterEvent::Decremented { by }]),
+            }
+        }
+
+        fn apply(&mut self, event: &CounterEvent) {
+            match event {
+                CounterEvent::Incremented { by } => self.value += by,
+                CounterEvent::Decremented { by } => {
+                    self.value = self.value.checked_sub(*by).expect("decide refused underflow")
+                }
+            }
+        }
+    }
+
+    fn check(given: &[CounterEvent], when: i64, then: Result<Vec<CounterEvent>, Underflow>) {
+        assert_eq!(Counter::fold(given).decide(when), then);
+    }
+
+    #[test]
+    fn deciding_against_folded_state_refuses_what_the_history_forbids() {
+        let given = [CounterEvent::Incremented { by: 2 }];
+        check(&given, -1, Ok(vec![CounterEvent::Decremented { by: 1 }]));
+        check(&given, -3, Err(Underflow { value: 2, by: 3 }));
+    }
+
+    #[test]
+    fn a_payload_round_trips_through_upcast_without_its_enum_tag() {
+        let event = CounterEvent::Decremented { by: 7 };
+        let payload = event.payload();
+        assert_eq!(payload, serde_json::json!({ "by": 7 }));
+        let back = CounterEvent::upcast(event.event_type(), 1, payload).unwrap();
+        assert_eq!(back, event);
+    }
+
+    #[test]
+    fn an_unknown_stored_layout_is_a_typed_error_naming_the_event() {
+        let err = CounterEvent::upcast("Incremented", 1, serde_json::json!({ "by": "x" }));
+        assert_eq!(err.unwrap_err().event_type, "Incremented");
+    }
+}

@@ -1,0 +1,14 @@
+//! BRAiN's domain: the vocabulary every other part speaks (stream names, event envelopes,
+//! expected versions) and the contract aggregates implement.
+//!
+//! This crate is pure by design: no I/O, no async runtime, no database, bus or cache client.
+//! Time arrives as data (a timestamp inside a command or an event's metadata), never from a
+//! clock read here, so every decision can be replayed and tested as a plain function.
+
+pub mod aggregate;
+pub mod event;
+pub mod names;
+
+pub use aggregate::Aggregate;
+pub use event::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};
+pub use names::{NameError, StreamId, StreamType};

@@ -1,0 +1,60 @@
+//! BRAiN's projectors: each one a pure transition from events to changes of a read model,
+//! and the contract ([`ProjectionStore`]) that the adapter holding that read model fulfils.
+//!
+//! Nothing here does I/O. The runtime in `brain` feeds events, in position order, from
+//! PostgreSQL (catch-up, rebuild, holes) or JetStream (live); the checkpoint rule that makes a
+//! redelivery or a restart harmless is written once, in [`checkpoint`].
+
+pub mod checkpoint;
+pub mod event_type_stats;
+
+use std::future::Future;
+
+use domain::RecordedEvent;
+
+pub use checkpoint::{Admit, Checkpoint};
+
+/// A read model's pure transition.
+pub trait Projector: Send + Sync + 'static {
+    /// One change to the read model, applied by its store adapter.
+    type Change: Send + std::fmt::Debug;
+
+    /// Stable name: the key of its checkpoint and of its JetStream consumer.
+    fn name(&self) -> &'static str;
+
+    /// Whether this projector reads events of this stream type. The runtime still moves the
+    /// checkpoint past the others.
+    fn wants(&self, stream_type: &str) -> bool;
+
+    /// Appends what `event` changes to `changes`. Must depend on nothing but the event (and
+    /// the store's current state, through the changes' own semantics), so that a rebuild
+    /// from the log gives the live model again.
+    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<Self::Change>);
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+pub enum CommitError<E> {
+    /// The stored checkpoint is not where the batch starts: another writer (a rebuild's swap)
+    /// moved it. Nothing was applied; continue from `actual`.
+    Moved { actual: u64 },
+    /// The store failed; nothing was applied.
+    Store(E),
+}
+
+/// Where a projector's read model lives (PostgreSQL tables, Redis keys, ...).
+pub trait ProjectionStore<C>: Send {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The last position whose effects are in the store (0 before any).
+    fn checkpoint(&mut self) -> impl Future<Output = Result<u64, Self::Error>> + Send;
+
+    /// Applies `changes`, which came from events in `after < position <= up_to`, and moves
+    /// the checkpoint from `after` to `up_to`, atomically (design invariant 4).
+    fn commit(
+        &mut self,
+        after: u64,
+        up_to: u64,
+        changes: Vec<C>,
+    ) -> impl Future<Output = Result<(), CommitError<Self::Error>>> + Send;
+}

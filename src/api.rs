@@ -1,0 +1,248 @@
+//! The HTTP API. This module alone knows about HTTP and JSON: handlers translate requests
+//! into calls on the rest of `brain` and map every failure to one error shape,
+//! `{"error": {"code", "message"}}` (design invariant 8).
+
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use domain::RecordedEvent;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+
+use crate::event_store::{self, EventStore, StoreError};
+
+/// Deadline for each dependency check of `GET /ready`.
+pub const READY_CHECK_TIMEOUT_MS: u64 = 2_000;
+/// Most events one `GET /api/events` page returns.
+pub const EVENTS_PAGE_LIMIT_MAX: u32 = 1_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: EventStore,
+    pub nats: async_nats::Client,
+    pub redis: redis::Client,
+    /// Connected on first use, so a Redis that is down at start-up shows in `/ready`
+    /// instead of stopping the process.
+    pub redis_connection: std::sync::Arc<OnceCell<redis::aio::ConnectionManager>>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/events", get(list_events))
+        .route("/api/stats/event-types", get(event_type_stats))
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("query string is not valid: {0}")]
+    InvalidQuery(#[from] QueryRejection),
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> ApiError {
+        ApiError::Internal(error.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = match &self {
+            ApiError::InvalidQuery(rejection) => (rejection.status(), "invalid_query", None),
+            ApiError::InvalidField { field, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_field", Some(*field))
+            }
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        };
+        if status.is_server_error() {
+            // The cause stays in our logs; the caller learns only that it was ours.
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut error = json!({ "code": code, "message": self.to_string() });
+        if let Some(field) = field {
+            error["field"] = json!(field);
+        }
+        (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// `axum::extract::Query`, but a bad query string gets our error shape.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// `GET /health`: 200 while the process runs.
+async fn health() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+#[derive(Serialize)]
+struct ReadyChecks {
+    postgres: String,
+    nats: String,
+    redis: String,
+}
+
+/// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer, else 503 naming which not.
+async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let deadline = Duration::from_millis(READY_CHECK_TIMEOUT_MS);
+    let postgres = check(deadline, async {
+        sqlx::query("SELECT 1").execute(app.pool()).await.map(|_| ()).map_err(|e| e.to_string())
+    });
+    let nats = check(deadline, async {
+        match app.nats.connection_state() {
+            async_nats::connection::State::Connected => {
+                app.nats.flush().await.map_err(|e| e.to_string())
+            }
+            state => Err(format!("connection is {state}")),
+        }
+    });
+    let redis = check(deadline, async {
+        let connection = app
+            .redis_connection
+            .get_or_try_init(|| app.redis.get_connection_manager())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut connection = connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let (postgres, nats, redis) = tokio::join!(postgres, nats, redis);
+    let all_ok = [&postgres, &nats, &redis].iter().all(|check| *check == "ok");
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Readiness {
+        status: if all_ok { "ready" } else { "unavailable" },
+        checks: ReadyChecks { postgres, nats, redis },
+    };
+    (status, Json(body))
+}
+
+async fn check(
+    deadline: Duration,
+    probe: impl std::future::Future<Output = Result<(), String>>,
+) -> String {
+    match tokio::time::timeout(deadline, probe).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(error)) => error,
+        Err(_) => format!("no answer within {} ms", deadline.as_millis()),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let content_type = [("content-type", "text/plain; version=0.0.4")];
+    (content_type, app.metrics.render())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct EventsPage {
+    events: Vec<RecordedEvent>,
+    /// Pass as `after` to read on; equal to `after` when nothing newer exists yet.
+    next_after: u64,
+    head: u64,
+}
+
+/// `GET /api/events?after=&limit=`: the global log in position order, a page at a time.
+async fn list_events(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Json<EventsPage>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if limit == 0 || limit > EVENTS_PAGE_LIMIT_MAX {
+        let message = format!("must be between 1 and {EVENTS_PAGE_LIMIT_MAX}, got {limit}");
+        return Err(ApiError::InvalidField { field: "limit", message });
+    }
+    let events = app.store.read_all(query.after, limit).await?;
+    let head = event_store::head(app.pool()).await?;
+    let next_after = events.last().map_or(query.after, |event| event.global_position);
+    Ok(Json(EventsPage { events, next_after, head }))
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct EventTypeCount {
+    stream_type: String,
+    event_type: String,
+    events: i64,
+    last_position: i64,
+    #[serde(with = "time::serde::rfc3339")]
+    last_recorded_at: time::OffsetDateTime,
+}
+
+/// `GET /api/stats/event-types`: events recorded per stream type and event type, from the
+/// `event_type_stats` read model, with the position it reflects.
+async fn event_type_stats(
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows: Vec<EventTypeCount> = sqlx::query_as(
+        "SELECT stream_type, event_type, events, last_position, last_recorded_at
+         FROM event_type_stats ORDER BY stream_type, event_type",
+    )
+    .fetch_all(app.pool())
+    .await?;
+    let position: Option<i64> = sqlx::query_scalar(
+        "SELECT position FROM projector_checkpoints WHERE projector = 'event_type_stats'",
+    )
+    .fetch_optional(app.pool())
+    .await?;
+    Ok(Json(json!({ "position": position.unwrap_or(0), "event_types": rows })))
+}

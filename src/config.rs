@@ -1,0 +1,84 @@
+//! Configuration shared by every `brain` subcommand, from flags or environment variables,
+//! with defaults that work on a developer machine (see the README's Configuration table).
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Prefixes the JetStream stream, its subjects, Redis keys and PostgreSQL channels, so that
+/// deployments and tests can share servers without touching each other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+pub const NAMESPACE_LEN_MAX: usize = 40;
+
+impl Namespace {
+    /// Lowercase letters, digits and `_`, starting with a letter, at most 40 characters:
+    /// valid as a subject token, in a stream name once uppercased, and in a channel name.
+    pub fn parse(value: &str) -> Result<Namespace, String> {
+        let starts_with_letter = value.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+        let allowed =
+            value.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !starts_with_letter || !allowed || value.len() > NAMESPACE_LEN_MAX {
+            return Err(format!(
+                "namespace {value:?} must be 1 to {NAMESPACE_LEN_MAX} characters of a-z, 0-9 \
+                 and _, starting with a letter"
+            ));
+        }
+        Ok(Namespace(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Namespace {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Namespace, String> {
+        Namespace::parse(value)
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres:postgres@127.0.0.1:5432/brain";
+pub const NATS_URL_DEFAULT: &str = "nats://127.0.0.1:4222";
+pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+
+/// Where the backing services are and which namespace this process works in.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Services {
+    /// PostgreSQL database holding the event store; created if missing.
+    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
+    pub database_url: String,
+    /// NATS server with JetStream enabled.
+    #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
+    pub nats_url: String,
+    /// Redis server for read models that live in Redis.
+    #[arg(long, env = "REDIS_URL", default_value = REDIS_URL_DEFAULT)]
+    pub redis_url: String,
+    /// Prefix of the JetStream stream, subjects and Redis keys.
+    #[arg(long, env = "BRAIN_NAMESPACE", default_value = "brain")]
+    pub namespace: Namespace,
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, env = "BRAIN_DB_CONNECTIONS_MAX", default_value_t = 16)]
+    pub db_connections_max: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_refuse_what_would_break_a_subject_or_stream_name() {
+        assert!(Namespace::parse("brain").is_ok());
+        assert!(Namespace::parse("t_0a1b").is_ok());
+        for bad in ["", "1abc", "Brain", "a.b", "a-b", &"a".repeat(41)] {
+            assert!(Namespace::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! The group committer: one task per process that turns many concurrent appends into one
+//! transaction of a few round trips, so that they share one fsync.
+//!
+//! Per batch, in one transaction:
+//! 1. claim the batch's command ids (`INSERT .. ON CONFLICT DO NOTHING`); an id that was
+//!    already there is a repeat, answered with its first outcome and appending nothing;
+//! 2. lock the rows of every stream involved, in a fixed order, creating missing ones, and
+//!    read their versions; a command whose expected version is stale gets a conflict and its
+//!    claim is released, the rest of the batch is unaffected;
+//! 3. as the last statement: bump `head` by the number of events, insert them at the
+//!    positions just taken, store the new stream versions and command outcomes, `NOTIFY`;
+//! 4. commit.
+//!
+//! Why positions are gapless and in commit order: `head` is bumped only in step 3, so its row
+//! lock is held just for that statement and the commit. A second transaction's step 3 waits
+//! on that lock until the first has committed (PostgreSQL makes a commit visible before it
+//! releases its locks), then continues from the new head. So position N+1 can only become
+//! visible after position N is: a reader tailing by position never skips a late commit.
+//!
+//! Locks are always taken in the same order (command ids sorted, then streams sorted, then
+//! `head`), so two committers (two processes) can never deadlock.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use domain::{ExpectedVersion, StreamId, StreamType};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::{Append, AppendError, Appended, to_i64};
+
+/// Most events one command may append; a larger append is a caller error.
+pub const APPEND_EVENTS_MAX: usize = 1_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct CommitterConfig {
+    /// Most commands one transaction carries. Larger batches share an fsync more widely but
+    /// make each transaction, and so each command's wait, longer.
+    pub batch_commands_max: usize,
+    /// Appends queued for the committer before `append` callers wait (back-pressure).
+    pub queue_len_max: usize,
+}
+
+impl Default for CommitterConfig {
+    fn default() -> CommitterConfig {
+        CommitterConfig { batch_commands_max: 512, queue_len_max: 8_192 }
+    }
+}
+
+/// Totals since start, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct CommitterStats {
+    pub transactions: std::sync::atomic::AtomicU64,
+    pub commands: std::sync::atomic::AtomicU64,
+}
+
+pub(super) struct Pending {
+    pub append: Append,
+    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+type Outcome = Result<Appended, AppendError>;
+
+pub(super) fn validate(append: &Append) -> Result<(), AppendError> {
+    match append.events.len() {
+        0 => Err(AppendError::NoEvents),
+        count if count > APPEND_EVENTS_MAX => {
+            Err(AppendError::TooManyEvents { count, max: APPEND_EVENTS_MAX })
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn spawn(
+    pool: PgPool,
+    notify_channel: Arc<str>,
+    config: CommitterConfig,
+    stats: Arc<CommitterStats>,
+) -> (mpsc::Sender<Pending>, JoinHandle<()>) {
+    let (sender, mut receiver) = mpsc::channel::<Pending>(config.queue_len_max.max(1));
+    let batch_max = config.batch_commands_max.max(1);
+    let handle = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(batch_max);
+        // `recv_many` waits for one and takes whatever else is already queued: the batch
+        // grows by itself while the previous transaction is in flight.
+        while receiver.recv_many(&mut batch, batch_max).await > 0 {
+            stats.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.commands.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            commit(&pool, &notify_channel, std::mem::take(&mut batch)).await;
+        }
+        tracing::debug!("committer stopped: every event store handle is gone");
+    });
+    (sender, handle)
+}
+
+async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>) {
+    let started = std::time::Instant::now();
+    match commit_batch(pool, notify_channel, &batch).await {
+        Ok(outcomes) => reply_all(batch, outcomes),
+        // A unique violation here means some command carried an event id already stored.
+        // Only that command should fail, so retry each one in a transaction of its own.
+        Err(error) if batch.len() > 1 && is_unique_violation(&error) => {
+            tracing::warn!(%error, commands = batch.len(), "batch hit a unique key, retrying alone");
+            for pending in batch {
+                let single = std::slice::from_ref(&pending);
+                let outcome = match commit_batch(pool, notify_channel, single).await {
+                    Ok(mut outcomes) => outcomes.pop().expect("one outcome per command"),
+                    Err(error) => Err(error.into()),
+                };
+                let _ = pending.reply.send(outcome);
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, commands = batch.len(), "append batch failed");
+            let error = AppendError::from(error);
+            let outcomes = batch.iter().map(|_| Err(error.clone())).collect();
+            reply_all(batch, outcomes);
+        }
+    }
+    metrics::histogram!("brain_append_batch_seconds").record(started.elapsed().as_secs_f64());
+}
+
+fn reply_all(batch: Vec<Pending>, outcomes: Vec<Outcome>) {
+    debug_assert_eq!(batch.len(), outcomes.len());
+    for (pending, outcome) in batch.into_iter().zip(outcomes) {
+        // The caller may have gone away (its request was cancelled): the append stands.
+        let _ = pending.reply.send(outcome);
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// A command that passed the version check, with the offsets of its events in the batch.
+struct Placed {
+    index: usize,
+    first_version: u64,
+    last_version: u64,
+    first_offset: u64,
+    last_offset: u64,
+}
+
+/// Runs steps 1 to 4 for a batch; returns one outcome per command, in batch order.
+async fn commit_batch(
+    pool: &PgPool,
+    notify_channel: &str,
+    batch: &[Pending],
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
+
+    // A command id repeated inside the batch is answered like its first occurrence.
+    let mut first_with_id: HashMap<Uuid, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (index, pending) in batch.iter().enumerate() {
+        if let Some(id) = pending.append.metadata.command_id {
+            match first_with_id.entry(id) {
+                Entry::Occupied(first) => repeats.push((index, *first.get())),
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                }
+            }
+        }
+    }
+    let repeated: HashSet<usize> = repeats.iter().map(|(index, _)| *index).collect();
+
+    let mut tx = pool.begin().await?;
+
+    // Step 1: claim command ids. Sorted, so concurrent committers lock them in one order.
+    let mut ids: Vec<Uuid> = first_with_id.keys().copied().collect();
+    ids.sort_unstable();
+    if !ids.is_empty() {
+        let claimed: HashSet<Uuid> = sqlx::query_scalar(
+            "INSERT INTO commands (command_id) SELECT unnest($1::uuid[]) ORDER BY 1
+             ON CONFLICT DO NOTHING RETURNING command_id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let seen: Vec<Uuid> = ids.iter().filter(|id| !claimed.contains(id)).copied().collect();
+        if !seen.is_empty() {
+            for (id, outcome) in earlier_outcomes(&mut tx, &seen).await? {
+                outcomes[first_with_id[&id]] = Some(outcome);
+            }
+        }
+    }
+
+    // Step 2: lock and read the versions of the streams still to be appended to.
+    let live: Vec<usize> = (0..batch.len())
+        .filter(|index| outcomes[*index].is_none() && !repeated.contains(index))
+        .collect();
+    let mut keys: Vec<(&str, &str)> = live
+        .iter()
+        .map(|index| {
+            let append = &batch[*index].append;
+            (append.stream_type.as_str(), append.stream_id.as_str())
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut versions: HashMap<(String, String), u64> = HashMap::with_capacity(keys.len());
+    if !keys.is_empty() {
+        let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+        // The no-op DO UPDATE locks an existing row and returns its version; a missing row
+        // is created at version 0, so a new stream is locked just the same.
+        let rows = sqlx::query(
+            "INSERT INTO streams (stream_type, stream_id, version)
+             SELECT t, i, 0 FROM unnest($1::text[], $2::text[]) AS s(t, i) ORDER BY t, i
+             ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = streams.version
+             RETURNING stream_type, stream_id, version",
+        )
+        .bind(&types)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let version: i64 = row.try_get(2)?;
+            versions.insert((row.try_get(0)?, row.try_get(1)?), version as u64);
+        }
+    }
+
+    // Decide each command against the running versions, in arrival order, so two commands
+    // of one batch on one stream behave as if they had come one after the other.
+    let mut events = EventColumns::default();
+    let mut placed: Vec<Placed> = Vec::with_capacity(live.len());
+    let mut released: Vec<Uuid> = Vec::new();
+    for index in live {
+        let append = &batch[index].append;
+        let key = (append.stream_type.as_str().to_owned(), append.stream_id.as_str().to_owned());
+        let current = *versions.get(&key).expect("every live stream was locked");
+        if let ExpectedVersion::Exact(expected) = append.expected
+            && expected != current
+        {
+            outcomes[index] = Some(Err(AppendError::Conflict {
+                stream_type: append.stream_type.clone(),
+                stream_id: append.stream_id.clone(),
+                expected,
+                actual: current,
+            }));
+            // A refused command changed nothing, so its id stays free for a retry.
+            released.extend(append.metadata.command_id);
+            continue;
+        }
+        let first_offset = events.len() as u64 + 1;
+        events.push(append, current)?;
+        let last_version = current + append.events.len() as u64;
+        versions.insert(key, last_version);
+        placed.push(Placed {
+            index,
+            first_version: current + 1,
+            last_version,
+            first_offset,
+            last_offset: events.len() as u64,
+        });
+    }
+
+    // Step 3, the last statement: take positions from head and write everything.
+    let base = if placed.is_empty() {
+        if !released.is_empty() {
+            sqlx::query("DELETE FROM commands WHERE command_id = ANY($1)")
+                .bind(&released)
+                .execute(&mut *tx)
+                .await?;
+        }
+        0
+    } else {
+        write_batch(&mut tx, notify_channel, batch, &placed, &events, &versions, &released).await?
+    };
+
+    // Step 4.
+    tx.commit().await?;
+    metrics::counter!("brain_events_appended_total").increment(events.len() as u64);
+
+    for p in &placed {
+        let append = &batch[p.index].append;
+        outcomes[p.index] = Some(Ok(Appended {
+            stream_type: append.stream_type.clone(),
+            stream_id: append.stream_id.clone(),
+            first_version: p.first_version,
+            last_version: p.last_version,
+            first_position: base + p.first_offset,
+            last_position: base + p.last_offset,
+            duplicate: false,
+        }));
+    }
+    for (index, first) in repeats {
+        let outcome = match outcomes[first].clone().expect("first occurrence decided") {
+            Ok(appended) => Ok(Appended { duplicate: true, ..appended }),
+            Err(error) => Err(error),
+        };
+        outcomes[index] = Some(outcome);
+    }
+    Ok(outcomes.into_iter().map(|outcome| outcome.expect("every command decided")).collect())
+}
+
+/// The stored outcomes of commands seen in an earlier transaction.
+async fn earlier_outcomes(
+    tx: &mut Transaction<'static, Postgres>,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, Outcome)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT command_id, stream_type, stream_id, first_version, last_version,
+                first_position, last_position
+         FROM commands WHERE command_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut outcomes = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: Uuid = row.try_get(0)?;
+        let stream_type: Option<String> = row.try_get(1)?;
+        let stream_id: Option<String> = row.try_get(2)?;
+        let numbers: [Option<i64>; 4] =
+            [row.try_get(3)?, row.try_get(4)?, row.try_get(5)?, row.try_get(6)?];
+        let outcome = match (stream_type, stream_id, numbers) {
+            (Some(t), Some(i), [Some(fv), Some(lv), Some(fp), Some(lp)]) => {
+                match (StreamType::parse(t), StreamId::parse(i)) {
+                    (Ok(stream_type), Ok(stream_id)) => Ok(Appended {
+                        stream_type,
+                        stream_id,
+                        first_version: fv as u64,
+                        last_version: lv as u64,
+                        first_position: fp as u64,
+                        last_position: lp as u64,
+                        duplicate: true,
+                    }),
+                    _ => Err(corrupt_command(id)),
+                }
+            }
+            // A claim is only ever committed together with its outcome.
+            _ => Err(corrupt_command(id)),
+        };
+        outcomes.push((id, outcome));
+    }
+    Ok(outcomes)
+}
+
+fn corrupt_command(id: Uuid) -> AppendError {
+    AppendError::from(sqlx::Error::Protocol(format!("command {id} is stored without its outcome")))
+}
+
+/// The batch's events as one array per column, for a single `unnest` insert.
+#[derive(Default)]
+struct EventColumns {
+    stream_types: Vec<String>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<serde_json::Value>,
+    metadata: Vec<serde_json::Value>,
+}
+
+impl EventColumns {
+    fn len(&self) -> usize {
+        self.event_ids.len()
+    }
+
+    fn push(&mut self, append: &Append, current_version: u64) -> Result<(), sqlx::Error> {
+        let metadata = serde_json::to_value(&append.metadata)
+            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+        for (offset, event) in append.events.iter().enumerate() {
+            self.stream_types.push(append.stream_type.as_str().to_owned());
+            self.stream_ids.push(append.stream_id.as_str().to_owned());
+            self.versions.push(to_i64(current_version + 1 + offset as u64));
+            self.event_ids.push(event.event_id);
+            self.event_types.push(event.event_type.clone());
+            self.schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+            self.payloads.push(event.payload.clone());
+            self.metadata.push(metadata.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Step 3 as one statement. Data-modifying CTEs run exactly once, all against the `base`
+/// that the head update returned, so the head row is locked from here to the commit only.
+async fn write_batch(
+    tx: &mut Transaction<'static, Postgres>,
+    notify_channel: &str,
+    batch: &[Pending],
+    placed: &[Placed],
+    events: &EventColumns,
+    versions: &HashMap<(String, String), u64>,
+    released: &[Uuid],
+) -> Result<u64, sqlx::Error> {
+    let mut touched: Vec<(&str, &str)> = placed
+        .iter()
+        .map(|p| {
+            let append = &batch[p.index].append;
+            (append.stream_type.as_str(), append.stream_id.as_str())
+        })
+        .collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let (stream_types, stream_ids): (Vec<&str>, Vec<&str>) = touched.iter().copied().unzip();
+    let stream_versions: Vec<i64> = touched
+        .iter()
+        .map(|(t, i)| to_i64(versions[&((*t).to_owned(), (*i).to_owned())]))
+        .collect();
+
+    let mut command = CommandColumns::default();
+    for p in placed {
+        let append = &batch[p.index].append;
+        if let Some(id) = append.metadata.command_id {
+            command.ids.push(id);
+            command.stream_types.push(append.stream_type.as_str());
+            command.stream_ids.push(append.stream_id.as_str());
+            command.first_versions.push(to_i64(p.first_version));
+            command.last_versions.push(to_i64(p.last_version));
+            command.first_offsets.push(to_i64(p.first_offset));
+            command.last_offsets.push(to_i64(p.last_offset));
+        }
+    }
+
+    let count = events.len() as i64;
+    let row = sqlx::query(
+        "WITH h AS (
+            UPDATE head SET position = position + $1 RETURNING position - $1 AS base
+         ), ev AS (
+            INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
+                                event_type, schema_version, payload, metadata)
+            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p, e.m
+            FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
+                           $7::int4[], $8::jsonb[], $9::jsonb[])
+                    WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
+         ), st AS (
+            UPDATE streams s SET version = u.v
+            FROM unnest($10::text[], $11::text[], $12::int8[]) AS u(st, sid, v)
+            WHERE s.stream_type = u.st AND s.stream_id = u.sid
+         ), cmd AS (
+            UPDATE commands c
+            SET stream_type = u.st, stream_id = u.sid, first_version = u.fv,
+                last_version = u.lv, first_position = h.base + u.fo,
+                last_position = h.base + u.lo
+            FROM h, unnest($13::uuid[], $14::text[], $15::text[], $16::int8[], $17::int8[],
+                           $18::int8[], $19::int8[]) AS u(id, st, sid, fv, lv, fo, lo)
+            WHERE c.command_id = u.id
+         ), rel AS (
+            DELETE FROM commands WHERE command_id = ANY($20::uuid[])
+         )
+         SELECT h.base, pg_notify($21, (h.base + $1)::text)::text FROM h",
+    )
+    .bind(count)
+    .bind(&events.stream_types)
+    .bind(&events.stream_ids)
+    .bind(&events.versions)
+    .bind(&events.event_ids)
+    .bind(&events.event_types)
+    .bind(&events.schema_versions)
+    .bind(&events.payloads)
+    .bind(&events.metadata)
+    .bind(&stream_types)
+    .bind(&stream_ids)
+    .bind(&stream_versions)
+    .bind(&command.ids)
+    .bind(&command.stream_types)
+    .bind(&command.stream_ids)
+    .bind(&command.first_versions)
+    .bind(&command.last_versions)
+    .bind(&command.first_offsets)
+    .bind(&command.last_offsets)
+    .bind(released)
+    .bind(notify_channel)
+    .fetch_one(&mut **tx)
+    .await?;
+    let base: i64 = row.try_get(0)?;
+    Ok(base as u64)
+}
+
+#[derive(Default)]
+struct CommandColumns<'a> {
+    ids: Vec<Uuid>,
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    first_versions: Vec<i64>,
+    last_versions: Vec<i64>,
+    first_offsets: Vec<i64>,
+    last_offsets: Vec<i64>,
+}

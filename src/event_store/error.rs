@@ -1,0 +1,42 @@
+//! Errors of the event store boundary.
+
+use std::sync::Arc;
+
+use domain::{StreamId, StreamType};
+
+/// Why an append was refused or did not happen. Clone, because one database failure answers
+/// every command of the batch it hit.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// Another command changed the stream first (design invariant 5). Re-decide against the
+    /// fresh state, or answer 409.
+    #[error(
+        "stream {stream_type}/{stream_id} is at version {actual}, the command expected {expected}"
+    )]
+    Conflict { stream_type: StreamType, stream_id: StreamId, expected: u64, actual: u64 },
+    #[error("an append needs at least one event")]
+    NoEvents,
+    #[error("an append of {count} events is over the limit of {max}")]
+    TooManyEvents { count: usize, max: usize },
+    #[error("event store is shutting down")]
+    Closed,
+    /// The batch's transaction failed. If the failure hit while committing, the outcome is
+    /// unknown: retry with the same command id to learn it without appending twice.
+    #[error("event store: {0}")]
+    Database(Arc<sqlx::Error>),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(error: sqlx::Error) -> AppendError {
+        AppendError::Database(Arc::new(error))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored row that breaks the store's own rules: a bug, never user input.
+    #[error("event store holds a corrupt row: {0}")]
+    Corrupt(String),
+}

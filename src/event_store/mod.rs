@@ -1,0 +1,195 @@
+//! The PostgreSQL event store: appends (through the group committer), stream loads and reads
+//! of the global log by position.
+//!
+//! It is the only source of truth (design invariant 1). Appends go through one committer task
+//! per process ([`committer`]), which assigns gapless global positions from the `head` row;
+//! reads here are plain queries, safe to run from any number of tasks, because a reader that
+//! sees position N can never later see a smaller one appear (see `committer` for why).
+
+mod committer;
+mod error;
+
+use std::sync::Arc;
+
+use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId, StreamType};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use committer::{APPEND_EVENTS_MAX, CommitterConfig, CommitterStats};
+pub use error::{AppendError, StoreError};
+
+/// One command's append: events for one stream, checked against the version it expects.
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub stream_type: StreamType,
+    pub stream_id: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    /// Copied onto every event. Its `command_id`, when set, makes the append idempotent.
+    pub metadata: EventMetadata,
+}
+
+/// What an append did. A repeated command id gets the first execution's outcome back, with
+/// `duplicate` set and nothing appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    pub stream_type: StreamType,
+    pub stream_id: StreamId,
+    pub first_version: u64,
+    pub last_version: u64,
+    pub first_position: u64,
+    pub last_position: u64,
+    pub duplicate: bool,
+}
+
+/// Cheap to clone: a pool and a channel to the committer.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    committer: mpsc::Sender<committer::Pending>,
+    notify_channel: Arc<str>,
+    stats: Arc<CommitterStats>,
+}
+
+impl EventStore {
+    /// Starts the committer task. It runs until every clone of the store is dropped, then
+    /// commits what is still queued and ends; await the handle to know it has.
+    pub fn start(
+        pool: PgPool,
+        namespace: &str,
+        config: CommitterConfig,
+    ) -> (EventStore, JoinHandle<()>) {
+        let notify_channel: Arc<str> = notify_channel(namespace).into();
+        let stats = Arc::new(CommitterStats::default());
+        let (sender, handle) =
+            committer::spawn(pool.clone(), notify_channel.clone(), config, stats.clone());
+        (EventStore { pool, committer: sender, notify_channel, stats }, handle)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// How many transactions the committer ran, for how many commands.
+    pub fn committer_stats(&self) -> &CommitterStats {
+        &self.stats
+    }
+
+    /// The `LISTEN` channel on which every commit announces its last position.
+    pub fn notify_channel(&self) -> &str {
+        &self.notify_channel
+    }
+
+    /// Appends one command's events. Resolves once they are durably committed (or refused).
+    pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
+        committer::validate(&append)?;
+        let (reply, answer) = oneshot::channel();
+        let pending = committer::Pending { append, reply };
+        self.committer.send(pending).await.map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// A stream's events in version order, up to `version_max` when given.
+    pub async fn load_stream(
+        &self,
+        stream_type: &StreamType,
+        stream_id: &StreamId,
+        version_max: Option<u64>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE stream_type = $1 AND stream_id = $2 AND version <= $3
+             ORDER BY version",
+        )
+        .bind(stream_type.as_str())
+        .bind(stream_id.as_str())
+        .bind(version_max.map_or(i64::MAX, to_i64))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// Up to `limit` events with a position greater than `after`, in position order.
+    pub async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_all(&self.pool, after, limit).await
+    }
+
+    /// The last position handed out, which is also the last committed one.
+    pub async fn head(&self) -> Result<u64, StoreError> {
+        head(&self.pool).await
+    }
+}
+
+/// The `NOTIFY` channel of a namespace.
+pub fn notify_channel(namespace: &str) -> String {
+    format!("{namespace}_events")
+}
+
+pub async fn head(pool: &PgPool) -> Result<u64, StoreError> {
+    let position: i64 = sqlx::query_scalar("SELECT position FROM head").fetch_one(pool).await?;
+    Ok(position as u64)
+}
+
+pub async fn read_all(
+    pool: &PgPool,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2",
+    )
+    .bind(to_i64(after))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(recorded_event).collect()
+}
+
+/// Like [`read_all`], but only events in `after < position <= up_to`.
+pub async fn read_range(
+    pool: &PgPool,
+    after: u64,
+    up_to: u64,
+    limit: u32,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE global_position > $1 AND global_position <= $2
+         ORDER BY global_position LIMIT $3",
+    )
+    .bind(to_i64(after))
+    .bind(to_i64(up_to))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(recorded_event).collect()
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn recorded_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt(what);
+    let position: i64 = row.try_get("global_position")?;
+    let stream_type = StreamType::parse(row.try_get::<String, _>("stream_type")?)
+        .map_err(|e| corrupt(format!("event {position}: {e}")))?;
+    let stream_id = StreamId::parse(row.try_get::<String, _>("stream_id")?)
+        .map_err(|e| corrupt(format!("event {position}: {e}")))?;
+    let metadata: serde_json::Value = row.try_get("metadata")?;
+    let metadata = serde_json::from_value(metadata)
+        .map_err(|e| corrupt(format!("event {position}: metadata: {e}")))?;
+    Ok(RecordedEvent {
+        global_position: position as u64,
+        stream_type,
+        stream_id,
+        version: row.try_get::<i64, _>("version")? as u64,
+        event_id: row.try_get("event_id")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get::<i32, _>("schema_version")? as u32,
+        payload: row.try_get("payload")?,
+        metadata,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}

@@ -1,0 +1,184 @@
+//! Store adapters for projectors whose read models are PostgreSQL tables, and their rebuild.
+//!
+//! [`PgProjection`] keeps the checkpoint rule for every such projector: a commit locks the
+//! projector's checkpoint row, checks it is where the batch starts, writes the changes through
+//! the projector's [`PgWriter`] and moves the checkpoint, in one transaction.
+//!
+//! [`rebuild`] feeds the whole log through the same `apply` into shadow tables
+//! (`<table>_rebuild`, under checkpoint `<name>:rebuild`), then swaps them in and moves the
+//! live checkpoint in one transaction, so readers see the old model or the new one, never a
+//! half-built one. A live runner commits against the same checkpoint row, so it waits out the
+//! swap and then continues from the rebuilt position.
+
+pub mod event_type_stats;
+
+use std::future::Future;
+use std::time::Duration;
+
+use projections::{CommitError, ProjectionStore, Projector};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+
+use crate::event_store;
+use crate::projector::{Feeder, RunnerError};
+
+/// Writes one projector's changes into its tables.
+pub trait PgWriter<C>: Send + Sync + 'static {
+    /// The tables of the read model, in the order a rebuild creates and swaps them.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies `changes` to the tables named `<table><suffix>`, inside the caller's
+    /// transaction.
+    fn write(
+        &self,
+        connection: &mut PgConnection,
+        suffix: &str,
+        changes: Vec<C>,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+pub const SHADOW_SUFFIX: &str = "_rebuild";
+
+pub struct PgProjection<W> {
+    pool: PgPool,
+    writer: W,
+    checkpoint_key: String,
+    suffix: &'static str,
+}
+
+impl<W> PgProjection<W> {
+    /// The live read model of projector `name`.
+    pub fn live(pool: PgPool, writer: W, name: &str) -> PgProjection<W> {
+        PgProjection { pool, writer, checkpoint_key: name.to_owned(), suffix: "" }
+    }
+
+    fn shadow(pool: PgPool, writer: W, name: &str) -> PgProjection<W> {
+        let checkpoint_key = format!("{name}:rebuild");
+        PgProjection { pool, writer, checkpoint_key, suffix: SHADOW_SUFFIX }
+    }
+}
+
+impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
+    type Error = sqlx::Error;
+
+    async fn checkpoint(&mut self) -> Result<u64, sqlx::Error> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
+                .bind(&self.checkpoint_key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.unwrap_or(0) as u64)
+    }
+
+    async fn commit(
+        &mut self,
+        after: u64,
+        up_to: u64,
+        changes: Vec<C>,
+    ) -> Result<(), CommitError<sqlx::Error>> {
+        let mut tx = self.pool.begin().await.map_err(CommitError::Store)?;
+        let actual =
+            lock_checkpoint(&mut tx, &self.checkpoint_key).await.map_err(CommitError::Store)?;
+        if actual != after {
+            return Err(CommitError::Moved { actual });
+        }
+        self.writer.write(&mut tx, self.suffix, changes).await.map_err(CommitError::Store)?;
+        sqlx::query(
+            "UPDATE projector_checkpoints SET position = $2, updated_at = now()
+             WHERE projector = $1",
+        )
+        .bind(&self.checkpoint_key)
+        .bind(up_to as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(CommitError::Store)?;
+        tx.commit().await.map_err(CommitError::Store)
+    }
+}
+
+/// Locks a projector's checkpoint row (creating it at 0) and returns its position.
+async fn lock_checkpoint(connection: &mut PgConnection, key: &str) -> Result<u64, sqlx::Error> {
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO projector_checkpoints (projector, position) VALUES ($1, 0)
+         ON CONFLICT (projector) DO UPDATE SET position = projector_checkpoints.position
+         RETURNING position",
+    )
+    .bind(key)
+    .fetch_one(connection)
+    .await?;
+    Ok(position as u64)
+}
+
+/// Most attempts to swap a rebuilt model in while a busy live runner keeps moving ahead.
+pub const REBUILD_SWAP_ATTEMPTS_MAX: u32 = 50;
+
+/// Rebuilds a projector's read model from the whole log and swaps it in. Returns the
+/// position the rebuilt model reached.
+pub async fn rebuild<P, W>(pool: &PgPool, projector: P, writer: W) -> Result<u64, RunnerError>
+where
+    P: Projector,
+    W: PgWriter<P::Change>,
+{
+    let name = projector.name();
+    let tables = writer.tables();
+    let shadow_key = format!("{name}:rebuild");
+    {
+        let mut tx = pool.begin().await?;
+        for table in tables {
+            let shadow = format!("{table}{SHADOW_SUFFIX}");
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)"
+            )))
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
+            .bind(&shadow_key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+
+    let store = PgProjection::shadow(pool.clone(), writer, name);
+    let mut feeder = Feeder::new(projector, store, pool.clone(), 1_000).await?;
+    for attempt in 1..=REBUILD_SWAP_ATTEMPTS_MAX {
+        let reached = feeder.catch_up().await?;
+        let mut tx = pool.begin().await?;
+        let live = lock_checkpoint(&mut tx, name).await?;
+        if reached < live {
+            // The live model moved past what we built; catch up again and retry.
+            tx.rollback().await?;
+            tracing::debug!(projector = name, attempt, reached, live, "rebuild behind live");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        for table in tables {
+            let (old, shadow) = (format!("{table}_old"), format!("{table}{SHADOW_SUFFIX}"));
+            sqlx::query(AssertSqlSafe(format!("ALTER TABLE {table} RENAME TO {old}")))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!("ALTER TABLE {shadow} RENAME TO {table}")))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(AssertSqlSafe(format!("DROP TABLE {old}"))).execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1")
+            .bind(name)
+            .bind(reached as i64)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
+            .bind(&shadow_key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(projector = name, position = reached, "rebuilt and swapped in");
+        return Ok(reached);
+    }
+    let head = event_store::head(pool).await?;
+    Err(RunnerError::Projection(
+        format!("rebuild of {name} could not overtake the live model (store at {head})").into(),
+    ))
+}
