@@ -15,6 +15,8 @@
 //! headers above are what keep the stream correct.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
@@ -80,6 +82,7 @@ pub struct Relay {
     jetstream: jetstream::Context,
     namespace: Namespace,
     config: RelayConfig,
+    published: Arc<AtomicU64>,
 }
 
 impl Relay {
@@ -90,7 +93,12 @@ impl Relay {
         config: RelayConfig,
     ) -> Relay {
         let jetstream = bus::jetstream(client, config.inflight_max);
-        Relay { pool, jetstream, namespace, config }
+        Relay { pool, jetstream, namespace, config, published: Arc::default() }
+    }
+
+    /// Events this relay has published and seen confirmed, shared with the caller.
+    pub fn published_counter(&self) -> Arc<AtomicU64> {
+        self.published.clone()
     }
 
     /// Runs until `shutdown` is cancelled: stands by until it holds the namespace's lock,
@@ -212,6 +220,7 @@ impl Relay {
             confirmed = confirm(next).await?;
         }
         metrics::counter!("brain_relay_published_total").increment(confirmed - published);
+        self.published.fetch_add(confirmed - published, Ordering::Relaxed);
         metrics::gauge!("brain_relay_position").set(confirmed as f64);
         Ok(confirmed)
     }

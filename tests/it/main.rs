@@ -1,0 +1,9 @@
+//! Integration tests against the real PostgreSQL, NATS JetStream and Redis. One binary, so
+//! it links once. Each test makes its own database and namespace (see `support`), so tests
+//! run in parallel and leave nothing behind.
+
+mod event_store;
+mod projector;
+mod relay;
+mod serve;
+mod support;

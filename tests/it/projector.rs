@@ -1,0 +1,187 @@
+//! The projector runtime against real services, with the `event_type_stats` projector:
+//! restarts, redeliveries and holes never change the result, and a rebuild from the log
+//! equals the model fed live from JetStream.
+
+use std::time::Duration;
+
+use brain::event_store::read_all;
+use brain::projector::{Feeder, Runner, RunnerConfig};
+use brain::projectors::event_type_stats::EventTypeStatsWriter;
+use brain::projectors::{PgProjection, rebuild};
+use brain::relay::{Relay, RelayConfig};
+use projections::event_type_stats::{EventTypeStats, NAME};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{TestEnv, append_streams, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type Row = (String, String, i64, i64);
+
+/// The read model as stored.
+async fn model(env: &TestEnv) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT stream_type, event_type, events, last_position FROM event_type_stats ORDER BY 1, 2",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
+/// What the model must hold, computed straight from the log.
+async fn expected(env: &TestEnv) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT stream_type, event_type, count(*), max(global_position) FROM events
+         GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
+async fn checkpoint(env: &TestEnv) -> u64 {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
+            .bind(NAME)
+            .fetch_optional(&env.pool)
+            .await
+            .unwrap();
+    position.unwrap_or(0) as u64
+}
+
+fn quick() -> RunnerConfig {
+    RunnerConfig {
+        idle_check: Duration::from_millis(100),
+        retry_backoff: Duration::from_millis(50),
+        ..RunnerConfig::default()
+    }
+}
+
+fn stats_store(env: &TestEnv) -> PgProjection<EventTypeStatsWriter> {
+    PgProjection::live(env.pool.clone(), EventTypeStatsWriter, NAME)
+}
+
+async fn start_runner(env: &TestEnv) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let runner = Runner::new(
+        EventTypeStats,
+        stats_store(env),
+        env.pool.clone(),
+        env.nats.clone(),
+        env.namespace.clone(),
+        quick(),
+    )
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    (shutdown.clone(), tokio::spawn(runner.run(shutdown)))
+}
+
+fn start_relay(env: &TestEnv) -> CancellationToken {
+    let config = RelayConfig { idle_check: Duration::from_millis(100), ..RelayConfig::default() };
+    let relay = Relay::new(env.pool.clone(), env.nats.clone(), env.namespace.clone(), config);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(relay.run(shutdown.clone()));
+    shutdown
+}
+
+async fn wait_caught_up(env: &TestEnv) {
+    let head = env.head().await;
+    wait_until("the projector to reach the head", WAIT, || async { checkpoint(env).await >= head })
+        .await;
+}
+
+#[tokio::test]
+async fn a_model_fed_live_from_jetstream_equals_one_rebuilt_from_the_store() {
+    // Given a projector that starts on an empty store, so everything reaches it live.
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let _relay = start_relay(&env);
+    let (stop, runner) = start_runner(&env).await;
+    wait_until("the live consumer to exist", WAIT, || async {
+        let stream =
+            env.jetstream.get_stream(brain::bus::stream_name(&env.namespace)).await.unwrap();
+        stream.consumer_info("projector_event_type_stats").await.is_ok()
+    })
+    .await;
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { append_streams(&store, 60, 2).await })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    wait_caught_up(&env).await;
+    let live = model(&env).await;
+    assert_eq!(live, expected(&env).await);
+
+    // When it is rebuilt from the store while the live runner keeps going.
+    let position = rebuild(&env.pool, EventTypeStats, EventTypeStatsWriter).await.unwrap();
+
+    // Then the rebuilt model is the same, and the live runner carries on from it.
+    assert_eq!(position, env.head().await);
+    assert_eq!(model(&env).await, live);
+    append_streams(&store, 30, 1).await;
+    wait_caught_up(&env).await;
+    assert_eq!(model(&env).await, expected(&env).await);
+    stop.cancel();
+    runner.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_projector_stopped_mid_stream_and_restarted_ends_as_if_fed_once() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let _relay = start_relay(&env);
+    let (stop, runner) = start_runner(&env).await;
+    let writer = tokio::spawn({
+        let store = store.clone();
+        async move { append_streams(&store, 600, 1).await }
+    });
+
+    // Stopped somewhere in the middle of the stream...
+    wait_until("the projector to get going", WAIT, || async { checkpoint(&env).await >= 100 })
+        .await;
+    stop.cancel();
+    runner.await.unwrap();
+    writer.await.unwrap();
+    let stopped_at = checkpoint(&env).await;
+    assert!(stopped_at < env.head().await, "stopped before the end ({stopped_at})");
+
+    // ...then restarted, while more arrives.
+    let (stop, runner) = start_runner(&env).await;
+    append_streams(&store, 100, 2).await;
+    wait_caught_up(&env).await;
+    assert_eq!(model(&env).await, expected(&env).await);
+    stop.cancel();
+    runner.await.unwrap();
+}
+
+#[tokio::test]
+async fn events_fed_twice_or_after_a_hole_are_applied_exactly_once() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    append_streams(&store, 90, 1).await;
+    let events = read_all(&env.pool, 0, 1_000).await.unwrap();
+    let mut feeder =
+        Feeder::new(EventTypeStats, stats_store(&env), env.pool.clone(), 7).await.unwrap();
+
+    // Redelivery: the same events again, and an overlapping run.
+    feeder.feed(events[..40].to_vec()).await.unwrap();
+    feeder.feed(events[..40].to_vec()).await.unwrap();
+    feeder.feed(events[20..50].to_vec()).await.unwrap();
+    assert_eq!(feeder.checkpoint(), 50);
+
+    // A hole: events 51 to 70 never arrive by the bus; they are fetched from the store.
+    feeder.feed(events[70..].to_vec()).await.unwrap();
+    assert_eq!(feeder.checkpoint(), 90);
+    assert_eq!(model(&env).await, expected(&env).await);
+
+    // A fresh feeder over the same store resumes at its checkpoint and skips everything.
+    let mut resumed =
+        Feeder::new(EventTypeStats, stats_store(&env), env.pool.clone(), 7).await.unwrap();
+    assert_eq!(resumed.checkpoint(), 90);
+    resumed.feed(events.clone()).await.unwrap();
+    assert_eq!(model(&env).await, expected(&env).await);
+}

@@ -1,0 +1,1 @@
+//! `brain serve` as users run it.

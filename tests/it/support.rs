@@ -1,0 +1,232 @@
+//! The test environment: a fresh database (`brain_t_<id>`, migrated) and namespace
+//! (`t_<id>`, its own JetStream stream) per test, dropped when the test ends, even by panic.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use brain::bus;
+use brain::config::Namespace;
+use brain::event_store::{Append, Appended, CommitterConfig, EventStore};
+use domain::{EventMetadata, ExpectedVersion, NewEvent, StreamId, StreamType};
+use sqlx::migrate::MigrateDatabase;
+use sqlx::{PgPool, Postgres};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub fn postgres_server_url() -> String {
+    std::env::var("BRAIN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".to_owned())
+}
+
+pub fn nats_url() -> String {
+    std::env::var("BRAIN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+pub struct TestEnv {
+    pub namespace: Namespace,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+    pub jetstream: jetstream::Context,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        let id = &Uuid::new_v4().simple().to_string()[..16];
+        let namespace = Namespace::parse(&format!("t_{id}")).expect("valid namespace");
+        let database_url = format!("{}/brain_t_{id}", postgres_server_url());
+        Postgres::create_database(&database_url).await.expect("create test database");
+        let pool = PgPool::connect(&database_url).await.expect("connect to test database");
+        brain::db::migrate(&pool).await.expect("migrate test database");
+        let nats = bus::connect(&nats_url()).await.expect("connect to NATS");
+        let jetstream = bus::jetstream(nats.clone(), 64);
+        bus::ensure_stream(&jetstream, &namespace).await.expect("create test stream");
+        TestEnv { namespace, database_url, pool, nats, jetstream }
+    }
+
+    /// A second pool on the same database: another "process" as far as PostgreSQL knows.
+    pub async fn other_pool(&self) -> PgPool {
+        PgPool::connect(&self.database_url).await.expect("connect to test database")
+    }
+
+    pub fn store(&self) -> (EventStore, JoinHandle<()>) {
+        EventStore::start(self.pool.clone(), self.namespace.as_str(), CommitterConfig::default())
+    }
+
+    pub async fn head(&self) -> u64 {
+        brain::event_store::head(&self.pool).await.expect("read head")
+    }
+
+    pub async fn stream_last_sequence(&self) -> u64 {
+        let stream = self.jetstream.get_stream(bus::stream_name(&self.namespace)).await;
+        stream.map_or(0, |stream| stream.cached_info().state.last_sequence)
+    }
+
+    /// Asserts that the JetStream stream holds exactly the store's events, each at the
+    /// sequence equal to its position.
+    pub async fn assert_bus_mirrors_store(&self) {
+        let head = self.head().await;
+        let mut stream = self
+            .jetstream
+            .get_stream(bus::stream_name(&self.namespace))
+            .await
+            .expect("stream exists");
+        let state = stream.info().await.expect("stream info").state.clone();
+        assert_eq!(state.messages, head, "stream holds one message per event");
+        assert_eq!((state.first_sequence, state.last_sequence), (1, head));
+        let events = brain::event_store::read_all(&self.pool, 0, u32::MAX).await.unwrap();
+        for event in events {
+            let message = stream.get_raw_message(event.global_position).await.expect("message");
+            let envelope = bus::Envelope::decode(&message.payload).expect("envelope");
+            assert_eq!(envelope.global_position, event.global_position);
+            assert_eq!(envelope.into_event().expect("decodes"), event, "bus copy equals store");
+        }
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let database_url = self.database_url.clone();
+        let stream = bus::stream_name(&self.namespace);
+        // Async clean-up from a destructor: a runtime of its own on a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            runtime.expect("runtime").block_on(async move {
+                if let Ok(nats) = async_nats::connect(nats_url()).await {
+                    let _ = jetstream::new(nats).delete_stream(&stream).await;
+                }
+                let _ = Postgres::force_drop_database(&database_url).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+pub fn stream_type(name: &str) -> StreamType {
+    StreamType::parse(name).expect("valid stream type")
+}
+
+pub fn new_stream_id() -> StreamId {
+    StreamId::from(Uuid::now_v7())
+}
+
+/// An append of `count` events of `event_type`, numbered in their payloads.
+pub fn append(
+    stream_type: &StreamType,
+    stream_id: &StreamId,
+    expected: ExpectedVersion,
+    event_type: &str,
+    count: usize,
+) -> Append {
+    Append {
+        stream_type: stream_type.clone(),
+        stream_id: stream_id.clone(),
+        expected,
+        events: (0..count)
+            .map(|n| NewEvent::new(event_type, serde_json::json!({ "n": n })))
+            .collect(),
+        metadata: EventMetadata::new("test", time::OffsetDateTime::now_utc()),
+    }
+}
+
+/// Appends `streams` new streams of `per_stream` events each, cycling over event types.
+pub async fn append_streams(
+    store: &EventStore,
+    streams: usize,
+    per_stream: usize,
+) -> Vec<Appended> {
+    let mut appended = Vec::with_capacity(streams);
+    let types = [
+        ("mission", "MissionEnqueued"),
+        ("agent", "AgentRegistered"),
+        ("mission", "MissionStarted"),
+    ];
+    for n in 0..streams {
+        let (stream, event_type) = types[n % types.len()];
+        let append = append(
+            &stream_type(stream),
+            &new_stream_id(),
+            ExpectedVersion::Exact(0),
+            event_type,
+            per_stream,
+        );
+        appended.push(store.append(append).await.expect("append"));
+    }
+    appended
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes; panics with `what`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP proxy in front of a server, whose link can be cut and restored: a network
+/// failure between one client and the server, without disturbing anyone else's tests.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (cut, links) = (cut.clone(), links.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees its connection refused
+                    }
+                    let link = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    links.lock().await.push(link);
+                }
+            }
+        });
+        Proxy { addr, cut, links, accept }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub async fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for link in self.links.lock().await.drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
