@@ -61,6 +61,9 @@ pub struct AppendBench {
     /// Most commands per group-commit transaction.
     #[arg(long, default_value_t = CommitterConfig::default().batch_commands_max)]
     batch_commands_max: usize,
+    /// Group-commit transactions in flight at once.
+    #[arg(long, default_value_t = CommitterConfig::default().transactions_in_flight_max)]
+    transactions_in_flight: usize,
     /// Keep the bench database and stream afterwards.
     #[arg(long)]
     keep: bool,
@@ -284,7 +287,7 @@ impl AppendBench {
         );
         let json = serde_json::json!({
             "bench": "append",
-            "params": { "writers": self.writers, "commands": self.commands, "events_per_command": self.events_per_command, "payload_bytes": self.payload_bytes, "preload_events": self.preload_events, "batch_commands_max": self.batch_commands_max, "cores": cores },
+            "params": { "writers": self.writers, "commands": self.commands, "events_per_command": self.events_per_command, "payload_bytes": self.payload_bytes, "preload_events": self.preload_events, "batch_commands_max": self.batch_commands_max, "transactions_in_flight": self.transactions_in_flight, "cores": cores },
             "results": { "appended_events_per_s": r.appended_events_per_s, "commands_per_s": r.commands_per_s, "published_events_per_s": r.published_events_per_s, "append_p50_ms": r.append_ms[0], "append_p99_ms": r.append_ms[1], "append_to_bus_p50_ms": r.to_bus_ms[0], "append_to_bus_p99_ms": r.to_bus_ms[1], "commands_per_transaction": r.commands_per_transaction },
         });
         println!("{json}");

@@ -36,6 +36,9 @@ pub async fn connect(database_url: &str, connections_max: u32) -> Result<PgPool,
     PgPoolOptions::new()
         .max_connections(connections_max.max(4))
         .acquire_timeout(Duration::from_secs(ACQUIRE_TIMEOUT_S))
+        // A ping before every checkout costs a round trip per transaction; a dead
+        // connection fails its first statement instead, and callers retry.
+        .test_before_acquire(false)
         .connect(database_url)
         .await
         .map_err(DbError::Connect)

@@ -42,11 +42,19 @@ pub struct CommitterConfig {
     pub batch_commands_max: usize,
     /// Appends queued for the committer before `append` callers wait (back-pressure).
     pub queue_len_max: usize,
+    /// Batches in flight at once. While one waits for its commit (fsync), the next can
+    /// already claim ids and lock streams; only the final statement and commit serialise,
+    /// on the head row.
+    pub transactions_in_flight_max: usize,
 }
 
 impl Default for CommitterConfig {
     fn default() -> CommitterConfig {
-        CommitterConfig { batch_commands_max: 512, queue_len_max: 8_192 }
+        CommitterConfig {
+            batch_commands_max: 512,
+            queue_len_max: 8_192,
+            transactions_in_flight_max: 3,
+        }
     }
 }
 
@@ -80,20 +88,63 @@ pub(super) fn spawn(
     config: CommitterConfig,
     stats: Arc<CommitterStats>,
 ) -> (mpsc::Sender<Pending>, JoinHandle<()>) {
-    let (sender, mut receiver) = mpsc::channel::<Pending>(config.queue_len_max.max(1));
-    let batch_max = config.batch_commands_max.max(1);
+    let (sender, receiver) = mpsc::channel::<Pending>(config.queue_len_max.max(1));
+    let in_flight_max = config.transactions_in_flight_max.clamp(1, 64);
+    // The committer runs on a thread and runtime of its own, with connections of its own:
+    // its round trips to PostgreSQL are the store's critical path, and on the shared runtime
+    // each of its wake-ups waited behind whatever tasks were queued there (measured on 2
+    // cores: about 6k against 10k commands/s from `brain bench append`).
+    let options = pool.options().clone().min_connections(0).max_connections(in_flight_max as u32);
+    let connect = pool.connect_options();
+    let (done, finished) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("brain-committer".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            runtime.expect("committer runtime").block_on(async move {
+                let own_pool = options.connect_lazy_with((*connect).clone());
+                run(own_pool.clone(), notify_channel, receiver, config, in_flight_max, stats).await;
+                own_pool.close().await;
+            });
+            let _ = done.send(());
+        })
+        .expect("spawn the committer thread");
     let handle = tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(batch_max);
-        // `recv_many` waits for one and takes whatever else is already queued: the batch
-        // grows by itself while the previous transaction is in flight.
-        while receiver.recv_many(&mut batch, batch_max).await > 0 {
-            stats.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            stats.commands.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            commit(&pool, &notify_channel, std::mem::take(&mut batch)).await;
-        }
-        tracing::debug!("committer stopped: every event store handle is gone");
+        let _ = finished.await;
     });
     (sender, handle)
+}
+
+async fn run(
+    pool: PgPool,
+    notify_channel: Arc<str>,
+    mut receiver: mpsc::Receiver<Pending>,
+    config: CommitterConfig,
+    in_flight_max: usize,
+    stats: Arc<CommitterStats>,
+) {
+    let batch_max = config.batch_commands_max.max(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+    loop {
+        // A slot first, then the batch: while every slot is busy the queue keeps filling,
+        // so the next batch is as large as the wait allowed.
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let mut batch = Vec::with_capacity(batch_max);
+        // `recv_many` waits for one and takes whatever else is already queued.
+        if receiver.recv_many(&mut batch, batch_max).await == 0 {
+            break;
+        }
+        stats.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats.commands.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (pool, notify_channel) = (pool.clone(), notify_channel.clone());
+        tokio::spawn(async move {
+            commit(&pool, &notify_channel, batch).await;
+            drop(slot);
+        });
+    }
+    // Every handle is gone and the queue is empty: wait for the batches in flight.
+    let _ = slots.acquire_many(in_flight_max as u32).await;
+    tracing::debug!("committer stopped: every event store handle is gone");
 }
 
 async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>) {
@@ -259,17 +310,20 @@ async fn commit_batch(
         });
     }
 
+    // Refused commands give their ids back. Rare, so one primary-key delete each: a plan
+    // that cannot turn into a scan, whatever the table's statistics say.
+    for id in &released {
+        sqlx::query("DELETE FROM commands WHERE command_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+
     // Step 3, the last statement: take positions from head and write everything.
     let base = if placed.is_empty() {
-        if !released.is_empty() {
-            sqlx::query("DELETE FROM commands WHERE command_id = ANY($1)")
-                .bind(&released)
-                .execute(&mut *tx)
-                .await?;
-        }
         0
     } else {
-        write_batch(&mut tx, notify_channel, batch, &placed, &events, &versions, &released).await?
+        write_batch(&mut tx, notify_channel, batch, &placed, &events, &versions).await?
     };
 
     // Step 4.
@@ -303,14 +357,19 @@ async fn earlier_outcomes(
     tx: &mut Transaction<'static, Postgres>,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, Outcome)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT command_id, stream_type, stream_id, first_version, last_version,
-                first_position, last_position
-         FROM commands WHERE command_id = ANY($1)",
-    )
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    // One primary-key lookup per id, for the same reason as the deletes above.
+    let mut rows = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = sqlx::query(
+            "SELECT command_id, stream_type, stream_id, first_version, last_version,
+                    first_position, last_position
+             FROM commands WHERE command_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        rows.extend(row);
+    }
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
         let id: Uuid = row.try_get(0)?;
@@ -382,6 +441,10 @@ impl EventColumns {
 
 /// Step 3 as one statement. Data-modifying CTEs run exactly once, all against the `base`
 /// that the head update returned, so the head row is locked from here to the commit only.
+/// Rows are written with `INSERT .. ON CONFLICT` rather than `UPDATE .. FROM unnest(..)`:
+/// an upsert always finds its row through the unique index, while a join's plan follows
+/// table statistics, and a plan cached while a table was small turns into a sequential
+/// scan per batch once it has grown (measured: 30 ms per transaction at 30k streams).
 async fn write_batch(
     tx: &mut Transaction<'static, Postgres>,
     notify_channel: &str,
@@ -389,7 +452,6 @@ async fn write_batch(
     placed: &[Placed],
     events: &EventColumns,
     versions: &HashMap<(String, String), u64>,
-    released: &[Uuid],
 ) -> Result<u64, sqlx::Error> {
     let mut touched: Vec<(&str, &str)> = placed
         .iter()
@@ -432,21 +494,22 @@ async fn write_batch(
                            $7::int4[], $8::jsonb[], $9::jsonb[])
                     WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
          ), st AS (
-            UPDATE streams s SET version = u.v
-            FROM unnest($10::text[], $11::text[], $12::int8[]) AS u(st, sid, v)
-            WHERE s.stream_type = u.st AND s.stream_id = u.sid
+            INSERT INTO streams (stream_type, stream_id, version)
+            SELECT * FROM unnest($10::text[], $11::text[], $12::int8[])
+            ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version
          ), cmd AS (
-            UPDATE commands c
-            SET stream_type = u.st, stream_id = u.sid, first_version = u.fv,
-                last_version = u.lv, first_position = h.base + u.fo,
-                last_position = h.base + u.lo
+            INSERT INTO commands (command_id, stream_type, stream_id, first_version,
+                                  last_version, first_position, last_position)
+            SELECT u.id, u.st, u.sid, u.fv, u.lv, h.base + u.fo, h.base + u.lo
             FROM h, unnest($13::uuid[], $14::text[], $15::text[], $16::int8[], $17::int8[],
                            $18::int8[], $19::int8[]) AS u(id, st, sid, fv, lv, fo, lo)
-            WHERE c.command_id = u.id
-         ), rel AS (
-            DELETE FROM commands WHERE command_id = ANY($20::uuid[])
+            ON CONFLICT (command_id) DO UPDATE
+            SET stream_type = excluded.stream_type, stream_id = excluded.stream_id,
+                first_version = excluded.first_version, last_version = excluded.last_version,
+                first_position = excluded.first_position,
+                last_position = excluded.last_position
          )
-         SELECT h.base, pg_notify($21, (h.base + $1)::text)::text FROM h",
+         SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h",
     )
     .bind(count)
     .bind(&events.stream_types)
@@ -467,7 +530,6 @@ async fn write_batch(
     .bind(&command.last_versions)
     .bind(&command.first_offsets)
     .bind(&command.last_offsets)
-    .bind(released)
     .bind(notify_channel)
     .fetch_one(&mut **tx)
     .await?;
