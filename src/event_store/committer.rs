@@ -46,6 +46,8 @@ pub struct CommitterConfig {
     /// already claim ids and lock streams; only the final statement and commit serialise,
     /// on the head row.
     pub transactions_in_flight_max: usize,
+    /// Longest a batch waits to grow to the size of the one before it.
+    pub linger: std::time::Duration,
 }
 
 impl Default for CommitterConfig {
@@ -54,6 +56,7 @@ impl Default for CommitterConfig {
             batch_commands_max: 512,
             queue_len_max: 8_192,
             transactions_in_flight_max: 3,
+            linger: std::time::Duration::from_millis(1),
         }
     }
 }
@@ -125,6 +128,7 @@ async fn run(
 ) {
     let batch_max = config.batch_commands_max.max(1);
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
+    let mut last_batch_len = 1;
     loop {
         // A slot first, then the batch: while every slot is busy the queue keeps filling,
         // so the next batch is as large as the wait allowed.
@@ -134,6 +138,20 @@ async fn run(
         if receiver.recv_many(&mut batch, batch_max).await == 0 {
             break;
         }
+        // The writers the last batch answered are usually about to send again. Waiting a
+        // moment for as many keeps batches large under load (fewer transactions per
+        // command); when load falls, the wait is bounded by `linger` and the target
+        // shrinks with the batches.
+        let target = last_batch_len.min(batch_max);
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while batch.len() < target {
+            let room = batch_max - batch.len();
+            match tokio::time::timeout_at(deadline, receiver.recv_many(&mut batch, room)).await {
+                Ok(received) if received > 0 => {}
+                _ => break,
+            }
+        }
+        last_batch_len = batch.len();
         stats.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         stats.commands.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let (pool, notify_channel) = (pool.clone(), notify_channel.clone());
