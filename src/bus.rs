@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::Namespace;
+use crate::event_store::StoredEvent;
 
 /// The stream definition applied at start-up; name and subjects come from the namespace.
 const STREAM_DEFINITION: &str = include_str!("../nats/stream.json");
@@ -78,10 +79,6 @@ pub fn stream_name(namespace: &Namespace) -> String {
 /// Every subject of the namespace's events.
 pub fn subjects_all(namespace: &Namespace) -> String {
     format!("{namespace}.events.>")
-}
-
-pub fn subject(namespace: &Namespace, stream_type: &StreamType, stream_id: &StreamId) -> String {
-    format!("{namespace}.events.{stream_type}.{stream_id}")
 }
 
 /// The stream's configuration for a namespace: `nats/stream.json` plus name and subjects.
@@ -164,6 +161,39 @@ impl Envelope {
         }
     }
 
+    /// The same envelope from a row read as text, with no JSON parsing.
+    pub fn from_stored(event: &StoredEvent) -> Envelope {
+        Envelope {
+            layout_version: ENVELOPE_VERSION,
+            global_position: event.global_position as u64,
+            stream_type: event.stream_type.clone(),
+            stream_id: event.stream_id.clone(),
+            version: event.version as u64,
+            event_id: event.event_id.into_bytes(),
+            event_type: event.event_type.clone(),
+            schema_version: event.schema_version as u32,
+            payload_json: event.payload_json.clone(),
+            metadata_json: event.metadata_json.clone(),
+            recorded_at_unix_ns: event.recorded_at.unix_timestamp_nanos(),
+        }
+    }
+
+    /// The subject this event is published on.
+    pub fn subject(&self, namespace: &Namespace) -> String {
+        format!("{namespace}.events.{}.{}", self.stream_type, self.stream_id)
+    }
+
+    /// The headers the relay puts on the event's message.
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let event_id = Uuid::from_bytes(self.event_id).to_string();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event_id.as_str());
+        headers.insert(HEADER_EVENT_TYPE, self.event_type.as_str());
+        headers.insert(HEADER_SCHEMA_VERSION, HeaderValue::from(u64::from(self.schema_version)));
+        headers.insert(HEADER_STREAM_TYPE, self.stream_type.as_str());
+        headers
+    }
+
     pub fn encode(&self) -> Bytes {
         Bytes::from(postcard::to_stdvec(self).expect("an envelope always serialises"))
     }
@@ -200,16 +230,6 @@ impl Envelope {
                 .map_err(|e| bad("recorded_at", &e))?,
         })
     }
-}
-
-/// The headers the relay puts on an event's message.
-pub fn headers(event: &RecordedEvent) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.to_string().as_str());
-    headers.insert(HEADER_EVENT_TYPE, event.event_type.as_str());
-    headers.insert(HEADER_SCHEMA_VERSION, HeaderValue::from(u64::from(event.schema_version)));
-    headers.insert(HEADER_STREAM_TYPE, event.stream_type.as_str());
-    headers
 }
 
 #[cfg(test)]

@@ -185,13 +185,18 @@ impl Relay {
         head: u64,
         sent_total: &mut u64,
     ) -> Result<u64, RelayError> {
-        let events =
-            event_store::read_range(&self.pool, published, head, self.config.page_events_max)
-                .await?;
+        let events = event_store::read_range_stored(
+            &self.pool,
+            published,
+            head,
+            self.config.page_events_max,
+        )
+        .await?;
         let mut inflight = VecDeque::with_capacity(self.config.inflight_max);
         let mut confirmed = published;
         for event in &events {
-            let position = event.global_position;
+            let envelope = bus::Envelope::from_stored(event);
+            let position = envelope.global_position;
             if position != confirmed + inflight.len() as u64 + 1 {
                 return Err(RelayError::Publish {
                     position,
@@ -199,10 +204,10 @@ impl Relay {
                 });
             }
             let publish = PublishMessage::build()
-                .payload(bus::Envelope::from_event(event).encode())
-                .headers(bus::headers(event))
+                .payload(envelope.encode())
+                .headers(envelope.headers())
                 .expected_last_sequence(position - 1);
-            let subject = bus::subject(&self.namespace, &event.stream_type, &event.stream_id);
+            let subject = envelope.subject(&self.namespace);
             let ack =
                 self.jetstream.send_publish(subject, publish).await.map_err(|error| {
                     RelayError::Publish { position, message: error.to_string() }

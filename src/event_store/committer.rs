@@ -55,7 +55,7 @@ impl Default for CommitterConfig {
         CommitterConfig {
             batch_commands_max: 512,
             queue_len_max: 8_192,
-            transactions_in_flight_max: 3,
+            transactions_in_flight_max: 1,
             linger: std::time::Duration::from_millis(1),
         }
     }

@@ -166,6 +166,44 @@ pub async fn read_range(
     rows.iter().map(recorded_event).collect()
 }
 
+/// An event as stored, with payload and metadata left as JSON text: for copying events
+/// elsewhere without parsing and re-serialising them (the relay's hot path).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub global_position: i64,
+    pub stream_type: String,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload_json: String,
+    pub metadata_json: String,
+    pub recorded_at: time::OffsetDateTime,
+}
+
+/// Like [`read_range`], as [`StoredEvent`]s.
+pub async fn read_range_stored(
+    pool: &PgPool,
+    after: u64,
+    up_to: u64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let events = sqlx::query_as(
+        "SELECT global_position, stream_type, stream_id, version, event_id, event_type,
+                schema_version, payload::text AS payload_json, metadata::text AS metadata_json,
+                recorded_at
+         FROM events WHERE global_position > $1 AND global_position <= $2
+         ORDER BY global_position LIMIT $3",
+    )
+    .bind(to_i64(after))
+    .bind(to_i64(up_to))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    Ok(events)
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

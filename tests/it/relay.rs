@@ -120,13 +120,20 @@ async fn a_relay_cut_off_from_nats_catches_up_once_the_network_returns() {
 async fn a_stream_that_lost_its_tail_is_refilled_from_the_store() {
     let env = TestEnv::new().await;
     let (store, _committer) = env.store();
+    let name = bus::stream_name(&env.namespace);
     let (shutdown, relay) = start(&env, env.nats.clone(), quick());
     append_streams(&store, 100, 1).await;
     wait_mirrored(&env).await;
 
-    // When the stream comes back with only its first 60 messages, as after a NATS crash
-    // that lost unsynced writes.
-    let name = bus::stream_name(&env.namespace);
+    // When the stream loses everything under a running relay, the relay notices and
+    // publishes the whole log again.
+    env.jetstream.delete_stream(&name).await.unwrap();
+    wait_mirrored(&env).await;
+
+    // When the stream comes back with only its first 60 messages while no relay runs, as
+    // after a NATS crash that lost unsynced writes, the next relay publishes 61 to 100.
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
     let stream = env.jetstream.get_stream(&name).await.unwrap();
     let mut kept = Vec::new();
     for sequence in 1..=60 {
@@ -143,8 +150,7 @@ async fn a_stream_that_lost_its_tail_is_refilled_from_the_store() {
         env.jetstream.send_publish(subject, publish).await.unwrap().await.unwrap();
     }
     assert_eq!(env.stream_last_sequence().await, 60);
-
-    // Then the running relay notices and publishes positions 61 to 100 again.
+    let (shutdown, relay) = start(&env, env.nats.clone(), quick());
     wait_mirrored(&env).await;
     shutdown.cancel();
     relay.await.unwrap().unwrap();
