@@ -233,16 +233,22 @@ struct EventTypeCount {
 async fn event_type_stats(
     State(app): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // One snapshot for rows and position, so a commit between them cannot make them disagree.
+    let mut tx = app.pool().begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let rows: Vec<EventTypeCount> = sqlx::query_as(
         "SELECT stream_type, event_type, events, last_position, last_recorded_at
          FROM event_type_stats ORDER BY stream_type, event_type",
     )
-    .fetch_all(app.pool())
+    .fetch_all(&mut *tx)
     .await?;
     let position: Option<i64> = sqlx::query_scalar(
         "SELECT position FROM projector_checkpoints WHERE projector = 'event_type_stats'",
     )
-    .fetch_optional(app.pool())
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Json(json!({ "position": position.unwrap_or(0), "event_types": rows })))
 }

@@ -73,6 +73,10 @@ pub enum RelayError {
         "stream holds {stream_last} messages but the store only {store_head} events: it belongs to another store"
     )]
     StreamAhead { stream_last: u64, store_head: u64 },
+    #[error(
+        "the stream's message {position} is event {on_bus:?}, the store's is {in_store}: the stream belongs to another store or to an earlier copy of this one; delete the stream to have it rebuilt"
+    )]
+    StreamDiverged { position: u64, on_bus: String, in_store: uuid::Uuid },
     #[error("stopped by fault injection after {0} publishes")]
     InjectedCrash(u64),
 }
@@ -172,9 +176,33 @@ impl Relay {
         }
     }
 
-    async fn stream_last_sequence(&self) -> Result<u64, RelayError> {
+    /// The stream's last sequence, after checking that the message there is the store's
+    /// event at that position. A stream from another store (or from before a database
+    /// restore) would otherwise be extended as if it matched, silently.
+    pub async fn stream_last_sequence(&self) -> Result<u64, RelayError> {
         let stream = bus::ensure_stream(&self.jetstream, &self.namespace).await?;
-        Ok(stream.cached_info().state.last_sequence)
+        let last = stream.cached_info().state.last_sequence;
+        if last == 0 {
+            return Ok(0);
+        }
+        // A message already removed by a retention limit cannot be checked; nothing to do.
+        let Ok(message) = stream.get_raw_message(last).await else { return Ok(last) };
+        let on_bus = message
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_ID)
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default();
+        let in_store: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM events WHERE global_position = $1")
+                .bind(last as i64)
+                .fetch_optional(&self.pool)
+                .await?;
+        match in_store {
+            // The store is behind the stream: `relay` reports it as `StreamAhead`.
+            None => Ok(last),
+            Some(id) if id.to_string() == on_bus => Ok(last),
+            Some(id) => Err(RelayError::StreamDiverged { position: last, on_bus, in_store: id }),
+        }
     }
 
     /// Publishes the events after `published` (up to `head`, one page), many in flight,

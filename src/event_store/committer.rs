@@ -70,19 +70,62 @@ pub struct CommitterStats {
 
 pub(super) struct Pending {
     pub append: Append,
+    /// Payload bytes, as measured by `validate`.
+    pub bytes: usize,
     pub reply: oneshot::Sender<Result<Appended, AppendError>>,
 }
 
 type Outcome = Result<Appended, AppendError>;
 
-pub(super) fn validate(append: &Append) -> Result<(), AppendError> {
-    match append.events.len() {
-        0 => Err(AppendError::NoEvents),
-        count if count > APPEND_EVENTS_MAX => {
-            Err(AppendError::TooManyEvents { count, max: APPEND_EVENTS_MAX })
-        }
-        _ => Ok(()),
+/// Largest payload of one event, as JSON text. Every event must fit one NATS message (1 MiB
+/// by default, envelope and headers included) or the relay could never publish it.
+pub const EVENT_PAYLOAD_BYTES_MAX: usize = 256 * 1024;
+/// Longest event type; it travels in a NATS header, so only word characters are allowed.
+pub const EVENT_TYPE_LEN_MAX: usize = 128;
+/// Longest actor in an event's metadata.
+pub const ACTOR_BYTES_MAX: usize = 256;
+/// Server-side limits on the committer's sessions (PostgreSQL interval syntax).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+const LOCK_TIMEOUT: &str = "30s";
+
+/// Payload bytes one transaction carries at most; a larger batch is committed in parts, so
+/// one statement never grows towards PostgreSQL's limits.
+const BATCH_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Checks what the store and the bus need of an append; returns its payload bytes.
+pub(super) fn validate(append: &Append) -> Result<usize, AppendError> {
+    let count = append.events.len();
+    if count == 0 {
+        return Err(AppendError::NoEvents);
     }
+    if count > APPEND_EVENTS_MAX {
+        return Err(AppendError::TooManyEvents { count, max: APPEND_EVENTS_MAX });
+    }
+    let actor = append.metadata.actor.len();
+    if actor > ACTOR_BYTES_MAX {
+        return Err(AppendError::ActorTooLong { bytes: actor, max: ACTOR_BYTES_MAX });
+    }
+    let mut total = 0;
+    for (index, event) in append.events.iter().enumerate() {
+        let event_type = &event.event_type;
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        if event_type.is_empty()
+            || event_type.len() > EVENT_TYPE_LEN_MAX
+            || !event_type.chars().all(word)
+        {
+            return Err(AppendError::InvalidEventType { event_type: event_type.clone() });
+        }
+        let bytes = serde_json::to_vec(&event.payload).map_or(usize::MAX, |json| json.len());
+        if bytes > EVENT_PAYLOAD_BYTES_MAX {
+            return Err(AppendError::PayloadTooLarge {
+                index,
+                bytes,
+                max: EVENT_PAYLOAD_BYTES_MAX,
+            });
+        }
+        total += bytes;
+    }
+    Ok(total)
 }
 
 pub(super) fn spawn(
@@ -105,7 +148,14 @@ pub(super) fn spawn(
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             runtime.expect("committer runtime").block_on(async move {
-                let own_pool = options.connect_lazy_with((*connect).clone());
+                // A committer that stalls inside a transaction (paused, cut off) holds the
+                // head row; the server ends such a session instead of letting every other
+                // committer wait on it until TCP keepalive notices, hours later.
+                let connect = (*connect).clone().options([
+                    ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+                    ("lock_timeout", LOCK_TIMEOUT),
+                ]);
+                let own_pool = options.connect_lazy_with(connect);
                 run(own_pool.clone(), notify_channel, receiver, config, in_flight_max, stats).await;
                 own_pool.close().await;
             });
@@ -156,13 +206,32 @@ async fn run(
         stats.commands.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let (pool, notify_channel) = (pool.clone(), notify_channel.clone());
         tokio::spawn(async move {
-            commit(&pool, &notify_channel, batch).await;
+            for part in split_by_bytes(batch) {
+                commit(&pool, &notify_channel, part).await;
+            }
             drop(slot);
         });
     }
     // Every handle is gone and the queue is empty: wait for the batches in flight.
     let _ = slots.acquire_many(in_flight_max as u32).await;
     tracing::debug!("committer stopped: every event store handle is gone");
+}
+
+/// Splits a batch into consecutive parts of at most `BATCH_PAYLOAD_BYTES_MAX` payload bytes
+/// (a single larger append still forms a part of its own).
+fn split_by_bytes(batch: Vec<Pending>) -> Vec<Vec<Pending>> {
+    let mut parts = vec![Vec::new()];
+    let mut bytes = 0;
+    for pending in batch {
+        let current = parts.last_mut().expect("never empty");
+        if !current.is_empty() && bytes + pending.bytes > BATCH_PAYLOAD_BYTES_MAX {
+            parts.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += pending.bytes;
+        parts.last_mut().expect("never empty").push(pending);
+    }
+    parts
 }
 
 async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>) {

@@ -18,6 +18,12 @@ pub enum AppendError {
     NoEvents,
     #[error("an append of {count} events is over the limit of {max}")]
     TooManyEvents { count: usize, max: usize },
+    #[error("event type {event_type:?} must be 1 to 128 characters of A-Z, a-z, 0-9 and _")]
+    InvalidEventType { event_type: String },
+    #[error("event {index} has a {bytes}-byte payload, the limit is {max}")]
+    PayloadTooLarge { index: usize, bytes: usize, max: usize },
+    #[error("actor is {bytes} bytes long, the limit is {max}")]
+    ActorTooLong { bytes: usize, max: usize },
     #[error("event store is shutting down")]
     Closed,
     /// The batch's transaction failed. If the failure hit while committing, the outcome is

@@ -18,7 +18,10 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use committer::{APPEND_EVENTS_MAX, CommitterConfig, CommitterStats};
+pub use committer::{
+    ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, CommitterConfig, CommitterStats, EVENT_PAYLOAD_BYTES_MAX,
+    EVENT_TYPE_LEN_MAX,
+};
 pub use error::{AppendError, StoreError};
 
 /// One command's append: events for one stream, checked against the version it expects.
@@ -85,9 +88,9 @@ impl EventStore {
 
     /// Appends one command's events. Resolves once they are durably committed (or refused).
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
-        committer::validate(&append)?;
+        let bytes = committer::validate(&append)?;
         let (reply, answer) = oneshot::channel();
-        let pending = committer::Pending { append, reply };
+        let pending = committer::Pending { append, bytes, reply };
         self.committer.send(pending).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
     }

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use brain::event_store::{APPEND_EVENTS_MAX, AppendError, CommitterConfig, EventStore};
+use brain::event_store::{
+    ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, AppendError, CommitterConfig, EVENT_PAYLOAD_BYTES_MAX,
+    EventStore,
+};
 use domain::{ExpectedVersion, NewEvent};
 use uuid::Uuid;
 
@@ -382,4 +385,53 @@ async fn the_committer_commits_what_is_queued_before_it_stops() {
         .expect("committer stops")
         .unwrap();
     assert_eq!(env.head().await, 200);
+}
+
+#[tokio::test]
+async fn appends_the_bus_could_not_carry_are_refused_and_change_nothing() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let mission = stream_type("mission");
+    let with_type = |event_type: &str| {
+        let mut command = append(&mission, &new_stream_id(), ExpectedVersion::Exact(0), "Ok", 1);
+        command.events[0].event_type = event_type.to_owned();
+        command
+    };
+    for bad in ["", "Line\nBreak", "a.b", "has space", &"X".repeat(129)] {
+        let outcome = store.append(with_type(bad)).await;
+        assert!(
+            matches!(outcome, Err(AppendError::InvalidEventType { .. })),
+            "{bad:?}: {outcome:?}"
+        );
+    }
+    let mut huge = with_type("Huge");
+    huge.events[0].payload = serde_json::json!({ "blob": "x".repeat(EVENT_PAYLOAD_BYTES_MAX) });
+    assert!(matches!(store.append(huge).await, Err(AppendError::PayloadTooLarge { index: 0, .. })));
+    let mut chatty = with_type("Ok");
+    chatty.metadata.actor = "a".repeat(ACTOR_BYTES_MAX + 1);
+    assert!(matches!(store.append(chatty).await, Err(AppendError::ActorTooLong { .. })));
+    assert_eq!(env.head().await, 0);
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_one_transaction_carries_is_committed_in_parts() {
+    // 120 commands of ~200 KB each: more payload than one transaction takes (16 MiB).
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let mission = stream_type("mission");
+    let blob = "y".repeat(200 * 1024);
+    let tasks: Vec<_> = (0..120)
+        .map(|_| {
+            let store = store.clone();
+            let mut command =
+                append(&mission, &new_stream_id(), ExpectedVersion::Exact(0), "Big", 1);
+            command.events[0].payload = serde_json::json!({ "blob": blob });
+            tokio::spawn(async move { store.append(command).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("accepted");
+    }
+    assert_eq!(env.head().await, 120);
+    assert_gapless(&env).await;
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use brain::bus;
+use brain::event_store::EventStore;
 use brain::relay::{Relay, RelayConfig, RelayError};
+use sqlx::migrate::MigrateDatabase;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Proxy, TestEnv, append_streams, nats_url, wait_until};
@@ -184,4 +186,33 @@ async fn of_two_relays_only_one_publishes_and_the_standby_takes_over_when_it_sto
     append_streams(&store, 50, 1).await;
     wait_mirrored(&env).await;
     assert_eq!(standby_count.load(Ordering::SeqCst), 50);
+}
+
+#[tokio::test]
+async fn a_relay_refuses_to_extend_a_stream_that_belongs_to_another_store() {
+    // Given a stream mirroring one store...
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let (shutdown, relay) = start(&env, env.nats.clone(), quick());
+    append_streams(&store, 20, 1).await;
+    wait_mirrored(&env).await;
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+
+    // ...when a relay runs against another store (a restored backup, a wrong DATABASE_URL)
+    // whose log is longer but different, it refuses rather than extending the stream.
+    let other_url = format!("{}_other", env.database_url);
+    sqlx::Postgres::create_database(&other_url).await.unwrap();
+    let other_pool = sqlx::PgPool::connect(&other_url).await.unwrap();
+    brain::db::migrate(&other_pool).await.unwrap();
+    let other = EventStore::start(other_pool.clone(), env.namespace.as_str(), Default::default()).0;
+    append_streams(&other, 25, 1).await;
+    let relay = Relay::new(other_pool.clone(), env.nats.clone(), env.namespace.clone(), quick());
+    let outcome = relay.stream_last_sequence().await;
+    assert!(matches!(outcome, Err(RelayError::StreamDiverged { position: 20, .. })), "{outcome:?}");
+    assert_eq!(env.stream_last_sequence().await, 20);
+
+    drop(other);
+    other_pool.close().await;
+    sqlx::Postgres::force_drop_database(&other_url).await.unwrap();
 }
