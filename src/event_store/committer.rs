@@ -32,9 +32,6 @@ use uuid::Uuid;
 
 use super::{Append, AppendError, Appended, to_i64};
 
-/// Most events one command may append; a larger append is a caller error.
-pub const APPEND_EVENTS_MAX: usize = 1_000;
-
 #[derive(Debug, Clone, Copy)]
 pub struct CommitterConfig {
     /// Most commands one transaction carries. Larger batches share an fsync more widely but
@@ -77,13 +74,6 @@ pub(super) struct Pending {
 
 type Outcome = Result<Appended, AppendError>;
 
-/// Largest payload of one event, as JSON text. Every event must fit one NATS message (1 MiB
-/// by default, envelope and headers included) or the relay could never publish it.
-pub const EVENT_PAYLOAD_BYTES_MAX: usize = 256 * 1024;
-/// Longest event type; it travels in a NATS header, so only word characters are allowed.
-pub const EVENT_TYPE_LEN_MAX: usize = 128;
-/// Longest actor in an event's metadata.
-pub const ACTOR_BYTES_MAX: usize = 256;
 /// Server-side limits on the committer's sessions (PostgreSQL interval syntax).
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 const LOCK_TIMEOUT: &str = "30s";
@@ -91,42 +81,6 @@ const LOCK_TIMEOUT: &str = "30s";
 /// Payload bytes one transaction carries at most; a larger batch is committed in parts, so
 /// one statement never grows towards PostgreSQL's limits.
 const BATCH_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
-
-/// Checks what the store and the bus need of an append; returns its payload bytes.
-pub(super) fn validate(append: &Append) -> Result<usize, AppendError> {
-    let count = append.events.len();
-    if count == 0 {
-        return Err(AppendError::NoEvents);
-    }
-    if count > APPEND_EVENTS_MAX {
-        return Err(AppendError::TooManyEvents { count, max: APPEND_EVENTS_MAX });
-    }
-    let actor = append.metadata.actor.len();
-    if actor > ACTOR_BYTES_MAX {
-        return Err(AppendError::ActorTooLong { bytes: actor, max: ACTOR_BYTES_MAX });
-    }
-    let mut total = 0;
-    for (index, event) in append.events.iter().enumerate() {
-        let event_type = &event.event_type;
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        if event_type.is_empty()
-            || event_type.len() > EVENT_TYPE_LEN_MAX
-            || !event_type.chars().all(word)
-        {
-            return Err(AppendError::InvalidEventType { event_type: event_type.clone() });
-        }
-        let bytes = serde_json::to_vec(&event.payload).map_or(usize::MAX, |json| json.len());
-        if bytes > EVENT_PAYLOAD_BYTES_MAX {
-            return Err(AppendError::PayloadTooLarge {
-                index,
-                bytes,
-                max: EVENT_PAYLOAD_BYTES_MAX,
-            });
-        }
-        total += bytes;
-    }
-    Ok(total)
-}
 
 pub(super) fn spawn(
     pool: PgPool,

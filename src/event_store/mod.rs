@@ -8,6 +8,7 @@
 
 mod committer;
 mod error;
+mod validate;
 
 use std::sync::Arc;
 
@@ -18,11 +19,11 @@ use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use committer::{
-    ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, CommitterConfig, CommitterStats, EVENT_PAYLOAD_BYTES_MAX,
-    EVENT_TYPE_LEN_MAX,
-};
+pub use committer::{CommitterConfig, CommitterStats};
 pub use error::{AppendError, StoreError};
+pub use validate::{
+    ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_PAYLOAD_BYTES_MAX, EVENT_TYPE_LEN_MAX,
+};
 
 /// One command's append: events for one stream, checked against the version it expects.
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ impl EventStore {
 
     /// Appends one command's events. Resolves once they are durably committed (or refused).
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
-        let bytes = committer::validate(&append)?;
+        let bytes = validate::validate(&append)?;
         let (reply, answer) = oneshot::channel();
         let pending = committer::Pending { append, bytes, reply };
         self.committer.send(pending).await.map_err(|_| AppendError::Closed)?;
