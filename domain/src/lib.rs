@@ -7,6 +7,7 @@
 
 pub mod aggregate;
 pub mod event;
+pub mod mission;
 pub mod names;
 
 pub use aggregate::Aggregate;

@@ -1,0 +1,514 @@
+//! Mission aggregate: `decide` turns a command into events, `apply` folds an event into state.
+//! Pure by design: no clock, no randomness, no I/O. Time arrives inside each command as
+//! `now_ms` (Unix milliseconds), and a retry's backoff (which has jitter) is chosen by the
+//! caller and passed in as `backoff_ms`.
+//!
+//! Status transitions (the table in ARCHITECTURE.md matches `apply`):
+//!
+//! | from | event | to |
+//! |---|---|---|
+//! | (none) | `MissionEnqueued` | `queued`, or `pending` when `not_before` is in the future |
+//! | `pending` | `MissionRetryDue` | `queued` |
+//! | `queued` | `MissionStarted` | `running` |
+//! | `running` | `MissionProgressed` | `running` (lease extended) |
+//! | `running` | `MissionCompleted` | `completed` |
+//! | `running` | `MissionAttemptFailed` | `pending` (retry scheduled) or `failed` |
+//! | `running` | `MissionLeaseExpired` | `pending` (retry scheduled) or `failed` |
+//! | `pending`, `queued`, `running` | `MissionCancelled` | `cancelled` |
+//! | `failed` | `MissionRetried` | `queued`, attempts counted afresh |
+
+use serde::{Deserialize, Serialize};
+
+use crate::aggregate::{Aggregate, DomainEvent};
+use crate::names::StreamType;
+
+pub const NAME_LEN_MAX: usize = 200;
+pub const DESCRIPTION_LEN_MAX: usize = 4_000;
+pub const ATTEMPT_MAX_DEFAULT: u32 = 3;
+pub const ATTEMPT_MAX_LIMIT: u32 = 100;
+pub const AGENT_LEN_MAX: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MissionStatus {
+    /// No event yet: the mission does not exist.
+    #[default]
+    New,
+    /// Accepted, waiting for a time: a retry's backoff or `not_before`.
+    Pending,
+    /// Waiting for a worker.
+    Queued,
+    /// Held by a worker under a lease.
+    Running,
+    Completed,
+    /// Attempts exhausted, or an error that is not worth retrying.
+    Failed,
+    Cancelled,
+}
+
+impl MissionStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, MissionStatus::Completed | MissionStatus::Failed | MissionStatus::Cancelled)
+    }
+}
+
+impl std::fmt::Display for MissionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = match self {
+            MissionStatus::New => "new",
+            MissionStatus::Pending => "pending",
+            MissionStatus::Queued => "queued",
+            MissionStatus::Running => "running",
+            MissionStatus::Completed => "completed",
+            MissionStatus::Failed => "failed",
+            MissionStatus::Cancelled => "cancelled",
+        };
+        f.write_str(word)
+    }
+}
+
+/// Everything an enqueue fixes about a mission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionSpec {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub priority: Priority,
+    /// Any JSON object, handed to the agent.
+    pub payload: serde_json::Value,
+    /// The kind of agent that runs it: `coder`, `ops`, ...
+    pub agent: String,
+    pub attempt_max: u32,
+    /// Deadline of one attempt, enforced by the worker.
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MissionCommand {
+    Enqueue {
+        spec: MissionSpec,
+        now_ms: i64,
+    },
+    /// A worker claimed the mission from the queue.
+    Start {
+        worker_id: String,
+        lease_ms: u64,
+        now_ms: i64,
+    },
+    /// The worker is alive and still working: extends its lease.
+    Progress {
+        worker_id: String,
+        attempt: u32,
+        lease_ms: u64,
+        note: Option<String>,
+        now_ms: i64,
+    },
+    Complete {
+        worker_id: String,
+        attempt: u32,
+        result: serde_json::Value,
+        now_ms: i64,
+    },
+    /// The attempt failed. `backoff_ms` is the wait before the next attempt, if one is allowed.
+    Fail {
+        worker_id: String,
+        attempt: u32,
+        error: String,
+        retryable: bool,
+        backoff_ms: u64,
+        now_ms: i64,
+    },
+    /// A pending mission's time has come.
+    MarkDue {
+        now_ms: i64,
+    },
+    /// The supervisor found the lease past its expiry: the worker is presumed dead.
+    ExpireLease {
+        backoff_ms: u64,
+        now_ms: i64,
+    },
+    Cancel {
+        reason: String,
+        by: String,
+        now_ms: i64,
+    },
+    /// Run a failed mission again, with a fresh count of attempts.
+    Retry {
+        by: String,
+        now_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MissionEvent {
+    MissionEnqueued {
+        spec: MissionSpec,
+        due_at_ms: i64,
+        at_ms: i64,
+    },
+    MissionRetryDue {
+        at_ms: i64,
+    },
+    MissionStarted {
+        worker_id: String,
+        attempt: u32,
+        lease_expires_at_ms: i64,
+        at_ms: i64,
+    },
+    MissionProgressed {
+        attempt: u32,
+        lease_expires_at_ms: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        at_ms: i64,
+    },
+    MissionCompleted {
+        attempt: u32,
+        result: serde_json::Value,
+        at_ms: i64,
+    },
+    /// `retry_at_ms` is set when another attempt is scheduled; unset, the mission has failed.
+    MissionAttemptFailed {
+        attempt: u32,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    },
+    MissionLeaseExpired {
+        attempt: u32,
+        worker_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<i64>,
+        at_ms: i64,
+    },
+    MissionCancelled {
+        reason: String,
+        by: String,
+        at_ms: i64,
+    },
+    MissionRetried {
+        by: String,
+        at_ms: i64,
+    },
+}
+
+impl DomainEvent for MissionEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            MissionEvent::MissionEnqueued { .. } => "MissionEnqueued",
+            MissionEvent::MissionRetryDue { .. } => "MissionRetryDue",
+            MissionEvent::MissionStarted { .. } => "MissionStarted",
+            MissionEvent::MissionProgressed { .. } => "MissionProgressed",
+            MissionEvent::MissionCompleted { .. } => "MissionCompleted",
+            MissionEvent::MissionAttemptFailed { .. } => "MissionAttemptFailed",
+            MissionEvent::MissionLeaseExpired { .. } => "MissionLeaseExpired",
+            MissionEvent::MissionCancelled { .. } => "MissionCancelled",
+            MissionEvent::MissionRetried { .. } => "MissionRetried",
+        }
+    }
+}
+
+/// One failed attempt, kept in the mission's history (its dead-letter record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptError {
+    pub attempt: u32,
+    pub error: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MissionError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("mission already exists")]
+    AlreadyExists,
+    #[error("mission does not exist")]
+    NotFound,
+    #[error("mission is {status}, only a queued mission can be started")]
+    NotQueued { status: MissionStatus },
+    #[error("mission is {status}, not running")]
+    NotRunning { status: MissionStatus },
+    #[error("mission is held by worker {holder}, not {worker_id}")]
+    HeldByAnother { holder: String, worker_id: String },
+    #[error("attempt {got} is over, the mission is on attempt {current}")]
+    StaleAttempt { current: u32, got: u32 },
+    #[error("mission is {status} already")]
+    AlreadyFinished { status: MissionStatus },
+    #[error("mission is {status}, only a failed mission can be retried")]
+    NotFailed { status: MissionStatus },
+    #[error("mission is not pending, or not due until {due_at_ms}")]
+    NotDue { due_at_ms: i64 },
+    #[error("lease runs until {lease_expires_at_ms}")]
+    LeaseNotExpired { lease_expires_at_ms: i64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mission {
+    pub status: MissionStatus,
+    pub spec: Option<MissionSpec>,
+    /// Attempts begun since enqueue (or since the last manual retry).
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+    /// When a pending mission becomes due.
+    pub due_at_ms: Option<i64>,
+    pub errors: Vec<AttemptError>,
+    pub result: Option<serde_json::Value>,
+}
+
+pub type Decision = Result<Vec<MissionEvent>, MissionError>;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> MissionError {
+    MissionError::Invalid { field, reason: reason.into() }
+}
+
+/// Checks a spec as given by a caller; every refusal names the field.
+pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
+    let name = spec.name.trim();
+    if name.is_empty() {
+        return Err(invalid("name", "must not be empty"));
+    }
+    if spec.name.chars().count() > NAME_LEN_MAX {
+        return Err(invalid("name", format!("must be at most {NAME_LEN_MAX} characters")));
+    }
+    if spec.description.chars().count() > DESCRIPTION_LEN_MAX {
+        return Err(invalid(
+            "description",
+            format!("must be at most {DESCRIPTION_LEN_MAX} characters"),
+        ));
+    }
+    if !spec.payload.is_object() {
+        return Err(invalid("payload", "must be a JSON object"));
+    }
+    let agent_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    if spec.agent.is_empty()
+        || spec.agent.len() > AGENT_LEN_MAX
+        || !spec.agent.chars().all(agent_ok)
+    {
+        return Err(invalid(
+            "agent",
+            format!("must be 1 to {AGENT_LEN_MAX} characters of a-z, 0-9, _ and -"),
+        ));
+    }
+    if spec.attempt_max == 0 || spec.attempt_max > ATTEMPT_MAX_LIMIT {
+        return Err(invalid("max_attempts", format!("must be between 1 and {ATTEMPT_MAX_LIMIT}")));
+    }
+    if spec.timeout_ms == 0 {
+        return Err(invalid("timeout_s", "must be positive"));
+    }
+    Ok(())
+}
+
+impl Mission {
+    /// Checks that `worker_id` holds the running mission's current `attempt`.
+    fn check_holder(&self, worker_id: &str, attempt: u32) -> Result<(), MissionError> {
+        if self.status != MissionStatus::Running {
+            return Err(self.not_running());
+        }
+        if attempt != self.attempt {
+            return Err(MissionError::StaleAttempt { current: self.attempt, got: attempt });
+        }
+        match &self.worker_id {
+            Some(holder) if holder != worker_id => Err(MissionError::HeldByAnother {
+                holder: holder.clone(),
+                worker_id: worker_id.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn not_running(&self) -> MissionError {
+        match self.status {
+            MissionStatus::New => MissionError::NotFound,
+            status if status.is_finished() => MissionError::AlreadyFinished { status },
+            status => MissionError::NotRunning { status },
+        }
+    }
+
+    /// When the next attempt may run after this one failed, or `None` if none may.
+    fn retry_at(&self, retryable: bool, backoff_ms: u64, now_ms: i64) -> Option<i64> {
+        let attempt_max = self.spec.as_ref().map_or(0, |spec| spec.attempt_max);
+        (retryable && self.attempt < attempt_max)
+            .then(|| now_ms.saturating_add(i64::try_from(backoff_ms).unwrap_or(i64::MAX)))
+    }
+}
+
+fn expiry(now_ms: i64, lease_ms: u64) -> i64 {
+    now_ms.saturating_add(i64::try_from(lease_ms).unwrap_or(i64::MAX))
+}
+
+impl Aggregate for Mission {
+    type Command = MissionCommand;
+    type Event = MissionEvent;
+    type Error = MissionError;
+
+    fn stream_type() -> StreamType {
+        StreamType::parse("mission").expect("a valid stream type")
+    }
+
+    fn decide(&self, command: MissionCommand) -> Decision {
+        use MissionCommand as C;
+        use MissionEvent as E;
+        use MissionStatus as S;
+        if let C::Enqueue { spec, now_ms } = command {
+            if self.status != S::New {
+                return Err(MissionError::AlreadyExists);
+            }
+            validate_spec(&spec)?;
+            let due_at_ms = spec.not_before_ms.map_or(now_ms, |at| at.max(now_ms));
+            return Ok(vec![E::MissionEnqueued { spec, due_at_ms, at_ms: now_ms }]);
+        }
+        if self.status == S::New {
+            return Err(MissionError::NotFound);
+        }
+        match command {
+            C::Enqueue { .. } => unreachable!("handled above"),
+            C::Start { worker_id, lease_ms, now_ms } => {
+                if self.status != S::Queued {
+                    return Err(MissionError::NotQueued { status: self.status });
+                }
+                let lease_expires_at_ms = expiry(now_ms, lease_ms);
+                let attempt = self.attempt + 1;
+                Ok(vec![E::MissionStarted {
+                    worker_id,
+                    attempt,
+                    lease_expires_at_ms,
+                    at_ms: now_ms,
+                }])
+            }
+            C::Progress { worker_id, attempt, lease_ms, note, now_ms } => {
+                self.check_holder(&worker_id, attempt)?;
+                let lease_expires_at_ms = expiry(now_ms, lease_ms);
+                Ok(vec![E::MissionProgressed { attempt, lease_expires_at_ms, note, at_ms: now_ms }])
+            }
+            C::Complete { worker_id, attempt, result, now_ms } => {
+                self.check_holder(&worker_id, attempt)?;
+                Ok(vec![E::MissionCompleted { attempt, result, at_ms: now_ms }])
+            }
+            C::Fail { worker_id, attempt, error, retryable, backoff_ms, now_ms } => {
+                self.check_holder(&worker_id, attempt)?;
+                let retry_at_ms = self.retry_at(retryable, backoff_ms, now_ms);
+                Ok(vec![E::MissionAttemptFailed { attempt, error, retry_at_ms, at_ms: now_ms }])
+            }
+            C::MarkDue { now_ms } => match (self.status, self.due_at_ms) {
+                (S::Pending, Some(due_at_ms)) if due_at_ms <= now_ms => {
+                    Ok(vec![E::MissionRetryDue { at_ms: now_ms }])
+                }
+                (_, due_at_ms) => Err(MissionError::NotDue { due_at_ms: due_at_ms.unwrap_or(0) }),
+            },
+            C::ExpireLease { backoff_ms, now_ms } => {
+                if self.status != S::Running {
+                    return Err(self.not_running());
+                }
+                let lease_expires_at_ms = self.lease_expires_at_ms.unwrap_or(i64::MIN);
+                if lease_expires_at_ms > now_ms {
+                    return Err(MissionError::LeaseNotExpired { lease_expires_at_ms });
+                }
+                let worker_id = self.worker_id.clone().unwrap_or_default();
+                let retry_at_ms = self.retry_at(true, backoff_ms, now_ms);
+                let attempt = self.attempt;
+                Ok(vec![E::MissionLeaseExpired { attempt, worker_id, retry_at_ms, at_ms: now_ms }])
+            }
+            C::Cancel { reason, by, now_ms } => {
+                if self.status.is_finished() {
+                    return Err(MissionError::AlreadyFinished { status: self.status });
+                }
+                Ok(vec![E::MissionCancelled { reason, by, at_ms: now_ms }])
+            }
+            C::Retry { by, now_ms } => {
+                if self.status != S::Failed {
+                    return Err(MissionError::NotFailed { status: self.status });
+                }
+                Ok(vec![E::MissionRetried { by, at_ms: now_ms }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &MissionEvent) {
+        use MissionEvent as E;
+        use MissionStatus as S;
+        match event {
+            E::MissionEnqueued { spec, due_at_ms, at_ms } => {
+                self.status = if due_at_ms > at_ms { S::Pending } else { S::Queued };
+                self.due_at_ms = (due_at_ms > at_ms).then_some(*due_at_ms);
+                self.spec = Some(spec.clone());
+            }
+            E::MissionRetryDue { .. } => {
+                self.status = S::Queued;
+                self.due_at_ms = None;
+            }
+            E::MissionStarted { worker_id, attempt, lease_expires_at_ms, .. } => {
+                assert_eq!(*attempt, self.attempt + 1, "attempts are counted one by one");
+                self.status = S::Running;
+                self.attempt = *attempt;
+                self.worker_id = Some(worker_id.clone());
+                self.lease_expires_at_ms = Some(*lease_expires_at_ms);
+            }
+            E::MissionProgressed { lease_expires_at_ms, .. } => {
+                self.lease_expires_at_ms = Some(*lease_expires_at_ms);
+            }
+            E::MissionCompleted { result, .. } => {
+                self.status = S::Completed;
+                self.result = Some(result.clone());
+                self.end_attempt();
+            }
+            E::MissionAttemptFailed { attempt, error, retry_at_ms, at_ms } => {
+                self.errors.push(AttemptError {
+                    attempt: *attempt,
+                    error: error.clone(),
+                    at_ms: *at_ms,
+                });
+                self.after_attempt(*retry_at_ms);
+            }
+            E::MissionLeaseExpired { attempt, retry_at_ms, at_ms, .. } => {
+                let error = "lease expired: the worker stopped renewing it".to_owned();
+                self.errors.push(AttemptError { attempt: *attempt, error, at_ms: *at_ms });
+                self.after_attempt(*retry_at_ms);
+            }
+            E::MissionCancelled { .. } => {
+                self.status = S::Cancelled;
+                self.due_at_ms = None;
+                self.end_attempt();
+            }
+            E::MissionRetried { .. } => {
+                self.status = S::Queued;
+                self.attempt = 0;
+            }
+        }
+        let attempt_max = self.spec.as_ref().map_or(0, |spec| spec.attempt_max);
+        assert!(self.attempt <= attempt_max, "attempt went past attempt_max");
+    }
+}
+
+impl Mission {
+    fn end_attempt(&mut self) {
+        self.worker_id = None;
+        self.lease_expires_at_ms = None;
+    }
+
+    fn after_attempt(&mut self, retry_at_ms: Option<i64>) {
+        self.end_attempt();
+        match retry_at_ms {
+            Some(at) => {
+                self.status = MissionStatus::Pending;
+                self.due_at_ms = Some(at);
+            }
+            None => self.status = MissionStatus::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
