@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bench;
 pub mod bus;
+pub mod command;
 pub mod config;
 pub mod db;
 pub mod event_store;

@@ -24,13 +24,13 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use domain::{ExpectedVersion, StreamId, StreamType};
+use domain::ExpectedVersion;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::{Append, AppendError, Appended, to_i64};
+use super::{Append, AppendError, Appended, StoreError, to_i64};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CommitterConfig {
@@ -398,45 +398,15 @@ async fn earlier_outcomes(
     tx: &mut Transaction<'static, Postgres>,
     ids: &[Uuid],
 ) -> Result<Vec<(Uuid, Outcome)>, sqlx::Error> {
-    // One primary-key lookup per id, for the same reason as the deletes above.
-    let mut rows = Vec::with_capacity(ids.len());
+    let mut outcomes = Vec::with_capacity(ids.len());
     for id in ids {
-        let row = sqlx::query(
-            "SELECT command_id, stream_type, stream_id, first_version, last_version,
-                    first_position, last_position
-             FROM commands WHERE command_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        rows.extend(row);
-    }
-    let mut outcomes = Vec::with_capacity(rows.len());
-    for row in rows {
-        let id: Uuid = row.try_get(0)?;
-        let stream_type: Option<String> = row.try_get(1)?;
-        let stream_id: Option<String> = row.try_get(2)?;
-        let numbers: [Option<i64>; 4] =
-            [row.try_get(3)?, row.try_get(4)?, row.try_get(5)?, row.try_get(6)?];
-        let outcome = match (stream_type, stream_id, numbers) {
-            (Some(t), Some(i), [Some(fv), Some(lv), Some(fp), Some(lp)]) => {
-                match (StreamType::parse(t), StreamId::parse(i)) {
-                    (Ok(stream_type), Ok(stream_id)) => Ok(Appended {
-                        stream_type,
-                        stream_id,
-                        first_version: fv as u64,
-                        last_version: lv as u64,
-                        first_position: fp as u64,
-                        last_position: lp as u64,
-                        duplicate: true,
-                    }),
-                    _ => Err(corrupt_command(id)),
-                }
-            }
+        let outcome = match super::command_outcome(tx, *id).await {
+            Ok(Some(appended)) => Ok(appended),
             // A claim is only ever committed together with its outcome.
-            _ => Err(corrupt_command(id)),
+            Ok(None) | Err(StoreError::Corrupt(_)) => Err(corrupt_command(*id)),
+            Err(StoreError::Database(error)) => return Err(error),
         };
-        outcomes.push((id, outcome));
+        outcomes.push((*id, outcome));
     }
     Ok(outcomes)
 }

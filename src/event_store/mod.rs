@@ -18,6 +18,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 pub use committer::{CommitterConfig, CommitterStats};
 pub use error::{AppendError, StoreError};
@@ -94,6 +95,12 @@ impl EventStore {
         let pending = committer::Pending { append, bytes, reply };
         self.committer.send(pending).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// The outcome of a command id's first execution, if it had one (with `duplicate` set).
+    pub async fn command_outcome(&self, command_id: Uuid) -> Result<Option<Appended>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        command_outcome(&mut connection, command_id).await
     }
 
     /// A stream's events in version order, up to `version_max` when given.
@@ -206,6 +213,36 @@ pub async fn read_range_stored(
     .fetch_all(pool)
     .await?;
     Ok(events)
+}
+
+/// A command id's stored outcome, on a given connection (the committer's transaction, or
+/// any other). `None` for an id never seen, or claimed by a transaction still running.
+pub(crate) async fn command_outcome(
+    connection: &mut sqlx::PgConnection,
+    command_id: Uuid,
+) -> Result<Option<Appended>, StoreError> {
+    // One primary-key lookup: a plan that cannot become a scan, whatever the statistics.
+    let row: Option<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT stream_type, stream_id, first_version, last_version, first_position,
+                last_position
+         FROM commands WHERE command_id = $1 AND last_position IS NOT NULL",
+    )
+    .bind(command_id)
+    .fetch_optional(connection)
+    .await?;
+    let Some((stream_type, stream_id, first_version, last_version, first, last)) = row else {
+        return Ok(None);
+    };
+    let corrupt = |e: domain::NameError| StoreError::Corrupt(format!("command {command_id}: {e}"));
+    Ok(Some(Appended {
+        stream_type: StreamType::parse(stream_type).map_err(corrupt)?,
+        stream_id: StreamId::parse(stream_id).map_err(corrupt)?,
+        first_version: first_version as u64,
+        last_version: last_version as u64,
+        first_position: first as u64,
+        last_position: last as u64,
+        duplicate: true,
+    }))
 }
 
 fn to_i64(value: u64) -> i64 {

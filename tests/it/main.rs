@@ -2,6 +2,7 @@
 //! it links once. Each test makes its own database and namespace (see `support`), so tests
 //! run in parallel and leave nothing behind.
 
+mod command;
 mod event_store;
 mod projector;
 mod relay;

@@ -1,0 +1,114 @@
+//! The command handler: load an aggregate's stream, fold it, decide, append at the version
+//! it was decided against. A conflict (another command got there first) is answered by
+//! loading again and deciding again, a bounded number of times (design invariant 5).
+
+use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
+use domain::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
+
+use crate::event_store::{Append, AppendError, Appended, EventStore, StoreError};
+
+/// Re-decisions after a conflict before giving up with it.
+pub const CONFLICT_RETRIES_MAX: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command: the caller's fault, a 4xx.
+    #[error(transparent)]
+    Rejected(E),
+    /// Still conflicting after every retry: the stream is too busy; a 409 to retry later.
+    #[error("stream kept changing while the command was decided ({0})")]
+    Contended(AppendError),
+    #[error(transparent)]
+    Append(AppendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Upcast(#[from] UpcastError),
+}
+
+/// What a command did: the aggregate after it, its stream version, and the append's outcome
+/// (`None` when the command decided that nothing needed to happen).
+#[derive(Debug)]
+pub struct Executed<A> {
+    pub state: A,
+    pub version: u64,
+    pub appended: Option<Appended>,
+}
+
+/// Loads a stream and folds it into its aggregate, upcasting stored events.
+pub async fn load<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+) -> Result<(A, u64), CommandError<A::Error>> {
+    let recorded = store.load_stream(&A::stream_type(), stream_id, None).await?;
+    let mut state = A::default();
+    for event in &recorded {
+        let event =
+            A::Event::upcast(&event.event_type, event.schema_version, event.payload.clone())?;
+        state.apply(&event);
+    }
+    Ok((state, recorded.last().map_or(0, |event| event.version)))
+}
+
+/// Runs `command` (rebuilt by `make` for each attempt) against the stream's current state.
+/// A repeated `metadata.command_id` returns the first outcome without deciding again.
+pub async fn execute<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    metadata: EventMetadata,
+    mut make: impl FnMut() -> A::Command,
+) -> Result<Executed<A>, CommandError<A::Error>> {
+    // A command id seen before is answered with its stored outcome, even where deciding
+    // again against today's state would refuse: the first execution is what counts.
+    if let Some(command_id) = metadata.command_id
+        && let Some(appended) = store.command_outcome(command_id).await?
+    {
+        let (state, version) = load::<A>(store, stream_id).await?;
+        return Ok(Executed { state, version, appended: Some(appended) });
+    }
+    let mut attempt = 0;
+    loop {
+        let (state, version) = load::<A>(store, stream_id).await?;
+        let events = state.decide(make()).map_err(CommandError::Rejected)?;
+        if events.is_empty() {
+            return Ok(Executed { state, version, appended: None });
+        }
+        let new_events = events
+            .iter()
+            .map(|event| NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: event.event_type().to_owned(),
+                schema_version: event.schema_version(),
+                payload: event.payload(),
+            })
+            .collect();
+        let append = Append {
+            stream_type: A::stream_type(),
+            stream_id: stream_id.clone(),
+            expected: ExpectedVersion::Exact(version),
+            events: new_events,
+            metadata: metadata.clone(),
+        };
+        match store.append(append).await {
+            Ok(appended) if appended.duplicate => {
+                let (state, version) = load::<A>(store, stream_id).await?;
+                return Ok(Executed { state, version, appended: Some(appended) });
+            }
+            Ok(appended) => {
+                let mut state = state;
+                for event in &events {
+                    state.apply(event);
+                }
+                let version = appended.last_version;
+                return Ok(Executed { state, version, appended: Some(appended) });
+            }
+            Err(conflict @ AppendError::Conflict { .. }) => {
+                attempt += 1;
+                if attempt > CONFLICT_RETRIES_MAX {
+                    return Err(CommandError::Contended(conflict));
+                }
+            }
+            Err(error) => return Err(CommandError::Append(error)),
+        }
+    }
+}
