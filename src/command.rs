@@ -3,7 +3,7 @@
 //! loading again and deciding again, a bounded number of times (design invariant 5).
 
 use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
-use domain::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
+use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 
 use crate::event_store::{Append, AppendError, Appended, EventStore, StoreError};
 
@@ -40,6 +40,15 @@ pub async fn load<A: Aggregate>(
     store: &EventStore,
     stream_id: &StreamId,
 ) -> Result<(A, u64), CommandError<A::Error>> {
+    let (state, recorded) = load_with_events::<A>(store, stream_id).await?;
+    Ok((state, recorded.last().map_or(0, |event| event.version)))
+}
+
+/// [`load`], keeping the stored events (for views that show who did what, and when).
+pub async fn load_with_events<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+) -> Result<(A, Vec<RecordedEvent>), CommandError<A::Error>> {
     let recorded = store.load_stream(&A::stream_type(), stream_id, None).await?;
     let mut state = A::default();
     for event in &recorded {
@@ -47,7 +56,7 @@ pub async fn load<A: Aggregate>(
             A::Event::upcast(&event.event_type, event.schema_version, event.payload.clone())?;
         state.apply(&event);
     }
-    Ok((state, recorded.last().map_or(0, |event| event.version)))
+    Ok((state, recorded))
 }
 
 /// Runs `command` (rebuilt by `make` for each attempt) against the stream's current state.

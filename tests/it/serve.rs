@@ -15,7 +15,7 @@ use crate::support::{TestEnv, append_streams, nats_url, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn services(env: &TestEnv, redis_url: &str) -> Services {
+pub fn services(env: &TestEnv, redis_url: &str) -> Services {
     Services {
         database_url: env.database_url.clone(),
         nats_url: nats_url(),
@@ -25,11 +25,11 @@ fn services(env: &TestEnv, redis_url: &str) -> Services {
     }
 }
 
-fn redis_url() -> String {
+pub fn redis_url() -> String {
     std::env::var("BRAIN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-async fn serve_in_process(
+pub async fn serve_in_process(
     services: Services,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let options = ServeOptions {
@@ -45,15 +45,21 @@ async fn serve_in_process(
 
 /// reqwest is built without a default crypto provider (one TLS stack in the tree): a
 /// process installs ring's before its first client.
-fn http_get(url: String) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+pub fn crypto_provider() {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+pub fn http_get(
+    url: String,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> {
+    crypto_provider();
     reqwest::get(url)
 }
 
-async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
     let response = http_get(format!("http://{addr}{path}")).await.expect("request");
     let status = response.status().as_u16();
     let body = response.text().await.expect("body");

@@ -2,9 +2,11 @@
 //! into calls on the rest of `brain` and map every failure to one error shape,
 //! `{"error": {"code", "message"}}` (design invariant 8).
 
+mod missions;
+
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -48,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/events", get(list_events))
         .route("/api/stats/event-types", get(event_type_stats))
+        .merge(missions::routes())
         .with_state(state)
 }
 
@@ -55,6 +58,10 @@ pub fn router(state: AppState) -> Router {
 pub enum ApiError {
     #[error("query string is not valid: {0}")]
     InvalidQuery(#[from] QueryRejection),
+    #[error("request body is not valid: {0}")]
+    InvalidBody(#[from] JsonRejection),
+    #[error("{0}")]
+    Refused(Refusal),
     #[error("{field}: {message}")]
     InvalidField { field: &'static str, message: String },
     #[error("internal error")]
@@ -77,6 +84,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
             ApiError::InvalidQuery(rejection) => (rejection.status(), "invalid_query", None),
+            ApiError::InvalidBody(rejection) => (rejection.status(), "invalid_body", None),
+            ApiError::Refused(refusal) => (refusal.status, refusal.code, refusal.field),
             ApiError::InvalidField { field, .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_field", Some(*field))
             }
@@ -91,6 +100,32 @@ impl IntoResponse for ApiError {
             error["field"] = json!(field);
         }
         (status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+/// A refusal that a domain or store error maps to: status, a stable code, the field at fault.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// `axum::Json`, but a bad body gets our error shape instead of plain text.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
     }
 }
 
