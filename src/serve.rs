@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use projections::event_type_stats::{self, EventTypeStats};
+use projections::mission_list::{self, MissionList};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +21,7 @@ use crate::event_store::{CommitterConfig, EventStore};
 use crate::projector::{Runner, RunnerConfig};
 use crate::projectors::PgProjection;
 use crate::projectors::event_type_stats::EventTypeStatsWriter;
+use crate::projectors::mission_list::MissionListWriter;
 use crate::relay::{Relay, RelayConfig};
 use crate::{bus, db, telemetry};
 
@@ -66,6 +68,16 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     )
     .await?;
     let stats = tokio::spawn(stats.run(projectors_shutdown.clone()));
+    let missions = Runner::new(
+        MissionList,
+        PgProjection::live(pool.clone(), MissionListWriter, mission_list::NAME),
+        pool.clone(),
+        nats.clone(),
+        namespace.clone(),
+        RunnerConfig::default(),
+    )
+    .await?;
+    let missions = tokio::spawn(missions.run(projectors_shutdown.clone()));
 
     let state = AppState {
         store,
@@ -99,7 +111,8 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             Err(_) => tracing::error!("relay did not flush in time"),
         }
         projectors_shutdown.cancel();
-        if tokio::time::timeout(stage, stats).await.is_err() {
+        let projectors = async { tokio::join!(stats, missions) };
+        if tokio::time::timeout(stage, projectors).await.is_err() {
             tracing::error!("projectors did not stop in time");
         }
         tracing::info!("stopped");

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod event_type_stats;
+pub mod mission_list;
 
 use std::future::Future;
 

@@ -32,6 +32,7 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2
 
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/api/missions", get(list_missions))
         .route("/api/missions/enqueue", post(enqueue))
         .route("/api/missions/{mission_id}", get(get_mission))
         .route("/api/missions/{mission_id}/events", get(mission_events))
@@ -376,4 +377,96 @@ async fn retry(
     .await
     .map_err(refusal)?;
     Ok(ApiJson(load_view(&app, &mission_id).await?))
+}
+
+/// Most rows one `GET /api/missions` page returns.
+pub const LIST_LIMIT_MAX: u32 = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<MissionStatus>,
+    priority: Option<Priority>,
+    agent: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    since: Option<OffsetDateTime>,
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<u64>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct MissionRow {
+    mission_id: String,
+    name: Option<String>,
+    status: String,
+    priority: Option<String>,
+    agent: Option<String>,
+    attempt: Option<i32>,
+    enqueued_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    enqueued_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    updated_at: OffsetDateTime,
+    #[serde(skip)]
+    enqueued_position: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct MissionPage {
+    missions: Vec<MissionRow>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    next_cursor: Option<u64>,
+    /// The log position the list reflects (the `mission_list` projector's checkpoint).
+    position: u64,
+}
+
+/// `GET /api/missions?status=&priority=&agent=&since=&limit=&cursor=`: missions, newest
+/// first, from the `mission_list` read model.
+async fn list_missions(
+    State(app): State<AppState>,
+    super::ApiQuery(query): super::ApiQuery<ListQuery>,
+) -> Result<ApiJson<MissionPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > LIST_LIMIT_MAX {
+        let message = format!("must be between 1 and {LIST_LIMIT_MAX}, got {limit}");
+        return Err(ApiError::InvalidField { field: "limit", message });
+    }
+    let mut tx = app.store.pool().begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let missions: Vec<MissionRow> = sqlx::query_as(
+        "SELECT mission_id, name, status, priority, agent, attempt, enqueued_by, enqueued_at,
+                updated_at, enqueued_position
+         FROM mission_list
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR priority = $2)
+           AND ($3::text IS NULL OR agent = $3)
+           AND ($4::timestamptz IS NULL OR enqueued_at >= $4)
+           AND ($5::int8 IS NULL OR enqueued_position < $5)
+         ORDER BY enqueued_position DESC
+         LIMIT $6",
+    )
+    .bind(query.status.map(|status| status.to_string()))
+    .bind(query.priority.and_then(|priority| {
+        serde_json::to_value(priority).ok().and_then(|v| v.as_str().map(str::to_owned))
+    }))
+    .bind(query.agent)
+    .bind(query.since)
+    .bind(query.cursor.map(|cursor| cursor as i64))
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
+            .bind(projections::mission_list::NAME)
+            .fetch_optional(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let next_cursor = (missions.len() == limit as usize)
+        .then(|| missions.last().and_then(|row| row.enqueued_position))
+        .flatten()
+        .map(|position| position as u64);
+    Ok(ApiJson(MissionPage { missions, next_cursor, position: position.unwrap_or(0) as u64 }))
 }

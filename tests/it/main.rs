@@ -4,6 +4,7 @@
 
 mod command;
 mod event_store;
+mod mission_list;
 mod missions_api;
 mod projector;
 mod relay;

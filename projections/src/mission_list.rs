@@ -1,0 +1,143 @@
+//! `mission_list`: one row per mission with what a dashboard filters and sorts on (status,
+//! priority, agent, attempt, when enqueued and last changed). Every row is derived from the
+//! event alone: each mission event names the status it leads to.
+
+use std::collections::BTreeMap;
+
+use domain::RecordedEvent;
+use domain::aggregate::DomainEvent;
+use domain::mission::{MissionEvent, MissionStatus, Priority};
+use time::OffsetDateTime;
+
+use crate::Projector;
+
+pub const NAME: &str = "mission_list";
+
+/// What one event sets on a mission's row; `None` leaves a column as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowChange {
+    pub mission_id: String,
+    pub status: MissionStatus,
+    pub attempt: Option<u32>,
+    /// Set by the enqueue only.
+    pub enqueued: Option<Enqueued>,
+    pub updated_at: OffsetDateTime,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    pub name: String,
+    pub priority: Priority,
+    pub agent: String,
+    pub enqueued_by: String,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MissionList;
+
+impl Projector for MissionList {
+    type Change = RowChange;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn wants(&self, stream_type: &str) -> bool {
+        stream_type == "mission"
+    }
+
+    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<RowChange>) {
+        // An event this code cannot read is a bug to fix, not one to skip silently: a row
+        // missing a transition would show the wrong status for ever.
+        let mission =
+            MissionEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
+                .unwrap_or_else(|error| {
+                    panic!("mission_list at position {}: {error}", event.global_position)
+                });
+        use MissionEvent as E;
+        use MissionStatus as S;
+        let after_attempt =
+            |retry_at_ms: &Option<i64>| if retry_at_ms.is_some() { S::Pending } else { S::Failed };
+        let (status, attempt, enqueued) = match &mission {
+            E::MissionEnqueued { spec, due_at_ms, at_ms } => {
+                let status = if due_at_ms > at_ms { S::Pending } else { S::Queued };
+                let enqueued = Enqueued {
+                    name: spec.name.clone(),
+                    priority: spec.priority,
+                    agent: spec.agent.clone(),
+                    enqueued_by: event.metadata.actor.clone(),
+                };
+                (status, Some(0), Some(enqueued))
+            }
+            E::MissionRetryDue { .. } => (S::Queued, None, None),
+            E::MissionStarted { attempt, .. } => (S::Running, Some(*attempt), None),
+            E::MissionProgressed { .. } => (S::Running, None, None),
+            E::MissionCompleted { .. } => (S::Completed, None, None),
+            E::MissionAttemptFailed { retry_at_ms, .. } => (after_attempt(retry_at_ms), None, None),
+            E::MissionLeaseExpired { retry_at_ms, .. } => (after_attempt(retry_at_ms), None, None),
+            E::MissionCancelled { .. } => (S::Cancelled, None, None),
+            E::MissionRetried { .. } => (S::Queued, Some(0), None),
+        };
+        changes.push(RowChange {
+            mission_id: event.stream_id.to_string(),
+            status,
+            attempt,
+            enqueued,
+            updated_at: event.recorded_at,
+            position: event.global_position,
+        });
+    }
+}
+
+/// Folds a batch's changes into one per mission, in order, so a store writes each row once.
+pub fn merge(changes: Vec<RowChange>) -> Vec<RowChange> {
+    let mut rows: BTreeMap<String, RowChange> = BTreeMap::new();
+    for change in changes {
+        match rows.get_mut(&change.mission_id) {
+            None => {
+                rows.insert(change.mission_id.clone(), change);
+            }
+            Some(row) => {
+                row.status = change.status;
+                row.attempt = change.attempt.or(row.attempt);
+                row.enqueued = change.enqueued.or(row.enqueued.take());
+                row.updated_at = change.updated_at;
+                row.position = change.position;
+            }
+        }
+    }
+    rows.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(id: &str, status: MissionStatus, attempt: Option<u32>, position: u64) -> RowChange {
+        RowChange {
+            mission_id: id.into(),
+            status,
+            attempt,
+            enqueued: None,
+            updated_at: OffsetDateTime::from_unix_timestamp(position as i64).unwrap(),
+            position,
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_last_status_and_the_last_known_attempt_per_mission() {
+        let merged = merge(vec![
+            change("a", MissionStatus::Queued, Some(0), 1),
+            change("b", MissionStatus::Queued, Some(0), 2),
+            change("a", MissionStatus::Running, Some(1), 3),
+            change("a", MissionStatus::Pending, None, 4),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            (merged[0].status, merged[0].attempt, merged[0].position),
+            (MissionStatus::Pending, Some(1), 4)
+        );
+        assert_eq!((merged[1].status, merged[1].position), (MissionStatus::Queued, 2));
+    }
+}

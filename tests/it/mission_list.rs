@@ -1,0 +1,198 @@
+//! The `mission_list` read model: fed live it matches every mission's folded state, a
+//! rebuild gives the same rows, and `GET /api/missions` lists, filters and pages it.
+
+use std::time::Duration;
+
+use brain::command::{execute, load};
+use brain::event_store::EventStore;
+use brain::projector::{Runner, RunnerConfig};
+use brain::projectors::mission_list::MissionListWriter;
+use brain::projectors::{PgProjection, rebuild};
+use brain::relay::{Relay, RelayConfig};
+use domain::mission::{Mission, MissionCommand, MissionSpec, Priority};
+use domain::{EventMetadata, StreamId};
+use projections::mission_list::{MissionList, NAME};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::serve::{get, redis_url, serve_in_process, services};
+use crate::support::{TestEnv, wait_until};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+type Row = (String, String, Option<i32>, Option<String>);
+
+async fn rows(env: &TestEnv) -> Vec<Row> {
+    sqlx::query_as("SELECT mission_id, status, attempt, priority FROM mission_list ORDER BY 1")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
+fn metadata() -> EventMetadata {
+    EventMetadata::new("test", time::OffsetDateTime::now_utc())
+}
+
+/// Missions in every state: queued, running, cancelled, pending (failed once), failed.
+async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
+    let mut ids = Vec::new();
+    for n in 0..25u32 {
+        let id = StreamId::from(Uuid::now_v7());
+        let priority =
+            [Priority::Low, Priority::Normal, Priority::High, Priority::Critical][n as usize % 4];
+        let spec = MissionSpec {
+            name: format!("mission {n}"),
+            description: String::new(),
+            priority,
+            payload: json!({}),
+            agent: if n % 2 == 0 { "coder".into() } else { "ops".into() },
+            attempt_max: 1 + n % 2,
+            timeout_ms: 1_000,
+            not_before_ms: None,
+        };
+        let run = |command: MissionCommand| {
+            execute::<Mission>(store, &id, metadata(), move || command.clone())
+        };
+        run(MissionCommand::Enqueue { spec, now_ms: 1_000 }).await.unwrap();
+        if n % 5 >= 1 {
+            run(MissionCommand::Start { worker_id: "w".into(), lease_ms: 10_000, now_ms: 2_000 })
+                .await
+                .unwrap();
+        }
+        if n % 5 == 2 {
+            run(MissionCommand::Cancel { reason: "r".into(), by: "u".into(), now_ms: 3_000 })
+                .await
+                .unwrap();
+        }
+        if n % 5 >= 3 {
+            let fail = MissionCommand::Fail {
+                worker_id: "w".into(),
+                attempt: 1,
+                error: "e".into(),
+                retryable: true,
+                backoff_ms: 10,
+                now_ms: 3_000,
+            };
+            run(fail).await.unwrap();
+        }
+        ids.push(id);
+    }
+    ids
+}
+
+async fn expected(store: &EventStore, ids: &[StreamId]) -> Vec<Row> {
+    let mut expected = Vec::new();
+    for id in ids {
+        let (mission, _) = load::<Mission>(store, id).await.unwrap();
+        let priority = serde_json::to_value(mission.spec.unwrap().priority).unwrap();
+        expected.push((
+            id.to_string(),
+            mission.status.to_string(),
+            Some(mission.attempt as i32),
+            priority.as_str().map(str::to_owned),
+        ));
+    }
+    expected.sort();
+    expected
+}
+
+#[tokio::test]
+async fn the_mission_list_matches_every_missions_state_live_and_after_a_rebuild() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let relay_stop = CancellationToken::new();
+    let relay = Relay::new(
+        env.pool.clone(),
+        env.nats.clone(),
+        env.namespace.clone(),
+        RelayConfig::default(),
+    );
+    tokio::spawn(relay.run(relay_stop.clone()));
+    let config = RunnerConfig { idle_check: Duration::from_millis(100), ..RunnerConfig::default() };
+    let live = PgProjection::live(env.pool.clone(), MissionListWriter, NAME);
+    let runner = Runner::new(
+        MissionList,
+        live,
+        env.pool.clone(),
+        env.nats.clone(),
+        env.namespace.clone(),
+        config,
+    )
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(runner.run(stop.clone()));
+
+    let ids = missions_in_every_state(&store).await;
+    let head = env.head().await;
+    wait_until("the mission list to catch up", WAIT, || async {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
+                .bind(NAME)
+                .fetch_optional(&env.pool)
+                .await
+                .unwrap();
+        position.unwrap_or(0) as u64 >= head
+    })
+    .await;
+    let want = expected(&store, &ids).await;
+    assert_eq!(rows(&env).await, want);
+    let statuses: std::collections::BTreeSet<String> =
+        want.iter().map(|row| row.1.clone()).collect();
+    assert_eq!(statuses.len(), 5, "every state is exercised: {statuses:?}");
+
+    rebuild(&env.pool, MissionList, MissionListWriter).await.unwrap();
+    assert_eq!(rows(&env).await, want);
+    stop.cancel();
+    relay_stop.cancel();
+}
+
+#[tokio::test]
+async fn missions_are_listed_newest_first_filtered_and_paged() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let (store, _committer) = env.store();
+    let ids = missions_in_every_state(&store).await;
+    let head = env.head().await;
+    wait_until("the list to catch up", WAIT, || async {
+        get(addr, "/api/missions?limit=1").await.1["position"] == head
+    })
+    .await;
+
+    // Newest first, across pages, with nothing repeated or left out.
+    let mut seen = Vec::new();
+    let mut path = "/api/missions?limit=7".to_owned();
+    loop {
+        let (status, page) = get(addr, &path).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["missions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["mission_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_u64() {
+            Some(cursor) => path = format!("/api/missions?limit=7&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let newest_first: Vec<String> = ids.iter().rev().map(|id| id.to_string()).collect();
+    assert_eq!(seen, newest_first);
+
+    let (_, cancelled) = get(addr, "/api/missions?status=cancelled&agent=coder").await;
+    let cancelled = cancelled["missions"].as_array().unwrap();
+    assert!(!cancelled.is_empty());
+    assert!(cancelled.iter().all(|m| m["status"] == "cancelled" && m["agent"] == "coder"));
+    let (_, critical) = get(addr, "/api/missions?priority=critical").await;
+    assert!(critical["missions"].as_array().unwrap().iter().all(|m| m["priority"] == "critical"));
+
+    for bad in ["status=lost", "limit=0", "limit=201", "cursor=-1", "since=yesterday"] {
+        let (status, body) = get(addr, &format!("/api/missions?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["error"]["code"].is_string(), "{bad}: {body}");
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
