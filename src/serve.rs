@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures::FutureExt;
 use projections::event_type_stats::{self, EventTypeStats};
 use projections::mission_list::{self, MissionList};
 use tokio::net::TcpListener;
@@ -56,7 +57,12 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let (store, committer) = EventStore::start(pool.clone(), namespace.as_str(), options.committer);
     let relay_shutdown = CancellationToken::new();
     let relay = Relay::new(pool.clone(), nats.clone(), namespace.clone(), options.relay.clone());
-    let relay = tokio::spawn(relay.run(relay_shutdown.clone()));
+    let failures = Failures::default();
+    let relay = {
+        let token = relay_shutdown.clone();
+        let part = async move { relay.run(token).await.map_err(|error| error.to_string()) };
+        supervise("relay", part, &relay_shutdown, &shutdown, &failures)
+    };
     let projectors_shutdown = CancellationToken::new();
     let stats = Runner::new(
         EventTypeStats,
@@ -67,7 +73,13 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         RunnerConfig::default(),
     )
     .await?;
-    let stats = tokio::spawn(stats.run(projectors_shutdown.clone()));
+    let stats = supervise(
+        "projector event_type_stats",
+        stats.run(projectors_shutdown.clone()).map(Ok),
+        &projectors_shutdown,
+        &shutdown,
+        &failures,
+    );
     let missions = Runner::new(
         MissionList,
         PgProjection::live(pool.clone(), MissionListWriter, mission_list::NAME),
@@ -77,7 +89,13 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         RunnerConfig::default(),
     )
     .await?;
-    let missions = tokio::spawn(missions.run(projectors_shutdown.clone()));
+    let missions = supervise(
+        "projector mission_list",
+        missions.run(projectors_shutdown.clone()).map(Ok),
+        &projectors_shutdown,
+        &shutdown,
+        &failures,
+    );
 
     let state = AppState {
         store,
@@ -104,11 +122,8 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("committer did not finish in time");
         }
         relay_shutdown.cancel();
-        match tokio::time::timeout(stage, relay).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "relay stopped with an error"),
-            Ok(Err(error)) => tracing::error!(%error, "relay task failed"),
-            Err(_) => tracing::error!("relay did not flush in time"),
+        if tokio::time::timeout(stage, relay).await.is_err() {
+            tracing::error!("relay did not flush in time");
         }
         projectors_shutdown.cancel();
         let projectors = async { tokio::join!(stats, missions) };
@@ -116,9 +131,49 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("projectors did not stop in time");
         }
         tracing::info!("stopped");
-        Ok(())
+        let failures = failures.lock().expect("not poisoned").clone();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!("stopped because a part failed: {}", failures.join("; ")))
+        }
     });
     Ok(Server { local_addr, task })
+}
+
+type Failures = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Runs a background part of the server (relay, projector). If it ends before it is asked to
+/// (by a panic or a return), the whole server shuts down and reports the failure: a process
+/// without its relay or a projector would look healthy while doing nothing, and whatever
+/// supervises the process restarting it is the better outcome.
+fn supervise(
+    name: &'static str,
+    part: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
+    stop: &CancellationToken,
+    server_shutdown: &CancellationToken,
+    failures: &Failures,
+) -> tokio::task::JoinHandle<()> {
+    let (stop, server_shutdown, failures) =
+        (stop.clone(), server_shutdown.clone(), failures.clone());
+    tokio::spawn(async move {
+        let outcome = std::panic::AssertUnwindSafe(part).catch_unwind().await;
+        if stop.is_cancelled() {
+            return;
+        }
+        let why = match outcome {
+            Ok(Ok(())) => "ended on its own".to_owned(),
+            Ok(Err(error)) => error,
+            Err(panic) => panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "panicked".to_owned()),
+        };
+        tracing::error!(part = name, %why, "a part of the server stopped; shutting down");
+        failures.lock().expect("not poisoned").push(format!("{name}: {why}"));
+        server_shutdown.cancel();
+    })
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

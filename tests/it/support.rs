@@ -142,11 +142,8 @@ pub async fn append_streams(
     per_stream: usize,
 ) -> Vec<Appended> {
     let mut appended = Vec::with_capacity(streams);
-    let types = [
-        ("mission", "MissionEnqueued"),
-        ("agent", "AgentRegistered"),
-        ("mission", "MissionStarted"),
-    ];
+    // Stream types no aggregate owns: a real projector must never meet made-up events.
+    let types = [("probe", "ProbeRecorded"), ("sample", "SampleTaken"), ("probe", "ProbeChecked")];
     for n in 0..streams {
         let (stream, event_type) = types[n % types.len()];
         let append = append(
