@@ -29,6 +29,9 @@ enum Command {
         /// Address the HTTP API listens on.
         #[arg(long, env = "BRAIN_HTTP_ADDR", default_value = "127.0.0.1:8000")]
         http_addr: SocketAddr,
+        /// Agent kind of a mission enqueued without one.
+        #[arg(long, env = "BRAIN_DEFAULT_AGENT", default_value = serve::DEFAULT_AGENT)]
+        default_agent: String,
     },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate {
@@ -51,7 +54,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { services, http_addr } => {
+        Command::Serve { services, http_addr, default_agent } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
             let options = ServeOptions {
@@ -59,6 +62,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 http_addr,
                 relay: Default::default(),
                 committer: Default::default(),
+                default_agent,
             };
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.

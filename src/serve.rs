@@ -35,7 +35,12 @@ pub struct ServeOptions {
     pub http_addr: SocketAddr,
     pub relay: RelayConfig,
     pub committer: CommitterConfig,
+    /// Agent kind of a mission enqueued without one.
+    pub default_agent: String,
 }
+
+/// The agent kind missions run on when the request names none.
+pub const DEFAULT_AGENT: &str = "coder";
 
 /// A running server: where it listens, and how to wait for it to finish.
 pub struct Server {
@@ -46,6 +51,8 @@ pub struct Server {
 /// Connects, migrates, sets up the stream, starts every part and returns once the HTTP
 /// listener is bound. The server runs until `shutdown` is cancelled.
 pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<Server> {
+    domain::mission::check_agent(&options.default_agent)
+        .map_err(|error| anyhow::anyhow!("default agent {:?}: {error}", options.default_agent))?;
     let services = &options.services;
     let namespace = services.namespace.clone();
     let pool = db::connect(&services.database_url, services.db_connections_max).await?;
@@ -103,6 +110,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         redis,
         redis_connection: Arc::new(tokio::sync::OnceCell::new()),
         metrics: telemetry::metrics(),
+        default_agent: options.default_agent.as_str().into(),
     };
     let listener = TcpListener::bind(options.http_addr)
         .await

@@ -274,6 +274,18 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> MissionError {
     MissionError::Invalid { field, reason: reason.into() }
 }
 
+/// Checks an agent kind's name: 1 to 64 characters of a-z, 0-9, `_` and `-`.
+pub fn check_agent(agent: &str) -> Result<(), MissionError> {
+    let agent_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
+    if agent.is_empty() || agent.len() > AGENT_LEN_MAX || !agent.chars().all(agent_ok) {
+        return Err(invalid(
+            "agent",
+            format!("must be 1 to {AGENT_LEN_MAX} characters of a-z, 0-9, _ and -"),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a spec as given by a caller; every refusal names the field.
 pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
     let name = spec.name.trim();
@@ -292,16 +304,7 @@ pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
     if !spec.payload.is_object() {
         return Err(invalid("payload", "must be a JSON object"));
     }
-    let agent_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-    if spec.agent.is_empty()
-        || spec.agent.len() > AGENT_LEN_MAX
-        || !spec.agent.chars().all(agent_ok)
-    {
-        return Err(invalid(
-            "agent",
-            format!("must be 1 to {AGENT_LEN_MAX} characters of a-z, 0-9, _ and -"),
-        ));
-    }
+    check_agent(&spec.agent)?;
     if spec.attempt_max == 0 || spec.attempt_max > ATTEMPT_MAX_LIMIT {
         return Err(invalid("max_attempts", format!("must be between 1 and {ATTEMPT_MAX_LIMIT}")));
     }

@@ -20,8 +20,6 @@ use super::{ApiError, ApiJson, AppState, Refusal};
 use crate::command::{self, CommandError};
 use crate::event_store::AppendError;
 
-/// Agent kind of a mission that names none.
-pub const AGENT_DEFAULT: &str = "coder";
 /// Deadline of one attempt when the request names none.
 pub const TIMEOUT_S_DEFAULT: u64 = 600;
 pub const TIMEOUT_S_MAX: u64 = 24 * 60 * 60;
@@ -279,7 +277,7 @@ async fn enqueue(
         description: request.description,
         priority: request.priority.unwrap_or(Priority::Normal),
         payload: request.payload.unwrap_or_else(|| serde_json::json!({})),
-        agent: request.agent.unwrap_or_else(|| AGENT_DEFAULT.to_owned()),
+        agent: request.agent.unwrap_or_else(|| app.default_agent.to_string()),
         attempt_max: request.max_attempts.unwrap_or(ATTEMPT_MAX_DEFAULT),
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),

@@ -35,6 +35,8 @@ pub struct AppState {
     /// instead of stopping the process.
     pub redis_connection: std::sync::Arc<OnceCell<redis::aio::ConnectionManager>>,
     pub metrics: PrometheusHandle,
+    /// Agent kind of a mission enqueued without one.
+    pub default_agent: std::sync::Arc<str>,
 }
 
 impl AppState {

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
-use crate::serve::{crypto_provider, get, redis_url, serve_in_process, services};
+use crate::serve::{
+    crypto_provider, get, redis_url, serve_in_process, serve_in_process_with, services,
+};
 use crate::support::TestEnv;
 
 async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
@@ -157,6 +159,17 @@ async fn cancel_and_retry_answer_by_the_missions_state() {
     let (status, bad) = get(addr, "/api/missions/not-a-uuid").await;
     assert_eq!((status, &bad["error"]["field"]), (400, &json!("mission_id")));
 
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_mission_that_names_no_agent_goes_to_the_configured_default() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process_with(services(&env, &redis_url()), "ops").await;
+    let (status, mission) =
+        post(addr, "/api/missions/enqueue", &json!({ "name": "n" }).to_string()).await;
+    assert_eq!((status, mission["agent"].as_str()), (201, Some("ops")));
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

@@ -29,18 +29,26 @@ pub fn redis_url() -> String {
     std::env::var("BRAIN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-pub async fn serve_in_process(
+pub async fn serve_in_process_with(
     services: Services,
+    default_agent: &str,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let options = ServeOptions {
         services,
         http_addr: "127.0.0.1:0".parse().unwrap(),
         relay: Default::default(),
         committer: Default::default(),
+        default_agent: default_agent.to_owned(),
     };
     let shutdown = CancellationToken::new();
     let server = serve::start(options, shutdown.clone()).await.expect("server starts");
     (server.local_addr, shutdown, server.task)
+}
+
+pub async fn serve_in_process(
+    services: Services,
+) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    serve_in_process_with(services, serve::DEFAULT_AGENT).await
 }
 
 /// reqwest is built without a default crypto provider (one TLS stack in the tree): a
