@@ -184,6 +184,7 @@ async fn many_writers_with_slow_and_rolled_back_transactions_leave_no_hole_and_a
                     .execute(&mut *tx)
                     .await
                     .unwrap();
+                // The slowness under test: this transaction holds the stream lock a while.
                 sqlx::query("SELECT pg_sleep(0.05)").execute(&mut *tx).await.unwrap();
                 tx.rollback().await.unwrap();
                 n += 1;

@@ -170,6 +170,8 @@ where
             return;
         }
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        // The poll interval of this deadline-bounded wait; the condition, not the sleep,
+        // decides when the test goes on.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
