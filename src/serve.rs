@@ -71,38 +71,18 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         supervise("relay", part, &relay_shutdown, &shutdown, &failures)
     };
     let projectors_shutdown = CancellationToken::new();
-    let stats = Runner::new(
-        EventTypeStats,
-        PgProjection::live(pool.clone(), EventTypeStatsWriter, event_type_stats::NAME),
-        pool.clone(),
-        nats.clone(),
-        namespace.clone(),
-        RunnerConfig::default(),
-    )
-    .await?;
-    let stats = supervise(
-        "projector event_type_stats",
-        stats.run(projectors_shutdown.clone()).map(Ok),
-        &projectors_shutdown,
-        &shutdown,
-        &failures,
-    );
-    let missions = Runner::new(
-        MissionList,
-        PgProjection::live(pool.clone(), MissionListWriter, mission_list::NAME),
-        pool.clone(),
-        nats.clone(),
-        namespace.clone(),
-        RunnerConfig::default(),
-    )
-    .await?;
-    let missions = supervise(
-        "projector mission_list",
-        missions.run(projectors_shutdown.clone()).map(Ok),
-        &projectors_shutdown,
-        &shutdown,
-        &failures,
-    );
+    let projector = |name| Projector {
+        pool: &pool,
+        nats: &nats,
+        namespace: &namespace,
+        stop: &projectors_shutdown,
+        server_shutdown: &shutdown,
+        failures: &failures,
+        name,
+    };
+    let stats =
+        projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?;
+    let missions = projector(mission_list::NAME).start(MissionList, MissionListWriter).await?;
 
     let state = AppState {
         store,
@@ -151,17 +131,55 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
 
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;
 
+/// What starting one PostgreSQL projector under supervision needs.
+struct Projector<'a> {
+    pool: &'a sqlx::PgPool,
+    nats: &'a async_nats::Client,
+    namespace: &'a crate::config::Namespace,
+    stop: &'a CancellationToken,
+    server_shutdown: &'a CancellationToken,
+    failures: &'a Failures,
+    name: &'static str,
+}
+
+impl Projector<'_> {
+    async fn start<P, W>(
+        self,
+        projector: P,
+        writer: W,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>>
+    where
+        P: projections::Projector,
+        W: crate::projectors::PgWriter<P::Change>,
+    {
+        let store = PgProjection::live(self.pool.clone(), writer, self.name);
+        let runner = Runner::new(
+            projector,
+            store,
+            self.pool.clone(),
+            self.nats.clone(),
+            self.namespace.clone(),
+            RunnerConfig::default(),
+        )
+        .await?;
+        let part = runner.run(self.stop.clone()).map(Ok);
+        let name = format!("projector {}", self.name);
+        Ok(supervise(name, part, self.stop, self.server_shutdown, self.failures))
+    }
+}
+
 /// Runs a background part of the server (relay, projector). If it ends before it is asked to
 /// (by a panic or a return), the whole server shuts down and reports the failure: a process
 /// without its relay or a projector would look healthy while doing nothing, and whatever
 /// supervises the process restarting it is the better outcome.
 fn supervise(
-    name: &'static str,
+    name: impl Into<String>,
     part: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
     stop: &CancellationToken,
     server_shutdown: &CancellationToken,
     failures: &Failures,
 ) -> tokio::task::JoinHandle<()> {
+    let name: String = name.into();
     let (stop, server_shutdown, failures) =
         (stop.clone(), server_shutdown.clone(), failures.clone());
     tokio::spawn(async move {
@@ -178,7 +196,7 @@ fn supervise(
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "panicked".to_owned()),
         };
-        tracing::error!(part = name, %why, "a part of the server stopped; shutting down");
+        tracing::error!(part = %name, %why, "a part of the server stopped; shutting down");
         failures.lock().expect("not poisoned").push(format!("{name}: {why}"));
         server_shutdown.cancel();
     })

@@ -456,15 +456,11 @@ async fn list_missions(
     .bind(i64::from(limit))
     .fetch_all(&mut *tx)
     .await?;
-    let position: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
-            .bind(projections::mission_list::NAME)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let position = crate::projectors::checkpoint(&mut *tx, projections::mission_list::NAME).await?;
     tx.commit().await?;
     let next_cursor = (missions.len() == limit as usize)
         .then(|| missions.last().and_then(|row| row.enqueued_position))
         .flatten()
         .map(|position| position as u64);
-    Ok(ApiJson(MissionPage { missions, next_cursor, position: position.unwrap_or(0) as u64 }))
+    Ok(ApiJson(MissionPage { missions, next_cursor, position }))
 }

@@ -281,11 +281,8 @@ async fn event_type_stats(
     )
     .fetch_all(&mut *tx)
     .await?;
-    let position: Option<i64> = sqlx::query_scalar(
-        "SELECT position FROM projector_checkpoints WHERE projector = 'event_type_stats'",
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    let position =
+        crate::projectors::checkpoint(&mut *tx, projections::event_type_stats::NAME).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "position": position.unwrap_or(0), "event_types": rows })))
+    Ok(Json(json!({ "position": position, "event_types": rows })))
 }

@@ -148,14 +148,7 @@ pub async fn read_all(
     after: u64,
     limit: u32,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT * FROM events WHERE global_position > $1 ORDER BY global_position LIMIT $2",
-    )
-    .bind(to_i64(after))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(recorded_event).collect()
+    read_range(pool, after, u64::MAX, limit).await
 }
 
 /// Like [`read_all`], but only events in `after < position <= up_to`.

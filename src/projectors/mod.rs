@@ -58,16 +58,25 @@ impl<W> PgProjection<W> {
     }
 }
 
+/// The position a PostgreSQL projector's read model reflects (0 before any), read with the
+/// caller's executor so it can share a snapshot with the rows it describes.
+pub async fn checkpoint<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    projector: &str,
+) -> Result<u64, sqlx::Error> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
+            .bind(projector)
+            .fetch_optional(executor)
+            .await?;
+    Ok(position.unwrap_or(0) as u64)
+}
+
 impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
     type Error = sqlx::Error;
 
     async fn checkpoint(&mut self) -> Result<u64, sqlx::Error> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
-                .bind(&self.checkpoint_key)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(position.unwrap_or(0) as u64)
+        checkpoint(&self.pool, &self.checkpoint_key).await
     }
 
     async fn commit(

@@ -127,13 +127,7 @@ async fn the_mission_list_matches_every_missions_state_live_and_after_a_rebuild(
     let ids = missions_in_every_state(&store).await;
     let head = env.head().await;
     wait_until("the mission list to catch up", WAIT, || async {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
-                .bind(NAME)
-                .fetch_optional(&env.pool)
-                .await
-                .unwrap();
-        position.unwrap_or(0) as u64 >= head
+        brain::projectors::checkpoint(&env.pool, NAME).await.unwrap() >= head
     })
     .await;
     let want = expected(&store, &ids).await;

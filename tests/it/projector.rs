@@ -40,13 +40,7 @@ async fn expected(env: &TestEnv) -> Vec<Row> {
 }
 
 async fn checkpoint(env: &TestEnv) -> u64 {
-    let position: Option<i64> =
-        sqlx::query_scalar("SELECT position FROM projector_checkpoints WHERE projector = $1")
-            .bind(NAME)
-            .fetch_optional(&env.pool)
-            .await
-            .unwrap();
-    position.unwrap_or(0) as u64
+    brain::projectors::checkpoint(&env.pool, NAME).await.unwrap()
 }
 
 fn quick() -> RunnerConfig {
