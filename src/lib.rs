@@ -4,6 +4,7 @@
 //! `domain` (pure decisions) and `projections` (pure read-model transitions) hold no I/O;
 //! everything that talks to PostgreSQL, NATS or Redis lives here.
 
+pub mod agents;
 pub mod api;
 pub mod bench;
 pub mod bus;
@@ -14,6 +15,9 @@ pub mod event_store;
 pub mod leader;
 pub mod projector;
 pub mod projectors;
+pub mod queue;
 pub mod relay;
 pub mod serve;
+pub mod supervisor;
 pub mod telemetry;
+pub mod worker;

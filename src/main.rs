@@ -3,11 +3,16 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use brain::agents::Agents;
 use brain::config::Services;
+use brain::event_store::EventStore;
+use brain::queue::Queue;
 use brain::serve::{self, ServeOptions};
 use brain::telemetry::{self, LogFormat};
+use brain::worker::{self, Tuning};
 use brain::{bench, db};
 use clap::{Parser, Subcommand};
+use projections::mission_queue::Scoring;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -32,6 +37,37 @@ enum Command {
         /// Agent kind of a mission enqueued without one.
         #[arg(long, env = "BRAIN_DEFAULT_AGENT", default_value = serve::DEFAULT_AGENT)]
         default_agent: String,
+        /// Missions this process runs at once (0: run none here, only `brain worker`s do).
+        #[arg(long, env = "BRAIN_WORKERS", default_value_t = 4)]
+        workers: usize,
+        /// Agent kinds this process's workers serve: `kind[=built-in agent],...`.
+        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = "echo")]
+        worker_agents: Agents,
+        /// Waiting time that makes a mission worth one priority level more, in seconds.
+        #[arg(long, env = "BRAIN_QUEUE_AGING_S", default_value_t = 300)]
+        queue_aging_s: u64,
+        /// Weights of low, normal, high and critical, in priority levels.
+        #[arg(long, env = "BRAIN_QUEUE_WEIGHTS", default_value = "0,1,2,4", value_parser = parse_weights)]
+        queue_weights: [u32; 4],
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Run missions: claim them from the queue, run their agent, report the outcome.
+    Worker {
+        #[command(flatten)]
+        services: Services,
+        /// Missions run at once.
+        #[arg(long, env = "BRAIN_WORKER_CONCURRENCY", default_value_t = 4)]
+        concurrency: usize,
+        /// Agent kinds served: `kind[=built-in agent],...` (`coder=echo` runs coder missions
+        /// with the echo agent).
+        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = "echo")]
+        agents: Agents,
+        /// This worker's name in mission events and the status view (default: host-pid-random).
+        #[arg(long, env = "BRAIN_WORKER_ID")]
+        worker_id: Option<String>,
+        #[command(flatten)]
+        tuning: Tuning,
     },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate {
@@ -45,6 +81,14 @@ enum Command {
     },
 }
 
+fn parse_weights(value: &str) -> Result<[u32; 4], String> {
+    let weights: Vec<u32> = value
+        .split(',')
+        .map(|weight| weight.trim().parse::<u32>().map_err(|error| format!("{weight:?}: {error}")))
+        .collect::<Result<_, _>>()?;
+    weights.try_into().map_err(|_| "four weights: low,normal,high,critical".to_owned())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logs(cli.log_format);
@@ -54,20 +98,46 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { services, http_addr, default_agent } => {
+        Command::Serve {
+            services,
+            http_addr,
+            default_agent,
+            workers,
+            worker_agents,
+            queue_aging_s,
+            queue_weights,
+            tuning,
+        } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
-            let options = ServeOptions {
-                services,
-                http_addr,
-                relay: Default::default(),
-                committer: Default::default(),
-                default_agent,
-            };
+            let mut options = ServeOptions::new(services, http_addr);
+            options.default_agent = default_agent;
+            options.scoring = Scoring { weights: queue_weights, aging_ms: queue_aging_s * 1_000 };
+            options.supervisor.backoff = tuning.backoff();
+            options.workers = (workers > 0 && !worker_agents.is_empty())
+                .then(|| tuning.worker(worker_agents, workers));
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.
             println!("brain serve listening on http://{}", server.local_addr);
             server.task.await.context("server task")?
+        }
+        Command::Worker { services, concurrency, agents, worker_id, tuning } => {
+            let shutdown = CancellationToken::new();
+            serve::cancel_on_signal(shutdown.clone());
+            let mut config = tuning.worker(agents, concurrency);
+            if let Some(worker_id) = worker_id {
+                config.worker_id = worker_id;
+            }
+            let pool = db::connect(&services.database_url, services.db_connections_max).await?;
+            let redis = redis::Client::open(services.redis_url.as_str()).context("REDIS_URL")?;
+            let queue = Queue::connect(&redis, &services.namespace).await?;
+            let (store, committer) =
+                EventStore::start(pool, services.namespace.as_str(), Default::default());
+            println!("brain worker {} running", config.worker_id);
+            worker::run(store, queue, services.namespace, config, shutdown).await?;
+            // The last handle is gone with the workers: the committer drains and ends.
+            committer.await.context("committer")?;
+            Ok(())
         }
         Command::Migrate { services } => {
             let pool = db::connect(&services.database_url, 2).await?;

@@ -23,8 +23,13 @@ use crate::projector::{Runner, RunnerConfig};
 use crate::projectors::PgProjection;
 use crate::projectors::event_type_stats::EventTypeStatsWriter;
 use crate::projectors::mission_list::MissionListWriter;
+use crate::queue::Queue;
 use crate::relay::{Relay, RelayConfig};
+use crate::supervisor::{Supervisor, SupervisorConfig};
+use crate::worker::{self, WorkerConfig};
 use crate::{bus, db, telemetry};
+use projections::mission_queue::Scoring;
+use tokio::sync::OnceCell;
 
 /// How long shutdown waits for each stage (committer, relay, projectors).
 pub const SHUTDOWN_STAGE_TIMEOUT_S: u64 = 15;
@@ -37,6 +42,27 @@ pub struct ServeOptions {
     pub committer: CommitterConfig,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: String,
+    /// How the queue weighs priority against waiting time.
+    pub scoring: Scoring,
+    pub supervisor: SupervisorConfig,
+    /// Workers run inside this process; `None` runs none (use `brain worker` processes).
+    pub workers: Option<WorkerConfig>,
+}
+
+impl ServeOptions {
+    /// Defaults for everything but where the services are and where to listen.
+    pub fn new(services: Services, http_addr: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            services,
+            http_addr,
+            relay: Default::default(),
+            committer: Default::default(),
+            default_agent: DEFAULT_AGENT.to_owned(),
+            scoring: Scoring::default(),
+            supervisor: SupervisorConfig::default(),
+            workers: None,
+        }
+    }
 }
 
 /// The agent kind missions run on when the request names none.
@@ -84,11 +110,35 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?;
     let missions = projector(mission_list::NAME).start(MissionList, MissionListWriter).await?;
 
+    // Everything that needs Redis waits for it, so that a Redis that is down at start-up
+    // shows in `/ready` instead of stopping the process.
+    let queue_cell: Arc<OnceCell<Queue>> = Arc::new(OnceCell::new());
+    let workers_shutdown = CancellationToken::new();
+    let workers_done = CancellationToken::new();
+    let queue_parts = {
+        let parts = QueueParts {
+            redis: redis.clone(),
+            cell: queue_cell.clone(),
+            store: store.clone(),
+            pool: pool.clone(),
+            nats: nats.clone(),
+            namespace: namespace.clone(),
+            scoring: options.scoring,
+            supervisor: options.supervisor.clone(),
+            workers: options.workers.clone(),
+        };
+        let part =
+            parts.run(projectors_shutdown.clone(), workers_shutdown.clone(), workers_done.clone());
+        supervise("queue", part, &projectors_shutdown, &shutdown, &failures)
+    };
+
     let state = AppState {
         store,
         nats,
         redis,
         redis_connection: Arc::new(tokio::sync::OnceCell::new()),
+        queue: queue_cell,
+        namespace: namespace.clone(),
         metrics: telemetry::metrics(),
         default_agent: options.default_agent.as_str().into(),
     };
@@ -104,8 +154,13 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("HTTP server")?;
-        // The router (and with it every event store handle) is gone: the committer drains.
+        // Workers and the supervisor stop issuing commands, then the router (and with it
+        // every event store handle) is gone: the committer drains.
         let stage = Duration::from_secs(SHUTDOWN_STAGE_TIMEOUT_S);
+        workers_shutdown.cancel();
+        if tokio::time::timeout(stage, workers_done.cancelled()).await.is_err() {
+            tracing::error!("workers did not stop in time");
+        }
         if tokio::time::timeout(stage, committer).await.is_err() {
             tracing::error!("committer did not finish in time");
         }
@@ -114,7 +169,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("relay did not flush in time");
         }
         projectors_shutdown.cancel();
-        let projectors = async { tokio::join!(stats, missions) };
+        let projectors = async { tokio::join!(stats, missions, queue_parts) };
         if tokio::time::timeout(stage, projectors).await.is_err() {
             tracing::error!("projectors did not stop in time");
         }
@@ -130,6 +185,83 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
 }
 
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;
+
+/// The parts that live on the Redis queue: its projector, the supervisor and the in-process
+/// workers. They start once Redis answers.
+struct QueueParts {
+    redis: redis::Client,
+    cell: Arc<OnceCell<Queue>>,
+    store: EventStore,
+    pool: sqlx::PgPool,
+    nats: async_nats::Client,
+    namespace: crate::config::Namespace,
+    scoring: Scoring,
+    supervisor: SupervisorConfig,
+    workers: Option<WorkerConfig>,
+}
+
+impl QueueParts {
+    /// Runs until `stop_projector`; the supervisor and workers stop earlier, at
+    /// `stop_workers`, and cancel `workers_done` once they have (with them go their event
+    /// store handles, which the committer's drain waits for).
+    async fn run(
+        self,
+        stop_projector: CancellationToken,
+        stop_workers: CancellationToken,
+        workers_done: CancellationToken,
+    ) -> Result<(), String> {
+        let workers_guard = workers_done.drop_guard();
+        let queue = loop {
+            match Queue::connect(&self.redis, &self.namespace).await {
+                Ok(queue) => break queue,
+                Err(error) => tracing::warn!(%error, "queue waits for Redis"),
+            }
+            tokio::select! {
+                _ = stop_workers.cancelled() => {
+                    drop(workers_guard);
+                    stop_projector.cancelled().await;
+                    return Ok(());
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
+        let _ = self.cell.set(queue.clone());
+        let runner = Runner::new(
+            projections::mission_queue::MissionQueue { scoring: self.scoring },
+            queue.store(None),
+            self.pool.clone(),
+            self.nats.clone(),
+            self.namespace.clone(),
+            RunnerConfig::default(),
+        )
+        .await
+        .map_err(|error| format!("queue projector: {error}"))?;
+        let projector = runner.run(stop_projector).map(Ok::<(), String>);
+        let supervisor = Supervisor {
+            store: self.store.clone(),
+            queue: queue.clone(),
+            pool: self.pool,
+            namespace: self.namespace.clone(),
+            config: self.supervisor,
+        };
+        let workers = async move {
+            let _done = workers_guard;
+            let supervisor = supervisor.run(stop_workers.clone());
+            let workers = async {
+                match self.workers {
+                    None => Ok(()),
+                    Some(config) => {
+                        worker::run(self.store, queue, self.namespace, config, stop_workers.clone())
+                            .await
+                            .map_err(|error| format!("workers: {error}"))
+                    }
+                }
+            };
+            tokio::try_join!(supervisor, workers).map(|_| ())
+        };
+        tokio::try_join!(projector, workers).map(|_| ())
+    }
+}
 
 /// What starting one PostgreSQL projector under supervision needs.
 struct Projector<'a> {

@@ -10,6 +10,7 @@
 //! | (none) | `MissionEnqueued` | `queued`, or `pending` when `not_before` is in the future |
 //! | `pending` | `MissionRetryDue` | `queued` |
 //! | `queued` | `MissionStarted` | `running` |
+//! | `pending`, due | `MissionRetryDue` + `MissionStarted` (one start) | `running` |
 //! | `running` | `MissionProgressed` | `running` (lease extended) |
 //! | `running` | `MissionCompleted` | `completed` |
 //! | `running` | `MissionAttemptFailed` | `pending` (retry scheduled) or `failed` |
@@ -236,7 +237,7 @@ pub enum MissionError {
     AlreadyExists,
     #[error("mission does not exist")]
     NotFound,
-    #[error("mission is {status}, only a queued mission can be started")]
+    #[error("mission is {status}, only a queued (or due) mission can be started")]
     NotQueued { status: MissionStatus },
     #[error("mission is {status}, not running")]
     NotRunning { status: MissionStatus },
@@ -379,17 +380,23 @@ impl Aggregate for Mission {
         match command {
             C::Enqueue { .. } => unreachable!("handled above"),
             C::Start { worker_id, lease_ms, now_ms } => {
-                if self.status != S::Queued {
+                // The queue's claim script moves due missions to the ready set itself, so a
+                // worker may claim one that is due before anything marked it so: its start
+                // then records both steps.
+                let due = self.status == S::Pending
+                    && self.due_at_ms.is_some_and(|due_at_ms| due_at_ms <= now_ms);
+                if self.status != S::Queued && !due {
                     return Err(MissionError::NotQueued { status: self.status });
                 }
                 let lease_expires_at_ms = expiry(now_ms, lease_ms);
                 let attempt = self.attempt + 1;
-                Ok(vec![E::MissionStarted {
-                    worker_id,
-                    attempt,
-                    lease_expires_at_ms,
-                    at_ms: now_ms,
-                }])
+                let started =
+                    E::MissionStarted { worker_id, attempt, lease_expires_at_ms, at_ms: now_ms };
+                Ok(if due {
+                    vec![E::MissionRetryDue { at_ms: now_ms }, started]
+                } else {
+                    vec![started]
+                })
             }
             C::Progress { worker_id, attempt, lease_ms, note, now_ms } => {
                 self.check_holder(&worker_id, attempt)?;

@@ -8,6 +8,7 @@
 pub mod checkpoint;
 pub mod event_type_stats;
 pub mod mission_list;
+pub mod mission_queue;
 
 use std::future::Future;
 

@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message"}}` (design invariant 8).
 
 mod missions;
+mod queue;
 
 use std::time::Duration;
 
@@ -34,6 +35,9 @@ pub struct AppState {
     /// Connected on first use, so a Redis that is down at start-up shows in `/ready`
     /// instead of stopping the process.
     pub redis_connection: std::sync::Arc<OnceCell<redis::aio::ConnectionManager>>,
+    /// The mission queue, once Redis has answered.
+    pub queue: std::sync::Arc<OnceCell<crate::queue::Queue>>,
+    pub namespace: crate::config::Namespace,
     pub metrics: PrometheusHandle,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: std::sync::Arc<str>,
@@ -53,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(list_events))
         .route("/api/stats/event-types", get(event_type_stats))
         .merge(missions::routes())
+        .merge(queue::routes())
         .with_state(state)
 }
 

@@ -7,6 +7,8 @@ mod event_store;
 mod mission_list;
 mod missions_api;
 mod projector;
+mod queue;
 mod relay;
 mod serve;
 mod support;
+mod workers;

@@ -35,7 +35,10 @@ fn metadata() -> EventMetadata {
 }
 
 /// Missions in every state: queued, running, cancelled, pending (failed once), failed.
+/// Leases and backoffs run for ten minutes from now, so that a server's supervisor, when one
+/// runs, leaves them as they are.
 async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
+    let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
     let mut ids = Vec::new();
     for n in 0..25u32 {
         let id = StreamId::from(Uuid::now_v7());
@@ -54,14 +57,14 @@ async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
         let run = |command: MissionCommand| {
             execute::<Mission>(store, &id, metadata(), move || command.clone())
         };
-        run(MissionCommand::Enqueue { spec, now_ms: 1_000 }).await.unwrap();
+        run(MissionCommand::Enqueue { spec, now_ms: now }).await.unwrap();
         if n % 5 >= 1 {
-            run(MissionCommand::Start { worker_id: "w".into(), lease_ms: 10_000, now_ms: 2_000 })
+            run(MissionCommand::Start { worker_id: "w".into(), lease_ms: 600_000, now_ms: now })
                 .await
                 .unwrap();
         }
         if n % 5 == 2 {
-            run(MissionCommand::Cancel { reason: "r".into(), by: "u".into(), now_ms: 3_000 })
+            run(MissionCommand::Cancel { reason: "r".into(), by: "u".into(), now_ms: now })
                 .await
                 .unwrap();
         }
@@ -71,8 +74,8 @@ async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
                 attempt: 1,
                 error: "e".into(),
                 retryable: true,
-                backoff_ms: 10,
-                now_ms: 3_000,
+                backoff_ms: 600_000,
+                now_ms: now,
             };
             run(fail).await.unwrap();
         }

@@ -94,6 +94,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let database_url = self.database_url.clone();
         let stream = bus::stream_name(&self.namespace);
+        let redis_keys = format!("{{{}}}*", self.namespace);
         // Async clean-up from a destructor: a runtime of its own on a thread of its own.
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
@@ -102,9 +103,40 @@ impl Drop for TestEnv {
                     let _ = jetstream::new(nats).delete_stream(&stream).await;
                 }
                 let _ = Postgres::force_drop_database(&database_url).await;
+                delete_redis_keys(&redis_keys).await;
             });
         });
         let _ = cleanup.join();
+    }
+}
+
+pub fn redis_url() -> String {
+    std::env::var("BRAIN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Deletes the keys matching `pattern` (a test namespace's hash tag).
+async fn delete_redis_keys(pattern: &str) {
+    let Ok(client) = redis::Client::open(redis_url()) else { return };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else { return };
+    let mut cursor: u64 = 0;
+    loop {
+        let page: redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(&mut connection)
+            .await;
+        let Ok((next, keys)) = page else { return };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> =
+                redis::cmd("UNLINK").arg(&keys).query_async(&mut connection).await;
+        }
+        if next == 0 {
+            return;
+        }
+        cursor = next;
     }
 }
 

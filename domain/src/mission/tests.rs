@@ -76,6 +76,18 @@ fn a_mission_not_before_a_later_time_waits_pending_until_it_is_due() {
 }
 
 #[test]
+fn a_due_pending_mission_can_be_started_directly_and_records_that_it_became_due() {
+    let given = [enqueued(), started("w1", 1, 2_000), failed(1, Some(3_500), 3_000)];
+    let start = |now_ms| MissionCommand::Start { worker_id: "w2".into(), lease_ms: 30_000, now_ms };
+    check(&given, start(3_499), Err(MissionError::NotQueued { status: MissionStatus::Pending }));
+    let then = vec![MissionEvent::MissionRetryDue { at_ms: 3_500 }, started("w2", 2, 3_500)];
+    check(&given, start(3_500), Ok(then.clone()));
+    let mission = Mission::fold(&[given.as_slice(), then.as_slice()].concat());
+    assert_eq!((mission.status, mission.attempt), (MissionStatus::Running, 2));
+    assert_eq!(mission.worker_id.as_deref(), Some("w2"));
+}
+
+#[test]
 fn enqueue_refuses_bad_specs_naming_the_field() {
     let cases = [
         (MissionSpec { name: "  ".into(), ..spec() }, "name"),

@@ -1,0 +1,71 @@
+//! `echo`: answers with the mission's payload. It exists to exercise the whole mission path
+//! (tests, benchmarks, demos) without an LLM, and its payload can ask it to misbehave:
+//!
+//! | payload field | effect |
+//! |---|---|
+//! | `delay_ms` | wait this long before answering (at most an hour) |
+//! | `fail_attempts` | fail attempts 1 to N with a retryable error |
+//! | `fail_permanently` | fail with an error that is not worth retrying |
+//! | `hang_attempts` | never answer on attempts 1 to N (until the worker gives up) |
+
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use super::{Agent, Failure, Task};
+
+pub const DELAY_MS_MAX: u64 = 60 * 60 * 1_000;
+
+pub struct Echo;
+
+impl Agent for Echo {
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
+        async move {
+            let field = |name: &str| task.payload.get(name).and_then(serde_json::Value::as_u64);
+            let hang_attempts = field("hang_attempts").unwrap_or(0);
+            if u64::from(task.attempt) <= hang_attempts {
+                std::future::pending::<()>().await;
+            }
+            if let Some(delay_ms) = field("delay_ms") {
+                tokio::time::sleep(Duration::from_millis(delay_ms.min(DELAY_MS_MAX))).await;
+            }
+            if task.payload.get("fail_permanently").and_then(serde_json::Value::as_bool)
+                == Some(true)
+            {
+                let message = "echo: asked to fail permanently".to_owned();
+                return Err(Failure { message, retryable: false });
+            }
+            if u64::from(task.attempt) <= field("fail_attempts").unwrap_or(0) {
+                let message = format!("echo: asked to fail attempt {}", task.attempt);
+                return Err(Failure { message, retryable: true });
+            }
+            Ok(json!({ "echo": task.payload, "attempt": task.attempt }))
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(payload: serde_json::Value, attempt: u32) -> Task {
+        Task { mission_id: "m".into(), name: "n".into(), agent: "echo".into(), payload, attempt }
+    }
+
+    #[tokio::test]
+    async fn echo_answers_its_payload_or_fails_as_asked() {
+        let payload = json!({ "fail_attempts": 2, "x": 1 });
+        let failed = Echo.run(task(payload.clone(), 2)).await.unwrap_err();
+        assert_eq!(
+            (failed.retryable, failed.message.as_str()),
+            (true, "echo: asked to fail attempt 2")
+        );
+        let answer = Echo.run(task(payload.clone(), 3)).await.unwrap();
+        assert_eq!(answer, json!({ "echo": payload, "attempt": 3 }));
+        let permanent = Echo.run(task(json!({ "fail_permanently": true }), 1)).await.unwrap_err();
+        assert!(!permanent.retryable);
+    }
+}

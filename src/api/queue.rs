@@ -1,0 +1,256 @@
+//! Queue routes for dashboards: what will run next, how the mission machinery is doing, and
+//! what each worker is up to. They read the Redis queue projection, the `mission_list` read
+//! model and the workers' own status reports; none of them writes anything.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{ApiError, ApiJson, ApiQuery, AppState, Refusal};
+use crate::queue::{Depth, Queue};
+use crate::worker::{STATUS_INTERVAL, WorkerStatus, status_key};
+
+/// Most missions one `GET /api/missions/queue` returns.
+pub const QUEUE_LIMIT_MAX: u32 = 500;
+/// A worker silent for this many status intervals is shown as not alive.
+pub const WORKER_SILENT_INTERVALS: u32 = 5;
+/// A worker silent this long is dropped from the status view.
+pub const WORKER_FORGET_AFTER_MS: i64 = 60 * 60 * 1_000;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/missions/queue", get(upcoming))
+        .route("/api/missions/health", get(health))
+        .route("/api/missions/worker/status", get(worker_status))
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn queue(app: &AppState) -> Result<&Queue, ApiError> {
+    app.queue.get().ok_or_else(|| {
+        ApiError::Refused(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "queue_unavailable",
+            field: None,
+            message: "the queue is not connected to Redis yet".to_owned(),
+        })
+    })
+}
+
+fn queue_error(error: crate::queue::QueueError) -> ApiError {
+    ApiError::Internal(error.into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpcomingQuery {
+    /// One agent kind; all of them, merged in pop order, when absent.
+    agent: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct UpcomingMission {
+    mission_id: String,
+    agent: String,
+    name: Option<String>,
+    priority: Option<String>,
+    /// Lower pops first: the time it became ready, less its priority's bonus (ms).
+    score: i64,
+    ready_at_ms: i64,
+    bonus_ms: i64,
+    /// How long it has waited, in ms.
+    age_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct UpcomingPage {
+    missions: Vec<UpcomingMission>,
+    /// The log position the queue reflects.
+    position: u64,
+}
+
+/// `GET /api/missions/queue?agent=&limit=`: ready missions in the order workers will pop them.
+async fn upcoming(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<UpcomingQuery>,
+) -> Result<ApiJson<UpcomingPage>, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > QUEUE_LIMIT_MAX {
+        let message = format!("must be between 1 and {QUEUE_LIMIT_MAX}, got {limit}");
+        return Err(ApiError::InvalidField { field: "limit", message });
+    }
+    if let Some(agent) = &query.agent {
+        domain::mission::check_agent(agent).map_err(|error| ApiError::InvalidField {
+            field: "agent",
+            message: error.to_string(),
+        })?;
+    }
+    let queue = queue(&app)?;
+    let position = queue.checkpoint().await.map_err(queue_error)?;
+    let kinds = match query.agent {
+        Some(agent) => vec![agent],
+        None => queue.depths().await.map_err(queue_error)?.into_keys().collect(),
+    };
+    let mut upcoming = Vec::new();
+    for kind in kinds {
+        let missions = queue.upcoming(&kind, limit as isize).await.map_err(queue_error)?;
+        upcoming.extend(missions.into_iter().map(|mission| (kind.clone(), mission)));
+    }
+    upcoming.sort_by(|(_, a), (_, b)| (a.score, &a.mission_id).cmp(&(b.score, &b.mission_id)));
+    upcoming.truncate(limit as usize);
+    let ids: Vec<String> = upcoming.iter().map(|(_, mission)| mission.mission_id.clone()).collect();
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT mission_id, name, priority FROM mission_list WHERE mission_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(app.pool())
+    .await?;
+    let mut described: BTreeMap<String, (Option<String>, Option<String>)> =
+        rows.into_iter().map(|(id, name, priority)| (id, (name, priority))).collect();
+    let now = now_ms();
+    let missions = upcoming
+        .into_iter()
+        .map(|(agent, mission)| {
+            let (name, priority) = described.remove(&mission.mission_id).unwrap_or_default();
+            UpcomingMission {
+                age_ms: (now - mission.ready_at_ms).max(0),
+                mission_id: mission.mission_id,
+                agent,
+                name,
+                priority,
+                score: mission.score,
+                ready_at_ms: mission.ready_at_ms,
+                bonus_ms: mission.bonus_ms,
+            }
+        })
+        .collect();
+    Ok(ApiJson(UpcomingPage { missions, position }))
+}
+
+#[derive(Debug, Serialize)]
+struct QueueHealth {
+    ready: u64,
+    delayed: u64,
+    /// How long the longest-waiting ready mission has waited, in ms.
+    oldest_waiting_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Lag {
+    /// Events committed but not yet on JetStream.
+    relay: u64,
+    /// Events committed but not yet applied, per projector.
+    projectors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct MissionsHealth {
+    /// Per agent kind.
+    queues: BTreeMap<String, QueueHealth>,
+    running: u64,
+    /// Missions per status, from the mission list.
+    statuses: BTreeMap<String, i64>,
+    /// The event store's last position.
+    head: u64,
+    lag: Lag,
+}
+
+/// `GET /api/missions/health`: queue depth per kind, oldest waiting age, counts by status,
+/// projector and relay lag.
+async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, ApiError> {
+    let queue = queue(&app)?;
+    let now = now_ms();
+    let depths = queue.depths().await.map_err(queue_error)?;
+    let queues = depths
+        .into_iter()
+        .map(|(kind, Depth { ready, delayed, oldest_ready_at_ms })| {
+            let oldest_waiting_ms = oldest_ready_at_ms.map(|at| (now - at).max(0));
+            (kind, QueueHealth { ready, delayed, oldest_waiting_ms })
+        })
+        .collect();
+    let running = queue.running().await.map_err(queue_error)?;
+    let statuses: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM mission_list GROUP BY status")
+            .fetch_all(app.pool())
+            .await?;
+    let head = crate::event_store::head(app.pool()).await?;
+    let checkpoints: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projector, position FROM projector_checkpoints WHERE projector NOT LIKE '%:%'",
+    )
+    .fetch_all(app.pool())
+    .await?;
+    let mut projectors: BTreeMap<String, u64> = checkpoints
+        .into_iter()
+        .map(|(name, position)| (name, head.saturating_sub(position as u64)))
+        .collect();
+    let queue_position = queue.checkpoint().await.map_err(queue_error)?;
+    projectors
+        .insert(projections::mission_queue::NAME.to_owned(), head.saturating_sub(queue_position));
+    let jetstream = crate::bus::jetstream(app.nats.clone(), 1);
+    let on_bus = match jetstream.get_stream(crate::bus::stream_name(&app.namespace)).await {
+        Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.last_sequence),
+        Err(_) => 0,
+    };
+    Ok(ApiJson(MissionsHealth {
+        queues,
+        running,
+        statuses: statuses.into_iter().collect(),
+        head,
+        lag: Lag { relay: head.saturating_sub(on_bus), projectors },
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct WorkerView {
+    #[serde(flatten)]
+    status: WorkerStatus,
+    /// Reported within the last few status intervals.
+    alive: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct WorkersPage {
+    workers: Vec<WorkerView>,
+}
+
+/// `GET /api/missions/worker/status`: each worker's kinds, running missions, counts,
+/// throughput and when it last reported; workers silent for an hour are forgotten.
+async fn worker_status(State(app): State<AppState>) -> Result<ApiJson<WorkersPage>, ApiError> {
+    let queue = queue(&app)?;
+    let key = status_key(&app.namespace);
+    let mut connection = queue.connection();
+    let reports: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(&key)
+        .query_async(&mut connection)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    let now = now_ms();
+    let silent_ms = (STATUS_INTERVAL.as_millis() as i64) * i64::from(WORKER_SILENT_INTERVALS);
+    let mut workers = Vec::new();
+    let mut forgotten = Vec::new();
+    for (worker_id, json) in reports {
+        match serde_json::from_str::<WorkerStatus>(&json) {
+            Ok(status) if now - status.last_seen_ms > WORKER_FORGET_AFTER_MS => {
+                forgotten.push(worker_id)
+            }
+            Ok(status) => {
+                let alive = now - status.last_seen_ms <= silent_ms;
+                workers.push(WorkerView { status, alive });
+            }
+            Err(_) => forgotten.push(worker_id),
+        }
+    }
+    if !forgotten.is_empty() {
+        let _: Result<(), _> =
+            redis::cmd("HDEL").arg(&key).arg(&forgotten).query_async(&mut connection).await;
+    }
+    Ok(ApiJson(WorkersPage { workers }))
+}

@@ -1,0 +1,633 @@
+//! The mission queue in Redis: the store of the `mission_queue` projector, the claim that
+//! workers pop missions with, and the reads behind the queue's query routes.
+//!
+//! Keys, all under the hash tag `{<namespace>}` so that one Lua script can touch any of
+//! them on a Redis cluster too (see ARCHITECTURE.md: the checkpoint must commit with the
+//! effect, so a namespace is one slot; namespaces spread over slots):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{ns}:q:gen` | string | the live generation `G` (absent: 1) |
+//! | `{ns}:q:G:checkpoint` | string | last position applied to generation `G` |
+//! | `{ns}:q:G:ready:<kind>` | sorted set | ready missions, score `ready_at − bonus`, lowest pops first |
+//! | `{ns}:q:G:delayed:<kind>` | sorted set | missions waiting for a time, score = due time |
+//! | `{ns}:q:G:leases` | sorted set | running missions, score = lease expiry |
+//! | `{ns}:q:G:m:<id>` | hash | a mission's `agent`, `bonus`, `state` and times |
+//! | `{ns}:q:G:kinds` | set | every agent kind seen |
+//! | `{ns}:q:claims` | sorted set | missions popped but not yet started, score = claim expiry |
+//! | `{ns}:q:claimer` | hash | who popped each of those |
+//!
+//! A rebuild fills generation `G + 1` from the log and switches `gen` in one step, so readers
+//! and workers see the old queue or the new one, never half of one. Claims are not projected
+//! state (they are the short window between a pop and the `start` event), so they live
+//! outside the generations.
+//!
+//! What keeps a mission on one worker is the aggregate, not Redis (design invariant 6): a
+//! claim only makes a second pop unlikely; a `start` against a mission that is no longer
+//! queued is refused. What keeps a mission from being lost is the claim's expiry: a popped
+//! mission whose `start` never came is put back by [`reclaim`].
+
+use std::collections::BTreeMap;
+
+use projections::mission_queue::{NAME, QueueChange, Scoring};
+use projections::{CommitError, ProjectionStore};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::config::Namespace;
+use crate::projector::{Feeder, RunnerError};
+
+/// Applies a batch of changes and moves the checkpoint from `after` to `up_to`, or returns
+/// `{0, actual}` when the checkpoint is elsewhere.
+const COMMIT: &str = r#"
+local base, gen, after, up_to = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+if gen == '' then gen = redis.call('GET', base .. 'gen') or '1' end
+local p = base .. gen .. ':'
+local actual = tonumber(redis.call('GET', p .. 'checkpoint') or '0')
+if actual ~= after then return {0, actual} end
+
+local function unplace(m, id)
+  local agent = redis.call('HGET', m, 'agent')
+  if agent then
+    redis.call('ZREM', p .. 'ready:' .. agent, id)
+    redis.call('ZREM', p .. 'delayed:' .. agent, id)
+  end
+  redis.call('ZREM', p .. 'leases', id)
+  return agent
+end
+
+local function ready(m, id, at)
+  local agent = unplace(m, id)
+  if not agent then return end
+  local bonus = tonumber(redis.call('HGET', m, 'bonus'))
+  redis.call('ZADD', p .. 'ready:' .. agent, at - bonus, id)
+  redis.call('HSET', m, 'state', 'ready', 'ready_at', at)
+  redis.call('HDEL', m, 'due_at', 'worker', 'lease')
+end
+
+local function delay(m, id, at)
+  local agent = unplace(m, id)
+  if not agent then return end
+  redis.call('ZADD', p .. 'delayed:' .. agent, at, id)
+  redis.call('HSET', m, 'state', 'delayed', 'due_at', at)
+  redis.call('HDEL', m, 'ready_at', 'worker', 'lease')
+end
+
+local i = 5
+while i <= #ARGV do
+  local op, id = ARGV[i], ARGV[i + 1]
+  local m = p .. 'm:' .. id
+  if op == 'E' then
+    local agent = ARGV[i + 2]
+    redis.call('HSET', m, 'agent', agent, 'bonus', ARGV[i + 3])
+    redis.call('SADD', p .. 'kinds', agent)
+    if ARGV[i + 5] == '1' then delay(m, id, tonumber(ARGV[i + 4]))
+    else ready(m, id, tonumber(ARGV[i + 4])) end
+    i = i + 6
+  elseif op == 'R' then
+    ready(m, id, tonumber(ARGV[i + 2]))
+    i = i + 3
+  elseif op == 'D' then
+    delay(m, id, tonumber(ARGV[i + 2]))
+    i = i + 3
+  elseif op == 'L' then
+    if unplace(m, id) then
+      redis.call('ZADD', p .. 'leases', ARGV[i + 3], id)
+      redis.call('HSET', m, 'state', 'running', 'lease', ARGV[i + 3])
+      if ARGV[i + 2] ~= '' then redis.call('HSET', m, 'worker', ARGV[i + 2]) end
+      redis.call('HDEL', m, 'ready_at', 'due_at')
+    end
+    i = i + 4
+  elseif op == 'X' then
+    unplace(m, id)
+    if ARGV[i + 2] == '1' then
+      redis.call('HSET', m, 'state', 'failed')
+      redis.call('HDEL', m, 'ready_at', 'due_at', 'worker', 'lease')
+    else
+      redis.call('DEL', m)
+    end
+    i = i + 3
+  else
+    return redis.error_reply('unknown queue change ' .. op)
+  end
+end
+redis.call('SET', p .. 'checkpoint', up_to)
+return {1, tonumber(up_to)}
+"#;
+
+/// Moves each kind's due missions to its ready set, then pops the best mission of all the
+/// kinds given and records the claim. Returns `{id, kind}` or nothing.
+const CLAIM: &str = r#"
+local base, now, worker, claim_until = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local gen = redis.call('GET', base .. 'gen') or '1'
+local p = base .. gen .. ':'
+local claims = base .. 'claims'
+local best_id, best_kind, best_score = nil, nil, nil
+for k = 5, #ARGV do
+  local kind = ARGV[k]
+  local ready, delayed = p .. 'ready:' .. kind, p .. 'delayed:' .. kind
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 256)
+  for j = 1, #due, 2 do
+    local id, at = due[j], tonumber(due[j + 1])
+    local m = p .. 'm:' .. id
+    local bonus = tonumber(redis.call('HGET', m, 'bonus') or '0')
+    redis.call('ZREM', delayed, id)
+    redis.call('ZADD', ready, at - bonus, id)
+    redis.call('HSET', m, 'state', 'ready', 'ready_at', at)
+    redis.call('HDEL', m, 'due_at')
+  end
+  -- A mission still under a live claim can reappear here when the projector applies an
+  -- older event after the pop; the claimer has it, so drop it from the ready set.
+  while true do
+    local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
+    if #top == 0 then break end
+    local held = redis.call('ZSCORE', claims, top[1])
+    if held and tonumber(held) > now then
+      redis.call('ZREM', ready, top[1])
+    else
+      local score = tonumber(top[2])
+      if best_score == nil or score < best_score then
+        best_id, best_kind, best_score = top[1], kind, score
+      end
+      break
+    end
+  end
+end
+if best_id == nil then return false end
+redis.call('ZREM', p .. 'ready:' .. best_kind, best_id)
+redis.call('ZADD', claims, claim_until, best_id)
+redis.call('HSET', base .. 'claimer', best_id, worker)
+return {best_id, best_kind}
+"#;
+
+/// Puts back missions whose claim expired while their projected state is still `ready`
+/// (the claimer died or failed between the pop and the start). Returns how many.
+const RECLAIM: &str = r#"
+local base, now = ARGV[1], tonumber(ARGV[2])
+local gen = redis.call('GET', base .. 'gen') or '1'
+local p = base .. gen .. ':'
+local claims = base .. 'claims'
+local expired = redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, 1000)
+local back = 0
+for _, id in ipairs(expired) do
+  redis.call('ZREM', claims, id)
+  redis.call('HDEL', base .. 'claimer', id)
+  local m = p .. 'm:' .. id
+  local state = redis.call('HMGET', m, 'state', 'agent', 'bonus', 'ready_at')
+  if state[1] == 'ready' then
+    redis.call('ZADD', p .. 'ready:' .. state[2], tonumber(state[4]) - tonumber(state[3]), id)
+    back = back + 1
+  end
+end
+return back
+"#;
+
+/// Switches the live generation to `ARGV[2]` if it has reached the live checkpoint; returns
+/// `{1, old generation}` or `{0, live checkpoint}`.
+const SWAP: &str = r#"
+local base, gen = ARGV[1], ARGV[2]
+local live = redis.call('GET', base .. 'gen') or '1'
+local live_at = tonumber(redis.call('GET', base .. live .. ':checkpoint') or '0')
+local reached = tonumber(redis.call('GET', base .. gen .. ':checkpoint') or '0')
+if reached < live_at then return {0, live_at} end
+redis.call('SET', base .. 'gen', gen)
+return {1, tonumber(live)}
+"#;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected answer from a queue script: {0}")]
+    Script(String),
+}
+
+/// The queue of one namespace: its keys and scripts.
+#[derive(Clone)]
+pub struct Queue {
+    connection: ConnectionManager,
+    /// `{ns}:q:`
+    base: String,
+    commit: Script,
+    claim: Script,
+    reclaim: Script,
+    swap: Script,
+}
+
+/// A mission popped by [`Queue::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub mission_id: String,
+    pub agent: String,
+}
+
+/// A mission as the ready set orders it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Upcoming {
+    pub mission_id: String,
+    pub score: i64,
+    pub ready_at_ms: i64,
+    pub bonus_ms: i64,
+}
+
+impl Queue {
+    pub async fn connect(
+        redis: &redis::Client,
+        namespace: &Namespace,
+    ) -> Result<Queue, QueueError> {
+        let connection = redis.get_connection_manager().await?;
+        Ok(Queue::new(connection, namespace))
+    }
+
+    pub fn new(connection: ConnectionManager, namespace: &Namespace) -> Queue {
+        Queue {
+            connection,
+            base: format!("{{{namespace}}}:q:"),
+            commit: Script::new(COMMIT),
+            claim: Script::new(CLAIM),
+            reclaim: Script::new(RECLAIM),
+            swap: Script::new(SWAP),
+        }
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    async fn live_generation(&self) -> Result<u64, QueueError> {
+        let generation: Option<u64> =
+            self.connection.clone().get(format!("{}gen", self.base)).await?;
+        Ok(generation.unwrap_or(1))
+    }
+
+    fn prefix(&self, generation: u64) -> String {
+        format!("{}{generation}:", self.base)
+    }
+
+    /// The position the live queue reflects.
+    pub async fn checkpoint(&self) -> Result<u64, QueueError> {
+        let generation = self.live_generation().await?;
+        let position: Option<u64> =
+            self.connection.clone().get(format!("{}checkpoint", self.prefix(generation))).await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    /// Pops the best mission of `agents` for `worker`, claimed until `now_ms + claim_ms`.
+    pub async fn claim(
+        &self,
+        agents: &[String],
+        worker: &str,
+        now_ms: i64,
+        claim_ms: u64,
+    ) -> Result<Option<Claim>, QueueError> {
+        let mut invocation = self.claim.prepare_invoke();
+        invocation.arg(&self.base).arg(now_ms).arg(worker).arg(now_ms + claim_ms as i64);
+        for agent in agents {
+            invocation.arg(agent);
+        }
+        let popped: Option<(String, String)> =
+            invocation.invoke_async(&mut self.connection.clone()).await?;
+        Ok(popped.map(|(mission_id, agent)| Claim { mission_id, agent }))
+    }
+
+    /// Ends a claim: the mission started (the event store holds its lease now) or will not.
+    pub async fn release(&self, mission_id: &str) -> Result<(), QueueError> {
+        let mut pipe = redis::pipe();
+        pipe.zrem(format!("{}claims", self.base), mission_id)
+            .hdel(format!("{}claimer", self.base), mission_id);
+        pipe.query_async::<()>(&mut self.connection.clone()).await?;
+        Ok(())
+    }
+
+    /// Puts missions whose claim expired before `now_ms` back in their ready set.
+    pub async fn reclaim(&self, now_ms: i64) -> Result<u64, QueueError> {
+        let back: u64 = self
+            .reclaim
+            .arg(&self.base)
+            .arg(now_ms)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(back)
+    }
+
+    /// Running missions whose lease ran out before `now_ms` (at most `limit`).
+    pub async fn expired_leases(
+        &self,
+        now_ms: i64,
+        limit: isize,
+    ) -> Result<Vec<String>, QueueError> {
+        let generation = self.live_generation().await?;
+        let ids: Vec<String> = self
+            .connection
+            .clone()
+            .zrangebyscore_limit(
+                format!("{}leases", self.prefix(generation)),
+                "-inf",
+                now_ms,
+                0,
+                limit,
+            )
+            .await?;
+        Ok(ids)
+    }
+
+    /// Delayed missions of every kind due before `now_ms` (at most `limit` per kind).
+    pub async fn due(&self, now_ms: i64, limit: isize) -> Result<Vec<String>, QueueError> {
+        let generation = self.live_generation().await?;
+        let prefix = self.prefix(generation);
+        let mut connection = self.connection.clone();
+        let kinds: Vec<String> = connection.smembers(format!("{prefix}kinds")).await?;
+        let mut due = Vec::new();
+        for kind in kinds {
+            let ids: Vec<String> = connection
+                .zrangebyscore_limit(format!("{prefix}delayed:{kind}"), "-inf", now_ms, 0, limit)
+                .await?;
+            due.extend(ids);
+        }
+        Ok(due)
+    }
+
+    /// The next `limit` missions of `agent` in the order they will be popped.
+    pub async fn upcoming(&self, agent: &str, limit: isize) -> Result<Vec<Upcoming>, QueueError> {
+        let generation = self.live_generation().await?;
+        let prefix = self.prefix(generation);
+        let mut connection = self.connection.clone();
+        let top: Vec<(String, i64)> =
+            connection.zrange_withscores(format!("{prefix}ready:{agent}"), 0, limit - 1).await?;
+        if top.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &top {
+            pipe.cmd("HMGET").arg(format!("{prefix}m:{id}")).arg("ready_at").arg("bonus");
+        }
+        let times: Vec<(Option<i64>, Option<i64>)> = pipe.query_async(&mut connection).await?;
+        Ok(top
+            .into_iter()
+            .zip(times)
+            .map(|((mission_id, score), (ready_at, bonus))| Upcoming {
+                mission_id,
+                score,
+                ready_at_ms: ready_at.unwrap_or(score),
+                bonus_ms: bonus.unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Per agent kind: ready, delayed and running counts, and the oldest ready mission's
+    /// ready time.
+    pub async fn depths(&self) -> Result<BTreeMap<String, Depth>, QueueError> {
+        let generation = self.live_generation().await?;
+        let prefix = self.prefix(generation);
+        let mut connection = self.connection.clone();
+        let kinds: Vec<String> = connection.smembers(format!("{prefix}kinds")).await?;
+        let mut depths = BTreeMap::new();
+        for kind in kinds {
+            let ready_key = format!("{prefix}ready:{kind}");
+            let (ready, delayed): (u64, u64) = redis::pipe()
+                .zcard(&ready_key)
+                .zcard(format!("{prefix}delayed:{kind}"))
+                .query_async(&mut connection)
+                .await?;
+            // The oldest is not the first to pop (priority), so scan the ready times; a
+            // dashboard read, bounded by the set's size.
+            let ids: Vec<String> = connection.zrange(&ready_key, 0, 999).await?;
+            if ids.is_empty() {
+                depths.insert(kind, Depth { ready, delayed, oldest_ready_at_ms: None });
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hget(format!("{prefix}m:{id}"), "ready_at");
+            }
+            let times: Vec<Option<i64>> = pipe.query_async(&mut connection).await?;
+            let oldest_ready_at_ms = times.into_iter().flatten().min();
+            depths.insert(kind, Depth { ready, delayed, oldest_ready_at_ms });
+        }
+        Ok(depths)
+    }
+
+    /// Running missions (leases held), all kinds together.
+    pub async fn running(&self) -> Result<u64, QueueError> {
+        let generation = self.live_generation().await?;
+        Ok(self.connection.clone().zcard(format!("{}leases", self.prefix(generation))).await?)
+    }
+
+    /// Every key of generation `gen` with its contents, checkpoint left out: what a rebuilt
+    /// queue is compared on.
+    pub async fn snapshot(
+        &self,
+        generation: Option<u64>,
+    ) -> Result<BTreeMap<String, String>, QueueError> {
+        let generation = match generation {
+            Some(generation) => generation,
+            None => self.live_generation().await?,
+        };
+        let prefix = self.prefix(generation);
+        let mut connection = self.connection.clone();
+        let keys = scan(&mut connection, &format!("{prefix}*")).await?;
+        let mut snapshot = BTreeMap::new();
+        for key in keys {
+            let name = key[prefix.len()..].to_owned();
+            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut connection).await?;
+            let value = match kind.as_str() {
+                "string" if name == "checkpoint" => continue,
+                "string" => connection.get::<_, String>(&key).await?,
+                "zset" => {
+                    let members: Vec<(String, i64)> =
+                        connection.zrange_withscores(&key, 0, -1).await?;
+                    format!("{members:?}")
+                }
+                "hash" => {
+                    let fields: BTreeMap<String, String> = connection.hgetall(&key).await?;
+                    format!("{fields:?}")
+                }
+                "set" => {
+                    let mut members: Vec<String> = connection.smembers(&key).await?;
+                    members.sort();
+                    format!("{members:?}")
+                }
+                other => format!("<{other}>"),
+            };
+            snapshot.insert(name, value);
+        }
+        Ok(snapshot)
+    }
+
+    /// The generation a rebuild should fill: one past the live one, emptied first.
+    pub async fn fresh_generation(&self) -> Result<u64, QueueError> {
+        let generation = self.live_generation().await? + 1;
+        self.drop_generation(generation).await?;
+        Ok(generation)
+    }
+
+    /// Makes `gen` live if it has caught up with the live checkpoint. `Ok(None)` means it
+    /// has not: catch up again and retry. On success, returns the old generation.
+    pub async fn swap(&self, generation: u64) -> Result<Option<u64>, QueueError> {
+        let (swapped, value): (i64, u64) = self
+            .swap
+            .arg(&self.base)
+            .arg(generation)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok((swapped == 1).then_some(value))
+    }
+
+    pub async fn drop_generation(&self, generation: u64) -> Result<(), QueueError> {
+        let mut connection = self.connection.clone();
+        let keys = scan(&mut connection, &format!("{}*", self.prefix(generation))).await?;
+        for chunk in keys.chunks(500) {
+            let _: u64 = connection.unlink(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every key of the namespace's queue: for tests and benchmarks that clean up.
+    pub async fn drop_all(&self) -> Result<(), QueueError> {
+        let mut connection = self.connection.clone();
+        let keys = scan(&mut connection, &format!("{}*", self.base)).await?;
+        for chunk in keys.chunks(500) {
+            let _: u64 = connection.unlink(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// A [`ProjectionStore`] over the live generation (`None`) or a given one (a rebuild).
+    pub fn store(&self, generation: Option<u64>) -> QueueStore {
+        QueueStore { queue: self.clone(), generation }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Depth {
+    pub ready: u64,
+    pub delayed: u64,
+    pub oldest_ready_at_ms: Option<i64>,
+}
+
+async fn scan(
+    connection: &mut ConnectionManager,
+    pattern: &str,
+) -> Result<Vec<String>, QueueError> {
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1_000)
+            .query_async(connection)
+            .await?;
+        keys.extend(page);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// The `mission_queue` projector's store: each commit is one script run, so the changes and
+/// the checkpoint land together (design invariant 4).
+pub struct QueueStore {
+    queue: Queue,
+    generation: Option<u64>,
+}
+
+impl ProjectionStore<QueueChange> for QueueStore {
+    type Error = QueueError;
+
+    async fn checkpoint(&mut self) -> Result<u64, QueueError> {
+        let generation = match self.generation {
+            Some(generation) => generation,
+            None => self.queue.live_generation().await?,
+        };
+        let position: Option<u64> = self
+            .queue
+            .connection
+            .clone()
+            .get(format!("{}checkpoint", self.queue.prefix(generation)))
+            .await?;
+        Ok(position.unwrap_or(0))
+    }
+
+    async fn commit(
+        &mut self,
+        after: u64,
+        up_to: u64,
+        changes: Vec<QueueChange>,
+    ) -> Result<(), CommitError<QueueError>> {
+        let mut invocation = self.queue.commit.prepare_invoke();
+        let generation =
+            self.generation.map(|generation| generation.to_string()).unwrap_or_default();
+        invocation.arg(&self.queue.base).arg(generation).arg(after).arg(up_to);
+        for change in changes {
+            match change {
+                QueueChange::Enqueue { mission_id, agent, bonus_ms, ready_at_ms, delayed } => {
+                    invocation.arg("E").arg(mission_id).arg(agent).arg(bonus_ms);
+                    invocation.arg(ready_at_ms).arg(if delayed { "1" } else { "0" });
+                }
+                QueueChange::Ready { mission_id, ready_at_ms } => {
+                    invocation.arg("R").arg(mission_id).arg(ready_at_ms);
+                }
+                QueueChange::Delay { mission_id, due_at_ms } => {
+                    invocation.arg("D").arg(mission_id).arg(due_at_ms);
+                }
+                QueueChange::Lease { mission_id, worker_id, lease_expires_at_ms } => {
+                    invocation.arg("L").arg(mission_id).arg(worker_id).arg(lease_expires_at_ms);
+                }
+                QueueChange::Remove { mission_id, failed } => {
+                    invocation.arg("X").arg(mission_id).arg(if failed { "1" } else { "0" });
+                }
+            }
+        }
+        let (applied, position): (i64, u64) = invocation
+            .invoke_async(&mut self.queue.connection.clone())
+            .await
+            .map_err(|error| CommitError::Store(QueueError::Redis(error)))?;
+        if applied == 1 { Ok(()) } else { Err(CommitError::Moved { actual: position }) }
+    }
+}
+
+/// Rebuilds the queue from the whole log into a fresh generation and makes it live; returns
+/// the position it reached. With `swap` false, the rebuilt generation is left beside the
+/// live one (for comparing them) and its number returned in the error-free result's second
+/// field.
+pub async fn rebuild(
+    pool: &sqlx::PgPool,
+    queue: &Queue,
+    scoring: Scoring,
+    swap: bool,
+) -> Result<(u64, u64), RunnerError> {
+    let projection = |error: QueueError| RunnerError::Projection(Box::new(error));
+    let generation = queue.fresh_generation().await.map_err(projection)?;
+    let projector = projections::mission_queue::MissionQueue { scoring };
+    let mut feeder =
+        Feeder::new(projector, queue.store(Some(generation)), pool.clone(), 1_000).await?;
+    if !swap {
+        return Ok((feeder.catch_up().await?, generation));
+    }
+    for attempt in 1..=crate::projectors::REBUILD_SWAP_ATTEMPTS_MAX {
+        let reached = feeder.catch_up().await?;
+        match queue.swap(generation).await.map_err(projection)? {
+            Some(old) => {
+                queue.drop_generation(old).await.map_err(projection)?;
+                tracing::info!(
+                    projector = NAME,
+                    position = reached,
+                    generation,
+                    "rebuilt and swapped in"
+                );
+                return Ok((reached, generation));
+            }
+            None => {
+                tracing::debug!(projector = NAME, attempt, reached, "rebuild behind live");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+    Err(RunnerError::Projection(
+        format!("rebuild of {NAME} could not overtake the live queue").into(),
+    ))
+}

@@ -1,0 +1,140 @@
+//! The mission supervisor: the timer side of missions, run by one `brain serve` per
+//! namespace (advisory-lock leadership, like the relay).
+//!
+//! Every tick it
+//! - expires the leases that ran out (the worker died or lost its way): the mission goes
+//!   back, through a `MissionLeaseExpired` event, to run again elsewhere after a backoff;
+//! - marks pending missions due (`MissionRetryDue`), so views show them queued even before a
+//!   worker claims them (a claim would move them anyway);
+//! - puts back missions that were popped but never started (the claim expired).
+//!
+//! It reads candidates from the queue projection, which may be behind; the aggregate checks
+//! each command against the log, so a stale candidate is just refused.
+
+use std::time::Duration;
+
+use domain::mission::{Mission, MissionCommand, MissionError};
+use domain::{EventMetadata, StreamId};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::command::{self, CommandError};
+use crate::config::Namespace;
+use crate::event_store::EventStore;
+use crate::leader;
+use crate::queue::Queue;
+use crate::worker::Backoff;
+
+#[derive(Debug, Clone)]
+pub struct SupervisorConfig {
+    pub tick: Duration,
+    /// Backoff before a mission whose lease expired runs again.
+    pub backoff: Backoff,
+    /// Most missions of each kind handled per tick.
+    pub batch_max: isize,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> SupervisorConfig {
+        SupervisorConfig {
+            tick: Duration::from_millis(250),
+            backoff: Backoff::default(),
+            batch_max: 1_000,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub struct Supervisor {
+    pub store: EventStore,
+    pub queue: Queue,
+    pub pool: PgPool,
+    pub namespace: Namespace,
+    pub config: SupervisorConfig,
+}
+
+impl Supervisor {
+    /// Leads, then ticks until `shutdown`. Errors of one tick are logged and retried at the
+    /// next: Redis or PostgreSQL being away for a moment must not stop the server.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let lock = format!("{}:supervisor", self.namespace);
+        let Some(mut leadership) =
+            leader::acquire(&self.pool, &lock, Duration::from_secs(1), &shutdown)
+                .await
+                .map_err(|error| error.to_string())?
+        else {
+            return Ok(());
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(self.config.tick) => {}
+            }
+            if let Err(error) = leadership.check().await {
+                return Err(format!("supervisor lost its leadership lock: {error}"));
+            }
+            if let Err(error) = self.tick().await {
+                tracing::warn!(%error, "supervisor tick failed");
+            }
+        }
+    }
+
+    /// One pass; returns how many missions it moved.
+    pub async fn tick(&self) -> Result<usize, String> {
+        let now = now_ms();
+        let mut moved = self.queue.reclaim(now).await.map_err(|e| e.to_string())? as usize;
+        let expired = self
+            .queue
+            .expired_leases(now, self.config.batch_max)
+            .await
+            .map_err(|e| e.to_string())?;
+        for mission_id in expired {
+            let backoff_ms = self.config.backoff.draw(1);
+            moved += self
+                .command(&mission_id, MissionCommand::ExpireLease { backoff_ms, now_ms: now })
+                .await;
+        }
+        let due = self.queue.due(now, self.config.batch_max).await.map_err(|e| e.to_string())?;
+        for mission_id in due {
+            moved += self.command(&mission_id, MissionCommand::MarkDue { now_ms: now }).await;
+        }
+        Ok(moved)
+    }
+
+    async fn command(&self, mission_id: &str, command: MissionCommand) -> usize {
+        let Ok(stream_id) = StreamId::parse(mission_id) else { return 0 };
+        let mut metadata = EventMetadata::new("supervisor", OffsetDateTime::now_utc());
+        metadata.command_id = Some(Uuid::now_v7());
+        if let Ok(id) = Uuid::parse_str(mission_id) {
+            metadata.correlation_id = id;
+        }
+        let executed =
+            command::execute::<Mission>(&self.store, &stream_id, metadata, || command.clone())
+                .await;
+        match executed {
+            Ok(_) => {
+                if matches!(command, MissionCommand::ExpireLease { .. }) {
+                    tracing::info!(mission_id, "lease expired; mission put back");
+                    metrics::counter!("brain_mission_leases_expired_total").increment(1);
+                }
+                1
+            }
+            // The projection was behind: the mission moved on already.
+            Err(CommandError::Rejected(
+                MissionError::NotRunning { .. }
+                | MissionError::LeaseNotExpired { .. }
+                | MissionError::NotDue { .. }
+                | MissionError::AlreadyFinished { .. },
+            )) => 0,
+            Err(error) => {
+                tracing::warn!(mission_id, %error, "supervisor command failed");
+                0
+            }
+        }
+    }
+}

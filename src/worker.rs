@@ -1,0 +1,538 @@
+//! Workers: claim a mission from the queue, `start` it with a lease, run it through the
+//! agent for its kind, keep the lease alive while it runs, and `complete` or `fail` it.
+//! `brain serve` runs some in-process; `brain worker` runs them anywhere else.
+//!
+//! Each of `concurrency` slots loops on its own. The event store decides everything that
+//! matters (design invariant 6): a start against a mission that is no longer queued is
+//! refused, and so is a report from a worker whose lease was taken away, which also stops
+//! the agent (a cancelled mission stops at its next lease extension). A failed attempt is
+//! retried after an exponential backoff with jitter; an attempt past the mission's timeout
+//! fails like any other.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use domain::EventMetadata;
+use domain::StreamId;
+use domain::mission::{Mission, MissionCommand, MissionError};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::agents::{Agents, Failure, Task};
+use crate::command::{self, CommandError};
+use crate::config::Namespace;
+use crate::event_store::EventStore;
+use crate::queue::{Claim, Queue};
+
+/// Exponential backoff with jitter: attempt `n` waits a random time between half and all of
+/// `base · 2^(n−1)`, capped at `max`. The randomness spreads retries of missions that
+/// failed together (a downstream outage) instead of bringing them back at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base_ms: u64,
+    pub max_ms: u64,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { base_ms: 1_000, max_ms: 5 * 60 * 1_000 }
+    }
+}
+
+impl Backoff {
+    /// The wait after attempt `attempt` (1-based) failed, with `unit` in `[0, 1)` as the
+    /// random draw.
+    pub fn delay_ms(&self, attempt: u32, unit: f64) -> u64 {
+        let exponent = attempt.saturating_sub(1).min(32);
+        let ceiling = self.base_ms.saturating_mul(1 << exponent).min(self.max_ms);
+        let unit = unit.clamp(0.0, 1.0);
+        ceiling / 2 + ((ceiling - ceiling / 2) as f64 * unit) as u64
+    }
+
+    pub fn draw(&self, attempt: u32) -> u64 {
+        self.delay_ms(attempt, random_unit())
+    }
+}
+
+/// A uniform draw in `[0, 1)` from the operating system's randomness (through a v4 UUID,
+/// which is already a dependency), good enough for jitter.
+fn random_unit() -> f64 {
+    (Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub agents: Agents,
+    pub concurrency: usize,
+    /// How long a start or a progress report holds the mission.
+    pub lease_ms: u64,
+    /// How long a popped mission is reserved for this worker before its start.
+    pub claim_ms: u64,
+    /// Wait between claims while the queue is empty.
+    pub idle_poll: Duration,
+    pub backoff: Backoff,
+    /// At shutdown, how long running attempts may go on before they are handed back.
+    pub drain_ms: u64,
+}
+
+impl WorkerConfig {
+    pub fn new(agents: Agents, concurrency: usize) -> WorkerConfig {
+        WorkerConfig {
+            worker_id: default_worker_id(),
+            agents,
+            concurrency,
+            lease_ms: 30_000,
+            claim_ms: 30_000,
+            idle_poll: Duration::from_millis(50),
+            backoff: Backoff::default(),
+            drain_ms: 10_000,
+        }
+    }
+}
+
+/// Lease and retry settings shared by `brain worker` and `brain serve`'s workers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Tuning {
+    /// How long a start or a lease extension holds a mission; extended every third of it.
+    #[arg(long, env = "BRAIN_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// Backoff before the second attempt; doubles per attempt, with jitter.
+    #[arg(long, env = "BRAIN_RETRY_BACKOFF_MS", default_value_t = 1_000)]
+    pub retry_backoff_ms: u64,
+    /// Longest backoff between attempts.
+    #[arg(long, env = "BRAIN_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    pub retry_backoff_max_ms: u64,
+}
+
+impl Tuning {
+    pub fn backoff(&self) -> Backoff {
+        Backoff { base_ms: self.retry_backoff_ms, max_ms: self.retry_backoff_max_ms }
+    }
+
+    pub fn worker(&self, agents: Agents, concurrency: usize) -> WorkerConfig {
+        WorkerConfig {
+            lease_ms: self.lease_ms.max(1),
+            backoff: self.backoff(),
+            ..WorkerConfig::new(agents, concurrency)
+        }
+    }
+}
+
+/// `<host>-<pid>-<random>`: unique per process, readable in a dashboard.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "worker".to_owned());
+    let suffix = &Uuid::new_v4().simple().to_string()[..6];
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// What a worker publishes about itself for `GET /api/missions/worker/status`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct WorkerStatus {
+    pub worker_id: String,
+    pub agents: Vec<String>,
+    pub concurrency: usize,
+    pub running: Vec<RunningMission>,
+    pub completed: u64,
+    pub failed: u64,
+    /// Missions finished (completed or failed) in the last minute, per second.
+    pub throughput_per_s: f64,
+    pub started_at_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct RunningMission {
+    pub mission_id: String,
+    pub agent: String,
+    pub attempt: u32,
+    pub since_ms: i64,
+}
+
+/// The Redis hash holding every worker's [`WorkerStatus`], by worker id.
+pub fn status_key(namespace: &Namespace) -> String {
+    format!("{{{namespace}}}:workers")
+}
+
+/// How often a worker refreshes its status.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Stats {
+    running: BTreeMap<String, RunningMission>,
+    completed: u64,
+    failed: u64,
+    finished_at: VecDeque<Instant>,
+}
+
+impl Stats {
+    fn finished(&mut self, mission_id: &str, completed: bool) {
+        self.running.remove(mission_id);
+        if completed {
+            self.completed += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.finished_at.push_back(Instant::now());
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the worker serves no agent kind")]
+    NoAgents,
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Runs the worker until `shutdown`; running missions finish first (their leases would
+/// otherwise have to expire before anyone else could run them).
+pub async fn run(
+    store: EventStore,
+    queue: Queue,
+    namespace: Namespace,
+    config: WorkerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    if config.agents.is_empty() {
+        return Err(WorkerError::NoAgents);
+    }
+    let config = Arc::new(config);
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    tracing::info!(
+        worker = %config.worker_id,
+        agents = ?config.agents,
+        concurrency = config.concurrency,
+        "worker started"
+    );
+    let reporter = {
+        let (queue, config, stats, stop) =
+            (queue.clone(), config.clone(), stats.clone(), shutdown.clone());
+        tokio::spawn(report_status(queue, namespace.clone(), config, stats, stop))
+    };
+    let mut slots = tokio::task::JoinSet::new();
+    for _ in 0..config.concurrency.max(1) {
+        let slot = Slot {
+            store: store.clone(),
+            queue: queue.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+        };
+        slots.spawn(slot.run(shutdown.clone()));
+    }
+    while slots.join_next().await.is_some() {}
+    let _ = reporter.await;
+    let mut connection = queue.connection();
+    redis::cmd("HDEL")
+        .arg(status_key(&namespace))
+        .arg(&config.worker_id)
+        .query_async::<()>(&mut connection)
+        .await?;
+    tracing::info!(worker = %config.worker_id, "worker stopped");
+    Ok(())
+}
+
+async fn report_status(
+    queue: Queue,
+    namespace: Namespace,
+    config: Arc<WorkerConfig>,
+    stats: Arc<Mutex<Stats>>,
+    shutdown: CancellationToken,
+) {
+    let started_at_ms = now_ms();
+    let key = status_key(&namespace);
+    let mut connection = queue.connection();
+    loop {
+        let status = {
+            let mut stats = stats.lock().expect("not poisoned");
+            let minute_ago = Instant::now() - Duration::from_secs(60);
+            while stats.finished_at.front().is_some_and(|at| *at < minute_ago) {
+                stats.finished_at.pop_front();
+            }
+            let window = (Instant::now() - started_at(started_at_ms)).min(Duration::from_secs(60));
+            WorkerStatus {
+                worker_id: config.worker_id.clone(),
+                agents: config.agents.kinds(),
+                concurrency: config.concurrency,
+                running: stats.running.values().cloned().collect(),
+                completed: stats.completed,
+                failed: stats.failed,
+                throughput_per_s: stats.finished_at.len() as f64 / window.as_secs_f64().max(1.0),
+                started_at_ms,
+                last_seen_ms: now_ms(),
+            }
+        };
+        let json = serde_json::to_string(&status).expect("a status serialises");
+        let written = redis::cmd("HSET")
+            .arg(&key)
+            .arg(&config.worker_id)
+            .arg(json)
+            .query_async::<()>(&mut connection)
+            .await;
+        if let Err(error) = written {
+            tracing::warn!(%error, "cannot publish worker status");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+        }
+    }
+}
+
+/// The `Instant` matching a wall-clock start, for the throughput window.
+fn started_at(started_at_ms: i64) -> Instant {
+    let age_ms = (now_ms() - started_at_ms).max(0) as u64;
+    Instant::now() - Duration::from_millis(age_ms)
+}
+
+struct Slot {
+    store: EventStore,
+    queue: Queue,
+    config: Arc<WorkerConfig>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+/// How a run ended, as far as the slot's loop cares.
+enum Ran {
+    Idle,
+    Worked,
+    Trouble,
+}
+
+impl Slot {
+    async fn run(self, shutdown: CancellationToken) {
+        let kinds = self.config.agents.kinds();
+        while !shutdown.is_cancelled() {
+            let ran = self.once(&kinds, &shutdown).await;
+            let pause = match ran {
+                Ran::Worked => continue,
+                Ran::Idle => self.config.idle_poll,
+                Ran::Trouble => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    fn metadata(&self, mission_id: &StreamId) -> EventMetadata {
+        let mut metadata = EventMetadata::new(
+            format!("worker:{}", self.config.worker_id),
+            OffsetDateTime::now_utc(),
+        );
+        metadata.command_id = Some(Uuid::now_v7());
+        // Worker commands correlate on the mission, so its whole run groups together.
+        if let Ok(id) = Uuid::parse_str(&mission_id.to_string()) {
+            metadata.correlation_id = id;
+        }
+        metadata
+    }
+
+    async fn command(
+        &self,
+        mission_id: &StreamId,
+        command: MissionCommand,
+    ) -> Result<Mission, CommandError<MissionError>> {
+        let metadata = self.metadata(mission_id);
+        command::execute::<Mission>(&self.store, mission_id, metadata, || command.clone())
+            .await
+            .map(|executed| executed.state)
+    }
+
+    async fn once(&self, kinds: &[String], shutdown: &CancellationToken) -> Ran {
+        let worker_id = self.config.worker_id.clone();
+        let claim = match self.queue.claim(kinds, &worker_id, now_ms(), self.config.claim_ms).await
+        {
+            Ok(Some(claim)) => claim,
+            Ok(None) => return Ran::Idle,
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim from the queue");
+                return Ran::Trouble;
+            }
+        };
+        let Claim { mission_id, agent } = claim;
+        let Ok(stream_id) = StreamId::parse(&mission_id) else {
+            tracing::error!(mission_id, "queue holds a mission id that is not a stream id");
+            let _ = self.queue.release(&mission_id).await;
+            return Ran::Worked;
+        };
+        let start = MissionCommand::Start {
+            worker_id: worker_id.clone(),
+            lease_ms: self.config.lease_ms,
+            now_ms: now_ms(),
+        };
+        let started = self.command(&stream_id, start).await;
+        let mission = match started {
+            Ok(mission) => mission,
+            Err(CommandError::Rejected(reason)) => {
+                // Already started elsewhere, cancelled, ...: the queue was behind the log.
+                tracing::debug!(mission_id, %reason, "claimed mission not startable");
+                let _ = self.queue.release(&mission_id).await;
+                return Ran::Worked;
+            }
+            Err(error) => {
+                // The claim stays: if the start did not commit, its expiry puts the mission
+                // back; if it did, the mission's lease takes over.
+                tracing::warn!(mission_id, %error, "cannot start mission");
+                return Ran::Trouble;
+            }
+        };
+        if let Err(error) = self.queue.release(&mission_id).await {
+            tracing::warn!(mission_id, %error, "cannot release claim");
+        }
+        let Some(spec) = mission.spec.clone() else {
+            return Ran::Worked;
+        };
+        let attempt = mission.attempt;
+        self.stats.lock().expect("not poisoned").running.insert(
+            mission_id.clone(),
+            RunningMission {
+                mission_id: mission_id.clone(),
+                agent: agent.clone(),
+                attempt,
+                since_ms: now_ms(),
+            },
+        );
+        let task = Task {
+            mission_id: mission_id.clone(),
+            name: spec.name.clone(),
+            agent: agent.clone(),
+            payload: spec.payload.clone(),
+            attempt,
+        };
+        let outcome = self.attempt(&stream_id, &agent, task, spec.timeout_ms, shutdown).await;
+        let report = match outcome {
+            Attempt::Done(Ok(result)) => Some(MissionCommand::Complete {
+                worker_id: worker_id.clone(),
+                attempt,
+                result,
+                now_ms: now_ms(),
+            }),
+            Attempt::Done(Err(Failure { message, retryable })) => Some(MissionCommand::Fail {
+                worker_id: worker_id.clone(),
+                attempt,
+                error: message,
+                retryable,
+                backoff_ms: self.config.backoff.draw(attempt),
+                now_ms: now_ms(),
+            }),
+            Attempt::TimedOut => Some(MissionCommand::Fail {
+                worker_id: worker_id.clone(),
+                attempt,
+                error: format!("timed out after {} ms", spec.timeout_ms),
+                retryable: true,
+                backoff_ms: self.config.backoff.draw(attempt),
+                now_ms: now_ms(),
+            }),
+            Attempt::Abandoned => Some(MissionCommand::Fail {
+                worker_id: worker_id.clone(),
+                attempt,
+                error: "the worker shut down before the attempt finished".to_owned(),
+                retryable: true,
+                backoff_ms: 0,
+                now_ms: now_ms(),
+            }),
+            Attempt::Lost(reason) => {
+                tracing::info!(mission_id, %reason, "mission taken away while running");
+                None
+            }
+        };
+        let completed = matches!(report, Some(MissionCommand::Complete { .. }));
+        if let Some(report) = report
+            && let Err(error) = self.command(&stream_id, report).await
+        {
+            // Refused (lease expired meanwhile, cancelled) or failed: either way the log
+            // holds what happened, and the supervisor expires the lease if need be.
+            tracing::warn!(mission_id, %error, "cannot report the attempt");
+        }
+        self.stats.lock().expect("not poisoned").finished(&mission_id, completed);
+        Ran::Worked
+    }
+
+    /// Runs the agent under the mission's timeout while renewing the lease.
+    async fn attempt(
+        &self,
+        mission_id: &StreamId,
+        agent: &str,
+        task: Task,
+        timeout_ms: u64,
+        shutdown: &CancellationToken,
+    ) -> Attempt {
+        let Some(implementation) = self.config.agents.get(agent) else {
+            let message = format!("this worker has no agent for kind {agent}");
+            return Attempt::Done(Err(Failure { message, retryable: true }));
+        };
+        let attempt = task.attempt;
+        let run = implementation.run(task);
+        let deadline = tokio::time::sleep(Duration::from_millis(timeout_ms));
+        tokio::pin!(run, deadline);
+        let renew_every = Duration::from_millis((self.config.lease_ms / 3).max(1));
+        let mut renew =
+            tokio::time::interval_at(tokio::time::Instant::now() + renew_every, renew_every);
+        // Shutdown gives the attempt `drain_ms` more, then hands the mission back.
+        let drained = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(self.config.drain_ms)).await;
+        };
+        tokio::pin!(drained);
+        loop {
+            tokio::select! {
+                outcome = &mut run => return Attempt::Done(outcome),
+                _ = &mut deadline => return Attempt::TimedOut,
+                _ = &mut drained => return Attempt::Abandoned,
+                _ = renew.tick() => {
+                    let progress = MissionCommand::Progress {
+                        worker_id: self.config.worker_id.clone(),
+                        attempt,
+                        lease_ms: self.config.lease_ms,
+                        note: None,
+                        now_ms: now_ms(),
+                    };
+                    match self.command(mission_id, progress).await {
+                        Ok(_) => {}
+                        Err(CommandError::Rejected(reason)) => return Attempt::Lost(reason),
+                        Err(error) => tracing::warn!(%error, "cannot extend lease"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Attempt {
+    Done(Result<serde_json::Value, Failure>),
+    TimedOut,
+    /// Shutdown came and the attempt did not finish within the drain time.
+    Abandoned,
+    /// The mission is no longer ours: cancelled, or the lease expired and moved on.
+    Lost(MissionError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_attempt_within_its_jitter_and_stops_at_the_cap() {
+        let backoff = Backoff { base_ms: 1_000, max_ms: 10_000 };
+        assert_eq!((backoff.delay_ms(1, 0.0), backoff.delay_ms(1, 0.999_999)), (500, 999));
+        assert_eq!((backoff.delay_ms(3, 0.0), backoff.delay_ms(3, 0.999_999)), (2_000, 3_999));
+        assert_eq!(backoff.delay_ms(40, 0.0), 5_000);
+        for _ in 0..1_000 {
+            let drawn = backoff.draw(2);
+            assert!((1_000..2_000).contains(&drawn), "{drawn}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Missions run end to end by workers, in-process and as `brain worker` processes: every
+//! mission completes exactly once, a killed worker's mission runs again elsewhere after its
+//! lease expires, failures are retried with backoff until `max_attempts`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use brain::agents::Agents;
+use brain::serve::ServeOptions;
+use brain::worker::{Backoff, WorkerConfig};
+use serde_json::{Value, json};
+
+use crate::serve::{crypto_provider, get, serve_with_options, services};
+use crate::support::{TestEnv, nats_url, redis_url, wait_until};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Enqueues a mission and returns its id.
+pub async fn enqueue(addr: SocketAddr, body: Value) -> String {
+    crypto_provider();
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/api/missions/enqueue"))
+        .json(&body)
+        .send()
+        .await
+        .expect("enqueue request");
+    let status = response.status().as_u16();
+    let mission: Value = response.json().await.expect("JSON body");
+    assert_eq!(status, 201, "{mission}");
+    mission["mission_id"].as_str().unwrap().to_owned()
+}
+
+pub async fn mission(addr: SocketAddr, id: &str) -> Value {
+    get(addr, &format!("/api/missions/{id}")).await.1
+}
+
+pub async fn mission_status(addr: SocketAddr, id: &str) -> String {
+    mission(addr, id).await["status"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn event_types(addr: SocketAddr, id: &str) -> Vec<String> {
+    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A server without workers of its own, for tests that bring `brain worker` processes.
+async fn serve_without_workers(
+    env: &TestEnv,
+) -> (SocketAddr, tokio_util::sync::CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)
+{
+    let mut options =
+        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+    options.supervisor.backoff = Backoff { base_ms: 50, max_ms: 200 };
+    serve_with_options(options).await
+}
+
+/// A `brain worker` process; killed when dropped.
+struct WorkerProcess {
+    child: Child,
+    id: String,
+}
+
+impl WorkerProcess {
+    fn start(env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
+        let child = Command::new(env!("CARGO_BIN_EXE_brain"))
+            .args(["worker", "--agents", "echo", "--concurrency", "8", "--worker-id", id])
+            .args(["--retry-backoff-ms", "50"])
+            .args(extra)
+            .env("DATABASE_URL", &env.database_url)
+            .env("NATS_URL", nats_url())
+            .env("REDIS_URL", redis_url())
+            .env("BRAIN_NAMESPACE", env.namespace.as_str())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start brain worker");
+        WorkerProcess { child, id: id.to_owned() }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_missions_on_three_worker_processes_each_complete_exactly_once() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let workers: Vec<WorkerProcess> =
+        ["wa", "wb", "wc"].iter().map(|id| WorkerProcess::start(&env, id, &[])).collect();
+
+    // Enqueued from 8 clients at once while the workers already run.
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..8 {
+        clients.spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..125 {
+                let body = json!({ "name": format!("m{client}-{n}"), "agent": "echo", "payload": { "n": n } });
+                ids.push(enqueue(addr, body).await);
+            }
+            ids
+        });
+    }
+    let mut ids = BTreeSet::new();
+    while let Some(batch) = clients.join_next().await {
+        ids.extend(batch.unwrap());
+    }
+    assert_eq!(ids.len(), 1_000);
+
+    wait_until("every mission to complete", WAIT, || async {
+        let completed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM mission_list WHERE status = 'completed'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        completed == 1_000
+    })
+    .await;
+
+    // Exactly once: one start and one completion per mission in the log, no failure.
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT stream_id,
+                count(*) FILTER (WHERE event_type = 'MissionStarted'),
+                count(*) FILTER (WHERE event_type = 'MissionCompleted')
+         FROM events WHERE stream_type = 'mission' GROUP BY stream_id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts.len(), 1_000);
+    for (id, started, completed) in &counts {
+        assert!(ids.contains(id), "unknown mission {id}");
+        assert_eq!((*started, *completed), (1, 1), "mission {id}");
+    }
+    // Every worker took part.
+    let actors: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT metadata->>'actor' FROM events WHERE event_type = 'MissionCompleted'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    for worker in &workers {
+        assert!(actors.contains(&format!("worker:{}", worker.id)), "{actors:?}");
+    }
+    // The status route lists the three, alive, with their counts adding up.
+    let (status, page) = get(addr, "/api/missions/worker/status").await;
+    assert_eq!(status, 200, "{page}");
+    let listed = page["workers"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{page}");
+    assert!(listed.iter().all(|worker| worker["alive"] == true), "{page}");
+    drop(workers);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_killed_workers_mission_completes_on_another_after_its_lease_expires() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let mut first = WorkerProcess::start(&env, "first", &["--lease-ms", "1500"]);
+
+    // The first attempt never answers on its own: only the lease can free the mission.
+    let body = json!({ "name": "stubborn", "agent": "echo", "payload": { "hang_attempts": 1 } });
+    let id = enqueue(addr, body).await;
+    wait_until("the first worker to run the mission", WAIT, || async {
+        mission(addr, &id).await["worker_id"] == "first"
+    })
+    .await;
+    first.kill();
+    let _second = WorkerProcess::start(&env, "second", &["--lease-ms", "1500"]);
+
+    wait_until("the mission to complete", WAIT, || async {
+        mission_status(addr, &id).await == "completed"
+    })
+    .await;
+    let types = event_types(addr, &id).await;
+    assert_eq!(
+        types,
+        [
+            "MissionEnqueued",
+            "MissionStarted",
+            "MissionLeaseExpired",
+            "MissionRetryDue",
+            "MissionStarted",
+            "MissionCompleted"
+        ]
+    );
+    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
+    assert_eq!(events[1]["payload"]["worker_id"], "first");
+    assert_eq!(events[4]["payload"]["worker_id"], "second");
+    assert_eq!(events[5]["metadata"]["actor"], "worker:second");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn failures_are_retried_with_backoff_until_max_attempts() {
+    let env = TestEnv::new().await;
+    let mut options =
+        ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+    let mut workers = WorkerConfig::new(Agents::parse("echo").unwrap(), 2);
+    workers.backoff = Backoff { base_ms: 100, max_ms: 1_000 };
+    options.workers = Some(workers);
+    let (addr, shutdown, task) = serve_with_options(options).await;
+
+    let twice = json!({ "name": "flaky", "agent": "echo", "payload": { "fail_attempts": 2 } });
+    let always = json!({ "name": "broken", "agent": "echo", "payload": { "fail_attempts": 99 } });
+    let slow = json!({
+        "name": "slow", "agent": "echo", "timeout_s": 1, "max_attempts": 1,
+        "payload": { "delay_ms": 60_000 }
+    });
+    let (twice, always) = (enqueue(addr, twice).await, enqueue(addr, always).await);
+    let slow = enqueue(addr, slow).await;
+    for (id, status) in [(&twice, "completed"), (&always, "failed"), (&slow, "failed")] {
+        wait_until(&format!("{id} to be {status}"), WAIT, || async {
+            mission_status(addr, id).await == status
+        })
+        .await;
+    }
+
+    // Failing twice then succeeding: three attempts, two backoffs, in the history.
+    let (_, events) = get(addr, &format!("/api/missions/{twice}/events")).await;
+    let events = events.as_array().unwrap();
+    let of = |t: &str| events.iter().filter(|e| e["event_type"] == t).collect::<Vec<_>>();
+    assert_eq!(of("MissionStarted").len(), 3);
+    let failures = of("MissionAttemptFailed");
+    assert_eq!(failures.len(), 2);
+    for failure in failures {
+        let (at, retry_at) = (
+            failure["payload"]["at_ms"].as_i64().unwrap(),
+            failure["payload"]["retry_at_ms"].as_i64(),
+        );
+        let backoff = retry_at.expect("a retry is scheduled") - at;
+        assert!((50..=1_000).contains(&backoff), "backoff {backoff} ms");
+    }
+    let done = mission(addr, &twice).await;
+    assert_eq!(done["result"], json!({ "echo": { "fail_attempts": 2 }, "attempt": 3 }));
+    assert_eq!(done["errors"].as_array().unwrap().len(), 2);
+
+    // Always failing: `failed` after max_attempts (3), every attempt's error kept.
+    let failed = mission(addr, &always).await;
+    assert_eq!(failed["attempt"], 3);
+    let errors: Vec<&str> =
+        failed["errors"].as_array().unwrap().iter().map(|e| e["error"].as_str().unwrap()).collect();
+    assert_eq!(
+        errors,
+        [
+            "echo: asked to fail attempt 1",
+            "echo: asked to fail attempt 2",
+            "echo: asked to fail attempt 3"
+        ]
+    );
+    let last = event_types(addr, &always).await;
+    assert_eq!(last.last().map(String::as_str), Some("MissionAttemptFailed"));
+
+    // An attempt past the mission's timeout fails like any other.
+    let timed_out = mission(addr, &slow).await;
+    assert_eq!(timed_out["errors"][0]["error"], "timed out after 1000 ms");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
