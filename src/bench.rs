@@ -21,8 +21,13 @@ use crate::event_store::{Append, CommitterConfig, EventStore};
 use crate::relay::{Relay, RelayConfig};
 use crate::{bus, db};
 
+mod missions;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum Bench {
+    /// Enqueue echo missions over HTTP against a running `brain serve` and follow them to
+    /// completion; report enqueue and completion rates and latencies.
+    Missions(missions::MissionsBench),
     /// Append events from many concurrent writers through the group committer while the
     /// relay publishes them; report append and publish rates and latencies.
     Append(AppendBench),
@@ -32,6 +37,7 @@ impl Bench {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Bench::Append(bench) => bench.run().await,
+            Bench::Missions(bench) => bench.run().await,
         }
     }
 }

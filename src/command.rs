@@ -65,7 +65,7 @@ pub async fn execute<A: Aggregate>(
     store: &EventStore,
     stream_id: &StreamId,
     metadata: EventMetadata,
-    mut make: impl FnMut() -> A::Command,
+    make: impl FnMut() -> A::Command,
 ) -> Result<Executed<A>, CommandError<A::Error>> {
     // A command id seen before is answered with its stored outcome, even where deciding
     // again against today's state would refuse: the first execution is what counts.
@@ -75,9 +75,27 @@ pub async fn execute<A: Aggregate>(
         let (state, version) = load::<A>(store, stream_id).await?;
         return Ok(Executed { state, version, appended: Some(appended) });
     }
+    execute_new(store, stream_id, metadata, None, make).await
+}
+
+/// [`execute`] for a command whose id was never sent before (a fresh one, not a client's
+/// key), which therefore needs no look-up of earlier outcomes. With `known`, the first
+/// decision is taken against that state and version instead of loading the stream: a
+/// worker knows the mission it holds, and an enqueue under a new id knows the stream is
+/// empty. A conflict loads the stream and decides again, as always.
+pub async fn execute_new<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    metadata: EventMetadata,
+    mut known: Option<(A, u64)>,
+    mut make: impl FnMut() -> A::Command,
+) -> Result<Executed<A>, CommandError<A::Error>> {
     let mut attempt = 0;
     loop {
-        let (state, version) = load::<A>(store, stream_id).await?;
+        let (state, version) = match known.take() {
+            Some(known) => known,
+            None => load::<A>(store, stream_id).await?,
+        };
         let events = state.decide(make()).map_err(CommandError::Rejected)?;
         if events.is_empty() {
             return Ok(Executed { state, version, appended: None });

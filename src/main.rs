@@ -91,6 +91,8 @@ fn parse_weights(value: &str) -> Result<[u32; 4], String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // One TLS stack in the build (ring): installed once, before any HTTP client exists.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     telemetry::init_logs(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli.command))

@@ -340,15 +340,20 @@ impl Slot {
         metadata
     }
 
+    /// Runs a worker command under a fresh command id; `known` is the mission as this worker
+    /// last saw it (a conflict reloads it).
     async fn command(
         &self,
         mission_id: &StreamId,
+        known: Option<(Mission, u64)>,
         command: MissionCommand,
-    ) -> Result<Mission, CommandError<MissionError>> {
+    ) -> Result<(Mission, u64), CommandError<MissionError>> {
         let metadata = self.metadata(mission_id);
-        command::execute::<Mission>(&self.store, mission_id, metadata, || command.clone())
-            .await
-            .map(|executed| executed.state)
+        command::execute_new::<Mission>(&self.store, mission_id, metadata, known, || {
+            command.clone()
+        })
+        .await
+        .map(|executed| (executed.state, executed.version))
     }
 
     async fn once(&self, kinds: &[String], shutdown: &CancellationToken) -> Ran {
@@ -373,9 +378,9 @@ impl Slot {
             lease_ms: self.config.lease_ms,
             now_ms: now_ms(),
         };
-        let started = self.command(&stream_id, start).await;
-        let mission = match started {
-            Ok(mission) => mission,
+        let started = self.command(&stream_id, None, start).await;
+        let (mission, version) = match started {
+            Ok(held) => held,
             Err(CommandError::Rejected(reason)) => {
                 // Already started elsewhere, cancelled, ...: the queue was behind the log.
                 tracing::debug!(mission_id, %reason, "claimed mission not startable");
@@ -412,7 +417,9 @@ impl Slot {
             payload: spec.payload.clone(),
             attempt,
         };
-        let outcome = self.attempt(&stream_id, &agent, task, spec.timeout_ms, shutdown).await;
+        let mut held = (mission, version);
+        let outcome =
+            self.attempt(&stream_id, &agent, task, spec.timeout_ms, &mut held, shutdown).await;
         let report = match outcome {
             Attempt::Done(Ok(result)) => Some(MissionCommand::Complete {
                 worker_id: worker_id.clone(),
@@ -451,7 +458,7 @@ impl Slot {
         };
         let completed = matches!(report, Some(MissionCommand::Complete { .. }));
         if let Some(report) = report
-            && let Err(error) = self.command(&stream_id, report).await
+            && let Err(error) = self.command(&stream_id, Some(held), report).await
         {
             // Refused (lease expired meanwhile, cancelled) or failed: either way the log
             // holds what happened, and the supervisor expires the lease if need be.
@@ -468,6 +475,7 @@ impl Slot {
         agent: &str,
         task: Task,
         timeout_ms: u64,
+        held: &mut (Mission, u64),
         shutdown: &CancellationToken,
     ) -> Attempt {
         let Some(implementation) = self.config.agents.get(agent) else {
@@ -500,8 +508,8 @@ impl Slot {
                         note: None,
                         now_ms: now_ms(),
                     };
-                    match self.command(mission_id, progress).await {
-                        Ok(_) => {}
+                    match self.command(mission_id, Some(held.clone()), progress).await {
+                        Ok(renewed) => *held = renewed,
                         Err(CommandError::Rejected(reason)) => return Attempt::Lost(reason),
                         Err(error) => tracing::warn!(%error, "cannot extend lease"),
                     }

@@ -283,10 +283,14 @@ async fn enqueue(
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
     };
     let now = now_ms();
-    let executed = command::execute::<Mission>(&app.store, &mission_id, metadata, || {
-        MissionCommand::Enqueue { spec: spec.clone(), now_ms: now }
-    })
-    .await
+    let enqueue = || MissionCommand::Enqueue { spec: spec.clone(), now_ms: now };
+    let executed = if request.idempotency_key.is_some() {
+        command::execute::<Mission>(&app.store, &mission_id, metadata, enqueue).await
+    } else {
+        // A new id of our own: the stream is empty and the command was never sent.
+        let empty = Some((Mission::default(), 0));
+        command::execute_new::<Mission>(&app.store, &mission_id, metadata, empty, enqueue).await
+    }
     .map_err(refusal)?;
     let duplicate = executed.appended.as_ref().is_some_and(|appended| appended.duplicate);
     let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
