@@ -8,6 +8,7 @@ pub mod agents;
 pub mod api;
 pub mod bench;
 pub mod bus;
+pub mod clock;
 pub mod command;
 pub mod config;
 pub mod db;

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::command::{self, CommandError};
 use crate::config::Namespace;
 use crate::event_store::EventStore;
@@ -44,10 +45,6 @@ impl Default for SupervisorConfig {
             batch_max: 1_000,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 pub struct Supervisor {

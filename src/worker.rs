@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::agents::{Agents, Failure, Task};
+use crate::clock::now_ms;
 use crate::command::{self, CommandError};
 use crate::config::Namespace;
 use crate::event_store::EventStore;
@@ -85,7 +86,9 @@ impl WorkerConfig {
             agents,
             concurrency,
             lease_ms: 30_000,
-            claim_ms: 30_000,
+            // Covers only the moment between a pop and its start; expiring early is safe
+            // (the second start is refused), expiring late delays a dead claimer's mission.
+            claim_ms: 5_000,
             idle_poll: Duration::from_millis(50),
             backoff: Backoff::default(),
             drain_ms: 10_000,
@@ -131,10 +134,6 @@ pub fn default_worker_id() -> String {
         .unwrap_or_else(|| "worker".to_owned());
     let suffix = &Uuid::new_v4().simple().to_string()[..6];
     format!("{host}-{}-{suffix}", std::process::id())
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// What a worker publishes about itself for `GET /api/missions/worker/status`.

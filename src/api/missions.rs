@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{ApiError, ApiJson, AppState, Refusal};
+use crate::clock::now_ms;
 use crate::command::{self, CommandError};
 use crate::event_store::AppendError;
 
@@ -133,10 +134,6 @@ fn view(mission_id: &StreamId, mission: Mission, events: &[RecordedEvent]) -> Op
         updated_at: rfc3339(last.recorded_at),
         version: last.version,
     })
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Who is asking (`X-Actor`, until authentication arrives) and the request's correlation id

@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::{ApiError, ApiJson, ApiQuery, AppState, Refusal};
+use crate::clock::now_ms;
 use crate::queue::{Depth, Queue};
 use crate::worker::{STATUS_INTERVAL, WorkerStatus, status_key};
 
@@ -27,10 +27,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/missions/queue", get(upcoming))
         .route("/api/missions/health", get(health))
         .route("/api/missions/worker/status", get(worker_status))
-}
-
-fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 fn queue(app: &AppState) -> Result<&Queue, ApiError> {

@@ -138,7 +138,11 @@ impl MissionsBench {
         let done = end_to_end.len();
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
         let per_s = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
-        println!("missions:            {} enqueued by {} clients, {done} completed", sent.len(), self.clients);
+        println!(
+            "missions:            {} enqueued by {} clients, {done} completed",
+            sent.len(),
+            self.clients
+        );
         println!(
             "enqueue:             {:.0} requests/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             per_s(sent.len() as u64, enqueue_elapsed),

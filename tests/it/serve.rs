@@ -168,15 +168,21 @@ async fn ready_answers_503_naming_the_service_that_does_not_answer() {
 }
 
 /// A `brain serve` process; killed when dropped.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
 }
 
 impl Process {
-    async fn start(env: &TestEnv) -> Process {
+    pub async fn start(env: &TestEnv) -> Process {
+        Process::start_with(env, &[]).await
+    }
+
+    /// With extra `brain serve` arguments.
+    pub async fn start_with(env: &TestEnv, args: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_brain"))
             .arg("serve")
+            .args(args)
             .env("DATABASE_URL", &env.database_url)
             .env("NATS_URL", nats_url())
             .env("REDIS_URL", redis_url())

@@ -12,7 +12,7 @@ use brain::serve::ServeOptions;
 use brain::worker::{Backoff, WorkerConfig};
 use serde_json::{Value, json};
 
-use crate::serve::{crypto_provider, get, serve_with_options, services};
+use crate::serve::{Process, crypto_provider, get, serve_with_options, services};
 use crate::support::{TestEnv, nats_url, redis_url, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -274,4 +274,71 @@ async fn failures_are_retried_with_backoff_until_max_attempts() {
     assert_eq!(timed_out["errors"][0]["error"], "timed out after 1000 ms");
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn killing_a_serve_with_workers_under_load_loses_no_mission_and_runs_none_twice_at_once() {
+    let env = TestEnv::new().await;
+    let args = ["--workers", "8", "--lease-ms", "1500", "--retry-backoff-ms", "50"];
+    let mut doomed = Process::start_with(&env, &args).await;
+    let survivor = Process::start_with(&env, &args).await;
+
+    // Missions that take a moment each, so the doomed server holds some when it dies.
+    let body = |n: usize| json!({ "name": format!("m{n}"), "agent": "echo", "payload": { "delay_ms": 20 } });
+    let mut ids = Vec::new();
+    for n in 0..150 {
+        ids.push(enqueue(doomed.addr, body(n)).await);
+    }
+    wait_until("the doomed server to run missions", WAIT, || async {
+        let running: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MissionStarted'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        running > 20
+    })
+    .await;
+    doomed.child.kill().unwrap();
+    doomed.child.wait().unwrap();
+    for n in 150..300 {
+        ids.push(enqueue(survivor.addr, body(n)).await);
+    }
+
+    wait_until("every accepted mission to complete", WAIT, || async {
+        let completed: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT stream_id) FROM events WHERE event_type = 'MissionCompleted'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        completed == 300
+    })
+    .await;
+    // Each completed once; and no two attempts of one mission overlapped: every start after
+    // the first follows the end of the attempt before it (a failure or an expired lease).
+    let histories: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT stream_id, array_agg(event_type ORDER BY version)
+         FROM events WHERE stream_type = 'mission' GROUP BY stream_id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(histories.len(), 300);
+    for (id, types) in &histories {
+        assert!(ids.contains(id));
+        assert_eq!(types.iter().filter(|t| *t == "MissionCompleted").count(), 1, "{id}: {types:?}");
+        let mut running = false;
+        for event_type in types {
+            match event_type.as_str() {
+                "MissionStarted" => {
+                    assert!(!running, "{id} started while running: {types:?}");
+                    running = true;
+                }
+                "MissionCompleted" | "MissionAttemptFailed" | "MissionLeaseExpired" => {
+                    running = false
+                }
+                _ => {}
+            }
+        }
+    }
 }
