@@ -205,6 +205,24 @@ pub enum MissionEvent {
     },
 }
 
+impl MissionEvent {
+    /// When the command that led to this event was decided (Unix ms).
+    pub fn at_ms(&self) -> i64 {
+        use MissionEvent as E;
+        match self {
+            E::MissionEnqueued { at_ms, .. }
+            | E::MissionRetryDue { at_ms }
+            | E::MissionStarted { at_ms, .. }
+            | E::MissionProgressed { at_ms, .. }
+            | E::MissionCompleted { at_ms, .. }
+            | E::MissionAttemptFailed { at_ms, .. }
+            | E::MissionLeaseExpired { at_ms, .. }
+            | E::MissionCancelled { at_ms, .. }
+            | E::MissionRetried { at_ms, .. } => *at_ms,
+        }
+    }
+}
+
 impl DomainEvent for MissionEvent {
     fn event_type(&self) -> &'static str {
         match self {
@@ -267,6 +285,9 @@ pub struct Mission {
     pub due_at_ms: Option<i64>,
     pub errors: Vec<AttemptError>,
     pub result: Option<serde_json::Value>,
+    /// When it was enqueued and last changed, as the commands said (Unix ms).
+    pub enqueued_at_ms: Option<i64>,
+    pub updated_at_ms: Option<i64>,
 }
 
 pub type Decision = Result<Vec<MissionEvent>, MissionError>;
@@ -497,6 +518,8 @@ impl Aggregate for Mission {
                 self.attempt = 0;
             }
         }
+        self.enqueued_at_ms = self.enqueued_at_ms.or(Some(event.at_ms()));
+        self.updated_at_ms = Some(event.at_ms());
         let attempt_max = self.spec.as_ref().map_or(0, |spec| spec.attempt_max);
         assert!(self.attempt <= attempt_max, "attempt went past attempt_max");
     }
