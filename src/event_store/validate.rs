@@ -14,8 +14,32 @@ pub const EVENT_TYPE_LEN_MAX: usize = 128;
 /// Longest actor in an event's metadata.
 pub const ACTOR_BYTES_MAX: usize = 256;
 
+/// Payload bytes one transaction carries at most, so that one statement never grows towards
+/// PostgreSQL's limits: the committer splits a larger batch into consecutive transactions,
+/// and refuses an atomic group above it, since a group cannot be split.
+pub const BATCH_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most appends one atomic group may hold.
+pub const GROUP_APPENDS_MAX: usize = 1_000;
+
+/// Checks every append of an atomic group, and the group's own bounds; returns its payload
+/// bytes. A refused member is named by its index.
+pub(super) fn validate_group(appends: &[Append]) -> Result<usize, AppendError> {
+    if appends.len() > GROUP_APPENDS_MAX {
+        return Err(AppendError::TooManyAppends { count: appends.len(), max: GROUP_APPENDS_MAX });
+    }
+    let mut total = 0;
+    for (index, append) in appends.iter().enumerate() {
+        total += validate(append)
+            .map_err(|error| AppendError::InGroup { index, error: Box::new(error) })?;
+    }
+    if total > BATCH_PAYLOAD_BYTES_MAX {
+        return Err(AppendError::GroupTooLarge { bytes: total, max: BATCH_PAYLOAD_BYTES_MAX });
+    }
+    Ok(total)
+}
+
 /// Checks what the store and the bus need of an append; returns its payload bytes.
-pub(super) fn validate(append: &Append) -> Result<usize, AppendError> {
+pub fn validate(append: &Append) -> Result<usize, AppendError> {
     let count = append.events.len();
     if count == 0 {
         return Err(AppendError::NoEvents);

@@ -2,6 +2,7 @@
 //! it links once. Each test makes its own database and namespace (see `support`), so tests
 //! run in parallel and leave nothing behind.
 
+mod append_all;
 mod command;
 mod event_store;
 mod mission_list;
