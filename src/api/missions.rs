@@ -1,4 +1,4 @@
-//! Mission routes: enqueue, look up, history, cancel, retry. Each handler translates HTTP
+//! Mission routes: enqueue (one, or a batch in `batch`), look up, history, cancel, retry. Each handler translates HTTP
 //! into a mission command and the outcome back; every refusal maps to a status and a code in
 //! [`refusal`], exhaustively, so a new domain error cannot compile without one.
 
@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+mod batch;
+
 use super::{ApiError, ApiJson, AppState, Refusal};
 use crate::command::{self, CommandError};
 use crate::event_store::AppendError;
@@ -32,6 +34,11 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/missions", get(list_missions))
         .route("/api/missions/enqueue", post(enqueue))
+        .route(
+            "/api/missions/enqueue/batch",
+            post(batch::enqueue_batch)
+                .layer(axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX)),
+        )
         .route("/api/missions/{mission_id}", get(get_mission))
         .route("/api/missions/{mission_id}/events", get(mission_events))
         .route("/api/missions/{mission_id}/cancel", post(cancel))
@@ -209,6 +216,9 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
         CommandError::Append(AppendError::ActorTooLong { .. }) => {
             refused(S::BAD_REQUEST, "invalid_field", Some("x-actor"), message)
         }
+        CommandError::Append(AppendError::GroupTooLarge { .. }) => {
+            refused(S::PAYLOAD_TOO_LARGE, "batch_too_large", Some("missions"), message)
+        }
         CommandError::Append(AppendError::Closed) => {
             refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message)
         }
@@ -217,6 +227,8 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
             | AppendError::NoEvents
             | AppendError::TooManyEvents { .. }
             | AppendError::InvalidEventType { .. }
+            | AppendError::TooManyAppends { .. }
+            | AppendError::InGroup { .. }
             | AppendError::Database(_)),
         ) => ApiError::Internal(error.into()),
         CommandError::Store(error) => ApiError::Internal(error.into()),
@@ -231,13 +243,18 @@ async fn load_view(app: &AppState, mission_id: &StreamId) -> Result<MissionView,
         .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))
 }
 
-/// `POST /api/missions/enqueue`: 201 with the new mission; 200 with the first one when the
-/// `idempotency_key` was used before; 4xx naming the field for a bad body.
-async fn enqueue(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<EnqueueRequest>,
-) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
+/// An enqueue request turned into what the command needs: the mission's id, the command's
+/// id and the spec with every default filled in. Shared by single and batch enqueue, so both
+/// apply the same rules and defaults.
+struct PlannedEnqueue {
+    mission_id: StreamId,
+    command_id: Uuid,
+    spec: MissionSpec,
+}
+
+/// Checks what only the API knows about (`timeout_s` bounds, the idempotency key) and fills
+/// in defaults; the aggregate checks the rest of the spec when it decides.
+fn plan_enqueue(request: EnqueueRequest, default_agent: &str) -> Result<PlannedEnqueue, ApiError> {
     let timeout_s = request.timeout_s.unwrap_or(TIMEOUT_S_DEFAULT);
     if timeout_s == 0 || timeout_s > TIMEOUT_S_MAX {
         let message = format!("must be between 1 and {TIMEOUT_S_MAX}");
@@ -248,8 +265,7 @@ async fn enqueue(
             message,
         ));
     }
-    let mut metadata = metadata(&headers);
-    let mission_id = match &request.idempotency_key {
+    let (mission_id, command_id) = match &request.idempotency_key {
         Some(key) if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX => {
             let message = format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters");
             return Err(refused(
@@ -259,29 +275,38 @@ async fn enqueue(
                 message,
             ));
         }
-        Some(key) => {
-            // The key fixes both the mission's id and the command's, so a repeat finds the
-            // first mission whichever process answers it.
-            metadata.command_id =
-                Some(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("enqueue:{key}").as_bytes()));
-            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("mission:{key}").as_bytes())
-        }
-        None => {
-            metadata.command_id = Some(Uuid::now_v7());
-            Uuid::now_v7()
-        }
+        // The key fixes both the mission's id and the command's, so a repeat finds the
+        // first mission whichever process answers it.
+        Some(key) => (
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("mission:{key}").as_bytes()),
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("enqueue:{key}").as_bytes()),
+        ),
+        None => (Uuid::now_v7(), Uuid::now_v7()),
     };
-    let mission_id = StreamId::from(mission_id);
     let spec = MissionSpec {
         name: request.name,
         description: request.description,
         priority: request.priority.unwrap_or(Priority::Normal),
         payload: request.payload.unwrap_or_else(|| serde_json::json!({})),
-        agent: request.agent.unwrap_or_else(|| app.default_agent.to_string()),
+        agent: request.agent.unwrap_or_else(|| default_agent.to_owned()),
         attempt_max: request.max_attempts.unwrap_or(ATTEMPT_MAX_DEFAULT),
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
     };
+    Ok(PlannedEnqueue { mission_id: StreamId::from(mission_id), command_id, spec })
+}
+
+/// `POST /api/missions/enqueue`: 201 with the new mission; 200 with the first one when the
+/// `idempotency_key` was used before; 4xx naming the field for a bad body.
+async fn enqueue(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<EnqueueRequest>,
+) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
+    let PlannedEnqueue { mission_id, command_id, spec } =
+        plan_enqueue(request, &app.default_agent)?;
+    let mut metadata = metadata(&headers);
+    metadata.command_id = Some(command_id);
     let now = now_ms();
     let executed = command::execute::<Mission>(&app.store, &mission_id, metadata, || {
         MissionCommand::Enqueue { spec: spec.clone(), now_ms: now }

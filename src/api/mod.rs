@@ -66,6 +66,9 @@ pub enum ApiError {
     Refused(Refusal),
     #[error("{field}: {message}")]
     InvalidField { field: &'static str, message: String },
+    /// Some items of a batch were refused; nothing of the batch was done.
+    #[error("{} of {of} items were refused; nothing was done", items.len())]
+    BatchRefused { items: Vec<ItemRefusal>, of: usize },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -91,18 +94,54 @@ impl IntoResponse for ApiError {
             ApiError::InvalidField { field, .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_field", Some(*field))
             }
+            ApiError::BatchRefused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "batch_refused", None)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         if status.is_server_error() {
             // The cause stays in our logs; the caller learns only that it was ours.
             tracing::error!(error = ?self, "request failed");
         }
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let Some(field) = field {
-            error["field"] = json!(field);
-        }
-        (status, Json(json!({ "error": error }))).into_response()
+        let message = self.to_string();
+        let items = match self {
+            ApiError::BatchRefused { items, .. } => Some(items),
+            _ => None,
+        };
+        let error = ErrorDetail { code, message, field, items };
+        (status, Json(ErrorBody { error })).into_response()
     }
+}
+
+/// The body of every error answer (design invariant 8).
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_field`, `mission_not_found`, ...
+    pub code: &'static str,
+    /// For people: what was wrong.
+    pub message: String,
+    /// The input at fault, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    /// For `batch_refused`: each refused item, with its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemRefusal>>,
+}
+
+/// Why one item of a batch was refused.
+#[derive(Debug, Serialize)]
+pub struct ItemRefusal {
+    /// The item's place in the request, from 0.
+    pub index: usize,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    pub message: String,
 }
 
 /// A refusal that a domain or store error maps to: status, a stable code, the field at fault.

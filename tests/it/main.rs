@@ -3,6 +3,7 @@
 //! run in parallel and leave nothing behind.
 
 mod append_all;
+mod batch_api;
 mod command;
 mod event_store;
 mod mission_list;
