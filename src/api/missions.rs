@@ -1,12 +1,11 @@
-//! Mission routes: enqueue (one, or a batch in `batch`), look up, history, cancel, retry. Each handler translates HTTP
-//! into a mission command and the outcome back; every refusal maps to a status and a code in
-//! [`refusal`], exhaustively, so a new domain error cannot compile without one.
+//! Mission routes: enqueue (one, or a batch in [`batch`]), look up, history, cancel, retry.
+//! Each handler translates HTTP into a mission command and the outcome back; every refusal
+//! maps to a status and a code in [`refusal`], exhaustively, so a new domain error cannot
+//! compile without one.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use domain::mission::{
     ATTEMPT_MAX_DEFAULT, AttemptError, Mission, MissionCommand, MissionError, MissionSpec,
     MissionStatus, Priority,
@@ -14,11 +13,14 @@ use domain::mission::{
 use domain::{EventMetadata, RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::UtoipaMethodRouterExt;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 mod batch;
 
-use super::{ApiError, ApiJson, AppState, Refusal};
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::command::{self, CommandError};
 use crate::event_store::AppendError;
 
@@ -30,44 +32,70 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 200;
 /// Derives mission and command ids from idempotency keys (UUID v5 namespace).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2f7c_1d9a_4e63);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/missions", get(list_missions))
-        .route("/api/missions/enqueue", post(enqueue))
-        .route(
-            "/api/missions/enqueue/batch",
-            post(batch::enqueue_batch)
-                .layer(axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX)),
-        )
-        .route("/api/missions/{mission_id}", get(get_mission))
-        .route("/api/missions/{mission_id}/events", get(mission_events))
-        .route("/api/missions/{mission_id}/cancel", post(cancel))
-        .route("/api/missions/{mission_id}/retry", post(retry))
+pub fn routes() -> ApiRoutes {
+    let batch_body_limit = axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX);
+    ApiRoutes::new()
+        .routes(routes!(list_missions))
+        .routes(routes!(enqueue))
+        .routes(routes!(batch::enqueue_batch).layer(batch_body_limit))
+        .routes(routes!(get_mission))
+        .routes(routes!(mission_events))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
 }
 
-#[derive(Debug, Deserialize)]
+/// Who is asking and on behalf of which request; both go into the events' metadata.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers by `metadata`; this type only documents them
+struct CallerHeaders {
+    /// The caller, recorded as the events' actor (until authentication exists); 1 to 200
+    /// bytes, `api` when absent.
+    #[param(rename = "X-Actor")]
+    x_actor: Option<String>,
+    /// A UUID shared by everything that follows from this request; a new one when absent.
+    #[param(rename = "X-Correlation-Id")]
+    x_correlation_id: Option<Uuid>,
+}
+
+/// A mission to run.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
+    /// 1 to 200 characters, not blank.
     pub name: String,
+    /// Up to 4,000 characters.
     #[serde(default)]
     pub description: String,
+    /// `normal` when absent.
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Any JSON object, handed to the agent (at most 256 KiB as JSON); `{}` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Value>,
+    /// Agent kind: 1 to 64 characters of a-z, 0-9, `_` and `-`; the server's default
+    /// (`BRAIN_DEFAULT_AGENT`) when absent.
     #[serde(default)]
     pub agent: Option<String>,
+    /// 1 to 100, default 3.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// Deadline of one attempt in seconds: 1 to 86,400, default 600.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_s: Option<u64>,
+    /// Not to start before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
+    /// 1 to 200 characters. The same key always names the same mission: a repeat returns
+    /// the first mission and enqueues nothing.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptErrorView {
     pub attempt: u32,
     pub error: String,
@@ -75,7 +103,7 @@ pub struct AttemptErrorView {
 }
 
 /// A mission as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MissionView {
     pub mission_id: String,
     pub status: MissionStatus,
@@ -83,6 +111,7 @@ pub struct MissionView {
     pub description: String,
     pub priority: Priority,
     pub agent: String,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub max_attempts: u32,
     pub timeout_s: u64,
@@ -91,6 +120,8 @@ pub struct MissionView {
     pub lease_expires_at: Option<String>,
     pub due_at: Option<String>,
     pub errors: Vec<AttemptErrorView>,
+    /// What the agent returned, once completed.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub enqueued_by: String,
     pub enqueued_at: String,
@@ -298,6 +329,20 @@ fn plan_enqueue(request: EnqueueRequest, default_agent: &str) -> Result<PlannedE
 
 /// `POST /api/missions/enqueue`: 201 with the new mission; 200 with the first one when the
 /// `idempotency_key` was used before; 4xx naming the field for a bad body.
+#[utoipa::path(post, path = "/api/missions/enqueue", tag = "missions",
+    params(CallerHeaders),
+    request_body = EnqueueRequest,
+    responses(
+        (status = 201, description = "Enqueued", body = MissionView),
+        (status = 200, description = "The `idempotency_key` was used before: the first mission, nothing enqueued", body = MissionView),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` (`x-actor`): actor too long", body = ErrorBody),
+        (status = 409, description = "`mission_contended`: the mission kept changing while enqueued", body = ErrorBody),
+        (status = 413, description = "`payload_too_large` (`payload` over 256 KiB), or `invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: wrong shape or unknown field; `invalid_field` naming the field", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
 async fn enqueue(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -319,6 +364,14 @@ async fn enqueue(
 }
 
 /// `GET /api/missions/{mission_id}`: 200 with the mission, 404 unknown.
+#[utoipa::path(get, path = "/api/missions/{mission_id}", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id")),
+    responses(
+        (status = 200, description = "The mission", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`): not a UUID", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn get_mission(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -328,6 +381,14 @@ async fn get_mission(
 }
 
 /// `GET /api/missions/{mission_id}/events`: the mission's whole history, oldest first.
+#[utoipa::path(get, path = "/api/missions/{mission_id}/events", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id")),
+    responses(
+        (status = 200, description = "Every event of the mission, oldest first", body = Vec<RecordedEvent>),
+        (status = 400, description = "`invalid_field` (`mission_id`): not a UUID", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn mission_events(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -341,15 +402,27 @@ async fn mission_events(
     Ok(ApiJson(events))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelRequest {
+    /// Recorded in the mission's history.
     #[serde(default)]
     reason: String,
 }
 
 /// `POST /api/missions/{mission_id}/cancel` with an optional `{"reason"}`: 200 with the
 /// mission, 404 unknown, 409 already finished.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/cancel", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
+    request_body(content = Option<CancelRequest>, description = "Optional; an empty body cancels without a reason"),
+    responses(
+        (status = 200, description = "Cancelled", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, `x-actor`), or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`mission_already_finished`, or `mission_contended`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
 async fn cancel(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -384,6 +457,16 @@ async fn cancel(
 
 /// `POST /api/missions/{mission_id}/retry`: runs a failed mission again with fresh
 /// attempts; 200 with the mission, 404 unknown, 409 not failed.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/retry", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
+    responses(
+        (status = 200, description = "Queued again with fresh attempts", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, `x-actor`)", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`mission_not_failed`, or `mission_contended`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
 async fn retry(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -405,20 +488,26 @@ async fn retry(
 /// Most rows one `GET /api/missions` page returns.
 pub const LIST_LIMIT_MAX: u32 = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<MissionStatus>,
     priority: Option<Priority>,
+    /// Agent kind.
     agent: Option<String>,
+    /// Only missions enqueued at or after this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     since: Option<OffsetDateTime>,
+    /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<u64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// A mission as the list shows it (from the `mission_list` read model).
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 struct MissionRow {
     mission_id: String,
     name: Option<String>,
@@ -435,7 +524,7 @@ struct MissionRow {
     enqueued_position: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct MissionPage {
     missions: Vec<MissionRow>,
     /// Pass as `cursor` for the next page; absent on the last one.
@@ -446,6 +535,12 @@ struct MissionPage {
 
 /// `GET /api/missions?status=&priority=&agent=&since=&limit=&cursor=`: missions, newest
 /// first, from the `mission_list` read model.
+#[utoipa::path(get, path = "/api/missions", tag = "missions", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of missions, newest first", body = MissionPage),
+        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn list_missions(
     State(app): State<AppState>,
     super::ApiQuery(query): super::ApiQuery<ListQuery>,

@@ -8,6 +8,7 @@ mod command;
 mod event_store;
 mod mission_list;
 mod missions_api;
+mod openapi;
 mod projector;
 mod relay;
 mod serve;

@@ -13,9 +13,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use domain::mission::{Mission, MissionCommand, MissionStatus};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{EnqueueRequest, PlannedEnqueue, metadata, now_ms, plan_enqueue, refusal};
-use crate::api::{ApiError, ApiJson, AppState, ItemRefusal};
+use super::{
+    CallerHeaders, EnqueueRequest, PlannedEnqueue, metadata, now_ms, plan_enqueue, refusal,
+};
+use crate::api::{ApiError, ApiJson, AppState, ErrorBody, ItemRefusal};
 use crate::command::{self, Create};
 
 /// Most missions one batch may carry.
@@ -24,16 +27,17 @@ pub const BATCH_MISSIONS_MAX: usize = 1_000;
 /// a body of this size stays near that.
 pub const BATCH_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchEnqueueRequest {
-    /// Each item as the body of `POST /api/missions/enqueue`. Kept as JSON until each is
-    /// read on its own, so that a malformed item is reported with its index.
+    /// 1 to 1,000 missions, each as the body of `POST /api/missions/enqueue`.
+    // Kept as JSON until each is read on its own, so a malformed item is named by its index.
+    #[schema(value_type = Vec<EnqueueRequest>, min_items = 1, max_items = 1000)]
     pub missions: Vec<serde_json::Value>,
 }
 
 /// One mission of a batch's answer, in the order of the request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EnqueuedMission {
     pub mission_id: String,
     pub status: MissionStatus,
@@ -44,13 +48,27 @@ pub struct EnqueuedMission {
     pub position: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BatchEnqueued {
     pub missions: Vec<EnqueuedMission>,
 }
 
 /// 201 when at least one mission is new, 200 when every item repeated an idempotency key
 /// used before; 422 `batch_refused` listing every refused item, and nothing appended.
+#[utoipa::path(post, path = "/api/missions/enqueue/batch", tag = "missions",
+    params(CallerHeaders),
+    request_body = BatchEnqueueRequest,
+    responses(
+        (status = 201, description = "Enqueued, all in one transaction", body = BatchEnqueued),
+        (status = 200, description = "Every item's `idempotency_key` was used before: the first missions, nothing enqueued", body = BatchEnqueued),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` (`x-actor`)", body = ErrorBody),
+        (status = 409, description = "`mission_contended`: a mission existed already under another command; nothing enqueued", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 16 MiB; `batch_too_large`: events over 16 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`batch_refused` with `items` naming every refused item; `invalid_field` (`missions`): 0 or over 1,000 items; `invalid_body`: wrong shape", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
 pub(super) async fn enqueue_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
