@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::validate::BATCH_PAYLOAD_BYTES_MAX;
+use super::validate::{BATCH_PAYLOAD_BYTES_MAX, Encoded};
 use super::{Append, AppendError, Appended, StoreError, to_i64};
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +79,8 @@ pub struct CommitterStats {
 /// commit together or not at all ([`super::EventStore::append_all`]).
 pub(super) struct Pending {
     pub group: Vec<Append>,
+    /// Each append's JSON text, in the order of `group`.
+    pub encoded: Vec<Encoded>,
     /// Payload bytes of the whole group, as measured by `validate`.
     pub bytes: usize,
     pub reply: oneshot::Sender<GroupOutcome>,
@@ -260,6 +262,7 @@ fn key(append: &Append) -> StreamKey<'_> {
 /// A batch seen as its commands: every append of every group, flattened in arrival order.
 struct Commands<'a> {
     appends: Vec<&'a Append>,
+    encoded: Vec<&'a Encoded>,
     /// The group (the pending entry) each command belongs to.
     group_of: Vec<usize>,
     /// Each group's commands, as a range of `appends`.
@@ -274,6 +277,7 @@ impl<'a> Commands<'a> {
     fn new(batch: &'a [Pending]) -> Commands<'a> {
         let mut commands = Commands {
             appends: Vec::with_capacity(batch.len()),
+            encoded: Vec::with_capacity(batch.len()),
             group_of: Vec::with_capacity(batch.len()),
             groups: Vec::with_capacity(batch.len()),
             first_of: HashMap::new(),
@@ -281,7 +285,7 @@ impl<'a> Commands<'a> {
         };
         for (group, pending) in batch.iter().enumerate() {
             let start = commands.appends.len();
-            for append in &pending.group {
+            for (append, encoded) in pending.group.iter().zip(&pending.encoded) {
                 let index = commands.appends.len();
                 if let Some(id) = append.metadata.command_id {
                     match commands.first_with_id.entry(id) {
@@ -294,6 +298,7 @@ impl<'a> Commands<'a> {
                     }
                 }
                 commands.appends.push(append);
+                commands.encoded.push(encoded);
                 commands.group_of.push(group);
             }
             commands.groups.push(start..commands.appends.len());
@@ -383,7 +388,7 @@ async fn commit_batch(
                 for (index, current) in staged {
                     let append = appends[index];
                     let first_offset = events.len() as u64 + 1;
-                    events.push(append, current)?;
+                    events.push(append, commands.encoded[index], current);
                     let last_version = current + append.events.len() as u64;
                     versions.insert(key(append), last_version);
                     placed.push(Placed {
@@ -548,8 +553,11 @@ struct EventColumns {
     event_ids: Vec<Uuid>,
     event_types: Vec<String>,
     schema_versions: Vec<i32>,
-    payloads: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
+    /// Payloads and metadata as JSON text (encoded before queueing), cast to `jsonb` by the
+    /// statement. Binding `serde_json::Value`s instead meant a deep copy of each payload and
+    /// a serialisation inside sqlx, both on the committer's serial path.
+    payloads: Vec<String>,
+    metadata: Vec<String>,
 }
 
 impl EventColumns {
@@ -557,20 +565,18 @@ impl EventColumns {
         self.event_ids.len()
     }
 
-    fn push(&mut self, append: &Append, current_version: u64) -> Result<(), sqlx::Error> {
-        let metadata = serde_json::to_value(&append.metadata)
-            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-        for (offset, event) in append.events.iter().enumerate() {
+    fn push(&mut self, append: &Append, encoded: &Encoded, current_version: u64) {
+        let texts = append.events.iter().zip(&encoded.payloads);
+        for (offset, (event, payload)) in texts.enumerate() {
             self.stream_types.push(append.stream_type.as_str().to_owned());
             self.stream_ids.push(append.stream_id.as_str().to_owned());
             self.versions.push(to_i64(current_version + 1 + offset as u64));
             self.event_ids.push(event.event_id);
             self.event_types.push(event.event_type.clone());
             self.schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-            self.payloads.push(event.payload.clone());
-            self.metadata.push(metadata.clone());
+            self.payloads.push(payload.clone());
+            self.metadata.push(encoded.metadata.clone());
         }
-        Ok(())
     }
 }
 
@@ -615,9 +621,9 @@ async fn write_batch(
          ), ev AS (
             INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
                                 event_type, schema_version, payload, metadata)
-            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p, e.m
+            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
             FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
-                           $7::int4[], $8::jsonb[], $9::jsonb[])
+                           $7::int4[], $8::text[], $9::text[])
                     WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
          ), st AS (
             INSERT INTO streams (stream_type, stream_id, version)

@@ -92,8 +92,9 @@ impl EventStore {
 
     /// Appends one command's events. Resolves once they are durably committed (or refused).
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
-        let bytes = validate::validate(&append)?;
-        let mut appended = self.commit(vec![append], bytes).await?;
+        let encoded = validate::encode(&append)?;
+        let bytes = encoded.bytes;
+        let mut appended = self.commit(vec![append], vec![encoded], bytes).await?;
         Ok(appended.pop().expect("one outcome per append"))
     }
 
@@ -110,13 +111,19 @@ impl EventStore {
         if appends.is_empty() {
             return Ok(Vec::new());
         }
-        let bytes = validate::validate_group(&appends)?;
-        self.commit(appends, bytes).await
+        let encoded = validate::encode_group(&appends)?;
+        let bytes = encoded.iter().map(|append| append.bytes).sum();
+        self.commit(appends, encoded, bytes).await
     }
 
-    async fn commit(&self, group: Vec<Append>, bytes: usize) -> Result<Vec<Appended>, AppendError> {
+    async fn commit(
+        &self,
+        group: Vec<Append>,
+        encoded: Vec<validate::Encoded>,
+        bytes: usize,
+    ) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        let pending = committer::Pending { group, bytes, reply };
+        let pending = committer::Pending { group, encoded, bytes, reply };
         self.committer.send(pending).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
     }
