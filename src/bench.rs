@@ -1,6 +1,9 @@
 //! `brain bench …`: measurements users run on their own hardware. Each bench works in a
 //! database and namespace of its own, created for the run and dropped after (unless
-//! `--keep`), so it never touches a deployment's data.
+//! `--keep`), so it never touches a deployment's data; `brain bench batch` measures a running
+//! `brain serve` over HTTP instead, in whatever database and namespace that server uses.
+
+mod batch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,9 @@ pub enum Bench {
     /// Append events from many concurrent writers through the group committer while the
     /// relay publishes them; report append and publish rates and latencies.
     Append(AppendBench),
+    /// Post batches of missions to a running `brain serve` from concurrent HTTP clients;
+    /// report missions/s and request latencies.
+    Batch(batch::BatchBench),
 }
 
 impl Bench {
@@ -38,6 +44,7 @@ impl Bench {
         match self {
             Bench::Append(bench) => bench.run().await,
             Bench::Missions(bench) => bench.run().await,
+            Bench::Batch(bench) => bench.run().await,
         }
     }
 }
@@ -58,6 +65,10 @@ pub struct AppendBench {
     /// Events per command (each command appends to a new stream).
     #[arg(long, default_value_t = 1)]
     events_per_command: usize,
+    /// Commands each writer sends at once as one atomic group (`append_all`), as the batch
+    /// enqueue does; 1 sends them one by one.
+    #[arg(long, default_value_t = 1)]
+    group_size: usize,
     /// Approximate size of each event's JSON payload.
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
@@ -107,6 +118,9 @@ impl AppendBench {
     pub async fn run(self) -> anyhow::Result<()> {
         if self.writers == 0 || self.commands == 0 || self.events_per_command == 0 {
             bail!("--writers, --commands and --events-per-command must be at least 1");
+        }
+        if !(1..=crate::event_store::GROUP_APPENDS_MAX).contains(&self.group_size) {
+            bail!("--group-size must be 1 to {}", crate::event_store::GROUP_APPENDS_MAX);
         }
         let suffix = &Uuid::new_v4().simple().to_string()[..12];
         let namespace = Namespace::parse(&format!("bench_{suffix}")).map_err(anyhow::Error::msg)?;
@@ -274,34 +288,41 @@ impl AppendBench {
         for _ in 0..self.writers {
             let (store, remaining) = (store.clone(), remaining.clone());
             let (stream_type, padding) = (stream_type.clone(), padding.clone());
-            let events_per_command = self.events_per_command;
+            let (events_per_command, group_size) = (self.events_per_command, self.group_size);
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Histogram::<u64>::new(3).expect("histogram");
-                while remaining
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
+                let take = |n: u64| n.checked_sub(1).map(|_| n.saturating_sub(group_size as u64));
+                while let Ok(before) =
+                    remaining.fetch_update(Ordering::Relaxed, Ordering::Relaxed, take)
                 {
                     let now = OffsetDateTime::now_utc();
                     let sent_ns = if warmup { 0 } else { now.unix_timestamp_nanos() };
-                    let events = (0..events_per_command)
-                        .map(|_| {
-                            NewEvent::new(
-                                "BenchEventRecorded",
-                                serde_json::json!({ "sent_ns": sent_ns, "pad": padding }),
-                            )
-                        })
-                        .collect();
-                    let mut metadata = EventMetadata::new("bench", now);
-                    metadata.command_id = Some(Uuid::now_v7());
-                    let append = Append {
-                        stream_type: stream_type.clone(),
-                        stream_id: StreamId::from(Uuid::now_v7()),
-                        expected: ExpectedVersion::Exact(0),
-                        events,
-                        metadata,
+                    let command = || {
+                        let events = (0..events_per_command)
+                            .map(|_| {
+                                NewEvent::new(
+                                    "BenchEventRecorded",
+                                    serde_json::json!({ "sent_ns": sent_ns, "pad": padding }),
+                                )
+                            })
+                            .collect();
+                        let mut metadata = EventMetadata::new("bench", now);
+                        metadata.command_id = Some(Uuid::now_v7());
+                        Append {
+                            stream_type: stream_type.clone(),
+                            stream_id: StreamId::from(Uuid::now_v7()),
+                            expected: ExpectedVersion::Exact(0),
+                            events,
+                            metadata,
+                        }
                     };
+                    let count = before.min(group_size as u64);
                     let started = Instant::now();
-                    store.append(append).await?;
+                    if group_size == 1 {
+                        store.append(command()).await?;
+                    } else {
+                        store.append_all((0..count).map(|_| command()).collect()).await?;
+                    }
                     let _ = latencies.record(started.elapsed().as_micros() as u64);
                 }
                 anyhow::Ok(latencies)
@@ -317,10 +338,11 @@ impl AppendBench {
     fn print(&self, r: &Report) {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         println!(
-            "brain bench append: {} writers, {} commands x {} events, {} B payloads, {} preloaded, {cores} cores",
+            "brain bench append: {} writers, {} commands x {} events in groups of {}, {} B payloads, {} preloaded, {cores} cores",
             self.writers,
             self.commands,
             self.events_per_command,
+            self.group_size,
             self.payload_bytes,
             self.preload_events
         );
@@ -343,7 +365,7 @@ impl AppendBench {
         }
         let json = serde_json::json!({
             "bench": "append",
-            "params": { "writers": self.writers, "commands": self.commands, "events_per_command": self.events_per_command, "payload_bytes": self.payload_bytes, "preload_events": self.preload_events, "no_relay": self.no_relay, "batch_commands_max": self.batch_commands_max, "transactions_in_flight": self.transactions_in_flight, "linger_us": self.linger_us, "cores": cores },
+            "params": { "writers": self.writers, "commands": self.commands, "events_per_command": self.events_per_command, "group_size": self.group_size, "payload_bytes": self.payload_bytes, "preload_events": self.preload_events, "no_relay": self.no_relay, "batch_commands_max": self.batch_commands_max, "transactions_in_flight": self.transactions_in_flight, "linger_us": self.linger_us, "cores": cores },
             "results": { "appended_events_per_s": r.appended_events_per_s, "commands_per_s": r.commands_per_s, "published_events_per_s": r.published_events_per_s, "append_p50_ms": r.append_ms[0], "append_p99_ms": r.append_ms[1], "append_to_bus_p50_ms": r.to_bus_ms[0], "append_to_bus_p99_ms": r.to_bus_ms[1], "commands_per_transaction": r.commands_per_transaction },
         });
         println!("{json}");

@@ -1,6 +1,10 @@
 //! The command handler: load an aggregate's stream, fold it, decide, append at the version
 //! it was decided against. A conflict (another command got there first) is answered by
 //! loading again and deciding again, a bounded number of times (design invariant 5).
+//!
+//! [`decide_creations`] and [`create_all`] are the bulk form for commands that create
+//! streams: each is decided against the empty state, with no load, and all are appended in
+//! one atomic group.
 
 use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
 use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
@@ -100,15 +104,7 @@ pub async fn execute_new<A: Aggregate>(
         if events.is_empty() {
             return Ok(Executed { state, version, appended: None });
         }
-        let new_events = events
-            .iter()
-            .map(|event| NewEvent {
-                event_id: uuid::Uuid::now_v7(),
-                event_type: event.event_type().to_owned(),
-                schema_version: event.schema_version(),
-                payload: event.payload(),
-            })
-            .collect();
+        let new_events = events.iter().map(new_event).collect();
         let append = Append {
             stream_type: A::stream_type(),
             stream_id: stream_id.clone(),
@@ -137,5 +133,121 @@ pub async fn execute_new<A: Aggregate>(
             }
             Err(error) => return Err(CommandError::Append(error)),
         }
+    }
+}
+
+/// A command that creates a stream: decided against the aggregate's empty state.
+#[derive(Debug)]
+pub struct Create<C> {
+    pub stream_id: StreamId,
+    /// Its `command_id` makes the creation idempotent, as for [`execute`].
+    pub metadata: EventMetadata,
+    pub command: C,
+}
+
+/// What [`create_all`] did for one stream: the aggregate after it and the append's outcome
+/// (`duplicate` set when its command id had been executed before, and `state` is then the
+/// stream's current state).
+#[derive(Debug)]
+pub struct Created<A> {
+    pub state: A,
+    pub appended: Appended,
+}
+
+/// Creations decided and checked against the store's limits, ready for [`create_all`].
+#[derive(Debug)]
+pub struct Decided<A: Aggregate> {
+    events: Vec<Vec<A::Event>>,
+    appends: Vec<Append>,
+}
+
+/// Commands refused by [`decide_creations`], each with its index.
+pub type Refusals<E> = Vec<(usize, CommandError<E>)>;
+
+/// Decides every creation against the aggregate's empty state (no load: each append will
+/// expect version 0) and checks each against the store's limits. Every refusal comes back,
+/// with the index of its command, so a caller can report them all at once.
+pub fn decide_creations<A: Aggregate>(
+    commands: Vec<Create<A::Command>>,
+) -> Result<Decided<A>, Refusals<A::Error>> {
+    let mut refused = Vec::new();
+    let mut decided = Decided { events: Vec::new(), appends: Vec::with_capacity(commands.len()) };
+    for (index, Create { stream_id, metadata, command }) in commands.into_iter().enumerate() {
+        let events = match A::default().decide(command) {
+            Ok(events) => events,
+            Err(error) => {
+                refused.push((index, CommandError::Rejected(error)));
+                continue;
+            }
+        };
+        let append = Append {
+            stream_type: A::stream_type(),
+            stream_id,
+            expected: ExpectedVersion::Exact(0),
+            events: events.iter().map(new_event).collect(),
+            metadata,
+        };
+        if let Err(error) = crate::event_store::validate(&append) {
+            refused.push((index, CommandError::Append(error)));
+            continue;
+        }
+        decided.events.push(events);
+        decided.appends.push(append);
+    }
+    if refused.is_empty() { Ok(decided) } else { Err(refused) }
+}
+
+/// Appends decided creations as one atomic group: all of them or none. Outcomes come back in
+/// the order the commands were given.
+///
+/// A command whose id was executed before is answered with its first outcome; its stream is
+/// then loaded (all such streams in one query) to report its current state. A stream that
+/// exists under another command id is a conflict that fails the whole group (`Contended`):
+/// a creation is not re-decided, since against a stream that exists it can only be refused.
+pub async fn create_all<A: Aggregate>(
+    store: &EventStore,
+    decided: Decided<A>,
+) -> Result<Vec<Created<A>>, CommandError<A::Error>> {
+    let outcomes = store.append_all(decided.appends).await.map_err(|error| match error {
+        conflict @ AppendError::Conflict { .. } => CommandError::Contended(conflict),
+        error => CommandError::Append(error),
+    })?;
+    let repeated: Vec<StreamId> = outcomes
+        .iter()
+        .filter(|appended| appended.duplicate)
+        .map(|appended| appended.stream_id.clone())
+        .collect();
+    let mut current = if repeated.is_empty() {
+        Default::default()
+    } else {
+        store.load_streams(&A::stream_type(), &repeated).await?
+    };
+    let mut created = Vec::with_capacity(outcomes.len());
+    for (events, appended) in decided.events.into_iter().zip(outcomes) {
+        let mut state = A::default();
+        if appended.duplicate {
+            for event in current.remove(&appended.stream_id).unwrap_or_default() {
+                state.apply(&A::Event::upcast(
+                    &event.event_type,
+                    event.schema_version,
+                    event.payload,
+                )?);
+            }
+        } else {
+            for event in &events {
+                state.apply(event);
+            }
+        }
+        created.push(Created { state, appended });
+    }
+    Ok(created)
+}
+
+fn new_event<E: DomainEvent>(event: &E) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::now_v7(),
+        event_type: event.event_type().to_owned(),
+        schema_version: event.schema_version(),
+        payload: event.payload(),
     }
 }

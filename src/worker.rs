@@ -137,7 +137,7 @@ pub fn default_worker_id() -> String {
 }
 
 /// What a worker publishes about itself for `GET /api/missions/worker/status`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct WorkerStatus {
     pub worker_id: String,
     pub agents: Vec<String>,
@@ -151,7 +151,7 @@ pub struct WorkerStatus {
     pub last_seen_ms: i64,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RunningMission {
     pub mission_id: String,
     pub agent: String,

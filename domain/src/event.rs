@@ -23,6 +23,7 @@ pub enum ExpectedVersion {
 
 /// Who caused an event and why (design invariant 7). One value is shared by all events of a
 /// command; the store copies it onto each.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
     /// The person, service or worker that issued the command (`user:alice`, `worker:w1`).
@@ -78,6 +79,7 @@ impl NewEvent {
 
 /// A stored event. `global_position` is its place in the one total order of the store
 /// (1, 2, 3... gapless, in commit order) and equals its JetStream stream sequence.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub global_position: u64,
@@ -88,6 +90,7 @@ pub struct RecordedEvent {
     pub event_id: Uuid,
     pub event_type: String,
     pub schema_version: u32,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub payload: serde_json::Value,
     pub metadata: EventMetadata,
     #[serde(with = "time::serde::rfc3339")]

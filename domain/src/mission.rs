@@ -29,6 +29,7 @@ pub const ATTEMPT_MAX_DEFAULT: u32 = 3;
 pub const ATTEMPT_MAX_LIMIT: u32 = 100;
 pub const AGENT_LEN_MAX: usize = 64;
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -38,6 +39,7 @@ pub enum Priority {
     Critical,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum MissionStatus {

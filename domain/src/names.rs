@@ -45,6 +45,7 @@ fn check(
 
 /// The kind of aggregate a stream belongs to: `mission`, `agent`, `llm_config`, ...
 /// Lowercase ASCII letters, digits and `_`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct StreamType(String);
@@ -63,6 +64,7 @@ impl StreamType {
 }
 
 /// One aggregate instance within its type, usually a UUID. ASCII letters, digits, `_` and `-`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct StreamId(String);

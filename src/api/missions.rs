@@ -1,12 +1,11 @@
-//! Mission routes: enqueue, look up, history, cancel, retry. Each handler translates HTTP
-//! into a mission command and the outcome back; every refusal maps to a status and a code in
-//! [`refusal`], exhaustively, so a new domain error cannot compile without one.
+//! Mission routes: enqueue (one, or a batch in [`batch`]), look up, history, cancel, retry.
+//! Each handler translates HTTP into a mission command and the outcome back; every refusal
+//! maps to a status and a code in [`refusal`], exhaustively, so a new domain error cannot
+//! compile without one.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use domain::mission::{
     ATTEMPT_MAX_DEFAULT, AttemptError, Mission, MissionCommand, MissionError, MissionSpec,
     MissionStatus, Priority,
@@ -14,9 +13,14 @@ use domain::mission::{
 use domain::{EventMetadata, RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::UtoipaMethodRouterExt;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiError, ApiJson, AppState, Refusal};
+mod batch;
+
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::clock::now_ms;
 use crate::command::{self, CommandError};
 use crate::event_store::AppendError;
@@ -29,39 +33,70 @@ pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 200;
 /// Derives mission and command ids from idempotency keys (UUID v5 namespace).
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2f7c_1d9a_4e63);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/missions", get(list_missions))
-        .route("/api/missions/enqueue", post(enqueue))
-        .route("/api/missions/{mission_id}", get(get_mission))
-        .route("/api/missions/{mission_id}/events", get(mission_events))
-        .route("/api/missions/{mission_id}/cancel", post(cancel))
-        .route("/api/missions/{mission_id}/retry", post(retry))
+pub fn routes() -> ApiRoutes {
+    let batch_body_limit = axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX);
+    ApiRoutes::new()
+        .routes(routes!(list_missions))
+        .routes(routes!(enqueue))
+        .routes(routes!(batch::enqueue_batch).layer(batch_body_limit))
+        .routes(routes!(get_mission))
+        .routes(routes!(mission_events))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
 }
 
-#[derive(Debug, Deserialize)]
+/// Who is asking and on behalf of which request; both go into the events' metadata.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the headers by `metadata`; this type only documents them
+struct CallerHeaders {
+    /// The caller, recorded as the events' actor (until authentication exists); 1 to 200
+    /// bytes, `api` when absent.
+    #[param(rename = "X-Actor")]
+    x_actor: Option<String>,
+    /// A UUID shared by everything that follows from this request; a new one when absent.
+    #[param(rename = "X-Correlation-Id")]
+    x_correlation_id: Option<Uuid>,
+}
+
+/// A mission to run.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
+    /// 1 to 200 characters, not blank.
     pub name: String,
+    /// Up to 4,000 characters.
     #[serde(default)]
     pub description: String,
+    /// `normal` when absent.
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Any JSON object, handed to the agent (at most 256 KiB as JSON); `{}` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<serde_json::Value>,
+    /// Agent kind: 1 to 64 characters of a-z, 0-9, `_` and `-`; the server's default
+    /// (`BRAIN_DEFAULT_AGENT`) when absent.
     #[serde(default)]
     pub agent: Option<String>,
+    /// 1 to 100, default 3.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
+    /// Deadline of one attempt in seconds: 1 to 86,400, default 600.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_s: Option<u64>,
+    /// Not to start before this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub not_before: Option<OffsetDateTime>,
+    /// 1 to 200 characters. The same key always names the same mission: a repeat returns
+    /// the first mission and enqueues nothing.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptErrorView {
     pub attempt: u32,
     pub error: String,
@@ -69,7 +104,7 @@ pub struct AttemptErrorView {
 }
 
 /// A mission as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MissionView {
     pub mission_id: String,
     pub status: MissionStatus,
@@ -77,6 +112,7 @@ pub struct MissionView {
     pub description: String,
     pub priority: Priority,
     pub agent: String,
+    #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     pub max_attempts: u32,
     pub timeout_s: u64,
@@ -85,6 +121,8 @@ pub struct MissionView {
     pub lease_expires_at: Option<String>,
     pub due_at: Option<String>,
     pub errors: Vec<AttemptErrorView>,
+    /// What the agent returned, once completed.
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub enqueued_by: String,
     pub enqueued_at: String,
@@ -99,12 +137,15 @@ fn iso(ms: i64) -> String {
     at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-fn view(mission_id: &StreamId, mission: Mission, events: &[RecordedEvent]) -> Option<MissionView> {
+/// A mission's view from its state, who enqueued it and its stream version. Times are the
+/// events' own (the moment each command was decided), so the view needs no stored event.
+fn view(
+    mission_id: &StreamId,
+    mission: Mission,
+    enqueued_by: String,
+    version: u64,
+) -> Option<MissionView> {
     let spec = mission.spec?;
-    let (first, last) = (events.first()?, events.last()?);
-    let rfc3339 = |at: OffsetDateTime| {
-        at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-    };
     Some(MissionView {
         mission_id: mission_id.to_string(),
         status: mission.status,
@@ -129,10 +170,10 @@ fn view(mission_id: &StreamId, mission: Mission, events: &[RecordedEvent]) -> Op
             })
             .collect(),
         result: mission.result,
-        enqueued_by: first.metadata.actor.clone(),
-        enqueued_at: rfc3339(first.recorded_at),
-        updated_at: rfc3339(last.recorded_at),
-        version: last.version,
+        enqueued_by,
+        enqueued_at: mission.enqueued_at_ms.map(iso).unwrap_or_default(),
+        updated_at: mission.updated_at_ms.map(iso).unwrap_or_default(),
+        version,
     })
 }
 
@@ -206,6 +247,9 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
         CommandError::Append(AppendError::ActorTooLong { .. }) => {
             refused(S::BAD_REQUEST, "invalid_field", Some("x-actor"), message)
         }
+        CommandError::Append(AppendError::GroupTooLarge { .. }) => {
+            refused(S::PAYLOAD_TOO_LARGE, "batch_too_large", Some("missions"), message)
+        }
         CommandError::Append(AppendError::Closed) => {
             refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message)
         }
@@ -214,6 +258,8 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
             | AppendError::NoEvents
             | AppendError::TooManyEvents { .. }
             | AppendError::InvalidEventType { .. }
+            | AppendError::TooManyAppends { .. }
+            | AppendError::InGroup { .. }
             | AppendError::Database(_)),
         ) => ApiError::Internal(error.into()),
         CommandError::Store(error) => ApiError::Internal(error.into()),
@@ -224,17 +270,26 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
 async fn load_view(app: &AppState, mission_id: &StreamId) -> Result<MissionView, ApiError> {
     let (mission, events) =
         command::load_with_events::<Mission>(&app.store, mission_id).await.map_err(refusal)?;
-    view(mission_id, mission, &events)
+    let enqueued_by = events.first().map(|event| event.metadata.actor.clone()).unwrap_or_default();
+    let version = events.last().map_or(0, |event| event.version);
+    view(mission_id, mission, enqueued_by, version)
         .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))
 }
 
-/// `POST /api/missions/enqueue`: 201 with the new mission; 200 with the first one when the
-/// `idempotency_key` was used before; 4xx naming the field for a bad body.
-async fn enqueue(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<EnqueueRequest>,
-) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
+/// An enqueue request turned into what the command needs: the mission's id, the command's
+/// id and the spec with every default filled in. Shared by single and batch enqueue, so both
+/// apply the same rules and defaults.
+struct PlannedEnqueue {
+    mission_id: StreamId,
+    command_id: Uuid,
+    spec: MissionSpec,
+    /// Ids derived from the caller's idempotency key (else fresh ones of our own).
+    keyed: bool,
+}
+
+/// Checks what only the API knows about (`timeout_s` bounds, the idempotency key) and fills
+/// in defaults; the aggregate checks the rest of the spec when it decides.
+fn plan_enqueue(request: EnqueueRequest, default_agent: &str) -> Result<PlannedEnqueue, ApiError> {
     let timeout_s = request.timeout_s.unwrap_or(TIMEOUT_S_DEFAULT);
     if timeout_s == 0 || timeout_s > TIMEOUT_S_MAX {
         let message = format!("must be between 1 and {TIMEOUT_S_MAX}");
@@ -245,8 +300,7 @@ async fn enqueue(
             message,
         ));
     }
-    let mut metadata = metadata(&headers);
-    let mission_id = match &request.idempotency_key {
+    let (mission_id, command_id) = match &request.idempotency_key {
         Some(key) if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX => {
             let message = format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters");
             return Err(refused(
@@ -256,45 +310,85 @@ async fn enqueue(
                 message,
             ));
         }
-        Some(key) => {
-            // The key fixes both the mission's id and the command's, so a repeat finds the
-            // first mission whichever process answers it.
-            metadata.command_id =
-                Some(Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("enqueue:{key}").as_bytes()));
-            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("mission:{key}").as_bytes())
-        }
-        None => {
-            metadata.command_id = Some(Uuid::now_v7());
-            Uuid::now_v7()
-        }
+        // The key fixes both the mission's id and the command's, so a repeat finds the
+        // first mission whichever process answers it.
+        Some(key) => (
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("mission:{key}").as_bytes()),
+            Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("enqueue:{key}").as_bytes()),
+        ),
+        None => (Uuid::now_v7(), Uuid::now_v7()),
     };
-    let mission_id = StreamId::from(mission_id);
     let spec = MissionSpec {
         name: request.name,
         description: request.description,
         priority: request.priority.unwrap_or(Priority::Normal),
         payload: request.payload.unwrap_or_else(|| serde_json::json!({})),
-        agent: request.agent.unwrap_or_else(|| app.default_agent.to_string()),
+        agent: request.agent.unwrap_or_else(|| default_agent.to_owned()),
         attempt_max: request.max_attempts.unwrap_or(ATTEMPT_MAX_DEFAULT),
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
     };
+    let keyed = request.idempotency_key.is_some();
+    Ok(PlannedEnqueue { mission_id: StreamId::from(mission_id), command_id, spec, keyed })
+}
+
+/// `POST /api/missions/enqueue`: 201 with the new mission; 200 with the first one when the
+/// `idempotency_key` was used before; 4xx naming the field for a bad body.
+#[utoipa::path(post, path = "/api/missions/enqueue", tag = "missions",
+    params(CallerHeaders),
+    request_body = EnqueueRequest,
+    responses(
+        (status = 201, description = "Enqueued", body = MissionView),
+        (status = 200, description = "The `idempotency_key` was used before: the first mission, nothing enqueued", body = MissionView),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` (`x-actor`): actor too long", body = ErrorBody),
+        (status = 409, description = "`mission_contended`: the mission kept changing while enqueued", body = ErrorBody),
+        (status = 413, description = "`payload_too_large` (`payload` over 256 KiB), or `invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: wrong shape or unknown field; `invalid_field` naming the field", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
+async fn enqueue(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<EnqueueRequest>,
+) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
+    let PlannedEnqueue { mission_id, command_id, spec, keyed } =
+        plan_enqueue(request, &app.default_agent)?;
+    let mut metadata = metadata(&headers);
+    metadata.command_id = Some(command_id);
     let now = now_ms();
     let enqueue = || MissionCommand::Enqueue { spec: spec.clone(), now_ms: now };
-    let executed = if request.idempotency_key.is_some() {
-        command::execute::<Mission>(&app.store, &mission_id, metadata, enqueue).await
-    } else {
-        // A new id of our own: the stream is empty and the command was never sent.
-        let empty = Some((Mission::default(), 0));
-        command::execute_new::<Mission>(&app.store, &mission_id, metadata, empty, enqueue).await
+    if keyed {
+        let executed = command::execute::<Mission>(&app.store, &mission_id, metadata, enqueue)
+            .await
+            .map_err(refusal)?;
+        let duplicate = executed.appended.as_ref().is_some_and(|appended| appended.duplicate);
+        let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
+        return Ok((status, ApiJson(load_view(&app, &mission_id).await?)));
     }
-    .map_err(refusal)?;
-    let duplicate = executed.appended.as_ref().is_some_and(|appended| appended.duplicate);
-    let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, ApiJson(load_view(&app, &mission_id).await?)))
+    // A new id of our own: the stream is empty and the command was never sent, so neither
+    // a look-up before nor a read after is needed.
+    let actor = metadata.actor.clone();
+    let empty = Some((Mission::default(), 0));
+    let executed =
+        command::execute_new::<Mission>(&app.store, &mission_id, metadata, empty, enqueue)
+            .await
+            .map_err(refusal)?;
+    let view = view(&mission_id, executed.state, actor, executed.version)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an enqueued mission has a spec")))?;
+    Ok((StatusCode::CREATED, ApiJson(view)))
 }
 
 /// `GET /api/missions/{mission_id}`: 200 with the mission, 404 unknown.
+#[utoipa::path(get, path = "/api/missions/{mission_id}", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id")),
+    responses(
+        (status = 200, description = "The mission", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`): not a UUID", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn get_mission(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -304,6 +398,14 @@ async fn get_mission(
 }
 
 /// `GET /api/missions/{mission_id}/events`: the mission's whole history, oldest first.
+#[utoipa::path(get, path = "/api/missions/{mission_id}/events", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id")),
+    responses(
+        (status = 200, description = "Every event of the mission, oldest first", body = Vec<RecordedEvent>),
+        (status = 400, description = "`invalid_field` (`mission_id`): not a UUID", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn mission_events(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -317,15 +419,27 @@ async fn mission_events(
     Ok(ApiJson(events))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelRequest {
+    /// Recorded in the mission's history.
     #[serde(default)]
     reason: String,
 }
 
 /// `POST /api/missions/{mission_id}/cancel` with an optional `{"reason"}`: 200 with the
 /// mission, 404 unknown, 409 already finished.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/cancel", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
+    request_body(content = Option<CancelRequest>, description = "Optional; an empty body cancels without a reason"),
+    responses(
+        (status = 200, description = "Cancelled", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, `x-actor`), or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`mission_already_finished`, or `mission_contended`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
 async fn cancel(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -360,6 +474,16 @@ async fn cancel(
 
 /// `POST /api/missions/{mission_id}/retry`: runs a failed mission again with fresh
 /// attempts; 200 with the mission, 404 unknown, 409 not failed.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/retry", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
+    responses(
+        (status = 200, description = "Queued again with fresh attempts", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, `x-actor`)", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`mission_not_failed`, or `mission_contended`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
 async fn retry(
     State(app): State<AppState>,
     Path(mission_id): Path<String>,
@@ -381,20 +505,26 @@ async fn retry(
 /// Most rows one `GET /api/missions` page returns.
 pub const LIST_LIMIT_MAX: u32 = 200;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<MissionStatus>,
     priority: Option<Priority>,
+    /// Agent kind.
     agent: Option<String>,
+    /// Only missions enqueued at or after this time (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     since: Option<OffsetDateTime>,
+    /// 1 to 200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
     cursor: Option<u64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// A mission as the list shows it (from the `mission_list` read model).
+#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 struct MissionRow {
     mission_id: String,
     name: Option<String>,
@@ -411,7 +541,7 @@ struct MissionRow {
     enqueued_position: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct MissionPage {
     missions: Vec<MissionRow>,
     /// Pass as `cursor` for the next page; absent on the last one.
@@ -422,6 +552,12 @@ struct MissionPage {
 
 /// `GET /api/missions?status=&priority=&agent=&since=&limit=&cursor=`: missions, newest
 /// first, from the `mission_list` read model.
+#[utoipa::path(get, path = "/api/missions", tag = "missions", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of missions, newest first", body = MissionPage),
+        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn list_missions(
     State(app): State<AppState>,
     super::ApiQuery(query): super::ApiQuery<ListQuery>,

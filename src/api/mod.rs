@@ -1,8 +1,12 @@
 //! The HTTP API. This module alone knows about HTTP and JSON: handlers translate requests
 //! into calls on the rest of `brain` and map every failure to one error shape,
 //! `{"error": {"code", "message"}}` (design invariant 8).
+//!
+//! Every route is documented in the OpenAPI document at `GET /openapi.json`; [`openapi`]
+//! says how to add one.
 
 mod missions;
+pub mod openapi;
 mod queue;
 
 use std::time::Duration;
@@ -11,15 +15,16 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use domain::RecordedEvent;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::OnceCell;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
+pub use self::openapi::{ApiRoutes, Route};
 use crate::event_store::{self, EventStore, StoreError};
 
 /// Deadline for each dependency check of `GET /ready`.
@@ -49,16 +54,44 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/api/events", get(list_events))
-        .route("/api/stats/event-types", get(event_type_stats))
+/// Every route of the API, documented: the one list the router and the OpenAPI document
+/// are built from.
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(list_events))
+        .routes(routes!(event_type_stats))
         .merge(missions::routes())
         .merge(queue::routes())
+}
+
+/// The router of [`routes()`], the docs UI, and error-shaped answers for unknown paths and
+/// methods.
+pub fn router(state: AppState) -> Router {
+    routes()
+        .into_router()
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    let message = format!("no route for {}", uri.path());
+    ApiError::Refused(Refusal {
+        status: StatusCode::NOT_FOUND,
+        code: "no_route",
+        field: None,
+        message,
+    })
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let (status, code) = (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let message = format!("{} does not answer {method}", uri.path());
+    ApiError::Refused(Refusal { status, code, field: None, message })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +104,9 @@ pub enum ApiError {
     Refused(Refusal),
     #[error("{field}: {message}")]
     InvalidField { field: &'static str, message: String },
+    /// Some items of a batch were refused; nothing of the batch was done.
+    #[error("{} of {of} items were refused; nothing was done", items.len())]
+    BatchRefused { items: Vec<ItemRefusal>, of: usize },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -96,18 +132,54 @@ impl IntoResponse for ApiError {
             ApiError::InvalidField { field, .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_field", Some(*field))
             }
+            ApiError::BatchRefused { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "batch_refused", None)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         if status.is_server_error() {
             // The cause stays in our logs; the caller learns only that it was ours.
             tracing::error!(error = ?self, "request failed");
         }
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let Some(field) = field {
-            error["field"] = json!(field);
-        }
-        (status, Json(json!({ "error": error }))).into_response()
+        let message = self.to_string();
+        let items = match self {
+            ApiError::BatchRefused { items, .. } => Some(items),
+            _ => None,
+        };
+        let error = ErrorDetail { code, message, field, items };
+        (status, Json(ErrorBody { error })).into_response()
     }
+}
+
+/// The body of every error answer (design invariant 8).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_field`, `mission_not_found`, ...
+    pub code: &'static str,
+    /// For people: what was wrong.
+    pub message: String,
+    /// The input at fault, where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    /// For `batch_refused`: each refused item, with its reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<ItemRefusal>>,
+}
+
+/// Why one item of a batch was refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ItemRefusal {
+    /// The item's place in the request, from 0.
+    pub index: usize,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+    pub message: String,
 }
 
 /// A refusal that a domain or store error maps to: status, a stable code, the field at fault.
@@ -156,18 +228,28 @@ where
     }
 }
 
-/// `GET /health`: 200 while the process runs.
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
 }
 
-#[derive(Serialize)]
+/// `GET /health`: 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The process runs", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
 struct Readiness {
+    /// `ready` or `unavailable`.
     status: &'static str,
     checks: ReadyChecks,
 }
 
-#[derive(Serialize)]
+/// Each dependency's check: `ok`, or why not.
+#[derive(Serialize, ToSchema)]
 struct ReadyChecks {
     postgres: String,
     nats: String,
@@ -175,6 +257,11 @@ struct ReadyChecks {
 }
 
 /// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer, else 503 naming which not.
+#[utoipa::path(get, path = "/ready", tag = "service",
+    responses(
+        (status = 200, description = "PostgreSQL, NATS and Redis all answer", body = Readiness),
+        (status = 503, description = "At least one does not; its check says why", body = Readiness),
+    ))]
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let deadline = Duration::from_millis(READY_CHECK_TIMEOUT_MS);
     let postgres = check(deadline, async {
@@ -223,20 +310,27 @@ async fn check(
 }
 
 /// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition format",
+               content_type = "text/plain", body = String)))]
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let content_type = [("content-type", "text/plain; version=0.0.4")];
     (content_type, app.metrics.render())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
+    /// Events with a position greater than this; 0 (the default) from the start.
     #[serde(default)]
     after: u64,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EventsPage {
     events: Vec<RecordedEvent>,
     /// Pass as `after` to read on; equal to `after` when nothing newer exists yet.
@@ -245,6 +339,12 @@ struct EventsPage {
 }
 
 /// `GET /api/events?after=&limit=`: the global log in position order, a page at a time.
+#[utoipa::path(get, path = "/api/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, description = "Events after `after`, in position order", body = EventsPage),
+        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store could not be read", body = ErrorBody),
+    ))]
 async fn list_events(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<EventsQuery>,
@@ -260,7 +360,7 @@ async fn list_events(
     Ok(Json(EventsPage { events, next_after, head }))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, ToSchema)]
 struct EventTypeCount {
     stream_type: String,
     event_type: String,
@@ -270,11 +370,23 @@ struct EventTypeCount {
     last_recorded_at: time::OffsetDateTime,
 }
 
+#[derive(Serialize, ToSchema)]
+struct EventTypeStatsPage {
+    /// The log position the counts reflect (the projector's checkpoint).
+    position: u64,
+    event_types: Vec<EventTypeCount>,
+}
+
 /// `GET /api/stats/event-types`: events recorded per stream type and event type, from the
 /// `event_type_stats` read model, with the position it reflects.
+#[utoipa::path(get, path = "/api/stats/event-types", tag = "events",
+    responses(
+        (status = 200, description = "Counts per stream type and event type", body = EventTypeStatsPage),
+        (status = 500, description = "`internal`: the read model could not be read", body = ErrorBody),
+    ))]
 async fn event_type_stats(
     State(app): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EventTypeStatsPage>, ApiError> {
     // One snapshot for rows and position, so a commit between them cannot make them disagree.
     let mut tx = app.pool().begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -289,5 +401,5 @@ async fn event_type_stats(
     let position =
         crate::projectors::checkpoint(&mut *tx, projections::event_type_stats::NAME).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "position": position, "event_types": rows })))
+    Ok(Json(EventTypeStatsPage { position, event_types: rows }))
 }

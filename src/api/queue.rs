@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiQuery, AppState, Refusal};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::clock::now_ms;
 use crate::queue::{Depth, Queue};
 use crate::worker::{STATUS_INTERVAL, WorkerStatus, status_key};
@@ -22,11 +22,11 @@ pub const WORKER_SILENT_INTERVALS: u32 = 5;
 /// A worker silent this long is dropped from the status view.
 pub const WORKER_FORGET_AFTER_MS: i64 = 60 * 60 * 1_000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/missions/queue", get(upcoming))
-        .route("/api/missions/health", get(health))
-        .route("/api/missions/worker/status", get(worker_status))
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(upcoming))
+        .routes(routes!(health))
+        .routes(routes!(worker_status))
 }
 
 fn queue(app: &AppState) -> Result<&Queue, ApiError> {
@@ -44,15 +44,16 @@ fn queue_error(error: crate::queue::QueueError) -> ApiError {
     ApiError::Internal(error.into())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 struct UpcomingQuery {
     /// One agent kind; all of them, merged in pop order, when absent.
     agent: Option<String>,
+    /// 1 to 500; 50 when absent.
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct UpcomingMission {
     mission_id: String,
     agent: String,
@@ -66,7 +67,7 @@ struct UpcomingMission {
     age_ms: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct UpcomingPage {
     missions: Vec<UpcomingMission>,
     /// The log position the queue reflects.
@@ -74,6 +75,13 @@ struct UpcomingPage {
 }
 
 /// `GET /api/missions/queue?agent=&limit=`: ready missions in the order workers will pop them.
+#[utoipa::path(get, path = "/api/missions/queue", tag = "missions", params(UpcomingQuery),
+    responses(
+        (status = 200, description = "Ready missions in pop order, with score and age", body = UpcomingPage),
+        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit` or `agent`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
+    ))]
 async fn upcoming(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<UpcomingQuery>,
@@ -131,7 +139,7 @@ async fn upcoming(
     Ok(ApiJson(UpcomingPage { missions, position }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct QueueHealth {
     ready: u64,
     delayed: u64,
@@ -139,7 +147,7 @@ struct QueueHealth {
     oldest_waiting_ms: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Lag {
     /// Events committed but not yet on JetStream.
     relay: u64,
@@ -147,7 +155,7 @@ struct Lag {
     projectors: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct MissionsHealth {
     /// Per agent kind.
     queues: BTreeMap<String, QueueHealth>,
@@ -161,6 +169,12 @@ struct MissionsHealth {
 
 /// `GET /api/missions/health`: queue depth per kind, oldest waiting age, counts by status,
 /// projector and relay lag.
+#[utoipa::path(get, path = "/api/missions/health", tag = "missions",
+    responses(
+        (status = 200, description = "Queue depths, running missions, counts by status, lag", body = MissionsHealth),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
+    ))]
 async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, ApiError> {
     let queue = queue(&app)?;
     let now = now_ms();
@@ -204,7 +218,7 @@ async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, 
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct WorkerView {
     #[serde(flatten)]
     status: WorkerStatus,
@@ -212,13 +226,19 @@ struct WorkerView {
     alive: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct WorkersPage {
     workers: Vec<WorkerView>,
 }
 
 /// `GET /api/missions/worker/status`: each worker's kinds, running missions, counts,
 /// throughput and when it last reported; workers silent for an hour are forgotten.
+#[utoipa::path(get, path = "/api/missions/worker/status", tag = "missions",
+    responses(
+        (status = 200, description = "Every worker heard from in the last hour", body = WorkersPage),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
+    ))]
 async fn worker_status(State(app): State<AppState>) -> Result<ApiJson<WorkersPage>, ApiError> {
     let queue = queue(&app)?;
     let key = status_key(&app.namespace);

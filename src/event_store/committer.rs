@@ -17,6 +17,15 @@
 //! releases its locks), then continues from the new head. So position N+1 can only become
 //! visible after position N is: a reader tailing by position never skips a late commit.
 //!
+//! The unit the committer decides on is a *group*: one command's append, or the appends of
+//! [`super::EventStore::append_all`], which go in together or not at all. A group is checked
+//! against the versions the groups before it left; if any of its commands conflicts (or
+//! repeats a command of a refused group), the whole group gets that error, its claims are
+//! released and nothing of it is written, while the rest of the batch carries on. A command
+//! of a group whose id was already stored is answered with its first outcome, like a lone
+//! command, and does not refuse its group: re-sending a group that went in appends nothing
+//! and answers as the first time.
+//!
 //! Locks are always taken in the same order (command ids sorted, then streams sorted, then
 //! `head`), so two committers (two processes) can never deadlock.
 
@@ -30,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::validate::{BATCH_PAYLOAD_BYTES_MAX, Encoded};
 use super::{Append, AppendError, Appended, StoreError, to_i64};
 
 #[derive(Debug, Clone, Copy)]
@@ -65,22 +75,25 @@ pub struct CommitterStats {
     pub commands: std::sync::atomic::AtomicU64,
 }
 
+/// What the committer is asked to write: one command's append, or a group of appends that
+/// commit together or not at all ([`super::EventStore::append_all`]).
 pub(super) struct Pending {
-    pub append: Append,
-    /// Payload bytes, as measured by `validate`.
+    pub group: Vec<Append>,
+    /// Each append's JSON text, in the order of `group`.
+    pub encoded: Vec<Encoded>,
+    /// Payload bytes of the whole group, as measured by `validate`.
     pub bytes: usize,
-    pub reply: oneshot::Sender<Result<Appended, AppendError>>,
+    pub reply: oneshot::Sender<GroupOutcome>,
 }
 
+/// One command's outcome.
 type Outcome = Result<Appended, AppendError>;
+/// A group's outcome: every append's, in order, or the error that refused them all.
+pub(super) type GroupOutcome = Result<Vec<Appended>, AppendError>;
 
 /// Server-side limits on the committer's sessions (PostgreSQL interval syntax).
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 const LOCK_TIMEOUT: &str = "30s";
-
-/// Payload bytes one transaction carries at most; a larger batch is committed in parts, so
-/// one statement never grows towards PostgreSQL's limits.
-const BATCH_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 pub(super) fn spawn(
     pool: PgPool,
@@ -157,7 +170,8 @@ async fn run(
         }
         last_batch_len = batch.len();
         stats.transactions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        stats.commands.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let commands = batch.iter().map(|pending| pending.group.len() as u64).sum();
+        stats.commands.fetch_add(commands, std::sync::atomic::Ordering::Relaxed);
         let (pool, notify_channel) = (pool.clone(), notify_channel.clone());
         tokio::spawn(async move {
             for part in split_by_bytes(batch) {
@@ -172,7 +186,8 @@ async fn run(
 }
 
 /// Splits a batch into consecutive parts of at most `BATCH_PAYLOAD_BYTES_MAX` payload bytes
-/// (a single larger append still forms a part of its own).
+/// (a single larger append still forms a part of its own; a group never exceeds the bound,
+/// `validate` refuses it).
 fn split_by_bytes(batch: Vec<Pending>) -> Vec<Vec<Pending>> {
     let mut parts = vec![Vec::new()];
     let mut bytes = 0;
@@ -193,13 +208,14 @@ async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>) {
     match commit_batch(pool, notify_channel, &batch).await {
         Ok(outcomes) => reply_all(batch, outcomes),
         // A unique violation here means some command carried an event id already stored.
-        // Only that command should fail, so retry each one in a transaction of its own.
+        // Only that command (and its group) should fail, so retry each group in a
+        // transaction of its own.
         Err(error) if batch.len() > 1 && is_unique_violation(&error) => {
             tracing::warn!(%error, commands = batch.len(), "batch hit a unique key, retrying alone");
             for pending in batch {
                 let single = std::slice::from_ref(&pending);
                 let outcome = match commit_batch(pool, notify_channel, single).await {
-                    Ok(mut outcomes) => outcomes.pop().expect("one outcome per command"),
+                    Ok(mut outcomes) => outcomes.pop().expect("one outcome per group"),
                     Err(error) => Err(error.into()),
                 };
                 let _ = pending.reply.send(outcome);
@@ -215,7 +231,7 @@ async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>) {
     metrics::histogram!("brain_append_batch_seconds").record(started.elapsed().as_secs_f64());
 }
 
-fn reply_all(batch: Vec<Pending>, outcomes: Vec<Outcome>) {
+fn reply_all(batch: Vec<Pending>, outcomes: Vec<GroupOutcome>) {
     debug_assert_eq!(batch.len(), outcomes.len());
     for (pending, outcome) in batch.into_iter().zip(outcomes) {
         // The caller may have gone away (its request was cancelled): the append stands.
@@ -236,33 +252,76 @@ struct Placed {
     last_offset: u64,
 }
 
-/// Runs steps 1 to 4 for a batch; returns one outcome per command, in batch order.
+/// A stream as `(stream_type, stream_id)`, borrowed from the batch's appends.
+type StreamKey<'a> = (&'a str, &'a str);
+
+fn key(append: &Append) -> StreamKey<'_> {
+    (append.stream_type.as_str(), append.stream_id.as_str())
+}
+
+/// A batch seen as its commands: every append of every group, flattened in arrival order.
+struct Commands<'a> {
+    appends: Vec<&'a Append>,
+    encoded: Vec<&'a Encoded>,
+    /// The group (the pending entry) each command belongs to.
+    group_of: Vec<usize>,
+    /// Each group's commands, as a range of `appends`.
+    groups: Vec<std::ops::Range<usize>>,
+    /// A command whose id an earlier command of the batch already carries, with that one.
+    first_of: HashMap<usize, usize>,
+    /// Each command id of the batch, with the command that carries it first.
+    first_with_id: HashMap<Uuid, usize>,
+}
+
+impl<'a> Commands<'a> {
+    fn new(batch: &'a [Pending]) -> Commands<'a> {
+        let mut commands = Commands {
+            appends: Vec::with_capacity(batch.len()),
+            encoded: Vec::with_capacity(batch.len()),
+            group_of: Vec::with_capacity(batch.len()),
+            groups: Vec::with_capacity(batch.len()),
+            first_of: HashMap::new(),
+            first_with_id: HashMap::new(),
+        };
+        for (group, pending) in batch.iter().enumerate() {
+            let start = commands.appends.len();
+            for (append, encoded) in pending.group.iter().zip(&pending.encoded) {
+                let index = commands.appends.len();
+                if let Some(id) = append.metadata.command_id {
+                    match commands.first_with_id.entry(id) {
+                        Entry::Occupied(first) => {
+                            commands.first_of.insert(index, *first.get());
+                        }
+                        Entry::Vacant(slot) => {
+                            slot.insert(index);
+                        }
+                    }
+                }
+                commands.appends.push(append);
+                commands.encoded.push(encoded);
+                commands.group_of.push(group);
+            }
+            commands.groups.push(start..commands.appends.len());
+        }
+        commands
+    }
+}
+
+/// Runs steps 1 to 4 for a batch; returns one outcome per group, in batch order.
 async fn commit_batch(
     pool: &PgPool,
     notify_channel: &str,
     batch: &[Pending],
-) -> Result<Vec<Outcome>, sqlx::Error> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
-
-    // A command id repeated inside the batch is answered like its first occurrence.
-    let mut first_with_id: HashMap<Uuid, usize> = HashMap::new();
-    let mut repeats: Vec<(usize, usize)> = Vec::new();
-    for (index, pending) in batch.iter().enumerate() {
-        if let Some(id) = pending.append.metadata.command_id {
-            match first_with_id.entry(id) {
-                Entry::Occupied(first) => repeats.push((index, *first.get())),
-                Entry::Vacant(slot) => {
-                    slot.insert(index);
-                }
-            }
-        }
-    }
-    let repeated: HashSet<usize> = repeats.iter().map(|(index, _)| *index).collect();
+) -> Result<Vec<GroupOutcome>, sqlx::Error> {
+    let commands = Commands::new(batch);
+    let appends = &commands.appends;
+    // Decided before the version check: commands whose id an earlier transaction stored.
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; appends.len()];
 
     let mut tx = pool.begin().await?;
 
     // Step 1: claim command ids. Sorted, so concurrent committers lock them in one order.
-    let mut ids: Vec<Uuid> = first_with_id.keys().copied().collect();
+    let mut ids: Vec<Uuid> = commands.first_with_id.keys().copied().collect();
     ids.sort_unstable();
     if !ids.is_empty() {
         let claimed: HashSet<Uuid> = sqlx::query_scalar(
@@ -276,26 +335,24 @@ async fn commit_batch(
         .collect();
         let seen: Vec<Uuid> = ids.iter().filter(|id| !claimed.contains(id)).copied().collect();
         if !seen.is_empty() {
-            for (id, outcome) in earlier_outcomes(&mut tx, &seen).await? {
-                outcomes[first_with_id[&id]] = Some(outcome);
+            let mut earlier = earlier_outcomes(&mut tx, &seen).await?;
+            for id in seen {
+                // A claim is only ever committed together with its outcome.
+                let outcome = earlier.remove(&id).unwrap_or_else(|| Err(corrupt_command(id)));
+                outcomes[commands.first_with_id[&id]] = Some(outcome);
             }
         }
     }
 
     // Step 2: lock and read the versions of the streams still to be appended to.
-    let live: Vec<usize> = (0..batch.len())
-        .filter(|index| outcomes[*index].is_none() && !repeated.contains(index))
+    let live: Vec<bool> = (0..appends.len())
+        .map(|index| outcomes[index].is_none() && !commands.first_of.contains_key(&index))
         .collect();
-    let mut keys: Vec<(&str, &str)> = live
-        .iter()
-        .map(|index| {
-            let append = &batch[*index].append;
-            (append.stream_type.as_str(), append.stream_id.as_str())
-        })
-        .collect();
+    let mut keys: Vec<StreamKey> =
+        (0..appends.len()).filter(|index| live[*index]).map(|index| key(appends[index])).collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut versions: HashMap<(String, String), u64> = HashMap::with_capacity(keys.len());
+    let mut versions: HashMap<StreamKey, u64> = HashMap::with_capacity(keys.len());
     if !keys.is_empty() {
         let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
         // The no-op DO UPDATE locks an existing row and returns its version; a missing row
@@ -311,44 +368,49 @@ async fn commit_batch(
         .fetch_all(&mut *tx)
         .await?;
         for row in rows {
-            let version: i64 = row.try_get(2)?;
-            versions.insert((row.try_get(0)?, row.try_get(1)?), version as u64);
+            let (stream_type, stream_id): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
+            let found = keys.binary_search(&(stream_type, stream_id));
+            let index = found.map_err(|_| sqlx::Error::Protocol("unasked stream".into()))?;
+            versions.insert(keys[index], row.try_get::<i64, _>(2)? as u64);
         }
     }
 
-    // Decide each command against the running versions, in arrival order, so two commands
-    // of one batch on one stream behave as if they had come one after the other.
+    // Decide group by group in arrival order, each against the versions its predecessors
+    // left, so that two commands on one stream behave as if they had come one after the
+    // other. A group goes in whole or not at all.
+    let mut failed: Vec<Option<AppendError>> = vec![None; batch.len()];
     let mut events = EventColumns::default();
-    let mut placed: Vec<Placed> = Vec::with_capacity(live.len());
+    let mut placed: Vec<Placed> = Vec::with_capacity(appends.len());
     let mut released: Vec<Uuid> = Vec::new();
-    for index in live {
-        let append = &batch[index].append;
-        let key = (append.stream_type.as_str().to_owned(), append.stream_id.as_str().to_owned());
-        let current = *versions.get(&key).expect("every live stream was locked");
-        if let ExpectedVersion::Exact(expected) = append.expected
-            && expected != current
-        {
-            outcomes[index] = Some(Err(AppendError::Conflict {
-                stream_type: append.stream_type.clone(),
-                stream_id: append.stream_id.clone(),
-                expected,
-                actual: current,
-            }));
-            // A refused command changed nothing, so its id stays free for a retry.
-            released.extend(append.metadata.command_id);
-            continue;
+    for (group, members) in commands.groups.iter().enumerate() {
+        match decide_group(&commands, members.clone(), &outcomes, &failed, &versions) {
+            Ok(staged) => {
+                for (index, current) in staged {
+                    let append = appends[index];
+                    let first_offset = events.len() as u64 + 1;
+                    events.push(append, commands.encoded[index], current);
+                    let last_version = current + append.events.len() as u64;
+                    versions.insert(key(append), last_version);
+                    placed.push(Placed {
+                        index,
+                        first_version: current + 1,
+                        last_version,
+                        first_offset,
+                        last_offset: events.len() as u64,
+                    });
+                }
+            }
+            Err(error) => {
+                // A refused group changed nothing, so the ids it claimed stay free for a retry.
+                released.extend(
+                    members
+                        .clone()
+                        .filter(|index| live[*index])
+                        .filter_map(|index| appends[index].metadata.command_id),
+                );
+                failed[group] = Some(error);
+            }
         }
-        let first_offset = events.len() as u64 + 1;
-        events.push(append, current)?;
-        let last_version = current + append.events.len() as u64;
-        versions.insert(key, last_version);
-        placed.push(Placed {
-            index,
-            first_version: current + 1,
-            last_version,
-            first_offset,
-            last_offset: events.len() as u64,
-        });
     }
 
     // Refused commands give their ids back. Rare, so one primary-key delete each: a plan
@@ -364,7 +426,7 @@ async fn commit_batch(
     let base = if placed.is_empty() {
         0
     } else {
-        write_batch(&mut tx, notify_channel, batch, &placed, &events, &versions).await?
+        write_batch(&mut tx, notify_channel, appends, &placed, &events, &versions).await?
     };
 
     // Step 4.
@@ -372,7 +434,7 @@ async fn commit_batch(
     metrics::counter!("brain_events_appended_total").increment(events.len() as u64);
 
     for p in &placed {
-        let append = &batch[p.index].append;
+        let append = appends[p.index];
         outcomes[p.index] = Some(Ok(Appended {
             stream_type: append.stream_type.clone(),
             stream_id: append.stream_id.clone(),
@@ -383,32 +445,99 @@ async fn commit_batch(
             duplicate: false,
         }));
     }
-    for (index, first) in repeats {
-        let outcome = match outcomes[first].clone().expect("first occurrence decided") {
-            Ok(appended) => Ok(Appended { duplicate: true, ..appended }),
-            Err(error) => Err(error),
-        };
-        outcomes[index] = Some(outcome);
+    let mut answers = Vec::with_capacity(batch.len());
+    for (group, members) in commands.groups.iter().enumerate() {
+        if let Some(error) = failed[group].take() {
+            answers.push(Err(error));
+            continue;
+        }
+        let mut appended = Vec::with_capacity(members.len());
+        for index in members.clone() {
+            let outcome = match commands.first_of.get(&index) {
+                // A repeated id is answered like its first occurrence, as a duplicate.
+                Some(first) => outcomes[*first].clone().expect("first occurrence decided"),
+                None => outcomes[index].clone().expect("every command of a group decided"),
+            };
+            match outcome {
+                Ok(done) => appended.push(Appended {
+                    duplicate: done.duplicate || commands.first_of.contains_key(&index),
+                    ..done
+                }),
+                Err(error) => unreachable!("a group with a failed command is refused: {error}"),
+            }
+        }
+        answers.push(Ok(appended));
     }
-    Ok(outcomes.into_iter().map(|outcome| outcome.expect("every command decided")).collect())
+    Ok(answers)
 }
 
-/// The stored outcomes of commands seen in an earlier transaction.
+/// Checks one group's commands against the current versions. Returns the commands to
+/// append, each with the version it starts from, or the error that refuses the whole group.
+fn decide_group<'a>(
+    commands: &Commands<'a>,
+    members: std::ops::Range<usize>,
+    outcomes: &[Option<Outcome>],
+    failed: &[Option<AppendError>],
+    versions: &HashMap<StreamKey<'a>, u64>,
+) -> Result<Vec<(usize, u64)>, AppendError> {
+    // Versions this group has moved so far; they count only if the whole group goes in.
+    let mut moved: HashMap<StreamKey<'a>, u64> = HashMap::new();
+    let mut staged = Vec::with_capacity(members.len());
+    for index in members {
+        // Stored by an earlier transaction: nothing to append, unless the row is corrupt.
+        if let Some(outcome) = &outcomes[index] {
+            outcome.clone()?;
+            continue;
+        }
+        // A repeat within this batch stands or falls with its first occurrence.
+        if let Some(&first) = commands.first_of.get(&index) {
+            if let Some(Err(error)) = &outcomes[first] {
+                return Err(error.clone());
+            }
+            if let Some(error) = &failed[commands.group_of[first]] {
+                return Err(error.clone());
+            }
+            continue;
+        }
+        let append = commands.appends[index];
+        let stream = key(append);
+        let current = moved
+            .get(&stream)
+            .or_else(|| versions.get(&stream))
+            .copied()
+            .expect("every live stream was locked");
+        if let ExpectedVersion::Exact(expected) = append.expected
+            && expected != current
+        {
+            return Err(AppendError::Conflict {
+                stream_type: append.stream_type.clone(),
+                stream_id: append.stream_id.clone(),
+                expected,
+                actual: current,
+            });
+        }
+        moved.insert(stream, current + append.events.len() as u64);
+        staged.push((index, current));
+    }
+    Ok(staged)
+}
+
+/// The stored outcomes of commands seen in an earlier transaction, in one query.
 async fn earlier_outcomes(
     tx: &mut Transaction<'static, Postgres>,
     ids: &[Uuid],
-) -> Result<Vec<(Uuid, Outcome)>, sqlx::Error> {
-    let mut outcomes = Vec::with_capacity(ids.len());
-    for id in ids {
-        let outcome = match super::command_outcome(tx, *id).await {
-            Ok(Some(appended)) => Ok(appended),
-            // A claim is only ever committed together with its outcome.
-            Ok(None) | Err(StoreError::Corrupt(_)) => Err(corrupt_command(*id)),
-            Err(StoreError::Database(error)) => return Err(error),
-        };
-        outcomes.push((*id, outcome));
+) -> Result<HashMap<Uuid, Outcome>, sqlx::Error> {
+    match super::command_outcomes(tx, ids).await {
+        Ok(found) => Ok(found.into_iter().map(|(id, appended)| (id, Ok(appended))).collect()),
+        Err(StoreError::Corrupt(what)) => {
+            Ok(ids.iter().map(|id| (*id, Err(corrupt_row(&what)))).collect())
+        }
+        Err(StoreError::Database(error)) => Err(error),
     }
-    Ok(outcomes)
+}
+
+fn corrupt_row(what: &str) -> AppendError {
+    AppendError::from(sqlx::Error::Protocol(format!("corrupt command outcome: {what}")))
 }
 
 fn corrupt_command(id: Uuid) -> AppendError {
@@ -424,8 +553,11 @@ struct EventColumns {
     event_ids: Vec<Uuid>,
     event_types: Vec<String>,
     schema_versions: Vec<i32>,
-    payloads: Vec<serde_json::Value>,
-    metadata: Vec<serde_json::Value>,
+    /// Payloads and metadata as JSON text (encoded before queueing), cast to `jsonb` by the
+    /// statement. Binding `serde_json::Value`s instead meant a deep copy of each payload and
+    /// a serialisation inside sqlx, both on the committer's serial path.
+    payloads: Vec<String>,
+    metadata: Vec<String>,
 }
 
 impl EventColumns {
@@ -433,20 +565,18 @@ impl EventColumns {
         self.event_ids.len()
     }
 
-    fn push(&mut self, append: &Append, current_version: u64) -> Result<(), sqlx::Error> {
-        let metadata = serde_json::to_value(&append.metadata)
-            .map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-        for (offset, event) in append.events.iter().enumerate() {
+    fn push(&mut self, append: &Append, encoded: &Encoded, current_version: u64) {
+        let texts = append.events.iter().zip(&encoded.payloads);
+        for (offset, (event, payload)) in texts.enumerate() {
             self.stream_types.push(append.stream_type.as_str().to_owned());
             self.stream_ids.push(append.stream_id.as_str().to_owned());
             self.versions.push(to_i64(current_version + 1 + offset as u64));
             self.event_ids.push(event.event_id);
             self.event_types.push(event.event_type.clone());
             self.schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-            self.payloads.push(event.payload.clone());
-            self.metadata.push(metadata.clone());
+            self.payloads.push(payload.clone());
+            self.metadata.push(encoded.metadata.clone());
         }
-        Ok(())
     }
 }
 
@@ -459,29 +589,20 @@ impl EventColumns {
 async fn write_batch(
     tx: &mut Transaction<'static, Postgres>,
     notify_channel: &str,
-    batch: &[Pending],
+    appends: &[&Append],
     placed: &[Placed],
     events: &EventColumns,
-    versions: &HashMap<(String, String), u64>,
+    versions: &HashMap<StreamKey<'_>, u64>,
 ) -> Result<u64, sqlx::Error> {
-    let mut touched: Vec<(&str, &str)> = placed
-        .iter()
-        .map(|p| {
-            let append = &batch[p.index].append;
-            (append.stream_type.as_str(), append.stream_id.as_str())
-        })
-        .collect();
+    let mut touched: Vec<StreamKey> = placed.iter().map(|p| key(appends[p.index])).collect();
     touched.sort_unstable();
     touched.dedup();
     let (stream_types, stream_ids): (Vec<&str>, Vec<&str>) = touched.iter().copied().unzip();
-    let stream_versions: Vec<i64> = touched
-        .iter()
-        .map(|(t, i)| to_i64(versions[&((*t).to_owned(), (*i).to_owned())]))
-        .collect();
+    let stream_versions: Vec<i64> = touched.iter().map(|stream| to_i64(versions[stream])).collect();
 
     let mut command = CommandColumns::default();
     for p in placed {
-        let append = &batch[p.index].append;
+        let append = appends[p.index];
         if let Some(id) = append.metadata.command_id {
             command.ids.push(id);
             command.stream_types.push(append.stream_type.as_str());
@@ -500,9 +621,9 @@ async fn write_batch(
          ), ev AS (
             INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
                                 event_type, schema_version, payload, metadata)
-            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p, e.m
+            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
             FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
-                           $7::int4[], $8::jsonb[], $9::jsonb[])
+                           $7::int4[], $8::text[], $9::text[])
                     WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
          ), st AS (
             INSERT INTO streams (stream_type, stream_id, version)

@@ -24,6 +24,13 @@ pub enum AppendError {
     PayloadTooLarge { index: usize, bytes: usize, max: usize },
     #[error("actor is {bytes} bytes long, the limit is {max}")]
     ActorTooLong { bytes: usize, max: usize },
+    #[error("a group of {count} appends is over the limit of {max}")]
+    TooManyAppends { count: usize, max: usize },
+    #[error("a group of {bytes} payload bytes is over the limit of {max}")]
+    GroupTooLarge { bytes: usize, max: usize },
+    /// One append of a group broke a limit; the group was refused whole.
+    #[error("append {index} of the group: {error}")]
+    InGroup { index: usize, error: Box<AppendError> },
     #[error("event store is shutting down")]
     Closed,
     /// The batch's transaction failed. If the failure hit while committing, the outcome is

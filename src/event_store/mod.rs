@@ -10,6 +10,7 @@ mod committer;
 mod error;
 mod validate;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId, StreamType};
@@ -23,7 +24,8 @@ use uuid::Uuid;
 pub use committer::{CommitterConfig, CommitterStats};
 pub use error::{AppendError, StoreError};
 pub use validate::{
-    ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_PAYLOAD_BYTES_MAX, EVENT_TYPE_LEN_MAX,
+    ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, BATCH_PAYLOAD_BYTES_MAX, EVENT_PAYLOAD_BYTES_MAX,
+    EVENT_TYPE_LEN_MAX, GROUP_APPENDS_MAX, validate,
 };
 
 /// One command's append: events for one stream, checked against the version it expects.
@@ -90,9 +92,38 @@ impl EventStore {
 
     /// Appends one command's events. Resolves once they are durably committed (or refused).
     pub async fn append(&self, append: Append) -> Result<Appended, AppendError> {
-        let bytes = validate::validate(&append)?;
+        let encoded = validate::encode(&append)?;
+        let bytes = encoded.bytes;
+        let mut appended = self.commit(vec![append], vec![encoded], bytes).await?;
+        Ok(appended.pop().expect("one outcome per append"))
+    }
+
+    /// Appends many commands' events (to one stream each, any number of streams) in one
+    /// transaction: all of them or none. Each append is checked against the version it
+    /// expects, after those before it in the list; a conflict on any refuses the whole group
+    /// with that conflict. An append whose command id was stored before is answered with its
+    /// first outcome (`duplicate` set) and appends nothing, so a group can be re-sent safely.
+    /// The group still shares its transaction, and its fsync, with other commands.
+    ///
+    /// Outcomes come back in the order of `appends`. At most [`GROUP_APPENDS_MAX`] appends and
+    /// [`BATCH_PAYLOAD_BYTES_MAX`] payload bytes; an empty group appends nothing.
+    pub async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<Appended>, AppendError> {
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encoded = validate::encode_group(&appends)?;
+        let bytes = encoded.iter().map(|append| append.bytes).sum();
+        self.commit(appends, encoded, bytes).await
+    }
+
+    async fn commit(
+        &self,
+        group: Vec<Append>,
+        encoded: Vec<validate::Encoded>,
+        bytes: usize,
+    ) -> Result<Vec<Appended>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        let pending = committer::Pending { append, bytes, reply };
+        let pending = committer::Pending { group, encoded, bytes, reply };
         self.committer.send(pending).await.map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
     }
@@ -120,6 +151,30 @@ impl EventStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(recorded_event).collect()
+    }
+
+    /// Many streams of one type in one query, each in version order; a stream without events
+    /// is absent from the answer.
+    pub async fn load_streams(
+        &self,
+        stream_type: &StreamType,
+        stream_ids: &[StreamId],
+    ) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError> {
+        let ids: Vec<&str> = stream_ids.iter().map(StreamId::as_str).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE stream_type = $1 AND stream_id = ANY($2::text[])
+             ORDER BY stream_id, version",
+        )
+        .bind(stream_type.as_str())
+        .bind(&ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut streams: HashMap<StreamId, Vec<RecordedEvent>> = HashMap::new();
+        for row in &rows {
+            let event = recorded_event(row)?;
+            streams.entry(event.stream_id.clone()).or_default().push(event);
+        }
+        Ok(streams)
     }
 
     /// Up to `limit` events with a position greater than `after`, in position order.
@@ -236,6 +291,39 @@ pub(crate) async fn command_outcome(
         last_position: last as u64,
         duplicate: true,
     }))
+}
+
+/// The stored outcomes of many command ids in one query; ids never seen (or claimed by a
+/// transaction still running) are absent.
+pub(crate) async fn command_outcomes(
+    connection: &mut sqlx::PgConnection,
+    command_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Appended)>, StoreError> {
+    type Row = (Uuid, String, String, i64, i64, i64, i64);
+    // `= ANY` on the primary key: an index lookup per id, whatever the table's size.
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT command_id, stream_type, stream_id, first_version, last_version,
+                first_position, last_position
+         FROM commands WHERE command_id = ANY($1::uuid[]) AND last_position IS NOT NULL",
+    )
+    .bind(command_ids)
+    .fetch_all(connection)
+    .await?;
+    rows.into_iter()
+        .map(|(id, stream_type, stream_id, first_version, last_version, first, last)| {
+            let corrupt = |e: domain::NameError| StoreError::Corrupt(format!("command {id}: {e}"));
+            let appended = Appended {
+                stream_type: StreamType::parse(stream_type).map_err(corrupt)?,
+                stream_id: StreamId::parse(stream_id).map_err(corrupt)?,
+                first_version: first_version as u64,
+                last_version: last_version as u64,
+                first_position: first as u64,
+                last_position: last as u64,
+                duplicate: true,
+            };
+            Ok((id, appended))
+        })
+        .collect()
 }
 
 fn to_i64(value: u64) -> i64 {

@@ -14,8 +14,65 @@ pub const EVENT_TYPE_LEN_MAX: usize = 128;
 /// Longest actor in an event's metadata.
 pub const ACTOR_BYTES_MAX: usize = 256;
 
+/// Payload bytes one transaction carries at most, so that one statement never grows towards
+/// PostgreSQL's limits: the committer splits a larger batch into consecutive transactions,
+/// and refuses an atomic group above it, since a group cannot be split.
+pub const BATCH_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most appends one atomic group may hold.
+pub const GROUP_APPENDS_MAX: usize = 1_000;
+
+/// An append's payloads and metadata as JSON text. Encoded by the caller before the append
+/// is queued, so that the committer, whose work is serial, only copies them.
+pub(super) struct Encoded {
+    pub payloads: Vec<String>,
+    pub metadata: String,
+    /// Payload bytes.
+    pub bytes: usize,
+}
+
 /// Checks what the store and the bus need of an append; returns its payload bytes.
-pub(super) fn validate(append: &Append) -> Result<usize, AppendError> {
+pub fn validate(append: &Append) -> Result<usize, AppendError> {
+    check(append, json_len)
+}
+
+/// [`validate`], keeping the JSON text it measured.
+pub(super) fn encode(append: &Append) -> Result<Encoded, AppendError> {
+    let mut payloads = Vec::with_capacity(append.events.len());
+    let bytes = check(append, |payload| {
+        let text = serde_json::to_string(payload).expect("a JSON value always serialises");
+        let len = text.len();
+        payloads.push(text);
+        len
+    })?;
+    let metadata = serde_json::to_string(&append.metadata).expect("metadata always serialises");
+    Ok(Encoded { payloads, metadata, bytes })
+}
+
+/// [`encode`] for every append of an atomic group, and the group's own bounds. A refused
+/// member is named by its index.
+pub(super) fn encode_group(appends: &[Append]) -> Result<Vec<Encoded>, AppendError> {
+    if appends.len() > GROUP_APPENDS_MAX {
+        return Err(AppendError::TooManyAppends { count: appends.len(), max: GROUP_APPENDS_MAX });
+    }
+    let mut total = 0;
+    let mut encoded = Vec::with_capacity(appends.len());
+    for (index, append) in appends.iter().enumerate() {
+        let append = encode(append)
+            .map_err(|error| AppendError::InGroup { index, error: Box::new(error) })?;
+        total += append.bytes;
+        encoded.push(append);
+    }
+    if total > BATCH_PAYLOAD_BYTES_MAX {
+        return Err(AppendError::GroupTooLarge { bytes: total, max: BATCH_PAYLOAD_BYTES_MAX });
+    }
+    Ok(encoded)
+}
+
+/// The checks, measuring each payload's JSON length with `measure`.
+fn check(
+    append: &Append,
+    mut measure: impl FnMut(&serde_json::Value) -> usize,
+) -> Result<usize, AppendError> {
     let count = append.events.len();
     if count == 0 {
         return Err(AppendError::NoEvents);
@@ -37,7 +94,7 @@ pub(super) fn validate(append: &Append) -> Result<usize, AppendError> {
         {
             return Err(AppendError::InvalidEventType { event_type: event_type.clone() });
         }
-        let bytes = serde_json::to_vec(&event.payload).map_or(usize::MAX, |json| json.len());
+        let bytes = measure(&event.payload);
         if bytes > EVENT_PAYLOAD_BYTES_MAX {
             return Err(AppendError::PayloadTooLarge {
                 index,
@@ -48,4 +105,20 @@ pub(super) fn validate(append: &Append) -> Result<usize, AppendError> {
         total += bytes;
     }
     Ok(total)
+}
+
+/// The length of a value's JSON text, counted without building the text.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).map_or(usize::MAX, |()| count.0)
 }

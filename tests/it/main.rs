@@ -2,10 +2,13 @@
 //! it links once. Each test makes its own database and namespace (see `support`), so tests
 //! run in parallel and leave nothing behind.
 
+mod append_all;
+mod batch_api;
 mod command;
 mod event_store;
 mod mission_list;
 mod missions_api;
+mod openapi;
 mod projector;
 mod queue;
 mod relay;

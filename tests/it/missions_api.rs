@@ -10,7 +10,7 @@ use crate::serve::{
 };
 use crate::support::TestEnv;
 
-async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
+pub async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
     crypto_provider();
     let response = reqwest::Client::new()
         .post(format!("http://{addr}{path}"))

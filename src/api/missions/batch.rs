@@ -1,0 +1,174 @@
+//! `POST /api/missions/enqueue/batch`: many missions in one request and one transaction.
+//!
+//! Every item is checked first, by the same rules and with the same defaults as a single
+//! enqueue (they share [`super::plan_enqueue`] and the aggregate's decision). One refused
+//! item refuses the batch: the answer lists a reason for each refused item and nothing is
+//! appended. Otherwise all missions' events go into the store as one atomic group
+//! ([`crate::command::create_all`]), without loading anything: a new mission's stream is
+//! expected at version 0.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use domain::mission::{Mission, MissionCommand, MissionStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    CallerHeaders, EnqueueRequest, PlannedEnqueue, metadata, now_ms, plan_enqueue, refusal,
+};
+use crate::api::{ApiError, ApiJson, AppState, ErrorBody, ItemRefusal};
+use crate::command::{self, Create};
+
+/// Most missions one batch may carry.
+pub const BATCH_MISSIONS_MAX: usize = 1_000;
+/// Largest batch request body. The store refuses a group above 16 MiB of event payload, and
+/// a body of this size stays near that.
+pub const BATCH_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchEnqueueRequest {
+    /// 1 to 1,000 missions, each as the body of `POST /api/missions/enqueue`.
+    // Kept as JSON until each is read on its own, so a malformed item is named by its index.
+    #[schema(value_type = Vec<EnqueueRequest>, min_items = 1, max_items = 1000)]
+    pub missions: Vec<serde_json::Value>,
+}
+
+/// One mission of a batch's answer, in the order of the request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnqueuedMission {
+    pub mission_id: String,
+    pub status: MissionStatus,
+    /// `false` when the item's `idempotency_key` was used before: the mission shown is the
+    /// first one, and nothing was appended for it.
+    pub created: bool,
+    /// Global position of the mission's `MissionEnqueued` event.
+    pub position: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchEnqueued {
+    pub missions: Vec<EnqueuedMission>,
+}
+
+/// 201 when at least one mission is new, 200 when every item repeated an idempotency key
+/// used before; 422 `batch_refused` listing every refused item, and nothing appended.
+#[utoipa::path(post, path = "/api/missions/enqueue/batch", tag = "missions",
+    params(CallerHeaders),
+    request_body = BatchEnqueueRequest,
+    responses(
+        (status = 201, description = "Enqueued, all in one transaction", body = BatchEnqueued),
+        (status = 200, description = "Every item's `idempotency_key` was used before: the first missions, nothing enqueued", body = BatchEnqueued),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` (`x-actor`)", body = ErrorBody),
+        (status = 409, description = "`mission_contended`: a mission existed already under another command; nothing enqueued", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 16 MiB; `batch_too_large`: events over 16 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`batch_refused` with `items` naming every refused item; `invalid_field` (`missions`): 0 or over 1,000 items; `invalid_body`: wrong shape", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`shutting_down`", body = ErrorBody),
+    ))]
+pub(super) async fn enqueue_batch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<BatchEnqueueRequest>,
+) -> Result<(StatusCode, ApiJson<BatchEnqueued>), ApiError> {
+    let count = request.missions.len();
+    if count == 0 || count > BATCH_MISSIONS_MAX {
+        return Err(super::refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("missions"),
+            format!("must hold 1 to {BATCH_MISSIONS_MAX} missions, got {count}"),
+        ));
+    }
+    // One request, one correlation id; each mission gets its own command id.
+    let metadata = metadata(&headers);
+    let now = now_ms();
+    let mut refusals = Vec::new();
+    let mut creates = Vec::with_capacity(count);
+    // The request index of each entry of `creates`.
+    let mut indices = Vec::with_capacity(count);
+    let mut keys: HashMap<String, usize> = HashMap::new();
+    for (index, item) in request.missions.into_iter().enumerate() {
+        let request: EnqueueRequest = match serde_json::from_value(item) {
+            Ok(request) => request,
+            Err(error) => {
+                let message = format!("mission is not valid: {error}");
+                refusals.push(ItemRefusal { index, code: "invalid_body", field: None, message });
+                continue;
+            }
+        };
+        let key = request.idempotency_key.clone();
+        let PlannedEnqueue { mission_id, command_id, spec, .. } =
+            match plan_enqueue(request, &app.default_agent) {
+                Ok(planned) => planned,
+                Err(error) => {
+                    refusals.push(ItemRefusal::from_api(index, error)?);
+                    continue;
+                }
+            };
+        if let Some(key) = key
+            && let Some(first) = keys.insert(key, index)
+        {
+            refusals.push(ItemRefusal {
+                index,
+                code: "duplicate_idempotency_key",
+                field: Some("idempotency_key"),
+                message: format!("item {first} of this batch has the same idempotency_key"),
+            });
+            continue;
+        }
+        let mut metadata = metadata.clone();
+        metadata.command_id = Some(command_id);
+        let command = MissionCommand::Enqueue { spec, now_ms: now };
+        creates.push(Create { stream_id: mission_id, metadata, command });
+        indices.push(index);
+    }
+    let decided = match command::decide_creations::<Mission>(creates) {
+        Ok(decided) => Some(decided),
+        Err(refused) => {
+            for (at, error) in refused {
+                refusals.push(ItemRefusal::from_api(indices[at], refusal(error))?);
+            }
+            None
+        }
+    };
+    let decided = match decided {
+        Some(decided) if refusals.is_empty() => decided,
+        _ => {
+            refusals.sort_by_key(|item| item.index);
+            return Err(ApiError::BatchRefused { items: refusals, of: count });
+        }
+    };
+    let created = command::create_all::<Mission>(&app.store, decided).await.map_err(refusal)?;
+    let any_new = created.iter().any(|created| !created.appended.duplicate);
+    let missions = created
+        .into_iter()
+        .map(|created| EnqueuedMission {
+            mission_id: created.appended.stream_id.to_string(),
+            status: created.state.status,
+            created: !created.appended.duplicate,
+            position: created.appended.first_position,
+        })
+        .collect();
+    let status = if any_new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, ApiJson(BatchEnqueued { missions })))
+}
+
+impl ItemRefusal {
+    /// A single enqueue's refusal, as one item's; anything that is not a refusal (a store
+    /// failure) stays an error of the whole request.
+    fn from_api(index: usize, error: ApiError) -> Result<ItemRefusal, ApiError> {
+        match error {
+            ApiError::Refused(refusal) => Ok(ItemRefusal {
+                index,
+                code: refusal.code,
+                field: refusal.field,
+                message: refusal.message,
+            }),
+            other => Err(other),
+        }
+    }
+}
