@@ -32,6 +32,8 @@ enum Command {
         /// Agent kind of a mission enqueued without one.
         #[arg(long, env = "BRAIN_DEFAULT_AGENT", default_value = serve::DEFAULT_AGENT)]
         default_agent: String,
+        #[command(flatten)]
+        feed: brain::feed::FeedConfig,
     },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate {
@@ -54,7 +56,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { services, http_addr, default_agent } => {
+        Command::Serve { services, http_addr, default_agent, feed } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
             let options = ServeOptions {
@@ -63,6 +65,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 relay: Default::default(),
                 committer: Default::default(),
                 default_agent,
+                feed,
             };
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.

@@ -3,6 +3,7 @@
 //! `{"error": {"code", "message"}}` (design invariant 8).
 
 mod missions;
+mod ws;
 
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: std::sync::Arc<str>,
+    /// The live event feed behind `GET /ws/events`.
+    pub feed: crate::feed::FeedHandle,
 }
 
 impl AppState {
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/events", get(list_events))
         .route("/api/stats/event-types", get(event_type_stats))
         .merge(missions::routes())
+        .merge(ws::routes())
         .with_state(state)
 }
 

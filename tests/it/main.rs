@@ -10,3 +10,4 @@ mod projector;
 mod relay;
 mod serve;
 mod support;
+mod ws;

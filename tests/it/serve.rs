@@ -39,6 +39,7 @@ pub async fn serve_in_process_with(
         relay: Default::default(),
         committer: Default::default(),
         default_agent: default_agent.to_owned(),
+        feed: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let server = serve::start(options, shutdown.clone()).await.expect("server starts");
