@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use futures::FutureExt;
 use projections::event_type_stats::{self, EventTypeStats};
 use projections::mission_list::{self, MissionList};
@@ -124,6 +125,11 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let clients = feed_handle.clone();
     let task = tokio::spawn(async move {
         let app = api::router(state);
+        // Live feed messages are small writes that should leave at once, not wait (Nagle)
+        // for the acknowledgement of the previous one.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
