@@ -1,6 +1,9 @@
-//! `brain bench …`: measurements users run on their own hardware. Each bench works in a
-//! database and namespace of its own, created for the run and dropped after (unless
-//! `--keep`), so it never touches a deployment's data.
+//! `brain bench …`: measurements users run on their own hardware. `brain bench append` works
+//! in a database and namespace of its own, created for the run and dropped after (unless
+//! `--keep`), so it never touches a deployment's data; `brain bench ws` measures a running
+//! server.
+
+mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +29,16 @@ pub enum Bench {
     /// Append events from many concurrent writers through the group committer while the
     /// relay publishes them; report append and publish rates and latencies.
     Append(AppendBench),
+    /// Connect many WebSocket clients to a running `brain serve`, enqueue missions at a steady
+    /// rate and report how long events take to reach every client.
+    Ws(ws::WsBench),
 }
 
 impl Bench {
     pub async fn run(self) -> anyhow::Result<()> {
         match self {
             Bench::Append(bench) => bench.run().await,
+            Bench::Ws(bench) => bench.run().await,
         }
     }
 }
