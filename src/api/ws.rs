@@ -49,6 +49,9 @@ pub const CLOSE_INTERNAL_ERROR: u16 = 1011;
 const CLOSE_REASON_BYTES_MAX: usize = 123;
 /// Most live events written to a client before one flush.
 const WRITE_BATCH_EVENTS_MAX: usize = 64;
+/// Bytes of live events after which a batch is flushed: a client's write buffer keeps its
+/// largest batch's size, and ten thousand behind at once would each keep 64 events' worth.
+const WRITE_BATCH_BYTES_MAX: usize = 16 * 1024;
 /// What a client may send: it has nothing to say beyond control frames.
 const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 /// The socket's read buffer. Small, because every read attempt zero-fills it first, and a
@@ -298,11 +301,15 @@ impl Session {
             };
             match step {
                 Step::Live(Ok(event)) => {
+                    let mut bytes = event.json.len();
                     batch.push(event);
                     // Whatever else is waiting goes out in the same write.
-                    while batch.len() < WRITE_BATCH_EVENTS_MAX {
+                    while batch.len() < WRITE_BATCH_EVENTS_MAX && bytes < WRITE_BATCH_BYTES_MAX {
                         match live.try_recv() {
-                            Ok(event) => batch.push(event),
+                            Ok(event) => {
+                                bytes += event.json.len();
+                                batch.push(event);
+                            }
                             Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                             Err(TryRecvError::Lagged(_)) => return Err(self.lagged()),
                         }
