@@ -1,9 +1,11 @@
-//! `brain bench …`: measurements users run on their own hardware. Each bench works in a
-//! database and namespace of its own, created for the run and dropped after (unless
-//! `--keep`), so it never touches a deployment's data; `brain bench batch` measures a running
-//! `brain serve` over HTTP instead, in whatever database and namespace that server uses.
+//! `brain bench …`: measurements users run on their own hardware. `brain bench append` works
+//! in a database and namespace of its own, created for the run and dropped after (unless
+//! `--keep`), so it never touches a deployment's data; `brain bench missions`, `batch` and
+//! `ws` measure a running `brain serve` over HTTP, in whatever database and namespace that
+//! server uses.
 
 mod batch;
+mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +39,9 @@ pub enum Bench {
     /// Post batches of missions to a running `brain serve` from concurrent HTTP clients;
     /// report missions/s and request latencies.
     Batch(batch::BatchBench),
+    /// Connect many WebSocket clients to a running `brain serve`, enqueue missions at a steady
+    /// rate and report how long events take to reach every client.
+    Ws(ws::WsBench),
 }
 
 impl Bench {
@@ -45,6 +50,7 @@ impl Bench {
             Bench::Append(bench) => bench.run().await,
             Bench::Missions(bench) => bench.run().await,
             Bench::Batch(bench) => bench.run().await,
+            Bench::Ws(bench) => bench.run().await,
         }
     }
 }

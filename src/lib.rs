@@ -13,6 +13,7 @@ pub mod command;
 pub mod config;
 pub mod db;
 pub mod event_store;
+pub mod feed;
 pub mod leader;
 pub mod projector;
 pub mod projectors;

@@ -51,6 +51,8 @@ enum Command {
         queue_weights: [u32; 4],
         #[command(flatten)]
         tuning: Tuning,
+        #[command(flatten)]
+        feed: brain::feed::FeedConfig,
     },
     /// Run missions: claim them from the queue, run their agent, report the outcome.
     Worker {
@@ -114,6 +116,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             queue_aging_s,
             queue_weights,
             tuning,
+            feed,
         } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
@@ -123,6 +126,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             options.supervisor.backoff = tuning.backoff();
             options.workers = (workers > 0 && !worker_agents.is_empty())
                 .then(|| tuning.worker(worker_agents, workers));
+            options.feed = feed;
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.
             println!("brain serve listening on http://{}", server.local_addr);

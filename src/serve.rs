@@ -2,14 +2,16 @@
 //! process, with an orderly shutdown.
 //!
 //! Shutdown order matters for "nothing accepted is lost": first the HTTP server stops taking
-//! requests and finishes those in flight; then the committer commits what is queued; then the
-//! relay publishes everything committed; then the projectors stop.
+//! requests and finishes those in flight (WebSocket clients of the live feed are sent a close
+//! frame at the same signal, and the feed stops once they are gone); then the committer commits
+//! what is queued; then the relay publishes everything committed; then the projectors stop.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use futures::FutureExt;
 use projections::event_type_stats::{self, EventTypeStats};
 use projections::mission_list::{self, MissionList};
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, AppState};
 use crate::config::Services;
 use crate::event_store::{CommitterConfig, EventStore};
+use crate::feed::{Feed, FeedConfig, FeedHandle};
 use crate::projector::{Runner, RunnerConfig};
 use crate::projectors::PgProjection;
 use crate::projectors::event_type_stats::EventTypeStatsWriter;
@@ -47,6 +50,8 @@ pub struct ServeOptions {
     pub supervisor: SupervisorConfig,
     /// Workers run inside this process; `None` runs none (use `brain worker` processes).
     pub workers: Option<WorkerConfig>,
+    /// The live event feed (`GET /ws/events`).
+    pub feed: FeedConfig,
 }
 
 impl ServeOptions {
@@ -61,6 +66,7 @@ impl ServeOptions {
             scoring: Scoring::default(),
             supervisor: SupervisorConfig::default(),
             workers: None,
+            feed: FeedConfig::default(),
         }
     }
 }
@@ -72,6 +78,7 @@ pub const DEFAULT_AGENT: &str = "coder";
 pub struct Server {
     pub local_addr: SocketAddr,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub feed: FeedHandle,
 }
 
 /// Connects, migrates, sets up the stream, starts every part and returns once the HTTP
@@ -109,6 +116,23 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let stats =
         projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?;
     let missions = projector(mission_list::NAME).start(MissionList, MissionListWriter).await?;
+    let feed_stop = CancellationToken::new();
+    let feed = Feed::new(
+        pool.clone(),
+        nats.clone(),
+        namespace.clone(),
+        options.feed.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    let feed_handle = feed.handle();
+    let feed = supervise(
+        "live feed",
+        feed.run(feed_stop.clone()).map(Ok),
+        &feed_stop,
+        &shutdown,
+        &failures,
+    );
 
     // Everything that needs Redis waits for it, so that a Redis that is down at start-up
     // shows in `/ready` instead of stopping the process.
@@ -141,6 +165,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         namespace: namespace.clone(),
         metrics: telemetry::metrics(),
         default_agent: options.default_agent.as_str().into(),
+        feed: feed_handle.clone(),
     };
     let listener = TcpListener::bind(options.http_addr)
         .await
@@ -148,15 +173,31 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let local_addr = listener.local_addr()?;
     tracing::info!(%local_addr, %namespace, "serving");
 
+    let clients = feed_handle.clone();
     let task = tokio::spawn(async move {
         let app = api::router(state);
+        // Live feed messages are small writes that should leave at once, not wait (Nagle)
+        // for the acknowledgement of the previous one.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("HTTP server")?;
+        let stage = Duration::from_secs(SHUTDOWN_STAGE_TIMEOUT_S);
+        // WebSocket sessions outlive the HTTP server (it does not track upgraded
+        // connections); they saw the same signal and are closing their clients.
+        if tokio::time::timeout(stage, clients.clients_gone()).await.is_err() {
+            tracing::error!(clients = clients.clients(), "WebSocket clients did not close in time");
+        }
+        drop(clients);
+        feed_stop.cancel();
+        if tokio::time::timeout(stage, feed).await.is_err() {
+            tracing::error!("live feed did not stop in time");
+        }
         // Workers and the supervisor stop issuing commands, then the router (and with it
         // every event store handle) is gone: the committer drains.
-        let stage = Duration::from_secs(SHUTDOWN_STAGE_TIMEOUT_S);
         workers_shutdown.cancel();
         if tokio::time::timeout(stage, workers_done.cancelled()).await.is_err() {
             tracing::error!("workers did not stop in time");
@@ -181,7 +222,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             Err(anyhow::anyhow!("stopped because a part failed: {}", failures.join("; ")))
         }
     });
-    Ok(Server { local_addr, task })
+    Ok(Server { local_addr, task, feed: feed_handle })
 }
 
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;

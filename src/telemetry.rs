@@ -51,4 +51,11 @@ fn describe() {
     describe_gauge!("brain_relay_position", "Last position confirmed on JetStream");
     describe_gauge!("brain_projector_position", "Last position applied, per projector");
     describe_gauge!("brain_projector_lag_events", "Events a projector has still to apply");
+    describe_gauge!("brain_ws_clients", "WebSocket clients connected to the live feed");
+    describe_counter!(
+        "brain_ws_slow_consumer_drops_total",
+        "WebSocket clients dropped for falling behind the live feed"
+    );
+    describe_counter!("brain_ws_messages_sent_total", "Events written to WebSocket clients");
+    describe_gauge!("brain_ws_feed_position", "Last position the live feed broadcast");
 }

@@ -8,6 +8,7 @@
 mod missions;
 pub mod openapi;
 mod queue;
+mod ws;
 
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: std::sync::Arc<str>,
+    /// The live event feed behind `GET /ws/events`.
+    pub feed: crate::feed::FeedHandle,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(event_type_stats))
         .merge(missions::routes())
         .merge(queue::routes())
+        .merge(ws::routes())
 }
 
 /// The router of [`routes()`], the docs UI, and error-shaped answers for unknown paths and

@@ -241,6 +241,21 @@ pub struct StoredEvent {
     pub recorded_at: time::OffsetDateTime,
 }
 
+/// The query of [`StoredEvent`]s in `$1 < position <= $2`, at most `$3`, with an optional
+/// extra condition (a literal, so that each variant is one prepared statement with its own plan).
+macro_rules! select_stored {
+    ($condition:literal) => {
+        concat!(
+            "SELECT global_position, stream_type, stream_id, version, event_id, event_type,
+                    schema_version, payload::text AS payload_json,
+                    metadata::text AS metadata_json, recorded_at
+             FROM events WHERE global_position > $1 AND global_position <= $2 ",
+            $condition,
+            " ORDER BY global_position LIMIT $3"
+        )
+    };
+}
+
 /// Like [`read_range`], as [`StoredEvent`]s.
 pub async fn read_range_stored(
     pool: &PgPool,
@@ -248,18 +263,57 @@ pub async fn read_range_stored(
     up_to: u64,
     limit: u32,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let events = sqlx::query_as(
-        "SELECT global_position, stream_type, stream_id, version, event_id, event_type,
-                schema_version, payload::text AS payload_json, metadata::text AS metadata_json,
-                recorded_at
-         FROM events WHERE global_position > $1 AND global_position <= $2
-         ORDER BY global_position LIMIT $3",
-    )
-    .bind(to_i64(after))
-    .bind(to_i64(up_to))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
+    let events = sqlx::query_as(select_stored!(""))
+        .bind(to_i64(after))
+        .bind(to_i64(up_to))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    Ok(events)
+}
+
+/// Which streams a reader wants: any of `stream_types` (all when empty), and only the stream
+/// `stream_id` when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub stream_types: Vec<StreamType>,
+    pub stream_id: Option<StreamId>,
+}
+
+impl Selection {
+    pub fn matches(&self, stream_type: &str, stream_id: &str) -> bool {
+        (self.stream_types.is_empty()
+            || self.stream_types.iter().any(|t| t.as_str() == stream_type))
+            && self.stream_id.as_ref().is_none_or(|id| id.as_str() == stream_id)
+    }
+}
+
+/// Like [`read_range_stored`], only events of the selected streams. `limit` bounds the rows
+/// returned, not the rows scanned.
+pub async fn read_range_stored_selected(
+    pool: &PgPool,
+    selection: &Selection,
+    after: u64,
+    up_to: u64,
+    limit: u32,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let types: Vec<String> = selection.stream_types.iter().map(|t| t.as_str().to_owned()).collect();
+    // With types given, a stream id leads to the (stream_type, stream_id, version) index.
+    let sql = match (types.is_empty(), selection.stream_id.is_some()) {
+        (true, false) => select_stored!(""),
+        (false, false) => select_stored!("AND stream_type = ANY($4)"),
+        (true, true) => select_stored!("AND stream_id = $4"),
+        (false, true) => select_stored!("AND stream_type = ANY($4) AND stream_id = $5"),
+    };
+    let mut query =
+        sqlx::query_as(sql).bind(to_i64(after)).bind(to_i64(up_to)).bind(i64::from(limit));
+    if !types.is_empty() {
+        query = query.bind(types);
+    }
+    if let Some(id) = &selection.stream_id {
+        query = query.bind(id.as_str().to_owned());
+    }
+    let events = query.fetch_all(pool).await?;
     Ok(events)
 }
 

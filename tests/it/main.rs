@@ -15,3 +15,4 @@ mod relay;
 mod serve;
 mod support;
 mod workers;
+mod ws;

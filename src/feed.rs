@@ -1,0 +1,487 @@
+//! The live event feed: one task per `brain serve` process follows the log and hands every
+//! event, serialised to JSON once, to all of the process's WebSocket clients
+//! (`GET /ws/events`, in `api::ws`).
+//!
+//! Why one shared fan-out rather than a JetStream consumer per client: a process should carry
+//! ten thousand clients, and ten thousand consumers would mean ten thousand server-side
+//! consumer states, ten thousand copies of every message on the NATS connection and ten
+//! thousand envelope decodes per event. Here an event costs one JetStream delivery, one decode
+//! and one JSON encoding per process; each client then costs an `Arc` clone and a socket write.
+//!
+//! Why the feed follows JetStream and not PostgreSQL (LISTEN plus reads): PostgreSQL is the one
+//! part that cannot be scaled out (every append serialises on its head row), so API processes
+//! read live events from the bus, which exists to fan them out, and go to PostgreSQL only for
+//! what the bus cannot give: a hole, a silent bus, and a client's replay. Since the stream
+//! sequence is the global position (design invariant 3), the feed starts its ordered consumer
+//! at exactly `position + 1`, and any jump in positions is a hole it fills from the store
+//! before going on. If the consumer stays silent for two idle checks while the store is ahead
+//! (NATS down, relay stopped, a stream reset), the feed reads the store itself and starts a
+//! new consumer, so clients keep receiving events, only later.
+//!
+//! So what the feed broadcasts is the log itself: positions strictly increasing, without a
+//! hole. Clients subscribe to a bounded [`tokio::sync::broadcast`] channel; one that falls
+//! further behind than its capacity is told so (`Lagged`) and dropped by its session rather
+//! than holding everyone back. A client's replay of what it missed (`?from=`) reads PostgreSQL
+//! on its own, never through the shared task: see `api::ws` for how replay and live join
+//! without a gap or a duplicate, which rests on the order kept in [`Feed::publish`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer};
+use axum::extract::ws::Utf8Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::{self, Envelope};
+use crate::config::Namespace;
+use crate::event_store::{self, Selection, StoreError, StoredEvent};
+
+/// Most events the feed keeps for clients that are behind.
+pub const BUFFER_EVENTS_MAX: usize = 1 << 20;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct FeedConfig {
+    /// Live events kept for WebSocket clients that are behind; a client further behind is
+    /// dropped as a slow consumer.
+    #[arg(long = "ws-buffer-events", env = "BRAIN_WS_BUFFER_EVENTS", default_value_t = 4096)]
+    pub buffer_events: usize,
+    /// Longest one write to a WebSocket client may take before it is dropped as a slow
+    /// consumer, in milliseconds.
+    #[arg(
+        long = "ws-send-timeout-ms",
+        env = "BRAIN_WS_SEND_TIMEOUT_MS",
+        default_value = "10000",
+        value_parser = millis
+    )]
+    pub send_timeout: Duration,
+    /// How long a closing client gets to receive its close frame and answer it.
+    #[arg(skip = Duration::from_secs(5))]
+    pub close_timeout: Duration,
+    /// How often an idle connection is pinged (keeps proxies from closing it, and finds dead
+    /// peers through the send timeout).
+    #[arg(skip = Duration::from_secs(30))]
+    pub ping_interval: Duration,
+    /// Events per PostgreSQL read when replaying or filling a hole.
+    #[arg(skip = 1_000u32)]
+    pub page_events_max: u32,
+    /// How long a silent bus is trusted before the feed compares with the store.
+    #[arg(skip = Duration::from_secs(1))]
+    pub idle_check: Duration,
+    /// Wait before following again after an error.
+    #[arg(skip = Duration::from_millis(500))]
+    pub retry_backoff: Duration,
+}
+
+fn millis(value: &str) -> Result<Duration, String> {
+    value.parse().map(Duration::from_millis).map_err(|_| format!("{value:?} is not milliseconds"))
+}
+
+impl Default for FeedConfig {
+    fn default() -> FeedConfig {
+        FeedConfig {
+            buffer_events: 4096,
+            send_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(30),
+            page_events_max: 1_000,
+            idle_check: Duration::from_secs(1),
+            retry_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error("JetStream: {0}")]
+    Consumer(String),
+    #[error("event {position} cannot be shown as JSON: {message}")]
+    Encode { position: u64, message: String },
+    #[error("the bus holds event {position} but the store ends at {head}")]
+    StoreBehind { position: u64, head: u64 },
+}
+
+fn consumer_error(error: impl std::fmt::Display) -> FeedError {
+    FeedError::Consumer(error.to_string())
+}
+
+/// One event as clients receive it: its JSON text, built once, shared by every client.
+#[derive(Debug)]
+pub struct FeedEvent {
+    pub position: u64,
+    pub stream_type: Box<str>,
+    pub stream_id: Box<str>,
+    /// The event as `GET /api/events` shows it (the fields of `RecordedEvent`).
+    pub json: Utf8Bytes,
+}
+
+/// The JSON shape of `domain::RecordedEvent`, written from the stored text without parsing
+/// payload and metadata into values.
+#[derive(Serialize)]
+struct EventJson<'a> {
+    global_position: u64,
+    stream_type: &'a str,
+    stream_id: &'a str,
+    version: u64,
+    event_id: Uuid,
+    event_type: &'a str,
+    schema_version: u32,
+    payload: &'a RawValue,
+    metadata: &'a RawValue,
+    #[serde(with = "time::serde::rfc3339")]
+    recorded_at: OffsetDateTime,
+}
+
+impl EventJson<'_> {
+    fn encode(&self) -> Result<Utf8Bytes, FeedError> {
+        let position = self.global_position;
+        let bad =
+            |error: serde_json::Error| FeedError::Encode { position, message: error.to_string() };
+        let text = serde_json::to_string(self).map_err(bad)?;
+        Ok(Utf8Bytes::from(text))
+    }
+}
+
+fn raw_json(position: u64, text: &str) -> Result<&RawValue, FeedError> {
+    serde_json::from_str(text)
+        .map_err(|error| FeedError::Encode { position, message: error.to_string() })
+}
+
+impl FeedEvent {
+    /// The JSON text of an event read from the store.
+    pub fn encode_stored(event: &StoredEvent) -> Result<Utf8Bytes, FeedError> {
+        let position = event.global_position as u64;
+        EventJson {
+            global_position: position,
+            stream_type: &event.stream_type,
+            stream_id: &event.stream_id,
+            version: event.version as u64,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version as u32,
+            payload: raw_json(position, &event.payload_json)?,
+            metadata: raw_json(position, &event.metadata_json)?,
+            recorded_at: event.recorded_at,
+        }
+        .encode()
+    }
+
+    fn from_stored(event: &StoredEvent) -> Result<FeedEvent, FeedError> {
+        Ok(FeedEvent {
+            position: event.global_position as u64,
+            stream_type: event.stream_type.as_str().into(),
+            stream_id: event.stream_id.as_str().into(),
+            json: FeedEvent::encode_stored(event)?,
+        })
+    }
+
+    fn from_envelope(envelope: Envelope) -> Result<FeedEvent, FeedError> {
+        let position = envelope.global_position;
+        let recorded_at =
+            OffsetDateTime::from_unix_timestamp_nanos(envelope.recorded_at_unix_ns)
+                .map_err(|error| FeedError::Encode { position, message: error.to_string() })?;
+        let json = EventJson {
+            global_position: position,
+            stream_type: &envelope.stream_type,
+            stream_id: &envelope.stream_id,
+            version: envelope.version,
+            event_id: Uuid::from_bytes(envelope.event_id),
+            event_type: &envelope.event_type,
+            schema_version: envelope.schema_version,
+            payload: raw_json(position, &envelope.payload_json)?,
+            metadata: raw_json(position, &envelope.metadata_json)?,
+            recorded_at,
+        }
+        .encode()?;
+        Ok(FeedEvent {
+            position,
+            stream_type: envelope.stream_type.into_boxed_str(),
+            stream_id: envelope.stream_id.into_boxed_str(),
+            json,
+        })
+    }
+
+    pub fn selected_by(&self, selection: &Selection) -> bool {
+        selection.matches(&self.stream_type, &self.stream_id)
+    }
+}
+
+struct Shared {
+    sender: broadcast::Sender<Arc<FeedEvent>>,
+    /// The last position broadcast. Written before the event is sent: see [`Feed::publish`].
+    position: AtomicU64,
+    pool: PgPool,
+    config: FeedConfig,
+    /// Cancelled when the server shuts down: sessions then close their clients.
+    sessions_stop: CancellationToken,
+    clients: AtomicUsize,
+    clients_gone: Notify,
+    slow_drops: AtomicU64,
+}
+
+/// What sessions use: subscribe, the feed's position, reads for replay, and client counts.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct FeedHandle {
+    shared: Arc<Shared>,
+}
+
+impl FeedHandle {
+    /// A receiver of every event broadcast from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<FeedEvent>> {
+        self.shared.sender.subscribe()
+    }
+
+    /// The last position broadcast. Read after [`subscribe`](Self::subscribe), every event
+    /// after it reaches the new receiver.
+    pub fn position(&self) -> u64 {
+        self.shared.position.load(Ordering::SeqCst)
+    }
+
+    pub fn config(&self) -> &FeedConfig {
+        &self.shared.config
+    }
+
+    /// Cancelled when the server starts shutting down.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.shared.sessions_stop
+    }
+
+    /// The selected events in `after < position <= up_to`, from the store.
+    pub async fn read(
+        &self,
+        selection: &Selection,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let limit = self.shared.config.page_events_max.max(1);
+        event_store::read_range_stored_selected(&self.shared.pool, selection, after, up_to, limit)
+            .await
+    }
+
+    /// The last position committed to the store.
+    pub async fn head(&self) -> Result<u64, StoreError> {
+        event_store::head(&self.shared.pool).await
+    }
+
+    /// Counts a connected client until the returned guard is dropped.
+    pub fn client(&self) -> ClientGuard {
+        let clients = self.shared.clients.fetch_add(1, Ordering::SeqCst) + 1;
+        metrics::gauge!("brain_ws_clients").increment(1.0);
+        tracing::debug!(clients, "WebSocket client connected");
+        ClientGuard { shared: self.shared.clone() }
+    }
+
+    /// Records that a client was dropped for being slow.
+    pub fn slow_drop(&self) {
+        self.shared.slow_drops.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!("brain_ws_slow_consumer_drops_total").increment(1);
+    }
+
+    /// Clients connected now.
+    pub fn clients(&self) -> usize {
+        self.shared.clients.load(Ordering::SeqCst)
+    }
+
+    /// Clients dropped as slow consumers since the server started.
+    pub fn slow_drops(&self) -> u64 {
+        self.shared.slow_drops.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no client is connected.
+    pub async fn clients_gone(&self) {
+        loop {
+            let notified = self.shared.clients_gone.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.clients() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A connected client, as counted by the feed.
+pub struct ClientGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        metrics::gauge!("brain_ws_clients").decrement(1.0);
+        if self.shared.clients.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.clients_gone.notify_waiters();
+        }
+    }
+}
+
+/// The task that follows the log and broadcasts it.
+pub struct Feed {
+    shared: Arc<Shared>,
+    jetstream: jetstream::Context,
+    namespace: Namespace,
+    /// The last position broadcast.
+    last: u64,
+}
+
+impl Feed {
+    /// A feed that starts after the store's current head. `sessions_stop` is the server's
+    /// shutdown signal, on which sessions close their clients.
+    pub async fn new(
+        pool: PgPool,
+        nats: async_nats::Client,
+        namespace: Namespace,
+        config: FeedConfig,
+        sessions_stop: CancellationToken,
+    ) -> Result<Feed, FeedError> {
+        let head = event_store::head(&pool).await?;
+        let capacity = config.buffer_events.clamp(1, BUFFER_EVENTS_MAX);
+        let (sender, _) = broadcast::channel(capacity);
+        let shared = Arc::new(Shared {
+            sender,
+            position: AtomicU64::new(head),
+            pool,
+            config,
+            sessions_stop,
+            clients: AtomicUsize::new(0),
+            clients_gone: Notify::new(),
+            slow_drops: AtomicU64::new(0),
+        });
+        let jetstream = bus::jetstream(nats, 1);
+        Ok(Feed { shared, jetstream, namespace, last: head })
+    }
+
+    pub fn handle(&self) -> FeedHandle {
+        FeedHandle { shared: self.shared.clone() }
+    }
+
+    /// Follows the log until `stop` is cancelled, retrying after any failure.
+    pub async fn run(mut self, stop: CancellationToken) {
+        while !stop.is_cancelled() {
+            if let Err(error) = self.follow(&stop).await {
+                tracing::warn!(%error, position = self.last, "live feed interrupted, retrying");
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = tokio::time::sleep(self.shared.config.retry_backoff) => {}
+                }
+            }
+        }
+    }
+
+    /// Catches up from the store, then follows an ordered consumer from the next position
+    /// until it fails, or falls silent while the store is ahead.
+    async fn follow(&mut self, stop: &CancellationToken) -> Result<(), FeedError> {
+        self.catch_up().await?;
+        let stream = bus::ensure_stream(&self.jetstream, &self.namespace).await?;
+        let config = consumer::pull::OrderedConfig {
+            description: Some("BRAiN live feed".to_owned()),
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: self.last + 1,
+            },
+            ..Default::default()
+        };
+        let consumer = stream.create_consumer(config).await.map_err(consumer_error)?;
+        let mut messages = consumer.messages().await.map_err(consumer_error)?;
+        let idle_check = self.shared.config.idle_check;
+        let mut progressed = true;
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Ok(()),
+                next = tokio::time::timeout(idle_check, messages.next()) => next,
+            };
+            match next {
+                Ok(Some(Ok(message))) => {
+                    let envelope = Envelope::decode(&message.payload)?;
+                    self.admit(envelope).await?;
+                    progressed = true;
+                }
+                Ok(Some(Err(error))) => return Err(consumer_error(error)),
+                Ok(None) => return Err(consumer_error("message stream ended")),
+                Err(_silent) => {
+                    let head = event_store::head(&self.shared.pool).await?;
+                    if head > self.last && !progressed {
+                        tracing::info!(
+                            position = self.last,
+                            head,
+                            "bus silent while the store is ahead; reading the store"
+                        );
+                        return Ok(());
+                    }
+                    progressed = false;
+                }
+            }
+        }
+    }
+
+    /// Broadcasts an event from the bus, after filling any hole before it from the store.
+    async fn admit(&mut self, envelope: Envelope) -> Result<(), FeedError> {
+        let position = envelope.global_position;
+        if position <= self.last {
+            return Ok(());
+        }
+        if position > self.last + 1 {
+            self.fill_to(position - 1).await?;
+        }
+        self.publish(FeedEvent::from_envelope(envelope)?);
+        Ok(())
+    }
+
+    /// Broadcasts what the store holds after the last position.
+    async fn catch_up(&mut self) -> Result<(), FeedError> {
+        let page_max = self.shared.config.page_events_max.max(1);
+        loop {
+            let page =
+                event_store::read_range_stored(&self.shared.pool, self.last, u64::MAX, page_max)
+                    .await?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for event in &page {
+                self.publish(FeedEvent::from_stored(event)?);
+            }
+        }
+    }
+
+    /// Broadcasts the store's events up to `position` (inclusive).
+    async fn fill_to(&mut self, position: u64) -> Result<(), FeedError> {
+        let page_max = self.shared.config.page_events_max.max(1);
+        while self.last < position {
+            let page =
+                event_store::read_range_stored(&self.shared.pool, self.last, position, page_max)
+                    .await?;
+            if page.is_empty() {
+                let head = event_store::head(&self.shared.pool).await?;
+                return Err(FeedError::StoreBehind { position, head });
+            }
+            for event in &page {
+                self.publish(FeedEvent::from_stored(event)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Broadcasts the next event. The position is stored *before* the send: a session that
+    /// subscribes and then reads the position P is thereby sure to receive every event after
+    /// P (had the send come first, an event could be sent before the subscription yet show
+    /// in the position read after it, and that session would never see it).
+    fn publish(&mut self, event: FeedEvent) {
+        debug_assert_eq!(event.position, self.last + 1, "the feed broadcasts the log in order");
+        self.last = event.position;
+        self.shared.position.store(event.position, Ordering::SeqCst);
+        // An error only means that no client is listening.
+        let _ = self.shared.sender.send(Arc::new(event));
+        metrics::gauge!("brain_ws_feed_position").set(self.last as f64);
+    }
+}
