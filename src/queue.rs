@@ -41,7 +41,7 @@ use crate::projector::{Feeder, RunnerError};
 /// `{0, actual}` when the checkpoint is elsewhere.
 const COMMIT: &str = r#"
 local base, gen, after, up_to = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if gen == '' then gen = redis.call('GET', base .. 'gen') or '1' end
+if gen == '' then gen = redis.call('GET', KEYS[1]) or '1' end
 local p = base .. gen .. ':'
 local actual = tonumber(redis.call('GET', p .. 'checkpoint') or '0')
 if actual ~= after then return {0, actual} end
@@ -115,46 +115,60 @@ redis.call('SET', p .. 'checkpoint', up_to)
 return {1, tonumber(up_to)}
 "#;
 
-/// Moves each kind's due missions to its ready set, then pops the best mission of all the
-/// kinds given and records the claim. Returns `{id, kind}` or nothing.
+/// Pops the best mission of all the kinds given and records the claim. A delayed mission
+/// whose due time has passed competes too (scored from its due time), so a retry runs on
+/// time even before the supervisor marks it due; only the one popped leaves the delayed set,
+/// so the queue stays what the log says until its `MissionRetryDue`. Returns `{id, kind}` or
+/// nothing.
 const CLAIM: &str = r#"
 local base, now, worker, claim_until = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local gen = redis.call('GET', base .. 'gen') or '1'
+local gen = redis.call('GET', KEYS[1]) or '1'
 local p = base .. gen .. ':'
 local claims = base .. 'claims'
-local best_id, best_kind, best_score = nil, nil, nil
+local function held(id)
+  local until_ = redis.call('ZSCORE', claims, id)
+  return until_ and tonumber(until_) > now
+end
+local best_id, best_set, best_score, best_kind, best_at = nil, nil, nil, nil, nil
 for k = 5, #ARGV do
   local kind = ARGV[k]
   local ready, delayed = p .. 'ready:' .. kind, p .. 'delayed:' .. kind
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 256)
-  for j = 1, #due, 2 do
-    local id, at = due[j], tonumber(due[j + 1])
-    local m = p .. 'm:' .. id
-    local bonus = tonumber(redis.call('HGET', m, 'bonus') or '0')
-    redis.call('ZREM', delayed, id)
-    redis.call('ZADD', ready, at - bonus, id)
-    redis.call('HSET', m, 'state', 'ready', 'ready_at', at)
-    redis.call('HDEL', m, 'due_at')
-  end
   -- A mission still under a live claim can reappear here when the projector applies an
-  -- older event after the pop; the claimer has it, so drop it from the ready set.
+  -- older event after the pop; the claimer has it, so drop it from the ready set (the
+  -- claim's expiry puts it back if the claimer lets it go).
   while true do
     local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
     if #top == 0 then break end
-    local held = redis.call('ZSCORE', claims, top[1])
-    if held and tonumber(held) > now then
+    if held(top[1]) then
       redis.call('ZREM', ready, top[1])
     else
       local score = tonumber(top[2])
       if best_score == nil or score < best_score then
-        best_id, best_kind, best_score = top[1], kind, score
+        best_id, best_set, best_score, best_kind, best_at = top[1], ready, score, kind, nil
       end
       break
     end
   end
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 256)
+  for j = 1, #due, 2 do
+    local id, at = due[j], tonumber(due[j + 1])
+    if not held(id) then
+      local bonus = tonumber(redis.call('HGET', p .. 'm:' .. id, 'bonus') or '0')
+      local score = at - bonus
+      if best_score == nil or score < best_score then
+        best_id, best_set, best_score, best_kind, best_at = id, delayed, score, kind, at
+      end
+    end
+  end
 end
 if best_id == nil then return false end
-redis.call('ZREM', p .. 'ready:' .. best_kind, best_id)
+redis.call('ZREM', best_set, best_id)
+if best_at then
+  -- Taken straight from the delayed set: recorded as ready, so that a claim that expires
+  -- unstarted is put back by the reclaim.
+  redis.call('HSET', p .. 'm:' .. best_id, 'state', 'ready', 'ready_at', best_at)
+  redis.call('HDEL', p .. 'm:' .. best_id, 'due_at')
+end
 redis.call('ZADD', claims, claim_until, best_id)
 redis.call('HSET', base .. 'claimer', best_id, worker)
 return {best_id, best_kind}
@@ -164,7 +178,7 @@ return {best_id, best_kind}
 /// (the claimer died or failed between the pop and the start). Returns how many.
 const RECLAIM: &str = r#"
 local base, now = ARGV[1], tonumber(ARGV[2])
-local gen = redis.call('GET', base .. 'gen') or '1'
+local gen = redis.call('GET', KEYS[1]) or '1'
 local p = base .. gen .. ':'
 local claims = base .. 'claims'
 local expired = redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, 1000)
@@ -186,11 +200,11 @@ return back
 /// `{1, old generation}` or `{0, live checkpoint}`.
 const SWAP: &str = r#"
 local base, gen = ARGV[1], ARGV[2]
-local live = redis.call('GET', base .. 'gen') or '1'
+local live = redis.call('GET', KEYS[1]) or '1'
 local live_at = tonumber(redis.call('GET', base .. live .. ':checkpoint') or '0')
 local reached = tonumber(redis.call('GET', base .. gen .. ':checkpoint') or '0')
 if reached < live_at then return {0, live_at} end
-redis.call('SET', base .. 'gen', gen)
+redis.call('SET', KEYS[1], gen)
 return {1, tonumber(live)}
 "#;
 
@@ -260,6 +274,12 @@ impl Queue {
         Ok(generation.unwrap_or(1))
     }
 
+    /// The one key every script declares (`KEYS[1]`): on a cluster it routes the script to
+    /// the namespace's slot, where all the other keys are too.
+    fn generation_key(&self) -> String {
+        format!("{}gen", self.base)
+    }
+
     fn prefix(&self, generation: u64) -> String {
         format!("{}{generation}:", self.base)
     }
@@ -281,7 +301,12 @@ impl Queue {
         claim_ms: u64,
     ) -> Result<Option<Claim>, QueueError> {
         let mut invocation = self.claim.prepare_invoke();
-        invocation.arg(&self.base).arg(now_ms).arg(worker).arg(now_ms + claim_ms as i64);
+        invocation
+            .key(self.generation_key())
+            .arg(&self.base)
+            .arg(now_ms)
+            .arg(worker)
+            .arg(now_ms + claim_ms as i64);
         for agent in agents {
             invocation.arg(agent);
         }
@@ -303,6 +328,7 @@ impl Queue {
     pub async fn reclaim(&self, now_ms: i64) -> Result<u64, QueueError> {
         let back: u64 = self
             .reclaim
+            .key(self.generation_key())
             .arg(&self.base)
             .arg(now_ms)
             .invoke_async(&mut self.connection.clone())
@@ -466,6 +492,7 @@ impl Queue {
     pub async fn swap(&self, generation: u64) -> Result<Option<u64>, QueueError> {
         let (swapped, value): (i64, u64) = self
             .swap
+            .key(self.generation_key())
             .arg(&self.base)
             .arg(generation)
             .invoke_async(&mut self.connection.clone())
@@ -559,6 +586,7 @@ impl ProjectionStore<QueueChange> for QueueStore {
         changes: Vec<QueueChange>,
     ) -> Result<(), CommitError<QueueError>> {
         let mut invocation = self.queue.commit.prepare_invoke();
+        invocation.key(self.queue.generation_key());
         let generation =
             self.generation.map(|generation| generation.to_string()).unwrap_or_default();
         invocation.arg(&self.queue.base).arg(generation).arg(after).arg(up_to);

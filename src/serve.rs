@@ -137,7 +137,8 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     // Everything that needs Redis waits for it, so that a Redis that is down at start-up
     // shows in `/ready` instead of stopping the process.
     let queue_cell: Arc<OnceCell<Queue>> = Arc::new(OnceCell::new());
-    let workers_shutdown = CancellationToken::new();
+    // Workers stop claiming as soon as shutdown is asked for, and drain while HTTP does.
+    let workers_shutdown = shutdown.child_token();
     let workers_done = CancellationToken::new();
     let queue_parts = {
         let parts = QueueParts {

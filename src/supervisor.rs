@@ -60,31 +60,51 @@ impl Supervisor {
     /// next: Redis or PostgreSQL being away for a moment must not stop the server.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
         let lock = format!("{}:supervisor", self.namespace);
-        let Some(mut leadership) =
-            leader::acquire(&self.pool, &lock, Duration::from_secs(1), &shutdown)
-                .await
-                .map_err(|error| error.to_string())?
-        else {
-            return Ok(());
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(self.config.tick) => {}
-            }
-            if let Err(error) = leadership.check().await {
-                return Err(format!("supervisor lost its leadership lock: {error}"));
-            }
-            if let Err(error) = self.tick().await {
-                tracing::warn!(%error, "supervisor tick failed");
+        // PostgreSQL going away for a moment must not stop the server: leadership is simply
+        // sought again (another process may take it meanwhile).
+        while !shutdown.is_cancelled() {
+            let leadership =
+                leader::acquire(&self.pool, &lock, Duration::from_secs(1), &shutdown).await;
+            let mut leadership = match leadership {
+                Ok(Some(leadership)) => leadership,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, "supervisor cannot seek leadership; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(self.config.tick) => {}
+                }
+                if let Err(error) = leadership.check().await {
+                    tracing::warn!(%error, "supervisor lost its leadership lock; seeking it again");
+                    break;
+                }
+                if let Err(error) = self.tick().await {
+                    tracing::warn!(%error, "supervisor tick failed");
+                }
             }
         }
+        Ok(())
     }
 
     /// One pass; returns how many missions it moved.
     pub async fn tick(&self) -> Result<usize, String> {
         let now = now_ms();
-        let mut moved = self.queue.reclaim(now).await.map_err(|e| e.to_string())? as usize;
+        // Each step goes on when another fails: one broken script must not stop leases
+        // from expiring.
+        let mut moved = match self.queue.reclaim(now).await {
+            Ok(back) => back as usize,
+            Err(error) => {
+                tracing::warn!(%error, "reclaim failed");
+                0
+            }
+        };
         let expired = self
             .queue
             .expired_leases(now, self.config.batch_max)

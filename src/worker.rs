@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use domain::EventMetadata;
 use domain::StreamId;
 use domain::mission::{Mission, MissionCommand, MissionError};
+use futures::FutureExt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -381,9 +382,11 @@ impl Slot {
         let (mission, version) = match started {
             Ok(held) => held,
             Err(CommandError::Rejected(reason)) => {
-                // Already started elsewhere, cancelled, ...: the queue was behind the log.
+                // Already started elsewhere, cancelled, not yet due by the log's account, ...:
+                // the queue was ahead of or behind the log. The claim is left to expire
+                // rather than released, so that the supervisor's reclaim puts the mission
+                // back if the queue still holds it ready (a release would leave it nowhere).
                 tracing::debug!(mission_id, %reason, "claimed mission not startable");
-                let _ = self.queue.release(&mission_id).await;
                 return Ran::Worked;
             }
             Err(error) => {
@@ -482,7 +485,14 @@ impl Slot {
             return Attempt::Done(Err(Failure { message, retryable: true }));
         };
         let attempt = task.attempt;
-        let run = implementation.run(task);
+        // A panicking agent fails its attempt instead of taking the slot down with it.
+        let run =
+            std::panic::AssertUnwindSafe(implementation.run(task)).catch_unwind().map(|outcome| {
+                outcome.unwrap_or_else(|_| {
+                    let message = "the agent panicked".to_owned();
+                    Err(Failure { message, retryable: true })
+                })
+            });
         let deadline = tokio::time::sleep(Duration::from_millis(timeout_ms));
         tokio::pin!(run, deadline);
         let renew_every = Duration::from_millis((self.config.lease_ms / 3).max(1));
@@ -495,10 +505,21 @@ impl Slot {
         };
         tokio::pin!(drained);
         loop {
+            // If renewals keep failing (PostgreSQL away), the worker stops before its lease
+            // runs out: past that, the supervisor may hand the mission to someone else.
+            let lease_left = held.0.lease_expires_at_ms.map_or(0, |at| at - now_ms());
+            let margin = (self.config.lease_ms / 10) as i64;
+            let lease_end =
+                tokio::time::sleep(Duration::from_millis((lease_left - margin).max(0) as u64));
             tokio::select! {
                 outcome = &mut run => return Attempt::Done(outcome),
                 _ = &mut deadline => return Attempt::TimedOut,
                 _ = &mut drained => return Attempt::Abandoned,
+                _ = lease_end => {
+                    return Attempt::Lost(MissionError::LeaseNotExpired {
+                        lease_expires_at_ms: held.0.lease_expires_at_ms.unwrap_or_default(),
+                    });
+                }
                 _ = renew.tick() => {
                     let progress = MissionCommand::Progress {
                         worker_id: self.config.worker_id.clone(),

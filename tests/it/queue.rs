@@ -134,6 +134,17 @@ async fn a_rebuilt_queue_equals_the_live_one_and_swaps_in() {
         })
         .await;
     }
+    // A failed mission retried by hand runs (and fails) again: `MissionRetried` in the log.
+    let retried = &ids[1];
+    crate::serve::crypto_provider();
+    let url = format!("http://{addr}/api/missions/{retried}/retry");
+    let response = reqwest::Client::new().post(url).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    wait_until("the retried mission to fail again", WAIT, || async {
+        let mission = crate::workers::mission(addr, retried).await;
+        mission["status"] == "failed" && mission["errors"].as_array().unwrap().len() == 2
+    })
+    .await;
     let queue = connect(&env).await;
     let head = env.head().await;
     wait_until("the live queue to reach the head", WAIT, || async {
