@@ -177,12 +177,12 @@ struct Stats {
 }
 
 impl Stats {
-    fn finished(&mut self, mission_id: &str, completed: bool) {
+    fn finished(&mut self, mission_id: &str, completed: Option<bool>) {
         self.running.remove(mission_id);
-        if completed {
-            self.completed += 1;
-        } else {
-            self.failed += 1;
+        match completed {
+            Some(true) => self.completed += 1,
+            Some(false) => self.failed += 1,
+            None => return,
         }
         self.finished_at.push_back(Instant::now());
     }
@@ -445,12 +445,11 @@ impl Slot {
                 backoff_ms: self.config.backoff.draw(attempt),
                 now_ms: now_ms(),
             }),
-            Attempt::Abandoned => Some(MissionCommand::Fail {
+            // Handed back without counting the attempt: a deploy must not fail missions.
+            Attempt::Abandoned => Some(MissionCommand::Release {
                 worker_id: worker_id.clone(),
                 attempt,
-                error: "the worker shut down before the attempt finished".to_owned(),
-                retryable: true,
-                backoff_ms: 0,
+                reason: "the worker shut down before the attempt finished".to_owned(),
                 now_ms: now_ms(),
             }),
             Attempt::Lost(reason) => {
@@ -458,7 +457,13 @@ impl Slot {
                 None
             }
         };
-        let completed = matches!(report, Some(MissionCommand::Complete { .. }));
+        // Counted as finished here: completed, or failed (a release or a lost mission is
+        // neither).
+        let finished = match &report {
+            Some(MissionCommand::Complete { .. }) => Some(true),
+            Some(MissionCommand::Fail { .. }) => Some(false),
+            _ => None,
+        };
         if let Some(report) = report
             && let Err(error) = self.command(&stream_id, Some(held), report).await
         {
@@ -466,7 +471,7 @@ impl Slot {
             // holds what happened, and the supervisor expires the lease if need be.
             tracing::warn!(mission_id, %error, "cannot report the attempt");
         }
-        self.stats.lock().expect("not poisoned").finished(&mission_id, completed);
+        self.stats.lock().expect("not poisoned").finished(&mission_id, finished);
         Ran::Worked
     }
 

@@ -15,6 +15,7 @@
 //! | `running` | `MissionCompleted` | `completed` |
 //! | `running` | `MissionAttemptFailed` | `pending` (retry scheduled) or `failed` |
 //! | `running` | `MissionLeaseExpired` | `pending` (retry scheduled) or `failed` |
+//! | `running` | `MissionReleased` | `queued`, the attempt not counted |
 //! | `pending`, `queued`, `running` | `MissionCancelled` | `cancelled` |
 //! | `failed` | `MissionRetried` | `queued`, attempts counted afresh |
 
@@ -132,6 +133,14 @@ pub enum MissionCommand {
         backoff_ms: u64,
         now_ms: i64,
     },
+    /// The worker hands the mission back unfinished (it is shutting down): queued again,
+    /// and the attempt does not count against `max_attempts`.
+    Release {
+        worker_id: String,
+        attempt: u32,
+        reason: String,
+        now_ms: i64,
+    },
     /// A pending mission's time has come.
     MarkDue {
         now_ms: i64,
@@ -201,6 +210,13 @@ pub enum MissionEvent {
         by: String,
         at_ms: i64,
     },
+    /// Handed back unfinished by the worker holding `attempt`, which is not counted.
+    MissionReleased {
+        attempt: u32,
+        worker_id: String,
+        reason: String,
+        at_ms: i64,
+    },
     MissionRetried {
         by: String,
         at_ms: i64,
@@ -220,6 +236,7 @@ impl MissionEvent {
             | E::MissionAttemptFailed { at_ms, .. }
             | E::MissionLeaseExpired { at_ms, .. }
             | E::MissionCancelled { at_ms, .. }
+            | E::MissionReleased { at_ms, .. }
             | E::MissionRetried { at_ms, .. } => *at_ms,
         }
     }
@@ -236,6 +253,7 @@ impl DomainEvent for MissionEvent {
             MissionEvent::MissionAttemptFailed { .. } => "MissionAttemptFailed",
             MissionEvent::MissionLeaseExpired { .. } => "MissionLeaseExpired",
             MissionEvent::MissionCancelled { .. } => "MissionCancelled",
+            MissionEvent::MissionReleased { .. } => "MissionReleased",
             MissionEvent::MissionRetried { .. } => "MissionRetried",
         }
     }
@@ -435,6 +453,10 @@ impl Aggregate for Mission {
                 let retry_at_ms = self.retry_at(retryable, backoff_ms, now_ms);
                 Ok(vec![E::MissionAttemptFailed { attempt, error, retry_at_ms, at_ms: now_ms }])
             }
+            C::Release { worker_id, attempt, reason, now_ms } => {
+                self.check_holder(&worker_id, attempt)?;
+                Ok(vec![E::MissionReleased { attempt, worker_id, reason, at_ms: now_ms }])
+            }
             C::MarkDue { now_ms } => match (self.status, self.due_at_ms) {
                 (S::Pending, Some(due_at_ms)) if due_at_ms <= now_ms => {
                     Ok(vec![E::MissionRetryDue { at_ms: now_ms }])
@@ -513,6 +535,11 @@ impl Aggregate for Mission {
             E::MissionCancelled { .. } => {
                 self.status = S::Cancelled;
                 self.due_at_ms = None;
+                self.end_attempt();
+            }
+            E::MissionReleased { .. } => {
+                self.status = S::Queued;
+                self.attempt = self.attempt.saturating_sub(1);
                 self.end_attempt();
             }
             E::MissionRetried { .. } => {

@@ -78,6 +78,9 @@ impl Projector for MissionList {
             E::MissionLeaseExpired { retry_at_ms, .. } => (after_attempt(retry_at_ms), None, None),
             E::MissionCancelled { .. } => (S::Cancelled, None, None),
             E::MissionRetried { .. } => (S::Queued, Some(0), None),
+            E::MissionReleased { attempt, .. } => {
+                (S::Queued, Some(attempt.saturating_sub(1)), None)
+            }
         };
         changes.push(RowChange {
             mission_id: event.stream_id.to_string(),

@@ -106,7 +106,9 @@ impl Projector for MissionQueue {
                 ready_at_ms: *due_at_ms,
                 delayed: due_at_ms > at_ms,
             },
-            E::MissionRetryDue { at_ms } | E::MissionRetried { at_ms, .. } => {
+            E::MissionRetryDue { at_ms }
+            | E::MissionRetried { at_ms, .. }
+            | E::MissionReleased { at_ms, .. } => {
                 QueueChange::Ready { mission_id, ready_at_ms: *at_ms }
             }
             E::MissionStarted { worker_id, lease_expires_at_ms, .. } => QueueChange::Lease {

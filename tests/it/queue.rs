@@ -189,4 +189,16 @@ async fn a_rebuilt_queue_equals_the_live_one_and_swaps_in() {
     assert!(generation > 1);
     shutdown.cancel();
     task.await.unwrap().unwrap();
+
+    // Shut down while it ran, the hanging mission was handed back without counting the
+    // attempt: queued again for whoever runs next.
+    let last: (String, i64) = sqlx::query_as(
+        "SELECT event_type, (payload->>'attempt')::int8 FROM events
+         WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+    )
+    .bind(&ids[2])
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(last, ("MissionReleased".to_owned(), 1));
 }

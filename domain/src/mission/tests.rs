@@ -88,6 +88,34 @@ fn a_due_pending_mission_can_be_started_directly_and_records_that_it_became_due(
 }
 
 #[test]
+fn a_released_mission_is_queued_again_without_counting_the_attempt() {
+    let given = [enqueued(), started("w1", 1, 2_000)];
+    let release = |worker: &str| MissionCommand::Release {
+        worker_id: worker.into(),
+        attempt: 1,
+        reason: "shutting down".into(),
+        now_ms: 3_000,
+    };
+    check(
+        &given,
+        release("w2"),
+        Err(MissionError::HeldByAnother { holder: "w1".into(), worker_id: "w2".into() }),
+    );
+    let released = MissionEvent::MissionReleased {
+        attempt: 1,
+        worker_id: "w1".into(),
+        reason: "shutting down".into(),
+        at_ms: 3_000,
+    };
+    check(&given, release("w1"), Ok(vec![released.clone()]));
+    let mission = Mission::fold(&[enqueued(), started("w1", 1, 2_000), released]);
+    assert_eq!((mission.status, mission.attempt), (MissionStatus::Queued, 0));
+    assert_eq!(mission.worker_id, None);
+    let start = MissionCommand::Start { worker_id: "w2".into(), lease_ms: 30_000, now_ms: 4_000 };
+    assert_eq!(mission.decide(start), Ok(vec![started("w2", 1, 4_000)]));
+}
+
+#[test]
 fn enqueue_refuses_bad_specs_naming_the_field() {
     let cases = [
         (MissionSpec { name: "  ".into(), ..spec() }, "name"),
@@ -323,7 +351,7 @@ fn any_command() -> impl Strategy<Value = MissionCommand> {
         (worker.clone(), 0u32..5, now.clone()).prop_map(|(worker_id, attempt, now_ms)| {
             MissionCommand::Complete { worker_id, attempt, result: json!(1), now_ms }
         }),
-        (worker, 0u32..5, any::<bool>(), now.clone()).prop_map(
+        (worker.clone(), 0u32..5, any::<bool>(), now.clone()).prop_map(
             |(worker_id, attempt, retryable, now_ms)| {
                 MissionCommand::Fail {
                     worker_id,
@@ -335,6 +363,9 @@ fn any_command() -> impl Strategy<Value = MissionCommand> {
                 }
             }
         ),
+        (worker.clone(), 0u32..5, now.clone()).prop_map(|(worker_id, attempt, now_ms)| {
+            MissionCommand::Release { worker_id, attempt, reason: "r".into(), now_ms }
+        }),
         now.clone().prop_map(|now_ms| MissionCommand::MarkDue { now_ms }),
         now.clone().prop_map(|now_ms| MissionCommand::ExpireLease { backoff_ms: 3, now_ms }),
         now.clone().prop_map(|now_ms| MissionCommand::Cancel {
