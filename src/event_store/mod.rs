@@ -323,28 +323,8 @@ pub(crate) async fn command_outcome(
     connection: &mut sqlx::PgConnection,
     command_id: Uuid,
 ) -> Result<Option<Appended>, StoreError> {
-    // One primary-key lookup: a plan that cannot become a scan, whatever the statistics.
-    let row: Option<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT stream_type, stream_id, first_version, last_version, first_position,
-                last_position
-         FROM commands WHERE command_id = $1 AND last_position IS NOT NULL",
-    )
-    .bind(command_id)
-    .fetch_optional(connection)
-    .await?;
-    let Some((stream_type, stream_id, first_version, last_version, first, last)) = row else {
-        return Ok(None);
-    };
-    let corrupt = |e: domain::NameError| StoreError::Corrupt(format!("command {command_id}: {e}"));
-    Ok(Some(Appended {
-        stream_type: StreamType::parse(stream_type).map_err(corrupt)?,
-        stream_id: StreamId::parse(stream_id).map_err(corrupt)?,
-        first_version: first_version as u64,
-        last_version: last_version as u64,
-        first_position: first as u64,
-        last_position: last as u64,
-        duplicate: true,
-    }))
+    let outcomes = command_outcomes(connection, &[command_id]).await?;
+    Ok(outcomes.into_iter().next().map(|(_, appended)| appended))
 }
 
 /// The stored outcomes of many command ids in one query; ids never seen (or claimed by a
