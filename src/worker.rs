@@ -165,6 +165,9 @@ pub fn status_key(namespace: &Namespace) -> String {
     format!("{{{namespace}}}:workers")
 }
 
+/// Pause between tries of a report the store failed to take.
+const REPORT_RETRY_PAUSE_MS: i64 = 250;
+
 /// How often a worker refreshes its status.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -464,15 +467,38 @@ impl Slot {
             Some(MissionCommand::Fail { .. }) => Some(false),
             _ => None,
         };
-        if let Some(report) = report
-            && let Err(error) = self.command(&stream_id, Some(held), report).await
-        {
-            // Refused (lease expired meanwhile, cancelled) or failed: either way the log
-            // holds what happened, and the supervisor expires the lease if need be.
-            tracing::warn!(mission_id, %error, "cannot report the attempt");
+        if let Some(report) = report {
+            self.report(&stream_id, held, report).await;
         }
         self.stats.lock().expect("not poisoned").finished(&mission_id, finished);
         Ran::Worked
+    }
+
+    /// Reports an attempt's outcome. A failure of the store (not a refusal) is retried while
+    /// the lease lasts, so a blip does not throw a finished result away; a retry after a
+    /// report that did commit is refused as stale, which is harmless.
+    async fn report(&self, mission_id: &StreamId, held: (Mission, u64), report: MissionCommand) {
+        let lease_expires_at_ms = held.0.lease_expires_at_ms.unwrap_or_default();
+        let mut known = Some(held);
+        loop {
+            match self.command(mission_id, known.take(), report.clone()).await {
+                Ok(_) => return,
+                Err(CommandError::Rejected(reason)) => {
+                    // Lease expired meanwhile, cancelled: the log holds what happened.
+                    tracing::info!(%mission_id, %reason, "attempt report refused");
+                    return;
+                }
+                Err(error) if now_ms() + REPORT_RETRY_PAUSE_MS < lease_expires_at_ms => {
+                    tracing::warn!(%mission_id, %error, "cannot report the attempt; retrying");
+                    tokio::time::sleep(Duration::from_millis(REPORT_RETRY_PAUSE_MS as u64)).await;
+                }
+                Err(error) => {
+                    // The lease is over: the supervisor puts the mission back.
+                    tracing::warn!(%mission_id, %error, "cannot report the attempt");
+                    return;
+                }
+            }
+        }
     }
 
     /// Runs the agent under the mission's timeout while renewing the lease.
