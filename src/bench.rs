@@ -98,6 +98,17 @@ pub struct AppendBench {
     keep: bool,
 }
 
+/// Waits for every load task and merges their latency histograms.
+pub(crate) async fn merge_latencies(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    for task in tasks {
+        all.add(task.await??).expect("same histogram bounds");
+    }
+    Ok(all)
+}
+
 /// Replaces the database name of a PostgreSQL URL.
 fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
     let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
@@ -334,11 +345,7 @@ impl AppendBench {
                 anyhow::Ok(latencies)
             }));
         }
-        let mut all = Histogram::<u64>::new(3).expect("histogram");
-        for task in tasks {
-            all.add(task.await??).expect("same histogram bounds");
-        }
-        Ok(all)
+        merge_latencies(tasks).await
     }
 
     fn print(&self, r: &Report) {

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
+use super::merge_latencies;
+
 #[derive(Debug, clap::Args)]
 pub struct BatchBench {
     /// Base URL of the `brain serve` to measure; it must be running.
@@ -120,11 +122,7 @@ impl BatchBench {
                 anyhow::Ok(latencies)
             }));
         }
-        let mut all = Histogram::<u64>::new(3).expect("histogram");
-        for task in tasks {
-            all.add(task.await??).expect("same histogram bounds");
-        }
-        Ok(all)
+        merge_latencies(tasks).await
     }
 
     fn print(&self, r: &Report) {
