@@ -1,25 +1,23 @@
-//! `brain`: the process side of BRAiN. The event store and its group committer, the relay to
-//! JetStream, the projector runtime, the HTTP API, and the CLI's subcommands.
+//! `brain`: the process side of BRAiN, one folder per capability. Arrows point down this
+//! list, never up:
 //!
+//! - [`api`]: HTTP and WebSocket routes, the one error shape, the OpenAPI route list;
+//! - [`agents`]: the agents built into `brain`;
+//! - [`missions`]: the Redis queue, workers, the mission supervisor;
+//! - [`eventlog`]: the event store, its group committer, the command handler, the relay,
+//!   the bus, the projector runtime, leadership and the live feed.
+//!
+//! [`bench`] measures through the public API of the others; [`serve`] wires them into one
+//! process. [`config`], [`clock`] and [`telemetry`] are leaves any of them may use.
 //! `domain` (pure decisions) and `projections` (pure read-model transitions) hold no I/O;
 //! everything that talks to PostgreSQL, NATS or Redis lives here.
 
 pub mod agents;
 pub mod api;
 pub mod bench;
-pub mod bus;
 pub mod clock;
-pub mod command;
 pub mod config;
-pub mod db;
-pub mod event_store;
-pub mod feed;
-pub mod leader;
-pub mod projector;
-pub mod projectors;
-pub mod queue;
-pub mod relay;
+pub mod eventlog;
+pub mod missions;
 pub mod serve;
-pub mod supervisor;
 pub mod telemetry;
-pub mod worker;

@@ -3,14 +3,15 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use brain::agents::Agents;
+use brain::bench;
 use brain::config::Services;
-use brain::event_store::EventStore;
-use brain::queue::Queue;
+use brain::eventlog::db;
+use brain::eventlog::store::EventStore;
+use brain::missions::agent::Agents;
+use brain::missions::queue::Queue;
+use brain::missions::worker::{self, Tuning};
 use brain::serve::{self, ServeOptions};
 use brain::telemetry::{self, LogFormat};
-use brain::worker::{self, Tuning};
-use brain::{bench, db};
 use clap::{Parser, Subcommand};
 use projections::mission_queue::Scoring;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +42,7 @@ enum Command {
         #[arg(long, env = "BRAIN_WORKERS", default_value_t = 4)]
         workers: usize,
         /// Agent kinds this process's workers serve: `kind[=built-in agent],...`.
-        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = "echo")]
+        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = "echo", value_parser = brain::agents::parse)]
         worker_agents: Agents,
         /// Waiting time that makes a mission worth one priority level more, in seconds.
         #[arg(long, env = "BRAIN_QUEUE_AGING_S", default_value_t = 300)]
@@ -52,7 +53,7 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
         #[command(flatten)]
-        feed: brain::feed::FeedConfig,
+        feed: brain::eventlog::feed::FeedConfig,
     },
     /// Run missions: claim them from the queue, run their agent, report the outcome.
     Worker {
@@ -63,7 +64,7 @@ enum Command {
         concurrency: usize,
         /// Agent kinds served: `kind[=built-in agent],...` (`coder=echo` runs coder missions
         /// with the echo agent).
-        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = "echo")]
+        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = "echo", value_parser = brain::agents::parse)]
         agents: Agents,
         /// This worker's name in mission events and the status view (default: host-pid-random).
         #[arg(long, env = "BRAIN_WORKER_ID")]

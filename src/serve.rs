@@ -20,17 +20,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Services;
-use crate::event_store::{CommitterConfig, EventStore};
-use crate::feed::{Feed, FeedConfig, FeedHandle};
-use crate::projector::{Runner, RunnerConfig};
-use crate::projectors::PgProjection;
-use crate::projectors::event_type_stats::EventTypeStatsWriter;
-use crate::projectors::mission_list::MissionListWriter;
-use crate::queue::Queue;
-use crate::relay::{Relay, RelayConfig};
-use crate::supervisor::{Supervisor, SupervisorConfig};
-use crate::worker::{self, WorkerConfig};
-use crate::{bus, db, telemetry};
+use crate::eventlog::feed::{Feed, FeedConfig, FeedHandle};
+use crate::eventlog::projector::{Runner, RunnerConfig};
+use crate::eventlog::projectors::PgProjection;
+use crate::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
+use crate::eventlog::projectors::mission_list::MissionListWriter;
+use crate::eventlog::relay::{Relay, RelayConfig};
+use crate::eventlog::store::{CommitterConfig, EventStore};
+use crate::eventlog::{bus, db};
+use crate::missions::queue::Queue;
+use crate::missions::supervisor::{Supervisor, SupervisorConfig};
+use crate::missions::worker::{self, WorkerConfig};
+use crate::telemetry;
 use projections::mission_queue::Scoring;
 use tokio::sync::OnceCell;
 
@@ -324,7 +325,7 @@ impl Projector<'_> {
     ) -> anyhow::Result<tokio::task::JoinHandle<()>>
     where
         P: projections::Projector,
-        W: crate::projectors::PgWriter<P::Change>,
+        W: crate::eventlog::projectors::PgWriter<P::Change>,
     {
         let store = PgProjection::live(self.pool.clone(), writer, self.name);
         let runner = Runner::new(

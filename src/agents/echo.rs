@@ -14,7 +14,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use super::{Agent, Failure, Task};
+use crate::missions::agent::{Agent, Failure, Task};
 
 pub const DELAY_MS_MAX: u64 = 60 * 60 * 1_000;
 

@@ -22,8 +22,9 @@ mod batch;
 
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::clock::now_ms;
-use crate::command::{self, CommandError};
-use crate::event_store::AppendError;
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::projectors::mission_list::{self, ListFilter, MissionRow};
+use crate::eventlog::store::AppendError;
 
 /// Deadline of one attempt when the request names none.
 pub const TIMEOUT_S_DEFAULT: u64 = 600;
@@ -523,24 +524,6 @@ struct ListQuery {
     cursor: Option<u64>,
 }
 
-/// A mission as the list shows it (from the `mission_list` read model).
-#[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
-struct MissionRow {
-    mission_id: String,
-    name: Option<String>,
-    status: String,
-    priority: Option<String>,
-    agent: Option<String>,
-    attempt: Option<i32>,
-    enqueued_by: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    enqueued_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    updated_at: OffsetDateTime,
-    #[serde(skip)]
-    enqueued_position: Option<i64>,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 struct MissionPage {
     missions: Vec<MissionRow>,
@@ -567,34 +550,17 @@ async fn list_missions(
         let message = format!("must be between 1 and {LIST_LIMIT_MAX}, got {limit}");
         return Err(ApiError::InvalidField { field: "limit", message });
     }
-    let mut tx = app.store.pool().begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
-    let missions: Vec<MissionRow> = sqlx::query_as(
-        "SELECT mission_id, name, status, priority, agent, attempt, enqueued_by, enqueued_at,
-                updated_at, enqueued_position
-         FROM mission_list
-         WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR priority = $2)
-           AND ($3::text IS NULL OR agent = $3)
-           AND ($4::timestamptz IS NULL OR enqueued_at >= $4)
-           AND ($5::int8 IS NULL OR enqueued_position < $5)
-         ORDER BY enqueued_position DESC
-         LIMIT $6",
-    )
-    .bind(query.status.map(|status| status.to_string()))
-    .bind(query.priority.and_then(|priority| {
-        serde_json::to_value(priority).ok().and_then(|v| v.as_str().map(str::to_owned))
-    }))
-    .bind(query.agent)
-    .bind(query.since)
-    .bind(query.cursor.map(|cursor| cursor as i64))
-    .bind(i64::from(limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    let position = crate::projectors::checkpoint(&mut *tx, projections::mission_list::NAME).await?;
-    tx.commit().await?;
+    let filter = ListFilter {
+        status: query.status.map(|status| status.to_string()),
+        priority: query.priority.and_then(|priority| {
+            serde_json::to_value(priority).ok().and_then(|v| v.as_str().map(str::to_owned))
+        }),
+        agent: query.agent,
+        since: query.since,
+        before_position: query.cursor,
+        limit,
+    };
+    let (missions, position) = mission_list::list(app.store.pool(), &filter).await?;
     let next_cursor = (missions.len() == limit as usize)
         .then(|| missions.last().and_then(|row| row.enqueued_position))
         .flatten()

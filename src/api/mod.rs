@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 pub use self::openapi::{ApiRoutes, Route};
-use crate::event_store::{self, EventStore, StoreError};
+use crate::eventlog::store::{self, EventStore, StoreError};
 
 /// Deadline for each dependency check of `GET /ready`.
 pub const READY_CHECK_TIMEOUT_MS: u64 = 2_000;
@@ -42,13 +42,13 @@ pub struct AppState {
     /// instead of stopping the process.
     pub redis_connection: std::sync::Arc<OnceCell<redis::aio::ConnectionManager>>,
     /// The mission queue, once Redis has answered.
-    pub queue: std::sync::Arc<OnceCell<crate::queue::Queue>>,
+    pub queue: std::sync::Arc<OnceCell<crate::missions::queue::Queue>>,
     pub namespace: crate::config::Namespace,
     pub metrics: PrometheusHandle,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: std::sync::Arc<str>,
     /// The live event feed behind `GET /ws/events`.
-    pub feed: crate::feed::FeedHandle,
+    pub feed: crate::eventlog::feed::FeedHandle,
 }
 
 impl AppState {
@@ -359,7 +359,7 @@ async fn list_events(
         return Err(ApiError::InvalidField { field: "limit", message });
     }
     let events = app.store.read_all(query.after, limit).await?;
-    let head = event_store::head(app.pool()).await?;
+    let head = store::head(app.pool()).await?;
     let next_after = events.last().map_or(query.after, |event| event.global_position);
     Ok(Json(EventsPage { events, next_after, head }))
 }
@@ -403,7 +403,8 @@ async fn event_type_stats(
     .fetch_all(&mut *tx)
     .await?;
     let position =
-        crate::projectors::checkpoint(&mut *tx, projections::event_type_stats::NAME).await?;
+        crate::eventlog::projectors::checkpoint(&mut *tx, projections::event_type_stats::NAME)
+            .await?;
     tx.commit().await?;
     Ok(Json(EventTypeStatsPage { position, event_types: rows }))
 }

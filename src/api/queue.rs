@@ -12,15 +12,12 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::clock::now_ms;
-use crate::queue::{Depth, Queue};
-use crate::worker::{STATUS_INTERVAL, WorkerStatus, status_key};
+use crate::eventlog::projectors::mission_list;
+use crate::missions::queue::{Depth, Queue};
+use crate::missions::status::{StatusBoard, WorkerStatus};
 
 /// Most missions one `GET /api/missions/queue` returns.
 pub const QUEUE_LIMIT_MAX: u32 = 500;
-/// A worker silent for this many status intervals is shown as not alive.
-pub const WORKER_SILENT_INTERVALS: u32 = 5;
-/// A worker silent this long is dropped from the status view.
-pub const WORKER_FORGET_AFTER_MS: i64 = 60 * 60 * 1_000;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
@@ -40,7 +37,7 @@ fn queue(app: &AppState) -> Result<&Queue, ApiError> {
     })
 }
 
-fn queue_error(error: crate::queue::QueueError) -> ApiError {
+fn queue_error(error: crate::missions::queue::QueueError) -> ApiError {
     ApiError::Internal(error.into())
 }
 
@@ -111,14 +108,7 @@ async fn upcoming(
     upcoming.sort_by(|(_, a), (_, b)| (a.score, &a.mission_id).cmp(&(b.score, &b.mission_id)));
     upcoming.truncate(limit as usize);
     let ids: Vec<String> = upcoming.iter().map(|(_, mission)| mission.mission_id.clone()).collect();
-    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT mission_id, name, priority FROM mission_list WHERE mission_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(app.pool())
-    .await?;
-    let mut described: BTreeMap<String, (Option<String>, Option<String>)> =
-        rows.into_iter().map(|(id, name, priority)| (id, (name, priority))).collect();
+    let mut described = mission_list::describe(app.pool(), &ids).await?;
     let now = now_ms();
     let missions = upcoming
         .into_iter()
@@ -187,11 +177,8 @@ async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, 
         })
         .collect();
     let running = queue.running().await.map_err(queue_error)?;
-    let statuses: Vec<(String, i64)> =
-        sqlx::query_as("SELECT status, count(*) FROM mission_list GROUP BY status")
-            .fetch_all(app.pool())
-            .await?;
-    let head = crate::event_store::head(app.pool()).await?;
+    let statuses = mission_list::count_by_status(app.pool()).await?;
+    let head = crate::eventlog::store::head(app.pool()).await?;
     let checkpoints: Vec<(String, i64)> = sqlx::query_as(
         "SELECT projector, position FROM projector_checkpoints WHERE projector NOT LIKE '%:%'",
     )
@@ -204,15 +191,16 @@ async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, 
     let queue_position = queue.checkpoint().await.map_err(queue_error)?;
     projectors
         .insert(projections::mission_queue::NAME.to_owned(), head.saturating_sub(queue_position));
-    let jetstream = crate::bus::jetstream(app.nats.clone(), 1);
-    let on_bus = match jetstream.get_stream(crate::bus::stream_name(&app.namespace)).await {
+    let jetstream = crate::eventlog::bus::jetstream(app.nats.clone(), 1);
+    let on_bus = match jetstream.get_stream(crate::eventlog::bus::stream_name(&app.namespace)).await
+    {
         Ok(mut stream) => stream.info().await.map_or(0, |info| info.state.last_sequence),
         Err(_) => 0,
     };
     Ok(ApiJson(MissionsHealth {
         queues,
         running,
-        statuses: statuses.into_iter().collect(),
+        statuses,
         head,
         lag: Lag { relay: head.saturating_sub(on_bus), projectors },
     }))
@@ -241,32 +229,11 @@ struct WorkersPage {
     ))]
 async fn worker_status(State(app): State<AppState>) -> Result<ApiJson<WorkersPage>, ApiError> {
     let queue = queue(&app)?;
-    let key = status_key(&app.namespace);
-    let mut connection = queue.connection();
-    let reports: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(&key)
-        .query_async(&mut connection)
-        .await
-        .map_err(|error| ApiError::Internal(error.into()))?;
-    let now = now_ms();
-    let silent_ms = (STATUS_INTERVAL.as_millis() as i64) * i64::from(WORKER_SILENT_INTERVALS);
-    let mut workers = Vec::new();
-    let mut forgotten = Vec::new();
-    for (worker_id, json) in reports {
-        match serde_json::from_str::<WorkerStatus>(&json) {
-            Ok(status) if now - status.last_seen_ms > WORKER_FORGET_AFTER_MS => {
-                forgotten.push(worker_id)
-            }
-            Ok(status) => {
-                let alive = now - status.last_seen_ms <= silent_ms;
-                workers.push(WorkerView { status, alive });
-            }
-            Err(_) => forgotten.push(worker_id),
-        }
-    }
-    if !forgotten.is_empty() {
-        let _: Result<(), _> =
-            redis::cmd("HDEL").arg(&key).arg(&forgotten).query_async(&mut connection).await;
-    }
+    let board = StatusBoard::new(queue.connection(), &app.namespace);
+    let seen = board.read(now_ms()).await.map_err(|error| ApiError::Internal(error.into()))?;
+    let workers = seen
+        .into_iter()
+        .map(|seen| WorkerView { status: seen.status, alive: seen.alive })
+        .collect();
     Ok(ApiJson(WorkersPage { workers }))
 }

@@ -3,7 +3,7 @@
 //!
 //! `from` is the last global position the client has seen. A session sends every selected
 //! event with a greater position, in position order, each once: first what it missed, read
-//! from PostgreSQL, then live events from the process's shared feed (`crate::feed`). The two
+//! from PostgreSQL, then live events from the process's shared feed (`crate::eventlog::feed`). The two
 //! join without a gap or a duplicate because a session subscribes to the feed *before* it
 //! reads how far the feed has got (P): everything after P then arrives through the
 //! subscription, everything up to P comes from the store, and whatever arrives twice is
@@ -34,8 +34,8 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{ApiError, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
-use crate::event_store::Selection;
-use crate::feed::{FeedEvent, FeedHandle};
+use crate::eventlog::feed::{FeedEvent, FeedHandle};
+use crate::eventlog::store::Selection;
 
 /// Close code of a client dropped for being slow (the 4000-4999 range is the application's).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;

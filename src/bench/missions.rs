@@ -16,8 +16,8 @@ use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
 
-use crate::bus;
 use crate::config::{NATS_URL_DEFAULT, Namespace};
+use crate::eventlog::bus;
 
 #[derive(Debug, clap::Args)]
 pub struct MissionsBench {

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use brain::event_store::{
+use brain::eventlog::store::{
     Append, AppendError, Appended, BATCH_PAYLOAD_BYTES_MAX, CommitterConfig,
     EVENT_PAYLOAD_BYTES_MAX, EventStore, GROUP_APPENDS_MAX,
 };

@@ -1,8 +1,8 @@
 //! The command handler with the mission aggregate against a real store: re-deciding on
 //! conflict is what keeps one mission on one worker (design invariants 5 and 6).
 
-use brain::command::{CommandError, execute, load};
-use brain::event_store::{CommitterConfig, EventStore};
+use brain::eventlog::command::{CommandError, execute, load};
+use brain::eventlog::store::{CommitterConfig, EventStore};
 use domain::mission::{
     Mission, MissionCommand, MissionError, MissionSpec, MissionStatus, Priority,
 };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use brain::event_store::{
+use brain::eventlog::store::{
     ACTOR_BYTES_MAX, APPEND_EVENTS_MAX, AppendError, CommitterConfig, EVENT_PAYLOAD_BYTES_MAX,
     EventStore,
 };
@@ -156,7 +156,7 @@ async fn many_writers_with_slow_and_rolled_back_transactions_leave_no_hole_and_a
             let (mut after, mut seen) = (0u64, Vec::new());
             loop {
                 let done = !writing.load(Ordering::SeqCst);
-                let page = brain::event_store::read_all(&pool, after, 50).await.unwrap();
+                let page = brain::eventlog::store::read_all(&pool, after, 50).await.unwrap();
                 for event in &page {
                     // A late commit would show up here as a position below one already seen.
                     assert_eq!(event.global_position, after + 1, "tailer saw a hole or a repeat");
@@ -284,7 +284,7 @@ async fn a_repeated_command_id_returns_the_first_result_and_appends_nothing() {
     let first = store.append(command.clone()).await.unwrap();
     assert!(!first.duplicate);
     let again = other.append(command.clone()).await.unwrap();
-    assert_eq!(again, brain::event_store::Appended { duplicate: true, ..first.clone() });
+    assert_eq!(again, brain::eventlog::store::Appended { duplicate: true, ..first.clone() });
 
     // Concurrently, through two committers and within one batch: one appends, the rest repeat.
     let mut concurrent =

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use brain::command::{execute, load};
-use brain::event_store::EventStore;
-use brain::projector::{Runner, RunnerConfig};
-use brain::projectors::mission_list::MissionListWriter;
-use brain::projectors::{PgProjection, rebuild};
-use brain::relay::{Relay, RelayConfig};
+use brain::eventlog::command::{execute, load};
+use brain::eventlog::projector::{Runner, RunnerConfig};
+use brain::eventlog::projectors::mission_list::MissionListWriter;
+use brain::eventlog::projectors::{PgProjection, rebuild};
+use brain::eventlog::relay::{Relay, RelayConfig};
+use brain::eventlog::store::EventStore;
 use domain::mission::{Mission, MissionCommand, MissionSpec, Priority};
 use domain::{EventMetadata, StreamId};
 use projections::mission_list::{MissionList, NAME};
@@ -130,7 +130,7 @@ async fn the_mission_list_matches_every_missions_state_live_and_after_a_rebuild(
     let ids = missions_in_every_state(&store).await;
     let head = env.head().await;
     wait_until("the mission list to catch up", WAIT, || async {
-        brain::projectors::checkpoint(&env.pool, NAME).await.unwrap() >= head
+        brain::eventlog::projectors::checkpoint(&env.pool, NAME).await.unwrap() >= head
     })
     .await;
     let want = expected(&store, &ids).await;

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use brain::event_store::read_all;
-use brain::projector::{Feeder, Runner, RunnerConfig};
-use brain::projectors::event_type_stats::EventTypeStatsWriter;
-use brain::projectors::{PgProjection, rebuild};
-use brain::relay::{Relay, RelayConfig};
+use brain::eventlog::projector::{Feeder, Runner, RunnerConfig};
+use brain::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
+use brain::eventlog::projectors::{PgProjection, rebuild};
+use brain::eventlog::relay::{Relay, RelayConfig};
+use brain::eventlog::store::read_all;
 use projections::event_type_stats::{EventTypeStats, NAME};
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ async fn expected(env: &TestEnv) -> Vec<Row> {
 }
 
 async fn checkpoint(env: &TestEnv) -> u64 {
-    brain::projectors::checkpoint(&env.pool, NAME).await.unwrap()
+    brain::eventlog::projectors::checkpoint(&env.pool, NAME).await.unwrap()
 }
 
 fn quick() -> RunnerConfig {
@@ -92,8 +92,11 @@ async fn a_model_fed_live_from_jetstream_equals_one_rebuilt_from_the_store() {
     let _relay = start_relay(&env);
     let (stop, runner) = start_runner(&env).await;
     wait_until("the live consumer to exist", WAIT, || async {
-        let stream =
-            env.jetstream.get_stream(brain::bus::stream_name(&env.namespace)).await.unwrap();
+        let stream = env
+            .jetstream
+            .get_stream(brain::eventlog::bus::stream_name(&env.namespace))
+            .await
+            .unwrap();
         stream.consumer_info("projector_event_type_stats").await.is_ok()
     })
     .await;

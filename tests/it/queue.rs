@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use brain::command;
-use brain::queue::{self, Queue};
+use brain::eventlog::command;
+use brain::missions::queue::{self, Queue};
+use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
-use brain::worker::WorkerConfig;
 use domain::mission::{Mission, MissionCommand, MissionSpec, Priority};
 use domain::{EventMetadata, StreamId};
 use projections::mission_queue::{MissionQueue, Scoring};
@@ -40,7 +40,7 @@ fn spec(agent: &str, priority: Priority) -> MissionSpec {
 
 /// Enqueues through the command handler with a chosen clock, so ages are exact.
 async fn enqueue_at(
-    store: &brain::event_store::EventStore,
+    store: &brain::eventlog::store::EventStore,
     spec: MissionSpec,
     now_ms: i64,
 ) -> String {
@@ -69,7 +69,7 @@ async fn missions_pop_by_priority_then_age_and_an_old_low_one_overtakes_after_th
     let low_fresh = enqueue_at(&store, spec("prio", Priority::Low), t0 + 63_000).await;
     let high = enqueue_at(&store, spec("prio", Priority::High), t0 + 65_000).await;
     let other_kind = enqueue_at(&store, spec("other", Priority::Critical), t0).await;
-    let mut feeder = brain::projector::Feeder::new(
+    let mut feeder = brain::eventlog::projector::Feeder::new(
         MissionQueue { scoring },
         queue.store(None),
         env.pool.clone(),
@@ -112,7 +112,7 @@ async fn a_rebuilt_queue_equals_the_live_one_and_swaps_in() {
     let env = TestEnv::new().await;
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let mut workers = WorkerConfig::new(brain::agents::Agents::parse("echo").unwrap(), 4);
+    let mut workers = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 4);
     workers.lease_ms = 600_000;
     workers.drain_ms = 100;
     options.workers = Some(workers);

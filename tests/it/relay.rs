@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
-use brain::bus;
-use brain::event_store::EventStore;
-use brain::relay::{Relay, RelayConfig, RelayError};
+use brain::eventlog::bus;
+use brain::eventlog::relay::{Relay, RelayConfig, RelayError};
+use brain::eventlog::store::EventStore;
 use sqlx::migrate::MigrateDatabase;
 use tokio_util::sync::CancellationToken;
 
@@ -204,7 +204,7 @@ async fn a_relay_refuses_to_extend_a_stream_that_belongs_to_another_store() {
     let other_url = format!("{}_other", env.database_url);
     sqlx::Postgres::create_database(&other_url).await.unwrap();
     let other_pool = sqlx::PgPool::connect(&other_url).await.unwrap();
-    brain::db::migrate(&other_pool).await.unwrap();
+    brain::eventlog::db::migrate(&other_pool).await.unwrap();
     let other = EventStore::start(other_pool.clone(), env.namespace.as_str(), Default::default()).0;
     append_streams(&other, 25, 1).await;
     let relay = Relay::new(other_pool.clone(), env.nats.clone(), env.namespace.clone(), quick());

@@ -290,7 +290,7 @@ async fn serve_stops_with_an_error_when_a_projector_dies_instead_of_running_with
     // ...when the log holds a mission event no code can read (as if written by a newer
     // version), the mission list projector cannot go on.
     let (store, _committer) = env.store();
-    let unreadable = brain::event_store::Append {
+    let unreadable = brain::eventlog::store::Append {
         stream_type: domain::StreamType::parse("mission").unwrap(),
         stream_id: crate::support::new_stream_id(),
         expected: domain::ExpectedVersion::Exact(0),

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use brain::bus;
 use brain::config::Namespace;
-use brain::event_store::{Append, Appended, CommitterConfig, EventStore};
+use brain::eventlog::bus;
+use brain::eventlog::store::{Append, Appended, CommitterConfig, EventStore};
 use domain::{EventMetadata, ExpectedVersion, NewEvent, StreamId, StreamType};
 use sqlx::migrate::MigrateDatabase;
 use sqlx::{PgPool, Postgres};
@@ -43,7 +43,7 @@ impl TestEnv {
         let database_url = format!("{}/brain_t_{id}", postgres_server_url());
         Postgres::create_database(&database_url).await.expect("create test database");
         let pool = PgPool::connect(&database_url).await.expect("connect to test database");
-        brain::db::migrate(&pool).await.expect("migrate test database");
+        brain::eventlog::db::migrate(&pool).await.expect("migrate test database");
         let nats = bus::connect(&nats_url()).await.expect("connect to NATS");
         let jetstream = bus::jetstream(nats.clone(), 64);
         bus::ensure_stream(&jetstream, &namespace).await.expect("create test stream");
@@ -60,7 +60,7 @@ impl TestEnv {
     }
 
     pub async fn head(&self) -> u64 {
-        brain::event_store::head(&self.pool).await.expect("read head")
+        brain::eventlog::store::head(&self.pool).await.expect("read head")
     }
 
     pub async fn stream_last_sequence(&self) -> u64 {
@@ -80,7 +80,7 @@ impl TestEnv {
         let state = stream.info().await.expect("stream info").state.clone();
         assert_eq!(state.messages, head, "stream holds one message per event");
         assert_eq!((state.first_sequence, state.last_sequence), (1, head));
-        let events = brain::event_store::read_all(&self.pool, 0, u32::MAX).await.unwrap();
+        let events = brain::eventlog::store::read_all(&self.pool, 0, u32::MAX).await.unwrap();
         for event in events {
             let message = stream.get_raw_message(event.global_position).await.expect("message");
             let envelope = bus::Envelope::decode(&message.payload).expect("envelope");

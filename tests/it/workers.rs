@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use brain::agents::Agents;
+use brain::missions::worker::{Backoff, WorkerConfig};
 use brain::serve::ServeOptions;
-use brain::worker::{Backoff, WorkerConfig};
 use serde_json::{Value, json};
 
 use crate::serve::{Process, crypto_provider, get, serve_with_options, services};
@@ -219,7 +218,7 @@ async fn failures_are_retried_with_backoff_until_max_attempts() {
     let env = TestEnv::new().await;
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let mut workers = WorkerConfig::new(Agents::parse("echo").unwrap(), 2);
+    let mut workers = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 2);
     workers.backoff = Backoff { base_ms: 100, max_ms: 1_000 };
     options.workers = Some(workers);
     let (addr, shutdown, task) = serve_with_options(options).await;

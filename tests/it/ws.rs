@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use brain::event_store::Append;
-use brain::feed::{Feed, FeedConfig, FeedHandle};
+use brain::eventlog::feed::{Feed, FeedConfig, FeedHandle};
+use brain::eventlog::store::Append;
 use brain::serve::{self, ServeOptions};
 use domain::{EventMetadata, ExpectedVersion, NewEvent};
 use futures::StreamExt;
@@ -115,7 +115,7 @@ fn position(event: &Value) -> u64 {
 
 /// The store's log as the API shows it.
 async fn store_log(env: &TestEnv) -> Vec<Value> {
-    let events = brain::event_store::read_all(&env.pool, 0, u32::MAX).await.unwrap();
+    let events = brain::eventlog::store::read_all(&env.pool, 0, u32::MAX).await.unwrap();
     events.iter().map(|event| serde_json::to_value(event).unwrap()).collect()
 }
 

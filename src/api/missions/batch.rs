@@ -4,7 +4,7 @@
 //! enqueue (they share [`super::plan_enqueue`] and the aggregate's decision). One refused
 //! item refuses the batch: the answer lists a reason for each refused item and nothing is
 //! appended. Otherwise all missions' events go into the store as one atomic group
-//! ([`crate::command::create_all`]), without loading anything: a new mission's stream is
+//! ([`crate::eventlog::command::create_all`]), without loading anything: a new mission's stream is
 //! expected at version 0.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use super::{
     CallerHeaders, EnqueueRequest, PlannedEnqueue, metadata, now_ms, plan_enqueue, refusal,
 };
 use crate::api::{ApiError, ApiJson, AppState, ErrorBody, ItemRefusal};
-use crate::command::{self, Create};
+use crate::eventlog::command::{self, Create};
 
 /// Most missions one batch may carry.
 pub const BATCH_MISSIONS_MAX: usize = 1_000;

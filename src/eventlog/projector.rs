@@ -23,10 +23,10 @@ use projections::{Admit, Checkpoint, CommitError, ProjectionStore, Projector};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus;
 use crate::config::Namespace;
-use crate::event_store::{self, StoreError};
-use crate::leader;
+use crate::eventlog::bus;
+use crate::eventlog::leader;
+use crate::eventlog::store::{self, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -106,8 +106,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
     /// Applies what the store holds after the checkpoint, page by page, until none is left.
     pub async fn catch_up(&mut self) -> Result<u64, RunnerError> {
         loop {
-            let page =
-                event_store::read_all(&self.pool, self.checkpoint(), self.page_events_max).await?;
+            let page = store::read_all(&self.pool, self.checkpoint(), self.page_events_max).await?;
             if page.is_empty() {
                 return Ok(self.checkpoint());
             }
@@ -118,15 +117,11 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
     /// Applies the store's events up to `position` (inclusive).
     async fn catch_up_to(&mut self, position: u64) -> Result<(), RunnerError> {
         while self.checkpoint() < position {
-            let page = event_store::read_range(
-                &self.pool,
-                self.checkpoint(),
-                position,
-                self.page_events_max,
-            )
-            .await?;
+            let page =
+                store::read_range(&self.pool, self.checkpoint(), position, self.page_events_max)
+                    .await?;
             if page.is_empty() {
-                let head = event_store::head(&self.pool).await?;
+                let head = store::head(&self.pool).await?;
                 return Err(RunnerError::StoreBehind { position, head });
             }
             self.commit(page).await?;
@@ -187,7 +182,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
                     tracing::info!(projector = self.projector.name(), actual, "checkpoint moved");
                     self.checkpoint = Checkpoint::new(actual);
                     events = if actual < up_to {
-                        event_store::read_range(&self.pool, actual, up_to, u32::MAX).await?
+                        store::read_range(&self.pool, actual, up_to, u32::MAX).await?
                     } else {
                         Vec::new()
                     };
@@ -287,7 +282,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
                     Ok(None) => return Err(consumer_error("message stream ended")),
                     Err(_silent) => {
                         leadership.check().await?;
-                        let head = event_store::head(&self.feeder.pool).await?;
+                        let head = store::head(&self.feeder.pool).await?;
                         let lag = head.saturating_sub(self.feeder.checkpoint());
                         metrics::gauge!("brain_projector_lag_events", "projector" => name)
                             .set(lag as f64);

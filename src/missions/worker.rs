@@ -21,12 +21,13 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::agents::{Agents, Failure, Task};
 use crate::clock::now_ms;
-use crate::command::{self, CommandError};
 use crate::config::Namespace;
-use crate::event_store::EventStore;
-use crate::queue::{Claim, Queue};
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::EventStore;
+use crate::missions::agent::{Agents, Failure, Task};
+use crate::missions::queue::{Claim, Queue};
+use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
 
 /// Exponential backoff with jitter: attempt `n` waits a random time between half and all of
 /// `base · 2^(n−1)`, capped at `max`. The randomness spreads retries of missions that
@@ -137,39 +138,8 @@ pub fn default_worker_id() -> String {
     format!("{host}-{}-{suffix}", std::process::id())
 }
 
-/// What a worker publishes about itself for `GET /api/missions/worker/status`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct WorkerStatus {
-    pub worker_id: String,
-    pub agents: Vec<String>,
-    pub concurrency: usize,
-    pub running: Vec<RunningMission>,
-    pub completed: u64,
-    pub failed: u64,
-    /// Missions finished (completed or failed) in the last minute, per second.
-    pub throughput_per_s: f64,
-    pub started_at_ms: i64,
-    pub last_seen_ms: i64,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct RunningMission {
-    pub mission_id: String,
-    pub agent: String,
-    pub attempt: u32,
-    pub since_ms: i64,
-}
-
-/// The Redis hash holding every worker's [`WorkerStatus`], by worker id.
-pub fn status_key(namespace: &Namespace) -> String {
-    format!("{{{namespace}}}:workers")
-}
-
 /// Pause between tries of a report the store failed to take.
 const REPORT_RETRY_PAUSE_MS: i64 = 250;
-
-/// How often a worker refreshes its status.
-pub const STATUS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Stats {
@@ -219,10 +189,10 @@ pub async fn run(
         concurrency = config.concurrency,
         "worker started"
     );
+    let board = StatusBoard::new(queue.connection(), &namespace);
     let reporter = {
-        let (queue, config, stats, stop) =
-            (queue.clone(), config.clone(), stats.clone(), shutdown.clone());
-        tokio::spawn(report_status(queue, namespace.clone(), config, stats, stop))
+        let (config, stats, stop) = (config.clone(), stats.clone(), shutdown.clone());
+        tokio::spawn(report_status(board.clone(), config, stats, stop))
     };
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
@@ -236,26 +206,18 @@ pub async fn run(
     }
     while slots.join_next().await.is_some() {}
     let _ = reporter.await;
-    let mut connection = queue.connection();
-    redis::cmd("HDEL")
-        .arg(status_key(&namespace))
-        .arg(&config.worker_id)
-        .query_async::<()>(&mut connection)
-        .await?;
+    board.remove(&config.worker_id).await?;
     tracing::info!(worker = %config.worker_id, "worker stopped");
     Ok(())
 }
 
 async fn report_status(
-    queue: Queue,
-    namespace: Namespace,
+    board: StatusBoard,
     config: Arc<WorkerConfig>,
     stats: Arc<Mutex<Stats>>,
     shutdown: CancellationToken,
 ) {
     let started_at_ms = now_ms();
-    let key = status_key(&namespace);
-    let mut connection = queue.connection();
     loop {
         let status = {
             let mut stats = stats.lock().expect("not poisoned");
@@ -276,14 +238,7 @@ async fn report_status(
                 last_seen_ms: now_ms(),
             }
         };
-        let json = serde_json::to_string(&status).expect("a status serialises");
-        let written = redis::cmd("HSET")
-            .arg(&key)
-            .arg(&config.worker_id)
-            .arg(json)
-            .query_async::<()>(&mut connection)
-            .await;
-        if let Err(error) = written {
+        if let Err(error) = board.publish(&status).await {
             tracing::warn!(%error, "cannot publish worker status");
         }
         tokio::select! {

@@ -19,8 +19,8 @@ use std::time::Duration;
 use projections::{CommitError, ProjectionStore, Projector};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
-use crate::event_store;
-use crate::projector::{Feeder, RunnerError};
+use crate::eventlog::projector::{Feeder, RunnerError};
+use crate::eventlog::store;
 
 /// Writes one projector's changes into its tables.
 pub trait PgWriter<C>: Send + Sync + 'static {
@@ -187,7 +187,7 @@ where
         tracing::info!(projector = name, position = reached, "rebuilt and swapped in");
         return Ok(reached);
     }
-    let head = event_store::head(pool).await?;
+    let head = store::head(pool).await?;
     Err(RunnerError::Projection(
         format!("rebuild of {name} could not overtake the live model (store at {head})").into(),
     ))

@@ -24,10 +24,10 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus;
 use crate::config::Namespace;
-use crate::event_store::{self, StoreError};
-use crate::leader::{self, Leadership};
+use crate::eventlog::bus;
+use crate::eventlog::leader::{self, Leadership};
+use crate::eventlog::store::{self, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -143,11 +143,11 @@ impl Relay {
         shutdown: &CancellationToken,
     ) -> Result<(), RelayError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(&event_store::notify_channel(self.namespace.as_str())).await?;
+        listener.listen(&store::notify_channel(self.namespace.as_str())).await?;
         let mut published = self.stream_last_sequence().await?;
         let mut sent_total = 0u64;
         loop {
-            let head = event_store::head(&self.pool).await?;
+            let head = store::head(&self.pool).await?;
             metrics::gauge!("brain_relay_lag_events").set(head.saturating_sub(published) as f64);
             if published > head {
                 return Err(RelayError::StreamAhead { stream_last: published, store_head: head });
@@ -213,13 +213,9 @@ impl Relay {
         head: u64,
         sent_total: &mut u64,
     ) -> Result<u64, RelayError> {
-        let events = event_store::read_range_stored(
-            &self.pool,
-            published,
-            head,
-            self.config.page_events_max,
-        )
-        .await?;
+        let events =
+            store::read_range_stored(&self.pool, published, head, self.config.page_events_max)
+                .await?;
         let mut inflight = VecDeque::with_capacity(self.config.inflight_max);
         let mut confirmed = published;
         for event in &events {

@@ -23,10 +23,10 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::config::Namespace;
-use crate::event_store::StoredEvent;
+use crate::eventlog::store::StoredEvent;
 
 /// The stream definition applied at start-up; name and subjects come from the namespace.
-const STREAM_DEFINITION: &str = include_str!("../nats/stream.json");
+const STREAM_DEFINITION: &str = include_str!("../../nats/stream.json");
 
 pub const HEADER_EVENT_TYPE: &str = "Brain-Event-Type";
 pub const HEADER_SCHEMA_VERSION: &str = "Brain-Schema-Version";

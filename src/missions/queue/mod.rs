@@ -35,178 +35,26 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use crate::config::Namespace;
-use crate::projector::{Feeder, RunnerError};
+use crate::eventlog::projector::{Feeder, RunnerError};
 
 /// Applies a batch of changes and moves the checkpoint from `after` to `up_to`, or returns
 /// `{0, actual}` when the checkpoint is elsewhere.
-const COMMIT: &str = r#"
-local base, gen, after, up_to = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-if gen == '' then gen = redis.call('GET', KEYS[1]) or '1' end
-local p = base .. gen .. ':'
-local actual = tonumber(redis.call('GET', p .. 'checkpoint') or '0')
-if actual ~= after then return {0, actual} end
-
-local function unplace(m, id)
-  local agent = redis.call('HGET', m, 'agent')
-  if agent then
-    redis.call('ZREM', p .. 'ready:' .. agent, id)
-    redis.call('ZREM', p .. 'delayed:' .. agent, id)
-  end
-  redis.call('ZREM', p .. 'leases', id)
-  return agent
-end
-
-local function ready(m, id, at)
-  local agent = unplace(m, id)
-  if not agent then return end
-  local bonus = tonumber(redis.call('HGET', m, 'bonus'))
-  redis.call('ZADD', p .. 'ready:' .. agent, at - bonus, id)
-  redis.call('HSET', m, 'state', 'ready', 'ready_at', at)
-  redis.call('HDEL', m, 'due_at', 'worker', 'lease')
-end
-
-local function delay(m, id, at)
-  local agent = unplace(m, id)
-  if not agent then return end
-  redis.call('ZADD', p .. 'delayed:' .. agent, at, id)
-  redis.call('HSET', m, 'state', 'delayed', 'due_at', at)
-  redis.call('HDEL', m, 'ready_at', 'worker', 'lease')
-end
-
-local i = 5
-while i <= #ARGV do
-  local op, id = ARGV[i], ARGV[i + 1]
-  local m = p .. 'm:' .. id
-  if op == 'E' then
-    local agent = ARGV[i + 2]
-    redis.call('HSET', m, 'agent', agent, 'bonus', ARGV[i + 3])
-    redis.call('SADD', p .. 'kinds', agent)
-    if ARGV[i + 5] == '1' then delay(m, id, tonumber(ARGV[i + 4]))
-    else ready(m, id, tonumber(ARGV[i + 4])) end
-    i = i + 6
-  elseif op == 'R' then
-    ready(m, id, tonumber(ARGV[i + 2]))
-    i = i + 3
-  elseif op == 'D' then
-    delay(m, id, tonumber(ARGV[i + 2]))
-    i = i + 3
-  elseif op == 'L' then
-    if unplace(m, id) then
-      redis.call('ZADD', p .. 'leases', ARGV[i + 3], id)
-      redis.call('HSET', m, 'state', 'running', 'lease', ARGV[i + 3])
-      if ARGV[i + 2] ~= '' then redis.call('HSET', m, 'worker', ARGV[i + 2]) end
-      redis.call('HDEL', m, 'ready_at', 'due_at')
-    end
-    i = i + 4
-  elseif op == 'X' then
-    unplace(m, id)
-    if ARGV[i + 2] == '1' then
-      redis.call('HSET', m, 'state', 'failed')
-      redis.call('HDEL', m, 'ready_at', 'due_at', 'worker', 'lease')
-    else
-      redis.call('DEL', m)
-    end
-    i = i + 3
-  else
-    return redis.error_reply('unknown queue change ' .. op)
-  end
-end
-redis.call('SET', p .. 'checkpoint', up_to)
-return {1, tonumber(up_to)}
-"#;
+const COMMIT: &str = include_str!("commit.lua");
 
 /// Pops the best mission of all the kinds given and records the claim. A delayed mission
 /// whose due time has passed competes too (scored from its due time), so a retry runs on
 /// time even before the supervisor marks it due; only the one popped leaves the delayed set,
 /// so the queue stays what the log says until its `MissionRetryDue`. Returns `{id, kind}` or
 /// nothing.
-const CLAIM: &str = r#"
-local base, now, worker, claim_until = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local gen = redis.call('GET', KEYS[1]) or '1'
-local p = base .. gen .. ':'
-local claims = base .. 'claims'
-local function held(id)
-  local until_ = redis.call('ZSCORE', claims, id)
-  return until_ and tonumber(until_) > now
-end
-local best_id, best_set, best_score, best_kind, best_at = nil, nil, nil, nil, nil
-for k = 5, #ARGV do
-  local kind = ARGV[k]
-  local ready, delayed = p .. 'ready:' .. kind, p .. 'delayed:' .. kind
-  -- A mission still under a live claim can reappear here when the projector applies an
-  -- older event after the pop; the claimer has it, so drop it from the ready set (the
-  -- claim's expiry puts it back if the claimer lets it go).
-  while true do
-    local top = redis.call('ZRANGE', ready, 0, 0, 'WITHSCORES')
-    if #top == 0 then break end
-    if held(top[1]) then
-      redis.call('ZREM', ready, top[1])
-    else
-      local score = tonumber(top[2])
-      if best_score == nil or score < best_score then
-        best_id, best_set, best_score, best_kind, best_at = top[1], ready, score, kind, nil
-      end
-      break
-    end
-  end
-  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 256)
-  for j = 1, #due, 2 do
-    local id, at = due[j], tonumber(due[j + 1])
-    if not held(id) then
-      local bonus = tonumber(redis.call('HGET', p .. 'm:' .. id, 'bonus') or '0')
-      local score = at - bonus
-      if best_score == nil or score < best_score then
-        best_id, best_set, best_score, best_kind, best_at = id, delayed, score, kind, at
-      end
-    end
-  end
-end
-if best_id == nil then return false end
-redis.call('ZREM', best_set, best_id)
-if best_at then
-  -- Taken straight from the delayed set: recorded as ready, so that a claim that expires
-  -- unstarted is put back by the reclaim.
-  redis.call('HSET', p .. 'm:' .. best_id, 'state', 'ready', 'ready_at', best_at)
-  redis.call('HDEL', p .. 'm:' .. best_id, 'due_at')
-end
-redis.call('ZADD', claims, claim_until, best_id)
-redis.call('HSET', base .. 'claimer', best_id, worker)
-return {best_id, best_kind}
-"#;
+const CLAIM: &str = include_str!("claim.lua");
 
 /// Puts back missions whose claim expired while their projected state is still `ready`
 /// (the claimer died or failed between the pop and the start). Returns how many.
-const RECLAIM: &str = r#"
-local base, now = ARGV[1], tonumber(ARGV[2])
-local gen = redis.call('GET', KEYS[1]) or '1'
-local p = base .. gen .. ':'
-local claims = base .. 'claims'
-local expired = redis.call('ZRANGEBYSCORE', claims, '-inf', now, 'LIMIT', 0, 1000)
-local back = 0
-for _, id in ipairs(expired) do
-  redis.call('ZREM', claims, id)
-  redis.call('HDEL', base .. 'claimer', id)
-  local m = p .. 'm:' .. id
-  local state = redis.call('HMGET', m, 'state', 'agent', 'bonus', 'ready_at')
-  if state[1] == 'ready' then
-    redis.call('ZADD', p .. 'ready:' .. state[2], tonumber(state[4]) - tonumber(state[3]), id)
-    back = back + 1
-  end
-end
-return back
-"#;
+const RECLAIM: &str = include_str!("reclaim.lua");
 
 /// Switches the live generation to `ARGV[2]` if it has reached the live checkpoint; returns
 /// `{1, old generation}` or `{0, live checkpoint}`.
-const SWAP: &str = r#"
-local base, gen = ARGV[1], ARGV[2]
-local live = redis.call('GET', KEYS[1]) or '1'
-local live_at = tonumber(redis.call('GET', base .. live .. ':checkpoint') or '0')
-local reached = tonumber(redis.call('GET', base .. gen .. ':checkpoint') or '0')
-if reached < live_at then return {0, live_at} end
-redis.call('SET', KEYS[1], gen)
-return {1, tonumber(live)}
-"#;
+const SWAP: &str = include_str!("swap.lua");
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -636,7 +484,7 @@ pub async fn rebuild(
     if !swap {
         return Ok((feeder.catch_up().await?, generation));
     }
-    for attempt in 1..=crate::projectors::REBUILD_SWAP_ATTEMPTS_MAX {
+    for attempt in 1..=crate::eventlog::projectors::REBUILD_SWAP_ATTEMPTS_MAX {
         let reached = feeder.catch_up().await?;
         match queue.swap(generation).await.map_err(projection)? {
             Some(old) => {

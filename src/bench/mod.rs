@@ -22,9 +22,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::{DATABASE_URL_DEFAULT, NATS_URL_DEFAULT, Namespace};
-use crate::event_store::{Append, CommitterConfig, EventStore};
-use crate::relay::{Relay, RelayConfig};
-use crate::{bus, db};
+use crate::eventlog::relay::{Relay, RelayConfig};
+use crate::eventlog::store::{Append, CommitterConfig, EventStore};
+use crate::eventlog::{bus, db};
 
 mod missions;
 
@@ -136,8 +136,8 @@ impl AppendBench {
         if self.writers == 0 || self.commands == 0 || self.events_per_command == 0 {
             bail!("--writers, --commands and --events-per-command must be at least 1");
         }
-        if !(1..=crate::event_store::GROUP_APPENDS_MAX).contains(&self.group_size) {
-            bail!("--group-size must be 1 to {}", crate::event_store::GROUP_APPENDS_MAX);
+        if !(1..=crate::eventlog::store::GROUP_APPENDS_MAX).contains(&self.group_size) {
+            bail!("--group-size must be 1 to {}", crate::eventlog::store::GROUP_APPENDS_MAX);
         }
         let suffix = &Uuid::new_v4().simple().to_string()[..12];
         let namespace = Namespace::parse(&format!("bench_{suffix}")).map_err(anyhow::Error::msg)?;

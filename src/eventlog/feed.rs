@@ -40,9 +40,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::bus::{self, Envelope};
 use crate::config::Namespace;
-use crate::event_store::{self, Selection, StoreError, StoredEvent};
+use crate::eventlog::bus::{self, Envelope};
+use crate::eventlog::store::{self, Selection, StoreError, StoredEvent};
 
 /// Most events the feed keeps for clients that are behind.
 pub const BUFFER_EVENTS_MAX: usize = 1 << 20;
@@ -266,13 +266,12 @@ impl FeedHandle {
         up_to: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = self.shared.config.page_events_max.max(1);
-        event_store::read_range_stored_selected(&self.shared.pool, selection, after, up_to, limit)
-            .await
+        store::read_range_stored_selected(&self.shared.pool, selection, after, up_to, limit).await
     }
 
     /// The last position committed to the store.
     pub async fn head(&self) -> Result<u64, StoreError> {
-        event_store::head(&self.shared.pool).await
+        store::head(&self.shared.pool).await
     }
 
     /// Counts a connected client until the returned guard is dropped.
@@ -346,7 +345,7 @@ impl Feed {
         config: FeedConfig,
         sessions_stop: CancellationToken,
     ) -> Result<Feed, FeedError> {
-        let head = event_store::head(&pool).await?;
+        let head = store::head(&pool).await?;
         let capacity = config.buffer_events.clamp(1, BUFFER_EVENTS_MAX);
         let (sender, _) = broadcast::channel(capacity);
         let shared = Arc::new(Shared {
@@ -410,7 +409,7 @@ impl Feed {
                 Ok(Some(Err(error))) => return Err(consumer_error(error)),
                 Ok(None) => return Err(consumer_error("message stream ended")),
                 Err(_silent) => {
-                    let head = event_store::head(&self.shared.pool).await?;
+                    let head = store::head(&self.shared.pool).await?;
                     if head > self.last && !progressed {
                         tracing::info!(
                             position = self.last,
@@ -443,8 +442,7 @@ impl Feed {
         let page_max = self.shared.config.page_events_max.max(1);
         loop {
             let page =
-                event_store::read_range_stored(&self.shared.pool, self.last, u64::MAX, page_max)
-                    .await?;
+                store::read_range_stored(&self.shared.pool, self.last, u64::MAX, page_max).await?;
             if page.is_empty() {
                 return Ok(());
             }
@@ -459,10 +457,9 @@ impl Feed {
         let page_max = self.shared.config.page_events_max.max(1);
         while self.last < position {
             let page =
-                event_store::read_range_stored(&self.shared.pool, self.last, position, page_max)
-                    .await?;
+                store::read_range_stored(&self.shared.pool, self.last, position, page_max).await?;
             if page.is_empty() {
-                let head = event_store::head(&self.shared.pool).await?;
+                let head = store::head(&self.shared.pool).await?;
                 return Err(FeedError::StoreBehind { position, head });
             }
             for event in &page {

@@ -21,12 +21,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::clock::now_ms;
-use crate::command::{self, CommandError};
 use crate::config::Namespace;
-use crate::event_store::EventStore;
-use crate::leader;
-use crate::queue::Queue;
-use crate::worker::Backoff;
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::leader;
+use crate::eventlog::store::EventStore;
+use crate::missions::queue::Queue;
+use crate::missions::worker::Backoff;
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {

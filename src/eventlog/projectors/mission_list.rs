@@ -1,7 +1,13 @@
-//! PostgreSQL adapter of the `mission_list` projector (table `mission_list`).
+//! PostgreSQL adapter of the `mission_list` projector (table `mission_list`): the writer the
+//! projector runtime calls, and the reads the query API makes of it, side by side so the
+//! table's columns are named in one file.
 
 use projections::mission_list::{RowChange, merge};
-use sqlx::{AssertSqlSafe, PgConnection};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
+use time::OffsetDateTime;
 
 use super::PgWriter;
 
@@ -87,4 +93,93 @@ impl PgWriter<RowChange> for MissionListWriter {
         .await?;
         Ok(())
     }
+}
+
+/// A mission as the list shows it.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct MissionRow {
+    pub mission_id: String,
+    pub name: Option<String>,
+    pub status: String,
+    pub priority: Option<String>,
+    pub agent: Option<String>,
+    pub attempt: Option<i32>,
+    pub enqueued_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub enqueued_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(skip)]
+    pub enqueued_position: Option<i64>,
+}
+
+/// What `list` selects; `None` matches everything. Statuses and priorities are their JSON
+/// words.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub priority: Option<String>,
+    pub agent: Option<String>,
+    pub since: Option<OffsetDateTime>,
+    /// Only missions enqueued before this position (the cursor of the previous page).
+    pub before_position: Option<u64>,
+    pub limit: u32,
+}
+
+/// One page of missions, newest first, and the checkpoint the page reflects, read in one
+/// snapshot so the position matches the rows.
+pub async fn list(
+    pool: &PgPool,
+    filter: &ListFilter,
+) -> Result<(Vec<MissionRow>, u64), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let missions: Vec<MissionRow> = sqlx::query_as(
+        "SELECT mission_id, name, status, priority, agent, attempt, enqueued_by, enqueued_at,
+                updated_at, enqueued_position
+         FROM mission_list
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR priority = $2)
+           AND ($3::text IS NULL OR agent = $3)
+           AND ($4::timestamptz IS NULL OR enqueued_at >= $4)
+           AND ($5::int8 IS NULL OR enqueued_position < $5)
+         ORDER BY enqueued_position DESC
+         LIMIT $6",
+    )
+    .bind(&filter.status)
+    .bind(&filter.priority)
+    .bind(&filter.agent)
+    .bind(filter.since)
+    .bind(filter.before_position.map(|position| position as i64))
+    .bind(i64::from(filter.limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    let position = super::checkpoint(&mut *tx, projections::mission_list::NAME).await?;
+    tx.commit().await?;
+    Ok((missions, position))
+}
+
+/// Name and priority of each mission id given that the list knows.
+pub async fn describe(
+    pool: &PgPool,
+    ids: &[String],
+) -> Result<BTreeMap<String, (Option<String>, Option<String>)>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT mission_id, name, priority FROM mission_list WHERE mission_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(id, name, priority)| (id, (name, priority))).collect())
+}
+
+/// Missions per status.
+pub async fn count_by_status(pool: &PgPool) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT status, count(*) FROM mission_list GROUP BY status")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows.into_iter().collect())
 }

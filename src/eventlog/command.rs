@@ -9,7 +9,7 @@
 use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
 use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 
-use crate::event_store::{Append, AppendError, Appended, EventStore, StoreError};
+use crate::eventlog::store::{Append, AppendError, Appended, EventStore, StoreError};
 
 /// Re-decisions after a conflict before giving up with it.
 pub const CONFLICT_RETRIES_MAX: u32 = 5;
@@ -187,7 +187,7 @@ pub fn decide_creations<A: Aggregate>(
             events: events.iter().map(new_event).collect(),
             metadata,
         };
-        if let Err(error) = crate::event_store::validate(&append) {
+        if let Err(error) = crate::eventlog::store::validate(&append) {
             refused.push((index, CommandError::Append(error)));
             continue;
         }

@@ -1,0 +1,215 @@
+//! The committer's SQL: the statements of one batch transaction, each fed by or feeding the
+//! pure decision in [`super::plan`]. Locks are always taken in the order command ids →
+//! streams → head, each sorted, so committers of different processes cannot deadlock.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::super::validate::Encoded;
+use super::super::{AppendError, StoreError, to_i64};
+use super::plan::{Commands, Outcome, Plan, StreamKey, key};
+
+pub(super) type Tx = Transaction<'static, Postgres>;
+
+/// Step 1: claims the batch's (sorted) command ids; returns those this transaction got. An
+/// id already there belongs to an earlier command: a repeat.
+pub(super) async fn claim_ids(tx: &mut Tx, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let claimed = sqlx::query_scalar(
+        "INSERT INTO commands (command_id) SELECT unnest($1::uuid[]) ORDER BY 1
+         ON CONFLICT DO NOTHING RETURNING command_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(claimed.into_iter().collect())
+}
+
+/// The stored outcomes of commands seen in an earlier transaction, in one query.
+pub(super) async fn earlier_outcomes(
+    tx: &mut Tx,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Outcome>, sqlx::Error> {
+    match super::super::command_outcomes(tx, ids).await {
+        Ok(found) => Ok(found.into_iter().map(|(id, appended)| (id, Ok(appended))).collect()),
+        Err(StoreError::Corrupt(what)) => {
+            let corrupt = sqlx::Error::Protocol(format!("corrupt command outcome: {what}"));
+            let error = AppendError::from(corrupt);
+            Ok(ids.iter().map(|id| (*id, Err(error.clone()))).collect())
+        }
+        Err(StoreError::Database(error)) => Err(error),
+    }
+}
+
+/// Step 2: locks the (sorted) streams and reads their versions. The no-op `DO UPDATE` locks
+/// an existing row and returns its version; a missing row is created at version 0, so a new
+/// stream is locked just the same.
+pub(super) async fn lock_streams<'a>(
+    tx: &mut Tx,
+    keys: &[StreamKey<'a>],
+) -> Result<HashMap<StreamKey<'a>, u64>, sqlx::Error> {
+    let mut versions = HashMap::with_capacity(keys.len());
+    if keys.is_empty() {
+        return Ok(versions);
+    }
+    let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
+    let rows = sqlx::query(
+        "INSERT INTO streams (stream_type, stream_id, version)
+         SELECT t, i, 0 FROM unnest($1::text[], $2::text[]) AS s(t, i) ORDER BY t, i
+         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = streams.version
+         RETURNING stream_type, stream_id, version",
+    )
+    .bind(&types)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let (stream_type, stream_id): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
+        let found = keys.binary_search(&(stream_type, stream_id));
+        let index = found.map_err(|_| sqlx::Error::Protocol("unasked stream".into()))?;
+        versions.insert(keys[index], row.try_get::<i64, _>(2)? as u64);
+    }
+    Ok(versions)
+}
+
+/// Gives back the ids of refused commands. Rare, so one primary-key delete each: a plan that
+/// cannot turn into a scan, whatever the table's statistics say.
+pub(super) async fn release(tx: &mut Tx, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query("DELETE FROM commands WHERE command_id = $1")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The batch's events as one array per column, for a single `unnest` insert.
+#[derive(Default)]
+struct EventColumns {
+    stream_types: Vec<String>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    event_types: Vec<String>,
+    schema_versions: Vec<i32>,
+    /// Payloads and metadata as JSON text (encoded before queueing), cast to `jsonb` by the
+    /// statement. Binding `serde_json::Value`s instead meant a deep copy of each payload and
+    /// a serialisation inside sqlx, both on the committer's serial path.
+    payloads: Vec<String>,
+    metadata: Vec<String>,
+}
+
+#[derive(Default)]
+struct CommandColumns<'a> {
+    ids: Vec<Uuid>,
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    first_versions: Vec<i64>,
+    last_versions: Vec<i64>,
+    first_offsets: Vec<i64>,
+    last_offsets: Vec<i64>,
+}
+
+/// Step 3 as one statement; returns the position before the batch's first event.
+/// Data-modifying CTEs run exactly once, all against the `base` that the head update
+/// returned, so the head row is locked from here to the commit only. Rows are written with
+/// `INSERT .. ON CONFLICT` rather than `UPDATE .. FROM unnest(..)`: an upsert always finds
+/// its row through the unique index, while a join's plan follows table statistics, and a
+/// plan cached while a table was small turns into a sequential scan per batch once it has
+/// grown (measured: 30 ms per transaction at 30k streams).
+pub(super) async fn write(
+    tx: &mut Tx,
+    notify_channel: &str,
+    commands: &Commands<'_>,
+    encoded: &[&Encoded],
+    plan: &Plan<'_>,
+) -> Result<u64, sqlx::Error> {
+    let mut events = EventColumns::default();
+    let mut command = CommandColumns::default();
+    for p in &plan.placed {
+        let append = commands.appends[p.index];
+        let texts = append.events.iter().zip(&encoded[p.index].payloads);
+        for (offset, (event, payload)) in texts.enumerate() {
+            events.stream_types.push(append.stream_type.as_str().to_owned());
+            events.stream_ids.push(append.stream_id.as_str().to_owned());
+            events.versions.push(to_i64(p.first_version + offset as u64));
+            events.event_ids.push(event.event_id);
+            events.event_types.push(event.event_type.clone());
+            events.schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+            events.payloads.push(payload.clone());
+            events.metadata.push(encoded[p.index].metadata.clone());
+        }
+        if let Some(id) = append.metadata.command_id {
+            command.ids.push(id);
+            command.stream_types.push(append.stream_type.as_str());
+            command.stream_ids.push(append.stream_id.as_str());
+            command.first_versions.push(to_i64(p.first_version));
+            command.last_versions.push(to_i64(p.last_version));
+            command.first_offsets.push(to_i64(p.first_offset));
+            command.last_offsets.push(to_i64(p.last_offset));
+        }
+    }
+    let mut touched: Vec<StreamKey> =
+        plan.placed.iter().map(|p| key(commands.appends[p.index])).collect();
+    touched.sort_unstable();
+    touched.dedup();
+    let (stream_types, stream_ids): (Vec<&str>, Vec<&str>) = touched.iter().copied().unzip();
+    let stream_versions: Vec<i64> =
+        touched.iter().map(|stream| to_i64(plan.versions[stream])).collect();
+
+    let count = to_i64(plan.event_count);
+    let row = sqlx::query(
+        "WITH h AS (
+            UPDATE head SET position = position + $1 RETURNING position - $1 AS base
+         ), ev AS (
+            INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
+                                event_type, schema_version, payload, metadata)
+            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
+            FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
+                           $7::int4[], $8::text[], $9::text[])
+                    WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
+         ), st AS (
+            INSERT INTO streams (stream_type, stream_id, version)
+            SELECT * FROM unnest($10::text[], $11::text[], $12::int8[])
+            ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version
+         ), cmd AS (
+            INSERT INTO commands (command_id, stream_type, stream_id, first_version,
+                                  last_version, first_position, last_position)
+            SELECT u.id, u.st, u.sid, u.fv, u.lv, h.base + u.fo, h.base + u.lo
+            FROM h, unnest($13::uuid[], $14::text[], $15::text[], $16::int8[], $17::int8[],
+                           $18::int8[], $19::int8[]) AS u(id, st, sid, fv, lv, fo, lo)
+            ON CONFLICT (command_id) DO UPDATE
+            SET stream_type = excluded.stream_type, stream_id = excluded.stream_id,
+                first_version = excluded.first_version, last_version = excluded.last_version,
+                first_position = excluded.first_position,
+                last_position = excluded.last_position
+         )
+         SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h",
+    )
+    .bind(count)
+    .bind(&events.stream_types)
+    .bind(&events.stream_ids)
+    .bind(&events.versions)
+    .bind(&events.event_ids)
+    .bind(&events.event_types)
+    .bind(&events.schema_versions)
+    .bind(&events.payloads)
+    .bind(&events.metadata)
+    .bind(&stream_types)
+    .bind(&stream_ids)
+    .bind(&stream_versions)
+    .bind(&command.ids)
+    .bind(&command.stream_types)
+    .bind(&command.stream_ids)
+    .bind(&command.first_versions)
+    .bind(&command.last_versions)
+    .bind(&command.first_offsets)
+    .bind(&command.last_offsets)
+    .bind(notify_channel)
+    .fetch_one(&mut **tx)
+    .await?;
+    let base: i64 = row.try_get(0)?;
+    Ok(base as u64)
+}

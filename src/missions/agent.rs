@@ -1,0 +1,62 @@
+//! The contract between a worker and whatever runs a mission: a worker holds an [`Agents`]
+//! map from agent kind to an [`Agent`] and calls it without knowing what it is. The
+//! implementations live in `crate::agents`; `serve` and `brain worker` fill the map.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+/// What an agent is given.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub mission_id: String,
+    pub name: String,
+    pub agent: String,
+    pub payload: serde_json::Value,
+    /// 1 for the first try.
+    pub attempt: u32,
+}
+
+/// Why an attempt failed; `retryable` decides whether another attempt is scheduled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub message: String,
+    pub retryable: bool,
+}
+
+pub trait Agent: Send + Sync + 'static {
+    /// Runs one attempt. The worker enforces the mission's timeout by dropping the future,
+    /// so an agent needs no clock of its own.
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>>;
+}
+
+/// Agent kinds a worker serves and what runs each.
+#[derive(Clone, Default)]
+pub struct Agents(BTreeMap<String, Arc<dyn Agent>>);
+
+impl std::fmt::Debug for Agents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+impl Agents {
+    /// Serves `kind` with `agent`, replacing what served it before.
+    pub fn insert(&mut self, kind: String, agent: Arc<dyn Agent>) {
+        self.0.insert(kind, agent);
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&Arc<dyn Agent>> {
+        self.0.get(kind)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -1,0 +1,13 @@
+//! Running missions: the Redis priority queue (its projection store and Lua scripts), the
+//! workers that claim and run missions under a lease, and the mission supervisor that
+//! expires leases and brings due missions back.
+//!
+//! Workers run agents without knowing them: the [`agent::Agent`] trait a worker calls lives
+//! here, the built-in agents in `crate::agents` implement it, and `serve`/`brain worker` wire
+//! the two together. This folder uses `eventlog` and nothing above it.
+
+pub mod agent;
+pub mod queue;
+pub mod status;
+pub mod supervisor;
+pub mod worker;
