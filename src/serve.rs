@@ -46,6 +46,10 @@ pub struct ServeOptions {
     pub committer: CommitterConfig,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: String,
+    /// Agent kinds a mission may name, besides those this process's workers serve: each is
+    /// a Redis sorted set and a queue of its own, so the set is fixed by the operator, never
+    /// grown by client input.
+    pub agent_kinds: Vec<String>,
     /// How the queue weighs priority against waiting time.
     pub scoring: Scoring,
     pub supervisor: SupervisorConfig,
@@ -64,6 +68,7 @@ impl ServeOptions {
             relay: Default::default(),
             committer: Default::default(),
             default_agent: DEFAULT_AGENT.to_owned(),
+            agent_kinds: AGENT_KINDS_DEFAULT.split(',').map(str::to_owned).collect(),
             scoring: Scoring::default(),
             supervisor: SupervisorConfig::default(),
             workers: None,
@@ -74,6 +79,40 @@ impl ServeOptions {
 
 /// The agent kind missions run on when the request names none.
 pub const DEFAULT_AGENT: &str = "coder";
+/// Agent kinds a mission may name out of the box: the built-in agents' kinds.
+pub const AGENT_KINDS_DEFAULT: &str = "coder,ops,architect,supervisor,echo";
+/// Most agent kinds one deployment may have.
+pub const AGENT_KINDS_MAX: usize = 256;
+/// Kinds the in-process workers serve out of the box: `coder` (the default kind) runs on
+/// the `echo` agent until a real one is configured, so a first mission completes.
+pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder=echo";
+
+/// The kinds missions may name: the configured ones and those the workers serve. The
+/// default kind must be one of them, and is warned about when no worker here serves it.
+fn agent_kinds(options: &ServeOptions) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let mut kinds = std::collections::BTreeSet::new();
+    for kind in &options.agent_kinds {
+        domain::mission::check_agent(kind)
+            .map_err(|error| anyhow::anyhow!("agent kind {kind:?}: {error}"))?;
+        kinds.insert(kind.clone());
+    }
+    let served = options.workers.as_ref().map(|workers| workers.agents.kinds()).unwrap_or_default();
+    kinds.extend(served.iter().cloned());
+    anyhow::ensure!(kinds.len() <= AGENT_KINDS_MAX, "more than {AGENT_KINDS_MAX} agent kinds");
+    anyhow::ensure!(
+        kinds.contains(&options.default_agent),
+        "the default agent {:?} is not one of the agent kinds {kinds:?}",
+        options.default_agent
+    );
+    if options.workers.is_some() && !served.contains(&options.default_agent) {
+        tracing::warn!(
+            default_agent = %options.default_agent,
+            ?served,
+            "no worker of this process serves the default agent kind"
+        );
+    }
+    Ok(kinds)
+}
 
 /// A running server: where it listens, and how to wait for it to finish.
 pub struct Server {
@@ -87,6 +126,7 @@ pub struct Server {
 pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<Server> {
     domain::mission::check_agent(&options.default_agent)
         .map_err(|error| anyhow::anyhow!("default agent {:?}: {error}", options.default_agent))?;
+    let agent_kinds = agent_kinds(&options)?;
     let services = &options.services;
     let namespace = services.namespace.clone();
     let pool = db::connect(&services.database_url, services.db_connections_max).await?;
@@ -167,6 +207,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         namespace: namespace.clone(),
         metrics: telemetry::metrics(),
         default_agent: options.default_agent.as_str().into(),
+        agent_kinds: Arc::new(agent_kinds),
         feed: feed_handle.clone(),
     };
     let listener = TcpListener::bind(options.http_addr)

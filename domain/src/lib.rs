@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod event;
 pub mod mission;
 pub mod names;
+pub mod text;
 
 pub use aggregate::Aggregate;
 pub use event::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};

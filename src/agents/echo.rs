@@ -7,6 +7,9 @@
 //! | `fail_attempts` | fail attempts 1 to N with a retryable error |
 //! | `fail_permanently` | fail with an error that is not worth retrying |
 //! | `hang_attempts` | never answer on attempts 1 to N (until the worker gives up) |
+//! | `answer_bytes` | answer with a string of this many bytes instead (at most 16 MiB) |
+//! | `answer_nul` | answer with a string holding a NUL character (U+0000) |
+//! | `error_nul` | fail once, retryably, with a message holding a NUL character |
 
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use serde_json::json;
 use crate::missions::agent::{Agent, Failure, Task};
 
 pub const DELAY_MS_MAX: u64 = 60 * 60 * 1_000;
+pub const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 pub struct Echo;
 
@@ -40,6 +44,17 @@ impl Agent for Echo {
             if u64::from(task.attempt) <= field("fail_attempts").unwrap_or(0) {
                 let message = format!("echo: asked to fail attempt {}", task.attempt);
                 return Err(Failure { message, retryable: true });
+            }
+            let flag = |name: &str| task.payload.get(name).and_then(serde_json::Value::as_bool);
+            if flag("error_nul") == Some(true) && task.attempt == 1 {
+                let message = "echo: failed with a \0 in its message".to_owned();
+                return Err(Failure { message, retryable: true });
+            }
+            if flag("answer_nul") == Some(true) {
+                return Ok(json!({ "text": "a NUL \0 here" }));
+            }
+            if let Some(bytes) = field("answer_bytes") {
+                return Ok(json!({ "text": "x".repeat(bytes.min(ANSWER_BYTES_MAX) as usize) }));
             }
             Ok(json!({ "echo": task.payload, "attempt": task.attempt }))
         }

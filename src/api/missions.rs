@@ -52,10 +52,11 @@ pub fn routes() -> ApiRoutes {
 #[allow(dead_code)] // read from the headers by `metadata`; this type only documents them
 struct CallerHeaders {
     /// The caller, recorded as the events' actor (until authentication exists); 1 to 200
-    /// bytes, `api` when absent.
+    /// visible ASCII characters, `api` when absent; anything else is a 400 `invalid_header`.
     #[param(rename = "X-Actor")]
     x_actor: Option<String>,
-    /// A UUID shared by everything that follows from this request; a new one when absent.
+    /// A UUID shared by everything that follows from this request; a new one when absent;
+    /// not a UUID is a 400 `invalid_header`.
     #[param(rename = "X-Correlation-Id")]
     x_correlation_id: Option<Uuid>,
 }
@@ -178,23 +179,35 @@ fn view(
     })
 }
 
-/// Who is asking (`X-Actor`, until authentication arrives) and the request's correlation id
-/// (`X-Correlation-Id`, or a new one).
-fn metadata(headers: &HeaderMap) -> EventMetadata {
-    let actor = headers
-        .get("x-actor")
-        .and_then(|value| value.to_str().ok())
-        .filter(|actor| !actor.is_empty() && actor.len() <= 200)
-        .unwrap_or("api");
+/// Longest `X-Actor`.
+pub const ACTOR_LEN_MAX: usize = 200;
+
+/// Who is asking (`X-Actor`, until authentication arrives; `api` when absent) and the
+/// request's correlation id (`X-Correlation-Id`, or a new one). Both end up in events, so a
+/// value that is present but not what it must be is refused, never replaced.
+pub(super) fn metadata(headers: &HeaderMap) -> Result<EventMetadata, ApiError> {
+    let actor = match headers.get("x-actor") {
+        None => "api",
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|actor| !actor.is_empty() && actor.len() <= ACTOR_LEN_MAX)
+            .ok_or_else(|| ApiError::InvalidHeader {
+                header: "x-actor",
+                message: format!("must be 1 to {ACTOR_LEN_MAX} visible ASCII characters"),
+            })?,
+    };
     let mut metadata = EventMetadata::new(actor, OffsetDateTime::now_utc());
-    if let Some(id) = headers
-        .get("x-correlation-id")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| Uuid::parse_str(value).ok())
-    {
-        metadata.correlation_id = id;
+    if let Some(value) = headers.get("x-correlation-id") {
+        metadata.correlation_id =
+            value.to_str().ok().and_then(|value| Uuid::parse_str(value).ok()).ok_or_else(|| {
+                ApiError::InvalidHeader {
+                    header: "x-correlation-id",
+                    message: "must be a UUID".to_owned(),
+                }
+            })?;
     }
-    metadata
+    Ok(metadata)
 }
 
 fn parse_mission_id(raw: &str) -> Result<StreamId, ApiError> {
@@ -211,7 +224,7 @@ fn refused(
     field: Option<&'static str>,
     message: String,
 ) -> ApiError {
-    ApiError::Refused(Refusal { status, code, field, message })
+    ApiError::Refused(Refusal { status, code, field: field.map(Into::into), message })
 }
 
 /// Maps a command's failure to its HTTP answer.
@@ -245,6 +258,15 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
         CommandError::Append(AppendError::PayloadTooLarge { .. }) => {
             refused(S::PAYLOAD_TOO_LARGE, "payload_too_large", Some("payload"), message)
         }
+        CommandError::Append(AppendError::Unstorable { path, .. }) => {
+            let field = Some(path.into());
+            ApiError::Refused(Refusal {
+                status: S::BAD_REQUEST,
+                code: "invalid_field",
+                field,
+                message,
+            })
+        }
         CommandError::Append(AppendError::ActorTooLong { .. }) => {
             refused(S::BAD_REQUEST, "invalid_field", Some("x-actor"), message)
         }
@@ -254,16 +276,23 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
         CommandError::Append(AppendError::Closed) => {
             refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message)
         }
+        CommandError::Append(AppendError::Refused { .. }) => {
+            refused(S::UNPROCESSABLE_ENTITY, "unstorable", None, message)
+        }
+        CommandError::Append(AppendError::Database(_)) => ApiError::Unavailable,
+        CommandError::Append(AppendError::OutcomeUnknown(error)) => {
+            tracing::error!(%error, "command outcome unknown");
+            ApiError::OutcomeUnknown
+        }
         CommandError::Append(
             error @ (AppendError::Conflict { .. }
             | AppendError::NoEvents
             | AppendError::TooManyEvents { .. }
             | AppendError::InvalidEventType { .. }
             | AppendError::TooManyAppends { .. }
-            | AppendError::InGroup { .. }
-            | AppendError::Database(_)),
+            | AppendError::InGroup { .. }),
         ) => ApiError::Internal(error.into()),
-        CommandError::Store(error) => ApiError::Internal(error.into()),
+        CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
     }
 }
@@ -290,7 +319,7 @@ struct PlannedEnqueue {
 
 /// Checks what only the API knows about (`timeout_s` bounds, the idempotency key) and fills
 /// in defaults; the aggregate checks the rest of the spec when it decides.
-fn plan_enqueue(request: EnqueueRequest, default_agent: &str) -> Result<PlannedEnqueue, ApiError> {
+fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueue, ApiError> {
     let timeout_s = request.timeout_s.unwrap_or(TIMEOUT_S_DEFAULT);
     if timeout_s == 0 || timeout_s > TIMEOUT_S_MAX {
         let message = format!("must be between 1 and {TIMEOUT_S_MAX}");
@@ -324,11 +353,24 @@ fn plan_enqueue(request: EnqueueRequest, default_agent: &str) -> Result<PlannedE
         description: request.description,
         priority: request.priority.unwrap_or(Priority::Normal),
         payload: request.payload.unwrap_or_else(|| serde_json::json!({})),
-        agent: request.agent.unwrap_or_else(|| default_agent.to_owned()),
+        agent: request.agent.unwrap_or_else(|| app.default_agent.to_string()),
         attempt_max: request.max_attempts.unwrap_or(ATTEMPT_MAX_DEFAULT),
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
     };
+    // A kind outside the configured set is refused: each kind is a queue of its own in
+    // Redis, so client input must not be able to create them without bound. An invalid
+    // name is left to the aggregate, which names the rule.
+    if domain::mission::check_agent(&spec.agent).is_ok() && !app.agent_kinds.contains(&spec.agent) {
+        let known: Vec<&str> = app.agent_kinds.iter().map(String::as_str).collect();
+        let message = format!("unknown agent kind {:?}; known: {}", spec.agent, known.join(", "));
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_agent",
+            Some("agent"),
+            message,
+        ));
+    }
     let keyed = request.idempotency_key.is_some();
     Ok(PlannedEnqueue { mission_id: StreamId::from(mission_id), command_id, spec, keyed })
 }
@@ -341,7 +383,7 @@ fn plan_enqueue(request: EnqueueRequest, default_agent: &str) -> Result<PlannedE
     responses(
         (status = 201, description = "Enqueued", body = MissionView),
         (status = 200, description = "The `idempotency_key` was used before: the first mission, nothing enqueued", body = MissionView),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` (`x-actor`): actor too long", body = ErrorBody),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header` (`x-actor`, `x-correlation-id`)", body = ErrorBody),
         (status = 409, description = "`mission_contended`: the mission kept changing while enqueued", body = ErrorBody),
         (status = 413, description = "`payload_too_large` (`payload` over 256 KiB), or `invalid_body`: body over 2 MiB", body = ErrorBody),
         (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
@@ -354,9 +396,8 @@ async fn enqueue(
     headers: HeaderMap,
     ApiJson(request): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
-    let PlannedEnqueue { mission_id, command_id, spec, keyed } =
-        plan_enqueue(request, &app.default_agent)?;
-    let mut metadata = metadata(&headers);
+    let PlannedEnqueue { mission_id, command_id, spec, keyed } = plan_enqueue(request, &app)?;
+    let mut metadata = metadata(&headers)?;
     metadata.command_id = Some(command_id);
     let now = now_ms();
     let enqueue = || MissionCommand::Enqueue { spec: spec.clone(), now_ms: now };
@@ -435,7 +476,7 @@ struct CancelRequest {
     request_body(content = Option<CancelRequest>, description = "Optional; an empty body cancels without a reason"),
     responses(
         (status = 200, description = "Cancelled", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`, `x-actor`), or `invalid_body`", body = ErrorBody),
+        (status = 400, description = "`invalid_field` (`mission_id`, or a string holding a NUL), `invalid_header` (`x-actor`, `x-correlation-id`), or `invalid_body`", body = ErrorBody),
         (status = 404, description = "`mission_not_found`", body = ErrorBody),
         (status = 409, description = "`mission_already_finished`, or `mission_contended`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
@@ -460,7 +501,7 @@ async fn cancel(
             )
         })?
     };
-    let metadata = metadata(&headers);
+    let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
     let now = now_ms();
     command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Cancel {
@@ -479,7 +520,7 @@ async fn cancel(
     params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
     responses(
         (status = 200, description = "Queued again with fresh attempts", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`, `x-actor`)", body = ErrorBody),
+        (status = 400, description = "`invalid_field` (`mission_id`), `invalid_header` (`x-actor`, `x-correlation-id`)", body = ErrorBody),
         (status = 404, description = "`mission_not_found`", body = ErrorBody),
         (status = 409, description = "`mission_not_failed`, or `mission_contended`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
@@ -491,7 +532,7 @@ async fn retry(
     headers: HeaderMap,
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let mission_id = parse_mission_id(&mission_id)?;
-    let metadata = metadata(&headers);
+    let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
     let now = now_ms();
     command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Retry {

@@ -47,6 +47,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: std::sync::Arc<str>,
+    /// Agent kinds a mission may name (`ServeOptions::agent_kinds`).
+    pub agent_kinds: std::sync::Arc<std::collections::BTreeSet<String>>,
     /// The live event feed behind `GET /ws/events`.
     pub feed: crate::eventlog::feed::FeedHandle,
 }
@@ -108,37 +110,78 @@ pub enum ApiError {
     Refused(Refusal),
     #[error("{field}: {message}")]
     InvalidField { field: &'static str, message: String },
+    /// A string of the body or the query (`field` is its path) that no store can carry.
+    #[error("{field} holds a NUL character (U+0000), which cannot be stored")]
+    Unstorable { field: String },
+    /// A header that reaches events and is not what it must be: parsed, never clamped.
+    #[error("header {header}: {message}")]
+    InvalidHeader { header: &'static str, message: String },
     /// Some items of a batch were refused; nothing of the batch was done.
     #[error("{} of {of} items were refused; nothing was done", items.len())]
     BatchRefused { items: Vec<ItemRefusal>, of: usize },
+    /// PostgreSQL could not be reached or did not answer in time; nothing was done.
+    #[error("the event store is unavailable; nothing was recorded, retry later")]
+    Unavailable,
+    /// A command's commit was sent and its answer never came.
+    #[error(
+        "the command may or may not have been recorded; retrying with the same \
+         idempotency_key is safe and answers with what happened"
+    )]
+    OutcomeUnknown,
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        ApiError::Internal(error.into())
+        match error {
+            StoreError::Database(error) => ApiError::from(error),
+            corrupt @ StoreError::Corrupt(_) => ApiError::Internal(corrupt.into()),
+        }
     }
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// A database that is away or too slow is a 503 the client may retry; anything else
+    /// (a query the schema refuses, a decoding failure) is ours, a 500.
     fn from(error: sqlx::Error) -> ApiError {
-        ApiError::Internal(error.into())
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => {
+                tracing::warn!(%error, "PostgreSQL unavailable");
+                ApiError::Unavailable
+            }
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| code == "57014") => {
+                tracing::warn!(error = %db, "statement timed out");
+                ApiError::Unavailable
+            }
+            error => ApiError::Internal(error.into()),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, field) = match &self {
+        let (status, code, field): (_, _, Option<Field>) = match &self {
             ApiError::InvalidQuery(rejection) => (rejection.status(), "invalid_query", None),
             ApiError::InvalidBody(rejection) => (rejection.status(), "invalid_body", None),
-            ApiError::Refused(refusal) => (refusal.status, refusal.code, refusal.field),
+            ApiError::Refused(refusal) => (refusal.status, refusal.code, refusal.field.clone()),
             ApiError::InvalidField { field, .. } => {
-                (StatusCode::BAD_REQUEST, "invalid_field", Some(*field))
+                (StatusCode::BAD_REQUEST, "invalid_field", Some((*field).into()))
+            }
+            ApiError::Unstorable { field } => {
+                (StatusCode::BAD_REQUEST, "invalid_field", Some(field.clone().into()))
+            }
+            ApiError::InvalidHeader { header, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_header", Some((*header).into()))
             }
             ApiError::BatchRefused { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "batch_refused", None)
             }
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None),
+            ApiError::OutcomeUnknown => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         if status.is_server_error() {
@@ -167,9 +210,11 @@ pub struct ErrorDetail {
     pub code: &'static str,
     /// For people: what was wrong.
     pub message: String,
-    /// The input at fault, where there is one.
+    /// The input at fault, where there is one: a field's path in the body (`payload.a[2]`),
+    /// a query parameter or a header.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'static str>,
+    #[schema(value_type = Option<String>)]
+    pub field: Option<Field>,
     /// For `batch_refused`: each refused item, with its reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<Vec<ItemRefusal>>,
@@ -182,16 +227,20 @@ pub struct ItemRefusal {
     pub index: usize,
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<&'static str>,
+    #[schema(value_type = Option<String>)]
+    pub field: Option<Field>,
     pub message: String,
 }
+
+/// The name or path of an input at fault: mostly a fixed name, a path where the body says.
+pub type Field = std::borrow::Cow<'static, str>;
 
 /// A refusal that a domain or store error maps to: status, a stable code, the field at fault.
 #[derive(Debug)]
 pub struct Refusal {
     pub status: StatusCode,
     pub code: &'static str,
-    pub field: Option<&'static str>,
+    pub field: Option<Field>,
     pub message: String,
 }
 
@@ -201,10 +250,42 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// `axum::Json`, but a bad body gets our error shape instead of plain text.
-#[derive(axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json`, but a bad body gets our error shape instead of plain text, and a body
+/// with a NUL character in any string (a value or a key, however deeply nested) is refused
+/// with the path of that string: PostgreSQL cannot store one, and it must never reach a
+/// batch that other clients' commands share (design invariant 9).
 pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        let request = axum::extract::Request::from_parts(parts.clone(), body);
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| ApiError::InvalidBody(JsonRejection::from(rejection)))?;
+        let request = axum::extract::Request::from_parts(parts, bytes.clone().into());
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        check_no_nul(&bytes)?;
+        Ok(ApiJson(value))
+    }
+}
+
+/// Refuses JSON text holding a NUL in any string, naming where (cheap when there is none:
+/// a scan for backslashes; the text is parsed again only to find the path).
+pub fn check_no_nul(json: &[u8]) -> Result<(), ApiError> {
+    if !domain::text::json_has_nul(json) {
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_slice(json).unwrap_or_default();
+    let field = domain::text::nul_path(&value, "").unwrap_or_else(|| "body".to_owned());
+    Err(ApiError::Unstorable { field: if field.is_empty() { "body".into() } else { field } })
+}
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
@@ -228,6 +309,13 @@ where
     ) -> Result<Self, Self::Rejection> {
         let axum::extract::Query(value) =
             axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        // A NUL can only arrive percent-encoded; no query value may carry one to a store.
+        for pair in parts.uri.query().unwrap_or_default().split('&') {
+            if pair.contains("%00") {
+                let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+                return Err(ApiError::Unstorable { field: name.replace("%00", "\\u0000") });
+            }
+        }
         Ok(ApiQuery(value))
     }
 }
@@ -258,9 +346,12 @@ struct ReadyChecks {
     postgres: String,
     nats: String,
     redis: String,
+    /// This process's group committer: its last batch committed and none is stalled.
+    committer: String,
 }
 
-/// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer, else 503 naming which not.
+/// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer and the committer commits,
+/// else 503 naming which not.
 #[utoipa::path(get, path = "/ready", tag = "service",
     responses(
         (status = 200, description = "PostgreSQL, NATS and Redis all answer", body = Readiness),
@@ -293,11 +384,15 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
             .map_err(|e| e.to_string())
     });
     let (postgres, nats, redis) = tokio::join!(postgres, nats, redis);
-    let all_ok = [&postgres, &nats, &redis].iter().all(|check| *check == "ok");
+    let committer = match app.store.committer_stats().health(crate::clock::now_ms()) {
+        Ok(()) => "ok".to_owned(),
+        Err(why) => why,
+    };
+    let all_ok = [&postgres, &nats, &redis, &committer].iter().all(|check| *check == "ok");
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
         status: if all_ok { "ready" } else { "unavailable" },
-        checks: ReadyChecks { postgres, nats, redis },
+        checks: ReadyChecks { postgres, nats, redis, committer },
     };
     (status, Json(body))
 }

@@ -73,13 +73,29 @@ pub async fn execute<A: Aggregate>(
 ) -> Result<Executed<A>, CommandError<A::Error>> {
     // A command id seen before is answered with its stored outcome, even where deciding
     // again against today's state would refuse: the first execution is what counts.
-    if let Some(command_id) = metadata.command_id
+    let command_id = metadata.command_id;
+    if let Some(command_id) = command_id
         && let Some(appended) = store.command_outcome(command_id).await?
     {
         let (state, version) = load::<A>(store, stream_id).await?;
         return Ok(Executed { state, version, appended: Some(appended) });
     }
-    execute_new(store, stream_id, metadata, None, make).await
+    match execute_new(store, stream_id, metadata, None, make).await {
+        // The same command, sent concurrently, may have committed between the look-up above
+        // and the load the decision was taken against (which then refused it: the mission
+        // exists). Its outcome is this command's answer too.
+        Err(CommandError::Rejected(rejection)) => match command_id {
+            Some(command_id) => match store.command_outcome(command_id).await? {
+                Some(appended) => {
+                    let (state, version) = load::<A>(store, stream_id).await?;
+                    Ok(Executed { state, version, appended: Some(appended) })
+                }
+                None => Err(CommandError::Rejected(rejection)),
+            },
+            None => Err(CommandError::Rejected(rejection)),
+        },
+        executed => executed,
+    }
 }
 
 /// [`execute`] for a command whose id was never sent before (a fresh one, not a client's

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::clock::now_ms;
 use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::store::EventStore;
+use crate::eventlog::store::{AppendError, EventStore};
 use crate::missions::agent::{Agents, Failure, Task};
 use crate::missions::queue::{Claim, Queue};
 use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
@@ -136,6 +136,19 @@ pub fn default_worker_id() -> String {
         .unwrap_or_else(|| "worker".to_owned());
     let suffix = &Uuid::new_v4().simple().to_string()[..6];
     format!("{host}-{}-{suffix}", std::process::id())
+}
+
+/// Longest error message an attempt records, in characters; an agent's longer message is cut.
+pub const ERROR_CHARS_MAX: usize = 4_000;
+
+/// An agent's error message as the log can hold it: NUL characters replaced (PostgreSQL
+/// refuses them), cut to [`ERROR_CHARS_MAX`]. A failure must be recorded, never refused.
+fn recordable(message: &str) -> String {
+    let clean = domain::text::without_nul(message);
+    match clean.char_indices().nth(ERROR_CHARS_MAX) {
+        Some((cut, _)) => format!("{}… (cut at {ERROR_CHARS_MAX} characters)", &clean[..cut]),
+        None => clean.into_owned(),
+    }
 }
 
 /// Pause between tries of a report the store failed to take.
@@ -390,7 +403,7 @@ impl Slot {
             Attempt::Done(Err(Failure { message, retryable })) => Some(MissionCommand::Fail {
                 worker_id: worker_id.clone(),
                 attempt,
-                error: message,
+                error: recordable(&message),
                 retryable,
                 backoff_ms: self.config.backoff.draw(attempt),
                 now_ms: now_ms(),
@@ -431,17 +444,38 @@ impl Slot {
 
     /// Reports an attempt's outcome. A failure of the store (not a refusal) is retried while
     /// the lease lasts, so a blip does not throw a finished result away; a retry after a
-    /// report that did commit is refused as stale, which is harmless.
+    /// report that did commit is refused as stale, which is harmless. A result the store
+    /// cannot take (too large, a NUL in a string) fails the attempt with that reason instead:
+    /// left unreported, the lease would expire and the agent run again for nothing.
     async fn report(&self, mission_id: &StreamId, held: (Mission, u64), report: MissionCommand) {
         let lease_expires_at_ms = held.0.lease_expires_at_ms.unwrap_or_default();
-        let mut known = Some(held);
+        let mut report = report;
         loop {
-            match self.command(mission_id, known.take(), report.clone()).await {
+            match self.command(mission_id, Some(held.clone()), report.clone()).await {
                 Ok(_) => return,
                 Err(CommandError::Rejected(reason)) => {
                     // Lease expired meanwhile, cancelled: the log holds what happened.
                     tracing::info!(%mission_id, %reason, "attempt report refused");
                     return;
+                }
+                Err(CommandError::Append(
+                    error @ (AppendError::Unstorable { .. }
+                    | AppendError::PayloadTooLarge { .. }
+                    | AppendError::Refused { .. }),
+                )) if matches!(report, MissionCommand::Complete { .. }) => {
+                    tracing::warn!(%mission_id, %error, "the agent's result cannot be stored");
+                    let MissionCommand::Complete { worker_id, attempt, .. } = report else {
+                        unreachable!("matched above")
+                    };
+                    report = MissionCommand::Fail {
+                        worker_id,
+                        attempt,
+                        error: format!("the agent's result cannot be stored: {error}"),
+                        // The same input would give the same result: retry by command.
+                        retryable: false,
+                        backoff_ms: 0,
+                        now_ms: now_ms(),
+                    };
                 }
                 Err(error) if now_ms() + REPORT_RETRY_PAUSE_MS < lease_expires_at_ms => {
                     tracing::warn!(%mission_id, %error, "cannot report the attempt; retrying");
@@ -537,6 +571,16 @@ enum Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agents_error_is_recorded_without_nul_and_within_its_bound() {
+        assert_eq!(recordable("bad\0thing"), "bad\u{fffd}thing");
+        let long = "é".repeat(ERROR_CHARS_MAX + 10);
+        let kept = recordable(&long);
+        assert!(kept.starts_with(&"é".repeat(ERROR_CHARS_MAX)));
+        assert!(kept.ends_with("(cut at 4000 characters)"), "{kept}");
+        assert_eq!(recordable("fine"), "fine");
+    }
 
     #[test]
     fn backoff_doubles_per_attempt_within_its_jitter_and_stops_at_the_cap() {

@@ -6,6 +6,7 @@ mod append_all;
 mod batch_api;
 mod command;
 mod event_store;
+mod isolation;
 mod mission_list;
 mod missions_api;
 mod openapi;

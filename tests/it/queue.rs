@@ -116,6 +116,7 @@ async fn a_rebuilt_queue_equals_the_live_one_and_swaps_in() {
     workers.lease_ms = 600_000;
     workers.drain_ms = 100;
     options.workers = Some(workers);
+    options.agent_kinds.push("idle".to_owned());
     let (addr, shutdown, task) = serve_with_options(options).await;
     let mut ids = Vec::new();
     for payload in [json!({}), json!({ "fail_permanently": true }), json!({ "hang_attempts": 1 })] {

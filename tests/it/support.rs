@@ -261,3 +261,111 @@ impl Drop for Proxy {
         self.accept.abort();
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that can stall, like a half-open connection (packets
+/// dropped, nothing closed), the next `COMMIT` sent on a connection whose start-up message
+/// carries `marker` (the committer's sessions carry `lock_timeout` in their options). Only
+/// that connection stops, in both directions; every other one flows as usual.
+pub struct StallingProxy {
+    pub addr: SocketAddr,
+    stalls_left: Arc<std::sync::atomic::AtomicUsize>,
+    stalled: Arc<std::sync::atomic::AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl StallingProxy {
+    pub async fn start(upstream: SocketAddr, marker: &'static [u8]) -> StallingProxy {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let stalls_left = Arc::new(AtomicUsize::new(0));
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let accept = tokio::spawn({
+            let (stalls_left, stalled) = (stalls_left.clone(), stalled.clone());
+            async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else { continue };
+                    let (stalls_left, stalled) = (stalls_left.clone(), stalled.clone());
+                    tokio::spawn(async move {
+                        let (mut client_in, mut client_out) = inbound.into_split();
+                        let (mut server_in, mut server_out) = outbound.into_split();
+                        let stop = tokio_util::sync::CancellationToken::new();
+                        let down = tokio::spawn({
+                            let stop = stop.clone();
+                            async move {
+                                let mut buffer = vec![0u8; 64 * 1024];
+                                loop {
+                                    let read = tokio::select! {
+                                        _ = stop.cancelled() => break,
+                                        read = server_in.read(&mut buffer) => read,
+                                    };
+                                    match read {
+                                        Ok(0) | Err(_) => break,
+                                        Ok(n) => {
+                                            if client_out.write_all(&buffer[..n]).await.is_err() {
+                                                break;
+                                            }
+                                        }
+                                    }
+                                }
+                                // Held open while stalled: the client must see silence, not EOF.
+                                stop.cancelled().await;
+                                std::future::pending::<()>().await;
+                                drop(client_out);
+                            }
+                        });
+                        let mut marked = false;
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match client_in.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let chunk = &buffer[..n];
+                            marked |= contains(chunk, marker);
+                            if marked
+                                && contains(chunk, b"COMMIT")
+                                && stalls_left
+                                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                                        left.checked_sub(1)
+                                    })
+                                    .is_ok()
+                            {
+                                stalled.fetch_add(1, Ordering::SeqCst);
+                                stop.cancel();
+                                // Silence from here on, in both directions, sockets open.
+                                std::future::pending::<()>().await;
+                            }
+                            if server_out.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                        }
+                        down.abort();
+                    });
+                }
+            }
+        });
+        StallingProxy { addr, stalls_left, stalled, accept }
+    }
+
+    /// Stalls the next `COMMIT` of a marked connection.
+    pub fn stall_next_commit(&self) {
+        self.stalls_left.store(1, Ordering::SeqCst);
+    }
+
+    /// How many commits have been stalled.
+    pub fn stalled(&self) -> usize {
+        self.stalled.load(Ordering::SeqCst)
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}

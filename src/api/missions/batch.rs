@@ -61,7 +61,7 @@ pub struct BatchEnqueued {
     responses(
         (status = 201, description = "Enqueued, all in one transaction", body = BatchEnqueued),
         (status = 200, description = "Every item's `idempotency_key` was used before: the first missions, nothing enqueued", body = BatchEnqueued),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` (`x-actor`)", body = ErrorBody),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header` (`x-actor`, `x-correlation-id`)", body = ErrorBody),
         (status = 409, description = "`mission_contended`: a mission existed already under another command; nothing enqueued", body = ErrorBody),
         (status = 413, description = "`invalid_body`: body over 16 MiB; `batch_too_large`: events over 16 MiB", body = ErrorBody),
         (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
@@ -84,7 +84,7 @@ pub(super) async fn enqueue_batch(
         ));
     }
     // One request, one correlation id; each mission gets its own command id.
-    let metadata = metadata(&headers);
+    let metadata = metadata(&headers)?;
     let now = now_ms();
     let mut refusals = Vec::new();
     let mut creates = Vec::with_capacity(count);
@@ -101,21 +101,21 @@ pub(super) async fn enqueue_batch(
             }
         };
         let key = request.idempotency_key.clone();
-        let PlannedEnqueue { mission_id, command_id, spec, .. } =
-            match plan_enqueue(request, &app.default_agent) {
-                Ok(planned) => planned,
-                Err(error) => {
-                    refusals.push(ItemRefusal::from_api(index, error)?);
-                    continue;
-                }
-            };
+        let PlannedEnqueue { mission_id, command_id, spec, .. } = match plan_enqueue(request, &app)
+        {
+            Ok(planned) => planned,
+            Err(error) => {
+                refusals.push(ItemRefusal::from_api(index, error)?);
+                continue;
+            }
+        };
         if let Some(key) = key
             && let Some(first) = keys.insert(key, index)
         {
             refusals.push(ItemRefusal {
                 index,
                 code: "duplicate_idempotency_key",
-                field: Some("idempotency_key"),
+                field: Some("idempotency_key".into()),
                 message: format!("item {first} of this batch has the same idempotency_key"),
             });
             continue;

@@ -22,6 +22,9 @@ pub enum AppendError {
     InvalidEventType { event_type: String },
     #[error("event {index} has a {bytes}-byte payload, the limit is {max}")]
     PayloadTooLarge { index: usize, bytes: usize, max: usize },
+    /// A string the store cannot carry (PostgreSQL refuses NUL in `text` and `jsonb`).
+    #[error("{path} holds a NUL character (U+0000), which cannot be stored")]
+    Unstorable { index: Option<usize>, path: String },
     #[error("actor is {bytes} bytes long, the limit is {max}")]
     ActorTooLong { bytes: usize, max: usize },
     #[error("a group of {count} appends is over the limit of {max}")]
@@ -33,10 +36,18 @@ pub enum AppendError {
     InGroup { index: usize, error: Box<AppendError> },
     #[error("event store is shutting down")]
     Closed,
-    /// The batch's transaction failed. If the failure hit while committing, the outcome is
-    /// unknown: retry with the same command id to learn it without appending twice.
+    /// PostgreSQL refused what this command carries (found by isolating it from its batch,
+    /// whose other commands went in).
+    #[error("the event store refused the command: {message}")]
+    Refused { message: String },
+    /// The batch's transaction failed before it was committed: nothing was written, and a
+    /// retry is safe.
     #[error("event store: {0}")]
     Database(Arc<sqlx::Error>),
+    /// The commit was sent and its answer never came: the command may or may not have been
+    /// recorded. A retry with the same command id learns which without appending twice.
+    #[error("the event store's commit did not answer ({0}); the outcome is unknown")]
+    OutcomeUnknown(Arc<sqlx::Error>),
 }
 
 impl From<sqlx::Error> for AppendError {

@@ -1,6 +1,8 @@
 //! What an append must satisfy before it is queued: limits that keep every event storable
 //! and publishable (a NATS header, one NATS message), checked once at the edge of the store.
 
+use domain::text::{json_has_nul, nul_path};
+
 use super::{Append, AppendError};
 
 /// Most events one command may append; a larger append is a caller error.
@@ -32,7 +34,7 @@ pub(super) struct Encoded {
 
 /// Checks what the store and the bus need of an append; returns its payload bytes.
 pub fn validate(append: &Append) -> Result<usize, AppendError> {
-    check(append, json_len)
+    check(append, |payload| (json_len(payload), nul_path(payload, "").is_some()))
 }
 
 /// [`validate`], keeping the JSON text it measured.
@@ -40,9 +42,9 @@ pub(super) fn encode(append: &Append) -> Result<Encoded, AppendError> {
     let mut payloads = Vec::with_capacity(append.events.len());
     let bytes = check(append, |payload| {
         let text = serde_json::to_string(payload).expect("a JSON value always serialises");
-        let len = text.len();
+        let measured = (text.len(), json_has_nul(text.as_bytes()));
         payloads.push(text);
-        len
+        measured
     })?;
     let metadata = serde_json::to_string(&append.metadata).expect("metadata always serialises");
     Ok(Encoded { payloads, metadata, bytes })
@@ -68,10 +70,11 @@ pub(super) fn encode_group(appends: &[Append]) -> Result<Vec<Encoded>, AppendErr
     Ok(encoded)
 }
 
-/// The checks, measuring each payload's JSON length with `measure`.
+/// The checks, measuring each payload's JSON length, and whether it holds a NUL, with
+/// `measure`.
 fn check(
     append: &Append,
-    mut measure: impl FnMut(&serde_json::Value) -> usize,
+    mut measure: impl FnMut(&serde_json::Value) -> (usize, bool),
 ) -> Result<usize, AppendError> {
     let count = append.events.len();
     if count == 0 {
@@ -84,6 +87,9 @@ fn check(
     if actor > ACTOR_BYTES_MAX {
         return Err(AppendError::ActorTooLong { bytes: actor, max: ACTOR_BYTES_MAX });
     }
+    if append.metadata.actor.contains('\0') {
+        return Err(AppendError::Unstorable { index: None, path: "actor".to_owned() });
+    }
     let mut total = 0;
     for (index, event) in append.events.iter().enumerate() {
         let event_type = &event.event_type;
@@ -94,7 +100,11 @@ fn check(
         {
             return Err(AppendError::InvalidEventType { event_type: event_type.clone() });
         }
-        let bytes = measure(&event.payload);
+        let (bytes, nul) = measure(&event.payload);
+        if nul {
+            let path = nul_path(&event.payload, "payload").unwrap_or_else(|| "payload".into());
+            return Err(AppendError::Unstorable { index: Some(index), path });
+        }
         if bytes > EVENT_PAYLOAD_BYTES_MAX {
             return Err(AppendError::PayloadTooLarge {
                 index,

@@ -59,6 +59,9 @@ pub struct CommitterConfig {
     pub transactions_in_flight_max: usize,
     /// Longest a batch waits to grow to the size of the one before it.
     pub linger: std::time::Duration,
+    /// Longest one batch transaction may take, from `BEGIN` to the answer to `COMMIT`
+    /// ([`TRANSACTION_TIMEOUT`] by default).
+    pub transaction_timeout: std::time::Duration,
 }
 
 impl Default for CommitterConfig {
@@ -68,15 +71,51 @@ impl Default for CommitterConfig {
             queue_len_max: 8_192,
             transactions_in_flight_max: 1,
             linger: std::time::Duration::from_millis(1),
+            transaction_timeout: TRANSACTION_TIMEOUT,
         }
     }
 }
 
-/// Totals since start, for benchmarks and metrics.
+/// Totals since start, for benchmarks and metrics, and whether the committer can commit.
 #[derive(Debug, Default)]
 pub struct CommitterStats {
     pub transactions: std::sync::atomic::AtomicU64,
     pub commands: std::sync::atomic::AtomicU64,
+    /// The last batch failed for a reason of the database's (not a refused command).
+    failing: std::sync::atomic::AtomicBool,
+    /// When the batch now committing started (ms since the epoch), 0 when none is.
+    batch_started_ms: std::sync::atomic::AtomicI64,
+}
+
+/// A batch committing for longer than this counts as stalled for [`CommitterStats::health`].
+pub const BATCH_STALLED_AFTER_MS: i64 = 2_000;
+
+impl CommitterStats {
+    fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn batch_started(&self, now_ms: i64) {
+        self.batch_started_ms.store(now_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn batch_ended(&self) {
+        self.batch_started_ms.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `Ok` while the committer commits; otherwise why not: its last batch failed, or the one
+    /// now committing has run past [`BATCH_STALLED_AFTER_MS`].
+    pub fn health(&self, now_ms: i64) -> Result<(), String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = self.batch_started_ms.load(Relaxed);
+        if started > 0 && now_ms - started > BATCH_STALLED_AFTER_MS {
+            return Err(format!("a batch has been committing for {} ms", now_ms - started));
+        }
+        if self.failing.load(Relaxed) {
+            return Err("the last batch failed to commit".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// What the committer is asked to write: one command's append, or a group of appends that
@@ -90,9 +129,18 @@ pub(super) struct Pending {
     pub reply: oneshot::Sender<GroupOutcome>,
 }
 
-/// Server-side limits on the committer's sessions (PostgreSQL interval syntax).
+/// Server-side limits on the committer's sessions (PostgreSQL interval syntax). A lock wait
+/// or a statement gives up, with a definite error, before the client-side deadline of the
+/// whole transaction, which can only say the outcome is unknown.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
-const LOCK_TIMEOUT: &str = "30s";
+const LOCK_TIMEOUT: &str = "5s";
+const STATEMENT_TIMEOUT: &str = "10s";
+/// Longest one batch transaction may take, from `BEGIN` to the answer to `COMMIT`. Batches
+/// take milliseconds; past this the connection is taken to be dead (half-open, the server
+/// stopped answering), the transaction is abandoned and its callers hear `outcome_unknown`.
+pub const TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Longest the committer waits for a connection of its own.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(super) fn spawn(
     pool: PgPool,
@@ -106,7 +154,12 @@ pub(super) fn spawn(
     // its round trips to PostgreSQL are the store's critical path, and on the shared runtime
     // each of its wake-ups waited behind whatever tasks were queued there (measured on 2
     // cores: about 6k against 10k commands/s from `brain bench append`).
-    let options = pool.options().clone().min_connections(0).max_connections(in_flight_max as u32);
+    let options = pool
+        .options()
+        .clone()
+        .min_connections(0)
+        .max_connections(in_flight_max as u32)
+        .acquire_timeout(ACQUIRE_TIMEOUT);
     let connect = pool.connect_options();
     let (done, finished) = oneshot::channel::<()>();
     std::thread::Builder::new()
@@ -120,6 +173,7 @@ pub(super) fn spawn(
                 let connect = (*connect).clone().options([
                     ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
                     ("lock_timeout", LOCK_TIMEOUT),
+                    ("statement_timeout", STATEMENT_TIMEOUT),
                 ]);
                 let own_pool = options.connect_lazy_with(connect);
                 run(own_pool.clone(), notify_channel, receiver, config, in_flight_max, stats).await;
@@ -143,6 +197,7 @@ async fn run(
     stats: Arc<CommitterStats>,
 ) {
     let batch_max = config.batch_commands_max.max(1);
+    let context = Context { stats: stats.clone(), transaction_timeout: config.transaction_timeout };
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     let mut last_batch_len = 1;
     loop {
@@ -172,9 +227,10 @@ async fn run(
         let commands = batch.iter().map(|pending| pending.group.len() as u64).sum();
         stats.commands.fetch_add(commands, std::sync::atomic::Ordering::Relaxed);
         let (pool, notify_channel) = (pool.clone(), notify_channel.clone());
+        let context = context.clone();
         tokio::spawn(async move {
             for part in split_by_bytes(batch) {
-                commit(&pool, &notify_channel, part).await;
+                commit(&pool, &notify_channel, part, &context).await;
             }
             drop(slot);
         });
@@ -202,32 +258,115 @@ fn split_by_bytes(batch: Vec<Pending>) -> Vec<Vec<Pending>> {
     parts
 }
 
-async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>) {
+async fn commit(pool: &PgPool, notify_channel: &str, batch: Vec<Pending>, context: &Context) {
+    let stats = &context.stats;
     let started = std::time::Instant::now();
-    match commit_batch(pool, notify_channel, &batch).await {
-        Ok(outcomes) => reply_all(batch, outcomes),
-        // A unique violation here means some command carried an event id already stored.
-        // Only that command (and its group) should fail, so retry each group in a
-        // transaction of its own.
-        Err(error) if batch.len() > 1 && is_unique_violation(&error) => {
-            tracing::warn!(%error, commands = batch.len(), "batch hit a unique key, retrying alone");
-            for pending in batch {
-                let single = std::slice::from_ref(&pending);
-                let outcome = match commit_batch(pool, notify_channel, single).await {
-                    Ok(mut outcomes) => outcomes.pop().expect("one outcome per group"),
-                    Err(error) => Err(error.into()),
-                };
-                let _ = pending.reply.send(outcome);
+    stats.batch_started(crate::clock::now_ms());
+    let outcomes = commit_isolating(pool, notify_channel, &batch, context).await;
+    stats.batch_ended();
+    reply_all(batch, outcomes);
+    metrics::histogram!("brain_append_batch_seconds").record(started.elapsed().as_secs_f64());
+}
+
+/// Commits `batch`. When its transaction fails for a reason that belongs to one command (a
+/// data exception or a constraint violation: an event id stored before, a value the store
+/// cannot take), the batch is split in halves and each half committed on its own, down to the
+/// offending group, which alone is refused: one client's bad command never fails the others
+/// it was batched with (design invariant 9). A poisoned batch of `n` groups costs about
+/// `2 log2 n` extra transactions, not `n`.
+fn commit_isolating<'a>(
+    pool: &'a PgPool,
+    notify_channel: &'a str,
+    batch: &'a [Pending],
+    context: &'a Context,
+) -> futures::future::BoxFuture<'a, Vec<GroupOutcome>> {
+    Box::pin(async move {
+        let stats = &context.stats;
+        match commit_batch(pool, notify_channel, batch, context.transaction_timeout).await {
+            Ok(outcomes) => {
+                stats.set_failing(false);
+                outcomes
+            }
+            Err(BatchError::Refused(error)) if batch.len() > 1 => {
+                tracing::warn!(%error, groups = batch.len(), "a command of the batch was refused; isolating it");
+                let (left, right) = batch.split_at(batch.len() / 2);
+                let mut outcomes = commit_isolating(pool, notify_channel, left, context).await;
+                outcomes.extend(commit_isolating(pool, notify_channel, right, context).await);
+                outcomes
+            }
+            Err(BatchError::Refused(error)) => {
+                tracing::warn!(%error, "the event store refused a command");
+                vec![Err(AppendError::Refused { message: refusal_message(&error) })]
+            }
+            Err(BatchError::Failed(error)) => {
+                stats.set_failing(true);
+                tracing::error!(%error, groups = batch.len(), "append batch failed, nothing written");
+                let error = AppendError::from(error);
+                batch.iter().map(|_| Err(error.clone())).collect()
+            }
+            Err(BatchError::Unknown(error)) => {
+                stats.set_failing(true);
+                tracing::error!(%error, groups = batch.len(), "append batch outcome unknown");
+                let error = AppendError::OutcomeUnknown(Arc::new(error));
+                batch.iter().map(|_| Err(error.clone())).collect()
             }
         }
-        Err(error) => {
-            tracing::error!(%error, commands = batch.len(), "append batch failed");
-            let error = AppendError::from(error);
-            let outcomes = batch.iter().map(|_| Err(error.clone())).collect();
-            reply_all(batch, outcomes);
+    })
+}
+
+/// What every batch of one committer shares.
+#[derive(Clone)]
+struct Context {
+    stats: Arc<CommitterStats>,
+    transaction_timeout: std::time::Duration,
+}
+
+/// Why a batch transaction did not commit.
+#[derive(Debug)]
+enum BatchError {
+    /// PostgreSQL refused something a command carries; nothing was written.
+    Refused(sqlx::Error),
+    /// Failed before `COMMIT` was sent (connection lost, timeout while locking): nothing was
+    /// written, a retry is safe.
+    Failed(sqlx::Error),
+    /// `COMMIT` was sent and its answer never came (or the transaction ran past its
+    /// deadline): it may or may not have committed. A retry with the same command id learns
+    /// which without appending twice.
+    Unknown(sqlx::Error),
+}
+
+impl BatchError {
+    fn before_commit(error: sqlx::Error) -> BatchError {
+        if belongs_to_one_command(&error) {
+            BatchError::Refused(error)
+        } else {
+            BatchError::Failed(error)
         }
     }
-    metrics::histogram!("brain_append_batch_seconds").record(started.elapsed().as_secs_f64());
+}
+
+/// SQLSTATE classes 22 (data exception: a value the store cannot take) and 23 (integrity
+/// constraint violation: an event id stored before) are caused by what one command carries,
+/// not by the database's state; anything else (connection, lock timeout, shutdown) would fail
+/// any batch.
+fn belongs_to_one_command(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+        }
+        _ => false,
+    }
+}
+
+/// What a client is told about a refusal: the database's reason, without the offending value
+/// (PostgreSQL's detail line may quote it, and it may be a secret).
+fn refusal_message(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => {
+            format!("{} (SQLSTATE {})", db.message(), db.code().unwrap_or_default())
+        }
+        other => other.to_string(),
+    }
 }
 
 fn reply_all(batch: Vec<Pending>, outcomes: Vec<GroupOutcome>) {
@@ -238,41 +377,67 @@ fn reply_all(batch: Vec<Pending>, outcomes: Vec<GroupOutcome>) {
     }
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
-}
-
-/// Runs the batch's transaction: the SQL steps of [`sql`] around the decision of [`plan`];
-/// returns one outcome per group, in batch order.
+/// Runs the batch's transaction on a connection of its own, within
+/// [`TRANSACTION_TIMEOUT`]: the SQL steps of [`sql`] around the decision of [`plan`]; returns
+/// one outcome per group, in batch order. A transaction past its deadline (a half-open
+/// connection, a server that stopped answering) is abandoned and its connection closed, never
+/// returned to the pool.
 async fn commit_batch(
     pool: &PgPool,
     notify_channel: &str,
     batch: &[Pending],
-) -> Result<Vec<GroupOutcome>, sqlx::Error> {
+    timeout: std::time::Duration,
+) -> Result<Vec<GroupOutcome>, BatchError> {
+    let mut connection = pool.acquire().await.map_err(BatchError::Failed)?;
+    let committing = std::sync::atomic::AtomicBool::new(false);
+    let run = transaction(&mut connection, notify_channel, batch, &committing);
+    let outcome = match tokio::time::timeout(timeout, run).await {
+        Ok(outcome) => outcome,
+        // Past the deadline before `COMMIT` was sent, nothing can have been written.
+        Err(_) if !committing.load(std::sync::atomic::Ordering::Relaxed) => {
+            Err(BatchError::Failed(sqlx::Error::Protocol("transaction timed out".into())))
+        }
+        Err(_) => Err(BatchError::Unknown(sqlx::Error::Protocol("commit timed out".into()))),
+    };
+    if let Err(BatchError::Failed(_) | BatchError::Unknown(_)) = &outcome {
+        // The connection's state is unknown (half-open, mid-statement): drop it for good.
+        connection.close_on_drop();
+    }
+    outcome
+}
+
+async fn transaction(
+    connection: &mut sqlx::PgConnection,
+    notify_channel: &str,
+    batch: &[Pending],
+    committing: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<GroupOutcome>, BatchError> {
     let commands = Commands::new(batch.iter().map(|pending| pending.group.as_slice()));
     let encoded: Vec<&Encoded> = batch.iter().flat_map(|pending| &pending.encoded).collect();
+    let failed = BatchError::before_commit;
 
-    let mut tx = pool.begin().await?;
+    let mut tx = sqlx::Connection::begin(connection).await.map_err(failed)?;
     let ids = commands.ids();
     let (mut seen, mut earlier) = (Vec::new(), HashMap::new());
     if !ids.is_empty() {
-        let claimed = sql::claim_ids(&mut tx, &ids).await?;
+        let claimed = sql::claim_ids(&mut tx, &ids).await.map_err(failed)?;
         seen = ids.into_iter().filter(|id| !claimed.contains(id)).collect::<Vec<Uuid>>();
         if !seen.is_empty() {
-            earlier = sql::earlier_outcomes(&mut tx, &seen).await?;
+            earlier = sql::earlier_outcomes(&mut tx, &seen).await.map_err(failed)?;
         }
     }
     let stored = commands.stored(&seen, earlier);
     let live = commands.live(&stored);
-    let versions = sql::lock_streams(&mut tx, &commands.streams(&live)).await?;
+    let versions = sql::lock_streams(&mut tx, &commands.streams(&live)).await.map_err(failed)?;
     let plan = plan::plan(&commands, &stored, &live, versions);
-    sql::release(&mut tx, &plan.released).await?;
+    sql::release(&mut tx, &plan.released).await.map_err(failed)?;
     let base = if plan.placed.is_empty() {
         0
     } else {
-        sql::write(&mut tx, notify_channel, &commands, &encoded, &plan).await?
+        sql::write(&mut tx, notify_channel, &commands, &encoded, &plan).await.map_err(failed)?
     };
-    tx.commit().await?;
+    committing.store(true, std::sync::atomic::Ordering::Relaxed);
+    tx.commit().await.map_err(BatchError::Unknown)?;
     metrics::counter!("brain_events_appended_total").increment(plan.event_count);
     Ok(plan::answers(&commands, plan, stored, base))
 }

@@ -11,11 +11,11 @@ use super::super::validate::Encoded;
 use super::super::{AppendError, StoreError, to_i64};
 use super::plan::{Commands, Outcome, Plan, StreamKey, key};
 
-pub(super) type Tx = Transaction<'static, Postgres>;
+pub(super) type Tx<'c> = Transaction<'c, Postgres>;
 
 /// Step 1: claims the batch's (sorted) command ids; returns those this transaction got. An
 /// id already there belongs to an earlier command: a repeat.
-pub(super) async fn claim_ids(tx: &mut Tx, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
+pub(super) async fn claim_ids(tx: &mut Tx<'_>, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
     let claimed = sqlx::query_scalar(
         "INSERT INTO commands (command_id) SELECT unnest($1::uuid[]) ORDER BY 1
          ON CONFLICT DO NOTHING RETURNING command_id",
@@ -28,7 +28,7 @@ pub(super) async fn claim_ids(tx: &mut Tx, ids: &[Uuid]) -> Result<HashSet<Uuid>
 
 /// The stored outcomes of commands seen in an earlier transaction, in one query.
 pub(super) async fn earlier_outcomes(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, Outcome>, sqlx::Error> {
     match super::super::command_outcomes(tx, ids).await {
@@ -46,7 +46,7 @@ pub(super) async fn earlier_outcomes(
 /// an existing row and returns its version; a missing row is created at version 0, so a new
 /// stream is locked just the same.
 pub(super) async fn lock_streams<'a>(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     keys: &[StreamKey<'a>],
 ) -> Result<HashMap<StreamKey<'a>, u64>, sqlx::Error> {
     let mut versions = HashMap::with_capacity(keys.len());
@@ -75,7 +75,7 @@ pub(super) async fn lock_streams<'a>(
 
 /// Gives back the ids of refused commands. Rare, so one primary-key delete each: a plan that
 /// cannot turn into a scan, whatever the table's statistics say.
-pub(super) async fn release(tx: &mut Tx, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+pub(super) async fn release(tx: &mut Tx<'_>, ids: &[Uuid]) -> Result<(), sqlx::Error> {
     for id in ids {
         sqlx::query("DELETE FROM commands WHERE command_id = $1")
             .bind(id)
@@ -120,7 +120,7 @@ struct CommandColumns<'a> {
 /// plan cached while a table was small turns into a sequential scan per batch once it has
 /// grown (measured: 30 ms per transaction at 30k streams).
 pub(super) async fn write(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     notify_channel: &str,
     commands: &Commands<'_>,
     encoded: &[&Encoded],
