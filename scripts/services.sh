@@ -135,6 +135,13 @@ for svc in "${services[@]}"; do
     say "$svc: ${status[$svc]}"
 done
 
+# Tools the integration tests run beside the services: libfaketime gives a test worker a
+# wall clock that runs behind (lease decisions must not depend on it).
+if ! command -v faketime >/dev/null 2>&1; then
+    apt_install faketime
+    say "faketime: installed"
+fi
+
 # The URL must work whether pg_hba says trust or scram-sha-256, so the role
 # needs the password even where it is not checked.
 pg_login() {

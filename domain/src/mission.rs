@@ -291,6 +291,9 @@ pub enum MissionError {
     NotDue { due_at_ms: i64 },
     #[error("lease runs until {lease_expires_at_ms}")]
     LeaseNotExpired { lease_expires_at_ms: i64 },
+    /// The holder's lease ran out: it is fenced off, even before anyone expired the lease.
+    #[error("the lease ran out at {lease_expires_at_ms}; this attempt may no longer report")]
+    LeaseExpired { lease_expires_at_ms: i64 },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -358,18 +361,29 @@ pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
 
 impl Mission {
     /// Checks that `worker_id` holds the running mission's current `attempt`.
-    fn check_holder(&self, worker_id: &str, attempt: u32) -> Result<(), MissionError> {
+    /// The holder's checks: the mission runs, on this attempt, held by this worker, whose
+    /// lease has not run out at `now_ms` (the attempt is the fencing token, and time the
+    /// fence: past its expiry a lease cannot be renewed or reported on, whether or not the
+    /// supervisor has expired it yet).
+    fn check_holder(&self, worker_id: &str, attempt: u32, now_ms: i64) -> Result<(), MissionError> {
         if self.status != MissionStatus::Running {
             return Err(self.not_running());
         }
         if attempt != self.attempt {
             return Err(MissionError::StaleAttempt { current: self.attempt, got: attempt });
         }
-        match &self.worker_id {
-            Some(holder) if holder != worker_id => Err(MissionError::HeldByAnother {
+        if let Some(holder) = &self.worker_id
+            && holder != worker_id
+        {
+            return Err(MissionError::HeldByAnother {
                 holder: holder.clone(),
                 worker_id: worker_id.to_owned(),
-            }),
+            });
+        }
+        match self.lease_expires_at_ms {
+            Some(lease_expires_at_ms) if lease_expires_at_ms <= now_ms => {
+                Err(MissionError::LeaseExpired { lease_expires_at_ms })
+            }
             _ => Ok(()),
         }
     }
@@ -440,21 +454,21 @@ impl Aggregate for Mission {
                 })
             }
             C::Progress { worker_id, attempt, lease_ms, note, now_ms } => {
-                self.check_holder(&worker_id, attempt)?;
+                self.check_holder(&worker_id, attempt, now_ms)?;
                 let lease_expires_at_ms = expiry(now_ms, lease_ms);
                 Ok(vec![E::MissionProgressed { attempt, lease_expires_at_ms, note, at_ms: now_ms }])
             }
             C::Complete { worker_id, attempt, result, now_ms } => {
-                self.check_holder(&worker_id, attempt)?;
+                self.check_holder(&worker_id, attempt, now_ms)?;
                 Ok(vec![E::MissionCompleted { attempt, result, at_ms: now_ms }])
             }
             C::Fail { worker_id, attempt, error, retryable, backoff_ms, now_ms } => {
-                self.check_holder(&worker_id, attempt)?;
+                self.check_holder(&worker_id, attempt, now_ms)?;
                 let retry_at_ms = self.retry_at(retryable, backoff_ms, now_ms);
                 Ok(vec![E::MissionAttemptFailed { attempt, error, retry_at_ms, at_ms: now_ms }])
             }
             C::Release { worker_id, attempt, reason, now_ms } => {
-                self.check_holder(&worker_id, attempt)?;
+                self.check_holder(&worker_id, attempt, now_ms)?;
                 Ok(vec![E::MissionReleased { attempt, worker_id, reason, at_ms: now_ms }])
             }
             C::MarkDue { now_ms } => match (self.status, self.due_at_ms) {

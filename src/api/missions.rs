@@ -251,6 +251,7 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
                 MissionError::NotFailed { .. } => (S::CONFLICT, "mission_not_failed", None),
                 MissionError::NotDue { .. } => (S::CONFLICT, "mission_not_due", None),
                 MissionError::LeaseNotExpired { .. } => (S::CONFLICT, "lease_not_expired", None),
+                MissionError::LeaseExpired { .. } => (S::CONFLICT, "lease_expired", None),
             };
             refused(status, code, field, message)
         }

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::clock::now_ms;
+use crate::clock::LeaseClock;
 use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::leader;
@@ -76,6 +76,17 @@ impl Supervisor {
                     }
                 }
             };
+            // Leases are judged on the database's clock, the one every worker grants them on.
+            let clock = match LeaseClock::connect(self.pool.clone()).await {
+                Ok(clock) => clock,
+                Err(error) => {
+                    tracing::warn!(%error, "supervisor cannot read the database clock; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
@@ -85,7 +96,7 @@ impl Supervisor {
                     tracing::warn!(%error, "supervisor lost its leadership lock; seeking it again");
                     break;
                 }
-                if let Err(error) = self.tick().await {
+                if let Err(error) = self.tick(&clock).await {
                     tracing::warn!(%error, "supervisor tick failed");
                 }
             }
@@ -94,8 +105,8 @@ impl Supervisor {
     }
 
     /// One pass; returns how many missions it moved.
-    pub async fn tick(&self) -> Result<usize, String> {
-        let now = now_ms();
+    pub async fn tick(&self, clock: &LeaseClock) -> Result<usize, String> {
+        let now = clock.now_ms_synced().await;
         // Each step goes on when another fails: one broken script must not stop leases
         // from expiring.
         let mut moved = match self.queue.reclaim(now).await {

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::clock::now_ms;
+use crate::clock::{LeaseClock, now_ms};
 use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
@@ -152,7 +152,7 @@ fn recordable(message: &str) -> String {
 }
 
 /// Pause between tries of a report the store failed to take.
-const REPORT_RETRY_PAUSE_MS: i64 = 250;
+const REPORT_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 struct Stats {
@@ -180,6 +180,8 @@ pub enum WorkerError {
     NoAgents,
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("cannot read the database clock: {0}")]
+    Clock(#[from] sqlx::Error),
 }
 
 /// Runs the worker until `shutdown`; running missions finish first (their leases would
@@ -196,6 +198,8 @@ pub async fn run(
     }
     let config = Arc::new(config);
     let stats = Arc::new(Mutex::new(Stats::default()));
+    // Leases are granted on the database's clock, the one the supervisor judges them on.
+    let clock = LeaseClock::connect(store.pool().clone()).await?;
     tracing::info!(
         worker = %config.worker_id,
         agents = ?config.agents,
@@ -210,6 +214,7 @@ pub async fn run(
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
         let slot = Slot {
+            clock: clock.clone(),
             store: store.clone(),
             queue: queue.clone(),
             config: config.clone(),
@@ -268,6 +273,7 @@ fn started_at(started_at_ms: i64) -> Instant {
 }
 
 struct Slot {
+    clock: LeaseClock,
     store: EventStore,
     queue: Queue,
     config: Arc<WorkerConfig>,
@@ -329,8 +335,8 @@ impl Slot {
 
     async fn once(&self, kinds: &[String], shutdown: &CancellationToken) -> Ran {
         let worker_id = self.config.worker_id.clone();
-        let claim = match self.queue.claim(kinds, &worker_id, now_ms(), self.config.claim_ms).await
-        {
+        let now = self.clock.now_ms_synced().await;
+        let claim = match self.queue.claim(kinds, &worker_id, now, self.config.claim_ms).await {
             Ok(Some(claim)) => claim,
             Ok(None) => return Ran::Idle,
             Err(error) => {
@@ -347,9 +353,14 @@ impl Slot {
         let start = MissionCommand::Start {
             worker_id: worker_id.clone(),
             lease_ms: self.config.lease_ms,
-            now_ms: now_ms(),
+            now_ms: self.clock.now_ms_synced().await,
         };
+        // The lease runs, on this process's monotonic clock, from before the start was sent:
+        // however long its answer takes, the worker's own deadline is never later than the
+        // one recorded.
+        let sent = Instant::now();
         let started = self.command(&stream_id, None, start).await;
+        let mut lease_until = sent + Duration::from_millis(self.config.lease_ms);
         let (mission, version) = match started {
             Ok(held) => held,
             Err(CommandError::Rejected(reason)) => {
@@ -391,14 +402,16 @@ impl Slot {
             attempt,
         };
         let mut held = (mission, version);
-        let outcome =
-            self.attempt(&stream_id, &agent, task, spec.timeout_ms, &mut held, shutdown).await;
+        let outcome = self
+            .attempt(&stream_id, task, spec.timeout_ms, &mut held, &mut lease_until, shutdown)
+            .await;
+        let now = self.clock.now_ms();
         let report = match outcome {
             Attempt::Done(Ok(result)) => Some(MissionCommand::Complete {
                 worker_id: worker_id.clone(),
                 attempt,
                 result,
-                now_ms: now_ms(),
+                now_ms: now,
             }),
             Attempt::Done(Err(Failure { message, retryable })) => Some(MissionCommand::Fail {
                 worker_id: worker_id.clone(),
@@ -406,7 +419,7 @@ impl Slot {
                 error: recordable(&message),
                 retryable,
                 backoff_ms: self.config.backoff.draw(attempt),
-                now_ms: now_ms(),
+                now_ms: now,
             }),
             Attempt::TimedOut => Some(MissionCommand::Fail {
                 worker_id: worker_id.clone(),
@@ -414,14 +427,14 @@ impl Slot {
                 error: format!("timed out after {} ms", spec.timeout_ms),
                 retryable: true,
                 backoff_ms: self.config.backoff.draw(attempt),
-                now_ms: now_ms(),
+                now_ms: now,
             }),
             // Handed back without counting the attempt: a deploy must not fail missions.
             Attempt::Abandoned => Some(MissionCommand::Release {
                 worker_id: worker_id.clone(),
                 attempt,
                 reason: "the worker shut down before the attempt finished".to_owned(),
-                now_ms: now_ms(),
+                now_ms: now,
             }),
             Attempt::Lost(reason) => {
                 tracing::info!(mission_id, %reason, "mission taken away while running");
@@ -436,7 +449,7 @@ impl Slot {
             _ => None,
         };
         if let Some(report) = report {
-            self.report(&stream_id, held, report).await;
+            self.report(&stream_id, held, lease_until, report).await;
         }
         self.stats.lock().expect("not poisoned").finished(&mission_id, finished);
         Ran::Worked
@@ -447,8 +460,13 @@ impl Slot {
     /// report that did commit is refused as stale, which is harmless. A result the store
     /// cannot take (too large, a NUL in a string) fails the attempt with that reason instead:
     /// left unreported, the lease would expire and the agent run again for nothing.
-    async fn report(&self, mission_id: &StreamId, held: (Mission, u64), report: MissionCommand) {
-        let lease_expires_at_ms = held.0.lease_expires_at_ms.unwrap_or_default();
+    async fn report(
+        &self,
+        mission_id: &StreamId,
+        held: (Mission, u64),
+        lease_until: Instant,
+        report: MissionCommand,
+    ) {
         let mut report = report;
         loop {
             match self.command(mission_id, Some(held.clone()), report.clone()).await {
@@ -474,12 +492,12 @@ impl Slot {
                         // The same input would give the same result: retry by command.
                         retryable: false,
                         backoff_ms: 0,
-                        now_ms: now_ms(),
+                        now_ms: self.clock.now_ms(),
                     };
                 }
-                Err(error) if now_ms() + REPORT_RETRY_PAUSE_MS < lease_expires_at_ms => {
+                Err(error) if Instant::now() + REPORT_RETRY_PAUSE < lease_until => {
                     tracing::warn!(%mission_id, %error, "cannot report the attempt; retrying");
-                    tokio::time::sleep(Duration::from_millis(REPORT_RETRY_PAUSE_MS as u64)).await;
+                    tokio::time::sleep(REPORT_RETRY_PAUSE).await;
                 }
                 Err(error) => {
                     // The lease is over: the supervisor puts the mission back.
@@ -494,14 +512,14 @@ impl Slot {
     async fn attempt(
         &self,
         mission_id: &StreamId,
-        agent: &str,
         task: Task,
         timeout_ms: u64,
         held: &mut (Mission, u64),
+        lease_until: &mut Instant,
         shutdown: &CancellationToken,
     ) -> Attempt {
-        let Some(implementation) = self.config.agents.get(agent) else {
-            let message = format!("this worker has no agent for kind {agent}");
+        let Some(implementation) = self.config.agents.get(&task.agent) else {
+            let message = format!("this worker has no agent for kind {}", task.agent);
             return Attempt::Done(Err(Failure { message, retryable: true }));
         };
         let attempt = task.attempt;
@@ -526,11 +544,10 @@ impl Slot {
         tokio::pin!(drained);
         loop {
             // If renewals keep failing (PostgreSQL away), the worker stops before its lease
-            // runs out: past that, the supervisor may hand the mission to someone else.
-            let lease_left = held.0.lease_expires_at_ms.map_or(0, |at| at - now_ms());
-            let margin = (self.config.lease_ms / 10) as i64;
-            let lease_end =
-                tokio::time::sleep(Duration::from_millis((lease_left - margin).max(0) as u64));
+            // runs out, on its own monotonic clock: past that, the supervisor may hand the
+            // mission to someone else.
+            let margin = Duration::from_millis(self.config.lease_ms / 10);
+            let lease_end = tokio::time::sleep_until((*lease_until - margin).into());
             tokio::select! {
                 outcome = &mut run => return Attempt::Done(outcome),
                 _ = &mut deadline => return Attempt::TimedOut,
@@ -546,10 +563,14 @@ impl Slot {
                         attempt,
                         lease_ms: self.config.lease_ms,
                         note: None,
-                        now_ms: now_ms(),
+                        now_ms: self.clock.now_ms_synced().await,
                     };
+                    let sent = Instant::now();
                     match self.command(mission_id, Some(held.clone()), progress).await {
-                        Ok(renewed) => *held = renewed,
+                        Ok(renewed) => {
+                            *held = renewed;
+                            *lease_until = sent + Duration::from_millis(self.config.lease_ms);
+                        }
                         Err(CommandError::Rejected(reason)) => return Attempt::Lost(reason),
                         Err(error) => tracing::warn!(%error, "cannot extend lease"),
                     }

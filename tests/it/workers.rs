@@ -68,7 +68,21 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
-        let child = Command::new(env!("CARGO_BIN_EXE_brain"))
+        WorkerProcess::start_in(Command::new(env!("CARGO_BIN_EXE_brain")), env, id, extra)
+    }
+
+    /// A worker whose wall clock runs `offset` (`-40s`: 40 seconds behind), through
+    /// libfaketime (Debian's `faketime`, installed by `scripts/services.sh`); its monotonic
+    /// clock is left alone.
+    fn start_skewed(env: &TestEnv, id: &str, offset: &str, extra: &[&str]) -> WorkerProcess {
+        let mut command = Command::new("faketime");
+        command.args(["-f", offset, env!("CARGO_BIN_EXE_brain")]);
+        command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        WorkerProcess::start_in(command, env, id, extra)
+    }
+
+    fn start_in(mut command: Command, env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
+        let child = command
             .args(["worker", "--agents", "echo", "--concurrency", "8", "--worker-id", id])
             .args(["--retry-backoff-ms", "50"])
             .args(extra)
@@ -339,4 +353,63 @@ async fn killing_a_serve_with_workers_under_load_loses_no_accepted_mission() {
         expired += types.iter().filter(|t| *t == "MissionLeaseExpired").count();
     }
     assert!(expired >= 4, "the missions the killed server held came back by lease expiry");
+}
+
+#[tokio::test]
+async fn workers_whose_wall_clocks_run_5_s_and_40_s_behind_never_lose_a_live_lease_or_share_a_mission()
+ {
+    // Given a supervisor on a true clock and two workers whose wall clocks run behind by more
+    // than a lease lasts (3 s): judged on their own clocks, every lease they granted would
+    // look expired the moment it was granted.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let lease = ["--lease-ms", "3000"];
+    let skewed = [
+        WorkerProcess::start_skewed(&env, "w-5s", "-5s", &lease),
+        WorkerProcess::start_skewed(&env, "w-40s", "-40s", &lease),
+    ];
+
+    // When missions that outlast a lease (each renews it) run on them.
+    let mut ids = Vec::new();
+    for n in 0..24 {
+        let body =
+            json!({ "name": format!("m{n}"), "agent": "echo", "payload": { "delay_ms": 2_500 } });
+        ids.push(enqueue(addr, body).await);
+    }
+    wait_until("every mission to complete", WAIT, || async {
+        let completed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'MissionCompleted'")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap();
+        completed == 24
+    })
+    .await;
+
+    // Then no lease expired while its holder was alive and renewing, and no mission ever ran
+    // on two workers: each started once, on one of the skewed workers, and completed once.
+    let histories: Vec<(String, Vec<String>)> = sqlx::query_as(
+        "SELECT stream_id, array_agg(event_type ORDER BY version)
+         FROM events WHERE stream_type = 'mission' GROUP BY stream_id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(histories.len(), 24);
+    for (id, types) in &histories {
+        let count = |wanted: &str| types.iter().filter(|t| *t == wanted).count();
+        assert_eq!(count("MissionLeaseExpired"), 0, "{id}: {types:?}");
+        assert_eq!((count("MissionStarted"), count("MissionCompleted")), (1, 1), "{id}: {types:?}");
+        assert!(count("MissionProgressed") >= 1, "the lease was renewed: {id}: {types:?}");
+    }
+    let workers: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT payload->>'worker_id' FROM events WHERE event_type = 'MissionStarted'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert!(workers.iter().all(|w| w == "w-5s" || w == "w-40s"), "{workers:?}");
+    drop(skewed);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

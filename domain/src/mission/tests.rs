@@ -398,3 +398,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_holder_whose_lease_ran_out_cannot_renew_complete_or_fail_even_before_it_is_expired() {
+    // Given a mission started at 1 s with a lease until 31 s, not yet expired by anyone.
+    let given = [enqueued(), started("w1", 1, 1_000)];
+    let expired = Err(MissionError::LeaseExpired { lease_expires_at_ms: 31_000 });
+    // When its holder reports at or after 31 s, then it is fenced off.
+    let renew = |now_ms| MissionCommand::Progress {
+        worker_id: "w1".into(),
+        attempt: 1,
+        lease_ms: 30_000,
+        note: None,
+        now_ms,
+    };
+    check(&given, renew(31_000), expired.clone());
+    let complete = MissionCommand::Complete {
+        worker_id: "w1".into(),
+        attempt: 1,
+        result: json!(1),
+        now_ms: 45_000,
+    };
+    check(&given, complete, expired.clone());
+    check(&given, fail("w1", 1, true, 31_000), expired);
+    // And just before, the same renewal is accepted.
+    let then = MissionEvent::MissionProgressed {
+        attempt: 1,
+        lease_expires_at_ms: 60_999,
+        note: None,
+        at_ms: 30_999,
+    };
+    check(&given, renew(30_999), Ok(vec![then]));
+}
