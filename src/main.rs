@@ -27,6 +27,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up, never moved around")]
 enum Command {
     /// Run the HTTP API, the group committer, the relay and the projectors.
     Serve {
@@ -57,6 +58,8 @@ enum Command {
         tuning: Tuning,
         #[command(flatten)]
         feed: brain::eventlog::feed::FeedConfig,
+        #[command(flatten)]
+        http: brain::api::server::HttpLimits,
     },
     /// Run missions: claim them from the queue, run their agent, report the outcome.
     Worker {
@@ -122,6 +125,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             queue_weights,
             tuning,
             feed,
+            http,
         } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
@@ -133,6 +137,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             options.workers = (workers > 0 && !worker_agents.is_empty())
                 .then(|| tuning.worker(worker_agents, workers));
             options.feed = feed;
+            options.http = http;
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.
             println!("brain serve listening on http://{}", server.local_addr);

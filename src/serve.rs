@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use futures::FutureExt;
 use projections::event_type_stats::{self, EventTypeStats};
 use projections::mission_list::{self, MissionList};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::server::HttpLimits;
 use crate::api::{self, AppState};
 use crate::config::Services;
 use crate::eventlog::feed::{Feed, FeedConfig, FeedHandle};
@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub workers: Option<WorkerConfig>,
     /// The live event feed (`GET /ws/events`).
     pub feed: FeedConfig,
+    /// The HTTP server's bounds: connections, header and request deadlines, shutdown.
+    pub http: HttpLimits,
 }
 
 impl ServeOptions {
@@ -73,6 +75,7 @@ impl ServeOptions {
             supervisor: SupervisorConfig::default(),
             workers: None,
             feed: FeedConfig::default(),
+            http: HttpLimits::default(),
         }
     }
 }
@@ -217,17 +220,10 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     tracing::info!(%local_addr, %namespace, "serving");
 
     let clients = feed_handle.clone();
+    let http = options.http;
     let task = tokio::spawn(async move {
-        let app = api::router(state);
-        // Live feed messages are small writes that should leave at once, not wait (Nagle)
-        // for the acknowledgement of the previous one.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("HTTP server")?;
+        let app = api::router(state, http.request_timeout());
+        api::server::serve(listener, app, http, shutdown.clone()).await.context("HTTP server")?;
         let stage = Duration::from_secs(SHUTDOWN_STAGE_TIMEOUT_S);
         // WebSocket sessions outlive the HTTP server (it does not track upgraded
         // connections); they saw the same signal and are closing their clients.

@@ -8,6 +8,7 @@
 mod missions;
 pub mod openapi;
 mod queue;
+pub mod server;
 mod ws;
 
 use std::time::Duration;
@@ -75,13 +76,31 @@ pub fn routes() -> ApiRoutes {
 }
 
 /// The router of [`routes()`], the docs UI, and error-shaped answers for unknown paths and
-/// methods.
-pub fn router(state: AppState) -> Router {
+/// methods. Every request is answered within `request_timeout`, its body read included
+/// (`408 request_timeout` past it): a client sending a body at one byte a second holds a
+/// handler no longer than that.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let deadline = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(
+            move |error: tower::BoxError| async move { timed_out(error, request_timeout) },
+        ))
+        .timeout(request_timeout);
     routes()
         .into_router()
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(deadline)
         .with_state(state)
+}
+
+fn timed_out(error: tower::BoxError, request_timeout: Duration) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        let message = format!("not answered within {} ms", request_timeout.as_millis());
+        let (status, code) = (StatusCode::REQUEST_TIMEOUT, "request_timeout");
+        ApiError::Refused(Refusal { status, code, field: None, message })
+    } else {
+        ApiError::Internal(anyhow::anyhow!("request failed: {error}"))
+    }
 }
 
 async fn no_route(uri: axum::http::Uri) -> ApiError {

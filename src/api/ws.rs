@@ -24,6 +24,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::StatusCode;
 use axum::response::Response;
 use domain::{StreamId, StreamType};
 use futures::SinkExt;
@@ -35,7 +36,7 @@ use uuid::Uuid;
 
 use super::{ApiError, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::eventlog::feed::{FeedEvent, FeedHandle};
-use crate::eventlog::store::Selection;
+use crate::eventlog::store::{self, Selection};
 
 /// Close code of a client dropped for being slow (the 4000-4999 range is the application's).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
@@ -119,6 +120,13 @@ fn parse(query: FeedQuery) -> Result<(Option<u64>, Selection), ApiError> {
             }
             Some(StreamId::from(id))
         }
+        // No index leads to a stream id without its type: such a replay would scan the log.
+        (None, Some(_)) if stream_types.is_empty() => {
+            return Err(invalid(
+                "stream_id",
+                "needs a stream_type: no index serves a stream id alone",
+            ));
+        }
         (None, Some(stream_id)) => Some(
             StreamId::parse(stream_id).map_err(|error| invalid("stream_id", error.to_string()))?,
         ),
@@ -132,8 +140,9 @@ fn parse(query: FeedQuery) -> Result<(Option<u64>, Selection), ApiError> {
 #[utoipa::path(get, path = "/ws/events", tag = "events", params(FeedQuery),
     responses(
         (status = 101, description = "WebSocket: one JSON text message per event (the shape of `GET /api/events`), in position order; closed with 4000 and a reason naming the position to resume from when the client falls behind, 1001 at shutdown"),
-        (status = 400, description = "`invalid_query`; `invalid_field` naming `from`, `stream_type`, `mission_id` or `stream_id`; `not_websocket` without an upgrade", body = ErrorBody),
+        (status = 400, description = "`invalid_query`; `invalid_field` naming `from`, `stream_type`, `mission_id` or `stream_id` (which needs a `stream_type`); `not_websocket` without an upgrade", body = ErrorBody),
         (status = 426, description = "`not_websocket`: an upgrade that is not a WebSocket one", body = ErrorBody),
+        (status = 503, description = "`too_many_clients`: the process holds `BRAIN_WS_CLIENTS_MAX` clients", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 async fn events(
@@ -160,11 +169,25 @@ async fn events(
         })
     })?;
     let feed = app.feed.clone();
+    let Some(admission) = feed.admit() else {
+        let max = feed.config().clients_max;
+        return Err(ApiError::Refused(Refusal {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "too_many_clients",
+            field: None,
+            message: format!(
+                "this server holds its most WebSocket clients ({max}); retry later or elsewhere"
+            ),
+        }));
+    };
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_frame_size(CLIENT_MESSAGE_BYTES_MAX)
-        .on_upgrade(move |socket| session(socket, feed, selection, from)))
+        .on_upgrade(move |socket| async move {
+            let _admission = admission;
+            session(socket, feed, selection, from).await
+        }))
 }
 
 async fn session(socket: WebSocket, feed: FeedHandle, selection: Selection, from: Option<u64>) {
@@ -385,9 +408,14 @@ impl Session {
                     });
                 }
             };
-            // A short page is the last one: nothing else up to `to` is selected.
+            // A short page is the last one (nothing else up to `to` is selected), unless the
+            // store cut it at its byte bound.
+            let bytes: usize =
+                page.iter().map(|event| event.payload_json.len() + event.metadata_json.len()).sum();
             let through = match page.last() {
-                Some(event) if page.len() >= page_max => event.global_position as u64,
+                Some(event) if page.len() >= page_max || bytes >= store::PAGE_BYTES_MAX => {
+                    event.global_position as u64
+                }
                 _ => to,
             };
             let mut messages = Vec::with_capacity(page.len());

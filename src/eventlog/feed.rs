@@ -44,6 +44,12 @@ use crate::config::Namespace;
 use crate::eventlog::bus::{self, Envelope};
 use crate::eventlog::store::{self, Selection, StoreError, StoredEvent};
 
+/// PostgreSQL connections of the feed's own pool (replays, hole fills, catch-up).
+pub const REPLAY_CONNECTIONS_MAX: u32 = 4;
+
+/// WebSocket clients one process admits by default: the measured 10,000 and some room.
+pub const WS_CLIENTS_MAX_DEFAULT: usize = 11_000;
+
 /// Most events the feed keeps for clients that are behind.
 pub const BUFFER_EVENTS_MAX: usize = 1 << 20;
 
@@ -69,6 +75,9 @@ pub struct FeedConfig {
     /// peers through the send timeout).
     #[arg(skip = Duration::from_secs(30))]
     pub ping_interval: Duration,
+    /// WebSocket clients one process admits at once; more are refused (503) with a reason.
+    #[arg(long = "ws-clients-max", env = "BRAIN_WS_CLIENTS_MAX", default_value_t = WS_CLIENTS_MAX_DEFAULT)]
+    pub clients_max: usize,
     /// Events per PostgreSQL read when replaying or filling a hole.
     #[arg(skip = 1_000u32)]
     pub page_events_max: u32,
@@ -92,6 +101,7 @@ impl Default for FeedConfig {
             close_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             page_events_max: 1_000,
+            clients_max: WS_CLIENTS_MAX_DEFAULT,
             idle_check: Duration::from_secs(1),
             retry_backoff: Duration::from_millis(500),
         }
@@ -226,6 +236,8 @@ struct Shared {
     /// Cancelled when the server shuts down: sessions then close their clients.
     sessions_stop: CancellationToken,
     clients: AtomicUsize,
+    /// Sessions admitted (from before their upgrade to their end), bounded by `clients_max`.
+    admitted: AtomicUsize,
     clients_gone: Notify,
     slow_drops: AtomicU64,
 }
@@ -274,6 +286,17 @@ impl FeedHandle {
         store::head(&self.shared.pool).await
     }
 
+    /// Admits one more session if fewer than `clients_max` are admitted, until the returned
+    /// guard is dropped; `None` when the process is full.
+    pub fn admit(&self) -> Option<Admission> {
+        let max = self.shared.config.clients_max;
+        let admitted = &self.shared.admitted;
+        admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| Admission { shared: self.shared.clone() })
+    }
+
     /// Counts a connected client until the returned guard is dropped.
     pub fn client(&self) -> ClientGuard {
         let clients = self.shared.clients.fetch_add(1, Ordering::SeqCst) + 1;
@@ -312,6 +335,17 @@ impl FeedHandle {
     }
 }
 
+/// A session's place under `clients_max`, given back when dropped.
+pub struct Admission {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.shared.admitted.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A connected client, as counted by the feed.
 pub struct ClientGuard {
     shared: Arc<Shared>,
@@ -346,6 +380,14 @@ impl Feed {
         sessions_stop: CancellationToken,
     ) -> Result<Feed, FeedError> {
         let head = store::head(&pool).await?;
+        // Replays and the feed's own reads get a pool of their own: a thousand clients
+        // replaying at once wait for these few connections, never for those commands need.
+        let pool = pool
+            .options()
+            .clone()
+            .min_connections(0)
+            .max_connections(REPLAY_CONNECTIONS_MAX)
+            .connect_lazy_with((*pool.connect_options()).clone());
         let capacity = config.buffer_events.clamp(1, BUFFER_EVENTS_MAX);
         let (sender, _) = broadcast::channel(capacity);
         let shared = Arc::new(Shared {
@@ -355,6 +397,7 @@ impl Feed {
             config,
             sessions_stop,
             clients: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
             clients_gone: Notify::new(),
             slow_drops: AtomicU64::new(0),
         });

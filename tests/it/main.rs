@@ -4,6 +4,7 @@
 
 mod append_all;
 mod batch_api;
+mod bounds;
 mod command;
 mod event_store;
 mod isolation;

@@ -206,7 +206,8 @@ pub async fn read_all(
     read_range(pool, after, u64::MAX, limit).await
 }
 
-/// Like [`read_all`], but only events in `after < position <= up_to`.
+/// Like [`read_all`], but only events in `after < position <= up_to`. At most `limit`
+/// events and about [`PAGE_BYTES_MAX`] bytes: every page read is bounded in both.
 pub async fn read_range(
     pool: &PgPool,
     after: u64,
@@ -220,9 +221,42 @@ pub async fn read_range(
     .bind(to_i64(after))
     .bind(to_i64(up_to))
     .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
+    .fetch(pool);
+    let size = |row: &PgRow| {
+        let raw = |column| {
+            row.try_get_raw(column).ok().and_then(|v| v.as_bytes().ok()).map_or(0, <[u8]>::len)
+        };
+        raw("payload") + raw("metadata")
+    };
+    let rows = take_page(rows, size).await?;
     rows.iter().map(recorded_event).collect()
+}
+
+/// Most bytes of payload and metadata one page of the log holds in memory: 1,000 events of
+/// up to 256 KiB each would otherwise be 256 MiB at once. A page holds at least one event,
+/// so a reader always moves on.
+pub const PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// Collects rows from `rows` until [`PAGE_BYTES_MAX`] is passed (`size` measures one). The
+/// rest of the result is dropped unread: a caller pages on from the last row it got.
+async fn take_page<T>(
+    mut rows: impl futures::Stream<Item = Result<T, sqlx::Error>> + Unpin,
+    size: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, sqlx::Error> {
+    use futures::TryStreamExt;
+    let (mut page, mut bytes) = (Vec::new(), 0);
+    while let Some(row) = rows.try_next().await? {
+        bytes += size(&row);
+        page.push(row);
+        if bytes >= PAGE_BYTES_MAX {
+            break;
+        }
+    }
+    Ok(page)
+}
+
+fn stored_size(event: &StoredEvent) -> usize {
+    event.payload_json.len() + event.metadata_json.len()
 }
 
 /// An event as stored, with payload and metadata left as JSON text: for copying events
@@ -267,9 +301,8 @@ pub async fn read_range_stored(
         .bind(to_i64(after))
         .bind(to_i64(up_to))
         .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-    Ok(events)
+        .fetch(pool);
+    Ok(take_page(events, stored_size).await?)
 }
 
 /// Which streams a reader wants: any of `stream_types` (all when empty), and only the stream
@@ -289,7 +322,8 @@ impl Selection {
 }
 
 /// Like [`read_range_stored`], only events of the selected streams. `limit` bounds the rows
-/// returned, not the rows scanned.
+/// returned, not the rows scanned; a stream id alone is refused by the callers at the edge
+/// (no index leads to it without its type).
 pub async fn read_range_stored_selected(
     pool: &PgPool,
     selection: &Selection,
@@ -313,8 +347,7 @@ pub async fn read_range_stored_selected(
     if let Some(id) = &selection.stream_id {
         query = query.bind(id.as_str().to_owned());
     }
-    let events = query.fetch_all(pool).await?;
-    Ok(events)
+    Ok(take_page(query.fetch(pool), stored_size).await?)
 }
 
 /// A command id's stored outcome, on a given connection (the committer's transaction, or

@@ -1,0 +1,172 @@
+//! Everything a client can reach has a bound (design invariant 11): headers must arrive in
+//! time, a request is answered within its deadline however slowly its body comes, a process
+//! holds a bounded number of connections and WebSocket clients, and shutdown ends within its
+//! deadline even with a client trickling a body.
+
+use std::time::Duration;
+
+use brain::api::server::HttpLimits;
+use brain::serve::ServeOptions;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::serve::{get, redis_url, serve_with_options, services};
+use crate::support::TestEnv;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn options(env: &TestEnv, http: HttpLimits) -> ServeOptions {
+    let mut options =
+        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+    options.http = http;
+    options
+}
+
+/// Reads what the server sends until it closes the connection; `None` if it stays open
+/// past `WAIT`.
+async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    read.ok().map(|_| String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_body_sent_at_one_byte_a_second_is_answered_408_at_the_request_deadline() {
+    let env = TestEnv::new().await;
+    let http = HttpLimits { request_timeout_ms: 1_000, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = "POST /api/missions/enqueue HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(b"{").await.unwrap();
+    // The rest never comes in time: the server answers at its deadline, not the client's.
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(WAIT, stream.read(&mut answer)).await.expect("an answer");
+    let answer = String::from_utf8_lossy(&answer[..read.unwrap()]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    // Other clients are served meanwhile and after.
+    assert_eq!(get(addr, "/health").await.0, 200);
+    assert_eq!(env.head().await, 0);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn headers_that_do_not_arrive_in_time_get_the_connection_closed() {
+    let env = TestEnv::new().await;
+    let http = HttpLimits { header_read_timeout_ms: 300, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    // Headers never finished: the server closes rather than wait for ever.
+    let answer = read_until_closed(&mut stream).await.expect("the server closes the connection");
+    assert!(!answer.contains("200 OK"), "{answer}");
+    assert_eq!(get(addr, "/health").await.0, 200);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_new_connection_waits_until_one_closes() {
+    let env = TestEnv::new().await;
+    let http = HttpLimits { connections_max: 3, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+
+    // Three idle connections take every place.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = stream.read(&mut answer).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+        held.push(stream);
+    }
+    // A fourth is accepted by the kernel but not served while they stay.
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    fourth
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut answer)).await;
+    assert!(early.is_err(), "served past the cap");
+    // One leaves: the fourth is served.
+    drop(held.pop());
+    let answer = read_until_closed(&mut fourth).await.expect("served once a place is free");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    drop(held);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn past_the_websocket_client_cap_an_upgrade_is_refused_with_a_reason() {
+    let env = TestEnv::new().await;
+    let mut options = options(&env, HttpLimits::default());
+    options.feed.clients_max = 2;
+    let (addr, shutdown, task) = serve_with_options(options).await;
+
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let url = format!("ws://{addr}/ws/events");
+        let (client, _) = tokio_tungstenite::client_async(url, stream).await.expect("admitted");
+        clients.push(client);
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/ws/events");
+    match tokio_tungstenite::client_async(url, stream).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_clients", "{body}");
+        }
+        other => panic!("a third client was not refused: {other:?}"),
+    }
+    // A stream id alone would make a replay scan the log: refused before any upgrade.
+    let (status, body) = get(addr, "/ws/events?stream_id=abc").await;
+    assert_eq!((status, &body["error"]["field"]), (400, &serde_json::json!("stream_id")), "{body}");
+
+    drop(clients);
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_ends_within_its_deadline_while_a_client_trickles_a_body() {
+    let env = TestEnv::new().await;
+    let http = HttpLimits {
+        request_timeout_ms: 600_000,
+        shutdown_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = "POST /api/missions/enqueue HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..600 {
+            if stream.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+
+    shutdown.cancel();
+    // The stated deadline is 1 s for HTTP, then the server's later stages; the request would
+    // otherwise hold it for ten minutes.
+    let stopped = tokio::time::timeout(Duration::from_secs(20), task).await;
+    assert!(stopped.is_ok(), "the server did not stop within its deadline");
+    stopped.unwrap().unwrap().unwrap();
+    trickle.abort();
+}
