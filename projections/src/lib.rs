@@ -59,4 +59,9 @@ pub trait ProjectionStore<C>: Send {
         up_to: u64,
         changes: Vec<C>,
     ) -> impl Future<Output = Result<(), CommitError<Self::Error>>> + Send;
+
+    /// Drops the whole read model and its checkpoint (back to 0), for when the log it was
+    /// built from is gone: its checkpoint is ahead of the store's head (a database restored
+    /// or recreated while the read model was kept).
+    fn reset(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

@@ -260,6 +260,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         // Another leader may have moved the checkpoint while we stood by.
         self.feeder.checkpoint =
             Checkpoint::new(self.feeder.store.checkpoint().await.map_err(projection_error)?);
+        self.heal(store::head(&self.feeder.pool).await?).await?;
         while !shutdown.is_cancelled() {
             self.feeder.catch_up().await?;
             let consumer = self.recreate_consumer().await?;
@@ -286,6 +287,9 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
                         let lag = head.saturating_sub(self.feeder.checkpoint());
                         metrics::gauge!("brain_projector_lag_events", "projector" => name)
                             .set(lag as f64);
+                        if self.heal(head).await? {
+                            break;
+                        }
                         // Behind the store for a whole quiet interval: the stream will not
                         // bring the rest (reset, lost tail), so take it from PostgreSQL.
                         if lag > 0 && !progressed {
@@ -298,6 +302,46 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
             }
         }
         Ok(())
+    }
+
+    /// Compares the read model's stored checkpoint with what this runner applied and with
+    /// the log's head, so that a model that lost its state heals without anyone's help (design
+    /// invariant 11). Lower than applied: the model lost state (Redis flushed or restarted);
+    /// it is consistent up to its checkpoint, which commits with its effects, so it is
+    /// refilled from there, page by page. Above the head: the log it was built from is gone
+    /// (the database restored or recreated), so it is dropped and rebuilt from the start.
+    /// Higher than applied: a rebuild moved it; carry on from there. Returns whether the
+    /// runner must catch up again.
+    async fn heal(&mut self, head: u64) -> Result<bool, RunnerError> {
+        let name = self.feeder.projector.name();
+        let stored = self.feeder.store.checkpoint().await.map_err(projection_error)?;
+        let applied = self.feeder.checkpoint();
+        if stored > head {
+            tracing::warn!(
+                projector = name,
+                checkpoint = stored,
+                head,
+                "read model is ahead of the log; dropping and rebuilding it"
+            );
+            metrics::counter!("brain_projector_resets_total", "projector" => name, "reason" => "ahead_of_log").increment(1);
+            self.feeder.store.reset().await.map_err(projection_error)?;
+            self.feeder.checkpoint = Checkpoint::new(0);
+            return Ok(true);
+        }
+        if stored < applied {
+            tracing::warn!(
+                projector = name,
+                checkpoint = stored,
+                applied,
+                "read model lost its state; refilling it from the log"
+            );
+            metrics::counter!("brain_projector_resets_total", "projector" => name, "reason" => "lost_state").increment(1);
+        }
+        if stored != applied {
+            self.feeder.checkpoint = Checkpoint::new(stored);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn apply_messages(

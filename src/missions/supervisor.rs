@@ -152,6 +152,18 @@ impl Supervisor {
                 }
                 1
             }
+            // The queue holds a mission the log does not know (it outlived its database):
+            // forgotten, so that it is not tried again every tick ahead of real expiries.
+            Err(CommandError::Rejected(MissionError::NotFound)) => {
+                tracing::warn!(
+                    mission_id,
+                    "queue holds a mission the log does not know; forgetting it"
+                );
+                if let Err(error) = self.queue.forget(mission_id).await {
+                    tracing::warn!(mission_id, %error, "cannot forget the unknown mission");
+                }
+                0
+            }
             // The projection was behind: the mission moved on already.
             Err(CommandError::Rejected(
                 MissionError::NotRunning { .. }

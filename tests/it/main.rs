@@ -7,6 +7,7 @@ mod batch_api;
 mod bounds;
 mod command;
 mod event_store;
+mod heal;
 mod isolation;
 mod mission_list;
 mod missions_api;

@@ -115,7 +115,7 @@ pub fn redis_url() -> String {
 }
 
 /// Deletes the keys matching `pattern` (a test namespace's hash tag).
-async fn delete_redis_keys(pattern: &str) {
+pub async fn delete_redis_keys(pattern: &str) {
     let Ok(client) = redis::Client::open(redis_url()) else { return };
     let Ok(mut connection) = client.get_multiplexed_async_connection().await else { return };
     let mut cursor: u64 = 0;

@@ -50,7 +50,7 @@ async fn event_types(addr: SocketAddr, id: &str) -> Vec<String> {
 }
 
 /// A server without workers of its own, for tests that bring `brain worker` processes.
-async fn serve_without_workers(
+pub async fn serve_without_workers(
     env: &TestEnv,
 ) -> (SocketAddr, tokio_util::sync::CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>)
 {
@@ -61,13 +61,13 @@ async fn serve_without_workers(
 }
 
 /// A `brain worker` process; killed when dropped.
-struct WorkerProcess {
+pub struct WorkerProcess {
     child: Child,
     id: String,
 }
 
 impl WorkerProcess {
-    fn start(env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
+    pub fn start(env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
         WorkerProcess::start_in(Command::new(env!("CARGO_BIN_EXE_brain")), env, id, extra)
     }
 
@@ -82,8 +82,10 @@ impl WorkerProcess {
     }
 
     fn start_in(mut command: Command, env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
+        let agents: &[&str] = if extra.contains(&"--agents") { &[] } else { &["--agents", "echo"] };
         let child = command
-            .args(["worker", "--agents", "echo", "--concurrency", "8", "--worker-id", id])
+            .args(["worker", "--concurrency", "8", "--worker-id", id])
+            .args(agents)
             .args(["--retry-backoff-ms", "50"])
             .args(extra)
             .env("DATABASE_URL", &env.database_url)
@@ -98,7 +100,7 @@ impl WorkerProcess {
         WorkerProcess { child, id: id.to_owned() }
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
     }

@@ -103,6 +103,20 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
         .map_err(CommitError::Store)?;
         tx.commit().await.map_err(CommitError::Store)
     }
+
+    async fn reset(&mut self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        lock_checkpoint(&mut tx, &self.checkpoint_key).await?;
+        for table in self.writer.tables() {
+            let table = format!("{table}{}", self.suffix);
+            sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {table}"))).execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE projector_checkpoints SET position = 0, updated_at = now() WHERE projector = $1")
+            .bind(&self.checkpoint_key)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
 }
 
 /// Locks a projector's checkpoint row (creating it at 0) and returns its position.

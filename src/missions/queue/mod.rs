@@ -56,6 +56,9 @@ const RECLAIM: &str = include_str!("reclaim.lua");
 /// `{1, old generation}` or `{0, live checkpoint}`.
 const SWAP: &str = include_str!("swap.lua");
 
+/// Takes a mission the log does not know out of the queue.
+const FORGET: &str = include_str!("forget.lua");
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("redis: {0}")]
@@ -74,6 +77,7 @@ pub struct Queue {
     claim: Script,
     reclaim: Script,
     swap: Script,
+    forget: Script,
 }
 
 /// A mission popped by [`Queue::claim`].
@@ -109,6 +113,7 @@ impl Queue {
             claim: Script::new(CLAIM),
             reclaim: Script::new(RECLAIM),
             swap: Script::new(SWAP),
+            forget: Script::new(FORGET),
         }
     }
 
@@ -328,6 +333,18 @@ impl Queue {
         Ok(snapshot)
     }
 
+    /// Takes a mission out of the queue entirely: for one the log does not know.
+    pub async fn forget(&self, mission_id: &str) -> Result<(), QueueError> {
+        let _: i64 = self
+            .forget
+            .key(self.generation_key())
+            .arg(&self.base)
+            .arg(mission_id)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok(())
+    }
+
     /// The generation a rebuild should fill: one past the live one, emptied first.
     pub async fn fresh_generation(&self) -> Result<u64, QueueError> {
         let generation = self.live_generation().await? + 1;
@@ -463,6 +480,13 @@ impl ProjectionStore<QueueChange> for QueueStore {
             .await
             .map_err(|error| CommitError::Store(QueueError::Redis(error)))?;
         if applied == 1 { Ok(()) } else { Err(CommitError::Moved { actual: position }) }
+    }
+
+    async fn reset(&mut self) -> Result<(), QueueError> {
+        match self.generation {
+            Some(generation) => self.queue.drop_generation(generation).await,
+            None => self.queue.drop_all().await,
+        }
     }
 }
 
