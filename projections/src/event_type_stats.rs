@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::Unreadable;
 use domain::RecordedEvent;
 use time::OffsetDateTime;
 
@@ -35,7 +36,7 @@ impl Projector for EventTypeStats {
         true
     }
 
-    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<Counted>) {
+    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<Counted>) -> Result<(), Unreadable> {
         changes.push(Counted {
             stream_type: event.stream_type.as_str().to_owned(),
             event_type: event.event_type.clone(),
@@ -43,6 +44,7 @@ impl Projector for EventTypeStats {
             last_position: event.global_position,
             last_recorded_at: event.recorded_at,
         });
+        Ok(())
     }
 }
 

@@ -30,8 +30,34 @@ pub trait Projector: Send + Sync + 'static {
 
     /// Appends what `event` changes to `changes`. Must depend on nothing but the event (and
     /// the store's current state, through the changes' own semantics), so that a rebuild
-    /// from the log gives the live model again.
-    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<Self::Change>);
+    /// from the log gives the live model again. An event this code cannot read (a type or
+    /// layout from a newer release, during a rolling deploy) is [`Unreadable`]: never skipped
+    /// (the model would be wrong for ever), never a panic (it would stop the server); the
+    /// runtime stops this projector before it and lets another process lead it.
+    fn apply(
+        &self,
+        event: &RecordedEvent,
+        changes: &mut Vec<Self::Change>,
+    ) -> Result<(), Unreadable>;
+}
+
+/// An event a projector cannot read, at its position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("position {position}: cannot read {event_type}: {message}")]
+pub struct Unreadable {
+    pub position: u64,
+    pub event_type: String,
+    pub message: String,
+}
+
+impl Unreadable {
+    pub fn of(event: &RecordedEvent, error: impl std::fmt::Display) -> Unreadable {
+        Unreadable {
+            position: event.global_position,
+            event_type: event.event_type.clone(),
+            message: error.to_string(),
+        }
+    }
 }
 
 /// Why a commit did not happen.

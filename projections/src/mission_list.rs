@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::Unreadable;
 use domain::RecordedEvent;
 use domain::aggregate::DomainEvent;
 use domain::mission::{MissionEvent, MissionStatus, Priority};
@@ -47,14 +48,12 @@ impl Projector for MissionList {
         stream_type == "mission"
     }
 
-    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<RowChange>) {
-        // An event this code cannot read is a bug to fix, not one to skip silently: a row
-        // missing a transition would show the wrong status for ever.
+    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<RowChange>) -> Result<(), Unreadable> {
+        // An event this code cannot read is not skipped: a row missing a transition would
+        // show the wrong status for ever. The runtime stops before it instead.
         let mission =
             MissionEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
-                .unwrap_or_else(|error| {
-                    panic!("mission_list at position {}: {error}", event.global_position)
-                });
+                .map_err(|error| Unreadable::of(event, error))?;
         use MissionEvent as E;
         use MissionStatus as S;
         let after_attempt =
@@ -90,6 +89,7 @@ impl Projector for MissionList {
             updated_at: event.recorded_at,
             position: event.global_position,
         });
+        Ok(())
     }
 }
 
@@ -142,5 +142,32 @@ mod tests {
             (MissionStatus::Pending, Some(1), 4)
         );
         assert_eq!((merged[1].status, merged[1].position), (MissionStatus::Queued, 2));
+    }
+}
+
+#[cfg(test)]
+mod unreadable {
+    use domain::{EventMetadata, StreamId, StreamType};
+
+    use super::*;
+
+    #[test]
+    fn an_event_type_from_a_newer_release_is_unreadable_not_a_panic_or_a_skip() {
+        let event = RecordedEvent {
+            global_position: 7,
+            stream_type: StreamType::parse("mission").unwrap(),
+            stream_id: StreamId::parse("m1").unwrap(),
+            version: 2,
+            event_id: uuid::Uuid::nil(),
+            event_type: "MissionTeleported".into(),
+            schema_version: 1,
+            payload: serde_json::json!({}),
+            metadata: EventMetadata::new("test", time::OffsetDateTime::UNIX_EPOCH),
+            recorded_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let mut changes = Vec::new();
+        let error = MissionList.apply(&event, &mut changes).unwrap_err();
+        assert_eq!((error.position, error.event_type.as_str()), (7, "MissionTeleported"));
+        assert!(changes.is_empty());
     }
 }

@@ -9,6 +9,7 @@
 //! weight − aging × enqueue time", negated so that the score is a time in milliseconds:
 //! exact in a double, and readable.
 
+use crate::Unreadable;
 use domain::RecordedEvent;
 use domain::aggregate::DomainEvent;
 use domain::mission::{MissionEvent, Priority};
@@ -83,13 +84,15 @@ impl Projector for MissionQueue {
         stream_type == "mission"
     }
 
-    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<QueueChange>) {
-        // As in mission_list: an event this code cannot read is a bug, never skipped.
+    fn apply(
+        &self,
+        event: &RecordedEvent,
+        changes: &mut Vec<QueueChange>,
+    ) -> Result<(), Unreadable> {
+        // As in mission_list: an event this code cannot read is never skipped.
         let mission =
             MissionEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
-                .unwrap_or_else(|error| {
-                    panic!("mission_queue at position {}: {error}", event.global_position)
-                });
+                .map_err(|error| Unreadable::of(event, error))?;
         let mission_id = event.stream_id.to_string();
         use MissionEvent as E;
         let after_attempt = |retry_at_ms: &Option<i64>| match retry_at_ms {
@@ -129,6 +132,7 @@ impl Projector for MissionQueue {
             }
         };
         changes.push(change);
+        Ok(())
     }
 }
 

@@ -445,8 +445,20 @@ impl Feed {
             };
             match next {
                 Ok(Some(Ok(message))) => {
-                    let envelope = Envelope::decode(&message.payload)?;
-                    self.admit(envelope).await?;
+                    match Envelope::decode(&message.payload) {
+                        Ok(envelope) => self.admit(envelope).await?,
+                        // Not ours (a foreign publisher) or damaged: that position comes from
+                        // the store, if it holds one, and the feed goes on.
+                        Err(error) => {
+                            let sequence = message.info().map_err(consumer_error)?.stream_sequence;
+                            tracing::warn!(sequence, %error, "bus message does not decode; reading the store");
+                            metrics::counter!("brain_bus_messages_refused_total", "reader" => "live_feed").increment(1);
+                            let head = store::head(&self.shared.pool).await?;
+                            if sequence > self.last && sequence <= head {
+                                self.fill_to(sequence).await?;
+                            }
+                        }
+                    }
                     progressed = true;
                 }
                 Ok(Some(Err(error))) => return Err(consumer_error(error)),

@@ -51,8 +51,16 @@ impl Default for RunnerConfig {
     }
 }
 
+/// How long a runner that met an unreadable event stands aside before trying to lead again.
+pub const UNREADABLE_PAUSE: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
+    /// An event this release's projector cannot read (a newer release wrote it): the
+    /// projector stops before it, and its runner stands aside for a while so that another
+    /// process (the newer release) can lead it.
+    #[error("projector stops before an unreadable event: {0}")]
+    Unreadable(projections::Unreadable),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("projector database: {0}")]
@@ -155,27 +163,43 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
     }
 
     /// Commits one contiguous run of events (checkpoint + 1 onwards) with its checkpoint.
+    /// An event the projector cannot read ends the run before it: what precedes it is
+    /// committed, and [`RunnerError::Unreadable`] tells the runner to stop there.
     async fn commit(&mut self, mut events: Vec<RecordedEvent>) -> Result<(), RunnerError> {
+        let mut unreadable = None;
         while let Some(last) = events.last() {
-            let (after, up_to) = (self.checkpoint(), last.global_position);
             debug_assert_eq!(
                 events[0].global_position,
-                after + 1,
+                self.checkpoint() + 1,
                 "runs start after the checkpoint"
             );
             let mut changes = Vec::new();
-            for event in &events {
-                if self.projector.wants(event.stream_type.as_str()) {
-                    self.projector.apply(event, &mut changes);
+            let mut readable = events.len();
+            for (index, event) in events.iter().enumerate() {
+                if self.projector.wants(event.stream_type.as_str())
+                    && let Err(error) = self.projector.apply(event, &mut changes)
+                {
+                    // Changes of the unreadable event itself were never pushed.
+                    readable = index;
+                    unreadable = Some(error);
+                    break;
                 }
             }
+            let up_to = if readable == events.len() {
+                last.global_position
+            } else if readable == 0 {
+                break;
+            } else {
+                events[readable - 1].global_position
+            };
+            let after = self.checkpoint();
             match self.store.commit(after, up_to, changes).await {
                 Ok(()) => {
                     self.checkpoint = Checkpoint::new(up_to);
                     let name = self.projector.name();
                     metrics::gauge!("brain_projector_position", "projector" => name)
                         .set(up_to as f64);
-                    return Ok(());
+                    break;
                 }
                 // A rebuild swapped the model under us: continue from where it got to.
                 Err(CommitError::Moved { actual }) => {
@@ -189,8 +213,12 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
                 }
                 Err(CommitError::Store(error)) => return Err(projection_error(error)),
             }
+            unreadable = None;
         }
-        Ok(())
+        match unreadable {
+            Some(error) => Err(RunnerError::Unreadable(error)),
+            None => Ok(()),
+        }
     }
 
     pub fn into_store(self) -> S {
@@ -239,12 +267,23 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
                     Ok(Some(mut leadership)) => self.lead(&mut leadership, &shutdown).await,
                     Err(error) => Err(error.into()),
                 };
-            if let Err(error) = result {
-                tracing::warn!(projector = name, %error, "projector interrupted, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(self.config.retry_backoff) => {}
+            let pause = match result {
+                Ok(()) => continue,
+                Err(RunnerError::Unreadable(error)) => {
+                    // Stand aside: leadership is released, so another process may lead.
+                    tracing::error!(projector = name, %error, "projector stopped before an event it cannot read; standing aside");
+                    metrics::counter!("brain_projector_unreadable_total", "projector" => name)
+                        .increment(1);
+                    UNREADABLE_PAUSE
                 }
+                Err(error) => {
+                    tracing::warn!(projector = name, %error, "projector interrupted, retrying");
+                    self.config.retry_backoff
+                }
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -344,24 +383,66 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         Ok(false)
     }
 
+    /// Applies a batch from the bus. The bus is not trusted blindly (design invariant 11): a
+    /// message that does not decode, or whose event is not the store's at its position (a
+    /// foreign publisher, a stream from another store), is not applied; the batch's range is
+    /// taken from PostgreSQL instead, logged and counted.
     async fn apply_messages(
         &mut self,
         batch: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
     ) -> Result<(), RunnerError> {
+        let name = self.feeder.projector.name();
         let mut events = Vec::with_capacity(batch.len());
+        let mut suspect = 0;
+        let (mut first, mut last_sequence) = (None, 0);
         let mut last = None;
         for message in batch {
             let message = message.map_err(consumer_error)?;
-            let pending = message.info().map_err(consumer_error)?.pending;
-            let event = bus::Envelope::decode(&message.payload)?.into_event()?;
-            events.push(event);
+            let info = message.info().map_err(consumer_error)?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            first.get_or_insert(sequence);
+            last_sequence = sequence;
+            match bus::Envelope::decode(&message.payload).and_then(bus::Envelope::into_event) {
+                Ok(event) if event.global_position == sequence => events.push(event),
+                Ok(event) => {
+                    suspect += 1;
+                    tracing::warn!(
+                        projector = name,
+                        sequence,
+                        position = event.global_position,
+                        "bus message at the wrong sequence"
+                    );
+                }
+                Err(error) => {
+                    suspect += 1;
+                    tracing::warn!(projector = name, sequence, %error, "bus message does not decode");
+                }
+            }
             last = Some((message, pending));
+        }
+        if let Some(first) = first {
+            let stored = store::event_ids(&self.feeder.pool, first - 1, last_sequence).await?;
+            for event in &events {
+                if stored.get(&event.global_position) != Some(&event.event_id) {
+                    suspect += 1;
+                    tracing::warn!(
+                        projector = name,
+                        position = event.global_position,
+                        "bus message is not the store's event at its position"
+                    );
+                }
+            }
+            if suspect > 0 {
+                metrics::counter!("brain_bus_messages_refused_total", "reader" => name)
+                    .increment(suspect);
+                events = store::read_range(&self.feeder.pool, first - 1, last_sequence, u32::MAX)
+                    .await?;
+            }
         }
         self.feeder.feed(events).await?;
         if let Some((message, pending)) = last {
             // Ack policy `All`: this acknowledges the whole batch.
             message.ack().await.map_err(consumer_error)?;
-            let name = self.feeder.projector.name();
             metrics::gauge!("brain_projector_lag_events", "projector" => name).set(pending as f64);
         }
         Ok(())

@@ -153,3 +153,91 @@ async fn a_queue_ahead_of_its_log_is_rebuilt_and_a_lease_of_an_unknown_mission_i
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_bus_message_that_is_not_the_stores_event_is_not_applied_and_the_serve_keeps_running() {
+    // Given a serve, and a foreign message on the namespace's bus where the next event's
+    // place is: garbage that decodes to nothing.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = crate::serve::serve_in_process(services(&env, &redis_url())).await;
+    let first = enqueue(addr, json!({ "name": "before", "agent": "echo" })).await;
+    wait_until("the first mission to be listed", WAIT, || async {
+        get(addr, "/api/missions").await.1["missions"].as_array().is_some_and(|m| m.len() == 1)
+    })
+    .await;
+    let subject = format!("{}.events.mission.{}", env.namespace, uuid::Uuid::now_v7());
+    env.jetstream.publish(subject, "not an envelope".into()).await.unwrap().await.unwrap();
+
+    // When missions are enqueued after it.
+    let second = enqueue(addr, json!({ "name": "after", "agent": "echo" })).await;
+
+    // Then the garbage is not applied, the store's events are (taken from PostgreSQL), the
+    // refusal is counted, and the serve keeps serving.
+    wait_until("the second mission to be listed", WAIT, || async {
+        let (_, page) = get(addr, "/api/missions").await;
+        let ids: Vec<&str> = page["missions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mission_id"].as_str().unwrap())
+            .collect();
+        ids.len() == 2 && ids.contains(&first.as_str()) && ids.contains(&second.as_str())
+    })
+    .await;
+    let metrics = crate::serve::http_get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("brain_bus_messages_refused_total"), "{metrics}");
+    assert!(!task.is_finished());
+    assert_eq!(get(addr, "/health").await.0, 200);
+
+    shutdown.cancel();
+    let _ = task.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_type_a_projector_does_not_know_stops_that_projector_before_it_not_the_serve() {
+    // Given a serve, and an event of a type this release does not know (a newer release
+    // wrote it during a rolling deploy) in a mission's stream.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = crate::serve::serve_in_process(services(&env, &redis_url())).await;
+    let id = enqueue(addr, json!({ "name": "m", "agent": "echo" })).await;
+    let (store, _committer) = env.store();
+    let newer = brain::eventlog::store::Append {
+        stream_type: crate::support::stream_type("mission"),
+        stream_id: domain::StreamId::parse(&id).unwrap(),
+        expected: domain::ExpectedVersion::Exact(1),
+        events: vec![domain::NewEvent::new("MissionTeleported", json!({ "to": "mars" }))],
+        metadata: domain::EventMetadata::new("newer-release", time::OffsetDateTime::now_utc()),
+    };
+    let appended = store.append(newer).await.unwrap();
+
+    // Then the projectors stop before it, counted, and the serve goes on serving.
+    wait_until("the projectors to report the unreadable event", WAIT, || async {
+        let metrics = crate::serve::http_get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metrics.contains("brain_projector_unreadable_total{projector=\"mission_list\"}")
+    })
+    .await;
+    let (_, page) = get(addr, "/api/missions").await;
+    assert!(page["position"].as_u64().unwrap() < appended.first_position, "{page}");
+    assert!(!task.is_finished());
+    assert_eq!(get(addr, "/health").await.0, 200);
+    let (status, _) = crate::missions_api::post(
+        addr,
+        "/api/missions/enqueue",
+        &json!({ "name": "still", "agent": "echo" }).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
