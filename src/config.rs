@@ -69,9 +69,28 @@ pub struct Services {
     pub db_connections_max: u32,
 }
 
+/// A service URL fit for a log line or an error: the password, if any, replaced by `***`
+/// (design invariant 7: secrets never enter a log).
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
+    let Some((credentials, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    let user = credentials.split_once(':').map_or(credentials, |(user, _)| user);
+    let path = path.map(|path| format!("/{path}")).unwrap_or_default();
+    format!("{scheme}://{user}:***@{host}{path}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_in_a_log_line_never_carries_its_password() {
+        assert_eq!(redacted_url("nats://brain:s3cret@nats:4222"), "nats://brain:***@nats:4222");
+        assert_eq!(redacted_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted_url("not a url"), "not a url");
+    }
 
     #[test]
     fn namespaces_refuse_what_would_break_a_subject_or_stream_name() {

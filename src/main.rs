@@ -1,6 +1,7 @@
 //! The `brain` command line: parses arguments and hands over to the library.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use brain::bench;
@@ -60,6 +61,9 @@ enum Command {
         feed: brain::eventlog::feed::FeedConfig,
         #[command(flatten)]
         http: brain::api::server::HttpLimits,
+        /// Hours a command's outcome is kept for idempotent repeats; older ones are pruned.
+        #[arg(long, env = "BRAIN_COMMAND_OUTCOMES_KEEP_H", default_value_t = brain::eventlog::store::COMMAND_OUTCOMES_KEEP_H_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+        command_outcomes_keep_h: u64,
     },
     /// Run missions: claim them from the queue, run their agent, report the outcome.
     Worker {
@@ -126,6 +130,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tuning,
             feed,
             http,
+            command_outcomes_keep_h,
         } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
@@ -138,6 +143,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .then(|| tuning.worker(worker_agents, workers));
             options.feed = feed;
             options.http = http;
+            options.command_outcomes_keep = Duration::from_secs(command_outcomes_keep_h * 3_600);
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.
             println!("brain serve listening on http://{}", server.local_addr);

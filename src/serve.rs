@@ -59,6 +59,8 @@ pub struct ServeOptions {
     pub feed: FeedConfig,
     /// The HTTP server's bounds: connections, header and request deadlines, shutdown.
     pub http: HttpLimits,
+    /// How long stored command outcomes (idempotency) are kept before they are pruned.
+    pub command_outcomes_keep: Duration,
 }
 
 impl ServeOptions {
@@ -76,6 +78,9 @@ impl ServeOptions {
             workers: None,
             feed: FeedConfig::default(),
             http: HttpLimits::default(),
+            command_outcomes_keep: Duration::from_secs(
+                crate::eventlog::store::COMMAND_OUTCOMES_KEEP_H_DEFAULT * 3_600,
+            ),
         }
     }
 }
@@ -139,6 +144,11 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let redis = redis::Client::open(services.redis_url.as_str()).context("REDIS_URL")?;
 
     let (store, committer) = EventStore::start(pool.clone(), namespace.as_str(), options.committer);
+    tokio::spawn(prune_command_outcomes(
+        pool.clone(),
+        options.command_outcomes_keep,
+        shutdown.clone(),
+    ));
     let relay_shutdown = CancellationToken::new();
     let relay = Relay::new(pool.clone(), nats.clone(), namespace.clone(), options.relay.clone());
     let failures = Failures::default();
@@ -262,6 +272,28 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         }
     });
     Ok(Server { local_addr, task, feed: feed_handle })
+}
+
+/// How often stored command outcomes past their window are pruned.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(3_600);
+
+/// Prunes stored command outcomes older than `keep`, a minute after start and then every
+/// [`PRUNE_INTERVAL`], until `shutdown`. Every serve prunes; concurrent deletes skip each
+/// other's rows. A failed round is logged and tried again at the next.
+async fn prune_command_outcomes(pool: sqlx::PgPool, keep: Duration, shutdown: CancellationToken) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = PRUNE_INTERVAL;
+        match crate::eventlog::store::prune_command_outcomes(&pool, keep).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "pruned command outcomes past their window"),
+            Err(error) => tracing::warn!(%error, "cannot prune command outcomes"),
+        }
+    }
 }
 
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;

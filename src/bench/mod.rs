@@ -5,6 +5,7 @@
 //! server uses.
 
 mod batch;
+mod heal;
 mod ws;
 
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub enum Bench {
     /// Connect many WebSocket clients to a running `brain serve`, enqueue missions at a steady
     /// rate and report how long events take to reach every client.
     Ws(ws::WsBench),
+    /// Fill a store with missions, build the Redis queue, lose its keys, and time the refill
+    /// from the log and its peak memory.
+    Heal(heal::HealBench),
 }
 
 impl Bench {
@@ -51,6 +55,7 @@ impl Bench {
             Bench::Missions(bench) => bench.run().await,
             Bench::Batch(bench) => bench.run().await,
             Bench::Ws(bench) => bench.run().await,
+            Bench::Heal(bench) => bench.run().await,
         }
     }
 }

@@ -60,7 +60,10 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
         .request_timeout(Some(Duration::from_secs(REQUEST_TIMEOUT_S)))
         .connect(url)
         .await
-        .map_err(|error| BusError::Connect { url: url.to_owned(), message: error.to_string() })
+        .map_err(|error| BusError::Connect {
+            url: crate::config::redacted_url(url),
+            message: error.to_string().replace(url, &crate::config::redacted_url(url)),
+        })
 }
 
 /// A JetStream context whose publishes may have many acknowledgements outstanding.

@@ -436,3 +436,38 @@ async fn a_burst_larger_than_one_transaction_carries_is_committed_in_parts() {
     assert_eq!(env.head().await, 120);
     assert_gapless(&env).await;
 }
+
+#[tokio::test]
+async fn command_outcomes_past_their_window_are_pruned_and_recent_ones_kept() {
+    // Given ten commands, four of them stored eight days ago.
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let mut command =
+            append(&stream_type("order"), &new_stream_id(), ExpectedVersion::Exact(0), "Placed", 1);
+        let id = uuid::Uuid::now_v7();
+        command.metadata.command_id = Some(id);
+        store.append(command).await.unwrap();
+        ids.push(id);
+    }
+    sqlx::query(
+        "UPDATE commands SET recorded_at = now() - interval '8 days' WHERE command_id = ANY($1)",
+    )
+    .bind(&ids[..4])
+    .execute(&env.pool)
+    .await
+    .unwrap();
+
+    // When outcomes older than seven days are pruned.
+    let keep = std::time::Duration::from_secs(7 * 24 * 3_600);
+    let deleted = brain::eventlog::store::prune_command_outcomes(&env.pool, keep).await.unwrap();
+
+    // Then the four old ones are gone and the six recent ones still answer repeats.
+    assert_eq!(deleted, 4);
+    for (n, id) in ids.iter().enumerate() {
+        let kept = store.command_outcome(*id).await.unwrap().is_some();
+        assert_eq!(kept, n >= 4, "command {n}");
+    }
+    assert_eq!(env.head().await, 10, "events are never pruned");
+}

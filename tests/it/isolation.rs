@@ -352,7 +352,7 @@ async fn a_commit_whose_answer_never_comes_is_abandoned_as_outcome_unknown_and_w
     // next COMMIT on the floor (a half-open connection: no answer, nothing closed).
     let env = TestEnv::new().await;
     let upstream: SocketAddr = "127.0.0.1:5432".parse().unwrap();
-    let proxy = StallingProxy::start(upstream, b"lock_timeout").await;
+    let proxy = StallingProxy::start(upstream, b"lock_timeout=5s").await;
     let mut services = services(&env, &redis_url());
     services.database_url = env.database_url.replace("127.0.0.1:5432", &proxy.addr.to_string());
     let mut options = ServeOptions::new(services, "127.0.0.1:0".parse().unwrap());

@@ -264,7 +264,7 @@ impl Drop for Proxy {
 
 /// A TCP proxy in front of PostgreSQL that can stall, like a half-open connection (packets
 /// dropped, nothing closed), the next `COMMIT` sent on a connection whose start-up message
-/// carries `marker` (the committer's sessions carry `lock_timeout` in their options). Only
+/// carries `marker` (the committer's sessions carry `lock_timeout=5s` in their options). Only
 /// that connection stops, in both directions; every other one flows as usual.
 pub struct StallingProxy {
     pub addr: SocketAddr,

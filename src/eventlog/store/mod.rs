@@ -232,6 +232,43 @@ pub async fn read_range(
     rows.iter().map(recorded_event).collect()
 }
 
+/// How long a command's outcome is kept by default, for idempotent repeats: a command id
+/// (an `idempotency_key`) repeated within this window answers with its first outcome.
+pub const COMMAND_OUTCOMES_KEEP_H_DEFAULT: u64 = 7 * 24;
+/// Outcomes deleted per statement when pruning.
+pub const PRUNE_BATCH_ROWS: i64 = 10_000;
+
+/// Deletes stored command outcomes older than `keep`, in batches of [`PRUNE_BATCH_ROWS`];
+/// returns how many. Past the window a repeated command id is a new command again (a repeated
+/// enqueue then finds its mission existing: 409, never a second mission). A claim of a
+/// transaction still running is never touched (`SKIP LOCKED`).
+pub async fn prune_command_outcomes(
+    pool: &PgPool,
+    keep: std::time::Duration,
+) -> Result<u64, StoreError> {
+    let keep_s = keep.as_secs_f64();
+    let mut deleted = 0;
+    loop {
+        // Old rows sit first in the heap (appended in time order), so this scan stops early
+        // without an index on `recorded_at`, which every append would pay for.
+        let done = sqlx::query(
+            "DELETE FROM commands WHERE command_id IN (
+                SELECT command_id FROM commands
+                WHERE recorded_at < now() - make_interval(secs => $1) AND last_position IS NOT NULL
+                LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(keep_s)
+        .bind(PRUNE_BATCH_ROWS)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += done;
+        if done < PRUNE_BATCH_ROWS as u64 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// The event ids at positions `after < position <= up_to`, to check copies of them against
 /// (a primary-key range: cheap for the few hundred positions of a live batch).
 pub async fn event_ids(
