@@ -49,6 +49,17 @@ async fn event_types(addr: SocketAddr, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every mission's event types in order, by mission id.
+pub async fn mission_histories(env: &TestEnv) -> Vec<(String, Vec<String>)> {
+    sqlx::query_as(
+        "SELECT stream_id, array_agg(event_type ORDER BY version)
+         FROM events WHERE stream_type = 'mission' GROUP BY stream_id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+}
+
 /// A server without workers of its own, for tests that bring `brain worker` processes.
 pub async fn serve_without_workers(
     env: &TestEnv,
@@ -340,13 +351,7 @@ async fn killing_a_serve_with_workers_under_load_loses_no_accepted_mission() {
     .await;
     // Every accepted mission is in the log, completed once; those the killed server held
     // were put back by lease expiry and completed by the survivor.
-    let histories: Vec<(String, Vec<String>)> = sqlx::query_as(
-        "SELECT stream_id, array_agg(event_type ORDER BY version)
-         FROM events WHERE stream_type = 'mission' GROUP BY stream_id",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let histories = mission_histories(&env).await;
     assert_eq!(histories.len(), 300);
     let mut expired = 0;
     for (id, types) in &histories {
@@ -390,13 +395,7 @@ async fn workers_whose_wall_clocks_run_5_s_and_40_s_behind_never_lose_a_live_lea
 
     // Then no lease expired while its holder was alive and renewing, and no mission ever ran
     // on two workers: each started once, on one of the skewed workers, and completed once.
-    let histories: Vec<(String, Vec<String>)> = sqlx::query_as(
-        "SELECT stream_id, array_agg(event_type ORDER BY version)
-         FROM events WHERE stream_type = 'mission' GROUP BY stream_id",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let histories = mission_histories(&env).await;
     assert_eq!(histories.len(), 24);
     for (id, types) in &histories {
         let count = |wanted: &str| types.iter().filter(|t| *t == wanted).count();
