@@ -83,11 +83,18 @@ impl WorkerProcess {
     }
 
     /// A worker whose wall clock runs `offset` (`-40s`: 40 seconds behind), through
-    /// libfaketime (Debian's `faketime`, installed by `scripts/services.sh`); its monotonic
-    /// clock is left alone.
+    /// libfaketime (Debian's `faketime`, installed by `scripts/services.sh`) preloaded into
+    /// the worker itself, so that killing the child kills the worker; its monotonic clock is
+    /// left alone.
     fn start_skewed(env: &TestEnv, id: &str, offset: &str, extra: &[&str]) -> WorkerProcess {
-        let mut command = Command::new("faketime");
-        command.args(["-f", offset, env!("CARGO_BIN_EXE_brain")]);
+        let library = std::fs::read_dir("/usr/lib")
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+            .find(|path| path.exists())
+            .expect("libfaketime installed (scripts/services.sh installs it)");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+        command.env("LD_PRELOAD", library).env("FAKETIME", offset);
         command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         WorkerProcess::start_in(command, env, id, extra)
     }
