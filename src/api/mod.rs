@@ -155,6 +155,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         match error {
             StoreError::Database(error) => ApiError::from(error),
+            StoreError::Timeout => ApiError::Unavailable,
             corrupt @ StoreError::Corrupt(_) => ApiError::Internal(corrupt.into()),
         }
     }

@@ -60,6 +60,9 @@ impl From<sqlx::Error> for AppendError {
 pub enum StoreError {
     #[error("event store: {0}")]
     Database(#[from] sqlx::Error),
+    /// A read did not answer within `READ_TIMEOUT` (a dead connection); it was closed.
+    #[error("event store: no answer within the read deadline")]
+    Timeout,
     /// A stored row that breaks the store's own rules: a bug, never user input.
     #[error("event store holds a corrupt row: {0}")]
     Corrupt(String),

@@ -28,6 +28,28 @@ pub use validate::{
     EVENT_TYPE_LEN_MAX, GROUP_APPENDS_MAX, validate,
 };
 
+/// Longest one read of the log may take on the client's side: a little over the sessions'
+/// `statement_timeout` (60 s), so a slow statement ends with the server's definite error
+/// first, and only a read on a dead connection (half-open: the server never answers, and
+/// sqlx has no client-side keepalive) ends here, its connection closed rather than pooled.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(65);
+
+/// Runs `$run`, an expression reading through `$connection`, on a connection of `$pool`
+/// within [`READ_TIMEOUT`] (design invariant 11: every outside call has a timeout).
+macro_rules! bounded {
+    ($pool:expr, |$connection:ident| $run:expr) => {{
+        let mut pooled = $pool.acquire().await?;
+        let $connection = &mut *pooled;
+        match tokio::time::timeout(READ_TIMEOUT, $run).await {
+            Ok(result) => result.map_err(StoreError::from),
+            Err(_) => {
+                pooled.close_on_drop();
+                Err(StoreError::Timeout)
+            }
+        }
+    }};
+}
+
 /// One command's append: events for one stream, checked against the version it expects.
 #[derive(Debug, Clone)]
 pub struct Append {
@@ -147,9 +169,8 @@ impl EventStore {
         )
         .bind(stream_type.as_str())
         .bind(stream_id.as_str())
-        .bind(version_max.map_or(i64::MAX, to_i64))
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(version_max.map_or(i64::MAX, to_i64));
+        let rows = bounded!(self.pool, |c| rows.fetch_all(c))?;
         rows.iter().map(recorded_event).collect()
     }
 
@@ -166,9 +187,8 @@ impl EventStore {
              ORDER BY stream_id, version",
         )
         .bind(stream_type.as_str())
-        .bind(&ids)
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(&ids);
+        let rows = bounded!(self.pool, |c| rows.fetch_all(c))?;
         let mut streams: HashMap<StreamId, Vec<RecordedEvent>> = HashMap::new();
         for row in &rows {
             let event = recorded_event(row)?;
@@ -194,7 +214,8 @@ pub fn notify_channel(namespace: &str) -> String {
 }
 
 pub async fn head(pool: &PgPool) -> Result<u64, StoreError> {
-    let position: i64 = sqlx::query_scalar("SELECT position FROM head").fetch_one(pool).await?;
+    let position: i64 =
+        bounded!(pool, |c| sqlx::query_scalar("SELECT position FROM head").fetch_one(c))?;
     Ok(position as u64)
 }
 
@@ -220,15 +241,14 @@ pub async fn read_range(
     )
     .bind(to_i64(after))
     .bind(to_i64(up_to))
-    .bind(i64::from(limit))
-    .fetch(pool);
+    .bind(i64::from(limit));
     let size = |row: &PgRow| {
         let raw = |column| {
             row.try_get_raw(column).ok().and_then(|v| v.as_bytes().ok()).map_or(0, <[u8]>::len)
         };
         raw("payload") + raw("metadata")
     };
-    let rows = take_page(rows, size).await?;
+    let rows = bounded!(pool, |c| take_page(rows.fetch(c), size))?;
     rows.iter().map(recorded_event).collect()
 }
 
@@ -276,14 +296,13 @@ pub async fn event_ids(
     after: u64,
     up_to: u64,
 ) -> Result<HashMap<u64, Uuid>, StoreError> {
-    let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+    let rows = sqlx::query_as::<_, (i64, Uuid)>(
         "SELECT global_position, event_id FROM events
          WHERE global_position > $1 AND global_position <= $2",
     )
     .bind(to_i64(after))
-    .bind(to_i64(up_to))
-    .fetch_all(pool)
-    .await?;
+    .bind(to_i64(up_to));
+    let rows = bounded!(pool, |c| rows.fetch_all(c))?;
     Ok(rows.into_iter().map(|(position, id)| (position as u64, id)).collect())
 }
 
@@ -355,9 +374,8 @@ pub async fn read_range_stored(
     let events = sqlx::query_as(select_stored!(""))
         .bind(to_i64(after))
         .bind(to_i64(up_to))
-        .bind(i64::from(limit))
-        .fetch(pool);
-    Ok(take_page(events, stored_size).await?)
+        .bind(i64::from(limit));
+    bounded!(pool, |c| take_page(events.fetch(c), stored_size))
 }
 
 /// Which streams a reader wants: any of `stream_types` (all when empty), and only the stream
@@ -402,7 +420,7 @@ pub async fn read_range_stored_selected(
     if let Some(id) = &selection.stream_id {
         query = query.bind(id.as_str().to_owned());
     }
-    Ok(take_page(query.fetch(pool), stored_size).await?)
+    bounded!(pool, |c| take_page(query.fetch(c), stored_size))
 }
 
 /// A command id's stored outcome, on a given connection (the committer's transaction, or

@@ -39,6 +39,7 @@ pub(super) async fn earlier_outcomes(
             Ok(ids.iter().map(|id| (*id, Err(error.clone()))).collect())
         }
         Err(StoreError::Database(error)) => Err(error),
+        Err(StoreError::Timeout) => Err(sqlx::Error::PoolTimedOut),
     }
 }
 
