@@ -11,15 +11,24 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+/// Longest a leadership check or a lock attempt may wait for PostgreSQL.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A held advisory lock. Dropping it closes its connection, which releases the lock.
 pub struct Leadership {
     connection: PgConnection,
 }
 
 impl Leadership {
-    /// Confirms the lock's connection still answers; an error means leadership may be lost.
+    /// Confirms the lock's connection still answers within [`CHECK_TIMEOUT`]; an error
+    /// means leadership may be lost (a connection that went half-open answers nothing, and
+    /// the caller drops it, which closes it).
     pub async fn check(&mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&mut self.connection).await.map(|_| ())
+        let probe = sqlx::query("SELECT 1").execute(&mut self.connection);
+        match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
+            Ok(answer) => answer.map(|_| ()),
+            Err(_) => Err(sqlx::Error::Protocol("leadership check got no answer in time".into())),
+        }
     }
 }
 
@@ -34,10 +43,12 @@ pub async fn acquire(
     let key = lock_key(name);
     let mut standby_logged = false;
     loop {
-        let held: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+        let attempt = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(key)
-            .fetch_one(&mut connection)
-            .await?;
+            .fetch_one(&mut connection);
+        let held: bool = tokio::time::timeout(CHECK_TIMEOUT, attempt)
+            .await
+            .map_err(|_| sqlx::Error::Protocol("lock attempt got no answer in time".into()))??;
         if held {
             tracing::info!(lock = name, "leadership taken");
             return Ok(Some(Leadership { connection }));
