@@ -85,23 +85,39 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
         up_to: u64,
         changes: Vec<C>,
     ) -> Result<(), CommitError<sqlx::Error>> {
-        let mut tx = self.pool.begin().await.map_err(CommitError::Store)?;
-        let actual =
-            lock_checkpoint(&mut tx, &self.checkpoint_key).await.map_err(CommitError::Store)?;
-        if actual != after {
-            return Err(CommitError::Moved { actual });
+        // On a connection taken for it, within a deadline: a commit on a dead connection
+        // (half-open; sqlx has no client keepalive) would otherwise hold the projector for
+        // ever. Past the deadline the connection is closed, never pooled again.
+        let mut pooled = self.pool.acquire().await.map_err(CommitError::Store)?;
+        let commit = async {
+            let mut tx = sqlx::Connection::begin(&mut *pooled).await?;
+            let actual = lock_checkpoint(&mut tx, &self.checkpoint_key).await?;
+            if actual != after {
+                return Ok(Some(actual));
+            }
+            self.writer.write(&mut tx, self.suffix, changes).await?;
+            sqlx::query(
+                "UPDATE projector_checkpoints SET position = $2, updated_at = now()
+                 WHERE projector = $1",
+            )
+            .bind(&self.checkpoint_key)
+            .bind(up_to as i64)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(None)
+        };
+        match tokio::time::timeout(store::READ_TIMEOUT, commit).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(actual))) => Err(CommitError::Moved { actual }),
+            Ok(Err(error)) => Err(CommitError::Store(error)),
+            Err(_) => {
+                pooled.close_on_drop();
+                Err(CommitError::Store(sqlx::Error::Protocol(
+                    "projector commit got no answer in time".into(),
+                )))
+            }
         }
-        self.writer.write(&mut tx, self.suffix, changes).await.map_err(CommitError::Store)?;
-        sqlx::query(
-            "UPDATE projector_checkpoints SET position = $2, updated_at = now()
-             WHERE projector = $1",
-        )
-        .bind(&self.checkpoint_key)
-        .bind(up_to as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(CommitError::Store)?;
-        tx.commit().await.map_err(CommitError::Store)
     }
 
     async fn reset(&mut self) -> Result<(), sqlx::Error> {
