@@ -5,6 +5,7 @@
 //! Time arrives as data (a timestamp inside a command or an event's metadata), never from a
 //! clock read here, so every decision can be replayed and tested as a plain function.
 
+pub mod agent;
 pub mod aggregate;
 pub mod event;
 pub mod mission;
