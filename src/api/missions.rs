@@ -256,10 +256,21 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
             refused(status, code, field, message)
         }
         CommandError::Contended(_) => refused(S::CONFLICT, "mission_contended", None, message),
-        CommandError::Append(AppendError::PayloadTooLarge { .. }) => {
+        CommandError::Append(error) => append_refusal(error),
+        CommandError::Store(error) => ApiError::from(error),
+        CommandError::Upcast(error) => ApiError::Internal(error.into()),
+    }
+}
+
+/// Maps an append's failure (any aggregate's) to its HTTP answer.
+pub(super) fn append_refusal(error: AppendError) -> ApiError {
+    use StatusCode as S;
+    let message = error.to_string();
+    match error {
+        AppendError::PayloadTooLarge { .. } => {
             refused(S::PAYLOAD_TOO_LARGE, "payload_too_large", Some("payload"), message)
         }
-        CommandError::Append(AppendError::Unstorable { path, .. }) => {
+        AppendError::Unstorable { path, .. } => {
             let field = Some(path.into());
             ApiError::Refused(Refusal {
                 status: S::BAD_REQUEST,
@@ -268,33 +279,27 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
                 message,
             })
         }
-        CommandError::Append(AppendError::ActorTooLong { .. }) => {
+        AppendError::ActorTooLong { .. } => {
             refused(S::BAD_REQUEST, "invalid_field", Some("x-actor"), message)
         }
-        CommandError::Append(AppendError::GroupTooLarge { .. }) => {
+        AppendError::GroupTooLarge { .. } => {
             refused(S::PAYLOAD_TOO_LARGE, "batch_too_large", Some("missions"), message)
         }
-        CommandError::Append(AppendError::Closed) => {
-            refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message)
-        }
-        CommandError::Append(AppendError::Refused { .. }) => {
+        AppendError::Closed => refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message),
+        AppendError::Refused { .. } => {
             refused(S::UNPROCESSABLE_ENTITY, "unstorable", None, message)
         }
-        CommandError::Append(AppendError::Database(_)) => ApiError::Unavailable,
-        CommandError::Append(AppendError::OutcomeUnknown(error)) => {
+        AppendError::Database(_) => ApiError::Unavailable,
+        AppendError::OutcomeUnknown(error) => {
             tracing::error!(%error, "command outcome unknown");
             ApiError::OutcomeUnknown
         }
-        CommandError::Append(
-            error @ (AppendError::Conflict { .. }
-            | AppendError::NoEvents
-            | AppendError::TooManyEvents { .. }
-            | AppendError::InvalidEventType { .. }
-            | AppendError::TooManyAppends { .. }
-            | AppendError::InGroup { .. }),
-        ) => ApiError::Internal(error.into()),
-        CommandError::Store(error) => ApiError::from(error),
-        CommandError::Upcast(error) => ApiError::Internal(error.into()),
+        error @ (AppendError::Conflict { .. }
+        | AppendError::NoEvents
+        | AppendError::TooManyEvents { .. }
+        | AppendError::InvalidEventType { .. }
+        | AppendError::TooManyAppends { .. }
+        | AppendError::InGroup { .. }) => ApiError::Internal(error.into()),
     }
 }
 

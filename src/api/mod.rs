@@ -5,6 +5,7 @@
 //! Every route is documented in the OpenAPI document at `GET /openapi.json`; [`openapi`]
 //! says how to add one.
 
+mod agents;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -70,6 +71,7 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(openapi::openapi_json))
         .routes(routes!(list_events))
         .routes(routes!(event_type_stats))
+        .merge(agents::routes())
         .merge(missions::routes())
         .merge(queue::routes())
         .merge(ws::routes())

@@ -1,0 +1,278 @@
+//! Agent registry routes: register (idempotent), look one up with its recent history,
+//! deregister. Each translates HTTP into an `agent` command; every refusal maps to a status and
+//! a code in [`refusal`], exhaustively.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use domain::agent::{Agent, AgentCommand, AgentError, AgentState, Registration};
+use domain::{RecordedEvent, StreamId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::missions::metadata;
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal};
+use crate::clock::now_ms;
+use crate::eventlog::command::{self, CommandError};
+
+/// Events of an agent's history `GET /api/agents/{id}` shows, newest last.
+pub const HISTORY_EVENTS_MAX: usize = 50;
+
+/// Derives agent ids from name and owner (UUID v5 namespace).
+const AGENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d7e_91a4_0c3b_4f6e_8a15_7b9c_e4d2_1f08);
+
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(register))
+        .routes(routes!(get_agent))
+        .routes(routes!(deregister))
+}
+
+/// An agent introducing itself.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// A UUID of the agent's choosing; derived from `name` and `owner` when absent, so the
+    /// same agent registering again finds itself.
+    #[serde(default)]
+    pub agent_id: Option<Uuid>,
+    /// 1 to 200 characters.
+    pub name: String,
+    /// The agent kind whose missions it runs: one this deployment knows.
+    pub kind: String,
+    /// At most 64, each 1 to 200 characters.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub owner: String,
+    /// At most 64 pairs.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// An agent as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentView {
+    pub agent_id: String,
+    pub state: AgentState,
+    pub name: String,
+    pub kind: String,
+    pub capabilities: Vec<String>,
+    pub version: String,
+    pub owner: String,
+    pub labels: BTreeMap<String, String>,
+    /// A restart was asked for and not yet carried out.
+    pub restart_requested: bool,
+    pub restarts: u32,
+    /// The agent stream's version: one per event.
+    pub stream_version: u64,
+    /// The most recent events of the agent's life, oldest first (at most 50).
+    pub history: Vec<RecordedEvent>,
+}
+
+fn refused(
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+    message: String,
+) -> ApiError {
+    ApiError::Refused(Refusal { status, code, field: field.map(Into::into), message })
+}
+
+/// Maps an agent command's failure to its HTTP answer.
+fn refusal(error: CommandError<AgentError>) -> ApiError {
+    use StatusCode as S;
+    let message = error.to_string();
+    match error {
+        CommandError::Rejected(rejection) => {
+            let (status, code, field) = match rejection {
+                AgentError::Invalid { field, .. } => {
+                    (S::UNPROCESSABLE_ENTITY, "invalid_field", Some(field))
+                }
+                AgentError::RegisteredOtherwise => {
+                    (S::CONFLICT, "agent_registered_otherwise", None)
+                }
+                AgentError::NotFound => (S::NOT_FOUND, "agent_not_found", None),
+                AgentError::Deregistered => (S::CONFLICT, "agent_deregistered", None),
+                AgentError::NotActive { .. } => (S::CONFLICT, "agent_not_active", None),
+                AgentError::NotSilent { .. } => (S::CONFLICT, "agent_not_silent", None),
+                AgentError::ControlNotApplicable { .. } => {
+                    (S::CONFLICT, "control_not_applicable", None)
+                }
+            };
+            refused(status, code, field, message)
+        }
+        CommandError::Contended(_) => refused(S::CONFLICT, "agent_contended", None, message),
+        CommandError::Append(error) => super::missions::append_refusal(error),
+        CommandError::Store(error) => ApiError::from(error),
+        CommandError::Upcast(error) => ApiError::Internal(error.into()),
+    }
+}
+
+fn parse_agent_id(raw: &str) -> Result<StreamId, ApiError> {
+    let id = Uuid::parse_str(raw).map_err(|_| ApiError::InvalidField {
+        field: "agent_id",
+        message: format!("{raw:?} is not a UUID"),
+    })?;
+    Ok(StreamId::from(id))
+}
+
+async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
+    let (agent, events) =
+        command::load_with_events::<Agent>(&app.store, agent_id).await.map_err(refusal)?;
+    let Some(registration) = agent.registration else {
+        return Err(refusal(CommandError::Rejected(AgentError::NotFound)));
+    };
+    let stream_version = events.last().map_or(0, |event| event.version);
+    let history = events[events.len().saturating_sub(HISTORY_EVENTS_MAX)..].to_vec();
+    Ok(AgentView {
+        agent_id: agent_id.to_string(),
+        state: agent.state,
+        name: registration.name,
+        kind: registration.kind,
+        capabilities: registration.capabilities,
+        version: registration.version,
+        owner: registration.owner,
+        labels: registration.labels,
+        restart_requested: agent.restart_requested,
+        restarts: agent.restarts,
+        stream_version,
+        history,
+    })
+}
+
+/// `POST /api/agents/register`: 201 with the new agent; 200 when it was registered already
+/// with the same registration; 409 when its id carries another one.
+#[utoipa::path(post, path = "/api/agents/register", tag = "agents",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = AgentView),
+        (status = 200, description = "Registered already, with this registration: nothing changed", body = AgentView),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header`", body = ErrorBody),
+        (status = 409, description = "`agent_registered_otherwise`, `agent_deregistered`", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`: wrong shape; `invalid_field` naming the field; `unknown_agent` for a kind this deployment does not know", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `outcome_unknown`, `shutting_down`", body = ErrorBody),
+    ))]
+async fn register(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, ApiJson<AgentView>), ApiError> {
+    let metadata = metadata(&headers)?;
+    if domain::mission::check_agent(&request.kind).is_ok()
+        && !app.agent_kinds.contains(&request.kind)
+    {
+        let known: Vec<&str> = app.agent_kinds.iter().map(String::as_str).collect();
+        let message = format!("unknown agent kind {:?}; known: {}", request.kind, known.join(", "));
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_agent",
+            Some("kind"),
+            message,
+        ));
+    }
+    let agent_id = request.agent_id.unwrap_or_else(|| {
+        Uuid::new_v5(
+            &AGENT_NAMESPACE,
+            format!("agent:{}/{}", request.owner, request.name).as_bytes(),
+        )
+    });
+    let agent_id = StreamId::from(agent_id);
+    let registration = Registration {
+        name: request.name,
+        kind: request.kind,
+        capabilities: request.capabilities,
+        version: request.version,
+        owner: request.owner,
+        labels: request.labels,
+    };
+    let now = now_ms();
+    let executed = command::execute::<Agent>(&app.store, &agent_id, metadata, || {
+        AgentCommand::Register { registration: registration.clone(), now_ms: now }
+    })
+    .await
+    .map_err(refusal)?;
+    let status = if executed.appended.is_some() { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, ApiJson(load_view(&app, &agent_id).await?)))
+}
+
+/// `GET /api/agents/{agent_id}`: 200 with the agent and its recent history, 404 unknown.
+#[utoipa::path(get, path = "/api/agents/{agent_id}", tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    responses(
+        (status = 200, description = "The agent", body = AgentView),
+        (status = 400, description = "`invalid_field` (`agent_id`): not a UUID", body = ErrorBody),
+        (status = 404, description = "`agent_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn get_agent(
+    State(app): State<AppState>,
+    Path(agent_id): Path<String>,
+) -> Result<ApiJson<AgentView>, ApiError> {
+    let agent_id = parse_agent_id(&agent_id)?;
+    Ok(ApiJson(load_view(&app, &agent_id).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DeregisterRequest {
+    /// Recorded in the agent's history; at most 2,000 characters.
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/agents/{agent_id}/deregister` with an optional `{"reason"}`: 200 with the agent,
+/// 404 unknown, 409 deregistered already.
+#[utoipa::path(post, path = "/api/agents/{agent_id}/deregister", tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    request_body(content = Option<DeregisterRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "Deregistered", body = AgentView),
+        (status = 400, description = "`invalid_field` (`agent_id`, or a string holding a NUL), `invalid_header`, or `invalid_body`", body = ErrorBody),
+        (status = 404, description = "`agent_not_found`", body = ErrorBody),
+        (status = 409, description = "`agent_deregistered`", body = ErrorBody),
+        (status = 422, description = "`invalid_field` (`reason`)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `outcome_unknown`, `shutting_down`", body = ErrorBody),
+    ))]
+async fn deregister(
+    State(app): State<AppState>,
+    Path(agent_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<ApiJson<AgentView>, ApiError> {
+    let agent_id = parse_agent_id(&agent_id)?;
+    let request: DeregisterRequest = if body.is_empty() {
+        DeregisterRequest::default()
+    } else {
+        super::check_no_nul(&body)?;
+        serde_json::from_slice(&body).map_err(|error| {
+            refused(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                None,
+                format!("request body is not valid: {error}"),
+            )
+        })?
+    };
+    let metadata = metadata(&headers)?;
+    let by = metadata.actor.clone();
+    let now = now_ms();
+    command::execute::<Agent>(&app.store, &agent_id, metadata, || AgentCommand::Deregister {
+        by: by.clone(),
+        reason: request.reason.clone(),
+        now_ms: now,
+    })
+    .await
+    .map_err(refusal)?;
+    Ok(ApiJson(load_view(&app, &agent_id).await?))
+}
