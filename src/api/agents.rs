@@ -251,19 +251,7 @@ async fn deregister(
     body: Bytes,
 ) -> Result<ApiJson<AgentView>, ApiError> {
     let agent_id = parse_agent_id(&agent_id)?;
-    let request: DeregisterRequest = if body.is_empty() {
-        DeregisterRequest::default()
-    } else {
-        super::check_no_nul(&body)?;
-        serde_json::from_slice(&body).map_err(|error| {
-            refused(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                None,
-                format!("request body is not valid: {error}"),
-            )
-        })?
-    };
+    let request: DeregisterRequest = super::optional_json(&body)?;
     let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
     let now = now_ms();

@@ -495,18 +495,7 @@ async fn cancel(
     body: Bytes,
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let mission_id = parse_mission_id(&mission_id)?;
-    let request: CancelRequest = if body.is_empty() {
-        CancelRequest::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|error| {
-            refused(
-                StatusCode::BAD_REQUEST,
-                "invalid_body",
-                None,
-                format!("request body is not valid: {error}"),
-            )
-        })?
-    };
+    let request: CancelRequest = super::optional_json(&body)?;
     let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
     let now = now_ms();

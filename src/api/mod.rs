@@ -298,6 +298,20 @@ where
     }
 }
 
+/// An optional JSON body: empty means `T::default()`; otherwise it must parse (400
+/// `invalid_body`) and hold no NUL (400 `invalid_field` naming where).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    check_no_nul(body)?;
+    serde_json::from_slice(body).map_err(|error| {
+        let message = format!("request body is not valid: {error}");
+        let (status, code) = (StatusCode::BAD_REQUEST, "invalid_body");
+        ApiError::Refused(Refusal { status, code, field: None, message })
+    })
+}
+
 /// Refuses JSON text holding a NUL in any string, naming where (cheap when there is none:
 /// a scan for backslashes; the text is parsed again only to find the path).
 pub fn check_no_nul(json: &[u8]) -> Result<(), ApiError> {
