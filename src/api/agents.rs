@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::missions::metadata;
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal};
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
 
@@ -76,15 +76,6 @@ pub struct AgentView {
     pub history: Vec<RecordedEvent>,
 }
 
-fn refused(
-    status: StatusCode,
-    code: &'static str,
-    field: Option<&'static str>,
-    message: String,
-) -> ApiError {
-    ApiError::Refused(Refusal { status, code, field: field.map(Into::into), message })
-}
-
 /// Maps an agent command's failure to its HTTP answer.
 fn refusal(error: CommandError<AgentError>) -> ApiError {
     use StatusCode as S;
@@ -109,18 +100,14 @@ fn refusal(error: CommandError<AgentError>) -> ApiError {
             refused(status, code, field, message)
         }
         CommandError::Contended(_) => refused(S::CONFLICT, "agent_contended", None, message),
-        CommandError::Append(error) => super::missions::append_refusal(error),
+        CommandError::Append(error) => append_refusal(error),
         CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
     }
 }
 
 fn parse_agent_id(raw: &str) -> Result<StreamId, ApiError> {
-    let id = Uuid::parse_str(raw).map_err(|_| ApiError::InvalidField {
-        field: "agent_id",
-        message: format!("{raw:?} is not a UUID"),
-    })?;
-    Ok(StreamId::from(id))
+    super::parse_id("agent_id", raw)
 }
 
 async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
@@ -168,18 +155,7 @@ async fn register(
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, ApiJson<AgentView>), ApiError> {
     let metadata = metadata(&headers)?;
-    if domain::mission::check_agent(&request.kind).is_ok()
-        && !app.agent_kinds.contains(&request.kind)
-    {
-        let known: Vec<&str> = app.agent_kinds.iter().map(String::as_str).collect();
-        let message = format!("unknown agent kind {:?}; known: {}", request.kind, known.join(", "));
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_agent",
-            Some("kind"),
-            message,
-        ));
-    }
+    app.check_known_kind(&request.kind, "kind")?;
     let agent_id = request.agent_id.unwrap_or_else(|| {
         Uuid::new_v5(
             &AGENT_NAMESPACE,

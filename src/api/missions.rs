@@ -20,11 +20,10 @@ use uuid::Uuid;
 
 mod batch;
 
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal};
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::projectors::mission_list::{self, ListFilter, MissionRow};
-use crate::eventlog::store::AppendError;
 
 /// Deadline of one attempt when the request names none.
 pub const TIMEOUT_S_DEFAULT: u64 = 600;
@@ -211,20 +210,7 @@ pub(super) fn metadata(headers: &HeaderMap) -> Result<EventMetadata, ApiError> {
 }
 
 fn parse_mission_id(raw: &str) -> Result<StreamId, ApiError> {
-    let id = Uuid::parse_str(raw).map_err(|_| ApiError::InvalidField {
-        field: "mission_id",
-        message: format!("{raw:?} is not a UUID"),
-    })?;
-    Ok(StreamId::from(id))
-}
-
-fn refused(
-    status: StatusCode,
-    code: &'static str,
-    field: Option<&'static str>,
-    message: String,
-) -> ApiError {
-    ApiError::Refused(Refusal { status, code, field: field.map(Into::into), message })
+    super::parse_id("mission_id", raw)
 }
 
 /// Maps a command's failure to its HTTP answer.
@@ -259,47 +245,6 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
         CommandError::Append(error) => append_refusal(error),
         CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
-    }
-}
-
-/// Maps an append's failure (any aggregate's) to its HTTP answer.
-pub(super) fn append_refusal(error: AppendError) -> ApiError {
-    use StatusCode as S;
-    let message = error.to_string();
-    match error {
-        AppendError::PayloadTooLarge { .. } => {
-            refused(S::PAYLOAD_TOO_LARGE, "payload_too_large", Some("payload"), message)
-        }
-        AppendError::Unstorable { path, .. } => {
-            let field = Some(path.into());
-            ApiError::Refused(Refusal {
-                status: S::BAD_REQUEST,
-                code: "invalid_field",
-                field,
-                message,
-            })
-        }
-        AppendError::ActorTooLong { .. } => {
-            refused(S::BAD_REQUEST, "invalid_field", Some("x-actor"), message)
-        }
-        AppendError::GroupTooLarge { .. } => {
-            refused(S::PAYLOAD_TOO_LARGE, "batch_too_large", Some("missions"), message)
-        }
-        AppendError::Closed => refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message),
-        AppendError::Refused { .. } => {
-            refused(S::UNPROCESSABLE_ENTITY, "unstorable", None, message)
-        }
-        AppendError::Database(_) => ApiError::Unavailable,
-        AppendError::OutcomeUnknown(error) => {
-            tracing::error!(%error, "command outcome unknown");
-            ApiError::OutcomeUnknown
-        }
-        error @ (AppendError::Conflict { .. }
-        | AppendError::NoEvents
-        | AppendError::TooManyEvents { .. }
-        | AppendError::InvalidEventType { .. }
-        | AppendError::TooManyAppends { .. }
-        | AppendError::InGroup { .. }) => ApiError::Internal(error.into()),
     }
 }
 
@@ -364,19 +309,7 @@ fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueu
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
     };
-    // A kind outside the configured set is refused: each kind is a queue of its own in
-    // Redis, so client input must not be able to create them without bound. An invalid
-    // name is left to the aggregate, which names the rule.
-    if domain::mission::check_agent(&spec.agent).is_ok() && !app.agent_kinds.contains(&spec.agent) {
-        let known: Vec<&str> = app.agent_kinds.iter().map(String::as_str).collect();
-        let message = format!("unknown agent kind {:?}; known: {}", spec.agent, known.join(", "));
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_agent",
-            Some("agent"),
-            message,
-        ));
-    }
+    app.check_known_kind(&spec.agent, "agent")?;
     let keyed = request.idempotency_key.is_some();
     Ok(PlannedEnqueue { mission_id: StreamId::from(mission_id), command_id, spec, keyed })
 }

@@ -28,7 +28,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 pub use self::openapi::{ApiRoutes, Route};
-use crate::eventlog::store::{self, EventStore, StoreError};
+use crate::eventlog::store::{self, AppendError, EventStore, StoreError};
 
 /// Deadline for each dependency check of `GET /ready`.
 pub const READY_CHECK_TIMEOUT_MS: u64 = 2_000;
@@ -59,6 +59,35 @@ impl AppState {
     fn pool(&self) -> &PgPool {
         self.store.pool()
     }
+
+    /// Refuses an agent kind outside the configured set (422 `unknown_agent` naming
+    /// `field`): each kind is a queue of its own in Redis, so client input must not create
+    /// them. A name breaking the naming rule is left to the aggregate, which names the rule.
+    fn check_known_kind(&self, kind: &str, field: &'static str) -> Result<(), ApiError> {
+        if domain::mission::check_agent(kind).is_err() || self.agent_kinds.contains(kind) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.agent_kinds.iter().map(String::as_str).collect();
+        let message = format!("unknown agent kind {kind:?}; known: {}", known.join(", "));
+        Err(refused(StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent", Some(field), message))
+    }
+}
+
+/// A refusal with its status, stable code and the fixed field at fault, if any.
+fn refused(
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+    message: String,
+) -> ApiError {
+    ApiError::Refused(Refusal { status, code, field: field.map(Into::into), message })
+}
+
+/// A stream id taken from the path: a UUID, or 400 `invalid_field` naming `field`.
+fn parse_id(field: &'static str, raw: &str) -> Result<domain::StreamId, ApiError> {
+    let id = uuid::Uuid::parse_str(raw)
+        .map_err(|_| ApiError::InvalidField { field, message: format!("{raw:?} is not a UUID") })?;
+    Ok(domain::StreamId::from(id))
 }
 
 /// Every route of the API, documented: the one list the router and the OpenAPI document
@@ -217,6 +246,47 @@ impl IntoResponse for ApiError {
         };
         let error = ErrorDetail { code, message, field, items };
         (status, Json(ErrorBody { error })).into_response()
+    }
+}
+
+/// Maps an append's failure (any aggregate's) to its HTTP answer.
+fn append_refusal(error: AppendError) -> ApiError {
+    use StatusCode as S;
+    let message = error.to_string();
+    match error {
+        AppendError::PayloadTooLarge { .. } => {
+            refused(S::PAYLOAD_TOO_LARGE, "payload_too_large", Some("payload"), message)
+        }
+        AppendError::Unstorable { path, .. } => {
+            let field = Some(path.into());
+            ApiError::Refused(Refusal {
+                status: S::BAD_REQUEST,
+                code: "invalid_field",
+                field,
+                message,
+            })
+        }
+        AppendError::ActorTooLong { .. } => {
+            refused(S::BAD_REQUEST, "invalid_field", Some("x-actor"), message)
+        }
+        AppendError::GroupTooLarge { .. } => {
+            refused(S::PAYLOAD_TOO_LARGE, "batch_too_large", Some("missions"), message)
+        }
+        AppendError::Closed => refused(S::SERVICE_UNAVAILABLE, "shutting_down", None, message),
+        AppendError::Refused { .. } => {
+            refused(S::UNPROCESSABLE_ENTITY, "unstorable", None, message)
+        }
+        AppendError::Database(_) => ApiError::Unavailable,
+        AppendError::OutcomeUnknown(error) => {
+            tracing::error!(%error, "command outcome unknown");
+            ApiError::OutcomeUnknown
+        }
+        error @ (AppendError::Conflict { .. }
+        | AppendError::NoEvents
+        | AppendError::TooManyEvents { .. }
+        | AppendError::InvalidEventType { .. }
+        | AppendError::TooManyAppends { .. }
+        | AppendError::InGroup { .. }) => ApiError::Internal(error.into()),
     }
 }
 

@@ -158,6 +158,7 @@ async fn shutdown_ends_within_its_deadline_while_a_client_trickles_a_body() {
             if stream.write_all(b" ").await.is_err() {
                 return;
             }
+            // The client's own pace (one byte a second), not a wait for the server.
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });

@@ -76,7 +76,7 @@ pub(super) async fn enqueue_batch(
 ) -> Result<(StatusCode, ApiJson<BatchEnqueued>), ApiError> {
     let count = request.missions.len();
     if count == 0 || count > BATCH_MISSIONS_MAX {
-        return Err(super::refused(
+        return Err(super::super::refused(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_field",
             Some("missions"),
