@@ -18,6 +18,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod eventlog;
+pub mod kv;
 pub mod missions;
 pub mod serve;
 pub mod telemetry;

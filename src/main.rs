@@ -64,6 +64,8 @@ enum Command {
         /// Hours a command's outcome is kept for idempotent repeats; older ones are pruned.
         #[arg(long, env = "BRAIN_COMMAND_OUTCOMES_KEEP_H", default_value_t = brain::eventlog::store::COMMAND_OUTCOMES_KEEP_H_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
         command_outcomes_keep_h: u64,
+        #[command(flatten)]
+        agents: brain::agents::AgentSettings,
     },
     /// Run missions: claim them from the queue, run their agent, report the outcome.
     Worker {
@@ -131,6 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             feed,
             http,
             command_outcomes_keep_h,
+            agents,
         } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
@@ -144,6 +147,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             options.feed = feed;
             options.http = http;
             options.command_outcomes_keep = Duration::from_secs(command_outcomes_keep_h * 3_600);
+            options.agents = agents;
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.
             println!("brain serve listening on http://{}", server.local_addr);

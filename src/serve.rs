@@ -17,6 +17,9 @@ use projections::mission_list::{self, MissionList};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::agents::AgentSettings;
+use crate::agents::supervisor::AgentSupervisor;
+use crate::agents::view::AgentViewStore;
 use crate::api::server::HttpLimits;
 use crate::api::{self, AppState};
 use crate::config::Services;
@@ -61,6 +64,8 @@ pub struct ServeOptions {
     pub http: HttpLimits,
     /// How long stored command outcomes (idempotency) are kept before they are pruned.
     pub command_outcomes_keep: Duration,
+    /// Agent supervision, heartbeat recording, external agents' leases.
+    pub agents: AgentSettings,
 }
 
 impl ServeOptions {
@@ -81,6 +86,7 @@ impl ServeOptions {
             command_outcomes_keep: Duration::from_secs(
                 crate::eventlog::store::COMMAND_OUTCOMES_KEEP_H_DEFAULT * 3_600,
             ),
+            agents: AgentSettings::default(),
         }
     }
 }
@@ -191,6 +197,8 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     // Everything that needs Redis waits for it, so that a Redis that is down at start-up
     // shows in `/ready` instead of stopping the process.
     let queue_cell: Arc<OnceCell<Queue>> = Arc::new(OnceCell::new());
+    let agent_supervisor_leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clock = crate::clock::LeaseClock::connect(pool.clone()).await?;
     // Workers stop claiming as soon as shutdown is asked for, and drain while HTTP does.
     let workers_shutdown = shutdown.child_token();
     let workers_done = CancellationToken::new();
@@ -204,6 +212,8 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             namespace: namespace.clone(),
             scoring: options.scoring,
             supervisor: options.supervisor.clone(),
+            agents: options.agents.clone(),
+            agent_supervisor_leading: agent_supervisor_leading.clone(),
             workers: options.workers.clone(),
         };
         let part =
@@ -222,6 +232,11 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         default_agent: options.default_agent.as_str().into(),
         agent_kinds: Arc::new(agent_kinds),
         feed: feed_handle.clone(),
+        clock,
+        agents: Arc::new(options.agents.clone()),
+        agent_supervisor_leading,
+        backoff: options.supervisor.backoff,
+        request_timeout: options.http.request_timeout(),
     };
     let listener = TcpListener::bind(options.http_addr)
         .await
@@ -309,6 +324,8 @@ struct QueueParts {
     namespace: crate::config::Namespace,
     scoring: Scoring,
     supervisor: SupervisorConfig,
+    agents: AgentSettings,
+    agent_supervisor_leading: Arc<std::sync::atomic::AtomicBool>,
     workers: Option<WorkerConfig>,
 }
 
@@ -348,7 +365,33 @@ impl QueueParts {
         )
         .await
         .map_err(|error| format!("queue projector: {error}"))?;
-        let projector = runner.run(stop_projector).map(Ok::<(), String>);
+        let view = AgentViewStore::new(queue.connection(), &self.namespace);
+        let view_runner = Runner::new(
+            projections::agent_view::AgentView,
+            view.clone(),
+            self.pool.clone(),
+            self.nats.clone(),
+            self.namespace.clone(),
+            RunnerConfig::default(),
+        )
+        .await
+        .map_err(|error| format!("agent view projector: {error}"))?;
+        let projector = {
+            let stop = stop_projector.clone();
+            async move {
+                tokio::join!(runner.run(stop.clone()), view_runner.run(stop));
+                Ok::<(), String>(())
+            }
+        };
+        let agent_supervisor = AgentSupervisor {
+            store: self.store.clone(),
+            view,
+            queue: queue.clone(),
+            pool: self.pool.clone(),
+            namespace: self.namespace.clone(),
+            config: self.agents.supervisor(),
+            leading: self.agent_supervisor_leading,
+        };
         let supervisor = Supervisor {
             store: self.store.clone(),
             queue: queue.clone(),
@@ -359,6 +402,7 @@ impl QueueParts {
         let workers = async move {
             let _done = workers_guard;
             let supervisor = supervisor.run(stop_workers.clone());
+            let agent_supervisor = agent_supervisor.run(stop_workers.clone());
             let workers = async {
                 match self.workers {
                     None => Ok(()),
@@ -369,7 +413,7 @@ impl QueueParts {
                     }
                 }
             };
-            tokio::try_join!(supervisor, workers).map(|_| ())
+            tokio::try_join!(supervisor, agent_supervisor, workers).map(|_| ())
         };
         tokio::try_join!(projector, workers).map(|_| ())
     }

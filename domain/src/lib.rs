@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod aggregate;
 pub mod event;
+pub mod heartbeat;
 pub mod mission;
 pub mod names;
 pub mod text;

@@ -150,6 +150,13 @@ pub enum MissionCommand {
         backoff_ms: u64,
         now_ms: i64,
     },
+    /// The holder was declared dead before its lease ran out (its agent marked unresponsive):
+    /// the lease ends now, as an expiry would end it.
+    RevokeLease {
+        worker_id: String,
+        backoff_ms: u64,
+        now_ms: i64,
+    },
     Cancel {
         reason: String,
         by: String,
@@ -486,6 +493,20 @@ impl Aggregate for Mission {
                     return Err(MissionError::LeaseNotExpired { lease_expires_at_ms });
                 }
                 let worker_id = self.worker_id.clone().unwrap_or_default();
+                let retry_at_ms = self.retry_at(true, backoff_ms, now_ms);
+                let attempt = self.attempt;
+                Ok(vec![E::MissionLeaseExpired { attempt, worker_id, retry_at_ms, at_ms: now_ms }])
+            }
+            C::RevokeLease { worker_id, backoff_ms, now_ms } => {
+                if self.status != S::Running {
+                    return Err(self.not_running());
+                }
+                if self.worker_id.as_deref() != Some(worker_id.as_str()) {
+                    return Err(MissionError::HeldByAnother {
+                        holder: self.worker_id.clone().unwrap_or_default(),
+                        worker_id,
+                    });
+                }
                 let retry_at_ms = self.retry_at(true, backoff_ms, now_ms);
                 let attempt = self.attempt;
                 Ok(vec![E::MissionLeaseExpired { attempt, worker_id, retry_at_ms, at_ms: now_ms }])

@@ -5,6 +5,7 @@
 //! PostgreSQL (catch-up, rebuild, holes) or JetStream (live); the checkpoint rule that makes a
 //! redelivery or a restart harmless is written once, in [`checkpoint`].
 
+pub mod agent_view;
 pub mod checkpoint;
 pub mod event_type_stats;
 pub mod mission_list;

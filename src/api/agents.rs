@@ -1,6 +1,7 @@
-//! Agent registry routes: register (idempotent), look one up with its recent history,
-//! deregister. Each translates HTTP into an `agent` command; every refusal maps to a status and
-//! a code in [`refusal`], exhaustively.
+//! Agent registry routes: register (idempotent), heartbeat, list, info, look one up with its
+//! recent history, deregister. Commands translate HTTP into an `agent` command; every refusal
+//! maps to a status and a code in [`refusal`], exhaustively. Lists and heartbeats read the
+//! agent view in Redis (`crate::agents::view`).
 
 use std::collections::BTreeMap;
 
@@ -8,14 +9,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use domain::agent::{Agent, AgentCommand, AgentError, AgentState, Registration};
+use domain::heartbeat::Beat;
 use domain::{RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::missions::metadata;
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
+use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
+use crate::agents::view::{AgentRecord, AgentViewStore, PAGE_MAX};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
 
@@ -28,8 +33,27 @@ const AGENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d7e_91a4_0c3b_4f6e_8a15_7b9c_e4
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .routes(routes!(register))
+        .routes(routes!(heartbeat))
+        .routes(routes!(list_agents))
+        .routes(routes!(info))
         .routes(routes!(get_agent))
         .routes(routes!(deregister))
+}
+
+/// The agent view, once Redis has answered.
+pub(super) fn agent_view(app: &AppState) -> Result<AgentViewStore, ApiError> {
+    let queue = super::queue::queue(app)?;
+    Ok(AgentViewStore::new(queue.connection(), &app.namespace))
+}
+
+/// Redis failing under a read or a heartbeat: the caller may retry.
+pub(super) fn view_unavailable(error: redis::RedisError) -> ApiError {
+    refused(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "view_unavailable",
+        None,
+        format!("agent view: {error}"),
+    )
 }
 
 /// An agent introducing itself.
@@ -77,7 +101,7 @@ pub struct AgentView {
 }
 
 /// Maps an agent command's failure to its HTTP answer.
-fn refusal(error: CommandError<AgentError>) -> ApiError {
+pub(super) fn refusal(error: CommandError<AgentError>) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
     match error {
@@ -110,7 +134,7 @@ fn parse_agent_id(raw: &str) -> Result<StreamId, ApiError> {
     super::parse_id("agent_id", raw)
 }
 
-async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
+pub(super) async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
     let (agent, events) =
         command::load_with_events::<Agent>(&app.store, agent_id).await.map_err(refusal)?;
     let Some(registration) = agent.registration else {
@@ -179,6 +203,215 @@ async fn register(
     .map_err(refusal)?;
     let status = if executed.appended.is_some() { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, ApiJson(load_view(&app, &agent_id).await?)))
+}
+
+/// How often agents are asked to heartbeat, in seconds (the heartbeat answer says so).
+pub const HEARTBEAT_EVERY_S: u64 = 10;
+
+/// An agent saying it is alive.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub agent_id: Uuid,
+    /// Free text such as `idle` or `busy`, at most 64 characters.
+    #[serde(default)]
+    pub status: String,
+    /// 0 to 1000: 1.0 is fully busy.
+    #[serde(default)]
+    pub load: f64,
+    /// Ids of the missions it is running, at most 256.
+    #[serde(default)]
+    pub running: Vec<String>,
+    /// It carried out the restart its last answer asked for.
+    #[serde(default)]
+    pub restarted: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    pub agent_id: String,
+    /// `stopped`: take no missions until started; `failed`: down until an operator starts it.
+    pub state: AgentState,
+    /// Restart, then heartbeat with `restarted: true`.
+    pub restart_requested: bool,
+    /// Whether this heartbeat went into the log (unchanged ones are coalesced).
+    pub recorded: bool,
+    /// When to send the next one.
+    pub heartbeat_every_s: u64,
+}
+
+/// `POST /api/agents/heartbeat`: 200 with what the agent should do next.
+#[utoipa::path(post, path = "/api/agents/heartbeat", tag = "agents",
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Taken", body = HeartbeatAnswer),
+        (status = 400, description = "`invalid_body`, `invalid_field` naming a string that holds a NUL, `invalid_header`", body = ErrorBody),
+        (status = 404, description = "`agent_not_found`", body = ErrorBody),
+        (status = 409, description = "`agent_deregistered`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `status`, `load` or `running`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`view_unavailable`, `queue_unavailable`, `store_unavailable`, `outcome_unknown`", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+    ))]
+async fn heartbeat(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<HeartbeatRequest>,
+) -> Result<ApiJson<HeartbeatAnswer>, ApiError> {
+    let metadata = metadata(&headers)?;
+    let agent_id = StreamId::from(request.agent_id);
+    let heartbeats = Heartbeats {
+        store: app.store.clone(),
+        view: agent_view(&app)?,
+        clock: app.clock.clone(),
+        record_every: app.agents.record_every(),
+    };
+    let beat = Beat { status: request.status, load: request.load, running: request.running };
+    let answer =
+        heartbeats.beat(&agent_id, beat, metadata.clone()).await.map_err(|error| match error {
+            HeartbeatError::Invalid(invalid) => ApiError::Refused(super::Refusal {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_field",
+                field: Some(invalid.field.into()),
+                message: invalid.to_string(),
+            }),
+            HeartbeatError::Agent(error) => refusal(error),
+            HeartbeatError::Append(error) => append_refusal(error),
+            HeartbeatError::View(error) => view_unavailable(error),
+        })?;
+    let mut restart_requested = answer.restart_requested;
+    if request.restarted && restart_requested {
+        let now = app.clock.now_ms();
+        command::execute::<Agent>(&app.store, &agent_id, metadata, || {
+            AgentCommand::ReportRestarted { reason: "restarted on request".into(), now_ms: now }
+        })
+        .await
+        .map_err(refusal)?;
+        restart_requested = false;
+    }
+    Ok(ApiJson(HeartbeatAnswer {
+        agent_id: agent_id.to_string(),
+        state: answer.state,
+        restart_requested,
+        recorded: answer.recorded,
+        heartbeat_every_s: HEARTBEAT_EVERY_S,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only agents of this kind.
+    kind: Option<String>,
+    /// Only agents in this state: `active`, `unresponsive`, `stopped`, `failed`, `deregistered`.
+    state: Option<String>,
+    /// The `next_after` of the previous page.
+    after: Option<String>,
+    /// 1 to 500; 100 when absent.
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentPage {
+    pub agents: Vec<AgentRecord>,
+    /// Pass as `after` for the next page; absent on the last one.
+    pub next_after: Option<String>,
+}
+
+/// `GET /api/agents`: agents in id order, filtered by kind and state, paged.
+#[utoipa::path(get, path = "/api/agents", tag = "agents",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of agents", body = AgentPage),
+        (status = 400, description = "`invalid_query`", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `state`, `after` or `limit`; `unknown_agent` (`kind`)", body = ErrorBody),
+        (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn list_agents(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<ApiJson<AgentPage>, ApiError> {
+    let invalid = |field: &'static str, message: String| {
+        refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field), message)
+    };
+    let limit = query.limit.unwrap_or(100) as usize;
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(invalid("limit", format!("must be 1 to {PAGE_MAX}")));
+    }
+    let state = match query.state.as_deref() {
+        None => None,
+        Some(name) => Some(projections::agent_view::parse_state(name).ok_or_else(|| {
+            invalid(
+                "state",
+                format!(
+                    "{name:?} is not one of active, unresponsive, stopped, failed, deregistered"
+                ),
+            )
+        })?),
+    };
+    if let Some(kind) = &query.kind {
+        app.check_known_kind(kind, "kind")?;
+    }
+    if let Some(after) = &query.after
+        && Uuid::parse_str(after).is_err()
+    {
+        return Err(invalid("after", format!("{after:?} is not an agent id")));
+    }
+    let view = agent_view(&app)?;
+    let (agents, next_after) = view
+        .list(query.after.as_deref(), limit, query.kind.as_deref(), state)
+        .await
+        .map_err(view_unavailable)?;
+    Ok(ApiJson(AgentPage { agents, next_after }))
+}
+
+/// A built-in agent and what it can do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuiltinAgent {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// Tools it may call (none yet for `echo`).
+    pub tools: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentsInfo {
+    /// Agent kinds missions may name here.
+    pub kinds: Vec<String>,
+    /// Agents registered per kind (deregistered ones included).
+    pub registered_by_kind: BTreeMap<String, u64>,
+    /// Agents per state.
+    pub counts_by_state: BTreeMap<String, u64>,
+    pub builtin: Vec<BuiltinAgent>,
+    /// How often agents are asked to heartbeat, and the silence that marks one unresponsive.
+    pub heartbeat_every_s: u64,
+    pub unresponsive_after_s: u64,
+}
+
+/// `GET /api/agents/info`: kinds, counts by state, the built-in agents and their tools.
+#[utoipa::path(get, path = "/api/agents/info", tag = "agents",
+    responses(
+        (status = 200, description = "The registry at a glance", body = AgentsInfo),
+        (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiError> {
+    let (counts_by_state, registered_by_kind) =
+        agent_view(&app)?.counts().await.map_err(view_unavailable)?;
+    let builtin = crate::agents::BUILTIN
+        .iter()
+        .map(|(name, description)| BuiltinAgent { name, description, tools: Vec::new() })
+        .collect();
+    Ok(ApiJson(AgentsInfo {
+        kinds: app.agent_kinds.iter().cloned().collect(),
+        registered_by_kind,
+        counts_by_state,
+        builtin,
+        heartbeat_every_s: HEARTBEAT_EVERY_S,
+        unresponsive_after_s: app.agents.unresponsive_after_s,
+    }))
 }
 
 /// `GET /api/agents/{agent_id}`: 200 with the agent and its recent history, 404 unknown.

@@ -209,12 +209,12 @@ pub(super) fn metadata(headers: &HeaderMap) -> Result<EventMetadata, ApiError> {
     Ok(metadata)
 }
 
-fn parse_mission_id(raw: &str) -> Result<StreamId, ApiError> {
+pub(super) fn parse_mission_id(raw: &str) -> Result<StreamId, ApiError> {
     super::parse_id("mission_id", raw)
 }
 
 /// Maps a command's failure to its HTTP answer.
-fn refusal(error: CommandError<MissionError>) -> ApiError {
+pub(super) fn refusal(error: CommandError<MissionError>) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
     match error {
@@ -248,7 +248,10 @@ fn refusal(error: CommandError<MissionError>) -> ApiError {
     }
 }
 
-async fn load_view(app: &AppState, mission_id: &StreamId) -> Result<MissionView, ApiError> {
+pub(super) async fn load_view(
+    app: &AppState,
+    mission_id: &StreamId,
+) -> Result<MissionView, ApiError> {
     let (mission, events) =
         command::load_with_events::<Mission>(&app.store, mission_id).await.map_err(refusal)?;
     let enqueued_by = events.first().map(|event| event.metadata.actor.clone()).unwrap_or_default();

@@ -6,10 +6,12 @@
 //! says how to add one.
 
 mod agents;
+mod leases;
 mod missions;
 pub mod openapi;
 mod queue;
 pub mod server;
+mod supervisor;
 mod ws;
 
 use std::time::Duration;
@@ -53,6 +55,15 @@ pub struct AppState {
     pub agent_kinds: std::sync::Arc<std::collections::BTreeSet<String>>,
     /// The live event feed behind `GET /ws/events`.
     pub feed: crate::eventlog::feed::FeedHandle,
+    /// The database's clock: heartbeats and external agents' leases are judged on it.
+    pub clock: crate::clock::LeaseClock,
+    pub agents: std::sync::Arc<crate::agents::AgentSettings>,
+    /// Whether this process leads the agent supervisor's sweeps.
+    pub agent_supervisor_leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Backoff before a failed attempt reported over HTTP runs again.
+    pub backoff: crate::missions::backoff::Backoff,
+    /// Every request's deadline: a long-poll ends before it.
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -101,8 +112,10 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(list_events))
         .routes(routes!(event_type_stats))
         .merge(agents::routes())
+        .merge(leases::routes())
         .merge(missions::routes())
         .merge(queue::routes())
+        .merge(supervisor::routes())
         .merge(ws::routes())
 }
 

@@ -64,7 +64,9 @@ pub const DOCS_PATH: &str = "/docs";
     tags(
         (name = "service", description = "Liveness, readiness, metrics and this document"),
         (name = "events", description = "The event log and read models over it"),
-        (name = "missions", description = "Missions: enqueue, look up, cancel, retry"),
+        (name = "missions", description = "Missions: enqueue, look up, cancel, retry; external agents' progress, complete and fail reports"),
+        (name = "agents", description = "The agent registry: register, heartbeat, list, claim missions"),
+        (name = "supervisor", description = "The agent supervisor: status, watched agents, start / stop / restart"),
     ),
     components(schemas(super::ErrorBody))
 )]

@@ -26,7 +26,7 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(worker_status))
 }
 
-fn queue(app: &AppState) -> Result<&Queue, ApiError> {
+pub(super) fn queue(app: &AppState) -> Result<&Queue, ApiError> {
     app.queue.get().ok_or_else(|| {
         ApiError::Refused(Refusal {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -259,7 +259,8 @@ pub async fn create_all<A: Aggregate>(
     Ok(created)
 }
 
-fn new_event<E: DomainEvent>(event: &E) -> NewEvent {
+/// The stored form of a domain event, under a fresh id.
+pub fn new_event<E: DomainEvent>(event: &E) -> NewEvent {
     NewEvent {
         event_id: uuid::Uuid::now_v7(),
         event_type: event.event_type().to_owned(),

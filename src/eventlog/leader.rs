@@ -11,6 +11,8 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::LeaseClock;
+
 /// Longest a leadership check or a lock attempt may wait for PostgreSQL.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -61,6 +63,66 @@ pub async fn acquire(
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(retry) => {}
         }
+    }
+}
+
+/// Pause before seeking leadership again after PostgreSQL failed to answer.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Runs `round` every `every` for as long as this process holds `lock`, until `shutdown`.
+/// Leadership lost (its connection stopped answering) is sought again; PostgreSQL being away
+/// for a moment never ends the loop. `round` gets the database's clock, read at leadership,
+/// which every timed verdict of a leader is taken on (design invariant 10). `leading` says
+/// whether this process leads, for status pages.
+pub async fn lead<F, Fut>(
+    pool: &PgPool,
+    lock: &str,
+    every: Duration,
+    shutdown: &CancellationToken,
+    leading: &std::sync::atomic::AtomicBool,
+    mut round: F,
+) where
+    F: FnMut(LeaseClock) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use std::sync::atomic::Ordering;
+    let pause = || async {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(RETRY_PAUSE) => {}
+        }
+    };
+    while !shutdown.is_cancelled() {
+        let mut leadership = match acquire(pool, lock, RETRY_PAUSE, shutdown).await {
+            Ok(Some(leadership)) => leadership,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(lock, %error, "cannot seek leadership; retrying");
+                pause().await;
+                continue;
+            }
+        };
+        let clock = match LeaseClock::connect(pool.clone()).await {
+            Ok(clock) => clock,
+            Err(error) => {
+                tracing::warn!(lock, %error, "cannot read the database clock; retrying");
+                pause().await;
+                continue;
+            }
+        };
+        leading.store(true, Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            if let Err(error) = leadership.check().await {
+                tracing::warn!(lock, %error, "leadership lock lost; seeking it again");
+                break;
+            }
+            round(clock.clone()).await;
+        }
+        leading.store(false, Ordering::Relaxed);
     }
 }
 

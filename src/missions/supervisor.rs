@@ -60,47 +60,21 @@ impl Supervisor {
     /// next: Redis or PostgreSQL being away for a moment must not stop the server.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
         let lock = format!("{}:supervisor", self.namespace);
-        // PostgreSQL going away for a moment must not stop the server: leadership is simply
-        // sought again (another process may take it meanwhile).
-        while !shutdown.is_cancelled() {
-            let leadership =
-                leader::acquire(&self.pool, &lock, Duration::from_secs(1), &shutdown).await;
-            let mut leadership = match leadership {
-                Ok(Some(leadership)) => leadership,
-                Ok(None) => return Ok(()),
-                Err(error) => {
-                    tracing::warn!(%error, "supervisor cannot seek leadership; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            // Leases are judged on the database's clock, the one every worker grants them on.
-            let clock = match LeaseClock::connect(self.pool.clone()).await {
-                Ok(clock) => clock,
-                Err(error) => {
-                    tracing::warn!(%error, "supervisor cannot read the database clock; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(self.config.tick) => {}
-                }
-                if let Err(error) = leadership.check().await {
-                    tracing::warn!(%error, "supervisor lost its leadership lock; seeking it again");
-                    break;
-                }
-                if let Err(error) = self.tick(&clock).await {
+        let leading = std::sync::atomic::AtomicBool::new(false);
+        let this = &self;
+        leader::lead(
+            &self.pool,
+            &lock,
+            self.config.tick,
+            &shutdown,
+            &leading,
+            |clock| async move {
+                if let Err(error) = this.tick(&clock).await {
                     tracing::warn!(%error, "supervisor tick failed");
                 }
-            }
-        }
+            },
+        )
+        .await;
         Ok(())
     }
 

@@ -108,7 +108,7 @@ pub const ERROR_CHARS_MAX: usize = 4_000;
 
 /// An agent's error message as the log can hold it: NUL characters replaced (PostgreSQL
 /// refuses them), cut to [`ERROR_CHARS_MAX`]. A failure must be recorded, never refused.
-fn recordable(message: &str) -> String {
+pub fn recordable(message: &str) -> String {
     let clean = domain::text::without_nul(message);
     match clean.char_indices().nth(ERROR_CHARS_MAX) {
         Some((cut, _)) => format!("{}… (cut at {ERROR_CHARS_MAX} characters)", &clean[..cut]),

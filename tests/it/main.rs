@@ -2,12 +2,14 @@
 //! it links once. Each test makes its own database and namespace (see `support`), so tests
 //! run in parallel and leave nothing behind.
 
+mod agent_supervision;
 mod agents_api;
 mod append_all;
 mod batch_api;
 mod bounds;
 mod command;
 mod event_store;
+mod external_agents;
 mod heal;
 mod isolation;
 mod mission_list;

@@ -268,6 +268,33 @@ fn an_expired_lease_puts_the_mission_back_and_a_live_one_cannot_be_expired() {
 }
 
 #[test]
+fn a_lease_is_revoked_only_from_its_holder_and_before_it_runs_out() {
+    let given = [enqueued(), started("w1", 1, 2_000)];
+    let revoke = |worker: &str| MissionCommand::RevokeLease {
+        worker_id: worker.into(),
+        backoff_ms: 0,
+        now_ms: 5_000,
+    };
+    check(
+        &given,
+        revoke("w2"),
+        Err(MissionError::HeldByAnother { holder: "w1".into(), worker_id: "w2".into() }),
+    );
+    let then = MissionEvent::MissionLeaseExpired {
+        attempt: 1,
+        worker_id: "w1".into(),
+        retry_at_ms: Some(5_000),
+        at_ms: 5_000,
+    };
+    check(&given, revoke("w1"), Ok(vec![then.clone()]));
+    check(
+        &[enqueued(), started("w1", 1, 2_000), then],
+        revoke("w1"),
+        Err(MissionError::NotRunning { status: MissionStatus::Pending }),
+    );
+}
+
+#[test]
 fn a_late_report_from_a_worker_whose_lease_expired_is_refused() {
     let expired = MissionEvent::MissionLeaseExpired {
         attempt: 1,
@@ -368,6 +395,9 @@ fn any_command() -> impl Strategy<Value = MissionCommand> {
         }),
         now.clone().prop_map(|now_ms| MissionCommand::MarkDue { now_ms }),
         now.clone().prop_map(|now_ms| MissionCommand::ExpireLease { backoff_ms: 3, now_ms }),
+        (worker.clone(), now.clone()).prop_map(|(worker_id, now_ms)| {
+            MissionCommand::RevokeLease { worker_id, backoff_ms: 3, now_ms }
+        }),
         now.clone().prop_map(|now_ms| MissionCommand::Cancel {
             reason: "r".into(),
             by: "u".into(),

@@ -80,6 +80,10 @@ pub struct Queue {
     forget: Script,
 }
 
+/// Most leases [`Queue::held_by`] reads: running missions beyond it are found by their
+/// lease expiry instead.
+pub const LEASES_SCAN_MAX: usize = 100_000;
+
 /// A mission popped by [`Queue::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -210,6 +214,33 @@ impl Queue {
         Ok(ids)
     }
 
+    /// Running missions whose lease `worker` holds, by the projection (which may be a moment
+    /// behind: the aggregate checks each command against the log). Reads at most
+    /// [`LEASES_SCAN_MAX`] leases.
+    pub async fn held_by(&self, worker: &str) -> Result<Vec<String>, QueueError> {
+        let generation = self.live_generation().await?;
+        let prefix = self.prefix(generation);
+        let mut connection = self.connection.clone();
+        let ids: Vec<String> =
+            connection.zrange(format!("{prefix}leases"), 0, LEASES_SCAN_MAX as isize - 1).await?;
+        let mut held = Vec::new();
+        for chunk in ids.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hget(format!("{prefix}m:{id}"), "worker");
+            }
+            let workers: Vec<Option<String>> = pipe.query_async(&mut connection).await?;
+            held.extend(
+                chunk
+                    .iter()
+                    .zip(workers)
+                    .filter(|(_, w)| w.as_deref() == Some(worker))
+                    .map(|(id, _)| id.clone()),
+            );
+        }
+        Ok(held)
+    }
+
     /// Delayed missions of every kind due before `now_ms` (at most `limit` per kind).
     pub async fn due(&self, now_ms: i64, limit: isize) -> Result<Vec<String>, QueueError> {
         let generation = self.live_generation().await?;
@@ -303,34 +334,7 @@ impl Queue {
             None => self.live_generation().await?,
         };
         let prefix = self.prefix(generation);
-        let mut connection = self.connection.clone();
-        let keys = scan(&mut connection, &format!("{prefix}*")).await?;
-        let mut snapshot = BTreeMap::new();
-        for key in keys {
-            let name = key[prefix.len()..].to_owned();
-            let kind: String = redis::cmd("TYPE").arg(&key).query_async(&mut connection).await?;
-            let value = match kind.as_str() {
-                "string" if name == "checkpoint" => continue,
-                "string" => connection.get::<_, String>(&key).await?,
-                "zset" => {
-                    let members: Vec<(String, i64)> =
-                        connection.zrange_withscores(&key, 0, -1).await?;
-                    format!("{members:?}")
-                }
-                "hash" => {
-                    let fields: BTreeMap<String, String> = connection.hgetall(&key).await?;
-                    format!("{fields:?}")
-                }
-                "set" => {
-                    let mut members: Vec<String> = connection.smembers(&key).await?;
-                    members.sort();
-                    format!("{members:?}")
-                }
-                other => format!("<{other}>"),
-            };
-            snapshot.insert(name, value);
-        }
-        Ok(snapshot)
+        Ok(crate::kv::snapshot(&mut self.connection.clone(), &prefix, &["checkpoint"]).await?)
     }
 
     /// Takes a mission out of the queue entirely: for one the log does not know.
@@ -366,22 +370,12 @@ impl Queue {
     }
 
     pub async fn drop_generation(&self, generation: u64) -> Result<(), QueueError> {
-        let mut connection = self.connection.clone();
-        let keys = scan(&mut connection, &format!("{}*", self.prefix(generation))).await?;
-        for chunk in keys.chunks(500) {
-            let _: u64 = connection.unlink(chunk).await?;
-        }
-        Ok(())
+        Ok(crate::kv::drop_prefix(&mut self.connection.clone(), &self.prefix(generation)).await?)
     }
 
     /// Deletes every key of the namespace's queue: for tests and benchmarks that clean up.
     pub async fn drop_all(&self) -> Result<(), QueueError> {
-        let mut connection = self.connection.clone();
-        let keys = scan(&mut connection, &format!("{}*", self.base)).await?;
-        for chunk in keys.chunks(500) {
-            let _: u64 = connection.unlink(chunk).await?;
-        }
-        Ok(())
+        Ok(crate::kv::drop_prefix(&mut self.connection.clone(), &self.base).await?)
     }
 
     /// A [`ProjectionStore`] over the live generation (`None`) or a given one (a rebuild).
@@ -395,29 +389,6 @@ pub struct Depth {
     pub ready: u64,
     pub delayed: u64,
     pub oldest_ready_at_ms: Option<i64>,
-}
-
-async fn scan(
-    connection: &mut ConnectionManager,
-    pattern: &str,
-) -> Result<Vec<String>, QueueError> {
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, page): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(1_000)
-            .query_async(connection)
-            .await?;
-        keys.extend(page);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
 }
 
 /// The `mission_queue` projector's store: each commit is one script run, so the changes and

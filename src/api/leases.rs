@@ -1,0 +1,416 @@
+//! External agents' side of a mission: claim one over HTTP (a bounded long-poll), then report
+//! progress, completion or failure with the lease token the claim gave.
+//!
+//! The lease token is a fencing token (design invariant 10): it names the attempt and the
+//! agent, and the mission aggregate refuses a report whose attempt is not the current one, or
+//! whose holder is another, or whose lease ran out (by the database's clock, which granted
+//! it). Such a report gets `409 stale_lease` and changes nothing, so a mission never completes
+//! twice however late a report arrives.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::agent::{Agent, AgentState};
+use domain::mission::{Mission, MissionCommand, MissionError};
+use domain::{EventMetadata, StreamId};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::missions::{MissionView, metadata, parse_mission_id, refusal};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, refused};
+use crate::agents::supervisor::worker_id;
+use crate::eventlog::command::{self, CommandError};
+
+/// Longest a claim may wait for a mission, in seconds.
+pub const CLAIM_WAIT_S_MAX: u64 = 30;
+/// Pause between claim attempts while a claim waits: what a waiting agent costs Redis.
+pub const CLAIM_POLL: Duration = Duration::from_millis(250);
+/// How long a popped mission is reserved between the pop and its start (as for workers).
+const CLAIM_RESERVE_MS: u64 = 5_000;
+/// Shortest and longest lease a claim may ask for.
+pub const LEASE_S_MIN: u64 = 5;
+pub const LEASE_S_MAX: u64 = 3_600;
+
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .routes(routes!(claim))
+        .routes(routes!(progress))
+        .routes(routes!(complete))
+        .routes(routes!(fail))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ClaimQuery {
+    /// Comma-separated agent kinds to take missions of; the agent's own kind when absent.
+    kinds: Option<String>,
+    /// Seconds to wait for a mission when none is ready: 0 to 30, 0 when absent.
+    wait_s: Option<u64>,
+    /// Seconds the lease lasts before it must be extended by a progress report: 5 to 3600;
+    /// `BRAIN_AGENT_LEASE_S` when absent.
+    lease_s: Option<u64>,
+}
+
+/// A claimed mission.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimedMission {
+    pub mission_id: String,
+    pub name: String,
+    pub description: String,
+    pub agent: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// Send it with every report; a stale one is refused with 409.
+    pub lease_token: String,
+    /// When the lease runs out unless a progress report extends it (database clock, Unix ms).
+    pub lease_expires_at_ms: i64,
+    pub lease_s: u64,
+    /// The mission's own deadline for one attempt.
+    pub timeout_ms: u64,
+}
+
+/// The worker id and attempt a lease token stands for.
+fn parse_token(token: &str) -> Result<(String, u32), ApiError> {
+    let invalid = || {
+        refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("lease_token"),
+            "not a lease token from a claim".to_owned(),
+        )
+    };
+    let (attempt, agent) = token.split_once(':').ok_or_else(invalid)?;
+    let attempt: u32 = attempt.parse().map_err(|_| invalid())?;
+    let agent = Uuid::parse_str(agent).map_err(|_| invalid())?;
+    Ok((worker_id(&agent.to_string()), attempt))
+}
+
+fn lease_token(attempt: u32, agent_id: &str) -> String {
+    format!("{attempt}:{agent_id}")
+}
+
+/// `POST /api/agents/{agent_id}/claim`: 200 with a mission and its lease token, or 204 when
+/// none came within `wait_s`.
+#[utoipa::path(post, path = "/api/agents/{agent_id}/claim", tag = "agents",
+    params(("agent_id" = Uuid, Path, description = "The claiming agent"), ClaimQuery),
+    responses(
+        (status = 200, description = "A mission, started under a lease for this agent", body = ClaimedMission),
+        (status = 204, description = "No mission within `wait_s`"),
+        (status = 400, description = "`invalid_field` (`agent_id`), `invalid_query`, `invalid_header`", body = ErrorBody),
+        (status = 404, description = "`agent_not_found`", body = ErrorBody),
+        (status = 409, description = "`agent_not_active`: stopped, unresponsive, failed or deregistered agents cannot claim", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `wait_s`, `lease_s`, `kinds`; `unknown_agent`", body = ErrorBody),
+        (status = 503, description = "`queue_unavailable`, `store_unavailable`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn claim(
+    State(app): State<AppState>,
+    Path(agent_id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<ClaimQuery>,
+) -> Result<Response, ApiError> {
+    let agent_id = super::parse_id("agent_id", &agent_id)?;
+    let metadata = metadata(&headers)?;
+    let invalid = |field: &'static str, message: String| {
+        refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field), message)
+    };
+    let wait_s = query.wait_s.unwrap_or(0);
+    if wait_s > CLAIM_WAIT_S_MAX {
+        return Err(invalid("wait_s", format!("must be 0 to {CLAIM_WAIT_S_MAX}")));
+    }
+    let lease_s = query.lease_s.unwrap_or(app.agents.lease_s);
+    if !(LEASE_S_MIN..=LEASE_S_MAX).contains(&lease_s) {
+        return Err(invalid("lease_s", format!("must be {LEASE_S_MIN} to {LEASE_S_MAX}")));
+    }
+    // The log says whether the agent may claim: the view may be a moment behind a stop.
+    let (agent, _) =
+        command::load::<Agent>(&app.store, &agent_id).await.map_err(super::agents::refusal)?;
+    let Some(registration) = &agent.registration else {
+        return Err(refused(
+            StatusCode::NOT_FOUND,
+            "agent_not_found",
+            None,
+            "agent is not registered".into(),
+        ));
+    };
+    if agent.state != AgentState::Active {
+        let message = format!("agent is {:?}: it takes no missions until started", agent.state);
+        return Err(refused(StatusCode::CONFLICT, "agent_not_active", None, message));
+    }
+    let kinds: Vec<String> = match &query.kinds {
+        None => vec![registration.kind.clone()],
+        Some(list) => {
+            list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect()
+        }
+    };
+    if kinds.is_empty() || kinds.len() > crate::serve::AGENT_KINDS_MAX {
+        return Err(invalid(
+            "kinds",
+            format!("1 to {} agent kinds", crate::serve::AGENT_KINDS_MAX),
+        ));
+    }
+    for kind in &kinds {
+        app.check_known_kind(kind, "kinds")?;
+    }
+    let queue = super::queue::queue(&app)?.clone();
+    let worker = worker_id(&agent_id.to_string());
+    // The whole request must end within the server's request deadline.
+    let wait =
+        Duration::from_secs(wait_s).min(app.request_timeout.saturating_sub(Duration::from_secs(2)));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = app.clock.now_ms_synced().await;
+        let popped = queue
+            .claim(&kinds, &worker, now, CLAIM_RESERVE_MS)
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        if let Some(popped) = popped {
+            let started = start(&app, &popped.mission_id, &worker, lease_s, metadata.clone()).await;
+            if let Err(error) = queue.release(&popped.mission_id).await {
+                tracing::warn!(mission_id = popped.mission_id, %error, "cannot end a claim");
+            }
+            match started {
+                Ok(Some(mission)) => {
+                    let lease_token = lease_token(mission.1, &agent_id.to_string());
+                    let (mission, _) = mission;
+                    return Ok(
+                        ApiJson(ClaimedMission { lease_token, lease_s, ..mission }).into_response()
+                    );
+                }
+                // Stale pop (the mission moved on): try the next one.
+                Ok(None) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        if tokio::time::Instant::now() + CLAIM_POLL > deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::time::sleep(CLAIM_POLL).await;
+    }
+}
+
+/// Starts a popped mission under a lease for `worker`; `None` when the pop was stale.
+async fn start(
+    app: &AppState,
+    mission_id: &str,
+    worker: &str,
+    lease_s: u64,
+    metadata: EventMetadata,
+) -> Result<Option<(ClaimedMission, u32)>, ApiError> {
+    let Ok(stream_id) = StreamId::parse(mission_id) else { return Ok(None) };
+    let now = app.clock.now_ms_synced().await;
+    let executed =
+        command::execute::<Mission>(&app.store, &stream_id, metadata, || MissionCommand::Start {
+            worker_id: worker.to_owned(),
+            lease_ms: lease_s * 1_000,
+            now_ms: now,
+        })
+        .await;
+    let mission = match executed {
+        Ok(executed) => executed.state,
+        Err(CommandError::Rejected(_)) => return Ok(None),
+        Err(error) => return Err(refusal(error)),
+    };
+    let Some(spec) = mission.spec.clone() else { return Ok(None) };
+    let attempt = mission.attempt;
+    Ok(Some((
+        ClaimedMission {
+            mission_id: mission_id.to_owned(),
+            name: spec.name,
+            description: spec.description,
+            agent: spec.agent,
+            payload: spec.payload,
+            attempt,
+            lease_token: String::new(),
+            lease_expires_at_ms: mission.lease_expires_at_ms.unwrap_or(now),
+            lease_s,
+            timeout_ms: spec.timeout_ms,
+        },
+        attempt,
+    )))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressRequest {
+    pub lease_token: String,
+    /// Recorded in the history; at most 2,000 characters.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Extend the lease by this many seconds from now (5 to 3600); `BRAIN_AGENT_LEASE_S` when absent.
+    #[serde(default)]
+    pub lease_s: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    pub lease_token: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub result: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub lease_token: String,
+    /// What went wrong; at most 4,000 characters are recorded.
+    pub error: String,
+    /// Whether another attempt may help; true when absent.
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The reports' shared answer to a refusal: a stale lease is one code, whatever made it stale.
+fn report_refusal(error: CommandError<MissionError>) -> ApiError {
+    match error {
+        CommandError::Rejected(
+            rejection @ (MissionError::StaleAttempt { .. }
+            | MissionError::HeldByAnother { .. }
+            | MissionError::LeaseExpired { .. }
+            | MissionError::NotRunning { .. }
+            | MissionError::AlreadyFinished { .. }),
+        ) => refused(
+            StatusCode::CONFLICT,
+            "stale_lease",
+            Some("lease_token"),
+            format!("the lease is no longer yours: {rejection}"),
+        ),
+        error => refusal(error),
+    }
+}
+
+async fn report(
+    app: &AppState,
+    mission_id: &str,
+    headers: &HeaderMap,
+    command: impl Fn(i64) -> MissionCommand,
+) -> Result<ApiJson<MissionView>, ApiError> {
+    let stream_id = parse_mission_id(mission_id)?;
+    let metadata = metadata(headers)?;
+    let now = app.clock.now_ms_synced().await;
+    command::execute::<Mission>(&app.store, &stream_id, metadata, || command(now))
+        .await
+        .map_err(report_refusal)?;
+    Ok(ApiJson(super::missions::load_view(app, &stream_id).await?))
+}
+
+/// `POST /api/missions/{mission_id}/progress`: extends the lease; 409 `stale_lease`.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/progress", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission")),
+    request_body = ProgressRequest,
+    responses(
+        (status = 200, description = "Lease extended", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, a NUL), `invalid_body`, `invalid_header`", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease expired or moved to another agent", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `lease_token`, `lease_s`, `note`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn progress(
+    State(app): State<AppState>,
+    Path(mission_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ProgressRequest>,
+) -> Result<ApiJson<MissionView>, ApiError> {
+    let (worker_id, attempt) = parse_token(&request.lease_token)?;
+    let lease_s = request.lease_s.unwrap_or(app.agents.lease_s);
+    if !(LEASE_S_MIN..=LEASE_S_MAX).contains(&lease_s) {
+        let message = format!("must be {LEASE_S_MIN} to {LEASE_S_MAX}");
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("lease_s"),
+            message,
+        ));
+    }
+    report(&app, &mission_id, &headers, |now_ms| MissionCommand::Progress {
+        worker_id: worker_id.clone(),
+        attempt,
+        lease_ms: lease_s * 1_000,
+        note: request.note.clone(),
+        now_ms,
+    })
+    .await
+}
+
+/// `POST /api/missions/{mission_id}/complete`: the mission's result; 409 `stale_lease`.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/complete", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 200, description = "Completed", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, a NUL), `invalid_body`, `invalid_header`", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease expired or moved to another agent, or the mission finished", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `lease_token`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn complete(
+    State(app): State<AppState>,
+    Path(mission_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CompleteRequest>,
+) -> Result<ApiJson<MissionView>, ApiError> {
+    let (worker_id, attempt) = parse_token(&request.lease_token)?;
+    report(&app, &mission_id, &headers, |now_ms| MissionCommand::Complete {
+        worker_id: worker_id.clone(),
+        attempt,
+        result: request.result.clone(),
+        now_ms,
+    })
+    .await
+}
+
+/// `POST /api/missions/{mission_id}/fail`: the attempt failed; retried after a backoff when
+/// `retryable` and attempts remain. 409 `stale_lease`.
+#[utoipa::path(post, path = "/api/missions/{mission_id}/fail", tag = "missions",
+    params(("mission_id" = Uuid, Path, description = "The mission")),
+    request_body = FailRequest,
+    responses(
+        (status = 200, description = "Attempt failed", body = MissionView),
+        (status = 400, description = "`invalid_field` (`mission_id`, a NUL), `invalid_body`, `invalid_header`", body = ErrorBody),
+        (status = 404, description = "`mission_not_found`", body = ErrorBody),
+        (status = 409, description = "`stale_lease`: the lease expired or moved to another agent, or the mission finished", body = ErrorBody),
+        (status = 422, description = "`invalid_field`: `lease_token`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn fail(
+    State(app): State<AppState>,
+    Path(mission_id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<FailRequest>,
+) -> Result<ApiJson<MissionView>, ApiError> {
+    let (worker_id, attempt) = parse_token(&request.lease_token)?;
+    let error = crate::missions::worker::recordable(&request.error);
+    let backoff_ms = app.backoff.draw(attempt);
+    report(&app, &mission_id, &headers, |now_ms| MissionCommand::Fail {
+        worker_id: worker_id.clone(),
+        attempt,
+        error: error.clone(),
+        retryable: request.retryable,
+        backoff_ms,
+        now_ms,
+    })
+    .await
+}
