@@ -16,6 +16,7 @@ mod mission_list;
 mod missions_api;
 mod openapi;
 mod projector;
+mod python_agent;
 mod queue;
 mod relay;
 mod serve;
