@@ -10,7 +10,7 @@ use brain::eventlog::db;
 use brain::eventlog::store::EventStore;
 use brain::missions::agent::Agents;
 use brain::missions::queue::Queue;
-use brain::missions::worker::{self, Tuning};
+use brain::missions::worker::Tuning;
 use brain::serve::{self, ServeOptions};
 use brain::telemetry::{self, LogFormat};
 use clap::{Parser, Subcommand};
@@ -66,6 +66,8 @@ enum Command {
         command_outcomes_keep_h: u64,
         #[command(flatten)]
         agents: brain::agents::AgentSettings,
+        #[command(flatten)]
+        restarts: brain::agents::RestartSettings,
     },
     /// Run missions: claim them from the queue, run their agent, report the outcome.
     Worker {
@@ -83,6 +85,8 @@ enum Command {
         worker_id: Option<String>,
         #[command(flatten)]
         tuning: Tuning,
+        #[command(flatten)]
+        restarts: brain::agents::RestartSettings,
     },
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate {
@@ -134,6 +138,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             http,
             command_outcomes_keep_h,
             agents,
+            restarts,
         } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
@@ -148,12 +153,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             options.http = http;
             options.command_outcomes_keep = Duration::from_secs(command_outcomes_keep_h * 3_600);
             options.agents = agents;
+            options.intensity = restarts.intensity();
             let server = serve::start(options, shutdown).await?;
             // One plain line on stdout, for scripts and tests that start on port 0.
             println!("brain serve listening on http://{}", server.local_addr);
             server.task.await.context("server task")?
         }
-        Command::Worker { services, concurrency, agents, worker_id, tuning } => {
+        Command::Worker { services, concurrency, agents, worker_id, tuning, restarts } => {
             let shutdown = CancellationToken::new();
             serve::cancel_on_signal(shutdown.clone());
             let mut config = tuning.worker(agents, concurrency);
@@ -166,7 +172,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (store, committer) =
                 EventStore::start(pool, services.namespace.as_str(), Default::default());
             println!("brain worker {} running", config.worker_id);
-            worker::run(store, queue, services.namespace, config, shutdown).await?;
+            brain::agents::host::run_worker(
+                store,
+                queue,
+                services.namespace,
+                config,
+                restarts.intensity(),
+                brain::agents::heartbeat::RECORD_EVERY_DEFAULT,
+                shutdown,
+            )
+            .await?;
             // The last handle is gone with the workers: the committer drains and ends.
             committer.await.context("committer")?;
             Ok(())

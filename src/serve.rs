@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentSettings;
+use crate::agents::supervised::Intensity;
 use crate::agents::supervisor::AgentSupervisor;
 use crate::agents::view::AgentViewStore;
 use crate::api::server::HttpLimits;
@@ -33,7 +34,7 @@ use crate::eventlog::store::{CommitterConfig, EventStore};
 use crate::eventlog::{bus, db};
 use crate::missions::queue::Queue;
 use crate::missions::supervisor::{Supervisor, SupervisorConfig};
-use crate::missions::worker::{self, WorkerConfig};
+use crate::missions::worker::WorkerConfig;
 use crate::telemetry;
 use projections::mission_queue::Scoring;
 use tokio::sync::OnceCell;
@@ -66,6 +67,8 @@ pub struct ServeOptions {
     pub command_outcomes_keep: Duration,
     /// Agent supervision, heartbeat recording, external agents' leases.
     pub agents: AgentSettings,
+    /// How often the built-in agents of this process's workers may die before staying down.
+    pub intensity: Intensity,
 }
 
 impl ServeOptions {
@@ -87,6 +90,7 @@ impl ServeOptions {
                 crate::eventlog::store::COMMAND_OUTCOMES_KEEP_H_DEFAULT * 3_600,
             ),
             agents: AgentSettings::default(),
+            intensity: Intensity::default(),
         }
     }
 }
@@ -213,6 +217,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             scoring: options.scoring,
             supervisor: options.supervisor.clone(),
             agents: options.agents.clone(),
+            intensity: options.intensity,
             agent_supervisor_leading: agent_supervisor_leading.clone(),
             workers: options.workers.clone(),
         };
@@ -325,6 +330,7 @@ struct QueueParts {
     scoring: Scoring,
     supervisor: SupervisorConfig,
     agents: AgentSettings,
+    intensity: Intensity,
     agent_supervisor_leading: Arc<std::sync::atomic::AtomicBool>,
     workers: Option<WorkerConfig>,
 }
@@ -406,11 +412,17 @@ impl QueueParts {
             let workers = async {
                 match self.workers {
                     None => Ok(()),
-                    Some(config) => {
-                        worker::run(self.store, queue, self.namespace, config, stop_workers.clone())
-                            .await
-                            .map_err(|error| format!("workers: {error}"))
-                    }
+                    Some(config) => crate::agents::host::run_worker(
+                        self.store,
+                        queue,
+                        self.namespace,
+                        config,
+                        self.intensity,
+                        self.agents.record_every(),
+                        stop_workers.clone(),
+                    )
+                    .await
+                    .map_err(|error| format!("workers: {error}")),
                 }
             };
             tokio::try_join!(supervisor, agent_supervisor, workers).map(|_| ())

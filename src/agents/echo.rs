@@ -10,6 +10,8 @@
 //! | `answer_bytes` | answer with a string of this many bytes instead (at most 16 MiB) |
 //! | `answer_nul` | answer with a string holding a NUL character (U+0000) |
 //! | `error_nul` | fail once, retryably, with a message holding a NUL character |
+//! | `panic_attempts` | panic on attempts 1 to N (the agent dies: its host restarts it) |
+//! | `exit_attempts` | report itself down on attempts 1 to N, as an agent whose process exited |
 
 use std::time::Duration;
 
@@ -32,6 +34,15 @@ impl Agent for Echo {
             if u64::from(task.attempt) <= hang_attempts {
                 std::future::pending::<()>().await;
             }
+            if u64::from(task.attempt) <= field("panic_attempts").unwrap_or(0) {
+                panic!("echo: asked to panic on attempt {}", task.attempt);
+            }
+            if u64::from(task.attempt) <= field("exit_attempts").unwrap_or(0) {
+                return Err(Failure::down(format!(
+                    "echo: asked to exit on attempt {}",
+                    task.attempt
+                )));
+            }
             if let Some(delay_ms) = field("delay_ms") {
                 tokio::time::sleep(Duration::from_millis(delay_ms.min(DELAY_MS_MAX))).await;
             }
@@ -39,16 +50,16 @@ impl Agent for Echo {
                 == Some(true)
             {
                 let message = "echo: asked to fail permanently".to_owned();
-                return Err(Failure { message, retryable: false });
+                return Err(Failure::permanent(message));
             }
             if u64::from(task.attempt) <= field("fail_attempts").unwrap_or(0) {
                 let message = format!("echo: asked to fail attempt {}", task.attempt);
-                return Err(Failure { message, retryable: true });
+                return Err(Failure::retryable(message));
             }
             let flag = |name: &str| task.payload.get(name).and_then(serde_json::Value::as_bool);
             if flag("error_nul") == Some(true) && task.attempt == 1 {
                 let message = "echo: failed with a \0 in its message".to_owned();
-                return Err(Failure { message, retryable: true });
+                return Err(Failure::retryable(message));
             }
             if flag("answer_nul") == Some(true) {
                 return Ok(json!({ "text": "a NUL \0 here" }));

@@ -6,6 +6,8 @@
 
 pub mod echo;
 pub mod heartbeat;
+pub mod host;
+pub mod supervised;
 pub mod supervisor;
 pub mod view;
 
@@ -30,6 +32,27 @@ pub struct AgentSettings {
     /// Lease an external agent's claim grants, in seconds, when the claim names none.
     #[arg(long, env = "BRAIN_AGENT_LEASE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub lease_s: u64,
+}
+
+/// How often a built-in agent may die before it stays down.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct RestartSettings {
+    /// Restarts a built-in agent gets within the window; one more death marks it failed.
+    #[arg(long, env = "BRAIN_AGENT_RESTARTS_MAX", default_value_t = 3)]
+    pub restarts_max: u32,
+    /// The window restarts are counted in, in seconds.
+    #[arg(long, env = "BRAIN_AGENT_RESTARTS_WINDOW_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub restarts_window_s: u64,
+}
+
+impl RestartSettings {
+    pub fn intensity(&self) -> supervised::Intensity {
+        supervised::Intensity {
+            restarts_max: self.restarts_max,
+            window: Duration::from_secs(self.restarts_window_s),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for AgentSettings {
@@ -57,29 +80,50 @@ impl AgentSettings {
     }
 }
 
-/// The implementations built into `brain`: name and what it does.
-pub const BUILTIN: &[(&str, &str)] =
-    &[("echo", "answers with the mission's payload; its payload can ask it to fail, hang or wait")];
+/// Derives agent ids from owner and name (UUID v5 namespace).
+const AGENT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x2d7e_91a4_0c3b_4f6e_8a15_7b9c_e4d2_1f08);
 
-/// The implementations built into `brain`, by name.
-pub fn builtin(name: &str) -> Option<Arc<dyn Agent>> {
-    match name {
-        "echo" => Some(Arc::new(echo::Echo)),
-        _ => None,
-    }
+/// The id of the agent `name` of `owner` when it chooses none: the same agent registering
+/// again finds itself.
+pub fn agent_id(owner: &str, name: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&AGENT_NAMESPACE, format!("agent:{owner}/{name}").as_bytes())
+}
+
+/// An implementation built into `brain`.
+pub struct Builtin {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// A fresh instance (a restart makes a new one).
+    pub make: fn() -> Arc<dyn Agent>,
+}
+
+/// The implementations built into `brain`.
+pub const BUILTIN: &[Builtin] = &[Builtin {
+    name: "echo",
+    description: "answers with the mission's payload; its payload can ask it to fail, hang, wait or die",
+    make: || Arc::new(echo::Echo),
+}];
+
+/// The implementation built into `brain` under `name`.
+pub fn builtin(name: &str) -> Option<&'static Builtin> {
+    BUILTIN.iter().find(|builtin| builtin.name == name)
 }
 
 /// Parses `kind[=implementation],...`: `echo` serves kind `echo` with the echo agent;
-/// `coder=echo` serves kind `coder` with it.
+/// `coder=echo` serves kind `coder` with it. Each is supervised (restarted when it dies,
+/// within its intensity; see [`supervised`]).
 pub fn parse(spec: &str) -> Result<Agents, String> {
     let mut agents = Agents::default();
     for item in spec.split(',').map(str::trim).filter(|item| !item.is_empty()) {
         let (kind, implementation) = item.split_once('=').unwrap_or((item, item));
         domain::mission::check_agent(kind).map_err(|error| format!("{item}: {error}"))?;
-        let agent = builtin(implementation).ok_or_else(|| {
-            format!("{item}: no built-in agent {implementation:?} (built in: echo)")
+        let known: Vec<&str> = BUILTIN.iter().map(|builtin| builtin.name).collect();
+        let builtin = builtin(implementation).ok_or_else(|| {
+            format!("{item}: no built-in agent {implementation:?} (built in: {})", known.join(", "))
         })?;
-        agents.insert(kind.to_owned(), agent);
+        let shared = supervised::Supervised::new(kind, builtin.name, builtin.make);
+        agents.insert(kind.to_owned(), Arc::new(supervised::SupervisedAgent(shared)));
     }
     Ok(agents)
 }

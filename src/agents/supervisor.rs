@@ -176,9 +176,20 @@ impl AgentSupervisor {
         Ok(report)
     }
 
-    /// Ends the leases the agent holds, so its missions run elsewhere now.
+    /// Ends the leases the agent holds, so its missions run elsewhere now. A built-in agent's
+    /// leases are its worker's (its owner names it); an external agent's are its own.
     async fn requeue_held(&self, agent_id: &str, now: i64) -> u64 {
-        let worker = worker_id(agent_id);
+        let owner = match self.view.get(agent_id).await {
+            Ok(record) => record.map(|record| record.owner).unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(agent_id, %error, "cannot read the agent's record");
+                return 0;
+            }
+        };
+        let worker = match owner.strip_prefix(crate::agents::host::OWNER_PREFIX) {
+            Some(worker) => worker.to_owned(),
+            None => worker_id(agent_id),
+        };
         let held = match self.queue.held_by(&worker).await {
             Ok(held) => held,
             Err(error) => {

@@ -27,9 +27,6 @@ use crate::eventlog::command::{self, CommandError};
 /// Events of an agent's history `GET /api/agents/{id}` shows, newest last.
 pub const HISTORY_EVENTS_MAX: usize = 50;
 
-/// Derives agent ids from name and owner (UUID v5 namespace).
-const AGENT_NAMESPACE: Uuid = Uuid::from_u128(0x2d7e_91a4_0c3b_4f6e_8a15_7b9c_e4d2_1f08);
-
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .routes(routes!(register))
@@ -180,12 +177,20 @@ async fn register(
 ) -> Result<(StatusCode, ApiJson<AgentView>), ApiError> {
     let metadata = metadata(&headers)?;
     app.check_known_kind(&request.kind, "kind")?;
-    let agent_id = request.agent_id.unwrap_or_else(|| {
-        Uuid::new_v5(
-            &AGENT_NAMESPACE,
-            format!("agent:{}/{}", request.owner, request.name).as_bytes(),
-        )
-    });
+    if request.owner.starts_with(crate::agents::host::OWNER_PREFIX) {
+        let message = format!(
+            "owners starting {:?} are built-in workers'",
+            crate::agents::host::OWNER_PREFIX
+        );
+        return Err(refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            Some("owner"),
+            message,
+        ));
+    }
+    let agent_id =
+        request.agent_id.unwrap_or_else(|| crate::agents::agent_id(&request.owner, &request.name));
     let agent_id = StreamId::from(agent_id);
     let registration = Registration {
         name: request.name,
@@ -402,7 +407,11 @@ async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiErr
         agent_view(&app)?.counts().await.map_err(view_unavailable)?;
     let builtin = crate::agents::BUILTIN
         .iter()
-        .map(|(name, description)| BuiltinAgent { name, description, tools: Vec::new() })
+        .map(|builtin| BuiltinAgent {
+            name: builtin.name,
+            description: builtin.description,
+            tools: Vec::new(),
+        })
         .collect();
     Ok(ApiJson(AgentsInfo {
         kinds: app.agent_kinds.iter().cloned().collect(),

@@ -4,6 +4,7 @@
 //! `ws` measure a running `brain serve` over HTTP, in whatever database and namespace that
 //! server uses.
 
+mod agents;
 mod batch;
 mod heal;
 mod ws;
@@ -46,6 +47,9 @@ pub enum Bench {
     /// Fill a store with missions, build the Redis queue, lose its keys, and time the refill
     /// from the log and its peak memory.
     Heal(heal::HealBench),
+    /// Heartbeat a fleet of simulated agents against a running `brain serve` (store growth,
+    /// sweep duration, time to detect a silent agent), then claim missions over HTTP.
+    Agents(agents::AgentsBench),
 }
 
 impl Bench {
@@ -56,6 +60,7 @@ impl Bench {
             Bench::Batch(bench) => bench.run().await,
             Bench::Ws(bench) => bench.run().await,
             Bench::Heal(bench) => bench.run().await,
+            Bench::Agents(bench) => bench.run().await,
         }
     }
 }

@@ -24,12 +24,43 @@ pub struct Task {
 pub struct Failure {
     pub message: String,
     pub retryable: bool,
+    /// The agent itself is broken, not just this attempt (its process exited, it lost its
+    /// model): whoever hosts it restarts it.
+    pub down: bool,
+}
+
+impl Failure {
+    /// Another attempt may succeed.
+    pub fn retryable(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), retryable: true, down: false }
+    }
+
+    /// No attempt will succeed: the mission fails for good.
+    pub fn permanent(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), retryable: false, down: false }
+    }
+
+    /// The agent died under this attempt; the attempt may run again once it is back.
+    pub fn down(message: impl Into<String>) -> Failure {
+        Failure { message: message.into(), retryable: true, down: true }
+    }
 }
 
 pub trait Agent: Send + Sync + 'static {
     /// Runs one attempt. The worker enforces the mission's timeout by dropping the future,
     /// so an agent needs no clock of its own.
     fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>>;
+
+    /// Whether it takes missions now: a stopped agent, or one waiting to be restarted, does
+    /// not. Asked before every claim, so it must be cheap.
+    fn available(&self) -> bool {
+        true
+    }
+
+    /// Its concrete type, for the process that hosts it (registry, restarts).
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// Agent kinds a worker serves and what runs each.
@@ -50,6 +81,15 @@ impl Agents {
 
     pub fn kinds(&self) -> Vec<String> {
         self.0.keys().cloned().collect()
+    }
+
+    /// The kinds whose agent takes missions now.
+    pub fn available_kinds(&self) -> Vec<String> {
+        self.0.iter().filter(|(_, agent)| agent.available()).map(|(kind, _)| kind.clone()).collect()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<dyn Agent>)> {
+        self.0.iter()
     }
 
     pub fn get(&self, kind: &str) -> Option<&Arc<dyn Agent>> {

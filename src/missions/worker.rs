@@ -254,9 +254,10 @@ enum Ran {
 
 impl Slot {
     async fn run(self, shutdown: CancellationToken) {
-        let kinds = self.config.agents.kinds();
         while !shutdown.is_cancelled() {
-            let ran = self.once(&kinds, &shutdown).await;
+            // A stopped agent, or one waiting out its restart backoff, takes nothing.
+            let kinds = self.config.agents.available_kinds();
+            let ran = if kinds.is_empty() { Ran::Idle } else { self.once(&kinds, &shutdown).await };
             let pause = match ran {
                 Ran::Worked => continue,
                 Ran::Idle => self.config.idle_poll,
@@ -378,7 +379,7 @@ impl Slot {
                 result,
                 now_ms: now,
             }),
-            Attempt::Done(Err(Failure { message, retryable })) => Some(MissionCommand::Fail {
+            Attempt::Done(Err(Failure { message, retryable, .. })) => Some(MissionCommand::Fail {
                 worker_id: worker_id.clone(),
                 attempt,
                 error: recordable(&message),
@@ -485,16 +486,13 @@ impl Slot {
     ) -> Attempt {
         let Some(implementation) = self.config.agents.get(&task.agent) else {
             let message = format!("this worker has no agent for kind {}", task.agent);
-            return Attempt::Done(Err(Failure { message, retryable: true }));
+            return Attempt::Done(Err(Failure::retryable(message)));
         };
         let attempt = task.attempt;
         // A panicking agent fails its attempt instead of taking the slot down with it.
         let run =
             std::panic::AssertUnwindSafe(implementation.run(task)).catch_unwind().map(|outcome| {
-                outcome.unwrap_or_else(|_| {
-                    let message = "the agent panicked".to_owned();
-                    Err(Failure { message, retryable: true })
-                })
+                outcome.unwrap_or_else(|_| Err(Failure::retryable("the agent panicked")))
             });
         let deadline = tokio::time::sleep(Duration::from_millis(timeout_ms));
         tokio::pin!(run, deadline);

@@ -133,10 +133,13 @@ async fn a_stopped_agent_cannot_claim_until_started_and_each_control_says_who() 
     let claimed = claim_one(addr, &agent, "").await;
     assert_eq!(claimed["mission_id"], json!(mission_id));
 
-    // A restart is a request the agent sees in its next heartbeat, and reports done.
+    // A restart is a request the agent sees in a heartbeat answer (as soon as the view has
+    // it: a moment after the control), and reports done.
     post(addr, "/api/supervisor/control", &control("restart")).await;
-    let (_, answer) = heartbeat(addr, &agent, json!({})).await;
-    assert_eq!(answer["restart_requested"], true, "{answer}");
+    wait_until("a heartbeat answer to ask for the restart", Duration::from_secs(10), || async {
+        heartbeat(addr, &agent, json!({})).await.1["restart_requested"] == true
+    })
+    .await;
     let (_, answer) = heartbeat(addr, &agent, json!({ "restarted": true })).await;
     assert_eq!(answer["restart_requested"], false, "{answer}");
 

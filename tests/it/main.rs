@@ -7,6 +7,7 @@ mod agents_api;
 mod append_all;
 mod batch_api;
 mod bounds;
+mod builtin_agents;
 mod command;
 mod event_store;
 mod external_agents;

@@ -221,7 +221,11 @@ impl Drop for Process {
 #[tokio::test]
 async fn of_two_serve_processes_only_one_relays_and_the_other_takes_over_when_it_is_killed() {
     let env = TestEnv::new().await;
-    let processes = [Process::start(&env).await, Process::start(&env).await];
+    // No workers: their built-in agents would add registrations and heartbeats to the log.
+    let processes = [
+        Process::start_with(&env, &["--workers", "0"]).await,
+        Process::start_with(&env, &["--workers", "0"]).await,
+    ];
     let (store, _committer) = env.store();
     append_streams(&store, 100, 1).await;
     wait_until("the stream to hold every event", WAIT, || async {

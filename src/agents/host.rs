@@ -1,0 +1,228 @@
+//! Hosting built-in agents in a worker process: each supervised agent the worker serves is
+//! registered in the agent registry (`<worker id>/<kind>`, owned by `worker:<worker id>`),
+//! heartbeats every second with its status and running missions, records its restarts and its
+//! failure as commands (so they are in its history, with the reason), and carries out the
+//! controls the heartbeat answers bring (stop, start, restart). At shutdown it deregisters.
+//!
+//! The owner `worker:<worker id>` is what tells the agent supervisor whose leases to revoke
+//! when the agent is marked dead: a built-in agent's missions are held by its worker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::agent::{Agent, AgentCommand, AgentError, AgentState, Registration};
+use domain::heartbeat::Beat;
+use domain::{EventMetadata, StreamId};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
+use crate::agents::supervised::{Intensity, LifeEvent, Supervised, SupervisedAgent};
+use crate::agents::view::AgentViewStore;
+use crate::clock::LeaseClock;
+use crate::config::Namespace;
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::EventStore;
+use crate::missions::agent::Agents;
+use crate::missions::queue::Queue;
+use crate::missions::worker::{self, WorkerConfig, WorkerError};
+
+/// How often a hosted agent heartbeats and looks at its controls.
+pub const HOST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The owner a built-in agent registers under.
+pub fn owner(worker_id: &str) -> String {
+    format!("{OWNER_PREFIX}{worker_id}")
+}
+
+/// Owners starting with this are built-in workers'; external agents may not use it.
+pub const OWNER_PREFIX: &str = "worker:";
+
+/// Runs a worker with its built-in agents hosted: registered, heartbeating, restarted within
+/// `intensity`. The agents deregister once the worker has drained.
+pub async fn run_worker(
+    store: EventStore,
+    queue: Queue,
+    namespace: Namespace,
+    config: WorkerConfig,
+    intensity: Intensity,
+    record_every: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let clock = LeaseClock::connect(store.pool().clone()).await?;
+    let host = Host {
+        heartbeats: Heartbeats {
+            store: store.clone(),
+            view: AgentViewStore::new(queue.connection(), &namespace),
+            clock,
+            record_every,
+        },
+        worker_id: config.worker_id.clone(),
+        agents: config.agents.clone(),
+        intensity,
+    };
+    let host_stop = CancellationToken::new();
+    let hosting = tokio::spawn(host.run(host_stop.clone()));
+    let worked = worker::run(store, queue, namespace, config, shutdown).await;
+    host_stop.cancel();
+    if let Err(error) = hosting.await {
+        tracing::error!(%error, "agent host ended abnormally");
+    }
+    worked
+}
+
+struct Hosted {
+    agent_id: StreamId,
+    shared: Arc<Supervised>,
+    registration: Registration,
+    registered: bool,
+    /// A restart was carried out and its report not yet seen in the view.
+    restarting: bool,
+}
+
+pub struct Host {
+    pub heartbeats: Heartbeats,
+    pub worker_id: String,
+    pub agents: Agents,
+    pub intensity: Intensity,
+}
+
+impl Host {
+    /// Hosts every supervised agent of `agents` until `shutdown`, then deregisters them.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut hosted: Vec<Hosted> = self
+            .agents
+            .iter()
+            .filter_map(|(kind, agent)| {
+                let shared = agent.as_any()?.downcast_ref::<SupervisedAgent>()?.0.clone();
+                shared.set_intensity(self.intensity);
+                let name = format!("{}/{kind}", self.worker_id);
+                let owner = owner(&self.worker_id);
+                let agent_id = StreamId::from(super::agent_id(&owner, &name));
+                let registration = Registration {
+                    name,
+                    kind: kind.clone(),
+                    capabilities: vec![shared.implementation.clone()],
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    owner,
+                    labels: BTreeMap::from([("builtin".to_owned(), "true".to_owned())]),
+                };
+                Some(Hosted {
+                    agent_id,
+                    shared,
+                    registration,
+                    registered: false,
+                    restarting: false,
+                })
+            })
+            .collect();
+        loop {
+            for agent in &mut hosted {
+                self.tend(agent).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(HOST_INTERVAL) => {}
+            }
+        }
+        for agent in &hosted {
+            let deregister = AgentCommand::Deregister {
+                by: self.actor(),
+                reason: format!("worker {} stopped", self.worker_id),
+                now_ms: self.heartbeats.clock.now_ms(),
+            };
+            self.command(agent, deregister).await;
+        }
+    }
+
+    fn actor(&self) -> String {
+        format!("worker:{}", self.worker_id)
+    }
+
+    fn metadata(&self) -> EventMetadata {
+        let mut metadata = EventMetadata::new(self.actor(), OffsetDateTime::now_utc());
+        metadata.command_id = Some(Uuid::now_v7());
+        metadata
+    }
+
+    async fn command(&self, agent: &Hosted, command: AgentCommand) -> bool {
+        let executed = command::execute::<Agent>(
+            &self.heartbeats.store,
+            &agent.agent_id,
+            self.metadata(),
+            || command.clone(),
+        )
+        .await;
+        match executed {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(agent = agent.registration.name, %error, "hosted agent command failed");
+                false
+            }
+        }
+    }
+
+    /// One round for one agent: register it if needed, record what happened to it, heartbeat,
+    /// and follow the answer.
+    async fn tend(&self, agent: &mut Hosted) {
+        let now = self.heartbeats.clock.now_ms();
+        if !agent.registered {
+            let register =
+                AgentCommand::Register { registration: agent.registration.clone(), now_ms: now };
+            agent.registered = self.command(agent, register).await;
+            if !agent.registered {
+                return;
+            }
+        }
+        for event in agent.shared.take_events() {
+            let command = match event {
+                LifeEvent::Restarted { reason } => {
+                    AgentCommand::ReportRestarted { reason, now_ms: now }
+                }
+                LifeEvent::Failed { reason } => AgentCommand::MarkFailed { reason, now_ms: now },
+            };
+            self.command(agent, command).await;
+        }
+        let beat = Beat {
+            status: agent.shared.status().to_owned(),
+            load: agent.shared.running().len() as f64,
+            running: agent.shared.running(),
+        };
+        match self.heartbeats.beat(&agent.agent_id, beat, self.metadata()).await {
+            Ok(answer) => {
+                match answer.state {
+                    AgentState::Stopped => agent.shared.stop(),
+                    AgentState::Failed => agent.shared.fail("marked failed in the log"),
+                    // Down here, up in the view: the view may be a moment behind the failure
+                    // this host just recorded, so the log decides.
+                    AgentState::Active if matches!(agent.shared.status(), "failed" | "stopped") => {
+                        match command::load::<Agent>(&self.heartbeats.store, &agent.agent_id).await
+                        {
+                            Ok((log, _)) if log.state == AgentState::Active => agent.shared.start(),
+                            Ok(_) => {}
+                            Err(error) => tracing::warn!(%error, "cannot read the agent's stream"),
+                        }
+                    }
+                    _ => {}
+                }
+                match (answer.restart_requested, agent.restarting) {
+                    (true, false) => {
+                        agent.shared.restart("restart requested");
+                        agent.restarting = true;
+                    }
+                    (false, _) => agent.restarting = false,
+                    (true, true) => {}
+                }
+            }
+            // Registered elsewhere (a database recreated under a running worker): again.
+            Err(HeartbeatError::Agent(CommandError::Rejected(AgentError::NotFound))) => {
+                agent.registered = false;
+            }
+            Err(error) => {
+                tracing::warn!(agent = agent.registration.name, %error, "hosted agent heartbeat failed")
+            }
+        }
+    }
+}

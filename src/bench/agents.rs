@@ -1,0 +1,332 @@
+//! `brain bench agents`: a fleet of simulated agents against a running `brain serve`.
+//!
+//! 1. Registers `--agents` agents (default 10,000) and has each heartbeat every
+//!    `--interval-s` (10) for `--duration-s`, spread evenly over the interval, as an idle fleet
+//!    does (unchanged heartbeats). One of them falls silent after its first heartbeat.
+//! 2. Reports the heartbeat request latency, the events and bytes the heartbeats added to the
+//!    store per agent per hour (read from PostgreSQL), the supervisor's sweep durations (from
+//!    `/api/supervisor/status`), and how long after its last heartbeat the silent agent was
+//!    marked unresponsive.
+//! 3. Enqueues `--missions` echo missions and lets `--claimers` external agents claim and
+//!    complete them over HTTP beside the serve's own in-process workers: claims/s and the
+//!    complete request's latency, and how the missions split between the two.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+use crate::config::DATABASE_URL_DEFAULT;
+
+#[derive(Debug, clap::Args)]
+pub struct AgentsBench {
+    /// The running `brain serve` to measure.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// The serve's database, to measure what heartbeats add to the store.
+    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
+    database_url: String,
+    /// Simulated agents.
+    #[arg(long, default_value_t = 10_000)]
+    agents: usize,
+    /// Seconds between one agent's heartbeats.
+    #[arg(long, default_value_t = 10)]
+    interval_s: u64,
+    /// Length of the heartbeat phase, in seconds. To see the silent agent marked, make it
+    /// longer than the serve's window plus one sweep (60 + 30 s by default).
+    #[arg(long, default_value_t = 150)]
+    duration_s: u64,
+    /// Concurrent HTTP connections the fleet's heartbeats share.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Missions enqueued for the claim phase (0: skip it).
+    #[arg(long, default_value_t = 2_000)]
+    missions: usize,
+    /// External agents claiming over HTTP in the claim phase.
+    #[arg(long, default_value_t = 16)]
+    claimers: usize,
+}
+
+fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
+    histogram.value_at_quantile(quantile) as f64 / 1_000.0
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+    let response = client.post(url).json(body).send().await?;
+    let status = response.status().as_u16();
+    let text = response.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+impl AgentsBench {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let base = self.url.trim_end_matches('/').to_owned();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(self.clients.max(self.claimers))
+            .timeout(Duration::from_secs(40))
+            .build()
+            .context("HTTP client")?;
+        let pool = crate::eventlog::db::connect(&self.database_url, 2).await?;
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let owner = format!("bench-{}", &run[run.len() - 8..]);
+
+        // Register the fleet.
+        let started = Instant::now();
+        let ids = Arc::new(self.register(&client, &base, &owner).await?);
+        println!(
+            "registered:          {} agents in {:.1} s",
+            ids.len(),
+            started.elapsed().as_secs_f64()
+        );
+
+        // Heartbeat phase.
+        let (before_events, before_bytes) = heartbeat_volume(&pool, &owner).await?;
+        let silent = ids[0].clone();
+        let phase = Duration::from_secs(self.duration_s);
+        let interval = Duration::from_secs(self.interval_s.max(1));
+        let start = Instant::now();
+        let silent_since = Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..self.clients.max(1) {
+            let (client, ids, silent_since) = (client.clone(), ids.clone(), silent_since.clone());
+            let url = format!("{base}/api/agents/heartbeat");
+            let clients = self.clients.max(1);
+            tasks.spawn(async move {
+                let mut latencies = Histogram::<u64>::new(3).expect("histogram");
+                let n = ids.len();
+                let mut round = 0u32;
+                loop {
+                    for i in (c..n).step_by(clients) {
+                        let offset = interval.mul_f64(i as f64 / n as f64);
+                        let due = start + interval * round + offset;
+                        if due.duration_since(start) >= phase {
+                            return Ok::<_, anyhow::Error>(latencies);
+                        }
+                        // The silent agent beats once, then never again.
+                        if i == 0 && round > 0 {
+                            continue;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        let sent = Instant::now();
+                        let body = json!({ "agent_id": ids[i], "status": "idle", "load": 0.0 });
+                        let (status, answer) = post(&client, &url, &body).await?;
+                        latencies.record(sent.elapsed().as_micros() as u64).expect("in range");
+                        if status != 200 {
+                            bail!("heartbeat answered {status}: {answer}");
+                        }
+                        if i == 0 {
+                            *silent_since.lock().expect("not poisoned") = Some(Instant::now());
+                        }
+                    }
+                    round += 1;
+                }
+            });
+        }
+        // Meanwhile, watch the silent agent and the supervisor's sweeps.
+        let mut detected = None;
+        let mut sweeps = Histogram::<u64>::new(3).expect("histogram");
+        let mut last_sweep_at = 0;
+        while start.elapsed() < phase {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if detected.is_none() {
+                let response = client.get(format!("{base}/api/agents/{silent}")).send().await?;
+                let agent: Value = response.json().await?;
+                if agent["state"] == "unresponsive" {
+                    let since = silent_since.lock().expect("not poisoned").unwrap_or(start);
+                    detected = Some(since.elapsed());
+                }
+            }
+            let status: Value =
+                client.get(format!("{base}/api/supervisor/status")).send().await?.json().await?;
+            let sweep = &status["last_sweep"];
+            if let (Some(at), Some(duration)) =
+                (sweep["at_ms"].as_i64(), sweep["duration_ms"].as_u64())
+                && at != last_sweep_at
+            {
+                last_sweep_at = at;
+                sweeps.record(duration.max(1)).ok();
+            }
+        }
+        let mut heartbeats = Histogram::<u64>::new(3).expect("histogram");
+        while let Some(result) = tasks.join_next().await {
+            heartbeats.add(result.context("heartbeat task")??).expect("same bounds");
+        }
+        let elapsed = start.elapsed();
+        let (after_events, after_bytes) = heartbeat_volume(&pool, &owner).await?;
+        let agent_hours = ids.len() as f64 * elapsed.as_secs_f64() / 3_600.0;
+        let (events, bytes) = (after_events - before_events, after_bytes - before_bytes);
+        println!(
+            "heartbeats:          {} sent in {:.0} s ({:.0}/s), latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            heartbeats.len(),
+            elapsed.as_secs_f64(),
+            heartbeats.len() as f64 / elapsed.as_secs_f64(),
+            ms(&heartbeats, 0.5),
+            ms(&heartbeats, 0.99),
+            heartbeats.max() as f64 / 1_000.0
+        );
+        println!(
+            "store growth:        {events} heartbeat events ({:.1} MiB) recorded: {:.1} events and {:.0} bytes per agent per hour (of {:.0} sent)",
+            bytes as f64 / (1 << 20) as f64,
+            events as f64 / agent_hours,
+            bytes as f64 / agent_hours,
+            3_600.0 / interval.as_secs_f64()
+        );
+        if sweeps.is_empty() {
+            println!("supervisor sweeps:   none seen (is this serve's supervisor leading?)");
+        } else {
+            println!(
+                "supervisor sweeps:   {} seen, duration p50 {} ms, max {} ms",
+                sweeps.len(),
+                sweeps.value_at_quantile(0.5),
+                sweeps.max()
+            );
+        }
+        match detected {
+            Some(after) => println!(
+                "silent agent:        marked unresponsive {:.1} s after its last heartbeat",
+                after.as_secs_f64()
+            ),
+            None => println!(
+                "silent agent:        not marked within the phase (make --duration-s longer than the window plus a sweep)"
+            ),
+        }
+
+        if self.missions > 0 {
+            self.claim_phase(&client, &base, &owner, &ids[1..]).await?;
+        }
+        Ok(())
+    }
+
+    async fn register(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        owner: &str,
+    ) -> anyhow::Result<Vec<String>> {
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..self.clients.max(1) {
+            let (client, next, owner) = (client.clone(), next.clone(), owner.to_owned());
+            let url = format!("{base}/api/agents/register");
+            let total = self.agents as u64;
+            tasks.spawn(async move {
+                let mut ids = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        return Ok::<_, anyhow::Error>(ids);
+                    }
+                    let body =
+                        json!({ "name": format!("agent-{n:06}"), "kind": "echo", "owner": owner });
+                    let (status, agent) = post(&client, &url, &body).await?;
+                    if status != 201 && status != 200 {
+                        bail!("register answered {status}: {agent}");
+                    }
+                    ids.push((n, agent["agent_id"].as_str().unwrap_or_default().to_owned()));
+                }
+            });
+        }
+        let mut ids = Vec::with_capacity(self.agents);
+        while let Some(result) = tasks.join_next().await {
+            ids.extend(result.context("register task")??);
+        }
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// External agents claim and complete echo missions while the serve's workers take them
+    /// too.
+    async fn claim_phase(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        owner: &str,
+        agents: &[String],
+    ) -> anyhow::Result<()> {
+        let missions: Vec<Value> = (0..self.missions)
+            .map(|n| json!({ "name": format!("{owner} claim {n}"), "agent": "echo" }))
+            .collect();
+        for chunk in missions.chunks(1_000) {
+            let (status, answer) = post(
+                client,
+                &format!("{base}/api/missions/enqueue/batch"),
+                &json!({ "missions": chunk }),
+            )
+            .await?;
+            if status != 201 {
+                bail!("batch enqueue answered {status}: {answer}");
+            }
+        }
+        let claimed = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for agent in agents.iter().take(self.claimers.max(1)) {
+            let (client, claimed, agent) = (client.clone(), claimed.clone(), agent.clone());
+            let base = base.to_owned();
+            tasks.spawn(async move {
+                let mut completes = Histogram::<u64>::new(3).expect("histogram");
+                loop {
+                    let url = format!("{base}/api/agents/{agent}/claim?wait_s=1");
+                    let (status, mission) = post(&client, &url, &json!({})).await?;
+                    match status {
+                        200 => {}
+                        204 => return Ok::<_, anyhow::Error>(completes),
+                        _ => bail!("claim answered {status}: {mission}"),
+                    }
+                    claimed.fetch_add(1, Ordering::Relaxed);
+                    let id = mission["mission_id"].as_str().unwrap_or_default();
+                    let body =
+                        json!({ "lease_token": mission["lease_token"], "result": { "by": agent } });
+                    let sent = Instant::now();
+                    let (status, answer) =
+                        post(&client, &format!("{base}/api/missions/{id}/complete"), &body).await?;
+                    completes.record(sent.elapsed().as_micros() as u64).expect("in range");
+                    if status != 200 {
+                        bail!("complete answered {status}: {answer}");
+                    }
+                }
+            });
+        }
+        let mut completes = Histogram::<u64>::new(3).expect("histogram");
+        while let Some(result) = tasks.join_next().await {
+            completes.add(result.context("claimer")??).expect("same bounds");
+        }
+        // The last claimers waited a second for nothing: not part of the rate.
+        let elapsed = started.elapsed().saturating_sub(Duration::from_secs(1));
+        let by_agents = claimed.load(Ordering::Relaxed);
+        println!(
+            "external claims:     {by_agents} of {} missions by {} agents over HTTP, {:.0} claims/s; complete p50 {:.1} ms, p99 {:.1} ms",
+            self.missions,
+            self.claimers,
+            by_agents as f64 / elapsed.as_secs_f64(),
+            ms(&completes, 0.5),
+            ms(&completes, 0.99)
+        );
+        println!(
+            "in-process workers:  {} missions in the same {:.1} s",
+            self.missions as u64 - by_agents.min(self.missions as u64),
+            elapsed.as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+/// Heartbeat events of this run's agents and their stored size (payload and metadata).
+async fn heartbeat_volume(pool: &sqlx::PgPool, owner: &str) -> anyhow::Result<(i64, i64)> {
+    let (events, bytes): (i64, Option<i64>) = sqlx::query_as(
+        "SELECT count(*), sum(pg_column_size(e.payload) + pg_column_size(e.metadata))::int8
+         FROM events e
+         WHERE e.stream_type = 'agent_heartbeat'
+           AND e.stream_id IN (SELECT stream_id FROM events
+                               WHERE stream_type = 'agent' AND event_type = 'AgentRegistered'
+                                 AND payload->'registration'->>'owner' = $1)",
+    )
+    .bind(owner)
+    .fetch_one(pool)
+    .await
+    .context("measuring heartbeat events")?;
+    Ok((events, bytes.unwrap_or(0)))
+}
