@@ -5,10 +5,12 @@
 //! agent's life stream stays short. At 10 s from thousands of agents, recording every one
 //! would add hundreds of events a second that say nothing new, so they are **coalesced**: a
 //! heartbeat is recorded when it changes what the view shows (status, running missions, load
-//! by more than [`LOAD_STEP`]) or when the last recorded one is older than the record interval
-//! (`BRAIN_HEARTBEAT_RECORD_EVERY_S`, 300 s by default). An idle agent thus adds at most
-//! 3,600 / 300 = 12 events an hour. The exact moment of the last heartbeat, which coalescing
-//! blurs, is kept beside the view as an ephemeral ping (see `brain::agents::heartbeat`).
+//! by more than [`LOAD_STEP`]), and, when a record interval is set
+//! (`BRAIN_HEARTBEAT_RECORD_EVERY_S`; 0, the default, sets none), when the last recorded one is
+//! older than it. An idle agent thus adds nothing to the store; a working one adds an event per
+//! change of what it runs, fewer than its missions' own events. The exact moment of the last
+//! heartbeat, which coalescing hides, is kept beside the view as a ping (see
+//! `brain::agents::view`).
 
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +98,8 @@ pub struct Recorded {
 }
 
 /// Whether `beat`, received at `now_ms`, goes into the log: when nothing was recorded yet,
-/// when it says something new, or when the last recorded one is `record_every_ms` old.
+/// when it says something new, or when the last recorded one is `record_every_ms` old (never,
+/// for 0).
 pub fn worth_recording(
     last: Option<&Recorded>,
     beat: &Beat,
@@ -104,7 +107,7 @@ pub fn worth_recording(
     record_every_ms: i64,
 ) -> bool {
     let Some(last) = last else { return true };
-    now_ms - last.at_ms >= record_every_ms
+    (record_every_ms > 0 && now_ms - last.at_ms >= record_every_ms)
         || last.beat.status != beat.status
         || last.beat.running != beat.running
         || (last.beat.load - beat.load).abs() >= LOAD_STEP
@@ -129,6 +132,8 @@ mod tests {
         assert!(!worth_recording(Some(&last), &same, 1_000 + 299_999, 300_000));
         assert!(worth_recording(Some(&last), &same, 1_000 + 300_000, 300_000));
         assert!(worth_recording(None, &same, 0, 300_000));
+        // Without an interval, an unchanged heartbeat is never recorded again.
+        assert!(!worth_recording(Some(&last), &same, i64::MAX / 2, 0));
     }
 
     #[test]

@@ -18,8 +18,9 @@ use crate::clock::LeaseClock;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{Append, AppendError, EventStore};
 
-/// A heartbeat unchanged since the last recorded one is recorded again after this long.
-pub const RECORD_EVERY_DEFAULT: Duration = Duration::from_secs(300);
+/// A heartbeat unchanged since the last recorded one is recorded again after this long; zero:
+/// never (only changes are recorded).
+pub const RECORD_EVERY_DEFAULT: Duration = Duration::ZERO;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeartbeatError {

@@ -26,8 +26,9 @@ pub struct AgentSettings {
     /// Seconds of silence after which an active agent is marked unresponsive.
     #[arg(long, env = "BRAIN_AGENT_UNRESPONSIVE_AFTER_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub unresponsive_after_s: u64,
-    /// Seconds after which an unchanged heartbeat is recorded in the log again.
-    #[arg(long, env = "BRAIN_HEARTBEAT_RECORD_EVERY_S", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// Seconds after which an unchanged heartbeat is recorded in the log again; 0: never (only
+    /// heartbeats that change something are recorded).
+    #[arg(long, env = "BRAIN_HEARTBEAT_RECORD_EVERY_S", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub heartbeat_record_every_s: u64,
     /// Lease an external agent's claim grants, in seconds, when the claim names none.
     #[arg(long, env = "BRAIN_AGENT_LEASE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]

@@ -70,6 +70,8 @@ pub struct SweepReport {
     pub requeued: u64,
     /// The view had not reached the log's head in time: nothing was judged.
     pub skipped_view_behind: bool,
+    /// The view was filled from nothing less than one window ago: nothing was judged.
+    pub grace: bool,
 }
 
 pub struct AgentSupervisor {
@@ -133,6 +135,13 @@ impl AgentSupervisor {
             tokio::time::sleep(VIEW_POLL).await;
         }
         let silent_after_ms = self.config.unresponsive_after.as_millis() as i64;
+        // A view refilled from the log (Redis lost) has only the log's heartbeat times, older
+        // than the agents' real ones: every agent gets one window from the refill to be heard.
+        let watch_since = self.view.watch_since().await.map_err(|e| e.to_string())?;
+        if watch_since.is_some_and(|since| now - since < silent_after_ms) {
+            report.grace = true;
+            return self.finish(report, started).await;
+        }
         let silent = self
             .view
             .silent(now - silent_after_ms, self.config.sweep_max)

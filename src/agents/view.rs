@@ -11,6 +11,7 @@
 //! | `{ns}:av:ids` | sorted set | every agent, score 0: pages in id order |
 //! | `{ns}:av:states` | hash | agents per state |
 //! | `{ns}:av:kinds` | hash | agents registered per kind |
+//! | `{ns}:av:watch_since` | string | when this view was filled from nothing: the supervisor's grace starts there |
 //! | `{ns}:av:pings` | sorted set | active agents, score = the moment of the last heartbeat, recorded or not: the sweep's candidates |
 //!
 //! The pings are more than projected state: coalescing keeps unchanged heartbeats out of the
@@ -225,15 +226,21 @@ impl AgentViewStore {
         Ok(silent.into_iter().map(|(id, at)| (id, at as i64)).collect())
     }
 
-    /// Every key of this view with its contents, checkpoint left out.
+    /// Every key of this view with its contents, but for what is not projected state (the
+    /// checkpoint, the pings, the grace's start).
     pub async fn snapshot(&self) -> Result<BTreeMap<String, String>, redis::RedisError> {
-        crate::kv::snapshot(&mut self.connection.clone(), &self.base, &["checkpoint", "pings"])
-            .await
+        let skip = ["checkpoint", "pings", "watch_since"];
+        crate::kv::snapshot(&mut self.connection.clone(), &self.base, &skip).await
     }
 
     /// Deletes this view's keys.
     pub async fn drop_all(&self) -> Result<(), redis::RedisError> {
         crate::kv::drop_prefix(&mut self.connection.clone(), &self.base).await
+    }
+
+    /// When this view began to be filled from nothing, if it has.
+    pub async fn watch_since(&self) -> Result<Option<i64>, redis::RedisError> {
+        self.connection.clone().get(format!("{}watch_since", self.base)).await
     }
 
     pub async fn position(&self) -> Result<u64, redis::RedisError> {
@@ -294,7 +301,7 @@ impl ProjectionStore<AgentChange> for AgentViewStore {
     ) -> Result<(), CommitError<redis::RedisError>> {
         let mut invocation = self.commit.prepare_invoke();
         invocation.key(format!("{}checkpoint", self.base));
-        invocation.arg(&self.base).arg(after).arg(up_to);
+        invocation.arg(&self.base).arg(after).arg(up_to).arg(crate::clock::now_ms());
         for change in changes {
             match change {
                 AgentChange::Register { agent_id, name, kind, owner, version, at_ms } => {

@@ -1,11 +1,14 @@
 -- The agent_view projection's commit: applies a batch of changes and moves the checkpoint
 -- from ARGV[2] to ARGV[3] in one step (invariant 4), or returns {0, actual}.
--- KEYS[1] = <base>checkpoint. ARGV: base, after, up_to, then the changes.
+-- KEYS[1] = <base>checkpoint. ARGV: base, after, up_to, now (ms), then the changes.
 -- A registration or a state change applied again over a record that has it already (a refill
 -- from a checkpoint that lost its data) leaves the counts by state and kind right.
 local base, after, up_to = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local actual = tonumber(redis.call('GET', KEYS[1]) or '0')
 if actual ~= after then return {0, actual} end
+-- A view filled from nothing (new, or lost and refilled) knows no agent's last heartbeat
+-- better than the log does: the supervisor gives agents one window from here to be heard.
+if after == 0 then redis.call('SET', base .. 'watch_since', ARGV[4], 'NX') end
 
 local function place(a, id)
   -- Only active agents are candidates for the supervisor's sweep. A ping never moves back:
@@ -22,7 +25,7 @@ local function seen(a, at)
   if at > known then redis.call('HSET', a, 'seen_at', at) end
 end
 
-local i = 4
+local i = 5
 while i <= #ARGV do
   local op, id = ARGV[i], ARGV[i + 1]
   local a = base .. 'a:' .. id

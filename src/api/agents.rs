@@ -329,8 +329,8 @@ pub struct AgentPage {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of agents", body = AgentPage),
-        (status = 400, description = "`invalid_query`", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `state`, `after` or `limit`; `unknown_agent` (`kind`)", body = ErrorBody),
+        (status = 400, description = "`invalid_query`; `invalid_field`: `state`, `after` or `limit`", body = ErrorBody),
+        (status = 422, description = "`unknown_agent` (`kind`)", body = ErrorBody),
         (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
@@ -338,13 +338,8 @@ async fn list_agents(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<AgentPage>, ApiError> {
-    let invalid = |field: &'static str, message: String| {
-        refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field), message)
-    };
-    let limit = query.limit.unwrap_or(100) as usize;
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(invalid("limit", format!("must be 1 to {PAGE_MAX}")));
-    }
+    let invalid = |field: &'static str, message: String| ApiError::InvalidField { field, message };
+    let limit = super::page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
     let state = match query.state.as_deref() {
         None => None,
         Some(name) => Some(projections::agent_view::parse_state(name).ok_or_else(|| {

@@ -102,10 +102,10 @@ fn lease_token(attempt: u32, agent_id: &str) -> String {
     responses(
         (status = 200, description = "A mission, started under a lease for this agent", body = ClaimedMission),
         (status = 204, description = "No mission within `wait_s`"),
-        (status = 400, description = "`invalid_field` (`agent_id`), `invalid_query`, `invalid_header`", body = ErrorBody),
+        (status = 400, description = "`invalid_field`: `agent_id`, `wait_s`, `lease_s`, `kinds`; `invalid_query`, `invalid_header`", body = ErrorBody),
         (status = 404, description = "`agent_not_found`", body = ErrorBody),
         (status = 409, description = "`agent_not_active`: stopped, unresponsive, failed or deregistered agents cannot claim", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `wait_s`, `lease_s`, `kinds`; `unknown_agent`", body = ErrorBody),
+        (status = 422, description = "`unknown_agent` (`kinds`)", body = ErrorBody),
         (status = 503, description = "`queue_unavailable`, `store_unavailable`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
@@ -117,9 +117,7 @@ async fn claim(
 ) -> Result<Response, ApiError> {
     let agent_id = super::parse_id("agent_id", &agent_id)?;
     let metadata = metadata(&headers)?;
-    let invalid = |field: &'static str, message: String| {
-        refused(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", Some(field), message)
-    };
+    let invalid = |field: &'static str, message: String| ApiError::InvalidField { field, message };
     let wait_s = query.wait_s.unwrap_or(0);
     if wait_s > CLAIM_WAIT_S_MAX {
         return Err(invalid("wait_s", format!("must be 0 to {CLAIM_WAIT_S_MAX}")));

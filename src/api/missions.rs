@@ -517,11 +517,7 @@ async fn list_missions(
     State(app): State<AppState>,
     super::ApiQuery(query): super::ApiQuery<ListQuery>,
 ) -> Result<ApiJson<MissionPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > LIST_LIMIT_MAX {
-        let message = format!("must be between 1 and {LIST_LIMIT_MAX}, got {limit}");
-        return Err(ApiError::InvalidField { field: "limit", message });
-    }
+    let limit = super::page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
     let filter = ListFilter {
         status: query.status.map(|status| status.to_string()),
         priority: query.priority.and_then(|priority| {

@@ -94,6 +94,17 @@ fn refused(
     ApiError::Refused(Refusal { status, code, field: field.map(Into::into), message })
 }
 
+/// A page size from the query: `default` when absent, else 1 to `max`, or 400 `invalid_field`
+/// naming `limit`.
+fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if limit == 0 || limit > max {
+        let message = format!("must be between 1 and {max}, got {limit}");
+        return Err(ApiError::InvalidField { field: "limit", message });
+    }
+    Ok(limit)
+}
+
 /// A stream id taken from the path: a UUID, or 400 `invalid_field` naming `field`.
 fn parse_id(field: &'static str, raw: &str) -> Result<domain::StreamId, ApiError> {
     let id = uuid::Uuid::parse_str(raw)
@@ -567,11 +578,7 @@ async fn list_events(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventsPage>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if limit == 0 || limit > EVENTS_PAGE_LIMIT_MAX {
-        let message = format!("must be between 1 and {EVENTS_PAGE_LIMIT_MAX}, got {limit}");
-        return Err(ApiError::InvalidField { field: "limit", message });
-    }
+    let limit = page_limit(query.limit, 100, EVENTS_PAGE_LIMIT_MAX)?;
     let events = app.store.read_all(query.after, limit).await?;
     let head = store::head(app.pool()).await?;
     let next_after = events.last().map_or(query.after, |event| event.global_position);

@@ -83,11 +83,7 @@ async fn upcoming(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<UpcomingQuery>,
 ) -> Result<ApiJson<UpcomingPage>, ApiError> {
-    let limit = query.limit.unwrap_or(50);
-    if limit == 0 || limit > QUEUE_LIMIT_MAX {
-        let message = format!("must be between 1 and {QUEUE_LIMIT_MAX}, got {limit}");
-        return Err(ApiError::InvalidField { field: "limit", message });
-    }
+    let limit = super::page_limit(query.limit, 50, QUEUE_LIMIT_MAX)?;
     if let Some(agent) = &query.agent {
         domain::mission::check_agent(agent).map_err(|error| ApiError::InvalidField {
             field: "agent",

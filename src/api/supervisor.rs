@@ -90,8 +90,7 @@ pub struct WatchedPage {
     params(WatchedQuery),
     responses(
         (status = 200, description = "A page of watched agents, in id order", body = WatchedPage),
-        (status = 400, description = "`invalid_query`", body = ErrorBody),
-        (status = 422, description = "`invalid_field` (`limit`)", body = ErrorBody),
+        (status = 400, description = "`invalid_query`; `invalid_field` (`limit`)", body = ErrorBody),
         (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
@@ -99,16 +98,7 @@ async fn agents(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<WatchedQuery>,
 ) -> Result<ApiJson<WatchedPage>, ApiError> {
-    let limit = query.limit.unwrap_or(100) as usize;
-    if !(1..=PAGE_MAX).contains(&limit) {
-        let message = format!("must be 1 to {PAGE_MAX}");
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            Some("limit"),
-            message,
-        ));
-    }
+    let limit = super::page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
     let after = query.after.map(|after| after.to_string());
     let (records, next_after) = agent_view(&app)?
         .list(after.as_deref(), limit, None, None)

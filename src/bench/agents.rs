@@ -1,10 +1,12 @@
 //! `brain bench agents`: a fleet of simulated agents against a running `brain serve`.
 //!
 //! 1. Registers `--agents` agents (default 10,000) and has each heartbeat every
-//!    `--interval-s` (10) for `--duration-s`, spread evenly over the interval, as an idle fleet
-//!    does (unchanged heartbeats). One of them falls silent after its first heartbeat.
+//!    `--interval-s` (10) for `--duration-s`, spread evenly over the interval. In each round
+//!    `--changing-percent` of them report a status other than last time (busy, idle), the rest
+//!    the same as before. One agent falls silent after its first heartbeat.
 //! 2. Reports the heartbeat request latency, the events and bytes the heartbeats added to the
-//!    store per agent per hour (read from PostgreSQL), the supervisor's sweep durations (from
+//!    store per agent per hour after the first round (each agent's first heartbeat is always
+//!    recorded; read from PostgreSQL), the supervisor's sweep durations (from
 //!    `/api/supervisor/status`), and how long after its last heartbeat the silent agent was
 //!    marked unresponsive.
 //! 3. Enqueues `--missions` echo missions and lets `--claimers` external agents claim and
@@ -39,6 +41,9 @@ pub struct AgentsBench {
     /// longer than the serve's window plus one sweep (60 + 30 s by default).
     #[arg(long, default_value_t = 150)]
     duration_s: u64,
+    /// Agents whose status changes in each round, in percent (0: an idle fleet).
+    #[arg(long, default_value_t = 5)]
+    changing_percent: u64,
     /// Concurrent HTTP connections the fleet's heartbeats share.
     #[arg(long, default_value_t = 64)]
     clients: usize,
@@ -94,6 +99,7 @@ impl AgentsBench {
             let (client, ids, silent_since) = (client.clone(), ids.clone(), silent_since.clone());
             let url = format!("{base}/api/agents/heartbeat");
             let clients = self.clients.max(1);
+            let changing = self.changing_percent.min(100);
             tasks.spawn(async move {
                 let mut latencies = Histogram::<u64>::new(3).expect("histogram");
                 let n = ids.len();
@@ -111,7 +117,10 @@ impl AgentsBench {
                         }
                         tokio::time::sleep_until(due.into()).await;
                         let sent = Instant::now();
-                        let body = json!({ "agent_id": ids[i], "status": "idle", "load": 0.0 });
+                        // Busy in some rounds, idle in others: a change each time it flips.
+                        let busy = (i as u64 * 7_919 + u64::from(round) * 104_729) % 100 < changing;
+                        let status = if busy { "busy" } else { "idle" };
+                        let body = json!({ "agent_id": ids[i], "status": status, "load": 0.0 });
                         let (status, answer) = post(&client, &url, &body).await?;
                         latencies.record(sent.elapsed().as_micros() as u64).expect("in range");
                         if status != 200 {
@@ -129,7 +138,11 @@ impl AgentsBench {
         let mut detected = None;
         let mut sweeps = Histogram::<u64>::new(3).expect("histogram");
         let mut last_sweep_at = 0;
+        let mut after_first_round = None;
         while start.elapsed() < phase {
+            if after_first_round.is_none() && start.elapsed() > interval + Duration::from_secs(1) {
+                after_first_round = Some((heartbeat_volume(&pool, &owner).await?, start.elapsed()));
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
             if detected.is_none() {
                 let response = client.get(format!("{base}/api/agents/{silent}")).send().await?;
@@ -156,8 +169,11 @@ impl AgentsBench {
         }
         let elapsed = start.elapsed();
         let (after_events, after_bytes) = heartbeat_volume(&pool, &owner).await?;
-        let agent_hours = ids.len() as f64 * elapsed.as_secs_f64() / 3_600.0;
-        let (events, bytes) = (after_events - before_events, after_bytes - before_bytes);
+        let ((first_events, first_bytes), first_at) =
+            after_first_round.unwrap_or(((before_events, before_bytes), Duration::ZERO));
+        let agent_hours =
+            ids.len() as f64 * elapsed.saturating_sub(first_at).as_secs_f64() / 3_600.0;
+        let (events, bytes) = (after_events - first_events, after_bytes - first_bytes);
         println!(
             "heartbeats:          {} sent in {:.0} s ({:.0}/s), latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             heartbeats.len(),
@@ -168,11 +184,13 @@ impl AgentsBench {
             heartbeats.max() as f64 / 1_000.0
         );
         println!(
-            "store growth:        {events} heartbeat events ({:.1} MiB) recorded: {:.1} events and {:.0} bytes per agent per hour (of {:.0} sent)",
+            "store growth:        first round {} events; after it {events} heartbeat events ({:.1} MiB): {:.1} events and {:.0} bytes per agent per hour, of {:.0} heartbeats sent ({}% changing)",
+            first_events - before_events,
             bytes as f64 / (1 << 20) as f64,
             events as f64 / agent_hours,
             bytes as f64 / agent_hours,
-            3_600.0 / interval.as_secs_f64()
+            3_600.0 / interval.as_secs_f64(),
+            self.changing_percent
         );
         if sweeps.is_empty() {
             println!("supervisor sweeps:   none seen (is this serve's supervisor leading?)");

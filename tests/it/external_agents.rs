@@ -213,8 +213,8 @@ async fn bad_claims_and_reports_name_the_field_and_append_nothing() {
     let head = env.head().await;
     let unknown = uuid::Uuid::now_v7();
     for (query, status, code, field) in [
-        ("wait_s=31", 422, "invalid_field", Some("wait_s")),
-        ("lease_s=1", 422, "invalid_field", Some("lease_s")),
+        ("wait_s=31", 400, "invalid_field", Some("wait_s")),
+        ("lease_s=1", 400, "invalid_field", Some("lease_s")),
         ("kinds=made-up", 422, "unknown_agent", Some("kinds")),
         ("wait_s=-1", 400, "invalid_query", None),
         ("colour=blue", 400, "invalid_query", None),
