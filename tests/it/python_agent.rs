@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::agent_supervision::{agent_history, serve_supervising};
-use crate::serve::get;
 use crate::support::{TestEnv, wait_until};
-use crate::workers::{enqueue, mission};
+use crate::workers::{enqueue, event_types, mission};
 
 /// A running example agent; killed when dropped.
 struct PythonAgent {
@@ -57,16 +56,6 @@ impl Drop for PythonAgent {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-async fn event_types(addr: SocketAddr, mission_id: &str) -> Vec<String> {
-    let (_, events) = get(addr, &format!("/api/missions/{mission_id}/events")).await;
-    events
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]

@@ -39,7 +39,7 @@ pub async fn mission_status(addr: SocketAddr, id: &str) -> String {
     mission(addr, id).await["status"].as_str().unwrap_or_default().to_owned()
 }
 
-async fn event_types(addr: SocketAddr, id: &str) -> Vec<String> {
+pub async fn event_types(addr: SocketAddr, id: &str) -> Vec<String> {
     let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
     events
         .as_array()
