@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod eventlog;
 pub mod kv;
+pub mod llm;
 pub mod missions;
 pub mod serve;
 pub mod telemetry;

@@ -114,9 +114,10 @@ fn parse_weights(value: &str) -> Result<[u32; 4], String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    // One TLS stack in the build (ring): installed once, before any HTTP client exists.
+    // One TLS stack in the build (ring): installed once, before any HTTP client exists (the
+    // agent lists parsed from the command line build the LLM gateway's).
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
     telemetry::init_logs(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli.command))

@@ -102,8 +102,9 @@ pub const AGENT_KINDS_DEFAULT: &str = "coder,ops,architect,supervisor,echo";
 /// Most agent kinds one deployment may have.
 pub const AGENT_KINDS_MAX: usize = 256;
 /// Kinds the in-process workers serve out of the box: `coder` (the default kind) runs on
-/// the `echo` agent until a real one is configured, so a first mission completes.
-pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder=echo";
+/// the `plain` agent, which answers through the LLM gateway (offline until an LLM is
+/// configured), so a first mission completes.
+pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder=plain";
 
 /// The kinds missions may name: the configured ones and those the workers serve. The
 /// default kind must be one of them, and is warned about when no worker here serves it.
@@ -218,6 +219,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             supervisor: options.supervisor.clone(),
             agents: options.agents.clone(),
             intensity: options.intensity,
+            clock: clock.clone(),
             agent_supervisor_leading: agent_supervisor_leading.clone(),
             workers: options.workers.clone(),
         };
@@ -331,6 +333,7 @@ struct QueueParts {
     supervisor: SupervisorConfig,
     agents: AgentSettings,
     intensity: Intensity,
+    clock: crate::clock::LeaseClock,
     agent_supervisor_leading: Arc<std::sync::atomic::AtomicBool>,
     workers: Option<WorkerConfig>,
 }
@@ -371,7 +374,7 @@ impl QueueParts {
         )
         .await
         .map_err(|error| format!("queue projector: {error}"))?;
-        let view = AgentViewStore::new(queue.connection(), &self.namespace);
+        let view = AgentViewStore::new(queue.connection(), &self.namespace).with_clock(self.clock);
         let view_runner = Runner::new(
             projections::agent_view::AgentView,
             view.clone(),

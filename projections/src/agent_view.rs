@@ -26,8 +26,9 @@ pub enum AgentChange {
     },
     /// A new state (and, for a recovery, start or restart, a fresh "seen" time).
     State { agent_id: String, state: AgentState, seen_at_ms: Option<i64> },
-    /// A restart was asked for (`true`) or carried out (`false`, one more restart counted).
-    Restart { agent_id: String, requested: bool },
+    /// A restart was asked for (`true`) or carried out (`false`, one more restart counted,
+    /// once per `version` of the agent's stream however often it is applied).
+    Restart { agent_id: String, requested: bool, version: u64 },
     /// A recorded heartbeat.
     Seen { agent_id: String, beat: Beat, at_ms: i64 },
 }
@@ -114,12 +115,16 @@ impl Projector for AgentView {
             E::AgentFailed { .. } => state(AgentState::Failed, None),
             E::AgentDeregistered { .. } => state(AgentState::Deregistered, None),
             E::AgentControlRequested { action: ControlAction::Restart, .. } => {
-                AgentChange::Restart { agent_id, requested: true }
+                AgentChange::Restart { agent_id, requested: true, version: event.version }
             }
             // A stop or a start is followed by its `AgentStopped` / `AgentStarted`.
             E::AgentControlRequested { .. } => return Ok(()),
             E::AgentRestarted { at_ms, .. } => {
-                changes.push(AgentChange::Restart { agent_id: agent_id.clone(), requested: false });
+                changes.push(AgentChange::Restart {
+                    agent_id: agent_id.clone(),
+                    requested: false,
+                    version: event.version,
+                });
                 state(AgentState::Active, Some(at_ms))
             }
         };

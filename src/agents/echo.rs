@@ -78,7 +78,14 @@ mod tests {
     use super::*;
 
     fn task(payload: serde_json::Value, attempt: u32) -> Task {
-        Task { mission_id: "m".into(), name: "n".into(), agent: "echo".into(), payload, attempt }
+        Task {
+            mission_id: "m".into(),
+            name: "n".into(),
+            description: String::new(),
+            agent: "echo".into(),
+            payload,
+            attempt,
+        }
     }
 
     #[tokio::test]

@@ -63,7 +63,7 @@ impl Heartbeats {
         let beat = beat.normalised()?;
         let now = self.clock.now_ms_synced().await;
         let known = self.view.get(agent_id.as_str()).await?;
-        let (mut state, restart_requested, last) = match &known {
+        let (mut state, mut restart_requested, last) = match &known {
             Some(record) => (record.state, record.restart_requested, last_recorded(record)),
             // Not in the view (yet): the log decides whether the agent exists.
             None => {
@@ -71,6 +71,18 @@ impl Heartbeats {
                 (agent.state, agent.restart_requested, None)
             }
         };
+        // An answer that makes the agent act (stop, restart) is confirmed by the log: a view
+        // being refilled shows old states for a while.
+        if known.is_some()
+            && (restart_requested
+                || matches!(
+                    state,
+                    AgentState::Stopped | AgentState::Failed | AgentState::Deregistered
+                ))
+        {
+            let (agent, _) = command::load::<Agent>(&self.store, agent_id).await?;
+            (state, restart_requested) = (agent.state, agent.restart_requested);
+        }
         match state {
             AgentState::New => return Err(CommandError::Rejected(AgentError::NotFound).into()),
             AgentState::Deregistered => {

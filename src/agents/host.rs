@@ -1,5 +1,6 @@
 //! Hosting built-in agents in a worker process: each supervised agent the worker serves is
-//! registered in the agent registry (`<worker id>/<kind>`, owned by `worker:<worker id>`),
+//! registered in the agent registry (`<worker id>/<kind>`, owned by `worker:<worker id>`, a
+//! new agent id each time the worker starts),
 //! heartbeats every second with its status and running missions, records its restarts and its
 //! failure as commands (so they are in its history, with the reason), and carries out the
 //! controls the heartbeat answers bring (stop, start, restart). At shutdown it deregisters.
@@ -100,7 +101,9 @@ impl Host {
                 shared.set_intensity(self.intensity);
                 let name = format!("{}/{kind}", self.worker_id);
                 let owner = owner(&self.worker_id);
-                let agent_id = StreamId::from(super::agent_id(&owner, &name));
+                // A fresh agent per start of the worker: a deregistered id is never reused,
+                // and a worker restarted under the same `BRAIN_WORKER_ID` must register anew.
+                let agent_id = StreamId::from(Uuid::now_v7());
                 let registration = Registration {
                     name,
                     kind: kind.clone(),
@@ -185,11 +188,11 @@ impl Host {
             };
             self.command(agent, command).await;
         }
-        let beat = Beat {
-            status: agent.shared.status().to_owned(),
-            load: agent.shared.running().len() as f64,
-            running: agent.shared.running(),
-        };
+        let mut running = agent.shared.running();
+        let load = (running.len() as f64).min(domain::heartbeat::LOAD_MAX);
+        // A heartbeat names at most RUNNING_MAX missions; the load still counts them all.
+        running.truncate(domain::heartbeat::RUNNING_MAX);
+        let beat = Beat { status: agent.shared.status().to_owned(), load, running };
         match self.heartbeats.beat(&agent.agent_id, beat, self.metadata()).await {
             Ok(answer) => {
                 match answer.state {

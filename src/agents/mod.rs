@@ -7,6 +7,7 @@
 pub mod echo;
 pub mod heartbeat;
 pub mod host;
+pub mod plain;
 pub mod supervised;
 pub mod supervisor;
 pub mod view;
@@ -100,11 +101,18 @@ pub struct Builtin {
 }
 
 /// The implementations built into `brain`.
-pub const BUILTIN: &[Builtin] = &[Builtin {
-    name: "echo",
-    description: "answers with the mission's payload; its payload can ask it to fail, hang, wait or die",
-    make: || Arc::new(echo::Echo),
-}];
+pub const BUILTIN: &[Builtin] = &[
+    Builtin {
+        name: "echo",
+        description: "answers with the mission's payload; its payload can ask it to fail, hang, wait or die",
+        make: || Arc::new(echo::Echo),
+    },
+    Builtin {
+        name: "plain",
+        description: "sends the mission's task (payload.prompt, else its description, else its name) to the LLM gateway's default route and answers with the model's answer",
+        make: || Arc::new(plain::Plain::from_env()),
+    },
+];
 
 /// The implementation built into `brain` under `name`.
 pub fn builtin(name: &str) -> Option<&'static Builtin> {

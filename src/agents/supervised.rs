@@ -49,6 +49,9 @@ const EVENTS_MAX: usize = 64;
 
 struct Life {
     current: Arc<dyn Agent>,
+    /// Which instance `current` is: a death counts only for the instance still current (the
+    /// runs in flight on one broken instance die together, and that is one death).
+    instance: u64,
     deaths: VecDeque<Instant>,
     /// Dead, to be restarted at this instant, for this reason.
     restart_at: Option<(Instant, String)>,
@@ -57,6 +60,13 @@ struct Life {
     intensity: Intensity,
     running: BTreeSet<String>,
     events: VecDeque<LifeEvent>,
+}
+
+impl Life {
+    fn replace(&mut self, factory: fn() -> Arc<dyn Agent>) {
+        self.current = factory();
+        self.instance += 1;
+    }
 }
 
 /// The state shared by the agent (in the worker's map) and its host.
@@ -75,6 +85,7 @@ impl Supervised {
     ) -> Arc<Supervised> {
         let life = Life {
             current: factory(),
+            instance: 0,
             deaths: VecDeque::new(),
             restart_at: None,
             failed: None,
@@ -131,14 +142,14 @@ impl Supervised {
         life.stopped = false;
         if life.failed.take().is_some() {
             life.deaths.clear();
-            life.current = (self.factory)();
+            life.replace(self.factory);
         }
     }
 
     /// A restart asked for from outside: a fresh instance now.
     pub fn restart(&self, reason: &str) {
         let mut life = self.life();
-        life.current = (self.factory)();
+        life.replace(self.factory);
         life.restart_at = None;
         push(&mut life.events, LifeEvent::Restarted { reason: reason.to_owned() });
     }
@@ -148,9 +159,9 @@ impl Supervised {
         self.life().failed.get_or_insert_with(|| reason.to_owned());
     }
 
-    fn died(&self, reason: String) {
+    fn died(&self, instance: u64, reason: String) {
         let mut life = self.life();
-        if life.failed.is_some() {
+        if life.failed.is_some() || life.instance != instance || life.restart_at.is_some() {
             return;
         }
         let now = Instant::now();
@@ -192,17 +203,17 @@ impl Agent for SupervisedAgent {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
         let shared = self.0.clone();
         let mission_id = task.mission_id.clone();
-        let current = {
+        let (current, instance) = {
             let mut life = shared.life();
             life.running.insert(mission_id.clone());
-            life.current.clone()
+            (life.current.clone(), life.instance)
         };
         async move {
             let outcome = std::panic::AssertUnwindSafe(current.run(task)).catch_unwind().await;
             shared.life().running.remove(&mission_id);
             match outcome {
                 Ok(Err(failure)) if failure.down => {
-                    shared.died(format!("went down: {}", failure.message));
+                    shared.died(instance, format!("went down: {}", failure.message));
                     Err(failure)
                 }
                 Ok(outcome) => outcome,
@@ -212,7 +223,7 @@ impl Agent for SupervisedAgent {
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                         .unwrap_or_else(|| "no message".to_owned());
-                    shared.died(format!("panicked: {message}"));
+                    shared.died(instance, format!("panicked: {message}"));
                     Err(Failure::down(format!("the agent panicked: {message}")))
                 }
             }
@@ -231,7 +242,7 @@ impl Agent for SupervisedAgent {
             Some((at, _)) if Instant::now() < *at => false,
             Some(_) => {
                 let (_, reason) = life.restart_at.take().expect("just matched");
-                life.current = (self.0.factory)();
+                life.replace(self.0.factory);
                 push(
                     &mut life.events,
                     LifeEvent::Restarted { reason: format!("after it {reason}") },
@@ -257,7 +268,14 @@ mod tests {
     }
 
     fn task(payload: serde_json::Value) -> Task {
-        Task { mission_id: "m".into(), name: "n".into(), agent: "echo".into(), payload, attempt: 1 }
+        Task {
+            mission_id: "m".into(),
+            name: "n".into(),
+            description: String::new(),
+            agent: "echo".into(),
+            payload,
+            attempt: 1,
+        }
     }
 
     #[tokio::test]
@@ -299,6 +317,22 @@ mod tests {
         shared.start();
         assert!(agent.available());
         assert_eq!(agent.run(task(json!({ "x": 1 }))).await.unwrap()["echo"], json!({ "x": 1 }));
+    }
+
+    #[tokio::test]
+    async fn runs_dying_together_on_one_instance_are_one_death() {
+        let shared = Supervised::new("echo", "echo", echo);
+        shared.set_intensity(Intensity {
+            restarts_max: 1,
+            window: Duration::from_secs(60),
+            backoff: Backoff { base_ms: 10, max_ms: 10 },
+        });
+        let agent = SupervisedAgent(shared.clone());
+        let runs: Vec<_> = (0..4).map(|_| agent.run(task(json!({ "exit_attempts": 1 })))).collect();
+        for outcome in futures::future::join_all(runs).await {
+            assert!(outcome.unwrap_err().down);
+        }
+        assert_eq!(shared.status(), "restarting", "four runs, one instance, one death");
     }
 
     #[tokio::test]

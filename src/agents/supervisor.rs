@@ -90,7 +90,9 @@ pub fn report_key(namespace: &Namespace) -> String {
     format!("{{{namespace}}}:agent_supervisor:last_sweep")
 }
 
-/// The worker id a claim over HTTP gives an external agent's lease.
+/// The prefix of the worker id a claim over HTTP gives an external agent's lease; each claim
+/// adds a nonce of its own (`agent:<id>:<nonce>`), which fences a retried mission's new run
+/// from an old one's late reports.
 pub fn worker_id(agent_id: &str) -> String {
     format!("agent:{agent_id}")
 }
@@ -148,8 +150,21 @@ impl AgentSupervisor {
             .await
             .map_err(|e| e.to_string())?;
         report.silent = silent.len() as u64;
-        for (agent_id, last_seen_ms) in silent {
+        // Read once per sweep, only when someone is marked: who holds which lease.
+        let mut holders: Option<Vec<(String, String)>> = None;
+        for (agent_id, _) in silent {
             let Ok(stream_id) = StreamId::parse(&agent_id) else { continue };
+            // The list is as old as the sweep; marking a thousand agents takes seconds, and an
+            // agent heard from meanwhile is alive.
+            let now = clock.now_ms();
+            let Some(last_seen_ms) =
+                self.view.ping_of(&agent_id).await.map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            if now - last_seen_ms < silent_after_ms {
+                continue;
+            }
             let marked = command::execute::<Agent>(&self.store, &stream_id, metadata(), || {
                 AgentCommand::MarkUnresponsive { last_seen_ms, silent_after_ms, now_ms: now }
             })
@@ -159,7 +174,14 @@ impl AgentSupervisor {
                     report.marked += 1;
                     metrics::counter!("brain_agents_marked_unresponsive_total").increment(1);
                     tracing::info!(agent_id, last_seen_ms, "agent marked unresponsive");
-                    report.requeued += self.requeue_held(&agent_id, now).await;
+                    if holders.is_none() {
+                        match self.queue.holders().await {
+                            Ok(all) => holders = Some(all),
+                            Err(error) => tracing::warn!(%error, "cannot list lease holders"),
+                        }
+                    }
+                    let held = holders.as_deref().unwrap_or_default();
+                    report.requeued += self.requeue_held(&agent_id, held, now).await;
                 }
                 // The view was a moment behind: the agent moved on already.
                 Err(CommandError::Rejected(
@@ -186,8 +208,9 @@ impl AgentSupervisor {
     }
 
     /// Ends the leases the agent holds, so its missions run elsewhere now. A built-in agent's
-    /// leases are its worker's (its owner names it); an external agent's are its own.
-    async fn requeue_held(&self, agent_id: &str, now: i64) -> u64 {
+    /// leases are its worker's (its owner names it); an external agent's are held under
+    /// `agent:<id>:<claim>`.
+    async fn requeue_held(&self, agent_id: &str, holders: &[(String, String)], now: i64) -> u64 {
         let owner = match self.view.get(agent_id).await {
             Ok(record) => record.map(|record| record.owner).unwrap_or_default(),
             Err(error) => {
@@ -195,23 +218,18 @@ impl AgentSupervisor {
                 return 0;
             }
         };
-        let worker = match owner.strip_prefix(crate::agents::host::OWNER_PREFIX) {
-            Some(worker) => worker.to_owned(),
-            None => worker_id(agent_id),
-        };
-        let held = match self.queue.held_by(&worker).await {
-            Ok(held) => held,
-            Err(error) => {
-                tracing::warn!(agent_id, %error, "cannot list the missions an agent held");
-                return 0;
-            }
-        };
+        let external = format!("{}:", worker_id(agent_id));
+        let builtin = owner.strip_prefix(crate::agents::host::OWNER_PREFIX);
+        let held = holders.iter().filter(|(_, holder)| match builtin {
+            Some(worker) => holder == worker,
+            None => holder.starts_with(&external),
+        });
         let mut requeued = 0;
-        for mission_id in held {
-            let Ok(stream_id) = StreamId::parse(&mission_id) else { continue };
+        for (mission_id, holder) in held {
+            let Ok(stream_id) = StreamId::parse(mission_id) else { continue };
             let revoked = command::execute::<Mission>(&self.store, &stream_id, metadata(), || {
                 MissionCommand::RevokeLease {
-                    worker_id: worker.clone(),
+                    worker_id: holder.clone(),
                     backoff_ms: 0,
                     now_ms: now,
                 }

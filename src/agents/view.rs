@@ -69,6 +69,9 @@ pub struct AgentRecord {
 #[derive(Clone)]
 pub struct AgentViewStore {
     connection: ConnectionManager,
+    /// The clock the commit stamps `watch_since` with: the supervisor judges on the
+    /// database's, so the serve passes that one.
+    clock: Option<crate::clock::LeaseClock>,
     /// `{ns}:av:`, or another prefix under the tag for a rebuild beside the live one.
     base: String,
     commit: Script,
@@ -99,9 +102,16 @@ impl AgentViewStore {
     pub fn at(connection: ConnectionManager, namespace: &Namespace, name: &str) -> AgentViewStore {
         AgentViewStore {
             connection,
+            clock: None,
             base: format!("{{{namespace}}}:{name}:"),
             commit: Script::new(COMMIT),
         }
+    }
+
+    /// Stamps `watch_since` on `clock` rather than this machine's wall clock.
+    pub fn with_clock(mut self, clock: crate::clock::LeaseClock) -> AgentViewStore {
+        self.clock = Some(clock);
+        self
     }
 
     fn record_key(&self, agent_id: &str) -> String {
@@ -226,6 +236,12 @@ impl AgentViewStore {
         Ok(silent.into_iter().map(|(id, at)| (id, at as i64)).collect())
     }
 
+    /// When `agent_id` was last heard from, if the view holds it as active.
+    pub async fn ping_of(&self, agent_id: &str) -> Result<Option<i64>, redis::RedisError> {
+        let ping: Option<f64> = self.connection.clone().zscore(self.pings(), agent_id).await?;
+        Ok(ping.map(|ping| ping as i64))
+    }
+
     /// Every key of this view with its contents, but for what is not projected state (the
     /// checkpoint, the pings, the grace's start).
     pub async fn snapshot(&self) -> Result<BTreeMap<String, String>, redis::RedisError> {
@@ -301,7 +317,8 @@ impl ProjectionStore<AgentChange> for AgentViewStore {
     ) -> Result<(), CommitError<redis::RedisError>> {
         let mut invocation = self.commit.prepare_invoke();
         invocation.key(format!("{}checkpoint", self.base));
-        invocation.arg(&self.base).arg(after).arg(up_to).arg(crate::clock::now_ms());
+        let now = self.clock.as_ref().map_or_else(crate::clock::now_ms, |clock| clock.now_ms());
+        invocation.arg(&self.base).arg(after).arg(up_to).arg(now);
         for change in changes {
             match change {
                 AgentChange::Register { agent_id, name, kind, owner, version, at_ms } => {
@@ -312,8 +329,9 @@ impl ProjectionStore<AgentChange> for AgentViewStore {
                     invocation.arg("S").arg(agent_id).arg(state_name(state));
                     invocation.arg(seen_at_ms.map(|at| at.to_string()).unwrap_or_default());
                 }
-                AgentChange::Restart { agent_id, requested } => {
+                AgentChange::Restart { agent_id, requested, version } => {
                     invocation.arg("T").arg(agent_id).arg(if requested { "1" } else { "0" });
+                    invocation.arg(version);
                 }
                 AgentChange::Seen { agent_id, beat, at_ms } => {
                     let running = serde_json::to_string(&beat.running).unwrap_or_default();

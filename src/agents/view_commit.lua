@@ -1,8 +1,8 @@
 -- The agent_view projection's commit: applies a batch of changes and moves the checkpoint
 -- from ARGV[2] to ARGV[3] in one step (invariant 4), or returns {0, actual}.
 -- KEYS[1] = <base>checkpoint. ARGV: base, after, up_to, now (ms), then the changes.
--- A registration or a state change applied again over a record that has it already (a refill
--- from a checkpoint that lost its data) leaves the counts by state and kind right.
+-- Every change applied again over a record that has it already (a refill from a checkpoint
+-- that lost its data) leaves the record and the counts by state and kind as they were.
 local base, after, up_to = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local actual = tonumber(redis.call('GET', KEYS[1]) or '0')
 if actual ~= after then return {0, actual} end
@@ -56,9 +56,14 @@ while i <= #ARGV do
   elseif op == 'T' then
     if redis.call('EXISTS', a) == 1 then
       redis.call('HSET', a, 'restart_requested', ARGV[i + 2])
-      if ARGV[i + 2] == '0' then redis.call('HINCRBY', a, 'restarts', 1) end
+      -- Counted once per event, however often a refill applies it.
+      local version = tonumber(ARGV[i + 3])
+      if ARGV[i + 2] == '0' and version > tonumber(redis.call('HGET', a, 'restart_v') or '0') then
+        redis.call('HINCRBY', a, 'restarts', 1)
+        redis.call('HSET', a, 'restart_v', version)
+      end
     end
-    i = i + 3
+    i = i + 4
   elseif op == 'B' then
     if redis.call('EXISTS', a) == 1 then
       redis.call('HSET', a, 'status', ARGV[i + 2], 'load', ARGV[i + 3], 'running', ARGV[i + 4],

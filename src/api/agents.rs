@@ -21,7 +21,6 @@ use super::missions::metadata;
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
 use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
 use crate::agents::view::{AgentRecord, AgentViewStore, PAGE_MAX};
-use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
 
 /// Events of an agent's history `GET /api/agents/{id}` shows, newest last.
@@ -200,7 +199,7 @@ async fn register(
         owner: request.owner,
         labels: request.labels,
     };
-    let now = now_ms();
+    let now = app.clock.now_ms();
     let executed = command::execute::<Agent>(&app.store, &agent_id, metadata, || {
         AgentCommand::Register { registration: registration.clone(), now_ms: now }
     })
@@ -467,7 +466,7 @@ async fn deregister(
     let request: DeregisterRequest = super::optional_json(&body)?;
     let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
-    let now = now_ms();
+    let now = app.clock.now_ms();
     command::execute::<Agent>(&app.store, &agent_id, metadata, || AgentCommand::Deregister {
         by: by.clone(),
         reason: request.reason.clone(),

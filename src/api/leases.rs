@@ -75,7 +75,10 @@ pub struct ClaimedMission {
     pub timeout_ms: u64,
 }
 
-/// The worker id and attempt a lease token stands for.
+/// The worker id and attempt a lease token stands for: `<attempt>:<agent id>:<claim nonce>`.
+/// The nonce (random, per claim) is part of the lease holder's worker id, so a token is not
+/// guessable and a mission retried from scratch (its attempts counted afresh) never takes an
+/// old run's token.
 fn parse_token(token: &str) -> Result<(String, u32), ApiError> {
     let invalid = || {
         refused(
@@ -85,14 +88,24 @@ fn parse_token(token: &str) -> Result<(String, u32), ApiError> {
             "not a lease token from a claim".to_owned(),
         )
     };
-    let (attempt, agent) = token.split_once(':').ok_or_else(invalid)?;
+    let mut parts = token.splitn(3, ':');
+    let (Some(attempt), Some(agent), Some(nonce)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
     let attempt: u32 = attempt.parse().map_err(|_| invalid())?;
     let agent = Uuid::parse_str(agent).map_err(|_| invalid())?;
-    Ok((worker_id(&agent.to_string()), attempt))
+    let nonce = Uuid::parse_str(nonce).map_err(|_| invalid())?;
+    Ok((claim_holder(&agent.to_string(), &nonce), attempt))
 }
 
-fn lease_token(attempt: u32, agent_id: &str) -> String {
-    format!("{attempt}:{agent_id}")
+/// The lease holder of one claim by `agent_id`.
+fn claim_holder(agent_id: &str, nonce: &Uuid) -> String {
+    format!("{}:{}", worker_id(agent_id), nonce.simple())
+}
+
+fn lease_token(attempt: u32, agent_id: &str, nonce: &Uuid) -> String {
+    format!("{attempt}:{agent_id}:{}", nonce.simple())
 }
 
 /// `POST /api/agents/{agent_id}/claim`: 200 with a mission and its lease token, or 204 when
@@ -157,25 +170,41 @@ async fn claim(
         app.check_known_kind(kind, "kinds")?;
     }
     let queue = super::queue::queue(&app)?.clone();
-    let worker = worker_id(&agent_id.to_string());
     // The whole request must end within the server's request deadline.
     let wait =
         Duration::from_secs(wait_s).min(app.request_timeout.saturating_sub(Duration::from_secs(2)));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let now = app.clock.now_ms_synced().await;
-        let popped = queue
-            .claim(&kinds, &worker, now, CLAIM_RESERVE_MS)
-            .await
-            .map_err(|error| ApiError::Internal(error.into()))?;
+        let nonce = Uuid::new_v4();
+        let worker = claim_holder(&agent_id.to_string(), &nonce);
+        let popped =
+            queue.claim(&kinds, &worker, now, CLAIM_RESERVE_MS).await.map_err(|error| {
+                refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_unavailable",
+                    None,
+                    format!("queue: {error}"),
+                )
+            })?;
         if let Some(popped) = popped {
+            // The agent may have been stopped or marked while this claim waited.
+            let (agent, _) = command::load::<Agent>(&app.store, &agent_id)
+                .await
+                .map_err(super::agents::refusal)?;
+            if agent.state != AgentState::Active {
+                let _ = queue.release(&popped.mission_id).await;
+                let message =
+                    format!("agent is {:?}: it takes no missions until started", agent.state);
+                return Err(refused(StatusCode::CONFLICT, "agent_not_active", None, message));
+            }
             let started = start(&app, &popped.mission_id, &worker, lease_s, metadata.clone()).await;
             if let Err(error) = queue.release(&popped.mission_id).await {
                 tracing::warn!(mission_id = popped.mission_id, %error, "cannot end a claim");
             }
             match started {
                 Ok(Some(mission)) => {
-                    let lease_token = lease_token(mission.1, &agent_id.to_string());
+                    let lease_token = lease_token(mission.1, &agent_id.to_string(), &nonce);
                     let (mission, _) = mission;
                     return Ok(
                         ApiJson(ClaimedMission { lease_token, lease_s, ..mission }).into_response()
@@ -212,7 +241,8 @@ async fn start(
         .await;
     let mission = match executed {
         Ok(executed) => executed.state,
-        Err(CommandError::Rejected(_)) => return Ok(None),
+        // A stale pop (the mission moved on), or one another claimer is starting: the next.
+        Err(CommandError::Rejected(_) | CommandError::Contended(_)) => return Ok(None),
         Err(error) => return Err(refusal(error)),
     };
     let Some(spec) = mission.spec.clone() else { return Ok(None) };

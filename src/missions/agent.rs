@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 pub struct Task {
     pub mission_id: String,
     pub name: String,
+    pub description: String,
     pub agent: String,
     pub payload: serde_json::Value,
     /// 1 for the first try.

@@ -363,6 +363,7 @@ impl Slot {
         let task = Task {
             mission_id: mission_id.clone(),
             name: spec.name.clone(),
+            description: spec.description.clone(),
             agent: agent.clone(),
             payload: spec.payload.clone(),
             attempt,

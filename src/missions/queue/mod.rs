@@ -80,7 +80,7 @@ pub struct Queue {
     forget: Script,
 }
 
-/// Most leases [`Queue::held_by`] reads: running missions beyond it are found by their
+/// Most leases [`Queue::holders`] reads: running missions beyond it are found by their
 /// lease expiry instead.
 pub const LEASES_SCAN_MAX: usize = 100_000;
 
@@ -214,16 +214,16 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Running missions whose lease `worker` holds, by the projection (which may be a moment
-    /// behind: the aggregate checks each command against the log). Reads at most
+    /// Every running mission with the worker holding its lease, by the projection (which may
+    /// be a moment behind: the aggregate checks each command against the log). Reads at most
     /// [`LEASES_SCAN_MAX`] leases.
-    pub async fn held_by(&self, worker: &str) -> Result<Vec<String>, QueueError> {
+    pub async fn holders(&self) -> Result<Vec<(String, String)>, QueueError> {
         let generation = self.live_generation().await?;
         let prefix = self.prefix(generation);
         let mut connection = self.connection.clone();
         let ids: Vec<String> =
             connection.zrange(format!("{prefix}leases"), 0, LEASES_SCAN_MAX as isize - 1).await?;
-        let mut held = Vec::new();
+        let mut held = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1_000) {
             let mut pipe = redis::pipe();
             for id in chunk {
@@ -231,11 +231,7 @@ impl Queue {
             }
             let workers: Vec<Option<String>> = pipe.query_async(&mut connection).await?;
             held.extend(
-                chunk
-                    .iter()
-                    .zip(workers)
-                    .filter(|(_, w)| w.as_deref() == Some(worker))
-                    .map(|(id, _)| id.clone()),
+                chunk.iter().zip(workers).filter_map(|(id, worker)| Some((id.clone(), worker?))),
             );
         }
         Ok(held)

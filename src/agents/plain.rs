@@ -1,0 +1,63 @@
+//! `plain`: sends the mission's task to the LLM gateway's default route and completes with the
+//! answer and its usage. The task is `payload.prompt`, else the mission's description, else its
+//! name. It serves the `coder` kind until the coder agent gets its tools; with no LLM
+//! configured, the gateway's route is `offline`, so a first mission completes out of the box.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use crate::llm::gateway::{Gateway, Route};
+use crate::llm::{Message, Role};
+use crate::missions::agent::{Agent, Failure, Task};
+
+pub struct Plain {
+    pub gateway: Gateway,
+    pub route: Route,
+}
+
+impl Plain {
+    /// Keys and the default route from the environment.
+    pub fn from_env() -> Plain {
+        let route = Route::from_env().unwrap_or_else(|error| {
+            tracing::error!(%error, "LLM route from the environment; answering offline");
+            Route::from_env_offline()
+        });
+        Plain { gateway: Gateway::from_env(), route }
+    }
+}
+
+/// What the agent asks the model.
+pub fn task_text(task: &Task) -> String {
+    match task.payload.get("prompt").and_then(|prompt| prompt.as_str()) {
+        Some(prompt) if !prompt.trim().is_empty() => prompt.to_owned(),
+        _ if !task.description.trim().is_empty() => task.description.clone(),
+        _ => task.name.clone(),
+    }
+}
+
+impl Agent for Plain {
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
+        let (gateway, route) = (self.gateway.clone(), self.route.clone());
+        async move {
+            let messages = vec![Message::new(Role::User, task_text(&task))];
+            match gateway.chat(&route, &messages, &[], None).await {
+                Ok(answered) => Ok(json!({
+                    "answer": answered.answer.content,
+                    "provider": answered.provider.as_str(),
+                    "model": answered.answer.model,
+                    "usage": answered.answer.usage,
+                })),
+                Err(failed) => {
+                    let message = format!("LLM call failed: {}", failed.error);
+                    Err(if failed.error.retryable() {
+                        Failure::retryable(message)
+                    } else {
+                        Failure::permanent(message)
+                    })
+                }
+            }
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,275 @@
+//! Anthropic: `POST /v1/messages` with `x-api-key` and `anthropic-version`, streamed as SSE
+//! events (`message_start` with the input usage, `content_block_start` / `_delta` / `_stop`
+//! for text and `tool_use` blocks, `message_delta` with the stop reason and output usage,
+//! `message_stop`). System messages go in the top-level `system`; tool results are
+//! `tool_result` blocks of a user message. Anthropic has no embeddings endpoint.
+
+use std::collections::BTreeMap;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use crate::llm::sse::Lines;
+use crate::llm::{
+    ChatAnswer, ChatRequest, LlmError, Provider, Reason, Role, Timeouts, TokenSink, ToolCall,
+    Usage, bad_response, retry, status_error, transport_error,
+};
+
+/// The API version this code speaks.
+pub const API_VERSION: &str = "2023-06-01";
+/// Anthropic requires `max_tokens`; used when the call names none.
+pub const MAX_TOKENS_DEFAULT: u32 = 1_024;
+
+pub struct Anthropic {
+    pub client: reqwest::Client,
+    /// `https://api.anthropic.com`, or a base ending in `/v1`.
+    pub base_url: String,
+    pub key: Option<String>,
+    pub timeouts: Timeouts,
+}
+
+fn wire_request(request: &ChatRequest, stream: bool) -> Value {
+    let system: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System)
+        .map(|m| m.content.as_str())
+        .collect();
+    let messages: Vec<Value> = request
+        .messages
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .map(|message| match message.role {
+            Role::Tool => json!({ "role": "user", "content": [{
+                "type": "tool_result",
+                "tool_use_id": message.tool_call_id.clone().unwrap_or_default(),
+                "content": message.content,
+            }]}),
+            Role::Assistant if !message.tool_calls.is_empty() => {
+                let mut blocks = Vec::new();
+                if !message.content.is_empty() {
+                    blocks.push(json!({ "type": "text", "text": message.content }));
+                }
+                for call in &message.tool_calls {
+                    blocks.push(json!({ "type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments }));
+                }
+                json!({ "role": "assistant", "content": blocks })
+            }
+            Role::Assistant => json!({ "role": "assistant", "content": message.content }),
+            _ => json!({ "role": "user", "content": message.content }),
+        })
+        .collect();
+    let mut body = json!({
+        "model": request.model,
+        "max_tokens": request.max_tokens.unwrap_or(MAX_TOKENS_DEFAULT),
+        "messages": messages,
+        "stream": stream,
+    });
+    if !system.is_empty() {
+        body["system"] = json!(system.join("\n\n"));
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| json!({ "name": tool.name, "description": tool.description, "input_schema": tool.parameters }))
+            .collect();
+    }
+    body
+}
+
+impl Anthropic {
+    async fn send(&self, body: &Value) -> Result<reqwest::Response, LlmError> {
+        let base = self.base_url.trim_end_matches('/');
+        let base = base.strip_suffix("/v1").unwrap_or(base);
+        let mut request = self
+            .client
+            .post(format!("{base}/v1/messages"))
+            .header("anthropic-version", API_VERSION)
+            .json(body)
+            .timeout(self.timeouts.total);
+        if let Some(key) = &self.key {
+            request = request.header("x-api-key", key);
+        }
+        let response = tokio::time::timeout(self.timeouts.first_token, request.send())
+            .await
+            .map_err(|_| {
+                LlmError::new(Reason::Timeout, "no answer within the first-token deadline")
+            })?
+            .map_err(transport_error)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = retry::retry_after_of(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        let mut error = status_error(status, &text, retry_after);
+        // 529: overloaded, Anthropic's way of asking to come back later.
+        if status == 529 {
+            error.reason = Reason::RateLimited;
+        }
+        if status == 400 && text.contains("prompt is too long") {
+            error.reason = Reason::ContextTooLong;
+        }
+        Err(error)
+    }
+}
+
+fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
+    let blocks =
+        body["content"].as_array().ok_or_else(|| bad_response("an answer without content"))?;
+    let mut answer = ChatAnswer {
+        content: String::new(),
+        tool_calls: Vec::new(),
+        usage: Usage {
+            input_tokens: body["usage"]["input_tokens"].as_u64().unwrap_or(0),
+            output_tokens: body["usage"]["output_tokens"].as_u64().unwrap_or(0),
+        },
+        finish_reason: body["stop_reason"].as_str().unwrap_or_default().to_owned(),
+        model: body["model"].as_str().unwrap_or_default().to_owned(),
+    };
+    for block in blocks {
+        match block["type"].as_str() {
+            Some("text") => answer.content.push_str(block["text"].as_str().unwrap_or_default()),
+            Some("tool_use") => answer.tool_calls.push(ToolCall {
+                id: block["id"].as_str().unwrap_or_default().to_owned(),
+                name: block["name"].as_str().unwrap_or_default().to_owned(),
+                arguments: block["input"].clone(),
+            }),
+            _ => {}
+        }
+    }
+    Ok(answer)
+}
+
+impl Provider for Anthropic {
+    fn name(&self) -> &'static str {
+        "anthropic"
+    }
+
+    fn chat<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        sink: Option<TokenSink<'a>>,
+    ) -> BoxFuture<'a, Result<ChatAnswer, LlmError>> {
+        async move {
+            let Some(sink) = sink else {
+                let response = self.send(&wire_request(request, false)).await?;
+                let body: Value = response.json().await.map_err(transport_error)?;
+                return parse_answer(&body);
+            };
+            let response = self.send(&wire_request(request, true)).await?;
+            let mut lines = Lines::new(response, self.timeouts.first_token);
+            let mut answer = ChatAnswer {
+                content: String::new(),
+                tool_calls: Vec::new(),
+                usage: Usage::default(),
+                finish_reason: String::new(),
+                model: String::new(),
+            };
+            // tool_use blocks by index: id, name, and the input's JSON text in pieces.
+            let mut tools: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
+            while let Some(event) = lines.next_event().await? {
+                let data: Value = if event.data.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_str(&event.data).map_err(|error| {
+                        bad_response(format!("a stream event is not JSON: {error}"))
+                    })?
+                };
+                match event.name.as_str() {
+                    "message_start" => {
+                        let message = &data["message"];
+                        answer.model = message["model"].as_str().unwrap_or_default().to_owned();
+                        answer.usage.input_tokens =
+                            message["usage"]["input_tokens"].as_u64().unwrap_or(0);
+                        answer.usage.output_tokens =
+                            message["usage"]["output_tokens"].as_u64().unwrap_or(0);
+                    }
+                    "content_block_start" if data["content_block"]["type"] == "tool_use" => {
+                        let block = &data["content_block"];
+                        tools.insert(
+                            data["index"].as_u64().unwrap_or(0),
+                            (
+                                block["id"].as_str().unwrap_or_default().to_owned(),
+                                block["name"].as_str().unwrap_or_default().to_owned(),
+                                String::new(),
+                            ),
+                        );
+                    }
+                    "content_block_delta" => {
+                        let delta = &data["delta"];
+                        match delta["type"].as_str() {
+                            Some("text_delta") => {
+                                let text = delta["text"].as_str().unwrap_or_default();
+                                if !text.is_empty() {
+                                    sink(text);
+                                    answer.content.push_str(text);
+                                }
+                            }
+                            Some("input_json_delta") => {
+                                if let Some(tool) =
+                                    tools.get_mut(&data["index"].as_u64().unwrap_or(0))
+                                {
+                                    tool.2.push_str(
+                                        delta["partial_json"].as_str().unwrap_or_default(),
+                                    );
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    "message_delta" => {
+                        if let Some(reason) = data["delta"]["stop_reason"].as_str() {
+                            answer.finish_reason = reason.to_owned();
+                        }
+                        if let Some(output) = data["usage"]["output_tokens"].as_u64() {
+                            answer.usage.output_tokens = output;
+                        }
+                    }
+                    "message_stop" => {
+                        answer.tool_calls = tools
+                            .into_values()
+                            .map(|(id, name, text)| ToolCall {
+                                id,
+                                name,
+                                arguments: if text.trim().is_empty() {
+                                    json!({})
+                                } else {
+                                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                                },
+                            })
+                            .collect();
+                        return Ok(answer);
+                    }
+                    "error" => {
+                        let kind = data["error"]["type"].as_str().unwrap_or_default();
+                        let message = data["error"]["message"].as_str().unwrap_or_default();
+                        let reason = if kind == "overloaded_error" || kind == "rate_limit_error" {
+                            Reason::RateLimited
+                        } else {
+                            Reason::BadResponse
+                        };
+                        return Err(LlmError::new(reason, format!("{kind}: {message}")));
+                    }
+                    _ => {}
+                }
+            }
+            Err(bad_response("the stream ended before message_stop"))
+        }
+        .boxed()
+    }
+
+    fn embed<'a>(
+        &'a self,
+        _model: &'a str,
+        _inputs: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
+        async { Err(LlmError::new(Reason::ModelNotFound, "Anthropic has no embeddings endpoint")) }
+            .boxed()
+    }
+}

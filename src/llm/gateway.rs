@@ -1,0 +1,316 @@
+//! Running a call: a route is an ordered list of targets (provider, base URL, model); each is
+//! tried with the retry policy, and the next one is tried when a target fails for a reason
+//! another target might not share (it is down, overloaded, rate-limited, or gave a broken
+//! answer). A call that streamed part of its answer is not retried, since its client already
+//! saw those tokens.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::anthropic::Anthropic;
+use crate::llm::offline::Offline;
+use crate::llm::ollama::Ollama;
+use crate::llm::openai::OpenAi;
+use crate::llm::retry::RetryPolicy;
+use crate::llm::{
+    ChatAnswer, ChatRequest, Credentials, LlmError, Message, Provider, Reason, Timeouts, TokenSink,
+    ToolSpec,
+};
+
+/// Most targets one route may list.
+pub const ROUTE_TARGETS_MAX: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Offline,
+    Ollama,
+    Openai,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn parse(name: &str) -> Option<ProviderKind> {
+        match name {
+            "offline" => Some(ProviderKind::Offline),
+            "ollama" => Some(ProviderKind::Ollama),
+            "openai" => Some(ProviderKind::Openai),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Offline => "offline",
+            ProviderKind::Ollama => "ollama",
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+        }
+    }
+
+    /// Where the provider answers when no host is given.
+    pub fn default_host(self) -> &'static str {
+        match self {
+            ProviderKind::Offline => "",
+            ProviderKind::Ollama => "http://localhost:11434",
+            ProviderKind::Openai => "https://api.openai.com",
+            ProviderKind::Anthropic => "https://api.anthropic.com",
+        }
+    }
+
+    pub fn default_model(self) -> &'static str {
+        match self {
+            ProviderKind::Offline => "offline",
+            ProviderKind::Ollama => "llama3.2",
+            ProviderKind::Openai => "gpt-4o-mini",
+            ProviderKind::Anthropic => "claude-3-5-haiku-latest",
+        }
+    }
+}
+
+/// One provider and model a route may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Target {
+    pub provider: ProviderKind,
+    /// The provider's base URL; its default when empty.
+    #[serde(default)]
+    pub host: String,
+    pub model: String,
+}
+
+/// A named, ordered list of targets and the call settings they share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Route {
+    pub targets: Vec<Target>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+impl Route {
+    /// The route of a fresh install: offline, unless `BRAIN_LLM_PROVIDER` (with
+    /// `BRAIN_LLM_HOST`, `BRAIN_LLM_MODEL`) names another provider.
+    pub fn from_env() -> Result<Route, String> {
+        let var = |name| std::env::var(name).ok().filter(|value: &String| !value.is_empty());
+        let provider = match var("BRAIN_LLM_PROVIDER") {
+            None => ProviderKind::Offline,
+            Some(name) => ProviderKind::parse(&name).ok_or_else(|| {
+                format!("BRAIN_LLM_PROVIDER {name:?}: one of offline, ollama, openai, anthropic")
+            })?,
+        };
+        let host = var("BRAIN_LLM_HOST").unwrap_or_default();
+        let model = var("BRAIN_LLM_MODEL").unwrap_or_else(|| provider.default_model().to_owned());
+        Ok(Route {
+            targets: vec![Target { provider, host, model }],
+            temperature: None,
+            max_tokens: None,
+        })
+    }
+}
+
+impl Route {
+    /// The offline route: one target, no network.
+    pub fn from_env_offline() -> Route {
+        let target = Target {
+            provider: ProviderKind::Offline,
+            host: String::new(),
+            model: "offline".into(),
+        };
+        Route { targets: vec![target], temperature: None, max_tokens: None }
+    }
+}
+
+/// How one try of one target went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Try {
+    pub provider: ProviderKind,
+    pub model: String,
+    /// 1 for the first try of this target.
+    pub attempt: u32,
+    pub latency_ms: u64,
+    /// `None` when it answered.
+    pub failure: Option<Reason>,
+}
+
+/// A call's answer and every try it took.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub answer: ChatAnswer,
+    pub provider: ProviderKind,
+    pub tries: Vec<Try>,
+}
+
+/// A failed call: the last failure, and every try.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}")]
+pub struct Failed {
+    pub error: LlmError,
+    pub tries: Vec<Try>,
+}
+
+/// Builds providers for targets and runs calls over routes. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    client: reqwest::Client,
+    credentials: Credentials,
+    pub timeouts: Timeouts,
+    pub retry: RetryPolicy,
+}
+
+impl Gateway {
+    pub fn new(credentials: Credentials, timeouts: Timeouts, retry: RetryPolicy) -> Gateway {
+        // The one TLS stack (ring), if the embedding program has not installed it already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("an HTTP client builds (its TLS provider is installed at start-up)");
+        Gateway { client, credentials, timeouts, retry }
+    }
+
+    /// Keys from the environment, default deadlines and retries.
+    pub fn from_env() -> Gateway {
+        Gateway::new(Credentials::from_env(), Timeouts::default(), RetryPolicy::default())
+    }
+
+    fn provider(&self, target: &Target) -> Box<dyn Provider> {
+        let host =
+            if target.host.is_empty() { target.provider.default_host() } else { &target.host };
+        let (client, timeouts, base_url) = (self.client.clone(), self.timeouts, host.to_owned());
+        match target.provider {
+            ProviderKind::Offline => Box::new(Offline),
+            ProviderKind::Ollama => Box::new(Ollama { client, base_url, timeouts }),
+            ProviderKind::Openai => Box::new(OpenAi {
+                client,
+                base_url,
+                timeouts,
+                key: self.credentials.openai.clone(),
+            }),
+            ProviderKind::Anthropic => Box::new(Anthropic {
+                client,
+                base_url,
+                timeouts,
+                key: self.credentials.anthropic.clone(),
+            }),
+        }
+    }
+
+    /// One chat call over `route`: each target in turn, each with its retries.
+    pub async fn chat(
+        &self,
+        route: &Route,
+        messages: &[Message],
+        tools: &[ToolSpec],
+        mut sink: Option<TokenSink<'_>>,
+    ) -> Result<Answered, Failed> {
+        let mut tries = Vec::new();
+        let mut last = LlmError::new(Reason::BadResponse, "the route has no target");
+        for target in route.targets.iter().take(ROUTE_TARGETS_MAX) {
+            let provider = self.provider(target);
+            let request = ChatRequest {
+                model: target.model.clone(),
+                messages: messages.to_vec(),
+                tools: tools.to_vec(),
+                temperature: route.temperature,
+                max_tokens: route.max_tokens,
+            };
+            for attempt in 1.. {
+                let streamed = AtomicBool::new(false);
+                let started = Instant::now();
+                let outcome = match sink.as_mut() {
+                    Some(sink) => {
+                        let mut relay = |piece: &str| {
+                            streamed.store(true, Ordering::Relaxed);
+                            sink(piece);
+                        };
+                        call(provider.as_ref(), &request, Some(&mut relay), self.timeouts.total)
+                            .await
+                    }
+                    None => call(provider.as_ref(), &request, None, self.timeouts.total).await,
+                };
+                let latency_ms = started.elapsed().as_millis() as u64;
+                let failure = outcome.as_ref().err().map(|error| error.reason);
+                tries.push(Try {
+                    provider: target.provider,
+                    model: target.model.clone(),
+                    attempt,
+                    latency_ms,
+                    failure,
+                });
+                let error = match outcome {
+                    Ok(answer) => return Ok(Answered { answer, provider: target.provider, tries }),
+                    Err(error) => error,
+                };
+                tracing::warn!(provider = target.provider.as_str(), model = target.model, attempt, %error, "LLM call failed");
+                if streamed.load(Ordering::Relaxed) {
+                    return Err(Failed { error, tries });
+                }
+                match self.retry.wait(attempt, &error) {
+                    Some(wait) => {
+                        last = error;
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => {
+                        // A failure of the request itself fails on every target alike.
+                        let shared =
+                            matches!(error.reason, Reason::ContextTooLong | Reason::BudgetExceeded);
+                        last = error;
+                        if shared {
+                            return Err(Failed { error: last, tries });
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        Err(Failed { error: last, tries })
+    }
+}
+
+impl Gateway {
+    /// Embeddings of `inputs` from one target, under the total deadline, retried as a chat is.
+    pub async fn embed(
+        &self,
+        target: &Target,
+        inputs: &[String],
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        let provider = self.provider(target);
+        for attempt in 1.. {
+            let outcome =
+                tokio::time::timeout(self.timeouts.total, provider.embed(&target.model, inputs))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LlmError::new(Reason::Timeout, "no embeddings in time"))
+                    });
+            match outcome {
+                Ok(vectors) => return Ok(vectors),
+                Err(error) => match self.retry.wait(attempt, &error) {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => return Err(error),
+                },
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+/// One try under the total deadline.
+async fn call<'a>(
+    provider: &'a dyn Provider,
+    request: &'a ChatRequest,
+    sink: Option<TokenSink<'a>>,
+    total: Duration,
+) -> Result<ChatAnswer, LlmError> {
+    match tokio::time::timeout(total, provider.chat(request, sink)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(LlmError::new(
+            Reason::Timeout,
+            format!("no complete answer within {} s", total.as_secs()),
+        )),
+    }
+}

@@ -1,0 +1,272 @@
+//! The LLM gateway: the one place every LLM call goes through. A [`Provider`] speaks one
+//! wire protocol (one file each: [`openai`], [`ollama`], [`anthropic`], and [`offline`], which
+//! needs no network); [`gateway`] runs a call against a route's targets in order, with
+//! timeouts, retries (backoff with jitter, `Retry-After` honoured) and fallback, and ends every
+//! failure as a typed [`Reason`] a person can act on.
+//!
+//! Provider keys come from the environment ([`Credentials`]) and are never put in a request
+//! body, an error message or a log line: errors are built from status codes and the
+//! provider's own error text, which never echoes the key.
+
+pub mod anthropic;
+pub mod gateway;
+pub mod offline;
+pub mod ollama;
+pub mod openai;
+pub mod retry;
+mod sse;
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+/// Longest text of a provider's error body kept in a failure's message.
+pub const ERROR_TEXT_MAX: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// A tool the model may call: its name, what it does, and a JSON schema of its arguments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolSpec {
+    pub name: String,
+    pub description: String,
+    #[schema(value_type = Object)]
+    pub parameters: serde_json::Value,
+}
+
+/// A call of a tool the model asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ToolCall {
+    /// The provider's id for it (generated where a provider gives none), to answer it by.
+    pub id: String,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub arguments: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Message {
+    pub role: Role,
+    #[serde(default)]
+    pub content: String,
+    /// An assistant message's tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// A tool message answers this call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Message {
+        Message { role, content: content.into(), tool_calls: Vec::new(), tool_call_id: None }
+    }
+}
+
+/// One chat call as a provider receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub tools: Vec<ToolSpec>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+/// A provider's complete answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatAnswer {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    /// Why generation stopped, in the provider's words (`stop`, `tool_calls`, `end_turn`...).
+    pub finish_reason: String,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+}
+
+/// Why a call failed, as a person can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    ProviderUnreachable,
+    AuthFailed,
+    ModelNotFound,
+    RateLimited,
+    Timeout,
+    ContextTooLong,
+    BadResponse,
+    BudgetExceeded,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ProviderUnreachable => "provider_unreachable",
+            Reason::AuthFailed => "auth_failed",
+            Reason::ModelNotFound => "model_not_found",
+            Reason::RateLimited => "rate_limited",
+            Reason::Timeout => "timeout",
+            Reason::ContextTooLong => "context_too_long",
+            Reason::BadResponse => "bad_response",
+            Reason::BudgetExceeded => "budget_exceeded",
+        }
+    }
+
+    /// Whether another try of the same target may succeed.
+    pub fn retryable(self) -> bool {
+        matches!(self, Reason::ProviderUnreachable | Reason::RateLimited | Reason::Timeout)
+    }
+}
+
+/// A failed call: its reason, a message without secrets, and how long the provider asked us
+/// to wait (a 429's or 503's `Retry-After`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {message}", reason.as_str())]
+pub struct LlmError {
+    pub reason: Reason,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+    /// A 5xx: worth retrying although the reason says `bad_response`.
+    pub server_error: bool,
+}
+
+impl LlmError {
+    pub fn new(reason: Reason, message: impl Into<String>) -> LlmError {
+        LlmError { reason, message: message.into(), retry_after: None, server_error: false }
+    }
+
+    pub fn retryable(&self) -> bool {
+        self.reason.retryable() || self.server_error
+    }
+}
+
+/// Receives an answer's text as it is generated.
+pub type TokenSink<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+/// Deadlines of one call to a provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// From sending the request to the first byte of the answer (the first token, streaming).
+    pub first_token: Duration,
+    /// The whole call.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_token: Duration::from_secs(60),
+            total: Duration::from_secs(120),
+        }
+    }
+}
+
+/// API keys, per provider, from the environment. `Debug` never shows them.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    pub openai: Option<String>,
+    pub anthropic: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("openai", &self.openai.as_ref().map(|_| "<set>"))
+            .field("anthropic", &self.anthropic.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// `OPENAI_API_KEY` and `ANTHROPIC_API_KEY`.
+    pub fn from_env() -> Credentials {
+        let var = |name| std::env::var(name).ok().filter(|key: &String| !key.is_empty());
+        Credentials { openai: var("OPENAI_API_KEY"), anthropic: var("ANTHROPIC_API_KEY") }
+    }
+}
+
+/// One wire protocol.
+pub trait Provider: Send + Sync {
+    /// The provider's name in events and metrics (`openai`, `ollama`, `anthropic`, `offline`).
+    fn name(&self) -> &'static str;
+
+    /// One chat call. With a sink, the answer is streamed and each piece of text is handed
+    /// to it as it arrives; the complete answer is returned either way.
+    fn chat<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        sink: Option<TokenSink<'a>>,
+    ) -> BoxFuture<'a, Result<ChatAnswer, LlmError>>;
+
+    /// Embeddings of `inputs`, one vector each.
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        inputs: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>>;
+}
+
+/// What an HTTP status from a provider means.
+pub(crate) fn status_error(status: u16, body: &str, retry_after: Option<Duration>) -> LlmError {
+    let text: String = body.chars().take(ERROR_TEXT_MAX).collect();
+    let lower = text.to_lowercase();
+    let reason = match status {
+        401 | 403 => Reason::AuthFailed,
+        404 => Reason::ModelNotFound,
+        408 => Reason::Timeout,
+        429 => Reason::RateLimited,
+        400 | 413 | 422
+            if lower.contains("context")
+                || lower.contains("too long")
+                || lower.contains("maximum") =>
+        {
+            Reason::ContextTooLong
+        }
+        400 if lower.contains("model") && lower.contains("not found") => Reason::ModelNotFound,
+        _ => Reason::BadResponse,
+    };
+    LlmError {
+        reason,
+        message: format!("HTTP {status}: {text}"),
+        retry_after,
+        server_error: status >= 500,
+    }
+}
+
+/// What a transport failure means (the message is reqwest's, which names the host, not a key).
+pub(crate) fn transport_error(error: reqwest::Error) -> LlmError {
+    if error.is_timeout() {
+        LlmError::new(Reason::Timeout, "the provider did not answer in time")
+    } else if error.is_connect() {
+        LlmError::new(Reason::ProviderUnreachable, format!("cannot connect: {error}"))
+    } else if error.is_decode() {
+        LlmError::new(Reason::BadResponse, format!("unreadable answer: {error}"))
+    } else {
+        LlmError::new(Reason::ProviderUnreachable, error.to_string())
+    }
+}
+
+/// A JSON body from a provider that does not have the expected shape.
+pub(crate) fn bad_response(what: impl std::fmt::Display) -> LlmError {
+    LlmError::new(Reason::BadResponse, what.to_string())
+}

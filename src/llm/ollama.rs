@@ -1,0 +1,187 @@
+//! Ollama: `POST /api/chat` (a stream of NDJSON lines, each a piece of the message, the last
+//! with `done: true` and the token counts), tool calls as whole objects with their arguments
+//! as JSON, `POST /api/embed`. No key.
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+
+use crate::llm::sse::Lines;
+use crate::llm::{
+    ChatAnswer, ChatRequest, LlmError, Message, Provider, Role, Timeouts, TokenSink, ToolCall,
+    Usage, bad_response, retry, status_error, transport_error,
+};
+
+pub struct Ollama {
+    pub client: reqwest::Client,
+    /// `http://host:11434`.
+    pub base_url: String,
+    pub timeouts: Timeouts,
+}
+
+impl Ollama {
+    async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, LlmError> {
+        let url = format!("{}/api/{path}", self.base_url.trim_end_matches('/'));
+        let request = self.client.post(url).json(body).timeout(self.timeouts.total);
+        let response = tokio::time::timeout(self.timeouts.first_token, request.send())
+            .await
+            .map_err(|_| {
+                LlmError::new(
+                    crate::llm::Reason::Timeout,
+                    "no answer within the first-token deadline",
+                )
+            })?
+            .map_err(transport_error)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = retry::retry_after_of(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        Err(status_error(status, &text, retry_after))
+    }
+}
+
+fn wire_message(message: &Message) -> Value {
+    let role = match message.role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    };
+    let mut wire = json!({ "role": role, "content": message.content });
+    if !message.tool_calls.is_empty() {
+        wire["tool_calls"] = message
+            .tool_calls
+            .iter()
+            .map(|call| json!({ "function": { "name": call.name, "arguments": call.arguments } }))
+            .collect();
+    }
+    wire
+}
+
+fn wire_request(request: &ChatRequest, stream: bool) -> Value {
+    let mut options = json!({});
+    if let Some(temperature) = request.temperature {
+        options["temperature"] = json!(temperature);
+    }
+    if let Some(max_tokens) = request.max_tokens {
+        options["num_predict"] = json!(max_tokens);
+    }
+    let mut body = json!({
+        "model": request.model,
+        "messages": request.messages.iter().map(wire_message).collect::<Vec<_>>(),
+        "stream": stream,
+        "options": options,
+    });
+    if !request.tools.is_empty() {
+        body["tools"] = request
+            .tools
+            .iter()
+            .map(|tool| {
+                json!({ "type": "function", "function": {
+                    "name": tool.name, "description": tool.description, "parameters": tool.parameters } })
+            })
+            .collect();
+    }
+    body
+}
+
+/// Ollama gives tool calls no id; the answer numbers them, so a reply can name one.
+fn tool_calls(message: &Value, first: usize) -> Vec<ToolCall> {
+    message["tool_calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(n, call)| ToolCall {
+            id: format!("call_{}", first + n),
+            name: call["function"]["name"].as_str().unwrap_or_default().to_owned(),
+            arguments: call["function"]["arguments"].clone(),
+        })
+        .collect()
+}
+
+fn finish(answer: &mut ChatAnswer, line: &Value) {
+    answer.usage = Usage {
+        input_tokens: line["prompt_eval_count"].as_u64().unwrap_or(0),
+        output_tokens: line["eval_count"].as_u64().unwrap_or(0),
+    };
+    answer.finish_reason = line["done_reason"].as_str().unwrap_or("stop").to_owned();
+    if let Some(model) = line["model"].as_str() {
+        answer.model = model.to_owned();
+    }
+}
+
+impl Provider for Ollama {
+    fn name(&self) -> &'static str {
+        "ollama"
+    }
+
+    fn chat<'a>(
+        &'a self,
+        request: &'a ChatRequest,
+        sink: Option<TokenSink<'a>>,
+    ) -> BoxFuture<'a, Result<ChatAnswer, LlmError>> {
+        async move {
+            let mut answer = ChatAnswer {
+                content: String::new(),
+                tool_calls: Vec::new(),
+                usage: Usage::default(),
+                finish_reason: String::new(),
+                model: String::new(),
+            };
+            let Some(sink) = sink else {
+                let response = self.send("chat", &wire_request(request, false)).await?;
+                let body: Value = response.json().await.map_err(transport_error)?;
+                if !body["message"].is_object() {
+                    return Err(bad_response("an answer without a message"));
+                }
+                answer.content = body["message"]["content"].as_str().unwrap_or_default().to_owned();
+                answer.tool_calls = tool_calls(&body["message"], 0);
+                finish(&mut answer, &body);
+                return Ok(answer);
+            };
+            let response = self.send("chat", &wire_request(request, true)).await?;
+            let mut lines = Lines::new(response, self.timeouts.first_token);
+            while let Some(line) = lines.next().await? {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let chunk: Value = serde_json::from_str(&line)
+                    .map_err(|error| bad_response(format!("a stream line is not JSON: {error}")))?;
+                if let Some(error) = chunk["error"].as_str() {
+                    return Err(bad_response(format!("the stream ended with an error: {error}")));
+                }
+                if let Some(text) = chunk["message"]["content"].as_str()
+                    && !text.is_empty()
+                {
+                    sink(text);
+                    answer.content.push_str(text);
+                }
+                let first = answer.tool_calls.len();
+                answer.tool_calls.extend(tool_calls(&chunk["message"], first));
+                if chunk["done"] == true {
+                    finish(&mut answer, &chunk);
+                    return Ok(answer);
+                }
+            }
+            Err(bad_response("the stream ended before done"))
+        }
+        .boxed()
+    }
+
+    fn embed<'a>(
+        &'a self,
+        model: &'a str,
+        inputs: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
+        async move {
+            let response = self.send("embed", &json!({ "model": model, "input": inputs })).await?;
+            let body: Value = response.json().await.map_err(transport_error)?;
+            serde_json::from_value(body["embeddings"].clone())
+                .map_err(|error| bad_response(format!("embeddings are not vectors: {error}")))
+        }
+        .boxed()
+    }
+}
