@@ -9,6 +9,7 @@ pub mod agent;
 pub mod aggregate;
 pub mod event;
 pub mod heartbeat;
+pub mod llm_config;
 pub mod mission;
 pub mod names;
 pub mod text;

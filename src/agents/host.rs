@@ -53,6 +53,15 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let clock = LeaseClock::connect(store.pool().clone()).await?;
+    // Before any slot runs a mission: the agents get what this process connected.
+    let context = crate::agents::Context { store: Some(store.clone()) };
+    for (_, agent) in config.agents.iter() {
+        if let Some(supervised) =
+            agent.as_any().and_then(|any| any.downcast_ref::<SupervisedAgent>())
+        {
+            supervised.0.set_context(context.clone());
+        }
+    }
     let host = Host {
         heartbeats: Heartbeats {
             store: store.clone(),

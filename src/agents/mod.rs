@@ -92,12 +92,20 @@ pub fn agent_id(owner: &str, name: &str) -> uuid::Uuid {
     uuid::Uuid::new_v5(&AGENT_NAMESPACE, format!("agent:{owner}/{name}").as_bytes())
 }
 
+/// What a built-in agent may use, given by the process that hosts it (none when the agent
+/// list is parsed, before anything is connected).
+#[derive(Clone, Default)]
+pub struct Context {
+    /// The event store: the LLM gateway's runtime configuration is read from it.
+    pub store: Option<crate::eventlog::store::EventStore>,
+}
+
 /// An implementation built into `brain`.
 pub struct Builtin {
     pub name: &'static str,
     pub description: &'static str,
     /// A fresh instance (a restart makes a new one).
-    pub make: fn() -> Arc<dyn Agent>,
+    pub make: fn(&Context) -> Arc<dyn Agent>,
 }
 
 /// The implementations built into `brain`.
@@ -105,12 +113,12 @@ pub const BUILTIN: &[Builtin] = &[
     Builtin {
         name: "echo",
         description: "answers with the mission's payload; its payload can ask it to fail, hang, wait or die",
-        make: || Arc::new(echo::Echo),
+        make: |_| Arc::new(echo::Echo),
     },
     Builtin {
         name: "plain",
         description: "sends the mission's task (payload.prompt, else its description, else its name) to the LLM gateway's default route and answers with the model's answer",
-        make: || Arc::new(plain::Plain::from_env()),
+        make: |context| Arc::new(plain::Plain::new(context.store.clone())),
     },
 ];
 

@@ -7,23 +7,38 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::json;
 
+use crate::eventlog::store::EventStore;
 use crate::llm::gateway::{Gateway, Route};
 use crate::llm::{Message, Role};
 use crate::missions::agent::{Agent, Failure, Task};
 
 pub struct Plain {
     pub gateway: Gateway,
-    pub route: Route,
+    /// Where the runtime configuration is read, at every call; without it (an agent not
+    /// hosted by a worker), the environment's route.
+    pub store: Option<EventStore>,
 }
 
 impl Plain {
-    /// Keys and the default route from the environment.
-    pub fn from_env() -> Plain {
-        let route = Route::from_env().unwrap_or_else(|error| {
-            tracing::error!(%error, "LLM route from the environment; answering offline");
-            Route::from_env_offline()
-        });
-        Plain { gateway: Gateway::from_env(), route }
+    /// Keys from the environment; the route from `store`'s configuration at each call.
+    pub fn new(store: Option<EventStore>) -> Plain {
+        Plain { gateway: Gateway::from_env(), store }
+    }
+}
+
+/// The route a call takes now.
+async fn route(store: Option<&EventStore>) -> Result<Route, Failure> {
+    let Some(store) = store else {
+        return Ok(Route::from_env().unwrap_or_else(|_| Route::from_env_offline()));
+    };
+    match crate::llm::config::current_route(store).await {
+        Ok(Some(route)) => Ok(route),
+        Ok(None) => Err(Failure::permanent(
+            "LLM call failed: provider_unreachable: the LLM gateway is switched off (enabled: false)",
+        )),
+        Err(error) => {
+            Err(Failure::retryable(format!("cannot read the LLM configuration: {error}")))
+        }
     }
 }
 
@@ -38,8 +53,9 @@ pub fn task_text(task: &Task) -> String {
 
 impl Agent for Plain {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
-        let (gateway, route) = (self.gateway.clone(), self.route.clone());
+        let (gateway, store) = (self.gateway.clone(), self.store.clone());
         async move {
+            let route = route(store.as_ref()).await?;
             let messages = vec![Message::new(Role::User, task_text(&task))];
             match gateway.chat(&route, &messages, &[], None).await {
                 Ok(answered) => Ok(json!({

@@ -49,6 +49,8 @@ const EVENTS_MAX: usize = 64;
 
 struct Life {
     current: Arc<dyn Agent>,
+    /// What each new instance is made with.
+    context: crate::agents::Context,
     /// Which instance `current` is: a death counts only for the instance still current (the
     /// runs in flight on one broken instance die together, and that is one death).
     instance: u64,
@@ -63,8 +65,8 @@ struct Life {
 }
 
 impl Life {
-    fn replace(&mut self, factory: fn() -> Arc<dyn Agent>) {
-        self.current = factory();
+    fn replace(&mut self, factory: fn(&crate::agents::Context) -> Arc<dyn Agent>) {
+        self.current = factory(&self.context);
         self.instance += 1;
     }
 }
@@ -73,7 +75,7 @@ impl Life {
 pub struct Supervised {
     pub kind: String,
     pub implementation: String,
-    factory: fn() -> Arc<dyn Agent>,
+    factory: fn(&crate::agents::Context) -> Arc<dyn Agent>,
     life: Mutex<Life>,
 }
 
@@ -81,10 +83,11 @@ impl Supervised {
     pub fn new(
         kind: &str,
         implementation: &str,
-        factory: fn() -> Arc<dyn Agent>,
+        factory: fn(&crate::agents::Context) -> Arc<dyn Agent>,
     ) -> Arc<Supervised> {
         let life = Life {
-            current: factory(),
+            current: factory(&crate::agents::Context::default()),
+            context: crate::agents::Context::default(),
             instance: 0,
             deaths: VecDeque::new(),
             restart_at: None,
@@ -108,6 +111,13 @@ impl Supervised {
 
     pub fn set_intensity(&self, intensity: Intensity) {
         self.life().intensity = intensity;
+    }
+
+    /// Gives the agent what its host connected, as a fresh instance made with it.
+    pub fn set_context(&self, context: crate::agents::Context) {
+        let mut life = self.life();
+        life.context = context;
+        life.replace(self.factory);
     }
 
     /// The life events since the last call, oldest first.
@@ -263,7 +273,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn echo() -> Arc<dyn Agent> {
+    fn echo(_: &crate::agents::Context) -> Arc<dyn Agent> {
         Arc::new(crate::agents::echo::Echo)
     }
 

@@ -7,6 +7,7 @@
 
 mod agents;
 mod leases;
+mod llm;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -124,6 +125,7 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(event_type_stats))
         .merge(agents::routes())
         .merge(leases::routes())
+        .merge(llm::routes())
         .merge(missions::routes())
         .merge(queue::routes())
         .merge(supervisor::routes())

@@ -67,6 +67,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "missions", description = "Missions: enqueue, look up, cancel, retry; external agents' progress, complete and fail reports"),
         (name = "agents", description = "The agent registry: register, heartbeat, list, claim missions"),
         (name = "supervisor", description = "The agent supervisor: status, watched agents, start / stop / restart"),
+        (name = "llm", description = "The LLM gateway: runtime configuration"),
     ),
     components(schemas(super::ErrorBody))
 )]

@@ -9,6 +9,7 @@
 //! provider's own error text, which never echoes the key.
 
 pub mod anthropic;
+pub mod config;
 pub mod gateway;
 pub mod offline;
 pub mod ollama;

@@ -14,6 +14,7 @@ mod external_agents;
 mod fake_llm;
 mod heal;
 mod isolation;
+mod llm_config;
 mod llm_providers;
 mod mission_list;
 mod missions_api;

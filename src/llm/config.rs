@@ -1,0 +1,55 @@
+//! The route a call takes, from the runtime configuration in the log: read at every call, so
+//! a change through `PUT /api/llm/config` applies to the next call in every process. Until it
+//! is configured (or after a reset), the process's environment decides (`BRAIN_LLM_PROVIDER`,
+//! `BRAIN_LLM_HOST`, `BRAIN_LLM_MODEL`), and offline when that says nothing.
+
+use domain::StreamId;
+use domain::llm_config::{LlmConfig, LlmSettings, TargetSettings};
+
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::EventStore;
+use crate::llm::gateway::{ProviderKind, Route, Target};
+
+/// The one configuration stream of a deployment.
+pub fn stream_id() -> StreamId {
+    StreamId::parse("default").expect("a valid stream id")
+}
+
+fn target(settings: &TargetSettings) -> Option<Target> {
+    Some(Target {
+        provider: ProviderKind::parse(&settings.provider)?,
+        host: settings.host.clone(),
+        model: settings.model.clone(),
+    })
+}
+
+/// The default route of `settings`, or the named one.
+pub fn route_of(settings: &LlmSettings, name: Option<&str>) -> Option<Route> {
+    let targets = match name {
+        None | Some("default") => vec![target(&TargetSettings {
+            provider: settings.provider.clone(),
+            host: settings.host.clone(),
+            model: settings.model.clone(),
+        })?],
+        Some(name) => settings.routes.get(name)?.iter().filter_map(target).collect(),
+    };
+    Some(Route {
+        targets,
+        temperature: settings.temperature.map(|t| t as f32),
+        max_tokens: settings.max_tokens,
+    })
+}
+
+/// What a call uses now: the route (`None` when the gateway is switched off).
+pub async fn current_route(
+    store: &EventStore,
+) -> Result<Option<Route>, CommandError<domain::llm_config::InvalidSettings>> {
+    let (config, _) = command::load::<LlmConfig>(store, &stream_id()).await?;
+    if !config.configured {
+        return Ok(Some(Route::from_env().unwrap_or_else(|_| Route::from_env_offline())));
+    }
+    if !config.settings.enabled {
+        return Ok(None);
+    }
+    Ok(route_of(&config.settings, None))
+}
