@@ -141,6 +141,14 @@ pub enum MissionCommand {
         reason: String,
         now_ms: i64,
     },
+    /// The holder's agent made an LLM call: recorded in the mission's history, fenced like
+    /// any report of the holder.
+    RecordLlmCall {
+        worker_id: String,
+        attempt: u32,
+        call: LlmCall,
+        now_ms: i64,
+    },
     /// A pending mission's time has come.
     MarkDue {
         now_ms: i64,
@@ -169,6 +177,33 @@ pub enum MissionCommand {
     },
 }
 
+/// One LLM call as the mission's history keeps it: what was asked and answered (within a size
+/// bound, or only the usage when the deployment records no more), what it cost and how it
+/// ended. Recording the answer is what lets a run be replayed without the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// The route taken (`default` or a named one).
+    pub route: String,
+    /// The provider and model that answered, or the last one tried.
+    pub provider: String,
+    pub model: String,
+    /// Tries over all targets, the first included.
+    pub tries: u32,
+    /// The messages sent (`null` when only usage is recorded).
+    #[serde(default)]
+    pub request: serde_json::Value,
+    /// The answer's text and tool calls (`null` when only usage is recorded, or it failed).
+    #[serde(default)]
+    pub response: serde_json::Value,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// At the model's price in the configuration; 0 without one.
+    pub cost_usd: f64,
+    pub latency_ms: u64,
+    /// `ok`, or the failure's reason (`rate_limited`, `timeout`...).
+    pub outcome: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MissionEvent {
     MissionEnqueued {
@@ -190,6 +225,12 @@ pub enum MissionEvent {
         lease_expires_at_ms: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         note: Option<String>,
+        at_ms: i64,
+    },
+    /// One call through the LLM gateway, as the agent made it.
+    MissionLlmCalled {
+        attempt: u32,
+        call: LlmCall,
         at_ms: i64,
     },
     MissionCompleted {
@@ -239,6 +280,7 @@ impl MissionEvent {
             | E::MissionRetryDue { at_ms }
             | E::MissionStarted { at_ms, .. }
             | E::MissionProgressed { at_ms, .. }
+            | E::MissionLlmCalled { at_ms, .. }
             | E::MissionCompleted { at_ms, .. }
             | E::MissionAttemptFailed { at_ms, .. }
             | E::MissionLeaseExpired { at_ms, .. }
@@ -256,6 +298,7 @@ impl DomainEvent for MissionEvent {
             MissionEvent::MissionRetryDue { .. } => "MissionRetryDue",
             MissionEvent::MissionStarted { .. } => "MissionStarted",
             MissionEvent::MissionProgressed { .. } => "MissionProgressed",
+            MissionEvent::MissionLlmCalled { .. } => "MissionLlmCalled",
             MissionEvent::MissionCompleted { .. } => "MissionCompleted",
             MissionEvent::MissionAttemptFailed { .. } => "MissionAttemptFailed",
             MissionEvent::MissionLeaseExpired { .. } => "MissionLeaseExpired",
@@ -465,6 +508,10 @@ impl Aggregate for Mission {
                 let lease_expires_at_ms = expiry(now_ms, lease_ms);
                 Ok(vec![E::MissionProgressed { attempt, lease_expires_at_ms, note, at_ms: now_ms }])
             }
+            C::RecordLlmCall { worker_id, attempt, call, now_ms } => {
+                self.check_holder(&worker_id, attempt, now_ms)?;
+                Ok(vec![E::MissionLlmCalled { attempt, call, at_ms: now_ms }])
+            }
             C::Complete { worker_id, attempt, result, now_ms } => {
                 self.check_holder(&worker_id, attempt, now_ms)?;
                 Ok(vec![E::MissionCompleted { attempt, result, at_ms: now_ms }])
@@ -549,6 +596,7 @@ impl Aggregate for Mission {
             E::MissionProgressed { lease_expires_at_ms, .. } => {
                 self.lease_expires_at_ms = Some(*lease_expires_at_ms);
             }
+            E::MissionLlmCalled { .. } => {}
             E::MissionCompleted { result, .. } => {
                 self.status = S::Completed;
                 self.result = Some(result.clone());

@@ -82,6 +82,7 @@ mod tests {
             mission_id: "m".into(),
             name: "n".into(),
             description: String::new(),
+            worker_id: "w".into(),
             agent: "echo".into(),
             payload,
             attempt,

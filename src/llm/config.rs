@@ -3,8 +3,10 @@
 //! is configured (or after a reset), the process's environment decides (`BRAIN_LLM_PROVIDER`,
 //! `BRAIN_LLM_HOST`, `BRAIN_LLM_MODEL`), and offline when that says nothing.
 
+use std::collections::BTreeMap;
+
 use domain::StreamId;
-use domain::llm_config::{LlmConfig, LlmSettings, TargetSettings};
+use domain::llm_config::{LlmConfig, LlmSettings, Price, TargetSettings};
 
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::EventStore;
@@ -40,16 +42,39 @@ pub fn route_of(settings: &LlmSettings, name: Option<&str>) -> Option<Route> {
     })
 }
 
-/// What a call uses now: the route (`None` when the gateway is switched off).
-pub async fn current_route(
+/// What a call uses now.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// `None` when the gateway is switched off (`enabled: false`).
+    pub route: Option<Route>,
+    pub prices: BTreeMap<String, Price>,
+}
+
+impl Resolved {
+    /// The environment's route, no prices.
+    pub fn from_env() -> Resolved {
+        let route = Route::from_env().unwrap_or_else(|_| Route::from_env_offline());
+        Resolved { route: Some(route), prices: BTreeMap::new() }
+    }
+
+    /// What `usage` of `model` cost, at its price (0 without one).
+    pub fn cost_usd(&self, model: &str, input_tokens: u64, output_tokens: u64) -> f64 {
+        self.prices.get(model).map_or(0.0, |price| {
+            (input_tokens as f64 * price.input_usd_per_mtok
+                + output_tokens as f64 * price.output_usd_per_mtok)
+                / 1_000_000.0
+        })
+    }
+}
+
+/// The default route and the prices, as configured now.
+pub async fn current(
     store: &EventStore,
-) -> Result<Option<Route>, CommandError<domain::llm_config::InvalidSettings>> {
+) -> Result<Resolved, CommandError<domain::llm_config::InvalidSettings>> {
     let (config, _) = command::load::<LlmConfig>(store, &stream_id()).await?;
     if !config.configured {
-        return Ok(Some(Route::from_env().unwrap_or_else(|_| Route::from_env_offline())));
+        return Ok(Resolved::from_env());
     }
-    if !config.settings.enabled {
-        return Ok(None);
-    }
-    Ok(route_of(&config.settings, None))
+    let route = config.settings.enabled.then(|| route_of(&config.settings, None)).flatten();
+    Ok(Resolved { route, prices: config.settings.prices })
 }

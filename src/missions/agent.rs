@@ -17,6 +17,9 @@ pub struct Task {
     pub payload: serde_json::Value,
     /// 1 for the first try.
     pub attempt: u32,
+    /// The lease holder: with `attempt`, what an agent's own reports on the mission (its LLM
+    /// calls) are fenced by.
+    pub worker_id: String,
 }
 
 /// Why an attempt failed; `retryable` decides whether another attempt is scheduled.

@@ -367,6 +367,7 @@ impl Slot {
             agent: agent.clone(),
             payload: spec.payload.clone(),
             attempt,
+            worker_id: worker_id.clone(),
         };
         let mut held = (mission, version);
         let outcome = self

@@ -41,8 +41,8 @@ async fn a_config_change_is_validated_recorded_and_used_by_the_next_call_in_anot
     );
 
     // Refused, naming the field, recording nothing.
-    let good =
-        json!({ "provider": "openai", "host": fake.url(), "model": "fake-1", "temperature": 0.3 });
+    let good = json!({ "provider": "openai", "host": fake.url(), "model": "fake-1", "temperature": 0.3,
+        "prices": { "fake-1": { "input_usd_per_mtok": 2.0, "output_usd_per_mtok": 8.0 } } });
     // (The worker's own agent events go on meanwhile: count the configuration's.)
     let config_events = || async {
         sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events WHERE stream_type = 'llm_config'")
@@ -80,7 +80,7 @@ async fn a_config_change_is_validated_recorded_and_used_by_the_next_call_in_anot
     let change = &config["history"][0];
     assert_eq!(
         (&change["by"], &change["changed"]),
-        (&json!("user:alice"), &json!(["provider", "host", "model", "temperature"])),
+        (&json!("user:alice"), &json!(["provider", "host", "model", "temperature", "prices"])),
         "{config}"
     );
     let (_, again) = put(addr, &good).await;
@@ -104,6 +104,22 @@ async fn a_config_change_is_validated_recorded_and_used_by_the_next_call_in_anot
         (&asked[0].body["model"], &asked[0].body["messages"][0]["content"]),
         (&json!("fake-1"), &json!("say hello"))
     );
+    // The call is in the mission's history: what was asked and answered, usage, cost.
+    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
+    let call = events.as_array().unwrap().iter().find(|e| e["event_type"] == "MissionLlmCalled");
+    let call = &call.expect("the call recorded")["payload"]["call"];
+    assert_eq!(
+        (&call["provider"], &call["model"], &call["outcome"]),
+        (&json!("openai"), &json!("fake-1"), &json!("ok")),
+        "{call}"
+    );
+    assert_eq!((&call["input_tokens"], &call["output_tokens"]), (&json!(11), &json!(7)), "{call}");
+    assert!(
+        (call["cost_usd"].as_f64().unwrap() - 78e-6).abs() < 1e-12,
+        "11 × $2 + 7 × $8 per million: {call}"
+    );
+    assert_eq!(call["request"][0]["content"], "say hello");
+    assert_eq!(call["response"]["content"], "hello from the fake");
 
     // Reset: back to the defaults, offline here, for the next call.
     let (status, config) = post(addr, "/api/llm/config/reset", "").await;

@@ -295,6 +295,36 @@ fn a_lease_is_revoked_only_from_its_holder_and_before_it_runs_out() {
 }
 
 #[test]
+fn an_llm_call_is_recorded_only_for_the_current_holder() {
+    let call = LlmCall {
+        route: "default".into(),
+        provider: "offline".into(),
+        model: "offline".into(),
+        tries: 1,
+        request: serde_json::Value::Null,
+        response: serde_json::Value::Null,
+        input_tokens: 3,
+        output_tokens: 5,
+        cost_usd: 0.0,
+        latency_ms: 1,
+        outcome: "ok".into(),
+    };
+    let given = [enqueued(), started("w1", 1, 2_000)];
+    let record = |worker: &str, attempt| MissionCommand::RecordLlmCall {
+        worker_id: worker.into(),
+        attempt,
+        call: call.clone(),
+        now_ms: 3_000,
+    };
+    let recorded = MissionEvent::MissionLlmCalled { attempt: 1, call: call.clone(), at_ms: 3_000 };
+    check(&given, record("w1", 1), Ok(vec![recorded.clone()]));
+    check(&given, record("w1", 2), Err(MissionError::StaleAttempt { current: 1, got: 2 }));
+    let mut history = given.to_vec();
+    history.push(recorded);
+    assert_eq!(Mission::fold(&history).status, MissionStatus::Running, "a call changes no status");
+}
+
+#[test]
 fn a_late_report_from_a_worker_whose_lease_expired_is_refused() {
     let expired = MissionEvent::MissionLeaseExpired {
         attempt: 1,
