@@ -81,6 +81,14 @@ fn bounded(value: Value) -> Value {
     json!({ "truncated": true, "bytes": text.len(), "head": &text[..cut] })
 }
 
+/// The call's cost at its model's price, also counted in `/metrics`.
+fn cost_usd(resolved: &Resolved, provider: &str, model: &str, usage: crate::llm::Usage) -> f64 {
+    let cost = resolved.cost_usd(model, usage.input_tokens, usage.output_tokens);
+    metrics::counter!("brain_llm_cost_microusd_total", "provider" => provider.to_owned(), "model" => model.to_owned())
+        .increment((cost * 1_000_000.0).round() as u64);
+    cost
+}
+
 async fn record(store: &EventStore, task: &Task, call: LlmCall) -> Result<(), Failure> {
     let Ok(mission_id) = StreamId::parse(&task.mission_id) else { return Ok(()) };
     let mut metadata =
@@ -156,7 +164,7 @@ impl Agent for Plain {
                     response: if full { bounded(response) } else { Value::Null },
                     input_tokens: usage.input_tokens,
                     output_tokens: usage.output_tokens,
-                    cost_usd: resolved.cost_usd(&model, usage.input_tokens, usage.output_tokens),
+                    cost_usd: cost_usd(&resolved, &provider, &model, usage),
                     latency_ms,
                     outcome: outcome_name,
                 };

@@ -235,6 +235,7 @@ impl Gateway {
                 };
                 let latency_ms = started.elapsed().as_millis() as u64;
                 let failure = outcome.as_ref().err().map(|error| error.reason);
+                observe(target, started.elapsed(), &outcome);
                 tries.push(Try {
                     provider: target.provider,
                     model: target.model.clone(),
@@ -253,6 +254,9 @@ impl Gateway {
                 match self.retry.wait(attempt, &error) {
                     Some(wait) => {
                         last = error;
+                        metrics::counter!("brain_llm_retries_total", "provider" => target.provider.as_str()).increment(1);
+                        metrics::histogram!("brain_llm_retry_wait_seconds")
+                            .record(wait.as_secs_f64());
                         tokio::time::sleep(wait).await;
                     }
                     None => {
@@ -296,6 +300,29 @@ impl Gateway {
             }
         }
         unreachable!("the loop returns")
+    }
+}
+
+/// A try in `/metrics`: latency by provider, model and outcome; tokens; errors by reason.
+fn observe(target: &Target, latency: Duration, outcome: &Result<ChatAnswer, LlmError>) {
+    let (provider, model) = (target.provider.as_str(), target.model.clone());
+    let outcome_name = match outcome {
+        Ok(_) => "ok",
+        Err(error) => error.reason.as_str(),
+    };
+    metrics::histogram!("brain_llm_call_seconds", "provider" => provider, "model" => model.clone(), "outcome" => outcome_name)
+        .record(latency.as_secs_f64());
+    match outcome {
+        Ok(answer) => {
+            metrics::counter!("brain_llm_tokens_total", "provider" => provider, "model" => model.clone(), "direction" => "input")
+                .increment(answer.usage.input_tokens);
+            metrics::counter!("brain_llm_tokens_total", "provider" => provider, "model" => model, "direction" => "output")
+                .increment(answer.usage.output_tokens);
+        }
+        Err(error) => {
+            metrics::counter!("brain_llm_errors_total", "provider" => provider, "model" => model, "reason" => error.reason.as_str())
+                .increment(1);
+        }
     }
 }
 

@@ -237,6 +237,13 @@ async fn a_coder_mission_completes_offline_out_of_the_box() {
     );
     let answer = result["answer"].as_str().unwrap();
     assert!(answer.starts_with("[offline]") && answer.contains("say hello"), "{answer}");
+    let (_, metrics) = crate::serve::get(addr, "/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    for name in
+        ["brain_llm_call_seconds", "brain_llm_tokens_total", "brain_llm_cost_microusd_total"]
+    {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
