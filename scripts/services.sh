@@ -141,6 +141,12 @@ if ! command -v faketime >/dev/null 2>&1; then
     apt_install faketime
     say "faketime: installed"
 fi
+# The official OpenAI Python client, to test BRAiN's own /v1/chat/completions with.
+if ! python3 -c 'import openai' >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check openai >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
+    say "python openai client: installed"
+fi
 
 # The URL must work whether pg_hba says trust or scram-sha-256, so the role
 # needs the password even where it is not checked.

@@ -6,6 +6,7 @@
 //! says how to add one.
 
 mod agents;
+mod completions;
 mod leases;
 mod llm;
 mod missions;
@@ -126,6 +127,7 @@ pub fn routes() -> ApiRoutes {
         .merge(agents::routes())
         .merge(leases::routes())
         .merge(llm::routes())
+        .merge(completions::routes())
         .merge(missions::routes())
         .merge(queue::routes())
         .merge(supervisor::routes())

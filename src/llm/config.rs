@@ -67,6 +67,18 @@ impl Resolved {
     }
 }
 
+/// The route configured under `name`, if there is one.
+pub async fn named_route(
+    store: &EventStore,
+    name: &str,
+) -> Result<Option<Route>, CommandError<domain::llm_config::InvalidSettings>> {
+    let (config, _) = command::load::<LlmConfig>(store, &stream_id()).await?;
+    if !config.configured || !config.settings.routes.contains_key(name) {
+        return Ok(None);
+    }
+    Ok(route_of(&config.settings, Some(name)))
+}
+
 /// The default route and the prices, as configured now.
 pub async fn current(
     store: &EventStore,

@@ -18,6 +18,7 @@ mod llm_config;
 mod llm_providers;
 mod mission_list;
 mod missions_api;
+mod openai_client;
 mod openapi;
 mod projector;
 mod python_agent;

@@ -1,0 +1,296 @@
+//! `POST /v1/chat/completions`: BRAiN speaking OpenAI's chat completions protocol, streaming
+//! included, so any OpenAI client calls through the gateway's routes, retries and fallback.
+//! `model` names a configured route (or `default`); any other name runs on the default route
+//! with that model.
+//!
+//! A streamed answer is relayed as it arrives through a bounded buffer
+//! ([`STREAM_BUFFER_PIECES`]); a client that falls that far behind is cut off (the call
+//! stops), rather than making the server hold an unbounded answer for it.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, refused};
+use crate::llm::gateway::{Answered, Gateway, Route};
+use crate::llm::{Message, Role, ToolCall, ToolSpec};
+use axum::http::StatusCode;
+
+/// Pieces of a streamed answer held for a client that reads slowly.
+pub const STREAM_BUFFER_PIECES: usize = 4_096;
+/// Most messages and tools one request may carry.
+pub const MESSAGES_MAX: usize = 1_000;
+pub const TOOLS_MAX: usize = 128;
+
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new().routes(routes!(chat_completions))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CompletionRequest {
+    /// A route's name, `default`, or a model for the default route's provider.
+    pub model: String,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<Value>,
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Tools in OpenAI's `{"type": "function", "function": {...}}` form. Other fields of the
+    /// protocol (`stream_options`, `user`, ...) are accepted and ignored.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub tools: Vec<Value>,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::Refused(super::Refusal {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_field",
+        field: Some(field.to_owned().into()),
+        message: message.into(),
+    })
+}
+
+/// A message's text: a string, or the text parts of a content array.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => {
+            parts.iter().filter_map(|part| part["text"].as_str()).collect::<Vec<_>>().join("")
+        }
+        _ => String::new(),
+    }
+}
+
+fn messages(request: &CompletionRequest) -> Result<Vec<Message>, ApiError> {
+    if request.messages.is_empty() || request.messages.len() > MESSAGES_MAX {
+        return Err(invalid("messages", format!("1 to {MESSAGES_MAX} messages")));
+    }
+    request
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(n, message)| {
+            let role = match message["role"].as_str() {
+                Some("system") | Some("developer") => Role::System,
+                Some("user") => Role::User,
+                Some("assistant") => Role::Assistant,
+                Some("tool") => Role::Tool,
+                _ => {
+                    return Err(invalid(
+                        &format!("messages[{n}].role"),
+                        "system, user, assistant or tool",
+                    ));
+                }
+            };
+            let tool_calls = message["tool_calls"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|call| ToolCall {
+                    id: call["id"].as_str().unwrap_or_default().to_owned(),
+                    name: call["function"]["name"].as_str().unwrap_or_default().to_owned(),
+                    arguments: call["function"]["arguments"]
+                        .as_str()
+                        .and_then(|text| serde_json::from_str(text).ok())
+                        .unwrap_or(json!({})),
+                })
+                .collect();
+            Ok(Message {
+                role,
+                content: text_of(&message["content"]),
+                tool_calls,
+                tool_call_id: message["tool_call_id"].as_str().map(str::to_owned),
+            })
+        })
+        .collect()
+}
+
+fn tools(request: &CompletionRequest) -> Result<Vec<ToolSpec>, ApiError> {
+    if request.tools.len() > TOOLS_MAX {
+        return Err(invalid("tools", format!("at most {TOOLS_MAX}")));
+    }
+    Ok(request
+        .tools
+        .iter()
+        .map(|tool| ToolSpec {
+            name: tool["function"]["name"].as_str().unwrap_or_default().to_owned(),
+            description: tool["function"]["description"].as_str().unwrap_or_default().to_owned(),
+            parameters: tool["function"]["parameters"].clone(),
+        })
+        .collect())
+}
+
+/// The route `model` names.
+async fn route_for(app: &AppState, model: &str) -> Result<Route, ApiError> {
+    let resolved = crate::llm::config::current(&app.store)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    let Some(default) = resolved.route else {
+        return Err(refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "llm_disabled",
+            None,
+            "the LLM gateway is switched off".into(),
+        ));
+    };
+    if model == "default" || model.is_empty() {
+        return Ok(default);
+    }
+    if let Some(named) = crate::llm::config::named_route(&app.store, model)
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?
+    {
+        return Ok(named);
+    }
+    let mut route = default;
+    for target in &mut route.targets {
+        target.model = model.to_owned();
+    }
+    Ok(route)
+}
+
+fn wire_tool_calls(calls: &[ToolCall]) -> Vec<Value> {
+    calls
+        .iter()
+        .map(|call| json!({ "id": call.id, "type": "function", "function": { "name": call.name, "arguments": call.arguments.to_string() } }))
+        .collect()
+}
+
+fn usage(answered: &Answered) -> Value {
+    let usage = answered.answer.usage;
+    json!({ "prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens })
+}
+
+fn failure(error: &crate::llm::LlmError) -> ApiError {
+    let status = match error.reason {
+        crate::llm::Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        crate::llm::Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        crate::llm::Reason::ModelNotFound => StatusCode::NOT_FOUND,
+        crate::llm::Reason::ContextTooLong => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    refused(status, error.reason.as_str(), None, error.to_string())
+}
+
+/// `POST /v1/chat/completions`: OpenAI's protocol, answered through the gateway.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "llm",
+    request_body = CompletionRequest,
+    responses(
+        (status = 200, description = "A `chat.completion`, or with `stream: true` an SSE stream of `chat.completion.chunk`s ending `[DONE]`"),
+        (status = 400, description = "`invalid_body`, `invalid_field` (a NUL), `context_too_long`", body = ErrorBody),
+        (status = 404, description = "`model_not_found`", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`; `invalid_field`: `messages`, `messages[<n>].role`, `tools`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 502, description = "`provider_unreachable`, `auth_failed`, `bad_response`", body = ErrorBody),
+        (status = 503, description = "`llm_disabled`", body = ErrorBody),
+        (status = 504, description = "`timeout`", body = ErrorBody),
+    ))]
+async fn chat_completions(
+    State(app): State<AppState>,
+    ApiJson(request): ApiJson<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let messages = messages(&request)?;
+    let tools = tools(&request)?;
+    let mut route = route_for(&app, &request.model).await?;
+    if request.temperature.is_some() {
+        route.temperature = request.temperature;
+    }
+    if request.max_tokens.is_some() {
+        route.max_tokens = request.max_tokens;
+    }
+    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+    let created = time::OffsetDateTime::now_utc().unix_timestamp();
+    let gateway = Gateway::from_env();
+    if !request.stream {
+        let answered = gateway
+            .chat(&route, &messages, &tools, None)
+            .await
+            .map_err(|failed| failure(&failed.error))?;
+        let mut message = json!({ "role": "assistant", "content": answered.answer.content });
+        if !answered.answer.tool_calls.is_empty() {
+            message["tool_calls"] = json!(wire_tool_calls(&answered.answer.tool_calls));
+        }
+        let finish = if answered.answer.tool_calls.is_empty() { "stop" } else { "tool_calls" };
+        return Ok(ApiJson(json!({
+            "id": id, "object": "chat.completion", "created": created, "model": answered.answer.model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
+            "usage": usage(&answered),
+        }))
+        .into_response());
+    }
+    let (pieces, received) = tokio::sync::mpsc::channel::<Value>(STREAM_BUFFER_PIECES);
+    let chunk = {
+        let (id, model) = (id.clone(), request.model.clone());
+        move |delta: Value, finish: Value, usage: Option<Value>| {
+            let mut chunk = json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": if finish.is_null() && delta.is_null() { json!([]) } else { json!([{ "index": 0, "delta": delta, "finish_reason": finish }]) } });
+            if let Some(usage) = usage {
+                chunk["usage"] = usage;
+            }
+            chunk
+        }
+    };
+    tokio::spawn(async move {
+        let first = chunk(json!({ "role": "assistant", "content": "" }), Value::Null, None);
+        if pieces.send(first).await.is_err() {
+            return;
+        }
+        let sender = pieces.clone();
+        let piece_chunk = chunk.clone();
+        let mut sink = move |piece: &str| {
+            // Bounded: a client this far behind is cut off, the call with it.
+            let _ = sender.try_send(piece_chunk(json!({ "content": piece }), Value::Null, None));
+        };
+        let outcome = gateway.chat(&route, &messages, &tools, Some(&mut sink)).await;
+        let last = match outcome {
+            Ok(answered) => {
+                if !answered.answer.tool_calls.is_empty() {
+                    let calls: Vec<Value> = wire_tool_calls(&answered.answer.tool_calls)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, mut call)| {
+                            call["index"] = json!(n);
+                            call
+                        })
+                        .collect();
+                    let _ =
+                        pieces.send(chunk(json!({ "tool_calls": calls }), Value::Null, None)).await;
+                }
+                let finish =
+                    if answered.answer.tool_calls.is_empty() { "stop" } else { "tool_calls" };
+                let _ = pieces.send(chunk(json!({}), json!(finish), None)).await;
+                chunk(Value::Null, Value::Null, Some(usage(&answered)))
+            }
+            Err(failed) => {
+                json!({ "error": { "message": failed.error.to_string(), "type": failed.error.reason.as_str() } })
+            }
+        };
+        let _ = pieces.send(last).await;
+    });
+    let events = tokio_stream_from(received)
+        .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
+        .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
+    Ok(Sse::new(events).into_response())
+}
+
+/// A receiver as a stream.
+fn tokio_stream_from(
+    mut received: tokio::sync::mpsc::Receiver<Value>,
+) -> impl futures::Stream<Item = Value> {
+    futures::stream::poll_fn(move |context| received.poll_recv(context))
+}
