@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::llm::sse::Lines;
 use crate::llm::{
     ChatAnswer, ChatRequest, LlmError, Provider, Reason, Role, Timeouts, TokenSink, ToolCall,
-    Usage, bad_response, retry, status_error, transport_error,
+    Usage, bad_response, transport_error,
 };
 
 /// The API version this code speaks.
@@ -90,32 +90,11 @@ impl Anthropic {
             .client
             .post(format!("{base}/v1/messages"))
             .header("anthropic-version", API_VERSION)
-            .json(body)
-            .timeout(self.timeouts.total);
+            .json(body);
         if let Some(key) = &self.key {
             request = request.header("x-api-key", key);
         }
-        let response = tokio::time::timeout(self.timeouts.first_token, request.send())
-            .await
-            .map_err(|_| {
-                LlmError::new(Reason::Timeout, "no answer within the first-token deadline")
-            })?
-            .map_err(transport_error)?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let retry_after = retry::retry_after_of(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        let mut error = status_error(status, &text, retry_after);
-        // 529: overloaded, Anthropic's way of asking to come back later.
-        if status == 529 {
-            error.reason = Reason::RateLimited;
-        }
-        if status == 400 && text.contains("prompt is too long") {
-            error.reason = Reason::ContextTooLong;
-        }
-        Err(error)
+        crate::llm::send(request, &self.timeouts).await
     }
 }
 
@@ -164,13 +143,7 @@ impl Provider for Anthropic {
             };
             let response = self.send(&wire_request(request, true)).await?;
             let mut lines = Lines::new(response, self.timeouts.first_token);
-            let mut answer = ChatAnswer {
-                content: String::new(),
-                tool_calls: Vec::new(),
-                usage: Usage::default(),
-                finish_reason: String::new(),
-                model: String::new(),
-            };
+            let mut answer = ChatAnswer::default();
             // tool_use blocks by index: id, name, and the input's JSON text in pieces.
             let mut tools: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
             while let Some(event) = lines.next_event().await? {

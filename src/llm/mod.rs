@@ -92,7 +92,7 @@ pub struct Usage {
 }
 
 /// A provider's complete answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ChatAnswer {
     pub content: String,
     pub tool_calls: Vec<ToolCall>,
@@ -227,6 +227,48 @@ pub trait Provider: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>>;
 }
 
+/// Sends a provider request: the answer's headers are due within the first-token deadline, the
+/// whole exchange within the total one; a status other than 2xx becomes its typed failure,
+/// with the provider's `Retry-After`.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    timeouts: &Timeouts,
+) -> Result<reqwest::Response, LlmError> {
+    let request = request.timeout(timeouts.total);
+    let response = tokio::time::timeout(timeouts.first_token, request.send())
+        .await
+        .map_err(|_| LlmError::new(Reason::Timeout, "no answer within the first-token deadline"))?
+        .map_err(transport_error)?;
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status().as_u16();
+    let retry_after = retry::retry_after_of(response.headers());
+    let text = response.text().await.unwrap_or_default();
+    Err(status_error(status, &text, retry_after))
+}
+
+/// A role as OpenAI's and Ollama's protocols spell it.
+pub(crate) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
+/// Tools as OpenAI's and Ollama's protocols take them.
+pub(crate) fn function_tools(tools: &[ToolSpec]) -> serde_json::Value {
+    tools
+        .iter()
+        .map(|tool| {
+            serde_json::json!({ "type": "function", "function": {
+                "name": tool.name, "description": tool.description, "parameters": tool.parameters } })
+        })
+        .collect()
+}
+
 /// What an HTTP status from a provider means.
 pub(crate) fn status_error(status: u16, body: &str, retry_after: Option<Duration>) -> LlmError {
     let text: String = body.chars().take(ERROR_TEXT_MAX).collect();
@@ -235,7 +277,8 @@ pub(crate) fn status_error(status: u16, body: &str, retry_after: Option<Duration
         401 | 403 => Reason::AuthFailed,
         404 => Reason::ModelNotFound,
         408 => Reason::Timeout,
-        429 => Reason::RateLimited,
+        // 529: Anthropic's "overloaded", its way of asking to come back later.
+        429 | 529 => Reason::RateLimited,
         400 | 413 | 422
             if lower.contains("context")
                 || lower.contains("too long")

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::llm::sse::Lines;
 use crate::llm::{
-    ChatAnswer, ChatRequest, LlmError, Message, Provider, Role, Timeouts, TokenSink, ToolCall,
-    Usage, bad_response, retry, status_error, transport_error,
+    ChatAnswer, ChatRequest, LlmError, Message, Provider, Timeouts, TokenSink, ToolCall, Usage,
+    bad_response, function_tools, role_name, transport_error,
 };
 
 pub struct Ollama {
@@ -22,34 +22,12 @@ pub struct Ollama {
 impl Ollama {
     async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, LlmError> {
         let url = format!("{}/api/{path}", self.base_url.trim_end_matches('/'));
-        let request = self.client.post(url).json(body).timeout(self.timeouts.total);
-        let response = tokio::time::timeout(self.timeouts.first_token, request.send())
-            .await
-            .map_err(|_| {
-                LlmError::new(
-                    crate::llm::Reason::Timeout,
-                    "no answer within the first-token deadline",
-                )
-            })?
-            .map_err(transport_error)?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let retry_after = retry::retry_after_of(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        Err(status_error(status, &text, retry_after))
+        crate::llm::send(self.client.post(url).json(body), &self.timeouts).await
     }
 }
 
 fn wire_message(message: &Message) -> Value {
-    let role = match message.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
-    let mut wire = json!({ "role": role, "content": message.content });
+    let mut wire = json!({ "role": role_name(message.role), "content": message.content });
     if !message.tool_calls.is_empty() {
         wire["tool_calls"] = message
             .tool_calls
@@ -75,14 +53,7 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
         "options": options,
     });
     if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|tool| {
-                json!({ "type": "function", "function": {
-                    "name": tool.name, "description": tool.description, "parameters": tool.parameters } })
-            })
-            .collect();
+        body["tools"] = function_tools(&request.tools);
     }
     body
 }
@@ -124,13 +95,7 @@ impl Provider for Ollama {
         sink: Option<TokenSink<'a>>,
     ) -> BoxFuture<'a, Result<ChatAnswer, LlmError>> {
         async move {
-            let mut answer = ChatAnswer {
-                content: String::new(),
-                tool_calls: Vec::new(),
-                usage: Usage::default(),
-                finish_reason: String::new(),
-                model: String::new(),
-            };
+            let mut answer = ChatAnswer::default();
             let Some(sink) = sink else {
                 let response = self.send("chat", &wire_request(request, false)).await?;
                 let body: Value = response.json().await.map_err(transport_error)?;

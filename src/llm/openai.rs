@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::llm::sse::Lines;
 use crate::llm::{
-    ChatAnswer, ChatRequest, LlmError, Message, Provider, Role, Timeouts, TokenSink, ToolCall,
-    Usage, bad_response, retry, status_error, transport_error,
+    ChatAnswer, ChatRequest, LlmError, Message, Provider, Timeouts, TokenSink, ToolCall, Usage,
+    bad_response, function_tools, role_name, transport_error,
 };
 
 pub struct OpenAi {
@@ -31,37 +31,16 @@ impl OpenAi {
     }
 
     async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, LlmError> {
-        let mut request = self.client.post(self.url(path)).json(body).timeout(self.timeouts.total);
+        let mut request = self.client.post(self.url(path)).json(body);
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
-        let response = tokio::time::timeout(self.timeouts.first_token, request.send())
-            .await
-            .map_err(|_| {
-                LlmError::new(
-                    crate::llm::Reason::Timeout,
-                    "no answer within the first-token deadline",
-                )
-            })?
-            .map_err(transport_error)?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status().as_u16();
-        let retry_after = retry::retry_after_of(response.headers());
-        let text = response.text().await.unwrap_or_default();
-        Err(status_error(status, &text, retry_after))
+        crate::llm::send(request, &self.timeouts).await
     }
 }
 
 fn wire_message(message: &Message) -> Value {
-    let role = match message.role {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-    };
-    let mut wire = json!({ "role": role, "content": message.content });
+    let mut wire = json!({ "role": role_name(message.role), "content": message.content });
     if !message.tool_calls.is_empty() {
         wire["tool_calls"] = message
             .tool_calls
@@ -88,14 +67,7 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
         body["stream_options"] = json!({ "include_usage": true });
     }
     if !request.tools.is_empty() {
-        body["tools"] = request
-            .tools
-            .iter()
-            .map(|tool| {
-                json!({ "type": "function", "function": {
-                    "name": tool.name, "description": tool.description, "parameters": tool.parameters } })
-            })
-            .collect();
+        body["tools"] = function_tools(&request.tools);
     }
     if let Some(temperature) = request.temperature {
         body["temperature"] = json!(temperature);
@@ -165,13 +137,7 @@ impl Provider for OpenAi {
             };
             let response = self.send("chat/completions", &wire_request(request, true)).await?;
             let mut lines = Lines::new(response, self.timeouts.first_token);
-            let mut answer = ChatAnswer {
-                content: String::new(),
-                tool_calls: Vec::new(),
-                usage: Usage::default(),
-                finish_reason: String::new(),
-                model: String::new(),
-            };
+            let mut answer = ChatAnswer::default();
             // Tool calls by index: id and name come first, the arguments in pieces.
             let mut calls: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
             let mut finished = false;
