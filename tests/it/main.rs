@@ -16,6 +16,7 @@ mod heal;
 mod isolation;
 mod llm_config;
 mod llm_providers;
+mod llm_secrets;
 mod mission_list;
 mod missions_api;
 mod openai_client;
