@@ -173,13 +173,30 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let (store, committer) =
                 EventStore::start(pool, services.namespace.as_str(), Default::default());
             println!("brain worker {} running", config.worker_id);
+            // Answers stream on NATS as they are generated; without NATS the worker still
+            // runs, its answers arriving whole.
+            let connect = brain::eventlog::bus::connect(&services.nats_url);
+            let nats = match tokio::time::timeout(Duration::from_secs(5), connect).await {
+                Ok(Ok(nats)) => Some(nats),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "no NATS: answers will not stream");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("NATS did not answer in 5 s: answers will not stream");
+                    None
+                }
+            };
             brain::agents::host::run_worker(
                 store,
                 queue,
                 services.namespace,
                 config,
-                restarts.intensity(),
-                brain::agents::heartbeat::RECORD_EVERY_DEFAULT,
+                brain::agents::host::Hosting {
+                    intensity: restarts.intensity(),
+                    record_every: brain::agents::heartbeat::RECORD_EVERY_DEFAULT,
+                    tokens: nats,
+                },
                 shutdown,
             )
             .await?;

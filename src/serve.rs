@@ -420,8 +420,11 @@ impl QueueParts {
                         queue,
                         self.namespace,
                         config,
-                        self.intensity,
-                        self.agents.record_every(),
+                        crate::agents::host::Hosting {
+                            intensity: self.intensity,
+                            record_every: self.agents.record_every(),
+                            tokens: Some(self.nats.clone()),
+                        },
                         stop_workers.clone(),
                     )
                     .await

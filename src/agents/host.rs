@@ -41,20 +41,34 @@ pub fn owner(worker_id: &str) -> String {
 /// Owners starting with this are built-in workers'; external agents may not use it.
 pub const OWNER_PREFIX: &str = "worker:";
 
+/// How a worker's built-in agents are hosted.
+#[derive(Clone)]
+pub struct Hosting {
+    pub intensity: Intensity,
+    /// How often an unchanged heartbeat is recorded again (zero: never).
+    pub record_every: Duration,
+    /// Where answers stream as they are generated.
+    pub tokens: Option<async_nats::Client>,
+}
+
 /// Runs a worker with its built-in agents hosted: registered, heartbeating, restarted within
-/// `intensity`. The agents deregister once the worker has drained.
+/// `intensity`, streaming their answers on `tokens` when given. The agents deregister once the
+/// worker has drained.
 pub async fn run_worker(
     store: EventStore,
     queue: Queue,
     namespace: Namespace,
     config: WorkerConfig,
-    intensity: Intensity,
-    record_every: Duration,
+    hosting: Hosting,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
+    let Hosting { intensity, record_every, tokens } = hosting;
     let clock = LeaseClock::connect(store.pool().clone()).await?;
     // Before any slot runs a mission: the agents get what this process connected.
-    let context = crate::agents::Context { store: Some(store.clone()) };
+    let context = crate::agents::Context {
+        store: Some(store.clone()),
+        tokens: tokens.map(|nats| (nats, namespace.clone())),
+    };
     for (_, agent) in config.agents.iter() {
         if let Some(supervised) =
             agent.as_any().and_then(|any| any.downcast_ref::<SupervisedAgent>())

@@ -98,6 +98,8 @@ pub fn agent_id(owner: &str, name: &str) -> uuid::Uuid {
 pub struct Context {
     /// The event store: the LLM gateway's runtime configuration is read from it.
     pub store: Option<crate::eventlog::store::EventStore>,
+    /// Where answers stream as they are generated (`<ns>.tokens.<mission id>`).
+    pub tokens: Option<(async_nats::Client, crate::config::Namespace)>,
 }
 
 /// An implementation built into `brain`.
@@ -118,7 +120,7 @@ pub const BUILTIN: &[Builtin] = &[
     Builtin {
         name: "plain",
         description: "sends the mission's task (payload.prompt, else its description, else its name) to the LLM gateway's default route and answers with the model's answer",
-        make: |context| Arc::new(plain::Plain::new(context.store.clone())),
+        make: |context| Arc::new(plain::Plain::new(context.store.clone(), context.tokens.clone())),
     },
 ];
 

@@ -51,11 +51,16 @@ pub struct Plain {
     /// without it (an agent not hosted by a worker), the environment's route, unrecorded.
     pub store: Option<EventStore>,
     pub record: RecordMode,
+    /// Where the answer streams as it is generated.
+    pub tokens: Option<(async_nats::Client, crate::config::Namespace)>,
 }
 
 impl Plain {
-    pub fn new(store: Option<EventStore>) -> Plain {
-        Plain { gateway: Gateway::from_env(), store, record: RecordMode::from_env() }
+    pub fn new(
+        store: Option<EventStore>,
+        tokens: Option<(async_nats::Client, crate::config::Namespace)>,
+    ) -> Plain {
+        Plain { gateway: Gateway::from_env(), store, record: RecordMode::from_env(), tokens }
     }
 }
 
@@ -121,6 +126,7 @@ async fn record(store: &EventStore, task: &Task, call: LlmCall) -> Result<(), Fa
 impl Agent for Plain {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
         let (gateway, store, mode) = (self.gateway.clone(), self.store.clone(), self.record);
+        let tokens = self.tokens.clone();
         async move {
             let resolved = match &store {
                 None => Resolved::from_env(),
@@ -135,7 +141,17 @@ impl Agent for Plain {
             };
             let messages = vec![Message::new(Role::User, task_text(&task))];
             let started = Instant::now();
-            let outcome = gateway.chat(&route, &messages, &[], None).await;
+            let outcome = match tokens {
+                None => gateway.chat(&route, &messages, &[], None).await,
+                Some((nats, namespace)) => {
+                    let subject = crate::llm::tokens::subject(&namespace, &task.mission_id);
+                    let mut publisher = crate::llm::tokens::Publisher::start(nats, subject, &task.mission_id, task.attempt);
+                    let mut sink = |piece: &str| publisher.piece(piece);
+                    let outcome = gateway.chat(&route, &messages, &[], Some(&mut sink)).await;
+                    publisher.finish().await;
+                    outcome
+                }
+            };
             let latency_ms = started.elapsed().as_millis() as u64;
             let tries = match &outcome {
                 Ok(answered) => answered.tries.clone(),

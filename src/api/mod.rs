@@ -13,6 +13,7 @@ mod missions;
 pub mod openapi;
 mod queue;
 pub mod server;
+mod stream;
 mod supervisor;
 mod ws;
 
@@ -128,6 +129,7 @@ pub fn routes() -> ApiRoutes {
         .merge(leases::routes())
         .merge(llm::routes())
         .merge(completions::routes())
+        .merge(stream::routes())
         .merge(missions::routes())
         .merge(queue::routes())
         .merge(supervisor::routes())

@@ -16,6 +16,7 @@ pub mod ollama;
 pub mod openai;
 pub mod retry;
 mod sse;
+pub mod tokens;
 
 use std::time::Duration;
 

@@ -247,3 +247,76 @@ async fn a_coder_mission_completes_offline_out_of_the_box() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
+    use futures::StreamExt;
+    let env = crate::support::TestEnv::new().await;
+    let fake = FakeLlm::start(vec![], Scripted::text("one two three four"), None).await;
+    let mut options = brain::serve::ServeOptions::new(
+        crate::serve::services(&env, &crate::serve::redis_url()),
+        "127.0.0.1:0".parse().unwrap(),
+    );
+    options.workers = Some(brain::missions::worker::WorkerConfig::new(
+        brain::agents::parse("coder=plain").unwrap(),
+        1,
+    ));
+    let (addr, shutdown, task) = crate::serve::serve_with_options(options).await;
+    crate::serve::crypto_provider();
+    let client = reqwest::Client::new();
+    let config = json!({ "provider": "openai", "host": fake.url(), "model": "m" });
+    assert_eq!(
+        client
+            .put(format!("http://{addr}/api/llm/config"))
+            .json(&config)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Due in two seconds: time to subscribe before the agent speaks.
+    let due = (time::OffsetDateTime::now_utc() + Duration::from_secs(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let id = crate::workers::enqueue(
+        addr,
+        json!({ "name": "stream", "not_before": due, "payload": { "prompt": "count" } }),
+    )
+    .await;
+    let response =
+        client.get(format!("http://{addr}/api/missions/{id}/stream")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    let mut body = response.bytes_stream();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !text.contains("event: done") {
+        assert!(Instant::now() < deadline, "no done event: {text}");
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let pieces: Vec<String> = text
+        .split("\n\n")
+        .filter(|event| event.starts_with("event: token"))
+        .map(|event| {
+            let data = event.lines().find_map(|line| line.strip_prefix("data: ")).unwrap();
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(pieces, ["one", " two", " three", " four"], "{text}");
+    crate::support::wait_until("the mission to complete", Duration::from_secs(10), || async {
+        crate::workers::mission_status(addr, &id).await == "completed"
+    })
+    .await;
+    assert_eq!(crate::workers::mission(addr, &id).await["result"]["answer"], "one two three four");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
