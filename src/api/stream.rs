@@ -1,8 +1,9 @@
 //! `GET /api/missions/{id}/stream`: a mission's answer as it is generated, as server-sent
 //! events, from the NATS core subject its agent publishes on. Ephemeral: a client sees the
 //! pieces published while it is connected; the whole answer is in the mission once it
-//! completes. The stream ends at the call's last piece, after [`IDLE_MAX`] without one, or
-//! after [`STREAM_MAX`].
+//! completes. The stream ends at the call's last piece, when the mission is found finished
+//! (checked every [`FINISHED_CHECK`] while quiet), after [`IDLE_MAX`] without a piece, or after
+//! [`STREAM_MAX`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,6 +22,8 @@ use crate::llm::tokens::{TokenMessage, subject};
 pub const IDLE_MAX: Duration = Duration::from_secs(600);
 /// Longest one stream lasts.
 pub const STREAM_MAX: Duration = Duration::from_secs(3_600);
+/// How often a quiet stream checks whether its mission finished (then it ends).
+pub const FINISHED_CHECK: Duration = Duration::from_secs(2);
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new().routes(routes!(mission_stream))
@@ -53,37 +56,53 @@ async fn mission_stream(
             )
         })?;
     let deadline = tokio::time::Instant::now() + STREAM_MAX;
+    let state = (subscriber, false, app, stream_id);
     let events =
-        futures::stream::unfold((subscriber, false), move |(mut subscriber, done)| async move {
+        futures::stream::unfold(state, move |(mut subscriber, done, app, stream_id)| async move {
             if done {
                 return None;
             }
-            let next = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + IDLE_MAX),
-                subscriber.next(),
-            )
-            .await;
-            let message = match next {
-                Ok(Some(message)) => message,
-                // Idle, past the longest stream, or the subscription ended: the stream ends.
-                _ => {
-                    return Some((
-                        Event::default().event("done").data("{\"ended\":\"idle\"}"),
-                        (subscriber, true),
-                    ));
+            let end = |why: String| {
+                Event::default().event("done").data(serde_json::json!({ "ended": why }).to_string())
+            };
+            let idle_until = deadline.min(tokio::time::Instant::now() + IDLE_MAX);
+            loop {
+                let next = tokio::time::timeout(FINISHED_CHECK, subscriber.next());
+                match tokio::time::timeout_at(idle_until, next).await {
+                    // Idle for too long, or past the longest stream.
+                    Err(_) => {
+                        return Some((end("idle".into()), (subscriber, true, app, stream_id)));
+                    }
+                    Ok(Ok(None)) => {
+                        return Some((
+                            end("unsubscribed".into()),
+                            (subscriber, true, app, stream_id),
+                        ));
+                    }
+                    Ok(Ok(Some(message))) => {
+                        let Ok(token) = serde_json::from_slice::<TokenMessage>(&message.payload)
+                        else {
+                            continue;
+                        };
+                        let data = serde_json::to_string(&token).unwrap_or_default();
+                        let name = if token.done { "done" } else { "token" };
+                        return Some((
+                            Event::default().event(name).data(data),
+                            (subscriber, token.done, app, stream_id),
+                        ));
+                    }
+                    // Nothing for a while: a mission that finished will say nothing more.
+                    Ok(Err(_)) => {
+                        if let Ok(view) = load_view(&app, &stream_id).await
+                            && view.status.is_finished()
+                        {
+                            let status = serde_json::to_value(view.status).unwrap_or_default();
+                            let why = status.as_str().unwrap_or("finished").to_owned();
+                            return Some((end(why), (subscriber, true, app, stream_id)));
+                        }
+                    }
                 }
-            };
-            let Ok(token) = serde_json::from_slice::<TokenMessage>(&message.payload) else {
-                return Some((
-                    Event::default().comment("unreadable piece skipped"),
-                    (subscriber, false),
-                ));
-            };
-            let data = serde_json::to_string(&token).unwrap_or_default();
-            if token.done {
-                return Some((Event::default().event("done").data(data), (subscriber, true)));
             }
-            Some((Event::default().event("token").data(data), (subscriber, false)))
         })
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())

@@ -317,6 +317,13 @@ async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
     })
     .await;
     assert_eq!(crate::workers::mission(addr, &id).await["result"]["answer"], "one two three four");
+    // A stream opened on a finished mission ends by itself, saying why.
+    let late = client.get(format!("http://{addr}/api/missions/{id}/stream")).send().await.unwrap();
+    let text = tokio::time::timeout(Duration::from_secs(10), late.text())
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(text.contains("event: done") && text.contains("completed"), "{text}");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

@@ -39,6 +39,14 @@ async fn request(addr: SocketAddr, method: &Method, path: &str) -> (u16, Value) 
     }
     let response = request.send().await.expect("request");
     let status = response.status().as_u16();
+    // A live stream (a mission's tokens) is routed if it answers at all: its body lasts.
+    let streaming = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|kind| kind.to_str().unwrap_or_default().starts_with("text/event-stream"));
+    if streaming {
+        return (status, Value::Null);
+    }
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
