@@ -181,6 +181,12 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let stats =
         projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?;
     let missions = projector(mission_list::NAME).start(MissionList, MissionListWriter).await?;
+    let usage = projector(projections::llm_usage::NAME)
+        .start(
+            projections::llm_usage::LlmUsage,
+            crate::eventlog::projectors::llm_usage::LlmUsageWriter,
+        )
+        .await?;
     let feed_stop = CancellationToken::new();
     let feed = Feed::new(
         pool.clone(),
@@ -244,6 +250,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         agent_supervisor_leading,
         backoff: options.supervisor.backoff,
         request_timeout: options.http.request_timeout(),
+        llm: Arc::new(tokio::sync::OnceCell::new()),
     };
     let listener = TcpListener::bind(options.http_addr)
         .await
@@ -281,7 +288,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("relay did not flush in time");
         }
         projectors_shutdown.cancel();
-        let projectors = async { tokio::join!(stats, missions, queue_parts) };
+        let projectors = async { tokio::join!(stats, missions, usage, queue_parts) };
         if tokio::time::timeout(stage, projectors).await.is_err() {
             tracing::error!("projectors did not stop in time");
         }

@@ -7,8 +7,10 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod budget;
 pub mod event;
 pub mod heartbeat;
+pub mod llm_call;
 pub mod llm_config;
 pub mod mission;
 pub mod names;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StreamType;
 use crate::aggregate::{Aggregate, DomainEvent};
+use crate::budget::Budget;
 
 /// Providers the gateway speaks.
 pub const PROVIDERS: [&str; 4] = ["offline", "ollama", "openai", "anthropic"];
@@ -28,6 +29,11 @@ pub const TARGETS_MAX: usize = 8;
 pub const PRICES_MAX: usize = 256;
 /// Highest price per million tokens taken, in US dollars.
 pub const PRICE_USD_MAX: f64 = 10_000.0;
+pub const LIMITS_MAX: usize = 256;
+pub const CONCURRENCY_MAX: u32 = 100_000;
+pub const RPM_MAX: u32 = 10_000_000;
+pub const TPM_MAX: u64 = 10_000_000_000;
+pub const KIND_BUDGETS_MAX: usize = 256;
 
 /// One provider and model.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -48,6 +54,35 @@ pub struct TargetSettings {
 pub struct Price {
     pub input_usd_per_mtok: f64,
     pub output_usd_per_mtok: f64,
+}
+
+/// What one provider+model may be sent, by every process together. Each is optional: the
+/// gateway still learns a lower rate from the provider's 429s.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Calls in flight at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    /// Tokens (input and output) per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+/// Daily budgets (UTC days): of every call of the deployment, and of the calls of each agent
+/// kind's missions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DailyBudgets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Budget>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinds: BTreeMap<String, Budget>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -72,6 +107,11 @@ pub struct LlmSettings {
     /// Price per model name.
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// Shared limits per `<provider>/<model>` (`openai/gpt-4o-mini`).
+    #[serde(default)]
+    pub limits: BTreeMap<String, Limits>,
+    #[serde(default)]
+    pub daily_budgets: DailyBudgets,
 }
 
 fn enabled() -> bool {
@@ -90,19 +130,21 @@ impl Default for LlmSettings {
             enabled: true,
             routes: BTreeMap::new(),
             prices: BTreeMap::new(),
+            limits: BTreeMap::new(),
+            daily_budgets: DailyBudgets::default(),
         }
     }
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmConfigCommand {
-    Set { settings: LlmSettings, by: String, now_ms: i64 },
+    Set { settings: Box<LlmSettings>, by: String, now_ms: i64 },
     Reset { by: String, now_ms: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LlmConfigEvent {
-    LlmConfigChanged { settings: LlmSettings, changed: Vec<String>, by: String, at_ms: i64 },
+    LlmConfigChanged { settings: Box<LlmSettings>, changed: Vec<String>, by: String, at_ms: i64 },
     LlmConfigReset { by: String, at_ms: i64 },
 }
 
@@ -219,6 +261,48 @@ pub fn validate(settings: &LlmSettings) -> Result<(), InvalidSettings> {
             }
         }
     }
+    check_limits(settings)?;
+    let check_budget = |path: String, budget: &Budget| {
+        budget.check().map_err(|bad| invalid(format!("{path}.{}", bad.field), bad.reason))
+    };
+    if let Some(all) = &settings.daily_budgets.all {
+        check_budget("daily_budgets.all".into(), all)?;
+    }
+    if settings.daily_budgets.kinds.len() > KIND_BUDGETS_MAX {
+        return Err(invalid("daily_budgets.kinds", format!("at most {KIND_BUDGETS_MAX}")));
+    }
+    for (kind, budget) in &settings.daily_budgets.kinds {
+        crate::mission::check_agent(kind)
+            .map_err(|error| invalid(format!("daily_budgets.kinds.{kind}"), error.to_string()))?;
+        check_budget(format!("daily_budgets.kinds.{kind}"), budget)?;
+    }
+    Ok(())
+}
+
+fn check_limits(settings: &LlmSettings) -> Result<(), InvalidSettings> {
+    if settings.limits.len() > LIMITS_MAX {
+        return Err(invalid("limits", format!("at most {LIMITS_MAX} targets")));
+    }
+    for (key, limits) in &settings.limits {
+        let path = format!("limits.{key}");
+        let well_formed = key.split_once('/').is_some_and(|(provider, model)| {
+            PROVIDERS.contains(&provider)
+                && !model.trim().is_empty()
+                && model.chars().count() <= MODEL_LEN_MAX
+        });
+        if !well_formed {
+            return Err(invalid(path, "a key is <provider>/<model>, such as openai/gpt-4o-mini"));
+        }
+        if limits.concurrency.is_some_and(|n| !(1..=CONCURRENCY_MAX).contains(&n)) {
+            return Err(invalid(format!("{path}.concurrency"), format!("1 to {CONCURRENCY_MAX}")));
+        }
+        if limits.rpm.is_some_and(|n| !(1..=RPM_MAX).contains(&n)) {
+            return Err(invalid(format!("{path}.rpm"), format!("1 to {RPM_MAX}")));
+        }
+        if limits.tpm.is_some_and(|n| !(1..=TPM_MAX).contains(&n)) {
+            return Err(invalid(format!("{path}.tpm"), format!("1 to {TPM_MAX}")));
+        }
+    }
     Ok(())
 }
 
@@ -238,6 +322,8 @@ fn changed(before: &LlmSettings, after: &LlmSettings) -> Vec<String> {
     field("enabled", before.enabled != after.enabled);
     field("routes", before.routes != after.routes);
     field("prices", before.prices != after.prices);
+    field("limits", before.limits != after.limits);
+    field("daily_budgets", before.daily_budgets != after.daily_budgets);
     changed
 }
 
@@ -273,7 +359,7 @@ impl Aggregate for LlmConfig {
     fn apply(&mut self, event: &LlmConfigEvent) {
         match event {
             LlmConfigEvent::LlmConfigChanged { settings, at_ms, .. } => {
-                self.settings = settings.clone();
+                self.settings = (**settings).clone();
                 self.configured = true;
                 self.updated_at_ms = Some(*at_ms);
             }
@@ -303,8 +389,11 @@ mod tests {
 
     #[test]
     fn a_change_records_who_and_which_fields_and_the_same_settings_again_record_nothing() {
-        let set =
-            |settings, now_ms| LlmConfigCommand::Set { settings, by: "user:ann".into(), now_ms };
+        let set = |settings, now_ms| LlmConfigCommand::Set {
+            settings: Box::new(settings),
+            by: "user:ann".into(),
+            now_ms,
+        };
         let events = LlmConfig::default().decide(set(ollama(), 5)).unwrap();
         let LlmConfigEvent::LlmConfigChanged { changed, by, .. } = &events[0] else {
             panic!("{events:?}")
@@ -347,6 +436,22 @@ mod tests {
             Price { input_usd_per_mtok: -1.0, output_usd_per_mtok: 1.0 },
         )]);
         assert_eq!(field(LlmSettings { prices, ..ollama() }), "prices.m.input_usd_per_mtok");
+        let limits = BTreeMap::from([("gpt-4o".to_owned(), Limits::default())]);
+        assert_eq!(field(LlmSettings { limits, ..ollama() }), "limits.gpt-4o");
+        let limits = BTreeMap::from([(
+            "openai/gpt-4o".to_owned(),
+            Limits { rpm: Some(0), ..Limits::default() },
+        )]);
+        assert_eq!(field(LlmSettings { limits, ..ollama() }), "limits.openai/gpt-4o.rpm");
+        let kinds = BTreeMap::from([(
+            "coder".to_owned(),
+            Budget { tokens_max: None, cost_usd_max: Some(0.0) },
+        )]);
+        let daily_budgets = DailyBudgets { all: None, kinds };
+        assert_eq!(
+            field(LlmSettings { daily_budgets, ..ollama() }),
+            "daily_budgets.kinds.coder.cost_usd_max"
+        );
         assert!(validate(&LlmSettings::default()).is_ok());
     }
 }

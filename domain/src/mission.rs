@@ -99,6 +99,9 @@ pub struct MissionSpec {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// What this mission's LLM calls may spend, over all its attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::Budget>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -381,6 +384,15 @@ pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
     }
     if spec.timeout_ms == 0 {
         return Err(invalid("timeout_s", "must be positive"));
+    }
+    if let Some(budget) = &spec.budget
+        && let Err(bad) = budget.check()
+    {
+        let field = match bad.field {
+            "tokens_max" => "budget.tokens_max",
+            _ => "budget.cost_usd_max",
+        };
+        return Err(invalid(field, bad.reason));
     }
     Ok(())
 }

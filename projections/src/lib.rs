@@ -8,6 +8,7 @@
 pub mod agent_view;
 pub mod checkpoint;
 pub mod event_type_stats;
+pub mod llm_usage;
 pub mod mission_list;
 pub mod mission_queue;
 

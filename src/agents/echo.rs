@@ -83,6 +83,7 @@ mod tests {
             name: "n".into(),
             description: String::new(),
             worker_id: "w".into(),
+            budget: None,
             agent: "echo".into(),
             payload,
             attempt,

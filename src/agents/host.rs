@@ -68,6 +68,7 @@ pub async fn run_worker(
     let context = crate::agents::Context {
         store: Some(store.clone()),
         tokens: tokens.map(|nats| (nats, namespace.clone())),
+        shared: Some((queue.connection(), namespace.clone())),
     };
     for (_, agent) in config.agents.iter() {
         if let Some(supervised) =

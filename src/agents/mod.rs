@@ -100,6 +100,20 @@ pub struct Context {
     pub store: Option<crate::eventlog::store::EventStore>,
     /// Where answers stream as they are generated (`<ns>.tokens.<mission id>`).
     pub tokens: Option<(async_nats::Client, crate::config::Namespace)>,
+    /// Where the LLM gateway's shared limits and budgets are kept.
+    pub shared: Option<(redis::aio::ConnectionManager, crate::config::Namespace)>,
+}
+
+impl Context {
+    /// The LLM calls of an agent hosted here: the shared limits and budgets, recorded in
+    /// the log, when the process has connected them.
+    pub fn calls(&self) -> crate::llm::calls::Calls {
+        let mut gateway = crate::llm::gateway::Gateway::from_env();
+        if let (Some(store), Some((redis, namespace))) = (&self.store, &self.shared) {
+            gateway = gateway.shared(redis.clone(), namespace, store.pool().clone());
+        }
+        crate::llm::calls::Calls::new(gateway, self.store.clone())
+    }
 }
 
 /// An implementation built into `brain`.
@@ -119,8 +133,10 @@ pub const BUILTIN: &[Builtin] = &[
     },
     Builtin {
         name: "plain",
-        description: "sends the mission's task (payload.prompt, else its description, else its name) to the LLM gateway's default route and answers with the model's answer",
-        make: |context| Arc::new(plain::Plain::new(context.store.clone(), context.tokens.clone())),
+        description: "sends the mission's task (payload.prompt, else its description, else its name) to the LLM gateway's route (payload.route, else the default) and answers with the model's answer",
+        make: |context| {
+            Arc::new(plain::Plain { calls: context.calls(), tokens: context.tokens.clone() })
+        },
     },
 ];
 

@@ -283,6 +283,7 @@ mod tests {
             name: "n".into(),
             description: String::new(),
             worker_id: "w".into(),
+            budget: None,
             agent: "echo".into(),
             payload,
             attempt: 1,

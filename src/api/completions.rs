@@ -1,7 +1,8 @@
 //! `POST /v1/chat/completions`: BRAiN speaking OpenAI's chat completions protocol, streaming
 //! included, so any OpenAI client calls through the gateway's routes, retries and fallback.
 //! `model` names a configured route (or `default`); any other name runs on the default route
-//! with that model.
+//! with that model. Each call counts against the daily budgets and is recorded in the log
+//! (`llm_call/<id>`, `LlmCalled`, by the `X-Actor` header's caller).
 //!
 //! A streamed answer is relayed as it arrives through a bounded buffer
 //! ([`STREAM_BUFFER_PIECES`]); a client that falls that far behind is cut off (the call
@@ -19,7 +20,8 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, refused};
-use crate::llm::gateway::{Answered, Gateway, Route};
+use crate::llm::calls::{Ask, CallError, Caller};
+use crate::llm::gateway::Answered;
 use crate::llm::{Message, Role, ToolCall, ToolSpec};
 use axum::http::StatusCode;
 
@@ -131,33 +133,36 @@ fn tools(request: &CompletionRequest) -> Result<Vec<ToolSpec>, ApiError> {
         .collect())
 }
 
-/// The route `model` names.
-async fn route_for(app: &AppState, model: &str) -> Result<Route, ApiError> {
+/// What `model` asks for: a configured route by name (or `default`), or else the default
+/// route with that model.
+async fn ask_for(app: &AppState, request: &CompletionRequest) -> Result<Ask, ApiError> {
     let resolved = crate::llm::config::current(&app.store)
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
-    let Some(default) = resolved.route else {
+    if resolved.route.is_none() {
         return Err(refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "llm_disabled",
             None,
             "the LLM gateway is switched off".into(),
         ));
+    }
+    let model = request.model.as_str();
+    let (route, model) = if model.is_empty() || model == "default" {
+        (None, None)
+    } else if resolved.routes.contains_key(model) {
+        (Some(model.to_owned()), None)
+    } else {
+        (None, Some(model.to_owned()))
     };
-    if model == "default" || model.is_empty() {
-        return Ok(default);
-    }
-    if let Some(named) = crate::llm::config::named_route(&app.store, model)
-        .await
-        .map_err(|error| ApiError::Internal(error.into()))?
-    {
-        return Ok(named);
-    }
-    let mut route = default;
-    for target in &mut route.targets {
-        target.model = model.to_owned();
-    }
-    Ok(route)
+    Ok(Ask {
+        route,
+        model,
+        messages: messages(request)?,
+        tools: tools(request)?,
+        temperature: request.temperature,
+        max_tokens: request.max_tokens,
+    })
 }
 
 fn wire_tool_calls(calls: &[ToolCall]) -> Vec<Value> {
@@ -173,8 +178,21 @@ fn usage(answered: &Answered) -> Value {
             "total_tokens": usage.input_tokens + usage.output_tokens })
 }
 
+fn call_failure(error: CallError) -> ApiError {
+    match error {
+        CallError::Llm(failed) => failure(&failed.error),
+        CallError::Route(reason) => {
+            refused(StatusCode::NOT_FOUND, "model_not_found", Some("model"), reason)
+        }
+        CallError::Record(reason) => {
+            refused(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None, reason)
+        }
+    }
+}
+
 fn failure(error: &crate::llm::LlmError) -> ApiError {
     let status = match error.reason {
+        crate::llm::Reason::BudgetExceeded if !error.server_error => StatusCode::PAYMENT_REQUIRED,
         crate::llm::Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         crate::llm::Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
         crate::llm::Reason::ModelNotFound => StatusCode::NOT_FOUND,
@@ -189,7 +207,8 @@ fn failure(error: &crate::llm::LlmError) -> ApiError {
     request_body = CompletionRequest,
     responses(
         (status = 200, description = "A `chat.completion`, or with `stream: true` an SSE stream of `chat.completion.chunk`s ending `[DONE]`"),
-        (status = 400, description = "`invalid_body`, `invalid_field` (a NUL), `context_too_long`", body = ErrorBody),
+        (status = 400, description = "`invalid_body`, `invalid_field` (a NUL), `context_too_long`; `invalid_header` (`X-Actor`)", body = ErrorBody),
+        (status = 402, description = "`budget_exceeded`: the call would pass a daily budget, and was not sent", body = ErrorBody),
         (status = 404, description = "`model_not_found`", body = ErrorBody),
         (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
         (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
@@ -197,30 +216,22 @@ fn failure(error: &crate::llm::LlmError) -> ApiError {
         (status = 429, description = "`rate_limited`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 502, description = "`provider_unreachable`, `auth_failed`, `bad_response`", body = ErrorBody),
-        (status = 503, description = "`llm_disabled`", body = ErrorBody),
+        (status = 503, description = "`llm_disabled`; `budget_exceeded` when the budgets cannot be checked; `store_unavailable` when the call cannot be recorded", body = ErrorBody),
         (status = 504, description = "`timeout`", body = ErrorBody),
     ))]
 async fn chat_completions(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let messages = messages(&request)?;
-    let tools = tools(&request)?;
-    let mut route = route_for(&app, &request.model).await?;
-    if request.temperature.is_some() {
-        route.temperature = request.temperature;
-    }
-    if request.max_tokens.is_some() {
-        route.max_tokens = request.max_tokens;
-    }
+    let by = super::missions::metadata(&headers)?.actor;
+    let ask = ask_for(&app, &request).await?;
+    let caller = Caller::Api { by };
+    let calls = app.llm_calls().await;
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    let gateway = Gateway::from_env();
     if !request.stream {
-        let answered = gateway
-            .chat(&route, &messages, &tools, None)
-            .await
-            .map_err(|failed| failure(&failed.error))?;
+        let answered = calls.chat(&caller, &ask, None).await.map_err(call_failure)?;
         let mut message = json!({ "role": "assistant", "content": answered.answer.content });
         if !answered.answer.tool_calls.is_empty() {
             message["tool_calls"] = json!(wire_tool_calls(&answered.answer.tool_calls));
@@ -256,7 +267,7 @@ async fn chat_completions(
             // Bounded: a client this far behind is cut off, the call with it.
             let _ = sender.try_send(piece_chunk(json!({ "content": piece }), Value::Null, None));
         };
-        let outcome = gateway.chat(&route, &messages, &tools, Some(&mut sink)).await;
+        let outcome = calls.chat(&caller, &ask, Some(&mut sink)).await;
         let last = match outcome {
             Ok(answered) => {
                 if !answered.answer.tool_calls.is_empty() {
@@ -276,8 +287,14 @@ async fn chat_completions(
                 let _ = pieces.send(chunk(json!({}), json!(finish), None)).await;
                 chunk(Value::Null, Value::Null, Some(usage(&answered)))
             }
-            Err(failed) => {
+            Err(CallError::Llm(failed)) => {
                 json!({ "error": { "message": failed.error.to_string(), "type": failed.error.reason.as_str() } })
+            }
+            Err(error @ CallError::Route(_)) => {
+                json!({ "error": { "message": error.to_string(), "type": "model_not_found" } })
+            }
+            Err(error @ CallError::Record(_)) => {
+                json!({ "error": { "message": error.to_string(), "type": "store_unavailable" } })
             }
         };
         let _ = pieces.send(last).await;

@@ -130,7 +130,7 @@ async fn put_config(
     let by = metadata.actor.clone();
     let now = app.clock.now_ms();
     command::execute::<LlmConfig>(&app.store, &config_stream(), metadata, || {
-        LlmConfigCommand::Set { settings: settings.clone(), by: by.clone(), now_ms: now }
+        LlmConfigCommand::Set { settings: Box::new(settings.clone()), by: by.clone(), now_ms: now }
     })
     .await
     .map_err(refusal)?;

@@ -95,6 +95,10 @@ pub struct EnqueueRequest {
     /// the first mission and enqueues nothing.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// What the mission's LLM calls may spend over all its attempts: a call that could pass
+    /// it is not sent, and the attempt fails `budget_exceeded` (not retried).
+    #[serde(default)]
+    pub budget: Option<domain::budget::Budget>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -311,6 +315,7 @@ fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueu
         attempt_max: request.max_attempts.unwrap_or(ATTEMPT_MAX_DEFAULT),
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
+        budget: request.budget.filter(|budget| !budget.is_empty()),
     };
     app.check_known_kind(&spec.agent, "agent")?;
     let keyed = request.idempotency_key.is_some();

@@ -9,6 +9,7 @@ mod agents;
 mod completions;
 mod leases;
 mod llm;
+mod llm_usage;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -67,9 +68,36 @@ pub struct AppState {
     pub backoff: crate::missions::backoff::Backoff,
     /// Every request's deadline: a long-poll ends before it.
     pub request_timeout: Duration,
+    /// The LLM gateway with its shared limits and budgets, once Redis has answered.
+    pub llm: std::sync::Arc<OnceCell<crate::llm::calls::Calls>>,
 }
 
 impl AppState {
+    /// The LLM calls this process makes for API clients: sharing limits and budgets through
+    /// Redis, or (while Redis does not answer) without them, in which case a budgeted call
+    /// fails rather than spend unchecked.
+    pub async fn llm_calls(&self) -> crate::llm::calls::Calls {
+        let connected =
+            self.redis_connection.get_or_try_init(|| self.redis.get_connection_manager()).await;
+        let Ok(redis) = connected else {
+            return crate::llm::calls::Calls::new(
+                crate::llm::gateway::Gateway::from_env(),
+                Some(self.store.clone()),
+            );
+        };
+        self.llm
+            .get_or_init(|| async {
+                let gateway = crate::llm::gateway::Gateway::from_env().shared(
+                    redis.clone(),
+                    &self.namespace,
+                    self.pool().clone(),
+                );
+                crate::llm::calls::Calls::new(gateway, Some(self.store.clone()))
+            })
+            .await
+            .clone()
+    }
+
     fn pool(&self) -> &PgPool {
         self.store.pool()
     }
@@ -128,6 +156,7 @@ pub fn routes() -> ApiRoutes {
         .merge(agents::routes())
         .merge(leases::routes())
         .merge(llm::routes())
+        .merge(llm_usage::routes())
         .merge(completions::routes())
         .merge(stream::routes())
         .merge(missions::routes())

@@ -144,6 +144,7 @@ fn mission(n: u64) -> Append {
         attempt_max: 3,
         timeout_ms: 60_000,
         not_before_ms: None,
+        budget: None,
     };
     let mut events = vec![MissionEvent::MissionEnqueued { spec, due_at_ms: at_ms, at_ms }];
     if !n.is_multiple_of(10) {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use domain::StreamId;
-use domain::llm_config::{LlmConfig, LlmSettings, Price, TargetSettings};
+use domain::llm_config::{DailyBudgets, LlmConfig, LlmSettings, TargetSettings};
 
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::EventStore;
@@ -17,23 +17,31 @@ pub fn stream_id() -> StreamId {
     StreamId::parse("default").expect("a valid stream id")
 }
 
-fn target(settings: &TargetSettings) -> Option<Target> {
+/// A configured target, with its limits and its price.
+fn target(settings: &LlmSettings, target: &TargetSettings) -> Option<Target> {
+    let provider = ProviderKind::parse(&target.provider)?;
+    let limits_key = format!("{}/{}", target.provider, target.model);
     Some(Target {
-        provider: ProviderKind::parse(&settings.provider)?,
-        host: settings.host.clone(),
-        model: settings.model.clone(),
+        limits: settings.limits.get(&limits_key).copied().unwrap_or_default(),
+        price: settings.prices.get(&target.model).copied(),
+        ..Target::new(provider, target.host.clone(), target.model.clone())
     })
 }
 
 /// The default route of `settings`, or the named one.
 pub fn route_of(settings: &LlmSettings, name: Option<&str>) -> Option<Route> {
     let targets = match name {
-        None | Some("default") => vec![target(&TargetSettings {
-            provider: settings.provider.clone(),
-            host: settings.host.clone(),
-            model: settings.model.clone(),
-        })?],
-        Some(name) => settings.routes.get(name)?.iter().filter_map(target).collect(),
+        None | Some("default") => vec![target(
+            settings,
+            &TargetSettings {
+                provider: settings.provider.clone(),
+                host: settings.host.clone(),
+                model: settings.model.clone(),
+            },
+        )?],
+        Some(name) => {
+            settings.routes.get(name)?.iter().filter_map(|t| target(settings, t)).collect()
+        }
     };
     Some(Route {
         targets,
@@ -45,41 +53,45 @@ pub fn route_of(settings: &LlmSettings, name: Option<&str>) -> Option<Route> {
 /// What a call uses now.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// `None` when the gateway is switched off (`enabled: false`).
+    /// The default route; `None` when the gateway is switched off (`enabled: false`).
     pub route: Option<Route>,
-    pub prices: BTreeMap<String, Price>,
+    /// The named routes.
+    pub routes: BTreeMap<String, Route>,
+    pub daily_budgets: DailyBudgets,
 }
 
 impl Resolved {
-    /// The environment's route, no prices.
+    /// The environment's route: no named routes, no prices, no budgets.
     pub fn from_env() -> Resolved {
         let route = Route::from_env().unwrap_or_else(|_| Route::from_env_offline());
-        Resolved { route: Some(route), prices: BTreeMap::new() }
+        Resolved {
+            route: Some(route),
+            routes: BTreeMap::new(),
+            daily_budgets: DailyBudgets::default(),
+        }
     }
 
-    /// What `usage` of `model` cost, at its price (0 without one).
-    pub fn cost_usd(&self, model: &str, input_tokens: u64, output_tokens: u64) -> f64 {
-        self.prices.get(model).map_or(0.0, |price| {
-            (input_tokens as f64 * price.input_usd_per_mtok
-                + output_tokens as f64 * price.output_usd_per_mtok)
-                / 1_000_000.0
-        })
+    /// The route called `name` (`None` or `default`: the default route). Fails with a reason
+    /// to show when there is no such route or the gateway is off.
+    pub fn route(&self, name: Option<&str>) -> Result<&Route, String> {
+        let Some(default) = &self.route else {
+            return Err("the LLM gateway is switched off (enabled: false)".into());
+        };
+        match name {
+            None | Some("default") => Ok(default),
+            Some(name) => self.routes.get(name).ok_or_else(|| {
+                let known: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+                format!(
+                    "no LLM route named {name:?} (configured: default{}{})",
+                    if known.is_empty() { "" } else { ", " },
+                    known.join(", ")
+                )
+            }),
+        }
     }
 }
 
-/// The route configured under `name`, if there is one.
-pub async fn named_route(
-    store: &EventStore,
-    name: &str,
-) -> Result<Option<Route>, CommandError<domain::llm_config::InvalidSettings>> {
-    let (config, _) = command::load::<LlmConfig>(store, &stream_id()).await?;
-    if !config.configured || !config.settings.routes.contains_key(name) {
-        return Ok(None);
-    }
-    Ok(route_of(&config.settings, Some(name)))
-}
-
-/// The default route and the prices, as configured now.
+/// The routes and budgets as configured now.
 pub async fn current(
     store: &EventStore,
 ) -> Result<Resolved, CommandError<domain::llm_config::InvalidSettings>> {
@@ -87,6 +99,12 @@ pub async fn current(
     if !config.configured {
         return Ok(Resolved::from_env());
     }
-    let route = config.settings.enabled.then(|| route_of(&config.settings, None)).flatten();
-    Ok(Resolved { route, prices: config.settings.prices })
+    let settings = &config.settings;
+    let route = settings.enabled.then(|| route_of(settings, None)).flatten();
+    let routes = settings
+        .routes
+        .keys()
+        .filter_map(|name| Some((name.clone(), route_of(settings, Some(name))?)))
+        .collect();
+    Ok(Resolved { route, routes, daily_budgets: settings.daily_budgets.clone() })
 }

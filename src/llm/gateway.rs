@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use domain::llm_config::{Limits, Price};
+
 use crate::llm::anthropic::Anthropic;
+use crate::llm::budget::{Budgets, Scope};
+use crate::llm::limits::{Limiter, Outcome};
 use crate::llm::offline::Offline;
 use crate::llm::ollama::Ollama;
 use crate::llm::openai::OpenAi;
@@ -79,6 +83,60 @@ pub struct Target {
     #[serde(default)]
     pub host: String,
     pub model: String,
+    /// The shared limits of this provider+model (none set: only what its 429s teach).
+    #[serde(default)]
+    pub limits: Limits,
+    /// Its price, from the configuration's table; free without one.
+    #[serde(default)]
+    pub price: Option<Price>,
+}
+
+impl Target {
+    pub fn new(
+        provider: ProviderKind,
+        host: impl Into<String>,
+        model: impl Into<String>,
+    ) -> Target {
+        Target {
+            provider,
+            host: host.into(),
+            model: model.into(),
+            limits: Limits::default(),
+            price: None,
+        }
+    }
+
+    /// What `input` and `output` tokens cost on this target, in US dollars.
+    pub fn cost_usd(&self, input: u64, output: u64) -> f64 {
+        self.price.map_or(0.0, |price| {
+            (input as f64 * price.input_usd_per_mtok + output as f64 * price.output_usd_per_mtok)
+                / 1_000_000.0
+        })
+    }
+}
+
+/// Output tokens a call's worst case counts when its route sets no `max_tokens`.
+pub const RESERVED_OUTPUT_DEFAULT: u32 = 4_096;
+
+/// An upper estimate of the input tokens of `messages` and `tools`: a token is rarely under
+/// three bytes of text, and each message costs a few tokens of framing.
+pub fn input_tokens_estimate(messages: &[Message], tools: &[ToolSpec]) -> u64 {
+    let text: usize = messages
+        .iter()
+        .map(|message| {
+            message.content.len()
+                + message
+                    .tool_calls
+                    .iter()
+                    .map(|call| call.name.len() + call.arguments.to_string().len())
+                    .sum::<usize>()
+        })
+        .sum();
+    let tools: usize = tools
+        .iter()
+        .map(|tool| tool.name.len() + tool.description.len() + tool.parameters.to_string().len())
+        .sum();
+    ((text + tools) / 3 + 8 * messages.len() + 16) as u64
 }
 
 /// A named, ordered list of targets and the call settings they share.
@@ -105,7 +163,7 @@ impl Route {
         let host = var("BRAIN_LLM_HOST").unwrap_or_default();
         let model = var("BRAIN_LLM_MODEL").unwrap_or_else(|| provider.default_model().to_owned());
         Ok(Route {
-            targets: vec![Target { provider, host, model }],
+            targets: vec![Target::new(provider, host, model)],
             temperature: None,
             max_tokens: None,
         })
@@ -115,11 +173,7 @@ impl Route {
 impl Route {
     /// The offline route: one target, no network.
     pub fn from_env_offline() -> Route {
-        let target = Target {
-            provider: ProviderKind::Offline,
-            host: String::new(),
-            model: "offline".into(),
-        };
+        let target = Target::new(ProviderKind::Offline, "", "offline");
         Route { targets: vec![target], temperature: None, max_tokens: None }
     }
 }
@@ -142,6 +196,18 @@ pub struct Answered {
     pub answer: ChatAnswer,
     pub provider: ProviderKind,
     pub tries: Vec<Try>,
+    /// At the answering target's price.
+    pub cost_usd: f64,
+}
+
+/// One chat call: what to ask, over which route, under which budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub route: &'a Route,
+    pub messages: &'a [Message],
+    pub tools: &'a [ToolSpec],
+    /// Every budget the call counts against (none: unbudgeted).
+    pub budgets: &'a [Scope],
 }
 
 /// A failed call: the last failure, and every try.
@@ -159,6 +225,10 @@ pub struct Gateway {
     credentials: Credentials,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// The shared limits; without them (no Redis), each try goes at once.
+    pub limiter: Option<Limiter>,
+    /// Where budgets are held; without it, a call with budgets fails (they cannot be kept).
+    pub budgets: Option<Budgets>,
 }
 
 impl Gateway {
@@ -170,7 +240,25 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("an HTTP client builds (its TLS provider is installed at start-up)");
-        Gateway { client, credentials, timeouts, retry }
+        Gateway { client, credentials, timeouts, retry, limiter: None, budgets: None }
+    }
+
+    /// This gateway, sharing the limits and budgets of `namespace` with every other process.
+    pub fn shared(
+        mut self,
+        redis: redis::aio::ConnectionManager,
+        namespace: &crate::config::Namespace,
+        pool: sqlx::PgPool,
+    ) -> Gateway {
+        self.limiter = Some(Limiter::new(redis.clone(), namespace));
+        self.budgets = Some(Budgets::new(redis, namespace, pool));
+        self
+    }
+
+    /// How long a call may hold its budgets: every try of every target, and their waits.
+    fn hold(&self, route: &Route) -> Duration {
+        let tries = route.targets.len().min(ROUTE_TARGETS_MAX) as u32 * self.retry.attempts_max;
+        (self.timeouts.total + self.retry.retry_after_max) * tries + crate::llm::limits::WAIT_MAX
     }
 
     /// Keys from the environment, default deadlines and retries.
@@ -200,14 +288,69 @@ impl Gateway {
         }
     }
 
-    /// One chat call over `route`: each target in turn, each with its retries.
+    /// One chat call over `route`, under no budget.
     pub async fn chat(
         &self,
         route: &Route,
         messages: &[Message],
         tools: &[ToolSpec],
+        sink: Option<TokenSink<'_>>,
+    ) -> Result<Answered, Failed> {
+        self.call(Call { route, messages, tools, budgets: &[] }, sink).await
+    }
+
+    /// One chat call: its worst case reserved against its budgets, then each target of its
+    /// route in turn, each with its retries under the shared limits, then its real usage
+    /// settled against the budgets.
+    pub async fn call(
+        &self,
+        call: Call<'_>,
+        sink: Option<TokenSink<'_>>,
+    ) -> Result<Answered, Failed> {
+        let input = input_tokens_estimate(call.messages, call.tools);
+        let output = u64::from(call.route.max_tokens.unwrap_or(RESERVED_OUTPUT_DEFAULT));
+        let reservation = if call.budgets.is_empty() {
+            None
+        } else {
+            let Some(budgets) = &self.budgets else {
+                let error = LlmError::new(
+                    Reason::BudgetExceeded,
+                    "budgets need the shared store (Redis), which this gateway has not",
+                );
+                return Err(Failed { error, tries: vec![] });
+            };
+            let worst_cost = call
+                .route
+                .targets
+                .iter()
+                .map(|target| target.cost_usd(input, output))
+                .fold(0.0, f64::max);
+            budgets
+                .reserve(call.budgets, input + output, worst_cost, self.hold(call.route))
+                .await
+                .map_err(|error| Failed { error, tries: vec![] })?
+        };
+        let outcome = self.run(call, input + output, sink).await;
+        if let (Some(reservation), Some(budgets)) = (reservation, &self.budgets) {
+            let (tokens, cost) = match &outcome {
+                Ok(answered) => (
+                    answered.answer.usage.input_tokens + answered.answer.usage.output_tokens,
+                    answered.cost_usd,
+                ),
+                Err(_) => (0, 0.0),
+            };
+            budgets.settle(reservation, tokens, cost).await;
+        }
+        outcome
+    }
+
+    async fn run(
+        &self,
+        ask: Call<'_>,
+        estimate: u64,
         mut sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, Failed> {
+        let Call { route, messages, tools, .. } = ask;
         let mut tries = Vec::new();
         let mut last = LlmError::new(Reason::BadResponse, "the route has no target");
         for target in route.targets.iter().take(ROUTE_TARGETS_MAX) {
@@ -220,6 +363,19 @@ impl Gateway {
                 max_tokens: route.max_tokens,
             };
             for attempt in 1.. {
+                let permit = match &self.limiter {
+                    None => None,
+                    Some(limiter) => {
+                        match limiter.acquire(target, estimate, self.timeouts.total).await {
+                            Ok(permit) => Some(permit),
+                            Err(error) => {
+                                // The fleet's own limits say no more now: the next target may.
+                                last = error;
+                                break;
+                            }
+                        }
+                    }
+                };
                 let streamed = AtomicBool::new(false);
                 let started = Instant::now();
                 let outcome = match sink.as_mut() {
@@ -236,6 +392,18 @@ impl Gateway {
                 let latency_ms = started.elapsed().as_millis() as u64;
                 let failure = outcome.as_ref().err().map(|error| error.reason);
                 observe(target, started.elapsed(), &outcome);
+                if let (Some(limiter), Some(permit)) = (&self.limiter, permit) {
+                    let learned = match &outcome {
+                        Ok(answer) => Outcome::Answered {
+                            tokens_used: answer.usage.input_tokens + answer.usage.output_tokens,
+                        },
+                        Err(error) if error.reason == Reason::RateLimited => {
+                            Outcome::RateLimited { retry_after: error.retry_after }
+                        }
+                        Err(_) => Outcome::Failed,
+                    };
+                    limiter.done(permit, learned).await;
+                }
                 tries.push(Try {
                     provider: target.provider,
                     model: target.model.clone(),
@@ -244,7 +412,11 @@ impl Gateway {
                     failure,
                 });
                 let error = match outcome {
-                    Ok(answer) => return Ok(Answered { answer, provider: target.provider, tries }),
+                    Ok(answer) => {
+                        let cost_usd =
+                            target.cost_usd(answer.usage.input_tokens, answer.usage.output_tokens);
+                        return Ok(Answered { answer, provider: target.provider, tries, cost_usd });
+                    }
                     Err(error) => error,
                 };
                 tracing::warn!(provider = target.provider.as_str(), model = target.model, attempt, %error, "LLM call failed");

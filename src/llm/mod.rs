@@ -9,8 +9,11 @@
 //! provider's own error text, which never echoes the key.
 
 pub mod anthropic;
+pub mod budget;
+pub mod calls;
 pub mod config;
 pub mod gateway;
+pub mod limits;
 pub mod offline;
 pub mod ollama;
 pub mod openai;

@@ -1,6 +1,6 @@
 //! When to try a provider again: 429, 5xx and connection failures are retried after an
 //! exponential backoff with jitter, or after the provider's `Retry-After` (seconds or an
-//! HTTP-date) when it is longer; other failures (a bad key, an unknown model, a malformed
+//! HTTP-date; `retry-after-ms` when given) when it is longer; other failures (a bad key, an unknown model, a malformed
 //! answer) are not, since trying again would fail the same way.
 
 use std::time::Duration;
@@ -65,8 +65,16 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
     Some(if wait.is_negative() { Duration::ZERO } else { wait.unsigned_abs() })
 }
 
-/// The `Retry-After` of a response, if it has a readable one.
+/// The wait a response asks for: `retry-after-ms` (milliseconds, as OpenAI and Azure send
+/// beside the standard header), else `Retry-After`.
 pub fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if let Some(ms) = headers.get("retry-after-ms").and_then(|value| value.to_str().ok())
+        && let Ok(ms) = ms.trim().parse::<f64>()
+        && ms.is_finite()
+        && ms >= 0.0
+    {
+        return Some(Duration::from_secs_f64(ms / 1_000.0));
+    }
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(value, OffsetDateTime::now_utc())
 }

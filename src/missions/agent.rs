@@ -20,6 +20,8 @@ pub struct Task {
     /// The lease holder: with `attempt`, what an agent's own reports on the mission (its LLM
     /// calls) are fenced by.
     pub worker_id: String,
+    /// What the mission's LLM calls may spend.
+    pub budget: Option<domain::budget::Budget>,
 }
 
 /// Why an attempt failed; `retryable` decides whether another attempt is scheduled.

@@ -35,7 +35,7 @@ impl Backoff {
 
 /// A uniform draw in `[0, 1)` from the operating system's randomness (through a v4 UUID,
 /// which is already a dependency), good enough for jitter.
-fn random_unit() -> f64 {
+pub fn random_unit() -> f64 {
     (Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64
 }
 

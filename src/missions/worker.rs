@@ -368,6 +368,7 @@ impl Slot {
             payload: spec.payload.clone(),
             attempt,
             worker_id: worker_id.clone(),
+            budget: spec.budget,
         };
         let mut held = (mission, version);
         let outcome = self

@@ -26,6 +26,7 @@ fn spec() -> MissionSpec {
         attempt_max: 3,
         timeout_ms: 60_000,
         not_before_ms: None,
+        budget: None,
     }
 }
 

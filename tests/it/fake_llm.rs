@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -50,6 +51,27 @@ struct Fake {
     fallback: Scripted,
     key: Option<String>,
     seen: Mutex<Vec<Seen>>,
+    /// How long an OpenAI chat answer takes, and the most such answers in progress at once.
+    delay_ms: AtomicU64,
+    in_flight: AtomicU64,
+    most_in_flight: AtomicU64,
+}
+
+/// One OpenAI chat request in progress, counted while it lives.
+struct InFlight<'a>(&'a Fake);
+
+impl<'a> InFlight<'a> {
+    fn enter(fake: &'a Fake) -> InFlight<'a> {
+        let now = fake.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        fake.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(fake)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 pub struct FakeLlm {
@@ -65,6 +87,9 @@ impl FakeLlm {
             fallback,
             key: key.map(str::to_owned),
             seen: Mutex::new(Vec::new()),
+            delay_ms: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            most_in_flight: AtomicU64::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai_chat))
@@ -85,6 +110,16 @@ impl FakeLlm {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.fake.seen.lock().unwrap().clone()
+    }
+
+    /// OpenAI chat answers take this long from now on.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.fake.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The most OpenAI chat requests that were in progress at once.
+    pub fn most_in_flight(&self) -> u64 {
+        self.fake.most_in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -184,6 +219,11 @@ async fn openai_chat(
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
+    let _counted = InFlight::enter(&fake);
+    let delay = fake.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     let (text, calls, (input, output)) =
         match fake.next("/v1/chat/completions", &headers, &body, &Protocol::OpenAi) {
             Ok(Scripted::Answer { text, tool_calls, usage }) => (text, tool_calls, usage),

@@ -25,7 +25,7 @@ fn gateway() -> Gateway {
 
 fn route(provider: ProviderKind, host: &str, model: &str) -> Route {
     Route {
-        targets: vec![Target { provider, host: host.into(), model: model.into() }],
+        targets: vec![Target::new(provider, host, model)],
         temperature: Some(0.2),
         max_tokens: Some(64),
     }
@@ -184,8 +184,8 @@ async fn a_route_falls_back_to_its_next_target_when_the_first_is_down() {
     drop(closed);
     let route = Route {
         targets: vec![
-            Target { provider: ProviderKind::Ollama, host: down, model: "m".into() },
-            Target { provider: ProviderKind::Anthropic, host: fake.url(), model: "claude".into() },
+            Target::new(ProviderKind::Ollama, down, "m"),
+            Target::new(ProviderKind::Anthropic, fake.url(), "claude"),
         ],
         temperature: None,
         max_tokens: None,

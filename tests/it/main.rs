@@ -15,6 +15,7 @@ mod fake_llm;
 mod heal;
 mod isolation;
 mod llm_config;
+mod llm_limits;
 mod llm_providers;
 mod llm_secrets;
 mod mission_list;

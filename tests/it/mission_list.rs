@@ -53,6 +53,7 @@ async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
             attempt_max: 1 + n % 2,
             timeout_ms: 1_000,
             not_before_ms: None,
+            budget: None,
         };
         let run = |command: MissionCommand| {
             execute::<Mission>(store, &id, metadata(), move || command.clone())

@@ -35,6 +35,7 @@ fn spec(agent: &str, priority: Priority) -> MissionSpec {
         attempt_max: 3,
         timeout_ms: 60_000,
         not_before_ms: None,
+        budget: None,
     }
 }
 

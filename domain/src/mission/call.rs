@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct LlmCall {
     /// The route taken (`default` or a named one).
     pub route: String,
+    /// The agent kind of the calling mission (empty for a call with no mission).
+    #[serde(default)]
+    pub kind: String,
     /// The provider and model that answered, or the last one tried.
     pub provider: String,
     pub model: String,

@@ -15,6 +15,7 @@ fn spec() -> MissionSpec {
         attempt_max: 3,
         timeout_ms: 60_000,
         not_before_ms: None,
+        budget: None,
     }
 }
 
@@ -298,6 +299,7 @@ fn a_lease_is_revoked_only_from_its_holder_and_before_it_runs_out() {
 fn an_llm_call_is_recorded_only_for_the_current_holder() {
     let call = LlmCall {
         route: "default".into(),
+        kind: "coder".into(),
         provider: "offline".into(),
         model: "offline".into(),
         tries: 1,

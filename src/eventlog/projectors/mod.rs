@@ -11,6 +11,7 @@
 //! swap and then continues from the rebuilt position.
 
 pub mod event_type_stats;
+pub mod llm_usage;
 pub mod mission_list;
 
 use std::future::Future;

@@ -1,0 +1,75 @@
+//! `llm_usage`: one row per recorded LLM call (a mission's `MissionLlmCalled`, or an
+//! `LlmCalled` made outside any mission) with what usage reports group and sum on: when, the
+//! mission and its agent kind, route, provider, model, tokens, cost, latency and outcome. The
+//! request and answer stay in the log; the row keeps only the numbers.
+
+use domain::RecordedEvent;
+use domain::aggregate::DomainEvent;
+use domain::llm_call::LlmCallEvent;
+use domain::mission::{LlmCall, MissionEvent};
+use time::OffsetDateTime;
+
+use crate::{Projector, Unreadable};
+
+pub const NAME: &str = "llm_usage";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallRow {
+    /// The event's global position: the row's key, so a redelivery writes nothing new.
+    pub position: u64,
+    pub at: OffsetDateTime,
+    /// `None` for a call outside any mission.
+    pub mission_id: Option<String>,
+    pub call: LlmCall,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LlmUsage;
+
+impl Projector for LlmUsage {
+    type Change = CallRow;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn wants(&self, stream_type: &str) -> bool {
+        stream_type == "mission" || stream_type == "llm_call"
+    }
+
+    fn apply(&self, event: &RecordedEvent, changes: &mut Vec<CallRow>) -> Result<(), Unreadable> {
+        let (mission_id, call) = match event.stream_type.as_str() {
+            "mission" => {
+                if event.event_type != "MissionLlmCalled" {
+                    return Ok(());
+                }
+                let MissionEvent::MissionLlmCalled { call, .. } = MissionEvent::upcast(
+                    &event.event_type,
+                    event.schema_version,
+                    event.payload.clone(),
+                )
+                .map_err(|error| Unreadable::of(event, error))?
+                else {
+                    return Err(Unreadable::of(event, "not a MissionLlmCalled"));
+                };
+                (Some(event.stream_id.as_str().to_owned()), call)
+            }
+            _ => {
+                let LlmCallEvent::LlmCalled { call, .. } = LlmCallEvent::upcast(
+                    &event.event_type,
+                    event.schema_version,
+                    event.payload.clone(),
+                )
+                .map_err(|error| Unreadable::of(event, error))?;
+                (None, call)
+            }
+        };
+        changes.push(CallRow {
+            position: event.global_position,
+            at: event.recorded_at,
+            mission_id,
+            call,
+        });
+        Ok(())
+    }
+}

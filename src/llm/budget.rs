@@ -1,0 +1,300 @@
+//! Budgets enforced before a call is sent. Each call reserves its worst case (its input
+//! estimate plus `max_tokens`, at the dearest price among its route's targets) against every
+//! budget that applies: the mission's own, the daily budget of the mission's agent kind, and
+//! the deployment's daily budget. A call that would pass one is not sent (`budget_exceeded`,
+//! naming the budget); one that is sent settles its real usage when it ends. Concurrent calls
+//! thus overspend by nothing: what is in flight is held at its worst.
+//!
+//! The counters are in Redis (`budget.lua`, one atomic step per reserve and settle), and the
+//! spend they start from is the log's: a budget whose key is missing (a first call, an expired
+//! day, a Redis that lost its keys) is seeded from the usage table (`llm_calls`, the projection
+//! of every recorded call). Right after Redis lost its keys, a seed misses the calls the
+//! projector has not applied yet, at most its lag. Redis being unreachable fails the call
+//! (retryably): a budget that cannot be checked is not spent.
+
+use domain::budget::Budget;
+use domain::llm_config::DailyBudgets;
+use redis::Script;
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+use time::{Date, OffsetDateTime, Time};
+
+use crate::config::Namespace;
+use crate::llm::{LlmError, Reason};
+
+const SCRIPT: &str = include_str!("budget.lua");
+/// How long a budget's counters stay in Redis after their last use.
+const KEEP_S: u64 = 3 * 86_400;
+/// Nano-dollars per dollar: costs are counted as integers, so that sums are exact.
+const NANO: f64 = 1_000_000_000.0;
+
+/// One budget that applies to a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    Mission { id: String, budget: Budget },
+    KindDay { kind: String, day: Date, budget: Budget },
+    Day { day: Date, budget: Budget },
+}
+
+impl Scope {
+    fn key_suffix(&self) -> String {
+        match self {
+            Scope::Mission { id, .. } => format!("mission:{id}"),
+            Scope::KindDay { kind, day, .. } => format!("kind:{kind}:{day}"),
+            Scope::Day { day, .. } => format!("day:{day}"),
+        }
+    }
+
+    /// The budget as a failure names it.
+    pub fn name(&self) -> String {
+        match self {
+            Scope::Mission { id, .. } => format!("the budget of mission {id}"),
+            Scope::KindDay { kind, day, .. } => format!("the daily budget of kind {kind} ({day})"),
+            Scope::Day { day, .. } => format!("the daily budget ({day})"),
+        }
+    }
+
+    pub fn budget(&self) -> Budget {
+        match self {
+            Scope::Mission { budget, .. }
+            | Scope::KindDay { budget, .. }
+            | Scope::Day { budget, .. } => *budget,
+        }
+    }
+
+    /// What the log says was spent under this budget: tokens and nano-dollars.
+    async fn spent(&self, pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+        let day_start = |day: &Date| day.with_time(Time::MIDNIGHT).assume_utc();
+        let (tokens, cost): (Option<i64>, Option<f64>) = match self {
+            Scope::Mission { id, .. } => {
+                sqlx::query_as(
+                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE mission_id = $1",
+                )
+                .bind(id)
+                .fetch_one(pool)
+                .await?
+            }
+            Scope::KindDay { kind, day, .. } => {
+                sqlx::query_as(
+                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE kind = $1 AND at >= $2 AND at < $2 + interval '1 day'",
+                )
+                .bind(kind)
+                .bind(day_start(day))
+                .fetch_one(pool)
+                .await?
+            }
+            Scope::Day { day, .. } => {
+                sqlx::query_as(
+                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE at >= $1 AND at < $1 + interval '1 day'",
+                )
+                .bind(day_start(day))
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        Ok((tokens.unwrap_or(0), (cost.unwrap_or(0.0) * NANO).round() as i64))
+    }
+}
+
+/// The budgets a call made for `mission` (its id, its own budget, its agent kind) or for no
+/// mission, under the configured daily budgets, today (UTC).
+pub fn scopes(
+    mission: Option<(&str, Option<Budget>, &str)>,
+    daily: &DailyBudgets,
+    now: OffsetDateTime,
+) -> Vec<Scope> {
+    let day = now.to_offset(time::UtcOffset::UTC).date();
+    let mut scopes = Vec::new();
+    if let Some((id, Some(budget), _)) = mission
+        && !budget.is_empty()
+    {
+        scopes.push(Scope::Mission { id: id.to_owned(), budget });
+    }
+    if let Some((_, _, kind)) = mission
+        && let Some(budget) = daily.kinds.get(kind)
+    {
+        scopes.push(Scope::KindDay { kind: kind.to_owned(), day, budget: *budget });
+    }
+    if let Some(budget) = daily.all {
+        scopes.push(Scope::Day { day, budget });
+    }
+    scopes
+}
+
+/// A call's worst case, held against its budgets until it settles.
+#[derive(Debug)]
+pub struct Reservation {
+    id: String,
+    keys: Vec<String>,
+}
+
+/// The budgets of one deployment (namespace). Cheap to clone.
+#[derive(Clone)]
+pub struct Budgets {
+    redis: ConnectionManager,
+    prefix: String,
+    script: Script,
+    pool: PgPool,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> LlmError {
+    LlmError {
+        // Retryable: nothing was spent, and the store may be back at the next attempt.
+        server_error: true,
+        ..LlmError::new(Reason::BudgetExceeded, format!("the budgets cannot be checked: {error}"))
+    }
+}
+
+fn nano(usd: f64) -> i64 {
+    (usd * NANO).ceil() as i64
+}
+
+impl Budgets {
+    pub fn new(redis: ConnectionManager, namespace: &Namespace, pool: PgPool) -> Budgets {
+        Budgets {
+            redis,
+            prefix: format!("{{{}}}:llm:budget:", namespace.as_str()),
+            script: Script::new(SCRIPT),
+            pool,
+        }
+    }
+
+    /// Holds `tokens` and `cost_usd` (a call's worst case) against every scope for `hold`,
+    /// or fails `budget_exceeded` naming the first budget it would pass.
+    pub async fn reserve(
+        &self,
+        scopes: &[Scope],
+        tokens: u64,
+        cost_usd: f64,
+        hold: std::time::Duration,
+    ) -> Result<Option<Reservation>, LlmError> {
+        if scopes.is_empty() {
+            return Ok(None);
+        }
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let keys: Vec<String> =
+            scopes.iter().map(|scope| format!("{}{}", self.prefix, scope.key_suffix())).collect();
+        // Each unseeded budget is seeded once, so this ends within scopes + 1 rounds.
+        for _ in 0..=scopes.len() {
+            let mut invocation = self.script.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            invocation
+                .arg("reserve")
+                .arg(&id)
+                .arg(tokens)
+                .arg(nano(cost_usd))
+                .arg(hold.as_millis() as u64)
+                .arg(KEEP_S);
+            for scope in scopes {
+                let budget = scope.budget();
+                invocation.arg(budget.tokens_max.map_or(-1, |max| max as i64));
+                invocation.arg(budget.cost_usd_max.map_or(-1, |max| (max * NANO).floor() as i64));
+            }
+            let answer: Vec<redis::Value> =
+                invocation.invoke_async(&mut self.redis.clone()).await.map_err(unavailable)?;
+            let text = |n: usize| match answer.get(n) {
+                Some(redis::Value::BulkString(bytes)) => {
+                    String::from_utf8_lossy(bytes).into_owned()
+                }
+                Some(redis::Value::SimpleString(text)) => text.clone(),
+                Some(redis::Value::Int(n)) => n.to_string(),
+                _ => String::new(),
+            };
+            let index =
+                || text(1).parse::<usize>().unwrap_or(1).saturating_sub(1).min(scopes.len() - 1);
+            match text(0).as_str() {
+                "ok" => return Ok(Some(Reservation { id, keys })),
+                "unseeded" => {
+                    let n = index();
+                    let (spent_tokens, spent_nano) =
+                        scopes[n].spent(&self.pool).await.map_err(unavailable)?;
+                    let _: i64 = self
+                        .script
+                        .key(&keys[n])
+                        .arg("seed")
+                        .arg(spent_tokens)
+                        .arg(spent_nano)
+                        .arg(KEEP_S)
+                        .invoke_async(&mut self.redis.clone())
+                        .await
+                        .map_err(unavailable)?;
+                }
+                "exceeded" => {
+                    let scope = &scopes[index()];
+                    let budget = scope.budget();
+                    let (spent, held) =
+                        (text(3).parse::<i64>().unwrap_or(0), text(4).parse::<i64>().unwrap_or(0));
+                    let message = if text(2) == "tokens" {
+                        format!(
+                            "{}: {} tokens spent, {} held by calls in flight, this call may take {}, of {}",
+                            scope.name(),
+                            spent,
+                            held,
+                            tokens,
+                            budget.tokens_max.unwrap_or(0)
+                        )
+                    } else {
+                        format!(
+                            "{}: ${:.6} spent, ${:.6} held by calls in flight, this call may cost ${:.6}, of ${}",
+                            scope.name(),
+                            spent as f64 / NANO,
+                            held as f64 / NANO,
+                            cost_usd,
+                            budget.cost_usd_max.unwrap_or(0.0)
+                        )
+                    };
+                    metrics::counter!("brain_llm_budget_refusals_total").increment(1);
+                    return Err(LlmError::new(Reason::BudgetExceeded, message));
+                }
+                other => return Err(unavailable(format!("unexpected answer {other:?}"))),
+            }
+        }
+        Err(unavailable("the budgets could not be seeded"))
+    }
+
+    /// Replaces a reservation by what the call really used.
+    pub async fn settle(&self, reservation: Reservation, tokens: u64, cost_usd: f64) {
+        let mut invocation = self.script.prepare_invoke();
+        for key in &reservation.keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg("settle")
+            .arg(&reservation.id)
+            .arg(tokens)
+            .arg((cost_usd * NANO).round() as i64)
+            .arg(KEEP_S);
+        let settled: Result<i64, _> = invocation.invoke_async(&mut self.redis.clone()).await;
+        if let Err(error) = settled {
+            // The hold lapses by itself; the spend is in the log, and a re-seed finds it.
+            tracing::warn!(%error, "cannot settle an LLM call against its budgets");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_call_answers_to_its_mission_its_kind_and_the_day() {
+        let budget = |tokens| Budget { tokens_max: Some(tokens), cost_usd_max: None };
+        let daily = DailyBudgets {
+            all: Some(budget(1_000)),
+            kinds: BTreeMap::from([("coder".to_owned(), budget(100))]),
+        };
+        let now = OffsetDateTime::from_unix_timestamp(1_796_162_400).unwrap();
+        let all = scopes(Some(("m1", Some(budget(10)), "coder")), &daily, now);
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].name(), "the budget of mission m1");
+        assert_eq!(all[1].key_suffix(), format!("kind:coder:{}", now.date()));
+        assert_eq!(scopes(Some(("m2", None, "ops")), &daily, now).len(), 1);
+        assert_eq!(scopes(None, &DailyBudgets::default(), now), vec![]);
+    }
+}

@@ -1,0 +1,281 @@
+//! A call as BRAiN makes it for someone: the route chosen from the runtime configuration, the
+//! budgets that apply, the call through the gateway (limits, retries, fallback), and its
+//! record in the log. Built-in agents and `POST /v1/chat/completions` both call through here,
+//! so every call, whoever makes it, is budgeted, limited and recorded the same way.
+//!
+//! A mission's call is recorded in the mission's history (`MissionLlmCalled`, fenced by the
+//! caller's lease); any other call in a stream of its own (`llm_call/<id>`, `LlmCalled`).
+//! Each record holds the route, provider, model, tries, the request and the answer (each cut
+//! to [`RECORD_BYTES_MAX`]; only the usage with `BRAIN_LLM_RECORD=usage`), tokens, cost at
+//! the configured price, latency and outcome.
+
+use std::time::Instant;
+
+use domain::budget::Budget;
+use domain::llm_call::LlmCallEvent;
+use domain::mission::{LlmCall, Mission, MissionCommand};
+use domain::{EventMetadata, ExpectedVersion, StreamId};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::{Append, EventStore};
+use crate::llm::budget;
+use crate::llm::config::Resolved;
+use crate::llm::gateway::{Answered, Call, Failed, Gateway};
+use crate::llm::{LlmError, Message, Reason, TokenSink, ToolSpec};
+
+/// Longest request or answer a call record keeps, in bytes of JSON text.
+pub const RECORD_BYTES_MAX: usize = 64 * 1024;
+
+/// What a call record holds: everything within the bound, or the usage alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordMode {
+    Full,
+    Usage,
+}
+
+impl RecordMode {
+    /// `BRAIN_LLM_RECORD`: `full` (the default) or `usage`.
+    pub fn from_env() -> RecordMode {
+        match std::env::var("BRAIN_LLM_RECORD").as_deref() {
+            Ok("usage") => RecordMode::Usage,
+            _ => RecordMode::Full,
+        }
+    }
+}
+
+/// The mission a call is made for: its attempt fences the record, its budget and agent kind
+/// bound the spend.
+#[derive(Debug, Clone)]
+pub struct ForMission {
+    pub mission_id: String,
+    pub kind: String,
+    pub attempt: u32,
+    pub worker_id: String,
+    pub budget: Option<Budget>,
+}
+
+/// Who a call is for.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Mission(ForMission),
+    /// A call with no mission (`POST /v1/chat/completions`), by this actor.
+    Api {
+        by: String,
+    },
+}
+
+/// What to ask.
+#[derive(Debug, Clone, Default)]
+pub struct Ask {
+    /// A configured route's name; the default route when `None`.
+    pub route: Option<String>,
+    /// Runs the route's targets with this model instead (an OpenAI client naming a model).
+    pub model: Option<String>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<ToolSpec>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+}
+
+/// Why a call did not give an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran, or was refused before it was sent (a budget, the gateway switched off),
+    /// and was recorded.
+    #[error("{}", .0.error)]
+    Llm(Failed),
+    /// No such route, or the configuration cannot be read: nothing was sent.
+    #[error("{0}")]
+    Route(String),
+    /// The answer came but cannot be recorded (for a mission: its lease is gone).
+    #[error("cannot record the LLM call: {0}")]
+    Record(String),
+}
+
+/// Makes calls for missions and API clients. Cheap to clone.
+#[derive(Clone)]
+pub struct Calls {
+    pub gateway: Gateway,
+    /// The configuration is read from it at every call, and calls are recorded in it;
+    /// without it, the environment's route, unrecorded and unbudgeted.
+    pub store: Option<EventStore>,
+    pub record: RecordMode,
+}
+
+/// `value` as a record keeps it: whole, or its first bytes and its size.
+fn bounded(value: Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= RECORD_BYTES_MAX {
+        return value;
+    }
+    let mut cut = RECORD_BYTES_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    json!({ "truncated": true, "bytes": text.len(), "head": &text[..cut] })
+}
+
+impl Calls {
+    pub fn new(gateway: Gateway, store: Option<EventStore>) -> Calls {
+        Calls { gateway, store, record: RecordMode::from_env() }
+    }
+
+    /// One call for `caller`, recorded once it ends (answered or failed).
+    pub async fn chat(
+        &self,
+        caller: &Caller,
+        ask: &Ask,
+        sink: Option<TokenSink<'_>>,
+    ) -> Result<Answered, CallError> {
+        let resolved = match &self.store {
+            None => Resolved::from_env(),
+            Some(store) => crate::llm::config::current(store).await.map_err(|error| {
+                CallError::Route(format!("cannot read the LLM configuration: {error}"))
+            })?,
+        };
+        let route_name = ask.route.clone().unwrap_or_else(|| "default".into());
+        let mut route = match resolved.route(Some(&route_name)) {
+            Ok(route) => route.clone(),
+            Err(reason) if resolved.route.is_none() => {
+                let error = LlmError::new(Reason::ProviderUnreachable, reason);
+                return self
+                    .finish(caller, ask, &route_name, Err(Failed { error, tries: vec![] }), 0)
+                    .await;
+            }
+            Err(reason) => return Err(CallError::Route(reason)),
+        };
+        if let Some(model) = &ask.model {
+            for target in &mut route.targets {
+                target.model = model.clone();
+            }
+        }
+        if ask.temperature.is_some() {
+            route.temperature = ask.temperature;
+        }
+        if ask.max_tokens.is_some() {
+            route.max_tokens = ask.max_tokens;
+        }
+        let scopes = match (&self.store, caller) {
+            (None, _) => vec![],
+            (Some(_), Caller::Mission(mission)) => budget::scopes(
+                Some((&mission.mission_id, mission.budget, &mission.kind)),
+                &resolved.daily_budgets,
+                OffsetDateTime::now_utc(),
+            ),
+            (Some(_), Caller::Api { .. }) => {
+                budget::scopes(None, &resolved.daily_budgets, OffsetDateTime::now_utc())
+            }
+        };
+        let started = Instant::now();
+        let call =
+            Call { route: &route, messages: &ask.messages, tools: &ask.tools, budgets: &scopes };
+        let outcome = self.gateway.call(call, sink).await;
+        let latency_ms = started.elapsed().as_millis() as u64;
+        self.finish(caller, ask, &route_name, outcome, latency_ms).await
+    }
+
+    async fn finish(
+        &self,
+        caller: &Caller,
+        ask: &Ask,
+        route_name: &str,
+        outcome: Result<Answered, Failed>,
+        latency_ms: u64,
+    ) -> Result<Answered, CallError> {
+        let Some(store) = &self.store else {
+            return outcome.map_err(CallError::Llm);
+        };
+        let tries = match &outcome {
+            Ok(answered) => &answered.tries,
+            Err(failed) => &failed.tries,
+        };
+        let last = tries.last();
+        let provider = last.map(|t| t.provider.as_str().to_owned()).unwrap_or_default();
+        let model = last.map(|t| t.model.clone()).unwrap_or_default();
+        let full = self.record == RecordMode::Full;
+        let (usage, cost_usd, outcome_name, response) = match &outcome {
+            Ok(answered) => (
+                answered.answer.usage,
+                answered.cost_usd,
+                "ok".to_owned(),
+                json!({ "content": answered.answer.content, "tool_calls": answered.answer.tool_calls,
+                        "finish_reason": answered.answer.finish_reason, "model": answered.answer.model }),
+            ),
+            Err(failed) => {
+                (Default::default(), 0.0, failed.error.reason.as_str().to_owned(), Value::Null)
+            }
+        };
+        metrics::counter!("brain_llm_cost_microusd_total", "provider" => provider.clone(), "model" => model.clone())
+            .increment((cost_usd * 1_000_000.0).round() as u64);
+        let call = LlmCall {
+            route: route_name.to_owned(),
+            kind: match caller {
+                Caller::Mission(mission) => mission.kind.clone(),
+                Caller::Api { .. } => String::new(),
+            },
+            provider,
+            model,
+            tries: tries.len() as u32,
+            request: if full { bounded(json!(ask.messages)) } else { Value::Null },
+            response: if full { bounded(response) } else { Value::Null },
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd,
+            latency_ms,
+            outcome: outcome_name,
+        };
+        record(store, caller, call).await?;
+        outcome.map_err(CallError::Llm)
+    }
+}
+
+async fn record(store: &EventStore, caller: &Caller, call: LlmCall) -> Result<(), CallError> {
+    let now_ms = crate::clock::now_ms();
+    let by = match caller {
+        Caller::Mission(mission) => format!("worker:{}", mission.worker_id),
+        Caller::Api { by } => by.clone(),
+    };
+    let mut metadata = EventMetadata::new(by.clone(), OffsetDateTime::now_utc());
+    metadata.command_id = Some(uuid::Uuid::now_v7());
+    match caller {
+        Caller::Mission(mission) => {
+            let Ok(mission_id) = StreamId::parse(&mission.mission_id) else { return Ok(()) };
+            if let Ok(id) = uuid::Uuid::parse_str(&mission.mission_id) {
+                metadata.correlation_id = id;
+            }
+            command::execute::<Mission>(store, &mission_id, metadata, || {
+                MissionCommand::RecordLlmCall {
+                    worker_id: mission.worker_id.clone(),
+                    attempt: mission.attempt,
+                    call: call.clone(),
+                    now_ms,
+                }
+            })
+            .await
+            .map(|_| ())
+            .map_err(|error| match error {
+                // The lease is gone: this attempt's answer will not count either.
+                CommandError::Rejected(error) => CallError::Record(error.to_string()),
+                // An unrecorded call breaks the audit trail: the attempt fails, runs again.
+                error => CallError::Record(error.to_string()),
+            })
+        }
+        Caller::Api { .. } => {
+            let event = LlmCallEvent::LlmCalled { call, by, at_ms: now_ms };
+            let append = Append {
+                stream_type: domain::llm_call::stream_type(),
+                stream_id: StreamId::from(uuid::Uuid::now_v7()),
+                expected: ExpectedVersion::Exact(0),
+                events: vec![command::new_event(&event)],
+                metadata,
+            };
+            store
+                .append(append)
+                .await
+                .map(|_| ())
+                .map_err(|error| CallError::Record(error.to_string()))
+        }
+    }
+}
