@@ -121,6 +121,9 @@ pub struct MissionView {
     pub payload: serde_json::Value,
     pub max_attempts: u32,
     pub timeout_s: u64,
+    /// What its LLM calls may spend, when it was given one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<domain::budget::Budget>,
     pub attempt: u32,
     pub worker_id: Option<String>,
     pub lease_expires_at: Option<String>,
@@ -161,6 +164,7 @@ fn view(
         payload: spec.payload,
         max_attempts: spec.attempt_max,
         timeout_s: spec.timeout_ms / 1_000,
+        budget: spec.budget,
         attempt: mission.attempt,
         worker_id: mission.worker_id,
         lease_expires_at: mission.lease_expires_at_ms.map(iso),

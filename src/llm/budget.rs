@@ -148,8 +148,10 @@ fn unavailable(error: impl std::fmt::Display) -> LlmError {
     }
 }
 
+/// A worst case in nano-dollars, rounded up (but not for a float's last-digit noise).
 fn nano(usd: f64) -> i64 {
-    (usd * NANO).ceil() as i64
+    let exact = usd * NANO;
+    if (exact - exact.round()).abs() < 1e-6 { exact.round() as i64 } else { exact.ceil() as i64 }
 }
 
 impl Budgets {

@@ -22,7 +22,7 @@ use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{Append, EventStore};
 use crate::llm::budget;
 use crate::llm::config::Resolved;
-use crate::llm::gateway::{Answered, Call, Failed, Gateway};
+use crate::llm::gateway::{Answered, Call, Failed, Gateway, Route};
 use crate::llm::{LlmError, Message, Reason, TokenSink, ToolSpec};
 
 /// Longest request or answer a call record keeps, in bytes of JSON text.
@@ -140,9 +140,8 @@ impl Calls {
             Ok(route) => route.clone(),
             Err(reason) if resolved.route.is_none() => {
                 let error = LlmError::new(Reason::ProviderUnreachable, reason);
-                return self
-                    .finish(caller, ask, &route_name, Err(Failed { error, tries: vec![] }), 0)
-                    .await;
+                let refused = Err(Failed { error, tries: vec![] });
+                return self.finish(caller, ask, &route_name, None, refused, 0).await;
             }
             Err(reason) => return Err(CallError::Route(reason)),
         };
@@ -173,7 +172,7 @@ impl Calls {
             Call { route: &route, messages: &ask.messages, tools: &ask.tools, budgets: &scopes };
         let outcome = self.gateway.call(call, sink).await;
         let latency_ms = started.elapsed().as_millis() as u64;
-        self.finish(caller, ask, &route_name, outcome, latency_ms).await
+        self.finish(caller, ask, &route_name, Some(&route), outcome, latency_ms).await
     }
 
     async fn finish(
@@ -181,6 +180,7 @@ impl Calls {
         caller: &Caller,
         ask: &Ask,
         route_name: &str,
+        route: Option<&Route>,
         outcome: Result<Answered, Failed>,
         latency_ms: u64,
     ) -> Result<Answered, CallError> {
@@ -191,9 +191,14 @@ impl Calls {
             Ok(answered) => &answered.tries,
             Err(failed) => &failed.tries,
         };
-        let last = tries.last();
-        let provider = last.map(|t| t.provider.as_str().to_owned()).unwrap_or_default();
-        let model = last.map(|t| t.model.clone()).unwrap_or_default();
+        // The target that answered or was tried last; for a call refused before any try (a
+        // budget), the one it would have tried first.
+        let (provider, model) = match (tries.last(), route.and_then(|route| route.targets.first()))
+        {
+            (Some(last), _) => (last.provider.as_str().to_owned(), last.model.clone()),
+            (None, Some(first)) => (first.provider.as_str().to_owned(), first.model.clone()),
+            (None, None) => (String::new(), String::new()),
+        };
         let full = self.record == RecordMode::Full;
         let (usage, cost_usd, outcome_name, response) = match &outcome {
             Ok(answered) => (

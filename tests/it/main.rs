@@ -14,6 +14,7 @@ mod external_agents;
 mod fake_llm;
 mod heal;
 mod isolation;
+mod llm_budgets;
 mod llm_config;
 mod llm_limits;
 mod llm_providers;
