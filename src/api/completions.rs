@@ -133,31 +133,11 @@ fn tools(request: &CompletionRequest) -> Result<Vec<ToolSpec>, ApiError> {
         .collect())
 }
 
-/// What `model` asks for: a configured route by name (or `default`), or else the default
-/// route with that model.
-async fn ask_for(app: &AppState, request: &CompletionRequest) -> Result<Ask, ApiError> {
-    let resolved = crate::llm::config::current(&app.store)
-        .await
-        .map_err(|error| ApiError::Internal(error.into()))?;
-    if resolved.route.is_none() {
-        return Err(refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "llm_disabled",
-            None,
-            "the LLM gateway is switched off".into(),
-        ));
-    }
-    let model = request.model.as_str();
-    let (route, model) = if model.is_empty() || model == "default" {
-        (None, None)
-    } else if resolved.routes.contains_key(model) {
-        (Some(model.to_owned()), None)
-    } else {
-        (None, Some(model.to_owned()))
-    };
+/// What the request asks (the route or model `model` names is chosen by the call itself).
+fn ask_for(request: &CompletionRequest) -> Result<Ask, ApiError> {
     Ok(Ask {
-        route,
-        model,
+        route: None,
+        model: Some(request.model.clone()),
         messages: messages(request)?,
         tools: tools(request)?,
         temperature: request.temperature,
@@ -180,6 +160,13 @@ fn usage(answered: &Answered) -> Value {
 
 fn call_failure(error: CallError) -> ApiError {
     match error {
+        // Refused before any try for want of a route: the gateway is switched off.
+        CallError::Llm(failed)
+            if failed.tries.is_empty()
+                && failed.error.reason == crate::llm::Reason::ProviderUnreachable =>
+        {
+            refused(StatusCode::SERVICE_UNAVAILABLE, "llm_disabled", None, failed.error.to_string())
+        }
         CallError::Llm(failed) => failure(&failed.error),
         CallError::Route(reason) => {
             refused(StatusCode::NOT_FOUND, "model_not_found", Some("model"), reason)
@@ -225,7 +212,7 @@ async fn chat_completions(
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let by = super::missions::metadata(&headers)?.actor;
-    let ask = ask_for(&app, &request).await?;
+    let ask = ask_for(&request)?;
     let caller = Caller::Api { by };
     let calls = app.llm_calls().await;
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());

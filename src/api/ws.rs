@@ -27,7 +27,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::{StreamId, StreamType};
-use futures::SinkExt;
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -75,6 +75,9 @@ struct FeedQuery {
     mission_id: Option<String>,
     /// One stream's events only (any stream type).
     stream_id: Option<String>,
+    /// `true` (with `mission_id`): the mission's answer pieces too, as `{"token": {...}}`
+    /// messages between its events while its agent calls the model.
+    tokens: Option<String>,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
@@ -150,7 +153,27 @@ async fn events(
     ApiQuery(query): ApiQuery<FeedQuery>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let tokens = match (query.tokens.as_deref(), query.mission_id.as_deref()) {
+        (None | Some("false"), _) => None,
+        (Some("true"), Some(mission_id)) => Some(mission_id.to_owned()),
+        (Some("true"), None) => return Err(invalid("tokens", "needs a mission_id")),
+        (Some(other), _) => return Err(invalid("tokens", format!("true or false, got {other:?}"))),
+    };
     let (from, selection) = parse(query)?;
+    // Subscribed before the upgrade: a piece published once the client is connected is not
+    // missed, and a NATS that cannot subscribe is a clear refusal.
+    let tokens = match tokens {
+        None => None,
+        Some(mission_id) => {
+            let subject = crate::llm::tokens::subject(&app.namespace, &mission_id);
+            Some(
+                app.nats
+                    .subscribe(subject)
+                    .await
+                    .map_err(|error| ApiError::Internal(error.into()))?,
+            )
+        }
+    };
     if let Some(from) = from {
         // A position beyond the head was never handed out: resuming there would wait in
         // silence for events the client believes it has (say, from another store).
@@ -186,11 +209,17 @@ async fn events(
         .max_frame_size(CLIENT_MESSAGE_BYTES_MAX)
         .on_upgrade(move |socket| async move {
             let _admission = admission;
-            session(socket, feed, selection, from).await
+            session(socket, feed, selection, from, tokens).await
         }))
 }
 
-async fn session(socket: WebSocket, feed: FeedHandle, selection: Selection, from: Option<u64>) {
+async fn session(
+    socket: WebSocket,
+    feed: FeedHandle,
+    selection: Selection,
+    from: Option<u64>,
+    tokens: Option<async_nats::Subscriber>,
+) {
     // Without `from`, the session starts where the feed is now; subscribing before the client
     // counts as connected means that a counted client misses nothing broadcast after that.
     let start = match from {
@@ -202,7 +231,7 @@ async fn session(socket: WebSocket, feed: FeedHandle, selection: Selection, from
     };
     let _client = feed.client();
     let sent = metrics::counter!("brain_ws_messages_sent_total");
-    let mut session = Session { socket, feed, selection, last: 0, sent };
+    let mut session = Session { socket, feed, selection, last: 0, sent, tokens };
     let stop = session.feed.stopping().clone();
     let end = tokio::select! {
         end = session.stream(start) => Some(end),
@@ -285,13 +314,24 @@ struct Session {
     last: u64,
     /// Events written, for the metrics.
     sent: metrics::Counter,
+    /// A mission's token subject, when asked for.
+    tokens: Option<async_nats::Subscriber>,
 }
 
 /// A step of the live loop, taken out of `select!` so that its handling may borrow freely.
 enum Step {
     Live(Result<Arc<FeedEvent>, RecvError>),
     Client(Option<Result<Message, axum::Error>>),
+    Token(Option<async_nats::Message>),
     Ping,
+}
+
+/// The next message on the token subject; never, without one.
+async fn next_token(tokens: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match tokens {
+        Some(subscriber) => subscriber.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Session {
@@ -331,6 +371,7 @@ impl Session {
                 biased;
                 received = live.recv() => Step::Live(received),
                 message = self.socket.recv() => Step::Client(message),
+                token = next_token(&mut self.tokens) => Step::Token(token),
                 _ = ping.tick() => Step::Ping,
             };
             match step {
@@ -361,6 +402,16 @@ impl Session {
                     return Err(End::ClientLeft);
                 }
                 Step::Client(Some(Ok(_))) => {}
+                Step::Token(None) => self.tokens = None,
+                Step::Token(Some(message)) => {
+                    // A piece is not an event: it moves no position.
+                    let Ok(token) = serde_json::from_slice::<serde_json::Value>(&message.payload)
+                    else {
+                        continue;
+                    };
+                    let text = serde_json::json!({ "token": token }).to_string();
+                    self.write([(None, Message::Text(text.into()))], self.last).await?;
+                }
                 Step::Ping => self.write([(None, Message::Ping(Bytes::new()))], self.last).await?,
             }
         }
@@ -517,6 +568,7 @@ mod tests {
             from: from.map(str::to_owned),
             stream_type: types.map(str::to_owned),
             mission_id: mission.map(str::to_owned),
+            tokens: None,
             stream_id: None,
         }
     }

@@ -7,6 +7,8 @@
 mod agents;
 mod batch;
 mod heal;
+mod llm;
+mod llm_fake;
 mod ws;
 
 use std::sync::Arc;
@@ -50,6 +52,13 @@ pub enum Bench {
     /// Heartbeat a fleet of simulated agents against a running `brain serve` (store growth,
     /// sweep duration, time to detect a silent agent), then claim missions over HTTP.
     Agents(agents::AgentsBench),
+    /// The LLM gateway against a capacity-limited fake provider: throughput and 429s of a
+    /// fleet of callers with and without the shared limits, and the latency the gateway adds
+    /// to concurrent streaming calls.
+    Llm(llm::LlmBench),
+    /// One process of callers of `brain bench llm`.
+    #[command(hide = true)]
+    LlmCallers(llm::LlmCallers),
 }
 
 impl Bench {
@@ -61,6 +70,8 @@ impl Bench {
             Bench::Ws(bench) => bench.run().await,
             Bench::Heal(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
+            Bench::Llm(bench) => bench.run().await,
+            Bench::LlmCallers(callers) => callers.run().await,
         }
     }
 }

@@ -71,7 +71,8 @@ pub enum Caller {
 pub struct Ask {
     /// A configured route's name; the default route when `None`.
     pub route: Option<String>,
-    /// Runs the route's targets with this model instead (an OpenAI client naming a model).
+    /// With no `route`: a configured route's name, `default`, or a model to run the default
+    /// route's targets with (an OpenAI client naming a model).
     pub model: Option<String>,
     pub messages: Vec<Message>,
     pub tools: Vec<ToolSpec>,
@@ -135,7 +136,14 @@ impl Calls {
                 CallError::Route(format!("cannot read the LLM configuration: {error}"))
             })?,
         };
-        let route_name = ask.route.clone().unwrap_or_else(|| "default".into());
+        let (route_name, model) = match (&ask.route, &ask.model) {
+            (Some(route), model) => (route.clone(), model.clone()),
+            (None, Some(model)) if model == "default" || model.is_empty() => {
+                ("default".into(), None)
+            }
+            (None, Some(model)) if resolved.routes.contains_key(model) => (model.clone(), None),
+            (None, model) => ("default".into(), model.clone()),
+        };
         let mut route = match resolved.route(Some(&route_name)) {
             Ok(route) => route.clone(),
             Err(reason) if resolved.route.is_none() => {
@@ -145,7 +153,7 @@ impl Calls {
             }
             Err(reason) => return Err(CallError::Route(reason)),
         };
-        if let Some(model) = &ask.model {
+        if let Some(model) = &model {
             for target in &mut route.targets {
                 target.model = model.clone();
             }

@@ -94,9 +94,12 @@ if op == 'done' then
   if outcome == 'ok' then
     redis.call('HINCRBY', state, 'n', 1)
     -- Additive increase, only while the limit is what holds callers back: about 2 % of
-    -- the rate per second of such traffic.
+    -- the rate per second of such traffic, 10 % once ten seconds passed without a 429
+    -- (the provider may allow more than was learned; probe for it sooner).
     if rate > 0 and now - num('limited_at', 0) < 2000 then
-      rate = rate + math.max(0.5, rate * 0.02) / rate
+      local step = math.max(0.5, rate * 0.02)
+      if now - num('cut_at', 0) > 10000 then step = rate * 0.1 end
+      rate = rate + step / rate
       if ceiling > 0 and rate > ceiling then rate = ceiling end
       redis.call('HSET', state, 'rate', tostring(rate))
     end
@@ -108,15 +111,28 @@ if op == 'done' then
       redis.call('HINCRBY', state, 'pauses', 1)
     end
     -- Multiplicative decrease, once a second however many calls met the same 429s, from
-    -- what the provider was really answering (the successes of the last full second).
+    -- what the provider was really answering: the answers per second over the last second
+    -- (the previous window's share of it and the current window's count), or the current
+    -- window's pace once it has run a quarter of a second. With no such measure yet, a set
+    -- rate is cut by the factor; an unset one stays unset (the pause alone holds callers)
+    -- rather than being guessed from nothing.
     if now - num('cut_at', 0) >= 1000 then
-      local base = rate
-      local answered = num('prev', 0)
-      if answered > 0 and (base <= 0 or answered < base) then base = answered end
-      if base <= 0 then base = math.max(1, n) end
-      rate = math.max(RATE_MIN, base * DECREASE)
-      redis.call('HSET', state, 'rate', tostring(rate), 'cut_at', now)
-      redis.call('HINCRBY', state, 'cuts', 1)
+      local elapsed = now - win
+      local prev = num('prev', 0)
+      local answered = 0
+      if prev > 0 then
+        answered = prev * (1000 - elapsed) / 1000 + n
+      elseif elapsed >= 250 then
+        answered = n * 1000 / elapsed
+      end
+      local base = -1
+      if answered > 0 then base = answered end
+      if rate > 0 and (base <= 0 or rate < base) then base = rate end
+      if base > 0 then
+        rate = math.max(RATE_MIN, base * DECREASE)
+        redis.call('HSET', state, 'rate', tostring(rate), 'cut_at', now)
+        redis.call('HINCRBY', state, 'cuts', 1)
+      end
     end
   end
   redis.call('EXPIRE', state, KEEP_S)

@@ -67,8 +67,33 @@ async fn a_429_with_retry_after_pauses_every_caller_of_the_target_until_then() {
     }
     assert!(seen[1].at > asked, "the second call waited for the pause, not before it");
     let state = limiter.state(&route.targets[0]).await.unwrap();
-    assert!(state.rate_per_s.is_some_and(|rate| rate > 0.0), "{state:?}");
-    assert_eq!((state.cuts, state.in_flight), (1, 0), "{state:?}");
+    assert_eq!((state.pauses, state.in_flight), (1, 0), "{state:?}");
+    // Nothing was answered before the 429: no rate is guessed from nothing.
+    assert_eq!((state.rate_per_s, state.cuts), (None, 0), "{state:?}");
+}
+
+#[tokio::test]
+async fn a_429_sets_the_rate_under_what_the_provider_was_answering() {
+    let env = TestEnv::new().await;
+    // About 20 answers a second from one caller, then a 429.
+    let mut script = vec![Scripted::text("fine"); 30];
+    script.push(Scripted::Status { code: 429, retry_after: Some("1".into()) });
+    let fake = FakeLlm::start(script, Scripted::text("fine"), None).await;
+    fake.set_delay(Duration::from_millis(50));
+    let gateway = gateway(&env).await;
+    let route = route(&fake, Limits::default());
+    for _ in 0..31 {
+        gateway.chat(&route, &ask(), &[], None).await.expect("answered, the last on its retry");
+    }
+    let limiter = Limiter::new(
+        redis::Client::open(redis_url()).unwrap().get_connection_manager().await.unwrap(),
+        &env.namespace,
+    );
+    let state = limiter.state(&route.targets[0]).await.unwrap();
+    let answered_per_s = 1_000.0 / 50.0;
+    let rate = state.rate_per_s.expect("a rate learned from the 429");
+    assert!(rate < answered_per_s && rate > answered_per_s / 2.0, "{state:?}");
+    assert_eq!(state.cuts, 1, "{state:?}");
 }
 
 #[tokio::test]

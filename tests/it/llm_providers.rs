@@ -284,6 +284,10 @@ async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
         json!({ "name": "stream", "not_before": due, "payload": { "prompt": "count" } }),
     )
     .await;
+    // The same pieces on the WebSocket feed, between the mission's events.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/ws/events?mission_id={id}&tokens=true&from=0");
+    let (mut socket, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
     let response =
         client.get(format!("http://{addr}/api/missions/{id}/stream")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -312,6 +316,27 @@ async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
         })
         .collect();
     assert_eq!(pieces, ["one", " two", " three", " four"], "{text}");
+    let mut feed = Vec::new();
+    while !feed.iter().any(|m: &serde_json::Value| m["event_type"] == "MissionCompleted") {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("the feed goes on")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            feed.push(serde_json::from_str(&text).unwrap());
+        }
+    }
+    let tokens: Vec<&str> =
+        feed.iter().filter_map(|m| m["token"]["text"].as_str()).filter(|t| !t.is_empty()).collect();
+    assert_eq!(tokens, ["one", " two", " three", " four"], "{feed:?}");
+    let started = feed.iter().position(|m| m["event_type"] == "MissionStarted").unwrap();
+    let first_token = feed.iter().position(|m| m.get("token").is_some()).unwrap();
+    let called = feed.iter().position(|m| m["event_type"] == "MissionLlmCalled").unwrap();
+    assert!(
+        started < first_token && first_token < called,
+        "pieces come while the call runs: {feed:?}"
+    );
     crate::support::wait_until("the mission to complete", Duration::from_secs(10), || async {
         crate::workers::mission_status(addr, &id).await == "completed"
     })
