@@ -143,7 +143,7 @@ fn parse(query: FeedQuery) -> Result<(Option<u64>, Selection), ApiError> {
 #[utoipa::path(get, path = "/ws/events", tag = "events", params(FeedQuery),
     responses(
         (status = 101, description = "WebSocket: one JSON text message per event (the shape of `GET /api/events`), in position order; closed with 4000 and a reason naming the position to resume from when the client falls behind, 1001 at shutdown"),
-        (status = 400, description = "`invalid_query`; `invalid_field` naming `from`, `stream_type`, `mission_id` or `stream_id` (which needs a `stream_type`); `not_websocket` without an upgrade", body = ErrorBody),
+        (status = 400, description = "`invalid_query`; `invalid_field` naming `from`, `stream_type`, `mission_id`, `stream_id` (which needs a `stream_type`) or `tokens` (which needs a `mission_id`); `not_websocket` without an upgrade", body = ErrorBody),
         (status = 426, description = "`not_websocket`: an upgrade that is not a WebSocket one", body = ErrorBody),
         (status = 503, description = "`too_many_clients`: the process holds `BRAIN_WS_CLIENTS_MAX` clients", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),

@@ -139,3 +139,39 @@ async fn a_config_change_is_validated_recorded_and_used_by_the_next_call_in_anot
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_mission_names_its_route_and_an_unknown_route_fails_it_at_once() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let default = FakeLlm::start(vec![], Scripted::text("from the default"), None).await;
+    let fast = FakeLlm::start(vec![], Scripted::text("from the fast route"), None).await;
+    let config = json!({ "provider": "openai", "host": default.url(), "model": "big",
+        "routes": { "fast": [{ "provider": "openai", "host": fast.url(), "model": "small" }] } });
+    assert_eq!(put(addr, &config).await.0, 200);
+    let _worker = WorkerProcess::start(&env, "route-worker", &["--agents", "coder=plain"]);
+    let finished = |id: String| async move {
+        wait_until("the mission to finish", Duration::from_secs(30), || async {
+            matches!(mission_status(addr, &id).await.as_str(), "completed" | "failed")
+        })
+        .await;
+        mission(addr, &id).await
+    };
+
+    let body = json!({ "name": "quick", "payload": { "prompt": "hi", "route": "fast" } });
+    let done = finished(enqueue(addr, body).await).await;
+    assert_eq!(done["result"]["answer"], "from the fast route", "{done}");
+    assert_eq!((fast.seen().len(), default.seen().len()), (1, 0));
+    assert_eq!(fast.seen()[0].body["model"], "small");
+
+    // No such route: a permanent failure saying which routes there are, nothing sent.
+    let body = json!({ "name": "lost", "max_attempts": 3, "payload": { "prompt": "hi", "route": "nope" } });
+    let lost = finished(enqueue(addr, body).await).await;
+    assert_eq!((&lost["status"], &lost["attempt"]), (&json!("failed"), &json!(1)), "{lost}");
+    let error = lost["errors"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no LLM route named \"nope\" (configured: default, fast)"), "{error}");
+    assert_eq!((fast.seen().len(), default.seen().len()), (1, 0));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
