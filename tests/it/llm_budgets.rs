@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::fake_llm::{FakeLlm, Scripted};
 use crate::serve::get;
 use crate::support::{TestEnv, redis_url, wait_until};
-use crate::workers::{WorkerProcess, enqueue, mission, mission_status, serve_without_workers};
+use crate::workers::{WorkerProcess, enqueue, finished, serve_without_workers};
 
 /// Output tokens every answer uses: the configured `max_tokens`, so that a call's worst case
 /// is exactly what it uses and a budget worth N calls lets exactly N through.
@@ -24,14 +24,8 @@ fn input_of(prompt: &str) -> u64 {
 }
 
 async fn put_config(addr: std::net::SocketAddr, body: &Value) {
-    crate::serve::crypto_provider();
-    let response = reqwest::Client::new()
-        .put(format!("http://{addr}/api/llm/config"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap());
+    let (status, answer) = crate::llm_config::put(addr, body).await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 async fn complete(addr: std::net::SocketAddr, prompt: &str) -> (u16, Value) {
@@ -130,19 +124,12 @@ async fn a_missions_budget_and_its_kinds_daily_budget_stop_its_calls_without_ret
     )
     .await;
     let _worker = WorkerProcess::start(&env, "budget-worker", &["--agents", "coder=plain"]);
-    let finished = |id: String| async move {
-        wait_until("the mission to finish", Duration::from_secs(30), || async {
-            matches!(mission_status(addr, &id).await.as_str(), "completed" | "failed")
-        })
-        .await;
-        mission(addr, &id).await
-    };
 
     // Its own budget is smaller than one call's worst case: nothing is sent, no retry.
     let body = json!({ "name": "tight", "agent": "coder", "max_attempts": 3,
         "budget": { "tokens_max": call_tokens - 1 }, "payload": { "prompt": prompt } });
     let id = enqueue(addr, body).await;
-    let tight = finished(id.clone()).await;
+    let tight = finished(addr, &id).await;
     assert_eq!((&tight["status"], &tight["attempt"]), (&json!("failed"), &json!(1)), "{tight}");
     assert_eq!(tight["budget"], json!({ "tokens_max": call_tokens - 1 }));
     let error = tight["errors"][0]["error"].as_str().unwrap_or_default().to_owned();
@@ -157,7 +144,7 @@ async fn a_missions_budget_and_its_kinds_daily_budget_stop_its_calls_without_ret
     for n in 0..3 {
         let body = json!({ "name": format!("haiku {n}"), "agent": "coder",
             "budget": { "tokens_max": call_tokens * 10 }, "payload": { "prompt": prompt } });
-        let done = finished(enqueue(addr, body).await).await;
+        let done = finished(addr, &enqueue(addr, body).await).await;
         statuses.push(done["status"].as_str().unwrap().to_owned());
         if n == 2 {
             let error = done["errors"][0]["error"].as_str().unwrap_or_default();

@@ -10,9 +10,11 @@ use crate::fake_llm::{FakeLlm, Scripted};
 use crate::missions_api::post;
 use crate::serve::get;
 use crate::support::{TestEnv, wait_until};
-use crate::workers::{WorkerProcess, enqueue, mission, mission_status, serve_without_workers};
+use crate::workers::{
+    WorkerProcess, enqueue, finished, mission, mission_status, serve_without_workers,
+};
 
-async fn put(addr: std::net::SocketAddr, body: &Value) -> (u16, Value) {
+pub async fn put(addr: std::net::SocketAddr, body: &Value) -> (u16, Value) {
     crate::serve::crypto_provider();
     let response = reqwest::Client::new()
         .put(format!("http://{addr}/api/llm/config"))
@@ -150,23 +152,16 @@ async fn a_mission_names_its_route_and_an_unknown_route_fails_it_at_once() {
         "routes": { "fast": [{ "provider": "openai", "host": fast.url(), "model": "small" }] } });
     assert_eq!(put(addr, &config).await.0, 200);
     let _worker = WorkerProcess::start(&env, "route-worker", &["--agents", "coder=plain"]);
-    let finished = |id: String| async move {
-        wait_until("the mission to finish", Duration::from_secs(30), || async {
-            matches!(mission_status(addr, &id).await.as_str(), "completed" | "failed")
-        })
-        .await;
-        mission(addr, &id).await
-    };
 
     let body = json!({ "name": "quick", "payload": { "prompt": "hi", "route": "fast" } });
-    let done = finished(enqueue(addr, body).await).await;
+    let done = finished(addr, &enqueue(addr, body).await).await;
     assert_eq!(done["result"]["answer"], "from the fast route", "{done}");
     assert_eq!((fast.seen().len(), default.seen().len()), (1, 0));
     assert_eq!(fast.seen()[0].body["model"], "small");
 
     // No such route: a permanent failure saying which routes there are, nothing sent.
     let body = json!({ "name": "lost", "max_attempts": 3, "payload": { "prompt": "hi", "route": "nope" } });
-    let lost = finished(enqueue(addr, body).await).await;
+    let lost = finished(addr, &enqueue(addr, body).await).await;
     assert_eq!((&lost["status"], &lost["attempt"]), (&json!("failed"), &json!(1)), "{lost}");
     let error = lost["errors"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("no LLM route named \"nope\" (configured: default, fast)"), "{error}");

@@ -35,6 +35,17 @@ pub async fn mission(addr: SocketAddr, id: &str) -> Value {
     get(addr, &format!("/api/missions/{id}")).await.1
 }
 
+/// The mission once it is completed or failed (within 30 s).
+pub async fn finished(addr: SocketAddr, id: &str) -> Value {
+    crate::support::wait_until(
+        "the mission to finish",
+        std::time::Duration::from_secs(30),
+        || async { matches!(mission_status(addr, id).await.as_str(), "completed" | "failed") },
+    )
+    .await;
+    mission(addr, id).await
+}
+
 pub async fn mission_status(addr: SocketAddr, id: &str) -> String {
     mission(addr, id).await["status"].as_str().unwrap_or_default().to_owned()
 }
