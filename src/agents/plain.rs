@@ -88,7 +88,9 @@ impl Agent for Plain {
                 Err(CallError::Route(reason)) => {
                     Err(Failure::permanent(format!("LLM call failed: {reason}")))
                 }
-                Err(error @ CallError::Record(_)) => Err(Failure::retryable(error.to_string())),
+                Err(error @ (CallError::Record(_) | CallError::Config(_))) => {
+                    Err(Failure::retryable(error.to_string()))
+                }
             }
         }
         .boxed()

@@ -5,8 +5,9 @@
 //! (`llm_call/<id>`, `LlmCalled`, by the `X-Actor` header's caller).
 //!
 //! A streamed answer is relayed as it arrives through a bounded buffer
-//! ([`STREAM_BUFFER_PIECES`]); a client that falls that far behind is cut off (the call
-//! stops), rather than making the server hold an unbounded answer for it.
+//! ([`STREAM_BUFFER_PIECES`]); the pieces a client that far behind cannot take are dropped
+//! (the call runs on to its end and record), rather than making the server hold an unbounded
+//! answer for it.
 
 use std::convert::Infallible;
 
@@ -171,7 +172,7 @@ fn call_failure(error: CallError) -> ApiError {
         CallError::Route(reason) => {
             refused(StatusCode::NOT_FOUND, "model_not_found", Some("model"), reason)
         }
-        CallError::Record(reason) => {
+        CallError::Record(reason) | CallError::Config(reason) => {
             refused(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None, reason)
         }
     }
@@ -180,6 +181,8 @@ fn call_failure(error: CallError) -> ApiError {
 fn failure(error: &crate::llm::LlmError) -> ApiError {
     let status = match error.reason {
         crate::llm::Reason::BudgetExceeded if !error.server_error => StatusCode::PAYMENT_REQUIRED,
+        // The budgets could not be checked: nothing was sent, and another try may pass.
+        crate::llm::Reason::BudgetExceeded => StatusCode::SERVICE_UNAVAILABLE,
         crate::llm::Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         crate::llm::Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
         crate::llm::Reason::ModelNotFound => StatusCode::NOT_FOUND,
@@ -218,7 +221,12 @@ async fn chat_completions(
     let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
     if !request.stream {
-        let answered = calls.chat(&caller, &ask, None).await.map_err(call_failure)?;
+        // In a task of its own: a client that hangs up does not cut the call between its
+        // answer and its record (the answer is paid for either way).
+        let answered = tokio::spawn(async move { calls.chat(&caller, &ask, None).await })
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?
+            .map_err(call_failure)?;
         let mut message = json!({ "role": "assistant", "content": answered.answer.content });
         if !answered.answer.tool_calls.is_empty() {
             message["tool_calls"] = json!(wire_tool_calls(&answered.answer.tool_calls));
@@ -280,7 +288,7 @@ async fn chat_completions(
             Err(error @ CallError::Route(_)) => {
                 json!({ "error": { "message": error.to_string(), "type": "model_not_found" } })
             }
-            Err(error @ CallError::Record(_)) => {
+            Err(error @ (CallError::Record(_) | CallError::Config(_))) => {
                 json!({ "error": { "message": error.to_string(), "type": "store_unavailable" } })
             }
         };

@@ -35,10 +35,10 @@ if op == 'reserve' then
     if not seeded then return {'unseeded', i} end
     local tokens_max, cost_max = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
     if tokens_max >= 0 and spent_t + held_t + tokens > tokens_max then
-      return {'exceeded', i, 'tokens', tostring(spent_t), tostring(held_t)}
+      return {'exceeded', i, 'tokens', string.format('%.0f', spent_t), string.format('%.0f', held_t)}
     end
     if cost_max >= 0 and spent_c + held_c + cost > cost_max then
-      return {'exceeded', i, 'cost', tostring(spent_c), tostring(held_c)}
+      return {'exceeded', i, 'cost', string.format('%.0f', spent_c), string.format('%.0f', held_c)}
     end
   end
   for _, key in ipairs(KEYS) do

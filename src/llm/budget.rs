@@ -2,15 +2,18 @@
 //! estimate plus `max_tokens`, at the dearest price among its route's targets) against every
 //! budget that applies: the mission's own, the daily budget of the mission's agent kind, and
 //! the deployment's daily budget. A call that would pass one is not sent (`budget_exceeded`,
-//! naming the budget); one that is sent settles its real usage when it ends. Concurrent calls
-//! thus overspend by nothing: what is in flight is held at its worst.
+//! naming the budget); one that is sent settles its real usage when it ends. What is in flight
+//! is held at its worst, so concurrent calls cannot overspend: the output is bounded by the
+//! `max_tokens` sent with the call (the gateway sends the reserved one when the route sets
+//! none), and only an input estimate that fell short (text of under three bytes a token) can
+//! let a call use more than was held.
 //!
 //! The counters are in Redis (`budget.lua`, one atomic step per reserve and settle), and the
 //! spend they start from is the log's: a budget whose key is missing (a first call, an expired
 //! day, a Redis that lost its keys) is seeded from the usage table (`llm_calls`, the projection
-//! of every recorded call). Right after Redis lost its keys, a seed misses the calls the
-//! projector has not applied yet, at most its lag. Redis being unreachable fails the call
-//! (retryably): a budget that cannot be checked is not spent.
+//! of every recorded call). Right after Redis lost its keys, a seed misses the calls then in
+//! flight (their holds went with the keys) and those the projector has not applied yet. Redis
+//! being unreachable fails the call (retryably): a budget that cannot be checked is not spent.
 
 use domain::budget::Budget;
 use domain::llm_config::DailyBudgets;
@@ -124,11 +127,28 @@ pub fn scopes(
     scopes
 }
 
-/// A call's worst case, held against its budgets until it settles.
-#[derive(Debug)]
+/// A call's worst case, held against its budgets until it settles. One dropped unsettled
+/// (its call was cancelled) releases its hold from a task of its own, rather than keep it
+/// until it lapses.
 pub struct Reservation {
     id: String,
     keys: Vec<String>,
+    owner: Option<Budgets>,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").field("id", &self.id).field("keys", &self.keys).finish()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some(budgets) = self.owner.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (id, keys) = (std::mem::take(&mut self.id), std::mem::take(&mut self.keys));
+        runtime.spawn(async move { budgets.apply_settle(&id, &keys, 0, 0.0).await });
+    }
 }
 
 /// The budgets of one deployment (namespace). Cheap to clone.
@@ -210,7 +230,7 @@ impl Budgets {
             let index =
                 || text(1).parse::<usize>().unwrap_or(1).saturating_sub(1).min(scopes.len() - 1);
             match text(0).as_str() {
-                "ok" => return Ok(Some(Reservation { id, keys })),
+                "ok" => return Ok(Some(Reservation { id, keys, owner: Some(self.clone()) })),
                 "unseeded" => {
                     let n = index();
                     let (spent_tokens, spent_nano) =
@@ -260,14 +280,19 @@ impl Budgets {
     }
 
     /// Replaces a reservation by what the call really used.
-    pub async fn settle(&self, reservation: Reservation, tokens: u64, cost_usd: f64) {
+    pub async fn settle(&self, mut reservation: Reservation, tokens: u64, cost_usd: f64) {
+        reservation.owner = None;
+        self.apply_settle(&reservation.id, &reservation.keys, tokens, cost_usd).await;
+    }
+
+    async fn apply_settle(&self, id: &str, keys: &[String], tokens: u64, cost_usd: f64) {
         let mut invocation = self.script.prepare_invoke();
-        for key in &reservation.keys {
+        for key in keys {
             invocation.key(key);
         }
         invocation
             .arg("settle")
-            .arg(&reservation.id)
+            .arg(id)
             .arg(tokens)
             .arg((cost_usd * NANO).round() as i64)
             .arg(KEEP_S);

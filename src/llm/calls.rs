@@ -87,9 +87,12 @@ pub enum CallError {
     /// and was recorded.
     #[error("{}", .0.error)]
     Llm(Failed),
-    /// No such route, or the configuration cannot be read: nothing was sent.
+    /// No such route: nothing was sent.
     #[error("{0}")]
     Route(String),
+    /// The configuration cannot be read now (the store is unavailable): nothing was sent.
+    #[error("{0}")]
+    Config(String),
     /// The answer came but cannot be recorded (for a mission: its lease is gone).
     #[error("cannot record the LLM call: {0}")]
     Record(String),
@@ -133,7 +136,7 @@ impl Calls {
         let resolved = match &self.store {
             None => Resolved::from_env(),
             Some(store) => crate::llm::config::current(store).await.map_err(|error| {
-                CallError::Route(format!("cannot read the LLM configuration: {error}"))
+                CallError::Config(format!("cannot read the LLM configuration: {error}"))
             })?,
         };
         let (route_name, model) = match (&ask.route, &ask.model) {
@@ -155,7 +158,7 @@ impl Calls {
         };
         if let Some(model) = &model {
             for target in &mut route.targets {
-                target.model = model.clone();
+                resolved.with_model(target, model);
             }
         }
         if ask.temperature.is_some() {
@@ -239,7 +242,17 @@ impl Calls {
             latency_ms,
             outcome: outcome_name,
         };
-        record(store, caller, call).await?;
+        match (record(store, caller, call).await, caller) {
+            (Ok(()), _) => {}
+            // An API client's answer was paid for and settled: it gets it even when the record
+            // cannot be written, rather than retry and pay again. The gap shows in the metric.
+            (Err(error), Caller::Api { .. }) if outcome.is_ok() => {
+                metrics::counter!("brain_llm_unrecorded_calls_total").increment(1);
+                tracing::error!(%error, "an answered LLM call could not be recorded");
+            }
+            // A mission's attempt is fenced by its record: without it the answer does not count.
+            (Err(error), _) => return Err(error),
+        }
         outcome.map_err(CallError::Llm)
     }
 }

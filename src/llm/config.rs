@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use domain::StreamId;
-use domain::llm_config::{DailyBudgets, LlmConfig, LlmSettings, TargetSettings};
+use domain::llm_config::{DailyBudgets, Limits, LlmConfig, LlmSettings, Price, TargetSettings};
 
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::EventStore;
@@ -58,6 +58,9 @@ pub struct Resolved {
     /// The named routes.
     pub routes: BTreeMap<String, Route>,
     pub daily_budgets: DailyBudgets,
+    /// For a target given another model than configured.
+    pub prices: BTreeMap<String, Price>,
+    pub limits: BTreeMap<String, Limits>,
 }
 
 impl Resolved {
@@ -68,7 +71,18 @@ impl Resolved {
             route: Some(route),
             routes: BTreeMap::new(),
             daily_budgets: DailyBudgets::default(),
+            prices: BTreeMap::new(),
+            limits: BTreeMap::new(),
         }
+    }
+
+    /// `target` running `model` instead: that model's price and limits, not the configured
+    /// one's.
+    pub fn with_model(&self, target: &mut Target, model: &str) {
+        target.model = model.to_owned();
+        target.price = self.prices.get(model).copied();
+        let key = format!("{}/{model}", target.provider.as_str());
+        target.limits = self.limits.get(&key).copied().unwrap_or_default();
     }
 
     /// The route called `name` (`None` or `default`: the default route). Fails with a reason
@@ -106,5 +120,11 @@ pub async fn current(
         .keys()
         .filter_map(|name| Some((name.clone(), route_of(settings, Some(name))?)))
         .collect();
-    Ok(Resolved { route, routes, daily_budgets: settings.daily_budgets.clone() })
+    Ok(Resolved {
+        route,
+        routes,
+        daily_budgets: settings.daily_budgets.clone(),
+        prices: settings.prices.clone(),
+        limits: settings.limits.clone(),
+    })
 }

@@ -250,15 +250,21 @@ impl Gateway {
         namespace: &crate::config::Namespace,
         pool: sqlx::PgPool,
     ) -> Gateway {
-        self.limiter = Some(Limiter::new(redis.clone(), namespace));
+        let mut limiter = Limiter::new(redis.clone(), namespace);
+        // A place held by a process that died lapses once its try could not still be running.
+        limiter.slot_ttl = self.timeouts.total + Duration::from_secs(60);
+        self.limiter = Some(limiter);
         self.budgets = Some(Budgets::new(redis, namespace, pool));
         self
     }
 
-    /// How long a call may hold its budgets: every try of every target, and their waits.
+    /// The longest a call may take, and so hold its budgets: every try of every target, each
+    /// with its wait for the shared limits, its deadline and the wait before the next.
     fn hold(&self, route: &Route) -> Duration {
-        let tries = route.targets.len().min(ROUTE_TARGETS_MAX) as u32 * self.retry.attempts_max;
-        (self.timeouts.total + self.retry.retry_after_max) * tries + crate::llm::limits::WAIT_MAX
+        let tries =
+            route.targets.len().clamp(1, ROUTE_TARGETS_MAX) as u32 * self.retry.attempts_max;
+        let wait = self.timeouts.total.min(crate::llm::limits::WAIT_MAX);
+        (wait + self.timeouts.total + self.retry.retry_after_max) * tries
     }
 
     /// Keys from the environment, default deadlines and retries.
@@ -307,16 +313,30 @@ impl Gateway {
         call: Call<'_>,
         sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, Failed> {
+        let budgeted;
+        let call = if !call.budgets.is_empty() && call.route.max_tokens.is_none() {
+            // A worst case holds only if the provider is told it: a budgeted call without a
+            // `max_tokens` is sent with the one it is reserved at.
+            budgeted = Route { max_tokens: Some(RESERVED_OUTPUT_DEFAULT), ..call.route.clone() };
+            Call { route: &budgeted, ..call }
+        } else {
+            call
+        };
         let input = input_tokens_estimate(call.messages, call.tools);
         let output = u64::from(call.route.max_tokens.unwrap_or(RESERVED_OUTPUT_DEFAULT));
+        let hold = self.hold(call.route);
         let reservation = if call.budgets.is_empty() {
             None
         } else {
             let Some(budgets) = &self.budgets else {
-                let error = LlmError::new(
-                    Reason::BudgetExceeded,
-                    "budgets need the shared store (Redis), which this gateway has not",
-                );
+                let error = LlmError {
+                    // Retryable: a process that reaches Redis can keep the budgets.
+                    server_error: true,
+                    ..LlmError::new(
+                        Reason::BudgetExceeded,
+                        "the budgets cannot be checked: the shared store (Redis) is not connected",
+                    )
+                };
                 return Err(Failed { error, tries: vec![] });
             };
             let worst_cost = call
@@ -326,11 +346,21 @@ impl Gateway {
                 .map(|target| target.cost_usd(input, output))
                 .fold(0.0, f64::max);
             budgets
-                .reserve(call.budgets, input + output, worst_cost, self.hold(call.route))
+                .reserve(call.budgets, input + output, worst_cost, hold)
                 .await
                 .map_err(|error| Failed { error, tries: vec![] })?
         };
-        let outcome = self.run(call, input + output, sink).await;
+        // The whole call ends within its hold, so its budgets are never released while it runs.
+        let outcome = match tokio::time::timeout(hold, self.run(call, input + output, sink)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Failed {
+                error: LlmError::new(
+                    Reason::Timeout,
+                    format!("the call with all its tries took over {} s", hold.as_secs()),
+                ),
+                tries: vec![],
+            }),
+        };
         if let (Some(reservation), Some(budgets)) = (reservation, &self.budgets) {
             let (tokens, cost) = match &outcome {
                 Ok(answered) => (

@@ -10,10 +10,12 @@
 //! 2. **enter**: unless the target is paused, take one of its concurrency places.
 //! 3. **done**: give the place back, correct the tokens taken by what was really used, and
 //!    feed the outcome to the rate: a 429 with `Retry-After` pauses every caller of the target
-//!    until then and cuts the rate to 90 % of what the provider actually answered in the last
-//!    full second (multiplicative decrease, once a second however many calls met it); while
-//!    callers are held back by the rate, each success raises it by about 2 % per second
-//!    (additive increase), up to the configured `rpm` if there is one. The fleet so settles
+//!    until then (at most [`PAUSE_MAX`]) and cuts the rate to 90 % of what the provider
+//!    actually answered over the last second (multiplicative decrease, once a second however
+//!    many calls met it; with nothing answered yet, no rate is guessed, the pause alone
+//!    holds); while callers are held back by the rate, successes raise it by 2 % per second
+//!    (at least 0.5 request/s per second, and 10 % once ten seconds passed without a 429:
+//!    additive increase), up to the configured `rpm` if there is one. The fleet so settles
 //!    just under what the provider allows, without being told what that is.
 //!
 //! Redis being unreachable does not stop calls: the limiter is a courtesy to the provider,
@@ -36,6 +38,9 @@ const SCRIPT: &str = include_str!("limits.lua");
 pub const HORIZON_MS: u64 = 1_000;
 /// Longest one caller waits for the shared limits before its try fails `rate_limited`.
 pub const WAIT_MAX: Duration = Duration::from_secs(120);
+/// Longest pause a provider's `Retry-After` imposes on the fleet; the retry policy does not
+/// wait longer either (the route falls back instead).
+pub const PAUSE_MAX: Duration = Duration::from_secs(60);
 /// Shortest and longest sleep between two asks while a target is full.
 const POLL_MIN_MS: u64 = 5;
 const POLL_MAX_MS: u64 = 250;
@@ -51,7 +56,8 @@ pub struct Limiter {
 }
 
 /// A try let through: its place and its token estimate, handed back by [`Limiter::done`].
-#[derive(Debug)]
+/// One dropped without it (its call was cancelled: a mission's timeout, a client gone) hands
+/// its place back as a failed try, from a task of its own.
 pub struct Permit {
     key: String,
     id: String,
@@ -59,6 +65,30 @@ pub struct Permit {
     tokens_estimated: u64,
     /// How long the caller waited for the limits.
     pub waited: Duration,
+    /// Who to hand it back to; `None` once handed back (or when it holds nothing).
+    owner: Option<Limiter>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("key", &self.key).field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(limiter) = self.owner.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let permit = Permit {
+            key: std::mem::take(&mut self.key),
+            id: std::mem::take(&mut self.id),
+            limits: self.limits,
+            tokens_estimated: self.tokens_estimated,
+            waited: self.waited,
+            owner: None,
+        };
+        runtime.spawn(async move { limiter.feed(&permit, Outcome::Failed).await });
+    }
 }
 
 /// What a target's limiter holds now, for `/api/llm/limits` and the tests.
@@ -161,13 +191,13 @@ impl Limiter {
                     let waited = started.elapsed();
                     metrics::histogram!("brain_llm_limiter_wait_seconds", "target" => key.clone())
                         .record(waited.as_secs_f64());
-                    return Ok(Permit { key, id, limits, tokens_estimated: tokens, waited });
+                    let owner = Some(self.clone());
+                    return Ok(Permit { key, id, limits, tokens_estimated: tokens, waited, owner });
                 }
+                // Paused or full: the slot taken stays ours (a pause pushed the schedule past
+                // itself anyway), so only entering is asked again.
                 polls += 1;
                 self.sleep_or_fail(&key, &why, wait_ms.max(0) as u64, polls, deadline).await?;
-                if why == "paused" {
-                    break;
-                }
             }
         }
     }
@@ -176,7 +206,8 @@ impl Limiter {
         tracing::warn!(target = key, %error, "the shared LLM limits are unreachable: calling unlimited");
         metrics::counter!("brain_llm_limiter_unavailable_total").increment(1);
         let limits = Limits::default();
-        Permit { key, id: String::new(), limits, tokens_estimated: 0, waited: started.elapsed() }
+        let waited = started.elapsed();
+        Permit { key, id: String::new(), limits, tokens_estimated: 0, waited, owner: None }
     }
 
     async fn sleep_or_fail(
@@ -200,15 +231,20 @@ impl Limiter {
     }
 
     /// Hands a permit back with how its try ended.
-    pub async fn done(&self, permit: Permit, outcome: Outcome) {
-        if permit.id.is_empty() {
+    pub async fn done(&self, mut permit: Permit, outcome: Outcome) {
+        if permit.owner.take().is_none() {
             return;
         }
+        self.feed(&permit, outcome).await;
+    }
+
+    async fn feed(&self, permit: &Permit, outcome: Outcome) {
         let (state, flying) = self.keys(&permit.key);
         let (name, retry_after, used): (&str, u64, i64) = match outcome {
             Outcome::Answered { tokens_used } => ("ok", 0, tokens_used as i64),
             Outcome::RateLimited { retry_after } => {
-                ("limited", retry_after.map_or(0, |wait| wait.as_millis() as u64), -1)
+                let pause = retry_after.map_or(0, |wait| wait.min(PAUSE_MAX).as_millis() as u64);
+                ("limited", pause, -1)
             }
             Outcome::Failed => ("failed", 0, 0),
         };
@@ -236,7 +272,7 @@ impl Limiter {
                         .set(rate);
                 }
                 if name == "limited" && paused_ms > 0 {
-                    metrics::counter!("brain_llm_limiter_pauses_total", "target" => permit.key)
+                    metrics::counter!("brain_llm_limiter_pauses_total", "target" => permit.key.clone())
                         .increment(1);
                 }
             }

@@ -55,10 +55,9 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     if let Ok(seconds) = value.parse::<f64>()
-        && seconds.is_finite()
-        && seconds >= 0.0
+        && let Ok(wait) = Duration::try_from_secs_f64(seconds)
     {
-        return Some(Duration::from_secs_f64(seconds));
+        return Some(wait);
     }
     let at = OffsetDateTime::parse(value, &Rfc2822).ok()?;
     let wait = at - now;
@@ -70,10 +69,9 @@ pub fn parse_retry_after(value: &str, now: OffsetDateTime) -> Option<Duration> {
 pub fn retry_after_of(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Some(ms) = headers.get("retry-after-ms").and_then(|value| value.to_str().ok())
         && let Ok(ms) = ms.trim().parse::<f64>()
-        && ms.is_finite()
-        && ms >= 0.0
+        && let Ok(wait) = Duration::try_from_secs_f64(ms / 1_000.0)
     {
-        return Some(Duration::from_secs_f64(ms / 1_000.0));
+        return Some(wait);
     }
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     parse_retry_after(value, OffsetDateTime::now_utc())
@@ -96,6 +94,7 @@ mod tests {
         assert_eq!(parse_retry_after("Tue, 01 Dec 2026 19:59:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-3", now), None);
+        assert_eq!(parse_retry_after("1e300", now), None, "too long to be a wait: no panic");
     }
 
     #[test]

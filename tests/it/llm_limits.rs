@@ -137,3 +137,31 @@ async fn an_rpm_limit_spaces_the_requests_of_every_gateway() {
     let span = at[5].duration_since(at[0]);
     assert!(span >= Duration::from_millis(2_400), "six requests at 2/s span 2.5 s, not {span:?}");
 }
+
+#[tokio::test]
+async fn a_cancelled_call_hands_its_concurrency_place_back() {
+    let env = TestEnv::new().await;
+    let fake = FakeLlm::start(vec![], Scripted::text("late"), None).await;
+    fake.set_delay(Duration::from_secs(30));
+    let route = route(&fake, Limits { concurrency: Some(1), ..Limits::default() });
+    let gateway = gateway(&env).await;
+    let call = {
+        let (gateway, route) = (gateway.clone(), route.clone());
+        tokio::spawn(async move { gateway.chat(&route, &ask(), &[], None).await })
+    };
+    wait_until("the call to reach the provider", Duration::from_secs(10), || async {
+        fake.most_in_flight() == 1
+    })
+    .await;
+    let limiter = Limiter::new(
+        redis::Client::open(redis_url()).unwrap().get_connection_manager().await.unwrap(),
+        &env.namespace,
+    );
+    assert_eq!(limiter.state(&route.targets[0]).await.unwrap().in_flight, 1);
+    // A mission's timeout, a client gone: the call's future is dropped mid-flight.
+    call.abort();
+    wait_until("the place to be handed back", Duration::from_secs(5), || async {
+        limiter.state(&route.targets[0]).await.unwrap().in_flight == 0
+    })
+    .await;
+}
