@@ -102,9 +102,9 @@ pub const AGENT_KINDS_DEFAULT: &str = "coder,ops,architect,supervisor,echo";
 /// Most agent kinds one deployment may have.
 pub const AGENT_KINDS_MAX: usize = 256;
 /// Kinds the in-process workers serve out of the box: `coder` (the default kind) runs on
-/// the `plain` agent, which answers through the LLM gateway (offline until an LLM is
-/// configured), so a first mission completes.
-pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder=plain";
+/// the built-in `coder` agent, which thinks through the LLM gateway (offline until an LLM
+/// is configured), so a first mission completes.
+pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder";
 
 /// The kinds missions may name: the configured ones and those the workers serve. The
 /// default kind must be one of them, and is warned about when no worker here serves it.

@@ -25,7 +25,7 @@ use crate::aggregate::{Aggregate, DomainEvent};
 use crate::names::StreamType;
 
 mod call;
-pub use call::LlmCall;
+pub use call::{LlmCall, ToolCallRecord};
 
 pub const NAME_LEN_MAX: usize = 200;
 pub const DESCRIPTION_LEN_MAX: usize = 4_000;
@@ -155,6 +155,13 @@ pub enum MissionCommand {
         call: LlmCall,
         now_ms: i64,
     },
+    /// The holder's agent ran (or refused) a tool call: recorded, fenced the same way.
+    RecordToolCall {
+        worker_id: String,
+        attempt: u32,
+        call: ToolCallRecord,
+        now_ms: i64,
+    },
     /// A pending mission's time has come.
     MarkDue {
         now_ms: i64,
@@ -212,6 +219,12 @@ pub enum MissionEvent {
         call: LlmCall,
         at_ms: i64,
     },
+    /// One tool call the model asked for, run or refused.
+    MissionToolCalled {
+        attempt: u32,
+        call: ToolCallRecord,
+        at_ms: i64,
+    },
     MissionCompleted {
         attempt: u32,
         result: serde_json::Value,
@@ -260,6 +273,7 @@ impl MissionEvent {
             | E::MissionStarted { at_ms, .. }
             | E::MissionProgressed { at_ms, .. }
             | E::MissionLlmCalled { at_ms, .. }
+            | E::MissionToolCalled { at_ms, .. }
             | E::MissionCompleted { at_ms, .. }
             | E::MissionAttemptFailed { at_ms, .. }
             | E::MissionLeaseExpired { at_ms, .. }
@@ -278,6 +292,7 @@ impl DomainEvent for MissionEvent {
             MissionEvent::MissionStarted { .. } => "MissionStarted",
             MissionEvent::MissionProgressed { .. } => "MissionProgressed",
             MissionEvent::MissionLlmCalled { .. } => "MissionLlmCalled",
+            MissionEvent::MissionToolCalled { .. } => "MissionToolCalled",
             MissionEvent::MissionCompleted { .. } => "MissionCompleted",
             MissionEvent::MissionAttemptFailed { .. } => "MissionAttemptFailed",
             MissionEvent::MissionLeaseExpired { .. } => "MissionLeaseExpired",
@@ -500,6 +515,10 @@ impl Aggregate for Mission {
                 self.check_holder(&worker_id, attempt, now_ms)?;
                 Ok(vec![E::MissionLlmCalled { attempt, call, at_ms: now_ms }])
             }
+            C::RecordToolCall { worker_id, attempt, call, now_ms } => {
+                self.check_holder(&worker_id, attempt, now_ms)?;
+                Ok(vec![E::MissionToolCalled { attempt, call, at_ms: now_ms }])
+            }
             C::Complete { worker_id, attempt, result, now_ms } => {
                 self.check_holder(&worker_id, attempt, now_ms)?;
                 Ok(vec![E::MissionCompleted { attempt, result, at_ms: now_ms }])
@@ -584,7 +603,7 @@ impl Aggregate for Mission {
             E::MissionProgressed { lease_expires_at_ms, .. } => {
                 self.lease_expires_at_ms = Some(*lease_expires_at_ms);
             }
-            E::MissionLlmCalled { .. } => {}
+            E::MissionLlmCalled { .. } | E::MissionToolCalled { .. } => {}
             E::MissionCompleted { result, .. } => {
                 self.status = S::Completed;
                 self.result = Some(result.clone());

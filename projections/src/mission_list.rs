@@ -71,7 +71,9 @@ impl Projector for MissionList {
             }
             E::MissionRetryDue { .. } => (S::Queued, None, None),
             E::MissionStarted { attempt, .. } => (S::Running, Some(*attempt), None),
-            E::MissionProgressed { .. } | E::MissionLlmCalled { .. } => (S::Running, None, None),
+            E::MissionProgressed { .. }
+            | E::MissionLlmCalled { .. }
+            | E::MissionToolCalled { .. } => (S::Running, None, None),
             E::MissionCompleted { .. } => (S::Completed, None, None),
             E::MissionAttemptFailed { retry_at_ms, .. } => (after_attempt(retry_at_ms), None, None),
             E::MissionLeaseExpired { retry_at_ms, .. } => (after_attempt(retry_at_ms), None, None),

@@ -128,7 +128,7 @@ impl Projector for MissionQueue {
             E::MissionAttemptFailed { retry_at_ms, .. }
             | E::MissionLeaseExpired { retry_at_ms, .. } => after_attempt(retry_at_ms),
             // A call changes nothing the queue holds.
-            E::MissionLlmCalled { .. } => return Ok(()),
+            E::MissionLlmCalled { .. } | E::MissionToolCalled { .. } => return Ok(()),
             E::MissionCompleted { .. } | E::MissionCancelled { .. } => {
                 QueueChange::Remove { mission_id, failed: false }
             }

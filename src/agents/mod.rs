@@ -4,12 +4,14 @@
 //! the built-in `echo` agent until a real one is configured). Built-in agents implement
 //! [`crate::missions::agent::Agent`], the trait workers call.
 
+pub mod agent_loop;
 pub mod echo;
 pub mod heartbeat;
 pub mod host;
 pub mod plain;
 pub mod supervised;
 pub mod supervisor;
+pub mod tools;
 pub mod view;
 
 use std::sync::Arc;
@@ -138,7 +140,64 @@ pub const BUILTIN: &[Builtin] = &[
             Arc::new(plain::Plain { calls: context.calls(), tokens: context.tokens.clone() })
         },
     },
+    Builtin {
+        name: "coder",
+        description: "thinks in steps through the LLM gateway with tools (read_file, list_dir, search_text under BRAIN_AGENT_ROOT; run_command for BRAIN_AGENT_COMMANDS), every model and tool call recorded in the mission's history",
+        make: |context| {
+            Arc::new(agent_loop::Loop {
+                calls: context.calls(),
+                system_prompt: CODER_PROMPT.into(),
+                tools: coder_tools(),
+                steps_max: steps_max(),
+                tokens: context.tokens.clone(),
+            })
+        },
+    },
 ];
+
+/// What the `coder` agent is told before its task.
+const CODER_PROMPT: &str = "You are the coder agent of BRAiN. Work on the task you are given; \
+use the tools to look at the files of the working folder (and to run the commands allowed) \
+instead of guessing, then answer with the result: what you found or what should change, \
+precisely and briefly.";
+
+/// The `coder` agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`
+/// and `run_command` for the programs in `BRAIN_AGENT_COMMANDS`; none without a root.
+pub fn coder_tools() -> tools::Registry {
+    let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
+    let Some(root) = var("BRAIN_AGENT_ROOT") else { return tools::Registry::default() };
+    let root = match tools::files::Root::new(&root) {
+        Ok(root) => root,
+        Err(error) => {
+            tracing::warn!(root, %error, "BRAIN_AGENT_ROOT cannot be used: the coder agent has no tools");
+            return tools::Registry::default();
+        }
+    };
+    let mut registry = tools::Registry::default()
+        .with(tools::files::ReadFile(root.clone()))
+        .with(tools::files::ListDir(root.clone()))
+        .with(tools::files::SearchText(root.clone()));
+    let allowed: Vec<String> = var("BRAIN_AGENT_COMMANDS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|program| program.trim().to_owned())
+        .filter(|program| !program.is_empty())
+        .collect();
+    if !allowed.is_empty() {
+        let timeout = tools::command::TIMEOUT_DEFAULT;
+        registry = registry.with(tools::command::RunCommand { root, allowed, timeout });
+    }
+    registry
+}
+
+/// Model calls one attempt of a thinking agent may make (`BRAIN_AGENT_STEPS_MAX`, 1 to 100).
+fn steps_max() -> u32 {
+    std::env::var("BRAIN_AGENT_STEPS_MAX")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .filter(|steps| (1..=100).contains(steps))
+        .unwrap_or(agent_loop::STEPS_MAX_DEFAULT)
+}
 
 /// The implementation built into `brain` under `name`.
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
@@ -171,7 +230,8 @@ mod tests {
     fn agent_lists_map_kinds_to_built_in_implementations() {
         let agents = parse("echo, coder=echo").unwrap();
         assert_eq!(agents.kinds(), ["coder", "echo"]);
-        assert!(parse("coder").unwrap_err().contains("no built-in agent"));
+        assert_eq!(parse("coder").unwrap().kinds(), ["coder"]);
+        assert!(parse("ops").unwrap_err().contains("no built-in agent"));
         assert!(parse("Bad=echo").unwrap_err().contains("agent"));
         assert!(parse("").unwrap().is_empty());
     }

@@ -66,33 +66,35 @@ impl Agent for Plain {
                     outcome
                 }
             };
-            match outcome {
-                Ok(answered) => Ok(json!({
-                    "answer": answered.answer.content,
-                    "provider": answered.provider.as_str(),
-                    "model": answered.answer.model,
-                    "usage": answered.answer.usage,
-                    "cost_usd": answered.cost_usd,
-                })),
-                Err(CallError::Llm(failed)) => {
-                    let message = format!("LLM call failed: {}", failed.error);
-                    // A budget spent stays spent: another attempt would be refused the same.
-                    let spent =
-                        failed.error.reason == Reason::BudgetExceeded && !failed.error.server_error;
-                    Err(if failed.error.retryable() && !spent {
-                        Failure::retryable(message)
-                    } else {
-                        Failure::permanent(message)
-                    })
-                }
-                Err(CallError::Route(reason)) => {
-                    Err(Failure::permanent(format!("LLM call failed: {reason}")))
-                }
-                Err(error @ (CallError::Record(_) | CallError::Config(_))) => {
-                    Err(Failure::retryable(error.to_string()))
-                }
-            }
+            let answered = outcome.map_err(failure)?;
+            Ok(json!({
+                "answer": answered.answer.content,
+                "provider": answered.provider.as_str(),
+                "model": answered.answer.model,
+                "usage": answered.answer.usage,
+                "cost_usd": answered.cost_usd,
+            }))
         }
         .boxed()
+    }
+}
+
+/// An attempt's failure for a call that gave no answer.
+pub fn failure(error: CallError) -> Failure {
+    match error {
+        CallError::Llm(failed) => {
+            let message = format!("LLM call failed: {}", failed.error);
+            // A budget spent stays spent: another attempt would be refused the same.
+            let spent = failed.error.reason == Reason::BudgetExceeded && !failed.error.server_error;
+            if failed.error.retryable() && !spent {
+                Failure::retryable(message)
+            } else {
+                Failure::permanent(message)
+            }
+        }
+        CallError::Route(reason) => Failure::permanent(format!("LLM call failed: {reason}")),
+        error @ (CallError::Record(_) | CallError::Config(_)) => {
+            Failure::retryable(error.to_string())
+        }
     }
 }

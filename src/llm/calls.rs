@@ -257,39 +257,46 @@ impl Calls {
     }
 }
 
-async fn record(store: &EventStore, caller: &Caller, call: LlmCall) -> Result<(), CallError> {
-    let now_ms = crate::clock::now_ms();
-    let by = match caller {
-        Caller::Mission(mission) => format!("worker:{}", mission.worker_id),
-        Caller::Api { by } => by.clone(),
-    };
-    let mut metadata = EventMetadata::new(by.clone(), OffsetDateTime::now_utc());
+/// Records `make`'s report (an LLM or tool call) in the mission's history, fenced by the
+/// caller's attempt like every report of the lease holder.
+pub async fn record_for_mission(
+    store: &EventStore,
+    mission: &ForMission,
+    make: impl Fn(i64) -> MissionCommand,
+) -> Result<(), CallError> {
+    let Ok(mission_id) = StreamId::parse(&mission.mission_id) else { return Ok(()) };
+    let mut metadata =
+        EventMetadata::new(format!("worker:{}", mission.worker_id), OffsetDateTime::now_utc());
     metadata.command_id = Some(uuid::Uuid::now_v7());
+    if let Ok(id) = uuid::Uuid::parse_str(&mission.mission_id) {
+        metadata.correlation_id = id;
+    }
+    let now_ms = crate::clock::now_ms();
+    command::execute::<Mission>(store, &mission_id, metadata, || make(now_ms))
+        .await
+        .map(|_| ())
+        // Either the lease is gone (this attempt's answer will not count either), or the
+        // record could not be written (an unrecorded step breaks the audit trail): the
+        // attempt fails, and runs again.
+        .map_err(|error: CommandError<_>| CallError::Record(error.to_string()))
+}
+
+async fn record(store: &EventStore, caller: &Caller, call: LlmCall) -> Result<(), CallError> {
     match caller {
         Caller::Mission(mission) => {
-            let Ok(mission_id) = StreamId::parse(&mission.mission_id) else { return Ok(()) };
-            if let Ok(id) = uuid::Uuid::parse_str(&mission.mission_id) {
-                metadata.correlation_id = id;
-            }
-            command::execute::<Mission>(store, &mission_id, metadata, || {
-                MissionCommand::RecordLlmCall {
-                    worker_id: mission.worker_id.clone(),
-                    attempt: mission.attempt,
-                    call: call.clone(),
-                    now_ms,
-                }
+            record_for_mission(store, mission, |now_ms| MissionCommand::RecordLlmCall {
+                worker_id: mission.worker_id.clone(),
+                attempt: mission.attempt,
+                call: call.clone(),
+                now_ms,
             })
             .await
-            .map(|_| ())
-            .map_err(|error| match error {
-                // The lease is gone: this attempt's answer will not count either.
-                CommandError::Rejected(error) => CallError::Record(error.to_string()),
-                // An unrecorded call breaks the audit trail: the attempt fails, runs again.
-                error => CallError::Record(error.to_string()),
-            })
         }
-        Caller::Api { .. } => {
-            let event = LlmCallEvent::LlmCalled { call, by, at_ms: now_ms };
+        Caller::Api { by } => {
+            let mut metadata = EventMetadata::new(by.clone(), OffsetDateTime::now_utc());
+            metadata.command_id = Some(uuid::Uuid::now_v7());
+            let event =
+                LlmCallEvent::LlmCalled { call, by: by.clone(), at_ms: crate::clock::now_ms() };
             let append = Append {
                 stream_type: domain::llm_call::stream_type(),
                 stream_id: StreamId::from(uuid::Uuid::now_v7()),

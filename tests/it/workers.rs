@@ -110,7 +110,12 @@ impl WorkerProcess {
         WorkerProcess::start_in(command, env, id, extra)
     }
 
-    fn start_in(mut command: Command, env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
+    pub fn start_in(
+        mut command: Command,
+        env: &TestEnv,
+        id: &str,
+        extra: &[&str],
+    ) -> WorkerProcess {
         let agents: &[&str] = if extra.contains(&"--agents") { &[] } else { &["--agents", "echo"] };
         let child = command
             .args(["worker", "--concurrency", "8", "--worker-id", id])

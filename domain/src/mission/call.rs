@@ -1,4 +1,5 @@
-//! One LLM call as a mission's history records it (`MissionLlmCalled`).
+//! One LLM call (`MissionLlmCalled`) and one tool call (`MissionToolCalled`) as a mission's
+//! history records them: read in order, they are the agent's reasoning.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,4 +31,27 @@ pub struct LlmCall {
     pub latency_ms: u64,
     /// `ok`, or the failure's reason (`rate_limited`, `timeout`...).
     pub outcome: String,
+}
+
+/// One tool call the model asked for, as the agent ran it, or refused to (a path outside the
+/// root, a command off the list, arguments that do not match the schema: refused before
+/// anything ran, the refusal fed back to the model as the tool's error).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCallRecord {
+    /// The step of the agent loop (1 for the first answer of the model).
+    pub step: u32,
+    /// The provider's id for the call.
+    pub call_id: String,
+    pub tool: String,
+    pub arguments: serde_json::Value,
+    /// What the tool answered (`null` when it failed or was refused); cut to a bound.
+    #[serde(default)]
+    pub result: serde_json::Value,
+    /// Why it failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Refused before it ran.
+    #[serde(default)]
+    pub refused: bool,
+    pub duration_ms: u64,
 }

@@ -1,0 +1,149 @@
+//! Tools the built-in agents offer the model: plain Rust functions, each with a JSON schema of
+//! its arguments, in a [`Registry`] whose specs go to the provider's native tool calling.
+//!
+//! A call is checked before anything runs: an unknown tool, or arguments that do not match the
+//! schema (a missing or unknown field, a wrong type), is *refused*, and so is a path outside the
+//! agent's root or a command off its list (each tool checks its own). A refusal is fed back to
+//! the model as the tool's error and recorded like any call, so the history shows what the
+//! model tried.
+
+pub mod command;
+pub mod files;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::llm::ToolSpec;
+
+/// Longest text a tool's answer keeps, in bytes; the rest is cut and said to be.
+pub const RESULT_BYTES_MAX: usize = 64 * 1024;
+
+/// Why a tool call gave no answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ToolError {
+    /// Not run: the call breaks a rule (schema, root, allow-list).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Ran and failed.
+    #[error("failed: {0}")]
+    Failed(String),
+}
+
+pub trait Tool: Send + Sync + 'static {
+    fn spec(&self) -> ToolSpec;
+    /// Runs with arguments that match the schema (the registry checked them).
+    fn run(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>>;
+}
+
+/// The tools one agent offers, by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    tools: BTreeMap<String, Arc<dyn Tool>>,
+}
+
+impl Registry {
+    pub fn with(mut self, tool: impl Tool) -> Registry {
+        self.tools.insert(tool.spec().name, Arc::new(tool));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
+
+    pub fn specs(&self) -> Vec<ToolSpec> {
+        self.tools.values().map(|tool| tool.spec()).collect()
+    }
+
+    /// Runs `name` with `arguments`, or refuses.
+    pub async fn call(&self, name: &str, arguments: &Value) -> Result<Value, ToolError> {
+        let Some(tool) = self.tools.get(name) else {
+            let known = self.names().join(", ");
+            return Err(ToolError::Refused(format!("no tool named {name:?} (tools: {known})")));
+        };
+        check_arguments(&tool.spec().parameters, arguments).map_err(ToolError::Refused)?;
+        tool.run(arguments.clone()).await
+    }
+}
+
+/// Checks `arguments` against the subset of JSON schema the tools use: an object with
+/// `properties` (each a `type` of string, integer, number, boolean, array or object),
+/// `required`, and no other field.
+pub fn check_arguments(schema: &Value, arguments: &Value) -> Result<(), String> {
+    let Some(given) = arguments.as_object() else {
+        return Err("the arguments must be a JSON object".into());
+    };
+    let properties = schema["properties"].as_object().cloned().unwrap_or_default();
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let name = required.as_str().unwrap_or_default();
+        if !given.contains_key(name) {
+            return Err(format!("missing argument {name:?}"));
+        }
+    }
+    for (name, value) in given {
+        let Some(property) = properties.get(name) else {
+            return Err(format!("unknown argument {name:?}"));
+        };
+        let fits = match property["type"].as_str() {
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("number") => value.is_number(),
+            Some("boolean") => value.is_boolean(),
+            Some("array") => {
+                value.as_array().is_some_and(|items| match property["items"]["type"].as_str() {
+                    Some("string") => items.iter().all(Value::is_string),
+                    _ => true,
+                })
+            }
+            Some("object") => value.is_object(),
+            _ => true,
+        };
+        if !fits {
+            return Err(format!("argument {name:?} must be of type {}", property["type"]));
+        }
+    }
+    Ok(())
+}
+
+/// `text` cut to [`RESULT_BYTES_MAX`] at a character boundary, and whether it was.
+pub fn capped(text: &str) -> (String, bool) {
+    if text.len() <= RESULT_BYTES_MAX {
+        return (text.to_owned(), false);
+    }
+    let mut cut = RESULT_BYTES_MAX;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    (text[..cut].to_owned(), true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn arguments_are_checked_against_the_schema() {
+        let schema = json!({ "type": "object", "properties": {
+            "path": { "type": "string" }, "limit": { "type": "integer" },
+            "args": { "type": "array", "items": { "type": "string" } } },
+            "required": ["path"] });
+        assert_eq!(check_arguments(&schema, &json!({ "path": "a", "limit": 3 })), Ok(()));
+        assert!(check_arguments(&schema, &json!({})).unwrap_err().contains("missing"));
+        assert!(check_arguments(&schema, &json!({ "path": 1 })).unwrap_err().contains("type"));
+        assert!(
+            check_arguments(&schema, &json!({ "path": "a", "mode": "x" }))
+                .unwrap_err()
+                .contains("unknown")
+        );
+        assert!(check_arguments(&schema, &json!({ "path": "a", "args": [1] })).is_err());
+        assert!(check_arguments(&schema, &json!("a")).is_err());
+    }
+}

@@ -1,0 +1,153 @@
+//! The `coder` agent's loop against a fake provider scripted to answer with tool calls: it
+//! reads a file under its root and answers; an escape from the root is refused, recorded and
+//! fed back, and nothing outside is read; every model and tool call is in the mission's
+//! history in order; the step limit fails the mission with its reason.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::fake_llm::{FakeLlm, Scripted};
+use crate::serve::get;
+use crate::support::TestEnv;
+use crate::workers::{WorkerProcess, enqueue, finished, serve_without_workers};
+
+fn scratch() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("brain-coder-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    std::fs::write(dir.join("root/notes.md"), "ship it on friday\n").unwrap();
+    std::fs::write(dir.join("outside.txt"), "top secret\n").unwrap();
+    dir
+}
+
+fn coder_worker(env: &TestEnv, root: &std::path::Path, steps_max: &str) -> WorkerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    command.env("BRAIN_AGENT_ROOT", root).env("BRAIN_AGENT_STEPS_MAX", steps_max);
+    WorkerProcess::start_in(command, env, "coder-worker", &["--agents", "coder"])
+}
+
+async fn configure(addr: std::net::SocketAddr, fake: &FakeLlm) {
+    let config = json!({ "provider": "openai", "host": fake.url(), "model": "fake-1" });
+    let (status, answer) = crate::llm_config::put(addr, &config).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+fn tool_answer(calls: Vec<(&str, Value)>) -> Scripted {
+    let tool_calls = calls.into_iter().map(|(name, args)| (name.to_owned(), args)).collect();
+    Scripted::Answer { text: String::new(), tool_calls, usage: (30, 10) }
+}
+
+#[tokio::test]
+async fn a_coder_reads_a_file_under_its_root_refuses_an_escape_and_answers() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let dir = scratch();
+    let script = vec![
+        tool_answer(vec![
+            ("read_file", json!({ "path": "../outside.txt" })),
+            ("read_file", json!({ "path": "notes.md" })),
+        ]),
+        Scripted::Answer {
+            text: "The notes say: ship it on friday".into(),
+            tool_calls: vec![],
+            usage: (60, 9),
+        },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    configure(addr, &fake).await;
+    let _worker = coder_worker(&env, &dir.join("root"), "12");
+
+    let body = json!({ "name": "read notes", "agent": "coder", "payload": { "prompt": "what do the notes say?" } });
+    let id = enqueue(addr, body).await;
+    let done = finished(addr, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let result = &done["result"];
+    assert_eq!(
+        (&result["answer"], &result["steps"], &result["tool_calls"]),
+        (&json!("The notes say: ship it on friday"), &json!(2), &json!(2)),
+        "{result}"
+    );
+    assert_eq!(result["usage"], json!({ "input_tokens": 90, "output_tokens": 19 }));
+
+    // The history reads as the reasoning: model, both tool calls, model, completion.
+    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
+    let events = events.as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "MissionEnqueued",
+            "MissionStarted",
+            "MissionLlmCalled",
+            "MissionToolCalled",
+            "MissionToolCalled",
+            "MissionLlmCalled",
+            "MissionCompleted"
+        ]
+    );
+    let tools: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == "MissionToolCalled")
+        .map(|e| &e["payload"]["call"])
+        .collect();
+    assert_eq!(
+        (&tools[0]["tool"], &tools[0]["refused"], &tools[0]["step"]),
+        (&json!("read_file"), &json!(true), &json!(1))
+    );
+    assert!(
+        tools[0]["error"].as_str().unwrap().contains("may not leave the agent's root"),
+        "{}",
+        tools[0]
+    );
+    assert_eq!(
+        (&tools[1]["refused"], &tools[1]["result"]["content"]),
+        (&json!(false), &json!("ship it on friday\n"))
+    );
+
+    // The model got both results back, and nothing from outside the root went anywhere.
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2);
+    let sent = seen[1].body["messages"].as_array().unwrap();
+    let tool_messages: Vec<&Value> = sent.iter().filter(|m| m["role"] == "tool").collect();
+    assert_eq!(tool_messages.len(), 2, "{sent:?}");
+    assert_eq!(tool_messages[0]["tool_call_id"], "call_0");
+    assert!(tool_messages[0]["content"].as_str().unwrap().contains("refused"));
+    assert!(tool_messages[1]["content"].as_str().unwrap().contains("ship it on friday"));
+    assert_eq!(
+        seen[0].body["tools"].as_array().unwrap().len(),
+        3,
+        "read_file, list_dir, search_text"
+    );
+    let everything = format!(
+        "{:?}{}",
+        seen.iter().map(|s| s.body.to_string()).collect::<Vec<_>>(),
+        json!(events)
+    );
+    assert!(!everything.contains("top secret"));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_coder_that_never_answers_stops_at_its_step_limit() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let dir = scratch();
+    let again = tool_answer(vec![("list_dir", json!({ "path": "." }))]);
+    let fake = FakeLlm::start(vec![], again, None).await;
+    configure(addr, &fake).await;
+    let _worker = coder_worker(&env, &dir.join("root"), "3");
+
+    let body = json!({ "name": "loop", "agent": "coder", "max_attempts": 3, "payload": { "prompt": "look around" } });
+    let done = finished(addr, &enqueue(addr, body).await).await;
+    assert_eq!((&done["status"], &done["attempt"]), (&json!("failed"), &json!(1)), "{done}");
+    let error = done["errors"][0]["error"].as_str().unwrap();
+    assert!(error.starts_with("step limit: 3 model calls without a final answer"), "{error}");
+    assert_eq!(fake.seen().len(), 3);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
