@@ -104,7 +104,7 @@ pub const AGENT_KINDS_MAX: usize = 256;
 /// Kinds the in-process workers serve out of the box: `coder` (the default kind) runs on
 /// the built-in `coder` agent, which thinks through the LLM gateway (offline until an LLM
 /// is configured), so a first mission completes.
-pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder";
+pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect";
 
 /// The kinds missions may name: the configured ones and those the workers serve. The
 /// default kind must be one of them, and is warned about when no worker here serves it.

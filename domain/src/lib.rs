@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod aggregate;
 pub mod budget;
+pub mod conversation;
 pub mod event;
 pub mod heartbeat;
 pub mod llm_call;

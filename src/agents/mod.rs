@@ -143,33 +143,52 @@ pub const BUILTIN: &[Builtin] = &[
     Builtin {
         name: "coder",
         description: "thinks in steps through the LLM gateway with tools (read_file, list_dir, search_text under BRAIN_AGENT_ROOT; run_command for BRAIN_AGENT_COMMANDS), every model and tool call recorded in the mission's history",
-        make: |context| {
-            Arc::new(agent_loop::Loop {
-                calls: context.calls(),
-                system_prompt: CODER_PROMPT.into(),
-                tools: coder_tools(),
-                steps_max: steps_max(),
-                tokens: context.tokens.clone(),
-            })
-        },
+        make: |context| thinking(context, CODER_PROMPT, true),
+    },
+    Builtin {
+        name: "ops",
+        description: "looks after how software runs: thinks in steps with the same tools as coder (commands included), with an operator's prompt",
+        make: |context| thinking(context, OPS_PROMPT, true),
+    },
+    Builtin {
+        name: "architect",
+        description: "answers questions of design: thinks in steps with the file tools only (read_file, list_dir, search_text), never a command",
+        make: |context| thinking(context, ARCHITECT_PROMPT, false),
     },
 ];
 
-/// What the `coder` agent is told before its task.
+/// What each thinking agent is told before its task.
 const CODER_PROMPT: &str = "You are the coder agent of BRAiN. Work on the task you are given; \
 use the tools to look at the files of the working folder (and to run the commands allowed) \
 instead of guessing, then answer with the result: what you found or what should change, \
 precisely and briefly.";
+const OPS_PROMPT: &str = "You are the ops agent of BRAiN. You look after how software runs: \
+check its state with the commands allowed and the files of the working folder, say what is \
+wrong and what to do about it, step by step, and never guess at what a command would show.";
+const ARCHITECT_PROMPT: &str = "You are the architect agent of BRAiN. Read the code and the \
+documents of the working folder and answer questions of design: the parts, how they depend on \
+each other, the trade-offs of a change. You can read but not run anything.";
 
-/// The `coder` agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`
-/// and `run_command` for the programs in `BRAIN_AGENT_COMMANDS`; none without a root.
-pub fn coder_tools() -> tools::Registry {
+/// The system prompt of the thinking agent `kind` (`coder`, `ops`, `architect`).
+pub fn prompt_of(kind: &str) -> Option<&'static str> {
+    match kind {
+        "coder" => Some(CODER_PROMPT),
+        "ops" => Some(OPS_PROMPT),
+        "architect" => Some(ARCHITECT_PROMPT),
+        _ => None,
+    }
+}
+
+/// A thinking agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`
+/// and, with `commands`, `run_command` for the programs in `BRAIN_AGENT_COMMANDS`; none
+/// without a root.
+pub fn tools_from_env(commands: bool) -> tools::Registry {
     let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
     let Some(root) = var("BRAIN_AGENT_ROOT") else { return tools::Registry::default() };
     let root = match tools::files::Root::new(&root) {
         Ok(root) => root,
         Err(error) => {
-            tracing::warn!(root, %error, "BRAIN_AGENT_ROOT cannot be used: the coder agent has no tools");
+            tracing::warn!(root, %error, "BRAIN_AGENT_ROOT cannot be used: the agent has no tools");
             return tools::Registry::default();
         }
     };
@@ -183,11 +202,22 @@ pub fn coder_tools() -> tools::Registry {
         .map(|program| program.trim().to_owned())
         .filter(|program| !program.is_empty())
         .collect();
-    if !allowed.is_empty() {
+    if commands && !allowed.is_empty() {
         let timeout = tools::command::TIMEOUT_DEFAULT;
         registry = registry.with(tools::command::RunCommand { root, allowed, timeout });
     }
     registry
+}
+
+/// A thinking agent with `prompt` and the tools from the environment.
+fn thinking(context: &Context, prompt: &str, commands: bool) -> Arc<dyn Agent> {
+    Arc::new(agent_loop::Loop {
+        calls: context.calls(),
+        system_prompt: prompt.into(),
+        tools: tools_from_env(commands),
+        steps_max: steps_max(),
+        tokens: context.tokens.clone(),
+    })
 }
 
 /// Model calls one attempt of a thinking agent may make (`BRAIN_AGENT_STEPS_MAX`, 1 to 100).
@@ -231,7 +261,7 @@ mod tests {
         let agents = parse("echo, coder=echo").unwrap();
         assert_eq!(agents.kinds(), ["coder", "echo"]);
         assert_eq!(parse("coder").unwrap().kinds(), ["coder"]);
-        assert!(parse("ops").unwrap_err().contains("no built-in agent"));
+        assert!(parse("reviewer").unwrap_err().contains("no built-in agent"));
         assert!(parse("Bad=echo").unwrap_err().contains("agent"));
         assert!(parse("").unwrap().is_empty());
     }

@@ -159,7 +159,7 @@ fn usage(answered: &Answered) -> Value {
             "total_tokens": usage.input_tokens + usage.output_tokens })
 }
 
-fn call_failure(error: CallError) -> ApiError {
+pub(super) fn call_failure(error: CallError) -> ApiError {
     match error {
         // Refused before any try for want of a route: the gateway is switched off.
         CallError::Llm(failed)

@@ -6,6 +6,7 @@
 //! says how to add one.
 
 mod agents;
+mod chat;
 mod completions;
 mod leases;
 mod llm;
@@ -156,6 +157,7 @@ pub fn routes() -> ApiRoutes {
         .merge(agents::routes())
         .merge(leases::routes())
         .merge(llm::routes())
+        .merge(chat::routes())
         .merge(llm_usage::routes())
         .merge(completions::routes())
         .merge(stream::routes())

@@ -151,3 +151,43 @@ async fn a_coder_that_never_answers_stops_at_its_step_limit() {
     task.await.unwrap().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn ops_may_run_commands_and_the_architect_only_reads() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let dir = scratch();
+    let fake = FakeLlm::start(vec![], Scripted::text("all good"), None).await;
+    configure(addr, &fake).await;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    command.env("BRAIN_AGENT_ROOT", dir.join("root")).env("BRAIN_AGENT_COMMANDS", "ls,wc");
+    let _worker =
+        WorkerProcess::start_in(command, &env, "ops-worker", &["--agents", "ops,architect"]);
+
+    for (kind, tools, prompt) in [
+        ("ops", vec!["list_dir", "read_file", "run_command", "search_text"], "ops agent"),
+        ("architect", vec!["list_dir", "read_file", "search_text"], "architect agent"),
+    ] {
+        let before = fake.seen().len();
+        let body = json!({ "name": kind, "agent": kind, "payload": { "prompt": "how is it?" } });
+        let done = finished(addr, &enqueue(addr, body).await).await;
+        assert_eq!(done["result"]["answer"], "all good", "{done}");
+        let asked = &fake.seen()[before].body;
+        let mut offered: Vec<&str> = asked["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        offered.sort();
+        assert_eq!(offered, tools, "{kind}");
+        assert!(asked["messages"][0]["content"].as_str().unwrap().contains(prompt), "{asked}");
+    }
+    let (_, info) = get(addr, "/api/agents/info").await;
+    let builtins = info.to_string();
+    assert!(builtins.contains("architect") && builtins.contains("never a command"), "{info}");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}

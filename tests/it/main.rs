@@ -8,6 +8,7 @@ mod append_all;
 mod batch_api;
 mod bounds;
 mod builtin_agents;
+mod chat;
 mod coder_agent;
 mod command;
 mod event_store;

@@ -1,0 +1,267 @@
+//! Chat with an agent: `POST /api/agents/chat` answers (or streams the answer as server-sent
+//! events), and every turn is an event of the conversation's stream (`conversation/<id>`), so
+//! a conversation continues across processes and restarts; `GET /api/conversations/{id}`
+//! reads it back. The agent is a thinking agent's kind (`coder`, `ops`, `architect`): its
+//! system prompt leads the conversation, whose turns go to the LLM gateway as the messages.
+//! The call is the gateway's like any other (daily budgets, limits, its `LlmCalled` record).
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use domain::StreamId;
+use domain::conversation::{Conversation, ConversationCommand, ConversationError, Speaker, Turn};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+use super::missions::metadata;
+use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal, append_refusal, refused};
+use crate::eventlog::command::{self, CommandError};
+use crate::llm::calls::{Ask, Caller};
+use crate::llm::gateway::Answered;
+use crate::llm::{Message, Role};
+
+/// Pieces of a streamed answer held for a slow client; beyond, pieces are dropped (the whole
+/// answer is in the `done` event and the conversation).
+pub const STREAM_BUFFER_PIECES: usize = 4_096;
+
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new().routes(routes!(chat)).routes(routes!(get_conversation))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// `coder`, `ops` or `architect`.
+    pub agent: String,
+    /// 1 to 32,000 characters.
+    pub message: String,
+    /// Continue this conversation; a new one when absent.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// Answer as server-sent events: `token` pieces, then `done` (or `error`).
+    #[serde(default)]
+    pub stream: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatAnswer {
+    pub conversation_id: String,
+    pub answer: String,
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationView {
+    pub conversation_id: String,
+    pub agent: String,
+    pub started_by: String,
+    pub messages: Vec<Turn>,
+    pub version: u64,
+}
+
+fn refusal(error: CommandError<ConversationError>) -> ApiError {
+    let message = error.to_string();
+    match error {
+        CommandError::Rejected(ConversationError::Invalid { field, .. }) => {
+            ApiError::Refused(Refusal {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code: "invalid_field",
+                field: Some(field.into()),
+                message,
+            })
+        }
+        CommandError::Rejected(ConversationError::OtherAgent { .. }) => {
+            refused(StatusCode::CONFLICT, "other_agent", Some("agent"), message)
+        }
+        CommandError::Rejected(ConversationError::Full) => {
+            refused(StatusCode::CONFLICT, "conversation_full", None, message)
+        }
+        CommandError::Contended(_) => {
+            refused(StatusCode::CONFLICT, "conversation_contended", None, message)
+        }
+        CommandError::Append(error) => append_refusal(error),
+        CommandError::Store(error) => ApiError::from(error),
+        CommandError::Upcast(error) => ApiError::Internal(error.into()),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<StreamId, ApiError> {
+    super::parse_id("conversation_id", raw)
+}
+
+fn not_found(id: &StreamId) -> ApiError {
+    refused(StatusCode::NOT_FOUND, "conversation_not_found", None, format!("no conversation {id}"))
+}
+
+fn turn(speaker: Speaker, text: String, answered: Option<&Answered>) -> Turn {
+    Turn {
+        speaker,
+        text,
+        provider: answered.map(|a| a.provider.as_str().to_owned()),
+        model: answered.map(|a| a.answer.model.clone()),
+        input_tokens: answered.map_or(0, |a| a.answer.usage.input_tokens),
+        output_tokens: answered.map_or(0, |a| a.answer.usage.output_tokens),
+        at_ms: crate::clock::now_ms(),
+    }
+}
+
+async fn add(
+    app: &AppState,
+    id: &StreamId,
+    agent: &str,
+    by: &str,
+    turn: Turn,
+) -> Result<Conversation, ApiError> {
+    let mut metadata = domain::EventMetadata::new(by, time::OffsetDateTime::now_utc());
+    metadata.command_id = Some(uuid::Uuid::now_v7());
+    let executed = command::execute::<Conversation>(&app.store, id, metadata, || {
+        ConversationCommand::Add { agent: agent.to_owned(), by: by.to_owned(), turn: turn.clone() }
+    })
+    .await
+    .map_err(refusal)?;
+    Ok(executed.state)
+}
+
+/// `POST /api/agents/chat`: one turn of a conversation with an agent, and its answer.
+#[utoipa::path(post, path = "/api/agents/chat", tag = "agents",
+    request_body = ChatRequest,
+    responses(
+        (status = 200, description = "The answer, or with `stream: true` server-sent events: `token` `{text}` pieces, then `done` (the answer's fields) or `error` `{code, message}`", body = ChatAnswer),
+        (status = 400, description = "`invalid_body`; `invalid_field` (`conversation_id`): not a UUID; `invalid_header`", body = ErrorBody),
+        (status = 402, description = "`budget_exceeded`", body = ErrorBody),
+        (status = 404, description = "`conversation_not_found`", body = ErrorBody),
+        (status = 409, description = "`other_agent`: the conversation is with another agent; `conversation_full`", body = ErrorBody),
+        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
+        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 422, description = "`invalid_body`; `invalid_field`: `agent` (not a thinking agent), `message`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 502, description = "the provider failed: `provider_unreachable`, `auth_failed`, `bad_response`", body = ErrorBody),
+        (status = 503, description = "`llm_disabled`, `store_unavailable`", body = ErrorBody),
+        (status = 504, description = "`timeout`", body = ErrorBody),
+    ))]
+async fn chat(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ChatRequest>,
+) -> Result<Response, ApiError> {
+    let by = metadata(&headers)?.actor;
+    let Some(prompt) = crate::agents::prompt_of(&request.agent) else {
+        return Err(ApiError::Refused(Refusal {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_field",
+            field: Some("agent".into()),
+            message: format!("{:?} is not one of coder, ops, architect", request.agent),
+        }));
+    };
+    let id = match &request.conversation_id {
+        Some(raw) => {
+            let id = parse_id(raw)?;
+            let (known, _) =
+                command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
+            if known.agent.is_none() {
+                return Err(not_found(&id));
+            }
+            id
+        }
+        None => StreamId::from(uuid::Uuid::now_v7()),
+    };
+    let conversation =
+        add(&app, &id, &request.agent, &by, turn(Speaker::User, request.message, None)).await?;
+    let mut messages = vec![Message::new(Role::System, prompt)];
+    messages.extend(conversation.turns.iter().map(|turn| {
+        let role = if turn.speaker == Speaker::User { Role::User } else { Role::Assistant };
+        Message::new(role, turn.text.clone())
+    }));
+    let ask = Ask { messages, ..Ask::default() };
+    let calls = app.llm_calls().await;
+    let caller = Caller::Api { by: by.clone() };
+    let agent = request.agent.clone();
+    let answered_turn = move |app: AppState, answered: Answered| async move {
+        let text = answered.answer.content.clone();
+        add(&app, &id, &agent, &by, turn(Speaker::Agent, text.clone(), Some(&answered))).await?;
+        Ok::<_, ApiError>(ChatAnswer {
+            conversation_id: id.to_string(),
+            answer: text,
+            provider: answered.provider.as_str().to_owned(),
+            model: answered.answer.model.clone(),
+            input_tokens: answered.answer.usage.input_tokens,
+            output_tokens: answered.answer.usage.output_tokens,
+        })
+    };
+    if !request.stream {
+        // In a task of its own: a client gone does not cut the answer from its record.
+        let app_for_task = app.clone();
+        let answer = tokio::spawn(async move {
+            let answered =
+                calls.chat(&caller, &ask, None).await.map_err(super::completions::call_failure)?;
+            answered_turn(app_for_task, answered).await
+        })
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))??;
+        return Ok(ApiJson(answer).into_response());
+    }
+    let (events, received) = tokio::sync::mpsc::channel::<Event>(STREAM_BUFFER_PIECES);
+    tokio::spawn(async move {
+        let pieces = events.clone();
+        let mut sink = move |piece: &str| {
+            let _ = pieces.try_send(
+                Event::default().event("token").data(json!({ "text": piece }).to_string()),
+            );
+        };
+        let outcome = calls.chat(&caller, &ask, Some(&mut sink)).await;
+        let last = match outcome {
+            Ok(answered) => match answered_turn(app, answered).await {
+                Ok(answer) => Event::default().event("done").data(json!(answer).to_string()),
+                Err(error) => error_event(error),
+            },
+            Err(error) => error_event(super::completions::call_failure(error)),
+        };
+        let _ = events.send(last).await;
+    });
+    let mut received = received;
+    let stream = futures::stream::poll_fn(move |context| received.poll_recv(context));
+    Ok(Sse::new(futures::StreamExt::map(stream, Ok::<_, Infallible>)).into_response())
+}
+
+fn error_event(error: ApiError) -> Event {
+    let (code, message) = match &error {
+        ApiError::Refused(refusal) => (refusal.code.to_owned(), refusal.message.clone()),
+        other => ("internal".to_owned(), other.to_string()),
+    };
+    Event::default().event("error").data(json!({ "code": code, "message": message }).to_string())
+}
+
+/// `GET /api/conversations/{conversation_id}`: every turn, oldest first.
+#[utoipa::path(get, path = "/api/conversations/{conversation_id}", tag = "agents",
+    params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    responses(
+        (status = 200, description = "The conversation", body = ConversationView),
+        (status = 400, description = "`invalid_field` (`conversation_id`): not a UUID", body = ErrorBody),
+        (status = 404, description = "`conversation_not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn get_conversation(
+    State(app): State<AppState>,
+    Path(conversation_id): Path<String>,
+) -> Result<ApiJson<ConversationView>, ApiError> {
+    let id = parse_id(&conversation_id)?;
+    let (conversation, version) =
+        command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
+    let Some(agent) = conversation.agent else { return Err(not_found(&id)) };
+    Ok(ApiJson(ConversationView {
+        conversation_id: id.to_string(),
+        agent,
+        started_by: conversation.started_by,
+        messages: conversation.turns,
+        version,
+    }))
+}
