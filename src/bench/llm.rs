@@ -182,6 +182,7 @@ impl LlmBench {
             latency: Duration::from_millis(self.provider_latency_ms),
             pieces: 8,
             piece_gap: Duration::ZERO,
+            calls_tools: false,
         }
         .start()
         .await?;
@@ -261,6 +262,7 @@ impl LlmBench {
             latency: Duration::from_millis(self.provider_latency_ms),
             pieces: 16,
             piece_gap: Duration::from_millis(2),
+            calls_tools: false,
         }
         .start()
         .await?;

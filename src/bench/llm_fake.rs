@@ -26,6 +26,9 @@ pub struct FakeProvider {
     /// Pieces of a streamed answer, and the time between two.
     pub pieces: u32,
     pub piece_gap: Duration,
+    /// Offered tools, answers a request whose last message is not a tool's result with a
+    /// call of `list_dir` on `.` (so a thinking agent takes two steps per task).
+    pub calls_tools: bool,
 }
 
 /// What the fake counted.
@@ -70,6 +73,11 @@ impl FakeProvider {
         let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}", listener.local_addr()?);
+        // Without TCP_NODELAY a streamed answer's pieces wait on the client's delayed ACK
+        // (40 ms a step), which would be the fake's latency, not the gateway's.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move { axum::serve(listener, app).await });
         Ok(Running { url, counts, fake })
     }
@@ -114,6 +122,12 @@ async fn chat(State(fake): State<Arc<Fake>>, axum::Json(body): axum::Json<Value>
         fake.counts.answered_measured.fetch_add(1, Ordering::Relaxed);
     }
     let model = body["model"].clone();
+    let offered = body["tools"].as_array().is_some_and(|tools| !tools.is_empty());
+    let answered_tool =
+        body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "tool");
+    if fake.config.calls_tools && offered && !answered_tool {
+        return tool_call(&body, model);
+    }
     let pieces = fake.config.pieces.max(1);
     let usage =
         json!({ "prompt_tokens": 12, "completion_tokens": pieces, "total_tokens": 12 + pieces });
@@ -153,4 +167,34 @@ async fn chat(State(fake): State<Arc<Fake>>, axum::Json(body): axum::Json<Value>
         }
     });
     ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
+}
+
+/// An answer asking for `list_dir` on `.`, streamed or not as the request asks.
+fn tool_call(body: &Value, model: Value) -> Response {
+    let call = json!({ "id": "call_0", "type": "function", "function": { "name": "list_dir", "arguments": "{\"path\":\".\"}" } });
+    let usage = json!({ "prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18 });
+    if body["stream"] != true {
+        return axum::Json(json!({ "id": "chatcmpl-bench", "object": "chat.completion", "model": model,
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": null, "tool_calls": [call] }, "finish_reason": "tool_calls" }],
+            "usage": usage }))
+        .into_response();
+    }
+    let mut streamed = call.clone();
+    streamed["index"] = json!(0);
+    let chunk = |delta: Value, finish: Value| {
+        format!(
+            "data: {}\n\n",
+            json!({ "id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": model,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }] })
+        )
+    };
+    let text = [
+        chunk(json!({ "role": "assistant", "content": "" }), Value::Null),
+        chunk(json!({ "tool_calls": [streamed] }), Value::Null),
+        chunk(json!({}), json!("tool_calls")),
+        format!("data: {}\n\n", json!({ "id": "chatcmpl-bench", "object": "chat.completion.chunk", "choices": [], "usage": usage })),
+        "data: [DONE]\n\n".to_owned(),
+    ]
+    .concat();
+    ([("content-type", "text/event-stream")], Body::from(text)).into_response()
 }

@@ -4,6 +4,7 @@
 //! `ws` measure a running `brain serve` over HTTP, in whatever database and namespace that
 //! server uses.
 
+mod agent_loop;
 mod agents;
 mod batch;
 mod heal;
@@ -56,6 +57,9 @@ pub enum Bench {
     /// fleet of callers with and without the shared limits, and the latency the gateway adds
     /// to concurrent streaming calls.
     Llm(llm::LlmBench),
+    /// The thinking agents' loop with a provider that answers at once (one tool call, then
+    /// an answer): steps per second and the time per step, from the mission histories.
+    AgentLoop(agent_loop::AgentLoopBench),
     /// One process of callers of `brain bench llm`.
     #[command(hide = true)]
     LlmCallers(llm::LlmCallers),
@@ -71,6 +75,7 @@ impl Bench {
             Bench::Heal(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
+            Bench::AgentLoop(bench) => bench.run().await,
             Bench::LlmCallers(callers) => callers.run().await,
         }
     }

@@ -1,0 +1,194 @@
+//! `brain bench agent-loop`: the thinking agents' loop with a provider that answers at once
+//! ([`llm_fake`], asking for one `list_dir` call before it answers), so what is measured is the
+//! loop's own work: a model call through the gateway and its record, a tool call and its
+//! record, the answer. It starts a `brain serve` of its own (a database and namespace it drops
+//! after, in-process `coder` workers with a scratch root), enqueues `--missions` missions and
+//! reports model calls (steps) per second and the time each step took, from the mission
+//! histories (one step: from the previous step's end, or the start, to its model call's
+//! record).
+//!
+//! [`llm_fake`]: super::llm_fake
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::llm_fake::FakeProvider;
+use crate::config::{DATABASE_URL_DEFAULT, NATS_URL_DEFAULT, REDIS_URL_DEFAULT};
+
+#[derive(Debug, clap::Args)]
+pub struct AgentLoopBench {
+    /// PostgreSQL server; the bench creates its own database on it.
+    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
+    database_url: String,
+    #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
+    nats_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = REDIS_URL_DEFAULT)]
+    redis_url: String,
+    #[arg(long, default_value_t = 1_000)]
+    missions: usize,
+    /// Missions the serve runs at once.
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+}
+
+impl AgentLoopBench {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let fake = FakeProvider {
+            capacity_per_s: None,
+            latency: Duration::ZERO,
+            pieces: 4,
+            piece_gap: Duration::ZERO,
+            calls_tools: true,
+        }
+        .start()
+        .await?;
+        let database_url = super::with_database(&self.database_url, "brain_bench_loop")?;
+        let _ =
+            <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
+                .await;
+        let root = std::env::temp_dir()
+            .join(format!("brain-bench-loop-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&root)?;
+        std::fs::write(root.join("README.md"), "bench\n")?;
+        let mut serve = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("serve")
+            .env("DATABASE_URL", &database_url)
+            .env("NATS_URL", &self.nats_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("BRAIN_NAMESPACE", "bench_loop")
+            .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
+            .env("BRAIN_WORKERS", self.workers.to_string())
+            .env("BRAIN_WORKER_AGENTS", "coder")
+            .env("BRAIN_AGENT_ROOT", &root)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start brain serve")?;
+        let mut lines = BufReader::new(serve.stdout.take().context("serve output")?).lines();
+        let url = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .context("brain serve did not start in 60 s")??
+                .context("brain serve stopped")?;
+            if let Some(url) = line.strip_prefix("brain serve listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        let outcome = self.measure(&url, &fake.url, &database_url).await;
+        let _ = serve.kill().await;
+        let mut redis =
+            redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
+        crate::kv::drop_prefix(&mut redis, "{bench_loop}").await?;
+        let nats = crate::eventlog::bus::connect(&self.nats_url).await?;
+        let namespace =
+            crate::config::Namespace::parse("bench_loop").map_err(anyhow::Error::msg)?;
+        let _ = async_nats::jetstream::new(nats)
+            .delete_stream(crate::eventlog::bus::stream_name(&namespace))
+            .await;
+        <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
+            .await?;
+        let _ = std::fs::remove_dir_all(root);
+        outcome
+    }
+
+    async fn measure(&self, url: &str, provider: &str, database_url: &str) -> anyhow::Result<()> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let configured = client
+            .put(format!("{url}/api/llm/config"))
+            .json(&json!({ "provider": "openai", "host": provider, "model": "bench" }))
+            .send()
+            .await?;
+        anyhow::ensure!(configured.status().is_success(), "configure: {}", configured.status());
+        let pool = crate::eventlog::db::connect(database_url, 2).await?;
+        let started = Instant::now();
+        let enqueues: Vec<_> = (0..self.missions)
+            .map(|n| {
+                let (client, url) = (client.clone(), url.to_owned());
+                let body = json!({ "name": format!("loop {n}"), "agent": "coder", "payload": { "prompt": "look around" } });
+                tokio::spawn(async move { client.post(format!("{url}/api/missions/enqueue")).json(&body).send().await })
+            })
+            .collect();
+        for enqueue in enqueues {
+            let response = enqueue.await??;
+            anyhow::ensure!(response.status().is_success(), "enqueue: {}", response.status());
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let finished: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM events WHERE event_type IN ('MissionCompleted', 'MissionAttemptFailed')",
+            )
+            .fetch_one(&pool)
+            .await?;
+            if finished as usize >= self.missions {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {finished} of {} missions finished in 10 min",
+                self.missions
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let elapsed = started.elapsed();
+        let rows: Vec<(String, String, time::OffsetDateTime)> = sqlx::query_as(
+            "SELECT stream_id, event_type, recorded_at FROM events WHERE stream_type = 'mission'
+             AND event_type IN ('MissionStarted', 'MissionLlmCalled', 'MissionToolCalled', 'MissionCompleted')
+             ORDER BY global_position",
+        )
+        .fetch_all(&pool)
+        .await?;
+        let mut histories: BTreeMap<String, Vec<(String, time::OffsetDateTime)>> = BTreeMap::new();
+        for (stream, event_type, at) in rows {
+            histories.entry(stream).or_default().push((event_type, at));
+        }
+        let mut steps = Histogram::<u64>::new(3).expect("histogram");
+        let (mut completed, mut tool_calls) = (0, 0);
+        for history in histories.values() {
+            let mut since = None;
+            for (event_type, at) in history {
+                match event_type.as_str() {
+                    "MissionStarted" => since = Some(*at),
+                    "MissionLlmCalled" => {
+                        if let Some(from) = since {
+                            steps
+                                .record((*at - from).whole_microseconds().max(1) as u64)
+                                .expect("in range");
+                        }
+                        since = Some(*at);
+                    }
+                    "MissionToolCalled" => tool_calls += 1,
+                    _ => completed += 1,
+                }
+            }
+        }
+        let ms = |q: f64| steps.value_at_quantile(q) as f64 / 1_000.0;
+        println!(
+            "agent loop: {} coder missions ({} completed), {} workers, provider answering at once",
+            self.missions, completed, self.workers
+        );
+        println!(
+            "  {} steps, {} tool calls in {:.1} s: {:.0} steps/s ({:.0} missions/s)",
+            steps.len(),
+            tool_calls,
+            elapsed.as_secs_f64(),
+            steps.len() as f64 / elapsed.as_secs_f64(),
+            completed as f64 / elapsed.as_secs_f64()
+        );
+        println!(
+            "  per step: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            ms(0.5),
+            ms(0.99),
+            steps.max() as f64 / 1_000.0
+        );
+        pool.close().await;
+        Ok(())
+    }
+}
