@@ -179,9 +179,9 @@ pub fn prompt_of(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// A thinking agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`
-/// and, with `commands`, `run_command` for the programs in `BRAIN_AGENT_COMMANDS`; none
-/// without a root.
+/// A thinking agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`,
+/// with `commands` `run_command` for the programs in `BRAIN_AGENT_COMMANDS`, and `fetch_url`
+/// for the hosts in `BRAIN_AGENT_FETCH_HOSTS`; none without a root.
 pub fn tools_from_env(commands: bool) -> tools::Registry {
     let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
     let Some(root) = var("BRAIN_AGENT_ROOT") else { return tools::Registry::default() };
@@ -205,6 +205,15 @@ pub fn tools_from_env(commands: bool) -> tools::Registry {
     if commands && !allowed.is_empty() {
         let timeout = tools::command::TIMEOUT_DEFAULT;
         registry = registry.with(tools::command::RunCommand { root, allowed, timeout });
+    }
+    let hosts: Vec<String> = var("BRAIN_AGENT_FETCH_HOSTS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .collect();
+    if !hosts.is_empty() {
+        registry = registry.with(tools::fetch::FetchUrl::new(hosts));
     }
     registry
 }

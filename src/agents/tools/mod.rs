@@ -8,6 +8,7 @@
 //! model tried.
 
 pub mod command;
+pub mod fetch;
 pub mod files;
 
 use std::collections::BTreeMap;
