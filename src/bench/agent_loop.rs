@@ -19,17 +19,11 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::llm_fake::FakeProvider;
-use crate::config::{DATABASE_URL_DEFAULT, NATS_URL_DEFAULT, REDIS_URL_DEFAULT};
 
 #[derive(Debug, clap::Args)]
 pub struct AgentLoopBench {
-    /// PostgreSQL server; the bench creates its own database on it.
-    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
-    database_url: String,
-    #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
-    nats_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = REDIS_URL_DEFAULT)]
-    redis_url: String,
+    #[command(flatten)]
+    services: super::BenchServices,
     #[arg(long, default_value_t = 1_000)]
     missions: usize,
     /// Missions the serve runs at once.
@@ -48,7 +42,7 @@ impl AgentLoopBench {
         }
         .start()
         .await?;
-        let database_url = super::with_database(&self.database_url, "brain_bench_loop")?;
+        let database_url = super::with_database(&self.services.database_url, "brain_bench_loop")?;
         let _ =
             <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
                 .await;
@@ -59,8 +53,8 @@ impl AgentLoopBench {
         let mut serve = tokio::process::Command::new(std::env::current_exe()?)
             .arg("serve")
             .env("DATABASE_URL", &database_url)
-            .env("NATS_URL", &self.nats_url)
-            .env("REDIS_URL", &self.redis_url)
+            .env("NATS_URL", &self.services.nats_url)
+            .env("REDIS_URL", &self.services.redis_url)
             .env("BRAIN_NAMESPACE", "bench_loop")
             .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
             .env("BRAIN_WORKERS", self.workers.to_string())
@@ -84,9 +78,9 @@ impl AgentLoopBench {
         let outcome = self.measure(&url, &fake.url, &database_url).await;
         let _ = serve.kill().await;
         let mut redis =
-            redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
+            redis::Client::open(self.services.redis_url.as_str())?.get_connection_manager().await?;
         crate::kv::drop_prefix(&mut redis, "{bench_loop}").await?;
-        let nats = crate::eventlog::bus::connect(&self.nats_url).await?;
+        let nats = crate::eventlog::bus::connect(&self.services.nats_url).await?;
         let namespace =
             crate::config::Namespace::parse("bench_loop").map_err(anyhow::Error::msg)?;
         let _ = async_nats::jetstream::new(nats)

@@ -23,22 +23,15 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::llm_fake::FakeProvider;
-use crate::config::{
-    DATABASE_URL_DEFAULT, NATS_URL_DEFAULT, Namespace, REDIS_URL_DEFAULT, Services,
-};
+use crate::config::{Namespace, REDIS_URL_DEFAULT, Services};
 use crate::llm::gateway::{Gateway, ProviderKind, Route, Target};
 use crate::llm::limits::Limiter;
 use crate::llm::{Message, Reason, Role};
 
 #[derive(Debug, clap::Args)]
 pub struct LlmBench {
-    /// PostgreSQL server; the latency part creates its own database on it.
-    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
-    database_url: String,
-    #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
-    nats_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = REDIS_URL_DEFAULT)]
-    redis_url: String,
+    #[command(flatten)]
+    services: super::BenchServices,
     /// R: requests per second the fake provider lets through.
     #[arg(long, default_value_t = 100.0)]
     capacity: f64,
@@ -193,7 +186,7 @@ impl LlmBench {
             let mut command = tokio::process::Command::new(&exe);
             command
                 .args(["bench", "llm-callers", "--url", &fake.url, "--namespace", &namespace])
-                .args(["--redis-url", &self.redis_url])
+                .args(["--redis-url", &self.services.redis_url])
                 .args(["--callers", &self.callers.to_string()])
                 .args(["--duration-s", &self.duration_s.to_string()])
                 .args(["--warmup-s", &self.warmup_s.to_string()])
@@ -235,8 +228,9 @@ impl LlmBench {
             all.failed,
         );
         if !alone {
-            let mut redis =
-                redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
+            let mut redis = redis::Client::open(self.services.redis_url.as_str())?
+                .get_connection_manager()
+                .await?;
             let state: std::collections::HashMap<String, String> = redis::AsyncCommands::hgetall(
                 &mut redis,
                 format!("{{{namespace}}}:llm:lim:openai/bench"),
@@ -267,15 +261,15 @@ impl LlmBench {
         .start()
         .await?;
         let database = "brain_bench_llm";
-        let database_url = super::with_database(&self.database_url, database)?;
+        let database_url = super::with_database(&self.services.database_url, database)?;
         let _ =
             <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
                 .await;
         let namespace = Namespace::parse("bench_llm").map_err(anyhow::Error::msg)?;
         let services = Services {
             database_url: database_url.clone(),
-            nats_url: self.nats_url.clone(),
-            redis_url: self.redis_url.clone(),
+            nats_url: self.services.nats_url.clone(),
+            redis_url: self.services.redis_url.clone(),
             namespace: namespace.clone(),
             db_connections_max: 16,
         };
@@ -330,13 +324,13 @@ impl LlmBench {
             ms(&through_ms, 0.5) - ms(&direct_ms, 0.5),
             ms(&through_ms, 0.99) - ms(&direct_ms, 0.99)
         );
-        steps(&database_url, &self.redis_url, &namespace, self.streams).await?;
+        steps(&database_url, &self.services.redis_url, &namespace, self.streams).await?;
         shutdown.cancel();
         let _ = server.task.await;
         let mut redis =
-            redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
+            redis::Client::open(self.services.redis_url.as_str())?.get_connection_manager().await?;
         crate::kv::drop_prefix(&mut redis, "{bench_llm}").await?;
-        let nats = crate::eventlog::bus::connect(&self.nats_url).await?;
+        let nats = crate::eventlog::bus::connect(&self.services.nats_url).await?;
         let _ = async_nats::jetstream::new(nats)
             .delete_stream(crate::eventlog::bus::stream_name(&namespace))
             .await;

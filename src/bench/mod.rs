@@ -124,6 +124,18 @@ pub struct AppendBench {
     keep: bool,
 }
 
+/// The services a bench that makes its own database and namespace runs against.
+#[derive(Debug, clap::Args)]
+pub struct BenchServices {
+    /// PostgreSQL server; the bench creates its own database on it.
+    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
+    pub database_url: String,
+    #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
+    pub nats_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = crate::config::REDIS_URL_DEFAULT)]
+    pub redis_url: String,
+}
+
 /// Waits for every load task and merges their latency histograms.
 pub(crate) async fn merge_latencies(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Histogram<u64>>>>,
