@@ -227,8 +227,7 @@ async fn chat(
         };
         let _ = events.send(last).await;
     });
-    let mut received = received;
-    let stream = futures::stream::poll_fn(move |context| received.poll_recv(context));
+    let stream = super::stream::receiver_stream(received);
     Ok(Sse::new(futures::StreamExt::map(stream, Ok::<_, Infallible>)).into_response())
 }
 

@@ -294,15 +294,8 @@ async fn chat_completions(
         };
         let _ = pieces.send(last).await;
     });
-    let events = tokio_stream_from(received)
+    let events = super::stream::receiver_stream(received)
         .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
         .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
     Ok(Sse::new(events).into_response())
-}
-
-/// A receiver as a stream.
-fn tokio_stream_from(
-    mut received: tokio::sync::mpsc::Receiver<Value>,
-) -> impl futures::Stream<Item = Value> {
-    futures::stream::poll_fn(move |context| received.poll_recv(context))
 }

@@ -46,15 +46,7 @@ async fn mission_stream(
 ) -> Result<Response, ApiError> {
     let stream_id = parse_mission_id(&mission_id)?;
     load_view(&app, &stream_id).await?;
-    let subscriber =
-        app.nats.subscribe(subject(&app.namespace, stream_id.as_str())).await.map_err(|error| {
-            super::refused(
-                axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                "bus_unavailable",
-                None,
-                format!("NATS: {error}"),
-            )
-        })?;
+    let subscriber = subscribe_tokens(&app, stream_id.as_str()).await?;
     let deadline = tokio::time::Instant::now() + STREAM_MAX;
     let state = (subscriber, false, app, stream_id);
     let events =
@@ -106,4 +98,26 @@ async fn mission_stream(
         })
         .map(Ok::<_, Infallible>);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// A subscription to a mission's token subject, or `503 bus_unavailable`.
+pub(super) async fn subscribe_tokens(
+    app: &AppState,
+    mission_id: &str,
+) -> Result<async_nats::Subscriber, ApiError> {
+    app.nats.subscribe(subject(&app.namespace, mission_id)).await.map_err(|error| {
+        super::refused(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "bus_unavailable",
+            None,
+            format!("NATS: {error}"),
+        )
+    })
+}
+
+/// A channel's receiving end as a stream (the SSE answers of `/v1` and chat).
+pub(super) fn receiver_stream<T>(
+    mut received: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |context| received.poll_recv(context))
 }

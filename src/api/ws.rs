@@ -145,7 +145,7 @@ fn parse(query: FeedQuery) -> Result<(Option<u64>, Selection), ApiError> {
         (status = 101, description = "WebSocket: one JSON text message per event (the shape of `GET /api/events`), in position order; closed with 4000 and a reason naming the position to resume from when the client falls behind, 1001 at shutdown"),
         (status = 400, description = "`invalid_query`; `invalid_field` naming `from`, `stream_type`, `mission_id`, `stream_id` (which needs a `stream_type`) or `tokens` (which needs a `mission_id`); `not_websocket` without an upgrade", body = ErrorBody),
         (status = 426, description = "`not_websocket`: an upgrade that is not a WebSocket one", body = ErrorBody),
-        (status = 503, description = "`too_many_clients`: the process holds `BRAIN_WS_CLIENTS_MAX` clients", body = ErrorBody),
+        (status = 503, description = "`too_many_clients`: the process holds `BRAIN_WS_CLIENTS_MAX` clients; `bus_unavailable` (`tokens=true` without NATS)", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 async fn events(
@@ -164,15 +164,7 @@ async fn events(
     // missed, and a NATS that cannot subscribe is a clear refusal.
     let tokens = match tokens {
         None => None,
-        Some(mission_id) => {
-            let subject = crate::llm::tokens::subject(&app.namespace, &mission_id);
-            Some(
-                app.nats
-                    .subscribe(subject)
-                    .await
-                    .map_err(|error| ApiError::Internal(error.into()))?,
-            )
-        }
+        Some(mission_id) => Some(super::stream::subscribe_tokens(&app, &mission_id).await?),
     };
     if let Some(from) = from {
         // A position beyond the head was never handed out: resuming there would wait in
