@@ -16,7 +16,11 @@
 //! | `running` | `MissionAttemptFailed` | `pending` (retry scheduled) or `failed` |
 //! | `running` | `MissionLeaseExpired` | `pending` (retry scheduled) or `failed` |
 //! | `running` | `MissionReleased` | `queued`, the attempt not counted |
-//! | `pending`, `queued`, `running` | `MissionCancelled` | `cancelled` |
+//! | `running` | `MissionSuspended` | `suspended`, the attempt not counted (it goes on when resumed) |
+//! | `suspended` | `MissionChildFinished` | `suspended` |
+//! | `suspended` | `MissionResumed` (with the last child's report) | `queued` |
+//! | `pending`, `queued`, `running`, `suspended` | `MissionCancelled` | `cancelled` |
+//! | any | `MissionForked` | unchanged |
 //! | `failed` | `MissionRetried` | `queued`, attempts counted afresh |
 
 use serde::{Deserialize, Serialize};
@@ -25,23 +29,12 @@ use crate::aggregate::{Aggregate, DomainEvent};
 use crate::names::StreamType;
 
 mod call;
+mod spec;
+mod tree;
 pub use call::{LlmCall, ToolCallRecord};
-
-pub const NAME_LEN_MAX: usize = 200;
-pub const DESCRIPTION_LEN_MAX: usize = 4_000;
-pub const ATTEMPT_MAX_DEFAULT: u32 = 3;
-pub const ATTEMPT_MAX_LIMIT: u32 = 100;
-pub const AGENT_LEN_MAX: usize = 64;
-
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Priority {
-    Low,
-    Normal,
-    High,
-    Critical,
-}
+use spec::invalid;
+pub use spec::*;
+pub use tree::*;
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -56,6 +49,8 @@ pub enum MissionStatus {
     Queued,
     /// Held by a worker under a lease.
     Running,
+    /// Waiting for its children, holding no worker and no lease.
+    Suspended,
     Completed,
     /// Attempts exhausted, or an error that is not worth retrying.
     Failed,
@@ -75,33 +70,13 @@ impl std::fmt::Display for MissionStatus {
             MissionStatus::Pending => "pending",
             MissionStatus::Queued => "queued",
             MissionStatus::Running => "running",
+            MissionStatus::Suspended => "suspended",
             MissionStatus::Completed => "completed",
             MissionStatus::Failed => "failed",
             MissionStatus::Cancelled => "cancelled",
         };
         f.write_str(word)
     }
-}
-
-/// Everything an enqueue fixes about a mission.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MissionSpec {
-    pub name: String,
-    #[serde(default)]
-    pub description: String,
-    pub priority: Priority,
-    /// Any JSON object, handed to the agent.
-    pub payload: serde_json::Value,
-    /// The kind of agent that runs it: `coder`, `ops`, ...
-    pub agent: String,
-    pub attempt_max: u32,
-    /// Deadline of one attempt, enforced by the worker.
-    pub timeout_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before_ms: Option<i64>,
-    /// What this mission's LLM calls may spend, over all its attempts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<crate::budget::Budget>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +135,30 @@ pub enum MissionCommand {
         worker_id: String,
         attempt: u32,
         call: ToolCallRecord,
+        now_ms: i64,
+    },
+    /// The holder's agent spawned `children` (enqueued in the same atomic group) at the tool
+    /// call `call_id` of its step `step`, and waits for them without holding the lease.
+    Suspend {
+        worker_id: String,
+        attempt: u32,
+        step: u32,
+        call_id: String,
+        children: Vec<String>,
+        now_ms: i64,
+    },
+    /// A child ended. Reported by whoever sees the child's last event, maybe more than once:
+    /// a child the mission is not waiting for changes nothing.
+    ReportChild {
+        outcome: ChildOutcome,
+        now_ms: i64,
+    },
+    /// A fork of this mission's run was enqueued as `fork_id`.
+    RecordFork {
+        fork_id: String,
+        attempt: u32,
+        steps: u32,
+        by: String,
         now_ms: i64,
     },
     /// A pending mission's time has come.
@@ -250,6 +249,31 @@ pub enum MissionEvent {
         by: String,
         at_ms: i64,
     },
+    /// Waits for `children` (spawned at the tool call `call_id` of step `step` of `attempt`);
+    /// the attempt is not counted, and goes on when the mission is resumed.
+    MissionSuspended {
+        attempt: u32,
+        step: u32,
+        call_id: String,
+        children: Vec<String>,
+        at_ms: i64,
+    },
+    MissionChildFinished {
+        outcome: ChildOutcome,
+        at_ms: i64,
+    },
+    /// Its last child ended: queued again, to go on under the same attempt.
+    MissionResumed {
+        at_ms: i64,
+    },
+    /// A fork of the run of `attempt`, replaying its first `steps`, was enqueued as `fork_id`.
+    MissionForked {
+        fork_id: String,
+        attempt: u32,
+        steps: u32,
+        by: String,
+        at_ms: i64,
+    },
     /// Handed back unfinished by the worker holding `attempt`, which is not counted.
     MissionReleased {
         attempt: u32,
@@ -279,6 +303,10 @@ impl MissionEvent {
             | E::MissionLeaseExpired { at_ms, .. }
             | E::MissionCancelled { at_ms, .. }
             | E::MissionReleased { at_ms, .. }
+            | E::MissionSuspended { at_ms, .. }
+            | E::MissionChildFinished { at_ms, .. }
+            | E::MissionResumed { at_ms }
+            | E::MissionForked { at_ms, .. }
             | E::MissionRetried { at_ms, .. } => *at_ms,
         }
     }
@@ -299,6 +327,10 @@ impl DomainEvent for MissionEvent {
             MissionEvent::MissionCancelled { .. } => "MissionCancelled",
             MissionEvent::MissionReleased { .. } => "MissionReleased",
             MissionEvent::MissionRetried { .. } => "MissionRetried",
+            MissionEvent::MissionSuspended { .. } => "MissionSuspended",
+            MissionEvent::MissionChildFinished { .. } => "MissionChildFinished",
+            MissionEvent::MissionResumed { .. } => "MissionResumed",
+            MissionEvent::MissionForked { .. } => "MissionForked",
         }
     }
 }
@@ -355,62 +387,13 @@ pub struct Mission {
     /// When it was enqueued and last changed, as the commands said (Unix ms).
     pub enqueued_at_ms: Option<i64>,
     pub updated_at_ms: Option<i64>,
+    /// Every child it spawned, in order.
+    pub children: Vec<String>,
+    /// The children a suspended mission still waits for.
+    pub waiting: Vec<String>,
 }
 
 pub type Decision = Result<Vec<MissionEvent>, MissionError>;
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> MissionError {
-    MissionError::Invalid { field, reason: reason.into() }
-}
-
-/// Checks an agent kind's name: 1 to 64 characters of a-z, 0-9, `_` and `-`.
-pub fn check_agent(agent: &str) -> Result<(), MissionError> {
-    let agent_ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-';
-    if agent.is_empty() || agent.len() > AGENT_LEN_MAX || !agent.chars().all(agent_ok) {
-        return Err(invalid(
-            "agent",
-            format!("must be 1 to {AGENT_LEN_MAX} characters of a-z, 0-9, _ and -"),
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a spec as given by a caller; every refusal names the field.
-pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
-    let name = spec.name.trim();
-    if name.is_empty() {
-        return Err(invalid("name", "must not be empty"));
-    }
-    if spec.name.chars().count() > NAME_LEN_MAX {
-        return Err(invalid("name", format!("must be at most {NAME_LEN_MAX} characters")));
-    }
-    if spec.description.chars().count() > DESCRIPTION_LEN_MAX {
-        return Err(invalid(
-            "description",
-            format!("must be at most {DESCRIPTION_LEN_MAX} characters"),
-        ));
-    }
-    if !spec.payload.is_object() {
-        return Err(invalid("payload", "must be a JSON object"));
-    }
-    check_agent(&spec.agent)?;
-    if spec.attempt_max == 0 || spec.attempt_max > ATTEMPT_MAX_LIMIT {
-        return Err(invalid("max_attempts", format!("must be between 1 and {ATTEMPT_MAX_LIMIT}")));
-    }
-    if spec.timeout_ms == 0 {
-        return Err(invalid("timeout_s", "must be positive"));
-    }
-    if let Some(budget) = &spec.budget
-        && let Err(bad) = budget.check()
-    {
-        let field = match bad.field {
-            "tokens_max" => "budget.tokens_max",
-            _ => "budget.cost_usd_max",
-        };
-        return Err(invalid(field, bad.reason));
-    }
-    Ok(())
-}
 
 impl Mission {
     /// Checks that `worker_id` holds the running mission's current `attempt`.
@@ -565,6 +548,36 @@ impl Aggregate for Mission {
                 let attempt = self.attempt;
                 Ok(vec![E::MissionLeaseExpired { attempt, worker_id, retry_at_ms, at_ms: now_ms }])
             }
+            C::Suspend { worker_id, attempt, step, call_id, children, now_ms } => {
+                self.check_holder(&worker_id, attempt, now_ms)?;
+                if children.is_empty() {
+                    return Err(invalid("children", "a suspension waits for at least one child"));
+                }
+                if self.children.len() + children.len() > CHILDREN_MAX {
+                    return Err(invalid(
+                        "children",
+                        format!(
+                            "child limit: at most {CHILDREN_MAX} children per mission ({} spawned already)",
+                            self.children.len()
+                        ),
+                    ));
+                }
+                Ok(vec![E::MissionSuspended { attempt, step, call_id, children, at_ms: now_ms }])
+            }
+            C::ReportChild { outcome, now_ms } => {
+                if self.status != S::Suspended || !self.waiting.contains(&outcome.mission_id) {
+                    return Ok(vec![]);
+                }
+                let last = self.waiting.len() == 1;
+                let mut events = vec![E::MissionChildFinished { outcome, at_ms: now_ms }];
+                if last {
+                    events.push(E::MissionResumed { at_ms: now_ms });
+                }
+                Ok(events)
+            }
+            C::RecordFork { fork_id, attempt, steps, by, now_ms } => {
+                Ok(vec![E::MissionForked { fork_id, attempt, steps, by, at_ms: now_ms }])
+            }
             C::Cancel { reason, by, now_ms } => {
                 if self.status.is_finished() {
                     return Err(MissionError::AlreadyFinished { status: self.status });
@@ -603,7 +616,21 @@ impl Aggregate for Mission {
             E::MissionProgressed { lease_expires_at_ms, .. } => {
                 self.lease_expires_at_ms = Some(*lease_expires_at_ms);
             }
-            E::MissionLlmCalled { .. } | E::MissionToolCalled { .. } => {}
+            E::MissionLlmCalled { .. } | E::MissionToolCalled { .. } | E::MissionForked { .. } => {}
+            E::MissionSuspended { children, .. } => {
+                self.status = S::Suspended;
+                self.attempt = self.attempt.saturating_sub(1);
+                self.end_attempt();
+                self.children.extend(children.iter().cloned());
+                self.waiting = children.clone();
+            }
+            E::MissionChildFinished { outcome, .. } => {
+                self.waiting.retain(|child| *child != outcome.mission_id);
+            }
+            E::MissionResumed { .. } => {
+                self.status = S::Queued;
+                self.waiting.clear();
+            }
             E::MissionCompleted { result, .. } => {
                 self.status = S::Completed;
                 self.result = Some(result.clone());
@@ -625,6 +652,7 @@ impl Aggregate for Mission {
             E::MissionCancelled { .. } => {
                 self.status = S::Cancelled;
                 self.due_at_ms = None;
+                self.waiting.clear();
                 self.end_attempt();
             }
             E::MissionReleased { .. } => {

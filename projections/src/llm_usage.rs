@@ -64,6 +64,10 @@ impl Projector for LlmUsage {
                 (None, call)
             }
         };
+        // A fork's copy of its origin's call was paid for, and counted, in the origin.
+        if call.replayed {
+            return Ok(());
+        }
         changes.push(CallRow {
             position: event.global_position,
             at: event.recorded_at,

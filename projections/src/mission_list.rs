@@ -82,6 +82,13 @@ impl Projector for MissionList {
             E::MissionReleased { attempt, .. } => {
                 (S::Queued, Some(attempt.saturating_sub(1)), None)
             }
+            E::MissionSuspended { attempt, .. } => {
+                (S::Suspended, Some(attempt.saturating_sub(1)), None)
+            }
+            E::MissionChildFinished { .. } => (S::Suspended, None, None),
+            E::MissionResumed { .. } => (S::Queued, None, None),
+            // A fork is linked in the history; the row does not change.
+            E::MissionForked { .. } => return Ok(()),
         };
         changes.push(RowChange {
             mission_id: event.stream_id.to_string(),

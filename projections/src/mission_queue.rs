@@ -63,8 +63,8 @@ pub enum QueueChange {
     Delay { mission_id: String, due_at_ms: i64 },
     /// Running under a lease until `lease_expires_at_ms` (a start or a lease extension).
     Lease { mission_id: String, worker_id: String, lease_expires_at_ms: i64 },
-    /// Out of the queue: completed or cancelled, or failed for good (`failed`), in which
-    /// case the store keeps the mission's kind and bonus for a manual retry.
+    /// Out of the queue: completed or cancelled, or failed for good or suspended (`failed`),
+    /// in which case the store keeps the mission's kind and bonus for a retry or a resume.
     Remove { mission_id: String, failed: bool },
 }
 
@@ -111,6 +111,7 @@ impl Projector for MissionQueue {
             },
             E::MissionRetryDue { at_ms }
             | E::MissionRetried { at_ms, .. }
+            | E::MissionResumed { at_ms }
             | E::MissionReleased { at_ms, .. } => {
                 QueueChange::Ready { mission_id, ready_at_ms: *at_ms }
             }
@@ -127,8 +128,14 @@ impl Projector for MissionQueue {
             },
             E::MissionAttemptFailed { retry_at_ms, .. }
             | E::MissionLeaseExpired { retry_at_ms, .. } => after_attempt(retry_at_ms),
-            // A call changes nothing the queue holds.
-            E::MissionLlmCalled { .. } | E::MissionToolCalled { .. } => return Ok(()),
+            // A call, a child's report or a fork changes nothing the queue holds.
+            E::MissionLlmCalled { .. }
+            | E::MissionToolCalled { .. }
+            | E::MissionChildFinished { .. }
+            | E::MissionForked { .. } => return Ok(()),
+            // Out of the queue while it waits for its children, its kind and bonus kept for
+            // when it is resumed.
+            E::MissionSuspended { .. } => QueueChange::Remove { mission_id, failed: true },
             E::MissionCompleted { .. } | E::MissionCancelled { .. } => {
                 QueueChange::Remove { mission_id, failed: false }
             }

@@ -112,6 +112,7 @@ impl Agent for Loop {
                         error: outcome.as_ref().err().map(ToString::to_string),
                         refused: matches!(outcome, Err(ToolError::Refused(_))),
                         duration_ms: started.elapsed().as_millis() as u64,
+                        replayed: false,
                     };
                     if let Some(store) = &calls.store {
                         record_for_mission(store, &mission, |now_ms| MissionCommand::RecordToolCall {

@@ -320,6 +320,8 @@ fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueu
         timeout_ms: timeout_s * 1_000,
         not_before_ms: request.not_before.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
         budget: request.budget.filter(|budget| !budget.is_empty()),
+        parent: None,
+        forked_from: None,
     };
     app.check_known_kind(&spec.agent, "agent")?;
     let keyed = request.idempotency_key.is_some();

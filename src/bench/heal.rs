@@ -145,6 +145,8 @@ fn mission(n: u64) -> Append {
         timeout_ms: 60_000,
         not_before_ms: None,
         budget: None,
+        parent: None,
+        forked_from: None,
     };
     let mut events = vec![MissionEvent::MissionEnqueued { spec, due_at_ms: at_ms, at_ms }];
     if !n.is_multiple_of(10) {

@@ -448,6 +448,7 @@ async fn steps(
                 cost_usd: 0.0,
                 latency_ms: 70,
                 outcome: "ok".into(),
+                replayed: false,
             };
             let event =
                 domain::llm_call::LlmCallEvent::LlmCalled { call, by: "bench".into(), at_ms: 0 };

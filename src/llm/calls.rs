@@ -241,6 +241,7 @@ impl Calls {
             cost_usd,
             latency_ms,
             outcome: outcome_name,
+            replayed: false,
         };
         match (record(store, caller, call).await, caller) {
             (Ok(()), _) => {}

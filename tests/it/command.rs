@@ -27,6 +27,8 @@ fn spec() -> MissionSpec {
         timeout_ms: 60_000,
         not_before_ms: None,
         budget: None,
+        parent: None,
+        forked_from: None,
     }
 }
 

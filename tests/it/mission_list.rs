@@ -54,6 +54,8 @@ async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
             timeout_ms: 1_000,
             not_before_ms: None,
             budget: None,
+            parent: None,
+            forked_from: None,
         };
         let run = |command: MissionCommand| {
             execute::<Mission>(store, &id, metadata(), move || command.clone())

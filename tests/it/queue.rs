@@ -36,6 +36,8 @@ fn spec(agent: &str, priority: Priority) -> MissionSpec {
         timeout_ms: 60_000,
         not_before_ms: None,
         budget: None,
+        parent: None,
+        forked_from: None,
     }
 }
 

@@ -31,6 +31,10 @@ pub struct LlmCall {
     pub latency_ms: u64,
     /// `ok`, or the failure's reason (`rate_limited`, `timeout`...).
     pub outcome: String,
+    /// Copied from the run a fork replays, not made again: its tokens and cost were spent
+    /// (and counted) there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// One tool call the model asked for, as the agent ran it, or refused to (a path outside the
@@ -54,4 +58,7 @@ pub struct ToolCallRecord {
     #[serde(default)]
     pub refused: bool,
     pub duration_ms: u64,
+    /// Copied from the run a fork replays, not run again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }

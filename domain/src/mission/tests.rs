@@ -16,6 +16,8 @@ fn spec() -> MissionSpec {
         timeout_ms: 60_000,
         not_before_ms: None,
         budget: None,
+        parent: None,
+        forked_from: None,
     }
 }
 
@@ -310,6 +312,7 @@ fn an_llm_call_is_recorded_only_for_the_current_holder() {
         cost_usd: 0.0,
         latency_ms: 1,
         outcome: "ok".into(),
+        replayed: false,
     };
     let given = [enqueued(), started("w1", 1, 2_000)];
     let record = |worker: &str, attempt| MissionCommand::RecordLlmCall {
@@ -435,6 +438,27 @@ fn any_command() -> impl Strategy<Value = MissionCommand> {
             by: "u".into(),
             now_ms
         }),
+        (worker.clone(), 0u32..5, now.clone()).prop_map(|(worker_id, attempt, now_ms)| {
+            MissionCommand::Suspend {
+                worker_id,
+                attempt,
+                step: 1,
+                call_id: "c".into(),
+                children: vec!["a".into(), "b".into()],
+                now_ms,
+            }
+        }),
+        (prop_oneof![Just("a"), Just("b"), Just("z")], now.clone()).prop_map(|(child, now_ms)| {
+            MissionCommand::ReportChild {
+                outcome: ChildOutcome {
+                    mission_id: child.into(),
+                    status: MissionStatus::Completed,
+                    result: Some(json!(1)),
+                    error: None,
+                },
+                now_ms,
+            }
+        }),
         now.prop_map(|now_ms| MissionCommand::Retry { by: "u".into(), now_ms }),
     ]
 }
@@ -450,13 +474,14 @@ proptest! {
             let before = mission.status;
             let is_retry = matches!(command, MissionCommand::Retry { .. });
             if let Ok(events) = mission.decide(command) {
-                prop_assert!(!before.is_finished() || (is_retry && before == MissionStatus::Failed));
+                prop_assert!(events.is_empty() || !before.is_finished() || (is_retry && before == MissionStatus::Failed));
                 for event in &events {
                     mission.apply(event);
                 }
             }
             prop_assert!(mission.attempt <= ATTEMPT_MAX_DEFAULT);
             prop_assert_eq!(mission.worker_id.is_some(), mission.status == MissionStatus::Running);
+            prop_assert_eq!(!mission.waiting.is_empty(), mission.status == MissionStatus::Suspended);
         }
     }
 }
@@ -491,4 +516,120 @@ fn a_holder_whose_lease_ran_out_cannot_renew_complete_or_fail_even_before_it_is_
         at_ms: 30_999,
     };
     check(&given, renew(30_999), Ok(vec![then]));
+}
+
+fn suspend(children: &[&str], now_ms: i64) -> MissionCommand {
+    MissionCommand::Suspend {
+        worker_id: "w1".into(),
+        attempt: 1,
+        step: 2,
+        call_id: "call-1".into(),
+        children: children.iter().map(|child| (*child).to_owned()).collect(),
+        now_ms,
+    }
+}
+
+fn child_ended(child: &str, status: MissionStatus) -> ChildOutcome {
+    ChildOutcome { mission_id: child.into(), status, result: Some(json!(child)), error: None }
+}
+
+#[test]
+fn a_suspended_mission_holds_nothing_and_its_last_childs_report_resumes_it_under_the_same_attempt()
+{
+    let mut mission = Mission::default();
+    for event in [enqueued(), started("w1", 1, 2_000)] {
+        mission.apply(&event);
+    }
+    let events = mission.decide(suspend(&["a", "b"], 3_000)).unwrap();
+    for event in &events {
+        mission.apply(event);
+    }
+    assert_eq!(mission.status, MissionStatus::Suspended);
+    assert_eq!((mission.worker_id.as_ref(), mission.lease_expires_at_ms), (None, None));
+    assert_eq!(mission.attempt, 0, "the suspended attempt is not counted");
+    // A child it does not wait for changes nothing; the first of two is only noted.
+    assert_eq!(
+        mission.decide(MissionCommand::ReportChild {
+            outcome: child_ended("z", MissionStatus::Completed),
+            now_ms: 4_000
+        }),
+        Ok(vec![])
+    );
+    let first = MissionCommand::ReportChild {
+        outcome: child_ended("a", MissionStatus::Failed),
+        now_ms: 4_000,
+    };
+    let noted = mission.decide(first.clone()).unwrap();
+    assert_eq!(noted.len(), 1);
+    mission.apply(&noted[0]);
+    assert_eq!(mission.decide(first), Ok(vec![]), "a report repeated changes nothing");
+    let last = mission
+        .decide(MissionCommand::ReportChild {
+            outcome: child_ended("b", MissionStatus::Completed),
+            now_ms: 5_000,
+        })
+        .unwrap();
+    assert!(matches!(
+        last.as_slice(),
+        [MissionEvent::MissionChildFinished { .. }, MissionEvent::MissionResumed { at_ms: 5_000 }]
+    ));
+    for event in &last {
+        mission.apply(event);
+    }
+    assert_eq!(mission.status, MissionStatus::Queued);
+    let restarted = mission
+        .decide(MissionCommand::Start { worker_id: "w2".into(), lease_ms: 1_000, now_ms: 6_000 })
+        .unwrap();
+    assert!(matches!(restarted[0], MissionEvent::MissionStarted { attempt: 1, .. }));
+}
+
+#[test]
+fn only_the_holder_suspends_and_a_suspension_keeps_within_the_child_limit() {
+    let given = [enqueued(), started("w1", 1, 2_000)];
+    let mut mission = Mission::default();
+    for event in &given {
+        mission.apply(event);
+    }
+    let mut other = suspend(&["a"], 3_000);
+    if let MissionCommand::Suspend { worker_id, .. } = &mut other {
+        *worker_id = "w2".into();
+    }
+    assert!(matches!(mission.decide(other), Err(MissionError::HeldByAnother { .. })));
+    assert!(matches!(mission.decide(suspend(&[], 3_000)), Err(MissionError::Invalid { .. })));
+    let many: Vec<String> = (0..=CHILDREN_MAX).map(|n| n.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let refused = mission.decide(suspend(&many, 3_000)).unwrap_err();
+    assert!(refused.to_string().contains("child limit"), "{refused}");
+}
+
+#[test]
+fn a_suspended_mission_can_be_cancelled_and_then_waits_for_nobody() {
+    let given = [enqueued(), started("w1", 1, 2_000)];
+    let mut mission = Mission::default();
+    for event in &given {
+        mission.apply(event);
+    }
+    for event in mission.decide(suspend(&["a"], 3_000)).unwrap() {
+        mission.apply(&event);
+    }
+    let cancel = MissionCommand::Cancel { reason: "no".into(), by: "u".into(), now_ms: 4_000 };
+    for event in mission.decide(cancel).unwrap() {
+        mission.apply(&event);
+    }
+    assert_eq!(mission.status, MissionStatus::Cancelled);
+    let late = MissionCommand::ReportChild {
+        outcome: child_ended("a", MissionStatus::Cancelled),
+        now_ms: 5_000,
+    };
+    assert_eq!(mission.decide(late), Ok(vec![]));
+}
+
+#[test]
+fn a_childs_outcome_is_its_last_event_only() {
+    let retried = failed(1, Some(9_000), 3_000);
+    assert_eq!(ChildOutcome::of("a", &retried), None);
+    let ended = ChildOutcome::of("a", &failed(3, None, 3_000)).unwrap();
+    assert_eq!((ended.status, ended.error.as_deref()), (MissionStatus::Failed, Some("boom")));
+    let done = MissionEvent::MissionCompleted { attempt: 1, result: json!(7), at_ms: 1 };
+    assert_eq!(ChildOutcome::of("a", &done).unwrap().result, Some(json!(7)));
 }
