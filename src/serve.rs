@@ -104,7 +104,7 @@ pub const AGENT_KINDS_MAX: usize = 256;
 /// Kinds the in-process workers serve out of the box: `coder` (the default kind) runs on
 /// the built-in `coder` agent, which thinks through the LLM gateway (offline until an LLM
 /// is configured), so a first mission completes.
-pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect";
+pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect,supervisor";
 
 /// The kinds missions may name: the configured ones and those the workers serve. The
 /// default kind must be one of them, and is warned about when no worker here serves it.
@@ -185,6 +185,12 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .start(
             projections::llm_usage::LlmUsage,
             crate::eventlog::projectors::llm_usage::LlmUsageWriter,
+        )
+        .await?;
+    let tree = projector(projections::mission_tree::NAME)
+        .start_with(
+            projections::mission_tree::MissionTree,
+            crate::missions::tree_store::TreeStore { pool: pool.clone(), store: store.clone() },
         )
         .await?;
     let feed_stop = CancellationToken::new();
@@ -288,7 +294,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("relay did not flush in time");
         }
         projectors_shutdown.cancel();
-        let projectors = async { tokio::join!(stats, missions, usage, queue_parts) };
+        let projectors = async { tokio::join!(stats, missions, usage, tree, queue_parts) };
         if tokio::time::timeout(stage, projectors).await.is_err() {
             tracing::error!("projectors did not stop in time");
         }
@@ -466,6 +472,19 @@ impl Projector<'_> {
         W: crate::eventlog::projectors::PgWriter<P::Change>,
     {
         let store = PgProjection::live(self.pool.clone(), writer, self.name);
+        self.start_with(projector, store).await
+    }
+
+    /// [`Projector::start`] for a read model whose store is not a set of tables alone.
+    async fn start_with<P, S>(
+        self,
+        projector: P,
+        store: S,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>>
+    where
+        P: projections::Projector,
+        S: projections::ProjectionStore<P::Change> + Sync + 'static,
+    {
         let runner = Runner::new(
             projector,
             store,

@@ -11,6 +11,7 @@ pub mod event_type_stats;
 pub mod llm_usage;
 pub mod mission_list;
 pub mod mission_queue;
+pub mod mission_tree;
 
 use std::future::Future;
 

@@ -19,7 +19,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::json;
 
-use crate::missions::agent::{Agent, Failure, Task};
+use crate::missions::agent::{Agent, Failure, Outcome, Task};
 
 pub const DELAY_MS_MAX: u64 = 60 * 60 * 1_000;
 pub const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -27,7 +27,7 @@ pub const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 pub struct Echo;
 
 impl Agent for Echo {
-    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         async move {
             let field = |name: &str| task.payload.get(name).and_then(serde_json::Value::as_u64);
             let hang_attempts = field("hang_attempts").unwrap_or(0);
@@ -69,6 +69,7 @@ impl Agent for Echo {
             }
             Ok(json!({ "echo": task.payload, "attempt": task.attempt }))
         }
+        .map(|ran| ran.map(Outcome::from))
         .boxed()
     }
 }
@@ -99,7 +100,7 @@ mod tests {
             (true, "echo: asked to fail attempt 2")
         );
         let answer = Echo.run(task(payload.clone(), 3)).await.unwrap();
-        assert_eq!(answer, json!({ "echo": payload, "attempt": 3 }));
+        assert_eq!(answer, Outcome::Done(json!({ "echo": payload, "attempt": 3 })));
         let permanent = Echo.run(task(json!({ "fail_permanently": true }), 1)).await.unwrap_err();
         assert!(!permanent.retryable);
     }

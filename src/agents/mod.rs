@@ -9,6 +9,8 @@ pub mod echo;
 pub mod heartbeat;
 pub mod host;
 pub mod plain;
+pub mod record;
+pub mod replay;
 pub mod supervised;
 pub mod supervisor;
 pub mod tools;
@@ -143,17 +145,22 @@ pub const BUILTIN: &[Builtin] = &[
     Builtin {
         name: "coder",
         description: "thinks in steps through the LLM gateway with tools (read_file, list_dir, search_text under BRAIN_AGENT_ROOT; run_command for BRAIN_AGENT_COMMANDS), every model and tool call recorded in the mission's history",
-        make: |context| thinking(context, CODER_PROMPT, true),
+        make: |context| Arc::new(thinking_agent(context, "coder").expect("thinks")),
     },
     Builtin {
         name: "ops",
         description: "looks after how software runs: thinks in steps with the same tools as coder (commands included), with an operator's prompt",
-        make: |context| thinking(context, OPS_PROMPT, true),
+        make: |context| Arc::new(thinking_agent(context, "ops").expect("thinks")),
+    },
+    Builtin {
+        name: "supervisor",
+        description: "splits a mission into sub-missions for the agent kinds in BRAIN_SUPERVISOR_KINDS (spawn_missions), waits for them suspended (no worker slot held), and completes with their combined result; reads files under BRAIN_AGENT_ROOT, runs nothing",
+        make: |context| Arc::new(thinking_agent(context, "supervisor").expect("thinks")),
     },
     Builtin {
         name: "architect",
         description: "answers questions of design: thinks in steps with the file tools only (read_file, list_dir, search_text), never a command",
-        make: |context| thinking(context, ARCHITECT_PROMPT, false),
+        make: |context| Arc::new(thinking_agent(context, "architect").expect("thinks")),
     },
 ];
 
@@ -169,14 +176,55 @@ const ARCHITECT_PROMPT: &str = "You are the architect agent of BRAiN. Read the c
 documents of the working folder and answer questions of design: the parts, how they depend on \
 each other, the trade-offs of a change. You can read but not run anything.";
 
-/// The system prompt of the thinking agent `kind` (`coder`, `ops`, `architect`).
-pub fn prompt_of(kind: &str) -> Option<&'static str> {
+const SUPERVISOR_PROMPT: &str = "You are the supervisor agent of BRAiN. Split the task you \
+are given into self-contained sub-missions for the other agents with spawn_missions (one call \
+with all of them when they can run at once), wait for what they did, and answer with the \
+combined result. When a sub-mission failed, decide: spawn it again (differently), carry on \
+without it, or say the task failed and why.";
+
+/// The built-in system prompt of the thinking agent `kind` (`coder`, `ops`, `architect`,
+/// `supervisor`).
+pub fn builtin_prompt(kind: &str) -> Option<&'static str> {
     match kind {
         "coder" => Some(CODER_PROMPT),
         "ops" => Some(OPS_PROMPT),
         "architect" => Some(ARCHITECT_PROMPT),
+        "supervisor" => Some(SUPERVISOR_PROMPT),
         _ => None,
     }
+}
+
+/// The system prompt of the thinking agent `kind`: the file `<kind>.md` in the folder
+/// `BRAIN_AGENT_PROMPTS` when there is one (so a deployment tunes its prompts without a
+/// build, and `brain missions replay` checks a changed prompt against past runs), else the
+/// built-in one.
+pub fn prompt_of(kind: &str) -> Option<String> {
+    let builtin = builtin_prompt(kind)?;
+    let folder = std::env::var("BRAIN_AGENT_PROMPTS").ok().filter(|folder| !folder.is_empty());
+    let custom = folder.and_then(|folder| {
+        match std::fs::read_to_string(std::path::Path::new(&folder).join(format!("{kind}.md"))) {
+            Ok(prompt) if !prompt.trim().is_empty() => Some(prompt),
+            Ok(_) => None,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => {
+                tracing::warn!(folder, kind, %error, "cannot read the prompt; the built-in one is used");
+                None
+            }
+        }
+    });
+    Some(custom.unwrap_or_else(|| builtin.to_owned()))
+}
+
+/// The agent kinds the supervisor may hand work to (`BRAIN_SUPERVISOR_KINDS`, default
+/// `coder,ops,architect`).
+pub fn supervisor_kinds() -> Vec<String> {
+    let listed = std::env::var("BRAIN_SUPERVISOR_KINDS").unwrap_or_default();
+    let kinds: Vec<String> = listed
+        .split(',')
+        .map(|kind| kind.trim().to_owned())
+        .filter(|kind| domain::mission::check_agent(kind).is_ok())
+        .collect();
+    if kinds.is_empty() { vec!["coder".into(), "ops".into(), "architect".into()] } else { kinds }
 }
 
 /// A thinking agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`,
@@ -218,12 +266,18 @@ pub fn tools_from_env(commands: bool) -> tools::Registry {
     registry
 }
 
-/// A thinking agent with `prompt` and the tools from the environment.
-fn thinking(context: &Context, prompt: &str, commands: bool) -> Arc<dyn Agent> {
-    Arc::new(agent_loop::Loop {
+/// The built-in agent `implementation` if it thinks in steps (`coder`, `ops`, `architect`,
+/// `supervisor`): its prompt, and its tools from the environment (commands for `coder` and
+/// `ops` only; sub-missions for `supervisor` only).
+pub fn thinking_agent(context: &Context, implementation: &str) -> Option<agent_loop::Loop> {
+    let commands = matches!(implementation, "coder" | "ops");
+    let spawn = (implementation == "supervisor")
+        .then(|| tools::delegate::SpawnMissions { kinds: supervisor_kinds() });
+    Some(agent_loop::Loop {
         calls: context.calls(),
-        system_prompt: prompt.into(),
+        system_prompt: prompt_of(implementation)?,
         tools: tools_from_env(commands),
+        spawn,
         steps_max: steps_max(),
         tokens: context.tokens.clone(),
     })

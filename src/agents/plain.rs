@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::llm::calls::{Ask, CallError, Caller, Calls, ForMission};
 use crate::llm::{Message, Reason, Role};
-use crate::missions::agent::{Agent, Failure, Task};
+use crate::missions::agent::{Agent, Failure, Outcome, Task};
 
 pub struct Plain {
     pub calls: Calls,
@@ -31,7 +31,7 @@ pub fn task_text(task: &Task) -> String {
 }
 
 impl Agent for Plain {
-    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let (calls, tokens) = (self.calls.clone(), self.tokens.clone());
         async move {
             let caller = Caller::Mission(ForMission {
@@ -75,6 +75,7 @@ impl Agent for Plain {
                 "cost_usd": answered.cost_usd,
             }))
         }
+        .map(|ran| ran.map(Outcome::from))
         .boxed()
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::missions::agent::{Agent, Failure, Task};
+use crate::missions::agent::{Agent, Failure, Outcome, Task};
 use crate::missions::backoff::Backoff;
 
 /// At most `restarts_max` restarts within `window`; each after a backoff.
@@ -210,7 +210,7 @@ fn push(events: &mut VecDeque<LifeEvent>, event: LifeEvent) {
 pub struct SupervisedAgent(pub Arc<Supervised>);
 
 impl Agent for SupervisedAgent {
-    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>> {
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let shared = self.0.clone();
         let mission_id = task.mission_id.clone();
         let (current, instance) = {
@@ -328,7 +328,10 @@ mod tests {
         // An operator's start brings it back with a clean record.
         shared.start();
         assert!(agent.available());
-        assert_eq!(agent.run(task(json!({ "x": 1 }))).await.unwrap()["echo"], json!({ "x": 1 }));
+        let Outcome::Done(answer) = agent.run(task(json!({ "x": 1 }))).await.unwrap() else {
+            panic!("no answer")
+        };
+        assert_eq!(answer["echo"], json!({ "x": 1 }));
     }
 
     #[tokio::test]

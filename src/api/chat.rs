@@ -159,7 +159,7 @@ async fn chat(
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid_field",
             field: Some("agent".into()),
-            message: format!("{:?} is not one of coder, ops, architect", request.agent),
+            message: format!("{:?} is not one of coder, ops, architect, supervisor", request.agent),
         }));
     };
     let id = match &request.conversation_id {

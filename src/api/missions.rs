@@ -19,6 +19,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 mod batch;
+mod tree;
+
+pub use tree::{ForkView, TreeNode};
 
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
 use crate::clock::now_ms;
@@ -137,6 +140,19 @@ pub struct MissionView {
     pub updated_at: String,
     /// The mission stream's version: one per event.
     pub version: u64,
+    /// The mission that spawned this one and waits for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// The run this one is a fork of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkView>,
+    /// Forks of this mission's runs.
+    pub forks: Vec<ForkView>,
+    /// The children a suspended mission still waits for.
+    pub waiting_for: Vec<String>,
+    /// Its sub-missions and theirs, oldest first. Statuses come from the mission list, which
+    /// may trail the log by a moment.
+    pub children: Vec<TreeNode>,
 }
 
 fn iso(ms: i64) -> String {
@@ -154,6 +170,13 @@ fn view(
     version: u64,
 ) -> Option<MissionView> {
     let spec = mission.spec?;
+    let leaf = |mission_id: &String| TreeNode {
+        mission_id: mission_id.clone(),
+        name: None,
+        agent: None,
+        status: None,
+        children: vec![],
+    };
     Some(MissionView {
         mission_id: mission_id.to_string(),
         status: mission.status,
@@ -183,6 +206,15 @@ fn view(
         enqueued_at: mission.enqueued_at_ms.map(iso).unwrap_or_default(),
         updated_at: mission.updated_at_ms.map(iso).unwrap_or_default(),
         version,
+        parent_id: spec.parent.map(|parent| parent.mission_id),
+        forked_from: spec.forked_from.map(|fork| ForkView {
+            mission_id: fork.mission_id,
+            attempt: fork.attempt,
+            steps: fork.steps,
+        }),
+        forks: vec![],
+        waiting_for: mission.waiting,
+        children: mission.children.iter().map(leaf).collect(),
     })
 }
 
@@ -264,8 +296,32 @@ pub(super) async fn load_view(
         command::load_with_events::<Mission>(&app.store, mission_id).await.map_err(refusal)?;
     let enqueued_by = events.first().map(|event| event.metadata.actor.clone()).unwrap_or_default();
     let version = events.last().map_or(0, |event| event.version);
-    view(mission_id, mission, enqueued_by, version)
-        .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))
+    let has_children = !mission.children.is_empty();
+    let mut view = view(mission_id, mission, enqueued_by, version)
+        .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))?;
+    view.forks = events
+        .iter()
+        .filter(|event| event.event_type == "MissionForked")
+        .filter_map(|event| {
+            let payload = &event.payload;
+            Some(ForkView {
+                mission_id: payload["fork_id"].as_str()?.to_owned(),
+                attempt: payload["attempt"].as_u64()? as u32,
+                steps: payload["steps"].as_u64()? as u32,
+            })
+        })
+        .collect();
+    if has_children {
+        let known = tree::tree_of(app.store.pool(), &view.mission_id)
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        for node in &mut view.children {
+            if let Some(found) = known.iter().find(|found| found.mission_id == node.mission_id) {
+                *node = found.clone();
+            }
+        }
+    }
+    Ok(view)
 }
 
 /// An enqueue request turned into what the command needs: the mission's id, the command's

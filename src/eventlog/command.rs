@@ -259,6 +259,46 @@ pub async fn create_all<A: Aggregate>(
     Ok(created)
 }
 
+/// Runs `make` against one stream and appends its events in one atomic group with `decided`
+/// creations of other streams: all of them or none (a parent suspended with the children it
+/// waits for, a fork enqueued with its link in the origin). With `known`, the first decision
+/// is taken against that state; a conflict on the stream loads it and decides again.
+pub async fn execute_with_creations<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    metadata: &EventMetadata,
+    mut known: Option<(A, u64)>,
+    mut make: impl FnMut() -> A::Command,
+    decided: &Decided<A>,
+) -> Result<(), CommandError<A::Error>> {
+    let mut conflicts = 0;
+    loop {
+        let (state, version) = match known.take() {
+            Some(known) => known,
+            None => load::<A>(store, stream_id).await?,
+        };
+        let events = state.decide(make()).map_err(CommandError::Rejected)?;
+        let mut group = vec![Append {
+            stream_type: A::stream_type(),
+            stream_id: stream_id.clone(),
+            expected: ExpectedVersion::Exact(version),
+            events: events.iter().map(new_event).collect(),
+            metadata: metadata.clone(),
+        }];
+        group.extend(decided.appends.iter().cloned());
+        match store.append_all(group).await {
+            Ok(_) => return Ok(()),
+            Err(conflict @ AppendError::Conflict { .. }) => {
+                conflicts += 1;
+                if conflicts > CONFLICT_RETRIES_MAX {
+                    return Err(CommandError::Contended(conflict));
+                }
+            }
+            Err(error) => return Err(CommandError::Append(error)),
+        }
+    }
+}
+
 /// The stored form of a domain event, under a fresh id.
 pub fn new_event<E: DomainEvent>(event: &E) -> NewEvent {
     NewEvent {

@@ -109,7 +109,7 @@ pub struct Calls {
 }
 
 /// `value` as a record keeps it: whole, or its first bytes and its size.
-fn bounded(value: Value) -> Value {
+pub fn bounded(value: Value) -> Value {
     let text = value.to_string();
     if text.len() <= RECORD_BYTES_MAX {
         return value;

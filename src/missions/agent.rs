@@ -52,10 +52,37 @@ impl Failure {
     }
 }
 
+/// A sub-mission an agent asks for: the parent's spec fills in the rest (see
+/// [`crate::missions::tree::child_spec`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildRequest {
+    pub agent: String,
+    pub name: String,
+    /// What the child is to do: its description, and its payload's `prompt`.
+    pub task: String,
+}
+
+/// How an attempt that did not fail ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Finished, with this result.
+    Done(serde_json::Value),
+    /// Spawned children at the tool call `call_id` of step `step`, and waits for them: the
+    /// worker enqueues them and suspends the mission in one atomic group, and the attempt
+    /// goes on, on any worker, once the last of them has ended.
+    Wait { step: u32, call_id: String, children: Vec<ChildRequest> },
+}
+
+impl From<serde_json::Value> for Outcome {
+    fn from(result: serde_json::Value) -> Outcome {
+        Outcome::Done(result)
+    }
+}
+
 pub trait Agent: Send + Sync + 'static {
     /// Runs one attempt. The worker enforces the mission's timeout by dropping the future,
     /// so an agent needs no clock of its own.
-    fn run(&self, task: Task) -> BoxFuture<'static, Result<serde_json::Value, Failure>>;
+    fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>>;
 
     /// Whether it takes missions now: a stopped agent, or one waiting to be restarted, does
     /// not. Asked before every claim, so it must be cheap.

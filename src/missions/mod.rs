@@ -11,4 +11,6 @@ pub mod backoff;
 pub mod queue;
 pub mod status;
 pub mod supervisor;
+pub mod tree;
+pub mod tree_store;
 pub mod worker;

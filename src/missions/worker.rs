@@ -25,10 +25,11 @@ use crate::clock::{LeaseClock, now_ms};
 use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
-use crate::missions::agent::{Agents, Failure, Task};
+use crate::missions::agent::{Agents, Failure, Outcome, Task};
 pub use crate::missions::backoff::Backoff;
 use crate::missions::queue::{Claim, Queue};
 use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
+use crate::missions::tree::{self, Fanout};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -375,8 +376,22 @@ impl Slot {
             .attempt(&stream_id, task, spec.timeout_ms, &mut held, &mut lease_until, shutdown)
             .await;
         let now = self.clock.now_ms();
+        if let Attempt::Done(Ok(Outcome::Wait { step, call_id, children })) = &outcome {
+            let fanout = Fanout {
+                worker_id: &worker_id,
+                attempt,
+                step: *step,
+                call_id,
+                children,
+                now_ms: now,
+            };
+            self.suspend(&stream_id, held, lease_until, fanout).await;
+            self.stats.lock().expect("not poisoned").finished(&mission_id, None);
+            return Ran::Worked;
+        }
         let report = match outcome {
-            Attempt::Done(Ok(result)) => Some(MissionCommand::Complete {
+            Attempt::Done(Ok(Outcome::Wait { .. })) => unreachable!("suspended above"),
+            Attempt::Done(Ok(Outcome::Done(result))) => Some(MissionCommand::Complete {
                 worker_id: worker_id.clone(),
                 attempt,
                 result,
@@ -477,6 +492,51 @@ impl Slot {
         }
     }
 
+    /// Enqueues the children the agent asked for and suspends the mission, retrying a failure
+    /// of the store while the lease lasts. Children the store refuses (a spec past a limit)
+    /// fail the attempt with the reason instead.
+    async fn suspend(
+        &self,
+        mission_id: &StreamId,
+        held: (Mission, u64),
+        lease_until: Instant,
+        fanout: Fanout<'_>,
+    ) {
+        let metadata = self.metadata(mission_id);
+        loop {
+            let again = fanout;
+            match tree::suspend(&self.store, mission_id, held.clone(), &metadata, again).await {
+                Ok(children) => {
+                    tracing::debug!(%mission_id, children = children.len(), "suspended");
+                    return;
+                }
+                Err(CommandError::Rejected(MissionError::Invalid { field, reason })) => {
+                    let fail = MissionCommand::Fail {
+                        worker_id: fanout.worker_id.to_owned(),
+                        attempt: fanout.attempt,
+                        error: format!("cannot spawn the sub-missions: {field}: {reason}"),
+                        retryable: false,
+                        backoff_ms: 0,
+                        now_ms: self.clock.now_ms(),
+                    };
+                    return self.report(mission_id, held, lease_until, fail).await;
+                }
+                Err(CommandError::Rejected(reason)) => {
+                    tracing::info!(%mission_id, %reason, "suspension refused");
+                    return;
+                }
+                Err(error) if Instant::now() + REPORT_RETRY_PAUSE < lease_until => {
+                    tracing::warn!(%mission_id, %error, "cannot suspend the mission; retrying");
+                    tokio::time::sleep(REPORT_RETRY_PAUSE).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%mission_id, %error, "cannot suspend the mission");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Runs the agent under the mission's timeout while renewing the lease.
     async fn attempt(
         &self,
@@ -547,7 +607,7 @@ impl Slot {
 }
 
 enum Attempt {
-    Done(Result<serde_json::Value, Failure>),
+    Done(Result<Outcome, Failure>),
     TimedOut,
     /// Shutdown came and the attempt did not finish within the drain time.
     Abandoned,

@@ -26,7 +26,7 @@ fn coder_worker(env: &TestEnv, root: &std::path::Path, steps_max: &str) -> Worke
     WorkerProcess::start_in(command, env, "coder-worker", &["--agents", "coder"])
 }
 
-async fn configure(addr: std::net::SocketAddr, fake: &FakeLlm) {
+pub async fn configure(addr: std::net::SocketAddr, fake: &FakeLlm) {
     let config = json!({ "provider": "openai", "host": fake.url(), "model": "fake-1" });
     let (status, answer) = crate::llm_config::put(addr, &config).await;
     assert_eq!(status, 200, "{answer}");

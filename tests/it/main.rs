@@ -30,6 +30,7 @@ mod python_agent;
 mod queue;
 mod relay;
 mod serve;
+mod supervisor_agent;
 mod support;
 mod workers;
 mod ws;

@@ -117,8 +117,11 @@ impl WorkerProcess {
         extra: &[&str],
     ) -> WorkerProcess {
         let agents: &[&str] = if extra.contains(&"--agents") { &[] } else { &["--agents", "echo"] };
+        let slots: &[&str] =
+            if extra.contains(&"--concurrency") { &[] } else { &["--concurrency", "8"] };
         let child = command
-            .args(["worker", "--concurrency", "8", "--worker-id", id])
+            .args(["worker", "--worker-id", id])
+            .args(slots)
             .args(agents)
             .args(["--retry-backoff-ms", "50"])
             .args(extra)

@@ -8,6 +8,7 @@
 //! model tried.
 
 pub mod command;
+pub mod delegate;
 pub mod fetch;
 pub mod files;
 
@@ -65,12 +66,23 @@ impl Registry {
 
     /// Runs `name` with `arguments`, or refuses.
     pub async fn call(&self, name: &str, arguments: &Value) -> Result<Value, ToolError> {
+        let tool = self.checked(name, arguments)?;
+        tool.run(arguments.clone()).await
+    }
+
+    /// The checks made before a call runs (the tool exists, the arguments match its
+    /// schema), without running it: what a replay compares with the record.
+    pub fn check(&self, name: &str, arguments: &Value) -> Result<(), ToolError> {
+        self.checked(name, arguments).map(|_| ())
+    }
+
+    fn checked(&self, name: &str, arguments: &Value) -> Result<&Arc<dyn Tool>, ToolError> {
         let Some(tool) = self.tools.get(name) else {
             let known = self.names().join(", ");
             return Err(ToolError::Refused(format!("no tool named {name:?} (tools: {known})")));
         };
         check_arguments(&tool.spec().parameters, arguments).map_err(ToolError::Refused)?;
-        tool.run(arguments.clone()).await
+        Ok(tool)
     }
 }
 

@@ -137,7 +137,7 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
 }
 
 /// Locks a projector's checkpoint row (creating it at 0) and returns its position.
-async fn lock_checkpoint(connection: &mut PgConnection, key: &str) -> Result<u64, sqlx::Error> {
+pub async fn lock_checkpoint(connection: &mut PgConnection, key: &str) -> Result<u64, sqlx::Error> {
     let position: i64 = sqlx::query_scalar(
         "INSERT INTO projector_checkpoints (projector, position) VALUES ($1, 0)
          ON CONFLICT (projector) DO UPDATE SET position = projector_checkpoints.position

@@ -1,0 +1,74 @@
+//! `mission_tree`: the links between missions and their children, and the reactions a tree
+//! needs: a child's end reported to its parent, a parent's cancel passed on to its children.
+//! Its store (`brain::missions::tree_store`) keeps the links in PostgreSQL and issues those
+//! commands, which are idempotent, so that a redelivery or a rebuild repeats them harmlessly.
+
+use domain::RecordedEvent;
+use domain::aggregate::DomainEvent;
+use domain::mission::{ChildOutcome, MissionEvent};
+
+use crate::{Projector, Unreadable};
+
+pub const NAME: &str = "mission_tree";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TreeChange {
+    /// `child` was spawned by `parent`.
+    Link { child: String, parent: String },
+    /// A mission ended: if it has a parent, the parent is told.
+    Ended(ChildOutcome),
+    /// A mission was cancelled: its children that still run are cancelled too.
+    Cancelled { mission_id: String },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct MissionTree;
+
+impl Projector for MissionTree {
+    type Change = TreeChange;
+
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn wants(&self, stream_type: &str) -> bool {
+        stream_type == "mission"
+    }
+
+    fn apply(
+        &self,
+        event: &RecordedEvent,
+        changes: &mut Vec<TreeChange>,
+    ) -> Result<(), Unreadable> {
+        let interesting = matches!(
+            event.event_type.as_str(),
+            "MissionEnqueued"
+                | "MissionCompleted"
+                | "MissionAttemptFailed"
+                | "MissionLeaseExpired"
+                | "MissionCancelled"
+        );
+        if !interesting {
+            return Ok(());
+        }
+        let mission =
+            MissionEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
+                .map_err(|error| Unreadable::of(event, error))?;
+        let mission_id = event.stream_id.to_string();
+        if let MissionEvent::MissionEnqueued { spec, .. } = &mission
+            && let Some(parent) = &spec.parent
+        {
+            changes.push(TreeChange::Link {
+                child: mission_id.clone(),
+                parent: parent.mission_id.clone(),
+            });
+        }
+        if let Some(outcome) = ChildOutcome::of(&mission_id, &mission) {
+            changes.push(TreeChange::Ended(outcome));
+        }
+        if matches!(mission, MissionEvent::MissionCancelled { .. }) {
+            changes.push(TreeChange::Cancelled { mission_id });
+        }
+        Ok(())
+    }
+}

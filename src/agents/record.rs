@@ -1,0 +1,191 @@
+//! A run as a mission's history recorded it: each step's model answer (and the request it
+//! answered), each tool call's outcome, each wait for children with what they did. The agent
+//! loop plays a record back instead of asking the model or running a tool, which is what
+//! lets a suspended mission go on where it stopped, a fork start from another run's steps, and
+//! `brain missions replay` check today's code against a past run without side effects.
+
+use std::collections::HashMap;
+
+use domain::RecordedEvent;
+use domain::StreamId;
+use domain::aggregate::DomainEvent;
+use domain::mission::{ChildOutcome, ForkLink, LlmCall, Mission, MissionEvent, ToolCallRecord};
+use serde_json::Value;
+
+use crate::eventlog::command;
+use crate::eventlog::store::EventStore;
+use crate::llm::{ChatAnswer, ToolCall, Usage};
+
+/// One step's model call as recorded.
+#[derive(Debug, Clone)]
+pub struct RecordedAnswer {
+    pub call: LlmCall,
+    /// The answer, read back from the record; `None` with why when the record cannot give it
+    /// (only the usage was recorded, or the answer was cut to the record's bound).
+    pub answer: Result<ChatAnswer, String>,
+}
+
+/// A wait for children, at a tool call.
+#[derive(Debug, Clone, Default)]
+pub struct Wait {
+    pub children: Vec<String>,
+    pub outcomes: Vec<ChildOutcome>,
+}
+
+impl Wait {
+    /// What the children did, in the order they were spawned, once all of them ended.
+    pub fn finished(&self) -> Option<Vec<&ChildOutcome>> {
+        let ordered: Vec<&ChildOutcome> = self
+            .children
+            .iter()
+            .filter_map(|child| self.outcomes.iter().find(|outcome| outcome.mission_id == *child))
+            .collect();
+        (ordered.len() == self.children.len()).then_some(ordered)
+    }
+}
+
+/// The steps of one attempt of a mission.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// The model calls that answered, in order: step `n` is `answers[n - 1]`.
+    pub answers: Vec<RecordedAnswer>,
+    /// Tool calls by step and call id.
+    pub tools: HashMap<(u32, String), ToolCallRecord>,
+    /// Waits for children by the step and call id that spawned them.
+    pub waits: HashMap<(u32, String), Wait>,
+    /// Copied from another run (a fork's origin): the loop records each step it plays back
+    /// in this mission's history, marked replayed.
+    pub copied: bool,
+    /// Children the mission spawned over its whole life, every attempt counted.
+    pub children_spawned: usize,
+    /// How deep the mission nests (0 for one nobody spawned).
+    pub depth: u32,
+    /// The attempt's result, when it completed.
+    pub result: Option<Value>,
+}
+
+/// The answer a call record holds, if it holds one whole.
+fn answer_of(call: &LlmCall) -> Result<ChatAnswer, String> {
+    if call.response.is_null() {
+        return Err("the record holds only the call's usage (BRAIN_LLM_RECORD=usage)".into());
+    }
+    if call.response.get("truncated").and_then(Value::as_bool) == Some(true) {
+        return Err("the answer was cut to the record's bound".into());
+    }
+    let tool_calls: Vec<ToolCall> =
+        serde_json::from_value(call.response["tool_calls"].clone()).unwrap_or_default();
+    Ok(ChatAnswer {
+        content: call.response["content"].as_str().unwrap_or_default().to_owned(),
+        tool_calls,
+        usage: Usage { input_tokens: call.input_tokens, output_tokens: call.output_tokens },
+        finish_reason: call.response["finish_reason"].as_str().unwrap_or_default().to_owned(),
+        model: call.response["model"].as_str().unwrap_or(&call.model).to_owned(),
+    })
+}
+
+impl Record {
+    /// The record of `attempt` in a mission's history. A manual retry counts attempts afresh,
+    /// so only what follows the last one counts.
+    pub fn of_attempt(events: &[RecordedEvent], attempt: u32) -> Result<Record, String> {
+        let mut record = Record::default();
+        let mut last_wait: Option<(u32, String)> = None;
+        for stored in events {
+            let event = MissionEvent::upcast(
+                &stored.event_type,
+                stored.schema_version,
+                stored.payload.clone(),
+            )
+            .map_err(|error| error.to_string())?;
+            use MissionEvent as E;
+            match event {
+                E::MissionEnqueued { spec, .. } => {
+                    record.depth = spec.parent.map_or(0, |parent| parent.depth);
+                }
+                E::MissionRetried { .. } => {
+                    let (spawned, depth) = (record.children_spawned, record.depth);
+                    record = Record { children_spawned: spawned, depth, ..Record::default() };
+                }
+                E::MissionLlmCalled { attempt: at, call, .. }
+                    if at == attempt && call.outcome == "ok" =>
+                {
+                    let answer = answer_of(&call);
+                    record.answers.push(RecordedAnswer { call, answer });
+                }
+                E::MissionToolCalled { attempt: at, call, .. } if at == attempt => {
+                    record.tools.insert((call.step, call.call_id.clone()), call);
+                }
+                E::MissionSuspended { attempt: at, step, call_id, children, .. } => {
+                    record.children_spawned += children.len();
+                    if at == attempt {
+                        let key = (step, call_id);
+                        record.waits.insert(key.clone(), Wait { children, outcomes: vec![] });
+                        last_wait = Some(key);
+                    }
+                }
+                E::MissionChildFinished { outcome, .. } => {
+                    if let Some(wait) = last_wait.as_ref().and_then(|key| record.waits.get_mut(key))
+                        && wait.children.contains(&outcome.mission_id)
+                    {
+                        wait.outcomes.push(outcome);
+                    }
+                }
+                E::MissionCompleted { attempt: at, result, .. } if at == attempt => {
+                    record.result = Some(result);
+                }
+                _ => {}
+            }
+        }
+        Ok(record)
+    }
+
+    /// The first `steps` steps of this record: what a fork plays back.
+    pub fn first_steps(mut self, steps: u32) -> Record {
+        self.answers.truncate(steps as usize);
+        self.tools.retain(|(step, _), _| *step <= steps);
+        self.waits.retain(|(step, _), _| *step <= steps);
+        self.result = None;
+        self.copied = true;
+        self
+    }
+
+    /// What every child of the record's finished waits did, in the order they were spawned.
+    pub fn child_outcomes(&self) -> Vec<&ChildOutcome> {
+        let mut waits: Vec<(&(u32, String), &Wait)> = self.waits.iter().collect();
+        waits.sort_by_key(|(key, _)| (*key).clone());
+        waits.into_iter().filter_map(|(_, wait)| wait.finished()).flatten().collect()
+    }
+}
+
+/// A mission's history with its state.
+pub async fn history(
+    store: &EventStore,
+    mission_id: &str,
+) -> Result<(Mission, Vec<RecordedEvent>), String> {
+    let stream_id = StreamId::parse(mission_id).map_err(|error| error.to_string())?;
+    command::load_with_events::<Mission>(store, &stream_id)
+        .await
+        .map_err(|error| format!("cannot read mission {mission_id}: {error}"))
+}
+
+/// What an attempt of a mission starts from: its own record so far (a resumed or handed back
+/// run goes on where it stopped), or for a fork's fresh attempt the first steps of its
+/// origin's run.
+pub async fn for_attempt(
+    store: &EventStore,
+    mission_id: &str,
+    attempt: u32,
+) -> Result<Record, String> {
+    let (mission, events) = history(store, mission_id).await?;
+    let own = Record::of_attempt(&events, attempt)?;
+    let fork = mission.spec.and_then(|spec| spec.forked_from);
+    match fork {
+        Some(ForkLink { mission_id: origin, attempt: origin_attempt, steps })
+            if own.answers.is_empty() =>
+        {
+            let (_, events) = history(store, &origin).await?;
+            let copied = Record::of_attempt(&events, origin_attempt)?.first_steps(steps);
+            Ok(Record { children_spawned: own.children_spawned, depth: own.depth, ..copied })
+        }
+        _ => Ok(own),
+    }
+}

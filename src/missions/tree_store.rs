@@ -1,0 +1,199 @@
+//! The `mission_tree` projector's store: the links between missions in `mission_links`, and
+//! the commands a tree needs. A child's end is reported to its parent (`ReportChild`; the
+//! last one resumes it); a cancelled mission's children are cancelled.
+//!
+//! A batch is committed in three steps: the links are written (idempotently), the commands
+//! are issued, then the checkpoint moves. The checkpoint is checked at the first step and
+//! again at the last. A crash anywhere repeats the batch, and every command is idempotent
+//! (a child the parent no longer waits for changes nothing; cancelling a finished mission is
+//! refused), so a repeat changes nothing that was already done.
+
+use std::time::Duration;
+
+use domain::mission::{Mission, MissionCommand};
+use domain::{EventMetadata, StreamId};
+use projections::mission_tree::TreeChange;
+use projections::{CommitError, ProjectionStore};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+
+use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::projectors::lock_checkpoint;
+use crate::eventlog::store::{EventStore, StoreError};
+
+/// How long one batch's commands may take before the batch is given up and repeated.
+pub const COMMANDS_TIMEOUT: Duration = Duration::from_secs(30);
+/// Who the tree's commands are recorded as.
+pub const ACTOR: &str = "mission_tree";
+
+pub struct TreeStore {
+    pub pool: PgPool,
+    pub store: EventStore,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error("mission tree database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("mission tree command: {0}")]
+    Command(String),
+    #[error("mission tree commands got no answer in {COMMANDS_TIMEOUT:?}")]
+    Timeout,
+}
+
+impl From<StoreError> for TreeError {
+    fn from(error: StoreError) -> TreeError {
+        TreeError::Command(error.to_string())
+    }
+}
+
+/// Runs one command of the tree; a refusal (nothing to do) is not an error.
+async fn tree_command(
+    store: &EventStore,
+    mission_id: &str,
+    command: MissionCommand,
+) -> Result<(), TreeError> {
+    let Ok(stream_id) = StreamId::parse(mission_id) else { return Ok(()) };
+    let mut metadata = EventMetadata::new(ACTOR, OffsetDateTime::now_utc());
+    metadata.command_id = Some(uuid::Uuid::now_v7());
+    match command::execute::<Mission>(store, &stream_id, metadata, || command.clone()).await {
+        Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
+        Err(error) => Err(TreeError::Command(error.to_string())),
+    }
+}
+
+impl TreeStore {
+    async fn react(
+        &self,
+        links: Vec<(String, String)>,
+        changes: &[TreeChange],
+    ) -> Result<(), TreeError> {
+        let parents: std::collections::HashMap<String, String> = links.into_iter().collect();
+        let now_ms = crate::clock::now_ms();
+        for change in changes {
+            match change {
+                TreeChange::Link { .. } => {}
+                TreeChange::Ended(outcome) => {
+                    if let Some(parent) = parents.get(&outcome.mission_id) {
+                        let report =
+                            MissionCommand::ReportChild { outcome: outcome.clone(), now_ms };
+                        tree_command(&self.store, parent, report).await?;
+                    }
+                }
+                TreeChange::Cancelled { mission_id } => {
+                    let children: Vec<String> = sqlx::query_scalar(
+                        "SELECT child_id FROM mission_links WHERE parent_id = $1 ORDER BY position",
+                    )
+                    .bind(mission_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    for child in children {
+                        let cancel = MissionCommand::Cancel {
+                            reason: format!("its parent {mission_id} was cancelled"),
+                            by: ACTOR.to_owned(),
+                            now_ms,
+                        };
+                        tree_command(&self.store, &child, cancel).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ProjectionStore<TreeChange> for TreeStore {
+    type Error = TreeError;
+
+    async fn checkpoint(&mut self) -> Result<u64, TreeError> {
+        Ok(crate::eventlog::projectors::checkpoint(&self.pool, projections::mission_tree::NAME)
+            .await?)
+    }
+
+    async fn commit(
+        &mut self,
+        after: u64,
+        up_to: u64,
+        changes: Vec<TreeChange>,
+    ) -> Result<(), CommitError<TreeError>> {
+        let name = projections::mission_tree::NAME;
+        let store = |error: sqlx::Error| CommitError::Store(TreeError::Database(error));
+        // 1. The links, and the parents of the missions that ended.
+        let mut tx = self.pool.begin().await.map_err(store)?;
+        let actual = lock_checkpoint(&mut tx, name).await.map_err(store)?;
+        if actual != after {
+            return Err(CommitError::Moved { actual });
+        }
+        let (mut children, mut parents) = (Vec::new(), Vec::new());
+        for change in &changes {
+            if let TreeChange::Link { child, parent } = change {
+                children.push(child.clone());
+                parents.push(parent.clone());
+            }
+        }
+        if !children.is_empty() {
+            sqlx::query(
+                "INSERT INTO mission_links (child_id, parent_id, position)
+                 SELECT child, parent, $3 FROM unnest($1::text[], $2::text[]) AS l(child, parent)
+                 ON CONFLICT (child_id) DO NOTHING",
+            )
+            .bind(&children)
+            .bind(&parents)
+            .bind(up_to as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(store)?;
+        }
+        let ended: Vec<String> = changes
+            .iter()
+            .filter_map(|change| match change {
+                TreeChange::Ended(outcome) => Some(outcome.mission_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let links: Vec<(String, String)> = if ended.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as("SELECT child_id, parent_id FROM mission_links WHERE child_id = ANY($1)")
+                .bind(&ended)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(store)?
+        };
+        tx.commit().await.map_err(store)?;
+        // 2. The commands.
+        match tokio::time::timeout(COMMANDS_TIMEOUT, self.react(links, &changes)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(CommitError::Store(error)),
+            Err(_) => return Err(CommitError::Store(TreeError::Timeout)),
+        }
+        // 3. The checkpoint.
+        let mut tx = self.pool.begin().await.map_err(store)?;
+        let actual = lock_checkpoint(&mut tx, name).await.map_err(store)?;
+        if actual != after {
+            return Err(CommitError::Moved { actual });
+        }
+        sqlx::query(
+            "UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1",
+        )
+        .bind(name)
+        .bind(up_to as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(store)?;
+        tx.commit().await.map_err(store)
+    }
+
+    async fn reset(&mut self) -> Result<(), TreeError> {
+        let mut tx = self.pool.begin().await?;
+        lock_checkpoint(&mut tx, projections::mission_tree::NAME).await?;
+        sqlx::query("TRUNCATE mission_links").execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE projector_checkpoints SET position = 0, updated_at = now() WHERE projector = $1",
+        )
+        .bind(projections::mission_tree::NAME)
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx.commit().await?)
+    }
+}

@@ -1,0 +1,198 @@
+//! The `supervisor` agent against a fake provider scripted to ask for sub-missions: it fans
+//! out to three children on other agents, waits suspended (with one worker slot, which only
+//! works if the waiting parent holds none), and completes with their combined result; a
+//! cancelled parent cancels its children; a call past the child limit is refused to the
+//! model with the reason.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::fake_llm::{FakeLlm, Scripted};
+use crate::missions_api::post;
+use crate::serve::get;
+use crate::support::{TestEnv, wait_until};
+use crate::workers::{
+    WorkerProcess, enqueue, finished, mission, mission_status, serve_without_workers,
+};
+
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn spawn(children: &[(&str, &str)]) -> Scripted {
+    let missions: Vec<Value> = children
+        .iter()
+        .map(|(agent, task)| json!({ "agent": agent, "name": format!("{agent} part"), "task": task }))
+        .collect();
+    let call = ("spawn_missions".to_owned(), json!({ "missions": missions }));
+    Scripted::Answer { text: String::new(), tool_calls: vec![call], usage: (40, 12) }
+}
+
+/// One `brain worker` with a single slot serving the supervisor, its children's kinds by the
+/// echo agent.
+fn one_slot_worker(env: &TestEnv, agents: &str, kinds: &str) -> WorkerProcess {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    command.env("BRAIN_SUPERVISOR_KINDS", kinds);
+    WorkerProcess::start_in(command, env, "one-slot", &["--agents", agents, "--concurrency", "1"])
+}
+
+async fn history(addr: std::net::SocketAddr, id: &str) -> Vec<Value> {
+    get(addr, &format!("/api/missions/{id}/events")).await.1.as_array().unwrap().clone()
+}
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|event| event["event_type"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_supervisor_fans_out_waits_without_a_slot_and_completes_with_its_childrens_results() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let script = vec![
+        spawn(&[("coder", "write it"), ("ops", "deploy it"), ("architect", "review it")]),
+        Scripted::Answer { text: "all three done".into(), tool_calls: vec![], usage: (90, 5) },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let _worker = one_slot_worker(
+        &env,
+        "supervisor,coder=echo,ops=echo,architect=echo",
+        "coder,ops,architect",
+    );
+
+    let body = json!({ "name": "ship", "agent": "supervisor", "payload": { "prompt": "ship the feature" } });
+    let id = enqueue(addr, body).await;
+    let done = finished(addr, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let result = &done["result"];
+    assert_eq!(result["answer"], "all three done", "{result}");
+    let children = result["children"].as_array().unwrap();
+    assert_eq!(children.len(), 3, "{result}");
+    let tasks: Vec<&Value> =
+        children.iter().map(|child| &child["result"]["echo"]["prompt"]).collect();
+    assert_eq!(tasks, [&json!("write it"), &json!("deploy it"), &json!("review it")]);
+    assert!(children.iter().all(|child| child["status"] == "completed"), "{result}");
+
+    // The parent's story: asked, suspended, told of each child, resumed, told the model.
+    let events = history(addr, &id).await;
+    assert_eq!(
+        types(&events),
+        [
+            "MissionEnqueued",
+            "MissionStarted",
+            "MissionLlmCalled",
+            "MissionSuspended",
+            "MissionChildFinished",
+            "MissionChildFinished",
+            "MissionChildFinished",
+            "MissionResumed",
+            "MissionStarted",
+            "MissionToolCalled",
+            "MissionLlmCalled",
+            "MissionCompleted"
+        ]
+    );
+    // Both starts are attempt 1: waiting did not use up an attempt.
+    let attempts: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["event_type"] == "MissionStarted")
+        .map(|event| &event["payload"]["attempt"])
+        .collect();
+    assert_eq!(attempts, [&json!(1), &json!(1)]);
+    let told = events.iter().find(|event| event["event_type"] == "MissionToolCalled").unwrap();
+    assert_eq!(told["payload"]["call"]["tool"], "spawn_missions");
+    assert_eq!(told["payload"]["call"]["result"]["children"].as_array().unwrap().len(), 3);
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2, "the first step is played back, not asked again");
+    let last = seen[1].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "tool");
+    assert!(last["content"].as_str().unwrap().contains("deploy it"), "{last}");
+
+    // The tree, both ways.
+    let ids: Vec<String> =
+        children.iter().map(|c| c["mission_id"].as_str().unwrap().to_owned()).collect();
+    wait_until("the tree to show every child completed", WAIT, || async {
+        let view = mission(addr, &id).await;
+        let nodes = view["children"].as_array().cloned().unwrap_or_default();
+        nodes.len() == 3 && nodes.iter().all(|node| node["status"] == "completed")
+    })
+    .await;
+    for child in &ids {
+        let view = mission(addr, child).await;
+        assert_eq!(view["parent_id"], json!(id), "{view}");
+    }
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn cancelling_a_waiting_parent_cancels_its_children() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    // Nobody serves `ops`: the children wait in the queue.
+    let script = vec![spawn(&[("ops", "first"), ("ops", "second")])];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let _worker = one_slot_worker(&env, "supervisor", "ops");
+
+    let body =
+        json!({ "name": "split", "agent": "supervisor", "payload": { "prompt": "split it" } });
+    let id = enqueue(addr, body).await;
+    wait_until("the parent to wait for its children", WAIT, || async {
+        mission_status(addr, &id).await == "suspended"
+    })
+    .await;
+    let view = mission(addr, &id).await;
+    let waiting: Vec<String> = view["waiting_for"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|child| child.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(waiting.len(), 2, "{view}");
+    assert!(view["worker_id"].is_null(), "a suspended mission holds no worker: {view}");
+
+    let (status, cancelled) =
+        post(addr, &format!("/api/missions/{id}/cancel"), r#"{"reason":"changed my mind"}"#).await;
+    assert_eq!((status, &cancelled["status"]), (200, &json!("cancelled")), "{cancelled}");
+    for child in &waiting {
+        wait_until("the child to be cancelled with its parent", WAIT, || async {
+            mission_status(addr, child).await == "cancelled"
+        })
+        .await;
+        let events = history(addr, child).await;
+        let last = events.last().unwrap();
+        assert_eq!(last["payload"]["by"], "mission_tree");
+        assert!(last["payload"]["reason"].as_str().unwrap().contains(&id), "{last}");
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn sub_missions_past_the_child_limit_are_refused_to_the_model_with_the_reason() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let many: Vec<(&str, &str)> =
+        (0..=domain::mission::CHILDREN_MAX).map(|_| ("coder", "x")).collect();
+    let script = vec![
+        spawn(&many),
+        Scripted::Answer { text: "too many, I give up".into(), tool_calls: vec![], usage: (5, 5) },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let _worker = one_slot_worker(&env, "supervisor,coder=echo", "coder");
+
+    let body = json!({ "name": "flood", "agent": "supervisor", "payload": { "prompt": "go" } });
+    let id = enqueue(addr, body).await;
+    let done = finished(addr, &id).await;
+    assert_eq!(done["result"]["answer"], "too many, I give up", "{done}");
+    let events = history(addr, &id).await;
+    assert!(!types(&events).contains(&"MissionSuspended"));
+    let refused = events.iter().find(|event| event["event_type"] == "MissionToolCalled").unwrap();
+    let call = &refused["payload"]["call"];
+    assert_eq!(call["refused"], true);
+    assert!(call["error"].as_str().unwrap().contains("child limit"), "{call}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
