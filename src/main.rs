@@ -93,6 +93,11 @@ enum Command {
         #[command(flatten)]
         services: Services,
     },
+    /// Replay or fork a recorded run: see `brain missions --help`.
+    Missions {
+        #[command(subcommand)]
+        missions: brain::agents::replay::MissionsCli,
+    },
     /// Measure this machine: see `brain bench --help`.
     Bench {
         #[command(subcommand)]
@@ -210,6 +215,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::Missions { missions } => missions.run().await,
         Command::Bench { bench } => bench.run().await,
     }
 }

@@ -228,3 +228,99 @@ pub async fn fork(
         })?;
     Ok(fork_id.to_string())
 }
+
+/// `brain missions ...`: the debugging an event log makes possible, run against the store
+/// directly (no server needed), with this build's agent code.
+#[derive(Debug, clap::Subcommand)]
+pub enum MissionsCli {
+    /// Replay a finished mission's run against its record: no model call, no tool run, no
+    /// write. Prints `identical`, or the first step where today's code decides otherwise;
+    /// exits 2 when it diverged.
+    Replay {
+        #[command(flatten)]
+        services: crate::config::Services,
+        /// The mission's id.
+        mission_id: String,
+        /// The attempt to replay (default: the last).
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enqueue a new mission that plays back the first N steps of a run and runs live from
+    /// there; prints its id. The fork and the original name each other in their histories.
+    Fork {
+        #[command(flatten)]
+        services: crate::config::Services,
+        mission_id: String,
+        /// Steps played back from the record.
+        #[arg(long)]
+        at_step: u32,
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+}
+
+/// Exit status of a replay that found a divergence.
+pub const DIVERGED_EXIT: i32 = 2;
+
+impl MissionsCli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let services = match &self {
+            MissionsCli::Replay { services, .. } | MissionsCli::Fork { services, .. } => {
+                services.clone()
+            }
+        };
+        let pool = crate::eventlog::db::connect(&services.database_url, 2).await?;
+        let (store, committer) =
+            EventStore::start(pool, services.namespace.as_str(), Default::default());
+        let outcome = match self {
+            MissionsCli::Replay { mission_id, attempt, json, .. } => {
+                let report = replay(&store, &mission_id, attempt).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", describe(&report));
+                }
+                Ok(report.divergence.is_some())
+            }
+            MissionsCli::Fork { mission_id, at_step, attempt, .. } => {
+                let metadata = EventMetadata::new("cli", time::OffsetDateTime::now_utc());
+                let now_ms = crate::clock::now_ms();
+                let fork_id = fork(&store, &mission_id, at_step, attempt, metadata, now_ms).await?;
+                println!("{fork_id}");
+                Ok(false)
+            }
+        };
+        drop(store);
+        committer.await?;
+        match outcome {
+            Ok(true) => std::process::exit(DIVERGED_EXIT),
+            Ok(false) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// A report as a person reads it.
+pub fn describe(report: &ReplayReport) -> String {
+    let mut text = format!(
+        "mission {} attempt {} ({} agent, played back by {}): {} model calls, {} tool calls recorded\n",
+        report.mission_id,
+        report.attempt,
+        report.agent,
+        report.implementation,
+        report.steps,
+        report.tool_calls
+    );
+    match &report.divergence {
+        None => text.push_str("identical: today's code decides every step as recorded\n"),
+        Some(divergence) => {
+            text.push_str(&format!("diverged at step {}: {}\n", divergence.step, divergence.what));
+            text.push_str(&format!("  recorded: {}\n", divergence.recorded));
+            text.push_str(&format!("  now:      {}\n", divergence.now));
+        }
+    }
+    text
+}

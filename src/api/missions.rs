@@ -52,7 +52,7 @@ pub fn routes() -> ApiRoutes {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)] // read from the headers by `metadata`; this type only documents them
-struct CallerHeaders {
+pub(super) struct CallerHeaders {
     /// The caller, recorded as the events' actor (until authentication exists); 1 to 200
     /// visible ASCII characters, `api` when absent; anything else is a 400 `invalid_header`.
     #[param(rename = "X-Actor")]

@@ -14,6 +14,7 @@ mod llm_usage;
 mod missions;
 pub mod openapi;
 mod queue;
+mod replay;
 pub mod server;
 mod stream;
 mod supervisor;
@@ -163,6 +164,7 @@ pub fn routes() -> ApiRoutes {
         .merge(stream::routes())
         .merge(missions::routes())
         .merge(queue::routes())
+        .merge(replay::routes())
         .merge(supervisor::routes())
         .merge(ws::routes())
 }

@@ -29,6 +29,7 @@ mod projector;
 mod python_agent;
 mod queue;
 mod relay;
+mod replay;
 mod serve;
 mod supervisor_agent;
 mod support;
