@@ -147,10 +147,10 @@ pub enum MissionCommand {
         children: Vec<String>,
         now_ms: i64,
     },
-    /// A child ended. Reported by whoever sees the child's last event, maybe more than once:
+    /// Children ended. Reported by whoever sees a child's last event, maybe more than once:
     /// a child the mission is not waiting for changes nothing.
-    ReportChild {
-        outcome: ChildOutcome,
+    ReportChildren {
+        outcomes: Vec<ChildOutcome>,
         now_ms: i64,
     },
     /// A fork of this mission's run was enqueued as `fork_id`.
@@ -564,13 +564,20 @@ impl Aggregate for Mission {
                 }
                 Ok(vec![E::MissionSuspended { attempt, step, call_id, children, at_ms: now_ms }])
             }
-            C::ReportChild { outcome, now_ms } => {
-                if self.status != S::Suspended || !self.waiting.contains(&outcome.mission_id) {
+            C::ReportChildren { outcomes, now_ms } => {
+                if self.status != S::Suspended {
                     return Ok(vec![]);
                 }
-                let last = self.waiting.len() == 1;
-                let mut events = vec![E::MissionChildFinished { outcome, at_ms: now_ms }];
-                if last {
+                let mut waiting = self.waiting.clone();
+                let mut events = Vec::new();
+                for outcome in outcomes {
+                    if let Some(at) = waiting.iter().position(|child| *child == outcome.mission_id)
+                    {
+                        waiting.swap_remove(at);
+                        events.push(E::MissionChildFinished { outcome, at_ms: now_ms });
+                    }
+                }
+                if waiting.is_empty() {
                     events.push(E::MissionResumed { at_ms: now_ms });
                 }
                 Ok(events)

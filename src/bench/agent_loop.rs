@@ -10,15 +10,13 @@
 //! [`llm_fake`]: super::llm_fake
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::llm_fake::FakeProvider;
+use super::own_serve::OwnServe;
 
 #[derive(Debug, clap::Args)]
 pub struct AgentLoopBench {
@@ -39,69 +37,33 @@ impl AgentLoopBench {
             pieces: 4,
             piece_gap: Duration::ZERO,
             calls_tools: true,
+            spawns: 0,
         }
         .start()
         .await?;
-        let database_url = super::with_database(&self.services.database_url, "brain_bench_loop")?;
-        let _ =
-            <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
-                .await;
         let root = std::env::temp_dir()
             .join(format!("brain-bench-loop-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&root)?;
         std::fs::write(root.join("README.md"), "bench\n")?;
-        let mut serve = tokio::process::Command::new(std::env::current_exe()?)
-            .arg("serve")
-            .env("DATABASE_URL", &database_url)
-            .env("NATS_URL", &self.services.nats_url)
-            .env("REDIS_URL", &self.services.redis_url)
-            .env("BRAIN_NAMESPACE", "bench_loop")
-            .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
-            .env("BRAIN_WORKERS", self.workers.to_string())
-            .env("BRAIN_WORKER_AGENTS", "coder")
-            .env("BRAIN_AGENT_ROOT", &root)
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start brain serve")?;
-        let mut lines = BufReader::new(serve.stdout.take().context("serve output")?).lines();
-        let url = loop {
-            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-                .await
-                .context("brain serve did not start in 60 s")??
-                .context("brain serve stopped")?;
-            if let Some(url) = line.strip_prefix("brain serve listening on ") {
-                break url.trim().to_owned();
-            }
-        };
-        let outcome = self.measure(&url, &fake.url, &database_url).await;
-        let _ = serve.kill().await;
-        let mut redis =
-            redis::Client::open(self.services.redis_url.as_str())?.get_connection_manager().await?;
-        crate::kv::drop_prefix(&mut redis, "{bench_loop}").await?;
-        let nats = crate::eventlog::bus::connect(&self.services.nats_url).await?;
-        let namespace =
-            crate::config::Namespace::parse("bench_loop").map_err(anyhow::Error::msg)?;
-        let _ = async_nats::jetstream::new(nats)
-            .delete_stream(crate::eventlog::bus::stream_name(&namespace))
-            .await;
-        <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
-            .await?;
+        let vars = [
+            ("BRAIN_WORKERS", self.workers.to_string()),
+            ("BRAIN_WORKER_AGENTS", "coder".to_owned()),
+            ("BRAIN_AGENT_ROOT", root.display().to_string()),
+        ];
+        let serve =
+            OwnServe::start(&self.services, "brain_bench_loop", "bench_loop", &vars).await?;
+        let outcome = self.measure(&serve, &fake.url).await;
+        serve.drop_all().await?;
         let _ = std::fs::remove_dir_all(root);
         outcome
     }
 
-    async fn measure(&self, url: &str, provider: &str, database_url: &str) -> anyhow::Result<()> {
+    async fn measure(&self, serve: &OwnServe, provider: &str) -> anyhow::Result<()> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
-        let configured = client
-            .put(format!("{url}/api/llm/config"))
-            .json(&json!({ "provider": "openai", "host": provider, "model": "bench" }))
-            .send()
-            .await?;
-        anyhow::ensure!(configured.status().is_success(), "configure: {}", configured.status());
-        let pool = crate::eventlog::db::connect(database_url, 2).await?;
+        serve.configure_llm(&client, provider).await?;
+        let url = serve.url.as_str();
+        let pool = crate::eventlog::db::connect(&serve.database_url, 2).await?;
         let started = Instant::now();
         let enqueues: Vec<_> = (0..self.missions)
             .map(|n| {

@@ -176,6 +176,7 @@ impl LlmBench {
             pieces: 8,
             piece_gap: Duration::ZERO,
             calls_tools: false,
+            spawns: 0,
         }
         .start()
         .await?;
@@ -257,6 +258,7 @@ impl LlmBench {
             pieces: 16,
             piece_gap: Duration::from_millis(2),
             calls_tools: false,
+            spawns: 0,
         }
         .start()
         .await?;

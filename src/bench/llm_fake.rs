@@ -29,6 +29,9 @@ pub struct FakeProvider {
     /// Offered tools, answers a request whose last message is not a tool's result with a
     /// call of `list_dir` on `.` (so a thinking agent takes two steps per task).
     pub calls_tools: bool,
+    /// Offered `spawn_missions`, answers a request whose last message is not a tool's result
+    /// with a call of it asking for this many `coder` sub-missions.
+    pub spawns: u32,
 }
 
 /// What the fake counted.
@@ -125,8 +128,17 @@ async fn chat(State(fake): State<Arc<Fake>>, axum::Json(body): axum::Json<Value>
     let offered = body["tools"].as_array().is_some_and(|tools| !tools.is_empty());
     let answered_tool =
         body["messages"].as_array().and_then(|m| m.last()).is_some_and(|m| m["role"] == "tool");
+    let spawn_offered = body["tools"]
+        .as_array()
+        .is_some_and(|tools| tools.iter().any(|tool| tool["function"]["name"] == "spawn_missions"));
+    if fake.config.spawns > 0 && spawn_offered && !answered_tool {
+        let missions: Vec<Value> = (0..fake.config.spawns)
+            .map(|n| json!({ "agent": "coder", "name": format!("part {n}"), "task": format!("do part {n}") }))
+            .collect();
+        return tool_call(&body, model, "spawn_missions", &json!({ "missions": missions }));
+    }
     if fake.config.calls_tools && offered && !answered_tool {
-        return tool_call(&body, model);
+        return tool_call(&body, model, "list_dir", &json!({ "path": "." }));
     }
     let pieces = fake.config.pieces.max(1);
     let usage =
@@ -169,9 +181,9 @@ async fn chat(State(fake): State<Arc<Fake>>, axum::Json(body): axum::Json<Value>
     ([("content-type", "text/event-stream")], Body::from_stream(stream)).into_response()
 }
 
-/// An answer asking for `list_dir` on `.`, streamed or not as the request asks.
-fn tool_call(body: &Value, model: Value) -> Response {
-    let call = json!({ "id": "call_0", "type": "function", "function": { "name": "list_dir", "arguments": "{\"path\":\".\"}" } });
+/// An answer asking for tool `name` with `arguments`, streamed or not as the request asks.
+fn tool_call(body: &Value, model: Value, name: &str, arguments: &Value) -> Response {
+    let call = json!({ "id": "call_0", "type": "function", "function": { "name": name, "arguments": arguments.to_string() } });
     let usage = json!({ "prompt_tokens": 12, "completion_tokens": 6, "total_tokens": 18 });
     if body["stream"] != true {
         return axum::Json(json!({ "id": "chatcmpl-bench", "object": "chat.completion", "model": model,

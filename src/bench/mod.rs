@@ -7,9 +7,11 @@
 mod agent_loop;
 mod agents;
 mod batch;
+mod fanout;
 mod heal;
 mod llm;
 mod llm_fake;
+mod own_serve;
 mod ws;
 
 use std::sync::Arc;
@@ -60,6 +62,9 @@ pub enum Bench {
     /// The thinking agents' loop with a provider that answers at once (one tool call, then
     /// an answer): steps per second and the time per step, from the mission histories.
     AgentLoop(agent_loop::AgentLoopBench),
+    /// One supervisor mission fanning out to many sub-missions: time from its enqueue to its
+    /// completion, and where it went (suspension, children, resume, last step).
+    Fanout(fanout::FanoutBench),
     /// One process of callers of `brain bench llm`.
     #[command(hide = true)]
     LlmCallers(llm::LlmCallers),
@@ -76,6 +81,7 @@ impl Bench {
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,
+            Bench::Fanout(bench) => bench.run().await,
             Bench::LlmCallers(callers) => callers.run().await,
         }
     }

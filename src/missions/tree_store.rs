@@ -1,5 +1,5 @@
 //! The `mission_tree` projector's store: the links between missions in `mission_links`, and
-//! the commands a tree needs. A child's end is reported to its parent (`ReportChild`; the
+//! the commands a tree needs. A child's end is reported to its parent (`ReportChildren`, one per parent and batch; the
 //! last one resumes it); a cancelled mission's children are cancelled.
 //!
 //! A batch is committed in three steps: the links are written (idempotently), the commands
@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use domain::mission::{Mission, MissionCommand};
+use domain::mission::{ChildOutcome, Mission, MissionCommand};
 use domain::{EventMetadata, StreamId};
 use projections::mission_tree::TreeChange;
 use projections::{CommitError, ProjectionStore};
@@ -70,16 +70,26 @@ impl TreeStore {
     ) -> Result<(), TreeError> {
         let parents: std::collections::HashMap<String, String> = links.into_iter().collect();
         let now_ms = crate::clock::now_ms();
+        // One report per parent for the batch's ends (in order), which is one load and one
+        // append however many of its children ended.
+        let mut reports: Vec<(String, Vec<ChildOutcome>)> = Vec::new();
+        for change in changes {
+            if let TreeChange::Ended(outcome) = change
+                && let Some(parent) = parents.get(&outcome.mission_id)
+            {
+                match reports.iter_mut().find(|(known, _)| known == parent) {
+                    Some((_, outcomes)) => outcomes.push(outcome.clone()),
+                    None => reports.push((parent.clone(), vec![outcome.clone()])),
+                }
+            }
+        }
+        for (parent, outcomes) in reports {
+            let report = MissionCommand::ReportChildren { outcomes, now_ms };
+            tree_command(&self.store, &parent, report).await?;
+        }
         for change in changes {
             match change {
-                TreeChange::Link { .. } => {}
-                TreeChange::Ended(outcome) => {
-                    if let Some(parent) = parents.get(&outcome.mission_id) {
-                        let report =
-                            MissionCommand::ReportChild { outcome: outcome.clone(), now_ms };
-                        tree_command(&self.store, parent, report).await?;
-                    }
-                }
+                TreeChange::Link { .. } | TreeChange::Ended(_) => {}
                 TreeChange::Cancelled { mission_id } => {
                     let children: Vec<String> = sqlx::query_scalar(
                         "SELECT child_id FROM mission_links WHERE parent_id = $1 ORDER BY position",

@@ -449,13 +449,13 @@ fn any_command() -> impl Strategy<Value = MissionCommand> {
             }
         }),
         (prop_oneof![Just("a"), Just("b"), Just("z")], now.clone()).prop_map(|(child, now_ms)| {
-            MissionCommand::ReportChild {
-                outcome: ChildOutcome {
+            MissionCommand::ReportChildren {
+                outcomes: vec![ChildOutcome {
                     mission_id: child.into(),
                     status: MissionStatus::Completed,
                     result: Some(json!(1)),
                     error: None,
-                },
+                }],
                 now_ms,
             }
         }),
@@ -549,14 +549,14 @@ fn a_suspended_mission_holds_nothing_and_its_last_childs_report_resumes_it_under
     assert_eq!(mission.attempt, 0, "the suspended attempt is not counted");
     // A child it does not wait for changes nothing; the first of two is only noted.
     assert_eq!(
-        mission.decide(MissionCommand::ReportChild {
-            outcome: child_ended("z", MissionStatus::Completed),
+        mission.decide(MissionCommand::ReportChildren {
+            outcomes: vec![child_ended("z", MissionStatus::Completed)],
             now_ms: 4_000
         }),
         Ok(vec![])
     );
-    let first = MissionCommand::ReportChild {
-        outcome: child_ended("a", MissionStatus::Failed),
+    let first = MissionCommand::ReportChildren {
+        outcomes: vec![child_ended("a", MissionStatus::Failed)],
         now_ms: 4_000,
     };
     let noted = mission.decide(first.clone()).unwrap();
@@ -564,8 +564,8 @@ fn a_suspended_mission_holds_nothing_and_its_last_childs_report_resumes_it_under
     mission.apply(&noted[0]);
     assert_eq!(mission.decide(first), Ok(vec![]), "a report repeated changes nothing");
     let last = mission
-        .decide(MissionCommand::ReportChild {
-            outcome: child_ended("b", MissionStatus::Completed),
+        .decide(MissionCommand::ReportChildren {
+            outcomes: vec![child_ended("b", MissionStatus::Completed)],
             now_ms: 5_000,
         })
         .unwrap();
@@ -603,6 +603,31 @@ fn only_the_holder_suspends_and_a_suspension_keeps_within_the_child_limit() {
 }
 
 #[test]
+fn several_children_reported_at_once_resume_the_parent_once_the_last_is_in() {
+    let mut mission = Mission::default();
+    for event in [enqueued(), started("w1", 1, 2_000)] {
+        mission.apply(&event);
+    }
+    for event in mission.decide(suspend(&["a", "b", "c"], 3_000)).unwrap() {
+        mission.apply(&event);
+    }
+    let report = |children: &[&str]| MissionCommand::ReportChildren {
+        outcomes: children.iter().map(|c| child_ended(c, MissionStatus::Completed)).collect(),
+        now_ms: 4_000,
+    };
+    let two = mission.decide(report(&["a", "a", "z", "b"])).unwrap();
+    assert_eq!(two.len(), 2, "a repeat and a stranger are skipped: {two:?}");
+    for event in &two {
+        mission.apply(event);
+    }
+    let last = mission.decide(report(&["b", "c"])).unwrap();
+    assert!(matches!(
+        last.as_slice(),
+        [MissionEvent::MissionChildFinished { .. }, MissionEvent::MissionResumed { .. }]
+    ));
+}
+
+#[test]
 fn a_suspended_mission_can_be_cancelled_and_then_waits_for_nobody() {
     let given = [enqueued(), started("w1", 1, 2_000)];
     let mut mission = Mission::default();
@@ -617,8 +642,8 @@ fn a_suspended_mission_can_be_cancelled_and_then_waits_for_nobody() {
         mission.apply(&event);
     }
     assert_eq!(mission.status, MissionStatus::Cancelled);
-    let late = MissionCommand::ReportChild {
-        outcome: child_ended("a", MissionStatus::Cancelled),
+    let late = MissionCommand::ReportChildren {
+        outcomes: vec![child_ended("a", MissionStatus::Cancelled)],
         now_ms: 5_000,
     };
     assert_eq!(mission.decide(late), Ok(vec![]));

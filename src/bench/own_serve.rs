@@ -1,0 +1,103 @@
+//! A `brain serve` child process for the benches that bring their own: a database and a
+//! namespace of its own, dropped afterwards with the namespace's Redis keys and JetStream
+//! stream, so a bench leaves nothing behind.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::BenchServices;
+
+pub struct OwnServe {
+    pub url: String,
+    pub database_url: String,
+    namespace: String,
+    redis_url: String,
+    nats_url: String,
+    child: tokio::process::Child,
+}
+
+impl OwnServe {
+    /// Starts `brain serve` on a fresh database `database` and namespace `namespace`, with
+    /// `vars` in its environment, and waits (at most 60 s) until it listens.
+    pub async fn start(
+        services: &BenchServices,
+        database: &str,
+        namespace: &str,
+        vars: &[(&str, String)],
+    ) -> anyhow::Result<OwnServe> {
+        let database_url = super::with_database(&services.database_url, database)?;
+        let _ =
+            <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
+                .await;
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command
+            .arg("serve")
+            .env("DATABASE_URL", &database_url)
+            .env("NATS_URL", &services.nats_url)
+            .env("REDIS_URL", &services.redis_url)
+            .env("BRAIN_NAMESPACE", namespace)
+            .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "error");
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start brain serve")?;
+        let mut lines = BufReader::new(child.stdout.take().context("serve output")?).lines();
+        let url = loop {
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .context("brain serve did not start in 60 s")??
+                .context("brain serve stopped")?;
+            if let Some(url) = line.strip_prefix("brain serve listening on ") {
+                break url.trim().to_owned();
+            }
+        };
+        Ok(OwnServe {
+            url,
+            database_url,
+            namespace: namespace.to_owned(),
+            redis_url: services.redis_url.clone(),
+            nats_url: services.nats_url.clone(),
+            child,
+        })
+    }
+
+    /// Stops the serve and drops everything it made.
+    pub async fn drop_all(mut self) -> anyhow::Result<()> {
+        let _ = self.child.kill().await;
+        let mut redis =
+            redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
+        crate::kv::drop_prefix(&mut redis, &format!("{{{}}}", self.namespace)).await?;
+        let nats = crate::eventlog::bus::connect(&self.nats_url).await?;
+        let namespace =
+            crate::config::Namespace::parse(&self.namespace).map_err(anyhow::Error::msg)?;
+        let _ = async_nats::jetstream::new(nats)
+            .delete_stream(crate::eventlog::bus::stream_name(&namespace))
+            .await;
+        <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&self.database_url)
+            .await?;
+        Ok(())
+    }
+
+    /// Points the serve's LLM gateway at an OpenAI-compatible `provider`.
+    pub async fn configure_llm(
+        &self,
+        client: &reqwest::Client,
+        provider: &str,
+    ) -> anyhow::Result<()> {
+        let configured = client
+            .put(format!("{}/api/llm/config", self.url))
+            .json(&serde_json::json!({ "provider": "openai", "host": provider, "model": "bench" }))
+            .send()
+            .await?;
+        anyhow::ensure!(configured.status().is_success(), "configure: {}", configured.status());
+        Ok(())
+    }
+}
