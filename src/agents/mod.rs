@@ -270,17 +270,39 @@ pub fn tools_from_env(commands: bool) -> tools::Registry {
 /// `supervisor`): its prompt, and its tools from the environment (commands for `coder` and
 /// `ops` only; sub-missions for `supervisor` only).
 pub fn thinking_agent(context: &Context, implementation: &str) -> Option<agent_loop::Loop> {
-    let commands = matches!(implementation, "coder" | "ops");
-    let spawn = (implementation == "supervisor")
-        .then(|| tools::delegate::SpawnMissions { kinds: supervisor_kinds() });
+    let (system_prompt, tools, spawn) = equipment(implementation)?;
     Some(agent_loop::Loop {
         calls: context.calls(),
-        system_prompt: prompt_of(implementation)?,
-        tools: tools_from_env(commands),
+        system_prompt,
+        tools,
         spawn,
         steps_max: steps_max(),
         tokens: context.tokens.clone(),
     })
+}
+
+type Equipment = (String, tools::Registry, Option<tools::delegate::SpawnMissions>);
+
+/// A thinking built-in agent's prompt and tools, as this process's environment gives them.
+fn equipment(implementation: &str) -> Option<Equipment> {
+    let prompt = prompt_of(implementation)?;
+    let commands = matches!(implementation, "coder" | "ops");
+    let spawn = (implementation == "supervisor")
+        .then(|| tools::delegate::SpawnMissions { kinds: supervisor_kinds() });
+    Some((prompt, tools_from_env(commands), spawn))
+}
+
+/// What `GET /api/agents/info` shows of a built-in agent: its system prompt and the names of
+/// the tools it offers the model here (none for one that does not think in steps).
+pub fn described(implementation: &str) -> (Option<String>, Vec<String>) {
+    match equipment(implementation) {
+        None => (None, Vec::new()),
+        Some((prompt, tools, spawn)) => {
+            let mut names = tools.names();
+            names.extend(spawn.map(|_| tools::delegate::NAME.to_owned()));
+            (Some(prompt), names)
+        }
+    }
 }
 
 /// Model calls one attempt of a thinking agent may make (`BRAIN_AGENT_STEPS_MAX`, 1 to 100).

@@ -371,8 +371,12 @@ async fn list_agents(
 pub struct BuiltinAgent {
     pub name: &'static str,
     pub description: &'static str,
-    /// Tools it may call (none yet for `echo`).
-    pub tools: Vec<&'static str>,
+    /// The system prompt it thinks with (`BRAIN_AGENT_PROMPTS` or the built-in one); none
+    /// for an agent that does not call a model in steps.
+    pub system_prompt: Option<String>,
+    /// Tools it offers the model here (they depend on `BRAIN_AGENT_ROOT`,
+    /// `BRAIN_AGENT_COMMANDS`, `BRAIN_AGENT_FETCH_HOSTS`, `BRAIN_SUPERVISOR_KINDS`).
+    pub tools: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -401,10 +405,14 @@ async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiErr
         agent_view(&app)?.counts().await.map_err(view_unavailable)?;
     let builtin = crate::agents::BUILTIN
         .iter()
-        .map(|builtin| BuiltinAgent {
-            name: builtin.name,
-            description: builtin.description,
-            tools: Vec::new(),
+        .map(|builtin| {
+            let (system_prompt, tools) = crate::agents::described(builtin.name);
+            BuiltinAgent {
+                name: builtin.name,
+                description: builtin.description,
+                system_prompt,
+                tools,
+            }
         })
         .collect();
     Ok(ApiJson(AgentsInfo {

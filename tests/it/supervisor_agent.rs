@@ -59,6 +59,15 @@ async fn a_supervisor_fans_out_waits_without_a_slot_and_completes_with_its_child
         "coder,ops,architect",
     );
 
+    // Each thinking agent is listed with its own prompt and tools.
+    let (_, info) = get(addr, "/api/agents/info").await;
+    let builtin = info["builtin"].as_array().unwrap();
+    let listed = |name: &str| builtin.iter().find(|agent| agent["name"] == name).cloned().unwrap();
+    assert_eq!(listed("supervisor")["tools"], json!(["spawn_missions"]), "{info}");
+    assert!(listed("supervisor")["system_prompt"].as_str().unwrap().contains("supervisor agent"));
+    assert!(listed("architect")["system_prompt"].as_str().unwrap().contains("architect agent"));
+    assert!(listed("echo")["system_prompt"].is_null());
+
     let body = json!({ "name": "ship", "agent": "supervisor", "payload": { "prompt": "ship the feature" } });
     let id = enqueue(addr, body).await;
     let done = finished(addr, &id).await;
