@@ -187,7 +187,10 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             crate::eventlog::projectors::llm_usage::LlmUsageWriter,
         )
         .await?;
-    let tree = projector(projections::mission_tree::NAME)
+    // The tree's projector issues commands: it stops with the workers, before the committer
+    // drains (its store handle would keep the committer waiting).
+    let tree_stop = CancellationToken::new();
+    let tree = Projector { stop: &tree_stop, ..projector(projections::mission_tree::NAME) }
         .start_with(
             projections::mission_tree::MissionTree,
             crate::missions::tree_store::TreeStore { pool: pool.clone(), store: store.clone() },
@@ -286,6 +289,10 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         if tokio::time::timeout(stage, workers_done.cancelled()).await.is_err() {
             tracing::error!("workers did not stop in time");
         }
+        tree_stop.cancel();
+        if tokio::time::timeout(stage, tree).await.is_err() {
+            tracing::error!("the mission tree's projector did not stop in time");
+        }
         if tokio::time::timeout(stage, committer).await.is_err() {
             tracing::error!("committer did not finish in time");
         }
@@ -294,7 +301,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("relay did not flush in time");
         }
         projectors_shutdown.cancel();
-        let projectors = async { tokio::join!(stats, missions, usage, tree, queue_parts) };
+        let projectors = async { tokio::join!(stats, missions, usage, queue_parts) };
         if tokio::time::timeout(stage, projectors).await.is_err() {
             tracing::error!("projectors did not stop in time");
         }
