@@ -25,13 +25,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::aggregate::{Aggregate, DomainEvent};
+use crate::aggregate::Aggregate;
 use crate::names::StreamType;
 
 mod call;
+mod event;
 mod spec;
 mod tree;
 pub use call::{LlmCall, ToolCallRecord};
+pub use event::MissionEvent;
 use spec::invalid;
 pub use spec::*;
 pub use tree::*;
@@ -187,152 +189,6 @@ pub enum MissionCommand {
         by: String,
         now_ms: i64,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum MissionEvent {
-    MissionEnqueued {
-        spec: MissionSpec,
-        due_at_ms: i64,
-        at_ms: i64,
-    },
-    MissionRetryDue {
-        at_ms: i64,
-    },
-    MissionStarted {
-        worker_id: String,
-        attempt: u32,
-        lease_expires_at_ms: i64,
-        at_ms: i64,
-    },
-    MissionProgressed {
-        attempt: u32,
-        lease_expires_at_ms: i64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        note: Option<String>,
-        at_ms: i64,
-    },
-    /// One call through the LLM gateway, as the agent made it.
-    MissionLlmCalled {
-        attempt: u32,
-        call: LlmCall,
-        at_ms: i64,
-    },
-    /// One tool call the model asked for, run or refused.
-    MissionToolCalled {
-        attempt: u32,
-        call: ToolCallRecord,
-        at_ms: i64,
-    },
-    MissionCompleted {
-        attempt: u32,
-        result: serde_json::Value,
-        at_ms: i64,
-    },
-    /// `retry_at_ms` is set when another attempt is scheduled; unset, the mission has failed.
-    MissionAttemptFailed {
-        attempt: u32,
-        error: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        retry_at_ms: Option<i64>,
-        at_ms: i64,
-    },
-    MissionLeaseExpired {
-        attempt: u32,
-        worker_id: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        retry_at_ms: Option<i64>,
-        at_ms: i64,
-    },
-    MissionCancelled {
-        reason: String,
-        by: String,
-        at_ms: i64,
-    },
-    /// Waits for `children` (spawned at the tool call `call_id` of step `step` of `attempt`);
-    /// the attempt is not counted, and goes on when the mission is resumed.
-    MissionSuspended {
-        attempt: u32,
-        step: u32,
-        call_id: String,
-        children: Vec<String>,
-        at_ms: i64,
-    },
-    MissionChildFinished {
-        outcome: ChildOutcome,
-        at_ms: i64,
-    },
-    /// Its last child ended: queued again, to go on under the same attempt.
-    MissionResumed {
-        at_ms: i64,
-    },
-    /// A fork of the run of `attempt`, replaying its first `steps`, was enqueued as `fork_id`.
-    MissionForked {
-        fork_id: String,
-        attempt: u32,
-        steps: u32,
-        by: String,
-        at_ms: i64,
-    },
-    /// Handed back unfinished by the worker holding `attempt`, which is not counted.
-    MissionReleased {
-        attempt: u32,
-        worker_id: String,
-        reason: String,
-        at_ms: i64,
-    },
-    MissionRetried {
-        by: String,
-        at_ms: i64,
-    },
-}
-
-impl MissionEvent {
-    /// When the command that led to this event was decided (Unix ms).
-    pub fn at_ms(&self) -> i64 {
-        use MissionEvent as E;
-        match self {
-            E::MissionEnqueued { at_ms, .. }
-            | E::MissionRetryDue { at_ms }
-            | E::MissionStarted { at_ms, .. }
-            | E::MissionProgressed { at_ms, .. }
-            | E::MissionLlmCalled { at_ms, .. }
-            | E::MissionToolCalled { at_ms, .. }
-            | E::MissionCompleted { at_ms, .. }
-            | E::MissionAttemptFailed { at_ms, .. }
-            | E::MissionLeaseExpired { at_ms, .. }
-            | E::MissionCancelled { at_ms, .. }
-            | E::MissionReleased { at_ms, .. }
-            | E::MissionSuspended { at_ms, .. }
-            | E::MissionChildFinished { at_ms, .. }
-            | E::MissionResumed { at_ms }
-            | E::MissionForked { at_ms, .. }
-            | E::MissionRetried { at_ms, .. } => *at_ms,
-        }
-    }
-}
-
-impl DomainEvent for MissionEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            MissionEvent::MissionEnqueued { .. } => "MissionEnqueued",
-            MissionEvent::MissionRetryDue { .. } => "MissionRetryDue",
-            MissionEvent::MissionStarted { .. } => "MissionStarted",
-            MissionEvent::MissionProgressed { .. } => "MissionProgressed",
-            MissionEvent::MissionLlmCalled { .. } => "MissionLlmCalled",
-            MissionEvent::MissionToolCalled { .. } => "MissionToolCalled",
-            MissionEvent::MissionCompleted { .. } => "MissionCompleted",
-            MissionEvent::MissionAttemptFailed { .. } => "MissionAttemptFailed",
-            MissionEvent::MissionLeaseExpired { .. } => "MissionLeaseExpired",
-            MissionEvent::MissionCancelled { .. } => "MissionCancelled",
-            MissionEvent::MissionReleased { .. } => "MissionReleased",
-            MissionEvent::MissionRetried { .. } => "MissionRetried",
-            MissionEvent::MissionSuspended { .. } => "MissionSuspended",
-            MissionEvent::MissionChildFinished { .. } => "MissionChildFinished",
-            MissionEvent::MissionResumed { .. } => "MissionResumed",
-            MissionEvent::MissionForked { .. } => "MissionForked",
-        }
-    }
 }
 
 /// One failed attempt, kept in the mission's history (its dead-letter record).
@@ -553,6 +409,11 @@ impl Aggregate for Mission {
                 if children.is_empty() {
                     return Err(invalid("children", "a suspension waits for at least one child"));
                 }
+                let mut seen = std::collections::BTreeSet::new();
+                if children.iter().any(|child| !seen.insert(child) || self.children.contains(child))
+                {
+                    return Err(invalid("children", "a child may be named only once"));
+                }
                 if self.children.len() + children.len() > CHILDREN_MAX {
                     return Err(invalid(
                         "children",
@@ -699,3 +560,5 @@ impl Mission {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;

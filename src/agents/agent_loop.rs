@@ -180,12 +180,14 @@ impl Loop {
 
     async fn drive(&self, task: &Task, record: &Record, mode: Mode) -> Result<Ended, Failure> {
         let live = mode == Mode::Live;
+        let began = Instant::now();
         let mission = ForMission {
             mission_id: task.mission_id.clone(),
             kind: task.agent.clone(),
             attempt: task.attempt,
             worker_id: task.worker_id.clone(),
             budget: task.budget,
+            budget_scope: task.budget_scope.clone(),
         };
         let caller = Caller::Mission(mission.clone());
         let system = Message::new(Role::System, self.system_prompt.clone());
@@ -299,6 +301,7 @@ impl Loop {
                     "tool_calls": tool_calls,
                     "usage": usage,
                     "cost_usd": cost_usd,
+                    "duration_ms": began.elapsed().as_millis() as u64,
                 });
                 let children = record.child_outcomes();
                 if !children.is_empty() {

@@ -85,6 +85,7 @@ mod tests {
             description: String::new(),
             worker_id: "w".into(),
             budget: None,
+            budget_scope: "m1".into(),
             agent: "echo".into(),
             payload,
             attempt,

@@ -40,6 +40,7 @@ impl Agent for Plain {
                 attempt: task.attempt,
                 worker_id: task.worker_id.clone(),
                 budget: task.budget,
+                budget_scope: task.budget_scope.clone(),
             });
             let ask = Ask {
                 route: task

@@ -127,6 +127,7 @@ pub async fn replay(
         attempt,
         worker_id: "replay".into(),
         budget: spec.budget,
+        budget_scope: mission_id.to_owned(),
     };
     let ended = agent.check(&task, &record).await;
     let divergence = match ended {

@@ -70,9 +70,15 @@ impl Scope {
         let day_start = |day: &Date| day.with_time(Time::MIDNIGHT).assume_utc();
         let (tokens, cost): (Option<i64>, Option<f64>) = match self {
             Scope::Mission { id, .. } => {
+                // The mission and every mission under it: a tree shares its root's budget.
                 sqlx::query_as(
-                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE mission_id = $1",
+                    "WITH RECURSIVE tree(id) AS (
+                         SELECT $1::text
+                         UNION ALL
+                         SELECT l.child_id FROM mission_links l JOIN tree t ON l.parent_id = t.id
+                     )
+                     SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE mission_id IN (SELECT id FROM tree)",
                 )
                 .bind(id)
                 .fetch_one(pool)

@@ -54,6 +54,8 @@ pub struct ForMission {
     pub attempt: u32,
     pub worker_id: String,
     pub budget: Option<Budget>,
+    /// The mission whose budget it is (the root of a tree for its sub-missions).
+    pub budget_scope: String,
 }
 
 /// Who a call is for.
@@ -110,15 +112,7 @@ pub struct Calls {
 
 /// `value` as a record keeps it: whole, or its first bytes and its size.
 pub fn bounded(value: Value) -> Value {
-    let text = value.to_string();
-    if text.len() <= RECORD_BYTES_MAX {
-        return value;
-    }
-    let mut cut = RECORD_BYTES_MAX;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    json!({ "truncated": true, "bytes": text.len(), "head": &text[..cut] })
+    domain::mission::cut(&value, RECORD_BYTES_MAX)
 }
 
 impl Calls {
@@ -170,7 +164,7 @@ impl Calls {
         let scopes = match (&self.store, caller) {
             (None, _) => vec![],
             (Some(_), Caller::Mission(mission)) => budget::scopes(
-                Some((&mission.mission_id, mission.budget, &mission.kind)),
+                Some((&mission.budget_scope, mission.budget, &mission.kind)),
                 &resolved.daily_budgets,
                 OffsetDateTime::now_utc(),
             ),

@@ -22,6 +22,9 @@ pub struct Task {
     pub worker_id: String,
     /// What the mission's LLM calls may spend.
     pub budget: Option<domain::budget::Budget>,
+    /// Whose budget that is: the mission's own, or for a sub-mission its tree's root's (the
+    /// tree shares one).
+    pub budget_scope: String,
 }
 
 /// Why an attempt failed; `retryable` decides whether another attempt is scheduled.

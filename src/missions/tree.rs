@@ -13,9 +13,11 @@ use crate::eventlog::store::EventStore;
 use crate::missions::agent::ChildRequest;
 
 /// A child's spec: what the agent asked for, the rest as its parent's (priority, attempts,
-/// timeout, budget), one level deeper.
+/// timeout), one level deeper. Its LLM calls count against the root's budget, which the
+/// whole tree shares (`budget` is the root's, for the record).
 pub fn child_spec(parent_id: &str, parent: &MissionSpec, request: &ChildRequest) -> MissionSpec {
     let depth = parent.parent.as_ref().map_or(0, |link| link.depth) + 1;
+    let root = parent.parent.as_ref().map_or(parent_id, |link| link.root.as_str()).to_owned();
     MissionSpec {
         name: request.name.clone(),
         description: request.task.clone(),
@@ -26,7 +28,7 @@ pub fn child_spec(parent_id: &str, parent: &MissionSpec, request: &ChildRequest)
         timeout_ms: parent.timeout_ms,
         not_before_ms: None,
         budget: parent.budget,
-        parent: Some(ParentLink { mission_id: parent_id.to_owned(), depth }),
+        parent: Some(ParentLink { mission_id: parent_id.to_owned(), depth, root }),
         forked_from: None,
     }
 }
@@ -38,58 +40,71 @@ pub struct Fanout<'a> {
     pub attempt: u32,
     pub step: u32,
     pub call_id: &'a str,
-    pub children: &'a [ChildRequest],
     pub now_ms: i64,
 }
 
-/// Enqueues the children and suspends the parent in one group. `held` is the parent as its
-/// holder last saw it; a conflict (a cancel came in) loads it again and decides again. The
-/// children's ids and command ids are drawn once, so a repeat after an unknown outcome finds
-/// the first group. Returns the children's ids.
+/// The children of one suspension, their ids and command ids drawn once, so that a repeat
+/// after an unknown outcome sends the same group and finds it stored.
+pub struct Planned {
+    pub ids: Vec<String>,
+    decided: command::Decided<Mission>,
+}
+
+/// Decides the children's enqueues against the parent's spec, refusing what breaks a rule.
+pub fn plan(
+    parent_id: &StreamId,
+    spec: &MissionSpec,
+    metadata: &EventMetadata,
+    children: &[ChildRequest],
+    now_ms: i64,
+) -> Result<Planned, CommandError<MissionError>> {
+    let parent = parent_id.to_string();
+    let creations: Vec<Create<MissionCommand>> = children
+        .iter()
+        .map(|request| {
+            let mut child_metadata = metadata.clone();
+            child_metadata.command_id = Some(uuid::Uuid::now_v7());
+            Create {
+                stream_id: StreamId::from(uuid::Uuid::now_v7()),
+                metadata: child_metadata,
+                command: MissionCommand::Enqueue {
+                    spec: child_spec(&parent, spec, request),
+                    now_ms,
+                },
+            }
+        })
+        .collect();
+    let ids = creations.iter().map(|creation| creation.stream_id.to_string()).collect();
+    let decided = command::decide_creations::<Mission>(creations)
+        .map_err(|mut refusals| refusals.swap_remove(0).1)?;
+    Ok(Planned { ids, decided })
+}
+
+/// Enqueues the planned children and suspends the parent in one group. `held` is the parent
+/// as its holder last saw it; a conflict (a cancel came in) loads it again and decides again.
 pub async fn suspend(
     store: &EventStore,
     parent_id: &StreamId,
     held: (Mission, u64),
     metadata: &EventMetadata,
     fanout: Fanout<'_>,
-) -> Result<Vec<String>, CommandError<MissionError>> {
-    let Some(spec) = held.0.spec.clone() else {
-        return Err(CommandError::Rejected(MissionError::NotFound));
-    };
-    let parent = parent_id.to_string();
-    let children: Vec<(StreamId, EventMetadata, MissionSpec)> = fanout
-        .children
-        .iter()
-        .map(|request| {
-            let mut child_metadata = metadata.clone();
-            child_metadata.command_id = Some(uuid::Uuid::now_v7());
-            (
-                StreamId::from(uuid::Uuid::now_v7()),
-                child_metadata,
-                child_spec(&parent, &spec, request),
-            )
-        })
-        .collect();
-    let ids: Vec<String> = children.iter().map(|(id, ..)| id.to_string()).collect();
-    let creations = children
-        .iter()
-        .map(|(stream_id, metadata, spec)| Create {
-            stream_id: stream_id.clone(),
-            metadata: metadata.clone(),
-            command: MissionCommand::Enqueue { spec: spec.clone(), now_ms: fanout.now_ms },
-        })
-        .collect();
-    let decided = command::decide_creations::<Mission>(creations)
-        .map_err(|mut refusals| refusals.swap_remove(0).1)?;
+    planned: &Planned,
+) -> Result<(), CommandError<MissionError>> {
     let suspend = || MissionCommand::Suspend {
         worker_id: fanout.worker_id.to_owned(),
         attempt: fanout.attempt,
         step: fanout.step,
         call_id: fanout.call_id.to_owned(),
-        children: ids.clone(),
+        children: planned.ids.clone(),
         now_ms: fanout.now_ms,
     };
-    command::execute_with_creations(store, parent_id, metadata, Some(held), suspend, &decided)
-        .await?;
-    Ok(ids)
+    command::execute_with_creations(
+        store,
+        parent_id,
+        metadata,
+        Some(held),
+        suspend,
+        &planned.decided,
+    )
+    .await
 }

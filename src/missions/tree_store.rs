@@ -62,10 +62,27 @@ async fn tree_command(
     }
 }
 
+async fn move_checkpoint(
+    connection: &mut sqlx::PgConnection,
+    up_to: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1",
+    )
+    .bind(projections::mission_tree::NAME)
+    .bind(up_to as i64)
+    .execute(connection)
+    .await
+    .map(|_| ())
+}
+
 impl TreeStore {
+    /// Reports the batch's child ends to their parents (`links`: child, parent) and cancels
+    /// the children of the cancelled missions that have some (`cancelled_parents`).
     async fn react(
         &self,
         links: Vec<(String, String)>,
+        cancelled_parents: &[String],
         changes: &[TreeChange],
     ) -> Result<(), TreeError> {
         let parents: std::collections::HashMap<String, String> = links.into_iter().collect();
@@ -87,25 +104,20 @@ impl TreeStore {
             let report = MissionCommand::ReportChildren { outcomes, now_ms };
             tree_command(&self.store, &parent, report).await?;
         }
-        for change in changes {
-            match change {
-                TreeChange::Link { .. } | TreeChange::Ended(_) => {}
-                TreeChange::Cancelled { mission_id } => {
-                    let children: Vec<String> = sqlx::query_scalar(
-                        "SELECT child_id FROM mission_links WHERE parent_id = $1 ORDER BY position",
-                    )
-                    .bind(mission_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    for child in children {
-                        let cancel = MissionCommand::Cancel {
-                            reason: format!("its parent {mission_id} was cancelled"),
-                            by: ACTOR.to_owned(),
-                            now_ms,
-                        };
-                        tree_command(&self.store, &child, cancel).await?;
-                    }
-                }
+        for mission_id in cancelled_parents {
+            let children: Vec<String> = sqlx::query_scalar(
+                "SELECT child_id FROM mission_links WHERE parent_id = $1 ORDER BY position",
+            )
+            .bind(mission_id)
+            .fetch_all(&self.pool)
+            .await?;
+            for child in children {
+                let cancel = MissionCommand::Cancel {
+                    reason: format!("its parent {mission_id} was cancelled"),
+                    by: ACTOR.to_owned(),
+                    now_ms,
+                };
+                tree_command(&self.store, &child, cancel).await?;
             }
         }
         Ok(())
@@ -170,9 +182,34 @@ impl ProjectionStore<TreeChange> for TreeStore {
                 .await
                 .map_err(store)?
         };
+        let cancelled: Vec<String> = changes
+            .iter()
+            .filter_map(|change| match change {
+                TreeChange::Cancelled { mission_id } => Some(mission_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let cancelled_parents: Vec<String> = if cancelled.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_scalar(
+                "SELECT DISTINCT parent_id FROM mission_links WHERE parent_id = ANY($1)",
+            )
+            .bind(&cancelled)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(store)?
+        };
+        // Most batches need no command (missions without a parent or children): the links
+        // and the checkpoint then go in together.
+        if links.is_empty() && cancelled_parents.is_empty() {
+            move_checkpoint(&mut tx, up_to).await.map_err(store)?;
+            return tx.commit().await.map_err(store);
+        }
         tx.commit().await.map_err(store)?;
         // 2. The commands.
-        match tokio::time::timeout(COMMANDS_TIMEOUT, self.react(links, &changes)).await {
+        let react = self.react(links, &cancelled_parents, &changes);
+        match tokio::time::timeout(COMMANDS_TIMEOUT, react).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(CommitError::Store(error)),
             Err(_) => return Err(CommitError::Store(TreeError::Timeout)),
@@ -183,14 +220,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         if actual != after {
             return Err(CommitError::Moved { actual });
         }
-        sqlx::query(
-            "UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1",
-        )
-        .bind(name)
-        .bind(up_to as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(store)?;
+        move_checkpoint(&mut tx, up_to).await.map_err(store)?;
         tx.commit().await.map_err(store)
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use domain::EventMetadata;
 use domain::StreamId;
-use domain::mission::{Mission, MissionCommand, MissionError};
+use domain::mission::{Mission, MissionCommand, MissionError, MissionSpec};
 use futures::FutureExt;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,7 @@ use crate::clock::{LeaseClock, now_ms};
 use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
-use crate::missions::agent::{Agents, Failure, Outcome, Task};
+use crate::missions::agent::{Agents, ChildRequest, Failure, Outcome, Task};
 pub use crate::missions::backoff::Backoff;
 use crate::missions::queue::{Claim, Queue};
 use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
@@ -370,6 +370,7 @@ impl Slot {
             attempt,
             worker_id: worker_id.clone(),
             budget: spec.budget,
+            budget_scope: spec.parent.as_ref().map_or(&mission_id, |parent| &parent.root).clone(),
         };
         let mut held = (mission, version);
         let outcome = self
@@ -377,15 +378,9 @@ impl Slot {
             .await;
         let now = self.clock.now_ms();
         if let Attempt::Done(Ok(Outcome::Wait { step, call_id, children })) = &outcome {
-            let fanout = Fanout {
-                worker_id: &worker_id,
-                attempt,
-                step: *step,
-                call_id,
-                children,
-                now_ms: now,
-            };
-            self.suspend(&stream_id, held, lease_until, fanout).await;
+            let fanout =
+                Fanout { worker_id: &worker_id, attempt, step: *step, call_id, now_ms: now };
+            self.suspend(&stream_id, held, lease_until, fanout, &spec, children).await;
             self.stats.lock().expect("not poisoned").finished(&mission_id, None);
             return Ran::Worked;
         }
@@ -493,33 +488,52 @@ impl Slot {
     }
 
     /// Enqueues the children the agent asked for and suspends the mission, retrying a failure
-    /// of the store while the lease lasts. Children the store refuses (a spec past a limit)
-    /// fail the attempt with the reason instead.
+    /// of the store while the lease lasts (the same group each time). Children the store
+    /// refuses (a spec past a limit, a value it cannot keep) fail the attempt with the reason.
     async fn suspend(
         &self,
         mission_id: &StreamId,
         held: (Mission, u64),
         lease_until: Instant,
         fanout: Fanout<'_>,
+        spec: &MissionSpec,
+        children: &[ChildRequest],
     ) {
         let metadata = self.metadata(mission_id);
+        let fail = |error: String| MissionCommand::Fail {
+            worker_id: fanout.worker_id.to_owned(),
+            attempt: fanout.attempt,
+            error: format!("cannot spawn the sub-missions: {error}"),
+            retryable: false,
+            backoff_ms: 0,
+            now_ms: self.clock.now_ms(),
+        };
+        let planned = match tree::plan(mission_id, spec, &metadata, children, fanout.now_ms) {
+            Ok(planned) => planned,
+            Err(refused) => {
+                return self.report(mission_id, held, lease_until, fail(refused.to_string())).await;
+            }
+        };
         loop {
-            let again = fanout;
-            match tree::suspend(&self.store, mission_id, held.clone(), &metadata, again).await {
-                Ok(children) => {
-                    tracing::debug!(%mission_id, children = children.len(), "suspended");
+            match tree::suspend(&self.store, mission_id, held.clone(), &metadata, fanout, &planned)
+                .await
+            {
+                Ok(()) => {
+                    tracing::debug!(%mission_id, children = planned.ids.len(), "suspended");
                     return;
                 }
                 Err(CommandError::Rejected(MissionError::Invalid { field, reason })) => {
-                    let fail = MissionCommand::Fail {
-                        worker_id: fanout.worker_id.to_owned(),
-                        attempt: fanout.attempt,
-                        error: format!("cannot spawn the sub-missions: {field}: {reason}"),
-                        retryable: false,
-                        backoff_ms: 0,
-                        now_ms: self.clock.now_ms(),
-                    };
-                    return self.report(mission_id, held, lease_until, fail).await;
+                    let error = format!("{field}: {reason}");
+                    return self.report(mission_id, held, lease_until, fail(error)).await;
+                }
+                Err(CommandError::Append(
+                    error @ (AppendError::Unstorable { .. }
+                    | AppendError::PayloadTooLarge { .. }
+                    | AppendError::Refused { .. }),
+                )) => {
+                    return self
+                        .report(mission_id, held, lease_until, fail(error.to_string()))
+                        .await;
                 }
                 Err(CommandError::Rejected(reason)) => {
                     tracing::info!(%mission_id, %reason, "suspension refused");

@@ -107,13 +107,5 @@ pub fn validate_spec(spec: &MissionSpec) -> Result<(), MissionError> {
             format!("depth limit: missions nest at most {} deep", super::DEPTH_MAX),
         ));
     }
-    if let Some(parent) = &spec.parent
-        && parent.depth > super::DEPTH_MAX
-    {
-        return Err(invalid(
-            "parent",
-            format!("depth limit: missions nest at most {} deep", super::DEPTH_MAX),
-        ));
-    }
     Ok(())
 }

@@ -15,6 +15,9 @@ use super::{MissionEvent, MissionStatus};
 pub const CHILDREN_MAX: usize = 100;
 /// How deep missions may nest: a root mission is at depth 0.
 pub const DEPTH_MAX: u32 = 3;
+/// Longest child result its parent's history keeps, in bytes of JSON text; the whole result
+/// stays in the child's own history.
+pub const CHILD_RESULT_BYTES_MAX: usize = 16 * 1024;
 
 /// Where a child comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +25,8 @@ pub struct ParentLink {
     pub mission_id: String,
     /// The parent's depth plus one.
     pub depth: u32,
+    /// The mission at the top of the tree: its budget is the whole tree's.
+    pub root: String,
 }
 
 /// The run a fork replays its first steps from.
@@ -55,7 +60,7 @@ impl ChildOutcome {
         };
         match event {
             E::MissionCompleted { result, .. } => {
-                ended(MissionStatus::Completed, Some(result.clone()), None)
+                ended(MissionStatus::Completed, Some(cut(result, CHILD_RESULT_BYTES_MAX)), None)
             }
             E::MissionAttemptFailed { error, retry_at_ms: None, .. } => {
                 ended(MissionStatus::Failed, None, Some(error.clone()))
@@ -71,4 +76,17 @@ impl ChildOutcome {
             _ => None,
         }
     }
+}
+
+/// `value` whole when its JSON text fits in `bytes_max`, else its first bytes and its size.
+pub fn cut(value: &serde_json::Value, bytes_max: usize) -> serde_json::Value {
+    let text = value.to_string();
+    if text.len() <= bytes_max {
+        return value.clone();
+    }
+    let mut end = bytes_max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    serde_json::json!({ "truncated": true, "bytes": text.len(), "head": &text[..end] })
 }
