@@ -14,7 +14,7 @@ pub const NAME: &str = "mission_tree";
 #[derive(Debug, Clone, PartialEq)]
 pub enum TreeChange {
     /// `child` was spawned by `parent`.
-    Link { child: String, parent: String },
+    Link { child: String, parent: String, position: u64 },
     /// A mission ended: if it has a parent, the parent is told.
     Ended(ChildOutcome),
     /// A mission was cancelled: its children that still run are cancelled too.
@@ -61,6 +61,7 @@ impl Projector for MissionTree {
             changes.push(TreeChange::Link {
                 child: mission_id.clone(),
                 parent: parent.mission_id.clone(),
+                position: event.global_position,
             });
         }
         if let Some(outcome) = ChildOutcome::of(&mission_id, &mission) {

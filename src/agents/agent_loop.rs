@@ -16,7 +16,7 @@
 
 use std::time::Instant;
 
-use domain::mission::{LlmCall, MissionCommand, ToolCallRecord};
+use domain::mission::{ChildOutcome, LlmCall, MissionCommand, ToolCallRecord};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -25,8 +25,10 @@ use serde_json::{Value, json};
 use crate::agents::plain::{failure, task_text};
 use crate::agents::record::{self, Record};
 use crate::agents::tools::delegate::{self, SpawnMissions};
-use crate::agents::tools::{Registry, ToolError};
-use crate::llm::calls::{Ask, Caller, Calls, ForMission, bounded, record_for_mission};
+use crate::agents::tools::{RESULT_BYTES_MAX, Registry, ToolError};
+use crate::llm::calls::{
+    Ask, Caller, Calls, ForMission, RECORD_BYTES_MAX, RecordMode, bounded, record_for_mission,
+};
 use crate::llm::{ChatAnswer, Message, Role, ToolCall, ToolSpec, Usage};
 use crate::missions::agent::{Agent, ChildRequest, Failure, Outcome, Task};
 
@@ -131,6 +133,20 @@ impl Agent for Loop {
     }
 }
 
+/// What children did, as the model and the result are told it: each child's result cut to an
+/// equal share of [`RESULT_BYTES_MAX`] (at least 1 KiB), so that a hundred of them fit.
+fn summary(outcomes: &[&ChildOutcome]) -> Value {
+    let share = (RESULT_BYTES_MAX / outcomes.len().max(1)).max(1024);
+    let cut: Vec<ChildOutcome> = outcomes
+        .iter()
+        .map(|outcome| ChildOutcome {
+            result: outcome.result.as_ref().map(|result| domain::mission::cut(result, share)),
+            ..(*outcome).clone()
+        })
+        .collect();
+    json!(cut)
+}
+
 /// Where two requests first differ, message by message.
 fn request_divergence(step: u32, recorded: &Value, now: &Value) -> Divergence {
     let (old, new) = (recorded.as_array(), now.as_array());
@@ -152,6 +168,26 @@ impl Loop {
     /// Plays `record` back against today's prompt and tools without calling anything.
     pub async fn check(&self, task: &Task, record: &Record) -> Result<Ended, Failure> {
         self.drive(task, record, Mode::Check).await
+    }
+
+    /// Whether a run that waits after `answer` can go on when resumed: only if that answer
+    /// (and every one before, checked when the record is read) is in the record whole.
+    fn resumable(&self, answer: &ChatAnswer) -> Result<(), ToolError> {
+        if self.calls.record == RecordMode::Usage {
+            return Err(ToolError::Refused(
+                "sub-missions need the model's answers recorded whole (BRAIN_LLM_RECORD=full)"
+                    .into(),
+            ));
+        }
+        let recorded = json!({ "content": answer.content, "tool_calls": answer.tool_calls,
+            "finish_reason": answer.finish_reason, "model": answer.model });
+        let bytes = recorded.to_string().len();
+        if bytes > RECORD_BYTES_MAX {
+            return Err(ToolError::Refused(format!(
+                "the answer asking for sub-missions is {bytes} bytes, more than the {RECORD_BYTES_MAX} a record keeps whole: ask for fewer or shorter tasks"
+            )));
+        }
+        Ok(())
     }
 
     /// The tools offered to the model.
@@ -255,14 +291,23 @@ impl Loop {
                             &now,
                         )));
                     }
-                    if record.copied {
+                    if record.copied && !record.here.contains(&(step, None)) {
                         let call = LlmCall { replayed: true, ..recorded.call.clone() };
                         record_step(Step::Llm(call)).await?;
-                    } else {
+                    }
+                    // A copied step was spent in its origin, and counted there.
+                    if !record.copied {
                         cost_usd += recorded.call.cost_usd;
+                        usage.input_tokens += answer.usage.input_tokens;
+                        usage.output_tokens += answer.usage.output_tokens;
                     }
                     provider.clone_from(&recorded.call.provider);
                     answer
+                }
+                // The recorded attempt ended here without an answer (a timeout, a cancel, a
+                // lease lost): the code decided the same up to where it ran.
+                None if !live && record.result.is_none() => {
+                    return Ok(Ended::Answered(Value::Null));
                 }
                 None if !live => {
                     return Ok(Ended::Diverged(Divergence {
@@ -282,12 +327,12 @@ impl Loop {
                     };
                     let answered = answered.map_err(failure)?;
                     cost_usd += answered.cost_usd;
+                    usage.input_tokens += answered.answer.usage.input_tokens;
+                    usage.output_tokens += answered.answer.usage.output_tokens;
                     provider = answered.provider.as_str().to_owned();
                     answered.answer
                 }
             };
-            usage.input_tokens += answer.usage.input_tokens;
-            usage.output_tokens += answer.usage.output_tokens;
             model.clone_from(&answer.model);
             if answer.tool_calls.is_empty() {
                 if let Some(publisher) = publisher {
@@ -305,7 +350,7 @@ impl Loop {
                 });
                 let children = record.child_outcomes();
                 if !children.is_empty() {
-                    result["children"] = json!(children);
+                    result["children"] = summary(&children);
                 }
                 return Ok(Ended::Answered(result));
             }
@@ -336,7 +381,7 @@ impl Loop {
                                 now: json!({ "refused": refusal.to_string() }),
                             }));
                         }
-                        if record.copied {
+                        if record.copied && !record.here.contains(&(step, Some(call.id.clone()))) {
                             let call = ToolCallRecord { replayed: true, ..recorded.clone() };
                             record_step(Step::Tool(call)).await?;
                         }
@@ -350,21 +395,15 @@ impl Loop {
                             }
                             (Some(_), Some(wait)) if call.name == delegate::NAME => {
                                 match wait.finished() {
-                                    Some(outcomes) => Ok(json!({ "children": outcomes })),
+                                    Some(outcomes) => Ok(json!({ "children": summary(&outcomes) })),
                                     None if live => {
                                         return Err(Failure::retryable(
                                             "resumed before all its children ended",
                                         ));
                                     }
-                                    None => {
-                                        return Ok(Ended::Diverged(Divergence {
-                                            step,
-                                            what: "the recorded run ended waiting for its children"
-                                                .into(),
-                                            recorded: json!(wait.children),
-                                            now: Value::Null,
-                                        }));
-                                    }
+                                    // The recorded run ended waiting (cancelled while
+                                    // suspended): the same decisions up to there.
+                                    None => return Ok(Ended::Answered(Value::Null)),
                                 }
                             }
                             _ if !live => {
@@ -379,11 +418,14 @@ impl Loop {
                                 }));
                             }
                             (Some(spawn), None) if call.name == delegate::NAME => {
-                                match spawn.requests(
-                                    &call.arguments,
-                                    record.children_spawned,
-                                    record.depth,
-                                ) {
+                                let requests = self.resumable(&answer).and_then(|()| {
+                                    spawn.requests(
+                                        &call.arguments,
+                                        record.children_spawned,
+                                        record.depth,
+                                    )
+                                });
+                                match requests {
                                     Ok(children) => {
                                         if let Some(publisher) = publisher {
                                             publisher.finish().await;

@@ -4,7 +4,7 @@
 //! lets a suspended mission go on where it stopped, a fork start from another run's steps, and
 //! `brain missions replay` check today's code against a past run without side effects.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use domain::RecordedEvent;
 use domain::StreamId;
@@ -54,8 +54,11 @@ pub struct Record {
     /// Waits for children by the step and call id that spawned them.
     pub waits: HashMap<(u32, String), Wait>,
     /// Copied from another run (a fork's origin): the loop records each step it plays back
-    /// in this mission's history, marked replayed.
+    /// in this mission's history, marked replayed, unless it is there already.
     pub copied: bool,
+    /// The steps (`None`) and tool calls (`Some(call id)`) already in this mission's own
+    /// history.
+    pub here: HashSet<(u32, Option<String>)>,
     /// Children the mission spawned over its whole life, every attempt counted.
     pub children_spawned: usize,
     /// How deep the mission nests (0 for one nobody spawned).
@@ -110,8 +113,10 @@ impl Record {
                 {
                     let answer = answer_of(&call);
                     record.answers.push(RecordedAnswer { call, answer });
+                    record.here.insert((record.answers.len() as u32, None));
                 }
                 E::MissionToolCalled { attempt: at, call, .. } if at == attempt => {
+                    record.here.insert((call.step, Some(call.call_id.clone())));
                     record.tools.insert((call.step, call.call_id.clone()), call);
                 }
                 E::MissionSuspended { attempt: at, step, call_id, children, .. } => {
@@ -167,9 +172,22 @@ pub async fn history(
         .map_err(|error| format!("cannot read mission {mission_id}: {error}"))
 }
 
+/// The last attempt that ran, by its last start (a suspension or a release uncounts the
+/// attempt in the state, not in the history).
+pub fn last_attempt(events: &[RecordedEvent]) -> Option<u32> {
+    events
+        .iter()
+        .rev()
+        .find(|event| event.event_type == "MissionStarted")
+        .and_then(|event| event.payload["attempt"].as_u64())
+        .map(|attempt| attempt as u32)
+}
+
 /// What an attempt of a mission starts from: its own record so far (a resumed or handed back
-/// run goes on where it stopped), or for a fork's fresh attempt the first steps of its
-/// origin's run.
+/// run goes on where it stopped), or for a fork the first steps of its origin's run (those not
+/// copied yet are copied as they are played back). A record that cannot be played back (only
+/// usage recorded, an answer cut to the bound) is not used: the attempt starts over, unless it
+/// waits on children, whose results only the record can place.
 pub async fn for_attempt(
     store: &EventStore,
     mission_id: &str,
@@ -180,11 +198,23 @@ pub async fn for_attempt(
     let fork = mission.spec.and_then(|spec| spec.forked_from);
     match fork {
         Some(ForkLink { mission_id: origin, attempt: origin_attempt, steps })
-            if own.answers.is_empty() =>
+            if own.answers.len() < steps as usize =>
         {
             let (_, events) = history(store, &origin).await?;
             let copied = Record::of_attempt(&events, origin_attempt)?.first_steps(steps);
-            Ok(Record { children_spawned: own.children_spawned, depth: own.depth, ..copied })
+            Ok(Record {
+                children_spawned: own.children_spawned,
+                depth: own.depth,
+                here: own.here,
+                ..copied
+            })
+        }
+        _ if own.answers.iter().any(|answer| answer.answer.is_err()) && own.waits.is_empty() => {
+            Ok(Record {
+                children_spawned: own.children_spawned,
+                depth: own.depth,
+                ..Record::default()
+            })
         }
         _ => Ok(own),
     }

@@ -39,7 +39,7 @@ pub struct ReplayReport {
 }
 
 /// Why a replay or a fork cannot be made.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("mission {0} does not exist")]
     NotFound(String),
@@ -48,6 +48,9 @@ pub enum ReplayError {
     Refused(String),
     #[error("{0}")]
     Store(String),
+    /// The fork's append was refused or failed.
+    #[error(transparent)]
+    Command(#[from] CommandError<domain::mission::MissionError>),
 }
 
 /// The built-in agent that runs kind `kind` here (per `BRAIN_WORKER_AGENTS`, else the kind
@@ -80,11 +83,10 @@ async fn load(
 
 /// The attempt asked for, or the mission's last one; and its record.
 fn attempt_record(
-    mission: &Mission,
     events: &[domain::RecordedEvent],
     attempt: Option<u32>,
 ) -> Result<(u32, Record), ReplayError> {
-    let attempt = attempt.unwrap_or(mission.attempt.max(1));
+    let attempt = attempt.or(record::last_attempt(events)).unwrap_or(1);
     let record = Record::of_attempt(events, attempt).map_err(ReplayError::Store)?;
     if record.answers.is_empty() {
         return Err(ReplayError::Refused(format!(
@@ -114,7 +116,7 @@ pub async fn replay(
             spec.agent
         )));
     };
-    let (attempt, record) = attempt_record(&mission, &events, attempt)?;
+    let (attempt, record) = attempt_record(&events, attempt)?;
     let context = crate::agents::Context::default();
     let agent = crate::agents::thinking_agent(&context, &implementation)
         .expect("a thinking implementation");
@@ -178,7 +180,13 @@ pub async fn fork(
     now_ms: i64,
 ) -> Result<String, ReplayError> {
     let (mission, events) = load(store, mission_id).await?;
-    let (attempt, record) = attempt_record(&mission, &events, attempt)?;
+    if !mission.status.is_finished() {
+        return Err(ReplayError::Refused(format!(
+            "mission {mission_id} is {}: only a finished run can be forked",
+            mission.status
+        )));
+    }
+    let (attempt, record) = attempt_record(&events, attempt)?;
     let steps = record.answers.len() as u32;
     if at_step == 0 || at_step > steps {
         return Err(ReplayError::Refused(format!(
@@ -222,11 +230,7 @@ pub async fn fork(
     let origin_id =
         StreamId::parse(mission_id).map_err(|error| ReplayError::Refused(error.to_string()))?;
     command::execute_with_creations(store, &origin_id, &metadata, None, record_fork, &decided)
-        .await
-        .map_err(|error| match error {
-            CommandError::Rejected(reason) => ReplayError::Refused(reason.to_string()),
-            error => ReplayError::Store(error.to_string()),
-        })?;
+        .await?;
     Ok(fork_id.to_string())
 }
 

@@ -254,7 +254,7 @@ pub(super) fn parse_mission_id(raw: &str) -> Result<StreamId, ApiError> {
 }
 
 /// Maps a command's failure to its HTTP answer.
-pub(super) fn refusal(error: CommandError<MissionError>) -> ApiError {
+pub(crate) fn refusal(error: CommandError<MissionError>) -> ApiError {
     use StatusCode as S;
     let message = error.to_string();
     match error {

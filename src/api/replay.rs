@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::missions::{CallerHeaders, MissionView, load_view, metadata, parse_mission_id};
+
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, refused};
 use crate::agents::replay::{self, ReplayError, ReplayReport};
 
@@ -26,6 +27,7 @@ fn refusal(error: ReplayError) -> ApiError {
             refused(StatusCode::UNPROCESSABLE_ENTITY, "not_replayable", None, message)
         }
         ReplayError::Store(_) => ApiError::Internal(anyhow::anyhow!(message)),
+        ReplayError::Command(error) => super::missions::refusal(error),
     }
 }
 
@@ -81,8 +83,10 @@ pub struct ForkRequest {
         (status = 404, description = "`mission_not_found`", body = ErrorBody),
         (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
         (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
+        (status = 409, description = "`mission_contended`", body = ErrorBody),
         (status = 422, description = "`not_replayable`: `at_step` past the run's steps, a step the record cannot give back", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`store_unavailable`, `outcome_unknown`, `shutting_down`", body = ErrorBody),
     ))]
 async fn fork_mission(
     State(app): State<AppState>,

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::projectors::lock_checkpoint;
+use crate::eventlog::projectors::{lock_checkpoint, move_checkpoint};
 use crate::eventlog::store::{EventStore, StoreError};
 
 /// How long one batch's commands may take before the batch is given up and repeated.
@@ -60,20 +60,6 @@ async fn tree_command(
         Ok(_) | Err(CommandError::Rejected(_)) => Ok(()),
         Err(error) => Err(TreeError::Command(error.to_string())),
     }
-}
-
-async fn move_checkpoint(
-    connection: &mut sqlx::PgConnection,
-    up_to: u64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1",
-    )
-    .bind(projections::mission_tree::NAME)
-    .bind(up_to as i64)
-    .execute(connection)
-    .await
-    .map(|_| ())
 }
 
 impl TreeStore {
@@ -146,22 +132,23 @@ impl ProjectionStore<TreeChange> for TreeStore {
         if actual != after {
             return Err(CommitError::Moved { actual });
         }
-        let (mut children, mut parents) = (Vec::new(), Vec::new());
+        let (mut children, mut parents, mut positions) = (Vec::new(), Vec::new(), Vec::new());
         for change in &changes {
-            if let TreeChange::Link { child, parent } = change {
+            if let TreeChange::Link { child, parent, position } = change {
                 children.push(child.clone());
                 parents.push(parent.clone());
+                positions.push(*position as i64);
             }
         }
         if !children.is_empty() {
             sqlx::query(
                 "INSERT INTO mission_links (child_id, parent_id, position)
-                 SELECT child, parent, $3 FROM unnest($1::text[], $2::text[]) AS l(child, parent)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
                  ON CONFLICT (child_id) DO NOTHING",
             )
             .bind(&children)
             .bind(&parents)
-            .bind(up_to as i64)
+            .bind(&positions)
             .execute(&mut *tx)
             .await
             .map_err(store)?;
@@ -203,7 +190,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         // Most batches need no command (missions without a parent or children): the links
         // and the checkpoint then go in together.
         if links.is_empty() && cancelled_parents.is_empty() {
-            move_checkpoint(&mut tx, up_to).await.map_err(store)?;
+            move_checkpoint(&mut tx, name, up_to).await.map_err(store)?;
             return tx.commit().await.map_err(store);
         }
         tx.commit().await.map_err(store)?;
@@ -220,7 +207,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         if actual != after {
             return Err(CommitError::Moved { actual });
         }
-        move_checkpoint(&mut tx, up_to).await.map_err(store)?;
+        move_checkpoint(&mut tx, name, up_to).await.map_err(store)?;
         tx.commit().await.map_err(store)
     }
 
@@ -228,12 +215,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         let mut tx = self.pool.begin().await?;
         lock_checkpoint(&mut tx, projections::mission_tree::NAME).await?;
         sqlx::query("TRUNCATE mission_links").execute(&mut *tx).await?;
-        sqlx::query(
-            "UPDATE projector_checkpoints SET position = 0, updated_at = now() WHERE projector = $1",
-        )
-        .bind(projections::mission_tree::NAME)
-        .execute(&mut *tx)
-        .await?;
+        move_checkpoint(&mut tx, projections::mission_tree::NAME, 0).await?;
         Ok(tx.commit().await?)
     }
 }

@@ -26,6 +26,17 @@ fn scratch() -> std::path::PathBuf {
 
 /// `brain missions <args>` against the test's store, with `vars` set.
 fn brain_missions(env: &TestEnv, args: &[&str], vars: &[(&str, &std::path::Path)]) -> Output {
+    brain_missions_with(env, args, vars, None)
+}
+
+/// The same, with the LLM gateway's environment pointing at `fake`: were anything sent to a
+/// model, the fake would see it.
+fn brain_missions_with(
+    env: &TestEnv,
+    args: &[&str],
+    vars: &[(&str, &std::path::Path)],
+    fake: Option<&FakeLlm>,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
     command
         .arg("missions")
@@ -35,6 +46,12 @@ fn brain_missions(env: &TestEnv, args: &[&str], vars: &[(&str, &std::path::Path)
         .env("RUST_LOG", "warn");
     for (name, value) in vars {
         command.env(name, value);
+    }
+    if let Some(fake) = fake {
+        command
+            .env("BRAIN_LLM_PROVIDER", "openai")
+            .env("BRAIN_LLM_HOST", fake.url())
+            .env("BRAIN_LLM_MODEL", "fake-1");
     }
     command.output().expect("run brain missions")
 }
@@ -78,7 +95,8 @@ async fn a_recorded_run_replays_identical_diverges_after_a_prompt_change_and_for
     assert_eq!(fake.seen().len(), 2);
 
     // Played back as it ran: nothing sent to the model.
-    let same = brain_missions(&env, &["replay", &id], &[("BRAIN_AGENT_ROOT", &root)]);
+    let same =
+        brain_missions_with(&env, &["replay", &id], &[("BRAIN_AGENT_ROOT", &root)], Some(&fake));
     assert!(same.status.success(), "{}", text(&same));
     assert!(text(&same).contains("identical"), "{}", text(&same));
     assert!(text(&same).contains("2 model calls, 1 tool calls"), "{}", text(&same));

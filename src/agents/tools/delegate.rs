@@ -109,6 +109,9 @@ impl SpawnMissions {
                         self.kinds.join(", ")
                     )));
                 }
+                if requested.name.contains('\0') || requested.task.contains('\0') {
+                    return Err(refuse(format!("missions[{n}]: a NUL character cannot be stored")));
+                }
                 let name = requested.name.trim();
                 if name.is_empty() || name.chars().count() > NAME_LEN_MAX {
                     return Err(refuse(format!(

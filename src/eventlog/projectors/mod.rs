@@ -97,14 +97,7 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
                 return Ok(Some(actual));
             }
             self.writer.write(&mut tx, self.suffix, changes).await?;
-            sqlx::query(
-                "UPDATE projector_checkpoints SET position = $2, updated_at = now()
-                 WHERE projector = $1",
-            )
-            .bind(&self.checkpoint_key)
-            .bind(up_to as i64)
-            .execute(&mut *tx)
-            .await?;
+            move_checkpoint(&mut tx, &self.checkpoint_key, up_to).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(None)
         };
@@ -128,12 +121,25 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
             let table = format!("{table}{}", self.suffix);
             sqlx::query(sqlx::AssertSqlSafe(format!("TRUNCATE {table}"))).execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE projector_checkpoints SET position = 0, updated_at = now() WHERE projector = $1")
-            .bind(&self.checkpoint_key)
-            .execute(&mut *tx)
-            .await?;
+        move_checkpoint(&mut tx, &self.checkpoint_key, 0).await?;
         tx.commit().await
     }
+}
+
+/// Sets a projector's checkpoint, inside the caller's transaction (which locked its row).
+pub async fn move_checkpoint(
+    connection: &mut PgConnection,
+    key: &str,
+    position: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1",
+    )
+    .bind(key)
+    .bind(position as i64)
+    .execute(connection)
+    .await
+    .map(|_| ())
 }
 
 /// Locks a projector's checkpoint row (creating it at 0) and returns its position.
@@ -205,11 +211,7 @@ where
                 .await?;
             sqlx::query(AssertSqlSafe(format!("DROP TABLE {old}"))).execute(&mut *tx).await?;
         }
-        sqlx::query("UPDATE projector_checkpoints SET position = $2, updated_at = now() WHERE projector = $1")
-            .bind(name)
-            .bind(reached as i64)
-            .execute(&mut *tx)
-            .await?;
+        move_checkpoint(&mut tx, name, reached).await?;
         sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
             .bind(&shadow_key)
             .execute(&mut *tx)
