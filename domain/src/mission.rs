@@ -247,6 +247,9 @@ pub struct Mission {
     pub children: Vec<String>,
     /// The children a suspended mission still waits for.
     pub waiting: Vec<String>,
+    /// The next start goes on with an attempt begun before (it was suspended or handed
+    /// back), whose steps are in the history to be played back.
+    pub carried_over: bool,
 }
 
 pub type Decision = Result<Vec<MissionEvent>, MissionError>;
@@ -489,6 +492,7 @@ impl Aggregate for Mission {
                 self.status = S::Suspended;
                 self.attempt = self.attempt.saturating_sub(1);
                 self.end_attempt();
+                self.carried_over = true;
                 self.children.extend(children.iter().cloned());
                 self.waiting = children.clone();
             }
@@ -527,6 +531,7 @@ impl Aggregate for Mission {
                 self.status = S::Queued;
                 self.attempt = self.attempt.saturating_sub(1);
                 self.end_attempt();
+                self.carried_over = true;
             }
             E::MissionRetried { .. } => {
                 self.status = S::Queued;
@@ -548,6 +553,7 @@ impl Mission {
 
     fn after_attempt(&mut self, retry_at_ms: Option<i64>) {
         self.end_attempt();
+        self.carried_over = false;
         match retry_at_ms {
             Some(at) => {
                 self.status = MissionStatus::Pending;

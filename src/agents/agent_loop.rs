@@ -112,11 +112,18 @@ impl Agent for Loop {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let this = self.clone();
         async move {
+            let fresh = Record {
+                children_spawned: task.children_spawned,
+                depth: task.depth,
+                ..Record::default()
+            };
             let record = match &this.calls.store {
-                Some(store) => record::for_attempt(store, &task.mission_id, task.attempt)
-                    .await
-                    .map_err(Failure::retryable)?,
-                None => Record::default(),
+                Some(store) if task.playback => {
+                    record::for_attempt(store, &task.mission_id, task.attempt)
+                        .await
+                        .map_err(Failure::retryable)?
+                }
+                _ => fresh,
             };
             match this.drive(&task, &record, Mode::Live).await? {
                 Ended::Answered(result) => Ok(Outcome::Done(result)),

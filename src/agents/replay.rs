@@ -130,6 +130,9 @@ pub async fn replay(
         worker_id: "replay".into(),
         budget: spec.budget,
         budget_scope: mission_id.to_owned(),
+        playback: true,
+        children_spawned: record.children_spawned,
+        depth: record.depth,
     };
     let ended = agent.check(&task, &record).await;
     let divergence = match ended {

@@ -25,6 +25,12 @@ pub struct Task {
     /// Whose budget that is: the mission's own, or for a sub-mission its tree's root's (the
     /// tree shares one).
     pub budget_scope: String,
+    /// Whether the attempt has steps to play back (it was suspended or handed back, or the
+    /// mission is a fork); a fresh one starts from nothing, without reading its history.
+    pub playback: bool,
+    /// Children the mission spawned so far, and how deep it nests: the limits of a fan-out.
+    pub children_spawned: usize,
+    pub depth: u32,
 }
 
 /// Why an attempt failed; `retryable` decides whether another attempt is scheduled.

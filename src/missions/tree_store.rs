@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::projectors::{lock_checkpoint, move_checkpoint};
+use crate::eventlog::projectors::{lock_checkpoint, move_checkpoint, without_fsync};
 use crate::eventlog::store::{EventStore, StoreError};
 
 /// How long one batch's commands may take before the batch is given up and repeated.
@@ -128,6 +128,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         let store = |error: sqlx::Error| CommitError::Store(TreeError::Database(error));
         // 1. The links, and the parents of the missions that ended.
         let mut tx = self.pool.begin().await.map_err(store)?;
+        without_fsync(&mut tx).await.map_err(store)?;
         let actual = lock_checkpoint(&mut tx, name).await.map_err(store)?;
         if actual != after {
             return Err(CommitError::Moved { actual });
@@ -203,6 +204,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         }
         // 3. The checkpoint.
         let mut tx = self.pool.begin().await.map_err(store)?;
+        without_fsync(&mut tx).await.map_err(store)?;
         let actual = lock_checkpoint(&mut tx, name).await.map_err(store)?;
         if actual != after {
             return Err(CommitError::Moved { actual });

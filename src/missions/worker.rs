@@ -371,6 +371,9 @@ impl Slot {
             worker_id: worker_id.clone(),
             budget: spec.budget,
             budget_scope: spec.parent.as_ref().map_or(&mission_id, |parent| &parent.root).clone(),
+            playback: mission.carried_over || spec.forked_from.is_some(),
+            children_spawned: mission.children.len(),
+            depth: spec.parent.as_ref().map_or(0, |parent| parent.depth),
         };
         let mut held = (mission, version);
         let outcome = self

@@ -205,3 +205,61 @@ async fn sub_missions_past_the_child_limit_are_refused_to_the_model_with_the_rea
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn children_that_end_without_a_result_are_reported_and_the_parent_decides() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    // Nobody serves `ops`: the children wait until they are cancelled one by one.
+    let script = vec![
+        spawn(&[("ops", "first"), ("ops", "second")]),
+        Scripted::Answer {
+            text: "both were cancelled: giving up".into(),
+            tool_calls: vec![],
+            usage: (9, 9),
+        },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let _worker = one_slot_worker(&env, "supervisor", "ops");
+
+    let body = json!({ "name": "try", "agent": "supervisor", "payload": { "prompt": "try it" } });
+    let id = enqueue(addr, body).await;
+    wait_until("the parent to wait for its children", WAIT, || async {
+        mission_status(addr, &id).await == "suspended"
+    })
+    .await;
+    let children: Vec<String> = mission(addr, &id).await["waiting_for"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|child| child.as_str().unwrap().to_owned())
+        .collect();
+    let cancel = |child: String| async move {
+        let path = format!("/api/missions/{child}/cancel");
+        let (status, body) = post(addr, &path, r#"{"reason":"not needed"}"#).await;
+        assert_eq!(status, 200, "{body}");
+    };
+    cancel(children[0].clone()).await;
+    wait_until("the first end to be reported", WAIT, || async {
+        mission(addr, &id).await["waiting_for"].as_array().is_some_and(|left| left.len() == 1)
+    })
+    .await;
+    assert_eq!(mission_status(addr, &id).await, "suspended", "one child still runs");
+    cancel(children[1].clone()).await;
+
+    let done = finished(addr, &id).await;
+    assert_eq!(done["result"]["answer"], "both were cancelled: giving up", "{done}");
+    let reported = done["result"]["children"].as_array().unwrap();
+    assert!(
+        reported
+            .iter()
+            .all(|child| child["status"] == "cancelled" && child["error"] == "not needed"),
+        "{done}"
+    );
+    // The model was told, and decided.
+    let told = fake.seen()[1].body["messages"].as_array().unwrap().last().unwrap().clone();
+    assert!(told["content"].as_str().unwrap().contains("cancelled"), "{told}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

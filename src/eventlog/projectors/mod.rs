@@ -92,6 +92,7 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
         let mut pooled = self.pool.acquire().await.map_err(CommitError::Store)?;
         let commit = async {
             let mut tx = sqlx::Connection::begin(&mut *pooled).await?;
+            without_fsync(&mut tx).await?;
             let actual = lock_checkpoint(&mut tx, &self.checkpoint_key).await?;
             if actual != after {
                 return Ok(Some(actual));
@@ -124,6 +125,14 @@ impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
         move_checkpoint(&mut tx, &self.checkpoint_key, 0).await?;
         tx.commit().await
     }
+}
+
+/// Makes the caller's transaction commit without waiting for its WAL flush. A read model's
+/// commit may be lost in a crash of PostgreSQL only together with its checkpoint (they are
+/// one transaction), and what is lost is then applied again from the log; so projectors need
+/// no fsync of their own, and do not wait on (or add to) the event store's.
+pub async fn without_fsync(connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(connection).await.map(|_| ())
 }
 
 /// Sets a projector's checkpoint, inside the caller's transaction (which locked its row).
