@@ -22,12 +22,12 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::agents::plain::{failure, task_text};
+use crate::agents::plain::{failure, for_mission, task_text};
 use crate::agents::record::{self, Record};
 use crate::agents::tools::delegate::{self, SpawnMissions};
 use crate::agents::tools::{RESULT_BYTES_MAX, Registry, ToolError};
 use crate::llm::calls::{
-    Ask, Caller, Calls, ForMission, RECORD_BYTES_MAX, RecordMode, bounded, record_for_mission,
+    Ask, Caller, Calls, RECORD_BYTES_MAX, RecordMode, bounded, record_for_mission,
 };
 use crate::llm::{ChatAnswer, Message, Role, ToolCall, ToolSpec, Usage};
 use crate::missions::agent::{Agent, ChildRequest, Failure, Outcome, Task};
@@ -224,14 +224,7 @@ impl Loop {
     async fn drive(&self, task: &Task, record: &Record, mode: Mode) -> Result<Ended, Failure> {
         let live = mode == Mode::Live;
         let began = Instant::now();
-        let mission = ForMission {
-            mission_id: task.mission_id.clone(),
-            kind: task.agent.clone(),
-            attempt: task.attempt,
-            worker_id: task.worker_id.clone(),
-            budget: task.budget,
-            budget_scope: task.budget_scope.clone(),
-        };
+        let mission = for_mission(task);
         let caller = Caller::Mission(mission.clone());
         let system = Message::new(Role::System, self.system_prompt.clone());
         let mut ask = Ask {

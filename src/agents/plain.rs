@@ -30,18 +30,24 @@ pub fn task_text(task: &Task) -> String {
     }
 }
 
+/// Whom a task's LLM calls are for: its mission, attempt and holder (which fence the record),
+/// its budget and the mission whose budget it is.
+pub fn for_mission(task: &Task) -> ForMission {
+    ForMission {
+        mission_id: task.mission_id.clone(),
+        kind: task.agent.clone(),
+        attempt: task.attempt,
+        worker_id: task.worker_id.clone(),
+        budget: task.budget,
+        budget_scope: task.budget_scope.clone(),
+    }
+}
+
 impl Agent for Plain {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let (calls, tokens) = (self.calls.clone(), self.tokens.clone());
         async move {
-            let caller = Caller::Mission(ForMission {
-                mission_id: task.mission_id.clone(),
-                kind: task.agent.clone(),
-                attempt: task.attempt,
-                worker_id: task.worker_id.clone(),
-                budget: task.budget,
-                budget_scope: task.budget_scope.clone(),
-            });
+            let caller = Caller::Mission(for_mission(&task));
             let ask = Ask {
                 route: task
                     .payload

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use super::llm_fake::FakeProvider;
 use super::own_serve::OwnServe;
 
 #[derive(Debug, clap::Args)]
@@ -31,20 +30,8 @@ pub struct AgentLoopBench {
 
 impl AgentLoopBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let fake = FakeProvider {
-            capacity_per_s: None,
-            latency: Duration::ZERO,
-            pieces: 4,
-            piece_gap: Duration::ZERO,
-            calls_tools: true,
-            spawns: 0,
-        }
-        .start()
-        .await?;
-        let root = std::env::temp_dir()
-            .join(format!("brain-bench-loop-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&root)?;
-        std::fs::write(root.join("README.md"), "bench\n")?;
+        let fake = super::own_serve::instant_provider(0).await?;
+        let root = super::own_serve::scratch_root("loop")?;
         let vars = [
             ("BRAIN_WORKERS", self.workers.to_string()),
             ("BRAIN_WORKER_AGENTS", "coder".to_owned()),

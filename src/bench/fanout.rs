@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::llm_fake::FakeProvider;
 use super::own_serve::OwnServe;
 
 #[derive(Debug, clap::Args)]
@@ -48,20 +47,8 @@ fn median(values: &mut [f64]) -> f64 {
 
 impl FanoutBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let fake = FakeProvider {
-            capacity_per_s: None,
-            latency: Duration::ZERO,
-            pieces: 4,
-            piece_gap: Duration::ZERO,
-            calls_tools: true,
-            spawns: self.children,
-        }
-        .start()
-        .await?;
-        let root = std::env::temp_dir()
-            .join(format!("brain-bench-fanout-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&root)?;
-        std::fs::write(root.join("README.md"), "bench\n")?;
+        let fake = super::own_serve::instant_provider(self.children).await?;
+        let root = super::own_serve::scratch_root("fanout")?;
         let agents =
             if self.thinking_children { "supervisor,coder" } else { "supervisor,coder=echo" };
         let vars = [

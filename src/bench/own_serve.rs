@@ -10,6 +10,30 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::BenchServices;
 
+/// A fake provider that answers at once, asking for one tool call (and, offered
+/// `spawn_missions`, for `spawns` sub-missions) before it answers.
+pub async fn instant_provider(spawns: u32) -> anyhow::Result<super::llm_fake::Running> {
+    super::llm_fake::FakeProvider {
+        capacity_per_s: None,
+        latency: Duration::ZERO,
+        pieces: 4,
+        piece_gap: Duration::ZERO,
+        calls_tools: true,
+        spawns,
+    }
+    .start()
+    .await
+}
+
+/// A scratch folder with one file, for the agents' `BRAIN_AGENT_ROOT`.
+pub fn scratch_root(bench: &str) -> anyhow::Result<std::path::PathBuf> {
+    let root =
+        std::env::temp_dir().join(format!("brain-bench-{bench}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&root)?;
+    std::fs::write(root.join("README.md"), "bench\n")?;
+    Ok(root)
+}
+
 pub struct OwnServe {
     pub url: String,
     pub database_url: String,
