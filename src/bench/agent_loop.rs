@@ -31,17 +31,14 @@ pub struct AgentLoopBench {
 impl AgentLoopBench {
     pub async fn run(self) -> anyhow::Result<()> {
         let fake = super::own_serve::instant_provider(0).await?;
-        let root = super::own_serve::scratch_root("loop")?;
         let vars = [
             ("BRAIN_WORKERS", self.workers.to_string()),
             ("BRAIN_WORKER_AGENTS", "coder".to_owned()),
-            ("BRAIN_AGENT_ROOT", root.display().to_string()),
         ];
         let serve =
             OwnServe::start(&self.services, "brain_bench_loop", "bench_loop", &vars).await?;
         let outcome = self.measure(&serve, &fake.url).await;
         serve.drop_all().await?;
-        let _ = std::fs::remove_dir_all(root);
         outcome
     }
 

@@ -48,20 +48,17 @@ fn median(values: &mut [f64]) -> f64 {
 impl FanoutBench {
     pub async fn run(self) -> anyhow::Result<()> {
         let fake = super::own_serve::instant_provider(self.children).await?;
-        let root = super::own_serve::scratch_root("fanout")?;
         let agents =
             if self.thinking_children { "supervisor,coder" } else { "supervisor,coder=echo" };
         let vars = [
             ("BRAIN_WORKERS", self.workers.to_string()),
             ("BRAIN_WORKER_AGENTS", agents.to_owned()),
             ("BRAIN_SUPERVISOR_KINDS", "coder".to_owned()),
-            ("BRAIN_AGENT_ROOT", root.display().to_string()),
         ];
         let serve =
             OwnServe::start(&self.services, "brain_bench_fanout", "bench_fanout", &vars).await?;
         let outcome = self.measure(&serve, &fake.url).await;
         serve.drop_all().await?;
-        let _ = std::fs::remove_dir_all(root);
         outcome
     }
 

@@ -26,7 +26,7 @@ pub async fn instant_provider(spawns: u32) -> anyhow::Result<super::llm_fake::Ru
 }
 
 /// A scratch folder with one file, for the agents' `BRAIN_AGENT_ROOT`.
-pub fn scratch_root(bench: &str) -> anyhow::Result<std::path::PathBuf> {
+fn scratch_root(bench: &str) -> anyhow::Result<std::path::PathBuf> {
     let root =
         std::env::temp_dir().join(format!("brain-bench-{bench}-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&root)?;
@@ -41,11 +41,14 @@ pub struct OwnServe {
     redis_url: String,
     nats_url: String,
     child: tokio::process::Child,
+    /// The agents' scratch `BRAIN_AGENT_ROOT`, removed with the rest.
+    root: std::path::PathBuf,
 }
 
 impl OwnServe {
     /// Starts `brain serve` on a fresh database `database` and namespace `namespace`, with
-    /// `vars` in its environment, and waits (at most 60 s) until it listens.
+    /// `vars` in its environment and a scratch `BRAIN_AGENT_ROOT`, and waits (at most 60 s)
+    /// until it listens.
     pub async fn start(
         services: &BenchServices,
         database: &str,
@@ -68,6 +71,8 @@ impl OwnServe {
         for (name, value) in vars {
             command.env(name, value);
         }
+        let root = scratch_root(namespace)?;
+        command.env("BRAIN_AGENT_ROOT", &root);
         let mut child = command
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -90,6 +95,7 @@ impl OwnServe {
             redis_url: services.redis_url.clone(),
             nats_url: services.nats_url.clone(),
             child,
+            root,
         })
     }
 
@@ -107,6 +113,7 @@ impl OwnServe {
             .await;
         <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&self.database_url)
             .await?;
+        let _ = std::fs::remove_dir_all(&self.root);
         Ok(())
     }
 
