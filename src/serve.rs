@@ -187,6 +187,12 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             crate::eventlog::projectors::llm_usage::LlmUsageWriter,
         )
         .await?;
+    let conversations = projector(projections::conversation_list::NAME)
+        .start(
+            projections::conversation_list::ConversationList,
+            crate::eventlog::projectors::conversation_list::ConversationListWriter,
+        )
+        .await?;
     // The tree's projector issues commands: it stops with the workers, before the committer
     // drains (its store handle would keep the committer waiting).
     let tree_stop = CancellationToken::new();
@@ -301,7 +307,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             tracing::error!("relay did not flush in time");
         }
         projectors_shutdown.cancel();
-        let projectors = async { tokio::join!(stats, missions, usage, queue_parts) };
+        let projectors = async { tokio::join!(stats, missions, usage, conversations, queue_parts) };
         if tokio::time::timeout(stage, projectors).await.is_err() {
             tracing::error!("projectors did not stop in time");
         }

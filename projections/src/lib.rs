@@ -7,6 +7,7 @@
 
 pub mod agent_view;
 pub mod checkpoint;
+pub mod conversation_list;
 pub mod event_type_stats;
 pub mod llm_usage;
 pub mod mission_list;

@@ -1,7 +1,8 @@
 //! Chat with an agent: `POST /api/agents/chat` answers (or streams the answer as server-sent
 //! events), and every turn is an event of the conversation's stream (`conversation/<id>`), so
 //! a conversation continues across processes and restarts; `GET /api/conversations/{id}`
-//! reads it back. The agent is a thinking agent's kind (`coder`, `ops`, `architect`): its
+//! reads it back, and `GET /api/conversations` lists them from the `conversation_list` read
+//! model. The agent is a thinking agent's kind (`coder`, `ops`, `architect`): its
 //! system prompt leads the conversation, whose turns go to the LLM gateway as the messages.
 //! The call is the gateway's like any other (daily budgets, limits, its `LlmCalled` record).
 
@@ -15,12 +16,14 @@ use domain::StreamId;
 use domain::conversation::{Conversation, ConversationCommand, ConversationError, Speaker, Turn};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::IntoParams;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::missions::metadata;
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal, append_refusal, refused};
 use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::projectors::conversation_list::{self, ConversationRow};
 use crate::llm::calls::{Ask, Caller};
 use crate::llm::gateway::Answered;
 use crate::llm::{Message, Role};
@@ -30,7 +33,10 @@ use crate::llm::{Message, Role};
 pub const STREAM_BUFFER_PIECES: usize = 4_096;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(chat)).routes(routes!(get_conversation))
+    ApiRoutes::new()
+        .routes(routes!(chat))
+        .routes(routes!(get_conversation))
+        .routes(routes!(list_conversations))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -263,4 +269,56 @@ async fn get_conversation(
         messages: conversation.turns,
         version,
     }))
+}
+
+/// Most conversations one page lists.
+const LIST_LIMIT_MAX: u32 = 200;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Only conversations with this agent kind.
+    agent: Option<String>,
+    /// The `next_before` of the previous page.
+    before: Option<u64>,
+    /// 1 to 200; 50 when absent.
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct ConversationPage {
+    conversations: Vec<ConversationRow>,
+    /// Pass as `before` for the next page; absent on the last one.
+    next_before: Option<u64>,
+    /// The log position the list reflects (the `conversation_list` projector's checkpoint).
+    position: u64,
+}
+
+/// `GET /api/conversations?agent=&before=&limit=`: conversations, the most recently
+/// changed first.
+#[utoipa::path(get, path = "/api/conversations", tag = "agents", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of conversations, most recently changed first", body = ConversationPage),
+        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn list_conversations(
+    State(app): State<AppState>,
+    super::ApiQuery(query): super::ApiQuery<ListQuery>,
+) -> Result<ApiJson<ConversationPage>, ApiError> {
+    let limit = super::page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
+    let mut tx = app.pool().begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let conversations =
+        conversation_list::page(&mut *tx, query.agent.as_deref(), query.before, limit).await?;
+    let position =
+        crate::eventlog::projectors::checkpoint(&mut *tx, projections::conversation_list::NAME)
+            .await?;
+    tx.commit().await?;
+    let next_before = (conversations.len() == limit as usize)
+        .then(|| conversations.last().map(|row| row.last_position as u64))
+        .flatten();
+    Ok(ApiJson(ConversationPage { conversations, next_before, position }))
 }

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 mod batch;
+mod throughput;
 mod tree;
 
 pub use tree::{ForkView, TreeNode};
@@ -46,6 +47,7 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(mission_events))
         .routes(routes!(cancel))
         .routes(routes!(retry))
+        .routes(routes!(throughput::throughput))
 }
 
 /// Who is asking and on behalf of which request; both go into the events' metadata.

@@ -8,6 +8,7 @@
 mod agents;
 mod chat;
 mod completions;
+mod console;
 mod leases;
 mod llm;
 mod llm_usage;
@@ -181,6 +182,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .timeout(request_timeout);
     routes()
         .into_router()
+        .merge(console::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(deadline)

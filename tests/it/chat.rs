@@ -3,6 +3,8 @@
 
 use serde_json::{Value, json};
 
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 use crate::fake_llm::{FakeLlm, Scripted};
 use crate::missions_api::post;
 use crate::serve::get;
@@ -109,6 +111,53 @@ async fn a_three_turn_chat_keeps_its_context_across_a_serve_restart() {
         conversation["version"]
     );
     assert_eq!(fake.seen().len(), 3);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn conversations_are_listed_most_recently_changed_first() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    // The default configuration is offline: every chat answers without a model.
+    let (_, first) =
+        say(addr, json!({ "agent": "coder", "message": "first question\nmore" })).await;
+    let first = first["conversation_id"].as_str().unwrap().to_owned();
+    let (_, other) = say(addr, json!({ "agent": "architect", "message": "design?" })).await;
+    let other = other["conversation_id"].as_str().unwrap().to_owned();
+    let (status, _) =
+        say(addr, json!({ "agent": "coder", "message": "again", "conversation_id": first })).await;
+    assert_eq!(status, 200);
+
+    let list = || async { get(addr, "/api/conversations").await.1 };
+    crate::support::wait_until("both listed, the first changed last", WAIT, || async {
+        let page = list().await;
+        page["conversations"].as_array().is_some_and(|rows| {
+            rows.len() == 2
+                && rows[0]["conversation_id"] == json!(first)
+                && rows[0]["messages"] == json!(4)
+        })
+    })
+    .await;
+    let page = list().await;
+    let row = &page["conversations"][0];
+    assert_eq!(
+        (&row["agent"], &row["title"], &row["started_by"]),
+        (&json!("coder"), &json!("first question"), &json!("user:alice")),
+        "{page}"
+    );
+    assert_eq!(page["conversations"][1]["conversation_id"], json!(other));
+    assert_eq!(page["next_before"], Value::Null, "{page}");
+
+    let (_, coder) = get(addr, "/api/conversations?agent=architect").await;
+    assert_eq!(coder["conversations"].as_array().unwrap().len(), 1, "{coder}");
+    let (_, one) = get(addr, "/api/conversations?limit=1").await;
+    let before = one["next_before"].as_u64().expect("a next page");
+    let (_, rest) = get(addr, &format!("/api/conversations?limit=1&before={before}")).await;
+    assert_eq!(rest["conversations"][0]["conversation_id"], json!(other), "{rest}");
+    let (status, bad) = get(addr, "/api/conversations?limit=0").await;
+    assert_eq!((status, &bad["error"]["field"]), (400, &json!("limit")), "{bad}");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -11,6 +11,7 @@ mod builtin_agents;
 mod chat;
 mod coder_agent;
 mod command;
+mod console;
 mod event_store;
 mod external_agents;
 mod fake_llm;

@@ -1,0 +1,280 @@
+// What every page of the console shares: building DOM, calling the API, following the live
+// feed, and formatting. Pages build elements with h() and text nodes only, never innerHTML,
+// so nothing a mission or an agent carries is ever read as markup.
+
+/// Longest wait for one API answer before the page says it failed.
+const REQUEST_TIMEOUT_MS = 15000;
+
+/// An element: h('a', {href, class, onclick}, child, ...). Children are nodes, strings, numbers,
+/// arrays of them, or null/false (skipped).
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'class') el.className = value;
+    else if (key === 'dataset') Object.assign(el.dataset, value);
+    else if (key === 'value') el.value = value;
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else el.append(child instanceof Node ? child : String(child));
+  }
+}
+
+/// Replaces everything inside `el`.
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
+/// A refusal or failure of the API, carrying the error body's code, message and field.
+export class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+/// Calls the API: JSON in, JSON out; a non-2xx answer throws an ApiError with the server's
+/// own message, so the page shows what a script would read. `accept`: other statuses whose
+/// body is the answer (`/ready`'s 503).
+export async function api(method, path, body, { signal, accept = [] } = {}) {
+  const init = { method, headers: { accept: 'application/json' } };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+  }
+  const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  init.signal = signal ? AbortSignal.any([signal, timeout]) : timeout;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    if (signal && signal.aborted) throw error;
+    throw new ApiError(0, 'unreachable', `${method} ${path}: ${error.message}`);
+  }
+  const text = await response.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below */ }
+  if (!response.ok && !accept.includes(response.status)) {
+    const e = (json && json.error) || {};
+    throw new ApiError(response.status, e.code || 'http_' + response.status,
+      e.message || text || response.statusText, e.field);
+  }
+  return json;
+}
+
+/// The query string of the set entries of `params`.
+export function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, v);
+  const s = q.toString();
+  return s ? '?' + s : '';
+}
+
+/// Runs `fn` at most once per `ms`, and once more after the last call: a burst of events
+/// becomes one refresh now and one at its end, never one per event.
+export function throttle(fn, ms) {
+  let last = 0, timer = null;
+  const run = () => { timer = null; last = performance.now(); fn(); };
+  const call = () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - performance.now());
+    timer = setTimeout(run, wait);
+  };
+  call.cancel = () => { clearTimeout(timer); timer = null; };
+  return call;
+}
+
+/// Reconnect delays: doubling from the first to the last, then staying there.
+const BACKOFF_MS = [250, 500, 1000, 2000, 5000, 10000];
+
+/// The live event feed (`/ws/events`), resumed from the last position seen after every
+/// disconnect: a dropped network, a server restart, a slow-consumer close or a laptop waking
+/// from sleep all end in the same catch-up, so the page shows every event once, in order.
+export class Feed {
+  /// `params`: the feed's filters (stream_type, mission_id, stream_id, tokens). `from`: the
+  /// last position already shown (undefined: live from now). `onEvent(message)` gets every
+  /// parsed message; `onState(state)` 'connecting' | 'live' | 'waiting'.
+  constructor(params, from, onEvent, onState = () => {}) {
+    this.params = params;
+    this.last = from;
+    this.onEvent = onEvent;
+    this.onState = onState;
+    this.failures = 0;
+    this.stopped = false;
+    this.socket = null;
+    this.timer = null;
+    this.wake = () => { if (!this.stopped && !this.socket) this.connect(); };
+    this.visible = () => { if (document.visibilityState === 'visible') this.wake(); };
+    window.addEventListener('online', this.wake);
+    document.addEventListener('visibilitychange', this.visible);
+    this.connect();
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = `${scheme}//${location.host}/ws/events${query({ ...this.params, from: this.last })}`;
+    this.onState('connecting');
+    const socket = new WebSocket(url);
+    this.socket = socket;
+    socket.onopen = () => { this.failures = 0; this.onState('live'); };
+    socket.onmessage = (message) => {
+      const event = JSON.parse(message.data);
+      if (event.global_position !== undefined) {
+        if (this.last !== undefined && event.global_position <= this.last) return;
+        this.last = event.global_position;
+      }
+      this.onEvent(event);
+    };
+    socket.onclose = (close) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      // The reason names the position every event up to which was dealt with.
+      const resume = /from=(\d+)/.exec(close.reason || '');
+      if (resume) this.last = Math.max(this.last || 0, Number(resume[1]));
+      if (this.stopped) return;
+      this.onState('waiting');
+      const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
+      this.failures += 1;
+      this.timer = setTimeout(() => this.connect(), delay);
+    };
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    window.removeEventListener('online', this.wake);
+    document.removeEventListener('visibilitychange', this.visible);
+    if (this.socket) {
+      const socket = this.socket;
+      this.socket = null;
+      socket.close(1000);
+    }
+  }
+}
+
+// Formatting.
+
+export function fmtNum(n) {
+  return n === null || n === undefined ? '–' : Number(n).toLocaleString('en');
+}
+
+export function fmtUsd(n) {
+  if (n === null || n === undefined) return '–';
+  return '$' + (n < 0.01 && n > 0 ? n.toFixed(5) : n.toFixed(2));
+}
+
+export function fmtMs(ms) {
+  if (ms === null || ms === undefined) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = ms / 1000;
+  if (s < 120) return `${s.toFixed(1)} s`;
+  const m = s / 60;
+  if (m < 120) return `${m.toFixed(0)} min`;
+  return `${(m / 60).toFixed(1)} h`;
+}
+
+/// A moment as local date and time, from an RFC 3339 string or milliseconds.
+export function fmtTime(at) {
+  if (at === null || at === undefined || at === '') return '–';
+  const date = new Date(at);
+  if (isNaN(date)) return String(at);
+  return date.toLocaleString('en-GB', { dateStyle: 'short', timeStyle: 'medium' });
+}
+
+/// How long ago a moment was, e.g. "4 s ago".
+export function fmtAgo(at) {
+  if (at === null || at === undefined) return '–';
+  const ms = Date.now() - new Date(at).getTime();
+  return ms < 0 ? 'now' : `${fmtMs(ms)} ago`;
+}
+
+// Small pieces of page.
+
+/// A link the console's router follows without a reload.
+export function link(href, ...children) {
+  return h('a', { href }, ...children);
+}
+
+export function badge(text) {
+  return h('span', { class: `badge s-${text}` }, text);
+}
+
+/// The message of a failed call, as the API gave it.
+export function errorBox(error) {
+  if (!error) return null;
+  const where = error.field ? ` (${error.field})` : '';
+  return h('p', { class: 'error', role: 'alert' },
+    h('strong', {}, error.code || 'error'), where + ': ' + error.message);
+}
+
+/// A table: columns [{label, cell(row) -> node|string, class?}], rows, and what to say when
+/// there are none.
+export function table(columns, rows, empty = 'Nothing here yet.') {
+  if (!rows.length) return h('p', { class: 'muted' }, empty);
+  return h('div', { class: 'scroll' }, h('table', {},
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: c.class }, c.label)))),
+    h('tbody', {}, rows.map((row) => h('tr', {},
+      columns.map((c) => h('td', { class: c.class }, c.cell(row))))))));
+}
+
+export function section(title, ...children) {
+  return h('section', { class: 'card' }, h('h2', {}, title), ...children);
+}
+
+/// JSON, pretty-printed, for a <pre>.
+export function pretty(value) {
+  return JSON.stringify(value, null, 2);
+}
+
+/// Horizontal bars: [{label, value, text}], scaled to the largest.
+export function bars(items, fmt = fmtNum) {
+  if (!items.length) return h('p', { class: 'muted' }, 'No data in this window.');
+  const max = Math.max(...items.map((i) => i.value), 1e-12);
+  return h('div', { class: 'bars' }, items.map((item) => {
+    const bar = h('span', { class: 'bar' });
+    bar.style.width = `${(100 * item.value / max).toFixed(1)}%`;
+    return h('div', { class: 'bar-row' },
+      h('span', { class: 'bar-label', title: item.label }, item.label || '(none)'),
+      h('span', { class: 'bar-track' }, bar),
+      h('span', { class: 'bar-value' }, fmt(item.value)));
+  }));
+}
+
+/// Asks for a reason in a modal dialog; resolves to the text, or null when cancelled.
+export function askReason(title, confirmLabel) {
+  return new Promise((resolve) => {
+    const input = h('textarea', { name: 'reason', required: true, maxlength: 2000, rows: 3,
+      placeholder: 'Why? (recorded in the history)' });
+    const dialog = h('dialog', { class: 'reason' },
+      h('form', { method: 'dialog' },
+        h('h2', {}, title),
+        h('label', {}, 'Reason', input),
+        h('div', { class: 'row' },
+          h('button', { type: 'submit', value: 'ok', class: 'primary' }, confirmLabel),
+          h('button', { type: 'button', value: 'cancel', onclick: () => dialog.close('cancel') },
+            'Cancel'))));
+    dialog.addEventListener('close', () => {
+      const text = input.value.trim();
+      dialog.remove();
+      resolve(dialog.returnValue === 'ok' && text ? text : null);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+    input.focus();
+  });
+}

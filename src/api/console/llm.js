@@ -1,0 +1,153 @@
+// LLM: the gateway's runtime configuration (the default route's fields in a form, routes,
+// prices, limits and budgets as JSON), saved with PUT /api/llm/config so the API validates it
+// and its refusal is shown as it says it; usage and cost by model and by agent kind as bars;
+// each target's shared limiter; the last changes.
+
+import { h, fill, api, query, Feed, throttle, section, table, errorBox, bars, pretty,
+  fmtNum, fmtUsd, fmtTime, fmtMs } from './lib.js';
+
+const SIMPLE = ['provider', 'host', 'model', 'temperature', 'max_tokens', 'enabled'];
+const PROVIDERS = ['offline', 'ollama', 'openai', 'anthropic'];
+
+export async function render(main, _params, shell) {
+  const configBox = h('div', { id: 'llm-config' });
+  // Outside the form, which is drawn again whenever the configuration changes.
+  const result = h('div', { id: 'llm-result', 'aria-live': 'polite' });
+  const usageBox = h('div', { class: 'grid', id: 'llm-usage' });
+  const limitsBox = h('div');
+  const historyBox = h('div');
+  const windowSelect = h('select', { name: 'since', onchange: () => loadUsage() },
+    [['1 hour', 1], ['24 hours', 24], ['7 days', 168]].map(([label, hours]) =>
+      h('option', { value: hours, selected: hours === 24 }, label)));
+  fill(main, h('h1', {}, 'LLM gateway'),
+    section('Configuration', configBox, result),
+    section('Usage', h('div', { class: 'row' }, h('label', {}, 'Window', windowSelect)), usageBox),
+    section('Limits', limitsBox),
+    section('Recent changes', historyBox));
+
+  async function loadConfig() {
+    try {
+      const config = await api('GET', '/api/llm/config');
+      fill(configBox, configForm(config, loadConfig, result));
+      fill(historyBox, table([
+        { label: 'position', class: 'num', cell: (c) => c.global_position },
+        { label: 'change', cell: (c) => c.event_type },
+        { label: 'fields', cell: (c) => c.changed.join(', ') || '–' },
+        { label: 'by', cell: (c) => c.by },
+        { label: 'at', cell: (c) => fmtTime(c.at_ms) },
+      ], [...config.history].reverse(), 'The configuration was never changed.'));
+      return config;
+    } catch (error) {
+      fill(configBox, errorBox(error));
+      return null;
+    }
+  }
+
+  async function loadUsage() {
+    const since = new Date(Date.now() - Number(windowSelect.value) * 3600e3).toISOString();
+    const [byModel, byKind, limits] = await Promise.allSettled([
+      api('GET', '/api/llm/usage' + query({ by: 'model', since })),
+      api('GET', '/api/llm/usage' + query({ by: 'kind', since })),
+      api('GET', '/api/llm/limits'),
+    ]);
+    fill(usageBox, usageCards('model', byModel), usageCards('agent kind', byKind));
+    fill(limitsBox, limits.status === 'rejected' ? errorBox(limits.reason) : table(
+      [{ label: 'target', cell: (t) => t.target || `${t.provider}/${t.model}` },
+        { label: 'state', class: 'mono', cell: (t) => JSON.stringify(t) }],
+      limits.value.targets, 'No target is configured.'));
+  }
+
+  await loadConfig();
+  await loadUsage();
+  // Usage moves with every call, the form only with a change of the configuration (which
+  // redraws it: what is in force is what the form must show).
+  const refreshUsage = throttle(loadUsage, 2000);
+  const feed = new Feed({ stream_type: 'llm_config,llm_call,mission' }, undefined, (event) => {
+    if (event.stream_type === 'llm_config') loadConfig();
+    else if (event.stream_type === 'llm_call' || event.event_type === 'MissionLlmCalled') refreshUsage();
+  }, shell.setLive);
+  return () => { feed.stop(); refreshUsage.cancel(); };
+}
+
+function usageCards(title, result) {
+  if (result.status === 'rejected') return section(`By ${title}`, errorBox(result.reason));
+  const groups = result.value.groups;
+  return [
+    section(`Cost by ${title}`, bars(groups.map((g) => ({ label: g.key, value: g.cost_usd })), fmtUsd)),
+    section(`Tokens by ${title}`, bars(groups.map((g) => ({ label: g.key, value: g.input_tokens + g.output_tokens })))),
+    section(`Calls by ${title}`, table([
+      { label: title, cell: (g) => g.key || '(none)' },
+      { label: 'calls', class: 'num', cell: (g) => fmtNum(g.calls) },
+      { label: 'errors', class: 'num', cell: (g) => fmtNum(g.errors) },
+      { label: 'p50', class: 'num', cell: (g) => fmtMs(g.latency_ms.p50) },
+      { label: 'p99', class: 'num', cell: (g) => fmtMs(g.latency_ms.p99) },
+    ], groups, 'No call in this window.')),
+  ];
+}
+
+function configForm(config, reload, result) {
+  const s = config.settings;
+  const rest = Object.fromEntries(Object.entries(s).filter(([k]) => !SIMPLE.includes(k)));
+  const form = h('form', { class: 'stack', id: 'llm-form', onsubmit: save },
+    h('div', { class: 'row' },
+      h('label', {}, 'Provider', h('select', { name: 'provider' },
+        PROVIDERS.concat(PROVIDERS.includes(s.provider) ? [] : [s.provider]).map((p) => h('option', { value: p, selected: p === s.provider }, p)))),
+      h('label', {}, 'Host', h('input', { name: 'host', value: s.host, size: 28 })),
+      h('label', {}, 'Model', h('input', { name: 'model', value: s.model, size: 20 })),
+      // Plain text, no browser-side bounds: the API decides and says why.
+      h('label', {}, 'Temperature', h('input', { name: 'temperature', inputmode: 'decimal', value: s.temperature ?? '', size: 5 })),
+      h('label', {}, 'Max tokens', h('input', { name: 'max_tokens', inputmode: 'numeric', value: s.max_tokens ?? '', size: 7 })),
+      h('label', {}, 'Enabled', h('input', { name: 'enabled', type: 'checkbox', checked: s.enabled }))),
+    h('label', {}, 'Routes, prices, limits and budgets (JSON)',
+      h('textarea', { name: 'rest', rows: 10, value: pretty(rest) })),
+    h('p', { class: 'muted' }, `Version ${config.version}; keys set: OpenAI ${config.keys_set.openai ? 'yes' : 'no'}, Anthropic ${config.keys_set.anthropic ? 'yes' : 'no'}.`),
+    h('div', { class: 'row' },
+      h('button', { type: 'submit', class: 'primary' }, 'Save'),
+      h('button', { type: 'button', onclick: reset }, 'Reset to defaults')));
+
+  function number(text) {
+    const t = text.trim();
+    if (t === '') return null;
+    const n = Number(t);
+    return Number.isNaN(n) ? t : n;
+  }
+
+  async function save(event) {
+    event.preventDefault();
+    for (const el of form.querySelectorAll('.invalid')) el.classList.remove('invalid');
+    const data = new FormData(form);
+    let more;
+    try {
+      more = JSON.parse(data.get('rest') || '{}');
+    } catch (error) {
+      fill(result, errorBox({ code: 'not_json', field: 'routes, prices, limits and budgets', message: error.message }));
+      return;
+    }
+    const settings = {
+      ...more, provider: data.get('provider'), host: data.get('host'), model: data.get('model'),
+      temperature: number(data.get('temperature')), max_tokens: number(data.get('max_tokens')),
+      enabled: data.get('enabled') !== null,
+    };
+    try {
+      await api('PUT', '/api/llm/config', settings);
+      fill(result, h('p', {}, 'Saved; the next call in every process uses it.'));
+      reload();
+    } catch (error) {
+      fill(result, errorBox(error));
+      const name = error.field && error.field.split(/[.[]/)[0];
+      const input = name && (form.elements.namedItem(name) || (!SIMPLE.includes(name) && form.elements.namedItem('rest')));
+      if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
+    }
+  }
+
+  async function reset() {
+    try {
+      await api('POST', '/api/llm/config/reset', {});
+      fill(result, h('p', {}, 'Reset to the defaults.'));
+      reload();
+    } catch (error) {
+      fill(result, errorBox(error));
+    }
+  }
+  return form;
+}

@@ -1,0 +1,97 @@
+// The console's shell: it maps the path to a page, loads that page's module on first use,
+// and follows links without reloading. A page module exports `render(main, params, shell)`
+// and may return a function that stops what it started (feeds, timers) when the page is left.
+
+import { h, fill, errorBox } from './lib.js';
+
+const ROUTES = [
+  { pattern: /^\/$/, module: './overview.js', title: 'Overview' },
+  { pattern: /^\/missions$/, module: './missions.js', title: 'Missions' },
+  { pattern: /^\/missions\/([^/]+)$/, module: './mission.js', title: 'Mission' },
+  { pattern: /^\/queue$/, module: './queue.js', title: 'Queue' },
+  { pattern: /^\/agents$/, module: './agents.js', title: 'Agents' },
+  { pattern: /^\/agents\/([^/]+)$/, module: './agents.js', title: 'Agent' },
+  { pattern: /^\/events$/, module: './events.js', title: 'Events' },
+  { pattern: /^\/llm$/, module: './llm.js', title: 'LLM' },
+  { pattern: /^\/chat$/, module: './chat.js', title: 'Chat' },
+  { pattern: /^\/chat\/([^/]+)$/, module: './chat.js', title: 'Chat' },
+];
+
+const main = document.getElementById('main');
+const live = document.getElementById('live');
+let leave = null;
+let generation = 0;
+
+/// What pages may ask of the shell.
+const shell = {
+  /// Shows the state of the page's live feed in the header.
+  setLive(state) {
+    live.textContent = state;
+    live.className = `feed-state ${state}`;
+  },
+  /// Goes to a console path, as a followed link would.
+  go(path, { replace = false } = {}) {
+    if (replace) history.replaceState(null, '', path);
+    else history.pushState(null, '', path);
+    route();
+  },
+  /// Changes the address without drawing again (a page that already shows what it names).
+  setPath(path) {
+    history.replaceState(null, '', path);
+    markNav();
+  },
+};
+
+function markNav() {
+  const section = '/' + (location.pathname.split('/')[1] || '');
+  for (const a of document.querySelectorAll('header nav a')) {
+    if (a.getAttribute('href') === section) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+async function route() {
+  const mine = ++generation;
+  if (leave) { try { leave(); } catch (e) { console.warn(e); } leave = null; }
+  shell.setLive('offline');
+  markNav();
+  const path = location.pathname.replace(/\/+$/, '') || '/';
+  const found = ROUTES.map((r) => ({ r, m: r.pattern.exec(path) })).find((x) => x.m);
+  if (!found) {
+    fill(main, h('h1', {}, 'Not found'), h('p', {}, `The console has no page at ${path}.`));
+    return;
+  }
+  document.title = `${found.r.title} · BRAiN`;
+  try {
+    const page = await import(found.r.module);
+    if (mine !== generation) return;
+    fill(main);
+    const params = found.m.slice(1).map(decodeURIComponent);
+    const stop = await page.render(main, params, shell);
+    if (mine !== generation) { if (stop) stop(); return; }
+    leave = stop || null;
+  } catch (error) {
+    if (mine !== generation) return;
+    fill(main, h('h1', {}, found.r.title), errorBox(error));
+  }
+}
+
+document.addEventListener('click', (event) => {
+  if (event.defaultPrevented || event.button !== 0) return;
+  if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+  const a = event.target.closest('a[href]');
+  if (!a || a.target || a.hasAttribute('download')) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin) return;
+  const first = url.pathname.split('/')[1];
+  if (!['', 'missions', 'queue', 'agents', 'events', 'llm', 'chat'].includes(first)) return;
+  event.preventDefault();
+  if (url.pathname === location.pathname && url.search === location.search) return;
+  history.pushState(null, '', url.pathname + url.search);
+  route();
+  main.focus({ preventScroll: true });
+  window.scrollTo(0, 0);
+});
+
+window.addEventListener('popstate', route);
+route();

@@ -1,0 +1,200 @@
+// A mission's page: its status and spec, attempts and their errors, the answer (streaming
+// while the model writes it), LLM and tool calls, the tree of sub-missions, and the whole
+// history as a timeline. One feed follows the mission's events and answer pieces; each event
+// is added to the timeline as it comes, and the view is read again after a burst of them.
+
+import { h, fill, api, Feed, throttle, section, table, badge, errorBox, link, pretty,
+  fmtTime, fmtNum, fmtUsd, fmtMs, askReason } from './lib.js';
+
+export async function render(main, [missionId], shell) {
+  const head = h('div');
+  const answer = h('div', { id: 'answer', class: 'answer', 'aria-live': 'polite' });
+  const streaming = h('span', { class: 'muted', id: 'streaming' });
+  const summary = h('div', { class: 'grid' });
+  const calls = h('div');
+  const timeline = h('ol', { class: 'timeline', id: 'timeline' });
+  const notice = h('div', { 'aria-live': 'polite' });
+  let view = null;
+  let events = [];
+  let pieces = { attempt: null, text: '' };
+
+  fill(main, head, notice,
+    section('Answer', streaming, answer),
+    summary, calls,
+    section('History', h('p', { class: 'muted' }, 'Every event of the mission, oldest first.'), timeline));
+
+  async function loadView() {
+    try {
+      view = await api('GET', `/api/missions/${encodeURIComponent(missionId)}`);
+    } catch (error) {
+      fill(head, h('h1', {}, 'Mission'), errorBox(error));
+      return false;
+    }
+    drawView();
+    return true;
+  }
+
+  function drawView() {
+    const v = view;
+    const finished = ['completed', 'failed', 'cancelled'].includes(v.status);
+    fill(head,
+      h('h1', {}, v.name, h('span', { id: 'status' }, badge(v.status))),
+      h('div', { class: 'row' },
+        h('button', { type: 'button', class: 'danger', id: 'cancel', disabled: finished, onclick: cancel }, 'Cancel'),
+        h('button', { type: 'button', id: 'retry', disabled: v.status !== 'failed' && v.status !== 'cancelled', onclick: retry }, 'Retry'),
+        h('span', { class: 'muted mono' }, v.mission_id)));
+    fill(summary,
+      section('Spec', h('dl', { class: 'kv' },
+        kv('agent', v.agent), kv('priority', v.priority),
+        kv('attempt', `${v.attempt} of ${v.max_attempts}`), kv('timeout', `${v.timeout_s} s`),
+        v.budget ? kv('budget', pretty(v.budget)) : null,
+        kv('worker', v.worker_id || '–'), kv('lease until', fmtTime(v.lease_expires_at)),
+        v.due_at ? kv('due at', fmtTime(v.due_at)) : null,
+        kv('enqueued', `${fmtTime(v.enqueued_at)} by ${v.enqueued_by}`), kv('updated', fmtTime(v.updated_at))),
+      v.description ? h('p', {}, v.description) : null,
+      h('details', {}, h('summary', {}, 'Payload'), h('pre', {}, pretty(v.payload)))),
+      section('Attempts', v.errors.length
+        ? table([
+          { label: 'attempt', class: 'num', cell: (e) => e.attempt },
+          { label: 'error', cell: (e) => e.error },
+          { label: 'at', cell: (e) => fmtTime(e.at) },
+        ], v.errors)
+        : h('p', { class: 'muted' }, 'No attempt has failed.')),
+      section('Tree', tree(v)));
+    if (v.result !== null && v.result !== undefined) {
+      const text = typeof v.result.answer === 'string' ? v.result.answer : null;
+      fill(streaming, '');
+      fill(answer, text !== null ? text : h('pre', {}, pretty(v.result)));
+      if (text !== null) answer.append(h('details', {}, h('summary', {}, 'Result'), h('pre', {}, pretty(v.result))));
+    } else if (!pieces.text) {
+      fill(answer, h('span', { class: 'muted' }, finished ? 'No answer.' : 'No answer yet.'));
+    }
+  }
+
+  function kv(key, value) {
+    return [h('dt', {}, key), h('dd', {}, value)];
+  }
+
+  async function act(path, body, verb) {
+    try {
+      await api('POST', `/api/missions/${missionId}/${path}`, body);
+      fill(notice);
+      await loadView();
+    } catch (error) {
+      fill(notice, h('p', {}, `Could not ${verb}:`), errorBox(error));
+    }
+  }
+
+  async function cancel() {
+    const reason = await askReason('Cancel this mission?', 'Cancel mission');
+    if (reason !== null) await act('cancel', { reason }, 'cancel');
+  }
+
+  async function retry() {
+    await act('retry', {}, 'retry');
+  }
+
+  function addEvent(event) {
+    events.push(event);
+    timeline.append(timelineItem(event));
+    if (event.event_type === 'MissionLlmCalled' || event.event_type === 'MissionToolCalled') drawCalls();
+  }
+
+  function drawCalls() {
+    const llm = events.filter((e) => e.event_type === 'MissionLlmCalled').map((e) => ({ ...payload(e), position: e.global_position }));
+    const tools = events.filter((e) => e.event_type === 'MissionToolCalled').map((e) => ({ ...payload(e), position: e.global_position }));
+    if (!llm.length && !tools.length) { fill(calls); return; }
+    const tokens = llm.reduce((a, c) => a + c.call.input_tokens + c.call.output_tokens, 0);
+    const cost = llm.reduce((a, c) => a + (c.call.replayed ? 0 : c.call.cost_usd), 0);
+    fill(calls,
+      section(`LLM calls (${llm.length}; ${fmtNum(tokens)} tokens, ${fmtUsd(cost)})`, table([
+        { label: 'attempt', class: 'num', cell: (c) => c.attempt },
+        { label: 'model', cell: (c) => `${c.call.provider}/${c.call.model}` },
+        { label: 'in', class: 'num', cell: (c) => fmtNum(c.call.input_tokens) },
+        { label: 'out', class: 'num', cell: (c) => fmtNum(c.call.output_tokens) },
+        { label: 'cost', class: 'num', cell: (c) => fmtUsd(c.call.cost_usd) },
+        { label: 'latency', class: 'num', cell: (c) => fmtMs(c.call.latency_ms) },
+        { label: 'outcome', cell: (c) => [badge(c.call.outcome), c.call.replayed ? ' replayed' : ''] },
+      ], llm)),
+      tools.length ? section(`Tool calls (${tools.length})`, table([
+        { label: 'step', class: 'num', cell: (c) => c.call.step },
+        { label: 'tool', cell: (c) => c.call.tool },
+        { label: 'arguments', class: 'mono', cell: (c) => JSON.stringify(c.call.arguments) },
+        { label: 'outcome', cell: (c) => c.call.refused ? badge('refused') : c.call.error ? h('span', { class: 'badge s-failed', title: c.call.error }, 'error') : badge('ok') },
+        { label: 'took', class: 'num', cell: (c) => fmtMs(c.call.duration_ms) },
+      ], tools)) : null);
+  }
+
+  function onToken(token) {
+    if (token.attempt !== pieces.attempt || token.seq === 0) pieces = { attempt: token.attempt, text: '' };
+    if (token.text) {
+      if (!pieces.text) fill(answer);
+      pieces.text += token.text;
+      answer.append(token.text);
+      fill(streaming, h('span', { class: 'badge s-running' }, 'streaming'), ' ');
+    }
+    if (token.done) fill(streaming, '');
+  }
+
+  if (!(await loadView())) return undefined;
+  let last;
+  try {
+    const history = await api('GET', `/api/missions/${missionId}/events`);
+    for (const event of history) addEvent(event);
+    last = history.length ? history[history.length - 1].global_position : undefined;
+  } catch (error) {
+    timeline.append(h('li', {}, errorBox(error)));
+  }
+  const reload = throttle(loadView, 300);
+  const feed = new Feed({ mission_id: missionId, tokens: true }, last, (message) => {
+    if (message.token) { onToken(message.token); return; }
+    addEvent(message);
+    reload();
+  }, shell.setLive);
+  return () => { feed.stop(); reload.cancel(); };
+}
+
+/// An event's own fields, whether the payload carries the variant's name or not.
+function payload(event) {
+  const p = event.payload || {};
+  return p[event.event_type] ?? p;
+}
+
+function timelineItem(event) {
+  const p = payload(event);
+  return h('li', { dataset: { type: event.event_type } },
+    h('details', {},
+      h('summary', {},
+        h('strong', {}, event.event_type.replace(/^Mission/, '')), ' ',
+        h('span', { class: 'muted' }, `#${event.global_position} · ${fmtTime(event.recorded_at)}`), ' ',
+        describe(event.event_type, p)),
+      h('pre', {}, pretty({ payload: event.payload, metadata: event.metadata }))));
+}
+
+function describe(type, p) {
+  switch (type) {
+    case 'MissionAttemptFailed': return `attempt ${p.attempt}: ${p.error}`;
+    case 'MissionLlmCalled': return `${p.call.model}: ${p.call.input_tokens}+${p.call.output_tokens} tokens, ${p.call.outcome}`;
+    case 'MissionToolCalled': return `${p.call.tool}${p.call.refused ? ' (refused)' : p.call.error ? ' (error)' : ''}`;
+    case 'MissionCancelled': return p.reason ? `reason: ${p.reason}` : '';
+    case 'MissionSuspended': return `waiting for ${(p.children || []).length} sub-missions`;
+    default: return p.attempt ? `attempt ${p.attempt}` : '';
+  }
+}
+
+function tree(v) {
+  const parts = [];
+  if (v.parent_id) parts.push(h('p', {}, 'Spawned by ', link(`/missions/${v.parent_id}`, v.parent_id)));
+  if (v.forked_from) parts.push(h('p', {}, 'Fork of ', link(`/missions/${v.forked_from.mission_id}`, v.forked_from.mission_id), ` at step ${v.forked_from.steps}`));
+  for (const fork of v.forks) parts.push(h('p', {}, 'Forked into ', link(`/missions/${fork.mission_id}`, fork.mission_id), ` at step ${fork.steps}`));
+  if (v.waiting_for.length) parts.push(h('p', {}, `Waiting for ${v.waiting_for.length} sub-missions.`));
+  if (v.children.length) parts.push(nodes(v.children));
+  return parts.length ? parts : h('p', { class: 'muted' }, 'No parent, fork or sub-mission.');
+}
+
+function nodes(children) {
+  return h('ul', { class: 'tree' }, children.map((c) => h('li', {},
+    link(`/missions/${c.mission_id}`, c.name || c.mission_id), ' ', c.status ? badge(c.status) : '', ' ',
+    h('span', { class: 'muted' }, c.agent || ''),
+    c.children && c.children.length ? nodes(c.children) : null)));
+}

@@ -1,0 +1,153 @@
+// Missions: the list with the API's filters (kept in the address, so a filtered list is a
+// link), kept current by the live feed, and the enqueue form, whose refusals are the API's
+// own messages next to the field at fault.
+
+import { h, fill, api, query, Feed, throttle, section, table, badge, errorBox, link, fmtTime } from './lib.js';
+
+const STATUSES = ['pending', 'queued', 'running', 'suspended', 'completed', 'failed', 'cancelled'];
+const PRIORITIES = ['critical', 'high', 'normal', 'low'];
+const PAGE = 50;
+
+export async function render(main, _params, shell) {
+  const filters = Object.fromEntries(new URLSearchParams(location.search));
+  const info = await api('GET', '/api/agents/info').catch(() => ({ kinds: [] }));
+  const listBox = h('div', { id: 'mission-list' });
+  const more = h('div', { class: 'row' });
+  let cursor = null;
+  let extended = false;
+
+  const select = (name, options, label) => h('label', {}, label,
+    h('select', { name, onchange: apply },
+      h('option', { value: '' }, 'any'),
+      options.map((o) => h('option', { value: o, selected: filters[name] === o }, o))));
+  const filterForm = h('form', { class: 'row', id: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
+    select('status', STATUSES, 'Status'),
+    select('priority', PRIORITIES, 'Priority'),
+    select('agent', info.kinds, 'Agent'),
+    h('label', {}, 'Since', h('input', { type: 'datetime-local', name: 'since', step: 1,
+      value: filters.since ? toLocalInput(filters.since) : '', onchange: apply })));
+
+  function current() {
+    const data = new FormData(filterForm);
+    const since = data.get('since');
+    return {
+      status: data.get('status'), priority: data.get('priority'), agent: data.get('agent'),
+      since: since ? new Date(since).toISOString() : '',
+    };
+  }
+
+  function apply() {
+    shell.setPath('/missions' + query(current()));
+    load();
+  }
+
+  async function load() {
+    try {
+      const page = await api('GET', '/api/missions' + query({ ...current(), limit: PAGE }));
+      cursor = page.next_cursor ?? null;
+      extended = false;
+      fill(listBox, missionTable(page.missions));
+      drawMore();
+      return page.position;
+    } catch (error) {
+      fill(listBox, errorBox(error));
+      return undefined;
+    }
+  }
+
+  async function older() {
+    try {
+      const page = await api('GET', '/api/missions' + query({ ...current(), limit: PAGE, cursor }));
+      cursor = page.next_cursor ?? null;
+      extended = true;
+      listBox.querySelector('tbody')?.append(...missionTable(page.missions).querySelectorAll('tbody tr'));
+      drawMore();
+    } catch (error) {
+      fill(more, errorBox(error));
+    }
+  }
+
+  function drawMore() {
+    fill(more, cursor !== null ? h('button', { type: 'button', onclick: older }, 'Older missions') : null);
+  }
+
+  fill(main,
+    h('h1', {}, 'Missions'),
+    section('Enqueue', enqueueForm(info.kinds)),
+    section('List', filterForm, listBox, more));
+
+  const position = await load();
+  // A refresh per burst of mission events, not per event; only the first page is redrawn.
+  const refresh = throttle(() => { if (!extended) load(); }, 500);
+  const feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
+  return () => { feed.stop(); refresh.cancel(); };
+}
+
+function toLocalInput(iso) {
+  const d = new Date(iso);
+  if (isNaN(d)) return '';
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+export function missionTable(missions) {
+  return table([
+    { label: 'name', cell: (m) => link(`/missions/${m.mission_id}`, m.name || m.mission_id) },
+    { label: 'status', cell: (m) => badge(m.status) },
+    { label: 'agent', cell: (m) => m.agent || '–' },
+    { label: 'priority', class: 'hide-narrow', cell: (m) => m.priority || '–' },
+    { label: 'attempt', class: 'num hide-narrow', cell: (m) => m.attempt ?? '–' },
+    { label: 'enqueued', class: 'hide-narrow', cell: (m) => fmtTime(m.enqueued_at) },
+    { label: 'updated', cell: (m) => fmtTime(m.updated_at) },
+  ], missions, 'No mission matches.');
+}
+
+function enqueueForm(kinds) {
+  const result = h('div', { id: 'enqueue-result', 'aria-live': 'polite' });
+  const field = (label, input) => h('label', {}, label, input);
+  const form = h('form', { class: 'stack', id: 'enqueue', onsubmit: submit },
+    h('div', { class: 'row' },
+      field('Name', h('input', { name: 'name', required: true, maxlength: 200, size: 30 })),
+      field('Agent', h('select', { name: 'agent' },
+        h('option', { value: '' }, '(server default)'),
+        kinds.map((k) => h('option', { value: k }, k)))),
+      field('Priority', h('select', { name: 'priority' },
+        PRIORITIES.map((p) => h('option', { value: p, selected: p === 'normal' }, p)))),
+      field('Max attempts', h('input', { name: 'max_attempts', type: 'number', min: 1, size: 4 })),
+      field('Timeout (s)', h('input', { name: 'timeout_s', type: 'number', min: 1, size: 6 }))),
+    field('Description', h('textarea', { name: 'description', rows: 2 })),
+    field('Payload (a JSON object)', h('textarea', { name: 'payload', rows: 3, placeholder: '{}' })),
+    h('div', { class: 'row' }, h('button', { type: 'submit', class: 'primary' }, 'Enqueue')),
+    result);
+
+  async function submit(event) {
+    event.preventDefault();
+    for (const el of form.querySelectorAll('.invalid')) el.classList.remove('invalid');
+    const data = new FormData(form);
+    // The body is what the form holds, as typed: the API checks it and says what is wrong.
+    const body = { name: data.get('name'), description: data.get('description'), priority: data.get('priority') };
+    if (data.get('agent')) body.agent = data.get('agent');
+    for (const key of ['max_attempts', 'timeout_s']) if (data.get(key) !== '') body[key] = Number(data.get(key));
+    const payload = data.get('payload').trim();
+    let raw;
+    if (payload) {
+      // Sent as typed so the API, not the page, decides whether it is an object.
+      raw = JSON.stringify(body).slice(0, -1) + `,"payload":${payload}}`;
+    }
+    const button = form.querySelector('button[type=submit]');
+    button.disabled = true;
+    try {
+      const mission = await api('POST', '/api/missions/enqueue', raw ?? body);
+      fill(result, h('p', {}, 'Enqueued ', link(`/missions/${mission.mission_id}`, mission.name), '.'));
+      form.reset();
+    } catch (error) {
+      fill(result, errorBox(error));
+      const name = error.field && error.field.split(/[.[]/)[0];
+      const input = name && form.elements.namedItem(name);
+      if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
+    } finally {
+      button.disabled = false;
+    }
+  }
+  return form;
+}

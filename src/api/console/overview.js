@@ -1,0 +1,129 @@
+// Overview: the services' health, queue depth per kind, missions per status, the last hour's
+// throughput and failure rate, relay and projector lag. Redrawn when the live feed reports
+// events (at most once a second) and every few seconds regardless, since lag and health move
+// without events.
+
+import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, link } from './lib.js';
+
+const REFRESH_MS = 5000;
+
+export async function render(main, _params, shell) {
+  const body = h('div', { class: 'grid' });
+  const stamp = h('span', { class: 'muted', id: 'updated' });
+  fill(main, h('h1', {}, 'Overview', stamp), body);
+  let feed = null;
+  let timer = null;
+  let stopped = false;
+
+  async function draw() {
+    const [ready, health, throughput, workers] = await Promise.allSettled([
+      api('GET', '/ready', undefined, { accept: [503] }),
+      api('GET', '/api/missions/health'),
+      api('GET', '/api/missions/throughput'),
+      api('GET', '/api/missions/worker/status'),
+    ]);
+    if (stopped) return null;
+    fill(body,
+      services(ready),
+      statuses(health),
+      hour(throughput),
+      queues(health),
+      workersCard(workers),
+      lag(health));
+    stamp.textContent = `at ${new Date().toLocaleTimeString('en-GB')}`;
+    return health.status === 'fulfilled' ? health.value.head : null;
+  }
+
+  const redraw = throttle(async () => {
+    await draw();
+    // When the first live event was drawn, for `brain bench console`.
+    if (!document.body.dataset.firstLiveMs) {
+      document.body.dataset.firstLiveMs = String(Math.round(performance.now()));
+    }
+  }, 1000);
+  const head = await draw();
+  feed = new Feed({}, head ?? undefined, () => redraw(), shell.setLive);
+  timer = setInterval(() => draw(), REFRESH_MS);
+  return () => { stopped = true; feed.stop(); clearInterval(timer); redraw.cancel(); };
+}
+
+function failed(result, title) {
+  return result.status === 'rejected' ? section(title, errorBox(result.reason)) : null;
+}
+
+function services(ready) {
+  if (ready.status === 'rejected') return failed(ready, 'Services');
+  const checks = ready.value.checks;
+  return section('Services',
+    h('dl', { class: 'kv', id: 'services' }, Object.entries(checks).map(([name, check]) => [
+      h('dt', {}, name),
+      h('dd', {}, check === 'ok' ? badge('ok') : h('span', { class: 'badge s-down', title: check }, check)),
+    ])));
+}
+
+function statuses(health) {
+  if (health.status === 'rejected') return failed(health, 'Missions');
+  const { statuses: counts, running } = health.value;
+  const order = ['pending', 'queued', 'running', 'suspended', 'completed', 'failed', 'cancelled'];
+  return section('Missions',
+    h('dl', { class: 'kv', id: 'statuses' },
+      order.map((status) => [
+        h('dt', {}, link(`/missions?status=${status}`, status)),
+        h('dd', { class: 'num', dataset: { status } }, fmtNum(counts[status] || 0)),
+      ]),
+      h('dt', {}, 'leases held'), h('dd', {}, fmtNum(running))));
+}
+
+function hour(result) {
+  if (result.status === 'rejected') return failed(result, 'Last hour');
+  const t = result.value;
+  const max = Math.max(1, ...t.buckets.map((b) => b.completed + b.failed + b.cancelled));
+  const spark = h('div', { class: 'spark', role: 'img',
+    'aria-label': `finished missions per minute over the last hour, at most ${max}` },
+  t.buckets.map((b) => {
+    const total = b.completed + b.failed + b.cancelled;
+    const bar = h('span', { class: b.failed ? 'bad' : '',
+      title: `${new Date(b.at_ms).toLocaleTimeString('en-GB')}: ${b.completed} completed, ${b.failed} failed, ${b.cancelled} cancelled` });
+    bar.style.height = `${(100 * total / max).toFixed(1)}%`;
+    return bar;
+  }));
+  return section('Last hour',
+    h('div', { class: 'row' },
+      h('div', {}, h('div', { class: 'stat', id: 'per-minute' }, t.per_minute.toFixed(1)), h('span', { class: 'muted' }, 'finished / min')),
+      h('div', {}, h('div', { class: 'stat', id: 'failure-rate' }, `${(100 * t.failure_rate).toFixed(1)} %`), h('span', { class: 'muted' }, 'failure rate')),
+      h('div', {}, h('div', { class: 'stat' }, fmtNum(t.completed)), h('span', { class: 'muted' }, 'completed')),
+      h('div', {}, h('div', { class: 'stat' }, fmtNum(t.failed)), h('span', { class: 'muted' }, 'failed'))),
+    spark);
+}
+
+function queues(health) {
+  if (health.status === 'rejected') return null;
+  const rows = Object.entries(health.value.queues).map(([kind, q]) => ({ kind, ...q }));
+  return section('Queues',
+    table([
+      { label: 'kind', cell: (r) => link(`/queue?agent=${encodeURIComponent(r.kind)}`, r.kind) },
+      { label: 'ready', class: 'num', cell: (r) => fmtNum(r.ready) },
+      { label: 'delayed', class: 'num', cell: (r) => fmtNum(r.delayed) },
+      { label: 'oldest waiting', class: 'num', cell: (r) => fmtMs(r.oldest_waiting_ms) },
+    ], rows, 'No queue holds a mission.'));
+}
+
+function workersCard(result) {
+  if (result.status === 'rejected') return failed(result, 'Workers');
+  const alive = result.value.workers.filter((w) => w.alive);
+  return section('Workers',
+    h('p', {}, link('/agents', `${alive.length} alive`), ` of ${result.value.workers.length} heard from in the last hour`));
+}
+
+function lag(health) {
+  if (health.status === 'rejected') return null;
+  const { lag: l, head } = health.value;
+  const rows = [{ name: 'relay (to JetStream)', lag: l.relay },
+    ...Object.entries(l.projectors).map(([name, behind]) => ({ name, lag: behind }))];
+  return section('Lag',
+    h('p', { class: 'muted' }, `log head at position ${fmtNum(head)}; events behind:`),
+    table([
+      { label: 'reader', cell: (r) => r.name },
+      { label: 'behind', class: 'num', cell: (r) => fmtNum(r.lag) },
+    ], rows));
+}

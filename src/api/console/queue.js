@@ -1,0 +1,49 @@
+// Queue: the ready missions in the order workers will pop them, per kind or all merged, with
+// each one's score (lower pops first) and age. Redrawn after each burst of mission events.
+
+import { h, fill, api, query, Feed, throttle, section, table, errorBox, link, fmtMs, fmtNum } from './lib.js';
+
+const LIMIT = 100;
+
+export async function render(main, _params, shell) {
+  const info = await api('GET', '/api/agents/info').catch(() => ({ kinds: [] }));
+  let agent = new URLSearchParams(location.search).get('agent') || '';
+  const box = h('div', { id: 'queue' });
+  const kind = h('select', { name: 'agent', onchange: () => {
+    agent = kind.value;
+    shell.setPath('/queue' + query({ agent }));
+    load();
+  } }, h('option', { value: '' }, 'all kinds, merged'),
+  info.kinds.map((k) => h('option', { value: k, selected: k === agent }, k)));
+
+  fill(main, h('h1', {}, 'Queue'),
+    section('Next to run', h('div', { class: 'row' }, h('label', {}, 'Agent kind', kind)), box));
+
+  async function load() {
+    try {
+      const page = await api('GET', '/api/missions/queue' + query({ agent, limit: LIMIT }));
+      fill(box,
+        h('p', { class: 'muted' }, `In pop order, as of log position ${fmtNum(page.position)}. Score: when it became ready, less its priority's bonus; lower pops first.`),
+        table([
+          { label: '#', class: 'num', cell: (m) => page.missions.indexOf(m) + 1 },
+          { label: 'name', cell: (m) => link(`/missions/${m.mission_id}`, m.name || m.mission_id) },
+          { label: 'agent', cell: (m) => m.agent },
+          { label: 'priority', cell: (m) => m.priority || '–' },
+          { label: 'score', class: 'num mono', cell: (m) => m.score },
+          { label: 'bonus', class: 'num hide-narrow', cell: (m) => fmtMs(m.bonus_ms) },
+          { label: 'age', class: 'num', cell: (m) => fmtMs(m.age_ms) },
+        ], page.missions, 'Nothing is waiting.'));
+      return page.position;
+    } catch (error) {
+      fill(box, errorBox(error));
+      return undefined;
+    }
+  }
+
+  const position = await load();
+  const refresh = throttle(load, 500);
+  const feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
+  // Ages grow without events.
+  const timer = setInterval(load, 5000);
+  return () => { feed.stop(); refresh.cancel(); clearInterval(timer); };
+}
