@@ -141,6 +141,15 @@ if ! command -v faketime >/dev/null 2>&1; then
     apt_install faketime
     say "faketime: installed"
 fi
+# Headless Chromium and its WebDriver server, for the tests and benches that drive the web
+# console in a browser (src/bench/webdriver.rs). Debian packages them separately.
+browser_pkgs=()
+command -v chromium >/dev/null 2>&1 || browser_pkgs+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser_pkgs+=(chromium-driver)
+if [[ ${#browser_pkgs[@]} -gt 0 ]]; then
+    apt_install "${browser_pkgs[@]}"
+    say "${browser_pkgs[*]}: installed"
+fi
 # The official OpenAI Python client, to test BRAiN's own /v1/chat/completions with.
 if ! python3 -c 'import openai' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check openai >/dev/null 2>&1 \
