@@ -12,6 +12,8 @@ mod heal;
 mod llm;
 mod llm_fake;
 mod own_serve;
+/// Headless Chromium over WebDriver, for the console's tests and benches.
+pub mod webdriver;
 mod ws;
 
 use std::sync::Arc;
