@@ -7,6 +7,7 @@ mod agents_api;
 mod append_all;
 mod batch_api;
 mod bounds;
+mod browser_smoke;
 mod builtin_agents;
 mod chat;
 mod coder_agent;
