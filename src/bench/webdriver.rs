@@ -807,8 +807,7 @@ fn spawn_driver(
         // --disable-dev-shm-usage, and scoped dirs): in ours, they go with it.
         .env("TMPDIR", dir.join("tmp"))
         // In the caller's process group, as Chromium will be: a Ctrl-C in the terminal
-        // reaches them with the tests. Chromium quits on it; chromedriver does not, hence
-        // the signal below.
+        // reaches them with the tests, and both quit on it.
         .kill_on_drop(true);
     #[cfg(target_os = "linux")]
     {
@@ -817,9 +816,11 @@ fn spawn_driver(
         // which are async-signal-safe, and allocates nothing.
         unsafe {
             command.pre_exec(move || {
-                // Killed when the process that started it dies without running Drop (a
-                // signal, an abort). The signal comes when the starting *thread* ends:
-                // start browsers from async code, not from a short-lived blocking thread.
+                // Killed when the process that started it dies without running Drop and
+                // without its group being signalled (a SIGKILL to it alone, an abort).
+                // Chromium outlives that still: it does not watch chromedriver. The signal
+                // comes when the starting *thread* ends: start browsers from async code,
+                // not from a short-lived blocking thread.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
