@@ -7,6 +7,7 @@
 mod agent_loop;
 mod agents;
 mod batch;
+mod console;
 mod fanout;
 mod heal;
 mod llm;
@@ -67,6 +68,10 @@ pub enum Bench {
     /// One supervisor mission fanning out to many sub-missions: time from its enqueue to its
     /// completion, and where it went (suspension, children, resume, last step).
     Fanout(fanout::FanoutBench),
+    /// The Control Deck in headless Chromium: the overview's first load (bytes, time to the
+    /// first live update) and the event-feed page under a steady event rate (frames, main
+    /// thread, memory).
+    Console(console::ConsoleBench),
     /// One process of callers of `brain bench llm`.
     #[command(hide = true)]
     LlmCallers(llm::LlmCallers),
@@ -84,6 +89,7 @@ impl Bench {
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,
             Bench::Fanout(bench) => bench.run().await,
+            Bench::Console(bench) => bench.run().await,
             Bench::LlmCallers(callers) => callers.run().await,
         }
     }

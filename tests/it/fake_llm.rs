@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// The model name the fake does not know.
@@ -53,6 +54,8 @@ struct Fake {
     seen: Mutex<Vec<Seen>>,
     /// How long an OpenAI chat answer takes, and the most such answers in progress at once.
     delay_ms: AtomicU64,
+    /// Between the pieces of a streamed OpenAI answer, so a client sees it arrive.
+    piece_delay_ms: AtomicU64,
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
 }
@@ -88,6 +91,7 @@ impl FakeLlm {
             key: key.map(str::to_owned),
             seen: Mutex::new(Vec::new()),
             delay_ms: AtomicU64::new(0),
+            piece_delay_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             most_in_flight: AtomicU64::new(0),
         });
@@ -122,6 +126,11 @@ impl FakeLlm {
     }
 
     /// The most OpenAI chat requests that were in progress at once.
+    /// Spaces the events of every streamed OpenAI answer from now on by `delay`.
+    pub fn set_piece_delay(&self, delay: std::time::Duration) {
+        self.fake.piece_delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     pub fn most_in_flight(&self) -> u64 {
         self.fake.most_in_flight.load(Ordering::SeqCst)
     }
@@ -274,7 +283,15 @@ async fn openai_chat(
     events.push(chunk(json!({}), json!(finish)));
     events.push(format!("data: {}\n\n", json!({ "id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage })));
     events.push("data: [DONE]\n\n".to_owned());
-    sse(events)
+    let pause = fake.piece_delay_ms.load(Ordering::SeqCst);
+    if pause == 0 {
+        return sse(events);
+    }
+    let paced = futures::stream::iter(events).then(move |event| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        Ok::<_, std::convert::Infallible>(event)
+    });
+    ([("content-type", "text/event-stream")], Body::from_stream(paced)).into_response()
 }
 
 async fn openai_embed(

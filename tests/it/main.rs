@@ -13,6 +13,7 @@ mod chat;
 mod coder_agent;
 mod command;
 mod console;
+mod console_browser;
 mod event_store;
 mod external_agents;
 mod fake_llm;

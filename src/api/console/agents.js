@@ -5,6 +5,8 @@
 import { h, fill, api, query, Feed, throttle, section, table, badge, errorBox, link, pretty,
   fmtTime, fmtAgo, fmtNum, fmtMs, askReason } from './lib.js';
 
+/// Events of one agent kept on its page.
+const HISTORY_MAX = 500;
 const ACTIONS = { active: ['stop', 'restart'], unresponsive: ['stop', 'restart'], stopped: ['start'], failed: ['start'] };
 
 export async function render(main, params, shell) {
@@ -104,11 +106,20 @@ async function agentPage(main, agentId, shell) {
   if (!(await load())) return undefined;
   const refresh = throttle(load, 300);
   const feed = new Feed({ stream_type: 'agent', stream_id: agentId }, 0, (event) => {
+    // The newest HISTORY_MAX events: a long-lived agent has many.
+    if (history.childElementCount >= HISTORY_MAX) history.firstElementChild.remove();
     history.append(h('li', {}, h('details', {},
       h('summary', {}, h('strong', {}, event.event_type), ' ',
-        h('span', { class: 'muted' }, `#${event.global_position} · ${fmtTime(event.recorded_at)}`)),
+        h('span', { class: 'muted' }, `#${event.global_position} · ${fmtTime(event.recorded_at)}`), ' ',
+        describe(event)),
       h('pre', {}, pretty(event.payload)))));
     refresh();
   }, shell.setLive);
   return () => { feed.stop(); refresh.cancel(); };
+}
+
+/// What a summary line says of an agent event: a control's action and reason, a failure's.
+function describe(event) {
+  const p = event.payload[event.event_type] ?? event.payload;
+  return [p.action, p.reason, p.error].filter(Boolean).join(': ');
 }

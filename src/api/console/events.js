@@ -47,7 +47,12 @@ export async function render(main, _params, shell) {
     return { stream_type: types.value.trim().replace(/\s+/g, ''), mission_id: mission.value.trim() };
   }
 
+  function count() {
+    counters.textContent = `${fmtNum(stats.received)} received · ${fmtNum(stats.skipped)} skipped in the view · last ${fmtNum(shownLast ?? 0)}`;
+  }
+
   function start(position) {
+    count();
     const f = filters();
     feed = new Feed(f, position, (message) => {
       if (message.global_position === undefined) return;
@@ -69,7 +74,7 @@ export async function render(main, _params, shell) {
     while (body.childElementCount > ROWS_MAX) body.lastElementChild.remove();
     stats.drawn += batch.length;
     if (batch.length) shownLast = batch[batch.length - 1].global_position;
-    counters.textContent = `${fmtNum(stats.received)} received · ${fmtNum(stats.skipped)} skipped in the view · last ${fmtNum(shownLast ?? 0)}`;
+    count();
   }
 
   function stop() {

@@ -86,7 +86,7 @@ export function query(params) {
 /// Runs `fn` at most once per `ms`, and once more after the last call: a burst of events
 /// becomes one refresh now and one at its end, never one per event.
 export function throttle(fn, ms) {
-  let last = 0, timer = null;
+  let last = -Infinity, timer = null;
   const run = () => { timer = null; last = performance.now(); fn(); };
   const call = () => {
     if (timer) return;

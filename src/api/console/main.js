@@ -53,7 +53,8 @@ function markNav() {
 async function route() {
   const mine = ++generation;
   if (leave) { try { leave(); } catch (e) { console.warn(e); } leave = null; }
-  shell.setLive('offline');
+  // Empty (hidden) until the page starts a feed of its own.
+  shell.setLive('');
   markNav();
   const path = location.pathname.replace(/\/+$/, '') || '/';
   const found = ROUTES.map((r) => ({ r, m: r.pattern.exec(path) })).find((x) => x.m);

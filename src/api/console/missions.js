@@ -78,8 +78,14 @@ export async function render(main, _params, shell) {
 
   const position = await load();
   // A refresh per burst of mission events, not per event; only the first page is redrawn.
-  const refresh = throttle(() => { if (!extended) load(); }, 500);
-  const feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
+  // The list is a read model that may trail the feed: read again until it has caught up.
+  let feed = null;
+  const refresh = throttle(async () => {
+    if (extended) return;
+    const at = await load();
+    if (at !== undefined && feed && feed.last !== undefined && at < feed.last) refresh();
+  }, 500);
+  feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
   return () => { feed.stop(); refresh.cancel(); };
 }
 
@@ -113,8 +119,8 @@ function enqueueForm(kinds) {
         kinds.map((k) => h('option', { value: k }, k)))),
       field('Priority', h('select', { name: 'priority' },
         PRIORITIES.map((p) => h('option', { value: p, selected: p === 'normal' }, p)))),
-      field('Max attempts', h('input', { name: 'max_attempts', type: 'number', min: 1, size: 4 })),
-      field('Timeout (s)', h('input', { name: 'timeout_s', type: 'number', min: 1, size: 6 }))),
+      field('Max attempts', h('input', { name: 'max_attempts', inputmode: 'numeric', size: 4 })),
+      field('Timeout (s)', h('input', { name: 'timeout_s', inputmode: 'numeric', size: 6 }))),
     field('Description', h('textarea', { name: 'description', rows: 2 })),
     field('Payload (a JSON object)', h('textarea', { name: 'payload', rows: 3, placeholder: '{}' })),
     h('div', { class: 'row' }, h('button', { type: 'submit', class: 'primary' }, 'Enqueue')),
@@ -127,7 +133,11 @@ function enqueueForm(kinds) {
     // The body is what the form holds, as typed: the API checks it and says what is wrong.
     const body = { name: data.get('name'), description: data.get('description'), priority: data.get('priority') };
     if (data.get('agent')) body.agent = data.get('agent');
-    for (const key of ['max_attempts', 'timeout_s']) if (data.get(key) !== '') body[key] = Number(data.get(key));
+    // Numbers as typed (text that is not one goes as text): the API says what is wrong.
+    for (const key of ['max_attempts', 'timeout_s']) {
+      const text = data.get(key).trim();
+      if (text !== '') body[key] = Number.isNaN(Number(text)) ? text : Number(text);
+    }
     const payload = data.get('payload').trim();
     let raw;
     if (payload) {

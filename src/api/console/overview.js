@@ -42,6 +42,8 @@ export async function render(main, _params, shell) {
     }
   }, 1000);
   const head = await draw();
+  // When the page first showed everything, for `brain bench console`.
+  document.body.dataset.drawnMs = String(Math.round(performance.now()));
   feed = new Feed({}, head ?? undefined, () => redraw(), shell.setLive);
   timer = setInterval(() => draw(), REFRESH_MS);
   return () => { stopped = true; feed.stop(); clearInterval(timer); redraw.cancel(); };

@@ -41,8 +41,13 @@ export async function render(main, _params, shell) {
   }
 
   const position = await load();
-  const refresh = throttle(load, 500);
-  const feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
+  // The queue is a read model that may trail the feed: read again until it has caught up.
+  let feed = null;
+  const refresh = throttle(async () => {
+    const at = await load();
+    if (at !== undefined && feed && feed.last !== undefined && at < feed.last) refresh();
+  }, 500);
+  feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
   // Ages grow without events.
   const timer = setInterval(load, 5000);
   return () => { feed.stop(); refresh.cancel(); clearInterval(timer); };

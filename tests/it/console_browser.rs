@@ -1,0 +1,342 @@
+//! The Control Deck in headless Chromium (Debian's `chromium`, driven through
+//! `chromium-driver`) against a real serve: a mission enqueued from the form completes on the
+//! page without a reload, a refusal shows the API's own message, a mission is cancelled with
+//! a reason, its history opens; an agent is stopped and started; a bad LLM setting is refused
+//! with the API's message; a chat answer streams in and the conversation is listed and
+//! opened again. Every test ends by checking the browser logged no error and no request
+//! failed beyond the refusals it provoked.
+//!
+//! Screenshots of the pages go to `BRAIN_SCREENSHOT_DIR` when it is set (the README's come
+//! from `BRAIN_SCREENSHOT_DIR=docs/screenshots cargo test --test it console_browser`), else
+//! into the test's scratch directory, where they are still taken and checked.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use brain::bench::webdriver::{Browser, BrowserOptions, Failure};
+use brain::missions::worker::WorkerConfig;
+use brain::serve::ServeOptions;
+use serde_json::{Value, json};
+
+use crate::fake_llm::{FakeLlm, Scripted};
+use crate::serve::{get, serve_with_options, services};
+use crate::support::{TestEnv, redis_url, wait_until};
+use crate::workers::enqueue;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A serve with `echo` and `coder` workers, an agent kind nobody serves (`idle`, so a
+/// mission can wait to be cancelled), and a browser on it.
+struct Deck {
+    addr: SocketAddr,
+    browser: Browser,
+    shots: PathBuf,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _env: TestEnv,
+}
+
+impl Deck {
+    async fn start() -> Deck {
+        let env = TestEnv::new().await;
+        let mut options =
+            ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+        options.workers = Some(WorkerConfig::new(brain::agents::parse("echo,coder").unwrap(), 2));
+        options.agent_kinds.push("idle".to_owned());
+        let (addr, shutdown, task) = serve_with_options(options).await;
+        let browser =
+            Browser::start_with(BrowserOptions::default()).await.expect("chromium starts");
+        let shots = match std::env::var_os("BRAIN_SCREENSHOT_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => browser.dir().join("screenshots"),
+        };
+        std::fs::create_dir_all(&shots).unwrap();
+        Deck { addr, browser, shots, shutdown, task, _env: env }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn open(&self, path: &str) {
+        self.browser.goto(&self.url(path)).await.unwrap();
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let input = self.browser.find(css).await.unwrap();
+        input.clear().await.unwrap();
+        input.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.browser.wait_for(css, WAIT).await.unwrap().click().await.unwrap();
+    }
+
+    async fn text(&self, css: &str, expected: &str) {
+        self.browser.wait_for_text(css, expected, WAIT).await.unwrap();
+    }
+
+    /// Answers the reason dialog the page opened.
+    async fn give_reason(&self, reason: &str) {
+        self.browser.wait_for("dialog.reason[open] textarea", WAIT).await.unwrap();
+        self.fill("dialog.reason textarea", reason).await;
+        self.click("dialog.reason button[value=ok]").await;
+    }
+
+    async fn shot(&self, name: &str) {
+        let path = self.shots.join(format!("{name}.png"));
+        self.browser.screenshot(&path).await.unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is a PNG");
+    }
+
+    /// No console error and no failed request, but for the `expected` refusals (paths and
+    /// statuses) the test provoked on purpose.
+    async fn check_clean(self, expected: &[(&str, u16)]) {
+        let failed = self.browser.failed_requests().await.unwrap();
+        let unexpected: Vec<String> = failed
+            .iter()
+            .filter(|request| {
+                !expected.iter().any(|(path, status)| {
+                    request.url.ends_with(path) && request.failure == Failure::Status(*status)
+                })
+            })
+            .map(ToString::to_string)
+            .collect();
+        assert!(unexpected.is_empty(), "failed requests: {unexpected:?}");
+        let errors: Vec<String> = self
+            .browser
+            .browser_log()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|entry| entry.is_severe())
+            .map(|entry| entry.message)
+            .collect();
+        // Chromium logs every error status a fetch gets: those are the provoked refusals.
+        let unexplained: Vec<&String> = errors
+            .iter()
+            .filter(|message| {
+                !expected.iter().any(|(path, status)| {
+                    message.contains(path) && message.contains(&format!("status of {status}"))
+                })
+            })
+            .collect();
+        assert!(unexplained.is_empty(), "console errors: {unexplained:?}");
+        self.browser.quit().await.unwrap();
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn api_refusal(addr: SocketAddr, method: reqwest::Method, path: &str, body: &Value) -> Value {
+    crate::serve::crypto_provider();
+    let response = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "{path} refuses {body}");
+    response.json::<Value>().await.unwrap()["error"].clone()
+}
+
+#[tokio::test]
+async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
+    let deck = Deck::start().await;
+    deck.open("/").await;
+    deck.text("#services", "ok").await;
+    deck.browser.wait_for("#main .card table", WAIT).await.unwrap();
+    deck.shot("overview").await;
+
+    deck.open("/missions").await;
+    deck.text(".feed-state", "live").await;
+    // A refusal is the API's own message, beside the field at fault.
+    deck.fill("#enqueue input[name=name]", "from the form").await;
+    deck.fill("#enqueue input[name=timeout_s]", "0").await;
+    deck.click("#enqueue button[type=submit]").await;
+    let refusal = api_refusal(
+        deck.addr,
+        reqwest::Method::POST,
+        "/api/missions/enqueue",
+        &json!({ "name": "x", "timeout_s": 0 }),
+    )
+    .await;
+    let message = refusal["message"].as_str().unwrap().to_owned();
+    deck.text("#enqueue-result .error", &message).await;
+    deck.text("#enqueue-result .error", "timeout_s").await;
+    let invalid = deck.browser.find("#enqueue input[name=timeout_s]").await.unwrap();
+    assert!(invalid.attr("class").await.unwrap().unwrap_or_default().contains("invalid"));
+
+    // Enqueued for a second's work: the list shows it running, then completed, unreloaded.
+    deck.fill("#enqueue input[name=timeout_s]", "60").await;
+    deck.browser
+        .find("#enqueue select[name=agent]")
+        .await
+        .unwrap()
+        .select_by_value("echo")
+        .await
+        .unwrap();
+    deck.fill("#enqueue textarea[name=payload]", r#"{"delay_ms": 1500}"#).await;
+    deck.browser.execute("window.__notReloaded = true; return null;", &[]).await.unwrap();
+    deck.click("#enqueue button[type=submit]").await;
+    deck.text("#enqueue-result", "Enqueued").await;
+    deck.text("#mission-list tbody tr", "running").await;
+    deck.browser
+        .wait_for_text(
+            "#mission-list tbody tr",
+            |t: &str| t.contains("from the form") && t.contains("completed"),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        deck.browser.execute("return window.__notReloaded === true;", &[]).await.unwrap(),
+        json!(true)
+    );
+    deck.shot("missions").await;
+
+    // Its page: the history as a timeline, each event opening to its payload.
+    deck.click("#mission-list tbody tr a").await;
+    deck.text("#status", "completed").await;
+    deck.text("#timeline", "Enqueued").await;
+    deck.text("#timeline", "Started").await;
+    deck.text("#timeline", "Completed").await;
+    deck.click("#timeline li[data-type=MissionEnqueued] summary").await;
+    deck.text("#timeline li[data-type=MissionEnqueued] pre", "delay_ms").await;
+    deck.text("#answer", "delay_ms").await;
+    deck.shot("mission").await;
+
+    // A mission no worker serves waits; cancelled from its page with a reason.
+    let waiting = enqueue(deck.addr, json!({ "name": "waits", "agent": "idle" })).await;
+    deck.open(&format!("/missions/{waiting}")).await;
+    deck.text("#status", "queued").await;
+    deck.click("#cancel").await;
+    deck.give_reason("not needed any more").await;
+    deck.text("#status", "cancelled").await;
+    deck.text("#timeline li[data-type=MissionCancelled]", "not needed any more").await;
+    let (_, view) = get(deck.addr, &format!("/api/missions/{waiting}")).await;
+    assert_eq!(view["status"], json!("cancelled"), "{view}");
+
+    deck.open("/events").await;
+    deck.text(".feed-state", "live").await;
+    enqueue(deck.addr, json!({ "name": "seen live", "agent": "idle" })).await;
+    deck.text("#feed-rows", "MissionEnqueued").await;
+    deck.text("#feed-stats", "1 received").await;
+    deck.shot("events").await;
+    // Paused, the feed holds its place; resumed, it goes on from there.
+    deck.click("#pause").await;
+    deck.text("#pause", "Resume from").await;
+    enqueue(deck.addr, json!({ "name": "while paused", "agent": "idle" })).await;
+    deck.click("#pause").await;
+    deck.text("#feed-rows", "while paused").await;
+    deck.open("/queue?agent=idle").await;
+    deck.text("#queue", "seen live").await;
+    deck.shot("queue").await;
+    deck.check_clean(&[("/api/missions/enqueue", 422)]).await;
+}
+
+#[tokio::test]
+async fn agents_are_stopped_and_started_through_the_supervisor_with_a_reason() {
+    let deck = Deck::start().await;
+    deck.open("/agents").await;
+    deck.text("#agents", "echo").await;
+    deck.text("#workers", "echo").await;
+    deck.shot("agents").await;
+    let stop = deck.browser.wait_for("#agents button[data-action=stop]", WAIT).await.unwrap();
+    let agent_id = stop.attr("data-agent").await.unwrap().unwrap();
+    stop.click().await.unwrap();
+    deck.give_reason("maintenance window").await;
+    wait_until("the agent to be stopped", WAIT, || async {
+        get(deck.addr, &format!("/api/agents/{agent_id}")).await.1["state"] == json!("stopped")
+    })
+    .await;
+    let row = format!("#agents button[data-agent='{agent_id}'][data-action=start]");
+    deck.click(&row).await;
+    deck.give_reason("maintenance over").await;
+    deck.browser
+        .wait_for(&format!("#agents button[data-agent='{agent_id}'][data-action=stop]"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(deck.addr, &format!("/api/agents/{agent_id}")).await.1["state"],
+        json!("active")
+    );
+
+    // The agent's page: its history holds both controls with their reasons.
+    deck.open(&format!("/agents/{agent_id}")).await;
+    deck.text("#agent-state", "active").await;
+    deck.text("#agent-history", "maintenance window").await;
+    deck.text("#agent-history", "maintenance over").await;
+    deck.check_clean(&[]).await;
+}
+
+#[tokio::test]
+async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_streams() {
+    let deck = Deck::start().await;
+    let fake = FakeLlm::start(vec![], Scripted::text("one two three four five six"), None).await;
+    deck.open("/llm").await;
+    deck.browser.wait_for("#llm-form", WAIT).await.unwrap();
+    deck.shot("llm").await;
+    deck.fill("#llm-form input[name=temperature]", "9").await;
+    deck.click("#llm-form button[type=submit]").await;
+    let refusal = api_refusal(
+        deck.addr,
+        reqwest::Method::PUT,
+        "/api/llm/config",
+        &json!({ "provider": "offline", "model": "offline", "temperature": 9 }),
+    )
+    .await;
+    deck.text("#llm-result .error", refusal["message"].as_str().unwrap()).await;
+    deck.text("#llm-result .error", "temperature").await;
+    let (_, config) = get(deck.addr, "/api/llm/config").await;
+    assert_eq!(config["version"], json!(0), "nothing was recorded: {config}");
+
+    // A good one is saved and shown back.
+    deck.browser
+        .find("#llm-form select[name=provider]")
+        .await
+        .unwrap()
+        .select_by_value("openai")
+        .await
+        .unwrap();
+    deck.fill("#llm-form input[name=host]", &fake.url()).await;
+    deck.fill("#llm-form input[name=model]", "fake-1").await;
+    deck.fill("#llm-form input[name=temperature]", "0.5").await;
+    deck.click("#llm-form button[type=submit]").await;
+    deck.text("#llm-result", "Saved").await;
+    wait_until("the configuration to be in force", WAIT, || async {
+        get(deck.addr, "/api/llm/config").await.1["settings"]["model"] == json!("fake-1")
+    })
+    .await;
+
+    // Chat: the answer arrives piece by piece; the page shows a part of it before the end.
+    fake.set_piece_delay(Duration::from_millis(150));
+    deck.open("/chat").await;
+    deck.browser.wait_for("#chat-form textarea", WAIT).await.unwrap();
+    deck.fill("#chat-form textarea[name=message]", "count for me").await;
+    deck.click("#chat-form button[type=submit]").await;
+    deck.browser
+        .wait_for_text(
+            ".msg.assistant.streaming",
+            |t: &str| t.contains("one") && !t.contains("six"),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    deck.text(".msg.assistant[data-done=true]", "one two three four five six").await;
+    deck.browser.wait_for_text("#conversations", "count for me", WAIT).await.unwrap();
+    let url = deck.browser.current_url().await.unwrap();
+    assert!(url.contains("/chat/"), "the address names the conversation: {url}");
+    deck.shot("chat").await;
+
+    // Opened again from its link: the conversation is there to go on with.
+    deck.open(&url[url.find("/chat/").unwrap()..]).await;
+    deck.text("#messages", "count for me").await;
+    deck.text("#messages .msg.assistant", "one two three four five six").await;
+    let conversation: Vec<&str> = url.rsplit('/').take(1).collect();
+    let (status, _) = get(deck.addr, &format!("/api/conversations/{}", conversation[0])).await;
+    assert_eq!(status, 200);
+    deck.check_clean(&[("/api/llm/config", 422)]).await;
+}
