@@ -37,14 +37,22 @@ struct Deck {
     _env: TestEnv,
 }
 
+/// The serve of a [`Deck`]: `echo` and `coder` workers and a kind nobody serves.
+fn options(env: &TestEnv, addr: SocketAddr) -> ServeOptions {
+    let mut options = ServeOptions::new(services(env, &redis_url()), addr);
+    options.workers = Some(WorkerConfig::new(brain::agents::parse("echo,coder").unwrap(), 2));
+    options.agent_kinds.push("idle".to_owned());
+    options
+}
+
 impl Deck {
     async fn start() -> Deck {
+        Deck::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_on(listen: SocketAddr) -> Deck {
         let env = TestEnv::new().await;
-        let mut options =
-            ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-        options.workers = Some(WorkerConfig::new(brain::agents::parse("echo,coder").unwrap(), 2));
-        options.agent_kinds.push("idle".to_owned());
-        let (addr, shutdown, task) = serve_with_options(options).await;
+        let (addr, shutdown, task) = serve_with_options(options(&env, listen)).await;
         let browser =
             Browser::start_with(BrowserOptions::default()).await.expect("chromium starts");
         let shots = match std::env::var_os("BRAIN_SCREENSHOT_DIR") {
@@ -94,13 +102,19 @@ impl Deck {
     /// No console error and no failed request, but for the `expected` refusals (paths and
     /// statuses) the test provoked on purpose.
     async fn check_clean(self, expected: &[(&str, u16)]) {
+        self.check_clean_but(expected, &[]).await
+    }
+
+    /// As [`Deck::check_clean`], also letting console errors and failed requests that
+    /// contain one of `allowed` pass (what a test provoked by stopping the server).
+    async fn check_clean_but(self, expected: &[(&str, u16)], allowed: &[&str]) {
         let failed = self.browser.failed_requests().await.unwrap();
         let unexpected: Vec<String> = failed
             .iter()
             .filter(|request| {
                 !expected.iter().any(|(path, status)| {
                     request.url.ends_with(path) && request.failure == Failure::Status(*status)
-                })
+                }) && !allowed.iter().any(|allowed| request.to_string().contains(allowed))
             })
             .map(ToString::to_string)
             .collect();
@@ -120,7 +134,7 @@ impl Deck {
             .filter(|message| {
                 !expected.iter().any(|(path, status)| {
                     message.contains(path) && message.contains(&format!("status of {status}"))
-                })
+                }) && !allowed.iter().any(|allowed| message.contains(allowed))
             })
             .collect();
         assert!(unexplained.is_empty(), "console errors: {unexplained:?}");
@@ -311,8 +325,19 @@ async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_st
     })
     .await;
 
-    // Chat: the answer arrives piece by piece; the page shows a part of it before the end.
+    // A mission's answer streams on its page while the model writes it.
     fake.set_piece_delay(Duration::from_millis(150));
+    let thinking = enqueue(deck.addr, json!({ "name": "count", "agent": "coder" })).await;
+    deck.open(&format!("/missions/{thinking}")).await;
+    deck.text("#streaming", "streaming").await;
+    deck.browser
+        .wait_for_text("#answer", |t: &str| t.contains("one") && !t.contains("six"), WAIT)
+        .await
+        .unwrap();
+    deck.text("#status", "completed").await;
+    deck.text("#answer", "one two three four five six").await;
+
+    // Chat: the answer arrives piece by piece; the page shows a part of it before the end.
     deck.open("/chat").await;
     deck.browser.wait_for("#chat-form textarea", WAIT).await.unwrap();
     deck.fill("#chat-form textarea[name=message]", "count for me").await;
@@ -339,4 +364,61 @@ async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_st
     let (status, _) = get(deck.addr, &format!("/api/conversations/{}", conversation[0])).await;
     assert_eq!(status, 200);
     deck.check_clean(&[("/api/llm/config", 422)]).await;
+}
+
+/// The same page, before and after its server restarts, shows every event once; and the
+/// pages fit a phone's width.
+#[tokio::test]
+async fn a_page_resumes_after_its_server_restarts_and_the_pages_fit_a_phone() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut deck = Deck::start_on(listen).await;
+    let id = enqueue(deck.addr, json!({ "name": "across a restart", "agent": "idle" })).await;
+    deck.open(&format!("/missions/{id}")).await;
+    deck.text("#status", "queued").await;
+    deck.text(".feed-state", "live").await;
+
+    // The server goes away (as it does for a laptop asleep): the page waits, then resumes.
+    deck.shutdown.cancel();
+    (&mut deck.task).await.unwrap().unwrap();
+    deck.browser
+        .wait_for_text(".feed-state", |t: &str| t == "waiting" || t == "connecting", WAIT)
+        .await
+        .unwrap();
+    let (_, shutdown, task) = serve_with_options(options(&deck._env, listen)).await;
+    (deck.shutdown, deck.task) = (shutdown, task);
+    let (status, _) = crate::missions_api::post(
+        deck.addr,
+        &format!("/api/missions/{id}/cancel"),
+        r#"{"reason": "while the page slept"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    deck.text(".feed-state", "live").await;
+    deck.text("#timeline li[data-type=MissionCancelled]", "while the page slept").await;
+    let (_, history) = get(deck.addr, &format!("/api/missions/{id}/events")).await;
+    let logged: Vec<&str> =
+        history.as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let shown = deck
+        .browser
+        .execute("return Array.from(document.querySelectorAll('#timeline li'), (li) => li.dataset.type);", &[])
+        .await
+        .unwrap();
+    assert_eq!(shown, json!(logged), "each event once, in order");
+
+    // A phone's width: nothing wider than the screen, on the busiest pages.
+    deck.browser.set_window_size(390, 844).await.unwrap();
+    for path in ["/", &format!("/missions/{id}"), "/missions", "/agents", "/llm", "/chat"] {
+        deck.open(path).await;
+        deck.browser.wait_for("#main .card", WAIT).await.unwrap();
+        let overflow = deck
+            .browser
+            .execute("return document.documentElement.scrollWidth - window.innerWidth;", &[])
+            .await
+            .unwrap();
+        assert!(overflow.as_i64().unwrap() <= 0, "{path} is wider than the phone by {overflow} px");
+    }
+    deck.shot("phone-mission").await;
+    // Refused connections while the server was down, and nothing else.
+    deck.check_clean_but(&[], &["/ws/events", "ERR_CONNECTION_REFUSED"]).await;
 }
