@@ -307,16 +307,11 @@ async fn list_conversations(
     super::ApiQuery(query): super::ApiQuery<ListQuery>,
 ) -> Result<ApiJson<ConversationPage>, ApiError> {
     let limit = super::page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
-    let mut tx = app.pool().begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool()).await?;
     let conversations =
-        conversation_list::page(&mut *tx, query.agent.as_deref(), query.before, limit).await?;
-    let position =
-        crate::eventlog::projectors::checkpoint(&mut *tx, projections::conversation_list::NAME)
+        conversation_list::page(snapshot.conn(), query.agent.as_deref(), query.before, limit)
             .await?;
-    tx.commit().await?;
+    let position = snapshot.position(projections::conversation_list::NAME).await?;
     let next_before = (conversations.len() == limit as usize)
         .then(|| conversations.last().map(|row| row.last_position as u64))
         .flatten();

@@ -95,7 +95,9 @@ async fn usage(
     };
     let limit = super::page_limit(query.limit, 100, GROUPS_MAX)?;
     let since = query.since.unwrap_or_else(|| OffsetDateTime::now_utc() - time::Duration::days(1));
-    let mut tx = app.pool().begin().await.map_err(|error| ApiError::Internal(error.into()))?;
+    let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool())
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
     type Row = (String, i64, i64, i64, i64, f64, f64, f64, f64, i64);
     let rows: Vec<Row> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT {column}, count(*), count(*) FILTER (WHERE outcome <> 'ok'),
@@ -109,10 +111,11 @@ async fn usage(
     )))
     .bind(since)
     .bind(limit as i64)
-    .fetch_all(&mut *tx)
+    .fetch_all(snapshot.conn())
     .await
     .map_err(|error| ApiError::Internal(error.into()))?;
-    let position = crate::eventlog::projectors::checkpoint(&mut *tx, projections::llm_usage::NAME)
+    let position = snapshot
+        .position(projections::llm_usage::NAME)
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
     let groups = rows

@@ -653,20 +653,13 @@ struct EventTypeStatsPage {
 async fn event_type_stats(
     State(app): State<AppState>,
 ) -> Result<Json<EventTypeStatsPage>, ApiError> {
-    // One snapshot for rows and position, so a commit between them cannot make them disagree.
-    let mut tx = app.pool().begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool()).await?;
     let rows: Vec<EventTypeCount> = sqlx::query_as(
         "SELECT stream_type, event_type, events, last_position, last_recorded_at
          FROM event_type_stats ORDER BY stream_type, event_type",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(snapshot.conn())
     .await?;
-    let position =
-        crate::eventlog::projectors::checkpoint(&mut *tx, projections::event_type_stats::NAME)
-            .await?;
-    tx.commit().await?;
+    let position = snapshot.position(projections::event_type_stats::NAME).await?;
     Ok(Json(EventTypeStatsPage { position, event_types: rows }))
 }

@@ -47,13 +47,10 @@ pub struct Throughput {
         (status = 503, description = "`store_unavailable`", body = ErrorBody),
     ))]
 pub async fn throughput(State(app): State<AppState>) -> Result<ApiJson<Throughput>, ApiError> {
-    let mut tx = app.pool().begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool()).await?;
     // The database clock for both ends, so the window is the same one the rows were stamped in.
     let (now_ms,): (i64,) = sqlx::query_as("SELECT (extract(epoch FROM now()) * 1000)::int8")
-        .fetch_one(&mut *tx)
+        .fetch_one(snapshot.conn())
         .await?;
     let rows: Vec<(i64, String, i64)> = sqlx::query_as(
         "SELECT (floor(extract(epoch FROM updated_at) / $1) * $1 * 1000)::int8, status, count(*)
@@ -64,11 +61,9 @@ pub async fn throughput(State(app): State<AppState>) -> Result<ApiJson<Throughpu
     )
     .bind(BUCKET_S as f64)
     .bind(WINDOW_S as f64)
-    .fetch_all(&mut *tx)
+    .fetch_all(snapshot.conn())
     .await?;
-    let position =
-        crate::eventlog::projectors::checkpoint(&mut *tx, projections::mission_list::NAME).await?;
-    tx.commit().await?;
+    let position = snapshot.position(projections::mission_list::NAME).await?;
     Ok(ApiJson(summarise(now_ms, &rows, position)))
 }
 

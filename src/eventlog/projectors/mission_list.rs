@@ -132,10 +132,7 @@ pub async fn list(
     pool: &PgPool,
     filter: &ListFilter,
 ) -> Result<(Vec<MissionRow>, u64), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .execute(&mut *tx)
-        .await?;
+    let mut snapshot = super::Snapshot::begin(pool).await?;
     let missions: Vec<MissionRow> = sqlx::query_as(
         "SELECT mission_id, name, status, priority, agent, attempt, enqueued_by, enqueued_at,
                 updated_at, enqueued_position
@@ -154,10 +151,9 @@ pub async fn list(
     .bind(filter.since)
     .bind(filter.before_position.map(|position| position as i64))
     .bind(i64::from(filter.limit))
-    .fetch_all(&mut *tx)
+    .fetch_all(snapshot.conn())
     .await?;
-    let position = super::checkpoint(&mut *tx, projections::mission_list::NAME).await?;
-    tx.commit().await?;
+    let position = snapshot.position(projections::mission_list::NAME).await?;
     Ok((missions, position))
 }
 

@@ -74,6 +74,33 @@ pub async fn checkpoint<'e>(
     Ok(position.unwrap_or(0) as u64)
 }
 
+/// One read-only snapshot of the database, for reading a read model's rows and then the
+/// checkpoint they reflect: a commit by the projector between the two reads cannot make the
+/// position disagree with the rows.
+pub struct Snapshot(sqlx::Transaction<'static, sqlx::Postgres>);
+
+impl Snapshot {
+    pub async fn begin(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(Snapshot(tx))
+    }
+
+    /// The connection to read the rows with.
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.0
+    }
+
+    /// The position `projector` had reached in this snapshot; ends it.
+    pub async fn position(mut self, projector: &str) -> Result<u64, sqlx::Error> {
+        let position = checkpoint(&mut *self.0, projector).await?;
+        self.0.commit().await?;
+        Ok(position)
+    }
+}
+
 impl<C: Send + 'static, W: PgWriter<C>> ProjectionStore<C> for PgProjection<W> {
     type Error = sqlx::Error;
 
