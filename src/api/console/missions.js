@@ -2,7 +2,7 @@
 // link), kept current by the live feed, and the enqueue form, whose refusals are the API's
 // own messages next to the field at fault.
 
-import { h, fill, api, query, Feed, throttle, section, table, badge, errorBox, link, fmtTime } from './lib.js';
+import { h, fill, api, query, follow, section, table, badge, errorBox, link, fmtTime } from './lib.js';
 
 const STATUSES = ['pending', 'queued', 'running', 'suspended', 'completed', 'failed', 'cancelled'];
 const PRIORITIES = ['critical', 'high', 'normal', 'low'];
@@ -76,17 +76,8 @@ export async function render(main, _params, shell) {
     section('Enqueue', enqueueForm(info.kinds)),
     section('List', filterForm, listBox, more));
 
-  const position = await load();
   // A refresh per burst of mission events, not per event; only the first page is redrawn.
-  // The list is a read model that may trail the feed: read again until it has caught up.
-  let feed = null;
-  const refresh = throttle(async () => {
-    if (extended) return;
-    const at = await load();
-    if (at !== undefined && feed && feed.last !== undefined && at < feed.last) refresh();
-  }, 500);
-  feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
-  return () => { feed.stop(); refresh.cancel(); };
+  return follow({ stream_type: 'mission' }, () => (extended ? undefined : load()), shell.setLive);
 }
 
 function toLocalInput(iso) {

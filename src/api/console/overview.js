@@ -3,7 +3,7 @@
 // events (at most once a second) and every few seconds regardless, since lag and health move
 // without events.
 
-import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, link } from './lib.js';
+import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, fmtClock, link } from './lib.js';
 
 const REFRESH_MS = 5000;
 
@@ -30,7 +30,7 @@ export async function render(main, _params, shell) {
       queues(health),
       workersCard(workers),
       lag(health));
-    stamp.textContent = `at ${new Date().toLocaleTimeString('en-GB')}`;
+    stamp.textContent = `at ${fmtClock(Date.now())}`;
     return health.status === 'fulfilled' ? health.value.head : null;
   }
 
@@ -85,7 +85,7 @@ function hour(result) {
   t.buckets.map((b) => {
     const total = b.completed + b.failed + b.cancelled;
     const bar = h('span', { class: b.failed ? 'bad' : '',
-      title: `${new Date(b.at_ms).toLocaleTimeString('en-GB')}: ${b.completed} completed, ${b.failed} failed, ${b.cancelled} cancelled` });
+      title: `${fmtClock(b.at_ms)}: ${b.completed} completed, ${b.failed} failed, ${b.cancelled} cancelled` });
     bar.style.height = `${(100 * total / max).toFixed(1)}%`;
     return bar;
   }));

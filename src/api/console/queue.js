@@ -1,7 +1,7 @@
 // Queue: the ready missions in the order workers will pop them, per kind or all merged, with
 // each one's score (lower pops first) and age. Redrawn after each burst of mission events.
 
-import { h, fill, api, query, Feed, throttle, section, table, errorBox, link, fmtMs, fmtNum } from './lib.js';
+import { h, fill, api, query, follow, section, table, errorBox, link, fmtMs, fmtNum } from './lib.js';
 
 const LIMIT = 100;
 
@@ -40,15 +40,8 @@ export async function render(main, _params, shell) {
     }
   }
 
-  const position = await load();
-  // The queue is a read model that may trail the feed: read again until it has caught up.
-  let feed = null;
-  const refresh = throttle(async () => {
-    const at = await load();
-    if (at !== undefined && feed && feed.last !== undefined && at < feed.last) refresh();
-  }, 500);
-  feed = new Feed({ stream_type: 'mission' }, position, () => refresh(), shell.setLive);
+  const stop = await follow({ stream_type: 'mission' }, load, shell.setLive);
   // Ages grow without events.
   const timer = setInterval(load, 5000);
-  return () => { feed.stop(); refresh.cancel(); clearInterval(timer); };
+  return () => { stop(); clearInterval(timer); };
 }
