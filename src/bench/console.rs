@@ -9,8 +9,10 @@
 //!    of missions for a kind no worker serves, so each is exactly one event), the page
 //!    following the whole log. It reports what the page received and drew, the frames the
 //!    page rendered and those it missed (gaps between animation frames past 1.5 frames), long
-//!    tasks (over 50 ms), main-thread time spent in tasks and script per second, and the
-//!    tab's JavaScript heap at the end.
+//!    tasks (over 50 ms), main-thread time per second (all tasks, and script, style and
+//!    layout), and the tab's JavaScript heap at the end. Beside it, the baseline: the same
+//!    page paused while the machine carries the same load, since on a small machine the
+//!    browser shares its cores with the serve and the event store.
 
 use std::time::{Duration, Instant};
 
@@ -92,60 +94,126 @@ impl ConsoleBench {
         client: &reqwest::Client,
         url: &str,
     ) -> anyhow::Result<()> {
+        // The baseline: the same page, paused, while the machine carries the same load (the
+        // serve, the event store and the sender share its cores with the browser). What the
+        // live page costs beyond it is what drawing the feed costs.
+        let baseline_seconds = self.seconds.clamp(1, 15);
         browser.goto(&format!("{url}/events")).await?;
         browser.wait_for_text(".feed-state", "live", Duration::from_secs(20)).await?;
-        browser.execute(PROBE, &[]).await?;
-        browser.cdp("Performance.enable", json!({})).await?;
-        let before = browser.metrics().await?;
-        let sender =
-            tokio::spawn(send_events(client.clone(), url.to_owned(), self.rate, self.seconds));
-        let started = Instant::now();
-        let sent = sender.await.context("sender")??;
-        let elapsed = started.elapsed().as_secs_f64();
-        // Let the page draw what it has received.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stats = loop {
-            let stats = browser.execute("return window.__feedStats;", &[]).await?;
-            let received = stats["received"].as_u64().unwrap_or(0);
-            if received >= sent || Instant::now() > deadline {
-                break stats;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let after = browser.metrics().await?;
-        let probe = browser.execute("return window.__probe;", &[]).await?;
-        let delta = |name: &str| after.get(name).unwrap_or(&0.0) - before.get(name).unwrap_or(&0.0);
-        let frames = probe["frames"].as_f64().unwrap_or(0.0);
-        let missed = probe["missed"].as_f64().unwrap_or(0.0);
+        browser.find("#pause").await?.click().await?;
+        browser.wait_for_text(".feed-state", "paused", Duration::from_secs(5)).await?;
+        let paused = self.window(browser, client, url, baseline_seconds).await?;
+
+        browser.goto(&format!("{url}/events")).await?;
+        browser.wait_for_text(".feed-state", "live", Duration::from_secs(20)).await?;
+        let live = self.window(browser, client, url, self.seconds).await?;
+        let stats = browser.execute("return window.__feedStats;", &[]).await?;
         println!(
-            "event feed at {} events/s for {} s: sent {sent} ({:.0}/s), received {}, drawn {}, \
+            "event feed at {} events/s for {} s: sent {} ({:.0}/s), received {}, drawn {}, \
              skipped in the view {}",
             self.rate,
             self.seconds,
-            sent as f64 / elapsed,
+            live.sent,
+            live.sent as f64 / live.seconds,
             stats["received"],
             stats["drawn"],
             stats["skipped"],
         );
+        live.print("live page");
+        paused.print(&format!("paused page, same load, {baseline_seconds} s (baseline)"));
         println!(
-            "  frames {frames:.0} ({:.1}/s), missed {missed:.0} ({:.1} %), worst gap {:.0} ms; \
-             long tasks {} ({:.0} ms)",
-            frames / elapsed,
-            100.0 * missed / (frames + missed).max(1.0),
-            probe["worstGapMs"].as_f64().unwrap_or(0.0),
-            probe["longTasks"],
-            probe["longTaskMs"].as_f64().unwrap_or(0.0),
-        );
-        println!(
-            "  main thread: tasks {:.0} ms/s, script {:.0} ms/s, layout {:.0} ms/s; JS heap at \
-             the end {:.1} MiB, DOM nodes {}",
-            1000.0 * delta("TaskDuration") / elapsed,
-            1000.0 * delta("ScriptDuration") / elapsed,
-            1000.0 * delta("LayoutDuration") / elapsed,
-            after.get("JSHeapUsedSize").unwrap_or(&0.0) / (1024.0 * 1024.0),
-            after.get("Nodes").unwrap_or(&0.0),
+            "  JS heap at the end {:.1} MiB, DOM nodes {}",
+            live.metrics.get("JSHeapUsedSize").unwrap_or(&0.0) / (1024.0 * 1024.0),
+            live.metrics.get("Nodes").unwrap_or(&0.0),
         );
         Ok(())
+    }
+
+    /// Sends `rate` events a second for `seconds` at the page now open and measures its
+    /// frames and main-thread time meanwhile. Waits (up to 10 s) for a live feed page to
+    /// have received everything sent, so the drawing of the last of it is counted.
+    async fn window(
+        &self,
+        browser: &Browser,
+        client: &reqwest::Client,
+        url: &str,
+        seconds: u64,
+    ) -> anyhow::Result<Window> {
+        browser.execute(PROBE, &[]).await?;
+        browser.cdp("Performance.enable", json!({})).await?;
+        let before = browser.metrics().await?;
+        let started = Instant::now();
+        let sent = send_events(client.clone(), url.to_owned(), self.rate, seconds).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = browser.execute("return window.__feedStats;", &[]).await?;
+            let paused = browser
+                .execute("return !!document.querySelector('.feed-state.paused');", &[])
+                .await?;
+            if paused == Value::Bool(true)
+                || stats["received"].as_u64().unwrap_or(0) >= sent
+                || Instant::now() > deadline
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = browser.metrics().await?;
+        let probe = browser.execute("return window.__probe;", &[]).await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let per_second = |name: &str| {
+            1000.0 * (after.get(name).unwrap_or(&0.0) - before.get(name).unwrap_or(&0.0)) / seconds
+        };
+        let number = |name: &str| probe[name].as_f64().unwrap_or(0.0);
+        Ok(Window {
+            sent,
+            seconds,
+            frames: number("frames"),
+            missed: number("missed"),
+            worst_gap_ms: number("worstGapMs"),
+            long_tasks: number("longTasks"),
+            long_task_ms: number("longTaskMs"),
+            task_ms: per_second("TaskDuration"),
+            script_ms: per_second("ScriptDuration"),
+            style_ms: per_second("RecalcStyleDuration"),
+            layout_ms: per_second("LayoutDuration"),
+            metrics: after,
+        })
+    }
+}
+
+/// What one measured window saw: frames from the page's own probe, main-thread time (ms a
+/// second) from the DevTools Performance domain.
+struct Window {
+    sent: u64,
+    seconds: f64,
+    frames: f64,
+    missed: f64,
+    worst_gap_ms: f64,
+    long_tasks: f64,
+    long_task_ms: f64,
+    task_ms: f64,
+    script_ms: f64,
+    style_ms: f64,
+    layout_ms: f64,
+    metrics: std::collections::BTreeMap<String, f64>,
+}
+
+impl Window {
+    fn print(&self, label: &str) {
+        println!(
+            "  {label}: frames {:.1}/s, missed {:.1} %, worst gap {:.0} ms, long tasks {:.0} \
+             ({:.0} ms); main thread {:.0} ms/s (script {:.0}, style {:.0}, layout {:.0})",
+            self.frames / self.seconds,
+            100.0 * self.missed / (self.frames + self.missed).max(1.0),
+            self.worst_gap_ms,
+            self.long_tasks,
+            self.long_task_ms,
+            self.task_ms,
+            self.script_ms,
+            self.style_ms,
+            self.layout_ms,
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 //! page without a reload, a refusal shows the API's own message, a mission is cancelled with
 //! a reason, its history opens; an agent is stopped and started; a bad LLM setting is refused
 //! with the API's message; a chat answer streams in and the conversation is listed and
-//! opened again. Every test ends by checking the browser logged no error and no request
+//! opened again; the event feed holds only the rows in view and keeps a reader's place. Every test ends by checking the browser logged no error and no request
 //! failed beyond the refusals it provoked.
 //!
 //! Screenshots of the pages go to `BRAIN_SCREENSHOT_DIR` when it is set (the README's come
@@ -251,6 +251,62 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     deck.check_clean(&[("/api/missions/enqueue", 422)]).await;
 }
 
+/// The position in the event-feed row at the middle of its box, once the page has drawn.
+const ROW_IN_VIEW: &str = "const done = arguments[arguments.length - 1];\
+    requestAnimationFrame(() => requestAnimationFrame(() => {\
+      const box = document.querySelector('.feed-box').getBoundingClientRect();\
+      const cell = document.elementFromPoint(box.left + 40, box.top + box.height / 2);\
+      done(Number(cell.closest('.feed-row').children[0].textContent));\
+    }));";
+
+/// Enqueues `count` missions named `{prefix} {n}` in one batch; each is one event.
+async fn enqueue_batch(addr: SocketAddr, prefix: &str, count: usize) {
+    let missions: Vec<Value> =
+        (0..count).map(|n| json!({ "name": format!("{prefix} {n}"), "agent": "idle" })).collect();
+    let body = json!({ "missions": missions }).to_string();
+    let (status, answer) =
+        crate::missions_api::post(addr, "/api/missions/enqueue/batch", &body).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test]
+async fn the_event_feed_draws_the_rows_in_view_only_and_holds_a_reader_in_place() {
+    let deck = Deck::start().await;
+    deck.open("/events").await;
+    deck.text(".feed-state", "live").await;
+    enqueue_batch(deck.addr, "first", 300).await;
+    deck.text("#feed-stats", "300 received").await;
+    // Newest first, and the page holds the rows in view (and a few spare), not all 300.
+    deck.text("#feed-rows .feed-row", "first 299").await;
+    let rows = deck
+        .browser
+        .execute("return document.querySelectorAll('#feed-rows .feed-row').length;", &[])
+        .await
+        .unwrap();
+    let rows = rows.as_u64().unwrap();
+    assert!((20..100).contains(&rows), "{rows} rows in the page for 300 events");
+    let top = deck.browser.execute_async(ROW_IN_VIEW, &[]).await.unwrap().as_u64().unwrap();
+
+    // Scrolled down to read, the same row stays in view while newer ones arrive above it.
+    deck.browser
+        .execute("document.querySelector('.feed-box').scrollTop = 150 * 21; return null;", &[])
+        .await
+        .unwrap();
+    let reading = deck.browser.execute_async(ROW_IN_VIEW, &[]).await.unwrap().as_u64().unwrap();
+    assert!(reading < top - 100, "scrolled from {top} to {reading}");
+    enqueue_batch(deck.addr, "second", 50).await;
+    deck.text("#feed-stats", "350 received").await;
+    let still = deck.browser.execute_async(ROW_IN_VIEW, &[]).await.unwrap().as_u64().unwrap();
+    assert_eq!(still, reading, "the row being read moved");
+    // Back at the top, the newest is there.
+    deck.browser
+        .execute("document.querySelector('.feed-box').scrollTop = 0; return null;", &[])
+        .await
+        .unwrap();
+    deck.text("#feed-rows .feed-row", "second 49").await;
+    deck.check_clean(&[]).await;
+}
+
 #[tokio::test]
 async fn agents_are_stopped_and_started_through_the_supervisor_with_a_reason() {
     let deck = Deck::start().await;
@@ -408,7 +464,9 @@ async fn a_page_resumes_after_its_server_restarts_and_the_pages_fit_a_phone() {
 
     // A phone's width: nothing wider than the screen, on the busiest pages.
     deck.browser.set_window_size(390, 844).await.unwrap();
-    for path in ["/", &format!("/missions/{id}"), "/missions", "/agents", "/llm", "/chat"] {
+    for path in
+        ["/", "/missions", "/agents", "/events", "/llm", "/chat", &format!("/missions/{id}")]
+    {
         deck.open(path).await;
         deck.browser.wait_for("#main .card", WAIT).await.unwrap();
         let overflow = deck
@@ -418,7 +476,7 @@ async fn a_page_resumes_after_its_server_restarts_and_the_pages_fit_a_phone() {
             .unwrap();
         assert!(overflow.as_i64().unwrap() <= 0, "{path} is wider than the phone by {overflow} px");
     }
-    deck.shot("phone-mission").await;
+    deck.shot("phone-mission").await; // the last page of the loop
     // Refused connections while the server was down, and nothing else.
     deck.check_clean_but(&[], &["/ws/events", "ERR_CONNECTION_REFUSED"]).await;
 }
