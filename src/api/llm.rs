@@ -1,10 +1,15 @@
 //! The LLM gateway's runtime configuration: read it with its recent history (who changed
 //! what), replace it (validated, a 422 naming the field), reset it to the defaults. Which
 //! provider keys are set is shown; a key itself never is.
+//!
+//! The configuration's version is its entity tag (`ETag: "7"`). A change sent with
+//! `If-Match: "7"` is decided against version 7 only: if anyone changed it since, it is
+//! refused (412 `version_mismatch`) instead of overwriting what its sender never saw. Without
+//! `If-Match` the last write wins, as before.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use domain::StreamId;
 use domain::llm_config::{InvalidSettings, LlmConfig, LlmConfigCommand, LlmSettings};
 use serde::Serialize;
@@ -14,6 +19,7 @@ use utoipa_axum::routes;
 use super::missions::metadata;
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal, append_refusal, refused};
 use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::AppendError;
 
 /// Changes of the configuration `GET /api/llm/config` shows, newest last.
 pub const HISTORY_MAX: usize = 20;
@@ -66,6 +72,16 @@ fn refusal(error: CommandError<InvalidSettings>) -> ApiError {
         CommandError::Contended(_) => {
             refused(StatusCode::CONFLICT, "config_contended", None, message)
         }
+        // Only `If-Match` changes (`command::execute_at`) answer a conflict as such.
+        CommandError::Append(AppendError::Conflict { expected, actual, .. }) => refused(
+            StatusCode::PRECONDITION_FAILED,
+            "version_mismatch",
+            Some("if-match"),
+            format!(
+                "the configuration is at version {actual}, not {expected}: read it again and \
+                 redo the change"
+            ),
+        ),
         CommandError::Append(error) => append_refusal(error),
         CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
@@ -102,19 +118,78 @@ async fn view(app: &AppState) -> Result<ConfigView, ApiError> {
 /// `GET /api/llm/config`: the settings in force, which keys are set, and recent changes.
 #[utoipa::path(get, path = "/api/llm/config", tag = "llm",
     responses(
-        (status = 200, description = "The configuration", body = ConfigView),
+        (status = 200, description = "The configuration; `ETag` is its version", body = ConfigView),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
-async fn get_config(State(app): State<AppState>) -> Result<ApiJson<ConfigView>, ApiError> {
-    Ok(ApiJson(view(&app).await?))
+async fn get_config(State(app): State<AppState>) -> Result<Tagged, ApiError> {
+    Ok(tagged(view(&app).await?))
+}
+
+/// A view with its version as the entity tag that `If-Match` names.
+type Tagged = ([(header::HeaderName, HeaderValue); 1], ApiJson<ConfigView>);
+
+fn tagged(view: ConfigView) -> Tagged {
+    let tag = HeaderValue::from_str(&format!("\"{}\"", view.version)).expect("digits and quotes");
+    ([(header::ETAG, tag)], ApiJson(view))
+}
+
+/// The version `If-Match` names (`"7"` or `7`); `None` without the header or with `*`.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().map(str::trim).unwrap_or_default();
+    if text == "*" {
+        return Ok(None);
+    }
+    let digits = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    digits.parse::<u64>().map(Some).map_err(|_| ApiError::InvalidHeader {
+        header: "if-match",
+        message: "must be the configuration's version as an entity tag, e.g. \"3\" (the ETag \
+                  of GET /api/llm/config)"
+            .to_owned(),
+    })
+}
+
+/// Runs a change of the configuration: against the version `If-Match` named, once, or
+/// against whatever is current.
+async fn change(
+    app: &AppState,
+    headers: &HeaderMap,
+    make: impl Fn(String, i64) -> LlmConfigCommand,
+) -> Result<Tagged, ApiError> {
+    let expected = if_match(headers)?;
+    let metadata = metadata(headers)?;
+    let by = metadata.actor.clone();
+    let now = app.clock.now_ms();
+    match expected {
+        Some(expected) => {
+            let command = make(by, now);
+            command::execute_at::<LlmConfig>(
+                &app.store,
+                &config_stream(),
+                metadata,
+                expected,
+                command,
+            )
+            .await
+        }
+        None => {
+            command::execute::<LlmConfig>(&app.store, &config_stream(), metadata, || {
+                make(by.clone(), now)
+            })
+            .await
+        }
+    }
+    .map_err(refusal)?;
+    Ok(tagged(view(app).await?))
 }
 
 /// `PUT /api/llm/config`: replaces the settings; the next call in every process uses them.
 #[utoipa::path(put, path = "/api/llm/config", tag = "llm",
     request_body = LlmSettings,
     responses(
-        (status = 200, description = "In force (unchanged settings record nothing)", body = ConfigView),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header`", body = ErrorBody),
+        (status = 200, description = "In force (unchanged settings record nothing); `ETag` is the new version", body = ConfigView),
+        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header` (`x-actor`, `if-match`)", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` named a version that is no longer current; nothing changed", body = ErrorBody),
         (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
         (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
         (status = 422, description = "`invalid_body`: wrong shape or an unknown field; `invalid_field` naming the field (`provider`, `host`, `model`, `temperature`, `max_tokens`, `routes.<name>[<n>].<field>`, `prices.<model>.<field>`)", body = ErrorBody),
@@ -125,23 +200,21 @@ async fn put_config(
     State(app): State<AppState>,
     headers: HeaderMap,
     ApiJson(settings): ApiJson<LlmSettings>,
-) -> Result<ApiJson<ConfigView>, ApiError> {
-    let metadata = metadata(&headers)?;
-    let by = metadata.actor.clone();
-    let now = app.clock.now_ms();
-    command::execute::<LlmConfig>(&app.store, &config_stream(), metadata, || {
-        LlmConfigCommand::Set { settings: Box::new(settings.clone()), by: by.clone(), now_ms: now }
+) -> Result<Tagged, ApiError> {
+    change(&app, &headers, |by, now_ms| LlmConfigCommand::Set {
+        settings: Box::new(settings.clone()),
+        by,
+        now_ms,
     })
     .await
-    .map_err(refusal)?;
-    Ok(ApiJson(view(&app).await?))
 }
 
 /// `POST /api/llm/config/reset`: back to the defaults (offline).
 #[utoipa::path(post, path = "/api/llm/config/reset", tag = "llm",
     responses(
-        (status = 200, description = "The defaults are in force", body = ConfigView),
-        (status = 400, description = "`invalid_header`", body = ErrorBody),
+        (status = 200, description = "The defaults are in force; `ETag` is the new version", body = ConfigView),
+        (status = 400, description = "`invalid_header` (`x-actor`, `if-match`)", body = ErrorBody),
+        (status = 412, description = "`version_mismatch`: `If-Match` named a version that is no longer current; nothing changed", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
         (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
     ))]
@@ -149,14 +222,6 @@ async fn reset_config(
     State(app): State<AppState>,
     headers: HeaderMap,
     _body: Bytes,
-) -> Result<ApiJson<ConfigView>, ApiError> {
-    let metadata = metadata(&headers)?;
-    let by = metadata.actor.clone();
-    let now = app.clock.now_ms();
-    command::execute::<LlmConfig>(&app.store, &config_stream(), metadata, || {
-        LlmConfigCommand::Reset { by: by.clone(), now_ms: now }
-    })
-    .await
-    .map_err(refusal)?;
-    Ok(ApiJson(view(&app).await?))
+) -> Result<Tagged, ApiError> {
+    change(&app, &headers, |by, now_ms| LlmConfigCommand::Reset { by, now_ms }).await
 }

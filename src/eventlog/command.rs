@@ -116,39 +116,82 @@ pub async fn execute_new<A: Aggregate>(
             Some(known) => known,
             None => load::<A>(store, stream_id).await?,
         };
-        let events = state.decide(make()).map_err(CommandError::Rejected)?;
-        if events.is_empty() {
-            return Ok(Executed { state, version, appended: None });
-        }
-        let new_events = events.iter().map(new_event).collect();
-        let append = Append {
-            stream_type: A::stream_type(),
-            stream_id: stream_id.clone(),
-            expected: ExpectedVersion::Exact(version),
-            events: new_events,
-            metadata: metadata.clone(),
-        };
-        match store.append(append).await {
-            Ok(appended) if appended.duplicate => {
-                let (state, version) = load::<A>(store, stream_id).await?;
-                return Ok(Executed { state, version, appended: Some(appended) });
-            }
-            Ok(appended) => {
-                let mut state = state;
-                for event in &events {
-                    state.apply(event);
-                }
-                let version = appended.last_version;
-                return Ok(Executed { state, version, appended: Some(appended) });
-            }
-            Err(conflict @ AppendError::Conflict { .. }) => {
+        match decide_and_append(store, stream_id, &metadata, state, version, make()).await? {
+            Ok(executed) => return Ok(executed),
+            Err(conflict) => {
                 attempt += 1;
                 if attempt > CONFLICT_RETRIES_MAX {
                     return Err(CommandError::Contended(conflict));
                 }
             }
-            Err(error) => return Err(CommandError::Append(error)),
         }
+    }
+}
+
+/// Decides `command` once, against the stream as it stood at version `expected`: for a
+/// caller that read that version and changes what it saw (an `If-Match`). Anything recorded
+/// since, found at the load or by the append's version check, is answered with
+/// `CommandError::Append(AppendError::Conflict)` rather than decided again against a state
+/// the caller never saw.
+pub async fn execute_at<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    metadata: EventMetadata,
+    expected: u64,
+    command: A::Command,
+) -> Result<Executed<A>, CommandError<A::Error>> {
+    let (state, version) = load::<A>(store, stream_id).await?;
+    if version != expected {
+        return Err(CommandError::Append(AppendError::Conflict {
+            stream_type: A::stream_type(),
+            stream_id: stream_id.clone(),
+            expected,
+            actual: version,
+        }));
+    }
+    decide_and_append(store, stream_id, &metadata, state, version, command)
+        .await?
+        .map_err(CommandError::Append)
+}
+
+/// One decision against `state` at `version`, and its append at that version. The inner
+/// `Err` is the append's conflict (someone else appended since), for the caller to retry
+/// or to report.
+async fn decide_and_append<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    metadata: &EventMetadata,
+    state: A,
+    version: u64,
+    command: A::Command,
+) -> Result<Result<Executed<A>, AppendError>, CommandError<A::Error>> {
+    let events = state.decide(command).map_err(CommandError::Rejected)?;
+    if events.is_empty() {
+        return Ok(Ok(Executed { state, version, appended: None }));
+    }
+    let new_events = events.iter().map(new_event).collect();
+    let append = Append {
+        stream_type: A::stream_type(),
+        stream_id: stream_id.clone(),
+        expected: ExpectedVersion::Exact(version),
+        events: new_events,
+        metadata: metadata.clone(),
+    };
+    match store.append(append).await {
+        Ok(appended) if appended.duplicate => {
+            let (state, version) = load::<A>(store, stream_id).await?;
+            Ok(Ok(Executed { state, version, appended: Some(appended) }))
+        }
+        Ok(appended) => {
+            let mut state = state;
+            for event in &events {
+                state.apply(event);
+            }
+            let version = appended.last_version;
+            Ok(Ok(Executed { state, version, appended: Some(appended) }))
+        }
+        Err(conflict @ AppendError::Conflict { .. }) => Ok(Err(conflict)),
+        Err(error) => Err(CommandError::Append(error)),
     }
 }
 

@@ -381,6 +381,32 @@ async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_st
     })
     .await;
 
+    // Someone else saves while this form holds an edit: the edit is kept, the page says who
+    // changed what under it, saving it is refused by the API, and loading the new version
+    // shows theirs.
+    deck.text("#llm-form", "Version 1;").await;
+    deck.fill("#llm-form input[name=max_tokens]", "777").await;
+    let (_, config) = get(deck.addr, "/api/llm/config").await;
+    let mut theirs = config["settings"].clone();
+    theirs["temperature"] = json!(0.2);
+    let (status, view) = crate::llm_config::put(deck.addr, &theirs).await;
+    assert_eq!((status, &view["version"]), (200, &json!(2)), "{view}");
+    deck.text("#llm-stale", "Changed elsewhere by user:alice").await;
+    let kept = deck.browser.find("#llm-form input[name=max_tokens]").await.unwrap();
+    assert_eq!(kept.value().await.unwrap(), "777", "the edit is kept");
+    deck.click("#llm-form button[type=submit]").await;
+    deck.text("#llm-result .error", "at version 2, not 1").await;
+    deck.click("#llm-load").await;
+    deck.text("#llm-form", "Version 2;").await;
+    let temperature = deck.browser.find("#llm-form input[name=temperature]").await.unwrap();
+    assert_eq!(temperature.value().await.unwrap(), "0.2");
+    let (_, config) = get(deck.addr, "/api/llm/config").await;
+    assert_eq!(
+        (&config["version"], &config["settings"]["max_tokens"]),
+        (&json!(2), &theirs["max_tokens"]),
+        "the stale save changed nothing: {config}"
+    );
+
     // A mission's answer streams on its page while the model writes it.
     fake.set_piece_delay(Duration::from_millis(150));
     let thinking = enqueue(deck.addr, json!({ "name": "count", "agent": "coder" })).await;
@@ -419,7 +445,7 @@ async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_st
     let conversation: Vec<&str> = url.rsplit('/').take(1).collect();
     let (status, _) = get(deck.addr, &format!("/api/conversations/{}", conversation[0])).await;
     assert_eq!(status, 200);
-    deck.check_clean(&[("/api/llm/config", 422)]).await;
+    deck.check_clean(&[("/api/llm/config", 422), ("/api/llm/config", 412)]).await;
 }
 
 /// The same page, before and after its server restarts, shows every event once; and the

@@ -170,3 +170,86 @@ async fn a_mission_names_its_route_and_an_unknown_route_fails_it_at_once() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// A request to a configuration route with `If-Match`, answering status, `ETag` and body.
+async fn send_if_match(
+    addr: std::net::SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    if_match: &str,
+    body: &Value,
+) -> (u16, Option<String>, Value) {
+    crate::serve::crypto_provider();
+    let response = reqwest::Client::new()
+        .request(method, format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .header("x-actor", "user:bob")
+        .header("if-match", if_match)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let etag = response.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+    (status, etag, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_change_naming_a_version_applies_to_that_version_only() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let put_path = "/api/llm/config";
+    let (status, etag, _) =
+        send_if_match(addr, reqwest::Method::GET, put_path, "*", &Value::Null).await;
+    assert_eq!((status, etag.as_deref()), (200, Some("\"0\"")));
+
+    // At the version it names, a change applies and answers the new tag.
+    let settings =
+        |model: &str| json!({ "provider": "ollama", "host": "http://127.0.0.1:9", "model": model });
+    let (status, etag, view) =
+        send_if_match(addr, reqwest::Method::PUT, put_path, "\"0\"", &settings("m1")).await;
+    assert_eq!(
+        (status, etag.as_deref(), &view["version"]),
+        (200, Some("\"1\""), &json!(1)),
+        "{view}"
+    );
+
+    // Two writers that both read version 1: the first wins, the second is refused and
+    // changes nothing, rather than overwriting what it never saw.
+    let (m2, m3) = (settings("m2"), settings("m3"));
+    let (first, second) = tokio::join!(
+        send_if_match(addr, reqwest::Method::PUT, put_path, "\"1\"", &m2),
+        send_if_match(addr, reqwest::Method::PUT, put_path, "1", &m3),
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 412], "{first:?} {second:?}");
+    let refused = if first.0 == 412 { &first.2 } else { &second.2 };
+    assert_eq!(refused["error"]["code"], json!("version_mismatch"), "{refused}");
+    assert_eq!(refused["error"]["field"], json!("if-match"), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at version 2, not 1"), "{message}");
+    let winner = if first.0 == 200 { "m2" } else { "m3" };
+    let (_, config) = get(addr, put_path).await;
+    assert_eq!((&config["version"], &config["settings"]["model"]), (&json!(2), &json!(winner)));
+
+    // A reset naming an old version is refused too; a malformed tag is a 400; `*` and no
+    // header mean whatever is current.
+    let (status, _, body) =
+        send_if_match(addr, reqwest::Method::POST, "/api/llm/config/reset", "\"1\"", &json!({}))
+            .await;
+    assert_eq!((status, &body["error"]["code"]), (412, &json!("version_mismatch")), "{body}");
+    let (status, _, body) =
+        send_if_match(addr, reqwest::Method::PUT, put_path, "W/\"x\"", &settings("m4")).await;
+    assert_eq!((status, &body["error"]["code"]), (400, &json!("invalid_header")), "{body}");
+    let (_, config) = get(addr, put_path).await;
+    assert_eq!(config["version"], json!(2), "nothing changed: {config}");
+    let (status, etag, _) =
+        send_if_match(addr, reqwest::Method::POST, "/api/llm/config/reset", "*", &json!({})).await;
+    assert_eq!((status, etag.as_deref()), (200, Some("\"3\"")));
+    let (status, view) = put(addr, &settings("m5")).await;
+    assert_eq!((status, &view["version"]), (200, &json!(4)), "{view}");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -48,9 +48,9 @@ export class ApiError extends Error {
 
 /// Calls the API: JSON in, JSON out; a non-2xx answer throws an ApiError with the server's
 /// own message, so the page shows what a script would read. `accept`: other statuses whose
-/// body is the answer (`/ready`'s 503).
-export async function api(method, path, body, { signal, accept = [] } = {}) {
-  const init = { method, headers: { accept: 'application/json' } };
+/// body is the answer (`/ready`'s 503); `headers`: more request headers (`If-Match`).
+export async function api(method, path, body, { signal, accept = [], headers = {} } = {}) {
+  const init = { method, headers: { ...headers, accept: 'application/json' } };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = typeof body === 'string' ? body : JSON.stringify(body);

@@ -2,6 +2,9 @@
 // prices, limits and budgets as JSON), saved with PUT /api/llm/config so the API validates it
 // and its refusal is shown as it says it; usage and cost by model and by agent kind as bars;
 // each target's shared limiter; the last changes.
+// The form saves with `If-Match` naming the version it was drawn from. When someone else
+// changes the configuration, an untouched form is drawn again; one with edits keeps them and
+// says what happened, and saving it is refused by the API (412) until it is loaded again.
 
 import { h, fill, api, query, Feed, throttle, section, table, errorBox, bars, pretty,
   fmtNum, fmtUsd, fmtTime, fmtMs } from './lib.js';
@@ -13,6 +16,11 @@ export async function render(main, _params, shell) {
   const configBox = h('div', { id: 'llm-config' });
   // Outside the form, which is drawn again whenever the configuration changes.
   const result = h('div', { id: 'llm-result', 'aria-live': 'polite' });
+  const stale = h('div', { id: 'llm-stale', 'aria-live': 'polite' });
+  /// The version the form shows, whether it holds edits not saved, and whether a change
+  /// sent from it is on its way (its own event is then no news).
+  let shown = null;
+  const editing = { edited: false, sending: false };
   const usageBox = h('div', { class: 'grid', id: 'llm-usage' });
   const limitsBox = h('div');
   const historyBox = h('div');
@@ -20,15 +28,28 @@ export async function render(main, _params, shell) {
     [['1 hour', 1], ['24 hours', 24], ['7 days', 168]].map(([label, hours]) =>
       h('option', { value: hours, selected: hours === 24 }, label)));
   fill(main, h('h1', {}, 'LLM gateway'),
-    section('Configuration', configBox, result),
+    section('Configuration', stale, configBox, result),
     section('Usage', h('div', { class: 'row' }, h('label', {}, 'Window', windowSelect)), usageBox),
     section('Limits', limitsBox),
     section('Recent changes', historyBox));
 
-  async function loadConfig() {
+  /// Draws the configuration; with `keepEdits`, a form holding edits is left as it is.
+  async function loadConfig({ keepEdits = false } = {}) {
     try {
       const config = await api('GET', '/api/llm/config');
-      fill(configBox, configForm(config, loadConfig, result));
+      if (keepEdits && editing.sending) return config;
+      if (keepEdits && editing.edited && config.version !== shown) {
+        const last = config.history[config.history.length - 1];
+        fill(stale, h('div', { class: 'error' },
+          `Changed elsewhere${last ? ` by ${last.by}` : ''}: version ${config.version} is in force, this form shows ${shown}. `,
+          'Your edits are kept; saving them is refused until you load the new version. ',
+          h('button', { type: 'button', id: 'llm-load', onclick: () => loadConfig() }, `Load version ${config.version}`)));
+      } else {
+        shown = config.version;
+        editing.edited = false;
+        fill(stale);
+        fill(configBox, configForm(config, loadConfig, result, editing));
+      }
       fill(historyBox, table([
         { label: 'position', class: 'num', cell: (c) => c.global_position },
         { label: 'change', cell: (c) => c.event_type },
@@ -63,7 +84,7 @@ export async function render(main, _params, shell) {
   // redraws it: what is in force is what the form must show).
   const refreshUsage = throttle(loadUsage, 2000);
   const feed = new Feed({ stream_type: 'llm_config,llm_call,mission' }, undefined, (event) => {
-    if (event.stream_type === 'llm_config') loadConfig();
+    if (event.stream_type === 'llm_config') loadConfig({ keepEdits: true });
     else if (event.stream_type === 'llm_call' || event.event_type === 'MissionLlmCalled') refreshUsage();
   }, shell.setLive);
   return () => { feed.stop(); refreshUsage.cancel(); };
@@ -85,10 +106,13 @@ function usageCards(title, result) {
   ];
 }
 
-function configForm(config, reload, result) {
+function configForm(config, reload, result, state) {
   const s = config.settings;
   const rest = Object.fromEntries(Object.entries(s).filter(([k]) => !SIMPLE.includes(k)));
-  const form = h('form', { class: 'stack', id: 'llm-form', onsubmit: save },
+  // The version this form was drawn from: a change sent from it applies to that one only.
+  const ifMatch = { 'if-match': `"${config.version}"` };
+  const edit = () => { state.edited = true; };
+  const form = h('form', { class: 'stack', id: 'llm-form', onsubmit: save, oninput: edit, onchange: edit },
     h('div', { class: 'row' },
       h('label', {}, 'Provider', h('select', { name: 'provider' },
         PROVIDERS.concat(PROVIDERS.includes(s.provider) ? [] : [s.provider]).map((p) => h('option', { value: p, selected: p === s.provider }, p)))),
@@ -128,24 +152,30 @@ function configForm(config, reload, result) {
       temperature: number(data.get('temperature')), max_tokens: number(data.get('max_tokens')),
       enabled: data.get('enabled') !== null,
     };
+    state.sending = true;
     try {
-      await api('PUT', '/api/llm/config', settings);
+      await api('PUT', '/api/llm/config', settings, { headers: ifMatch });
       fill(result, h('p', {}, 'Saved; the next call in every process uses it.'));
+      state.sending = false;
       reload();
     } catch (error) {
+      state.sending = false;
       fill(result, errorBox(error));
-      const name = error.field && error.field.split(/[.[]/)[0];
+      const name = error.code === 'invalid_field' && error.field && error.field.split(/[.[]/)[0];
       const input = name && (form.elements.namedItem(name) || (!SIMPLE.includes(name) && form.elements.namedItem('rest')));
       if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
     }
   }
 
   async function reset() {
+    state.sending = true;
     try {
-      await api('POST', '/api/llm/config/reset', {});
+      await api('POST', '/api/llm/config/reset', {}, { headers: ifMatch });
       fill(result, h('p', {}, 'Reset to the defaults.'));
+      state.sending = false;
       reload();
     } catch (error) {
+      state.sending = false;
       fill(result, errorBox(error));
     }
   }
