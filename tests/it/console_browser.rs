@@ -2,8 +2,9 @@
 //! `chromium-driver`) against a real serve: a mission enqueued from the form completes on the
 //! page without a reload, a refusal shows the API's own message, a mission is cancelled with
 //! a reason, its history opens; an agent is stopped and started; a bad LLM setting is refused
-//! with the API's message; a chat answer streams in and the conversation is listed and
-//! opened again; the event feed holds only the rows in view and keeps a reader's place. Every test ends by checking the browser logged no error and no request
+//! with the API's message, and an edit is kept when someone else saves; a chat answer
+//! streams in, the conversation is listed and opened again, and a turn added elsewhere
+//! appears; the event feed holds only the rows in view and keeps a reader's place. Every test ends by checking the browser logged no error and no request
 //! failed beyond the refusals it provoked.
 //!
 //! Screenshots of the pages go to `BRAIN_SCREENSHOT_DIR` when it is set (the README's come
@@ -445,6 +446,16 @@ async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_st
     let conversation: Vec<&str> = url.rsplit('/').take(1).collect();
     let (status, _) = get(deck.addr, &format!("/api/conversations/{}", conversation[0])).await;
     assert_eq!(status, 200);
+
+    // A turn added elsewhere (another tab, a script) appears here, after the ones shown.
+    let body = json!({ "agent": "coder", "message": "and again from elsewhere", "conversation_id": conversation[0] });
+    let (status, answer) =
+        crate::missions_api::post(deck.addr, "/api/agents/chat", &body.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    deck.text("#messages .msg.user:nth-of-type(3)", "and again from elsewhere").await;
+    deck.text("#messages .msg.assistant:nth-of-type(4)", "one two three four five six").await;
+    let bubbles = deck.browser.find_all("#messages .msg").await.unwrap();
+    assert_eq!(bubbles.len(), 4, "each turn once");
     deck.check_clean(&[("/api/llm/config", 422), ("/api/llm/config", 412)]).await;
 }
 

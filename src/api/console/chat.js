@@ -1,7 +1,9 @@
 // Chat: talk to an agent, its answer streaming in as server-sent events; conversations are
-// listed beside it, and `/chat/<id>` opens one to read and go on with.
+// listed beside it, and `/chat/<id>` opens one to read and go on with. The page follows the
+// conversations' events: the list stays current, and turns added elsewhere (another tab,
+// a script) appear in the open conversation, after the ones already shown.
 
-import { h, fill, api, query, errorBox, ApiError, fmtTime } from './lib.js';
+import { h, fill, api, query, Feed, throttle, errorBox, ApiError, fmtTime } from './lib.js';
 
 /// Longest a streamed answer may take before the page gives up on it.
 const ANSWER_TIMEOUT_MS = 300000;
@@ -20,6 +22,10 @@ export async function render(main, [conversationId], shell) {
     h('label', {}, 'Message', input), h('div', { class: 'row' }, send));
   input.addEventListener('keydown', (e) => { if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) form.requestSubmit(); });
   let current = conversationId || null;
+  /// The open conversation's stream version shown, and whether this page is sending a turn
+  /// (whose own events are then no news).
+  let shownVersion = 0;
+  let sending = false;
   const controller = new AbortController();
 
   fill(main, h('h1', {}, 'Chat'),
@@ -30,12 +36,34 @@ export async function render(main, [conversationId], shell) {
   async function loadList() {
     try {
       const page = await api('GET', '/api/conversations' + query({ limit: 50 }));
+      position = page.position;
       fill(list, page.conversations.length ? page.conversations.map((c) => h('li', {},
         h('a', { href: `/chat/${c.conversation_id}`, 'aria-current': c.conversation_id === current ? 'page' : null,
           title: `${c.agent} · ${fmtTime(c.updated_at)}` },
         h('strong', {}, c.agent), ' ', c.title || c.conversation_id))) : h('li', { class: 'muted' }, 'None yet.'));
     } catch (error) {
       fill(list, h('li', {}, errorBox(error)));
+    }
+  }
+  let position;
+
+  /// Shows the turns of the open conversation that are not on the page yet.
+  async function loadTurns() {
+    if (!current || sending) return;
+    try {
+      const conversation = await api('GET', `/api/conversations/${encodeURIComponent(current)}`);
+      // Turns are only ever added: what is shown must be where the conversation begins, or
+      // (turns sent from two places at once) it is drawn again from the start.
+      const shown = [...messages.querySelectorAll('.msg')];
+      const turns = conversation.messages;
+      if (shown.length > turns.length || shown.some((el, i) => el.textContent !== turns[i].text)) messages.replaceChildren();
+      const from = messages.querySelectorAll('.msg').length;
+      for (const turn of turns.slice(from)) bubble(turn.speaker === 'user' ? 'user' : 'assistant', turn.text);
+      agent.value = conversation.agent;
+      agent.disabled = true;
+      shownVersion = conversation.version;
+    } catch (error) {
+      fill(notice, errorBox(error));
     }
   }
 
@@ -46,23 +74,22 @@ export async function render(main, [conversationId], shell) {
     return el;
   }
 
-  if (current) {
-    try {
-      const conversation = await api('GET', `/api/conversations/${encodeURIComponent(current)}`);
-      agent.value = conversation.agent;
-      agent.disabled = true;
-      for (const turn of conversation.messages) bubble(turn.speaker === 'user' ? 'user' : 'assistant', turn.text);
-    } catch (error) {
-      fill(notice, errorBox(error));
-    }
-  }
-  loadList();
+  await Promise.all([loadTurns(), loadList()]);
+  // From the position the list reflected: nothing that changed since it was read is missed.
+  const refreshList = throttle(loadList, 1000);
+  const refreshTurns = throttle(loadTurns, 300);
+  const feed = new Feed({ stream_type: 'conversation' }, position, (event) => {
+    if (event.global_position === undefined) return;
+    refreshList();
+    if (event.stream_id === current && event.version > shownVersion) refreshTurns();
+  }, shell.setLive);
 
   async function submit(event) {
     event.preventDefault();
     const text = input.value;
     if (!text.trim()) return;
     fill(notice);
+    sending = true;
     send.disabled = true;
     bubble('user', text);
     input.value = '';
@@ -85,11 +112,14 @@ export async function render(main, [conversationId], shell) {
       fill(notice, errorBox(error));
       input.value = text;
     } finally {
+      sending = false;
       send.disabled = false;
       input.focus();
     }
+    // What this page sent is shown; this only notes the version (or adds what came meanwhile).
+    loadTurns();
   }
-  return () => controller.abort();
+  return () => { controller.abort(); feed.stop(); refreshList.cancel(); refreshTurns.cancel(); };
 }
 
 /// POSTs a chat request and reads its server-sent events: `token` pieces go to `onPiece`;
