@@ -132,7 +132,9 @@ pub async fn execute_new<A: Aggregate>(
 /// caller that read that version and changes what it saw (an `If-Match`). Anything recorded
 /// since, found at the load or by the append's version check, is answered with
 /// `CommandError::Append(AppendError::Conflict)` rather than decided again against a state
-/// the caller never saw.
+/// the caller never saw. It does not look up `metadata.command_id` as [`execute`] does: a
+/// retry of a change that went in is refused as stale rather than answered with its first
+/// outcome, so give it commands without an idempotency key.
 pub async fn execute_at<A: Aggregate>(
     store: &EventStore,
     stream_id: &StreamId,

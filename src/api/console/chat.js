@@ -3,7 +3,7 @@
 // conversations' events: the list stays current, and turns added elsewhere (another tab,
 // a script) appear in the open conversation, after the ones already shown.
 
-import { h, fill, api, query, Feed, throttle, errorBox, ApiError, fmtTime } from './lib.js';
+import { h, fill, api, query, follow, throttle, errorBox, ApiError, fmtTime } from './lib.js';
 
 /// Longest a streamed answer may take before the page gives up on it.
 const ANSWER_TIMEOUT_MS = 300000;
@@ -33,25 +33,28 @@ export async function render(main, [conversationId], shell) {
       h('aside', { class: 'card' }, h('h2', {}, 'Conversations'), list),
       h('section', { class: 'card' }, messages, notice, form)));
 
+  /// Draws the list; answers the log position its read model reflected.
   async function loadList() {
     try {
       const page = await api('GET', '/api/conversations' + query({ limit: 50 }));
-      position = page.position;
       fill(list, page.conversations.length ? page.conversations.map((c) => h('li', {},
         h('a', { href: `/chat/${c.conversation_id}`, 'aria-current': c.conversation_id === current ? 'page' : null,
           title: `${c.agent} · ${fmtTime(c.updated_at)}` },
         h('strong', {}, c.agent), ' ', c.title || c.conversation_id))) : h('li', { class: 'muted' }, 'None yet.'));
+      return page.position;
     } catch (error) {
       fill(list, h('li', {}, errorBox(error)));
+      return undefined;
     }
   }
-  let position;
 
   /// Shows the turns of the open conversation that are not on the page yet.
   async function loadTurns() {
     if (!current || sending) return;
     try {
       const conversation = await api('GET', `/api/conversations/${encodeURIComponent(current)}`);
+      // A turn sent from this page meanwhile is drawn by its sender; this read predates it.
+      if (sending) return;
       // Turns are only ever added: what is shown must be where the conversation begins, or
       // (turns sent from two places at once) it is drawn again from the start.
       const shown = [...messages.querySelectorAll('.msg')];
@@ -74,15 +77,14 @@ export async function render(main, [conversationId], shell) {
     return el;
   }
 
-  await Promise.all([loadTurns(), loadList()]);
-  // From the position the list reflected: nothing that changed since it was read is missed.
-  const refreshList = throttle(loadList, 1000);
+  // The list first, and the feed from the position it reflected; the turns read after it,
+  // so a turn is either in that read or after that position, and so delivered by the feed.
   const refreshTurns = throttle(loadTurns, 300);
-  const feed = new Feed({ stream_type: 'conversation' }, position, (event) => {
-    if (event.global_position === undefined) return;
-    refreshList();
-    if (event.stream_id === current && event.version > shownVersion) refreshTurns();
-  }, shell.setLive);
+  const stopFollowing = await follow({ stream_type: 'conversation' }, loadList, shell.setLive, {
+    ms: 1000,
+    onEvent: (event) => { if (event.stream_id === current && event.version > shownVersion) refreshTurns(); },
+  });
+  await loadTurns();
 
   async function submit(event) {
     event.preventDefault();
@@ -105,7 +107,6 @@ export async function render(main, [conversationId], shell) {
         agent.disabled = true;
         shell.setPath(`/chat/${current}`);
       }
-      loadList();
     } catch (error) {
       if (controller.signal.aborted) return;
       answer.remove();
@@ -119,7 +120,7 @@ export async function render(main, [conversationId], shell) {
     // What this page sent is shown; this only notes the version (or adds what came meanwhile).
     loadTurns();
   }
-  return () => { controller.abort(); feed.stop(); refreshList.cancel(); refreshTurns.cancel(); };
+  return () => { controller.abort(); stopFollowing(); refreshTurns.cancel(); };
 }
 
 /// POSTs a chat request and reads its server-sent events: `token` pieces go to `onPiece`;

@@ -9,14 +9,16 @@
 //   over every row on every frame (about 0.8 s of main thread a second at 1,000 events/s);
 // - rows have one fixed height (ROW_PX, and `.feed-row` in app.css), which is what lets a
 //   scroll position name a row without measuring anything;
-// - scrolled down to read, the view stays on the rows being read while new ones arrive;
+// - scrolled down to read, the view stays on the rows being read while new ones arrive
+//   (Newest goes back to the top, which at a high rate no wheel can reach);
 // - the counters above are rewritten a few times a second, not on every frame.
 // Pausing closes the socket and remembers the last position received, so resuming asks the
 // server for exactly what followed.
 
 import { h, fill, query, Feed, throttle, section, fmtNum, fmtClock } from './lib.js';
 
-/// Events kept to scroll through; older ones are dropped as new ones arrive.
+/// Events kept to scroll through (up to a quarter more between trims); older ones are
+/// dropped as new ones arrive.
 const ROWS_MAX = 2000;
 /// A row's height in CSS pixels: `.feed-row` in app.css says the same.
 const ROW_PX = 21;
@@ -33,6 +35,7 @@ export async function render(main, _params, shell) {
   const mission = h('input', { name: 'mission_id', value: params.get('mission_id') || '', placeholder: 'any', size: 36 });
   const from = h('input', { name: 'from', type: 'number', min: 0, value: params.get('from') || '', placeholder: 'now', size: 10 });
   const pause = h('button', { type: 'button', id: 'pause', onclick: toggle }, 'Pause');
+  const newest = h('button', { type: 'button', id: 'newest', onclick: () => { box.scrollTop = 0; schedule(); } }, 'Newest');
   const counters = h('span', { class: 'muted', id: 'feed-stats', 'aria-live': 'off' });
   const error = h('div', { 'aria-live': 'polite' });
   const rows = h('div', { id: 'feed-rows', class: 'feed-window', role: 'rowgroup' });
@@ -46,7 +49,7 @@ export async function render(main, _params, shell) {
       h('datalist', { id: 'stream-types' }, STREAM_TYPES.map((t) => h('option', { value: t })))),
     h('label', {}, 'Mission', mission),
     h('label', {}, 'From position', from),
-    h('button', { type: 'submit', class: 'primary' }, 'Apply'), pause);
+    h('button', { type: 'submit', class: 'primary' }, 'Apply'), pause, newest);
   fill(main, h('h1', {}, 'Event feed', counters), section('Live log', form, error, box));
 
   let feed = null;
@@ -65,7 +68,7 @@ export async function render(main, _params, shell) {
   }
 
   const count = throttle(() => {
-    counters.textContent = `${fmtNum(stats.received)} received · ${fmtNum(kept.length)} kept · last ${fmtNum(last ?? 0)}`;
+    counters.textContent = `${fmtNum(stats.received)} received · ${fmtNum(stats.skipped)} not drawn (kept to scroll to) · last ${fmtNum(last ?? 0)}`;
   }, COUNT_EVERY_MS);
 
   function schedule() {
@@ -88,15 +91,18 @@ export async function render(main, _params, shell) {
 
   function draw() {
     frame = 0;
-    // Events that came and went between two frames were never on screen.
-    stats.drawn += Math.min(fresh, ROWS_MAX);
-    stats.skipped += Math.max(0, fresh - ROWS_MAX);
-    space.style.height = `${kept.length * ROW_PX}px`;
-    // Reading below the top, the view follows the rows it shows down as new ones arrive.
-    if (fresh && box.scrollTop > 0) box.scrollTop += Math.min(fresh, kept.length) * ROW_PX;
+    const added = Math.min(fresh, kept.length);
     fresh = 0;
+    space.style.height = `${kept.length * ROW_PX}px`;
+    // Reading below the top row, the view follows the rows it shows down as new ones arrive.
+    if (added && box.scrollTop >= ROW_PX) box.scrollTop += added * ROW_PX;
     const first = Math.max(0, Math.floor(box.scrollTop / ROW_PX) - ROWS_SPARE);
     const shown = Math.min(kept.length - first, Math.ceil(box.clientHeight / ROW_PX) + 2 * ROWS_SPARE);
+    // The new events are the first `added` rows: those in the drawn window were drawn, the
+    // others (a reader below, or more than a frame can show) are kept to scroll to.
+    const inView = Math.max(0, Math.min(added, first + shown) - first);
+    stats.drawn += inView;
+    stats.skipped += added - inView;
     rows.style.transform = `translateY(${first * ROW_PX}px)`;
     while (rows.childElementCount < shown) rows.append(ROW.cloneNode(true));
     while (rows.childElementCount > Math.max(shown, 0)) rows.lastElementChild.remove();
@@ -116,6 +122,7 @@ export async function render(main, _params, shell) {
     kept = [];
     fresh = 0;
     box.scrollTop = 0;
+    draw(); // the old filter's rows go at once, whether or not anything new arrives
     const position = from.value === '' ? undefined : Number(from.value);
     shell.setPath('/events' + query({ ...filters(), from: from.value }));
     paused = false;

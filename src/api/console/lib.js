@@ -101,14 +101,15 @@ export function throttle(fn, ms) {
 /// position its read model reflected (or undefined). A burst of `filters`' events draws it
 /// again, and again until that position has caught up with the feed: a read model may trail
 /// the log, and a list drawn once from a trailing one would stay behind. Answers the stop.
-export async function follow(filters, load, setLive, ms = 500) {
+/// `onEvent(message)`, if given, sees every message as well.
+export async function follow(filters, load, setLive, { ms = 500, onEvent } = {}) {
   const position = await load();
   let feed = null;
   const refresh = throttle(async () => {
     const at = await load();
     if (at !== undefined && feed.last !== undefined && at < feed.last) refresh();
   }, ms);
-  feed = new Feed(filters, position, () => refresh(), setLive);
+  feed = new Feed(filters, position, (message) => { refresh(); if (onEvent) onEvent(message); }, setLive);
   return () => { feed.stop(); refresh.cancel(); };
 }
 
@@ -219,6 +220,7 @@ export function fmtTime(at) {
 
 /// The time of day of a moment, e.g. "14:03:27".
 export function fmtClock(at) {
+  if (at === null || at === undefined || at === '') return '–';
   const date = new Date(at);
   return isNaN(date) ? '–' : CLOCK.format(date);
 }

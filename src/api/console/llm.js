@@ -33,10 +33,16 @@ export async function render(main, _params, shell) {
     section('Limits', limitsBox),
     section('Recent changes', historyBox));
 
-  /// Draws the configuration; with `keepEdits`, a form holding edits is left as it is.
-  async function loadConfig({ keepEdits = false } = {}) {
+  /// The newest version any answer has shown: an older answer arriving late is not drawn.
+  let newest = -1;
+
+  /// Draws the configuration (`given`, or read now); with `keepEdits`, a form holding edits
+  /// is left as it is and the page says what changed under it.
+  async function loadConfig({ keepEdits = false, given } = {}) {
     try {
-      const config = await api('GET', '/api/llm/config');
+      const config = given || await api('GET', '/api/llm/config');
+      if (config.version < newest) return config;
+      newest = config.version;
       if (keepEdits && editing.sending) return config;
       if (keepEdits && editing.edited && config.version !== shown) {
         const last = config.history[config.history.length - 1];
@@ -78,15 +84,16 @@ export async function render(main, _params, shell) {
       limits.value.targets, 'No target is configured.'));
   }
 
-  await loadConfig();
-  await loadUsage();
   // Usage moves with every call, the form only with a change of the configuration (which
-  // redraws it: what is in force is what the form must show).
+  // redraws it: what is in force is what the form must show). The feed starts before the
+  // first reads, so a change made while they are answered is not missed.
   const refreshUsage = throttle(loadUsage, 2000);
   const feed = new Feed({ stream_type: 'llm_config,llm_call,mission' }, undefined, (event) => {
     if (event.stream_type === 'llm_config') loadConfig({ keepEdits: true });
     else if (event.stream_type === 'llm_call' || event.event_type === 'MissionLlmCalled') refreshUsage();
   }, shell.setLive);
+  await loadConfig();
+  await loadUsage();
   return () => { feed.stop(); refreshUsage.cancel(); };
 }
 
@@ -154,13 +161,15 @@ function configForm(config, reload, result, state) {
     };
     state.sending = true;
     try {
-      await api('PUT', '/api/llm/config', settings, { headers: ifMatch });
+      const saved = await api('PUT', '/api/llm/config', settings, { headers: ifMatch });
       fill(result, h('p', {}, 'Saved; the next call in every process uses it.'));
       state.sending = false;
-      reload();
+      reload({ given: saved });
     } catch (error) {
       state.sending = false;
       fill(result, errorBox(error));
+      // Changed under this form: say so (and offer the new version), the edits kept.
+      if (error.code === 'version_mismatch') reload({ keepEdits: true });
       const name = error.code === 'invalid_field' && error.field && error.field.split(/[.[]/)[0];
       const input = name && (form.elements.namedItem(name) || (!SIMPLE.includes(name) && form.elements.namedItem('rest')));
       if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
@@ -170,13 +179,14 @@ function configForm(config, reload, result, state) {
   async function reset() {
     state.sending = true;
     try {
-      await api('POST', '/api/llm/config/reset', {}, { headers: ifMatch });
+      const saved = await api('POST', '/api/llm/config/reset', {}, { headers: ifMatch });
       fill(result, h('p', {}, 'Reset to the defaults.'));
       state.sending = false;
-      reload();
+      reload({ given: saved });
     } catch (error) {
       state.sending = false;
       fill(result, errorBox(error));
+      if (error.code === 'version_mismatch') reload({ keepEdits: true });
     }
   }
   return form;
