@@ -4,7 +4,8 @@
 //! a reason, its history opens; an agent is stopped and started; a bad LLM setting is refused
 //! with the API's message, and an edit is kept when someone else saves; a chat answer
 //! streams in, the conversation is listed and opened again, and a turn added elsewhere
-//! appears; the event feed holds only the rows in view and keeps a reader's place. Every test ends by checking the browser logged no error and no request
+//! appears; the event feed holds only the rows in view and keeps a reader's place; a
+//! mission is found and cancelled with the keyboard alone. Every test ends by checking the browser logged no error and no request
 //! failed beyond the refusals it provoked.
 //!
 //! Screenshots of the pages go to `BRAIN_SCREENSHOT_DIR` when it is set (the README's come
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use brain::bench::webdriver::{Browser, BrowserOptions, Failure};
+use brain::bench::webdriver::{Browser, BrowserOptions, Failure, keys};
 use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 use serde_json::{Value, json};
@@ -313,6 +314,88 @@ async fn the_event_feed_draws_the_rows_in_view_only_and_holds_a_reader_in_place(
         deck.browser.execute(count, &[]).await.unwrap() == json!(0)
     })
     .await;
+    deck.check_clean(&[]).await;
+}
+
+/// What has the focus: tag, id, name, class and the start of its text.
+const FOCUSED: &str = "const e = document.activeElement;\
+    return { tag: e.tagName.toLowerCase(), id: e.id, name: e.getAttribute('name') || '',\
+      class: e.className, text: e.textContent.trim().slice(0, 60) };";
+
+impl Deck {
+    async fn focused(&self) -> Value {
+        self.browser.execute(FOCUSED, &[]).await.unwrap()
+    }
+
+    /// Types `keys` where the focus is, as a user would.
+    async fn press(&self, keys: &str) {
+        self.browser.active().await.unwrap().send_keys(keys).await.unwrap();
+    }
+
+    /// Presses Tab until the focus is on an element `wanted` accepts (at most 80 times: a
+    /// control out of the tab order fails here).
+    async fn tab_to(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
+        let mut seen = Vec::new();
+        for _ in 0..80 {
+            self.press(keys::TAB).await;
+            let focused = self.focused().await;
+            if wanted(&focused) {
+                return focused;
+            }
+            seen.push(focused);
+        }
+        panic!("Tab never reached {what}; it went through {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_mission_is_found_and_cancelled_with_the_keyboard_alone() {
+    let deck = Deck::start().await;
+    let id = enqueue(deck.addr, json!({ "name": "by keyboard", "agent": "idle" })).await;
+    deck.open("/").await;
+    deck.browser.wait_for("#main .card", WAIT).await.unwrap();
+    // The first stop is the skip link, which takes the focus to the page's content.
+    deck.press(keys::TAB).await;
+    assert_eq!(deck.focused().await["class"], json!("skip"));
+    deck.press(keys::ENTER).await;
+    assert_eq!(deck.focused().await["id"], json!("main"));
+
+    // To the missions by the navigation, to the mission by its link in the list.
+    deck.open("/").await;
+    deck.browser.wait_for("#main .card", WAIT).await.unwrap();
+    deck.tab_to("the Missions link", |f| f["tag"] == "a" && f["text"] == "Missions").await;
+    deck.press(keys::ENTER).await;
+    deck.text("#main h1", "Missions").await;
+    deck.text("#main", "by keyboard").await;
+    deck.tab_to("the mission's link", |f| f["tag"] == "a" && f["text"] == "by keyboard").await;
+    deck.press(keys::ENTER).await;
+    deck.text("#status", "queued").await;
+    assert!(deck.browser.current_url().await.unwrap().ends_with(&format!("/missions/{id}")));
+
+    // Cancel asks for a reason in a dialog that takes the focus; Escape backs out of it and
+    // nothing happens.
+    deck.tab_to("the cancel button", |f| f["id"] == "cancel").await;
+    deck.press(keys::ENTER).await;
+    deck.browser.wait_for("dialog.reason[open]", WAIT).await.unwrap();
+    assert_eq!(deck.focused().await["name"], json!("reason"));
+    deck.press("changed my mind").await;
+    deck.press(keys::ESCAPE).await;
+    wait_until("the dialog to close", WAIT, || async {
+        deck.browser.find_all("dialog.reason").await.unwrap().is_empty()
+    })
+    .await;
+    let (_, view) = get(deck.addr, &format!("/api/missions/{id}")).await;
+    assert_eq!(view["status"], json!("queued"), "{view}");
+
+    // Again, this time confirmed from the keyboard: typed, Tab to the button, Enter.
+    assert_eq!(deck.focused().await["id"], json!("cancel"), "the focus came back");
+    deck.press(keys::ENTER).await;
+    deck.browser.wait_for("dialog.reason[open]", WAIT).await.unwrap();
+    deck.press("cancelled by keyboard").await;
+    deck.tab_to("the confirm button", |f| f["tag"] == "button" && f["class"] == "primary").await;
+    deck.press(keys::ENTER).await;
+    deck.text("#status", "cancelled").await;
+    deck.text("#timeline li[data-type=MissionCancelled]", "cancelled by keyboard").await;
     deck.check_clean(&[]).await;
 }
 

@@ -87,7 +87,13 @@ document.addEventListener('click', (event) => {
   const first = url.pathname.split('/')[1];
   if (!['', 'missions', 'queue', 'agents', 'events', 'llm', 'chat'].includes(first)) return;
   event.preventDefault();
-  if (url.pathname === location.pathname && url.search === location.search) return;
+  if (url.pathname === location.pathname && url.search === location.search) {
+    // A link within the page (the skip link): the focus goes to its target. Left to the
+    // browser, the new fragment would count as a navigation and draw the page again.
+    const target = url.hash && document.getElementById(decodeURIComponent(url.hash.slice(1)));
+    if (target) target.focus();
+    return;
+  }
   history.pushState(null, '', url.pathname + url.search);
   route();
   main.focus({ preventScroll: true });

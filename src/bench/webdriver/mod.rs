@@ -335,6 +335,13 @@ impl Browser {
         Element::from_json(&self.session, &value)
     }
 
+    /// The element that has the focus (the body when none has), for keyboard tests: keys
+    /// sent to it are what a user's typing would reach.
+    pub async fn active(&self) -> anyhow::Result<Element> {
+        let value = self.session.get("/element/active").await.context("the active element")?;
+        Element::from_json(&self.session, &value)
+    }
+
     /// Every element matching `css`, in document order; empty when none does.
     pub async fn find_all(&self, css: &str) -> anyhow::Result<Vec<Element>> {
         let value =
