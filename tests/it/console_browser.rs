@@ -1,162 +1,33 @@
 //! The Control Deck in headless Chromium (Debian's `chromium`, driven through
-//! `chromium-driver`) against a real serve: a mission enqueued from the form completes on the
-//! page without a reload, a refusal shows the API's own message, a mission is cancelled with
-//! a reason, its history opens; an agent is stopped and started; a bad LLM setting is refused
-//! with the API's message, and an edit is kept when someone else saves; a chat answer
-//! streams in, the conversation is listed and opened again, and a turn added elsewhere
-//! appears; the event feed holds only the rows in view and keeps a reader's place; a
-//! mission is found and cancelled with the keyboard alone. Every test ends by checking the browser logged no error and no request
-//! failed beyond the refusals it provoked.
+//! `chromium-driver`) against a real serve:
+//! - a mission enqueued from the form completes on the page without a reload, a refusal
+//!   shows the API's own message, a mission is cancelled with a reason, its history opens;
+//! - the event feed holds only the rows in view and keeps a reader's place;
+//! - a mission is found and cancelled with the keyboard alone;
+//! - an agent is stopped and started;
+//! - a bad LLM setting is refused with the API's message, and an edit is kept when someone
+//!   else saves; a chat answer streams in, the conversation is listed and opened again, and
+//!   a turn added elsewhere appears;
+//! - a page resumes across a server restart, and the pages fit a phone.
+//!
+//! Every test ends by checking that the browser logged no error and no request failed
+//! beyond the refusals it provoked. The harness is `crate::deck`.
 //!
 //! Screenshots of the pages go to `BRAIN_SCREENSHOT_DIR` when it is set (the README's come
 //! from `BRAIN_SCREENSHOT_DIR=docs/screenshots cargo test --test it console_browser`), else
 //! into the test's scratch directory, where they are still taken and checked.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use brain::bench::webdriver::{Browser, BrowserOptions, Failure, keys};
-use brain::missions::worker::WorkerConfig;
-use brain::serve::ServeOptions;
+use brain::bench::webdriver::keys;
 use serde_json::{Value, json};
 
+use crate::deck::{Deck, WAIT, api_refusal, options};
 use crate::fake_llm::{FakeLlm, Scripted};
-use crate::serve::{get, serve_with_options, services};
-use crate::support::{TestEnv, redis_url, wait_until};
+use crate::serve::{get, serve_with_options};
+use crate::support::wait_until;
 use crate::workers::enqueue;
-
-const WAIT: Duration = Duration::from_secs(20);
-
-/// A serve with `echo` and `coder` workers, an agent kind nobody serves (`idle`, so a
-/// mission can wait to be cancelled), and a browser on it.
-struct Deck {
-    addr: SocketAddr,
-    browser: Browser,
-    shots: PathBuf,
-    shutdown: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _env: TestEnv,
-}
-
-/// The serve of a [`Deck`]: `echo` and `coder` workers and a kind nobody serves.
-fn options(env: &TestEnv, addr: SocketAddr) -> ServeOptions {
-    let mut options = ServeOptions::new(services(env, &redis_url()), addr);
-    options.workers = Some(WorkerConfig::new(brain::agents::parse("echo,coder").unwrap(), 2));
-    options.agent_kinds.push("idle".to_owned());
-    options
-}
-
-impl Deck {
-    async fn start() -> Deck {
-        Deck::start_on("127.0.0.1:0".parse().unwrap()).await
-    }
-
-    async fn start_on(listen: SocketAddr) -> Deck {
-        let env = TestEnv::new().await;
-        let (addr, shutdown, task) = serve_with_options(options(&env, listen)).await;
-        let browser =
-            Browser::start_with(BrowserOptions::default()).await.expect("chromium starts");
-        let shots = match std::env::var_os("BRAIN_SCREENSHOT_DIR") {
-            Some(dir) => PathBuf::from(dir),
-            None => browser.dir().join("screenshots"),
-        };
-        std::fs::create_dir_all(&shots).unwrap();
-        Deck { addr, browser, shots, shutdown, task, _env: env }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn open(&self, path: &str) {
-        self.browser.goto(&self.url(path)).await.unwrap();
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let input = self.browser.find(css).await.unwrap();
-        input.clear().await.unwrap();
-        input.send_keys(text).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        self.browser.wait_for(css, WAIT).await.unwrap().click().await.unwrap();
-    }
-
-    async fn text(&self, css: &str, expected: &str) {
-        self.browser.wait_for_text(css, expected, WAIT).await.unwrap();
-    }
-
-    /// Answers the reason dialog the page opened.
-    async fn give_reason(&self, reason: &str) {
-        self.browser.wait_for("dialog.reason[open] textarea", WAIT).await.unwrap();
-        self.fill("dialog.reason textarea", reason).await;
-        self.click("dialog.reason button[value=ok]").await;
-    }
-
-    async fn shot(&self, name: &str) {
-        let path = self.shots.join(format!("{name}.png"));
-        self.browser.screenshot(&path).await.unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{name} is a PNG");
-    }
-
-    /// No console error and no failed request, but for the `expected` refusals (paths and
-    /// statuses) the test provoked on purpose.
-    async fn check_clean(self, expected: &[(&str, u16)]) {
-        self.check_clean_but(expected, &[]).await
-    }
-
-    /// As [`Deck::check_clean`], also letting console errors and failed requests that
-    /// contain one of `allowed` pass (what a test provoked by stopping the server).
-    async fn check_clean_but(self, expected: &[(&str, u16)], allowed: &[&str]) {
-        let failed = self.browser.failed_requests().await.unwrap();
-        let unexpected: Vec<String> = failed
-            .iter()
-            .filter(|request| {
-                !expected.iter().any(|(path, status)| {
-                    request.url.ends_with(path) && request.failure == Failure::Status(*status)
-                }) && !allowed.iter().any(|allowed| request.to_string().contains(allowed))
-            })
-            .map(ToString::to_string)
-            .collect();
-        assert!(unexpected.is_empty(), "failed requests: {unexpected:?}");
-        let errors: Vec<String> = self
-            .browser
-            .browser_log()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|entry| entry.is_severe())
-            .map(|entry| entry.message)
-            .collect();
-        // Chromium logs every error status a fetch gets: those are the provoked refusals.
-        let unexplained: Vec<&String> = errors
-            .iter()
-            .filter(|message| {
-                !expected.iter().any(|(path, status)| {
-                    message.contains(path) && message.contains(&format!("status of {status}"))
-                }) && !allowed.iter().any(|allowed| message.contains(allowed))
-            })
-            .collect();
-        assert!(unexplained.is_empty(), "console errors: {unexplained:?}");
-        self.browser.quit().await.unwrap();
-        self.shutdown.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn api_refusal(addr: SocketAddr, method: reqwest::Method, path: &str, body: &Value) -> Value {
-    crate::serve::crypto_provider();
-    let response = reqwest::Client::new()
-        .request(method, format!("http://{addr}{path}"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_client_error(), "{path} refuses {body}");
-    response.json::<Value>().await.unwrap()["error"].clone()
-}
 
 #[tokio::test]
 async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
@@ -315,37 +186,6 @@ async fn the_event_feed_draws_the_rows_in_view_only_and_holds_a_reader_in_place(
     })
     .await;
     deck.check_clean(&[]).await;
-}
-
-/// What has the focus: tag, id, name, class and the start of its text.
-const FOCUSED: &str = "const e = document.activeElement;\
-    return { tag: e.tagName.toLowerCase(), id: e.id, name: e.getAttribute('name') || '',\
-      class: e.className, text: e.textContent.trim().slice(0, 60) };";
-
-impl Deck {
-    async fn focused(&self) -> Value {
-        self.browser.execute(FOCUSED, &[]).await.unwrap()
-    }
-
-    /// Types `keys` where the focus is, as a user would.
-    async fn press(&self, keys: &str) {
-        self.browser.active().await.unwrap().send_keys(keys).await.unwrap();
-    }
-
-    /// Presses Tab until the focus is on an element `wanted` accepts (at most 80 times: a
-    /// control out of the tab order fails here).
-    async fn tab_to(&self, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        let mut seen = Vec::new();
-        for _ in 0..80 {
-            self.press(keys::TAB).await;
-            let focused = self.focused().await;
-            if wanted(&focused) {
-                return focused;
-            }
-            seen.push(focused);
-        }
-        panic!("Tab never reached {what}; it went through {seen:?}");
-    }
 }
 
 #[tokio::test]
@@ -569,7 +409,7 @@ async fn a_page_resumes_after_its_server_restarts_and_the_pages_fit_a_phone() {
         .wait_for_text(".feed-state", |t: &str| t == "waiting" || t == "connecting", WAIT)
         .await
         .unwrap();
-    let (_, shutdown, task) = serve_with_options(options(&deck._env, listen)).await;
+    let (_, shutdown, task) = serve_with_options(options(&deck.env, listen)).await;
     (deck.shutdown, deck.task) = (shutdown, task);
     let (status, _) = crate::missions_api::post(
         deck.addr,
