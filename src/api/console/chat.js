@@ -59,8 +59,11 @@ export async function render(main, [conversationId], shell) {
       // (turns sent from two places at once) it is drawn again from the start.
       const shown = [...messages.querySelectorAll('.msg')];
       const turns = conversation.messages;
-      if (shown.length > turns.length || shown.some((el, i) => el.textContent !== turns[i].text)) messages.replaceChildren();
-      const from = messages.querySelectorAll('.msg').length;
+      let from = shown.length;
+      if (from > turns.length || shown.some((el, i) => el.textContent !== turns[i].text)) {
+        messages.replaceChildren();
+        from = 0;
+      }
       for (const turn of turns.slice(from)) bubble(turn.speaker === 'user' ? 'user' : 'assistant', turn.text);
       agent.value = conversation.agent;
       agent.disabled = true;

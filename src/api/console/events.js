@@ -97,7 +97,8 @@ export async function render(main, _params, shell) {
     // Reading below the top row, the view follows the rows it shows down as new ones arrive.
     if (added && box.scrollTop >= ROW_PX) box.scrollTop += added * ROW_PX;
     const first = Math.max(0, Math.floor(box.scrollTop / ROW_PX) - ROWS_SPARE);
-    const shown = Math.min(kept.length - first, Math.ceil(box.clientHeight / ROW_PX) + 2 * ROWS_SPARE);
+    // None when the view is below the end (the kept rows were cleared or trimmed under it).
+    const shown = Math.max(0, Math.min(kept.length - first, Math.ceil(box.clientHeight / ROW_PX) + 2 * ROWS_SPARE));
     // The new events are the first `added` rows: those in the drawn window were drawn, the
     // others (a reader below, or more than a frame can show) are kept to scroll to.
     const inView = Math.max(0, Math.min(added, first + shown) - first);
@@ -105,7 +106,7 @@ export async function render(main, _params, shell) {
     stats.skipped += added - inView;
     rows.style.transform = `translateY(${first * ROW_PX}px)`;
     while (rows.childElementCount < shown) rows.append(ROW.cloneNode(true));
-    while (rows.childElementCount > Math.max(shown, 0)) rows.lastElementChild.remove();
+    while (rows.childElementCount > shown) rows.lastElementChild.remove();
     for (let i = 0; i < shown; i++) fillRow(rows.children[i], kept[kept.length - 1 - first - i]);
     count();
   }

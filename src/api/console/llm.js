@@ -159,34 +159,32 @@ function configForm(config, reload, result, state) {
       temperature: number(data.get('temperature')), max_tokens: number(data.get('max_tokens')),
       enabled: data.get('enabled') !== null,
     };
+    const error = await change('PUT', '/api/llm/config', settings, 'Saved; the next call in every process uses it.');
+    const name = error && error.code === 'invalid_field' && error.field && error.field.split(/[.[]/)[0];
+    const input = name && (form.elements.namedItem(name) || (!SIMPLE.includes(name) && form.elements.namedItem('rest')));
+    if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
+  }
+
+  function reset() {
+    return change('POST', '/api/llm/config/reset', {}, 'Reset to the defaults.');
+  }
+
+  /// Sends a change from this form (at its version) and draws what the answer holds;
+  /// answers the refusal, if any, once it is shown.
+  async function change(method, path, body, done) {
     state.sending = true;
     try {
-      const saved = await api('PUT', '/api/llm/config', settings, { headers: ifMatch });
-      fill(result, h('p', {}, 'Saved; the next call in every process uses it.'));
+      const saved = await api(method, path, body, { headers: ifMatch });
+      fill(result, h('p', {}, done));
       state.sending = false;
       reload({ given: saved });
+      return null;
     } catch (error) {
       state.sending = false;
       fill(result, errorBox(error));
       // Changed under this form: say so (and offer the new version), the edits kept.
       if (error.code === 'version_mismatch') reload({ keepEdits: true });
-      const name = error.code === 'invalid_field' && error.field && error.field.split(/[.[]/)[0];
-      const input = name && (form.elements.namedItem(name) || (!SIMPLE.includes(name) && form.elements.namedItem('rest')));
-      if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
-    }
-  }
-
-  async function reset() {
-    state.sending = true;
-    try {
-      const saved = await api('POST', '/api/llm/config/reset', {}, { headers: ifMatch });
-      fill(result, h('p', {}, 'Reset to the defaults.'));
-      state.sending = false;
-      reload({ given: saved });
-    } catch (error) {
-      state.sending = false;
-      fill(result, errorBox(error));
-      if (error.code === 'version_mismatch') reload({ keepEdits: true });
+      return error;
     }
   }
   return form;
