@@ -248,7 +248,7 @@ async fn agents_are_stopped_and_started_through_the_supervisor_with_a_reason() {
     deck.shot("agents").await;
     let stop = deck.browser.wait_for("#agents button[data-action=stop]", WAIT).await.unwrap();
     let agent_id = stop.attr("data-agent").await.unwrap().unwrap();
-    stop.click().await.unwrap();
+    deck.click(&format!("#agents button[data-agent='{agent_id}'][data-action=stop]")).await;
     deck.give_reason("maintenance window").await;
     wait_until("the agent to be stopped", WAIT, || async {
         get(deck.addr, &format!("/api/agents/{agent_id}")).await.1["state"] == json!("stopped")

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use brain::bench::webdriver::{Browser, BrowserOptions, Failure, keys};
+use brain::bench::webdriver::{Browser, BrowserOptions, Failure, WebDriverError, keys};
 use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 use serde_json::Value;
@@ -68,8 +68,23 @@ impl Deck {
         input.send_keys(text).await.unwrap();
     }
 
+    /// Clicks the element `css` matches once it is there. Live pages redraw from the API
+    /// (the agents page also every few seconds), so the element found may be replaced before
+    /// the click lands: then it is found again, until `WAIT` is over.
     pub async fn click(&self, css: &str) {
-        self.browser.wait_for(css, WAIT).await.unwrap().click().await.unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let element = self.browser.wait_for(css, WAIT).await.unwrap();
+            match element.click().await {
+                Ok(()) => return,
+                Err(error)
+                    if std::time::Instant::now() < deadline
+                        && error
+                            .downcast_ref::<WebDriverError>()
+                            .is_some_and(|e| e.error == "stale element reference") => {}
+                Err(error) => panic!("click {css}: {error:#}"),
+            }
+        }
     }
 
     pub async fn text(&self, css: &str, expected: &str) {
