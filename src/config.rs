@@ -45,6 +45,17 @@ impl fmt::Display for Namespace {
     }
 }
 
+/// The agent kind missions run on when the request names none.
+pub const DEFAULT_AGENT: &str = "coder";
+/// Agent kinds a mission may name out of the box: the built-in agents' kinds.
+pub const AGENT_KINDS_DEFAULT: &str = "coder,ops,architect,supervisor,echo";
+/// Most agent kinds one deployment may have.
+pub const AGENT_KINDS_MAX: usize = 256;
+/// Kinds the workers serve out of the box: `coder` (the default kind) runs on
+/// the built-in `coder` agent, which thinks through the LLM gateway (offline until an LLM
+/// is configured), so a first mission completes.
+pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect,supervisor";
+
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres:postgres@127.0.0.1:5432/brain";
 pub const NATS_URL_DEFAULT: &str = "nats://127.0.0.1:4222";
 pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";

@@ -14,6 +14,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod backoff;
 pub mod bench;
 pub mod clock;
 pub mod config;

@@ -38,16 +38,16 @@ enum Command {
         #[arg(long, env = "BRAIN_HTTP_ADDR", default_value = "127.0.0.1:8000")]
         http_addr: SocketAddr,
         /// Agent kind of a mission enqueued without one.
-        #[arg(long, env = "BRAIN_DEFAULT_AGENT", default_value = serve::DEFAULT_AGENT)]
+        #[arg(long, env = "BRAIN_DEFAULT_AGENT", default_value = brain::config::DEFAULT_AGENT)]
         default_agent: String,
         /// Missions this process runs at once (0: run none here, only `brain worker`s do).
         #[arg(long, env = "BRAIN_WORKERS", default_value_t = 4)]
         workers: usize,
         /// Agent kinds this process's workers serve: `kind[=built-in agent],...`.
-        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = serve::WORKER_AGENTS_DEFAULT, value_parser = brain::agents::parse)]
+        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = brain::config::WORKER_AGENTS_DEFAULT, value_parser = brain::agents::parse)]
         worker_agents: Agents,
         /// Agent kinds a mission may name (besides those the workers serve), comma-separated.
-        #[arg(long, env = "BRAIN_AGENT_KINDS", default_value = serve::AGENT_KINDS_DEFAULT, value_delimiter = ',')]
+        #[arg(long, env = "BRAIN_AGENT_KINDS", default_value = brain::config::AGENT_KINDS_DEFAULT, value_delimiter = ',')]
         agent_kinds: Vec<String>,
         /// Waiting time that makes a mission worth one priority level more, in seconds.
         #[arg(long, env = "BRAIN_QUEUE_AGING_S", default_value_t = 300)]
@@ -78,7 +78,7 @@ enum Command {
         concurrency: usize,
         /// Agent kinds served: `kind[=built-in agent],...` (`coder=echo` runs coder missions
         /// with the echo agent).
-        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = serve::WORKER_AGENTS_DEFAULT, value_parser = brain::agents::parse)]
+        #[arg(long, env = "BRAIN_WORKER_AGENTS", default_value = brain::config::WORKER_AGENTS_DEFAULT, value_parser = brain::agents::parse)]
         agents: Agents,
         /// This worker's name in mission events and the status view (default: host-pid-random).
         #[arg(long, env = "BRAIN_WORKER_ID")]
@@ -152,7 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             options.default_agent = default_agent;
             options.agent_kinds = agent_kinds;
             options.scoring = Scoring { weights: queue_weights, aging_ms: queue_aging_s * 1_000 };
-            options.supervisor.backoff = tuning.backoff();
+            options.reaper.backoff = tuning.backoff();
             options.workers = (workers > 0 && !worker_agents.is_empty())
                 .then(|| tuning.worker(worker_agents, workers));
             options.feed = feed;

@@ -18,22 +18,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentSettings;
-use crate::agents::supervised::Intensity;
-use crate::agents::supervisor::AgentSupervisor;
+use crate::agents::restart::Intensity;
 use crate::agents::view::AgentViewStore;
+use crate::agents::watchdog::SilenceWatchdog;
 use crate::api::server::HttpLimits;
 use crate::api::{self, AppState};
-use crate::config::Services;
+use crate::config::{self, Services};
 use crate::eventlog::feed::{Feed, FeedConfig, FeedHandle};
 use crate::eventlog::projector::{Runner, RunnerConfig};
 use crate::eventlog::projectors::PgProjection;
 use crate::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
-use crate::eventlog::projectors::mission_list::MissionListWriter;
 use crate::eventlog::relay::{Relay, RelayConfig};
 use crate::eventlog::store::{CommitterConfig, EventStore};
 use crate::eventlog::{bus, db};
+use crate::missions::list::MissionListWriter;
 use crate::missions::queue::Queue;
-use crate::missions::supervisor::{Supervisor, SupervisorConfig};
+use crate::missions::reaper::{LeaseReaper, ReaperConfig};
 use crate::missions::worker::WorkerConfig;
 use crate::telemetry;
 use projections::mission_queue::Scoring;
@@ -56,7 +56,7 @@ pub struct ServeOptions {
     pub agent_kinds: Vec<String>,
     /// How the queue weighs priority against waiting time.
     pub scoring: Scoring,
-    pub supervisor: SupervisorConfig,
+    pub reaper: ReaperConfig,
     /// Workers run inside this process; `None` runs none (use `brain worker` processes).
     pub workers: Option<WorkerConfig>,
     /// The live event feed (`GET /ws/events`).
@@ -79,10 +79,10 @@ impl ServeOptions {
             http_addr,
             relay: Default::default(),
             committer: Default::default(),
-            default_agent: DEFAULT_AGENT.to_owned(),
-            agent_kinds: AGENT_KINDS_DEFAULT.split(',').map(str::to_owned).collect(),
+            default_agent: config::DEFAULT_AGENT.to_owned(),
+            agent_kinds: config::AGENT_KINDS_DEFAULT.split(',').map(str::to_owned).collect(),
             scoring: Scoring::default(),
-            supervisor: SupervisorConfig::default(),
+            reaper: ReaperConfig::default(),
             workers: None,
             feed: FeedConfig::default(),
             http: HttpLimits::default(),
@@ -95,17 +95,6 @@ impl ServeOptions {
     }
 }
 
-/// The agent kind missions run on when the request names none.
-pub const DEFAULT_AGENT: &str = "coder";
-/// Agent kinds a mission may name out of the box: the built-in agents' kinds.
-pub const AGENT_KINDS_DEFAULT: &str = "coder,ops,architect,supervisor,echo";
-/// Most agent kinds one deployment may have.
-pub const AGENT_KINDS_MAX: usize = 256;
-/// Kinds the in-process workers serve out of the box: `coder` (the default kind) runs on
-/// the built-in `coder` agent, which thinks through the LLM gateway (offline until an LLM
-/// is configured), so a first mission completes.
-pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect,supervisor";
-
 /// The kinds missions may name: the configured ones and those the workers serve. The
 /// default kind must be one of them, and is warned about when no worker here serves it.
 fn agent_kinds(options: &ServeOptions) -> anyhow::Result<std::collections::BTreeSet<String>> {
@@ -117,7 +106,11 @@ fn agent_kinds(options: &ServeOptions) -> anyhow::Result<std::collections::BTree
     }
     let served = options.workers.as_ref().map(|workers| workers.agents.kinds()).unwrap_or_default();
     kinds.extend(served.iter().cloned());
-    anyhow::ensure!(kinds.len() <= AGENT_KINDS_MAX, "more than {AGENT_KINDS_MAX} agent kinds");
+    anyhow::ensure!(
+        kinds.len() <= config::AGENT_KINDS_MAX,
+        "more than {} agent kinds",
+        config::AGENT_KINDS_MAX
+    );
     anyhow::ensure!(
         kinds.contains(&options.default_agent),
         "the default agent {:?} is not one of the agent kinds {kinds:?}",
@@ -182,15 +175,12 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?;
     let missions = projector(mission_list::NAME).start(MissionList, MissionListWriter).await?;
     let usage = projector(projections::llm_usage::NAME)
-        .start(
-            projections::llm_usage::LlmUsage,
-            crate::eventlog::projectors::llm_usage::LlmUsageWriter,
-        )
+        .start(projections::llm_usage::LlmUsage, crate::llm::usage::LlmUsageWriter)
         .await?;
     let conversations = projector(projections::conversation_list::NAME)
         .start(
             projections::conversation_list::ConversationList,
-            crate::eventlog::projectors::conversation_list::ConversationListWriter,
+            crate::agents::conversations::ConversationListWriter,
         )
         .await?;
     // The tree's projector issues commands: it stops with the workers, before the committer
@@ -223,7 +213,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     // Everything that needs Redis waits for it, so that a Redis that is down at start-up
     // shows in `/ready` instead of stopping the process.
     let queue_cell: Arc<OnceCell<Queue>> = Arc::new(OnceCell::new());
-    let agent_supervisor_leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watchdog_leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clock = crate::clock::LeaseClock::connect(pool.clone()).await?;
     // Workers stop claiming as soon as shutdown is asked for, and drain while HTTP does.
     let workers_shutdown = shutdown.child_token();
@@ -237,11 +227,11 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             nats: nats.clone(),
             namespace: namespace.clone(),
             scoring: options.scoring,
-            supervisor: options.supervisor.clone(),
+            reaper: options.reaper.clone(),
             agents: options.agents.clone(),
             intensity: options.intensity,
             clock: clock.clone(),
-            agent_supervisor_leading: agent_supervisor_leading.clone(),
+            watchdog_leading: watchdog_leading.clone(),
             workers: options.workers.clone(),
         };
         let part =
@@ -262,8 +252,8 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         feed: feed_handle.clone(),
         clock,
         agents: Arc::new(options.agents.clone()),
-        agent_supervisor_leading,
-        backoff: options.supervisor.backoff,
+        watchdog_leading,
+        backoff: options.reaper.backoff,
         request_timeout: options.http.request_timeout(),
         llm: Arc::new(tokio::sync::OnceCell::new()),
     };
@@ -289,7 +279,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         if tokio::time::timeout(stage, feed).await.is_err() {
             tracing::error!("live feed did not stop in time");
         }
-        // Workers and the supervisor stop issuing commands, then the router (and with it
+        // Workers and the reaper and the watchdog stop issuing commands, then the router (and with it
         // every event store handle) is gone: the committer drains.
         workers_shutdown.cancel();
         if tokio::time::timeout(stage, workers_done.cancelled()).await.is_err() {
@@ -346,7 +336,7 @@ async fn prune_command_outcomes(pool: sqlx::PgPool, keep: Duration, shutdown: Ca
 
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;
 
-/// The parts that live on the Redis queue: its projector, the supervisor and the in-process
+/// The parts that live on the Redis queue: its projector, the lease reaper, the watchdog and the in-process
 /// workers. They start once Redis answers.
 struct QueueParts {
     redis: redis::Client,
@@ -356,16 +346,16 @@ struct QueueParts {
     nats: async_nats::Client,
     namespace: crate::config::Namespace,
     scoring: Scoring,
-    supervisor: SupervisorConfig,
+    reaper: ReaperConfig,
     agents: AgentSettings,
     intensity: Intensity,
     clock: crate::clock::LeaseClock,
-    agent_supervisor_leading: Arc<std::sync::atomic::AtomicBool>,
+    watchdog_leading: Arc<std::sync::atomic::AtomicBool>,
     workers: Option<WorkerConfig>,
 }
 
 impl QueueParts {
-    /// Runs until `stop_projector`; the supervisor and workers stop earlier, at
+    /// Runs until `stop_projector`; the reaper, the watchdog and the workers stop earlier, at
     /// `stop_workers`, and cancel `workers_done` once they have (with them go their event
     /// store handles, which the committer's drain waits for).
     async fn run(
@@ -418,26 +408,26 @@ impl QueueParts {
                 Ok::<(), String>(())
             }
         };
-        let agent_supervisor = AgentSupervisor {
+        let watchdog = SilenceWatchdog {
             store: self.store.clone(),
             view,
             queue: queue.clone(),
             pool: self.pool.clone(),
             namespace: self.namespace.clone(),
-            config: self.agents.supervisor(),
-            leading: self.agent_supervisor_leading,
+            config: self.agents.watchdog(),
+            leading: self.watchdog_leading,
         };
-        let supervisor = Supervisor {
+        let reaper = LeaseReaper {
             store: self.store.clone(),
             queue: queue.clone(),
             pool: self.pool,
             namespace: self.namespace.clone(),
-            config: self.supervisor,
+            config: self.reaper,
         };
         let workers = async move {
             let _done = workers_guard;
-            let supervisor = supervisor.run(stop_workers.clone());
-            let agent_supervisor = agent_supervisor.run(stop_workers.clone());
+            let reaper = reaper.run(stop_workers.clone());
+            let watchdog = watchdog.run(stop_workers.clone());
             let workers = async {
                 match self.workers {
                     None => Ok(()),
@@ -457,7 +447,7 @@ impl QueueParts {
                     .map_err(|error| format!("workers: {error}")),
                 }
             };
-            tokio::try_join!(supervisor, agent_supervisor, workers).map(|_| ())
+            tokio::try_join!(reaper, watchdog, workers).map(|_| ())
         };
         tokio::try_join!(projector, workers).map(|_| ())
     }

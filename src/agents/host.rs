@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
-use crate::agents::supervised::{Intensity, LifeEvent, Supervised, SupervisedAgent};
+use crate::agents::restart::{Intensity, LifeEvent, Restarting, RestartingAgent};
 use crate::agents::view::AgentViewStore;
 use crate::clock::LeaseClock;
 use crate::config::Namespace;
@@ -72,7 +72,7 @@ pub async fn run_worker(
     };
     for (_, agent) in config.agents.iter() {
         if let Some(supervised) =
-            agent.as_any().and_then(|any| any.downcast_ref::<SupervisedAgent>())
+            agent.as_any().and_then(|any| any.downcast_ref::<RestartingAgent>())
         {
             supervised.0.set_context(context.clone());
         }
@@ -100,7 +100,7 @@ pub async fn run_worker(
 
 struct Hosted {
     agent_id: StreamId,
-    shared: Arc<Supervised>,
+    shared: Arc<Restarting>,
     registration: Registration,
     registered: bool,
     /// A restart was carried out and its report not yet seen in the view.
@@ -121,7 +121,7 @@ impl Host {
             .agents
             .iter()
             .filter_map(|(kind, agent)| {
-                let shared = agent.as_any()?.downcast_ref::<SupervisedAgent>()?.0.clone();
+                let shared = agent.as_any()?.downcast_ref::<RestartingAgent>()?.0.clone();
                 shared.set_intensity(self.intensity);
                 let name = format!("{}/{kind}", self.worker_id);
                 let owner = owner(&self.worker_id);

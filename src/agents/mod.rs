@@ -1,20 +1,21 @@
-//! Agents: the registry's live side (heartbeats and the agent view in Redis), the agent
-//! supervisor, and the agents built into `brain` with the `kind[=implementation],...` lists
+//! Agents: the registry's live side (heartbeats and the agent view in Redis), the silence
+//! watchdog and the restart policy, and the agents built into `brain` with the `kind[=implementation],...` lists
 //! that say which of them serves which agent kind (`coder=echo` serves the `coder` kind with
 //! the built-in `echo` agent until a real one is configured). Built-in agents implement
 //! [`crate::missions::agent::Agent`], the trait workers call.
 
 pub mod agent_loop;
+pub mod conversations;
 pub mod echo;
 pub mod heartbeat;
 pub mod host;
 pub mod plain;
 pub mod record;
 pub mod replay;
-pub mod supervised;
-pub mod supervisor;
+pub mod restart;
 pub mod tools;
 pub mod view;
+pub mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +53,8 @@ pub struct RestartSettings {
 }
 
 impl RestartSettings {
-    pub fn intensity(&self) -> supervised::Intensity {
-        supervised::Intensity {
+    pub fn intensity(&self) -> restart::Intensity {
+        restart::Intensity {
             restarts_max: self.restarts_max,
             window: Duration::from_secs(self.restarts_window_s),
             ..Default::default()
@@ -73,8 +74,8 @@ impl Default for AgentSettings {
 }
 
 impl AgentSettings {
-    pub fn supervisor(&self) -> supervisor::AgentSupervisorConfig {
-        supervisor::AgentSupervisorConfig {
+    pub fn watchdog(&self) -> watchdog::WatchdogConfig {
+        watchdog::WatchdogConfig {
             interval: Duration::from_secs(self.supervisor_interval_s),
             unresponsive_after: Duration::from_secs(self.unresponsive_after_s),
             ..Default::default()
@@ -331,8 +332,8 @@ pub fn parse(spec: &str) -> Result<Agents, String> {
         let builtin = builtin(implementation).ok_or_else(|| {
             format!("{item}: no built-in agent {implementation:?} (built in: {})", known.join(", "))
         })?;
-        let shared = supervised::Supervised::new(kind, builtin.name, builtin.make);
-        agents.insert(kind.to_owned(), Arc::new(supervised::SupervisedAgent(shared)));
+        let shared = restart::Restarting::new(kind, builtin.name, builtin.make);
+        agents.insert(kind.to_owned(), Arc::new(restart::RestartingAgent(shared)));
     }
     Ok(agents)
 }

@@ -57,7 +57,7 @@ pub enum ReplayError {
 /// itself), if it is one that thinks in steps.
 pub fn implementation_of(kind: &str) -> Option<String> {
     let listed = std::env::var("BRAIN_WORKER_AGENTS")
-        .unwrap_or_else(|_| crate::serve::WORKER_AGENTS_DEFAULT.to_owned());
+        .unwrap_or_else(|_| crate::config::WORKER_AGENTS_DEFAULT.to_owned());
     let implementation = listed
         .split(',')
         .map(str::trim)

@@ -22,8 +22,8 @@ use utoipa_axum::routes;
 
 use super::missions::metadata;
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal, append_refusal, refused};
+use crate::agents::conversations::{self, ConversationRow};
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::projectors::conversation_list::{self, ConversationRow};
 use crate::llm::calls::{Ask, Caller};
 use crate::llm::gateway::Answered;
 use crate::llm::{Message, Role};
@@ -309,8 +309,7 @@ async fn list_conversations(
     let limit = super::page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
     let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool()).await?;
     let conversations =
-        conversation_list::page(snapshot.conn(), query.agent.as_deref(), query.before, limit)
-            .await?;
+        conversations::page(snapshot.conn(), query.agent.as_deref(), query.before, limit).await?;
     let position = snapshot.position(projections::conversation_list::NAME).await?;
     let next_before = (conversations.len() == limit as usize)
         .then(|| conversations.last().map(|row| row.last_position as u64))

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::missions::{MissionView, metadata, parse_mission_id, refusal};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, refused};
-use crate::agents::supervisor::worker_id;
+use crate::agents::watchdog::worker_id;
 use crate::eventlog::command::{self, CommandError};
 
 /// Longest a claim may wait for a mission, in seconds.
@@ -160,10 +160,10 @@ async fn claim(
             list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect()
         }
     };
-    if kinds.is_empty() || kinds.len() > crate::serve::AGENT_KINDS_MAX {
+    if kinds.is_empty() || kinds.len() > crate::config::AGENT_KINDS_MAX {
         return Err(invalid(
             "kinds",
-            format!("1 to {} agent kinds", crate::serve::AGENT_KINDS_MAX),
+            format!("1 to {} agent kinds", crate::config::AGENT_KINDS_MAX),
         ));
     }
     for kind in &kinds {

@@ -27,7 +27,7 @@ pub use tree::{ForkView, TreeNode};
 use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::projectors::mission_list::{self, ListFilter, MissionRow};
+use crate::missions::list::{self, ListFilter, MissionRow};
 
 /// Deadline of one attempt when the request names none.
 pub const TIMEOUT_S_DEFAULT: u64 = 600;
@@ -597,7 +597,7 @@ async fn list_missions(
         before_position: query.cursor,
         limit,
     };
-    let (missions, position) = mission_list::list(app.store.pool(), &filter).await?;
+    let (missions, position) = list::list(app.store.pool(), &filter).await?;
     let next_cursor = (missions.len() == limit as usize)
         .then(|| missions.last().and_then(|row| row.enqueued_position))
         .flatten()

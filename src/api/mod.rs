@@ -66,9 +66,9 @@ pub struct AppState {
     pub clock: crate::clock::LeaseClock,
     pub agents: std::sync::Arc<crate::agents::AgentSettings>,
     /// Whether this process leads the agent supervisor's sweeps.
-    pub agent_supervisor_leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub watchdog_leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Backoff before a failed attempt reported over HTTP runs again.
-    pub backoff: crate::missions::backoff::Backoff,
+    pub backoff: crate::backoff::Backoff,
     /// Every request's deadline: a long-poll ends before it.
     pub request_timeout: Duration,
     /// The LLM gateway with its shared limits and budgets, once Redis has answered.

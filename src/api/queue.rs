@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
 use crate::clock::now_ms;
-use crate::eventlog::projectors::mission_list;
+use crate::missions::list;
 use crate::missions::queue::{Depth, Queue};
 use crate::missions::status::{StatusBoard, WorkerStatus};
 
@@ -104,7 +104,7 @@ async fn upcoming(
     upcoming.sort_by(|(_, a), (_, b)| (a.score, &a.mission_id).cmp(&(b.score, &b.mission_id)));
     upcoming.truncate(limit as usize);
     let ids: Vec<String> = upcoming.iter().map(|(_, mission)| mission.mission_id.clone()).collect();
-    let mut described = mission_list::describe(app.pool(), &ids).await?;
+    let mut described = list::describe(app.pool(), &ids).await?;
     let now = now_ms();
     let missions = upcoming
         .into_iter()
@@ -173,7 +173,7 @@ async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, 
         })
         .collect();
     let running = queue.running().await.map_err(queue_error)?;
-    let statuses = mission_list::count_by_status(app.pool()).await?;
+    let statuses = list::count_by_status(app.pool()).await?;
     let head = crate::eventlog::store::head(app.pool()).await?;
     let checkpoints: Vec<(String, i64)> = sqlx::query_as(
         "SELECT projector, position FROM projector_checkpoints WHERE projector NOT LIKE '%:%'",

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use super::agents::{AgentView, agent_view, load_view, refusal, view_unavailable};
 use super::missions::metadata;
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, refused};
-use crate::agents::supervisor::{SweepReport, last_sweep};
 use crate::agents::view::{AgentRecord, PAGE_MAX};
+use crate::agents::watchdog::{SweepReport, last_sweep};
 use crate::eventlog::command;
 
 pub fn routes() -> ApiRoutes {
@@ -54,7 +54,7 @@ async fn status(State(app): State<AppState>) -> Result<ApiJson<SupervisorStatus>
     let healthy = last_sweep.as_ref().is_some_and(|sweep| now - sweep.at_ms <= 2 * interval_ms);
     Ok(ApiJson(SupervisorStatus {
         healthy,
-        leading: app.agent_supervisor_leading.load(Ordering::Relaxed),
+        leading: app.watchdog_leading.load(Ordering::Relaxed),
         interval_s: app.agents.supervisor_interval_s,
         unresponsive_after_s: app.agents.unresponsive_after_s,
         counts_by_state,

@@ -427,7 +427,7 @@ impl Session {
                 Delivery::Write { events, through } => {
                     let messages: Vec<_> = events
                         .iter()
-                        .map(|event| (Some(event.position), Message::Text(event.json.clone())))
+                        .map(|event| (Some(event.position), text_message(event.json.clone())))
                         .collect();
                     self.write(messages, through).await?;
                 }
@@ -470,7 +470,7 @@ impl Session {
                         reason: format!("cannot encode an event; resume with ?from={}", self.last),
                     }
                 })?;
-                messages.push((Some(event.global_position as u64), Message::Text(json)));
+                messages.push((Some(event.global_position as u64), text_message(json)));
             }
             self.write(messages, through).await?;
         }
@@ -553,3 +553,13 @@ impl Session {
 
 #[cfg(test)]
 mod tests;
+
+/// The feed's JSON text as a WebSocket text frame, without copying it. The feed only ever
+/// encodes `String`s, so the UTF-8 check cannot fail; a lossy copy is the safe answer if
+/// it ever did.
+fn text_message(json: bytes::Bytes) -> Message {
+    match Utf8Bytes::try_from(json.clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Text(String::from_utf8_lossy(&json).into_owned().into()),
+    }
+}

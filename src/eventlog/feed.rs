@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -132,8 +132,9 @@ pub struct FeedEvent {
     pub position: u64,
     pub stream_type: Box<str>,
     pub stream_id: Box<str>,
-    /// The event as `GET /api/events` shows it (the fields of `RecordedEvent`).
-    pub json: Utf8Bytes,
+    /// The event as `GET /api/events` shows it (the fields of `RecordedEvent`): UTF-8 JSON
+    /// text, as bytes so that every client shares one copy whatever its transport.
+    pub json: Bytes,
 }
 
 /// The JSON shape of `domain::RecordedEvent`, written from the stored text without parsing
@@ -154,12 +155,12 @@ struct EventJson<'a> {
 }
 
 impl EventJson<'_> {
-    fn encode(&self) -> Result<Utf8Bytes, FeedError> {
+    fn encode(&self) -> Result<Bytes, FeedError> {
         let position = self.global_position;
         let bad =
             |error: serde_json::Error| FeedError::Encode { position, message: error.to_string() };
         let text = serde_json::to_string(self).map_err(bad)?;
-        Ok(Utf8Bytes::from(text))
+        Ok(Bytes::from(text))
     }
 }
 
@@ -170,7 +171,7 @@ fn raw_json(position: u64, text: &str) -> Result<&RawValue, FeedError> {
 
 impl FeedEvent {
     /// The JSON text of an event read from the store.
-    pub fn encode_stored(event: &StoredEvent) -> Result<Utf8Bytes, FeedError> {
+    pub fn encode_stored(event: &StoredEvent) -> Result<Bytes, FeedError> {
         let position = event.global_position as u64;
         EventJson {
             global_position: position,

@@ -27,10 +27,10 @@ use domain::llm_config::Limits;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
+use crate::backoff::random_unit;
 use crate::config::Namespace;
 use crate::llm::gateway::Target;
 use crate::llm::{LlmError, Reason};
-use crate::missions::backoff::random_unit;
 
 const SCRIPT: &str = include_str!("limits.lua");
 

@@ -20,6 +20,7 @@ pub mod openai;
 pub mod retry;
 mod sse;
 pub mod tokens;
+pub mod usage;
 
 use std::time::Duration;
 

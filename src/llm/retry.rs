@@ -8,8 +8,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc2822;
 
+use crate::backoff::Backoff;
 use crate::llm::LlmError;
-use crate::missions::backoff::Backoff;
 
 /// How a gateway retries one target.
 #[derive(Debug, Clone, Copy)]

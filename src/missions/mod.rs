@@ -1,5 +1,5 @@
 //! Running missions: the Redis priority queue (its projection store and Lua scripts), the
-//! workers that claim and run missions under a lease, and the mission supervisor that
+//! workers that claim and run missions under a lease, and the lease reaper that
 //! expires leases and brings due missions back.
 //!
 //! Workers run agents without knowing them: the [`agent::Agent`] trait a worker calls lives
@@ -7,10 +7,10 @@
 //! the two together. This folder uses `eventlog` and nothing above it.
 
 pub mod agent;
-pub mod backoff;
+pub mod list;
 pub mod queue;
+pub mod reaper;
 pub mod status;
-pub mod supervisor;
 pub mod tree;
 pub mod tree_store;
 pub mod worker;

@@ -21,12 +21,12 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use crate::backoff::Backoff;
 use crate::clock::{LeaseClock, now_ms};
 use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
 use crate::missions::agent::{Agents, ChildRequest, Failure, Outcome, Task};
-pub use crate::missions::backoff::Backoff;
 use crate::missions::queue::{Claim, Queue};
 use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
 use crate::missions::tree::{self, Fanout};

@@ -28,7 +28,7 @@ pub async fn serve_supervising(env: &TestEnv, interval_s: u64, after_s: u64) -> 
         unresponsive_after_s: after_s,
         ..AgentSettings::default()
     };
-    options.supervisor.backoff = brain::missions::backoff::Backoff { base_ms: 50, max_ms: 200 };
+    options.reaper.backoff = brain::backoff::Backoff { base_ms: 50, max_ms: 200 };
     serve_with_options(options).await
 }
 

@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use brain::agents::supervised::Intensity;
-use brain::missions::backoff::Backoff;
+use brain::agents::restart::Intensity;
+use brain::backoff::Backoff;
 use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 use serde_json::{Value, json};
@@ -26,7 +26,7 @@ async fn serve_with_builtin_echo(env: &TestEnv, restarts_max: u32) -> Serve {
     workers.backoff = Backoff { base_ms: 50, max_ms: 100 };
     workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
     options.workers = Some(workers);
-    options.supervisor.backoff = Backoff { base_ms: 50, max_ms: 100 };
+    options.reaper.backoff = Backoff { base_ms: 50, max_ms: 100 };
     options.intensity = Intensity {
         restarts_max,
         window: Duration::from_secs(60),

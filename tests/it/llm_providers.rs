@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+use brain::backoff::Backoff;
 use brain::llm::gateway::{Gateway, ProviderKind, Route, Target};
 use brain::llm::retry::RetryPolicy;
 use brain::llm::{Credentials, Message, Reason, Role, Timeouts, ToolSpec};
-use brain::missions::backoff::Backoff;
 use serde_json::json;
 
 use crate::fake_llm::{FakeLlm, Scripted, UNKNOWN_MODEL};
@@ -214,7 +214,7 @@ async fn a_coder_mission_completes_offline_out_of_the_box() {
         "127.0.0.1:0".parse().unwrap(),
     );
     options.workers = Some(brain::missions::worker::WorkerConfig::new(
-        brain::agents::parse(brain::serve::WORKER_AGENTS_DEFAULT).unwrap(),
+        brain::agents::parse(brain::config::WORKER_AGENTS_DEFAULT).unwrap(),
         2,
     ));
     let (addr, shutdown, task) = crate::serve::serve_with_options(options).await;

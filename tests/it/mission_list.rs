@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use brain::eventlog::command::{execute, load};
 use brain::eventlog::projector::{Runner, RunnerConfig};
-use brain::eventlog::projectors::mission_list::MissionListWriter;
 use brain::eventlog::projectors::{PgProjection, rebuild};
 use brain::eventlog::relay::{Relay, RelayConfig};
 use brain::eventlog::store::EventStore;
+use brain::missions::list::MissionListWriter;
 use domain::mission::{Mission, MissionCommand, MissionSpec, Priority};
 use domain::{EventMetadata, StreamId};
 use projections::mission_list::{MissionList, NAME};

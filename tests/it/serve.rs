@@ -47,7 +47,7 @@ pub async fn serve_with_options(
 pub async fn serve_in_process(
     services: Services,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    serve_in_process_with(services, serve::DEFAULT_AGENT).await
+    serve_in_process_with(services, brain::config::DEFAULT_AGENT).await
 }
 
 /// reqwest is built without a default crypto provider (one TLS stack in the tree): a

@@ -78,7 +78,7 @@ pub async fn serve_without_workers(
 {
     let mut options =
         ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    options.supervisor.backoff = Backoff { base_ms: 50, max_ms: 200 };
+    options.reaper.backoff = Backoff { base_ms: 50, max_ms: 200 };
     serve_with_options(options).await
 }
 

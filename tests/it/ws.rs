@@ -414,7 +414,7 @@ async fn the_feed_reads_the_store_when_nothing_arrives_on_the_bus() {
     let mut received = Vec::new();
     while received.len() < 5 {
         let event = tokio::time::timeout(WAIT, live.recv()).await.expect("in time").unwrap();
-        received.push(serde_json::from_str::<Value>(&event.json).unwrap());
+        received.push(serde_json::from_slice::<Value>(&event.json).unwrap());
     }
     assert_eq!(received, store_log(&env).await);
     assert_eq!(env.stream_last_sequence().await, 0, "nothing was on the bus");

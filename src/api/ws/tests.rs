@@ -23,7 +23,7 @@ fn event(position: u64, stream_type: &str) -> Arc<FeedEvent> {
         position,
         stream_type: stream_type.into(),
         stream_id: "s".into(),
-        json: Utf8Bytes::from(format!("{position}")),
+        json: bytes::Bytes::from(format!("{position}")),
     })
 }
 

@@ -10,10 +10,7 @@
 //! half-built one. A live runner commits against the same checkpoint row, so it waits out the
 //! swap and then continues from the rebuilt position.
 
-pub mod conversation_list;
 pub mod event_type_stats;
-pub mod llm_usage;
-pub mod mission_list;
 
 use std::future::Future;
 use std::time::Duration;

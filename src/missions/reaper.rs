@@ -1,4 +1,4 @@
-//! The mission supervisor: the timer side of missions, run by one `brain serve` per
+//! The lease reaper: the timer side of missions, run by one `brain serve` per
 //! namespace (advisory-lock leadership, like the relay).
 //!
 //! Every tick it
@@ -29,7 +29,7 @@ use crate::missions::queue::Queue;
 use crate::missions::worker::Backoff;
 
 #[derive(Debug, Clone)]
-pub struct SupervisorConfig {
+pub struct ReaperConfig {
     pub tick: Duration,
     /// Backoff before a mission whose lease expired runs again.
     pub backoff: Backoff,
@@ -37,9 +37,9 @@ pub struct SupervisorConfig {
     pub batch_max: isize,
 }
 
-impl Default for SupervisorConfig {
-    fn default() -> SupervisorConfig {
-        SupervisorConfig {
+impl Default for ReaperConfig {
+    fn default() -> ReaperConfig {
+        ReaperConfig {
             tick: Duration::from_millis(250),
             backoff: Backoff::default(),
             batch_max: 1_000,
@@ -47,15 +47,15 @@ impl Default for SupervisorConfig {
     }
 }
 
-pub struct Supervisor {
+pub struct LeaseReaper {
     pub store: EventStore,
     pub queue: Queue,
     pub pool: PgPool,
     pub namespace: Namespace,
-    pub config: SupervisorConfig,
+    pub config: ReaperConfig,
 }
 
-impl Supervisor {
+impl LeaseReaper {
     /// Leads, then ticks until `shutdown`. Errors of one tick are logged and retried at the
     /// next: Redis or PostgreSQL being away for a moment must not stop the server.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {

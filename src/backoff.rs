@@ -1,5 +1,6 @@
-//! Retry backoff: how long a failed attempt waits before the next, for workers (a failed
-//! attempt) and the mission supervisor (an expired lease).
+//! Retry backoff: how long a failed attempt waits before the next. A leaf shared by the
+//! missions (a failed attempt, an expired lease), the LLM gateway (a failed call) and the
+//! restart policy of built-in agents.
 
 use uuid::Uuid;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use time::OffsetDateTime;
 
-use super::PgWriter;
+use crate::eventlog::projectors::PgWriter;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MissionListWriter;
@@ -132,7 +132,7 @@ pub async fn list(
     pool: &PgPool,
     filter: &ListFilter,
 ) -> Result<(Vec<MissionRow>, u64), sqlx::Error> {
-    let mut snapshot = super::Snapshot::begin(pool).await?;
+    let mut snapshot = crate::eventlog::projectors::Snapshot::begin(pool).await?;
     let missions: Vec<MissionRow> = sqlx::query_as(
         "SELECT mission_id, name, status, priority, agent, attempt, enqueued_by, enqueued_at,
                 updated_at, enqueued_position

@@ -1,4 +1,4 @@
-//! The agent supervisor: one per namespace (advisory-lock leadership), sweeping the agent view
+//! The silence watchdog: one per namespace (advisory-lock leadership), sweeping the agent view
 //! every `BRAIN_SUPERVISOR_INTERVAL_S` (30 s) for active agents not heard from in
 //! `BRAIN_AGENT_UNRESPONSIVE_AFTER_S` (60 s). Each verdict is a command, so it is an event:
 //! `AgentUnresponsive`, then a `MissionLeaseExpired` for every mission the agent held, which
@@ -38,7 +38,7 @@ pub const VIEW_CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 const VIEW_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Debug, Clone)]
-pub struct AgentSupervisorConfig {
+pub struct WatchdogConfig {
     pub interval: Duration,
     /// Silence after which an active agent is marked unresponsive.
     pub unresponsive_after: Duration,
@@ -46,9 +46,9 @@ pub struct AgentSupervisorConfig {
     pub sweep_max: usize,
 }
 
-impl Default for AgentSupervisorConfig {
-    fn default() -> AgentSupervisorConfig {
-        AgentSupervisorConfig {
+impl Default for WatchdogConfig {
+    fn default() -> WatchdogConfig {
+        WatchdogConfig {
             interval: Duration::from_secs(30),
             unresponsive_after: Duration::from_secs(60),
             sweep_max: 1_000,
@@ -74,13 +74,13 @@ pub struct SweepReport {
     pub grace: bool,
 }
 
-pub struct AgentSupervisor {
+pub struct SilenceWatchdog {
     pub store: EventStore,
     pub view: AgentViewStore,
     pub queue: Queue,
     pub pool: PgPool,
     pub namespace: Namespace,
-    pub config: AgentSupervisorConfig,
+    pub config: WatchdogConfig,
     /// Whether this process leads the sweeps (for `/api/supervisor/status`).
     pub leading: Arc<AtomicBool>,
 }
@@ -97,7 +97,7 @@ pub fn worker_id(agent_id: &str) -> String {
     format!("agent:{agent_id}")
 }
 
-impl AgentSupervisor {
+impl SilenceWatchdog {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
         let lock = format!("{}:agent_supervisor", self.namespace);
         let this = &self;

@@ -5,7 +5,7 @@ use projections::conversation_list::{Change, merge};
 use sqlx::{AssertSqlSafe, PgConnection};
 use time::OffsetDateTime;
 
-use super::PgWriter;
+use crate::eventlog::projectors::PgWriter;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ConversationListWriter;

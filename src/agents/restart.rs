@@ -1,4 +1,4 @@
-//! A built-in agent under OTP-style supervision: when it dies (its run panics, or it reports
+//! The restart policy of a built-in agent (OTP-style): when it dies (its run panics, or it reports
 //! itself down), it is restarted after a backoff, from a fresh instance; past its restart
 //! intensity (more than `restarts_max` deaths within `window`) it stays down with the reason,
 //! until an operator starts it again. While down, or stopped, it takes no missions: workers
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use crate::backoff::Backoff;
 use crate::missions::agent::{Agent, Failure, Outcome, Task};
-use crate::missions::backoff::Backoff;
 
 /// At most `restarts_max` restarts within `window`; each after a backoff.
 #[derive(Debug, Clone, Copy)]
@@ -72,19 +72,19 @@ impl Life {
 }
 
 /// The state shared by the agent (in the worker's map) and its host.
-pub struct Supervised {
+pub struct Restarting {
     pub kind: String,
     pub implementation: String,
     factory: fn(&crate::agents::Context) -> Arc<dyn Agent>,
     life: Mutex<Life>,
 }
 
-impl Supervised {
+impl Restarting {
     pub fn new(
         kind: &str,
         implementation: &str,
         factory: fn(&crate::agents::Context) -> Arc<dyn Agent>,
-    ) -> Arc<Supervised> {
+    ) -> Arc<Restarting> {
         let life = Life {
             current: factory(&crate::agents::Context::default()),
             context: crate::agents::Context::default(),
@@ -97,7 +97,7 @@ impl Supervised {
             running: BTreeSet::new(),
             events: VecDeque::new(),
         };
-        Arc::new(Supervised {
+        Arc::new(Restarting {
             kind: kind.to_owned(),
             implementation: implementation.to_owned(),
             factory,
@@ -207,9 +207,9 @@ fn push(events: &mut VecDeque<LifeEvent>, event: LifeEvent) {
 }
 
 /// The agent a worker holds: runs the current instance, and reports its deaths.
-pub struct SupervisedAgent(pub Arc<Supervised>);
+pub struct RestartingAgent(pub Arc<Restarting>);
 
-impl Agent for SupervisedAgent {
+impl Agent for RestartingAgent {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let shared = self.0.clone();
         let mission_id = task.mission_id.clone();
@@ -296,13 +296,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_agent_is_restarted_after_its_backoff_and_fails_past_its_intensity() {
-        let shared = Supervised::new("echo", "echo", echo);
+        let shared = Restarting::new("echo", "echo", echo);
         shared.set_intensity(Intensity {
             restarts_max: 2,
             window: Duration::from_secs(60),
             backoff: Backoff { base_ms: 30, max_ms: 30 },
         });
-        let agent = SupervisedAgent(shared.clone());
+        let agent = RestartingAgent(shared.clone());
         for death in 1..=2 {
             let failure = agent.run(task(json!({ "panic_attempts": 1 }))).await.unwrap_err();
             assert!(failure.down && failure.retryable, "{failure:?}");
@@ -340,13 +340,13 @@ mod tests {
 
     #[tokio::test]
     async fn runs_dying_together_on_one_instance_are_one_death() {
-        let shared = Supervised::new("echo", "echo", echo);
+        let shared = Restarting::new("echo", "echo", echo);
         shared.set_intensity(Intensity {
             restarts_max: 1,
             window: Duration::from_secs(60),
             backoff: Backoff { base_ms: 10, max_ms: 10 },
         });
-        let agent = SupervisedAgent(shared.clone());
+        let agent = RestartingAgent(shared.clone());
         let runs: Vec<_> = (0..4).map(|_| agent.run(task(json!({ "exit_attempts": 1 })))).collect();
         for outcome in futures::future::join_all(runs).await {
             assert!(outcome.unwrap_err().down);
@@ -356,8 +356,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_agent_is_not_available_until_started() {
-        let shared = Supervised::new("echo", "echo", echo);
-        let agent = SupervisedAgent(shared.clone());
+        let shared = Restarting::new("echo", "echo", echo);
+        let agent = RestartingAgent(shared.clone());
         shared.stop();
         assert!(!agent.available());
         assert_eq!(shared.status(), "stopped");

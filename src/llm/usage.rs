@@ -3,7 +3,7 @@
 use projections::llm_usage::CallRow;
 use sqlx::{AssertSqlSafe, PgConnection};
 
-use super::PgWriter;
+use crate::eventlog::projectors::PgWriter;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LlmUsageWriter;
