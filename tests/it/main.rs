@@ -20,6 +20,7 @@ mod external_agents;
 mod fake_llm;
 mod heal;
 mod isolation;
+mod layering;
 mod llm_budgets;
 mod llm_config;
 mod llm_limits;
