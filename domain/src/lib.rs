@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod aggregate;
+pub mod api_key;
 pub mod budget;
 pub mod conversation;
 pub mod event;
