@@ -19,6 +19,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod eventlog;
+pub mod identity;
 pub mod kv;
 pub mod llm;
 pub mod missions;

@@ -19,6 +19,7 @@ mod event_store;
 mod external_agents;
 mod fake_llm;
 mod heal;
+mod identity;
 mod isolation;
 mod layering;
 mod llm_budgets;

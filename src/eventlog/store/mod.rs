@@ -208,6 +208,27 @@ impl EventStore {
     }
 }
 
+/// Up to `limit` events of streams of `stream_type` with a position greater than `after`, in
+/// position order: how a per-process cache of one small aggregate (API keys, agent kinds)
+/// loads and heals itself without following the whole log. The `(stream_type, stream_id,
+/// version)` index narrows it to that type.
+pub async fn read_stream_type(
+    pool: &PgPool,
+    stream_type: &StreamType,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT * FROM events WHERE stream_type = $1 AND global_position > $2
+         ORDER BY global_position LIMIT $3",
+    )
+    .bind(stream_type.as_str())
+    .bind(to_i64(after))
+    .bind(i64::from(limit));
+    let rows = bounded!(pool, |c| rows.fetch_all(c))?;
+    rows.iter().map(recorded_event).collect()
+}
+
 /// The `NOTIFY` channel of a namespace.
 pub fn notify_channel(namespace: &str) -> String {
     format!("{namespace}_events")

@@ -1,0 +1,112 @@
+//! Keys against a real PostgreSQL: a key made by command opens the cache of another process
+//! once that cache has read the log; a rotated key takes both secrets within its grace; a
+//! revoked or expired key opens nothing; a token never appears in the log.
+
+use std::collections::BTreeSet;
+
+use brain::identity::cache::{AuthError, KeyCache};
+use brain::identity::keys;
+use domain::EventMetadata;
+use domain::api_key::{KeyGrant, KeyLimits, Permission, Role};
+use time::OffsetDateTime;
+
+use crate::support::TestEnv;
+
+fn grant(role: Role) -> KeyGrant {
+    KeyGrant {
+        name: "ci".into(),
+        owner: "team-a".into(),
+        role: Some(role),
+        permissions: BTreeSet::new(),
+        kinds: Vec::new(),
+        expires_at_ms: None,
+        limits: KeyLimits::default(),
+    }
+}
+
+fn by(actor: &str) -> EventMetadata {
+    EventMetadata::new(actor, OffsetDateTime::now_utc())
+}
+
+fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[tokio::test]
+async fn a_key_opens_another_processes_cache_until_it_is_revoked() {
+    // Given a key made by one process, and a cache loaded by another.
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let cache = KeyCache::load(&env.other_pool().await).await.unwrap();
+    let token =
+        keys::create(&store, grant(Role::Developer), by("key:root"), now_ms()).await.unwrap();
+    let text = token.expose();
+    assert_eq!(cache.authenticate(&text, now_ms()), Err(AuthError::Invalid), "not read yet");
+
+    // When the other cache reads the log.
+    assert_eq!(cache.catch_up(&env.other_pool().await).await.unwrap(), 1);
+
+    // Then the token stands for its key, with the role's permissions.
+    let principal = cache.authenticate(&text, now_ms()).unwrap();
+    assert_eq!(principal.actor(), format!("key:{}", token.key_id));
+    assert!(principal.can(Permission::MissionsWrite) && !principal.can(Permission::KeysManage));
+
+    // And once it is revoked, nothing opens it, and the holder of the secret is told why.
+    keys::revoke(&store, &token.key_id, "left the team", by("key:root"), now_ms()).await.unwrap();
+    cache.catch_up(&env.pool).await.unwrap();
+    assert_eq!(
+        cache.authenticate(&text, now_ms()),
+        Err(AuthError::Revoked { key_id: token.key_id.clone() })
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_secret_an_unknown_id_and_a_malformed_token_are_refused_alike() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let token = keys::create(&store, grant(Role::Viewer), by("key:root"), now_ms()).await.unwrap();
+    let cache = KeyCache::load(&env.pool).await.unwrap();
+    let other = brain::identity::token::generate().unwrap();
+    let wrong_secret = format!("brn_{}_{}", token.key_id, other.secret.expose());
+    assert_eq!(cache.authenticate(&wrong_secret, now_ms()), Err(AuthError::Invalid));
+    assert_eq!(cache.authenticate(&other.expose(), now_ms()), Err(AuthError::Invalid));
+    assert!(matches!(cache.authenticate("Bearer hunter2", now_ms()), Err(AuthError::Malformed(_))));
+}
+
+#[tokio::test]
+async fn a_rotated_key_takes_both_secrets_within_its_grace_and_only_the_new_one_after() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let old = keys::create(&store, grant(Role::Agent), by("key:root"), now_ms()).await.unwrap();
+    let grace_ms = 60_000;
+    let new = keys::rotate(&store, &old.key_id, grace_ms, by("key:root"), now_ms()).await.unwrap();
+    assert_eq!(new.key_id, old.key_id, "a rotation keeps the key id");
+    let cache = KeyCache::load(&env.pool).await.unwrap();
+    let now = now_ms();
+    assert!(cache.authenticate(&old.expose(), now).is_ok());
+    assert!(cache.authenticate(&new.expose(), now).is_ok());
+    let after_grace = now + grace_ms + 1_000;
+    assert_eq!(cache.authenticate(&old.expose(), after_grace), Err(AuthError::Invalid));
+    assert!(cache.authenticate(&new.expose(), after_grace).is_ok());
+}
+
+#[tokio::test]
+async fn an_expired_key_opens_nothing_and_its_token_is_nowhere_in_the_log() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let expires_at_ms = now_ms() + 60_000;
+    let expiring = KeyGrant { expires_at_ms: Some(expires_at_ms), ..grant(Role::Admin) };
+    let token = keys::create(&store, expiring, by("key:root"), now_ms()).await.unwrap();
+    let cache = KeyCache::load(&env.pool).await.unwrap();
+    assert!(cache.authenticate(&token.expose(), expires_at_ms - 1).is_ok());
+    assert_eq!(
+        cache.authenticate(&token.expose(), expires_at_ms),
+        Err(AuthError::Expired { key_id: token.key_id.clone() })
+    );
+    let log: Vec<String> = sqlx::query_scalar("SELECT payload::text || metadata::text FROM events")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert!(log.iter().all(|row| !row.contains(token.secret.expose())), "{log:?}");
+}
