@@ -32,6 +32,7 @@ mod openapi;
 mod projector;
 mod python_agent;
 mod queue;
+mod reaper;
 mod relay;
 mod replay;
 mod serve;
