@@ -38,5 +38,6 @@ mod replay;
 mod serve;
 mod supervisor_agent;
 mod support;
+mod watchdog;
 mod workers;
 mod ws;
