@@ -39,5 +39,6 @@ mod serve;
 mod supervisor_agent;
 mod support;
 mod watchdog;
+mod worker_slots;
 mod workers;
 mod ws;
