@@ -19,6 +19,7 @@ mod deck;
 mod event_store;
 mod external_agents;
 mod fake_llm;
+mod gateway;
 mod heal;
 mod isolation;
 mod limiter;
