@@ -124,8 +124,20 @@ impl SilenceWatchdog {
 
     /// One sweep: marks the silent agents and puts their missions back.
     pub async fn sweep(&self, clock: &LeaseClock) -> Result<SweepReport, String> {
-        let started = Instant::now();
         let now = clock.now_ms_synced().await;
+        self.sweep_with(now, || clock.now_ms()).await
+    }
+
+    /// One sweep judged at `now` (Unix ms on the lease clock) from start to end: what the
+    /// interval does, with the time given, so a caller (a test) puts a sweep on either side of
+    /// a window exactly instead of waiting for the clock.
+    pub async fn sweep_at(&self, now: i64) -> Result<SweepReport, String> {
+        self.sweep_with(now, || now).await
+    }
+
+    /// A sweep that starts at `now` and reads `clock` again before judging each agent.
+    async fn sweep_with(&self, now: i64, clock: impl Fn() -> i64) -> Result<SweepReport, String> {
+        let started = Instant::now();
         let mut report = SweepReport { at_ms: now, ..SweepReport::default() };
         let head = store::head(&self.pool).await.map_err(|e| e.to_string())?;
         let deadline = Instant::now() + VIEW_CATCH_UP_WAIT;
@@ -156,7 +168,7 @@ impl SilenceWatchdog {
             let Ok(stream_id) = StreamId::parse(&agent_id) else { continue };
             // The list is as old as the sweep; marking a thousand agents takes seconds, and an
             // agent heard from meanwhile is alive.
-            let now = clock.now_ms();
+            let now = clock();
             let Some(last_seen_ms) =
                 self.view.ping_of(&agent_id).await.map_err(|e| e.to_string())?
             else {

@@ -126,7 +126,7 @@ impl KeyCache {
         let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut all: Vec<_> =
             keys.by_id.iter().map(|(id, key)| (id.clone(), key.clone())).collect();
-        all.sort_by(|left, right| left.1.created_at_ms.cmp(&right.1.created_at_ms));
+        all.sort_by_key(|(_, key)| key.created_at_ms);
         all
     }
 

@@ -78,9 +78,15 @@ impl LeaseReaper {
         Ok(())
     }
 
-    /// One pass; returns how many missions it moved.
+    /// One pass on the lease clock; returns how many missions it moved.
     pub async fn tick(&self, clock: &LeaseClock) -> Result<usize, String> {
-        let now = clock.now_ms_synced().await;
+        self.sweep_once(clock.now_ms_synced().await).await
+    }
+
+    /// One pass judged at `now` (Unix ms on the lease clock), as [`Self::tick`] does it: the
+    /// time is given, so a caller (a test) steps the reaper across an expiry exactly instead
+    /// of waiting for the interval and the clock.
+    pub async fn sweep_once(&self, now: i64) -> Result<usize, String> {
         // Each step goes on when another fails: one broken script must not stop leases
         // from expiring.
         let mut moved = match self.queue.reclaim(now).await {

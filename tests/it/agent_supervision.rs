@@ -1,7 +1,9 @@
 //! Heartbeats and the agent supervisor against a real serve: silence is judged on the exact
 //! moment of the last heartbeat (never before the window, at most one sweep after it), a
 //! heartbeat afterwards recovers the agent, unchanged heartbeats are coalesced in the log, and
-//! the agent view rebuilt from the log equals the live one.
+//! the agent view rebuilt from the log equals the live one. The watchdog's verdicts at the
+//! edges of its window, and its grace after a refilled view, are pinned without a serve or a
+//! wall clock in `watchdog`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -346,61 +348,6 @@ async fn bad_heartbeats_and_controls_name_the_field_and_append_nothing() {
     let (got, answer) = get(addr, "/api/agents?kind=made-up").await;
     assert_eq!((got, &answer["error"]["code"]), (422, &json!("unknown_agent")), "{answer}");
     assert_eq!(env.head().await, head, "nothing was appended");
-
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
-}
-
-#[tokio::test]
-async fn live_agents_are_not_marked_when_the_view_loses_its_state_and_refills_from_the_log() {
-    let env = TestEnv::new().await;
-    let (addr, shutdown, task) = serve_supervising(&env, 1, 5).await;
-    let ids = [register(addr, "a", "coder").await, register(addr, "b", "coder").await];
-    let beat = |id: String| async move {
-        let (status, answer) = heartbeat(addr, &id, json!({ "status": "idle" })).await;
-        assert_eq!(status, 200, "{answer}");
-    };
-    // Beating steadily, well inside the 5 s window: the view's pings are fresh, while the
-    // log holds only the first heartbeat (the others changed nothing).
-    let steady = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < steady {
-        for id in &ids {
-            beat(id.clone()).await;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    let last_beat = Instant::now();
-    // Redis loses the namespace; the view refills from the log, whose heartbeat times are
-    // six seconds old, past the window.
-    crate::support::delete_redis_keys(&format!("{{{}}}*", env.namespace)).await;
-    wait_until("the view to refill from the log", Duration::from_secs(10), || async {
-        get(addr, "/api/agents").await.1["agents"].as_array().is_some_and(|a| a.len() == 2)
-    })
-    .await;
-    // Two more sweeps after the refill, the agents silent for less than the window all along:
-    // no verdict.
-    let sweep_at =
-        || async { get(addr, "/api/supervisor/status").await.1["last_sweep"]["at_ms"].as_i64() };
-    let first = sweep_at().await.unwrap_or(0);
-    wait_until("two sweeps after the refill", Duration::from_secs(10), || async {
-        sweep_at().await.is_some_and(|at| at >= first + 1_500)
-    })
-    .await;
-    assert!(last_beat.elapsed() < Duration::from_secs(5), "the test itself was too slow");
-    for id in &ids {
-        let types: Vec<String> =
-            agent_history(addr, id).await.into_iter().map(|(t, _)| t).collect();
-        assert_eq!(types, ["AgentRegistered"], "no verdict on a live agent");
-    }
-    let (_, status) = get(addr, "/api/supervisor/status").await;
-    assert_eq!(status["last_sweep"]["grace"], true, "{status}");
-    // A real silence is still judged once the grace is over.
-    wait_until("a silent agent to be marked after the grace", Duration::from_secs(20), || async {
-        beat(ids[0].clone()).await;
-        agent_state(addr, &ids[1]).await == "unresponsive"
-    })
-    .await;
-    assert_eq!(agent_state(addr, &ids[0]).await, "active");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
