@@ -6,6 +6,7 @@
 //! clock read here, so every decision can be replayed and tested as a plain function.
 
 pub mod agent;
+pub mod agent_kind;
 pub mod aggregate;
 pub mod api_key;
 pub mod budget;

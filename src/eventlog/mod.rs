@@ -10,6 +10,7 @@ pub mod bus;
 pub mod command;
 pub mod db;
 pub mod feed;
+pub mod follow;
 pub mod leader;
 pub mod projector;
 pub mod projectors;
