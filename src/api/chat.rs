@@ -275,6 +275,7 @@ async fn get_conversation(
 const LIST_LIMIT_MAX: u32 = 200;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only conversations with this agent kind.

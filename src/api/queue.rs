@@ -42,6 +42,7 @@ fn queue_error(error: crate::missions::queue::QueueError) -> ApiError {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UpcomingQuery {
     /// One agent kind; all of them, merged in pop order, when absent.

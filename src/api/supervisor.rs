@@ -63,6 +63,7 @@ async fn status(State(app): State<AppState>) -> Result<ApiJson<SupervisorStatus>
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct WatchedQuery {
     /// The `next_after` of the previous page.

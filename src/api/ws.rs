@@ -64,6 +64,7 @@ pub fn routes() -> ApiRoutes {
 
 /// Every parameter as text, so that each bad one is refused naming its field.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct FeedQuery {
     /// The last global position the client has seen: events after it are replayed from the

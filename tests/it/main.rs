@@ -15,6 +15,7 @@ mod coder_agent;
 mod command;
 mod console;
 mod console_browser;
+mod console_contract;
 mod deck;
 mod event_store;
 mod external_agents;
