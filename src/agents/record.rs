@@ -17,7 +17,7 @@ use crate::eventlog::store::EventStore;
 use crate::llm::{ChatAnswer, ToolCall, Usage};
 
 /// One step's model call as recorded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordedAnswer {
     pub call: LlmCall,
     /// The answer, read back from the record; `None` with why when the record cannot give it
