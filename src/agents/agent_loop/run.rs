@@ -5,10 +5,9 @@
 use std::time::Instant;
 
 use domain::mission::{LlmCall, MissionCommand, ToolCallRecord};
-use serde_json::Value;
 
 use super::{Loop, Mode};
-use crate::agents::plain::{failure, for_mission, task_text};
+use crate::agents::plain::{failure, for_mission, publisher, route_of, task_text};
 use crate::agents::record::{Record, RecordedAnswer};
 use crate::eventlog::store::EventStore;
 use crate::llm::calls::{Ask, Caller, ForMission, record_for_mission};
@@ -80,15 +79,12 @@ impl<'a> Run<'a> {
         let mission = for_mission(task);
         let system = Message::new(Role::System, agent.system_prompt.clone());
         let ask = Ask {
-            route: task.payload.get("route").and_then(Value::as_str).map(str::to_owned),
+            route: route_of(task),
             messages: vec![system, Message::new(Role::User, task_text(task))],
             tools: agent.offered(),
             ..Ask::default()
         };
-        let publisher = agent.tokens.clone().filter(|_| live).map(|(nats, namespace)| {
-            let subject = crate::llm::tokens::subject(&namespace, &task.mission_id);
-            Publisher::start(nats, subject, &task.mission_id, task.attempt)
-        });
+        let publisher = publisher(agent.tokens.clone().filter(|_| live), task);
         Run {
             agent,
             record,

@@ -11,7 +11,7 @@ use domain::mission::LlmCall;
 use super::check;
 use super::run::{Run, Step};
 use super::{Ended, Mode};
-use crate::agents::plain::failure;
+use crate::agents::plain::{chat, failure};
 use crate::agents::record::{Record, RecordedAnswer};
 use crate::llm::ChatAnswer;
 use crate::missions::agent::Failure;
@@ -82,15 +82,9 @@ async fn play_back(
 
 /// The model's answer to the conversation so far, through the gateway (which records it).
 async fn ask_model(run: &mut Run<'_>) -> Result<ChatAnswer, Failure> {
-    let calls = &run.agent.calls;
-    let answered = match run.publisher.as_mut() {
-        None => calls.chat(&run.caller, &run.ask, None).await,
-        Some(publisher) => {
-            let mut sink = |piece: &str| publisher.piece(piece);
-            calls.chat(&run.caller, &run.ask, Some(&mut sink)).await
-        }
-    };
-    let answered = answered.map_err(failure)?;
+    let answered = chat(&run.agent.calls, &run.caller, &run.ask, run.publisher.as_mut())
+        .await
+        .map_err(failure)?;
     run.tally.asked(&answered);
     Ok(answered.answer)
 }
