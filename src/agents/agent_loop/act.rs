@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::run::{Run, Step, Tally};
 use super::{Ended, Mode, TOOL_CALLS_MAX, TOOL_CALLS_PER_STEP_MAX, check};
-use crate::agents::record::Wait;
+use crate::agents::record::{Record, Wait};
 use crate::agents::tools::delegate::{self, SpawnMissions};
 use crate::agents::tools::{RESULT_BYTES_MAX, ToolError};
 use crate::llm::calls::{RECORD_BYTES_MAX, RecordMode};
@@ -198,7 +198,7 @@ fn spawned(
     record_mode: RecordMode,
     answer: &ChatAnswer,
     call: &ToolCall,
-    record: &crate::agents::record::Record,
+    record: &Record,
 ) -> Result<Vec<ChildRequest>, ToolError> {
     resumable(record_mode, answer)?;
     spawn.requests(&call.arguments, record.children_spawned, record.depth)

@@ -14,9 +14,9 @@
 //! how a fork starts from another run's steps, and, in [`Mode::Check`], how a replay checks
 //! today's prompts and tools against a past run without calling anything.
 //!
-//! Where a step's answer comes from (the record, else the model) is [`source`]; running it
-//! (answering, tool calls, spawning children) is [`act`]; how check mode holds a played-back
-//! run against today's code is [`check`]; what a run keeps between steps is [`run`].
+//! Where a step's answer comes from (the record, else the model) is `source`; running it
+//! (answering, tool calls, spawning children) is `act`; how check mode holds a played-back
+//! run against today's code is `check`; what a run keeps between steps is `run`.
 
 mod act;
 mod check;
@@ -143,8 +143,7 @@ impl Loop {
         specs
     }
 
-    /// Takes steps until one ends the run: each step's answer from [`source`], run by
-    /// [`act`].
+    /// Takes steps until one ends the run: each step's answer from `source`, run by `act`.
     async fn drive(&self, task: &Task, record: &Record, mode: Mode) -> Result<Ended, Failure> {
         let mut run = Run::start(self, task, record, mode);
         for step in 1..=self.steps_max {
