@@ -12,6 +12,8 @@ use futures::future::BoxFuture;
 use serde_json::json;
 
 use crate::llm::calls::{Ask, CallError, Caller, Calls, ForMission};
+use crate::llm::gateway::Answered;
+use crate::llm::tokens::Publisher;
 use crate::llm::{Message, Reason, Role};
 use crate::missions::agent::{Agent, Failure, Outcome, Task};
 
@@ -43,36 +45,53 @@ pub fn for_mission(task: &Task) -> ForMission {
     }
 }
 
+/// The route a task's calls take: `payload.route`, else the default one.
+pub fn route_of(task: &Task) -> Option<String> {
+    task.payload.get("route").and_then(|route| route.as_str()).map(str::to_owned)
+}
+
+/// Where a task's answers stream as they are generated, when the process streams them.
+pub fn publisher(
+    tokens: Option<(async_nats::Client, crate::config::Namespace)>,
+    task: &Task,
+) -> Option<Publisher> {
+    tokens.map(|(nats, namespace)| {
+        let subject = crate::llm::tokens::subject(&namespace, &task.mission_id);
+        Publisher::start(nats, subject, &task.mission_id, task.attempt)
+    })
+}
+
+/// One call through the gateway, its text streamed to `publisher` when there is one.
+pub async fn chat(
+    calls: &Calls,
+    caller: &Caller,
+    ask: &Ask,
+    publisher: Option<&mut Publisher>,
+) -> Result<Answered, CallError> {
+    match publisher {
+        None => calls.chat(caller, ask, None).await,
+        Some(publisher) => {
+            let mut sink = |piece: &str| publisher.piece(piece);
+            calls.chat(caller, ask, Some(&mut sink)).await
+        }
+    }
+}
+
 impl Agent for Plain {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let (calls, tokens) = (self.calls.clone(), self.tokens.clone());
         async move {
             let caller = Caller::Mission(for_mission(&task));
             let ask = Ask {
-                route: task
-                    .payload
-                    .get("route")
-                    .and_then(|route| route.as_str())
-                    .map(str::to_owned),
+                route: route_of(&task),
                 messages: vec![Message::new(Role::User, task_text(&task))],
                 ..Ask::default()
             };
-            let outcome = match tokens {
-                None => calls.chat(&caller, &ask, None).await,
-                Some((nats, namespace)) => {
-                    let subject = crate::llm::tokens::subject(&namespace, &task.mission_id);
-                    let mut publisher = crate::llm::tokens::Publisher::start(
-                        nats,
-                        subject,
-                        &task.mission_id,
-                        task.attempt,
-                    );
-                    let mut sink = |piece: &str| publisher.piece(piece);
-                    let outcome = calls.chat(&caller, &ask, Some(&mut sink)).await;
-                    publisher.finish().await;
-                    outcome
-                }
-            };
+            let mut publisher = publisher(tokens, &task);
+            let outcome = chat(&calls, &caller, &ask, publisher.as_mut()).await;
+            if let Some(publisher) = publisher {
+                publisher.finish().await;
+            }
             let answered = outcome.map_err(failure)?;
             Ok(json!({
                 "answer": answered.answer.content,

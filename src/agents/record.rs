@@ -17,7 +17,7 @@ use crate::eventlog::store::EventStore;
 use crate::llm::{ChatAnswer, ToolCall, Usage};
 
 /// One step's model call as recorded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordedAnswer {
     pub call: LlmCall,
     /// The answer, read back from the record; `None` with why when the record cannot give it
@@ -217,5 +217,157 @@ pub async fn for_attempt(
             })
         }
         _ => Ok(own),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::mission::MissionStatus;
+    use domain::{EventMetadata, StreamType};
+    use serde_json::json;
+
+    use super::*;
+
+    /// `events` as a mission's stream holds them.
+    fn history(events: &[MissionEvent]) -> Vec<RecordedEvent> {
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        (1..)
+            .zip(events)
+            .map(|(version, event)| RecordedEvent {
+                global_position: version,
+                stream_type: StreamType::parse("mission").expect("a stream type"),
+                stream_id: StreamId::parse("m1").expect("a stream id"),
+                version,
+                event_id: uuid::Uuid::nil(),
+                event_type: event.event_type().into(),
+                schema_version: event.schema_version(),
+                payload: event.payload(),
+                metadata: EventMetadata::new("test", at),
+                recorded_at: at,
+            })
+            .collect()
+    }
+
+    /// A model call of `attempt` that answered `response` (`null`: only its usage recorded).
+    fn called(attempt: u32, response: Value) -> MissionEvent {
+        let call = LlmCall {
+            route: "default".into(),
+            kind: "supervisor".into(),
+            provider: "offline".into(),
+            model: "offline".into(),
+            tries: 1,
+            request: json!([]),
+            response,
+            input_tokens: 4,
+            output_tokens: 2,
+            cost_usd: 0.0,
+            latency_ms: 1,
+            outcome: "ok".into(),
+            replayed: false,
+        };
+        MissionEvent::MissionLlmCalled { attempt, call, at_ms: 0 }
+    }
+
+    fn child_finished(mission_id: &str) -> MissionEvent {
+        let outcome = ChildOutcome {
+            mission_id: mission_id.into(),
+            status: MissionStatus::Completed,
+            result: Some(json!(mission_id)),
+            error: None,
+        };
+        MissionEvent::MissionChildFinished { outcome, at_ms: 0 }
+    }
+
+    fn suspended(children: &[&str]) -> MissionEvent {
+        MissionEvent::MissionSuspended {
+            attempt: 1,
+            step: 1,
+            call_id: "c1".into(),
+            children: children.iter().map(|child| (*child).to_owned()).collect(),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_suspended_attempt_reads_back_its_answer_its_wait_and_its_children_in_spawn_order() {
+        // Given an attempt that asked for two children, suspended, and saw them end in reverse.
+        let asked = json!({ "content": "", "finish_reason": "tool_calls", "model": "offline",
+            "tool_calls": [{ "id": "c1", "name": "spawn_missions", "arguments": {} }] });
+        let events = history(&[
+            called(1, asked),
+            suspended(&["k1", "k2"]),
+            child_finished("k2"),
+            child_finished("k1"),
+        ]);
+
+        // When its record is read.
+        let record = Record::of_attempt(&events, 1).unwrap();
+
+        // Then its answer plays back whole, and the wait gives the children in spawn order.
+        let answer = record.answers[0].answer.as_ref().unwrap();
+        assert_eq!(answer.tool_calls[0].name, "spawn_missions");
+        assert_eq!(answer.usage, Usage { input_tokens: 4, output_tokens: 2 });
+        assert!(record.here.contains(&(1, None)));
+        assert_eq!(record.children_spawned, 2);
+        let order: Vec<&str> =
+            record.child_outcomes().iter().map(|child| child.mission_id.as_str()).collect();
+        assert_eq!(order, ["k1", "k2"]);
+    }
+
+    #[test]
+    fn a_wait_is_not_finished_until_every_child_has_ended() {
+        // Given a wait for two children, one of which has ended.
+        let events =
+            history(&[called(1, json!({})), suspended(&["k1", "k2"]), child_finished("k1")]);
+
+        // When its record is read, then the wait has no result yet.
+        let record = Record::of_attempt(&events, 1).unwrap();
+        assert_eq!(record.waits[&(1, "c1".to_owned())].finished(), None);
+        assert!(record.child_outcomes().is_empty());
+    }
+
+    #[test]
+    fn a_usage_only_call_cannot_be_played_back_and_a_manual_retry_starts_the_record_afresh() {
+        // Given a first run with a usage-only call and two children, retried by hand, then a
+        // new attempt 1 that answered whole.
+        let events = history(&[
+            called(1, Value::Null),
+            suspended(&["k1", "k2"]),
+            MissionEvent::MissionRetried { by: "ops".into(), at_ms: 0 },
+            called(1, json!({ "content": "done" })),
+        ]);
+
+        // When the record of attempt 1 is read.
+        let record = Record::of_attempt(&events, 1).unwrap();
+
+        // Then only the new run's step is in it, but the children spawned still count.
+        assert_eq!(record.answers.len(), 1);
+        assert_eq!(record.answers[0].answer.as_ref().unwrap().content, "done");
+        assert!(record.waits.is_empty());
+        assert_eq!(record.children_spawned, 2);
+
+        // And the usage-only call, read alone, says why it cannot be played back.
+        let before = Record::of_attempt(&events[..1], 1).unwrap();
+        assert!(before.answers[0].answer.as_ref().unwrap_err().contains("BRAIN_LLM_RECORD=usage"));
+    }
+
+    #[test]
+    fn a_fork_keeps_the_first_steps_copied_and_without_the_origins_result() {
+        // Given a completed run of two steps.
+        let events = history(&[
+            called(1, json!({ "content": "one" })),
+            called(1, json!({ "content": "two" })),
+            MissionEvent::MissionCompleted { attempt: 1, result: json!("two"), at_ms: 0 },
+        ]);
+        let record = Record::of_attempt(&events, 1).unwrap();
+        assert_eq!(record.result, Some(json!("two")));
+
+        // When a fork takes its first step.
+        let fork = record.first_steps(1);
+
+        // Then it plays back that step only, marked as copied, with no result to end on.
+        assert_eq!(fork.answers.len(), 1);
+        assert!(fork.copied);
+        assert_eq!(fork.result, None);
     }
 }

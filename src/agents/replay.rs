@@ -19,7 +19,7 @@ use crate::agents::agent_loop::{Divergence, Ended};
 use crate::agents::record::{self, Record};
 use crate::eventlog::command::{self, CommandError, Create};
 use crate::eventlog::store::EventStore;
-use crate::missions::agent::Task;
+use crate::missions::agent::{Failure, Task};
 
 /// What a replay found.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -96,6 +96,22 @@ fn attempt_record(
     Ok((attempt, record))
 }
 
+/// The spec of `mission`, which must have finished for its run to be `used` (replayed,
+/// forked).
+fn finished_spec(
+    mission: &Mission,
+    mission_id: &str,
+    used: &str,
+) -> Result<MissionSpec, ReplayError> {
+    if !mission.status.is_finished() {
+        return Err(ReplayError::Refused(format!(
+            "mission {mission_id} is {}: only a finished run can be {used}",
+            mission.status
+        )));
+    }
+    mission.spec.clone().ok_or_else(|| ReplayError::NotFound(mission_id.to_owned()))
+}
+
 /// Replays attempt `attempt` (default: the last) of the finished mission `mission_id`.
 pub async fn replay(
     store: &EventStore,
@@ -103,13 +119,7 @@ pub async fn replay(
     attempt: Option<u32>,
 ) -> Result<ReplayReport, ReplayError> {
     let (mission, events) = load(store, mission_id).await?;
-    if !mission.status.is_finished() {
-        return Err(ReplayError::Refused(format!(
-            "mission {mission_id} is {}: only a finished run can be replayed",
-            mission.status
-        )));
-    }
-    let spec = mission.spec.clone().expect("checked by load");
+    let spec = finished_spec(&mission, mission_id, "replayed")?;
     let Some(implementation) = implementation_of(&spec.agent) else {
         return Err(ReplayError::Refused(format!(
             "agent kind {} is not served by a built-in agent that thinks in steps here",
@@ -119,8 +129,25 @@ pub async fn replay(
     let (attempt, record) = attempt_record(&events, attempt)?;
     let context = crate::agents::Context::default();
     let agent = crate::agents::thinking_agent(&context, &implementation)
-        .expect("a thinking implementation");
-    let task = Task {
+        .ok_or_else(|| ReplayError::Refused(format!("{implementation} does not think in steps")))?;
+    let ended = agent.check(&replay_task(mission_id, &spec, attempt, &record), &record).await;
+    let divergence = divergence(ended, &mission, attempt, &record);
+    Ok(ReplayReport {
+        mission_id: mission_id.to_owned(),
+        attempt,
+        agent: spec.agent,
+        implementation,
+        steps: record.answers.len() as u32,
+        tool_calls: record.tools.len() as u32,
+        verdict: if divergence.is_some() { "diverged" } else { "identical" }.into(),
+        divergence,
+    })
+}
+
+/// The task attempt `attempt` of a mission ran, as a replay plays it back: with the record's
+/// fan-out so far, held by no worker.
+fn replay_task(mission_id: &str, spec: &MissionSpec, attempt: u32, record: &Record) -> Task {
+    Task {
         mission_id: mission_id.to_owned(),
         name: spec.name.clone(),
         description: spec.description.clone(),
@@ -133,9 +160,18 @@ pub async fn replay(
         playback: true,
         children_spawned: record.children_spawned,
         depth: record.depth,
-    };
-    let ended = agent.check(&task, &record).await;
-    let divergence = match ended {
+    }
+}
+
+/// How a check of attempt `attempt` of `mission` ended, held against how the run ended then:
+/// `None` when today's code decided every step as the record shows.
+fn divergence(
+    ended: Result<Ended, Failure>,
+    mission: &Mission,
+    attempt: u32,
+    record: &Record,
+) -> Option<Divergence> {
+    match ended {
         Ok(Ended::Answered(_)) => None,
         Ok(Ended::Diverged(divergence)) => Some(divergence),
         Ok(Ended::Wait { step, children, .. }) => Some(Divergence {
@@ -159,17 +195,30 @@ pub async fn replay(
             recorded: serde_json::json!(mission.status.to_string()),
             now: serde_json::json!(failure.message),
         }),
-    };
-    Ok(ReplayReport {
-        mission_id: mission_id.to_owned(),
-        attempt,
-        agent: spec.agent,
-        implementation,
-        steps: record.answers.len() as u32,
-        tool_calls: record.tools.len() as u32,
-        verdict: if divergence.is_some() { "diverged" } else { "identical" }.into(),
-        divergence,
-    })
+    }
+}
+
+/// Whether a fork may play back the first `at_step` steps of `record` (attempt `attempt`):
+/// steps it took, each answer recorded whole.
+fn check_fork_step(record: &Record, attempt: u32, at_step: u32) -> Result<(), ReplayError> {
+    let steps = record.answers.len() as u32;
+    if at_step == 0 || at_step > steps {
+        return Err(ReplayError::Refused(format!(
+            "at_step: must be between 1 and {steps}, the steps attempt {attempt} took"
+        )));
+    }
+    let unreadable = record
+        .answers
+        .iter()
+        .take(at_step as usize)
+        .enumerate()
+        .find_map(|(n, answer)| answer.answer.as_ref().err().map(|why| (n + 1, why)));
+    match unreadable {
+        Some((step, why)) => {
+            Err(ReplayError::Refused(format!("step {step} cannot be played back: {why}")))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Enqueues a fork of attempt `attempt` (default: the last) of `mission_id` that plays its
@@ -183,29 +232,9 @@ pub async fn fork(
     now_ms: i64,
 ) -> Result<String, ReplayError> {
     let (mission, events) = load(store, mission_id).await?;
-    if !mission.status.is_finished() {
-        return Err(ReplayError::Refused(format!(
-            "mission {mission_id} is {}: only a finished run can be forked",
-            mission.status
-        )));
-    }
+    let origin = finished_spec(&mission, mission_id, "forked")?;
     let (attempt, record) = attempt_record(&events, attempt)?;
-    let steps = record.answers.len() as u32;
-    if at_step == 0 || at_step > steps {
-        return Err(ReplayError::Refused(format!(
-            "at_step: must be between 1 and {steps}, the steps attempt {attempt} took"
-        )));
-    }
-    if let Some((step, why)) = record
-        .answers
-        .iter()
-        .take(at_step as usize)
-        .enumerate()
-        .find_map(|(n, answer)| answer.answer.as_ref().err().map(|why| (n + 1, why)))
-    {
-        return Err(ReplayError::Refused(format!("step {step} cannot be played back: {why}")));
-    }
-    let origin = mission.spec.clone().expect("checked by load");
+    check_fork_step(&record, attempt, at_step)?;
     let spec = MissionSpec {
         parent: None,
         not_before_ms: None,
@@ -331,4 +360,93 @@ pub fn describe(report: &ReplayReport) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::mission::{AttemptError, MissionStatus};
+    use serde_json::json;
+
+    use super::*;
+    use crate::agents::record::RecordedAnswer;
+    use crate::llm::ChatAnswer;
+    use crate::missions::agent::ChildRequest;
+
+    /// A mission whose attempt `attempt` failed with `error`.
+    fn failed(attempt: u32, error: &str) -> Mission {
+        let error = AttemptError { attempt, error: error.into(), at_ms: 0 };
+        Mission { status: MissionStatus::Failed, errors: vec![error], ..Mission::default() }
+    }
+
+    /// A recorded step whose answer reads back as `answer`.
+    fn step(answer: Result<ChatAnswer, String>) -> RecordedAnswer {
+        let call = serde_json::from_value(json!({
+            "route": "default", "provider": "offline", "model": "m", "tries": 1,
+            "input_tokens": 1, "output_tokens": 1, "cost_usd": 0.0, "latency_ms": 1,
+            "outcome": "ok"
+        }))
+        .expect("an LLM call record");
+        RecordedAnswer { call, answer }
+    }
+
+    #[test]
+    fn a_check_that_stops_as_the_recorded_attempt_did_is_identical_and_a_new_failure_diverges() {
+        // Given attempt 2 of a mission that failed at its step limit, after three steps.
+        let mission = failed(2, "step limit: 3 model calls without a final answer");
+        let record =
+            Record { answers: vec![step(Ok(ChatAnswer::default())); 3], ..Record::default() };
+
+        // When today's code stops it with the same failure, then it decided the same.
+        let same = Failure::permanent("step limit: 3 model calls without a final answer");
+        assert_eq!(divergence(Err(same.clone()), &mission, 2, &record), None);
+
+        // When the failure is another attempt's, or another failure, then the run diverged
+        // after its last recorded step.
+        assert!(divergence(Err(same), &mission, 1, &record).is_some());
+        let other = Failure::permanent("tool-call limit: more than 100 tool calls in one attempt");
+        let diverged = divergence(Err(other), &mission, 2, &record).unwrap();
+        assert_eq!((diverged.step, diverged.what.as_str()), (3, "the run now fails"));
+        assert_eq!(diverged.recorded, json!("failed"));
+    }
+
+    #[test]
+    fn a_check_that_answers_is_identical_and_one_that_asks_for_children_diverges() {
+        // Given a completed mission's record.
+        let (mission, record) = (Mission::default(), Record::default());
+
+        // When the check answers, then nothing differs.
+        let answered = Ok(Ended::Answered(Value::Null));
+        assert_eq!(divergence(answered, &mission, 1, &record), None);
+
+        // When it asks for sub-missions the record never shows, then it diverged there.
+        let child = ChildRequest { agent: "coder".into(), name: "n".into(), task: "t".into() };
+        let wait = Ended::Wait { step: 2, call_id: "c1".into(), children: vec![child; 2] };
+        let diverged = divergence(Ok(wait), &mission, 1, &record).unwrap();
+        assert_eq!((diverged.step, diverged.now.clone()), (2, json!(2)));
+        assert_eq!(diverged.what, "sub-missions the recorded run did not ask for");
+    }
+
+    #[test]
+    fn a_fork_plays_back_only_steps_that_were_taken_and_recorded_whole() {
+        // Given a record of three steps whose third answer was cut to the record's bound.
+        let mut answers = vec![step(Ok(ChatAnswer::default())); 2];
+        answers.push(step(Err("the answer was cut to the record's bound".into())));
+        let record = Record { answers, ..Record::default() };
+        let refusal = |at_step| match check_fork_step(&record, 1, at_step) {
+            Err(ReplayError::Refused(why)) => why,
+            other => panic!("a fork at step {at_step} must be refused: {other:?}"),
+        };
+
+        // When forks are asked at each step, then the first two may be played back.
+        assert!(check_fork_step(&record, 1, 1).is_ok());
+        assert!(check_fork_step(&record, 1, 2).is_ok());
+
+        // And step 3 is refused with why, as are steps the attempt did not take.
+        assert_eq!(
+            refusal(3),
+            "step 3 cannot be played back: the answer was cut to the record's bound"
+        );
+        assert_eq!(refusal(0), "at_step: must be between 1 and 3, the steps attempt 1 took");
+        assert_eq!(refusal(4), refusal(0));
+    }
 }
