@@ -1,13 +1,13 @@
 //! Agent registry routes: register (idempotent), heartbeat, list, info, look one up with its
 //! recent history, deregister. Commands translate HTTP into an `agent` command; every refusal
-//! maps to a status and a code in [`refusal`], exhaustively. Lists and heartbeats read the
+//! maps to an [`ErrorCode`] in [`refusal`], exhaustively. Lists and heartbeats read the
 //! agent view in Redis (`crate::agents::view`).
 
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use domain::agent::{Agent, AgentCommand, AgentError, AgentState, Registration};
 use domain::heartbeat::Beat;
 use domain::{RecordedEvent, StreamId};
@@ -17,8 +17,9 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::missions::metadata;
-use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
+use super::error::{ErrorCode, Refusal, append_refusal, errors, refused};
+use super::extract::{AgentId, Metadata, optional_json, page_limit};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
 use crate::agents::view::{AgentRecord, AgentViewStore, PAGE_MAX};
 use crate::eventlog::command::{self, CommandError};
@@ -44,12 +45,7 @@ pub(super) fn agent_view(app: &AppState) -> Result<AgentViewStore, ApiError> {
 
 /// Redis failing under a read or a heartbeat: the caller may retry.
 pub(super) fn view_unavailable(error: redis::RedisError) -> ApiError {
-    refused(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "view_unavailable",
-        None,
-        format!("agent view: {error}"),
-    )
+    refused(ErrorCode::ViewUnavailable, None, format!("agent view: {error}"))
 }
 
 /// An agent introducing itself.
@@ -98,36 +94,26 @@ pub struct AgentView {
 
 /// Maps an agent command's failure to its HTTP answer.
 pub(super) fn refusal(error: CommandError<AgentError>) -> ApiError {
-    use StatusCode as S;
+    use ErrorCode as C;
     let message = error.to_string();
     match error {
         CommandError::Rejected(rejection) => {
-            let (status, code, field) = match rejection {
-                AgentError::Invalid { field, .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "invalid_field", Some(field))
-                }
-                AgentError::RegisteredOtherwise => {
-                    (S::CONFLICT, "agent_registered_otherwise", None)
-                }
-                AgentError::NotFound => (S::NOT_FOUND, "agent_not_found", None),
-                AgentError::Deregistered => (S::CONFLICT, "agent_deregistered", None),
-                AgentError::NotActive { .. } => (S::CONFLICT, "agent_not_active", None),
-                AgentError::NotSilent { .. } => (S::CONFLICT, "agent_not_silent", None),
-                AgentError::ControlNotApplicable { .. } => {
-                    (S::CONFLICT, "control_not_applicable", None)
-                }
+            let (code, field) = match rejection {
+                AgentError::Invalid { field, .. } => (C::InvalidField, Some(field)),
+                AgentError::RegisteredOtherwise => (C::AgentRegisteredOtherwise, None),
+                AgentError::NotFound => (C::AgentNotFound, None),
+                AgentError::Deregistered => (C::AgentDeregistered, None),
+                AgentError::NotActive { .. } => (C::AgentNotActive, None),
+                AgentError::NotSilent { .. } => (C::AgentNotSilent, None),
+                AgentError::ControlNotApplicable { .. } => (C::ControlNotApplicable, None),
             };
-            refused(status, code, field, message)
+            refused(code, field, message)
         }
-        CommandError::Contended(_) => refused(S::CONFLICT, "agent_contended", None, message),
+        CommandError::Contended(_) => refused(C::AgentContended, None, message),
         CommandError::Append(error) => append_refusal(error),
         CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
     }
-}
-
-fn parse_agent_id(raw: &str) -> Result<StreamId, ApiError> {
-    super::parse_id("agent_id", raw)
 }
 
 pub(super) async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
@@ -154,39 +140,34 @@ pub(super) async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<Age
     })
 }
 
+errors! {
+    RegisterErrors = COMMAND + JSON_BODY + CALLER + [
+        InvalidField, UnknownAgent, AgentRegisteredOtherwise, AgentDeregistered, AgentContended
+    ]
+}
+
 /// `POST /api/agents/register`: 201 with the new agent; 200 when it was registered already
 /// with the same registration; 409 when its id carries another one.
 #[utoipa::path(post, path = "/api/agents/register", tag = "agents",
+    params(Metadata),
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = AgentView),
         (status = 200, description = "Registered already, with this registration: nothing changed", body = AgentView),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header`", body = ErrorBody),
-        (status = 409, description = "`agent_registered_otherwise`, `agent_deregistered`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`: wrong shape; `invalid_field` naming the field; `unknown_agent` for a kind this deployment does not know", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`, `shutting_down`", body = ErrorBody),
+        RegisterErrors,
     ))]
 async fn register(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, ApiJson<AgentView>), ApiError> {
-    let metadata = metadata(&headers)?;
     app.check_known_kind(&request.kind, "kind")?;
     if request.owner.starts_with(crate::agents::host::OWNER_PREFIX) {
         let message = format!(
             "owners starting {:?} are built-in workers'",
             crate::agents::host::OWNER_PREFIX
         );
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            Some("owner"),
-            message,
-        ));
+        return Err(refused(ErrorCode::InvalidField, Some("owner"), message));
     }
     let agent_id =
         request.agent_id.unwrap_or_else(|| crate::agents::agent_id(&request.owner, &request.name));
@@ -244,26 +225,23 @@ pub struct HeartbeatAnswer {
     pub heartbeat_every_s: u64,
 }
 
+errors! {
+    HeartbeatErrors = COMMAND + JSON_BODY + CALLER + [
+        InvalidField, AgentNotFound, AgentDeregistered, AgentContended, ViewUnavailable,
+        QueueUnavailable
+    ]
+}
+
 /// `POST /api/agents/heartbeat`: 200 with what the agent should do next.
 #[utoipa::path(post, path = "/api/agents/heartbeat", tag = "agents",
+    params(Metadata),
     request_body = HeartbeatRequest,
-    responses(
-        (status = 200, description = "Taken", body = HeartbeatAnswer),
-        (status = 400, description = "`invalid_body`, `invalid_field` naming a string that holds a NUL, `invalid_header`", body = ErrorBody),
-        (status = 404, description = "`agent_not_found`", body = ErrorBody),
-        (status = 409, description = "`agent_deregistered`", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `status`, `load` or `running`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`view_unavailable`, `queue_unavailable`, `store_unavailable`, `outcome_unknown`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Taken", body = HeartbeatAnswer), HeartbeatErrors))]
 async fn heartbeat(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Result<ApiJson<HeartbeatAnswer>, ApiError> {
-    let metadata = metadata(&headers)?;
     let agent_id = StreamId::from(request.agent_id);
     let heartbeats = Heartbeats {
         store: app.store.clone(),
@@ -274,9 +252,8 @@ async fn heartbeat(
     let beat = Beat { status: request.status, load: request.load, running: request.running };
     let answer =
         heartbeats.beat(&agent_id, beat, metadata.clone()).await.map_err(|error| match error {
-            HeartbeatError::Invalid(invalid) => ApiError::Refused(super::Refusal {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "invalid_field",
+            HeartbeatError::Invalid(invalid) => ApiError::Refused(Refusal {
+                code: ErrorCode::InvalidField,
                 field: Some(invalid.field.into()),
                 message: invalid.to_string(),
             }),
@@ -323,22 +300,18 @@ pub struct AgentPage {
     pub next_after: Option<String>,
 }
 
+errors! { ListAgentsErrors = INTERNAL + QUERY + [UnknownAgent, ViewUnavailable, QueueUnavailable] }
+
 /// `GET /api/agents`: agents in id order, filtered by kind and state, paged.
 #[utoipa::path(get, path = "/api/agents", tag = "agents",
     params(ListQuery),
-    responses(
-        (status = 200, description = "A page of agents", body = AgentPage),
-        (status = 400, description = "`invalid_query`; `invalid_field`: `state`, `after` or `limit`", body = ErrorBody),
-        (status = 422, description = "`unknown_agent` (`kind`)", body = ErrorBody),
-        (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "A page of agents", body = AgentPage), ListAgentsErrors))]
 async fn list_agents(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<AgentPage>, ApiError> {
     let invalid = |field: &'static str, message: String| ApiError::InvalidField { field, message };
-    let limit = super::page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
+    let limit = page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
     let state = match query.state.as_deref() {
         None => None,
         Some(name) => Some(projections::agent_view::parse_state(name).ok_or_else(|| {
@@ -393,13 +366,11 @@ pub struct AgentsInfo {
     pub unresponsive_after_s: u64,
 }
 
+errors! { ViewErrors = INTERNAL + [ViewUnavailable, QueueUnavailable] }
+
 /// `GET /api/agents/info`: kinds, counts by state, the built-in agents and their tools.
 #[utoipa::path(get, path = "/api/agents/info", tag = "agents",
-    responses(
-        (status = 200, description = "The registry at a glance", body = AgentsInfo),
-        (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "The registry at a glance", body = AgentsInfo), ViewErrors))]
 async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiError> {
     let (counts_by_state, registered_by_kind) =
         agent_view(&app)?.counts().await.map_err(view_unavailable)?;
@@ -425,20 +396,16 @@ async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiErr
     }))
 }
 
+errors! { GetAgentErrors = READ + PATH_ID + [AgentNotFound] }
+
 /// `GET /api/agents/{agent_id}`: 200 with the agent and its recent history, 404 unknown.
 #[utoipa::path(get, path = "/api/agents/{agent_id}", tag = "agents",
-    params(("agent_id" = Uuid, Path, description = "The agent's id")),
-    responses(
-        (status = 200, description = "The agent", body = AgentView),
-        (status = 400, description = "`invalid_field` (`agent_id`): not a UUID", body = ErrorBody),
-        (status = 404, description = "`agent_not_found`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    params(AgentId),
+    responses((status = 200, description = "The agent", body = AgentView), GetAgentErrors))]
 async fn get_agent(
     State(app): State<AppState>,
-    Path(agent_id): Path<String>,
+    AgentId(agent_id): AgentId,
 ) -> Result<ApiJson<AgentView>, ApiError> {
-    let agent_id = parse_agent_id(&agent_id)?;
     Ok(ApiJson(load_view(&app, &agent_id).await?))
 }
 
@@ -450,29 +417,25 @@ struct DeregisterRequest {
     reason: String,
 }
 
+errors! {
+    DeregisterErrors = COMMAND + PATH_ID + CALLER + [
+        InvalidBody, InvalidField, AgentNotFound, AgentDeregistered, AgentContended
+    ]
+}
+
 /// `POST /api/agents/{agent_id}/deregister` with an optional `{"reason"}`: 200 with the agent,
 /// 404 unknown, 409 deregistered already.
 #[utoipa::path(post, path = "/api/agents/{agent_id}/deregister", tag = "agents",
-    params(("agent_id" = Uuid, Path, description = "The agent's id")),
+    params(AgentId, Metadata),
     request_body(content = Option<DeregisterRequest>, description = "Optional"),
-    responses(
-        (status = 200, description = "Deregistered", body = AgentView),
-        (status = 400, description = "`invalid_field` (`agent_id`, or a string holding a NUL), `invalid_header`, or `invalid_body`", body = ErrorBody),
-        (status = 404, description = "`agent_not_found`", body = ErrorBody),
-        (status = 409, description = "`agent_deregistered`", body = ErrorBody),
-        (status = 422, description = "`invalid_field` (`reason`)", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`, `shutting_down`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Deregistered", body = AgentView), DeregisterErrors))]
 async fn deregister(
     State(app): State<AppState>,
-    Path(agent_id): Path<String>,
-    headers: HeaderMap,
+    AgentId(agent_id): AgentId,
+    Metadata(metadata): Metadata,
     body: Bytes,
 ) -> Result<ApiJson<AgentView>, ApiError> {
-    let agent_id = parse_agent_id(&agent_id)?;
-    let request: DeregisterRequest = super::optional_json(&body)?;
-    let metadata = metadata(&headers)?;
+    let request: DeregisterRequest = optional_json(&body)?;
     let by = metadata.actor.clone();
     let now = app.clock.now_ms();
     command::execute::<Agent>(&app.store, &agent_id, metadata, || AgentCommand::Deregister {

@@ -8,8 +8,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use domain::StreamId;
@@ -20,8 +19,9 @@ use utoipa::IntoParams;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use super::missions::metadata;
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal, append_refusal, refused};
+use super::error::{ErrorCode, Refusal, append_refusal, errors, refused};
+use super::extract::{ApiQuery, ConversationId, Metadata, page_limit, parse_id};
+use super::{ApiError, ApiJson, ApiRoutes, AppState};
 use crate::agents::conversations::{self, ConversationRow};
 use crate::eventlog::command::{self, CommandError};
 use crate::llm::calls::{Ask, Caller};
@@ -78,33 +78,26 @@ fn refusal(error: CommandError<ConversationError>) -> ApiError {
     match error {
         CommandError::Rejected(ConversationError::Invalid { field, .. }) => {
             ApiError::Refused(Refusal {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                code: "invalid_field",
+                code: ErrorCode::InvalidField,
                 field: Some(field.into()),
                 message,
             })
         }
         CommandError::Rejected(ConversationError::OtherAgent { .. }) => {
-            refused(StatusCode::CONFLICT, "other_agent", Some("agent"), message)
+            refused(ErrorCode::OtherAgent, Some("agent"), message)
         }
         CommandError::Rejected(ConversationError::Full) => {
-            refused(StatusCode::CONFLICT, "conversation_full", None, message)
+            refused(ErrorCode::ConversationFull, None, message)
         }
-        CommandError::Contended(_) => {
-            refused(StatusCode::CONFLICT, "conversation_contended", None, message)
-        }
+        CommandError::Contended(_) => refused(ErrorCode::ConversationContended, None, message),
         CommandError::Append(error) => append_refusal(error),
         CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
     }
 }
 
-fn parse_id(raw: &str) -> Result<StreamId, ApiError> {
-    super::parse_id("conversation_id", raw)
-}
-
 fn not_found(id: &StreamId) -> ApiError {
-    refused(StatusCode::NOT_FOUND, "conversation_not_found", None, format!("no conversation {id}"))
+    refused(ErrorCode::ConversationNotFound, None, format!("no conversation {id}"))
 }
 
 fn turn(speaker: Speaker, text: String, answered: Option<&Answered>) -> Turn {
@@ -136,41 +129,34 @@ async fn add(
     Ok(executed.state)
 }
 
+errors! {
+    ChatErrors = COMMAND + JSON_BODY + CALLER + LLM_CALL + [
+        InvalidField, ConversationNotFound, OtherAgent, ConversationFull, ConversationContended
+    ]
+}
+
 /// `POST /api/agents/chat`: one turn of a conversation with an agent, and its answer.
 #[utoipa::path(post, path = "/api/agents/chat", tag = "agents",
+    params(Metadata),
     request_body = ChatRequest,
     responses(
         (status = 200, description = "The answer, or with `stream: true` server-sent events: `token` `{text}` pieces, then `done` (the answer's fields) or `error` `{code, message}`", body = ChatAnswer),
-        (status = 400, description = "`invalid_body`; `invalid_field` (`conversation_id`): not a UUID; `invalid_header`", body = ErrorBody),
-        (status = 402, description = "`budget_exceeded`", body = ErrorBody),
-        (status = 404, description = "`conversation_not_found`", body = ErrorBody),
-        (status = 409, description = "`other_agent`: the conversation is with another agent; `conversation_full`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`; `invalid_field`: `agent` (not a thinking agent), `message`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 502, description = "the provider failed: `provider_unreachable`, `auth_failed`, `bad_response`", body = ErrorBody),
-        (status = 503, description = "`llm_disabled`, `store_unavailable`", body = ErrorBody),
-        (status = 504, description = "`timeout`", body = ErrorBody),
+        ChatErrors,
     ))]
 async fn chat(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let by = metadata(&headers)?.actor;
+    let by = metadata.actor;
     let Some(prompt) = crate::agents::prompt_of(&request.agent) else {
-        return Err(ApiError::Refused(Refusal {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_field",
-            field: Some("agent".into()),
-            message: format!("{:?} is not one of coder, ops, architect, supervisor", request.agent),
-        }));
+        let message =
+            format!("{:?} is not one of coder, ops, architect, supervisor", request.agent);
+        return Err(refused(ErrorCode::InvalidField, Some("agent"), message));
     };
     let id = match &request.conversation_id {
         Some(raw) => {
-            let id = parse_id(raw)?;
+            let id = parse_id("conversation_id", raw)?;
             let (known, _) =
                 command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
             if known.agent.is_none() {
@@ -239,26 +225,25 @@ async fn chat(
 
 fn error_event(error: ApiError) -> Event {
     let (code, message) = match &error {
-        ApiError::Refused(refusal) => (refusal.code.to_owned(), refusal.message.clone()),
-        other => ("internal".to_owned(), other.to_string()),
+        ApiError::Refused(refusal) => (refusal.code, refusal.message.clone()),
+        other => (ErrorCode::Internal, other.to_string()),
     };
     Event::default().event("error").data(json!({ "code": code, "message": message }).to_string())
 }
 
+errors! { GetConversationErrors = READ + PATH_ID + [ConversationNotFound] }
+
 /// `GET /api/conversations/{conversation_id}`: every turn, oldest first.
 #[utoipa::path(get, path = "/api/conversations/{conversation_id}", tag = "agents",
-    params(("conversation_id" = Uuid, Path, description = "The conversation's id")),
+    params(ConversationId),
     responses(
         (status = 200, description = "The conversation", body = ConversationView),
-        (status = 400, description = "`invalid_field` (`conversation_id`): not a UUID", body = ErrorBody),
-        (status = 404, description = "`conversation_not_found`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        GetConversationErrors,
     ))]
 async fn get_conversation(
     State(app): State<AppState>,
-    Path(conversation_id): Path<String>,
+    ConversationId(id): ConversationId,
 ) -> Result<ApiJson<ConversationView>, ApiError> {
-    let id = parse_id(&conversation_id)?;
     let (conversation, version) =
         command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
     let Some(agent) = conversation.agent else { return Err(not_found(&id)) };
@@ -295,19 +280,20 @@ struct ConversationPage {
     position: u64,
 }
 
+errors! { ListConversationsErrors = READ + QUERY + [] }
+
 /// `GET /api/conversations?agent=&before=&limit=`: conversations, the most recently
 /// changed first.
 #[utoipa::path(get, path = "/api/conversations", tag = "agents", params(ListQuery),
     responses(
         (status = 200, description = "A page of conversations, most recently changed first", body = ConversationPage),
-        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        ListConversationsErrors,
     ))]
 async fn list_conversations(
     State(app): State<AppState>,
-    super::ApiQuery(query): super::ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<ConversationPage>, ApiError> {
-    let limit = super::page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
+    let limit = page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
     let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool()).await?;
     let conversations =
         conversations::page(snapshot.conn(), query.agent.as_deref(), query.before, limit).await?;

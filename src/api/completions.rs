@@ -20,11 +20,12 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, refused};
+use super::error::{ErrorCode, Refusal, errors, refused};
+use super::extract::Metadata;
+use super::{ApiError, ApiJson, ApiRoutes, AppState};
 use crate::llm::calls::{Ask, CallError, Caller};
 use crate::llm::gateway::Answered;
 use crate::llm::{Message, Role, ToolCall, ToolSpec};
-use axum::http::StatusCode;
 
 /// Pieces of a streamed answer held for a client that reads slowly.
 pub const STREAM_BUFFER_PIECES: usize = 4_096;
@@ -56,9 +57,8 @@ pub struct CompletionRequest {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::Refused(super::Refusal {
-        status: StatusCode::UNPROCESSABLE_ENTITY,
-        code: "invalid_field",
+    ApiError::Refused(Refusal {
+        code: ErrorCode::InvalidField,
         field: Some(field.to_owned().into()),
         message: message.into(),
     })
@@ -166,55 +166,35 @@ pub(super) fn call_failure(error: CallError) -> ApiError {
             if failed.tries.is_empty()
                 && failed.error.reason == crate::llm::Reason::ProviderUnreachable =>
         {
-            refused(StatusCode::SERVICE_UNAVAILABLE, "llm_disabled", None, failed.error.to_string())
+            refused(ErrorCode::LlmDisabled, None, failed.error.to_string())
         }
-        CallError::Llm(failed) => failure(&failed.error),
-        CallError::Route(reason) => {
-            refused(StatusCode::NOT_FOUND, "model_not_found", Some("model"), reason)
+        CallError::Llm(failed) => {
+            let code = ErrorCode::of_llm(failed.error.reason, failed.error.server_error);
+            refused(code, None, failed.error.to_string())
         }
+        CallError::Route(reason) => refused(ErrorCode::ModelNotFound, Some("model"), reason),
         CallError::Record(reason) | CallError::Config(reason) => {
-            refused(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", None, reason)
+            refused(ErrorCode::StoreUnavailable, None, reason)
         }
     }
 }
 
-fn failure(error: &crate::llm::LlmError) -> ApiError {
-    let status = match error.reason {
-        crate::llm::Reason::BudgetExceeded if !error.server_error => StatusCode::PAYMENT_REQUIRED,
-        // The budgets could not be checked: nothing was sent, and another try may pass.
-        crate::llm::Reason::BudgetExceeded => StatusCode::SERVICE_UNAVAILABLE,
-        crate::llm::Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        crate::llm::Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        crate::llm::Reason::ModelNotFound => StatusCode::NOT_FOUND,
-        crate::llm::Reason::ContextTooLong => StatusCode::BAD_REQUEST,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    refused(status, error.reason.as_str(), None, error.to_string())
-}
+errors! { CompletionErrors = INTERNAL + JSON_BODY + CALLER + LLM_CALL + [InvalidField] }
 
 /// `POST /v1/chat/completions`: OpenAI's protocol, answered through the gateway.
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "llm",
+    params(Metadata),
     request_body = CompletionRequest,
     responses(
         (status = 200, description = "A `chat.completion`, or with `stream: true` an SSE stream of `chat.completion.chunk`s ending `[DONE]`"),
-        (status = 400, description = "`invalid_body`, `invalid_field` (a NUL), `context_too_long`; `invalid_header` (`X-Actor`)", body = ErrorBody),
-        (status = 402, description = "`budget_exceeded`: the call would pass a daily budget, and was not sent", body = ErrorBody),
-        (status = 404, description = "`model_not_found`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`; `invalid_field`: `messages`, `messages[<n>].role`, `tools`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 502, description = "`provider_unreachable`, `auth_failed`, `bad_response`", body = ErrorBody),
-        (status = 503, description = "`llm_disabled`; `budget_exceeded` when the budgets cannot be checked; `store_unavailable` when the call cannot be recorded", body = ErrorBody),
-        (status = 504, description = "`timeout`", body = ErrorBody),
+        CompletionErrors,
     ))]
 async fn chat_completions(
     State(app): State<AppState>,
-    headers: axum::http::HeaderMap,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let by = super::missions::metadata(&headers)?.actor;
+    let by = metadata.actor;
     let ask = ask_for(&request)?;
     let caller = Caller::Api { by };
     let calls = app.llm_calls().await;
@@ -286,10 +266,10 @@ async fn chat_completions(
                 json!({ "error": { "message": failed.error.to_string(), "type": failed.error.reason.as_str() } })
             }
             Err(error @ CallError::Route(_)) => {
-                json!({ "error": { "message": error.to_string(), "type": "model_not_found" } })
+                json!({ "error": { "message": error.to_string(), "type": ErrorCode::ModelNotFound } })
             }
             Err(error @ (CallError::Record(_) | CallError::Config(_))) => {
-                json!({ "error": { "message": error.to_string(), "type": "store_unavailable" } })
+                json!({ "error": { "message": error.to_string(), "type": ErrorCode::StoreUnavailable } })
             }
         };
         let _ = pieces.send(last).await;

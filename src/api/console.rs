@@ -21,7 +21,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::{ApiError, AppState, Refusal};
+use super::AppState;
+use super::error::{ErrorCode, refused};
 
 /// One file of the console.
 struct Asset {
@@ -115,13 +116,8 @@ async fn page(headers: HeaderMap) -> Response {
 async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().position(|asset| asset.name == name && name != "index.html") {
         Some(index) => serve(index, &headers),
-        None => ApiError::Refused(Refusal {
-            status: StatusCode::NOT_FOUND,
-            code: "no_route",
-            field: None,
-            message: format!("the console has no asset {name:?}"),
-        })
-        .into_response(),
+        None => refused(ErrorCode::NoRoute, None, format!("the console has no asset {name:?}"))
+            .into_response(),
     }
 }
 

@@ -20,8 +20,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::missions::{MissionView, metadata, parse_mission_id, refusal};
-use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, refused};
+use super::error::{ErrorCode, errors};
+use super::extract::{AgentId, Metadata, MissionId, metadata};
+use super::missions::{MissionView, refusal};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::agents::watchdog::worker_id;
 use crate::eventlog::command::{self, CommandError};
 
@@ -81,12 +83,8 @@ pub struct ClaimedMission {
 /// old run's token.
 fn parse_token(token: &str) -> Result<(String, u32), ApiError> {
     let invalid = || {
-        refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            Some("lease_token"),
-            "not a lease token from a claim".to_owned(),
-        )
+        let message = "not a lease token from a claim".to_owned();
+        super::error::refused(ErrorCode::InvalidField, Some("lease_token"), message)
     };
     let mut parts = token.splitn(3, ':');
     let (Some(attempt), Some(agent), Some(nonce)) = (parts.next(), parts.next(), parts.next())
@@ -108,19 +106,33 @@ fn lease_token(attempt: u32, agent_id: &str, nonce: &Uuid) -> String {
     format!("{attempt}:{agent_id}:{}", nonce.simple())
 }
 
+/// A refusal of `claim`, which names its answers by status and code until it moves to the
+/// shared claim path: the [`ErrorCode`] answering with both.
+fn refused(
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+    message: String,
+) -> ApiError {
+    let known =
+        ErrorCode::ALL.iter().find(|known| known.as_str() == code && known.status() == status);
+    super::error::refused(known.copied().unwrap_or(ErrorCode::Internal), field, message)
+}
+
+errors! {
+    ClaimErrors = COMMAND + QUERY + CALLER + [
+        UnknownAgent, AgentNotFound, AgentNotActive, QueueUnavailable, MissionContended
+    ]
+}
+
 /// `POST /api/agents/{agent_id}/claim`: 200 with a mission and its lease token, or 204 when
 /// none came within `wait_s`.
 #[utoipa::path(post, path = "/api/agents/{agent_id}/claim", tag = "agents",
-    params(("agent_id" = Uuid, Path, description = "The claiming agent"), ClaimQuery),
+    params(AgentId, ClaimQuery, Metadata),
     responses(
         (status = 200, description = "A mission, started under a lease for this agent", body = ClaimedMission),
         (status = 204, description = "No mission within `wait_s`"),
-        (status = 400, description = "`invalid_field`: `agent_id`, `wait_s`, `lease_s`, `kinds`; `invalid_query`, `invalid_header`", body = ErrorBody),
-        (status = 404, description = "`agent_not_found`", body = ErrorBody),
-        (status = 409, description = "`agent_not_active`: stopped, unresponsive, failed or deregistered agents cannot claim", body = ErrorBody),
-        (status = 422, description = "`unknown_agent` (`kinds`)", body = ErrorBody),
-        (status = 503, description = "`queue_unavailable`, `store_unavailable`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        ClaimErrors,
     ))]
 async fn claim(
     State(app): State<AppState>,
@@ -309,9 +321,8 @@ fn report_refusal(error: CommandError<MissionError>) -> ApiError {
             | MissionError::LeaseExpired { .. }
             | MissionError::NotRunning { .. }
             | MissionError::AlreadyFinished { .. }),
-        ) => refused(
-            StatusCode::CONFLICT,
-            "stale_lease",
+        ) => super::error::refused(
+            ErrorCode::StaleLease,
             Some("lease_token"),
             format!("the lease is no longer yours: {rejection}"),
         ),
@@ -321,52 +332,41 @@ fn report_refusal(error: CommandError<MissionError>) -> ApiError {
 
 async fn report(
     app: &AppState,
-    mission_id: &str,
-    headers: &HeaderMap,
+    mission_id: &StreamId,
+    metadata: EventMetadata,
     command: impl Fn(i64) -> MissionCommand,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let stream_id = parse_mission_id(mission_id)?;
-    let metadata = metadata(headers)?;
     let now = app.clock.now_ms_synced().await;
-    command::execute::<Mission>(&app.store, &stream_id, metadata, || command(now))
+    command::execute::<Mission>(&app.store, mission_id, metadata, || command(now))
         .await
         .map_err(report_refusal)?;
-    Ok(ApiJson(super::missions::load_view(app, &stream_id).await?))
+    Ok(ApiJson(super::missions::load_view(app, mission_id).await?))
+}
+
+errors! {
+    ReportErrors = COMMAND + JSON_BODY + PATH_ID + CALLER + [
+        InvalidField, MissionNotFound, StaleLease, MissionContended
+    ]
 }
 
 /// `POST /api/missions/{mission_id}/progress`: extends the lease; 409 `stale_lease`.
 #[utoipa::path(post, path = "/api/missions/{mission_id}/progress", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission")),
+    params(MissionId, Metadata),
     request_body = ProgressRequest,
-    responses(
-        (status = 200, description = "Lease extended", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`, a NUL), `invalid_body`, `invalid_header`", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 409, description = "`stale_lease`: the lease expired or moved to another agent", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `lease_token`, `lease_s`, `note`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Lease extended", body = MissionView), ReportErrors))]
 async fn progress(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
-    headers: HeaderMap,
+    MissionId(mission_id): MissionId,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ProgressRequest>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let (worker_id, attempt) = parse_token(&request.lease_token)?;
     let lease_s = request.lease_s.unwrap_or(app.agents.lease_s);
     if !(LEASE_S_MIN..=LEASE_S_MAX).contains(&lease_s) {
         let message = format!("must be {LEASE_S_MIN} to {LEASE_S_MAX}");
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            Some("lease_s"),
-            message,
-        ));
+        return Err(super::error::refused(ErrorCode::InvalidField, Some("lease_s"), message));
     }
-    report(&app, &mission_id, &headers, |now_ms| MissionCommand::Progress {
+    report(&app, &mission_id, metadata, |now_ms| MissionCommand::Progress {
         worker_id: worker_id.clone(),
         attempt,
         lease_ms: lease_s * 1_000,
@@ -378,27 +378,17 @@ async fn progress(
 
 /// `POST /api/missions/{mission_id}/complete`: the mission's result; 409 `stale_lease`.
 #[utoipa::path(post, path = "/api/missions/{mission_id}/complete", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission")),
+    params(MissionId, Metadata),
     request_body = CompleteRequest,
-    responses(
-        (status = 200, description = "Completed", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`, a NUL), `invalid_body`, `invalid_header`", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 409, description = "`stale_lease`: the lease expired or moved to another agent, or the mission finished", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `lease_token`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Completed", body = MissionView), ReportErrors))]
 async fn complete(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
-    headers: HeaderMap,
+    MissionId(mission_id): MissionId,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let (worker_id, attempt) = parse_token(&request.lease_token)?;
-    report(&app, &mission_id, &headers, |now_ms| MissionCommand::Complete {
+    report(&app, &mission_id, metadata, |now_ms| MissionCommand::Complete {
         worker_id: worker_id.clone(),
         attempt,
         result: request.result.clone(),
@@ -410,29 +400,19 @@ async fn complete(
 /// `POST /api/missions/{mission_id}/fail`: the attempt failed; retried after a backoff when
 /// `retryable` and attempts remain. 409 `stale_lease`.
 #[utoipa::path(post, path = "/api/missions/{mission_id}/fail", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission")),
+    params(MissionId, Metadata),
     request_body = FailRequest,
-    responses(
-        (status = 200, description = "Attempt failed", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`, a NUL), `invalid_body`, `invalid_header`", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 409, description = "`stale_lease`: the lease expired or moved to another agent, or the mission finished", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `lease_token`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Attempt failed", body = MissionView), ReportErrors))]
 async fn fail(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
-    headers: HeaderMap,
+    MissionId(mission_id): MissionId,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let (worker_id, attempt) = parse_token(&request.lease_token)?;
     let error = crate::missions::worker::recordable(&request.error);
     let backoff_ms = app.backoff.draw(attempt);
-    report(&app, &mission_id, &headers, |now_ms| MissionCommand::Fail {
+    report(&app, &mission_id, metadata, |now_ms| MissionCommand::Fail {
         worker_id: worker_id.clone(),
         attempt,
         error: error.clone(),

@@ -9,15 +9,16 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use domain::StreamId;
 use domain::llm_config::{InvalidSettings, LlmConfig, LlmConfigCommand, LlmSettings};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
-use super::missions::metadata;
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, Refusal, append_refusal, refused};
+use super::error::{ErrorCode, Refusal, append_refusal, errors, refused};
+use super::extract::Metadata;
+use super::{ApiError, ApiJson, ApiRoutes, AppState};
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::AppendError;
 
@@ -64,18 +65,14 @@ fn refusal(error: CommandError<InvalidSettings>) -> ApiError {
     let message = error.to_string();
     match error {
         CommandError::Rejected(invalid) => ApiError::Refused(Refusal {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            code: "invalid_field",
+            code: ErrorCode::InvalidField,
             field: Some(invalid.field.into()),
             message,
         }),
-        CommandError::Contended(_) => {
-            refused(StatusCode::CONFLICT, "config_contended", None, message)
-        }
+        CommandError::Contended(_) => refused(ErrorCode::ConfigContended, None, message),
         // Only `If-Match` changes (`command::execute_at`) answer a conflict as such.
         CommandError::Append(AppendError::Conflict { expected, actual, .. }) => refused(
-            StatusCode::PRECONDITION_FAILED,
-            "version_mismatch",
+            ErrorCode::VersionMismatch,
             Some("if-match"),
             format!(
                 "the configuration is at version {actual}, not {expected}: read it again and \
@@ -115,11 +112,13 @@ async fn view(app: &AppState) -> Result<ConfigView, ApiError> {
     })
 }
 
+errors! { GetConfigErrors = READ + [] }
+
 /// `GET /api/llm/config`: the settings in force, which keys are set, and recent changes.
 #[utoipa::path(get, path = "/api/llm/config", tag = "llm",
     responses(
         (status = 200, description = "The configuration; `ETag` is its version", body = ConfigView),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        GetConfigErrors,
     ))]
 async fn get_config(State(app): State<AppState>) -> Result<Tagged, ApiError> {
     Ok(tagged(view(&app).await?))
@@ -154,10 +153,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 async fn change(
     app: &AppState,
     headers: &HeaderMap,
+    metadata: domain::EventMetadata,
     make: impl Fn(String, i64) -> LlmConfigCommand,
 ) -> Result<Tagged, ApiError> {
     let expected = if_match(headers)?;
-    let metadata = metadata(headers)?;
     let by = metadata.actor.clone();
     let now = app.clock.now_ms();
     match expected {
@@ -183,25 +182,27 @@ async fn change(
     Ok(tagged(view(app).await?))
 }
 
+errors! {
+    PutConfigErrors = COMMAND + JSON_BODY + CALLER + [
+        InvalidField, VersionMismatch, ConfigContended
+    ]
+}
+
 /// `PUT /api/llm/config`: replaces the settings; the next call in every process uses them.
 #[utoipa::path(put, path = "/api/llm/config", tag = "llm",
+    params(Metadata),
     request_body = LlmSettings,
     responses(
         (status = 200, description = "In force (unchanged settings record nothing); `ETag` is the new version", body = ConfigView),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header` (`x-actor`, `if-match`)", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` named a version that is no longer current; nothing changed", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`: wrong shape or an unknown field; `invalid_field` naming the field (`provider`, `host`, `model`, `temperature`, `max_tokens`, `routes.<name>[<n>].<field>`, `prices.<model>.<field>`)", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
+        PutConfigErrors,
     ))]
 async fn put_config(
     State(app): State<AppState>,
+    Metadata(metadata): Metadata,
     headers: HeaderMap,
     ApiJson(settings): ApiJson<LlmSettings>,
 ) -> Result<Tagged, ApiError> {
-    change(&app, &headers, |by, now_ms| LlmConfigCommand::Set {
+    change(&app, &headers, metadata, |by, now_ms| LlmConfigCommand::Set {
         settings: Box::new(settings.clone()),
         by,
         now_ms,
@@ -209,19 +210,20 @@ async fn put_config(
     .await
 }
 
+errors! { ResetConfigErrors = COMMAND + CALLER + [VersionMismatch, ConfigContended] }
+
 /// `POST /api/llm/config/reset`: back to the defaults (offline).
 #[utoipa::path(post, path = "/api/llm/config/reset", tag = "llm",
+    params(Metadata),
     responses(
         (status = 200, description = "The defaults are in force; `ETag` is the new version", body = ConfigView),
-        (status = 400, description = "`invalid_header` (`x-actor`, `if-match`)", body = ErrorBody),
-        (status = 412, description = "`version_mismatch`: `If-Match` named a version that is no longer current; nothing changed", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
+        ResetConfigErrors,
     ))]
 async fn reset_config(
     State(app): State<AppState>,
+    Metadata(metadata): Metadata,
     headers: HeaderMap,
     _body: Bytes,
 ) -> Result<Tagged, ApiError> {
-    change(&app, &headers, |by, now_ms| LlmConfigCommand::Reset { by, now_ms }).await
+    change(&app, &headers, metadata, |by, now_ms| LlmConfigCommand::Reset { by, now_ms }).await
 }

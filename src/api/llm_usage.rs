@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody};
+use super::error::errors;
+use super::extract::page_limit;
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::llm::limits::{Limiter, LimiterState};
 
 /// Most groups one answer lists (the ones with the most calls).
@@ -67,14 +69,12 @@ pub struct UsageReport {
     pub groups: Vec<UsageGroup>,
 }
 
+errors! { UsageErrors = INTERNAL + QUERY + [] }
+
 /// `GET /api/llm/usage`: tokens, cost, calls, errors and latency percentiles per group.
 #[utoipa::path(get, path = "/api/llm/usage", tag = "llm",
     params(UsageQuery),
-    responses(
-        (status = 200, description = "Usage per group, most calls first", body = UsageReport),
-        (status = 400, description = "`invalid_query`; `invalid_field`: `by`, `limit`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Usage per group, most calls first", body = UsageReport), UsageErrors))]
 async fn usage(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<UsageQuery>,
@@ -93,7 +93,7 @@ async fn usage(
             });
         }
     };
-    let limit = super::page_limit(query.limit, 100, GROUPS_MAX)?;
+    let limit = page_limit(query.limit, 100, GROUPS_MAX)?;
     let since = query.since.unwrap_or_else(|| OffsetDateTime::now_utc() - time::Duration::days(1));
     let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool())
         .await
@@ -141,13 +141,11 @@ pub struct LimitsView {
     pub targets: Vec<LimiterState>,
 }
 
+errors! { LimitsErrors = INTERNAL + [QueueUnavailable] }
+
 /// `GET /api/llm/limits`: the shared limiter of every configured target.
 #[utoipa::path(get, path = "/api/llm/limits", tag = "llm",
-    responses(
-        (status = 200, description = "Each target's limiter", body = LimitsView),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Each target's limiter", body = LimitsView), LimitsErrors))]
 async fn limits(State(app): State<AppState>) -> Result<ApiJson<LimitsView>, ApiError> {
     let resolved = crate::llm::config::current(&app.store)
         .await

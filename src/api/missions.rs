@@ -1,16 +1,16 @@
 //! Mission routes: enqueue (one, or a batch in [`batch`]), look up, history, cancel, retry.
 //! Each handler translates HTTP into a mission command and the outcome back; every refusal
-//! maps to a status and a code in [`refusal`], exhaustively, so a new domain error cannot
+//! maps to an [`ErrorCode`] in [`refusal`], exhaustively, so a new domain error cannot
 //! compile without one.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use domain::mission::{
-    ATTEMPT_MAX_DEFAULT, AttemptError, Mission, MissionCommand, MissionError, MissionSpec,
-    MissionStatus, Priority,
+    ATTEMPT_MAX_DEFAULT, Mission, MissionCommand, MissionError, MissionSpec, MissionStatus,
+    Priority,
 };
-use domain::{EventMetadata, RecordedEvent, StreamId};
+use domain::{RecordedEvent, StreamId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
@@ -21,10 +21,13 @@ use uuid::Uuid;
 mod batch;
 mod throughput;
 mod tree;
+mod view;
 
-pub use tree::{ForkView, TreeNode};
+pub(super) use view::{MissionView, load_view};
 
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, append_refusal, refused};
+use super::error::{ErrorCode, append_refusal, errors, refused};
+use super::extract::{Metadata, MissionId, optional_json, page_limit};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
 use crate::missions::list::{self, ListFilter, MissionRow};
@@ -48,21 +51,6 @@ pub fn routes() -> ApiRoutes {
         .routes(routes!(cancel))
         .routes(routes!(retry))
         .routes(routes!(throughput::throughput))
-}
-
-/// Who is asking and on behalf of which request; both go into the events' metadata.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)] // read from the headers by `metadata`; this type only documents them
-pub(super) struct CallerHeaders {
-    /// The caller, recorded as the events' actor (until authentication exists); 1 to 200
-    /// visible ASCII characters, `api` when absent; anything else is a 400 `invalid_header`.
-    #[param(rename = "X-Actor")]
-    x_actor: Option<String>,
-    /// A UUID shared by everything that follows from this request; a new one when absent;
-    /// not a UUID is a 400 `invalid_header`.
-    #[param(rename = "X-Correlation-Id")]
-    x_correlation_id: Option<Uuid>,
 }
 
 /// A mission to run.
@@ -106,224 +94,33 @@ pub struct EnqueueRequest {
     pub budget: Option<domain::budget::Budget>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AttemptErrorView {
-    pub attempt: u32,
-    pub error: String,
-    pub at: String,
-}
-
-/// A mission as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct MissionView {
-    pub mission_id: String,
-    pub status: MissionStatus,
-    pub name: String,
-    pub description: String,
-    pub priority: Priority,
-    pub agent: String,
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-    pub max_attempts: u32,
-    pub timeout_s: u64,
-    /// What its LLM calls may spend, when it was given one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<domain::budget::Budget>,
-    pub attempt: u32,
-    pub worker_id: Option<String>,
-    pub lease_expires_at: Option<String>,
-    pub due_at: Option<String>,
-    pub errors: Vec<AttemptErrorView>,
-    /// What the agent returned, once completed.
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<serde_json::Value>,
-    pub enqueued_by: String,
-    pub enqueued_at: String,
-    pub updated_at: String,
-    /// The mission stream's version: one per event.
-    pub version: u64,
-    /// The mission that spawned this one and waits for it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent_id: Option<String>,
-    /// The run this one is a fork of.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub forked_from: Option<ForkView>,
-    /// Forks of this mission's runs.
-    pub forks: Vec<ForkView>,
-    /// The children a suspended mission still waits for.
-    pub waiting_for: Vec<String>,
-    /// Its sub-missions and theirs, oldest first. Statuses come from the mission list, which
-    /// may trail the log by a moment.
-    pub children: Vec<TreeNode>,
-}
-
-fn iso(ms: i64) -> String {
-    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}
-
-/// A mission's view from its state, who enqueued it and its stream version. Times are the
-/// events' own (the moment each command was decided), so the view needs no stored event.
-fn view(
-    mission_id: &StreamId,
-    mission: Mission,
-    enqueued_by: String,
-    version: u64,
-) -> Option<MissionView> {
-    let spec = mission.spec?;
-    let leaf = |mission_id: &String| TreeNode {
-        mission_id: mission_id.clone(),
-        name: None,
-        agent: None,
-        status: None,
-        children: vec![],
-    };
-    Some(MissionView {
-        mission_id: mission_id.to_string(),
-        status: mission.status,
-        name: spec.name,
-        description: spec.description,
-        priority: spec.priority,
-        agent: spec.agent,
-        payload: spec.payload,
-        max_attempts: spec.attempt_max,
-        timeout_s: spec.timeout_ms / 1_000,
-        budget: spec.budget,
-        attempt: mission.attempt,
-        worker_id: mission.worker_id,
-        lease_expires_at: mission.lease_expires_at_ms.map(iso),
-        due_at: mission.due_at_ms.map(iso),
-        errors: mission
-            .errors
-            .into_iter()
-            .map(|AttemptError { attempt, error, at_ms }| AttemptErrorView {
-                attempt,
-                error,
-                at: iso(at_ms),
-            })
-            .collect(),
-        result: mission.result,
-        enqueued_by,
-        enqueued_at: mission.enqueued_at_ms.map(iso).unwrap_or_default(),
-        updated_at: mission.updated_at_ms.map(iso).unwrap_or_default(),
-        version,
-        parent_id: spec.parent.map(|parent| parent.mission_id),
-        forked_from: spec.forked_from.map(|fork| ForkView {
-            mission_id: fork.mission_id,
-            attempt: fork.attempt,
-            steps: fork.steps,
-        }),
-        forks: vec![],
-        waiting_for: mission.waiting,
-        children: mission.children.iter().map(leaf).collect(),
-    })
-}
-
-/// Longest `X-Actor`.
-pub const ACTOR_LEN_MAX: usize = 200;
-
-/// Who is asking (`X-Actor`, until authentication arrives; `api` when absent) and the
-/// request's correlation id (`X-Correlation-Id`, or a new one). Both end up in events, so a
-/// value that is present but not what it must be is refused, never replaced.
-pub(super) fn metadata(headers: &HeaderMap) -> Result<EventMetadata, ApiError> {
-    let actor = match headers.get("x-actor") {
-        None => "api",
-        Some(value) => value
-            .to_str()
-            .ok()
-            .filter(|actor| !actor.is_empty() && actor.len() <= ACTOR_LEN_MAX)
-            .ok_or_else(|| ApiError::InvalidHeader {
-                header: "x-actor",
-                message: format!("must be 1 to {ACTOR_LEN_MAX} visible ASCII characters"),
-            })?,
-    };
-    let mut metadata = EventMetadata::new(actor, OffsetDateTime::now_utc());
-    if let Some(value) = headers.get("x-correlation-id") {
-        metadata.correlation_id =
-            value.to_str().ok().and_then(|value| Uuid::parse_str(value).ok()).ok_or_else(|| {
-                ApiError::InvalidHeader {
-                    header: "x-correlation-id",
-                    message: "must be a UUID".to_owned(),
-                }
-            })?;
-    }
-    Ok(metadata)
-}
-
-pub(super) fn parse_mission_id(raw: &str) -> Result<StreamId, ApiError> {
-    super::parse_id("mission_id", raw)
-}
-
 /// Maps a command's failure to its HTTP answer.
 pub(crate) fn refusal(error: CommandError<MissionError>) -> ApiError {
-    use StatusCode as S;
+    use ErrorCode as C;
     let message = error.to_string();
     match error {
         CommandError::Rejected(rejection) => {
-            let (status, code, field) = match rejection {
-                MissionError::Invalid { field, .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "invalid_field", Some(field))
-                }
-                MissionError::AlreadyExists => (S::CONFLICT, "mission_exists", None),
-                MissionError::NotFound => (S::NOT_FOUND, "mission_not_found", None),
-                MissionError::NotQueued { .. } => (S::CONFLICT, "mission_not_queued", None),
-                MissionError::NotRunning { .. } => (S::CONFLICT, "mission_not_running", None),
-                MissionError::HeldByAnother { .. } => {
-                    (S::CONFLICT, "mission_held_by_another_worker", None)
-                }
-                MissionError::StaleAttempt { .. } => (S::CONFLICT, "stale_attempt", None),
-                MissionError::AlreadyFinished { .. } => {
-                    (S::CONFLICT, "mission_already_finished", None)
-                }
-                MissionError::NotFailed { .. } => (S::CONFLICT, "mission_not_failed", None),
-                MissionError::NotDue { .. } => (S::CONFLICT, "mission_not_due", None),
-                MissionError::LeaseNotExpired { .. } => (S::CONFLICT, "lease_not_expired", None),
-                MissionError::LeaseExpired { .. } => (S::CONFLICT, "lease_expired", None),
+            let (code, field) = match rejection {
+                MissionError::Invalid { field, .. } => (C::InvalidField, Some(field)),
+                MissionError::AlreadyExists => (C::MissionExists, None),
+                MissionError::NotFound => (C::MissionNotFound, None),
+                MissionError::NotQueued { .. } => (C::MissionNotQueued, None),
+                MissionError::NotRunning { .. } => (C::MissionNotRunning, None),
+                MissionError::HeldByAnother { .. } => (C::MissionHeldByAnotherWorker, None),
+                MissionError::StaleAttempt { .. } => (C::StaleAttempt, None),
+                MissionError::AlreadyFinished { .. } => (C::MissionAlreadyFinished, None),
+                MissionError::NotFailed { .. } => (C::MissionNotFailed, None),
+                MissionError::NotDue { .. } => (C::MissionNotDue, None),
+                MissionError::LeaseNotExpired { .. } => (C::LeaseNotExpired, None),
+                MissionError::LeaseExpired { .. } => (C::LeaseExpired, None),
             };
-            refused(status, code, field, message)
+            refused(code, field, message)
         }
-        CommandError::Contended(_) => refused(S::CONFLICT, "mission_contended", None, message),
+        CommandError::Contended(_) => refused(C::MissionContended, None, message),
         CommandError::Append(error) => append_refusal(error),
         CommandError::Store(error) => ApiError::from(error),
         CommandError::Upcast(error) => ApiError::Internal(error.into()),
     }
-}
-
-pub(super) async fn load_view(
-    app: &AppState,
-    mission_id: &StreamId,
-) -> Result<MissionView, ApiError> {
-    let (mission, events) =
-        command::load_with_events::<Mission>(&app.store, mission_id).await.map_err(refusal)?;
-    let enqueued_by = events.first().map(|event| event.metadata.actor.clone()).unwrap_or_default();
-    let version = events.last().map_or(0, |event| event.version);
-    let has_children = !mission.children.is_empty();
-    let mut view = view(mission_id, mission, enqueued_by, version)
-        .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))?;
-    view.forks = events
-        .iter()
-        .filter(|event| event.event_type == "MissionForked")
-        .filter_map(|event| {
-            let payload = &event.payload;
-            Some(ForkView {
-                mission_id: payload["fork_id"].as_str()?.to_owned(),
-                attempt: payload["attempt"].as_u64()? as u32,
-                steps: payload["steps"].as_u64()? as u32,
-            })
-        })
-        .collect();
-    if has_children {
-        let known = tree::tree_of(app.store.pool(), &view.mission_id)
-            .await
-            .map_err(|error| ApiError::Internal(error.into()))?;
-        for node in &mut view.children {
-            if let Some(found) = known.iter().find(|found| found.mission_id == node.mission_id) {
-                *node = found.clone();
-            }
-        }
-    }
-    Ok(view)
 }
 
 /// An enqueue request turned into what the command needs: the mission's id, the command's
@@ -343,22 +140,12 @@ fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueu
     let timeout_s = request.timeout_s.unwrap_or(TIMEOUT_S_DEFAULT);
     if timeout_s == 0 || timeout_s > TIMEOUT_S_MAX {
         let message = format!("must be between 1 and {TIMEOUT_S_MAX}");
-        return Err(refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            Some("timeout_s"),
-            message,
-        ));
+        return Err(refused(ErrorCode::InvalidField, Some("timeout_s"), message));
     }
     let (mission_id, command_id) = match &request.idempotency_key {
         Some(key) if key.is_empty() || key.len() > IDEMPOTENCY_KEY_LEN_MAX => {
             let message = format!("must be 1 to {IDEMPOTENCY_KEY_LEN_MAX} characters");
-            return Err(refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                Some("idempotency_key"),
-                message,
-            ));
+            return Err(refused(ErrorCode::InvalidField, Some("idempotency_key"), message));
         }
         // The key fixes both the mission's id and the command's, so a repeat finds the
         // first mission whichever process answers it.
@@ -386,29 +173,28 @@ fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueu
     Ok(PlannedEnqueue { mission_id: StreamId::from(mission_id), command_id, spec, keyed })
 }
 
+errors! {
+    EnqueueErrors = COMMAND + JSON_BODY + CALLER + [
+        InvalidField, UnknownAgent, PayloadTooLarge, MissionContended
+    ]
+}
+
 /// `POST /api/missions/enqueue`: 201 with the new mission; 200 with the first one when the
 /// `idempotency_key` was used before; 4xx naming the field for a bad body.
 #[utoipa::path(post, path = "/api/missions/enqueue", tag = "missions",
-    params(CallerHeaders),
+    params(Metadata),
     request_body = EnqueueRequest,
     responses(
         (status = 201, description = "Enqueued", body = MissionView),
         (status = 200, description = "The `idempotency_key` was used before: the first mission, nothing enqueued", body = MissionView),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header` (`x-actor`, `x-correlation-id`)", body = ErrorBody),
-        (status = 409, description = "`mission_contended`: the mission kept changing while enqueued", body = ErrorBody),
-        (status = 413, description = "`payload_too_large` (`payload` over 256 KiB), or `invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 422, description = "`invalid_body`: wrong shape or unknown field; `invalid_field` naming the field", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        EnqueueErrors,
     ))]
 async fn enqueue(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Metadata(mut metadata): Metadata,
     ApiJson(request): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
     let PlannedEnqueue { mission_id, command_id, spec, keyed } = plan_enqueue(request, &app)?;
-    let mut metadata = metadata(&headers)?;
     metadata.command_id = Some(command_id);
     let now = now_ms();
     let enqueue = || MissionCommand::Enqueue { spec: spec.clone(), now_ms: now };
@@ -428,42 +214,35 @@ async fn enqueue(
         command::execute_new::<Mission>(&app.store, &mission_id, metadata, empty, enqueue)
             .await
             .map_err(refusal)?;
-    let view = view(&mission_id, executed.state, actor, executed.version)
+    let view = view::view(&mission_id, executed.state, actor, executed.version)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an enqueued mission has a spec")))?;
     Ok((StatusCode::CREATED, ApiJson(view)))
 }
 
+errors! { ReadMissionErrors = READ + PATH_ID + [MissionNotFound] }
+
 /// `GET /api/missions/{mission_id}`: 200 with the mission, 404 unknown.
 #[utoipa::path(get, path = "/api/missions/{mission_id}", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission's id")),
-    responses(
-        (status = 200, description = "The mission", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`): not a UUID", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    params(MissionId),
+    responses((status = 200, description = "The mission", body = MissionView), ReadMissionErrors))]
 async fn get_mission(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
+    MissionId(mission_id): MissionId,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let mission_id = parse_mission_id(&mission_id)?;
     Ok(ApiJson(load_view(&app, &mission_id).await?))
 }
 
 /// `GET /api/missions/{mission_id}/events`: the mission's whole history, oldest first.
 #[utoipa::path(get, path = "/api/missions/{mission_id}/events", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission's id")),
+    params(MissionId),
     responses(
         (status = 200, description = "Every event of the mission, oldest first", body = Vec<RecordedEvent>),
-        (status = 400, description = "`invalid_field` (`mission_id`): not a UUID", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        ReadMissionErrors,
     ))]
 async fn mission_events(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
+    MissionId(mission_id): MissionId,
 ) -> Result<ApiJson<Vec<RecordedEvent>>, ApiError> {
-    let mission_id = parse_mission_id(&mission_id)?;
     let stream_type = <Mission as domain::Aggregate>::stream_type();
     let events = app.store.load_stream(&stream_type, &mission_id, None).await?;
     if events.is_empty() {
@@ -480,28 +259,25 @@ struct CancelRequest {
     reason: String,
 }
 
+errors! {
+    CancelErrors = COMMAND + PATH_ID + CALLER + [
+        InvalidBody, MissionNotFound, MissionAlreadyFinished, MissionContended
+    ]
+}
+
 /// `POST /api/missions/{mission_id}/cancel` with an optional `{"reason"}`: 200 with the
 /// mission, 404 unknown, 409 already finished.
 #[utoipa::path(post, path = "/api/missions/{mission_id}/cancel", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
+    params(MissionId, Metadata),
     request_body(content = Option<CancelRequest>, description = "Optional; an empty body cancels without a reason"),
-    responses(
-        (status = 200, description = "Cancelled", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`, or a string holding a NUL), `invalid_header` (`x-actor`, `x-correlation-id`), or `invalid_body`", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 409, description = "`mission_already_finished`, or `mission_contended`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`shutting_down`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Cancelled", body = MissionView), CancelErrors))]
 async fn cancel(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
-    headers: HeaderMap,
+    MissionId(mission_id): MissionId,
+    Metadata(metadata): Metadata,
     body: Bytes,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let mission_id = parse_mission_id(&mission_id)?;
-    let request: CancelRequest = super::optional_json(&body)?;
-    let metadata = metadata(&headers)?;
+    let request: CancelRequest = optional_json(&body)?;
     let by = metadata.actor.clone();
     let now = now_ms();
     command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Cancel {
@@ -514,25 +290,22 @@ async fn cancel(
     Ok(ApiJson(load_view(&app, &mission_id).await?))
 }
 
+errors! {
+    RetryErrors = COMMAND + PATH_ID + CALLER + [
+        MissionNotFound, MissionNotFailed, MissionContended
+    ]
+}
+
 /// `POST /api/missions/{mission_id}/retry`: runs a failed mission again with fresh
 /// attempts; 200 with the mission, 404 unknown, 409 not failed.
 #[utoipa::path(post, path = "/api/missions/{mission_id}/retry", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
-    responses(
-        (status = 200, description = "Queued again with fresh attempts", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`), `invalid_header` (`x-actor`, `x-correlation-id`)", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 409, description = "`mission_not_failed`, or `mission_contended`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`shutting_down`", body = ErrorBody),
-    ))]
+    params(MissionId, Metadata),
+    responses((status = 200, description = "Queued again with fresh attempts", body = MissionView), RetryErrors))]
 async fn retry(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
-    headers: HeaderMap,
+    MissionId(mission_id): MissionId,
+    Metadata(metadata): Metadata,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let mission_id = parse_mission_id(&mission_id)?;
-    let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
     let now = now_ms();
     command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Retry {
@@ -574,19 +347,20 @@ struct MissionPage {
     position: u64,
 }
 
+errors! { ListMissionsErrors = READ + QUERY + [] }
+
 /// `GET /api/missions?status=&priority=&agent=&since=&limit=&cursor=`: missions, newest
 /// first, from the `mission_list` read model.
 #[utoipa::path(get, path = "/api/missions", tag = "missions", params(ListQuery),
     responses(
         (status = 200, description = "A page of missions, newest first", body = MissionPage),
-        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        ListMissionsErrors,
     ))]
 async fn list_missions(
     State(app): State<AppState>,
-    super::ApiQuery(query): super::ApiQuery<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<MissionPage>, ApiError> {
-    let limit = super::page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
+    let limit = page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
     let filter = ListFilter {
         status: query.status.map(|status| status.to_string()),
         priority: query.priority.and_then(|priority| {

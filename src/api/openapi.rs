@@ -14,20 +14,22 @@
 //! 1. Write the handler in the module of its resource (`api::missions`, `api::queue`, ...)
 //!    and annotate it:
 //!    ```text
+//!    errors! { QueueErrors = READ + QUERY + [QueueUnavailable] }
+//!
 //!    #[utoipa::path(get, path = "/api/missions/queue", tag = "missions",
 //!        params(QueueQuery),                       // query: derive IntoParams
 //!        responses(
 //!            (status = 200, description = "...", body = QueueView),   // derive ToSchema
-//!            (status = 400, description = "...", body = ErrorBody),   // every 4xx/5xx
-//!            (status = 500, description = "...", body = ErrorBody),
+//!            QueueErrors,                                             // every 4xx/5xx
 //!        ))]
 //!    async fn queue(...) -> Result<ApiJson<QueueView>, ApiError> { ... }
 //!    ```
-//!    Path parameters go in `params(("id" = String, Path, description = "..."))`, a JSON body
-//!    in `request_body = T`. Every error answer is documented with `body = ErrorBody`, one
-//!    line per status the handler can give (`ApiError` shows which: 400 `invalid_query`, 400
-//!    / 413 / 415 / 422 `invalid_body` for a JSON body, 500 `internal` wherever a store is
-//!    read, and each `Refusal` the handler maps).
+//!    Path ids and the caller's headers document themselves: `params(MissionId, Metadata)`
+//!    for a handler taking those extractors; a JSON body is `request_body = T`. Error answers
+//!    are an [`errors!`](super::error) type: the shared fragments of what the handler does
+//!    (`READ` wherever PostgreSQL is read, `COMMAND` for a command, `JSON_BODY` for an
+//!    `ApiJson`, `QUERY` for an `ApiQuery`, `PATH_ID`, `CALLER` for `Metadata`, `LLM_CALL`),
+//!    then each `ErrorCode` the handler gives itself; each is described from `ErrorCode`.
 //! 2. Register it in the module's `routes()`: `ApiRoutes::new().routes(routes!(queue))`.
 //!    Several handlers on one path with different methods go in one `routes!(a, b)`.
 //! 3. A new module's `routes()` is merged in [`super::routes()`](fn@super::routes).

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
+use super::error::{ErrorCode, errors, refused};
+use super::extract::page_limit;
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::clock::now_ms;
 use crate::missions::list;
 use crate::missions::queue::{Depth, Queue};
@@ -28,12 +29,8 @@ pub fn routes() -> ApiRoutes {
 
 pub(super) fn queue(app: &AppState) -> Result<&Queue, ApiError> {
     app.queue.get().ok_or_else(|| {
-        ApiError::Refused(Refusal {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "queue_unavailable",
-            field: None,
-            message: "the queue is not connected to Redis yet".to_owned(),
-        })
+        let message = "the queue is not connected to Redis yet".to_owned();
+        refused(ErrorCode::QueueUnavailable, None, message)
     })
 }
 
@@ -72,19 +69,19 @@ struct UpcomingPage {
     position: u64,
 }
 
+errors! { UpcomingErrors = READ + QUERY + [QueueUnavailable] }
+
 /// `GET /api/missions/queue?agent=&limit=`: ready missions in the order workers will pop them.
 #[utoipa::path(get, path = "/api/missions/queue", tag = "missions", params(UpcomingQuery),
     responses(
         (status = 200, description = "Ready missions in pop order, with score and age", body = UpcomingPage),
-        (status = 400, description = "`invalid_query`, or `invalid_field` for `limit` or `agent`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
+        UpcomingErrors,
     ))]
 async fn upcoming(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<UpcomingQuery>,
 ) -> Result<ApiJson<UpcomingPage>, ApiError> {
-    let limit = super::page_limit(query.limit, 50, QUEUE_LIMIT_MAX)?;
+    let limit = page_limit(query.limit, 50, QUEUE_LIMIT_MAX)?;
     if let Some(agent) = &query.agent {
         domain::mission::check_agent(agent).map_err(|error| ApiError::InvalidField {
             field: "agent",
@@ -154,13 +151,14 @@ struct MissionsHealth {
     lag: Lag,
 }
 
+errors! { QueueReadErrors = READ + [QueueUnavailable] }
+
 /// `GET /api/missions/health`: queue depth per kind, oldest waiting age, counts by status,
 /// projector and relay lag.
 #[utoipa::path(get, path = "/api/missions/health", tag = "missions",
     responses(
         (status = 200, description = "Queue depths, running missions, counts by status, lag", body = MissionsHealth),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
+        QueueReadErrors,
     ))]
 async fn health(State(app): State<AppState>) -> Result<ApiJson<MissionsHealth>, ApiError> {
     let queue = queue(&app)?;
@@ -216,13 +214,14 @@ struct WorkersPage {
     workers: Vec<WorkerView>,
 }
 
+errors! { WorkerStatusErrors = INTERNAL + [QueueUnavailable] }
+
 /// `GET /api/missions/worker/status`: each worker's kinds, running missions, counts,
 /// throughput and when it last reported; workers silent for an hour are forgotten.
 #[utoipa::path(get, path = "/api/missions/worker/status", tag = "missions",
     responses(
         (status = 200, description = "Every worker heard from in the last hour", body = WorkersPage),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
+        WorkerStatusErrors,
     ))]
 async fn worker_status(State(app): State<AppState>) -> Result<ApiJson<WorkersPage>, ApiError> {
     let queue = queue(&app)?;

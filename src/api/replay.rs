@@ -2,15 +2,16 @@
 //! back through the server's agent code, and a new mission that starts from a run's first
 //! steps (see `crate::agents::replay`).
 
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::missions::{CallerHeaders, MissionView, load_view, metadata, parse_mission_id};
-
-use super::{ApiError, ApiJson, ApiRoutes, AppState, ErrorBody, refused};
+use super::error::{ErrorCode, errors, refused};
+use super::extract::{Metadata, MissionId, parse_id};
+use super::missions::{MissionView, load_view};
+use super::{ApiError, ApiJson, ApiRoutes, AppState};
 use crate::agents::replay::{self, ReplayError, ReplayReport};
 
 pub fn routes() -> ApiRoutes {
@@ -20,12 +21,8 @@ pub fn routes() -> ApiRoutes {
 fn refusal(error: ReplayError) -> ApiError {
     let message = error.to_string();
     match error {
-        ReplayError::NotFound(_) => {
-            refused(StatusCode::NOT_FOUND, "mission_not_found", None, message)
-        }
-        ReplayError::Refused(_) => {
-            refused(StatusCode::UNPROCESSABLE_ENTITY, "not_replayable", None, message)
-        }
+        ReplayError::NotFound(_) => refused(ErrorCode::MissionNotFound, None, message),
+        ReplayError::Refused(_) => refused(ErrorCode::NotReplayable, None, message),
         ReplayError::Store(_) => ApiError::Internal(anyhow::anyhow!(message)),
         ReplayError::Command(error) => super::missions::refusal(error),
     }
@@ -38,24 +35,22 @@ struct ReplayQuery {
     attempt: Option<u32>,
 }
 
+errors! { ReplayErrors = READ + PATH_ID + QUERY + [MissionNotFound, NotReplayable] }
+
 /// `GET /api/missions/{mission_id}/replay`: plays a finished mission's run back through the
 /// server's agent code (prompts, tools) without calling the model or running a tool, and
 /// says whether every step is decided as recorded or where the first difference is.
 #[utoipa::path(get, path = "/api/missions/{mission_id}/replay", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission's id"), ReplayQuery),
+    params(MissionId, ReplayQuery),
     responses(
         (status = 200, description = "`verdict` `identical`, or `diverged` with the first divergent step", body = ReplayReport),
-        (status = 400, description = "`invalid_field` (`mission_id`) or `invalid_query`", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 422, description = "`not_replayable`: not finished, not a thinking agent's, no step recorded", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        ReplayErrors,
     ))]
 async fn replay_mission(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
+    MissionId(mission_id): MissionId,
     Query(query): Query<ReplayQuery>,
 ) -> Result<ApiJson<ReplayReport>, ApiError> {
-    let mission_id = parse_mission_id(&mission_id)?;
     let report =
         replay::replay(&app.store, mission_id.as_str(), query.attempt).await.map_err(refusal)?;
     Ok(ApiJson(report))
@@ -72,30 +67,24 @@ pub struct ForkRequest {
     pub attempt: Option<u32>,
 }
 
+errors! {
+    ForkErrors = COMMAND + JSON_BODY + PATH_ID + CALLER + [
+        MissionNotFound, NotReplayable, MissionContended
+    ]
+}
+
 /// `POST /api/missions/{mission_id}/fork`: enqueues a new mission that plays back the first
 /// `at_step` steps of this one's run and runs live from there. Both histories link.
 #[utoipa::path(post, path = "/api/missions/{mission_id}/fork", tag = "missions",
-    params(("mission_id" = Uuid, Path, description = "The mission's id"), CallerHeaders),
+    params(MissionId, Metadata),
     request_body = ForkRequest,
-    responses(
-        (status = 201, description = "The fork, queued", body = MissionView),
-        (status = 400, description = "`invalid_field` (`mission_id`), `invalid_header` or `invalid_body`", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 409, description = "`mission_contended`", body = ErrorBody),
-        (status = 422, description = "`not_replayable`: `at_step` past the run's steps, a step the record cannot give back", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`, `shutting_down`", body = ErrorBody),
-    ))]
+    responses((status = 201, description = "The fork, queued", body = MissionView), ForkErrors))]
 async fn fork_mission(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
-    headers: HeaderMap,
+    MissionId(mission_id): MissionId,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ForkRequest>,
 ) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
-    let mission_id = parse_mission_id(&mission_id)?;
-    let metadata = metadata(&headers)?;
     let now_ms = crate::clock::now_ms();
     let fork_id = replay::fork(
         &app.store,
@@ -107,6 +96,6 @@ async fn fork_mission(
     )
     .await
     .map_err(refusal)?;
-    let fork_id = parse_mission_id(&fork_id)?;
+    let fork_id = parse_id("mission_id", &fork_id)?;
     Ok((StatusCode::CREATED, ApiJson(load_view(&app, &fork_id).await?)))
 }

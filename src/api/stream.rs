@@ -8,14 +8,16 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use utoipa_axum::routes;
 
-use super::missions::{load_view, parse_mission_id};
-use super::{ApiError, ApiRoutes, AppState, ErrorBody};
+use super::error::{ErrorCode, errors, refused};
+use super::extract::MissionId;
+use super::missions::load_view;
+use super::{ApiError, ApiRoutes, AppState};
 use crate::llm::tokens::{TokenMessage, subject};
 
 /// Longest wait for the next piece before the stream ends.
@@ -29,22 +31,20 @@ pub fn routes() -> ApiRoutes {
     ApiRoutes::new().routes(routes!(mission_stream))
 }
 
+errors! { StreamErrors = READ + PATH_ID + [MissionNotFound, BusUnavailable] }
+
 /// `GET /api/missions/{mission_id}/stream`: `token` events (`{mission_id, attempt, seq,
 /// text}`), then `done` when the call ends.
 #[utoipa::path(get, path = "/api/missions/{mission_id}/stream", tag = "missions",
-    params(("mission_id" = uuid::Uuid, Path, description = "The mission")),
+    params(MissionId),
     responses(
         (status = 200, description = "`text/event-stream`: `token` events as the answer is generated, then `done`"),
-        (status = 400, description = "`invalid_field` (`mission_id`)", body = ErrorBody),
-        (status = 404, description = "`mission_not_found`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`bus_unavailable`", body = ErrorBody),
+        StreamErrors,
     ))]
 async fn mission_stream(
     State(app): State<AppState>,
-    Path(mission_id): Path<String>,
+    MissionId(stream_id): MissionId,
 ) -> Result<Response, ApiError> {
-    let stream_id = parse_mission_id(&mission_id)?;
     load_view(&app, &stream_id).await?;
     let subscriber = subscribe_tokens(&app, stream_id.as_str()).await?;
     let deadline = tokio::time::Instant::now() + STREAM_MAX;
@@ -105,14 +105,10 @@ pub(super) async fn subscribe_tokens(
     app: &AppState,
     mission_id: &str,
 ) -> Result<async_nats::Subscriber, ApiError> {
-    app.nats.subscribe(subject(&app.namespace, mission_id)).await.map_err(|error| {
-        super::refused(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "bus_unavailable",
-            None,
-            format!("NATS: {error}"),
-        )
-    })
+    app.nats
+        .subscribe(subject(&app.namespace, mission_id))
+        .await
+        .map_err(|error| refused(ErrorCode::BusUnavailable, None, format!("NATS: {error}")))
 }
 
 /// A channel's receiving end as a stream (the SSE answers of `/v1` and chat).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+
 use domain::StreamId;
 use domain::agent::{Agent, AgentCommand, AgentState, ControlAction};
 use serde::{Deserialize, Serialize};
@@ -15,8 +15,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::agents::{AgentView, agent_view, load_view, refusal, view_unavailable};
-use super::missions::metadata;
-use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState, ErrorBody, refused};
+use super::error::{ErrorCode, errors, refused};
+use super::extract::{Metadata, page_limit};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::agents::view::{AgentRecord, PAGE_MAX};
 use crate::agents::watchdog::{SweepReport, last_sweep};
 use crate::eventlog::command;
@@ -37,13 +38,11 @@ pub struct SupervisorStatus {
     pub last_sweep: Option<SweepReport>,
 }
 
+errors! { StatusErrors = INTERNAL + [ViewUnavailable, QueueUnavailable] }
+
 /// `GET /api/supervisor/status`.
 #[utoipa::path(get, path = "/api/supervisor/status", tag = "supervisor",
-    responses(
-        (status = 200, description = "The supervisor at a glance", body = SupervisorStatus),
-        (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "The supervisor at a glance", body = SupervisorStatus), StatusErrors))]
 async fn status(State(app): State<AppState>) -> Result<ApiJson<SupervisorStatus>, ApiError> {
     let queue = super::queue::queue(&app)?;
     let last_sweep =
@@ -86,20 +85,20 @@ pub struct WatchedPage {
     pub next_after: Option<String>,
 }
 
+errors! { WatchedErrors = INTERNAL + QUERY + [ViewUnavailable, QueueUnavailable] }
+
 /// `GET /api/supervisor/agents`: every agent not deregistered, with its silence.
 #[utoipa::path(get, path = "/api/supervisor/agents", tag = "supervisor",
     params(WatchedQuery),
     responses(
         (status = 200, description = "A page of watched agents, in id order", body = WatchedPage),
-        (status = 400, description = "`invalid_query`; `invalid_field` (`limit`)", body = ErrorBody),
-        (status = 503, description = "`view_unavailable`, `queue_unavailable`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        WatchedErrors,
     ))]
 async fn agents(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<WatchedQuery>,
 ) -> Result<ApiJson<WatchedPage>, ApiError> {
-    let limit = super::page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
+    let limit = page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
     let after = query.after.map(|after| after.to_string());
     let (records, next_after) = agent_view(&app)?
         .list(after.as_deref(), limit, None, None)
@@ -125,24 +124,21 @@ pub struct ControlRequest {
     pub reason: String,
 }
 
+errors! {
+    ControlErrors = COMMAND + JSON_BODY + CALLER + [
+        InvalidField, AgentNotFound, ControlNotApplicable, AgentDeregistered, AgentContended
+    ]
+}
+
 /// `POST /api/supervisor/control`: start, stop or restart an agent. A stopped agent claims
 /// nothing until started; an external agent sees a restart in its next heartbeat answer.
 #[utoipa::path(post, path = "/api/supervisor/control", tag = "supervisor",
+    params(Metadata),
     request_body = ControlRequest,
-    responses(
-        (status = 200, description = "Done (a restart: requested)", body = AgentView),
-        (status = 400, description = "`invalid_body`, `invalid_field` naming a string that holds a NUL, `invalid_header`", body = ErrorBody),
-        (status = 404, description = "`agent_not_found`", body = ErrorBody),
-        (status = 409, description = "`control_not_applicable` (start of an active agent, stop of a stopped one), `agent_deregistered`", body = ErrorBody),
-        (status = 422, description = "`invalid_field`: `action`, `reason`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`, `outcome_unknown`", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 2 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, description = "Done (a restart: requested)", body = AgentView), ControlErrors))]
 async fn control(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ControlRequest>,
 ) -> Result<ApiJson<AgentView>, ApiError> {
     let action = match request.action.as_str() {
@@ -151,15 +147,9 @@ async fn control(
         "restart" => ControlAction::Restart,
         other => {
             let message = format!("{other:?} is not one of start, stop, restart");
-            return Err(refused(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                Some("action"),
-                message,
-            ));
+            return Err(refused(ErrorCode::InvalidField, Some("action"), message));
         }
     };
-    let metadata = metadata(&headers)?;
     let by = metadata.actor.clone();
     let agent_id = StreamId::from(request.agent_id);
     let now = app.clock.now_ms();

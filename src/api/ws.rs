@@ -34,7 +34,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::{ApiError, ApiQuery, ApiRoutes, AppState, ErrorBody, Refusal};
+use super::error::{ErrorCode, errors, refused};
+use super::{ApiError, ApiQuery, ApiRoutes, AppState};
 use crate::eventlog::feed::{FeedEvent, FeedHandle};
 use crate::eventlog::store::{self, Selection};
 
@@ -139,15 +140,18 @@ fn parse(query: FeedQuery) -> Result<(Option<u64>, Selection), ApiError> {
     Ok((from, Selection { stream_types, stream_id }))
 }
 
+errors! {
+    FeedErrors = READ + QUERY + [
+        NotWebsocket, NotWebsocketUpgrade, TooManyClients, BusUnavailable
+    ]
+}
+
 /// Checks the query (a bad one gets a plain 400 before any upgrade), then hands the
 /// connection to a session.
 #[utoipa::path(get, path = "/ws/events", tag = "events", params(FeedQuery),
     responses(
         (status = 101, description = "WebSocket: one JSON text message per event (the shape of `GET /api/events`), in position order; closed with 4000 and a reason naming the position to resume from when the client falls behind, 1001 at shutdown"),
-        (status = 400, description = "`invalid_query`; `invalid_field` naming `from`, `stream_type`, `mission_id`, `stream_id` (which needs a `stream_type`) or `tokens` (which needs a `mission_id`); `not_websocket` without an upgrade", body = ErrorBody),
-        (status = 426, description = "`not_websocket`: an upgrade that is not a WebSocket one", body = ErrorBody),
-        (status = 503, description = "`too_many_clients`: the process holds `BRAIN_WS_CLIENTS_MAX` clients; `bus_unavailable` (`tokens=true` without NATS)", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
+        FeedErrors,
     ))]
 async fn events(
     State(app): State<AppState>,
@@ -177,24 +181,24 @@ async fn events(
         }
     }
     let upgrade = upgrade.map_err(|rejection| {
-        ApiError::Refused(Refusal {
-            status: rejection.status(),
-            code: "not_websocket",
-            field: None,
-            message: format!("GET /ws/events takes a WebSocket upgrade: {}", rejection.body_text()),
-        })
+        // Only an upgrade of another protocol is 426; the route answers GET alone, so every
+        // other refusal is of the request's headers, a 400.
+        let code = if rejection.status() == StatusCode::UPGRADE_REQUIRED {
+            ErrorCode::NotWebsocketUpgrade
+        } else {
+            ErrorCode::NotWebsocket
+        };
+        let message =
+            format!("GET /ws/events takes a WebSocket upgrade: {}", rejection.body_text());
+        refused(code, None, message)
     })?;
     let feed = app.feed.clone();
     let Some(admission) = feed.admit() else {
         let max = feed.config().clients_max;
-        return Err(ApiError::Refused(Refusal {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "too_many_clients",
-            field: None,
-            message: format!(
-                "this server holds its most WebSocket clients ({max}); retry later or elsewhere"
-            ),
-        }));
+        let message = format!(
+            "this server holds its most WebSocket clients ({max}); retry later or elsewhere"
+        );
+        return Err(refused(ErrorCode::TooManyClients, None, message));
     };
     Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)

@@ -10,15 +10,15 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use domain::mission::{Mission, MissionCommand, MissionStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{
-    CallerHeaders, EnqueueRequest, PlannedEnqueue, metadata, now_ms, plan_enqueue, refusal,
-};
-use crate::api::{ApiError, ApiJson, AppState, ErrorBody, ItemRefusal};
+use super::{EnqueueRequest, PlannedEnqueue, now_ms, plan_enqueue, refusal};
+use crate::api::error::{ErrorCode, ItemRefusal, errors, refused};
+use crate::api::extract::Metadata;
+use crate::api::{ApiError, ApiJson, AppState};
 use crate::eventlog::command::{self, Create};
 
 /// Most missions one batch may carry.
@@ -53,38 +53,33 @@ pub struct BatchEnqueued {
     pub missions: Vec<EnqueuedMission>,
 }
 
+errors! {
+    BatchErrors = COMMAND + JSON_BODY + CALLER + [
+        InvalidField, BatchRefused, DuplicateIdempotencyKey, BatchTooLarge, MissionContended
+    ]
+}
+
 /// 201 when at least one mission is new, 200 when every item repeated an idempotency key
 /// used before; 422 `batch_refused` listing every refused item, and nothing appended.
 #[utoipa::path(post, path = "/api/missions/enqueue/batch", tag = "missions",
-    params(CallerHeaders),
+    params(Metadata),
     request_body = BatchEnqueueRequest,
     responses(
         (status = 201, description = "Enqueued, all in one transaction", body = BatchEnqueued),
         (status = 200, description = "Every item's `idempotency_key` was used before: the first missions, nothing enqueued", body = BatchEnqueued),
-        (status = 400, description = "`invalid_body`: not JSON; `invalid_field` naming a string that holds a NUL; `invalid_header` (`x-actor`, `x-correlation-id`)", body = ErrorBody),
-        (status = 409, description = "`mission_contended`: a mission existed already under another command; nothing enqueued", body = ErrorBody),
-        (status = 413, description = "`invalid_body`: body over 16 MiB; `batch_too_large`: events over 16 MiB", body = ErrorBody),
-        (status = 415, description = "`invalid_body`: not `application/json`", body = ErrorBody),
-        (status = 422, description = "`batch_refused` with `items` naming every refused item; `invalid_field` (`missions`): 0 or over 1,000 items; `invalid_body`: wrong shape", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`shutting_down`", body = ErrorBody),
+        BatchErrors,
     ))]
 pub(super) async fn enqueue_batch(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    // One request, one correlation id; each mission gets its own command id.
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<BatchEnqueueRequest>,
 ) -> Result<(StatusCode, ApiJson<BatchEnqueued>), ApiError> {
     let count = request.missions.len();
     if count == 0 || count > BATCH_MISSIONS_MAX {
-        return Err(super::super::refused(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_field",
-            Some("missions"),
-            format!("must hold 1 to {BATCH_MISSIONS_MAX} missions, got {count}"),
-        ));
+        let message = format!("must hold 1 to {BATCH_MISSIONS_MAX} missions, got {count}");
+        return Err(refused(ErrorCode::InvalidField, Some("missions"), message));
     }
-    // One request, one correlation id; each mission gets its own command id.
-    let metadata = metadata(&headers)?;
     let now = now_ms();
     let mut refusals = Vec::new();
     let mut creates = Vec::with_capacity(count);
@@ -96,7 +91,8 @@ pub(super) async fn enqueue_batch(
             Ok(request) => request,
             Err(error) => {
                 let message = format!("mission is not valid: {error}");
-                refusals.push(ItemRefusal { index, code: "invalid_body", field: None, message });
+                let code = ErrorCode::InvalidBody;
+                refusals.push(ItemRefusal { index, code, field: None, message });
                 continue;
             }
         };
@@ -114,7 +110,7 @@ pub(super) async fn enqueue_batch(
         {
             refusals.push(ItemRefusal {
                 index,
-                code: "duplicate_idempotency_key",
+                code: ErrorCode::DuplicateIdempotencyKey,
                 field: Some("idempotency_key".into()),
                 message: format!("item {first} of this batch has the same idempotency_key"),
             });

@@ -6,7 +6,8 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::{ApiError, ApiJson, AppState, ErrorBody};
+use crate::api::error::errors;
+use crate::api::{ApiError, ApiJson, AppState};
 
 /// The window the route reports on.
 const WINDOW_S: i64 = 3600;
@@ -40,11 +41,12 @@ pub struct Throughput {
     pub position: u64,
 }
 
+errors! { ThroughputErrors = READ + [] }
+
 #[utoipa::path(get, path = "/api/missions/throughput", tag = "missions",
     responses(
         (status = 200, description = "Finished missions per minute over the last hour", body = Throughput),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`store_unavailable`", body = ErrorBody),
+        ThroughputErrors,
     ))]
 pub async fn throughput(State(app): State<AppState>) -> Result<ApiJson<Throughput>, ApiError> {
     let mut snapshot = crate::eventlog::projectors::Snapshot::begin(app.pool()).await?;

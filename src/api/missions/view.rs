@@ -1,0 +1,163 @@
+//! A mission as the API shows it: its state folded from its events, with its forks and its
+//! tree of sub-missions.
+
+use domain::StreamId;
+use domain::mission::{AttemptError, Mission, MissionError, MissionStatus, Priority};
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::refusal;
+use super::tree::{self, ForkView, TreeNode};
+use crate::api::{ApiError, AppState};
+use crate::eventlog::command::{self, CommandError};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptErrorView {
+    pub attempt: u32,
+    pub error: String,
+    pub at: String,
+}
+
+/// A mission as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MissionView {
+    pub mission_id: String,
+    pub status: MissionStatus,
+    pub name: String,
+    pub description: String,
+    pub priority: Priority,
+    pub agent: String,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub max_attempts: u32,
+    pub timeout_s: u64,
+    /// What its LLM calls may spend, when it was given one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<domain::budget::Budget>,
+    pub attempt: u32,
+    pub worker_id: Option<String>,
+    pub lease_expires_at: Option<String>,
+    pub due_at: Option<String>,
+    pub errors: Vec<AttemptErrorView>,
+    /// What the agent returned, once completed.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
+    pub enqueued_by: String,
+    pub enqueued_at: String,
+    pub updated_at: String,
+    /// The mission stream's version: one per event.
+    pub version: u64,
+    /// The mission that spawned this one and waits for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<String>,
+    /// The run this one is a fork of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<ForkView>,
+    /// Forks of this mission's runs.
+    pub forks: Vec<ForkView>,
+    /// The children a suspended mission still waits for.
+    pub waiting_for: Vec<String>,
+    /// Its sub-missions and theirs, oldest first. Statuses come from the mission list, which
+    /// may trail the log by a moment.
+    pub children: Vec<TreeNode>,
+}
+
+fn iso(ms: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    at.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// A mission's view from its state, who enqueued it and its stream version. Times are the
+/// events' own (the moment each command was decided), so the view needs no stored event.
+pub(super) fn view(
+    mission_id: &StreamId,
+    mission: Mission,
+    enqueued_by: String,
+    version: u64,
+) -> Option<MissionView> {
+    let spec = mission.spec?;
+    let leaf = |mission_id: &String| TreeNode {
+        mission_id: mission_id.clone(),
+        name: None,
+        agent: None,
+        status: None,
+        children: vec![],
+    };
+    Some(MissionView {
+        mission_id: mission_id.to_string(),
+        status: mission.status,
+        name: spec.name,
+        description: spec.description,
+        priority: spec.priority,
+        agent: spec.agent,
+        payload: spec.payload,
+        max_attempts: spec.attempt_max,
+        timeout_s: spec.timeout_ms / 1_000,
+        budget: spec.budget,
+        attempt: mission.attempt,
+        worker_id: mission.worker_id,
+        lease_expires_at: mission.lease_expires_at_ms.map(iso),
+        due_at: mission.due_at_ms.map(iso),
+        errors: mission
+            .errors
+            .into_iter()
+            .map(|AttemptError { attempt, error, at_ms }| AttemptErrorView {
+                attempt,
+                error,
+                at: iso(at_ms),
+            })
+            .collect(),
+        result: mission.result,
+        enqueued_by,
+        enqueued_at: mission.enqueued_at_ms.map(iso).unwrap_or_default(),
+        updated_at: mission.updated_at_ms.map(iso).unwrap_or_default(),
+        version,
+        parent_id: spec.parent.map(|parent| parent.mission_id),
+        forked_from: spec.forked_from.map(|fork| ForkView {
+            mission_id: fork.mission_id,
+            attempt: fork.attempt,
+            steps: fork.steps,
+        }),
+        forks: vec![],
+        waiting_for: mission.waiting,
+        children: mission.children.iter().map(leaf).collect(),
+    })
+}
+
+pub(in crate::api) async fn load_view(
+    app: &AppState,
+    mission_id: &StreamId,
+) -> Result<MissionView, ApiError> {
+    let (mission, events) =
+        command::load_with_events::<Mission>(&app.store, mission_id).await.map_err(refusal)?;
+    let enqueued_by = events.first().map(|event| event.metadata.actor.clone()).unwrap_or_default();
+    let version = events.last().map_or(0, |event| event.version);
+    let has_children = !mission.children.is_empty();
+    let mut view = view(mission_id, mission, enqueued_by, version)
+        .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))?;
+    view.forks = events
+        .iter()
+        .filter(|event| event.event_type == "MissionForked")
+        .filter_map(|event| {
+            let payload = &event.payload;
+            Some(ForkView {
+                mission_id: payload["fork_id"].as_str()?.to_owned(),
+                attempt: payload["attempt"].as_u64()? as u32,
+                steps: payload["steps"].as_u64()? as u32,
+            })
+        })
+        .collect();
+    if has_children {
+        let known = tree::tree_of(app.store.pool(), &view.mission_id)
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        for node in &mut view.children {
+            if let Some(found) = known.iter().find(|found| found.mission_id == node.mission_id) {
+                *node = found.clone();
+            }
+        }
+    }
+    Ok(view)
+}

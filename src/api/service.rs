@@ -1,0 +1,118 @@
+//! The service's own routes: liveness (`/health`), readiness of every dependency (`/ready`)
+//! and Prometheus metrics (`/metrics`). None of them reads a request.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::routes;
+
+use super::{ApiRoutes, AppState};
+
+/// Deadline for each dependency check of `GET /ready`.
+pub const READY_CHECK_TIMEOUT_MS: u64 = 2_000;
+
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
+}
+
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /health`: 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "service",
+    responses((status = 200, description = "The process runs", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[derive(Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    checks: ReadyChecks,
+}
+
+/// Each dependency's check: `ok`, or why not.
+#[derive(Serialize, ToSchema)]
+struct ReadyChecks {
+    postgres: String,
+    nats: String,
+    redis: String,
+    /// This process's group committer: its last batch committed and none is stalled.
+    committer: String,
+}
+
+/// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer and the committer commits,
+/// else 503 naming which not.
+#[utoipa::path(get, path = "/ready", tag = "service",
+    responses(
+        (status = 200, description = "PostgreSQL, NATS and Redis all answer", body = Readiness),
+        (status = 503, description = "At least one does not; its check says why", body = Readiness),
+    ))]
+async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let deadline = Duration::from_millis(READY_CHECK_TIMEOUT_MS);
+    let postgres = check(deadline, async {
+        sqlx::query("SELECT 1").execute(app.pool()).await.map(|_| ()).map_err(|e| e.to_string())
+    });
+    let nats = check(deadline, async {
+        match app.nats.connection_state() {
+            async_nats::connection::State::Connected => {
+                app.nats.flush().await.map_err(|e| e.to_string())
+            }
+            state => Err(format!("connection is {state}")),
+        }
+    });
+    let redis = check(deadline, async {
+        let connection = app
+            .redis_connection
+            .get_or_try_init(|| app.redis.get_connection_manager())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut connection = connection.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let (postgres, nats, redis) = tokio::join!(postgres, nats, redis);
+    let committer = match app.store.committer_stats().health(crate::clock::now_ms()) {
+        Ok(()) => "ok".to_owned(),
+        Err(why) => why,
+    };
+    let all_ok = [&postgres, &nats, &redis, &committer].iter().all(|check| *check == "ok");
+    let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = Readiness {
+        status: if all_ok { "ready" } else { "unavailable" },
+        checks: ReadyChecks { postgres, nats, redis, committer },
+    };
+    (status, Json(body))
+}
+
+async fn check(
+    deadline: Duration,
+    probe: impl std::future::Future<Output = Result<(), String>>,
+) -> String {
+    match tokio::time::timeout(deadline, probe).await {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(error)) => error,
+        Err(_) => format!("no answer within {} ms", deadline.as_millis()),
+    }
+}
+
+/// `GET /metrics`: Prometheus text.
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses((status = 200, description = "Prometheus text exposition format",
+               content_type = "text/plain", body = String)))]
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let content_type = [("content-type", "text/plain; version=0.0.4")];
+    (content_type, app.metrics.render())
+}

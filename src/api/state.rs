@@ -1,0 +1,85 @@
+//! What every handler is given: the process's connections (the event store, NATS, Redis and
+//! what is built on it), its configuration and its live feed, cloned into each request.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::sync::OnceCell;
+
+use super::error::{ApiError, ErrorCode, refused};
+use crate::eventlog::store::EventStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: EventStore,
+    pub nats: async_nats::Client,
+    pub redis: redis::Client,
+    /// Connected on first use, so a Redis that is down at start-up shows in `/ready`
+    /// instead of stopping the process.
+    pub redis_connection: std::sync::Arc<OnceCell<redis::aio::ConnectionManager>>,
+    /// The mission queue, once Redis has answered.
+    pub queue: std::sync::Arc<OnceCell<crate::missions::queue::Queue>>,
+    pub namespace: crate::config::Namespace,
+    pub metrics: PrometheusHandle,
+    /// Agent kind of a mission enqueued without one.
+    pub default_agent: std::sync::Arc<str>,
+    /// Agent kinds a mission may name (`ServeOptions::agent_kinds`).
+    pub agent_kinds: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// The live event feed behind `GET /ws/events`.
+    pub feed: crate::eventlog::feed::FeedHandle,
+    /// The database's clock: heartbeats and external agents' leases are judged on it.
+    pub clock: crate::clock::LeaseClock,
+    pub agents: std::sync::Arc<crate::agents::AgentSettings>,
+    /// Whether this process leads the agent supervisor's sweeps.
+    pub watchdog_leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Backoff before a failed attempt reported over HTTP runs again.
+    pub backoff: crate::backoff::Backoff,
+    /// Every request's deadline: a long-poll ends before it.
+    pub request_timeout: Duration,
+    /// The LLM gateway with its shared limits and budgets, once Redis has answered.
+    pub llm: std::sync::Arc<OnceCell<crate::llm::calls::Calls>>,
+}
+
+impl AppState {
+    /// The LLM calls this process makes for API clients: sharing limits and budgets through
+    /// Redis, or (while Redis does not answer) without them, in which case a budgeted call
+    /// fails rather than spend unchecked.
+    pub async fn llm_calls(&self) -> crate::llm::calls::Calls {
+        let connected =
+            self.redis_connection.get_or_try_init(|| self.redis.get_connection_manager()).await;
+        let Ok(redis) = connected else {
+            return crate::llm::calls::Calls::new(
+                crate::llm::gateway::Gateway::from_env(),
+                Some(self.store.clone()),
+            );
+        };
+        self.llm
+            .get_or_init(|| async {
+                let gateway = crate::llm::gateway::Gateway::from_env().shared(
+                    redis.clone(),
+                    &self.namespace,
+                    self.pool().clone(),
+                );
+                crate::llm::calls::Calls::new(gateway, Some(self.store.clone()))
+            })
+            .await
+            .clone()
+    }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        self.store.pool()
+    }
+
+    /// Refuses an agent kind outside the configured set (422 `unknown_agent` naming
+    /// `field`): each kind is a queue of its own in Redis, so client input must not create
+    /// them. A name breaking the naming rule is left to the aggregate, which names the rule.
+    pub(super) fn check_known_kind(&self, kind: &str, field: &'static str) -> Result<(), ApiError> {
+        if domain::mission::check_agent(kind).is_err() || self.agent_kinds.contains(kind) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.agent_kinds.iter().map(String::as_str).collect();
+        let message = format!("unknown agent kind {kind:?}; known: {}", known.join(", "));
+        Err(refused(ErrorCode::UnknownAgent, Some(field), message))
+    }
+}
