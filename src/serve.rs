@@ -6,6 +6,7 @@
 //! frame at the same signal, and the feed stops once they are gone); then the committer commits
 //! what is queued; then the relay publishes everything committed; then the projectors stop.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use futures::FutureExt;
 use projections::event_type_stats::{self, EventTypeStats};
 use projections::mission_list::{self, MissionList};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentSettings;
@@ -58,6 +60,8 @@ pub struct ServeOptions {
     pub scoring: Scoring,
     pub reaper: ReaperConfig,
     /// Workers run inside this process; `None` runs none (use `brain worker` processes).
+    /// The agents they run are made by the worker host from `agents.builtin.worker_agents`
+    /// (see [`ServeOptions::run_workers`]).
     pub workers: Option<WorkerConfig>,
     /// The live event feed (`GET /ws/events`).
     pub feed: FeedConfig,
@@ -87,7 +91,7 @@ impl ServeOptions {
             feed: FeedConfig::default(),
             http: HttpLimits::default(),
             command_outcomes_keep: Duration::from_secs(
-                crate::eventlog::store::COMMAND_OUTCOMES_KEEP_H_DEFAULT * 3_600,
+                config::serve::COMMAND_OUTCOMES_KEEP_H_DEFAULT * 3_600,
             ),
             agents: AgentSettings::default(),
             intensity: Intensity::default(),
@@ -95,16 +99,34 @@ impl ServeOptions {
     }
 }
 
+impl ServeOptions {
+    /// Runs `concurrency` missions at once in this process, with the built-in agents `agents`
+    /// names; the worker's settings to adjust.
+    pub fn run_workers(
+        &mut self,
+        agents: crate::config::agents::AgentSpec,
+        concurrency: usize,
+    ) -> &mut WorkerConfig {
+        self.agents.builtin.worker_agents = agents;
+        self.workers.insert(WorkerConfig::new(Default::default(), concurrency))
+    }
+}
+
 /// The kinds missions may name: the configured ones and those the workers serve. The
 /// default kind must be one of them, and is warned about when no worker here serves it.
-fn agent_kinds(options: &ServeOptions) -> anyhow::Result<std::collections::BTreeSet<String>> {
-    let mut kinds = std::collections::BTreeSet::new();
+fn agent_kinds(options: &ServeOptions) -> anyhow::Result<BTreeSet<String>> {
+    domain::mission::check_agent(&options.default_agent)
+        .map_err(|error| anyhow::anyhow!("default agent {:?}: {error}", options.default_agent))?;
+    let mut kinds = BTreeSet::new();
     for kind in &options.agent_kinds {
         domain::mission::check_agent(kind)
             .map_err(|error| anyhow::anyhow!("agent kind {kind:?}: {error}"))?;
         kinds.insert(kind.clone());
     }
-    let served = options.workers.as_ref().map(|workers| workers.agents.kinds()).unwrap_or_default();
+    let served = match options.workers {
+        Some(_) => options.agents.builtin.worker_agents.kinds(),
+        None => Vec::new(),
+    };
     kinds.extend(served.iter().cloned());
     anyhow::ensure!(
         kinds.len() <= config::AGENT_KINDS_MAX,
@@ -136,180 +158,270 @@ pub struct Server {
 /// Connects, migrates, sets up the stream, starts every part and returns once the HTTP
 /// listener is bound. The server runs until `shutdown` is cancelled.
 pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<Server> {
-    domain::mission::check_agent(&options.default_agent)
-        .map_err(|error| anyhow::anyhow!("default agent {:?}: {error}", options.default_agent))?;
     let agent_kinds = agent_kinds(&options)?;
-    let services = &options.services;
+    let services = connect(&options.services).await?;
+    let (store, committer) =
+        EventStore::start(services.pool.clone(), services.namespace.as_str(), options.committer);
+    tokio::spawn(prune_command_outcomes(
+        services.pool.clone(),
+        options.command_outcomes_keep,
+        shutdown.clone(),
+    ));
+    let stages = Stages::new(shutdown);
+    let relay = start_relay(&services, &options, &stages);
+    let projectors = start_projectors(&services, &store, &stages).await?;
+    let feed = Feed::new(
+        services.pool.clone(),
+        services.nats.clone(),
+        services.namespace.clone(),
+        options.feed.clone(),
+        stages.server.clone(),
+    )
+    .await?;
+    let feed_handle = feed.handle();
+    let feed = supervise("live feed", feed.run(stages.feed.clone()).map(Ok), &stages.feed, &stages);
+    let shared = QueueShared {
+        cell: Arc::new(OnceCell::new()),
+        watchdog_leading: Arc::default(),
+        clock: crate::clock::LeaseClock::connect(services.pool.clone()).await?,
+    };
+    let queue_parts = start_queue_parts(&services, &store, &options, &shared, &stages);
+    let listener = TcpListener::bind(options.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.http_addr))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(%local_addr, namespace = %services.namespace, "serving");
+    let state = app_state(services, store, &options, shared, agent_kinds, feed_handle.clone());
+    let running = Running { committer, relay, feed, projectors, queue_parts };
+    let serving = serve_then_stop(listener, state, options.http, stages, running);
+    Ok(Server { local_addr, task: tokio::spawn(serving), feed: feed_handle })
+}
+
+/// The connections every part shares.
+struct Connected {
+    pool: sqlx::PgPool,
+    nats: async_nats::Client,
+    redis: redis::Client,
+    namespace: crate::config::Namespace,
+}
+
+/// Connects to PostgreSQL (and migrates), NATS (and makes sure the stream exists) and
+/// prepares the Redis client (connected later, by what needs it).
+async fn connect(services: &Services) -> anyhow::Result<Connected> {
     let namespace = services.namespace.clone();
     let pool = db::connect(&services.database_url, services.db_connections_max).await?;
     db::migrate(&pool).await?;
     let nats = bus::connect(&services.nats_url).await?;
     bus::ensure_stream(&bus::jetstream(nats.clone(), 1), &namespace).await?;
     let redis = redis::Client::open(services.redis_url.as_str()).context("REDIS_URL")?;
+    Ok(Connected { pool, nats, redis, namespace })
+}
 
-    let (store, committer) = EventStore::start(pool.clone(), namespace.as_str(), options.committer);
-    tokio::spawn(prune_command_outcomes(
-        pool.clone(),
-        options.command_outcomes_keep,
-        shutdown.clone(),
-    ));
-    let relay_shutdown = CancellationToken::new();
-    let relay = Relay::new(pool.clone(), nats.clone(), namespace.clone(), options.relay.clone());
-    let failures = Failures::default();
-    let relay = {
-        let token = relay_shutdown.clone();
-        let part = async move { relay.run(token).await.map_err(|error| error.to_string()) };
-        supervise("relay", part, &relay_shutdown, &shutdown, &failures)
-    };
-    let projectors_shutdown = CancellationToken::new();
+/// The stop signal of each stage of the shutdown, and the failures that ended the server.
+struct Stages {
+    /// Cancelled by a signal, or by a part that failed.
+    server: CancellationToken,
+    /// Workers stop claiming as soon as shutdown is asked for, and drain while HTTP does.
+    workers: CancellationToken,
+    workers_done: CancellationToken,
+    feed: CancellationToken,
+    /// The tree's projector issues commands: it stops with the workers, before the
+    /// committer drains (its store handle would keep the committer waiting).
+    tree: CancellationToken,
+    relay: CancellationToken,
+    projectors: CancellationToken,
+    failures: Failures,
+}
+
+impl Stages {
+    fn new(server: CancellationToken) -> Stages {
+        Stages {
+            workers: server.child_token(),
+            server,
+            workers_done: CancellationToken::new(),
+            feed: CancellationToken::new(),
+            tree: CancellationToken::new(),
+            relay: CancellationToken::new(),
+            projectors: CancellationToken::new(),
+            failures: Failures::default(),
+        }
+    }
+}
+
+/// The parts running in the background, awaited in shutdown order.
+struct Running {
+    committer: JoinHandle<()>,
+    relay: JoinHandle<()>,
+    feed: JoinHandle<()>,
+    projectors: Projectors,
+    queue_parts: JoinHandle<()>,
+}
+
+/// The PostgreSQL projectors: the tree's apart, since it stops earlier.
+struct Projectors {
+    tree: JoinHandle<()>,
+    others: Vec<JoinHandle<()>>,
+}
+
+fn start_relay(services: &Connected, options: &ServeOptions, stages: &Stages) -> JoinHandle<()> {
+    let relay = Relay::new(
+        services.pool.clone(),
+        services.nats.clone(),
+        services.namespace.clone(),
+        options.relay.clone(),
+    );
+    let token = stages.relay.clone();
+    let part = async move { relay.run(token).await.map_err(|error| error.to_string()) };
+    supervise("relay", part, &stages.relay, stages)
+}
+
+async fn start_projectors(
+    services: &Connected,
+    store: &EventStore,
+    stages: &Stages,
+) -> anyhow::Result<Projectors> {
     let projector = |name| Projector {
-        pool: &pool,
-        nats: &nats,
-        namespace: &namespace,
-        stop: &projectors_shutdown,
-        server_shutdown: &shutdown,
-        failures: &failures,
+        pool: &services.pool,
+        nats: &services.nats,
+        namespace: &services.namespace,
+        stop: &stages.projectors,
+        stages,
         name,
     };
-    let stats =
-        projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?;
-    let missions = projector(mission_list::NAME).start(MissionList, MissionListWriter).await?;
-    let usage = projector(projections::llm_usage::NAME)
-        .start(projections::llm_usage::LlmUsage, crate::llm::usage::LlmUsageWriter)
-        .await?;
-    let conversations = projector(projections::conversation_list::NAME)
-        .start(
-            projections::conversation_list::ConversationList,
-            crate::agents::conversations::ConversationListWriter,
-        )
-        .await?;
-    // The tree's projector issues commands: it stops with the workers, before the committer
-    // drains (its store handle would keep the committer waiting).
-    let tree_stop = CancellationToken::new();
-    let tree = Projector { stop: &tree_stop, ..projector(projections::mission_tree::NAME) }
-        .start_with(
-            projections::mission_tree::MissionTree,
-            crate::missions::tree_store::TreeStore { pool: pool.clone(), store: store.clone() },
-        )
-        .await?;
-    let feed_stop = CancellationToken::new();
-    let feed = Feed::new(
-        pool.clone(),
-        nats.clone(),
-        namespace.clone(),
-        options.feed.clone(),
-        shutdown.clone(),
-    )
-    .await?;
-    let feed_handle = feed.handle();
-    let feed = supervise(
-        "live feed",
-        feed.run(feed_stop.clone()).map(Ok),
-        &feed_stop,
-        &shutdown,
-        &failures,
-    );
-
-    // Everything that needs Redis waits for it, so that a Redis that is down at start-up
-    // shows in `/ready` instead of stopping the process.
-    let queue_cell: Arc<OnceCell<Queue>> = Arc::new(OnceCell::new());
-    let watchdog_leading = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clock = crate::clock::LeaseClock::connect(pool.clone()).await?;
-    // Workers stop claiming as soon as shutdown is asked for, and drain while HTTP does.
-    let workers_shutdown = shutdown.child_token();
-    let workers_done = CancellationToken::new();
-    let queue_parts = {
-        let parts = QueueParts {
-            redis: redis.clone(),
-            cell: queue_cell.clone(),
-            store: store.clone(),
-            pool: pool.clone(),
-            nats: nats.clone(),
-            namespace: namespace.clone(),
-            scoring: options.scoring,
-            reaper: options.reaper.clone(),
-            agents: options.agents.clone(),
-            intensity: options.intensity,
-            clock: clock.clone(),
-            watchdog_leading: watchdog_leading.clone(),
-            workers: options.workers.clone(),
-        };
-        let part =
-            parts.run(projectors_shutdown.clone(), workers_shutdown.clone(), workers_done.clone());
-        supervise("queue", part, &projectors_shutdown, &shutdown, &failures)
+    let others = vec![
+        projector(event_type_stats::NAME).start(EventTypeStats, EventTypeStatsWriter).await?,
+        projector(mission_list::NAME).start(MissionList, MissionListWriter).await?,
+        projector(projections::llm_usage::NAME)
+            .start(projections::llm_usage::LlmUsage, crate::llm::usage::LlmUsageWriter)
+            .await?,
+        projector(projections::conversation_list::NAME)
+            .start(
+                projections::conversation_list::ConversationList,
+                crate::agents::conversations::ConversationListWriter,
+            )
+            .await?,
+    ];
+    let tree_store = crate::missions::tree_store::TreeStore {
+        pool: services.pool.clone(),
+        store: store.clone(),
     };
+    let tree = Projector { stop: &stages.tree, ..projector(projections::mission_tree::NAME) }
+        .start_with(projections::mission_tree::MissionTree, tree_store)
+        .await?;
+    Ok(Projectors { tree, others })
+}
 
-    let state = AppState {
+/// What the queue's parts and the API share: the queue once Redis has answered, whether
+/// this process leads the watchdog, the database's clock.
+struct QueueShared {
+    cell: Arc<OnceCell<Queue>>,
+    watchdog_leading: Arc<std::sync::atomic::AtomicBool>,
+    clock: crate::clock::LeaseClock,
+}
+
+/// Starts what lives on the Redis queue once Redis answers, so that a Redis that is down at
+/// start-up shows in `/ready` instead of stopping the process.
+fn start_queue_parts(
+    services: &Connected,
+    store: &EventStore,
+    options: &ServeOptions,
+    shared: &QueueShared,
+    stages: &Stages,
+) -> JoinHandle<()> {
+    let parts = QueueParts {
+        redis: services.redis.clone(),
+        cell: shared.cell.clone(),
+        store: store.clone(),
+        pool: services.pool.clone(),
+        nats: services.nats.clone(),
+        namespace: services.namespace.clone(),
+        scoring: options.scoring,
+        reaper: options.reaper.clone(),
+        agents: options.agents.clone(),
+        intensity: options.intensity,
+        clock: shared.clock.clone(),
+        watchdog_leading: shared.watchdog_leading.clone(),
+        workers: options.workers.clone(),
+    };
+    let part =
+        parts.run(stages.projectors.clone(), stages.workers.clone(), stages.workers_done.clone());
+    supervise("queue", part, &stages.projectors, stages)
+}
+
+fn app_state(
+    services: Connected,
+    store: EventStore,
+    options: &ServeOptions,
+    shared: QueueShared,
+    agent_kinds: BTreeSet<String>,
+    feed: FeedHandle,
+) -> AppState {
+    AppState {
         store,
-        nats,
-        redis,
-        redis_connection: Arc::new(tokio::sync::OnceCell::new()),
-        queue: queue_cell,
-        namespace: namespace.clone(),
+        nats: services.nats,
+        redis: services.redis,
+        redis_connection: Arc::new(OnceCell::new()),
+        queue: shared.cell,
+        namespace: services.namespace,
         metrics: telemetry::metrics(),
         default_agent: options.default_agent.as_str().into(),
         agent_kinds: Arc::new(agent_kinds),
-        feed: feed_handle.clone(),
-        clock,
+        feed,
+        clock: shared.clock,
         agents: Arc::new(options.agents.clone()),
-        watchdog_leading,
+        watchdog_leading: shared.watchdog_leading,
         backoff: options.reaper.backoff,
         request_timeout: options.http.request_timeout(),
-        llm: Arc::new(tokio::sync::OnceCell::new()),
-    };
-    let listener = TcpListener::bind(options.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", options.http_addr))?;
-    let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, %namespace, "serving");
+        llm: Arc::new(OnceCell::new()),
+    }
+}
 
-    let clients = feed_handle.clone();
-    let http = options.http;
-    let task = tokio::spawn(async move {
-        let app = api::router(state, http.request_timeout());
-        api::server::serve(listener, app, http, shutdown.clone()).await.context("HTTP server")?;
-        let stage = Duration::from_secs(SHUTDOWN_STAGE_TIMEOUT_S);
-        // WebSocket sessions outlive the HTTP server (it does not track upgraded
-        // connections); they saw the same signal and are closing their clients.
-        if tokio::time::timeout(stage, clients.clients_gone()).await.is_err() {
-            tracing::error!(clients = clients.clients(), "WebSocket clients did not close in time");
+/// Serves HTTP until shutdown, then stops the parts in order (see the module doc): the
+/// server's error, or the failures that ended it.
+async fn serve_then_stop(
+    listener: TcpListener,
+    state: AppState,
+    http: HttpLimits,
+    stages: Stages,
+    running: Running,
+) -> anyhow::Result<()> {
+    let clients = state.feed.clone();
+    let app = api::router(state, http.request_timeout());
+    api::server::serve(listener, app, http, stages.server.clone()).await.context("HTTP server")?;
+    let stage = Duration::from_secs(SHUTDOWN_STAGE_TIMEOUT_S);
+    let within = |what: &'static str, done| async move {
+        if tokio::time::timeout(stage, done).await.is_err() {
+            tracing::error!("{what} did not stop in time");
         }
-        drop(clients);
-        feed_stop.cancel();
-        if tokio::time::timeout(stage, feed).await.is_err() {
-            tracing::error!("live feed did not stop in time");
-        }
-        // Workers and the reaper and the watchdog stop issuing commands, then the router (and with it
-        // every event store handle) is gone: the committer drains.
-        workers_shutdown.cancel();
-        if tokio::time::timeout(stage, workers_done.cancelled()).await.is_err() {
-            tracing::error!("workers did not stop in time");
-        }
-        tree_stop.cancel();
-        if tokio::time::timeout(stage, tree).await.is_err() {
-            tracing::error!("the mission tree's projector did not stop in time");
-        }
-        if tokio::time::timeout(stage, committer).await.is_err() {
-            tracing::error!("committer did not finish in time");
-        }
-        relay_shutdown.cancel();
-        if tokio::time::timeout(stage, relay).await.is_err() {
-            tracing::error!("relay did not flush in time");
-        }
-        projectors_shutdown.cancel();
-        let projectors = async { tokio::join!(stats, missions, usage, conversations, queue_parts) };
-        if tokio::time::timeout(stage, projectors).await.is_err() {
-            tracing::error!("projectors did not stop in time");
-        }
-        tracing::info!("stopped");
-        let failures = failures.lock().expect("not poisoned").clone();
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("stopped because a part failed: {}", failures.join("; ")))
-        }
-    });
-    Ok(Server { local_addr, task, feed: feed_handle })
+    };
+    // WebSocket sessions outlive the HTTP server (it does not track upgraded connections);
+    // they saw the same signal and are closing their clients.
+    if tokio::time::timeout(stage, clients.clients_gone()).await.is_err() {
+        tracing::error!(clients = clients.clients(), "WebSocket clients did not close in time");
+    }
+    drop(clients);
+    stages.feed.cancel();
+    within("live feed", running.feed.map(drop).boxed()).await;
+    // The workers, the reaper and the watchdog stop issuing commands, then the router (and
+    // with it every event store handle) is gone: the committer drains.
+    stages.workers.cancel();
+    within("workers", stages.workers_done.cancelled_owned().boxed()).await;
+    stages.tree.cancel();
+    within("the mission tree's projector", running.projectors.tree.map(drop).boxed()).await;
+    within("committer", running.committer.map(drop).boxed()).await;
+    stages.relay.cancel();
+    within("relay", running.relay.map(drop).boxed()).await;
+    stages.projectors.cancel();
+    let mut projectors = running.projectors.others;
+    projectors.push(running.queue_parts);
+    within("projectors", futures::future::join_all(projectors).map(drop).boxed()).await;
+    tracing::info!("stopped");
+    let failures = stages.failures.lock().expect("not poisoned").clone();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("stopped because a part failed: {}", failures.join("; ")))
+    }
 }
 
 /// How often stored command outcomes past their window are pruned.
@@ -437,6 +549,8 @@ impl QueueParts {
                         self.namespace,
                         config,
                         crate::agents::host::Hosting {
+                            builtin: Arc::new(self.agents.builtin.clone()),
+                            llm: Arc::new(self.agents.llm.clone()),
                             intensity: self.intensity,
                             record_every: self.agents.record_every(),
                             tokens: Some(self.nats.clone()),
@@ -459,8 +573,7 @@ struct Projector<'a> {
     nats: &'a async_nats::Client,
     namespace: &'a crate::config::Namespace,
     stop: &'a CancellationToken,
-    server_shutdown: &'a CancellationToken,
-    failures: &'a Failures,
+    stages: &'a Stages,
     name: &'static str,
 }
 
@@ -499,7 +612,7 @@ impl Projector<'_> {
         .await?;
         let part = runner.run(self.stop.clone()).map(Ok);
         let name = format!("projector {}", self.name);
-        Ok(supervise(name, part, self.stop, self.server_shutdown, self.failures))
+        Ok(supervise(name, part, self.stop, self.stages))
     }
 }
 
@@ -511,12 +624,11 @@ fn supervise(
     name: impl Into<String>,
     part: impl std::future::Future<Output = Result<(), String>> + Send + 'static,
     stop: &CancellationToken,
-    server_shutdown: &CancellationToken,
-    failures: &Failures,
-) -> tokio::task::JoinHandle<()> {
+    stages: &Stages,
+) -> JoinHandle<()> {
     let name: String = name.into();
     let (stop, server_shutdown, failures) =
-        (stop.clone(), server_shutdown.clone(), failures.clone());
+        (stop.clone(), stages.server.clone(), stages.failures.clone());
     tokio::spawn(async move {
         let outcome = std::panic::AssertUnwindSafe(part).catch_unwind().await;
         if stop.is_cancelled() {

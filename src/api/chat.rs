@@ -160,7 +160,7 @@ async fn chat(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let by = metadata(&headers)?.actor;
-    let Some(prompt) = crate::agents::prompt_of(&request.agent) else {
+    let Some(prompt) = crate::agents::prompt_of(&app.agents.builtin, &request.agent) else {
         return Err(ApiError::Refused(Refusal {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid_field",

@@ -149,7 +149,7 @@ pub struct LimitsView {
         (status = 503, description = "`queue_unavailable`: Redis has not answered yet", body = ErrorBody),
     ))]
 async fn limits(State(app): State<AppState>) -> Result<ApiJson<LimitsView>, ApiError> {
-    let resolved = crate::llm::config::current(&app.store)
+    let resolved = crate::llm::config::current(&app.store, &app.agents.llm)
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
     let redis = super::queue::queue(&app)?.connection();

@@ -57,7 +57,9 @@ async fn replay_mission(
 ) -> Result<ApiJson<ReplayReport>, ApiError> {
     let mission_id = parse_mission_id(&mission_id)?;
     let report =
-        replay::replay(&app.store, mission_id.as_str(), query.attempt).await.map_err(refusal)?;
+        replay::replay(&app.store, &app.agents.context(), mission_id.as_str(), query.attempt)
+            .await
+            .map_err(refusal)?;
     Ok(ApiJson(report))
 }
 
