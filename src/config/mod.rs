@@ -128,23 +128,4 @@ pub fn redacted_url(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_in_a_log_line_never_carries_its_password() {
-        assert_eq!(redacted_url("nats://brain:s3cret@nats:4222"), "nats://brain:***@nats:4222");
-        assert_eq!(redacted_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(redacted_url("not a url"), "not a url");
-    }
-
-    #[test]
-    fn namespaces_refuse_what_would_break_a_subject_or_stream_name() {
-        assert!(Namespace::parse("brain").is_ok());
-        assert!(Namespace::parse("t_0a1b").is_ok());
-        for bad in ["", "1abc", "Brain", "a.b", "a-b", &"a".repeat(41)] {
-            assert!(Namespace::parse(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-}
+mod tests;

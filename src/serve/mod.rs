@@ -6,6 +6,8 @@
 //! frame at the same signal, and the feed stops once they are gone); then the committer commits
 //! what is queued; then the relay publishes everything committed; then the projectors stop.
 
+mod queue_parts;
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentSettings;
 use crate::agents::restart::Intensity;
-use crate::agents::view::AgentViewStore;
-use crate::agents::watchdog::SilenceWatchdog;
 use crate::api::server::HttpLimits;
 use crate::api::{self, AppState};
 use crate::config::{self, Services};
@@ -35,10 +35,11 @@ use crate::eventlog::store::{CommitterConfig, EventStore};
 use crate::eventlog::{bus, db};
 use crate::missions::list::MissionListWriter;
 use crate::missions::queue::Queue;
-use crate::missions::reaper::{LeaseReaper, ReaperConfig};
+use crate::missions::reaper::ReaperConfig;
 use crate::missions::worker::WorkerConfig;
 use crate::telemetry;
 use projections::mission_queue::Scoring;
+use queue_parts::QueueParts;
 use tokio::sync::OnceCell;
 
 /// How long shutdown waits for each stage (committer, relay, projectors).
@@ -447,125 +448,6 @@ async fn prune_command_outcomes(pool: sqlx::PgPool, keep: Duration, shutdown: Ca
 }
 
 type Failures = Arc<std::sync::Mutex<Vec<String>>>;
-
-/// The parts that live on the Redis queue: its projector, the lease reaper, the watchdog and the in-process
-/// workers. They start once Redis answers.
-struct QueueParts {
-    redis: redis::Client,
-    cell: Arc<OnceCell<Queue>>,
-    store: EventStore,
-    pool: sqlx::PgPool,
-    nats: async_nats::Client,
-    namespace: crate::config::Namespace,
-    scoring: Scoring,
-    reaper: ReaperConfig,
-    agents: AgentSettings,
-    intensity: Intensity,
-    clock: crate::clock::LeaseClock,
-    watchdog_leading: Arc<std::sync::atomic::AtomicBool>,
-    workers: Option<WorkerConfig>,
-}
-
-impl QueueParts {
-    /// Runs until `stop_projector`; the reaper, the watchdog and the workers stop earlier, at
-    /// `stop_workers`, and cancel `workers_done` once they have (with them go their event
-    /// store handles, which the committer's drain waits for).
-    async fn run(
-        self,
-        stop_projector: CancellationToken,
-        stop_workers: CancellationToken,
-        workers_done: CancellationToken,
-    ) -> Result<(), String> {
-        let workers_guard = workers_done.drop_guard();
-        let queue = loop {
-            match Queue::connect(&self.redis, &self.namespace).await {
-                Ok(queue) => break queue,
-                Err(error) => tracing::warn!(%error, "queue waits for Redis"),
-            }
-            tokio::select! {
-                _ = stop_workers.cancelled() => {
-                    drop(workers_guard);
-                    stop_projector.cancelled().await;
-                    return Ok(());
-                }
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        };
-        let _ = self.cell.set(queue.clone());
-        let runner = Runner::new(
-            projections::mission_queue::MissionQueue { scoring: self.scoring },
-            queue.store(None),
-            self.pool.clone(),
-            self.nats.clone(),
-            self.namespace.clone(),
-            RunnerConfig::default(),
-        )
-        .await
-        .map_err(|error| format!("queue projector: {error}"))?;
-        let view = AgentViewStore::new(queue.connection(), &self.namespace).with_clock(self.clock);
-        let view_runner = Runner::new(
-            projections::agent_view::AgentView,
-            view.clone(),
-            self.pool.clone(),
-            self.nats.clone(),
-            self.namespace.clone(),
-            RunnerConfig::default(),
-        )
-        .await
-        .map_err(|error| format!("agent view projector: {error}"))?;
-        let projector = {
-            let stop = stop_projector.clone();
-            async move {
-                tokio::join!(runner.run(stop.clone()), view_runner.run(stop));
-                Ok::<(), String>(())
-            }
-        };
-        let watchdog = SilenceWatchdog {
-            store: self.store.clone(),
-            view,
-            queue: queue.clone(),
-            pool: self.pool.clone(),
-            namespace: self.namespace.clone(),
-            config: self.agents.watchdog(),
-            leading: self.watchdog_leading,
-        };
-        let reaper = LeaseReaper {
-            store: self.store.clone(),
-            queue: queue.clone(),
-            pool: self.pool,
-            namespace: self.namespace.clone(),
-            config: self.reaper,
-        };
-        let workers = async move {
-            let _done = workers_guard;
-            let reaper = reaper.run(stop_workers.clone());
-            let watchdog = watchdog.run(stop_workers.clone());
-            let workers = async {
-                match self.workers {
-                    None => Ok(()),
-                    Some(config) => crate::agents::host::run_worker(
-                        self.store,
-                        queue,
-                        self.namespace,
-                        config,
-                        crate::agents::host::Hosting {
-                            builtin: Arc::new(self.agents.builtin.clone()),
-                            llm: Arc::new(self.agents.llm.clone()),
-                            intensity: self.intensity,
-                            record_every: self.agents.record_every(),
-                            tokens: Some(self.nats.clone()),
-                        },
-                        stop_workers.clone(),
-                    )
-                    .await
-                    .map_err(|error| format!("workers: {error}")),
-                }
-            };
-            tokio::try_join!(reaper, watchdog, workers).map(|_| ())
-        };
-        tokio::try_join!(projector, workers).map(|_| ())
-    }
-}
 
 /// What starting one PostgreSQL projector under supervision needs.
 struct Projector<'a> {
