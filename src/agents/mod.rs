@@ -1,7 +1,8 @@
 //! Agents: the registry's live side (heartbeats and the agent view in Redis), the silence
-//! watchdog and the restart policy, and the agents built into `brain` with the `kind[=implementation],...` lists
-//! that say which of them serves which agent kind (`coder=echo` serves the `coder` kind with
-//! the built-in `echo` agent until a real one is configured). Built-in agents implement
+//! watchdog and the restart policy, and the agents built into `brain`. Which of them serves
+//! which agent kind is plain configuration (`crate::config::agents::AgentSpec`: `coder=echo`
+//! serves the `coder` kind with the built-in `echo` agent); the worker host makes them with
+//! [`build`] and the [`Context`] it owns. Built-in agents implement
 //! [`crate::missions::agent::Agent`], the trait workers call.
 
 pub mod agent_loop;
