@@ -7,8 +7,9 @@
 //! - [`eventlog`]: the event store, its group committer, the command handler, the relay,
 //!   the bus, the projector runtime, leadership and the live feed.
 //!
-//! [`bench`] measures through the public API of the others; [`serve`] wires them into one
-//! process. [`config`], [`clock`] and [`telemetry`] are leaves any of them may use.
+//! [`bench`] measures through the public API of the others; [`serve`] and [`worker`] wire
+//! them into a process, and [`cli`] parses the command line into the typed [`config`] and
+//! hands over to one of them. [`config`], [`clock`] and [`telemetry`] are leaves any of them may use.
 //! `domain` (pure decisions) and `projections` (pure read-model transitions) hold no I/O;
 //! everything that talks to PostgreSQL, NATS or Redis lives here.
 
@@ -16,6 +17,7 @@ pub mod agents;
 pub mod api;
 pub mod backoff;
 pub mod bench;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod eventlog;
@@ -25,3 +27,4 @@ pub mod llm;
 pub mod missions;
 pub mod serve;
 pub mod telemetry;
+pub mod worker;

@@ -20,13 +20,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
-use crate::agents::restart::{Intensity, LifeEvent, Restarting, RestartingAgent};
+use crate::agents::restart::{Intensity, LifeEvent, Restarting};
 use crate::agents::view::AgentViewStore;
 use crate::clock::LeaseClock;
 use crate::config::Namespace;
+use crate::config::agents::BuiltinSettings;
+use crate::config::llm::LlmSettings;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::EventStore;
-use crate::missions::agent::Agents;
 use crate::missions::queue::Queue;
 use crate::missions::worker::{self, WorkerConfig, WorkerError};
 
@@ -41,9 +42,13 @@ pub fn owner(worker_id: &str) -> String {
 /// Owners starting with this are built-in workers'; external agents may not use it.
 pub const OWNER_PREFIX: &str = "worker:";
 
-/// How a worker's built-in agents are hosted.
+/// How a worker's built-in agents are made and hosted.
 #[derive(Clone)]
 pub struct Hosting {
+    /// Which built-in agent serves which kind, and what the thinking ones may use.
+    pub builtin: Arc<BuiltinSettings>,
+    /// The LLM gateway's start-up settings.
+    pub llm: Arc<LlmSettings>,
     pub intensity: Intensity,
     /// How often an unchanged heartbeat is recorded again (zero: never).
     pub record_every: Duration,
@@ -51,32 +56,29 @@ pub struct Hosting {
     pub tokens: Option<async_nats::Client>,
 }
 
-/// Runs a worker with its built-in agents hosted: registered, heartbeating, restarted within
-/// `intensity`, streaming their answers on `tokens` when given. The agents deregister once the
-/// worker has drained.
+/// Runs a worker with the built-in agents of `hosting.builtin.worker_agents`, made here with
+/// what this process connected: registered, heartbeating, restarted within `intensity`,
+/// streaming their answers on `tokens` when given. The agents in `config` are replaced by
+/// those. The agents deregister once the worker has drained.
 pub async fn run_worker(
     store: EventStore,
     queue: Queue,
     namespace: Namespace,
-    config: WorkerConfig,
+    mut config: WorkerConfig,
     hosting: Hosting,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let Hosting { intensity, record_every, tokens } = hosting;
+    let Hosting { builtin, llm, intensity, record_every, tokens } = hosting;
     let clock = LeaseClock::connect(store.pool().clone()).await?;
-    // Before any slot runs a mission: the agents get what this process connected.
     let context = crate::agents::Context {
+        builtin: builtin.clone(),
+        llm,
         store: Some(store.clone()),
         tokens: tokens.map(|nats| (nats, namespace.clone())),
         shared: Some((queue.connection(), namespace.clone())),
     };
-    for (_, agent) in config.agents.iter() {
-        if let Some(supervised) =
-            agent.as_any().and_then(|any| any.downcast_ref::<RestartingAgent>())
-        {
-            supervised.0.set_context(context.clone());
-        }
-    }
+    let (agents, supervised) = crate::agents::build(&builtin.worker_agents, &context, intensity);
+    config.agents = agents;
     let host = Host {
         heartbeats: Heartbeats {
             store: store.clone(),
@@ -85,8 +87,7 @@ pub async fn run_worker(
             record_every,
         },
         worker_id: config.worker_id.clone(),
-        agents: config.agents.clone(),
-        intensity,
+        agents: supervised,
     };
     let host_stop = CancellationToken::new();
     let hosting = tokio::spawn(host.run(host_stop.clone()));
@@ -110,19 +111,18 @@ struct Hosted {
 pub struct Host {
     pub heartbeats: Heartbeats,
     pub worker_id: String,
-    pub agents: Agents,
-    pub intensity: Intensity,
+    /// The supervised agents this host tends, as [`crate::agents::build`] made them.
+    pub agents: Vec<Arc<Restarting>>,
 }
 
 impl Host {
-    /// Hosts every supervised agent of `agents` until `shutdown`, then deregisters them.
+    /// Hosts every agent of `agents` until `shutdown`, then deregisters them.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut hosted: Vec<Hosted> = self
             .agents
             .iter()
-            .filter_map(|(kind, agent)| {
-                let shared = agent.as_any()?.downcast_ref::<RestartingAgent>()?.0.clone();
-                shared.set_intensity(self.intensity);
+            .map(|shared| {
+                let (kind, shared) = (&shared.kind, shared.clone());
                 let name = format!("{}/{kind}", self.worker_id);
                 let owner = owner(&self.worker_id);
                 // A fresh agent per start of the worker: a deregistered id is never reused,
@@ -136,13 +136,7 @@ impl Host {
                     owner,
                     labels: BTreeMap::from([("builtin".to_owned(), "true".to_owned())]),
                 };
-                Some(Hosted {
-                    agent_id,
-                    shared,
-                    registration,
-                    registered: false,
-                    restarting: false,
-                })
+                Hosted { agent_id, shared, registration, registered: false, restarting: false }
             })
             .collect();
         loop {

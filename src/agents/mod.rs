@@ -1,7 +1,8 @@
 //! Agents: the registry's live side (heartbeats and the agent view in Redis), the silence
-//! watchdog and the restart policy, and the agents built into `brain` with the `kind[=implementation],...` lists
-//! that say which of them serves which agent kind (`coder=echo` serves the `coder` kind with
-//! the built-in `echo` agent until a real one is configured). Built-in agents implement
+//! watchdog and the restart policy, and the agents built into `brain`. Which of them serves
+//! which agent kind is plain configuration (`crate::config::agents::AgentSpec`: `coder=echo`
+//! serves the `coder` kind with the built-in `echo` agent); the worker host makes them with
+//! [`build`] and the [`Context`] it owns. Built-in agents implement
 //! [`crate::missions::agent::Agent`], the trait workers call.
 
 pub mod agent_loop;
@@ -20,37 +21,10 @@ pub mod watchdog;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::config::agents::{AgentSettings, BuiltinSettings, Implementation, RestartSettings};
+use crate::config::agents::{AgentSpec, ToolSettings};
+use crate::config::llm::LlmSettings;
 use crate::missions::agent::{Agent, Agents};
-
-/// Settings of the agent registry's live side: supervision, heartbeat recording, and the
-/// leases external agents get.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AgentSettings {
-    /// Seconds between the agent supervisor's sweeps.
-    #[arg(long, env = "BRAIN_SUPERVISOR_INTERVAL_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    pub supervisor_interval_s: u64,
-    /// Seconds of silence after which an active agent is marked unresponsive.
-    #[arg(long, env = "BRAIN_AGENT_UNRESPONSIVE_AFTER_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub unresponsive_after_s: u64,
-    /// Seconds after which an unchanged heartbeat is recorded in the log again; 0: never (only
-    /// heartbeats that change something are recorded).
-    #[arg(long, env = "BRAIN_HEARTBEAT_RECORD_EVERY_S", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400))]
-    pub heartbeat_record_every_s: u64,
-    /// Lease an external agent's claim grants, in seconds, when the claim names none.
-    #[arg(long, env = "BRAIN_AGENT_LEASE_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
-    pub lease_s: u64,
-}
-
-/// How often a built-in agent may die before it stays down.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct RestartSettings {
-    /// Restarts a built-in agent gets within the window; one more death marks it failed.
-    #[arg(long, env = "BRAIN_AGENT_RESTARTS_MAX", default_value_t = 3)]
-    pub restarts_max: u32,
-    /// The window restarts are counted in, in seconds.
-    #[arg(long, env = "BRAIN_AGENT_RESTARTS_WINDOW_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub restarts_window_s: u64,
-}
 
 impl RestartSettings {
     pub fn intensity(&self) -> restart::Intensity {
@@ -58,17 +32,6 @@ impl RestartSettings {
             restarts_max: self.restarts_max,
             window: Duration::from_secs(self.restarts_window_s),
             ..Default::default()
-        }
-    }
-}
-
-impl Default for AgentSettings {
-    fn default() -> AgentSettings {
-        AgentSettings {
-            supervisor_interval_s: 30,
-            unresponsive_after_s: 60,
-            heartbeat_record_every_s: heartbeat::RECORD_EVERY_DEFAULT.as_secs(),
-            lease_s: 60,
         }
     }
 }
@@ -85,6 +48,11 @@ impl AgentSettings {
     pub fn record_every(&self) -> Duration {
         Duration::from_secs(self.heartbeat_record_every_s)
     }
+
+    /// What the API's replays make their agents with.
+    pub fn context(&self) -> Context {
+        Context::unconnected(self.builtin.clone(), self.llm.clone())
+    }
 }
 
 /// Derives agent ids from owner and name (UUID v5 namespace).
@@ -97,10 +65,14 @@ pub fn agent_id(owner: &str, name: &str) -> uuid::Uuid {
     uuid::Uuid::new_v5(&AGENT_NAMESPACE, format!("agent:{owner}/{name}").as_bytes())
 }
 
-/// What a built-in agent may use, given by the process that hosts it (none when the agent
-/// list is parsed, before anything is connected).
+/// What a built-in agent is made with: the settings of its process, and what the process
+/// that hosts it has connected (nothing, in a tool such as `brain missions replay`).
 #[derive(Clone, Default)]
 pub struct Context {
+    /// Prompts, tools and limits of the thinking agents.
+    pub builtin: Arc<BuiltinSettings>,
+    /// The LLM gateway's start-up settings: its route until one is configured, its keys.
+    pub llm: Arc<LlmSettings>,
     /// The event store: the LLM gateway's runtime configuration is read from it.
     pub store: Option<crate::eventlog::store::EventStore>,
     /// Where answers stream as they are generated (`<ns>.tokens.<mission id>`).
@@ -110,33 +82,41 @@ pub struct Context {
 }
 
 impl Context {
+    /// What agents are made with in a process that connects nothing for them.
+    pub fn unconnected(builtin: BuiltinSettings, llm: LlmSettings) -> Context {
+        Context { builtin: Arc::new(builtin), llm: Arc::new(llm), ..Context::default() }
+    }
+
     /// The LLM calls of an agent hosted here: the shared limits and budgets, recorded in
     /// the log, when the process has connected them.
     pub fn calls(&self) -> crate::llm::calls::Calls {
-        let mut gateway = crate::llm::gateway::Gateway::from_env();
+        let mut gateway = crate::llm::gateway::Gateway::configured(&self.llm);
         if let (Some(store), Some((redis, namespace))) = (&self.store, &self.shared) {
             gateway = gateway.shared(redis.clone(), namespace, store.pool().clone());
         }
-        crate::llm::calls::Calls::new(gateway, self.store.clone())
+        crate::llm::calls::Calls::new(&self.llm, gateway, self.store.clone())
     }
 }
 
 /// An implementation built into `brain`.
 pub struct Builtin {
+    pub implementation: Implementation,
     pub name: &'static str,
     pub description: &'static str,
     /// A fresh instance (a restart makes a new one).
     pub make: fn(&Context) -> Arc<dyn Agent>,
 }
 
-/// The implementations built into `brain`.
+/// The implementations built into `brain`, in the order of [`Implementation::ALL`].
 pub const BUILTIN: &[Builtin] = &[
     Builtin {
+        implementation: Implementation::Echo,
         name: "echo",
         description: "answers with the mission's payload; its payload can ask it to fail, hang, wait or die",
         make: |_| Arc::new(echo::Echo),
     },
     Builtin {
+        implementation: Implementation::Plain,
         name: "plain",
         description: "sends the mission's task (payload.prompt, else its description, else its name) to the LLM gateway's route (payload.route, else the default) and answers with the model's answer",
         make: |context| {
@@ -144,24 +124,32 @@ pub const BUILTIN: &[Builtin] = &[
         },
     },
     Builtin {
+        implementation: Implementation::Coder,
         name: "coder",
         description: "thinks in steps through the LLM gateway with tools (read_file, list_dir, search_text under BRAIN_AGENT_ROOT; run_command for BRAIN_AGENT_COMMANDS), every model and tool call recorded in the mission's history",
-        make: |context| Arc::new(thinking_agent(context, "coder").expect("thinks")),
+        make: |context| Arc::new(thinking_agent(context, Implementation::Coder).expect("thinks")),
     },
     Builtin {
+        implementation: Implementation::Ops,
         name: "ops",
         description: "looks after how software runs: thinks in steps with the same tools as coder (commands included), with an operator's prompt",
-        make: |context| Arc::new(thinking_agent(context, "ops").expect("thinks")),
+        make: |context| Arc::new(thinking_agent(context, Implementation::Ops).expect("thinks")),
     },
     Builtin {
+        implementation: Implementation::Supervisor,
         name: "supervisor",
         description: "splits a mission into sub-missions for the agent kinds in BRAIN_SUPERVISOR_KINDS (spawn_missions), waits for them suspended (no worker slot held), and completes with their combined result; reads files under BRAIN_AGENT_ROOT, runs nothing",
-        make: |context| Arc::new(thinking_agent(context, "supervisor").expect("thinks")),
+        make: |context| {
+            Arc::new(thinking_agent(context, Implementation::Supervisor).expect("thinks"))
+        },
     },
     Builtin {
+        implementation: Implementation::Architect,
         name: "architect",
         description: "answers questions of design: thinks in steps with the file tools only (read_file, list_dir, search_text), never a command",
-        make: |context| Arc::new(thinking_agent(context, "architect").expect("thinks")),
+        make: |context| {
+            Arc::new(thinking_agent(context, Implementation::Architect).expect("thinks"))
+        },
     },
 ];
 
@@ -195,20 +183,19 @@ pub fn builtin_prompt(kind: &str) -> Option<&'static str> {
     }
 }
 
-/// The system prompt of the thinking agent `kind`: the file `<kind>.md` in the folder
-/// `BRAIN_AGENT_PROMPTS` when there is one (so a deployment tunes its prompts without a
-/// build, and `brain missions replay` checks a changed prompt against past runs), else the
-/// built-in one.
-pub fn prompt_of(kind: &str) -> Option<String> {
+/// The system prompt of the thinking agent `kind`: the file `<kind>.md` in the prompts
+/// folder when there is one (so a deployment tunes its prompts without a build, and
+/// `brain missions replay` checks a changed prompt against past runs), else the built-in one.
+pub fn prompt_of(settings: &BuiltinSettings, kind: &str) -> Option<String> {
     let builtin = builtin_prompt(kind)?;
-    let folder = std::env::var("BRAIN_AGENT_PROMPTS").ok().filter(|folder| !folder.is_empty());
-    let custom = folder.and_then(|folder| {
-        match std::fs::read_to_string(std::path::Path::new(&folder).join(format!("{kind}.md"))) {
+    let custom = settings.prompts.as_ref().and_then(|folder| {
+        match std::fs::read_to_string(folder.join(format!("{kind}.md"))) {
             Ok(prompt) if !prompt.trim().is_empty() => Some(prompt),
             Ok(_) => None,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => {
-                tracing::warn!(folder, kind, %error, "cannot read the prompt; the built-in one is used");
+                let folder = folder.display();
+                tracing::warn!(%folder, kind, %error, "cannot read the prompt; the built-in one is used");
                 None
             }
         }
@@ -216,28 +203,16 @@ pub fn prompt_of(kind: &str) -> Option<String> {
     Some(custom.unwrap_or_else(|| builtin.to_owned()))
 }
 
-/// The agent kinds the supervisor may hand work to (`BRAIN_SUPERVISOR_KINDS`, default
-/// `coder,ops,architect`).
-pub fn supervisor_kinds() -> Vec<String> {
-    let listed = std::env::var("BRAIN_SUPERVISOR_KINDS").unwrap_or_default();
-    let kinds: Vec<String> = listed
-        .split(',')
-        .map(|kind| kind.trim().to_owned())
-        .filter(|kind| domain::mission::check_agent(kind).is_ok())
-        .collect();
-    if kinds.is_empty() { vec!["coder".into(), "ops".into(), "architect".into()] } else { kinds }
-}
-
-/// A thinking agent's tools, from the environment: the file tools under `BRAIN_AGENT_ROOT`,
-/// with `commands` `run_command` for the programs in `BRAIN_AGENT_COMMANDS`, and `fetch_url`
-/// for the hosts in `BRAIN_AGENT_FETCH_HOSTS`; none without a root.
-pub fn tools_from_env(commands: bool) -> tools::Registry {
-    let var = |name| std::env::var(name).ok().filter(|value: &String| !value.trim().is_empty());
-    let Some(root) = var("BRAIN_AGENT_ROOT") else { return tools::Registry::default() };
-    let root = match tools::files::Root::new(&root) {
+/// A thinking agent's tools: the file tools under the root, with `commands` `run_command`
+/// for the programs allowed, and `fetch_url` for the hosts allowed; none without a root.
+pub fn tools_of(settings: &ToolSettings, commands: bool) -> tools::Registry {
+    let Some(root) = &settings.root else { return tools::Registry::default() };
+    let root = match tools::files::Root::new(root) {
         Ok(root) => root,
         Err(error) => {
-            tracing::warn!(root, %error, "BRAIN_AGENT_ROOT cannot be used: the agent has no tools");
+            // Checked at start-up; a root removed since leaves the agent without tools.
+            let root = root.display();
+            tracing::warn!(%root, %error, "the agent root cannot be used: the agent has no tools");
             return tools::Registry::default();
         }
     };
@@ -245,58 +220,51 @@ pub fn tools_from_env(commands: bool) -> tools::Registry {
         .with(tools::files::ReadFile(root.clone()))
         .with(tools::files::ListDir(root.clone()))
         .with(tools::files::SearchText(root.clone()));
-    let allowed: Vec<String> = var("BRAIN_AGENT_COMMANDS")
-        .unwrap_or_default()
-        .split(',')
-        .map(|program| program.trim().to_owned())
-        .filter(|program| !program.is_empty())
-        .collect();
-    if commands && !allowed.is_empty() {
+    if commands && !settings.commands.is_empty() {
         let timeout = tools::command::TIMEOUT_DEFAULT;
+        let allowed = settings.commands.clone();
         registry = registry.with(tools::command::RunCommand { root, allowed, timeout });
     }
-    let hosts: Vec<String> = var("BRAIN_AGENT_FETCH_HOSTS")
-        .unwrap_or_default()
-        .split(',')
-        .map(|host| host.trim().to_owned())
-        .filter(|host| !host.is_empty())
-        .collect();
-    if !hosts.is_empty() {
-        registry = registry.with(tools::fetch::FetchUrl::new(hosts));
+    if !settings.fetch_hosts.is_empty() {
+        registry = registry.with(tools::fetch::FetchUrl::new(settings.fetch_hosts.clone()));
     }
     registry
 }
 
 /// The built-in agent `implementation` if it thinks in steps (`coder`, `ops`, `architect`,
-/// `supervisor`): its prompt, and its tools from the environment (commands for `coder` and
-/// `ops` only; sub-missions for `supervisor` only).
-pub fn thinking_agent(context: &Context, implementation: &str) -> Option<agent_loop::Loop> {
-    let (system_prompt, tools, spawn) = equipment(implementation)?;
+/// `supervisor`): its prompt, and its tools (commands for `coder` and `ops` only;
+/// sub-missions for `supervisor` only).
+pub fn thinking_agent(
+    context: &Context,
+    implementation: Implementation,
+) -> Option<agent_loop::Loop> {
+    let (system_prompt, tools, spawn) = equipment(&context.builtin, implementation)?;
     Some(agent_loop::Loop {
         calls: context.calls(),
         system_prompt,
         tools,
         spawn,
-        steps_max: steps_max(),
+        steps_max: context.builtin.steps_max,
         tokens: context.tokens.clone(),
     })
 }
 
 type Equipment = (String, tools::Registry, Option<tools::delegate::SpawnMissions>);
 
-/// A thinking built-in agent's prompt and tools, as this process's environment gives them.
-fn equipment(implementation: &str) -> Option<Equipment> {
-    let prompt = prompt_of(implementation)?;
-    let commands = matches!(implementation, "coder" | "ops");
-    let spawn = (implementation == "supervisor")
-        .then(|| tools::delegate::SpawnMissions { kinds: supervisor_kinds() });
-    Some((prompt, tools_from_env(commands), spawn))
+/// A thinking built-in agent's prompt and tools, as this process's settings give them.
+fn equipment(settings: &BuiltinSettings, implementation: Implementation) -> Option<Equipment> {
+    let prompt = prompt_of(settings, implementation.as_str())?;
+    let commands = matches!(implementation, Implementation::Coder | Implementation::Ops);
+    let spawn = (implementation == Implementation::Supervisor)
+        .then(|| tools::delegate::SpawnMissions { kinds: settings.supervisor_kinds.clone() });
+    Some((prompt, tools_of(&settings.tools, commands), spawn))
 }
 
 /// What `GET /api/agents/info` shows of a built-in agent: its system prompt and the names of
 /// the tools it offers the model here (none for one that does not think in steps).
-pub fn described(implementation: &str) -> (Option<String>, Vec<String>) {
-    match equipment(implementation) {
+pub fn described(settings: &BuiltinSettings, name: &str) -> (Option<String>, Vec<String>) {
+    match Implementation::parse(name).and_then(|implementation| equipment(settings, implementation))
+    {
         None => (None, Vec::new()),
         Some((prompt, tools, spawn)) => {
             let mut names = tools.names();
@@ -306,36 +274,36 @@ pub fn described(implementation: &str) -> (Option<String>, Vec<String>) {
     }
 }
 
-/// Model calls one attempt of a thinking agent may make (`BRAIN_AGENT_STEPS_MAX`, 1 to 100).
-fn steps_max() -> u32 {
-    std::env::var("BRAIN_AGENT_STEPS_MAX")
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .filter(|steps| (1..=100).contains(steps))
-        .unwrap_or(agent_loop::STEPS_MAX_DEFAULT)
-}
-
 /// The implementation built into `brain` under `name`.
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
     BUILTIN.iter().find(|builtin| builtin.name == name)
 }
 
-/// Parses `kind[=implementation],...`: `echo` serves kind `echo` with the echo agent;
-/// `coder=echo` serves kind `coder` with it. Each is supervised (restarted when it dies,
-/// within its intensity; see [`supervised`]).
-pub fn parse(spec: &str) -> Result<Agents, String> {
+/// The built-in `implementation`.
+pub fn builtin_of(implementation: Implementation) -> &'static Builtin {
+    BUILTIN
+        .iter()
+        .find(|builtin| builtin.implementation == implementation)
+        .expect("every implementation is built in (checked by a test)")
+}
+
+/// The agents `spec` names, made with `context`: each supervised (restarted when it dies,
+/// within `intensity`), for a worker to run and its host to tend.
+pub fn build(
+    spec: &AgentSpec,
+    context: &Context,
+    intensity: restart::Intensity,
+) -> (Agents, Vec<Arc<restart::Restarting>>) {
     let mut agents = Agents::default();
-    for item in spec.split(',').map(str::trim).filter(|item| !item.is_empty()) {
-        let (kind, implementation) = item.split_once('=').unwrap_or((item, item));
-        domain::mission::check_agent(kind).map_err(|error| format!("{item}: {error}"))?;
-        let known: Vec<&str> = BUILTIN.iter().map(|builtin| builtin.name).collect();
-        let builtin = builtin(implementation).ok_or_else(|| {
-            format!("{item}: no built-in agent {implementation:?} (built in: {})", known.join(", "))
-        })?;
-        let shared = restart::Restarting::new(kind, builtin.name, builtin.make);
-        agents.insert(kind.to_owned(), Arc::new(restart::RestartingAgent(shared)));
+    let mut supervised = Vec::new();
+    for (kind, implementation) in spec.iter() {
+        let builtin = builtin_of(implementation);
+        let shared =
+            restart::Restarting::new(kind, builtin.name, builtin.make, context.clone(), intensity);
+        agents.insert(kind.to_owned(), Arc::new(restart::RestartingAgent(shared.clone())));
+        supervised.push(shared);
     }
-    Ok(agents)
+    (agents, supervised)
 }
 
 #[cfg(test)]
@@ -343,12 +311,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agent_lists_map_kinds_to_built_in_implementations() {
-        let agents = parse("echo, coder=echo").unwrap();
-        assert_eq!(agents.kinds(), ["coder", "echo"]);
-        assert_eq!(parse("coder").unwrap().kinds(), ["coder"]);
-        assert!(parse("reviewer").unwrap_err().contains("no built-in agent"));
-        assert!(parse("Bad=echo").unwrap_err().contains("agent"));
-        assert!(parse("").unwrap().is_empty());
+    fn every_implementation_is_built_in_under_its_name() {
+        for implementation in Implementation::ALL {
+            assert_eq!(builtin_of(implementation).name, implementation.as_str());
+            assert_eq!(builtin_prompt(implementation.as_str()).is_some(), implementation.thinks());
+        }
+        assert_eq!(BUILTIN.len(), Implementation::ALL.len());
+    }
+
+    #[test]
+    fn agents_are_made_with_the_context_they_are_given() {
+        let spec = AgentSpec::parse("echo, coder=echo, supervisor").unwrap();
+        let (agents, supervised) = build(&spec, &Context::default(), Default::default());
+        assert_eq!(agents.kinds(), ["coder", "echo", "supervisor"]);
+        let implementations: Vec<&str> =
+            supervised.iter().map(|shared| shared.implementation.as_str()).collect();
+        assert_eq!(implementations, ["echo", "echo", "supervisor"]);
     }
 }

@@ -2,7 +2,7 @@
 //! their routes).
 //!
 //! A replay plays a finished mission's attempt back through today's agent loop (its prompt
-//! from `BRAIN_AGENT_PROMPTS` or the build, its tools from the environment) in
+//! from `BRAIN_AGENT_PROMPTS` or the build, its tools from the process's settings) in
 //! [`Mode::Check`](crate::agents::agent_loop::Mode::Check): the recorded answers stand in for
 //! the model and the recorded results for the tools, nothing is called and nothing is
 //! written, and it reports either that the code decides as it did then or the first step
@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::agents::agent_loop::{Divergence, Ended};
 use crate::agents::record::{self, Record};
+use crate::agents::{BuiltinSettings, Context, Implementation};
 use crate::eventlog::command::{self, CommandError, Create};
 use crate::eventlog::store::EventStore;
 use crate::missions::agent::{Failure, Task};
@@ -53,21 +54,12 @@ pub enum ReplayError {
     Command(#[from] CommandError<domain::mission::MissionError>),
 }
 
-/// The built-in agent that runs kind `kind` here (per `BRAIN_WORKER_AGENTS`, else the kind
-/// itself), if it is one that thinks in steps.
-pub fn implementation_of(kind: &str) -> Option<String> {
-    let listed = std::env::var("BRAIN_WORKER_AGENTS")
-        .unwrap_or_else(|_| crate::config::WORKER_AGENTS_DEFAULT.to_owned());
-    let implementation = listed
-        .split(',')
-        .map(str::trim)
-        .find_map(|item| match item.split_once('=') {
-            Some((listed, implementation)) if listed == kind => Some(implementation.to_owned()),
-            None if item == kind => Some(item.to_owned()),
-            _ => None,
-        })
-        .unwrap_or_else(|| kind.to_owned());
-    crate::agents::builtin_prompt(&implementation).map(|_| implementation)
+/// The built-in agent that runs kind `kind` here (per the worker agents of `settings`, else
+/// the one named like the kind), if it is one that thinks in steps.
+pub fn implementation_of(settings: &BuiltinSettings, kind: &str) -> Option<Implementation> {
+    let implementation =
+        settings.worker_agents.get(kind).or_else(|| Implementation::parse(kind))?;
+    implementation.thinks().then_some(implementation)
 }
 
 async fn load(
@@ -112,23 +104,24 @@ fn finished_spec(
     mission.spec.clone().ok_or_else(|| ReplayError::NotFound(mission_id.to_owned()))
 }
 
-/// Replays attempt `attempt` (default: the last) of the finished mission `mission_id`.
+/// Replays attempt `attempt` (default: the last) of the finished mission `mission_id` with
+/// the agents `context` makes.
 pub async fn replay(
     store: &EventStore,
+    context: &Context,
     mission_id: &str,
     attempt: Option<u32>,
 ) -> Result<ReplayReport, ReplayError> {
     let (mission, events) = load(store, mission_id).await?;
     let spec = finished_spec(&mission, mission_id, "replayed")?;
-    let Some(implementation) = implementation_of(&spec.agent) else {
+    let Some(implementation) = implementation_of(&context.builtin, &spec.agent) else {
         return Err(ReplayError::Refused(format!(
             "agent kind {} is not served by a built-in agent that thinks in steps here",
             spec.agent
         )));
     };
     let (attempt, record) = attempt_record(&events, attempt)?;
-    let context = crate::agents::Context::default();
-    let agent = crate::agents::thinking_agent(&context, &implementation)
+    let agent = crate::agents::thinking_agent(context, implementation)
         .ok_or_else(|| ReplayError::Refused(format!("{implementation} does not think in steps")))?;
     let ended = agent.check(&replay_task(mission_id, &spec, attempt, &record), &record).await;
     let divergence = divergence(ended, &mission, attempt, &record);
@@ -136,7 +129,7 @@ pub async fn replay(
         mission_id: mission_id.to_owned(),
         attempt,
         agent: spec.agent,
-        implementation,
+        implementation: implementation.to_string(),
         steps: record.answers.len() as u32,
         tool_calls: record.tools.len() as u32,
         verdict: if divergence.is_some() { "diverged" } else { "identical" }.into(),
@@ -269,6 +262,7 @@ pub async fn fork(
 /// `brain missions ...`: the debugging an event log makes possible, run against the store
 /// directly (no server needed), with this build's agent code.
 #[derive(Debug, clap::Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once at start-up, never moved around")]
 pub enum MissionsCli {
     /// Replay a finished mission's run against its record: no model call, no tool run, no
     /// write. Prints `identical`, or the first step where today's code decides otherwise;
@@ -276,6 +270,10 @@ pub enum MissionsCli {
     Replay {
         #[command(flatten)]
         services: crate::config::Services,
+        #[command(flatten)]
+        builtin: BuiltinSettings,
+        #[command(flatten)]
+        llm: crate::config::llm::LlmSettings,
         /// The mission's id.
         mission_id: String,
         /// The attempt to replay (default: the last).
@@ -313,8 +311,9 @@ impl MissionsCli {
         let (store, committer) =
             EventStore::start(pool, services.namespace.as_str(), Default::default());
         let outcome = match self {
-            MissionsCli::Replay { mission_id, attempt, json, .. } => {
-                let report = replay(&store, &mission_id, attempt).await?;
+            MissionsCli::Replay { mission_id, attempt, json, builtin, llm, .. } => {
+                let context = Context::unconnected(builtin, llm);
+                let report = replay(&store, &context, &mission_id, attempt).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

@@ -80,20 +80,24 @@ pub struct Restarting {
 }
 
 impl Restarting {
+    /// The agent `kind`, run by `implementation`, each instance made by `factory` with
+    /// `context` (the first one now).
     pub fn new(
         kind: &str,
         implementation: &str,
         factory: fn(&crate::agents::Context) -> Arc<dyn Agent>,
+        context: crate::agents::Context,
+        intensity: Intensity,
     ) -> Arc<Restarting> {
         let life = Life {
-            current: factory(&crate::agents::Context::default()),
-            context: crate::agents::Context::default(),
+            current: factory(&context),
+            context,
             instance: 0,
             deaths: VecDeque::new(),
             restart_at: None,
             failed: None,
             stopped: false,
-            intensity: Intensity::default(),
+            intensity,
             running: BTreeSet::new(),
             events: VecDeque::new(),
         };
@@ -107,17 +111,6 @@ impl Restarting {
 
     fn life(&self) -> std::sync::MutexGuard<'_, Life> {
         self.life.lock().expect("not poisoned")
-    }
-
-    pub fn set_intensity(&self, intensity: Intensity) {
-        self.life().intensity = intensity;
-    }
-
-    /// Gives the agent what its host connected, as a fresh instance made with it.
-    pub fn set_context(&self, context: crate::agents::Context) {
-        let mut life = self.life();
-        life.context = context;
-        life.replace(self.factory);
     }
 
     /// The life events since the last call, oldest first.
@@ -262,10 +255,6 @@ impl Agent for RestartingAgent {
             None => true,
         }
     }
-
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
 }
 
 #[cfg(test)]
@@ -296,12 +285,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_agent_is_restarted_after_its_backoff_and_fails_past_its_intensity() {
-        let shared = Restarting::new("echo", "echo", echo);
-        shared.set_intensity(Intensity {
+        let intensity = Intensity {
             restarts_max: 2,
             window: Duration::from_secs(60),
             backoff: Backoff { base_ms: 30, max_ms: 30 },
-        });
+        };
+        let shared = Restarting::new("echo", "echo", echo, Default::default(), intensity);
         let agent = RestartingAgent(shared.clone());
         for death in 1..=2 {
             let failure = agent.run(task(json!({ "panic_attempts": 1 }))).await.unwrap_err();
@@ -340,12 +329,12 @@ mod tests {
 
     #[tokio::test]
     async fn runs_dying_together_on_one_instance_are_one_death() {
-        let shared = Restarting::new("echo", "echo", echo);
-        shared.set_intensity(Intensity {
+        let intensity = Intensity {
             restarts_max: 1,
             window: Duration::from_secs(60),
             backoff: Backoff { base_ms: 10, max_ms: 10 },
-        });
+        };
+        let shared = Restarting::new("echo", "echo", echo, Default::default(), intensity);
         let agent = RestartingAgent(shared.clone());
         let runs: Vec<_> = (0..4).map(|_| agent.run(task(json!({ "exit_attempts": 1 })))).collect();
         for outcome in futures::future::join_all(runs).await {
@@ -356,7 +345,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_agent_is_not_available_until_started() {
-        let shared = Restarting::new("echo", "echo", echo);
+        let shared = Restarting::new("echo", "echo", echo, Default::default(), Default::default());
         let agent = RestartingAgent(shared.clone());
         shared.stop();
         assert!(!agent.available());

@@ -377,7 +377,8 @@ async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiErr
     let builtin = crate::agents::BUILTIN
         .iter()
         .map(|builtin| {
-            let (system_prompt, tools) = crate::agents::described(builtin.name);
+            let (system_prompt, tools) =
+                crate::agents::described(&app.agents.builtin, builtin.name);
             BuiltinAgent {
                 name: builtin.name,
                 description: builtin.description,

@@ -149,7 +149,7 @@ async fn chat(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let by = metadata.actor;
-    let Some(prompt) = crate::agents::prompt_of(&request.agent) else {
+    let Some(prompt) = crate::agents::prompt_of(&app.agents.builtin, &request.agent) else {
         let message =
             format!("{:?} is not one of coder, ops, architect, supervisor", request.agent);
         return Err(refused(ErrorCode::InvalidField, Some("agent"), message));

@@ -99,7 +99,7 @@ async fn view(app: &AppState) -> Result<ConfigView, ApiError> {
             global_position: event.global_position,
         })
         .collect();
-    let credentials = crate::llm::Credentials::from_env();
+    let credentials = crate::llm::Credentials::of(&app.agents.llm);
     Ok(ConfigView {
         settings: config.settings,
         version: events.last().map_or(0, |event| event.version),

@@ -147,7 +147,7 @@ errors! { LimitsErrors = INTERNAL + [QueueUnavailable] }
 #[utoipa::path(get, path = "/api/llm/limits", tag = "llm",
     responses((status = 200, description = "Each target's limiter", body = LimitsView), LimitsErrors))]
 async fn limits(State(app): State<AppState>) -> Result<ApiJson<LimitsView>, ApiError> {
-    let resolved = crate::llm::config::current(&app.store)
+    let resolved = crate::llm::config::current(&app.store, &app.agents.llm)
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
     let redis = super::queue::queue(&app)?.connection();

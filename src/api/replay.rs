@@ -52,7 +52,9 @@ async fn replay_mission(
     Query(query): Query<ReplayQuery>,
 ) -> Result<ApiJson<ReplayReport>, ApiError> {
     let report =
-        replay::replay(&app.store, mission_id.as_str(), query.attempt).await.map_err(refusal)?;
+        replay::replay(&app.store, &app.agents.context(), mission_id.as_str(), query.attempt)
+            .await
+            .map_err(refusal)?;
     Ok(ApiJson(report))
 }
 

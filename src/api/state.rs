@@ -50,18 +50,19 @@ impl AppState {
             self.redis_connection.get_or_try_init(|| self.redis.get_connection_manager()).await;
         let Ok(redis) = connected else {
             return crate::llm::calls::Calls::new(
-                crate::llm::gateway::Gateway::from_env(),
+                &self.agents.llm,
+                crate::llm::gateway::Gateway::configured(&self.agents.llm),
                 Some(self.store.clone()),
             );
         };
         self.llm
             .get_or_init(|| async {
-                let gateway = crate::llm::gateway::Gateway::from_env().shared(
+                let gateway = crate::llm::gateway::Gateway::configured(&self.agents.llm).shared(
                     redis.clone(),
                     &self.namespace,
                     self.pool().clone(),
                 );
-                crate::llm::calls::Calls::new(gateway, Some(self.store.clone()))
+                crate::llm::calls::Calls::new(&self.agents.llm, gateway, Some(self.store.clone()))
             })
             .await
             .clone()

@@ -98,7 +98,12 @@ fn bench_route(url: &str) -> Route {
 
 impl LlmCallers {
     pub async fn run(self) -> anyhow::Result<()> {
-        let mut gateway = Gateway::from_env();
+        // The bench's route is a local fake: no key, no start-up settings.
+        let mut gateway = Gateway::new(
+            Default::default(),
+            Default::default(),
+            crate::llm::retry::RetryPolicy::default(),
+        );
         if !self.alone {
             let redis =
                 redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
@@ -420,7 +425,12 @@ async fn steps(
     }
     let read_config = || {
         let store = store.clone();
-        async move { crate::llm::config::current(&store).await.map(|_| ()).map_err(anyhow::Error::from) }
+        async move {
+            crate::llm::config::current(&store, &Default::default())
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from)
+        }
     };
     // Warm: the pool's connections open before anything is timed.
     timed(concurrency, read_config).await?;

@@ -18,6 +18,7 @@ use domain::{EventMetadata, ExpectedVersion, StreamId};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::config::llm::LlmSettings;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{Append, EventStore};
 use crate::llm::budget;
@@ -28,22 +29,7 @@ use crate::llm::{LlmError, Message, Reason, TokenSink, ToolSpec};
 /// Longest request or answer a call record keeps, in bytes of JSON text.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024;
 
-/// What a call record holds: everything within the bound, or the usage alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordMode {
-    Full,
-    Usage,
-}
-
-impl RecordMode {
-    /// `BRAIN_LLM_RECORD`: `full` (the default) or `usage`.
-    pub fn from_env() -> RecordMode {
-        match std::env::var("BRAIN_LLM_RECORD").as_deref() {
-            Ok("usage") => RecordMode::Usage,
-            _ => RecordMode::Full,
-        }
-    }
-}
+pub use crate::config::llm::RecordMode;
 
 /// The mission a call is made for: its attempt fences the record, its budget and agent kind
 /// bound the spend.
@@ -105,9 +91,11 @@ pub enum CallError {
 pub struct Calls {
     pub gateway: Gateway,
     /// The configuration is read from it at every call, and calls are recorded in it;
-    /// without it, the environment's route, unrecorded and unbudgeted.
+    /// without it, the start-up settings' route, unrecorded and unbudgeted.
     pub store: Option<EventStore>,
     pub record: RecordMode,
+    /// The start-up settings: the route until one is configured in the log.
+    pub settings: LlmSettings,
 }
 
 /// `value` as a record keeps it: whole, or its first bytes and its size.
@@ -116,8 +104,8 @@ pub fn bounded(value: Value) -> Value {
 }
 
 impl Calls {
-    pub fn new(gateway: Gateway, store: Option<EventStore>) -> Calls {
-        Calls { gateway, store, record: RecordMode::from_env() }
+    pub fn new(settings: &LlmSettings, gateway: Gateway, store: Option<EventStore>) -> Calls {
+        Calls { gateway, store, record: settings.record, settings: settings.clone() }
     }
 
     /// One call for `caller`, recorded once it ends (answered or failed).
@@ -128,10 +116,12 @@ impl Calls {
         sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, CallError> {
         let resolved = match &self.store {
-            None => Resolved::from_env(),
-            Some(store) => crate::llm::config::current(store).await.map_err(|error| {
-                CallError::Config(format!("cannot read the LLM configuration: {error}"))
-            })?,
+            None => Resolved::fallback(&self.settings),
+            Some(store) => {
+                crate::llm::config::current(store, &self.settings).await.map_err(|error| {
+                    CallError::Config(format!("cannot read the LLM configuration: {error}"))
+                })?
+            }
         };
         let (route_name, model) = match (&ask.route, &ask.model) {
             (Some(route), model) => (route.clone(), model.clone()),

@@ -1,7 +1,8 @@
 //! The route a call takes, from the runtime configuration in the log: read at every call, so
 //! a change through `PUT /api/llm/config` applies to the next call in every process. Until it
-//! is configured (or after a reset), the process's environment decides (`BRAIN_LLM_PROVIDER`,
-//! `BRAIN_LLM_HOST`, `BRAIN_LLM_MODEL`), and offline when that says nothing.
+//! is configured (or after a reset), the process's start-up settings decide
+//! ([`crate::config::llm::LlmSettings`]: `BRAIN_LLM_PROVIDER`, `BRAIN_LLM_HOST`,
+//! `BRAIN_LLM_MODEL`), offline when they name no provider.
 
 use std::collections::BTreeMap;
 
@@ -64,11 +65,10 @@ pub struct Resolved {
 }
 
 impl Resolved {
-    /// The environment's route: no named routes, no prices, no budgets.
-    pub fn from_env() -> Resolved {
-        let route = Route::from_env().unwrap_or_else(|_| Route::from_env_offline());
+    /// The start-up settings' route: no named routes, no prices, no budgets.
+    pub fn fallback(settings: &crate::config::llm::LlmSettings) -> Resolved {
         Resolved {
-            route: Some(route),
+            route: Some(Route::fallback(settings)),
             routes: BTreeMap::new(),
             daily_budgets: DailyBudgets::default(),
             prices: BTreeMap::new(),
@@ -105,13 +105,14 @@ impl Resolved {
     }
 }
 
-/// The routes and budgets as configured now.
+/// The routes and budgets as configured now; the start-up settings' route while nothing is.
 pub async fn current(
     store: &EventStore,
+    fallback: &crate::config::llm::LlmSettings,
 ) -> Result<Resolved, CommandError<domain::llm_config::InvalidSettings>> {
     let (config, _) = command::load::<LlmConfig>(store, &stream_id()).await?;
     if !config.configured {
-        return Ok(Resolved::from_env());
+        return Ok(Resolved::fallback(fallback));
     }
     let settings = &config.settings;
     let route = settings.enabled.then(|| route_of(settings, None)).flatten();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use domain::llm_config::{Limits, Price};
 
+use crate::config::llm::LlmSettings;
 use crate::llm::anthropic::Anthropic;
 use crate::llm::budget::{Budgets, Scope};
 use crate::llm::limits::{Limiter, Outcome};
@@ -26,54 +27,7 @@ use crate::llm::{
 /// Most targets one route may list.
 pub const ROUTE_TARGETS_MAX: usize = 8;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    Offline,
-    Ollama,
-    Openai,
-    Anthropic,
-}
-
-impl ProviderKind {
-    pub fn parse(name: &str) -> Option<ProviderKind> {
-        match name {
-            "offline" => Some(ProviderKind::Offline),
-            "ollama" => Some(ProviderKind::Ollama),
-            "openai" => Some(ProviderKind::Openai),
-            "anthropic" => Some(ProviderKind::Anthropic),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Offline => "offline",
-            ProviderKind::Ollama => "ollama",
-            ProviderKind::Openai => "openai",
-            ProviderKind::Anthropic => "anthropic",
-        }
-    }
-
-    /// Where the provider answers when no host is given.
-    pub fn default_host(self) -> &'static str {
-        match self {
-            ProviderKind::Offline => "",
-            ProviderKind::Ollama => "http://localhost:11434",
-            ProviderKind::Openai => "https://api.openai.com",
-            ProviderKind::Anthropic => "https://api.anthropic.com",
-        }
-    }
-
-    pub fn default_model(self) -> &'static str {
-        match self {
-            ProviderKind::Offline => "offline",
-            ProviderKind::Ollama => "llama3.2",
-            ProviderKind::Openai => "gpt-4o-mini",
-            ProviderKind::Anthropic => "claude-3-5-haiku-latest",
-        }
-    }
-}
+pub use crate::config::llm::ProviderKind;
 
 /// One provider and model a route may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -150,31 +104,15 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route of a fresh install: offline, unless `BRAIN_LLM_PROVIDER` (with
-    /// `BRAIN_LLM_HOST`, `BRAIN_LLM_MODEL`) names another provider.
-    pub fn from_env() -> Result<Route, String> {
-        let var = |name| std::env::var(name).ok().filter(|value: &String| !value.is_empty());
-        let provider = match var("BRAIN_LLM_PROVIDER") {
-            None => ProviderKind::Offline,
-            Some(name) => ProviderKind::parse(&name).ok_or_else(|| {
-                format!("BRAIN_LLM_PROVIDER {name:?}: one of offline, ollama, openai, anthropic")
-            })?,
-        };
-        let host = var("BRAIN_LLM_HOST").unwrap_or_default();
-        let model = var("BRAIN_LLM_MODEL").unwrap_or_else(|| provider.default_model().to_owned());
-        Ok(Route {
-            targets: vec![Target::new(provider, host, model)],
+    /// The route of a fresh install, until one is configured in the log: the start-up
+    /// settings' provider (offline unless `BRAIN_LLM_PROVIDER` names another), host and model.
+    pub fn fallback(settings: &LlmSettings) -> Route {
+        let host = settings.host.clone().unwrap_or_default();
+        Route {
+            targets: vec![Target::new(settings.provider, host, settings.model())],
             temperature: None,
             max_tokens: None,
-        })
-    }
-}
-
-impl Route {
-    /// The offline route: one target, no network.
-    pub fn from_env_offline() -> Route {
-        let target = Target::new(ProviderKind::Offline, "", "offline");
-        Route { targets: vec![target], temperature: None, max_tokens: None }
+        }
     }
 }
 
@@ -268,8 +206,8 @@ impl Gateway {
     }
 
     /// Keys from the environment, default deadlines and retries.
-    pub fn from_env() -> Gateway {
-        Gateway::new(Credentials::from_env(), Timeouts::default(), RetryPolicy::default())
+    pub fn configured(settings: &LlmSettings) -> Gateway {
+        Gateway::new(Credentials::of(settings), Timeouts::default(), RetryPolicy::default())
     }
 
     fn provider(&self, target: &Target) -> Box<dyn Provider> {

@@ -4,7 +4,7 @@
 //! timeouts, retries (backoff with jitter, `Retry-After` honoured) and fallback, and ends every
 //! failure as a typed [`Reason`] a person can act on.
 //!
-//! Provider keys come from the environment ([`Credentials`]) and are never put in a request
+//! Provider keys come from the start-up settings ([`Credentials`]) and are never put in a request
 //! body, an error message or a log line: errors are built from status codes and the
 //! provider's own error text, which never echoes the key.
 
@@ -187,7 +187,7 @@ impl Default for Timeouts {
     }
 }
 
-/// API keys, per provider, from the environment. `Debug` never shows them.
+/// API keys, per provider. `Debug` never shows them.
 #[derive(Clone, Default)]
 pub struct Credentials {
     pub openai: Option<String>,
@@ -204,10 +204,15 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// `OPENAI_API_KEY` and `ANTHROPIC_API_KEY`.
-    pub fn from_env() -> Credentials {
-        let var = |name| std::env::var(name).ok().filter(|key: &String| !key.is_empty());
-        Credentials { openai: var("OPENAI_API_KEY"), anthropic: var("ANTHROPIC_API_KEY") }
+    /// The keys the process was started with (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`).
+    pub fn of(settings: &crate::config::llm::LlmSettings) -> Credentials {
+        let key = |secret: &Option<crate::config::llm::Secret>| {
+            secret.as_ref().map(|secret| secret.expose().to_owned()).filter(|key| !key.is_empty())
+        };
+        Credentials {
+            openai: key(&settings.openai_api_key),
+            anthropic: key(&settings.anthropic_api_key),
+        }
     }
 }
 

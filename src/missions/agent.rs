@@ -98,11 +98,6 @@ pub trait Agent: Send + Sync + 'static {
     fn available(&self) -> bool {
         true
     }
-
-    /// Its concrete type, for the process that hosts it (registry, restarts).
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        None
-    }
 }
 
 /// Agent kinds a worker serves and what runs each.

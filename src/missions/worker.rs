@@ -64,19 +64,7 @@ impl WorkerConfig {
     }
 }
 
-/// Lease and retry settings shared by `brain worker` and `brain serve`'s workers.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Tuning {
-    /// How long a start or a lease extension holds a mission; extended every third of it.
-    #[arg(long, env = "BRAIN_LEASE_MS", default_value_t = 30_000)]
-    pub lease_ms: u64,
-    /// Backoff before the second attempt; doubles per attempt, with jitter.
-    #[arg(long, env = "BRAIN_RETRY_BACKOFF_MS", default_value_t = 1_000)]
-    pub retry_backoff_ms: u64,
-    /// Longest backoff between attempts.
-    #[arg(long, env = "BRAIN_RETRY_BACKOFF_MAX_MS", default_value_t = 300_000)]
-    pub retry_backoff_max_ms: u64,
-}
+pub use crate::config::worker::Tuning;
 
 impl Tuning {
     pub fn backoff(&self) -> Backoff {
@@ -92,11 +80,12 @@ impl Tuning {
     }
 }
 
-/// `<host>-<pid>-<random>`: unique per process, readable in a dashboard.
+/// `<host>-<pid>-<random>`: unique per process, readable in a dashboard. The host is the
+/// kernel's name for it (a container's name inside a container).
 pub fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|host| host.trim().to_owned())
         .filter(|host| !host.is_empty())
         .unwrap_or_else(|| "worker".to_owned());

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use brain::agents::restart::Intensity;
 use brain::backoff::Backoff;
-use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 use serde_json::{Value, json};
 
@@ -22,10 +21,9 @@ use crate::workers::{enqueue, mission, mission_status};
 async fn serve_with_builtin_echo(env: &TestEnv, restarts_max: u32) -> Serve {
     let mut options =
         ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let mut workers = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 1);
+    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 1);
     workers.backoff = Backoff { base_ms: 50, max_ms: 100 };
     workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
-    options.workers = Some(workers);
     options.reaper.backoff = Backoff { base_ms: 50, max_ms: 100 };
     options.intensity = Intensity {
         restarts_max,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 
 use crate::serve::{crypto_provider, get, serve_with_options, services};
@@ -86,7 +85,7 @@ async fn throughput_counts_the_last_hours_missions_by_how_they_ended() {
     let env = TestEnv::new().await;
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    options.workers = Some(WorkerConfig::new(brain::agents::parse("echo").unwrap(), 4));
+    options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 4);
     let (addr, shutdown, task) = serve_with_options(options).await;
     let (status, idle) = get(addr, "/api/missions/throughput").await;
     assert_eq!(status, 200, "{idle}");

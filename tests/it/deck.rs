@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use brain::bench::webdriver::{Browser, BrowserOptions, Failure, WebDriverError, keys};
-use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 use serde_json::Value;
 
@@ -31,7 +30,7 @@ pub struct Deck {
 /// The serve of a [`Deck`]: `echo` and `coder` workers and a kind nobody serves.
 pub fn options(env: &TestEnv, addr: SocketAddr) -> ServeOptions {
     let mut options = ServeOptions::new(services(env, &redis_url()), addr);
-    options.workers = Some(WorkerConfig::new(brain::agents::parse("echo,coder").unwrap(), 2));
+    options.run_workers(brain::config::agents::AgentSpec::parse("echo,coder").unwrap(), 2);
     options.agent_kinds.push("idle".to_owned());
     options
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use brain::missions::worker::{Backoff, WorkerConfig};
+use brain::missions::worker::Backoff;
 use brain::serve::ServeOptions;
 use serde_json::{Value, json};
 
@@ -109,9 +109,8 @@ async fn a_queue_ahead_of_its_log_is_rebuilt_and_a_lease_of_an_unknown_mission_i
     // When a serve with workers starts on this log and missions are enqueued.
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let mut workers = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 2);
+    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
     workers.backoff = Backoff { base_ms: 50, max_ms: 200 };
-    options.workers = Some(workers);
     let (addr, shutdown, task) = serve_with_options(options).await;
     let mut ids = Vec::new();
     for n in 0..5 {

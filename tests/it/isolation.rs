@@ -311,8 +311,7 @@ async fn an_agents_result_the_store_cannot_take_fails_the_attempt_with_the_reaso
     let env = TestEnv::new().await;
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    options.workers =
-        Some(brain::missions::worker::WorkerConfig::new(brain::agents::parse("echo").unwrap(), 2));
+    options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
     let (addr, shutdown, task) = serve_with_options(options).await;
 
     let too_large = enqueue(

@@ -15,7 +15,7 @@ use crate::support::{TestEnv, redis_url, wait_until};
 
 async fn gateway(env: &TestEnv) -> Gateway {
     let redis = redis::Client::open(redis_url()).unwrap().get_connection_manager().await.unwrap();
-    Gateway::from_env().shared(redis, &env.namespace, env.pool.clone())
+    Gateway::configured(&Default::default()).shared(redis, &env.namespace, env.pool.clone())
 }
 
 fn route(fake: &FakeLlm, limits: Limits) -> Route {

@@ -213,10 +213,10 @@ async fn a_coder_mission_completes_offline_out_of_the_box() {
         crate::serve::services(&env, &crate::serve::redis_url()),
         "127.0.0.1:0".parse().unwrap(),
     );
-    options.workers = Some(brain::missions::worker::WorkerConfig::new(
-        brain::agents::parse(brain::config::WORKER_AGENTS_DEFAULT).unwrap(),
+    options.run_workers(
+        brain::config::agents::AgentSpec::parse(brain::config::WORKER_AGENTS_DEFAULT).unwrap(),
         2,
-    ));
+    );
     let (addr, shutdown, task) = crate::serve::serve_with_options(options).await;
     let id = crate::workers::enqueue(
         addr,
@@ -257,10 +257,7 @@ async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
         crate::serve::services(&env, &crate::serve::redis_url()),
         "127.0.0.1:0".parse().unwrap(),
     );
-    options.workers = Some(brain::missions::worker::WorkerConfig::new(
-        brain::agents::parse("coder=plain").unwrap(),
-        1,
-    ));
+    options.run_workers(brain::config::agents::AgentSpec::parse("coder=plain").unwrap(), 1);
     let (addr, shutdown, task) = crate::serve::serve_with_options(options).await;
     crate::serve::crypto_provider();
     let client = reqwest::Client::new();

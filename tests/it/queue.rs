@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use brain::eventlog::command;
 use brain::missions::queue::{self, Queue};
-use brain::missions::worker::WorkerConfig;
 use brain::serve::ServeOptions;
 use domain::mission::{Mission, MissionCommand, MissionSpec, Priority};
 use domain::{EventMetadata, StreamId};
@@ -115,10 +114,9 @@ async fn a_rebuilt_queue_equals_the_live_one_and_swaps_in() {
     let env = TestEnv::new().await;
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let mut workers = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 4);
+    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 4);
     workers.lease_ms = 600_000;
     workers.drain_ms = 100;
-    options.workers = Some(workers);
     options.agent_kinds.push("idle".to_owned());
     let (addr, shutdown, task) = serve_with_options(options).await;
     let mut ids = Vec::new();

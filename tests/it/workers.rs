@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use brain::missions::worker::{Backoff, WorkerConfig};
+use brain::missions::worker::Backoff;
 use brain::serve::ServeOptions;
 use serde_json::{Value, json};
 
@@ -271,9 +271,8 @@ async fn failures_are_retried_with_backoff_until_max_attempts() {
     let env = TestEnv::new().await;
     let mut options =
         ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let mut workers = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 2);
+    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
     workers.backoff = Backoff { base_ms: 100, max_ms: 1_000 };
-    options.workers = Some(workers);
     let (addr, shutdown, task) = serve_with_options(options).await;
 
     let twice = json!({ "name": "flaky", "agent": "echo", "payload": { "fail_attempts": 2 } });

@@ -50,7 +50,10 @@ pub(super) fn recorded(messages: &[Message], answer: ChatAnswer) -> RecordedAnsw
 /// A thinking agent with no tool, which nothing but a record can answer here.
 fn agent(system_prompt: &str) -> Loop {
     Loop {
-        calls: Calls::new(Gateway::from_env(), None),
+        calls: {
+            let settings = crate::config::llm::LlmSettings::default();
+            Calls::new(&settings, Gateway::configured(&settings), None)
+        },
         system_prompt: system_prompt.into(),
         tools: Registry::default(),
         spawn: None,

@@ -1,5 +1,19 @@
-//! Configuration shared by every `brain` subcommand, from flags or environment variables,
-//! with defaults that work on a developer machine (see the README's Configuration table).
+//! The typed configuration of a `brain` process, parsed once at start-up from flags or
+//! environment variables, with defaults that work on a developer machine (the README's
+//! Configuration table lists them, and a test keeps it equal to these definitions).
+//!
+//! One file per area: [`agents`] (the agents a process runs and what they may use), [`llm`]
+//! (the LLM gateway's fallback route and provider keys), [`worker`] (leases and retries),
+//! [`serve`] (what `brain serve` alone takes), and
+//! here what every subcommand shares (where the services are, the namespace). A bad value
+//! stops the process with a message naming the variable and what it accepts; nothing below
+//! reads the environment or falls back silently. This module is a leaf: it depends on no other
+//! part of `brain`, so every part may take its settings from here.
+
+pub mod agents;
+pub mod llm;
+pub mod serve;
+pub mod worker;
 
 use std::fmt;
 use std::str::FromStr;
@@ -51,14 +65,13 @@ pub const DEFAULT_AGENT: &str = "coder";
 pub const AGENT_KINDS_DEFAULT: &str = "coder,ops,architect,supervisor,echo";
 /// Most agent kinds one deployment may have.
 pub const AGENT_KINDS_MAX: usize = 256;
-/// Kinds the workers serve out of the box: `coder` (the default kind) runs on
-/// the built-in `coder` agent, which thinks through the LLM gateway (offline until an LLM
-/// is configured), so a first mission completes.
-pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect,supervisor";
+pub use self::agents::WORKER_AGENTS_DEFAULT;
 
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres:postgres@127.0.0.1:5432/brain";
 pub const NATS_URL_DEFAULT: &str = "nats://127.0.0.1:4222";
 pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
+pub const NAMESPACE_DEFAULT: &str = "brain";
+pub const DB_CONNECTIONS_MAX_DEFAULT: u32 = 16;
 
 /// Where the backing services are and which namespace this process works in.
 #[derive(Debug, Clone, clap::Args)]
@@ -73,11 +86,34 @@ pub struct Services {
     #[arg(long, env = "REDIS_URL", default_value = REDIS_URL_DEFAULT)]
     pub redis_url: String,
     /// Prefix of the JetStream stream, subjects and Redis keys.
-    #[arg(long, env = "BRAIN_NAMESPACE", default_value = "brain")]
+    #[arg(long, env = "BRAIN_NAMESPACE", default_value = NAMESPACE_DEFAULT)]
     pub namespace: Namespace,
     /// Most PostgreSQL connections this process opens.
-    #[arg(long, env = "BRAIN_DB_CONNECTIONS_MAX", default_value_t = 16)]
+    #[arg(long, env = "BRAIN_DB_CONNECTIONS_MAX", default_value_t = DB_CONNECTIONS_MAX_DEFAULT, value_parser = clap::value_parser!(u32).range(1..))]
     pub db_connections_max: u32,
+}
+
+/// `command` (and its subcommands) with the arguments whose environment variable is set but
+/// empty reading it no more: an empty variable means unset, as a compose file's
+/// `${BRAIN_AGENT_ROOT:-}` means it. The one place the process environment is consulted
+/// besides clap itself.
+pub fn unset_empty_variables(mut command: clap::Command) -> clap::Command {
+    let empty: Vec<clap::Id> = command
+        .get_arguments()
+        .filter(|arg| {
+            arg.get_env().and_then(std::env::var_os).is_some_and(|value| value.is_empty())
+        })
+        .map(|arg| arg.get_id().clone())
+        .collect();
+    for id in empty {
+        command = command.mut_arg(id, |arg| arg.env(None));
+    }
+    let names: Vec<String> =
+        command.get_subcommands().map(|sub| sub.get_name().to_owned()).collect();
+    for name in names {
+        command = command.mut_subcommand(name, unset_empty_variables);
+    }
+    command
 }
 
 /// A service URL fit for a log line or an error: the password, if any, replaced by `***`
@@ -92,23 +128,4 @@ pub fn redacted_url(url: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_in_a_log_line_never_carries_its_password() {
-        assert_eq!(redacted_url("nats://brain:s3cret@nats:4222"), "nats://brain:***@nats:4222");
-        assert_eq!(redacted_url("postgres://u:p@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redacted_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
-        assert_eq!(redacted_url("not a url"), "not a url");
-    }
-
-    #[test]
-    fn namespaces_refuse_what_would_break_a_subject_or_stream_name() {
-        assert!(Namespace::parse("brain").is_ok());
-        assert!(Namespace::parse("t_0a1b").is_ok());
-        for bad in ["", "1abc", "Brain", "a.b", "a-b", &"a".repeat(41)] {
-            assert!(Namespace::parse(bad).is_err(), "{bad:?} should be refused");
-        }
-    }
-}
+mod tests;
