@@ -9,7 +9,6 @@
 //! retried after an exponential backoff with jitter; an attempt past the mission's timeout
 //! fails like any other.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +27,7 @@ use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
 use crate::missions::agent::{Agents, ChildRequest, Failure, Outcome, Task};
 use crate::missions::queue::{Claim, Queue};
-use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
+use crate::missions::status::{RunningMission, StatusBoard, Tally};
 use crate::missions::tree::{self, Fanout};
 
 #[derive(Debug, Clone)]
@@ -120,26 +119,6 @@ pub fn recordable(message: &str) -> String {
 /// Pause between tries of a report the store failed to take.
 const REPORT_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
-#[derive(Default)]
-struct Stats {
-    running: BTreeMap<String, RunningMission>,
-    completed: u64,
-    failed: u64,
-    finished_at: VecDeque<Instant>,
-}
-
-impl Stats {
-    fn finished(&mut self, mission_id: &str, completed: Option<bool>) {
-        self.running.remove(mission_id);
-        match completed {
-            Some(true) => self.completed += 1,
-            Some(false) => self.failed += 1,
-            None => return,
-        }
-        self.finished_at.push_back(Instant::now());
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("the worker serves no agent kind")]
@@ -163,7 +142,7 @@ pub async fn run(
         return Err(WorkerError::NoAgents);
     }
     let config = Arc::new(config);
-    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats = Arc::new(Mutex::new(Tally::default()));
     // Leases are granted on the database's clock, the one the supervisor judges them on.
     let clock = LeaseClock::connect(store.pool().clone()).await?;
     tracing::info!(
@@ -174,8 +153,8 @@ pub async fn run(
     );
     let board = StatusBoard::new(queue.connection(), &namespace);
     let reporter = {
-        let (config, stats, stop) = (config.clone(), stats.clone(), shutdown.clone());
-        tokio::spawn(report_status(board.clone(), config, stats, stop))
+        let worker = (config.worker_id.clone(), config.agents.kinds(), config.concurrency);
+        tokio::spawn(board.clone().keep_publishing(worker, stats.clone(), shutdown.clone()))
     };
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
@@ -195,55 +174,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn report_status(
-    board: StatusBoard,
-    config: Arc<WorkerConfig>,
-    stats: Arc<Mutex<Stats>>,
-    shutdown: CancellationToken,
-) {
-    let started_at_ms = now_ms();
-    loop {
-        let status = {
-            let mut stats = stats.lock().expect("not poisoned");
-            let minute_ago = Instant::now() - Duration::from_secs(60);
-            while stats.finished_at.front().is_some_and(|at| *at < minute_ago) {
-                stats.finished_at.pop_front();
-            }
-            let window = (Instant::now() - started_at(started_at_ms)).min(Duration::from_secs(60));
-            WorkerStatus {
-                worker_id: config.worker_id.clone(),
-                agents: config.agents.kinds(),
-                concurrency: config.concurrency,
-                running: stats.running.values().cloned().collect(),
-                completed: stats.completed,
-                failed: stats.failed,
-                throughput_per_s: stats.finished_at.len() as f64 / window.as_secs_f64().max(1.0),
-                started_at_ms,
-                last_seen_ms: now_ms(),
-            }
-        };
-        if let Err(error) = board.publish(&status).await {
-            tracing::warn!(%error, "cannot publish worker status");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
-        }
-    }
-}
-
-/// The `Instant` matching a wall-clock start, for the throughput window.
-fn started_at(started_at_ms: i64) -> Instant {
-    let age_ms = (now_ms() - started_at_ms).max(0) as u64;
-    Instant::now() - Duration::from_millis(age_ms)
-}
-
 struct Slot {
     clock: LeaseClock,
     store: EventStore,
     queue: Queue,
     config: Arc<WorkerConfig>,
-    stats: Arc<Mutex<Stats>>,
+    stats: Arc<Mutex<Tally>>,
 }
 
 /// How a run ended, as far as the slot's loop cares.
