@@ -10,6 +10,7 @@ mod bounds;
 mod browser_smoke;
 mod builtin_agents;
 mod chat;
+mod claim;
 mod coder_agent;
 mod command;
 mod console;
