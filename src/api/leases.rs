@@ -12,9 +12,9 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use domain::StreamId;
 use domain::agent::{Agent, AgentState};
 use domain::mission::{Mission, MissionCommand, MissionError};
-use domain::{EventMetadata, StreamId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -26,6 +26,8 @@ use super::missions::{MissionView, refusal};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::agents::watchdog::worker_id;
 use crate::eventlog::command::{self, CommandError};
+use crate::missions::claim::{ClaimError, ClaimRequest, Claimed, Claimer, Started};
+use crate::missions::queue::Claim;
 
 /// Longest a claim may wait for a mission, in seconds.
 pub const CLAIM_WAIT_S_MAX: u64 = 30;
@@ -142,6 +144,57 @@ async fn claim(
 ) -> Result<Response, ApiError> {
     let agent_id = super::parse_id("agent_id", &agent_id)?;
     let metadata = metadata(&headers)?;
+    let (wait_s, lease_s) = claim_bounds(&app, &query)?;
+    // The log says whether the agent may claim: the view may be a moment behind a stop.
+    let own_kind = active_agent(&app, &agent_id).await?;
+    let kinds = claim_kinds(&app, query.kinds.as_deref(), own_kind)?;
+    let claimer =
+        Claimer { store: &app.store, queue: super::queue::queue(&app)?, clock: &app.clock };
+    // The whole request must end within the server's request deadline.
+    let wait =
+        Duration::from_secs(wait_s).min(app.request_timeout.saturating_sub(Duration::from_secs(2)));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let nonce = Uuid::new_v4();
+        let holder = claim_holder(&agent_id.to_string(), &nonce);
+        let request = ClaimRequest {
+            kinds: &kinds,
+            holder: &holder,
+            lease_ms: lease_s * 1_000,
+            claim_ms: CLAIM_RESERVE_MS,
+        };
+        // The agent may have been stopped or marked while this claim waited.
+        let admit = async |_: &Claim| active_agent(&app, &agent_id).await.map(drop);
+        match claimer.claim_and_start(&request, |_| metadata.clone(), admit).await {
+            Ok(Claimed::Started(started)) => {
+                let lease_token =
+                    lease_token(started.mission.attempt, &agent_id.to_string(), &nonce);
+                return Ok(ApiJson(claimed(*started, lease_token, lease_s)).into_response());
+            }
+            // A stale pop (the mission moved on): the next one.
+            Ok(Claimed::Stale) => continue,
+            Ok(Claimed::Declined(refusal)) => return Err(refusal),
+            Ok(Claimed::Empty) => {}
+            Err(ClaimError::Queue(error)) => {
+                let message = format!("queue: {error}");
+                return Err(refused(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_unavailable",
+                    None,
+                    message,
+                ));
+            }
+            Err(ClaimError::Start { error, .. }) => return Err(refusal(error)),
+        }
+        if tokio::time::Instant::now() + CLAIM_POLL > deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::time::sleep(CLAIM_POLL).await;
+    }
+}
+
+/// A claim's `wait_s` and `lease_s`, checked against their bounds.
+fn claim_bounds(app: &AppState, query: &ClaimQuery) -> Result<(u64, u64), ApiError> {
     let invalid = |field: &'static str, message: String| ApiError::InvalidField { field, message };
     let wait_s = query.wait_s.unwrap_or(0);
     if wait_s > CLAIM_WAIT_S_MAX {
@@ -151,10 +204,14 @@ async fn claim(
     if !(LEASE_S_MIN..=LEASE_S_MAX).contains(&lease_s) {
         return Err(invalid("lease_s", format!("must be {LEASE_S_MIN} to {LEASE_S_MAX}")));
     }
-    // The log says whether the agent may claim: the view may be a moment behind a stop.
+    Ok((wait_s, lease_s))
+}
+
+/// The kind of a registered agent that may claim now, by its log.
+async fn active_agent(app: &AppState, agent_id: &StreamId) -> Result<String, ApiError> {
     let (agent, _) =
-        command::load::<Agent>(&app.store, &agent_id).await.map_err(super::agents::refusal)?;
-    let Some(registration) = &agent.registration else {
+        command::load::<Agent>(&app.store, agent_id).await.map_err(super::agents::refusal)?;
+    let Some(registration) = agent.registration else {
         return Err(refused(
             StatusCode::NOT_FOUND,
             "agent_not_found",
@@ -166,114 +223,46 @@ async fn claim(
         let message = format!("agent is {:?}: it takes no missions until started", agent.state);
         return Err(refused(StatusCode::CONFLICT, "agent_not_active", None, message));
     }
-    let kinds: Vec<String> = match &query.kinds {
-        None => vec![registration.kind.clone()],
+    Ok(registration.kind)
+}
+
+/// The agent kinds a claim takes: the comma-separated `asked`, or the agent's own kind.
+fn claim_kinds(
+    app: &AppState,
+    asked: Option<&str>,
+    own_kind: String,
+) -> Result<Vec<String>, ApiError> {
+    let kinds: Vec<String> = match asked {
+        None => vec![own_kind],
         Some(list) => {
             list.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_owned).collect()
         }
     };
     if kinds.is_empty() || kinds.len() > crate::config::AGENT_KINDS_MAX {
-        return Err(invalid(
-            "kinds",
-            format!("1 to {} agent kinds", crate::config::AGENT_KINDS_MAX),
-        ));
+        let message = format!("1 to {} agent kinds", crate::config::AGENT_KINDS_MAX);
+        return Err(ApiError::InvalidField { field: "kinds", message });
     }
     for kind in &kinds {
         app.check_known_kind(kind, "kinds")?;
     }
-    let queue = super::queue::queue(&app)?.clone();
-    // The whole request must end within the server's request deadline.
-    let wait =
-        Duration::from_secs(wait_s).min(app.request_timeout.saturating_sub(Duration::from_secs(2)));
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let now = app.clock.now_ms_synced().await;
-        let nonce = Uuid::new_v4();
-        let worker = claim_holder(&agent_id.to_string(), &nonce);
-        let popped =
-            queue.claim(&kinds, &worker, now, CLAIM_RESERVE_MS).await.map_err(|error| {
-                refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "queue_unavailable",
-                    None,
-                    format!("queue: {error}"),
-                )
-            })?;
-        if let Some(popped) = popped {
-            // The agent may have been stopped or marked while this claim waited.
-            let (agent, _) = command::load::<Agent>(&app.store, &agent_id)
-                .await
-                .map_err(super::agents::refusal)?;
-            if agent.state != AgentState::Active {
-                let _ = queue.release(&popped.mission_id).await;
-                let message =
-                    format!("agent is {:?}: it takes no missions until started", agent.state);
-                return Err(refused(StatusCode::CONFLICT, "agent_not_active", None, message));
-            }
-            let started = start(&app, &popped.mission_id, &worker, lease_s, metadata.clone()).await;
-            if let Err(error) = queue.release(&popped.mission_id).await {
-                tracing::warn!(mission_id = popped.mission_id, %error, "cannot end a claim");
-            }
-            match started {
-                Ok(Some(mission)) => {
-                    let lease_token = lease_token(mission.1, &agent_id.to_string(), &nonce);
-                    let (mission, _) = mission;
-                    return Ok(
-                        ApiJson(ClaimedMission { lease_token, lease_s, ..mission }).into_response()
-                    );
-                }
-                // Stale pop (the mission moved on): try the next one.
-                Ok(None) => continue,
-                Err(error) => return Err(error),
-            }
-        }
-        if tokio::time::Instant::now() + CLAIM_POLL > deadline {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        tokio::time::sleep(CLAIM_POLL).await;
-    }
+    Ok(kinds)
 }
 
-/// Starts a popped mission under a lease for `worker`; `None` when the pop was stale.
-async fn start(
-    app: &AppState,
-    mission_id: &str,
-    worker: &str,
-    lease_s: u64,
-    metadata: EventMetadata,
-) -> Result<Option<(ClaimedMission, u32)>, ApiError> {
-    let Ok(stream_id) = StreamId::parse(mission_id) else { return Ok(None) };
-    let now = app.clock.now_ms_synced().await;
-    let executed =
-        command::execute::<Mission>(&app.store, &stream_id, metadata, || MissionCommand::Start {
-            worker_id: worker.to_owned(),
-            lease_ms: lease_s * 1_000,
-            now_ms: now,
-        })
-        .await;
-    let mission = match executed {
-        Ok(executed) => executed.state,
-        // A stale pop (the mission moved on), or one another claimer is starting: the next.
-        Err(CommandError::Rejected(_) | CommandError::Contended(_)) => return Ok(None),
-        Err(error) => return Err(refusal(error)),
-    };
-    let Some(spec) = mission.spec.clone() else { return Ok(None) };
-    let attempt = mission.attempt;
-    Ok(Some((
-        ClaimedMission {
-            mission_id: mission_id.to_owned(),
-            name: spec.name,
-            description: spec.description,
-            agent: spec.agent,
-            payload: spec.payload,
-            attempt,
-            lease_token: String::new(),
-            lease_expires_at_ms: mission.lease_expires_at_ms.unwrap_or(now),
-            lease_s,
-            timeout_ms: spec.timeout_ms,
-        },
-        attempt,
-    )))
+/// The answer to a claim that started `started` under `lease_token`.
+fn claimed(started: Started, lease_token: String, lease_s: u64) -> ClaimedMission {
+    let Started { mission_id, mission, spec, .. } = started;
+    ClaimedMission {
+        mission_id,
+        name: spec.name,
+        description: spec.description,
+        agent: spec.agent,
+        payload: spec.payload,
+        attempt: mission.attempt,
+        lease_token,
+        lease_expires_at_ms: mission.lease_expires_at_ms.unwrap_or_default(),
+        lease_s,
+        timeout_ms: spec.timeout_ms,
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -7,6 +7,7 @@
 //! the two together. This folder uses `eventlog` and nothing above it.
 
 pub mod agent;
+pub mod claim;
 pub mod list;
 pub mod queue;
 pub mod reaper;

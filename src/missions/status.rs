@@ -3,11 +3,14 @@
 //! key, the encoding and the rules for silent workers, so the writer and the reader cannot
 //! drift apart.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
 
+use crate::clock::now_ms;
 use crate::config::Namespace;
 
 /// How often a worker refreshes its status.
@@ -38,6 +41,29 @@ pub struct RunningMission {
     pub agent: String,
     pub attempt: u32,
     pub since_ms: i64,
+}
+
+/// What a worker's slots tell its status publisher: what runs now, and how runs ended.
+#[derive(Default)]
+pub struct Tally {
+    pub running: BTreeMap<String, RunningMission>,
+    completed: u64,
+    failed: u64,
+    finished_at: VecDeque<Instant>,
+}
+
+impl Tally {
+    /// A run is over: `Some(true)` completed, `Some(false)` failed, `None` neither (handed
+    /// back, suspended, taken away).
+    pub fn finished(&mut self, mission_id: &str, completed: Option<bool>) {
+        self.running.remove(mission_id);
+        match completed {
+            Some(true) => self.completed += 1,
+            Some(false) => self.failed += 1,
+            None => return,
+        }
+        self.finished_at.push_back(Instant::now());
+    }
 }
 
 /// A status as the board shows it.
@@ -112,4 +138,51 @@ impl StatusBoard {
         }
         Ok(seen)
     }
+    /// Publishes a worker's status every [`STATUS_INTERVAL`] until `shutdown`. `worker` is
+    /// its id, agent kinds and concurrency.
+    pub async fn keep_publishing(
+        self,
+        worker: (String, Vec<String>, usize),
+        tally: Arc<Mutex<Tally>>,
+        shutdown: CancellationToken,
+    ) {
+        let (worker_id, agents, concurrency) = worker;
+        let started_at_ms = now_ms();
+        loop {
+            let status = {
+                let mut tally = tally.lock().expect("not poisoned");
+                let minute_ago = Instant::now() - Duration::from_secs(60);
+                while tally.finished_at.front().is_some_and(|at| *at < minute_ago) {
+                    tally.finished_at.pop_front();
+                }
+                let window =
+                    (Instant::now() - started_at(started_at_ms)).min(Duration::from_secs(60));
+                WorkerStatus {
+                    worker_id: worker_id.clone(),
+                    agents: agents.clone(),
+                    concurrency,
+                    running: tally.running.values().cloned().collect(),
+                    completed: tally.completed,
+                    failed: tally.failed,
+                    throughput_per_s: tally.finished_at.len() as f64
+                        / window.as_secs_f64().max(1.0),
+                    started_at_ms,
+                    last_seen_ms: now_ms(),
+                }
+            };
+            if let Err(error) = self.publish(&status).await {
+                tracing::warn!(%error, "cannot publish worker status");
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// The `Instant` matching a wall-clock start, for the throughput window.
+fn started_at(started_at_ms: i64) -> Instant {
+    let age_ms = (now_ms() - started_at_ms).max(0) as u64;
+    Instant::now() - Duration::from_millis(age_ms)
 }

@@ -1,5 +1,6 @@
-//! Workers: claim a mission from the queue, `start` it with a lease, run it through the
-//! agent for its kind, keep the lease alive while it runs, and `complete` or `fail` it.
+//! Workers: claim a mission and `start` it with a lease (through [`crate::missions::claim`],
+//! the claim sequence external agents use too), run it through the agent for its kind, keep
+//! the lease alive while it runs, and `complete` or `fail` it.
 //! `brain serve` runs some in-process; `brain worker` runs them anywhere else.
 //!
 //! Each of `concurrency` slots loops on its own. The event store decides everything that
@@ -9,7 +10,7 @@
 //! retried after an exponential backoff with jitter; an attempt past the mission's timeout
 //! fails like any other.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,9 @@ use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
 use crate::missions::agent::{Agents, ChildRequest, Failure, Outcome, Task};
+use crate::missions::claim::{ClaimRequest, Claimed, Claimer, Started};
 use crate::missions::queue::{Claim, Queue};
-use crate::missions::status::{RunningMission, STATUS_INTERVAL, StatusBoard, WorkerStatus};
+use crate::missions::status::{RunningMission, StatusBoard, Tally};
 use crate::missions::tree::{self, Fanout};
 
 #[derive(Debug, Clone)]
@@ -109,26 +111,6 @@ pub fn recordable(message: &str) -> String {
 /// Pause between tries of a report the store failed to take.
 const REPORT_RETRY_PAUSE: Duration = Duration::from_millis(250);
 
-#[derive(Default)]
-struct Stats {
-    running: BTreeMap<String, RunningMission>,
-    completed: u64,
-    failed: u64,
-    finished_at: VecDeque<Instant>,
-}
-
-impl Stats {
-    fn finished(&mut self, mission_id: &str, completed: Option<bool>) {
-        self.running.remove(mission_id);
-        match completed {
-            Some(true) => self.completed += 1,
-            Some(false) => self.failed += 1,
-            None => return,
-        }
-        self.finished_at.push_back(Instant::now());
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("the worker serves no agent kind")]
@@ -152,7 +134,7 @@ pub async fn run(
         return Err(WorkerError::NoAgents);
     }
     let config = Arc::new(config);
-    let stats = Arc::new(Mutex::new(Stats::default()));
+    let stats = Arc::new(Mutex::new(Tally::default()));
     // Leases are granted on the database's clock, the one the supervisor judges them on.
     let clock = LeaseClock::connect(store.pool().clone()).await?;
     tracing::info!(
@@ -163,8 +145,8 @@ pub async fn run(
     );
     let board = StatusBoard::new(queue.connection(), &namespace);
     let reporter = {
-        let (config, stats, stop) = (config.clone(), stats.clone(), shutdown.clone());
-        tokio::spawn(report_status(board.clone(), config, stats, stop))
+        let worker = (config.worker_id.clone(), config.agents.kinds(), config.concurrency);
+        tokio::spawn(board.clone().keep_publishing(worker, stats.clone(), shutdown.clone()))
     };
     let mut slots = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
@@ -184,55 +166,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn report_status(
-    board: StatusBoard,
-    config: Arc<WorkerConfig>,
-    stats: Arc<Mutex<Stats>>,
-    shutdown: CancellationToken,
-) {
-    let started_at_ms = now_ms();
-    loop {
-        let status = {
-            let mut stats = stats.lock().expect("not poisoned");
-            let minute_ago = Instant::now() - Duration::from_secs(60);
-            while stats.finished_at.front().is_some_and(|at| *at < minute_ago) {
-                stats.finished_at.pop_front();
-            }
-            let window = (Instant::now() - started_at(started_at_ms)).min(Duration::from_secs(60));
-            WorkerStatus {
-                worker_id: config.worker_id.clone(),
-                agents: config.agents.kinds(),
-                concurrency: config.concurrency,
-                running: stats.running.values().cloned().collect(),
-                completed: stats.completed,
-                failed: stats.failed,
-                throughput_per_s: stats.finished_at.len() as f64 / window.as_secs_f64().max(1.0),
-                started_at_ms,
-                last_seen_ms: now_ms(),
-            }
-        };
-        if let Err(error) = board.publish(&status).await {
-            tracing::warn!(%error, "cannot publish worker status");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
-        }
-    }
-}
-
-/// The `Instant` matching a wall-clock start, for the throughput window.
-fn started_at(started_at_ms: i64) -> Instant {
-    let age_ms = (now_ms() - started_at_ms).max(0) as u64;
-    Instant::now() - Duration::from_millis(age_ms)
-}
-
 struct Slot {
     clock: LeaseClock,
     store: EventStore,
     queue: Queue,
     config: Arc<WorkerConfig>,
-    stats: Arc<Mutex<Stats>>,
+    stats: Arc<Mutex<Tally>>,
 }
 
 /// How a run ended, as far as the slot's loop cares.
@@ -289,141 +228,112 @@ impl Slot {
         .map(|executed| (executed.state, executed.version))
     }
 
+    /// Claims and starts one mission, runs its attempt, and reports how the attempt ended.
     async fn once(&self, kinds: &[String], shutdown: &CancellationToken) -> Ran {
-        let worker_id = self.config.worker_id.clone();
-        let now = self.clock.now_ms_synced().await;
-        let claim = match self.queue.claim(kinds, &worker_id, now, self.config.claim_ms).await {
-            Ok(Some(claim)) => claim,
-            Ok(None) => return Ran::Idle,
-            Err(error) => {
-                tracing::warn!(%error, "cannot claim from the queue");
-                return Ran::Trouble;
-            }
-        };
-        let Claim { mission_id, agent } = claim;
-        let Ok(stream_id) = StreamId::parse(&mission_id) else {
-            tracing::error!(mission_id, "queue holds a mission id that is not a stream id");
-            let _ = self.queue.release(&mission_id).await;
-            return Ran::Worked;
-        };
-        let start = MissionCommand::Start {
-            worker_id: worker_id.clone(),
+        let request = ClaimRequest {
+            kinds,
+            holder: &self.config.worker_id,
             lease_ms: self.config.lease_ms,
-            now_ms: self.clock.now_ms_synced().await,
+            claim_ms: self.config.claim_ms,
         };
-        // The lease runs, on this process's monotonic clock, from before the start was sent:
-        // however long its answer takes, the worker's own deadline is never later than the
-        // one recorded.
-        let sent = Instant::now();
-        let started = self.command(&stream_id, None, start).await;
-        let mut lease_until = sent + Duration::from_millis(self.config.lease_ms);
-        let (mission, version) = match started {
-            Ok(held) => held,
-            Err(CommandError::Rejected(reason)) => {
-                // Already started elsewhere, cancelled, not yet due by the log's account, ...:
-                // the queue was ahead of or behind the log. The claim is left to expire
-                // rather than released, so that the supervisor's reclaim puts the mission
-                // back if the queue still holds it ready (a release would leave it nowhere).
-                tracing::debug!(mission_id, %reason, "claimed mission not startable");
-                return Ran::Worked;
-            }
+        let claimer = Claimer { store: &self.store, queue: &self.queue, clock: &self.clock };
+        let admit = async |_: &Claim| Ok::<(), Infallible>(());
+        let started = match claimer.claim_and_start(&request, |id| self.metadata(id), admit).await {
+            Ok(Claimed::Started(started)) => *started,
+            Ok(Claimed::Empty) => return Ran::Idle,
+            Ok(Claimed::Stale) => return Ran::Worked,
+            Ok(Claimed::Declined(never)) => match never {},
             Err(error) => {
-                // The claim stays: if the start did not commit, its expiry puts the mission
-                // back; if it did, the mission's lease takes over.
-                tracing::warn!(mission_id, %error, "cannot start mission");
+                tracing::warn!(%error, "cannot claim a mission");
                 return Ran::Trouble;
             }
         };
-        if let Err(error) = self.queue.release(&mission_id).await {
-            tracing::warn!(mission_id, %error, "cannot release claim");
-        }
-        let Some(spec) = mission.spec.clone() else {
-            return Ran::Worked;
-        };
+        let task = self.task(&started);
+        let Started { mission_id, stream_id, agent, mission, spec, version, mut lease_until } =
+            started;
         let attempt = mission.attempt;
-        self.stats.lock().expect("not poisoned").running.insert(
-            mission_id.clone(),
-            RunningMission {
-                mission_id: mission_id.clone(),
-                agent: agent.clone(),
-                attempt,
-                since_ms: now_ms(),
-            },
-        );
-        let task = Task {
-            mission_id: mission_id.clone(),
-            name: spec.name.clone(),
-            description: spec.description.clone(),
-            agent: agent.clone(),
-            payload: spec.payload.clone(),
-            attempt,
-            worker_id: worker_id.clone(),
-            budget: spec.budget,
-            budget_scope: spec.parent.as_ref().map_or(&mission_id, |parent| &parent.root).clone(),
-            playback: mission.carried_over || spec.forked_from.is_some(),
-            children_spawned: mission.children.len(),
-            depth: spec.parent.as_ref().map_or(0, |parent| parent.depth),
-        };
+        let running =
+            RunningMission { mission_id: mission_id.clone(), agent, attempt, since_ms: now_ms() };
+        self.stats.lock().expect("not poisoned").running.insert(mission_id.clone(), running);
         let mut held = (mission, version);
         let outcome = self
             .attempt(&stream_id, task, spec.timeout_ms, &mut held, &mut lease_until, shutdown)
             .await;
         let now = self.clock.now_ms();
+        let worker_id = &self.config.worker_id;
         if let Attempt::Done(Ok(Outcome::Wait { step, call_id, children })) = &outcome {
-            let fanout =
-                Fanout { worker_id: &worker_id, attempt, step: *step, call_id, now_ms: now };
+            let fanout = Fanout { worker_id, attempt, step: *step, call_id, now_ms: now };
             self.suspend(&stream_id, held, lease_until, fanout, &spec, children).await;
             self.stats.lock().expect("not poisoned").finished(&mission_id, None);
             return Ran::Worked;
         }
-        let report = match outcome {
-            Attempt::Done(Ok(Outcome::Wait { .. })) => unreachable!("suspended above"),
-            Attempt::Done(Ok(Outcome::Done(result))) => Some(MissionCommand::Complete {
-                worker_id: worker_id.clone(),
-                attempt,
-                result,
-                now_ms: now,
-            }),
-            Attempt::Done(Err(Failure { message, retryable, .. })) => Some(MissionCommand::Fail {
-                worker_id: worker_id.clone(),
-                attempt,
-                error: recordable(&message),
-                retryable,
-                backoff_ms: self.config.backoff.draw(attempt),
-                now_ms: now,
-            }),
-            Attempt::TimedOut => Some(MissionCommand::Fail {
-                worker_id: worker_id.clone(),
-                attempt,
-                error: format!("timed out after {} ms", spec.timeout_ms),
-                retryable: true,
-                backoff_ms: self.config.backoff.draw(attempt),
-                now_ms: now,
-            }),
-            // Handed back without counting the attempt: a deploy must not fail missions.
-            Attempt::Abandoned => Some(MissionCommand::Release {
-                worker_id: worker_id.clone(),
-                attempt,
-                reason: "the worker shut down before the attempt finished".to_owned(),
-                now_ms: now,
-            }),
-            Attempt::Lost(reason) => {
-                tracing::info!(mission_id, %reason, "mission taken away while running");
-                None
-            }
-        };
-        // Counted as finished here: completed, or failed (a release or a lost mission is
-        // neither).
-        let finished = match &report {
+        let report = self.report_for(&mission_id, outcome, attempt, spec.timeout_ms, now);
+        if let Some(report) = &report {
+            self.report(&stream_id, held, lease_until, report.clone()).await;
+        }
+        // Counted as finished: completed, or failed (a release or a lost mission is neither).
+        let completed = match &report {
             Some(MissionCommand::Complete { .. }) => Some(true),
             Some(MissionCommand::Fail { .. }) => Some(false),
             _ => None,
         };
-        if let Some(report) = report {
-            self.report(&stream_id, held, lease_until, report).await;
-        }
-        self.stats.lock().expect("not poisoned").finished(&mission_id, finished);
+        self.stats.lock().expect("not poisoned").finished(&mission_id, completed);
         Ran::Worked
+    }
+
+    /// What the agent is given for the attempt just started.
+    fn task(&self, started: &Started) -> Task {
+        let (mission, spec) = (&started.mission, &started.spec);
+        Task {
+            mission_id: started.mission_id.clone(),
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            agent: started.agent.clone(),
+            payload: spec.payload.clone(),
+            attempt: mission.attempt,
+            worker_id: self.config.worker_id.clone(),
+            budget: spec.budget,
+            budget_scope: spec
+                .parent
+                .as_ref()
+                .map_or(&started.mission_id, |parent| &parent.root)
+                .clone(),
+            playback: mission.carried_over || spec.forked_from.is_some(),
+            children_spawned: mission.children.len(),
+            depth: spec.parent.as_ref().map_or(0, |parent| parent.depth),
+        }
+    }
+
+    /// The command that reports how an attempt ended (a suspension is reported apart);
+    /// `None` when the mission was taken away.
+    fn report_for(
+        &self,
+        mission_id: &str,
+        outcome: Attempt,
+        attempt: u32,
+        timeout_ms: u64,
+        now_ms: i64,
+    ) -> Option<MissionCommand> {
+        let worker_id = self.config.worker_id.clone();
+        let Failure { message, retryable, .. } = match outcome {
+            Attempt::Done(Ok(Outcome::Done(result))) => {
+                return Some(MissionCommand::Complete { worker_id, attempt, result, now_ms });
+            }
+            Attempt::Done(Err(failure)) => failure,
+            Attempt::TimedOut => Failure::retryable(format!("timed out after {timeout_ms} ms")),
+            // Handed back without counting the attempt: a deploy must not fail missions.
+            Attempt::Abandoned => {
+                let reason = "the worker shut down before the attempt finished".to_owned();
+                return Some(MissionCommand::Release { worker_id, attempt, reason, now_ms });
+            }
+            Attempt::Lost(reason) => {
+                tracing::info!(mission_id, %reason, "mission taken away while running");
+                return None;
+            }
+            Attempt::Done(Ok(Outcome::Wait { .. })) => return None,
+        };
+        let (error, backoff_ms) = (recordable(&message), self.config.backoff.draw(attempt));
+        Some(MissionCommand::Fail { worker_id, attempt, error, retryable, backoff_ms, now_ms })
     }
 
     /// Reports an attempt's outcome. A failure of the store (not a refusal) is retried while

@@ -11,6 +11,7 @@ mod browser_smoke;
 mod budget;
 mod builtin_agents;
 mod chat;
+mod claim;
 mod coder_agent;
 mod command;
 mod console;

@@ -264,12 +264,15 @@ impl Drop for Proxy {
 
 /// A TCP proxy in front of PostgreSQL that can stall, like a half-open connection (packets
 /// dropped, nothing closed), the next `COMMIT` sent on a connection whose start-up message
-/// carries `marker` (the committer's sessions carry `lock_timeout=5s` in their options). Only
-/// that connection stops, in both directions; every other one flows as usual.
+/// carries `marker` (the committer's sessions carry `lock_timeout=5s` in their options), or
+/// pass that `COMMIT` on and lose its answer. Only that connection stops, in both directions;
+/// every other one flows as usual.
 pub struct StallingProxy {
     pub addr: SocketAddr,
     stalls_left: Arc<std::sync::atomic::AtomicUsize>,
     stalled: Arc<std::sync::atomic::AtomicUsize>,
+    /// The stalled `COMMIT` goes through, and only its answer is lost.
+    commit_goes_through: Arc<AtomicBool>,
     accept: JoinHandle<()>,
 }
 
@@ -281,12 +284,15 @@ impl StallingProxy {
         let addr = listener.local_addr().expect("proxy address");
         let stalls_left = Arc::new(AtomicUsize::new(0));
         let stalled = Arc::new(AtomicUsize::new(0));
+        let commit_goes_through = Arc::new(AtomicBool::new(false));
         let accept = tokio::spawn({
             let (stalls_left, stalled) = (stalls_left.clone(), stalled.clone());
+            let through = commit_goes_through.clone();
             async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     let Ok(outbound) = TcpStream::connect(upstream).await else { continue };
                     let (stalls_left, stalled) = (stalls_left.clone(), stalled.clone());
+                    let through = through.clone();
                     tokio::spawn(async move {
                         let (mut client_in, mut client_out) = inbound.into_split();
                         let (mut server_in, mut server_out) = outbound.into_split();
@@ -297,6 +303,8 @@ impl StallingProxy {
                                 let mut buffer = vec![0u8; 64 * 1024];
                                 loop {
                                     let read = tokio::select! {
+                                        // Stopped before a passed-on COMMIT is answered.
+                                        biased;
                                         _ = stop.cancelled() => break,
                                         read = server_in.read(&mut buffer) => read,
                                     };
@@ -334,6 +342,9 @@ impl StallingProxy {
                             {
                                 stalled.fetch_add(1, Ordering::SeqCst);
                                 stop.cancel();
+                                if through.load(Ordering::SeqCst) {
+                                    let _ = server_out.write_all(chunk).await;
+                                }
                                 // Silence from here on, in both directions, sockets open.
                                 std::future::pending::<()>().await;
                             }
@@ -346,11 +357,19 @@ impl StallingProxy {
                 }
             }
         });
-        StallingProxy { addr, stalls_left, stalled, accept }
+        StallingProxy { addr, stalls_left, stalled, commit_goes_through, accept }
     }
 
     /// Stalls the next `COMMIT` of a marked connection.
     pub fn stall_next_commit(&self) {
+        self.commit_goes_through.store(false, Ordering::SeqCst);
+        self.stalls_left.store(1, Ordering::SeqCst);
+    }
+
+    /// Passes the next `COMMIT` of a marked connection on and loses its answer: the
+    /// transaction commits, and its client never hears so.
+    pub fn lose_next_commit_answer(&self) {
+        self.commit_goes_through.store(true, Ordering::SeqCst);
         self.stalls_left.store(1, Ordering::SeqCst);
     }
 
