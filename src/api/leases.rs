@@ -9,19 +9,19 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use domain::StreamId;
 use domain::agent::{Agent, AgentState};
 use domain::mission::{Mission, MissionCommand, MissionError};
+use domain::{EventMetadata, StreamId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::error::{ErrorCode, errors};
-use super::extract::{AgentId, Metadata, MissionId, metadata};
+use super::extract::{AgentId, Metadata, MissionId};
 use super::missions::{MissionView, refusal};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::agents::watchdog::worker_id;
@@ -108,19 +108,6 @@ fn lease_token(attempt: u32, agent_id: &str, nonce: &Uuid) -> String {
     format!("{attempt}:{agent_id}:{}", nonce.simple())
 }
 
-/// A refusal of `claim`, which names its answers by status and code until it moves to the
-/// shared claim path: the [`ErrorCode`] answering with both.
-fn refused(
-    status: StatusCode,
-    code: &'static str,
-    field: Option<&'static str>,
-    message: String,
-) -> ApiError {
-    let known =
-        ErrorCode::ALL.iter().find(|known| known.as_str() == code && known.status() == status);
-    super::error::refused(known.copied().unwrap_or(ErrorCode::Internal), field, message)
-}
-
 errors! {
     ClaimErrors = COMMAND + QUERY + CALLER + [
         UnknownAgent, AgentNotFound, AgentNotActive, QueueUnavailable, MissionContended
@@ -138,12 +125,10 @@ errors! {
     ))]
 async fn claim(
     State(app): State<AppState>,
-    Path(agent_id): Path<String>,
-    headers: HeaderMap,
+    AgentId(agent_id): AgentId,
+    Metadata(metadata): Metadata,
     ApiQuery(query): ApiQuery<ClaimQuery>,
 ) -> Result<Response, ApiError> {
-    let agent_id = super::parse_id("agent_id", &agent_id)?;
-    let metadata = metadata(&headers)?;
     let (wait_s, lease_s) = claim_bounds(&app, &query)?;
     // The log says whether the agent may claim: the view may be a moment behind a stop.
     let own_kind = active_agent(&app, &agent_id).await?;
@@ -177,12 +162,7 @@ async fn claim(
             Ok(Claimed::Empty) => {}
             Err(ClaimError::Queue(error)) => {
                 let message = format!("queue: {error}");
-                return Err(refused(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "queue_unavailable",
-                    None,
-                    message,
-                ));
+                return Err(super::error::refused(ErrorCode::QueueUnavailable, None, message));
             }
             Err(ClaimError::Start { error, .. }) => return Err(refusal(error)),
         }
@@ -212,16 +192,12 @@ async fn active_agent(app: &AppState, agent_id: &StreamId) -> Result<String, Api
     let (agent, _) =
         command::load::<Agent>(&app.store, agent_id).await.map_err(super::agents::refusal)?;
     let Some(registration) = agent.registration else {
-        return Err(refused(
-            StatusCode::NOT_FOUND,
-            "agent_not_found",
-            None,
-            "agent is not registered".into(),
-        ));
+        let message = "agent is not registered".to_owned();
+        return Err(super::error::refused(ErrorCode::AgentNotFound, None, message));
     };
     if agent.state != AgentState::Active {
         let message = format!("agent is {:?}: it takes no missions until started", agent.state);
-        return Err(refused(StatusCode::CONFLICT, "agent_not_active", None, message));
+        return Err(super::error::refused(ErrorCode::AgentNotActive, None, message));
     }
     Ok(registration.kind)
 }

@@ -35,8 +35,6 @@ pub use self::error::{ApiError, ErrorBody, ErrorCode};
 pub use self::extract::{ApiJson, ApiQuery};
 pub use self::openapi::{ApiRoutes, Route};
 pub use self::state::AppState;
-// `leases::claim` parses its id itself until it moves to the shared claim path.
-use self::extract::parse_id;
 
 /// Every route of the API, documented: the one list the router and the OpenAPI document
 /// are built from.

@@ -86,7 +86,9 @@ async fn spawn_worker(
     env: &TestEnv,
     store: EventStore,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    let config = WorkerConfig::new(brain::agents::parse("echo").unwrap(), 1);
+    let spec = brain::config::agents::AgentSpec::parse("echo").unwrap();
+    let (agents, _) = brain::agents::build(&spec, &Default::default(), Default::default());
+    let config = WorkerConfig::new(agents, 1);
     let (queue, namespace, stop) =
         (queue(env).await, env.namespace.clone(), CancellationToken::new());
     let run = worker::run(store, queue, namespace, config, stop.clone());
