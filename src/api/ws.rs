@@ -489,7 +489,7 @@ impl Session {
         messages: impl IntoIterator<Item = (Option<u64>, Message)>,
         through: u64,
     ) -> Result<(), End> {
-        let timeout = self.feed.config().send_timeout;
+        let timeout = self.feed.config().send_timeout();
         let deadline = Instant::now() + timeout;
         let (mut fed, mut events) = (0u64, 0u64);
         for (position, message) in messages {

@@ -53,21 +53,21 @@ pub const WS_CLIENTS_MAX_DEFAULT: usize = 11_000;
 /// Most events the feed keeps for clients that are behind.
 pub const BUFFER_EVENTS_MAX: usize = 1 << 20;
 
+/// Live events kept for clients that are behind, by default.
+pub const WS_BUFFER_EVENTS_DEFAULT: usize = 4096;
+/// Longest write to one WebSocket client before it is dropped as slow, by default.
+pub const WS_SEND_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct FeedConfig {
     /// Live events kept for WebSocket clients that are behind; a client further behind is
     /// dropped as a slow consumer.
-    #[arg(long = "ws-buffer-events", env = "BRAIN_WS_BUFFER_EVENTS", default_value_t = 4096)]
+    #[arg(long = "ws-buffer-events", env = "BRAIN_WS_BUFFER_EVENTS", default_value_t = WS_BUFFER_EVENTS_DEFAULT)]
     pub buffer_events: usize,
     /// Longest one write to a WebSocket client may take before it is dropped as a slow
     /// consumer, in milliseconds.
-    #[arg(
-        long = "ws-send-timeout-ms",
-        env = "BRAIN_WS_SEND_TIMEOUT_MS",
-        default_value = "10000",
-        value_parser = millis
-    )]
-    pub send_timeout: Duration,
+    #[arg(long = "ws-send-timeout-ms", env = "BRAIN_WS_SEND_TIMEOUT_MS", default_value_t = WS_SEND_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub send_timeout_ms: u64,
     /// How long a closing client gets to receive its close frame and answer it.
     #[arg(skip = Duration::from_secs(5))]
     pub close_timeout: Duration,
@@ -89,15 +89,18 @@ pub struct FeedConfig {
     pub retry_backoff: Duration,
 }
 
-fn millis(value: &str) -> Result<Duration, String> {
-    value.parse().map(Duration::from_millis).map_err(|_| format!("{value:?} is not milliseconds"))
+impl FeedConfig {
+    /// Longest one write to a WebSocket client may take.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
 }
 
 impl Default for FeedConfig {
     fn default() -> FeedConfig {
         FeedConfig {
-            buffer_events: 4096,
-            send_timeout: Duration::from_secs(10),
+            buffer_events: WS_BUFFER_EVENTS_DEFAULT,
+            send_timeout_ms: WS_SEND_TIMEOUT_MS_DEFAULT,
             close_timeout: Duration::from_secs(5),
             ping_interval: Duration::from_secs(30),
             page_events_max: 1_000,

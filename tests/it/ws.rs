@@ -257,7 +257,7 @@ async fn a_client_that_does_not_read_is_closed_with_the_reason_and_others_keep_u
     let env = TestEnv::new().await;
     let config = FeedConfig {
         buffer_events: 32,
-        send_timeout: Duration::from_secs(1),
+        send_timeout_ms: 1_000,
         // Long enough for the test to start reading once it sees the drop.
         close_timeout: WAIT,
         ..FeedConfig::default()
