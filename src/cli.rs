@@ -51,6 +51,11 @@ pub enum Command {
         #[command(subcommand)]
         missions: crate::agents::replay::MissionsCli,
     },
+    /// Make, list, rotate and revoke API keys against the store: see `brain keys --help`.
+    Keys {
+        #[command(subcommand)]
+        keys: crate::identity::cli::KeysCli,
+    },
     /// Measure this machine: see `brain bench --help`.
     Bench {
         #[command(subcommand)]
@@ -142,6 +147,7 @@ impl Cli {
                 Ok(())
             }
             Command::Missions { missions } => missions.run().await,
+            Command::Keys { keys } => keys.run().await,
             Command::Bench { bench } => bench.run().await,
         }
     }

@@ -8,6 +8,7 @@
 //! a token and asks [`cache::KeyCache::authenticate`] for the [`Principal`].
 
 pub mod cache;
+pub mod cli;
 pub mod keys;
 pub mod token;
 

@@ -110,3 +110,69 @@ async fn an_expired_key_opens_nothing_and_its_token_is_nowhere_in_the_log() {
     assert_eq!(log.len(), 1);
     assert!(log.iter().all(|row| !row.contains(token.secret.expose())), "{log:?}");
 }
+
+/// Runs `brain keys …` against the test database; answers its exit code, stdout and stderr.
+fn brain_keys(env: &TestEnv, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_brain"))
+        .arg("keys")
+        .args(args)
+        .env("DATABASE_URL", &env.database_url)
+        .env("BRAIN_NAMESPACE", env.namespace.as_str())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run brain keys");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test]
+async fn brain_keys_makes_lists_rotates_and_revokes_keys_without_a_server() {
+    // Given a database and no server.
+    let env = TestEnv::new().await;
+
+    // When an operator makes a key, the token is printed once and opens the cache.
+    let args = ["create", "--name", "deploy", "--owner", "ops", "--role", "operator", "--json"];
+    let (code, out, err) = brain_keys(&env, &args);
+    assert_eq!(code, Some(0), "{err}");
+    let made: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let (key_id, token) = (made["key_id"].as_str().unwrap(), made["token"].as_str().unwrap());
+    let cache = KeyCache::load(&env.pool).await.unwrap();
+    let principal = cache.authenticate(token, now_ms()).unwrap();
+    assert!(principal.can(Permission::AgentsControl) && !principal.can(Permission::KeysManage));
+
+    // Then the list shows it without its secret, and the log names the CLI as the actor.
+    let (code, out, _) = brain_keys(&env, &["list", "--json"]);
+    assert_eq!(code, Some(0));
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(out.contains(key_id) && out.contains("\"active\"") && !out.contains(secret), "{out}");
+    let actors: Vec<String> = sqlx::query_scalar("SELECT metadata->>'actor' FROM events")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(actors, ["cli"]);
+
+    // And a rotation prints a new token for the same key; a revocation closes it.
+    let (code, out, err) = brain_keys(&env, &["rotate", key_id, "--grace-h", "0", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let rotated: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(rotated["key_id"], key_id);
+    assert_ne!(rotated["token"], token);
+    let (code, _, err) = brain_keys(&env, &["revoke", key_id, "--reason", "rotated out"]);
+    assert_eq!(code, Some(0), "{err}");
+    cache.catch_up(&env.pool).await.unwrap();
+    let refused = cache.authenticate(rotated["token"].as_str().unwrap(), now_ms());
+    assert_eq!(refused, Err(AuthError::Revoked { key_id: key_id.to_owned() }));
+}
+
+#[tokio::test]
+async fn brain_keys_refuses_an_unknown_role_naming_the_roles_and_changes_nothing() {
+    let env = TestEnv::new().await;
+    let (code, _, err) =
+        brain_keys(&env, &["create", "--name", "x", "--owner", "y", "--role", "root"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("\"root\" is not a role; roles: admin, operator"), "{err}");
+    let (code, _, err) = brain_keys(&env, &["create", "--name", "x", "--owner", "y"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("a role or at least one permission"), "{err}");
+    assert_eq!(env.head().await, 0);
+}
