@@ -97,7 +97,7 @@ impl Anthropic {
     async fn stream(
         &self,
         request: &ChatRequest,
-        sink: &mut (dyn FnMut(&str) + Send),
+        sink: TokenSink<'_>,
     ) -> Result<ChatAnswer, LlmError> {
         let response = self.send(&wire_request(request, true)).await?;
         let mut lines = Lines::new(response, self.timeouts.first_token);
@@ -172,7 +172,7 @@ fn tool_use_start(streamed: &mut Streamed, data: &Value) {
 }
 
 /// `content_block_delta`: a piece of text, or of a tool call's input.
-fn content_delta(streamed: &mut Streamed, data: &Value, sink: &mut (dyn FnMut(&str) + Send)) {
+fn content_delta(streamed: &mut Streamed, data: &Value, sink: TokenSink<'_>) {
     let delta = &data["delta"];
     match delta["type"].as_str() {
         Some("text_delta") => {

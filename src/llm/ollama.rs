@@ -105,7 +105,7 @@ impl Ollama {
     async fn stream(
         &self,
         request: &ChatRequest,
-        sink: &mut (dyn FnMut(&str) + Send),
+        sink: TokenSink<'_>,
     ) -> Result<ChatAnswer, LlmError> {
         let response = self.send("chat", &wire_request(request, true)).await?;
         let mut lines = Lines::new(response, self.timeouts.first_token);

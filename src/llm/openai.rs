@@ -34,7 +34,7 @@ impl OpenAi {
     async fn stream(
         &self,
         request: &ChatRequest,
-        sink: &mut (dyn FnMut(&str) + Send),
+        sink: TokenSink<'_>,
     ) -> Result<ChatAnswer, LlmError> {
         let response = self.send("chat/completions", &wire_request(request, true)).await?;
         let mut lines = Lines::new(response, self.timeouts.first_token);
@@ -122,11 +122,7 @@ fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
 
 /// One chunk of a stream: the model, usage (in the last chunk), a piece of text, pieces of
 /// tool calls (id and name first, the arguments in pieces), the finish reason.
-fn add_chunk(
-    streamed: &mut Streamed,
-    chunk: &Value,
-    sink: &mut (dyn FnMut(&str) + Send),
-) -> Result<(), LlmError> {
+fn add_chunk(streamed: &mut Streamed, chunk: &Value, sink: TokenSink<'_>) -> Result<(), LlmError> {
     if let Some(error) = chunk.get("error") {
         return Err(bad_response(format!("the stream ended with an error: {error}")));
     }

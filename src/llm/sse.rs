@@ -13,7 +13,8 @@ use futures::StreamExt;
 use serde_json::Value;
 
 use crate::llm::{
-    ChatAnswer, LlmError, Reason, ToolCall, bad_response, tool_arguments, transport_error,
+    ChatAnswer, LlmError, Reason, TokenSink, ToolCall, bad_response, tool_arguments,
+    transport_error,
 };
 
 /// Longest line a provider may send in a stream: far above any real token chunk, and a bound
@@ -147,7 +148,7 @@ pub struct Streamed {
 }
 
 /// Hands a piece of an answer's text to the client, and keeps it in the answer.
-pub fn relay_text(answer: &mut ChatAnswer, sink: &mut (dyn FnMut(&str) + Send), text: &str) {
+pub fn relay_text(answer: &mut ChatAnswer, sink: TokenSink<'_>, text: &str) {
     if !text.is_empty() {
         sink(text);
         answer.content.push_str(text);
