@@ -23,9 +23,9 @@ use utoipa_axum::routes;
 use super::error::{ErrorCode, Refusal, errors, refused};
 use super::extract::Metadata;
 use super::{ApiError, ApiJson, ApiRoutes, AppState};
-use crate::llm::calls::{Ask, CallError, Caller};
+use crate::llm::calls::{Ask, CallError, Caller, Calls};
 use crate::llm::gateway::Answered;
-use crate::llm::{Message, Role, ToolCall, ToolSpec};
+use crate::llm::{ChatAnswer, Message, Role, ToolCall, ToolSpec};
 
 /// Pieces of a streamed answer held for a client that reads slowly.
 pub const STREAM_BUFFER_PIECES: usize = 4_096;
@@ -194,88 +194,151 @@ async fn chat_completions(
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let by = metadata.actor;
     let ask = ask_for(&request)?;
-    let caller = Caller::Api { by };
+    let caller = Caller::Api { by: metadata.actor };
     let calls = app.llm_calls().await;
-    let id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
-    let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    if !request.stream {
-        // In a task of its own: a client that hangs up does not cut the call between its
-        // answer and its record (the answer is paid for either way).
-        let answered = tokio::spawn(async move { calls.chat(&caller, &ask, None).await })
-            .await
-            .map_err(|error| ApiError::Internal(error.into()))?
-            .map_err(call_failure)?;
-        let mut message = json!({ "role": "assistant", "content": answered.answer.content });
-        if !answered.answer.tool_calls.is_empty() {
-            message["tool_calls"] = json!(wire_tool_calls(&answered.answer.tool_calls));
-        }
-        let finish = if answered.answer.tool_calls.is_empty() { "stop" } else { "tool_calls" };
-        return Ok(ApiJson(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": answered.answer.model,
-            "choices": [{ "index": 0, "message": message, "finish_reason": finish }],
-            "usage": usage(&answered),
-        }))
-        .into_response());
-    }
-    let (pieces, received) = tokio::sync::mpsc::channel::<Value>(STREAM_BUFFER_PIECES);
-    let chunk = {
-        let (id, model) = (id.clone(), request.model.clone());
-        move |delta: Value, finish: Value, usage: Option<Value>| {
-            let mut chunk = json!({ "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": if finish.is_null() && delta.is_null() { json!([]) } else { json!([{ "index": 0, "delta": delta, "finish_reason": finish }]) } });
-            if let Some(usage) = usage {
-                chunk["usage"] = usage;
-            }
-            chunk
-        }
+    let completion = Completion {
+        id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
+        created_s: time::OffsetDateTime::now_utc().unix_timestamp(),
+        model: request.model.clone(),
     };
-    tokio::spawn(async move {
-        let first = chunk(json!({ "role": "assistant", "content": "" }), Value::Null, None);
-        if pieces.send(first).await.is_err() {
-            return;
+    if request.stream {
+        Ok(answer_streamed(calls, caller, ask, completion))
+    } else {
+        answer_whole(calls, caller, ask, completion).await
+    }
+}
+
+/// What every answer of one completion carries: its id, when it was made, and the model the
+/// request named (a whole answer names the model that answered instead).
+#[derive(Clone)]
+struct Completion {
+    id: String,
+    created_s: i64,
+    model: String,
+}
+
+impl Completion {
+    /// A `chat.completion.chunk` with one choice of `delta` and `finish`, or, both null, with
+    /// none (the usage chunk).
+    fn chunk(&self, delta: Value, finish: Value, usage: Option<Value>) -> Value {
+        let choices = if finish.is_null() && delta.is_null() {
+            json!([])
+        } else {
+            json!([{ "index": 0, "delta": delta, "finish_reason": finish }])
+        };
+        let mut chunk = json!({ "id": self.id, "object": "chat.completion.chunk",
+            "created": self.created_s, "model": self.model, "choices": choices });
+        if let Some(usage) = usage {
+            chunk["usage"] = usage;
         }
-        let sender = pieces.clone();
-        let piece_chunk = chunk.clone();
-        let mut sink = move |piece: &str| {
-            // Bounded: a client this far behind is cut off, the call with it.
-            let _ = sender.try_send(piece_chunk(json!({ "content": piece }), Value::Null, None));
-        };
-        let outcome = calls.chat(&caller, &ask, Some(&mut sink)).await;
-        let last = match outcome {
-            Ok(answered) => {
-                if !answered.answer.tool_calls.is_empty() {
-                    let calls: Vec<Value> = wire_tool_calls(&answered.answer.tool_calls)
-                        .into_iter()
-                        .enumerate()
-                        .map(|(n, mut call)| {
-                            call["index"] = json!(n);
-                            call
-                        })
-                        .collect();
-                    let _ =
-                        pieces.send(chunk(json!({ "tool_calls": calls }), Value::Null, None)).await;
-                }
-                let finish =
-                    if answered.answer.tool_calls.is_empty() { "stop" } else { "tool_calls" };
-                let _ = pieces.send(chunk(json!({}), json!(finish), None)).await;
-                chunk(Value::Null, Value::Null, Some(usage(&answered)))
-            }
-            Err(CallError::Llm(failed)) => {
-                json!({ "error": { "message": failed.error.to_string(), "type": failed.error.reason.as_str() } })
-            }
-            Err(error @ CallError::Route(_)) => {
-                json!({ "error": { "message": error.to_string(), "type": ErrorCode::ModelNotFound } })
-            }
-            Err(error @ (CallError::Record(_) | CallError::Config(_))) => {
-                json!({ "error": { "message": error.to_string(), "type": ErrorCode::StoreUnavailable } })
-            }
-        };
-        let _ = pieces.send(last).await;
-    });
+        chunk
+    }
+}
+
+/// Why the answer stopped, as OpenAI's clients expect it.
+fn finish_reason(answer: &ChatAnswer) -> &'static str {
+    if answer.tool_calls.is_empty() { "stop" } else { "tool_calls" }
+}
+
+/// The answer as one `chat.completion`, once it is complete.
+async fn answer_whole(
+    calls: Calls,
+    caller: Caller,
+    ask: Ask,
+    completion: Completion,
+) -> Result<Response, ApiError> {
+    // In a task of its own: a client that hangs up does not cut the call between its
+    // answer and its record (the answer is paid for either way).
+    let answered = tokio::spawn(async move { calls.chat(&caller, &ask, None).await })
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?
+        .map_err(call_failure)?;
+    let answer = &answered.answer;
+    let mut message = json!({ "role": "assistant", "content": answer.content });
+    if !answer.tool_calls.is_empty() {
+        message["tool_calls"] = json!(wire_tool_calls(&answer.tool_calls));
+    }
+    Ok(ApiJson(json!({
+        "id": completion.id, "object": "chat.completion", "created": completion.created_s,
+        "model": answer.model,
+        "choices": [{ "index": 0, "message": message, "finish_reason": finish_reason(answer) }],
+        "usage": usage(&answered),
+    }))
+    .into_response())
+}
+
+/// The answer as an SSE stream of chunks ending `[DONE]`, relayed as it is generated.
+fn answer_streamed(calls: Calls, caller: Caller, ask: Ask, completion: Completion) -> Response {
+    let (pieces, received) = tokio::sync::mpsc::channel::<Value>(STREAM_BUFFER_PIECES);
+    tokio::spawn(stream_call(calls, caller, ask, completion, pieces));
     let events = super::stream::receiver_stream(received)
         .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
         .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
-    Ok(Sse::new(events).into_response())
+    Sse::new(events).into_response()
+}
+
+/// Runs the call, sending its chunks to `pieces`: the role, each piece of text as it comes,
+/// then the tool calls, the finish reason and the usage, or the failure.
+async fn stream_call(
+    calls: Calls,
+    caller: Caller,
+    ask: Ask,
+    completion: Completion,
+    pieces: tokio::sync::mpsc::Sender<Value>,
+) {
+    let first = completion.chunk(json!({ "role": "assistant", "content": "" }), Value::Null, None);
+    if pieces.send(first).await.is_err() {
+        return;
+    }
+    let (sender, piece_chunks) = (pieces.clone(), completion.clone());
+    let mut sink = move |piece: &str| {
+        // Bounded: a client this far behind is cut off, the call with it.
+        let _ = sender.try_send(piece_chunks.chunk(json!({ "content": piece }), Value::Null, None));
+    };
+    let last = match calls.chat(&caller, &ask, Some(&mut sink)).await {
+        Ok(answered) => {
+            send_tool_calls_and_finish(&completion, &pieces, &answered.answer).await;
+            completion.chunk(Value::Null, Value::Null, Some(usage(&answered)))
+        }
+        Err(error) => stream_failure(error),
+    };
+    let _ = pieces.send(last).await;
+}
+
+/// The end of a streamed answer: its tool calls, numbered, then why it stopped.
+async fn send_tool_calls_and_finish(
+    completion: &Completion,
+    pieces: &tokio::sync::mpsc::Sender<Value>,
+    answer: &ChatAnswer,
+) {
+    if !answer.tool_calls.is_empty() {
+        let calls: Vec<Value> = wire_tool_calls(&answer.tool_calls)
+            .into_iter()
+            .enumerate()
+            .map(|(n, mut call)| {
+                call["index"] = json!(n);
+                call
+            })
+            .collect();
+        let _ =
+            pieces.send(completion.chunk(json!({ "tool_calls": calls }), Value::Null, None)).await;
+    }
+    let finish = json!(finish_reason(answer));
+    let _ = pieces.send(completion.chunk(json!({}), finish, None)).await;
+}
+
+/// A failed call as the last chunk of its stream (the status line went out with the first).
+fn stream_failure(error: CallError) -> Value {
+    match error {
+        CallError::Llm(failed) => {
+            json!({ "error": { "message": failed.error.to_string(), "type": failed.error.reason.as_str() } })
+        }
+        error @ CallError::Route(_) => {
+            json!({ "error": { "message": error.to_string(), "type": ErrorCode::ModelNotFound } })
+        }
+        error @ (CallError::Record(_) | CallError::Config(_)) => {
+            json!({ "error": { "message": error.to_string(), "type": ErrorCode::StoreUnavailable } })
+        }
+    }
 }

@@ -4,16 +4,14 @@
 //! `message_stop`). System messages go in the top-level `system`; tool results are
 //! `tool_result` blocks of a user message. Anthropic has no embeddings endpoint.
 
-use std::collections::BTreeMap;
-
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use crate::llm::sse::Lines;
+use crate::llm::sse::{Lines, PartialCall, Streamed, parse_json, relay_text};
 use crate::llm::{
     ChatAnswer, ChatRequest, LlmError, Provider, Reason, Role, Timeouts, TokenSink, ToolCall,
-    Usage, bad_response, transport_error,
+    Usage, bad_response, json_body, v1_url,
 };
 
 /// The API version this code speaks.
@@ -84,17 +82,52 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
 
 impl Anthropic {
     async fn send(&self, body: &Value) -> Result<reqwest::Response, LlmError> {
-        let base = self.base_url.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
         let mut request = self
             .client
-            .post(format!("{base}/v1/messages"))
+            .post(v1_url(&self.base_url, "messages"))
             .header("anthropic-version", API_VERSION)
             .json(body);
         if let Some(key) = &self.key {
             request = request.header("x-api-key", key);
         }
         crate::llm::send(request, &self.timeouts).await
+    }
+
+    /// A streamed call: its events added up, its text relayed to `sink` as it comes.
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        sink: TokenSink<'_>,
+    ) -> Result<ChatAnswer, LlmError> {
+        let response = self.send(&wire_request(request, true)).await?;
+        let mut lines = Lines::new(response, self.timeouts.first_token);
+        let mut streamed = Streamed::default();
+        while let Some(event) = lines.next_event().await? {
+            let data = if event.data.is_empty() {
+                Value::Null
+            } else {
+                parse_json(&event.data, "a stream event")?
+            };
+            match event.name.as_str() {
+                "message_start" => message_start(&mut streamed.answer, &data["message"]),
+                "content_block_start" if data["content_block"]["type"] == "tool_use" => {
+                    tool_use_start(&mut streamed, &data);
+                }
+                "content_block_delta" => content_delta(&mut streamed, &data, sink),
+                "message_delta" => message_delta(&mut streamed.answer, &data),
+                "message_stop" => return Ok(streamed.finish()),
+                "error" => return Err(stream_error(&data["error"])),
+                _ => {}
+            }
+        }
+        Err(bad_response("the stream ended before message_stop"))
+    }
+}
+
+fn usage_of(usage: &Value) -> Usage {
+    Usage {
+        input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
+        output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
     }
 }
 
@@ -104,10 +137,7 @@ fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
     let mut answer = ChatAnswer {
         content: String::new(),
         tool_calls: Vec::new(),
-        usage: Usage {
-            input_tokens: body["usage"]["input_tokens"].as_u64().unwrap_or(0),
-            output_tokens: body["usage"]["output_tokens"].as_u64().unwrap_or(0),
-        },
+        usage: usage_of(&body["usage"]),
         finish_reason: body["stop_reason"].as_str().unwrap_or_default().to_owned(),
         model: body["model"].as_str().unwrap_or_default().to_owned(),
     };
@@ -125,6 +155,60 @@ fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
     Ok(answer)
 }
 
+/// `message_start`: the model, and the input usage (the output's so far).
+fn message_start(answer: &mut ChatAnswer, message: &Value) {
+    answer.model = message["model"].as_str().unwrap_or_default().to_owned();
+    answer.usage = usage_of(&message["usage"]);
+}
+
+/// `content_block_start` of a `tool_use` block: its id and name; its input follows in pieces.
+fn tool_use_start(streamed: &mut Streamed, data: &Value) {
+    let block = &data["content_block"];
+    *streamed.open_call(data["index"].as_u64().unwrap_or(0)) = PartialCall {
+        id: block["id"].as_str().unwrap_or_default().to_owned(),
+        name: block["name"].as_str().unwrap_or_default().to_owned(),
+        arguments: String::new(),
+    };
+}
+
+/// `content_block_delta`: a piece of text, or of a tool call's input.
+fn content_delta(streamed: &mut Streamed, data: &Value, sink: TokenSink<'_>) {
+    let delta = &data["delta"];
+    match delta["type"].as_str() {
+        Some("text_delta") => {
+            relay_text(&mut streamed.answer, sink, delta["text"].as_str().unwrap_or_default());
+        }
+        Some("input_json_delta") => {
+            if let Some(call) = streamed.call(data["index"].as_u64().unwrap_or(0)) {
+                call.arguments.push_str(delta["partial_json"].as_str().unwrap_or_default());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `message_delta`: the stop reason and the final output usage.
+fn message_delta(answer: &mut ChatAnswer, data: &Value) {
+    if let Some(reason) = data["delta"]["stop_reason"].as_str() {
+        answer.finish_reason = reason.to_owned();
+    }
+    if let Some(output) = data["usage"]["output_tokens"].as_u64() {
+        answer.usage.output_tokens = output;
+    }
+}
+
+/// An `error` event: Anthropic overloaded or rate-limited is worth another try, the rest not.
+fn stream_error(error: &Value) -> LlmError {
+    let kind = error["type"].as_str().unwrap_or_default();
+    let message = error["message"].as_str().unwrap_or_default();
+    let reason = if kind == "overloaded_error" || kind == "rate_limit_error" {
+        Reason::RateLimited
+    } else {
+        Reason::BadResponse
+    };
+    LlmError::new(reason, format!("{kind}: {message}"))
+}
+
 impl Provider for Anthropic {
     fn name(&self) -> &'static str {
         "anthropic"
@@ -136,103 +220,13 @@ impl Provider for Anthropic {
         sink: Option<TokenSink<'a>>,
     ) -> BoxFuture<'a, Result<ChatAnswer, LlmError>> {
         async move {
-            let Some(sink) = sink else {
-                let response = self.send(&wire_request(request, false)).await?;
-                let body: Value = response.json().await.map_err(transport_error)?;
-                return parse_answer(&body);
-            };
-            let response = self.send(&wire_request(request, true)).await?;
-            let mut lines = Lines::new(response, self.timeouts.first_token);
-            let mut answer = ChatAnswer::default();
-            // tool_use blocks by index: id, name, and the input's JSON text in pieces.
-            let mut tools: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
-            while let Some(event) = lines.next_event().await? {
-                let data: Value = if event.data.is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_str(&event.data).map_err(|error| {
-                        bad_response(format!("a stream event is not JSON: {error}"))
-                    })?
-                };
-                match event.name.as_str() {
-                    "message_start" => {
-                        let message = &data["message"];
-                        answer.model = message["model"].as_str().unwrap_or_default().to_owned();
-                        answer.usage.input_tokens =
-                            message["usage"]["input_tokens"].as_u64().unwrap_or(0);
-                        answer.usage.output_tokens =
-                            message["usage"]["output_tokens"].as_u64().unwrap_or(0);
-                    }
-                    "content_block_start" if data["content_block"]["type"] == "tool_use" => {
-                        let block = &data["content_block"];
-                        tools.insert(
-                            data["index"].as_u64().unwrap_or(0),
-                            (
-                                block["id"].as_str().unwrap_or_default().to_owned(),
-                                block["name"].as_str().unwrap_or_default().to_owned(),
-                                String::new(),
-                            ),
-                        );
-                    }
-                    "content_block_delta" => {
-                        let delta = &data["delta"];
-                        match delta["type"].as_str() {
-                            Some("text_delta") => {
-                                let text = delta["text"].as_str().unwrap_or_default();
-                                if !text.is_empty() {
-                                    sink(text);
-                                    answer.content.push_str(text);
-                                }
-                            }
-                            Some("input_json_delta") => {
-                                if let Some(tool) =
-                                    tools.get_mut(&data["index"].as_u64().unwrap_or(0))
-                                {
-                                    tool.2.push_str(
-                                        delta["partial_json"].as_str().unwrap_or_default(),
-                                    );
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    "message_delta" => {
-                        if let Some(reason) = data["delta"]["stop_reason"].as_str() {
-                            answer.finish_reason = reason.to_owned();
-                        }
-                        if let Some(output) = data["usage"]["output_tokens"].as_u64() {
-                            answer.usage.output_tokens = output;
-                        }
-                    }
-                    "message_stop" => {
-                        answer.tool_calls = tools
-                            .into_values()
-                            .map(|(id, name, text)| ToolCall {
-                                id,
-                                name,
-                                arguments: if text.trim().is_empty() {
-                                    json!({})
-                                } else {
-                                    serde_json::from_str(&text).unwrap_or(Value::String(text))
-                                },
-                            })
-                            .collect();
-                        return Ok(answer);
-                    }
-                    "error" => {
-                        let kind = data["error"]["type"].as_str().unwrap_or_default();
-                        let message = data["error"]["message"].as_str().unwrap_or_default();
-                        let reason = if kind == "overloaded_error" || kind == "rate_limit_error" {
-                            Reason::RateLimited
-                        } else {
-                            Reason::BadResponse
-                        };
-                        return Err(LlmError::new(reason, format!("{kind}: {message}")));
-                    }
-                    _ => {}
+            match sink {
+                Some(sink) => self.stream(request, sink).await,
+                None => {
+                    let response = self.send(&wire_request(request, false)).await?;
+                    parse_answer(&json_body(response).await?)
                 }
             }
-            Err(bad_response("the stream ended before message_stop"))
         }
         .boxed()
     }

@@ -157,6 +157,85 @@ impl Drop for Reservation {
     }
 }
 
+/// A call's worst case: what a reserve holds, and for how long.
+struct Worst {
+    tokens: u64,
+    cost_usd: f64,
+    hold: std::time::Duration,
+}
+
+/// What `budget.lua` answered to a reserve.
+enum Reserved {
+    /// The worst case is held against every budget.
+    Held,
+    /// The budget at `index` has no spend loaded from the log yet; nothing was held.
+    Unseeded {
+        index: usize,
+    },
+    Exceeded(Exceeded),
+    Unexpected(String),
+}
+
+/// The budget at `index` would be passed, in tokens or in cost: what it has spent, and what
+/// calls in flight hold of it (nano-dollars for a cost).
+struct Exceeded {
+    index: usize,
+    in_tokens: bool,
+    spent: i64,
+    held: i64,
+}
+
+impl Reserved {
+    /// Reads the script's answer (`{'ok'}`, `{'unseeded', i}` or
+    /// `{'exceeded', i, 'tokens'|'cost', spent, held}`, `i` from 1) for `scope_count` scopes.
+    fn read(answer: &[redis::Value], scope_count: usize) -> Reserved {
+        let text = |n: usize| match answer.get(n) {
+            Some(redis::Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            Some(redis::Value::SimpleString(text)) => text.clone(),
+            Some(redis::Value::Int(n)) => n.to_string(),
+            _ => String::new(),
+        };
+        let index = || text(1).parse::<usize>().unwrap_or(1).saturating_sub(1).min(scope_count - 1);
+        match text(0).as_str() {
+            "ok" => Reserved::Held,
+            "unseeded" => Reserved::Unseeded { index: index() },
+            "exceeded" => Reserved::Exceeded(Exceeded {
+                index: index(),
+                in_tokens: text(2) == "tokens",
+                spent: text(3).parse().unwrap_or(0),
+                held: text(4).parse().unwrap_or(0),
+            }),
+            other => Reserved::Unexpected(other.to_owned()),
+        }
+    }
+}
+
+impl Exceeded {
+    /// The refusal's message: the budget, its spend, what is held, what this call may take.
+    fn message(&self, scope: &Scope, worst: &Worst) -> String {
+        let budget = scope.budget();
+        if self.in_tokens {
+            format!(
+                "{}: {} tokens spent, {} held by calls in flight, this call may take {}, of {}",
+                scope.name(),
+                self.spent,
+                self.held,
+                worst.tokens,
+                budget.tokens_max.unwrap_or(0)
+            )
+        } else {
+            format!(
+                "{}: ${:.6} spent, ${:.6} held by calls in flight, this call may cost ${:.6}, of ${}",
+                scope.name(),
+                self.spent as f64 / NANO,
+                self.held as f64 / NANO,
+                worst.cost_usd,
+                budget.cost_usd_max.unwrap_or(0.0)
+            )
+        }
+    }
+}
+
 /// The budgets of one deployment (namespace). Cheap to clone.
 #[derive(Clone)]
 pub struct Budgets {
@@ -205,84 +284,71 @@ impl Budgets {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let keys: Vec<String> =
             scopes.iter().map(|scope| format!("{}{}", self.prefix, scope.key_suffix())).collect();
+        let worst = Worst { tokens, cost_usd, hold };
         // Each unseeded budget is seeded once, so this ends within scopes + 1 rounds.
         for _ in 0..=scopes.len() {
-            let mut invocation = self.script.prepare_invoke();
-            for key in &keys {
-                invocation.key(key);
-            }
-            invocation
-                .arg("reserve")
-                .arg(&id)
-                .arg(tokens)
-                .arg(nano(cost_usd))
-                .arg(hold.as_millis() as u64)
-                .arg(KEEP_S);
-            for scope in scopes {
-                let budget = scope.budget();
-                invocation.arg(budget.tokens_max.map_or(-1, |max| max as i64));
-                invocation.arg(budget.cost_usd_max.map_or(-1, |max| (max * NANO).floor() as i64));
-            }
-            let answer: Vec<redis::Value> =
-                invocation.invoke_async(&mut self.redis.clone()).await.map_err(unavailable)?;
-            let text = |n: usize| match answer.get(n) {
-                Some(redis::Value::BulkString(bytes)) => {
-                    String::from_utf8_lossy(bytes).into_owned()
+            match self.try_reserve(&id, &keys, scopes, &worst).await? {
+                Reserved::Held => {
+                    return Ok(Some(Reservation { id, keys, owner: Some(self.clone()) }));
                 }
-                Some(redis::Value::SimpleString(text)) => text.clone(),
-                Some(redis::Value::Int(n)) => n.to_string(),
-                _ => String::new(),
-            };
-            let index =
-                || text(1).parse::<usize>().unwrap_or(1).saturating_sub(1).min(scopes.len() - 1);
-            match text(0).as_str() {
-                "ok" => return Ok(Some(Reservation { id, keys, owner: Some(self.clone()) })),
-                "unseeded" => {
-                    let n = index();
-                    let (spent_tokens, spent_nano) =
-                        scopes[n].spent(&self.pool).await.map_err(unavailable)?;
-                    let _: i64 = self
-                        .script
-                        .key(&keys[n])
-                        .arg("seed")
-                        .arg(spent_tokens)
-                        .arg(spent_nano)
-                        .arg(KEEP_S)
-                        .invoke_async(&mut self.redis.clone())
-                        .await
-                        .map_err(unavailable)?;
-                }
-                "exceeded" => {
-                    let scope = &scopes[index()];
-                    let budget = scope.budget();
-                    let (spent, held) =
-                        (text(3).parse::<i64>().unwrap_or(0), text(4).parse::<i64>().unwrap_or(0));
-                    let message = if text(2) == "tokens" {
-                        format!(
-                            "{}: {} tokens spent, {} held by calls in flight, this call may take {}, of {}",
-                            scope.name(),
-                            spent,
-                            held,
-                            tokens,
-                            budget.tokens_max.unwrap_or(0)
-                        )
-                    } else {
-                        format!(
-                            "{}: ${:.6} spent, ${:.6} held by calls in flight, this call may cost ${:.6}, of ${}",
-                            scope.name(),
-                            spent as f64 / NANO,
-                            held as f64 / NANO,
-                            cost_usd,
-                            budget.cost_usd_max.unwrap_or(0.0)
-                        )
-                    };
+                Reserved::Unseeded { index } => self.seed(&scopes[index], &keys[index]).await?,
+                Reserved::Exceeded(exceeded) => {
                     metrics::counter!("brain_llm_budget_refusals_total").increment(1);
+                    let message = exceeded.message(&scopes[exceeded.index], &worst);
                     return Err(LlmError::new(Reason::BudgetExceeded, message));
                 }
-                other => return Err(unavailable(format!("unexpected answer {other:?}"))),
+                Reserved::Unexpected(other) => {
+                    return Err(unavailable(format!("unexpected answer {other:?}")));
+                }
             }
         }
         Err(unavailable("the budgets could not be seeded"))
+    }
+
+    /// One atomic reserve of `worst` under `id` against every key, each with its scope's
+    /// limits.
+    async fn try_reserve(
+        &self,
+        id: &str,
+        keys: &[String],
+        scopes: &[Scope],
+        worst: &Worst,
+    ) -> Result<Reserved, LlmError> {
+        let mut invocation = self.script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg("reserve")
+            .arg(id)
+            .arg(worst.tokens)
+            .arg(nano(worst.cost_usd))
+            .arg(worst.hold.as_millis() as u64)
+            .arg(KEEP_S);
+        for scope in scopes {
+            let budget = scope.budget();
+            invocation.arg(budget.tokens_max.map_or(-1, |max| max as i64));
+            invocation.arg(budget.cost_usd_max.map_or(-1, |max| (max * NANO).floor() as i64));
+        }
+        let answer: Vec<redis::Value> =
+            invocation.invoke_async(&mut self.redis.clone()).await.map_err(unavailable)?;
+        Ok(Reserved::read(&answer, scopes.len()))
+    }
+
+    /// Loads a budget's spend from the log into its key, unless another process just did.
+    async fn seed(&self, scope: &Scope, key: &str) -> Result<(), LlmError> {
+        let (spent_tokens, spent_nano) = scope.spent(&self.pool).await.map_err(unavailable)?;
+        let _: i64 = self
+            .script
+            .key(key)
+            .arg("seed")
+            .arg(spent_tokens)
+            .arg(spent_nano)
+            .arg(KEEP_S)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     /// Replaces a reservation by what the call really used.

@@ -13,8 +13,8 @@ use domain::llm_config::{Limits, Price};
 
 use crate::config::llm::LlmSettings;
 use crate::llm::anthropic::Anthropic;
-use crate::llm::budget::{Budgets, Scope};
-use crate::llm::limits::{Limiter, Outcome};
+use crate::llm::budget::{Budgets, Reservation, Scope};
+use crate::llm::limits::{Limiter, Outcome, Permit};
 use crate::llm::offline::Offline;
 use crate::llm::ollama::Ollama;
 use crate::llm::openai::OpenAi;
@@ -263,31 +263,10 @@ impl Gateway {
         let input = input_tokens_estimate(call.messages, call.tools);
         let output = u64::from(call.route.max_tokens.unwrap_or(RESERVED_OUTPUT_DEFAULT));
         let hold = self.hold(call.route);
-        let reservation = if call.budgets.is_empty() {
-            None
-        } else {
-            let Some(budgets) = &self.budgets else {
-                let error = LlmError {
-                    // Retryable: a process that reaches Redis can keep the budgets.
-                    server_error: true,
-                    ..LlmError::new(
-                        Reason::BudgetExceeded,
-                        "the budgets cannot be checked: the shared store (Redis) is not connected",
-                    )
-                };
-                return Err(Failed { error, tries: vec![] });
-            };
-            let worst_cost = call
-                .route
-                .targets
-                .iter()
-                .map(|target| target.cost_usd(input, output))
-                .fold(0.0, f64::max);
-            budgets
-                .reserve(call.budgets, input + output, worst_cost, hold)
-                .await
-                .map_err(|error| Failed { error, tries: vec![] })?
-        };
+        let reservation = self
+            .reserve(call, input, output, hold)
+            .await
+            .map_err(|error| Failed { error, tries: vec![] })?;
         // The whole call ends within its hold, so its budgets are never released while it runs.
         let outcome = match tokio::time::timeout(hold, self.run(call, input + output, sink)).await {
             Ok(outcome) => outcome,
@@ -312,108 +291,175 @@ impl Gateway {
         outcome
     }
 
+    /// Holds the call's worst case (`input` and `output` tokens, at its dearest target's
+    /// price) against its budgets for `hold`; nothing to hold for an unbudgeted call.
+    async fn reserve(
+        &self,
+        call: Call<'_>,
+        input: u64,
+        output: u64,
+        hold: Duration,
+    ) -> Result<Option<Reservation>, LlmError> {
+        if call.budgets.is_empty() {
+            return Ok(None);
+        }
+        let Some(budgets) = &self.budgets else {
+            return Err(LlmError {
+                // Retryable: a process that reaches Redis can keep the budgets.
+                server_error: true,
+                ..LlmError::new(
+                    Reason::BudgetExceeded,
+                    "the budgets cannot be checked: the shared store (Redis) is not connected",
+                )
+            });
+        };
+        let worst_cost = call
+            .route
+            .targets
+            .iter()
+            .map(|target| target.cost_usd(input, output))
+            .fold(0.0, f64::max);
+        budgets.reserve(call.budgets, input + output, worst_cost, hold).await
+    }
+
+    /// Each target of the route in turn until one answers, or a failure that every target
+    /// would share ends the call.
     async fn run(
         &self,
-        ask: Call<'_>,
+        call: Call<'_>,
         estimate: u64,
         mut sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, Failed> {
-        let Call { route, messages, tools, .. } = ask;
         let mut tries = Vec::new();
         let mut last = LlmError::new(Reason::BadResponse, "the route has no target");
-        for target in route.targets.iter().take(ROUTE_TARGETS_MAX) {
-            let provider = self.provider(target);
+        for target in call.route.targets.iter().take(ROUTE_TARGETS_MAX) {
             let request = ChatRequest {
                 model: target.model.clone(),
-                messages: messages.to_vec(),
-                tools: tools.to_vec(),
-                temperature: route.temperature,
-                max_tokens: route.max_tokens,
+                messages: call.messages.to_vec(),
+                tools: call.tools.to_vec(),
+                temperature: call.route.temperature,
+                max_tokens: call.route.max_tokens,
             };
-            for attempt in 1.. {
-                let permit = match &self.limiter {
-                    None => None,
-                    Some(limiter) => {
-                        match limiter.acquire(target, estimate, self.timeouts.total).await {
-                            Ok(permit) => Some(permit),
-                            Err(error) => {
-                                // The fleet's own limits say no more now: the next target may.
-                                last = error;
-                                break;
-                            }
-                        }
-                    }
-                };
-                let streamed = AtomicBool::new(false);
-                let started = Instant::now();
-                let outcome = match sink.as_mut() {
-                    Some(sink) => {
-                        let mut relay = |piece: &str| {
-                            streamed.store(true, Ordering::Relaxed);
-                            sink(piece);
-                        };
-                        call(provider.as_ref(), &request, Some(&mut relay), self.timeouts.total)
-                            .await
-                    }
-                    None => call(provider.as_ref(), &request, None, self.timeouts.total).await,
-                };
-                let latency_ms = started.elapsed().as_millis() as u64;
-                let failure = outcome.as_ref().err().map(|error| error.reason);
-                observe(target, started.elapsed(), &outcome);
-                if let (Some(limiter), Some(permit)) = (&self.limiter, permit) {
-                    let learned = match &outcome {
-                        Ok(answer) => Outcome::Answered {
-                            tokens_used: answer.usage.input_tokens + answer.usage.output_tokens,
-                        },
-                        Err(error) if error.reason == Reason::RateLimited => {
-                            Outcome::RateLimited { retry_after: error.retry_after }
-                        }
-                        Err(_) => Outcome::Failed,
-                    };
-                    limiter.done(permit, learned).await;
+            match self.run_target(target, &request, estimate, &mut sink, &mut tries).await {
+                TargetOutcome::Answered(answer) => {
+                    let usage = answer.usage;
+                    let cost_usd = target.cost_usd(usage.input_tokens, usage.output_tokens);
+                    return Ok(Answered { answer, provider: target.provider, tries, cost_usd });
                 }
-                tries.push(Try {
-                    provider: target.provider,
-                    model: target.model.clone(),
-                    attempt,
-                    latency_ms,
-                    failure,
-                });
-                let error = match outcome {
-                    Ok(answer) => {
-                        let cost_usd =
-                            target.cost_usd(answer.usage.input_tokens, answer.usage.output_tokens);
-                        return Ok(Answered { answer, provider: target.provider, tries, cost_usd });
-                    }
-                    Err(error) => error,
-                };
-                tracing::warn!(provider = target.provider.as_str(), model = target.model, attempt, %error, "LLM call failed");
-                if streamed.load(Ordering::Relaxed) {
-                    return Err(Failed { error, tries });
-                }
-                match self.retry.wait(attempt, &error) {
-                    Some(wait) => {
-                        last = error;
-                        metrics::counter!("brain_llm_retries_total", "provider" => target.provider.as_str()).increment(1);
-                        metrics::histogram!("brain_llm_retry_wait_seconds")
-                            .record(wait.as_secs_f64());
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => {
-                        // A failure of the request itself fails on every target alike.
-                        let shared =
-                            matches!(error.reason, Reason::ContextTooLong | Reason::BudgetExceeded);
-                        last = error;
-                        if shared {
-                            return Err(Failed { error: last, tries });
-                        }
-                        break;
-                    }
-                }
+                TargetOutcome::CallFailed(error) => return Err(Failed { error, tries }),
+                TargetOutcome::TargetFailed(error) => last = error,
             }
         }
         Err(Failed { error: last, tries })
     }
+
+    /// The tries of one target, each recorded in `tries`, until it answers or the retry
+    /// policy gives up on it.
+    async fn run_target(
+        &self,
+        target: &Target,
+        request: &ChatRequest,
+        estimate: u64,
+        sink: &mut Option<TokenSink<'_>>,
+        tries: &mut Vec<Try>,
+    ) -> TargetOutcome {
+        let provider = self.provider(target);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let permit = match self.permit(target, estimate).await {
+                Ok(permit) => permit,
+                // The fleet's own limits say no more now: the next target may.
+                Err(error) => return TargetOutcome::TargetFailed(error),
+            };
+            let started = Instant::now();
+            let (outcome, streamed) = self.try_once(provider.as_ref(), request, sink).await;
+            let latency_ms = started.elapsed().as_millis() as u64;
+            let failure = outcome.as_ref().err().map(|error| error.reason);
+            observe(target, started.elapsed(), &outcome);
+            self.teach_limits(permit, &outcome).await;
+            let (provider_kind, model) = (target.provider, target.model.clone());
+            tries.push(Try { provider: provider_kind, model, attempt, latency_ms, failure });
+            let error = match outcome {
+                Ok(answer) => return TargetOutcome::Answered(answer),
+                Err(error) => error,
+            };
+            tracing::warn!(provider = target.provider.as_str(), model = target.model, attempt, %error, "LLM call failed");
+            if streamed {
+                // The client saw part of this answer: another try would repeat it.
+                return TargetOutcome::CallFailed(error);
+            }
+            let Some(wait) = self.retry.wait(attempt, &error) else {
+                // A failure of the request itself fails on every target alike.
+                return if matches!(error.reason, Reason::ContextTooLong | Reason::BudgetExceeded) {
+                    TargetOutcome::CallFailed(error)
+                } else {
+                    TargetOutcome::TargetFailed(error)
+                };
+            };
+            metrics::counter!("brain_llm_retries_total", "provider" => target.provider.as_str())
+                .increment(1);
+            metrics::histogram!("brain_llm_retry_wait_seconds").record(wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// A place for one try under the target's shared limits, waited for up to the total
+    /// deadline; none to take without shared limits.
+    async fn permit(&self, target: &Target, estimate: u64) -> Result<Option<Permit>, LlmError> {
+        match &self.limiter {
+            None => Ok(None),
+            Some(limiter) => limiter.acquire(target, estimate, self.timeouts.total).await.map(Some),
+        }
+    }
+
+    /// One try under the total deadline, its text relayed to `sink`; also says whether any
+    /// text reached the client.
+    async fn try_once(
+        &self,
+        provider: &dyn Provider,
+        request: &ChatRequest,
+        sink: &mut Option<TokenSink<'_>>,
+    ) -> (Result<ChatAnswer, LlmError>, bool) {
+        let streamed = AtomicBool::new(false);
+        let outcome = match sink.as_mut() {
+            Some(sink) => {
+                let mut relay = |piece: &str| {
+                    streamed.store(true, Ordering::Relaxed);
+                    sink(piece);
+                };
+                call(provider, request, Some(&mut relay), self.timeouts.total).await
+            }
+            None => call(provider, request, None, self.timeouts.total).await,
+        };
+        (outcome, streamed.into_inner())
+    }
+
+    /// Gives back a try's place under the shared limits, with what the try taught them: the
+    /// tokens it used, or a 429 and its `Retry-After`.
+    async fn teach_limits(&self, permit: Option<Permit>, outcome: &Result<ChatAnswer, LlmError>) {
+        let (Some(limiter), Some(permit)) = (&self.limiter, permit) else { return };
+        let learned = match outcome {
+            Ok(answer) => Outcome::Answered {
+                tokens_used: answer.usage.input_tokens + answer.usage.output_tokens,
+            },
+            Err(error) if error.reason == Reason::RateLimited => {
+                Outcome::RateLimited { retry_after: error.retry_after }
+            }
+            Err(_) => Outcome::Failed,
+        };
+        limiter.done(permit, learned).await;
+    }
+}
+
+/// How the tries of one target ended.
+enum TargetOutcome {
+    Answered(ChatAnswer),
+    /// The call ends here: no other target would do better, or the client saw part of this
+    /// target's answer.
+    CallFailed(LlmError),
+    /// This target is done; the next one may answer.
+    TargetFailed(LlmError),
 }
 
 impl Gateway {

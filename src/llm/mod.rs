@@ -258,6 +258,27 @@ pub(crate) async fn send(
     Err(status_error(status, &text, retry_after))
 }
 
+/// `{base}/v1/{path}`, for a base URL given with or without its `/v1`.
+pub(crate) fn v1_url(base_url: &str, path: &str) -> String {
+    let base = base_url.trim_end_matches('/');
+    let base = base.strip_suffix("/v1").unwrap_or(base);
+    format!("{base}/v1/{path}")
+}
+
+/// The JSON body of an answer that was not streamed.
+pub(crate) async fn json_body(response: reqwest::Response) -> Result<serde_json::Value, LlmError> {
+    response.json().await.map_err(transport_error)
+}
+
+/// Tool-call arguments arrive as JSON text; what does not parse is kept as a string, for the
+/// agent loop to refuse as a tool error.
+pub(crate) fn tool_arguments(text: &str) -> serde_json::Value {
+    if text.trim().is_empty() {
+        return serde_json::json!({});
+    }
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
 /// A role as OpenAI's and Ollama's protocols spell it.
 pub(crate) fn role_name(role: Role) -> &'static str {
     match role {

@@ -6,10 +6,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use crate::llm::sse::Lines;
+use crate::llm::sse::{Lines, parse_json, relay_text};
 use crate::llm::{
     ChatAnswer, ChatRequest, LlmError, Message, Provider, Timeouts, TokenSink, ToolCall, Usage,
-    bad_response, function_tools, role_name, transport_error,
+    bad_response, function_tools, json_body, role_name,
 };
 
 pub struct Ollama {
@@ -84,6 +84,54 @@ fn finish(answer: &mut ChatAnswer, line: &Value) {
     }
 }
 
+impl Ollama {
+    /// A call answered whole: one message with its tool calls and token counts.
+    async fn whole(&self, request: &ChatRequest) -> Result<ChatAnswer, LlmError> {
+        let body = json_body(self.send("chat", &wire_request(request, false)).await?).await?;
+        if !body["message"].is_object() {
+            return Err(bad_response("an answer without a message"));
+        }
+        let mut answer = ChatAnswer {
+            content: body["message"]["content"].as_str().unwrap_or_default().to_owned(),
+            tool_calls: tool_calls(&body["message"], 0),
+            ..ChatAnswer::default()
+        };
+        finish(&mut answer, &body);
+        Ok(answer)
+    }
+
+    /// A streamed call: its lines added up until the one marked `done`, its text relayed to
+    /// `sink` as it comes.
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        sink: TokenSink<'_>,
+    ) -> Result<ChatAnswer, LlmError> {
+        let response = self.send("chat", &wire_request(request, true)).await?;
+        let mut lines = Lines::new(response, self.timeouts.first_token);
+        let mut answer = ChatAnswer::default();
+        while let Some(line) = lines.next().await? {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let chunk = parse_json(&line, "a stream line")?;
+            if let Some(error) = chunk["error"].as_str() {
+                return Err(bad_response(format!("the stream ended with an error: {error}")));
+            }
+            if let Some(text) = chunk["message"]["content"].as_str() {
+                relay_text(&mut answer, sink, text);
+            }
+            let first = answer.tool_calls.len();
+            answer.tool_calls.extend(tool_calls(&chunk["message"], first));
+            if chunk["done"] == true {
+                finish(&mut answer, &chunk);
+                return Ok(answer);
+            }
+        }
+        Err(bad_response("the stream ended before done"))
+    }
+}
+
 impl Provider for Ollama {
     fn name(&self) -> &'static str {
         "ollama"
@@ -95,43 +143,10 @@ impl Provider for Ollama {
         sink: Option<TokenSink<'a>>,
     ) -> BoxFuture<'a, Result<ChatAnswer, LlmError>> {
         async move {
-            let mut answer = ChatAnswer::default();
-            let Some(sink) = sink else {
-                let response = self.send("chat", &wire_request(request, false)).await?;
-                let body: Value = response.json().await.map_err(transport_error)?;
-                if !body["message"].is_object() {
-                    return Err(bad_response("an answer without a message"));
-                }
-                answer.content = body["message"]["content"].as_str().unwrap_or_default().to_owned();
-                answer.tool_calls = tool_calls(&body["message"], 0);
-                finish(&mut answer, &body);
-                return Ok(answer);
-            };
-            let response = self.send("chat", &wire_request(request, true)).await?;
-            let mut lines = Lines::new(response, self.timeouts.first_token);
-            while let Some(line) = lines.next().await? {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let chunk: Value = serde_json::from_str(&line)
-                    .map_err(|error| bad_response(format!("a stream line is not JSON: {error}")))?;
-                if let Some(error) = chunk["error"].as_str() {
-                    return Err(bad_response(format!("the stream ended with an error: {error}")));
-                }
-                if let Some(text) = chunk["message"]["content"].as_str()
-                    && !text.is_empty()
-                {
-                    sink(text);
-                    answer.content.push_str(text);
-                }
-                let first = answer.tool_calls.len();
-                answer.tool_calls.extend(tool_calls(&chunk["message"], first));
-                if chunk["done"] == true {
-                    finish(&mut answer, &chunk);
-                    return Ok(answer);
-                }
+            match sink {
+                Some(sink) => self.stream(request, sink).await,
+                None => self.whole(request).await,
             }
-            Err(bad_response("the stream ended before done"))
         }
         .boxed()
     }
@@ -143,7 +158,7 @@ impl Provider for Ollama {
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
         async move {
             let response = self.send("embed", &json!({ "model": model, "input": inputs })).await?;
-            let body: Value = response.json().await.map_err(transport_error)?;
+            let body = json_body(response).await?;
             serde_json::from_value(body["embeddings"].clone())
                 .map_err(|error| bad_response(format!("embeddings are not vectors: {error}")))
         }

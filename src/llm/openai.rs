@@ -3,16 +3,14 @@
 //! the last chunk (`stream_options.include_usage`), tool calls as `function` calls whose
 //! arguments arrive as JSON text in pieces; `POST /v1/embeddings`; `Authorization: Bearer`.
 
-use std::collections::BTreeMap;
-
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use crate::llm::sse::Lines;
+use crate::llm::sse::{Lines, Streamed, parse_json, relay_text};
 use crate::llm::{
     ChatAnswer, ChatRequest, LlmError, Message, Provider, Timeouts, TokenSink, ToolCall, Usage,
-    bad_response, function_tools, role_name, transport_error,
+    bad_response, function_tools, json_body, role_name, tool_arguments, v1_url,
 };
 
 pub struct OpenAi {
@@ -24,18 +22,30 @@ pub struct OpenAi {
 }
 
 impl OpenAi {
-    fn url(&self, path: &str) -> String {
-        let base = self.base_url.trim_end_matches('/');
-        let base = base.strip_suffix("/v1").unwrap_or(base);
-        format!("{base}/v1/{path}")
-    }
-
     async fn send(&self, path: &str, body: &Value) -> Result<reqwest::Response, LlmError> {
-        let mut request = self.client.post(self.url(path)).json(body);
+        let mut request = self.client.post(v1_url(&self.base_url, path)).json(body);
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
         crate::llm::send(request, &self.timeouts).await
+    }
+
+    /// A streamed call: its chunks added up, its text relayed to `sink` as it comes.
+    async fn stream(
+        &self,
+        request: &ChatRequest,
+        sink: TokenSink<'_>,
+    ) -> Result<ChatAnswer, LlmError> {
+        let response = self.send("chat/completions", &wire_request(request, true)).await?;
+        let mut lines = Lines::new(response, self.timeouts.first_token);
+        let mut streamed = Streamed::default();
+        while let Some(event) = lines.next_event().await? {
+            if event.data == "[DONE]" {
+                return Ok(streamed.finish());
+            }
+            add_chunk(&mut streamed, &parse_json(&event.data, "a stream chunk")?, sink)?;
+        }
+        Err(bad_response("the stream ended before [DONE]"))
     }
 }
 
@@ -85,15 +95,6 @@ fn usage_of(value: &Value) -> Usage {
     }
 }
 
-/// Tool-call arguments arrive as JSON text; what does not parse is kept as a string, for the
-/// agent loop to refuse as a tool error.
-fn arguments(text: &str) -> Value {
-    if text.trim().is_empty() {
-        return json!({});
-    }
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
 fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
     let choice = body["choices"].get(0).ok_or_else(|| bad_response("an answer without choices"))?;
     let message = &choice["message"];
@@ -105,7 +106,7 @@ fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
                 .map(|call| ToolCall {
                     id: call["id"].as_str().unwrap_or_default().to_owned(),
                     name: call["function"]["name"].as_str().unwrap_or_default().to_owned(),
-                    arguments: arguments(call["function"]["arguments"].as_str().unwrap_or("")),
+                    arguments: tool_arguments(call["function"]["arguments"].as_str().unwrap_or("")),
                 })
                 .collect()
         })
@@ -117,6 +118,40 @@ fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
         finish_reason: choice["finish_reason"].as_str().unwrap_or_default().to_owned(),
         model: body["model"].as_str().unwrap_or_default().to_owned(),
     })
+}
+
+/// One chunk of a stream: the model, usage (in the last chunk), a piece of text, pieces of
+/// tool calls (id and name first, the arguments in pieces), the finish reason.
+fn add_chunk(streamed: &mut Streamed, chunk: &Value, sink: TokenSink<'_>) -> Result<(), LlmError> {
+    if let Some(error) = chunk.get("error") {
+        return Err(bad_response(format!("the stream ended with an error: {error}")));
+    }
+    if let Some(model) = chunk["model"].as_str() {
+        streamed.answer.model = model.to_owned();
+    }
+    if chunk["usage"].is_object() {
+        streamed.answer.usage = usage_of(&chunk["usage"]);
+    }
+    let Some(choice) = chunk["choices"].get(0) else { return Ok(()) };
+    if let Some(text) = choice["delta"]["content"].as_str() {
+        relay_text(&mut streamed.answer, sink, text);
+    }
+    for piece in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        let call = streamed.open_call(piece["index"].as_u64().unwrap_or(0));
+        if let Some(id) = piece["id"].as_str() {
+            call.id = id.to_owned();
+        }
+        if let Some(name) = piece["function"]["name"].as_str() {
+            call.name.push_str(name);
+        }
+        if let Some(arguments) = piece["function"]["arguments"].as_str() {
+            call.arguments.push_str(arguments);
+        }
+    }
+    if let Some(reason) = choice["finish_reason"].as_str() {
+        streamed.answer.finish_reason = reason.to_owned();
+    }
+    Ok(())
 }
 
 impl Provider for OpenAi {
@@ -132,63 +167,9 @@ impl Provider for OpenAi {
         async move {
             let Some(sink) = sink else {
                 let response = self.send("chat/completions", &wire_request(request, false)).await?;
-                let body: Value = response.json().await.map_err(transport_error)?;
-                return parse_answer(&body);
+                return parse_answer(&json_body(response).await?);
             };
-            let response = self.send("chat/completions", &wire_request(request, true)).await?;
-            let mut lines = Lines::new(response, self.timeouts.first_token);
-            let mut answer = ChatAnswer::default();
-            // Tool calls by index: id and name come first, the arguments in pieces.
-            let mut calls: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
-            let mut finished = false;
-            while let Some(event) = lines.next_event().await? {
-                if event.data == "[DONE]" {
-                    finished = true;
-                    break;
-                }
-                let chunk: Value = serde_json::from_str(&event.data).map_err(|error| {
-                    bad_response(format!("a stream chunk is not JSON: {error}"))
-                })?;
-                if let Some(error) = chunk.get("error") {
-                    return Err(bad_response(format!("the stream ended with an error: {error}")));
-                }
-                if let Some(model) = chunk["model"].as_str() {
-                    answer.model = model.to_owned();
-                }
-                if chunk["usage"].is_object() {
-                    answer.usage = usage_of(&chunk["usage"]);
-                }
-                let Some(choice) = chunk["choices"].get(0) else { continue };
-                if let Some(text) = choice["delta"]["content"].as_str()
-                    && !text.is_empty()
-                {
-                    sink(text);
-                    answer.content.push_str(text);
-                }
-                for call in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
-                    let entry = calls.entry(call["index"].as_u64().unwrap_or(0)).or_default();
-                    if let Some(id) = call["id"].as_str() {
-                        entry.0 = id.to_owned();
-                    }
-                    if let Some(name) = call["function"]["name"].as_str() {
-                        entry.1.push_str(name);
-                    }
-                    if let Some(piece) = call["function"]["arguments"].as_str() {
-                        entry.2.push_str(piece);
-                    }
-                }
-                if let Some(reason) = choice["finish_reason"].as_str() {
-                    answer.finish_reason = reason.to_owned();
-                }
-            }
-            if !finished {
-                return Err(bad_response("the stream ended before [DONE]"));
-            }
-            answer.tool_calls = calls
-                .into_values()
-                .map(|(id, name, text)| ToolCall { id, name, arguments: arguments(&text) })
-                .collect();
-            Ok(answer)
+            self.stream(request, sink).await
         }
         .boxed()
     }
@@ -201,7 +182,7 @@ impl Provider for OpenAi {
         async move {
             let response =
                 self.send("embeddings", &json!({ "model": model, "input": inputs })).await?;
-            let body: Value = response.json().await.map_err(transport_error)?;
+            let body = json_body(response).await?;
             let data =
                 body["data"].as_array().ok_or_else(|| bad_response("embeddings without data"))?;
             data.iter()

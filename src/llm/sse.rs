@@ -1,16 +1,21 @@
 //! Reading a streamed HTTP answer: server-sent events (OpenAI, Anthropic) and NDJSON lines
 //! (Ollama), chunk by chunk, with the first piece due within the first-token deadline and
-//! each line bounded in size.
+//! each line bounded in size; and [`Streamed`], the answer the pieces add up to.
 //!
 //! Our own rather than a crate: what the providers send is the `event:` / `data:` subset of
 //! the SSE format, which takes a line splitter and twenty lines to read; the SSE crates we
 //! looked at pull a parser-combinator library in for it.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use serde_json::Value;
 
-use crate::llm::{LlmError, Reason, bad_response, transport_error};
+use crate::llm::{
+    ChatAnswer, LlmError, Reason, TokenSink, ToolCall, bad_response, tool_arguments,
+    transport_error,
+};
 
 /// Longest line a provider may send in a stream: far above any real token chunk, and a bound
 /// on what a misbehaving server can make us buffer.
@@ -117,5 +122,61 @@ impl Lines {
             any = true;
         }
         Ok(any.then_some(event))
+    }
+}
+
+/// A piece of a stream as JSON; `what` names the piece in the failure (`a stream chunk`).
+pub fn parse_json(text: &str, what: &str) -> Result<Value, LlmError> {
+    serde_json::from_str(text).map_err(|error| bad_response(format!("{what} is not JSON: {error}")))
+}
+
+/// A tool call whose pieces are still arriving.
+#[derive(Debug, Default)]
+pub struct PartialCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text, parsed once the answer is complete.
+    pub arguments: String,
+}
+
+/// An answer as its stream adds up: the text relayed so far, and the tool calls by their
+/// index in the stream, whose arguments come as pieces of JSON text.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    pub answer: ChatAnswer,
+    calls: BTreeMap<u64, PartialCall>,
+}
+
+/// Hands a piece of an answer's text to the client, and keeps it in the answer.
+pub fn relay_text(answer: &mut ChatAnswer, sink: TokenSink<'_>, text: &str) {
+    if !text.is_empty() {
+        sink(text);
+        answer.content.push_str(text);
+    }
+}
+
+impl Streamed {
+    /// The tool call at `index`, begun by this piece if it is the first.
+    pub fn open_call(&mut self, index: u64) -> &mut PartialCall {
+        self.calls.entry(index).or_default()
+    }
+
+    /// The tool call at `index`, if one was begun there.
+    pub fn call(&mut self, index: u64) -> Option<&mut PartialCall> {
+        self.calls.get_mut(&index)
+    }
+
+    /// The complete answer, its tool calls in stream order.
+    pub fn finish(self) -> ChatAnswer {
+        let tool_calls = self
+            .calls
+            .into_values()
+            .map(|call| ToolCall {
+                id: call.id,
+                name: call.name,
+                arguments: tool_arguments(&call.arguments),
+            })
+            .collect();
+        ChatAnswer { tool_calls, ..self.answer }
     }
 }

@@ -108,6 +108,96 @@ impl TreeStore {
         }
         Ok(())
     }
+
+    /// A transaction holding the checkpoint's lock, if the checkpoint is still at `after`.
+    async fn begin_at(
+        &self,
+        after: u64,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, CommitError<TreeError>> {
+        let mut tx = self.pool.begin().await.map_err(store_error)?;
+        without_fsync(&mut tx).await.map_err(store_error)?;
+        let actual =
+            lock_checkpoint(&mut tx, projections::mission_tree::NAME).await.map_err(store_error)?;
+        if actual != after {
+            return Err(CommitError::Moved { actual });
+        }
+        Ok(tx)
+    }
+}
+
+fn store_error(error: sqlx::Error) -> CommitError<TreeError> {
+    CommitError::Store(TreeError::Database(error))
+}
+
+/// Records the batch's new links (a link already there stays as it was).
+async fn write_links(
+    tx: &mut sqlx::PgConnection,
+    changes: &[TreeChange],
+) -> Result<(), sqlx::Error> {
+    let (mut children, mut parents, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+    for change in changes {
+        if let TreeChange::Link { child, parent, position } = change {
+            children.push(child.clone());
+            parents.push(parent.clone());
+            positions.push(*position as i64);
+        }
+    }
+    if children.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO mission_links (child_id, parent_id, position)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
+         ON CONFLICT (child_id) DO NOTHING",
+    )
+    .bind(&children)
+    .bind(&parents)
+    .bind(&positions)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The links (child, parent) of the batch's missions that ended and have a parent.
+async fn links_of_ended(
+    tx: &mut sqlx::PgConnection,
+    changes: &[TreeChange],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let ended: Vec<String> = changes
+        .iter()
+        .filter_map(|change| match change {
+            TreeChange::Ended(outcome) => Some(outcome.mission_id.clone()),
+            _ => None,
+        })
+        .collect();
+    if ended.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as("SELECT child_id, parent_id FROM mission_links WHERE child_id = ANY($1)")
+        .bind(&ended)
+        .fetch_all(tx)
+        .await
+}
+
+/// The batch's cancelled missions that have children.
+async fn parents_among_cancelled(
+    tx: &mut sqlx::PgConnection,
+    changes: &[TreeChange],
+) -> Result<Vec<String>, sqlx::Error> {
+    let cancelled: Vec<String> = changes
+        .iter()
+        .filter_map(|change| match change {
+            TreeChange::Cancelled { mission_id } => Some(mission_id.clone()),
+            _ => None,
+        })
+        .collect();
+    if cancelled.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT DISTINCT parent_id FROM mission_links WHERE parent_id = ANY($1)")
+        .bind(&cancelled)
+        .fetch_all(tx)
+        .await
 }
 
 impl ProjectionStore<TreeChange> for TreeStore {
@@ -125,76 +215,20 @@ impl ProjectionStore<TreeChange> for TreeStore {
         changes: Vec<TreeChange>,
     ) -> Result<(), CommitError<TreeError>> {
         let name = projections::mission_tree::NAME;
-        let store = |error: sqlx::Error| CommitError::Store(TreeError::Database(error));
-        // 1. The links, and the parents of the missions that ended.
-        let mut tx = self.pool.begin().await.map_err(store)?;
-        without_fsync(&mut tx).await.map_err(store)?;
-        let actual = lock_checkpoint(&mut tx, name).await.map_err(store)?;
-        if actual != after {
-            return Err(CommitError::Moved { actual });
-        }
-        let (mut children, mut parents, mut positions) = (Vec::new(), Vec::new(), Vec::new());
-        for change in &changes {
-            if let TreeChange::Link { child, parent, position } = change {
-                children.push(child.clone());
-                parents.push(parent.clone());
-                positions.push(*position as i64);
-            }
-        }
-        if !children.is_empty() {
-            sqlx::query(
-                "INSERT INTO mission_links (child_id, parent_id, position)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
-                 ON CONFLICT (child_id) DO NOTHING",
-            )
-            .bind(&children)
-            .bind(&parents)
-            .bind(&positions)
-            .execute(&mut *tx)
-            .await
-            .map_err(store)?;
-        }
-        let ended: Vec<String> = changes
-            .iter()
-            .filter_map(|change| match change {
-                TreeChange::Ended(outcome) => Some(outcome.mission_id.clone()),
-                _ => None,
-            })
-            .collect();
-        let links: Vec<(String, String)> = if ended.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_as("SELECT child_id, parent_id FROM mission_links WHERE child_id = ANY($1)")
-                .bind(&ended)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(store)?
-        };
-        let cancelled: Vec<String> = changes
-            .iter()
-            .filter_map(|change| match change {
-                TreeChange::Cancelled { mission_id } => Some(mission_id.clone()),
-                _ => None,
-            })
-            .collect();
-        let cancelled_parents: Vec<String> = if cancelled.is_empty() {
-            Vec::new()
-        } else {
-            sqlx::query_scalar(
-                "SELECT DISTINCT parent_id FROM mission_links WHERE parent_id = ANY($1)",
-            )
-            .bind(&cancelled)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(store)?
-        };
+        // 1. The links, the parents of the missions that ended, and the cancelled missions
+        // that have children.
+        let mut tx = self.begin_at(after).await?;
+        write_links(&mut tx, &changes).await.map_err(store_error)?;
+        let links = links_of_ended(&mut tx, &changes).await.map_err(store_error)?;
+        let cancelled_parents =
+            parents_among_cancelled(&mut tx, &changes).await.map_err(store_error)?;
         // Most batches need no command (missions without a parent or children): the links
         // and the checkpoint then go in together.
         if links.is_empty() && cancelled_parents.is_empty() {
-            move_checkpoint(&mut tx, name, up_to).await.map_err(store)?;
-            return tx.commit().await.map_err(store);
+            move_checkpoint(&mut tx, name, up_to).await.map_err(store_error)?;
+            return tx.commit().await.map_err(store_error);
         }
-        tx.commit().await.map_err(store)?;
+        tx.commit().await.map_err(store_error)?;
         // 2. The commands.
         let react = self.react(links, &cancelled_parents, &changes);
         match tokio::time::timeout(COMMANDS_TIMEOUT, react).await {
@@ -203,14 +237,9 @@ impl ProjectionStore<TreeChange> for TreeStore {
             Err(_) => return Err(CommitError::Store(TreeError::Timeout)),
         }
         // 3. The checkpoint.
-        let mut tx = self.pool.begin().await.map_err(store)?;
-        without_fsync(&mut tx).await.map_err(store)?;
-        let actual = lock_checkpoint(&mut tx, name).await.map_err(store)?;
-        if actual != after {
-            return Err(CommitError::Moved { actual });
-        }
-        move_checkpoint(&mut tx, name, up_to).await.map_err(store)?;
-        tx.commit().await.map_err(store)
+        let mut tx = self.begin_at(after).await?;
+        move_checkpoint(&mut tx, name, up_to).await.map_err(store_error)?;
+        tx.commit().await.map_err(store_error)
     }
 
     async fn reset(&mut self) -> Result<(), TreeError> {

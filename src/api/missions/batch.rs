@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use domain::EventMetadata;
 use domain::mission::{Mission, MissionCommand, MissionStatus};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,7 +20,7 @@ use super::{EnqueueRequest, PlannedEnqueue, now_ms, plan_enqueue, refusal};
 use crate::api::error::{ErrorCode, ItemRefusal, errors, refused};
 use crate::api::extract::Metadata;
 use crate::api::{ApiError, ApiJson, AppState};
-use crate::eventlog::command::{self, Create};
+use crate::eventlog::command::{self, Create, Decided};
 
 /// Most missions one batch may carry.
 pub const BATCH_MISSIONS_MAX: usize = 1_000;
@@ -80,64 +81,11 @@ pub(super) async fn enqueue_batch(
         let message = format!("must hold 1 to {BATCH_MISSIONS_MAX} missions, got {count}");
         return Err(refused(ErrorCode::InvalidField, Some("missions"), message));
     }
-    let now = now_ms();
-    let mut refusals = Vec::new();
-    let mut creates = Vec::with_capacity(count);
-    // The request index of each entry of `creates`.
-    let mut indices = Vec::with_capacity(count);
-    let mut keys: HashMap<String, usize> = HashMap::new();
+    let mut batch = Batch::new(metadata, count);
     for (index, item) in request.missions.into_iter().enumerate() {
-        let request: EnqueueRequest = match serde_json::from_value(item) {
-            Ok(request) => request,
-            Err(error) => {
-                let message = format!("mission is not valid: {error}");
-                let code = ErrorCode::InvalidBody;
-                refusals.push(ItemRefusal { index, code, field: None, message });
-                continue;
-            }
-        };
-        let key = request.idempotency_key.clone();
-        let PlannedEnqueue { mission_id, command_id, spec, .. } = match plan_enqueue(request, &app)
-        {
-            Ok(planned) => planned,
-            Err(error) => {
-                refusals.push(ItemRefusal::from_api(index, error)?);
-                continue;
-            }
-        };
-        if let Some(key) = key
-            && let Some(first) = keys.insert(key, index)
-        {
-            refusals.push(ItemRefusal {
-                index,
-                code: ErrorCode::DuplicateIdempotencyKey,
-                field: Some("idempotency_key".into()),
-                message: format!("item {first} of this batch has the same idempotency_key"),
-            });
-            continue;
-        }
-        let mut metadata = metadata.clone();
-        metadata.command_id = Some(command_id);
-        let command = MissionCommand::Enqueue { spec, now_ms: now };
-        creates.push(Create { stream_id: mission_id, metadata, command });
-        indices.push(index);
+        batch.add(index, item, &app)?;
     }
-    let decided = match command::decide_creations::<Mission>(creates) {
-        Ok(decided) => Some(decided),
-        Err(refused) => {
-            for (at, error) in refused {
-                refusals.push(ItemRefusal::from_api(indices[at], refusal(error))?);
-            }
-            None
-        }
-    };
-    let decided = match decided {
-        Some(decided) if refusals.is_empty() => decided,
-        _ => {
-            refusals.sort_by_key(|item| item.index);
-            return Err(ApiError::BatchRefused { items: refusals, of: count });
-        }
-    };
+    let decided = batch.decide()?;
     let created = command::create_all::<Mission>(&app.store, decided).await.map_err(refusal)?;
     let any_new = created.iter().any(|created| !created.appended.duplicate);
     let missions = created
@@ -151,6 +99,99 @@ pub(super) async fn enqueue_batch(
         .collect();
     let status = if any_new { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, ApiJson(BatchEnqueued { missions })))
+}
+
+/// A batch as its items are read: the creations of those that pass, and a refusal for each
+/// of the others.
+struct Batch {
+    metadata: EventMetadata,
+    now_ms: i64,
+    count: usize,
+    creates: Vec<Create<MissionCommand>>,
+    /// The request index of each entry of `creates`.
+    indices: Vec<usize>,
+    refusals: Vec<ItemRefusal>,
+    /// The index of the first item with each idempotency key.
+    keys: HashMap<String, usize>,
+}
+
+impl Batch {
+    fn new(metadata: EventMetadata, count: usize) -> Batch {
+        Batch {
+            metadata,
+            now_ms: now_ms(),
+            count,
+            creates: Vec::with_capacity(count),
+            indices: Vec::with_capacity(count),
+            refusals: Vec::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// Reads item `index` as a single enqueue would, and keeps its creation or its refusal;
+    /// fails only for what is not the item's fault (a store failure).
+    fn add(
+        &mut self,
+        index: usize,
+        item: serde_json::Value,
+        app: &AppState,
+    ) -> Result<(), ApiError> {
+        let request: EnqueueRequest = match serde_json::from_value(item) {
+            Ok(request) => request,
+            Err(error) => {
+                let message = format!("mission is not valid: {error}");
+                let code = ErrorCode::InvalidBody;
+                self.refusals.push(ItemRefusal { index, code, field: None, message });
+                return Ok(());
+            }
+        };
+        let key = request.idempotency_key.clone();
+        let PlannedEnqueue { mission_id, command_id, spec, .. } = match plan_enqueue(request, app) {
+            Ok(planned) => planned,
+            Err(error) => {
+                self.refusals.push(ItemRefusal::from_api(index, error)?);
+                return Ok(());
+            }
+        };
+        if let Some(key) = key
+            && let Some(first) = self.keys.insert(key, index)
+        {
+            self.refusals.push(ItemRefusal {
+                index,
+                code: ErrorCode::DuplicateIdempotencyKey,
+                field: Some("idempotency_key".into()),
+                message: format!("item {first} of this batch has the same idempotency_key"),
+            });
+            return Ok(());
+        }
+        let mut metadata = self.metadata.clone();
+        metadata.command_id = Some(command_id);
+        let command = MissionCommand::Enqueue { spec, now_ms: self.now_ms };
+        self.creates.push(Create { stream_id: mission_id, metadata, command });
+        self.indices.push(index);
+        Ok(())
+    }
+
+    /// Every creation decided by the aggregate, or, if any item was refused (when read or
+    /// when decided), `batch_refused` listing them all in request order.
+    fn decide(mut self) -> Result<Decided<Mission>, ApiError> {
+        let decided = match command::decide_creations::<Mission>(self.creates) {
+            Ok(decided) => Some(decided),
+            Err(refused) => {
+                for (at, error) in refused {
+                    self.refusals.push(ItemRefusal::from_api(self.indices[at], refusal(error))?);
+                }
+                None
+            }
+        };
+        match decided {
+            Some(decided) if self.refusals.is_empty() => Ok(decided),
+            _ => {
+                self.refusals.sort_by_key(|item| item.index);
+                Err(ApiError::BatchRefused { items: self.refusals, of: self.count })
+            }
+        }
+    }
 }
 
 impl ItemRefusal {

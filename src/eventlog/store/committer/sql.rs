@@ -102,6 +102,31 @@ struct EventColumns {
     metadata: Vec<String>,
 }
 
+impl EventColumns {
+    /// Every event the plan placed, each at its stream version.
+    fn of(commands: &Commands<'_>, encoded: &[&Encoded], plan: &Plan<'_>) -> EventColumns {
+        let mut events = EventColumns::default();
+        for p in &plan.placed {
+            let append = commands.appends[p.index];
+            let texts = append.events.iter().zip(&encoded[p.index].payloads);
+            for (offset, (event, payload)) in texts.enumerate() {
+                events.stream_types.push(append.stream_type.as_str().to_owned());
+                events.stream_ids.push(append.stream_id.as_str().to_owned());
+                events.versions.push(to_i64(p.first_version + offset as u64));
+                events.event_ids.push(event.event_id);
+                events.event_types.push(event.event_type.clone());
+                let schema_version = i32::try_from(event.schema_version).unwrap_or(i32::MAX);
+                events.schema_versions.push(schema_version);
+                events.payloads.push(payload.clone());
+                events.metadata.push(encoded[p.index].metadata.clone());
+            }
+        }
+        events
+    }
+}
+
+/// The outcomes of the placed commands that carry a command id, one array per column;
+/// offsets count from the batch's base position.
 #[derive(Default)]
 struct CommandColumns<'a> {
     ids: Vec<Uuid>,
@@ -112,6 +137,73 @@ struct CommandColumns<'a> {
     first_offsets: Vec<i64>,
     last_offsets: Vec<i64>,
 }
+
+impl<'a> CommandColumns<'a> {
+    fn of(commands: &Commands<'a>, plan: &Plan<'_>) -> CommandColumns<'a> {
+        let mut command = CommandColumns::default();
+        for p in &plan.placed {
+            let append = commands.appends[p.index];
+            let Some(id) = append.metadata.command_id else { continue };
+            command.ids.push(id);
+            command.stream_types.push(append.stream_type.as_str());
+            command.stream_ids.push(append.stream_id.as_str());
+            command.first_versions.push(to_i64(p.first_version));
+            command.last_versions.push(to_i64(p.last_version));
+            command.first_offsets.push(to_i64(p.first_offset));
+            command.last_offsets.push(to_i64(p.last_offset));
+        }
+        command
+    }
+}
+
+/// The streams the batch appends to, each once, with its version after the batch.
+struct StreamColumns<'a> {
+    stream_types: Vec<&'a str>,
+    stream_ids: Vec<&'a str>,
+    versions: Vec<i64>,
+}
+
+impl<'a> StreamColumns<'a> {
+    fn of(commands: &Commands<'a>, plan: &Plan<'_>) -> StreamColumns<'a> {
+        let mut touched: Vec<StreamKey> =
+            plan.placed.iter().map(|p| key(commands.appends[p.index])).collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let versions = touched.iter().map(|stream| to_i64(plan.versions[stream])).collect();
+        let (stream_types, stream_ids) = touched.into_iter().unzip();
+        StreamColumns { stream_types, stream_ids, versions }
+    }
+}
+
+/// Step 3's statement: takes the batch's positions from the head, inserts the events,
+/// sets the streams' versions and records the commands' outcomes, then notifies listeners
+/// of the new head. `$1` is the event count, `$20` the notify channel.
+const WRITE_BATCH: &str = "WITH h AS (
+        UPDATE head SET position = position + $1 RETURNING position - $1 AS base
+     ), ev AS (
+        INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
+                            event_type, schema_version, payload, metadata)
+        SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
+        FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
+                       $7::int4[], $8::text[], $9::text[])
+                WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
+     ), st AS (
+        INSERT INTO streams (stream_type, stream_id, version)
+        SELECT * FROM unnest($10::text[], $11::text[], $12::int8[])
+        ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version
+     ), cmd AS (
+        INSERT INTO commands (command_id, stream_type, stream_id, first_version,
+                              last_version, first_position, last_position)
+        SELECT u.id, u.st, u.sid, u.fv, u.lv, h.base + u.fo, h.base + u.lo
+        FROM h, unnest($13::uuid[], $14::text[], $15::text[], $16::int8[], $17::int8[],
+                       $18::int8[], $19::int8[]) AS u(id, st, sid, fv, lv, fo, lo)
+        ON CONFLICT (command_id) DO UPDATE
+        SET stream_type = excluded.stream_type, stream_id = excluded.stream_id,
+            first_version = excluded.first_version, last_version = excluded.last_version,
+            first_position = excluded.first_position,
+            last_position = excluded.last_position
+     )
+     SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h";
 
 /// Step 3 as one statement; returns the position before the batch's first event.
 /// Data-modifying CTEs run exactly once, all against the `base` that the head update
@@ -127,90 +219,32 @@ pub(super) async fn write(
     encoded: &[&Encoded],
     plan: &Plan<'_>,
 ) -> Result<u64, sqlx::Error> {
-    let mut events = EventColumns::default();
-    let mut command = CommandColumns::default();
-    for p in &plan.placed {
-        let append = commands.appends[p.index];
-        let texts = append.events.iter().zip(&encoded[p.index].payloads);
-        for (offset, (event, payload)) in texts.enumerate() {
-            events.stream_types.push(append.stream_type.as_str().to_owned());
-            events.stream_ids.push(append.stream_id.as_str().to_owned());
-            events.versions.push(to_i64(p.first_version + offset as u64));
-            events.event_ids.push(event.event_id);
-            events.event_types.push(event.event_type.clone());
-            events.schema_versions.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-            events.payloads.push(payload.clone());
-            events.metadata.push(encoded[p.index].metadata.clone());
-        }
-        if let Some(id) = append.metadata.command_id {
-            command.ids.push(id);
-            command.stream_types.push(append.stream_type.as_str());
-            command.stream_ids.push(append.stream_id.as_str());
-            command.first_versions.push(to_i64(p.first_version));
-            command.last_versions.push(to_i64(p.last_version));
-            command.first_offsets.push(to_i64(p.first_offset));
-            command.last_offsets.push(to_i64(p.last_offset));
-        }
-    }
-    let mut touched: Vec<StreamKey> =
-        plan.placed.iter().map(|p| key(commands.appends[p.index])).collect();
-    touched.sort_unstable();
-    touched.dedup();
-    let (stream_types, stream_ids): (Vec<&str>, Vec<&str>) = touched.iter().copied().unzip();
-    let stream_versions: Vec<i64> =
-        touched.iter().map(|stream| to_i64(plan.versions[stream])).collect();
-
-    let count = to_i64(plan.event_count);
-    let row = sqlx::query(
-        "WITH h AS (
-            UPDATE head SET position = position + $1 RETURNING position - $1 AS base
-         ), ev AS (
-            INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
-                                event_type, schema_version, payload, metadata)
-            SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
-            FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
-                           $7::int4[], $8::text[], $9::text[])
-                    WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
-         ), st AS (
-            INSERT INTO streams (stream_type, stream_id, version)
-            SELECT * FROM unnest($10::text[], $11::text[], $12::int8[])
-            ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = excluded.version
-         ), cmd AS (
-            INSERT INTO commands (command_id, stream_type, stream_id, first_version,
-                                  last_version, first_position, last_position)
-            SELECT u.id, u.st, u.sid, u.fv, u.lv, h.base + u.fo, h.base + u.lo
-            FROM h, unnest($13::uuid[], $14::text[], $15::text[], $16::int8[], $17::int8[],
-                           $18::int8[], $19::int8[]) AS u(id, st, sid, fv, lv, fo, lo)
-            ON CONFLICT (command_id) DO UPDATE
-            SET stream_type = excluded.stream_type, stream_id = excluded.stream_id,
-                first_version = excluded.first_version, last_version = excluded.last_version,
-                first_position = excluded.first_position,
-                last_position = excluded.last_position
-         )
-         SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h",
-    )
-    .bind(count)
-    .bind(&events.stream_types)
-    .bind(&events.stream_ids)
-    .bind(&events.versions)
-    .bind(&events.event_ids)
-    .bind(&events.event_types)
-    .bind(&events.schema_versions)
-    .bind(&events.payloads)
-    .bind(&events.metadata)
-    .bind(&stream_types)
-    .bind(&stream_ids)
-    .bind(&stream_versions)
-    .bind(&command.ids)
-    .bind(&command.stream_types)
-    .bind(&command.stream_ids)
-    .bind(&command.first_versions)
-    .bind(&command.last_versions)
-    .bind(&command.first_offsets)
-    .bind(&command.last_offsets)
-    .bind(notify_channel)
-    .fetch_one(&mut **tx)
-    .await?;
+    let events = EventColumns::of(commands, encoded, plan);
+    let streams = StreamColumns::of(commands, plan);
+    let command = CommandColumns::of(commands, plan);
+    let row = sqlx::query(WRITE_BATCH)
+        .bind(to_i64(plan.event_count))
+        .bind(&events.stream_types)
+        .bind(&events.stream_ids)
+        .bind(&events.versions)
+        .bind(&events.event_ids)
+        .bind(&events.event_types)
+        .bind(&events.schema_versions)
+        .bind(&events.payloads)
+        .bind(&events.metadata)
+        .bind(&streams.stream_types)
+        .bind(&streams.stream_ids)
+        .bind(&streams.versions)
+        .bind(&command.ids)
+        .bind(&command.stream_types)
+        .bind(&command.stream_ids)
+        .bind(&command.first_versions)
+        .bind(&command.last_versions)
+        .bind(&command.first_offsets)
+        .bind(&command.last_offsets)
+        .bind(notify_channel)
+        .fetch_one(&mut **tx)
+        .await?;
     let base: i64 = row.try_get(0)?;
     Ok(base as u64)
 }
