@@ -299,12 +299,6 @@ async fn drive(deck: &Deck, fake: &FakeLlm, recording: &mut Recording) {
     recording.collect(deck).await;
 }
 
-/// What the console reads that the document does not have, known and not yet fixed.
-// FIXME: the agents page reads `w.agent || w` for each watched agent, but the API flattens
-// the agent's record into the entry (`WatchedAgent`, `#[serde(flatten)] agent`): `agent` is
-// never there and the fallback always taken. The console should read the entry itself.
-const KNOWN: &[&str] = &["GET /api/supervisor/agents 200: `agents.[].agent` is not in the schema"];
-
 #[tokio::test]
 async fn every_field_the_console_reads_from_an_answer_is_in_its_documented_schema() {
     let started = std::time::Instant::now();
@@ -379,16 +373,9 @@ async fn every_field_the_console_reads_from_an_answer_is_in_its_documented_schem
     for (what, fields) in &undescribed {
         eprintln!("described in words only, not checked: {what}: {fields:?}");
     }
-    let report: Vec<String> = mismatches
-        .iter()
-        .filter(|(why, _)| !KNOWN.iter().any(|known| why.starts_with(known)))
-        .map(|(why, read)| format!("{why}\n    read: {read}"))
-        .collect();
+    let report: Vec<String> =
+        mismatches.iter().map(|(why, read)| format!("{why}\n    read: {read}")).collect();
     assert!(report.is_empty(), "the console reads what the document lacks:\n{}", report.join("\n"));
-    for known in KNOWN {
-        let still = mismatches.keys().any(|why| why.starts_with(known));
-        assert!(still, "no longer read, so take it out of KNOWN: {known}");
-    }
 
     deck.check_clean(&[("/api/missions/enqueue", 422), ("/api/llm/config", 422)]).await;
     eprintln!(
