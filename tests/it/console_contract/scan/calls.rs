@@ -16,10 +16,7 @@ impl Scanner<'_> {
         };
         let methods = self.methods(m, *method, env)?;
         let paths = self.eval(m, *path, env, true)?;
-        Ok(methods
-            .iter()
-            .flat_map(|method| paths.iter().map(move |p| (method.clone(), p.clone())))
-            .collect())
+        Ok(every_pair(&methods, &paths))
     }
 
     /// `fetch(path, init)`: the method is `init.method`, GET without one.
@@ -49,10 +46,7 @@ impl Scanner<'_> {
             }
         };
         let paths = self.eval(m, *path, env, true)?;
-        Ok(methods
-            .iter()
-            .flat_map(|method| paths.iter().map(move |p| (method.clone(), p.clone())))
-            .collect())
+        Ok(every_pair(&methods, &paths))
     }
 
     pub(super) fn websocket_call(
@@ -148,6 +142,14 @@ impl Scanner<'_> {
             .iter()
             .any(|(from, _)| module.is(*from, "..."))
     }
+}
+
+/// Each method with each path: the calls a site can make.
+fn every_pair(methods: &[String], paths: &[Vec<Part>]) -> Vec<(String, Vec<Part>)> {
+    methods
+        .iter()
+        .flat_map(|method| paths.iter().map(move |p| (method.clone(), p.clone())))
+        .collect()
 }
 
 enum Property {
