@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 
+use super::{histogram, ms_at, ms_max};
 use crate::config::DATABASE_URL_DEFAULT;
 
 #[derive(Debug, clap::Args)]
@@ -55,15 +57,76 @@ pub struct AgentsBench {
     claimers: usize,
 }
 
-fn ms(histogram: &Histogram<u64>, quantile: f64) -> f64 {
-    histogram.value_at_quantile(quantile) as f64 / 1_000.0
-}
-
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
     let response = client.post(url).json(body).send().await?;
     let status = response.status().as_u16();
     let text = response.text().await?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+}
+
+/// The fleet's heartbeat schedule, shared by the tasks that send it.
+#[derive(Clone)]
+struct Fleet {
+    client: reqwest::Client,
+    url: String,
+    ids: Arc<Vec<String>>,
+    /// When the silent agent (the first) sent its only heartbeat.
+    silent_since: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Tasks sending heartbeats; task `c` sends those of agents `c`, `c + tasks`, ...
+    tasks: usize,
+    changing_percent: u64,
+    interval: Duration,
+    start: Instant,
+    phase: Duration,
+}
+
+impl Fleet {
+    /// Task `c`'s heartbeats, each agent once an interval at its own offset, until the phase
+    /// ends: their latencies in microseconds.
+    async fn beat(self, c: usize) -> anyhow::Result<Histogram<u64>> {
+        let mut latencies = histogram();
+        let n = self.ids.len();
+        let mut round = 0u32;
+        loop {
+            for i in (c..n).step_by(self.tasks) {
+                let offset = self.interval.mul_f64(i as f64 / n as f64);
+                let due = self.start + self.interval * round + offset;
+                if due.duration_since(self.start) >= self.phase {
+                    return Ok(latencies);
+                }
+                // The silent agent beats once, then never again.
+                if i == 0 && round > 0 {
+                    continue;
+                }
+                tokio::time::sleep_until(due.into()).await;
+                let sent = Instant::now();
+                // Busy in some rounds, idle in others: a change each time it flips.
+                let busy =
+                    (i as u64 * 7_919 + u64::from(round) * 104_729) % 100 < self.changing_percent;
+                let status = if busy { "busy" } else { "idle" };
+                let body = json!({ "agent_id": self.ids[i], "status": status, "load": 0.0 });
+                let (status, answer) = post(&self.client, &self.url, &body).await?;
+                latencies.record(sent.elapsed().as_micros() as u64).expect("in range");
+                if status != 200 {
+                    bail!("heartbeat answered {status}: {answer}");
+                }
+                if i == 0 {
+                    *self.silent_since.lock().expect("not poisoned") = Some(Instant::now());
+                }
+            }
+            round += 1;
+        }
+    }
+}
+
+/// What was seen while the fleet beat.
+struct Watched {
+    /// How long after its last heartbeat the silent agent was marked unresponsive.
+    detected: Option<Duration>,
+    /// Sweep durations in milliseconds.
+    sweeps: Histogram<u64>,
+    /// The heartbeat volume once the first round was over, and when that was.
+    after_first_round: Option<((i64, i64), Duration)>,
 }
 
 impl AgentsBench {
@@ -78,7 +141,6 @@ impl AgentsBench {
         let run = uuid::Uuid::now_v7().simple().to_string();
         let owner = format!("bench-{}", &run[run.len() - 8..]);
 
-        // Register the fleet.
         let started = Instant::now();
         let ids = Arc::new(self.register(&client, &base, &owner).await?);
         println!(
@@ -86,102 +148,72 @@ impl AgentsBench {
             ids.len(),
             started.elapsed().as_secs_f64()
         );
+        self.heartbeat_phase(&client, &base, &pool, &owner, &ids).await?;
+        if self.missions > 0 {
+            self.claim_phase(&client, &base, &owner, &ids[1..]).await?;
+        }
+        Ok(())
+    }
 
-        // Heartbeat phase.
-        let (before_events, before_bytes) = heartbeat_volume(&pool, &owner).await?;
-        let silent = ids[0].clone();
-        let phase = Duration::from_secs(self.duration_s);
-        let interval = Duration::from_secs(self.interval_s.max(1));
-        let start = Instant::now();
-        let silent_since = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    /// The fleet heartbeats for `--duration-s` while the silent agent and the supervisor's
+    /// sweeps are watched; then the report of it.
+    async fn heartbeat_phase(
+        &self,
+        client: &reqwest::Client,
+        base: &str,
+        pool: &PgPool,
+        owner: &str,
+        ids: &Arc<Vec<String>>,
+    ) -> anyhow::Result<()> {
+        let before = heartbeat_volume(pool, owner).await?;
+        let fleet = Fleet {
+            client: client.clone(),
+            url: format!("{base}/api/agents/heartbeat"),
+            ids: ids.clone(),
+            silent_since: Arc::default(),
+            tasks: self.clients.max(1),
+            changing_percent: self.changing_percent.min(100),
+            interval: Duration::from_secs(self.interval_s.max(1)),
+            start: Instant::now(),
+            phase: Duration::from_secs(self.duration_s),
+        };
         let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..self.clients.max(1) {
-            let (client, ids, silent_since) = (client.clone(), ids.clone(), silent_since.clone());
-            let url = format!("{base}/api/agents/heartbeat");
-            let clients = self.clients.max(1);
-            let changing = self.changing_percent.min(100);
-            tasks.spawn(async move {
-                let mut latencies = Histogram::<u64>::new(3).expect("histogram");
-                let n = ids.len();
-                let mut round = 0u32;
-                loop {
-                    for i in (c..n).step_by(clients) {
-                        let offset = interval.mul_f64(i as f64 / n as f64);
-                        let due = start + interval * round + offset;
-                        if due.duration_since(start) >= phase {
-                            return Ok::<_, anyhow::Error>(latencies);
-                        }
-                        // The silent agent beats once, then never again.
-                        if i == 0 && round > 0 {
-                            continue;
-                        }
-                        tokio::time::sleep_until(due.into()).await;
-                        let sent = Instant::now();
-                        // Busy in some rounds, idle in others: a change each time it flips.
-                        let busy = (i as u64 * 7_919 + u64::from(round) * 104_729) % 100 < changing;
-                        let status = if busy { "busy" } else { "idle" };
-                        let body = json!({ "agent_id": ids[i], "status": status, "load": 0.0 });
-                        let (status, answer) = post(&client, &url, &body).await?;
-                        latencies.record(sent.elapsed().as_micros() as u64).expect("in range");
-                        if status != 200 {
-                            bail!("heartbeat answered {status}: {answer}");
-                        }
-                        if i == 0 {
-                            *silent_since.lock().expect("not poisoned") = Some(Instant::now());
-                        }
-                    }
-                    round += 1;
-                }
-            });
+        for c in 0..fleet.tasks {
+            tasks.spawn(fleet.clone().beat(c));
         }
-        // Meanwhile, watch the silent agent and the supervisor's sweeps.
-        let mut detected = None;
-        let mut sweeps = Histogram::<u64>::new(3).expect("histogram");
-        let mut last_sweep_at = 0;
-        let mut after_first_round = None;
-        while start.elapsed() < phase {
-            if after_first_round.is_none() && start.elapsed() > interval + Duration::from_secs(1) {
-                after_first_round = Some((heartbeat_volume(&pool, &owner).await?, start.elapsed()));
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if detected.is_none() {
-                let response = client.get(format!("{base}/api/agents/{silent}")).send().await?;
-                let agent: Value = response.json().await?;
-                if agent["state"] == "unresponsive" {
-                    let since = silent_since.lock().expect("not poisoned").unwrap_or(start);
-                    detected = Some(since.elapsed());
-                }
-            }
-            let status: Value =
-                client.get(format!("{base}/api/supervisor/status")).send().await?.json().await?;
-            let sweep = &status["last_sweep"];
-            if let (Some(at), Some(duration)) =
-                (sweep["at_ms"].as_i64(), sweep["duration_ms"].as_u64())
-                && at != last_sweep_at
-            {
-                last_sweep_at = at;
-                sweeps.record(duration.max(1)).ok();
-            }
-        }
-        let mut heartbeats = Histogram::<u64>::new(3).expect("histogram");
+        let watched = watch(&fleet, pool, owner, base).await?;
+        let mut heartbeats = histogram();
         while let Some(result) = tasks.join_next().await {
             heartbeats.add(result.context("heartbeat task")??).expect("same bounds");
         }
-        let elapsed = start.elapsed();
-        let (after_events, after_bytes) = heartbeat_volume(&pool, &owner).await?;
+        let elapsed = fleet.start.elapsed();
+        let after = heartbeat_volume(pool, owner).await?;
+        self.print_heartbeats(&fleet, &heartbeats, elapsed, before, after, &watched);
+        Ok(())
+    }
+
+    fn print_heartbeats(
+        &self,
+        fleet: &Fleet,
+        heartbeats: &Histogram<u64>,
+        elapsed: Duration,
+        (before_events, before_bytes): (i64, i64),
+        (after_events, after_bytes): (i64, i64),
+        watched: &Watched,
+    ) {
         let ((first_events, first_bytes), first_at) =
-            after_first_round.unwrap_or(((before_events, before_bytes), Duration::ZERO));
+            watched.after_first_round.unwrap_or(((before_events, before_bytes), Duration::ZERO));
         let agent_hours =
-            ids.len() as f64 * elapsed.saturating_sub(first_at).as_secs_f64() / 3_600.0;
+            fleet.ids.len() as f64 * elapsed.saturating_sub(first_at).as_secs_f64() / 3_600.0;
         let (events, bytes) = (after_events - first_events, after_bytes - first_bytes);
         println!(
             "heartbeats:          {} sent in {:.0} s ({:.0}/s), latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             heartbeats.len(),
             elapsed.as_secs_f64(),
             heartbeats.len() as f64 / elapsed.as_secs_f64(),
-            ms(&heartbeats, 0.5),
-            ms(&heartbeats, 0.99),
-            heartbeats.max() as f64 / 1_000.0
+            ms_at(heartbeats, 0.5),
+            ms_at(heartbeats, 0.99),
+            ms_max(heartbeats)
         );
         println!(
             "store growth:        first round {} events; after it {events} heartbeat events ({:.1} MiB): {:.1} events and {:.0} bytes per agent per hour, of {:.0} heartbeats sent ({}% changing)",
@@ -189,9 +221,10 @@ impl AgentsBench {
             bytes as f64 / (1 << 20) as f64,
             events as f64 / agent_hours,
             bytes as f64 / agent_hours,
-            3_600.0 / interval.as_secs_f64(),
+            3_600.0 / fleet.interval.as_secs_f64(),
             self.changing_percent
         );
+        let sweeps = &watched.sweeps;
         if sweeps.is_empty() {
             println!("supervisor sweeps:   none seen (is this serve's supervisor leading?)");
         } else {
@@ -202,7 +235,7 @@ impl AgentsBench {
                 sweeps.max()
             );
         }
-        match detected {
+        match watched.detected {
             Some(after) => println!(
                 "silent agent:        marked unresponsive {:.1} s after its last heartbeat",
                 after.as_secs_f64()
@@ -211,11 +244,6 @@ impl AgentsBench {
                 "silent agent:        not marked within the phase (make --duration-s longer than the window plus a sweep)"
             ),
         }
-
-        if self.missions > 0 {
-            self.claim_phase(&client, &base, &owner, &ids[1..]).await?;
-        }
-        Ok(())
     }
 
     async fn register(
@@ -320,8 +348,8 @@ impl AgentsBench {
             self.missions,
             self.claimers,
             by_agents as f64 / elapsed.as_secs_f64(),
-            ms(&completes, 0.5),
-            ms(&completes, 0.99)
+            ms_at(&completes, 0.5),
+            ms_at(&completes, 0.99)
         );
         println!(
             "in-process workers:  {} missions in the same {:.1} s",
@@ -332,8 +360,43 @@ impl AgentsBench {
     }
 }
 
+/// While the fleet beats: whether and when the silent agent is marked unresponsive, the
+/// supervisor's sweeps, and the heartbeat volume after the first round.
+async fn watch(fleet: &Fleet, pool: &PgPool, owner: &str, base: &str) -> anyhow::Result<Watched> {
+    let (client, start, silent) = (&fleet.client, fleet.start, &fleet.ids[0]);
+    let mut watched = Watched { detected: None, sweeps: histogram(), after_first_round: None };
+    let mut last_sweep_at = 0;
+    while start.elapsed() < fleet.phase {
+        if watched.after_first_round.is_none()
+            && start.elapsed() > fleet.interval + Duration::from_secs(1)
+        {
+            watched.after_first_round =
+                Some((heartbeat_volume(pool, owner).await?, start.elapsed()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if watched.detected.is_none() {
+            let response = client.get(format!("{base}/api/agents/{silent}")).send().await?;
+            let agent: Value = response.json().await?;
+            if agent["state"] == "unresponsive" {
+                let since = fleet.silent_since.lock().expect("not poisoned").unwrap_or(start);
+                watched.detected = Some(since.elapsed());
+            }
+        }
+        let status: Value =
+            client.get(format!("{base}/api/supervisor/status")).send().await?.json().await?;
+        let sweep = &status["last_sweep"];
+        if let (Some(at), Some(duration)) = (sweep["at_ms"].as_i64(), sweep["duration_ms"].as_u64())
+            && at != last_sweep_at
+        {
+            last_sweep_at = at;
+            watched.sweeps.record(duration.max(1)).ok();
+        }
+    }
+    Ok(watched)
+}
+
 /// Heartbeat events of this run's agents and their stored size (payload and metadata).
-async fn heartbeat_volume(pool: &sqlx::PgPool, owner: &str) -> anyhow::Result<(i64, i64)> {
+async fn heartbeat_volume(pool: &PgPool, owner: &str) -> anyhow::Result<(i64, i64)> {
     let (events, bytes): (i64, Option<i64>) = sqlx::query_as(
         "SELECT count(*), sum(pg_column_size(e.payload) + pg_column_size(e.metadata))::int8
          FROM events e

@@ -2,13 +2,12 @@
 //! running `brain serve`, from several concurrent HTTP clients.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 
-use super::merge_latencies;
+use super::{cores, ms_at, ms_max, timed_loops};
 
 #[derive(Debug, clap::Args)]
 pub struct BatchBench {
@@ -65,11 +64,10 @@ impl BatchBench {
         let started = Instant::now();
         let latencies = self.drive(&client, &endpoint, requests).await?;
         let elapsed = started.elapsed();
-        let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1_000.0;
         let report = Report {
             missions_per_s: (requests * self.batch_size as u64) as f64 / elapsed.as_secs_f64(),
             requests,
-            request_ms: [ms(0.5), ms(0.99), latencies.max() as f64 / 1_000.0],
+            request_ms: [ms_at(&latencies, 0.5), ms_at(&latencies, 0.99), ms_max(&latencies)],
             elapsed,
         };
         self.print(&report);
@@ -83,50 +81,40 @@ impl BatchBench {
         endpoint: &str,
         requests: u64,
     ) -> anyhow::Result<Histogram<u64>> {
-        let remaining = Arc::new(AtomicU64::new(requests));
         let padding = "x".repeat(self.payload_bytes.saturating_sub(30));
         // Without keys every batch can be the same bytes (the server gives each mission a
         // new id), so the clients spend next to nothing of the machine they share.
         let fixed = (!self.idempotency_keys).then(|| body(self.batch_size, &padding, None));
-        let mut tasks = Vec::with_capacity(self.clients);
-        for _ in 0..self.clients {
-            let (client, remaining) = (client.clone(), remaining.clone());
-            let (endpoint, padding, fixed) = (endpoint.to_owned(), padding.clone(), fixed.clone());
-            let batch_size = self.batch_size;
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Histogram::<u64>::new(3).expect("histogram");
-                while remaining
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_ok()
-                {
-                    let body = match &fixed {
-                        Some(body) => body.clone(),
-                        None => body(batch_size, &padding, Some(uuid::Uuid::now_v7())),
-                    };
-                    let started = Instant::now();
-                    let response = client
-                        .post(&endpoint)
-                        .header("content-type", "application/json")
-                        .header("x-actor", "bench")
-                        .body(body)
-                        .send()
-                        .await?;
-                    let status = response.status();
-                    let answer = response.bytes().await?;
-                    if status != reqwest::StatusCode::CREATED {
-                        let answer = String::from_utf8_lossy(&answer[..answer.len().min(300)]);
-                        bail!("batch answered {status}: {answer}");
-                    }
-                    let _ = latencies.record(started.elapsed().as_micros() as u64);
+        let (client, endpoint) = (client.clone(), Arc::<str>::from(endpoint));
+        let batch_size = self.batch_size;
+        let send = move |_| {
+            let body = match &fixed {
+                Some(body) => body.clone(),
+                None => body(batch_size, &padding, Some(uuid::Uuid::now_v7())),
+            };
+            let (client, endpoint) = (client.clone(), endpoint.clone());
+            async move {
+                let response = client
+                    .post(&*endpoint)
+                    .header("content-type", "application/json")
+                    .header("x-actor", "bench")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = response.status();
+                let answer = response.bytes().await?;
+                if status != reqwest::StatusCode::CREATED {
+                    let answer = String::from_utf8_lossy(&answer[..answer.len().min(300)]);
+                    bail!("batch answered {status}: {answer}");
                 }
-                anyhow::Ok(latencies)
-            }));
-        }
-        merge_latencies(tasks).await
+                Ok(())
+            }
+        };
+        timed_loops(self.clients, requests, 1, send).await
     }
 
     fn print(&self, r: &Report) {
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cores = cores();
         println!(
             "brain bench batch: {} clients, {} requests x {} missions, {} B payloads{}, {cores} cores",
             self.clients,

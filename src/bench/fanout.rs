@@ -13,9 +13,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use sqlx::PgPool;
 use time::OffsetDateTime;
 
-use super::own_serve::OwnServe;
+use super::own_serve::InstantServe;
 
 #[derive(Debug, clap::Args)]
 pub struct FanoutBench {
@@ -45,9 +46,12 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// Where one round's time went, in milliseconds: enqueue to completion, to the suspension,
+/// the children, the last child's end to the resume, the resume to the completion.
+type Round = [f64; 5];
+
 impl FanoutBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let fake = super::own_serve::instant_provider(self.children).await?;
         let agents =
             if self.thinking_children { "supervisor,coder" } else { "supervisor,coder=echo" };
         let vars = [
@@ -55,106 +59,100 @@ impl FanoutBench {
             ("BRAIN_WORKER_AGENTS", agents.to_owned()),
             ("BRAIN_SUPERVISOR_KINDS", "coder".to_owned()),
         ];
+        let (database, namespace) = ("brain_bench_fanout", "bench_fanout");
         let serve =
-            OwnServe::start(&self.services, "brain_bench_fanout", "bench_fanout", &vars).await?;
-        let outcome = self.measure(&serve, &fake.url).await;
+            InstantServe::start(&self.services, database, namespace, &vars, self.children).await?;
+        let outcome = self.measure(&serve).await;
         serve.drop_all().await?;
         outcome
     }
 
-    async fn measure(&self, serve: &OwnServe, provider: &str) -> anyhow::Result<()> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
-        serve.configure_llm(&client, provider).await?;
-        let pool = crate::eventlog::db::connect(&serve.database_url, 2).await?;
+    async fn measure(&self, serve: &InstantServe) -> anyhow::Result<()> {
         println!(
             "fan-out: 1 supervisor mission -> {} {} children, {} worker slots, provider answering at once",
             self.children,
             if self.thinking_children { "coder (two steps each)" } else { "echo" },
             self.workers
         );
-        let (mut totals, mut to_suspend, mut children, mut to_resume, mut to_done) =
-            (vec![], vec![], vec![], vec![], vec![]);
+        let mut rounds = Vec::new();
         for round in 1..=self.rounds {
-            let body = json!({ "name": format!("fan out {round}"), "agent": "supervisor", "payload": { "prompt": "split it" } });
-            let response = client
-                .post(format!("{}/api/missions/enqueue", serve.url))
-                .json(&body)
-                .send()
-                .await?;
-            anyhow::ensure!(response.status().is_success(), "enqueue: {}", response.status());
-            let id = response.json::<serde_json::Value>().await?["mission_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let deadline = Instant::now() + Duration::from_secs(300);
-            let status = loop {
-                let view: serde_json::Value = client
-                    .get(format!("{}/api/missions/{id}", serve.url))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                let status = view["status"].as_str().unwrap_or_default().to_owned();
-                if status == "completed" || status == "failed" || status == "cancelled" {
-                    break status;
-                }
-                anyhow::ensure!(Instant::now() < deadline, "the parent did not finish in 5 min");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            anyhow::ensure!(status == "completed", "the parent {id} ended {status}");
-            let at = |event_type: &'static str| {
-                let pool = pool.clone();
-                let id = id.clone();
-                async move {
-                    sqlx::query_scalar::<_, OffsetDateTime>(
-                        "SELECT recorded_at FROM events WHERE stream_type = 'mission'
-                         AND stream_id = $1 AND event_type = $2 ORDER BY version LIMIT 1",
-                    )
-                    .bind(id)
-                    .bind(event_type)
-                    .fetch_one(&pool)
-                    .await
-                }
-            };
-            let enqueued = at("MissionEnqueued").await?;
-            let suspended = at("MissionSuspended").await?;
-            let resumed = at("MissionResumed").await?;
-            let completed = at("MissionCompleted").await?;
-            let last_child_end: OffsetDateTime = sqlx::query_scalar(
-                "SELECT max(e.recorded_at) FROM events e JOIN mission_links l ON l.child_id = e.stream_id
-                 WHERE l.parent_id = $1 AND e.event_type IN ('MissionCompleted', 'MissionAttemptFailed', 'MissionCancelled')",
-            )
-            .bind(&id)
-            .fetch_one(&pool)
-            .await?;
-            let row = [
-                ms(enqueued, completed),
-                ms(enqueued, suspended),
-                ms(suspended, last_child_end),
-                ms(last_child_end, resumed),
-                ms(resumed, completed),
-            ];
+            let id = self.parent_finished(serve, round).await?;
+            let row = times(&serve.pool, &id).await?;
             println!(
                 "  round {round}: {:.0} ms enqueue to completion (to suspended {:.0}, children {:.0}, last child to resumed {:.0}, resumed to completed {:.0})",
                 row[0], row[1], row[2], row[3], row[4]
             );
-            totals.push(row[0]);
-            to_suspend.push(row[1]);
-            children.push(row[2]);
-            to_resume.push(row[3]);
-            to_done.push(row[4]);
+            rounds.push(row);
         }
+        let column = |k: usize| median(&mut rounds.iter().map(|row| row[k]).collect::<Vec<_>>());
+        let children = column(2);
         println!(
             "  median: {:.0} ms enqueue to completion (to suspended {:.0}, children {:.0}, last child to resumed {:.0}, resumed to completed {:.0}); {:.0} children/s",
-            median(&mut totals),
-            median(&mut to_suspend),
-            median(&mut children.clone()),
-            median(&mut to_resume),
-            median(&mut to_done),
-            f64::from(self.children) / (median(&mut children) / 1_000.0)
+            column(0),
+            column(1),
+            children,
+            column(3),
+            column(4),
+            f64::from(self.children) / (children / 1_000.0)
         );
-        pool.close().await;
         Ok(())
     }
+
+    /// Enqueues round `round`'s parent and waits (at most 5 minutes) until it completed;
+    /// returns its id.
+    async fn parent_finished(&self, serve: &InstantServe, round: u32) -> anyhow::Result<String> {
+        let (client, url) = (&serve.client, &serve.serve.url);
+        let body = json!({ "name": format!("fan out {round}"), "agent": "supervisor", "payload": { "prompt": "split it" } });
+        let response =
+            client.post(format!("{url}/api/missions/enqueue")).json(&body).send().await?;
+        anyhow::ensure!(response.status().is_success(), "enqueue: {}", response.status());
+        let id = response.json::<serde_json::Value>().await?["mission_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let status = loop {
+            let view: serde_json::Value =
+                client.get(format!("{url}/api/missions/{id}")).send().await?.json().await?;
+            let status = view["status"].as_str().unwrap_or_default().to_owned();
+            if status == "completed" || status == "failed" || status == "cancelled" {
+                break status;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the parent did not finish in 5 min");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        anyhow::ensure!(status == "completed", "the parent {id} ended {status}");
+        Ok(id)
+    }
+}
+
+/// Where the time of parent `id` went, from its history and its children's.
+async fn times(pool: &PgPool, id: &str) -> anyhow::Result<Round> {
+    let at = |event_type: &'static str| {
+        sqlx::query_scalar::<_, OffsetDateTime>(
+            "SELECT recorded_at FROM events WHERE stream_type = 'mission'
+             AND stream_id = $1 AND event_type = $2 ORDER BY version LIMIT 1",
+        )
+        .bind(id)
+        .bind(event_type)
+        .fetch_one(pool)
+    };
+    let enqueued = at("MissionEnqueued").await?;
+    let suspended = at("MissionSuspended").await?;
+    let resumed = at("MissionResumed").await?;
+    let completed = at("MissionCompleted").await?;
+    let last_child_end: OffsetDateTime = sqlx::query_scalar(
+        "SELECT max(e.recorded_at) FROM events e JOIN mission_links l ON l.child_id = e.stream_id
+         WHERE l.parent_id = $1 AND e.event_type IN ('MissionCompleted', 'MissionAttemptFailed', 'MissionCancelled')",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await?;
+    Ok([
+        ms(enqueued, completed),
+        ms(enqueued, suspended),
+        ms(suspended, last_child_end),
+        ms(last_child_end, resumed),
+        ms(resumed, completed),
+    ])
 }

@@ -23,7 +23,10 @@ use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 use super::llm_fake::FakeProvider;
+use super::own_serve::{configure_llm, drop_everything, fresh_database};
+use super::{BenchServices, histogram, ms_at};
 use crate::config::{Namespace, REDIS_URL_DEFAULT, Services};
+use crate::eventlog::store::{Append, CommitterConfig, EventStore};
 use crate::llm::gateway::{Gateway, ProviderKind, Route, Target};
 use crate::llm::limits::Limiter;
 use crate::llm::{Message, Reason, Role};
@@ -88,6 +91,15 @@ struct CallerCounts {
     failed: u64,
 }
 
+impl CallerCounts {
+    fn add(&mut self, other: &CallerCounts) {
+        self.calls += other.calls;
+        self.answered += other.answered;
+        self.met_429 += other.met_429;
+        self.failed += other.failed;
+    }
+}
+
 fn bench_route(url: &str) -> Route {
     Route {
         targets: vec![Target::new(ProviderKind::Openai, url, "bench")],
@@ -145,11 +157,7 @@ impl LlmCallers {
             .collect();
         let mut all = CallerCounts::default();
         for task in tasks {
-            let counts = task.await?;
-            all.calls += counts.calls;
-            all.answered += counts.answered;
-            all.met_429 += counts.met_429;
-            all.failed += counts.failed;
+            all.add(&task.await?);
         }
         println!("{}", serde_json::to_string(&all)?);
         Ok(())
@@ -186,42 +194,13 @@ impl LlmBench {
         .start()
         .await?;
         let namespace = format!("bench_llm_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let exe = std::env::current_exe().context("the brain executable")?;
-        let mut children = Vec::new();
-        for _ in 0..self.processes {
-            let mut command = tokio::process::Command::new(&exe);
-            command
-                .args(["bench", "llm-callers", "--url", &fake.url, "--namespace", &namespace])
-                .args(["--redis-url", &self.services.redis_url])
-                .args(["--callers", &self.callers.to_string()])
-                .args(["--duration-s", &self.duration_s.to_string()])
-                .args(["--warmup-s", &self.warmup_s.to_string()])
-                .stdout(Stdio::piped())
-                .env("RUST_LOG", "error")
-                .kill_on_drop(true);
-            if alone {
-                command.arg("--alone");
-            }
-            children.push(command.spawn().context("start a caller process")?);
-        }
+        let children = self.spawn_callers(&fake.url, &namespace, alone)?;
         tokio::time::sleep(Duration::from_secs(self.warmup_s)).await;
         fake.measure_from_now();
         let measured = Duration::from_secs(self.duration_s - self.warmup_s);
         tokio::time::sleep(measured).await;
         let answered = fake.counts.answered_measured.load(std::sync::atomic::Ordering::Relaxed);
-        let mut all = CallerCounts::default();
-        for mut child in children {
-            let mut out = String::new();
-            child.stdout.take().context("caller output")?.read_to_string(&mut out).await?;
-            let status = child.wait().await?;
-            anyhow::ensure!(status.success(), "a caller process failed: {status}");
-            let counts: CallerCounts = serde_json::from_str(out.trim())
-                .with_context(|| format!("caller output {out:?}"))?;
-            all.calls += counts.calls;
-            all.answered += counts.answered;
-            all.met_429 += counts.met_429;
-            all.failed += counts.failed;
-        }
+        let all = caller_counts(children).await?;
         let throughput = answered as f64 / measured.as_secs_f64();
         println!(
             "  {:<28} throughput {:>7.1}/s = {:.3} R; calls that met a 429: {:>5.1} % ({} of {}); failed: {}",
@@ -234,25 +213,58 @@ impl LlmBench {
             all.failed,
         );
         if !alone {
-            let mut redis = redis::Client::open(self.services.redis_url.as_str())?
-                .get_connection_manager()
-                .await?;
-            let state: std::collections::HashMap<String, String> = redis::AsyncCommands::hgetall(
-                &mut redis,
-                format!("{{{namespace}}}:llm:lim:openai/bench"),
-            )
-            .await?;
-            println!(
-                "  limiter: learned rate {} requests/s, {} pauses, {} decreases",
-                state
-                    .get("rate")
-                    .and_then(|r| r.parse::<f64>().ok())
-                    .map_or("-".into(), |r| format!("{r:.1}")),
-                state.get("pauses").map_or("0", String::as_str),
-                state.get("cuts").map_or("0", String::as_str),
-            );
-            crate::kv::drop_prefix(&mut redis, &format!("{{{namespace}}}")).await?;
+            self.print_limiter_and_drop(&namespace).await?;
         }
+        Ok(())
+    }
+
+    /// Starts the `--processes` caller processes against the provider at `url`.
+    fn spawn_callers(
+        &self,
+        url: &str,
+        namespace: &str,
+        alone: bool,
+    ) -> anyhow::Result<Vec<tokio::process::Child>> {
+        let exe = std::env::current_exe().context("the brain executable")?;
+        let mut children = Vec::new();
+        for _ in 0..self.processes {
+            let mut command = tokio::process::Command::new(&exe);
+            command
+                .args(["bench", "llm-callers", "--url", url, "--namespace", namespace])
+                .args(["--redis-url", &self.services.redis_url])
+                .args(["--callers", &self.callers.to_string()])
+                .args(["--duration-s", &self.duration_s.to_string()])
+                .args(["--warmup-s", &self.warmup_s.to_string()])
+                .stdout(Stdio::piped())
+                .env("RUST_LOG", "error")
+                .kill_on_drop(true);
+            if alone {
+                command.arg("--alone");
+            }
+            children.push(command.spawn().context("start a caller process")?);
+        }
+        Ok(children)
+    }
+
+    /// What the shared limiter of `namespace` learned, then its keys dropped.
+    async fn print_limiter_and_drop(&self, namespace: &str) -> anyhow::Result<()> {
+        let mut redis =
+            redis::Client::open(self.services.redis_url.as_str())?.get_connection_manager().await?;
+        let state: std::collections::HashMap<String, String> = redis::AsyncCommands::hgetall(
+            &mut redis,
+            format!("{{{namespace}}}:llm:lim:openai/bench"),
+        )
+        .await?;
+        println!(
+            "  limiter: learned rate {} requests/s, {} pauses, {} decreases",
+            state
+                .get("rate")
+                .and_then(|r| r.parse::<f64>().ok())
+                .map_or("-".into(), |r| format!("{r:.1}")),
+            state.get("pauses").map_or("0", String::as_str),
+            state.get("cuts").map_or("0", String::as_str),
+        );
+        crate::kv::drop_prefix(&mut redis, &format!("{{{namespace}}}")).await?;
         Ok(())
     }
 
@@ -267,84 +279,100 @@ impl LlmBench {
         }
         .start()
         .await?;
-        let database = "brain_bench_llm";
-        let database_url = super::with_database(&self.services.database_url, database)?;
-        let _ =
-            <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
-                .await;
+        let services = BenchServices {
+            database_url: fresh_database(&self.services, "brain_bench_llm").await?,
+            ..self.services.clone()
+        };
         let namespace = Namespace::parse("bench_llm").map_err(anyhow::Error::msg)?;
+        let shutdown = CancellationToken::new();
+        let server = self.start_serve(&services, &namespace, shutdown.clone()).await?;
+        let brain = format!("http://{}", server.local_addr);
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder().pool_max_idle_per_host(self.streams * 2).build()?;
+        configure_llm(&client, &brain, &fake.url).await?;
+        let direct = format!("{}/v1/chat/completions", fake.url);
+        let through = format!("{brain}/v1/chat/completions");
+        self.compare(&client, &direct, &through).await?;
+        steps(&services.database_url, &services.redis_url, &namespace, self.streams).await?;
+        shutdown.cancel();
+        let _ = server.task.await;
+        drop_everything(&services, &namespace).await
+    }
+
+    /// A `brain serve` in this process, with room for the streams' connections.
+    async fn start_serve(
+        &self,
+        services: &BenchServices,
+        namespace: &Namespace,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<crate::serve::Server> {
         let services = Services {
-            database_url: database_url.clone(),
-            nats_url: self.services.nats_url.clone(),
-            redis_url: self.services.redis_url.clone(),
+            database_url: services.database_url.clone(),
+            nats_url: services.nats_url.clone(),
+            redis_url: services.redis_url.clone(),
             namespace: namespace.clone(),
             db_connections_max: 16,
         };
         let mut options = crate::serve::ServeOptions::new(services, "127.0.0.1:0".parse()?);
         options.http.connections_max = options.http.connections_max.max(self.streams * 2);
-        let shutdown = CancellationToken::new();
-        let server = crate::serve::start(options, shutdown.clone()).await?;
-        let brain = format!("http://{}", server.local_addr);
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().pool_max_idle_per_host(self.streams * 2).build()?;
-        let configured = client
-            .put(format!("{brain}/api/llm/config"))
-            .json(&json!({ "provider": "openai", "host": fake.url, "model": "bench" }))
-            .send()
-            .await?;
-        anyhow::ensure!(configured.status().is_success(), "configure: {}", configured.status());
-        let direct = format!("{}/v1/chat/completions", fake.url);
-        let through = format!("{brain}/v1/chat/completions");
+        crate::serve::start(options, shutdown).await
+    }
+
+    /// Streaming calls straight to the provider (`direct`) and through the gateway
+    /// (`through`) in alternating rounds, and what the gateway adds.
+    async fn compare(
+        &self,
+        client: &reqwest::Client,
+        direct: &str,
+        through: &str,
+    ) -> anyhow::Result<()> {
         println!(
             "added latency: {} concurrent streaming calls of 16 pieces ({} ms to the first, 2 ms apart), {} rounds",
             self.streams, self.provider_latency_ms, self.rounds
         );
         // Warm both paths: connections, the configuration, the limiter's keys.
-        stream_round(&client, &direct, 50).await?;
-        stream_round(&client, &through, 50).await?;
-        let (mut direct_ms, mut through_ms) = (
-            Histogram::<u64>::new(3).expect("histogram"),
-            Histogram::<u64>::new(3).expect("histogram"),
-        );
+        stream_round(client, direct, 50).await?;
+        stream_round(client, through, 50).await?;
+        let (mut direct_ms, mut through_ms) = (histogram(), histogram());
         for _ in 0..self.rounds {
-            direct_ms
-                .add(stream_round(&client, &direct, self.streams).await?)
-                .expect("same bounds");
+            direct_ms.add(stream_round(client, direct, self.streams).await?).expect("same bounds");
             through_ms
-                .add(stream_round(&client, &through, self.streams).await?)
+                .add(stream_round(client, through, self.streams).await?)
                 .expect("same bounds");
         }
-        let ms =
-            |histogram: &Histogram<u64>, q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
+        let (direct_ms, through_ms) = (&direct_ms, &through_ms);
         println!(
             "  straight to the provider: p50 {:>7.1} ms  p99 {:>7.1} ms",
-            ms(&direct_ms, 0.5),
-            ms(&direct_ms, 0.99)
+            ms_at(direct_ms, 0.5),
+            ms_at(direct_ms, 0.99)
         );
         println!(
             "  through BRAiN (/v1):      p50 {:>7.1} ms  p99 {:>7.1} ms",
-            ms(&through_ms, 0.5),
-            ms(&through_ms, 0.99)
+            ms_at(through_ms, 0.5),
+            ms_at(through_ms, 0.99)
         );
         println!(
             "  added by the gateway:     p50 {:>7.1} ms  p99 {:>7.1} ms",
-            ms(&through_ms, 0.5) - ms(&direct_ms, 0.5),
-            ms(&through_ms, 0.99) - ms(&direct_ms, 0.99)
+            ms_at(through_ms, 0.5) - ms_at(direct_ms, 0.5),
+            ms_at(through_ms, 0.99) - ms_at(direct_ms, 0.99)
         );
-        steps(&database_url, &self.services.redis_url, &namespace, self.streams).await?;
-        shutdown.cancel();
-        let _ = server.task.await;
-        let mut redis =
-            redis::Client::open(self.services.redis_url.as_str())?.get_connection_manager().await?;
-        crate::kv::drop_prefix(&mut redis, "{bench_llm}").await?;
-        let nats = crate::eventlog::bus::connect(&self.services.nats_url).await?;
-        let _ = async_nats::jetstream::new(nats)
-            .delete_stream(crate::eventlog::bus::stream_name(&namespace))
-            .await;
-        <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
-            .await?;
         Ok(())
     }
+}
+
+/// Waits for the caller processes and adds up what they counted.
+async fn caller_counts(children: Vec<tokio::process::Child>) -> anyhow::Result<CallerCounts> {
+    let mut all = CallerCounts::default();
+    for mut child in children {
+        let mut out = String::new();
+        child.stdout.take().context("caller output")?.read_to_string(&mut out).await?;
+        let status = child.wait().await?;
+        anyhow::ensure!(status.success(), "a caller process failed: {status}");
+        let counts: CallerCounts =
+            serde_json::from_str(out.trim()).with_context(|| format!("caller output {out:?}"))?;
+        all.add(&counts);
+    }
+    Ok(all)
 }
 
 /// `calls` concurrent streaming calls to `url`, each read to its `[DONE]`: their latencies in
@@ -378,10 +406,33 @@ async fn stream_round(
             })
         })
         .collect();
-    let mut latencies = Histogram::<u64>::new(3).expect("histogram");
+    let mut latencies = histogram();
     for task in tasks {
         let elapsed: Duration = task.await??;
         latencies.record(elapsed.as_micros() as u64).expect("in range");
+    }
+    Ok(latencies)
+}
+
+/// `concurrency` runs of the step `make` builds, at once: their times in microseconds.
+async fn timed<F, Fut>(concurrency: usize, make: F) -> anyhow::Result<Histogram<u64>>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let step = make();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                step.await?;
+                Ok::<_, anyhow::Error>(started.elapsed())
+            })
+        })
+        .collect();
+    let mut latencies = histogram();
+    for task in tasks {
+        latencies.record(task.await??.as_micros() as u64).expect("in range");
     }
     Ok(latencies)
 }
@@ -395,34 +446,12 @@ async fn steps(
     namespace: &Namespace,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    use crate::eventlog::store::{Append, CommitterConfig, EventStore};
     let pool = crate::eventlog::db::connect(database_url, 16).await?;
     let (store, committer) =
         EventStore::start(pool.clone(), namespace.as_str(), CommitterConfig::default());
     let redis = redis::Client::open(redis_url)?.get_connection_manager().await?;
     let limiter = Limiter::new(redis, namespace);
     let target = Target::new(ProviderKind::Openai, "http://unused", "steps");
-    async fn timed<F, Fut>(concurrency: usize, make: F) -> anyhow::Result<Histogram<u64>>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-    {
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|_| {
-                let step = make();
-                tokio::spawn(async move {
-                    let started = Instant::now();
-                    step.await?;
-                    Ok::<_, anyhow::Error>(started.elapsed())
-                })
-            })
-            .collect();
-        let mut latencies = Histogram::<u64>::new(3).expect("histogram");
-        for task in tasks {
-            latencies.record(task.await??.as_micros() as u64).expect("in range");
-        }
-        Ok(latencies)
-    }
     let read_config = || {
         let store = store.clone();
         async move {
@@ -445,37 +474,10 @@ async fn steps(
     })
     .await?;
     let record = timed(concurrency, || {
-        let store = store.clone();
-        async move {
-            let call = domain::mission::LlmCall {
-                route: "default".into(),
-                kind: String::new(),
-                provider: "openai".into(),
-                model: "steps".into(),
-                tries: 1,
-                request: json!([{ "role": "user", "content": "bench" }]),
-                response: json!({ "content": "word ".repeat(16) }),
-                input_tokens: 12,
-                output_tokens: 16,
-                cost_usd: 0.0,
-                latency_ms: 70,
-                outcome: "ok".into(),
-                replayed: false,
-            };
-            let event =
-                domain::llm_call::LlmCallEvent::LlmCalled { call, by: "bench".into(), at_ms: 0 };
-            let append = Append {
-                stream_type: domain::llm_call::stream_type(),
-                stream_id: domain::StreamId::from(uuid::Uuid::now_v7()),
-                expected: domain::ExpectedVersion::Exact(0),
-                events: vec![crate::eventlog::command::new_event(&event)],
-                metadata: domain::EventMetadata::new("bench", time::OffsetDateTime::now_utc()),
-            };
-            store.append(append).await.map(|_| ()).map_err(anyhow::Error::from)
-        }
+        let (store, append) = (store.clone(), llm_call_recorded());
+        async move { store.append(append).await.map(|_| ()).map_err(anyhow::Error::from) }
     })
     .await?;
-    let ms = |histogram: &Histogram<u64>, q: f64| histogram.value_at_quantile(q) as f64 / 1_000.0;
     println!("  its steps, {concurrency} at once:");
     for (name, histogram) in [
         ("read the configuration", &config),
@@ -484,12 +486,39 @@ async fn steps(
     ] {
         println!(
             "    {name:<28} p50 {:>7.1} ms  p99 {:>7.1} ms",
-            ms(histogram, 0.5),
-            ms(histogram, 0.99)
+            ms_at(histogram, 0.5),
+            ms_at(histogram, 0.99)
         );
     }
     drop(store);
     let _ = committer.await;
     pool.close().await;
     Ok(())
+}
+
+/// The record of one `/v1` call, as the gateway appends it.
+fn llm_call_recorded() -> Append {
+    let call = domain::mission::LlmCall {
+        route: "default".into(),
+        kind: String::new(),
+        provider: "openai".into(),
+        model: "steps".into(),
+        tries: 1,
+        request: json!([{ "role": "user", "content": "bench" }]),
+        response: json!({ "content": "word ".repeat(16) }),
+        input_tokens: 12,
+        output_tokens: 16,
+        cost_usd: 0.0,
+        latency_ms: 70,
+        outcome: "ok".into(),
+        replayed: false,
+    };
+    let event = domain::llm_call::LlmCallEvent::LlmCalled { call, by: "bench".into(), at_ms: 0 };
+    Append {
+        stream_type: domain::llm_call::stream_type(),
+        stream_id: domain::StreamId::from(uuid::Uuid::now_v7()),
+        expected: domain::ExpectedVersion::Exact(0),
+        events: vec![crate::eventlog::command::new_event(&event)],
+        metadata: domain::EventMetadata::new("bench", time::OffsetDateTime::now_utc()),
+    }
 }

@@ -15,6 +15,9 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::{histogram, ms_at, ms_max};
 
 use crate::config::{NATS_URL_DEFAULT, Namespace};
 use crate::eventlog::bus;
@@ -44,75 +47,96 @@ pub struct MissionsBench {
     idle_timeout_s: u64,
 }
 
-struct Completions {
-    at: HashMap<String, Instant>,
+/// When each mission completed, as seen on the bus, by mission id.
+type Completions = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// What the enqueueing clients did: request latencies in microseconds, and each mission's id
+/// with the time its enqueue was sent.
+struct Enqueued {
+    latencies: Histogram<u64>,
+    sent: Vec<(String, Instant)>,
+    elapsed: Duration,
 }
 
 impl MissionsBench {
     pub async fn run(self) -> anyhow::Result<()> {
+        let completions = Completions::default();
+        let completed = Arc::new(AtomicU64::new(0));
+        let watcher = self.watch(completions.clone(), completed.clone()).await?;
+        let started = Instant::now();
+        let enqueued = self.enqueue_all(started).await?;
+        self.wait_for_completions(&completed).await;
+        watcher.abort();
+        let completions = completions.lock().await;
+        let mut end_to_end = histogram();
+        let mut last_completion = started;
+        for (id, at) in &enqueued.sent {
+            if let Some(done) = completions.get(id) {
+                end_to_end.record(done.saturating_duration_since(*at).as_micros() as u64).ok();
+                last_completion = last_completion.max(*done);
+            }
+        }
+        self.print(&enqueued, &end_to_end, last_completion - started);
+        let (sent, done) = (enqueued.sent.len() as u64, end_to_end.len());
+        if done < sent {
+            bail!("{} missions did not complete", sent - done);
+        }
+        Ok(())
+    }
+
+    /// Notes every `MissionCompleted` on the bus in `completions` and counts it in
+    /// `completed`; the subscription is in place before this returns, so before the first
+    /// mission can complete.
+    async fn watch(
+        &self,
+        completions: Completions,
+        completed: Arc<AtomicU64>,
+    ) -> anyhow::Result<JoinHandle<()>> {
         let nats = bus::connect(&self.nats_url).await?;
         let subject = format!("{}.events.mission.>", self.namespace);
         let mut subscription = nats.subscribe(subject).await.context("subscribe")?;
-        let completions = Arc::new(Mutex::new(Completions { at: HashMap::new() }));
-        let completed = Arc::new(AtomicU64::new(0));
-        let watcher = {
-            let (completions, completed) = (completions.clone(), completed.clone());
-            tokio::spawn(async move {
-                while let Some(message) = subscription.next().await {
-                    let Ok(envelope) = bus::Envelope::decode(&message.payload) else { continue };
-                    if envelope.event_type == "MissionCompleted" {
-                        completions.lock().await.at.insert(envelope.stream_id, Instant::now());
-                        completed.fetch_add(1, Ordering::Relaxed);
-                    }
+        let connection = nats.clone();
+        let watcher = tokio::spawn(async move {
+            // The connection stays open for as long as the watcher runs.
+            let _connection = connection;
+            while let Some(message) = subscription.next().await {
+                let Ok(envelope) = bus::Envelope::decode(&message.payload) else { continue };
+                if envelope.event_type == "MissionCompleted" {
+                    completions.lock().await.insert(envelope.stream_id, Instant::now());
+                    completed.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-        };
-        // The subscription must be in place before the first mission can complete.
+            }
+        });
         nats.flush().await.context("NATS flush")?;
+        Ok(watcher)
+    }
 
+    /// Enqueues the missions from the clients, each with one request in flight.
+    async fn enqueue_all(&self, started: Instant) -> anyhow::Result<Enqueued> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(self.clients)
             .build()
             .context("HTTP client")?;
         let url = format!("{}/api/missions/enqueue", self.url.trim_end_matches('/'));
         let next = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
         let mut clients = tokio::task::JoinSet::new();
         for _ in 0..self.clients {
             let (client, url, next, agent) =
                 (client.clone(), url.clone(), next.clone(), self.agent.clone());
-            let total = self.missions;
-            clients.spawn(async move {
-                let mut latencies = Histogram::<u64>::new(3).expect("histogram");
-                let mut sent = Vec::new();
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= total {
-                        return Ok::<_, anyhow::Error>((latencies, sent));
-                    }
-                    let body = serde_json::json!({ "name": format!("bench {n}"), "agent": agent });
-                    let at = Instant::now();
-                    let response = client.post(&url).json(&body).send().await?;
-                    let status = response.status();
-                    let mission: serde_json::Value = response.json().await?;
-                    latencies.record(at.elapsed().as_micros() as u64).expect("in range");
-                    if status.as_u16() != 201 {
-                        bail!("enqueue answered {status}: {mission}");
-                    }
-                    let id = mission["mission_id"].as_str().unwrap_or_default().to_owned();
-                    sent.push((id, at));
-                }
-            });
+            clients.spawn(enqueue_from_one_client(client, url, next, self.missions, agent));
         }
-        let mut enqueue = Histogram::<u64>::new(3).expect("histogram");
+        let mut latencies = histogram();
         let mut sent = Vec::with_capacity(self.missions as usize);
         while let Some(result) = clients.join_next().await {
-            let (latencies, mine) = result.context("client task")??;
-            enqueue.add(latencies).expect("same bounds");
-            sent.extend(mine);
+            let (mine, my_sent) = result.context("client task")??;
+            latencies.add(mine).expect("same bounds");
+            sent.extend(my_sent);
         }
-        let enqueue_elapsed = started.elapsed();
+        Ok(Enqueued { latencies, sent, elapsed: started.elapsed() })
+    }
 
+    /// Waits until every mission completed, or none did for `--idle-timeout-s`.
+    async fn wait_for_completions(&self, completed: &AtomicU64) {
         let idle = Duration::from_secs(self.idle_timeout_s);
         let mut last = (completed.load(Ordering::Relaxed), Instant::now());
         while completed.load(Ordering::Relaxed) < self.missions {
@@ -125,45 +149,62 @@ impl MissionsBench {
                 break;
             }
         }
-        watcher.abort();
-        let completions = completions.lock().await;
-        let mut end_to_end = Histogram::<u64>::new(3).expect("histogram");
-        let mut last_completion = started;
-        for (id, at) in &sent {
-            if let Some(done) = completions.at.get(id) {
-                end_to_end.record(done.saturating_duration_since(*at).as_micros() as u64).ok();
-                last_completion = last_completion.max(*done);
-            }
-        }
-        let done = end_to_end.len();
-        let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+    }
+
+    fn print(&self, enqueued: &Enqueued, end_to_end: &Histogram<u64>, completing: Duration) {
+        let (sent, done) = (enqueued.sent.len(), end_to_end.len());
         let per_s = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
         println!(
-            "missions:            {} enqueued by {} clients, {done} completed",
-            sent.len(),
+            "missions:            {sent} enqueued by {} clients, {done} completed",
             self.clients
         );
         println!(
             "enqueue:             {:.0} requests/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            per_s(sent.len() as u64, enqueue_elapsed),
-            ms(&enqueue, 0.5),
-            ms(&enqueue, 0.99),
-            enqueue.max() as f64 / 1_000.0
+            per_s(sent as u64, enqueued.elapsed),
+            ms_at(&enqueued.latencies, 0.5),
+            ms_at(&enqueued.latencies, 0.99),
+            ms_max(&enqueued.latencies)
         );
         println!(
             "completed:           {:.0} missions/s end to end ({done} in {:.2} s)",
-            per_s(done, last_completion - started),
-            (last_completion - started).as_secs_f64()
+            per_s(done, completing),
+            completing.as_secs_f64()
         );
         println!(
             "enqueue → completed: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            ms(&end_to_end, 0.5),
-            ms(&end_to_end, 0.99),
-            end_to_end.max() as f64 / 1_000.0
+            ms_at(end_to_end, 0.5),
+            ms_at(end_to_end, 0.99),
+            ms_max(end_to_end)
         );
-        if done < sent.len() as u64 {
-            bail!("{} missions did not complete", sent.len() as u64 - done);
+    }
+}
+
+/// One client's enqueues: missions numbered from the shared `next` until `total`, one request
+/// at a time. Returns its latencies in microseconds and each mission's id with its send time.
+async fn enqueue_from_one_client(
+    client: reqwest::Client,
+    url: String,
+    next: Arc<AtomicU64>,
+    total: u64,
+    agent: String,
+) -> anyhow::Result<(Histogram<u64>, Vec<(String, Instant)>)> {
+    let mut latencies = histogram();
+    let mut sent = Vec::new();
+    loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= total {
+            return Ok((latencies, sent));
         }
-        Ok(())
+        let body = serde_json::json!({ "name": format!("bench {n}"), "agent": agent });
+        let at = Instant::now();
+        let response = client.post(&url).json(&body).send().await?;
+        let status = response.status();
+        let mission: serde_json::Value = response.json().await?;
+        latencies.record(at.elapsed().as_micros() as u64).expect("in range");
+        if status.as_u16() != 201 {
+            bail!("enqueue answered {status}: {mission}");
+        }
+        let id = mission["mission_id"].as_str().unwrap_or_default().to_owned();
+        sent.push((id, at));
     }
 }

@@ -1,6 +1,7 @@
 //! A `brain serve` child process for the benches that bring their own: a database and a
 //! namespace of its own, dropped afterwards with the namespace's Redis keys and JetStream
-//! stream, so a bench leaves nothing behind.
+//! stream, so a bench leaves nothing behind. `InstantServe` adds a provider that answers at
+//! once, for the benches of the thinking agents.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -55,10 +56,7 @@ impl OwnServe {
         namespace: &str,
         vars: &[(&str, String)],
     ) -> anyhow::Result<OwnServe> {
-        let database_url = super::with_database(&services.database_url, database)?;
-        let _ =
-            <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
-                .await;
+        let database_url = fresh_database(services, database).await?;
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
             .arg("serve")
@@ -102,17 +100,14 @@ impl OwnServe {
     /// Stops the serve and drops everything it made.
     pub async fn drop_all(mut self) -> anyhow::Result<()> {
         let _ = self.child.kill().await;
-        let mut redis =
-            redis::Client::open(self.redis_url.as_str())?.get_connection_manager().await?;
-        crate::kv::drop_prefix(&mut redis, &format!("{{{}}}", self.namespace)).await?;
-        let nats = crate::eventlog::bus::connect(&self.nats_url).await?;
         let namespace =
             crate::config::Namespace::parse(&self.namespace).map_err(anyhow::Error::msg)?;
-        let _ = async_nats::jetstream::new(nats)
-            .delete_stream(crate::eventlog::bus::stream_name(&namespace))
-            .await;
-        <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&self.database_url)
-            .await?;
+        let services = BenchServices {
+            database_url: self.database_url.clone(),
+            nats_url: self.nats_url.clone(),
+            redis_url: self.redis_url.clone(),
+        };
+        drop_everything(&services, &namespace).await?;
         let _ = std::fs::remove_dir_all(&self.root);
         Ok(())
     }
@@ -123,12 +118,93 @@ impl OwnServe {
         client: &reqwest::Client,
         provider: &str,
     ) -> anyhow::Result<()> {
-        let configured = client
-            .put(format!("{}/api/llm/config", self.url))
-            .json(&serde_json::json!({ "provider": "openai", "host": provider, "model": "bench" }))
-            .send()
-            .await?;
-        anyhow::ensure!(configured.status().is_success(), "configure: {}", configured.status());
-        Ok(())
+        configure_llm(client, &self.url, provider).await
+    }
+}
+
+/// Points the LLM gateway of the serve at `url` at an OpenAI-compatible `provider`.
+pub async fn configure_llm(
+    client: &reqwest::Client,
+    url: &str,
+    provider: &str,
+) -> anyhow::Result<()> {
+    let configured = client
+        .put(format!("{url}/api/llm/config"))
+        .json(&serde_json::json!({ "provider": "openai", "host": provider, "model": "bench" }))
+        .send()
+        .await?;
+    anyhow::ensure!(configured.status().is_success(), "configure: {}", configured.status());
+    Ok(())
+}
+
+/// The URL of database `database` on the bench's PostgreSQL server, dropped first if a
+/// previous run left it behind.
+pub async fn fresh_database(services: &BenchServices, database: &str) -> anyhow::Result<String> {
+    let database_url = super::with_database(&services.database_url, database)?;
+    let _ = <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&database_url)
+        .await;
+    Ok(database_url)
+}
+
+/// Drops what a serve on `services` made in `namespace`: its Redis keys, its JetStream stream
+/// and its database (`services.database_url`).
+pub async fn drop_everything(
+    services: &BenchServices,
+    namespace: &crate::config::Namespace,
+) -> anyhow::Result<()> {
+    let mut redis =
+        redis::Client::open(services.redis_url.as_str())?.get_connection_manager().await?;
+    crate::kv::drop_prefix(&mut redis, &format!("{{{namespace}}}")).await?;
+    let nats = crate::eventlog::bus::connect(&services.nats_url).await?;
+    let _ = async_nats::jetstream::new(nats)
+        .delete_stream(crate::eventlog::bus::stream_name(namespace))
+        .await;
+    <sqlx::Postgres as sqlx::migrate::MigrateDatabase>::force_drop_database(&services.database_url)
+        .await?;
+    Ok(())
+}
+
+/// An [`OwnServe`] whose LLM gateway talks to [`instant_provider`], with an HTTP client and a
+/// pool on its database: what the agent-loop and fan-out benches measure.
+pub struct InstantServe {
+    pub serve: OwnServe,
+    pub client: reqwest::Client,
+    pub pool: sqlx::PgPool,
+    /// Held so that the provider outlives the serve.
+    _provider: super::llm_fake::Running,
+}
+
+impl InstantServe {
+    /// Starts the provider (asking for `spawns` sub-missions where it can) and the serve (as
+    /// [`OwnServe::start`]), and points the serve's gateway at the provider; a serve that
+    /// started but could not be configured is dropped again.
+    pub async fn start(
+        services: &BenchServices,
+        database: &str,
+        namespace: &str,
+        vars: &[(&str, String)],
+        spawns: u32,
+    ) -> anyhow::Result<InstantServe> {
+        let provider = instant_provider(spawns).await?;
+        let serve = OwnServe::start(services, database, namespace, vars).await?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        let ready = async {
+            serve.configure_llm(&client, &provider.url).await?;
+            anyhow::Ok(crate::eventlog::db::connect(&serve.database_url, 2).await?)
+        };
+        match ready.await {
+            Ok(pool) => Ok(InstantServe { serve, client, pool, _provider: provider }),
+            Err(error) => {
+                serve.drop_all().await?;
+                Err(error)
+            }
+        }
+    }
+
+    /// Closes the pool, stops the serve and drops everything it made.
+    pub async fn drop_all(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        self.serve.drop_all().await
     }
 }

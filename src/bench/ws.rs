@@ -23,6 +23,8 @@ use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::{cores, ms_at, ms_max};
+
 #[derive(Debug, clap::Args)]
 pub struct WsBench {
     /// The running `brain serve` to measure.
@@ -66,37 +68,9 @@ struct Tally {
     last: Vec<AtomicU64>,
 }
 
-impl WsBench {
-    pub async fn run(self) -> anyhow::Result<()> {
-        if self.clients == 0 || self.rate == 0 || self.missions == 0 {
-            bail!("--clients, --rate and --missions must be at least 1");
-        }
-        let (soft, hard) = raise_open_files_limit();
-        eprintln!("bench: open files limit {soft} (hard {hard})");
-        if soft < (self.clients + 100) as libc::rlim_t {
-            eprintln!(
-                "bench: {} clients need about as many open files; raise the hard limit \
-                 (e.g. `ulimit -Hn 65536` as root) or lower --clients",
-                self.clients
-            );
-        }
-        let base = reqwest::Url::parse(&self.url).context("--url")?;
-        let host = base.host_str().context("--url has no host")?.to_owned();
-        let port = base.port_or_known_default().context("--url has no port")?;
-        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .with_context(|| format!("resolving {host}"))?
-            .next()
-            .context("--url resolves to no address")?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::new();
-        let url = |path: &str| base.join(path).expect("a valid path");
-
-        let head_before = head(&http, url("/api/events?limit=1")).await?;
-        let ws_url = format!("ws://{host}:{port}/ws/events?from={head_before}");
-        eprintln!("bench: {} clients on {ws_url}", self.clients);
-
-        let tally = Arc::new(Tally {
+impl Tally {
+    fn new(clients: usize, head: u64) -> Tally {
+        Tally {
             latencies: (0..SHARDS)
                 .map(|_| {
                     let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3);
@@ -112,18 +86,128 @@ impl WsBench {
             closed_by_server: AtomicU64::new(0),
             first_close_reason: std::sync::Mutex::new(None),
             broken: AtomicU64::new(0),
-            last: (0..self.clients).map(|_| AtomicU64::new(head_before)).collect(),
-        });
+            last: (0..clients).map(|_| AtomicU64::new(head)).collect(),
+        }
+    }
 
+    /// Clients that have received everything up to `head`.
+    fn caught_up(&self, head: u64) -> u64 {
+        self.last.iter().filter(|last| last.load(Ordering::SeqCst) >= head).count() as u64
+    }
+
+    /// Of the `connected` clients, those neither closed by the server nor broken.
+    fn open(&self, connected: u64) -> u64 {
+        connected
+            - self.closed_by_server.load(Ordering::SeqCst)
+            - self.broken.load(Ordering::SeqCst)
+    }
+
+    /// The shards' latencies, merged.
+    fn latencies(&self) -> anyhow::Result<Histogram<u64>> {
+        let mut latencies = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+        for shard in &self.latencies {
+            latencies.add(&*shard.lock().expect("not poisoned"))?;
+        }
+        Ok(latencies)
+    }
+}
+
+/// The server the bench measures.
+struct Target {
+    base: reqwest::Url,
+    host: String,
+    port: u16,
+    addr: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl Target {
+    fn url(&self, path: &str) -> reqwest::Url {
+        self.base.join(path).expect("a valid path")
+    }
+}
+
+/// How the clients' connecting went.
+struct Connected {
+    connected: u64,
+    failed: u64,
+    connect_s: f64,
+    server_clients: Option<f64>,
+}
+
+/// How the timed phase went.
+struct Timed {
+    enqueued: u64,
+    enqueue_s: f64,
+    drain_s: f64,
+    /// Events each client should have received.
+    expected_per_client: u64,
+    head_after: u64,
+    cpu_s: f64,
+}
+
+impl WsBench {
+    pub async fn run(self) -> anyhow::Result<()> {
+        if self.clients == 0 || self.rate == 0 || self.missions == 0 {
+            bail!("--clients, --rate and --missions must be at least 1");
+        }
+        self.raise_open_files();
+        let target = self.target().await?;
+        let head_before = head(&target.http, target.url("/api/events?limit=1")).await?;
+        let ws_url = format!("ws://{}:{}/ws/events?from={head_before}", target.host, target.port);
+        eprintln!("bench: {} clients on {ws_url}", self.clients);
+        let tally = Arc::new(Tally::new(self.clients, head_before));
         let started = Instant::now();
         let handshakes = Arc::new(Semaphore::new(self.connect_concurrency.max(1)));
         let tasks: Vec<_> = (0..self.clients)
             .map(|id| {
                 let (tally, handshakes, ws_url) =
                     (tally.clone(), handshakes.clone(), ws_url.clone());
-                tokio::spawn(client(id, addr, ws_url, handshakes, tally))
+                tokio::spawn(client(id, target.addr, ws_url, handshakes, tally))
             })
             .collect();
+        let connected = self.wait_for_connections(&target, &tally, started).await?;
+        let timed = self.timed_phase(&target, &tally, head_before, connected.connected).await?;
+        for task in &tasks {
+            task.abort();
+        }
+        self.print(&tally, &connected, &timed)
+    }
+
+    /// Raises this process's open files limit as far as it goes, and says so when the
+    /// clients need more.
+    fn raise_open_files(&self) {
+        let (soft, hard) = raise_open_files_limit();
+        eprintln!("bench: open files limit {soft} (hard {hard})");
+        if soft < (self.clients + 100) as libc::rlim_t {
+            eprintln!(
+                "bench: {} clients need about as many open files; raise the hard limit \
+                 (e.g. `ulimit -Hn 65536` as root) or lower --clients",
+                self.clients
+            );
+        }
+    }
+
+    async fn target(&self) -> anyhow::Result<Target> {
+        let base = reqwest::Url::parse(&self.url).context("--url")?;
+        let host = base.host_str().context("--url has no host")?.to_owned();
+        let port = base.port_or_known_default().context("--url has no port")?;
+        let addr: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .context("--url resolves to no address")?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Target { base, host, port, addr, http: reqwest::Client::new() })
+    }
+
+    /// Waits (at most 300 s) until every client connected or failed to, and reports it.
+    async fn wait_for_connections(
+        &self,
+        target: &Target,
+        tally: &Tally,
+        started: Instant,
+    ) -> anyhow::Result<Connected> {
         let settled =
             || tally.connected.load(Ordering::SeqCst) + tally.connect_failed.load(Ordering::SeqCst);
         while settled() < self.clients as u64 {
@@ -135,7 +219,7 @@ impl WsBench {
         let connect_s = started.elapsed().as_secs_f64();
         let connected = tally.connected.load(Ordering::SeqCst);
         let failed = tally.connect_failed.load(Ordering::SeqCst);
-        let server_clients = metric(&http, url("/metrics"), "brain_ws_clients").await;
+        let server_clients = metric(&target.http, target.url("/metrics"), "brain_ws_clients").await;
         eprintln!(
             "bench: {connected} connected, {failed} failed in {connect_s:.1} s; the server counts {}",
             server_clients.map_or("?".to_owned(), |n| format!("{n:.0}"))
@@ -151,48 +235,51 @@ impl WsBench {
         if connected == 0 {
             bail!("no client connected");
         }
+        Ok(Connected { connected, failed, connect_s, server_clients })
+    }
 
+    /// Enqueues the missions, then waits (at most `--drain-timeout-s`) until every open
+    /// client has received everything.
+    async fn timed_phase(
+        &self,
+        target: &Target,
+        tally: &Tally,
+        head_before: u64,
+        connected: u64,
+    ) -> anyhow::Result<Timed> {
         eprintln!("bench: enqueueing {} missions at {}/s", self.missions, self.rate);
         let cpu_before = cpu_seconds();
         let enqueue_started = Instant::now();
-        let enqueued = self.enqueue(&http, url("/api/missions/enqueue")).await?;
+        let enqueued = self.enqueue(&target.http, target.url("/api/missions/enqueue")).await?;
         let enqueue_s = enqueue_started.elapsed().as_secs_f64();
-        let head_after = head(&http, url("/api/events?limit=1")).await?;
-        let expected_per_client = head_after - head_before;
-
+        let head_after = head(&target.http, target.url("/api/events?limit=1")).await?;
         let deadline = Instant::now() + Duration::from_secs(self.drain_timeout_s);
-        let caught_up = || {
-            tally.last.iter().filter(|last| last.load(Ordering::SeqCst) >= head_after).count()
-                as u64
-        };
-        let open = || {
-            connected
-                - tally.closed_by_server.load(Ordering::SeqCst)
-                - tally.broken.load(Ordering::SeqCst)
-        };
-        while caught_up() < open() && Instant::now() < deadline {
+        while tally.caught_up(head_after) < tally.open(connected) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let drain_s = enqueue_started.elapsed().as_secs_f64() - enqueue_s;
-        let cpu = cpu_seconds() - cpu_before;
-        for task in &tasks {
-            task.abort();
-        }
+        Ok(Timed {
+            enqueued,
+            enqueue_s,
+            drain_s: enqueue_started.elapsed().as_secs_f64() - enqueue_s,
+            expected_per_client: head_after - head_before,
+            head_after,
+            cpu_s: cpu_seconds() - cpu_before,
+        })
+    }
 
-        let mut latencies = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-        for shard in &tally.latencies {
-            latencies.add(&*shard.lock().expect("not poisoned"))?;
-        }
-        let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1_000.0;
+    fn print(&self, tally: &Tally, c: &Connected, t: &Timed) -> anyhow::Result<()> {
+        let latencies = tally.latencies()?;
+        let ms = |q: f64| ms_at(&latencies, q);
+        let (connected, expected_per_client, cpu) = (c.connected, t.expected_per_client, t.cpu_s);
+        let (connect_s, enqueued, enqueue_s) = (c.connect_s, t.enqueued, t.enqueue_s);
         let delivered = tally.delivered.load(Ordering::SeqCst);
         let expected = expected_per_client * connected;
         let closed = tally.closed_by_server.load(Ordering::SeqCst);
         let close_reason = tally.first_close_reason.lock().expect("not poisoned").clone();
         let (out_of_order, gaps) =
             (tally.out_of_order.load(Ordering::SeqCst), tally.gaps.load(Ordering::SeqCst));
-        let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-        let duration_s = enqueue_s + drain_s;
-
+        let cores = cores();
+        let duration_s = enqueue_s + t.drain_s;
         println!(
             "brain bench ws: {} clients, {} missions at {}/s, {cores} cores",
             self.clients, self.missions, self.rate
@@ -200,7 +287,7 @@ impl WsBench {
         println!(
             "  connected     {connected} of {} in {connect_s:.1} s (server counted {})",
             self.clients,
-            server_clients.map_or("?".to_owned(), |n| format!("{n:.0}"))
+            c.server_clients.map_or("?".to_owned(), |n| format!("{n:.0}"))
         );
         println!(
             "  enqueued      {enqueued} missions in {enqueue_s:.1} s ({:.1}/s), {expected_per_client} events",
@@ -209,8 +296,8 @@ impl WsBench {
         println!(
             "  delivered     {delivered} of {expected} messages ({:.0}/s over {duration_s:.1} s); {} of {} open clients got everything",
             delivered as f64 / duration_s,
-            caught_up(),
-            open()
+            tally.caught_up(t.head_after),
+            tally.open(connected)
         );
         println!(
             "  dropped       {closed} closed by the server{}, {} broken",
@@ -224,19 +311,19 @@ impl WsBench {
             ms(0.9),
             ms(0.99),
             ms(0.999),
-            latencies.max() as f64 / 1_000.0
+            ms_max(&latencies)
         );
         println!("  bench CPU     {cpu:.1} s over {duration_s:.1} s");
         let json = serde_json::json!({
             "bench": "ws",
             "params": { "clients": self.clients, "missions": self.missions, "rate": self.rate, "cores": cores },
             "results": {
-                "connected": connected, "connect_failed": failed, "connect_s": connect_s,
+                "connected": connected, "connect_failed": c.failed, "connect_s": connect_s,
                 "enqueued": enqueued, "events_per_client": expected_per_client,
                 "delivered": delivered, "expected": expected, "closed_by_server": closed,
                 "out_of_order": out_of_order, "gaps": gaps,
                 "latency_p50_ms": ms(0.5), "latency_p99_ms": ms(0.99), "latency_p999_ms": ms(0.999),
-                "latency_max_ms": latencies.max() as f64 / 1_000.0, "bench_cpu_s": cpu,
+                "latency_max_ms": ms_max(&latencies), "bench_cpu_s": cpu,
             },
         });
         println!("{json}");

@@ -57,7 +57,6 @@ async function listPage(main, shell) {
       { label: 'last seen', cell: (w) => fmtAgo(w.last_seen_ms) },
     ], workers.value.workers, 'No worker has reported in the last hour.'));
     if (watched.status === 'rejected') { fill(agentsBox, errorBox(watched.reason)); return; }
-    const agents = watched.value.agents.map((w) => ({ ...(w.agent || w), silent_for_ms: w.silent_for_ms }));
     fill(agentsBox, table([
       { label: 'name', cell: (a) => link(`/agents/${a.agent_id}`, a.name) },
       { label: 'kind', cell: (a) => a.kind },
@@ -67,7 +66,7 @@ async function listPage(main, shell) {
       { label: 'last heartbeat', cell: (a) => `${fmtMs(a.silent_for_ms)} ago` },
       { label: 'restarts', class: 'num hide-narrow', cell: (a) => a.restarts },
       { label: '', cell: (a) => h('span', { class: 'row' }, actionButtons(a, notice, load)) },
-    ], agents, 'No agent is registered.'));
+    ], watched.value.agents, 'No agent is registered.'));
   }
 
   api('GET', '/api/agents/info').then((info) => fill(builtinBox, info.builtin.map((b) =>

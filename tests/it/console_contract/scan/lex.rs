@@ -49,149 +49,206 @@ enum Mode {
 
 pub(super) fn lex(source: &str) -> Result<Vec<Token>, String> {
     let chars: Vec<char> = source.chars().collect();
-    let mut tokens: Vec<Token> = Vec::new();
-    let mut modes = vec![Mode::Code { braces: 0 }];
-    let (mut i, mut line) = (0, 1);
-    let at = |i: usize| chars.get(i).copied().unwrap_or('\0');
-    while i < chars.len() {
-        if let Some(Mode::Template) = modes.last() {
-            let mut text = String::new();
-            loop {
-                match at(i) {
-                    '\0' if i >= chars.len() => return Err(format!("line {line}: unclosed `")),
-                    '\\' => {
-                        text.push(at(i + 1));
-                        i += 2;
-                    }
-                    '`' => {
-                        i += 1;
-                        modes.pop();
-                        if !text.is_empty() {
-                            tokens.push(Token { tok: Tok::TplText(text), line });
-                        }
-                        tokens.push(Token { tok: Tok::TplEnd, line });
-                        break;
-                    }
-                    '$' if at(i + 1) == '{' => {
-                        i += 2;
-                        if !text.is_empty() {
-                            tokens.push(Token { tok: Tok::TplText(text), line });
-                        }
-                        tokens.push(Token { tok: Tok::TplExprOpen, line });
-                        modes.push(Mode::Code { braces: 0 });
-                        break;
-                    }
-                    c => {
-                        if c == '\n' {
-                            line += 1;
-                        }
-                        text.push(c);
-                        i += 1;
-                    }
-                }
-            }
+    let mut lexer =
+        Lexer { chars, i: 0, line: 1, tokens: Vec::new(), modes: vec![Mode::Code { braces: 0 }] };
+    while lexer.i < lexer.chars.len() {
+        if let Some(Mode::Template) = lexer.modes.last() {
+            lexer.template_text()?;
             continue;
         }
-        let c = at(i);
-        if c == '\n' {
-            line += 1;
-            i += 1;
-        } else if c.is_whitespace() {
-            i += 1;
-        } else if c == '/' && at(i + 1) == '/' {
-            while i < chars.len() && at(i) != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && at(i + 1) == '*' {
-            i += 2;
-            while i < chars.len() && !(at(i) == '*' && at(i + 1) == '/') {
-                if at(i) == '\n' {
-                    line += 1;
-                }
-                i += 1;
-            }
-            i += 2;
-        } else if c == '\'' || c == '"' {
-            let mut text = String::new();
-            i += 1;
-            while at(i) != c {
-                match at(i) {
-                    '\n' | '\0' => return Err(format!("line {line}: unclosed string")),
-                    '\\' => {
-                        text.push(match at(i + 1) {
-                            'n' => '\n',
-                            't' => '\t',
-                            other => other,
-                        });
-                        i += 2;
-                    }
-                    other => {
-                        text.push(other);
-                        i += 1;
-                    }
-                }
-            }
-            i += 1;
-            tokens.push(Token { tok: Tok::Str(text), line });
-        } else if c == '`' {
-            i += 1;
-            tokens.push(Token { tok: Tok::TplStart, line });
-            modes.push(Mode::Template);
-        } else if c.is_ascii_alphabetic() || c == '_' || c == '$' {
-            let start = i;
-            while at(i).is_ascii_alphanumeric() || at(i) == '_' || at(i) == '$' {
-                i += 1;
-            }
-            tokens.push(Token { tok: Tok::Ident(chars[start..i].iter().collect()), line });
-        } else if c.is_ascii_digit() || (c == '.' && at(i + 1).is_ascii_digit()) {
-            while at(i).is_ascii_alphanumeric() || at(i) == '.' || at(i) == '_' {
-                let exponent = matches!(at(i), 'e' | 'E') && matches!(at(i + 1), '+' | '-');
-                i += if exponent { 2 } else { 1 };
-            }
-            tokens.push(Token { tok: Tok::Num, line });
-        } else if c == '/' && regex_may_start(tokens.last()) {
-            let mut class = false;
-            i += 1;
-            loop {
-                match at(i) {
-                    '\n' | '\0' => return Err(format!("line {line}: unclosed regular expression")),
-                    '\\' => i += 1,
-                    '[' => class = true,
-                    ']' => class = false,
-                    '/' if !class => break,
-                    _ => {}
-                }
-                i += 1;
-            }
-            i += 1;
-            while at(i).is_ascii_alphabetic() {
-                i += 1;
-            }
-            tokens.push(Token { tok: Tok::Regex, line });
-        } else {
-            let rest: String = chars[i..(i + 4).min(chars.len())].iter().collect();
-            let Some(punct) = PUNCT.iter().find(|p| rest.starts_with(**p)) else {
-                return Err(format!("line {line}: unexpected {c:?}"));
-            };
-            i += punct.len();
-            let nested = modes.len() > 1;
-            match (*punct, modes.last_mut()) {
-                ("{", Some(Mode::Code { braces })) => *braces += 1,
-                ("}", Some(Mode::Code { braces: 0 })) if nested => {
-                    modes.pop();
-                    tokens.push(Token { tok: Tok::TplExprClose, line });
-                    continue;
-                }
-                ("}", Some(Mode::Code { braces })) => *braces = braces.saturating_sub(1),
-                _ => {}
-            }
-            tokens.push(Token { tok: Tok::Punct(punct), line });
-        }
+        lexer.code()?;
     }
-    if modes.len() != 1 {
+    if lexer.modes.len() != 1 {
         return Err("the source ends inside a template literal".to_owned());
     }
-    Ok(tokens)
+    Ok(lexer.tokens)
+}
+
+/// Where the lexer is in a source, and what it has read so far.
+struct Lexer {
+    chars: Vec<char>,
+    i: usize,
+    line: usize,
+    tokens: Vec<Token>,
+    /// Code inside templates inside code...: the innermost last.
+    modes: Vec<Mode>,
+}
+
+impl Lexer {
+    /// The character at `i`, or `'\0'` past the end.
+    fn at(&self, i: usize) -> char {
+        self.chars.get(i).copied().unwrap_or('\0')
+    }
+
+    fn push(&mut self, tok: Tok) {
+        self.tokens.push(Token { tok, line: self.line });
+    }
+
+    /// A template's text up to its end or its next `${`.
+    fn template_text(&mut self) -> Result<(), String> {
+        let mut text = String::new();
+        loop {
+            match self.at(self.i) {
+                '\0' if self.i >= self.chars.len() => {
+                    return Err(format!("line {}: unclosed `", self.line));
+                }
+                '\\' => {
+                    text.push(self.at(self.i + 1));
+                    self.i += 2;
+                }
+                '`' => {
+                    self.i += 1;
+                    self.modes.pop();
+                    if !text.is_empty() {
+                        self.push(Tok::TplText(text));
+                    }
+                    self.push(Tok::TplEnd);
+                    return Ok(());
+                }
+                '$' if self.at(self.i + 1) == '{' => {
+                    self.i += 2;
+                    if !text.is_empty() {
+                        self.push(Tok::TplText(text));
+                    }
+                    self.push(Tok::TplExprOpen);
+                    self.modes.push(Mode::Code { braces: 0 });
+                    return Ok(());
+                }
+                c => {
+                    if c == '\n' {
+                        self.line += 1;
+                    }
+                    text.push(c);
+                    self.i += 1;
+                }
+            }
+        }
+    }
+
+    /// One token of code, or the space or comment before it.
+    fn code(&mut self) -> Result<(), String> {
+        let (c, next) = (self.at(self.i), self.at(self.i + 1));
+        if c == '\n' {
+            self.line += 1;
+            self.i += 1;
+        } else if c.is_whitespace() {
+            self.i += 1;
+        } else if c == '/' && next == '/' {
+            while self.i < self.chars.len() && self.at(self.i) != '\n' {
+                self.i += 1;
+            }
+        } else if c == '/' && next == '*' {
+            self.block_comment();
+        } else if c == '\'' || c == '"' {
+            self.string(c)?;
+        } else if c == '`' {
+            self.i += 1;
+            self.push(Tok::TplStart);
+            self.modes.push(Mode::Template);
+        } else if c.is_ascii_alphabetic() || c == '_' || c == '$' {
+            let start = self.i;
+            while self.at(self.i).is_ascii_alphanumeric() || matches!(self.at(self.i), '_' | '$') {
+                self.i += 1;
+            }
+            self.push(Tok::Ident(self.chars[start..self.i].iter().collect()));
+        } else if c.is_ascii_digit() || (c == '.' && next.is_ascii_digit()) {
+            while self.at(self.i).is_ascii_alphanumeric() || matches!(self.at(self.i), '.' | '_') {
+                let exponent = matches!(self.at(self.i), 'e' | 'E')
+                    && matches!(self.at(self.i + 1), '+' | '-');
+                self.i += if exponent { 2 } else { 1 };
+            }
+            self.push(Tok::Num);
+        } else if c == '/' && regex_may_start(self.tokens.last()) {
+            self.regex()?;
+        } else {
+            self.punct(c)?;
+        }
+        Ok(())
+    }
+
+    fn block_comment(&mut self) {
+        self.i += 2;
+        while self.i < self.chars.len() && !(self.at(self.i) == '*' && self.at(self.i + 1) == '/') {
+            if self.at(self.i) == '\n' {
+                self.line += 1;
+            }
+            self.i += 1;
+        }
+        self.i += 2;
+    }
+
+    /// A string literal in `quote`s, its escapes read.
+    fn string(&mut self, quote: char) -> Result<(), String> {
+        let mut text = String::new();
+        self.i += 1;
+        while self.at(self.i) != quote {
+            match self.at(self.i) {
+                '\n' | '\0' => return Err(format!("line {}: unclosed string", self.line)),
+                '\\' => {
+                    text.push(match self.at(self.i + 1) {
+                        'n' => '\n',
+                        't' => '\t',
+                        other => other,
+                    });
+                    self.i += 2;
+                }
+                other => {
+                    text.push(other);
+                    self.i += 1;
+                }
+            }
+        }
+        self.i += 1;
+        self.push(Tok::Str(text));
+        Ok(())
+    }
+
+    /// A regular expression literal with its flags.
+    fn regex(&mut self) -> Result<(), String> {
+        let mut class = false;
+        self.i += 1;
+        loop {
+            match self.at(self.i) {
+                '\n' | '\0' => {
+                    return Err(format!("line {}: unclosed regular expression", self.line));
+                }
+                '\\' => self.i += 1,
+                '[' => class = true,
+                ']' => class = false,
+                '/' if !class => break,
+                _ => {}
+            }
+            self.i += 1;
+        }
+        self.i += 1;
+        while self.at(self.i).is_ascii_alphabetic() {
+            self.i += 1;
+        }
+        self.push(Tok::Regex);
+        Ok(())
+    }
+
+    /// An operator or a bracket; the `}` that closes a template's `${` ends that code.
+    fn punct(&mut self, c: char) -> Result<(), String> {
+        let rest: String = self.chars[self.i..(self.i + 4).min(self.chars.len())].iter().collect();
+        let Some(punct) = PUNCT.iter().find(|p| rest.starts_with(**p)) else {
+            return Err(format!("line {}: unexpected {c:?}", self.line));
+        };
+        self.i += punct.len();
+        let nested = self.modes.len() > 1;
+        match (*punct, self.modes.last_mut()) {
+            ("{", Some(Mode::Code { braces })) => *braces += 1,
+            ("}", Some(Mode::Code { braces: 0 })) if nested => {
+                self.modes.pop();
+                self.push(Tok::TplExprClose);
+                return Ok(());
+            }
+            ("}", Some(Mode::Code { braces })) => *braces = braces.saturating_sub(1),
+            _ => {}
+        }
+        self.push(Tok::Punct(punct));
+        Ok(())
+    }
 }
 
 fn regex_may_start(previous: Option<&Token>) -> bool {
