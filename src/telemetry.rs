@@ -59,3 +59,11 @@ fn describe() {
     describe_counter!("brain_ws_messages_sent_total", "Events written to WebSocket clients");
     describe_gauge!("brain_ws_feed_position", "Last position the live feed broadcast");
 }
+
+/// What a caught panic said: its message when it carried one (a `String` or a `&str`).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<String> {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|text| (*text).to_owned()))
+}

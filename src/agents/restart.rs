@@ -221,10 +221,7 @@ impl Agent for RestartingAgent {
                 }
                 Ok(outcome) => outcome,
                 Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    let message = crate::telemetry::panic_message(&*panic)
                         .unwrap_or_else(|| "no message".to_owned());
                     shared.died(instance, format!("panicked: {message}"));
                     Err(Failure::down(format!("the agent panicked: {message}")))

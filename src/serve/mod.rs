@@ -519,11 +519,9 @@ fn supervise(
         let why = match outcome {
             Ok(Ok(())) => "ended on its own".to_owned(),
             Ok(Err(error)) => error,
-            Err(panic) => panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "panicked".to_owned()),
+            Err(panic) => {
+                crate::telemetry::panic_message(&*panic).unwrap_or_else(|| "panicked".to_owned())
+            }
         };
         tracing::error!(part = %name, %why, "a part of the server stopped; shutting down");
         failures.lock().expect("not poisoned").push(format!("{name}: {why}"));

@@ -22,6 +22,9 @@ use crate::llm::ToolSpec;
 pub const ARGS_MAX: usize = 64;
 pub const ARG_LEN_MAX: usize = 4_096;
 pub const TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+/// The search path a command runs with: the system's own folders, never the serve's `PATH`
+/// (which a deployment may point anywhere, and which would be one more thing a tool inherits).
+pub const SANDBOX_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 pub struct RunCommand {
     pub root: Root,
@@ -100,7 +103,7 @@ impl Tool for RunCommand {
                 .args(&args)
                 .current_dir(root.path())
                 .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+                .env("PATH", SANDBOX_PATH)
                 .env("HOME", root.path())
                 .env("LANG", "C.UTF-8")
                 .stdin(std::process::Stdio::null())
