@@ -139,6 +139,9 @@ async fn claim(
     let wait =
         Duration::from_secs(wait_s).min(app.request_timeout.saturating_sub(Duration::from_secs(2)));
     let deadline = tokio::time::Instant::now() + wait;
+    // A start is answered before the request's own deadline, or given back.
+    let answer_by =
+        std::time::Instant::now() + app.request_timeout.saturating_sub(Duration::from_secs(1));
     loop {
         let nonce = Uuid::new_v4();
         let holder = claim_holder(&agent_id.to_string(), &nonce);
@@ -147,6 +150,7 @@ async fn claim(
             holder: &holder,
             lease_ms: lease_s * 1_000,
             claim_ms: CLAIM_RESERVE_MS,
+            answer_by,
         };
         // The agent may have been stopped or marked while this claim waited.
         let admit = async |_: &Claim| active_agent(&app, &agent_id).await.map(drop);

@@ -105,7 +105,11 @@ impl AppendBench {
         let nats = bus::connect(&self.nats_url).await?;
         let jetstream = bus::jetstream(nats.clone(), 1);
         let stream = bus::ensure_stream(&jetstream, &namespace).await?;
-        eprintln!("bench: database {database_url}, stream {}", bus::stream_name(&namespace));
+        eprintln!(
+            "bench: database {}, stream {}",
+            crate::config::redacted_url(&database_url),
+            bus::stream_name(&namespace)
+        );
 
         let result = self.measure(&pool, &nats, &namespace).await;
 

@@ -245,13 +245,14 @@ fn program(value: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// `host` or `host:port`, as `fetch_url` compares it.
+/// `host` or `host:port`, as `fetch_url` compares it (`_` included: container service names
+/// have it).
 fn host(value: &str) -> Result<String, String> {
     let host = value.trim().to_lowercase();
     let valid = !host.is_empty()
         && host
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
     if !valid {
         return Err(format!("{value:?}: a host name, or host:port, is expected (`example.com`)"));
     }

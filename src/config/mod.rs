@@ -77,13 +77,13 @@ pub const DB_CONNECTIONS_MAX_DEFAULT: u32 = 16;
 #[derive(Debug, Clone, clap::Args)]
 pub struct Services {
     /// PostgreSQL database holding the event store; created if missing.
-    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, default_value = DATABASE_URL_DEFAULT)]
     pub database_url: String,
     /// NATS server with JetStream enabled.
-    #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
+    #[arg(long, env = "NATS_URL", hide_env_values = true, default_value = NATS_URL_DEFAULT)]
     pub nats_url: String,
     /// Redis server for read models that live in Redis.
-    #[arg(long, env = "REDIS_URL", default_value = REDIS_URL_DEFAULT)]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, default_value = REDIS_URL_DEFAULT)]
     pub redis_url: String,
     /// Prefix of the JetStream stream, subjects and Redis keys.
     #[arg(long, env = "BRAIN_NAMESPACE", default_value = NAMESPACE_DEFAULT)]
@@ -93,6 +93,10 @@ pub struct Services {
     pub db_connections_max: u32,
 }
 
+/// Variables whose empty value is a choice, not an absence: `BRAIN_WORKER_AGENTS=` runs no
+/// built-in agent (an API-only serve, a worker for external agents alone).
+pub const EMPTY_MEANS_NONE: &[&str] = &["BRAIN_WORKER_AGENTS"];
+
 /// `command` (and its subcommands) with the arguments whose environment variable is set but
 /// empty reading it no more: an empty variable means unset, as a compose file's
 /// `${BRAIN_AGENT_ROOT:-}` means it. The one place the process environment is consulted
@@ -101,7 +105,9 @@ pub fn unset_empty_variables(mut command: clap::Command) -> clap::Command {
     let empty: Vec<clap::Id> = command
         .get_arguments()
         .filter(|arg| {
-            arg.get_env().and_then(std::env::var_os).is_some_and(|value| value.is_empty())
+            let named = arg.get_env();
+            let means_none = named.is_some_and(|name| EMPTY_MEANS_NONE.iter().any(|n| name == *n));
+            !means_none && named.and_then(std::env::var_os).is_some_and(|value| value.is_empty())
         })
         .map(|arg| arg.get_id().clone())
         .collect();

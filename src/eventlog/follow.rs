@@ -24,8 +24,10 @@ use crate::eventlog::store::{self, StoreError};
 
 /// Events read per query while loading or catching up.
 pub const PAGE_EVENTS_MAX: u32 = 1_000;
-/// How often a model reads the log even when the feed said nothing.
-pub const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// How often a model reads the log even when the feed said nothing: the most a revocation
+/// can go unseen when the feed is down (design invariant 12 asks for a second). One indexed
+/// query that finds nothing, per model and process.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 /// An event of the model's stream type that this code cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,13 +14,15 @@
 //!   projector before the claim runs out; one the log would still start comes back.
 //! - the store failed the start (nothing was written): the mission is still queued in the
 //!   log, and the claim's expiry brings it back.
-//! - the start's outcome is unknown (its commit never answered): it is asked again under the
-//!   same command id while the claim lasts. The store answers a repeated command with its
-//!   first outcome or, if that never committed, decides it now, so a start that went in is
-//!   run rather than left idle to its lease. Still unknown when the claim runs out, it is
-//!   left: if it went in, the lease's expiry puts the mission back (through the reaper's
-//!   `MissionLeaseExpired`); if not, the claim's expiry does. Either way it is started once
-//!   at a time and never lost.
+//! - the start's outcome is unknown (its commit never answered, which the committer says only
+//!   after its transaction deadline): it is asked again under the same command id, at least
+//!   once and then until the claimer could no longer use the mission (`answer_by`). The store
+//!   answers a repeated command with its first outcome or, if that never committed, decides
+//!   it now, so a start that went in is run rather than left idle to its lease. Still unknown
+//!   by then, the mission is given back: if the log shows it running for this holder, a
+//!   `Release` puts it back in the queue without counting the attempt; if the start never
+//!   went in, the claim's expiry brings it back. Either way it is started once at a time,
+//!   never lost, and never charged an attempt nobody ran.
 
 use std::time::{Duration, Instant};
 
@@ -45,9 +47,12 @@ pub struct ClaimRequest<'a> {
     pub holder: &'a str,
     /// How long the start's lease lasts.
     pub lease_ms: u64,
-    /// How long a popped mission is reserved for its start; an unknown outcome is asked
-    /// about for as long.
+    /// How long a popped mission is reserved for its start.
     pub claim_ms: u64,
+    /// The last moment the claimer could still use a started mission (a worker: well before
+    /// its lease runs out; an HTTP claim: before its request's deadline). A start whose
+    /// outcome is unknown is asked about until then, and given back after.
+    pub answer_by: Instant,
 }
 
 /// The handles a claim works with.
@@ -109,8 +114,6 @@ impl Claimer<'_> {
         admit: impl AsyncFnOnce(&Claim) -> Result<(), D>,
     ) -> Result<Claimed<D>, ClaimError> {
         let now_ms = self.clock.now_ms_synced().await;
-        // When the claim runs out, as this process's monotonic clock counts it.
-        let claim_until = Instant::now() + Duration::from_millis(request.claim_ms);
         let Some(claim) =
             self.queue.claim(request.kinds, request.holder, now_ms, request.claim_ms).await?
         else {
@@ -127,7 +130,7 @@ impl Claimer<'_> {
         }
         let mut metadata = metadata(&stream_id);
         metadata.command_id = Some(Uuid::now_v7());
-        let start = Start { stream_id: &stream_id, request, metadata, claim_until };
+        let start = Start { stream_id: &stream_id, request, metadata };
         let (mission, version, lease_until) = match self.start(&start).await {
             Ok(Some(held)) => held,
             Ok(None) => return Ok(Claimed::Stale),
@@ -163,9 +166,11 @@ impl Claimer<'_> {
                 command.clone()
             })
             .await;
+        let mut asked = false;
         while let Err(CommandError::Append(AppendError::OutcomeUnknown(_))) = &outcome
-            && Instant::now() + ASK_AGAIN_PAUSE < start.claim_until
+            && (!asked || Instant::now() + ASK_AGAIN_PAUSE < start.request.answer_by)
         {
+            asked = true;
             tokio::time::sleep(ASK_AGAIN_PAUSE).await;
             match command::execute::<Mission>(store, stream_id, metadata.clone(), || {
                 command.clone()
@@ -193,7 +198,41 @@ impl Claimer<'_> {
                 tracing::debug!(%stream_id, %error, "claimed mission kept changing");
                 Ok(None)
             }
+            Err(error @ CommandError::Append(AppendError::OutcomeUnknown(_))) => {
+                self.give_back(start).await;
+                Err(error)
+            }
             Err(error) => Err(error),
+        }
+    }
+
+    /// Puts back a mission whose start stayed unknown, if the log shows that start: running
+    /// for this holder, which nobody will run now. A `Release` does not count the attempt.
+    /// Best effort: if it fails too, the lease's expiry puts the mission back.
+    async fn give_back(&self, start: &Start<'_>) {
+        let (store, stream_id, holder) = (self.store, start.stream_id, start.request.holder);
+        let held = match command::load::<Mission>(store, stream_id).await {
+            Ok((mission, _)) => mission,
+            Err(error) => {
+                tracing::warn!(%stream_id, %error, "cannot read a mission whose start is unknown");
+                return;
+            }
+        };
+        if held.status != MissionStatus::Running || held.worker_id.as_deref() != Some(holder) {
+            return;
+        }
+        let mut metadata = start.metadata.clone();
+        metadata.command_id = Some(Uuid::now_v7());
+        let now_ms = self.clock.now_ms_synced().await;
+        let release = || MissionCommand::Release {
+            worker_id: holder.to_owned(),
+            attempt: held.attempt,
+            reason: "its start's outcome stayed unknown past what the claimer could use".into(),
+            now_ms,
+        };
+        match command::execute_new::<Mission>(store, stream_id, metadata, None, release).await {
+            Ok(_) => tracing::info!(%stream_id, "gave back a mission whose start stayed unknown"),
+            Err(error) => tracing::warn!(%stream_id, %error, "cannot give back a mission"),
         }
     }
 
@@ -211,7 +250,6 @@ struct Start<'a> {
     stream_id: &'a StreamId,
     request: &'a ClaimRequest<'a>,
     metadata: EventMetadata,
-    claim_until: Instant,
 }
 
 /// Whether the mission is still as the start left it: running for `holder`, nothing

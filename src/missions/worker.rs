@@ -235,6 +235,8 @@ impl Slot {
             holder: &self.config.worker_id,
             lease_ms: self.config.lease_ms,
             claim_ms: self.config.claim_ms,
+            // A start learnt of later than this leaves too little of its lease to run in.
+            answer_by: Instant::now() + Duration::from_millis(self.config.lease_ms * 2 / 3),
         };
         let claimer = Claimer { store: &self.store, queue: &self.queue, clock: &self.clock };
         let admit = async |_: &Claim| Ok::<(), Infallible>(());

@@ -86,9 +86,21 @@ async fn spawn_worker(
     env: &TestEnv,
     store: EventStore,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    spawn_worker_claiming_for(env, store, None).await
+}
+
+/// [`spawn_worker`] whose claims last `claim_ms` instead of the default.
+async fn spawn_worker_claiming_for(
+    env: &TestEnv,
+    store: EventStore,
+    claim_ms: Option<u64>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let spec = brain::config::agents::AgentSpec::parse("echo").unwrap();
     let (agents, _) = brain::agents::build(&spec, &Default::default(), Default::default());
-    let config = WorkerConfig::new(agents, 1);
+    let mut config = WorkerConfig::new(agents, 1);
+    if let Some(claim_ms) = claim_ms {
+        config.claim_ms = claim_ms;
+    }
     let (queue, namespace, stop) =
         (queue(env).await, env.namespace.clone(), CancellationToken::new());
     let run = worker::run(store, queue, namespace, config, stop.clone());
@@ -213,6 +225,34 @@ async fn a_worker_whose_start_committed_unanswered_learns_it_by_asking_again_and
 }
 
 #[tokio::test]
+async fn a_start_answered_unknown_after_its_claim_ran_out_is_still_asked_about_and_run_once() {
+    // Given a worker whose claims last a quarter of the committer's transaction deadline, as
+    // in production (a claim lasts seconds; an unknown outcome is known only after
+    // `TRANSACTION_TIMEOUT`), and whose start will go in unanswered.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let (proxy, url) = stalling_proxy(&env).await;
+    let (store, mission_id) = worker_behind_a_proxy(&env, addr, &url).await;
+    proxy.lose_next_commit_answer();
+
+    // When it claims the mission.
+    let claim_ms = TRANSACTION_TIMEOUT.as_millis() as u64 / 4;
+    let (stop, worker) = spawn_worker_claiming_for(&env, store, Some(claim_ms)).await;
+
+    // Then it still learns that its start went in, and runs that attempt: no second
+    // attempt after an idle lease.
+    let done = wait_status(addr, &mission_id, "completed").await;
+    assert_eq!(proxy.stalled(), 1);
+    assert_eq!(done["attempt"], 1, "{done}");
+    assert_eq!(starts_and_expiries(addr, &mission_id).await, (1, 0));
+
+    stop.cancel();
+    worker.await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_worker_whose_start_never_committed_leaves_the_mission_to_come_back_and_run_once() {
     // Given a worker whose start's commit will never reach PostgreSQL.
     let env = TestEnv::new().await;
@@ -279,7 +319,7 @@ async fn an_agent_whose_start_committed_unanswered_gets_the_mission_it_started()
 }
 
 #[tokio::test]
-async fn an_agent_whose_start_never_committed_hears_so_and_claims_the_mission_again_later() {
+async fn an_agent_whose_start_never_committed_gets_the_mission_started_once_now_or_later() {
     // Given a queued mission, and a serve whose next commit never reaches PostgreSQL.
     let env = TestEnv::new().await;
     let (proxy, addr, shutdown, task) = serve_behind_a_proxy(&env).await;
@@ -288,23 +328,31 @@ async fn an_agent_whose_start_never_committed_hears_so_and_claims_the_mission_ag
     wait_queued(addr, &mission_id).await;
     proxy.stall_next_commit();
 
-    // When the agent claims, it hears that the start's outcome is unknown.
-    let (status, answer) = claim(addr, &agent, "wait_s=0").await;
+    // When the agent claims: the start is asked about again under its command id until the
+    // request's deadline, and once PostgreSQL has ended the stalled session the store decides
+    // it then; or, if that came too late, the agent hears the outcome is unknown.
+    let (status, first) = claim(addr, &agent, "wait_s=0").await;
     assert_eq!(proxy.stalled(), 1);
-    assert_eq!((status, &answer["error"]["code"]), (503, &json!("outcome_unknown")), "{answer}");
-
-    // Then the mission is not lost: once PostgreSQL has ended the stalled session, a claim
-    // gets it, as its first attempt (a claim meanwhile may hear that the store is away).
-    let deadline = std::time::Instant::now() + WAIT;
-    let claimed = loop {
-        assert!(std::time::Instant::now() < deadline, "the mission never came back");
-        let (status, claimed) = claim(addr, &agent, "wait_s=1").await;
-        match status {
-            200 => break claimed,
-            204 | 503 => {}
-            _ => panic!("unexpected answer {status}: {claimed}"),
+    let claimed = match status {
+        200 => first,
+        503 => {
+            assert_eq!(first["error"]["code"], "outcome_unknown", "{first}");
+            // Then the mission is not lost: a later claim gets it.
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                assert!(std::time::Instant::now() < deadline, "the mission never came back");
+                let (status, claimed) = claim(addr, &agent, "wait_s=1").await;
+                match status {
+                    200 => break claimed,
+                    204 | 503 => {}
+                    _ => panic!("unexpected answer {status}: {claimed}"),
+                }
+            }
         }
+        _ => panic!("unexpected answer {status}: {first}"),
     };
+
+    // Either way it is started once, as its first attempt.
     assert_eq!((&claimed["mission_id"], &claimed["attempt"]), (&json!(mission_id), &json!(1)));
     assert_eq!(starts_and_expiries(addr, &mission_id).await, (1, 0));
 
