@@ -150,8 +150,12 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// Enough for three processes to contend for every claim throughout (320 missions); the
+/// benches, not this test, measure how many a second they take.
+const MISSIONS_PER_CLIENT: usize = 40;
+
 #[tokio::test]
-async fn a_thousand_missions_on_three_worker_processes_each_complete_exactly_once() {
+async fn hundreds_of_missions_on_three_worker_processes_each_complete_exactly_once() {
     let env = TestEnv::new().await;
     let (addr, shutdown, task) = serve_without_workers(&env).await;
     let workers: Vec<WorkerProcess> =
@@ -162,7 +166,7 @@ async fn a_thousand_missions_on_three_worker_processes_each_complete_exactly_onc
     for client in 0..8 {
         clients.spawn(async move {
             let mut ids = Vec::new();
-            for n in 0..125 {
+            for n in 0..MISSIONS_PER_CLIENT {
                 let body = json!({ "name": format!("m{client}-{n}"), "agent": "echo", "payload": { "n": n } });
                 ids.push(enqueue(addr, body).await);
             }
@@ -173,7 +177,7 @@ async fn a_thousand_missions_on_three_worker_processes_each_complete_exactly_onc
     while let Some(batch) = clients.join_next().await {
         ids.extend(batch.unwrap());
     }
-    assert_eq!(ids.len(), 1_000);
+    assert_eq!(ids.len(), 8 * MISSIONS_PER_CLIENT);
 
     wait_until("every mission to complete", WAIT, || async {
         let completed: i64 =
@@ -181,7 +185,7 @@ async fn a_thousand_missions_on_three_worker_processes_each_complete_exactly_onc
                 .fetch_one(&env.pool)
                 .await
                 .unwrap();
-        completed == 1_000
+        completed == (8 * MISSIONS_PER_CLIENT) as i64
     })
     .await;
 
@@ -195,7 +199,7 @@ async fn a_thousand_missions_on_three_worker_processes_each_complete_exactly_onc
     .fetch_all(&env.pool)
     .await
     .unwrap();
-    assert_eq!(counts.len(), 1_000);
+    assert_eq!(counts.len(), 8 * MISSIONS_PER_CLIENT);
     for (id, started, completed) in &counts {
         assert!(ids.contains(id), "unknown mission {id}");
         assert_eq!((*started, *completed), (1, 1), "mission {id}");
