@@ -54,6 +54,22 @@ pub fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
     if text.contains('\0') { text.replace('\0', "\u{fffd}").into() } else { text.into() }
 }
 
+/// `value` with every NUL in its strings and keys replaced by U+FFFD: what a tool or a
+/// provider answered is recorded as it was, short of the one character no store can hold.
+pub fn value_without_nul(value: Value) -> Value {
+    match value {
+        Value::String(text) if text.contains('\0') => Value::String(text.replace('\0', "\u{fffd}")),
+        Value::Array(items) => Value::Array(items.into_iter().map(value_without_nul).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, item)| (without_nul(&key).into_owned(), value_without_nul(item)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -95,5 +111,13 @@ mod tests {
     fn a_nul_in_a_record_becomes_a_replacement_character() {
         assert_eq!(without_nul("a\0b"), "a\u{fffd}b");
         assert!(matches!(without_nul("clean"), std::borrow::Cow::Borrowed("clean")));
+    }
+
+    #[test]
+    fn a_value_without_nul_keeps_everything_but_the_nul() {
+        let value = json!({ "a\0": ["x\0y", 1, { "k": "fine" }], "b": null });
+        let clean = value_without_nul(value);
+        assert_eq!(clean, json!({ "a\u{fffd}": ["x\u{fffd}y", 1, { "k": "fine" }], "b": null }));
+        assert_eq!(nul_path(&clean, ""), None);
     }
 }

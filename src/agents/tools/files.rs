@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
-use super::{Tool, ToolError, capped};
+use super::{RESULT_BYTES_MAX, Tool, ToolError, capped};
 use crate::llm::ToolSpec;
 
 pub const LIST_ENTRIES_MAX: usize = 1_000;
@@ -92,14 +92,26 @@ impl Tool for ReadFile {
         let root = self.0.clone();
         blocking(move || {
             let path = root.resolve(arguments["path"].as_str().unwrap_or_default())?;
-            let bytes =
-                std::fs::read(&path).map_err(|error| ToolError::Failed(error.to_string()))?;
-            let (content, truncated) = capped(&String::from_utf8_lossy(&bytes));
+            let (head, size) = read_head(&path)?;
+            let (content, truncated) = capped(&String::from_utf8_lossy(&head));
+            let truncated = truncated || size > head.len() as u64;
             Ok(
-                json!({ "path": root.relative(&path), "content": content, "truncated": truncated, "bytes": bytes.len() }),
+                json!({ "path": root.relative(&path), "content": content, "truncated": truncated, "bytes": size }),
             )
         })
     }
+}
+
+/// The first [`RESULT_BYTES_MAX`] bytes of a file and its whole size, read from one open
+/// descriptor: a large file costs what is shown, never its size in memory.
+fn read_head(path: &Path) -> Result<(Vec<u8>, u64), ToolError> {
+    use std::io::Read;
+    let failed = |error: std::io::Error| ToolError::Failed(error.to_string());
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let size = file.metadata().map_err(failed)?.len();
+    let mut head = Vec::with_capacity(RESULT_BYTES_MAX.min(size as usize));
+    file.take(RESULT_BYTES_MAX as u64).read_to_end(&mut head).map_err(failed)?;
+    Ok((head, size))
 }
 
 pub struct ListDir(pub Root);
@@ -204,6 +216,13 @@ impl Tool for SearchText {
 mod tests {
     use super::*;
 
+    /// This process's peak resident memory (`VmHWM`), in KiB.
+    fn peak_resident_kib() -> i64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     fn scratch() -> (PathBuf, Root) {
         let dir =
             std::env::temp_dir().join(format!("brain-root-{}", uuid::Uuid::new_v4().simple()));
@@ -216,6 +235,34 @@ mod tests {
         std::os::unix::fs::symlink(outside.join("secret.txt"), dir.join("secret-link")).unwrap();
         let root = Root::new(&dir).unwrap();
         (dir, root)
+    }
+
+    #[tokio::test]
+    async fn a_huge_file_is_read_only_as_far_as_is_shown_and_a_nul_never_reaches_the_record() {
+        // Given a 1 GiB file (sparse: it takes no disk) and a file holding NULs.
+        let (dir, root) = scratch();
+        let huge = std::fs::File::create(dir.join("huge.bin")).unwrap();
+        huge.set_len(1 << 30).unwrap();
+        std::fs::write(dir.join("nul.txt"), "before\0after").unwrap();
+        let registry = super::super::Registry::default().with(ReadFile(root.clone()));
+
+        // When the model reads them.
+        let peak_before = peak_resident_kib();
+        let read = registry.call("read_file", &json!({ "path": "huge.bin" })).await.unwrap();
+        let grew_kib = peak_resident_kib() - peak_before;
+        let nul = registry.call("read_file", &json!({ "path": "nul.txt" })).await.unwrap();
+
+        // Then the huge one is cut at the result bound and says how big it is, and the NUL is
+        // replaced, so the call can be recorded.
+        assert_eq!(
+            (read["truncated"].as_bool(), read["bytes"].as_u64()),
+            (Some(true), Some(1 << 30))
+        );
+        assert!(read["content"].as_str().unwrap().len() <= RESULT_BYTES_MAX);
+        assert!(grew_kib < 256 * 1024, "reading grew the process's peak by {grew_kib} KiB");
+        assert_eq!(nul["content"], "before\u{fffd}after");
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(dir.with_extension("outside")).unwrap();
     }
 
     #[tokio::test]

@@ -64,10 +64,12 @@ impl Registry {
         self.tools.values().map(|tool| tool.spec()).collect()
     }
 
-    /// Runs `name` with `arguments`, or refuses.
+    /// Runs `name` with `arguments`, or refuses. What a tool answers is data for the record
+    /// and the model: a NUL in it (a binary file, a program's output) is replaced, since no
+    /// store can hold one and the mission's history must.
     pub async fn call(&self, name: &str, arguments: &Value) -> Result<Value, ToolError> {
         let tool = self.checked(name, arguments)?;
-        tool.run(arguments.clone()).await
+        tool.run(arguments.clone()).await.map(domain::text::value_without_nul)
     }
 
     /// The checks made before a call runs (the tool exists, the arguments match its
@@ -125,8 +127,12 @@ pub fn check_arguments(schema: &Value, arguments: &Value) -> Result<(), String> 
     Ok(())
 }
 
-/// `text` cut to [`RESULT_BYTES_MAX`] at a character boundary, and whether it was.
+/// `text` with its NULs replaced (see [`Registry::call`]) and cut to [`RESULT_BYTES_MAX`] at
+/// a character boundary, and whether it was cut. Replacing first keeps the bound: a NUL's
+/// replacement takes three bytes.
 pub fn capped(text: &str) -> (String, bool) {
+    let text = domain::text::without_nul(text);
+    let text = text.as_ref();
     if text.len() <= RESULT_BYTES_MAX {
         return (text.to_owned(), false);
     }
