@@ -178,6 +178,21 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidSettin
     InvalidSettings { field: field.into(), reason: reason.into() }
 }
 
+/// Whether `host` is a provider's base URL and nothing more: `http(s)://host[:port]`, or the
+/// same with a `/v1` base. A path, query or user would let a configuration change aim the
+/// gateway's POST (and whatever it reflects of the answer) at any URL of a server.
+fn is_base_url(host: &str) -> bool {
+    let Some(rest) = host.strip_prefix("http://").or_else(|| host.strip_prefix("https://")) else {
+        return false;
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let authority_ok = !authority.is_empty()
+        && authority
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
+    authority_ok && matches!(path, "" | "v1" | "v1/")
+}
+
 fn check_target(
     path: &str,
     provider: &str,
@@ -193,9 +208,12 @@ fn check_target(
     if host.chars().count() > HOST_LEN_MAX {
         return Err(invalid(format!("{path}host"), format!("at most {HOST_LEN_MAX} characters")));
     }
-    let web = host.starts_with("http://") || host.starts_with("https://");
-    if !host.is_empty() && !web {
-        return Err(invalid(format!("{path}host"), "must start with http:// or https://"));
+    if !host.is_empty() && !is_base_url(host) {
+        return Err(invalid(
+            format!("{path}host"),
+            "must be http:// or https:// with a host and port only, or a base ending in /v1 \
+             (no user, path, query or fragment)",
+        ));
     }
     if model.trim().is_empty() || model.chars().count() > MODEL_LEN_MAX {
         return Err(invalid(format!("{path}model"), format!("1 to {MODEL_LEN_MAX} characters")));
@@ -419,6 +437,20 @@ mod tests {
         let field = |settings: LlmSettings| validate(&settings).unwrap_err().field;
         assert_eq!(field(LlmSettings { provider: "gpt".into(), ..ollama() }), "provider");
         assert_eq!(field(LlmSettings { host: "localhost:11434".into(), ..ollama() }), "host");
+        for aimed in [
+            "http://10.0.0.1:8080/admin?x=",
+            "http://internal/v1/../admin",
+            "http://user:pw@host:1",
+            "https://host/#frag",
+            "http:///v1",
+            "http://host/v2",
+        ] {
+            assert_eq!(field(LlmSettings { host: aimed.into(), ..ollama() }), "host", "{aimed}");
+        }
+        for base in ["http://host:11434", "https://api.example.com/v1", "http://[::1]:8/v1/"] {
+            let settings = LlmSettings { host: base.into(), ..ollama() };
+            assert!(validate(&settings).is_ok(), "{base}");
+        }
         assert_eq!(field(LlmSettings { model: " ".into(), ..ollama() }), "model");
         assert_eq!(field(LlmSettings { temperature: Some(2.5), ..ollama() }), "temperature");
         assert_eq!(field(LlmSettings { temperature: Some(f64::NAN), ..ollama() }), "temperature");

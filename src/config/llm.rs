@@ -121,6 +121,11 @@ pub struct LlmSettings {
     /// Anthropic's API key; better set in the environment.
     #[arg(long = "anthropic-api-key", env = "ANTHROPIC_API_KEY", hide_env_values = true, value_parser = secret)]
     pub anthropic_api_key: Option<Secret>,
+    /// Base URLs, comma-separated, that the provider keys may also be sent to, besides each
+    /// provider's own and `BRAIN_LLM_HOST` (a fallback target on another OpenAI-compatible
+    /// server). A target elsewhere, set through the API, is called without the key.
+    #[arg(long = "llm-key-hosts", env = "BRAIN_LLM_KEY_HOSTS", value_delimiter = ',', value_parser = base_url)]
+    pub key_hosts: Vec<String>,
 }
 
 impl Default for LlmSettings {
@@ -132,6 +137,7 @@ impl Default for LlmSettings {
             record: RecordMode::Full,
             openai_api_key: None,
             anthropic_api_key: None,
+            key_hosts: Vec::new(),
         }
     }
 }
@@ -143,10 +149,32 @@ impl LlmSettings {
     }
 }
 
+/// The origin (`scheme://host[:port]`, lowercase) of a base URL: what a key is bound to.
+pub fn origin(base_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let host = url.host_str()?;
+    let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
+    Some(format!("{}://{}{port}", url.scheme(), host.to_lowercase()))
+}
+
+/// A provider's base URL and nothing more (the rule the `llm_config` aggregate applies to a
+/// configured host): scheme, host, port, and at most a `/v1` base.
 fn base_url(value: &str) -> Result<String, String> {
     match reqwest::Url::parse(value) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(value.to_owned()),
-        _ => Err(format!("{value:?}: an http:// or https:// base URL is expected")),
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host_str().is_some()
+                && url.username().is_empty()
+                && url.password().is_none()
+                && url.query().is_none()
+                && url.fragment().is_none()
+                && matches!(url.path(), "/" | "/v1" | "/v1/") =>
+        {
+            Ok(value.to_owned())
+        }
+        _ => Err(format!(
+            "{value:?}: an http:// or https:// base URL is expected: host and port, at most a /v1 base"
+        )),
     }
 }
 

@@ -217,18 +217,14 @@ impl Gateway {
         match target.provider {
             ProviderKind::Offline => Box::new(Offline),
             ProviderKind::Ollama => Box::new(Ollama { client, base_url, timeouts }),
-            ProviderKind::Openai => Box::new(OpenAi {
-                client,
-                base_url,
-                timeouts,
-                key: self.credentials.openai.clone(),
-            }),
-            ProviderKind::Anthropic => Box::new(Anthropic {
-                client,
-                base_url,
-                timeouts,
-                key: self.credentials.anthropic.clone(),
-            }),
+            ProviderKind::Openai => {
+                let key = self.credentials.key_for(ProviderKind::Openai, &base_url);
+                Box::new(OpenAi { client, base_url, timeouts, key })
+            }
+            ProviderKind::Anthropic => {
+                let key = self.credentials.key_for(ProviderKind::Anthropic, &base_url);
+                Box::new(Anthropic { client, base_url, timeouts, key })
+            }
         }
     }
 

@@ -187,11 +187,23 @@ impl Default for Timeouts {
     }
 }
 
-/// API keys, per provider. `Debug` never shows them.
+/// An origin entry that lets a key go anywhere: never the result of parsing a base URL.
+pub const ANY_ORIGIN: &str = "*";
+
+/// API keys, per provider, each bound to the origins it may be sent to: the provider's own,
+/// `BRAIN_LLM_HOST` when the start-up provider is this one, and `BRAIN_LLM_KEY_HOSTS` — all
+/// set by whoever started the process, never by a configuration change through the API.
+/// `Debug` never shows a key (design invariant 13: a secret goes only to the host it was
+/// configured for).
 #[derive(Clone, Default)]
 pub struct Credentials {
     pub openai: Option<String>,
     pub anthropic: Option<String>,
+    /// Origins (`scheme://host[:port]`) an OpenAI key may go to; [`ANY_ORIGIN`] (which no
+    /// configuration can produce) for code that binds keys itself, such as tests.
+    pub openai_origins: Vec<String>,
+    /// Origins an Anthropic key may go to.
+    pub anthropic_origins: Vec<String>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -199,20 +211,63 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("openai", &self.openai.as_ref().map(|_| "<set>"))
             .field("anthropic", &self.anthropic.as_ref().map(|_| "<set>"))
+            .field("openai_origins", &self.openai_origins)
+            .field("anthropic_origins", &self.anthropic_origins)
             .finish()
     }
 }
 
 impl Credentials {
-    /// The keys the process was started with (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`).
+    /// The keys the process was started with (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) and
+    /// where each may go.
     pub fn of(settings: &crate::config::llm::LlmSettings) -> Credentials {
+        use crate::config::llm::{ProviderKind, origin};
         let key = |secret: &Option<crate::config::llm::Secret>| {
             secret.as_ref().map(|secret| secret.expose().to_owned()).filter(|key| !key.is_empty())
+        };
+        let origins = |kind: ProviderKind| {
+            let own = std::iter::once(kind.default_host().to_owned());
+            let started = settings.host.clone().filter(|_| settings.provider == kind);
+            let listed = settings.key_hosts.iter().cloned();
+            let mut origins: Vec<String> =
+                own.chain(started).chain(listed).filter_map(|url| origin(&url)).collect();
+            origins.sort();
+            origins.dedup();
+            origins
         };
         Credentials {
             openai: key(&settings.openai_api_key),
             anthropic: key(&settings.anthropic_api_key),
+            openai_origins: origins(ProviderKind::Openai),
+            anthropic_origins: origins(ProviderKind::Anthropic),
         }
+    }
+
+    /// The key of `kind` if `base_url` is one of the origins it may go to; otherwise none,
+    /// said in the log (the call then goes out without it, and a real provider refuses).
+    pub fn key_for(
+        &self,
+        kind: crate::config::llm::ProviderKind,
+        base_url: &str,
+    ) -> Option<String> {
+        use crate::config::llm::{ProviderKind, origin};
+        let (key, origins) = match kind {
+            ProviderKind::Openai => (self.openai.as_ref(), &self.openai_origins),
+            ProviderKind::Anthropic => (self.anthropic.as_ref(), &self.anthropic_origins),
+            ProviderKind::Ollama | ProviderKind::Offline => return None,
+        };
+        let key = key?;
+        let target = origin(base_url).unwrap_or_default();
+        if origins.iter().any(|allowed| *allowed == target || allowed == ANY_ORIGIN) {
+            return Some(key.clone());
+        }
+        tracing::warn!(
+            provider = kind.as_str(),
+            host = %target,
+            allowed = ?origins,
+            "the provider key is not sent to this host: it goes only to the hosts it was configured for (BRAIN_LLM_KEY_HOSTS)"
+        );
+        None
     }
 }
 

@@ -8,7 +8,7 @@ use brain::backoff::Backoff;
 use brain::llm::budget::Scope;
 use brain::llm::gateway::{Call, Gateway, ProviderKind, Route, Target};
 use brain::llm::retry::RetryPolicy;
-use brain::llm::{Credentials, Message, Reason, Role, Timeouts};
+use brain::llm::{ANY_ORIGIN, Credentials, Message, Reason, Role, Timeouts};
 use domain::budget::Budget;
 
 use crate::fake_llm::{FakeLlm, Scripted};
@@ -18,7 +18,12 @@ const KEY: &str = "sk-gateway-test-key";
 
 fn setup() -> Gateway {
     crate::serve::crypto_provider();
-    let credentials = Credentials { openai: Some(KEY.into()), anthropic: Some(KEY.into()) };
+    let credentials = Credentials {
+        openai: Some(KEY.into()),
+        anthropic: Some(KEY.into()),
+        openai_origins: vec![ANY_ORIGIN.into()],
+        anthropic_origins: vec![ANY_ORIGIN.into()],
+    };
     let retry =
         RetryPolicy { backoff: Backoff { base_ms: 1, max_ms: 1 }, ..RetryPolicy::default() };
     Gateway::new(credentials, Timeouts::default(), retry)
@@ -139,4 +144,31 @@ async fn a_call_over_its_budget_is_refused_before_any_provider_is_asked() {
     let failed = setup().call(call, None).await.unwrap_err();
     assert_eq!(failed.error.reason, Reason::BudgetExceeded);
     assert!(failed.error.retryable(), "{}", failed.error);
+}
+
+#[tokio::test]
+async fn a_provider_key_goes_only_to_the_hosts_it_was_configured_for() {
+    // Given a key bound (as the environment binds it) to one server, and a route whose first
+    // target, as a configuration change could set it, is another server.
+    crate::serve::crypto_provider();
+    let trusted = FakeLlm::start(vec![], Scripted::text("trusted"), Some(KEY)).await;
+    let elsewhere = FakeLlm::start(vec![], Scripted::text("elsewhere"), None).await;
+    let settings = brain::config::llm::LlmSettings {
+        openai_api_key: Some(brain::config::llm::Secret::new(KEY)),
+        key_hosts: vec![trusted.url()],
+        ..Default::default()
+    };
+    let gateway = Gateway::configured(&settings);
+
+    // When a call goes to each.
+    gateway.chat(&route(&[&elsewhere]), &ask(), &[], None).await.unwrap();
+    gateway.chat(&route(&[&trusted]), &ask(), &[], None).await.unwrap();
+
+    // Then only the trusted one saw the key; the other was called without one.
+    let authorization = |fake: &FakeLlm| {
+        let seen = fake.seen();
+        seen[0].headers.get("authorization").map(|value| value.to_str().unwrap().to_owned())
+    };
+    assert_eq!(authorization(&elsewhere), None);
+    assert_eq!(authorization(&trusted), Some(format!("Bearer {KEY}")));
 }

@@ -28,6 +28,8 @@ async fn the_provider_key_is_in_no_event_answer_or_log_line() {
             .env("BRAIN_NAMESPACE", env.namespace.as_str())
             .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
             .env("OPENAI_API_KEY", SECRET)
+            // The fake is where the operator lets the key go; the API only points a route at it.
+            .env("BRAIN_LLM_KEY_HOSTS", fake.url())
             .env("RUST_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(logs.join(log)).unwrap())
