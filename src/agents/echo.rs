@@ -12,6 +12,10 @@
 //! | `error_nul` | fail once, retryably, with a message holding a NUL character |
 //! | `panic_attempts` | panic on attempts 1 to N (the agent dies: its host restarts it) |
 //! | `exit_attempts` | report itself down on attempts 1 to N, as an agent whose process exited |
+//!
+//! The last two kill the agent for every mission of its kind, so it obeys them only when its
+//! serve allows it (`BRAIN_ECHO_FAULTS`, for tests and demos of restarts); otherwise such a
+//! mission fails alone, permanently, saying why.
 
 use std::time::Duration;
 
@@ -24,15 +28,27 @@ use crate::missions::agent::{Agent, Failure, Outcome, Task};
 pub const DELAY_MS_MAX: u64 = 60 * 60 * 1_000;
 pub const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
-pub struct Echo;
+pub struct Echo {
+    /// Whether it may die on request (`BRAIN_ECHO_FAULTS`).
+    pub faults: bool,
+}
 
 impl Agent for Echo {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
+        let faults = self.faults;
         async move {
             let field = |name: &str| task.payload.get(name).and_then(serde_json::Value::as_u64);
             let hang_attempts = field("hang_attempts").unwrap_or(0);
             if u64::from(task.attempt) <= hang_attempts {
                 std::future::pending::<()>().await;
+            }
+            let dies = ["panic_attempts", "exit_attempts"]
+                .into_iter()
+                .any(|name| u64::from(task.attempt) <= field(name).unwrap_or(0));
+            if dies && !faults {
+                return Err(Failure::permanent(
+                    "echo: asked to die, which this serve does not allow (BRAIN_ECHO_FAULTS)",
+                ));
             }
             if u64::from(task.attempt) <= field("panic_attempts").unwrap_or(0) {
                 panic!("echo: asked to panic on attempt {}", task.attempt);
@@ -98,14 +114,29 @@ mod tests {
     #[tokio::test]
     async fn echo_answers_its_payload_or_fails_as_asked() {
         let payload = json!({ "fail_attempts": 2, "x": 1 });
-        let failed = Echo.run(task(payload.clone(), 2)).await.unwrap_err();
+        let failed = Echo { faults: false }.run(task(payload.clone(), 2)).await.unwrap_err();
         assert_eq!(
             (failed.retryable, failed.message.as_str()),
             (true, "echo: asked to fail attempt 2")
         );
-        let answer = Echo.run(task(payload.clone(), 3)).await.unwrap();
+        let answer = Echo { faults: false }.run(task(payload.clone(), 3)).await.unwrap();
         assert_eq!(answer, Outcome::Done(json!({ "echo": payload, "attempt": 3 })));
-        let permanent = Echo.run(task(json!({ "fail_permanently": true }), 1)).await.unwrap_err();
+        let permanent = Echo { faults: false }
+            .run(task(json!({ "fail_permanently": true }), 1))
+            .await
+            .unwrap_err();
         assert!(!permanent.retryable);
+    }
+
+    #[tokio::test]
+    async fn echo_dies_on_request_only_where_its_serve_allows_it() {
+        let asks = [json!({ "panic_attempts": 1 }), json!({ "exit_attempts": 1 })];
+        for payload in &asks {
+            let refused = Echo { faults: false }.run(task(payload.clone(), 1)).await.unwrap_err();
+            assert!(!refused.retryable && !refused.down, "{payload}: {refused:?}");
+            assert!(refused.message.contains("BRAIN_ECHO_FAULTS"), "{}", refused.message);
+        }
+        let down = Echo { faults: true }.run(task(asks[1].clone(), 1)).await.unwrap_err();
+        assert!(down.down, "with faults allowed it reports itself down");
     }
 }

@@ -113,7 +113,7 @@ pub const BUILTIN: &[Builtin] = &[
         implementation: Implementation::Echo,
         name: "echo",
         description: "answers with the mission's payload; its payload can ask it to fail, hang, wait or die",
-        make: |_| Arc::new(echo::Echo),
+        make: |context| Arc::new(echo::Echo { faults: context.builtin.echo_faults }),
     },
     Builtin {
         implementation: Implementation::Plain,

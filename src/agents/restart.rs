@@ -260,7 +260,7 @@ mod tests {
     use serde_json::json;
 
     fn echo(_: &crate::agents::Context) -> Arc<dyn Agent> {
-        Arc::new(crate::agents::echo::Echo)
+        Arc::new(crate::agents::echo::Echo { faults: true })
     }
 
     fn task(payload: serde_json::Value) -> Task {

@@ -18,6 +18,8 @@ pub const WORKER_AGENTS_DEFAULT: &str = "echo,coder,ops,architect,supervisor";
 pub const SUPERVISOR_KINDS_DEFAULT: &str = "coder,ops,architect";
 /// Model calls one attempt of a thinking agent may make, out of the box and at most.
 pub const AGENT_STEPS_MAX_DEFAULT: u32 = 12;
+/// The echo agent refuses to die on request unless told otherwise.
+pub const ECHO_FAULTS_DEFAULT: bool = false;
 pub const AGENT_STEPS_MAX_MAX: u32 = 100;
 pub const SUPERVISOR_INTERVAL_S_DEFAULT: u64 = 30;
 pub const AGENT_UNRESPONSIVE_AFTER_S_DEFAULT: u64 = 60;
@@ -152,6 +154,11 @@ pub struct BuiltinSettings {
     /// Agent kinds the `supervisor` agent may hand sub-missions to, comma-separated.
     #[arg(long = "supervisor-kinds", env = "BRAIN_SUPERVISOR_KINDS", default_value = SUPERVISOR_KINDS_DEFAULT, value_delimiter = ',', value_parser = crate::config::serve::agent_kind)]
     pub supervisor_kinds: Vec<String>,
+    /// Whether the echo agent obeys a payload asking it to die (`panic_attempts`,
+    /// `exit_attempts`): for tests and demos of restarts only. Off, such a mission fails
+    /// alone and the agent serves on, so no enqueue can take a kind down for everyone.
+    #[arg(long = "echo-faults", env = "BRAIN_ECHO_FAULTS", default_value_t = ECHO_FAULTS_DEFAULT, action = clap::ArgAction::Set)]
+    pub echo_faults: bool,
 }
 
 impl Default for BuiltinSettings {
@@ -162,6 +169,7 @@ impl Default for BuiltinSettings {
             prompts: None,
             steps_max: AGENT_STEPS_MAX_DEFAULT,
             supervisor_kinds: SUPERVISOR_KINDS_DEFAULT.split(',').map(str::to_owned).collect(),
+            echo_faults: ECHO_FAULTS_DEFAULT,
         }
     }
 }

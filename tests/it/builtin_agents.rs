@@ -21,6 +21,8 @@ use crate::workers::{enqueue, mission, mission_status};
 async fn serve_with_builtin_echo(env: &TestEnv, restarts_max: u32) -> Serve {
     let mut options =
         ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+    // These tests kill the agent on purpose.
+    options.agents.builtin.echo_faults = true;
     let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 1);
     workers.backoff = Backoff { base_ms: 50, max_ms: 100 };
     workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
