@@ -3,6 +3,13 @@
 //! off the list), a deadline, and the body cut at 64 KiB. The URL is parsed once and the
 //! request goes to what was checked, so tricks such as `http://allowed@elsewhere/` are judged
 //! by the host they really name.
+//!
+//! Where the request goes is checked too (design invariant 13): a host listed without a port
+//! allows only its scheme's own port; a listed name must resolve to public addresses only (a
+//! name that answers with a loopback, private, link-local or other internal address is
+//! refused, so DNS cannot turn an allowed name into a way inside), and the request is sent to
+//! the very address that was checked, never resolved again (no rebinding between check and
+//! connect). An internal server is allowed by listing its address itself (`10.0.0.5:8080`).
 
 use std::time::Duration;
 
@@ -14,24 +21,57 @@ use super::{RESULT_BYTES_MAX, Tool, ToolError, capped};
 use crate::llm::ToolSpec;
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
+/// Deadline of the DNS look-up of a URL's host.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of connecting to the checked address.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct FetchUrl {
-    pub client: reqwest::Client,
-    /// `host` (any port) or `host:port`, lowercase.
+    /// `host` (its scheme's own port only) or `host:port`, lowercase.
     pub allowed: Vec<String>,
+}
+
+/// Whether an address is one a listed *name* may lead to: not loopback, private, link-local,
+/// shared (CGNAT), unspecified, multicast, broadcast, documentation or reserved, in IPv4 or
+/// IPv6 (an IPv4-mapped IPv6 address is judged as its IPv4 one).
+pub fn is_public(address: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match address {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || a == 0
+                || a >= 240
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0)
+                || (a == 198 && (18..20).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
 }
 
 impl FetchUrl {
     pub fn new(allowed: Vec<String>) -> FetchUrl {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(TIMEOUT)
-            .build()
-            .expect("an HTTP client builds");
         let allowed = allowed.into_iter().map(|host| host.trim().to_lowercase()).collect();
-        FetchUrl { client, allowed }
+        FetchUrl { allowed }
     }
 
     /// The URL to fetch, or why it may not be.
@@ -48,7 +88,13 @@ impl FetchUrl {
             return refuse("no host".into());
         };
         let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
-        if !self.allowed.iter().any(|allowed| *allowed == host || *allowed == with_port) {
+        // `url.port()` is `None` exactly when the URL uses its scheme's own port.
+        let own_port = url.port().is_none();
+        if !self
+            .allowed
+            .iter()
+            .any(|allowed| (*allowed == host && own_port) || *allowed == with_port)
+        {
             return refuse(format!(
                 "{with_port} is not one of the hosts allowed ({})",
                 self.allowed.join(", ")
@@ -72,9 +118,9 @@ impl Tool for FetchUrl {
 
     fn run(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>> {
         let checked = self.check(arguments["url"].as_str().unwrap_or_default());
-        let client = self.client.clone();
         async move {
             let url = checked?;
+            let client = pinned_client(&url).await?;
             let response = client.get(url.clone()).send().await.map_err(|error| ToolError::Failed(error.without_url().to_string()))?;
             let status = response.status().as_u16();
             let mut body = Vec::new();
@@ -93,6 +139,47 @@ impl Tool for FetchUrl {
         }
         .boxed()
     }
+}
+
+/// A client that can reach only the one address `url`'s host was checked to have: an IP
+/// literal as it is, a name resolved once and every answer required to be public.
+async fn pinned_client(url: &reqwest::Url) -> Result<reqwest::Client, ToolError> {
+    let refuse = |why: String| ToolError::Refused(format!("{url}: {why}"));
+    let port = url.port_or_known_default().unwrap_or(0);
+    let builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(TIMEOUT)
+        .no_proxy();
+    let host = url.host_str().unwrap_or_default();
+    let literal = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
+    let builder = match url.host_str() {
+        None => return Err(refuse("no host".into())),
+        // An address the list names itself was checked as written.
+        Some(_) if literal => builder,
+        Some(name) => {
+            let lookup = tokio::net::lookup_host((name, port));
+            let addresses: Vec<std::net::SocketAddr> =
+                match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                    Ok(Ok(addresses)) => addresses.collect(),
+                    Ok(Err(error)) => return Err(ToolError::Failed(format!("{name}: {error}"))),
+                    Err(_) => {
+                        return Err(ToolError::Failed(format!("{name}: no DNS answer in time")));
+                    }
+                };
+            if let Some(internal) = addresses.iter().find(|address| !is_public(address.ip())) {
+                return Err(refuse(format!(
+                    "{name} resolves to the internal address {}; list the address itself to allow it",
+                    internal.ip()
+                )));
+            }
+            let Some(first) = addresses.first() else {
+                return Err(ToolError::Failed(format!("{name}: no address")));
+            };
+            builder.resolve(name, *first)
+        }
+    };
+    builder.build().map_err(|error| ToolError::Failed(format!("HTTP client: {error}")))
 }
 
 #[cfg(test)]
@@ -128,6 +215,51 @@ mod tests {
         ] {
             let outcome = tool.run(json!({ "url": refused })).await;
             assert!(matches!(outcome, Err(ToolError::Refused(_))), "{refused}: {outcome:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_that_resolves_inside_and_a_port_not_listed_are_refused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/doc", axum::routing::get(|| async { "inside" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // `localhost` is a name: allowed by the list, it still leads to a loopback address.
+        let by_name = FetchUrl::new(vec![format!("localhost:{port}")]);
+        let outcome = by_name.run(json!({ "url": format!("http://localhost:{port}/doc") })).await;
+        match outcome {
+            Err(ToolError::Refused(why)) => assert!(why.contains("internal address"), "{why}"),
+            other => panic!("a name resolving to loopback was fetched: {other:?}"),
+        }
+        // A host listed without a port allows its scheme's own port only.
+        let no_port = FetchUrl::new(vec!["127.0.0.1".into()]);
+        let outcome = no_port.run(json!({ "url": format!("http://127.0.0.1:{port}/doc") })).await;
+        assert!(matches!(outcome, Err(ToolError::Refused(_))), "{outcome:?}");
+    }
+
+    #[test]
+    fn internal_addresses_are_told_from_public_ones() {
+        for internal in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fc00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(internal.parse().unwrap()), "{internal} is internal");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(public.parse().unwrap()), "{public} is public");
         }
     }
 }
