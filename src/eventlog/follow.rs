@@ -29,24 +29,9 @@ pub const PAGE_EVENTS_MAX: u32 = 1_000;
 /// query that finds nothing, per model and process.
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
-/// An event of the model's stream type that this code cannot read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("position {position}: cannot read {event_type}: {message}")]
-pub struct Unreadable {
-    pub position: u64,
-    pub event_type: String,
-    pub message: String,
-}
-
-impl Unreadable {
-    pub fn of(event: &RecordedEvent, error: impl std::fmt::Display) -> Unreadable {
-        Unreadable {
-            position: event.global_position,
-            event_type: event.event_type.clone(),
-            message: error.to_string(),
-        }
-    }
-}
+/// An event of the model's stream type that this code cannot read: the projectors' own
+/// type, since it means the same here.
+pub use projections::Unreadable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {

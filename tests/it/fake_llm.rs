@@ -39,6 +39,17 @@ impl Scripted {
     }
 }
 
+/// `key` for both providers, allowed to go to any host: the fakes listen on ports chosen at
+/// run time, so the tests bind keys themselves (`ANY_ORIGIN`) rather than by configuration.
+pub fn credentials(key: &str) -> brain::llm::Credentials {
+    brain::llm::Credentials {
+        openai: Some(key.into()),
+        anthropic: Some(key.into()),
+        openai_origins: vec![brain::llm::ANY_ORIGIN.into()],
+        anthropic_origins: vec![brain::llm::ANY_ORIGIN.into()],
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,

@@ -8,7 +8,7 @@ use brain::backoff::Backoff;
 use brain::llm::budget::Scope;
 use brain::llm::gateway::{Call, Gateway, ProviderKind, Route, Target};
 use brain::llm::retry::RetryPolicy;
-use brain::llm::{ANY_ORIGIN, Credentials, Message, Reason, Role, Timeouts};
+use brain::llm::{Message, Reason, Role, Timeouts};
 use domain::budget::Budget;
 
 use crate::fake_llm::{FakeLlm, Scripted};
@@ -18,12 +18,7 @@ const KEY: &str = "sk-gateway-test-key";
 
 fn setup() -> Gateway {
     crate::serve::crypto_provider();
-    let credentials = Credentials {
-        openai: Some(KEY.into()),
-        anthropic: Some(KEY.into()),
-        openai_origins: vec![ANY_ORIGIN.into()],
-        anthropic_origins: vec![ANY_ORIGIN.into()],
-    };
+    let credentials = crate::fake_llm::credentials(KEY);
     let retry =
         RetryPolicy { backoff: Backoff { base_ms: 1, max_ms: 1 }, ..RetryPolicy::default() };
     Gateway::new(credentials, Timeouts::default(), retry)

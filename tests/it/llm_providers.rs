@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use brain::backoff::Backoff;
 use brain::llm::gateway::{Gateway, ProviderKind, Route, Target};
 use brain::llm::retry::RetryPolicy;
-use brain::llm::{ANY_ORIGIN, Credentials, Message, Reason, Role, Timeouts, ToolSpec};
+use brain::llm::{Message, Reason, Role, Timeouts, ToolSpec};
 use serde_json::json;
 
 use crate::fake_llm::{FakeLlm, Scripted, UNKNOWN_MODEL};
@@ -17,12 +17,7 @@ const KEY: &str = "sk-test-5ecret-v4lue-0123456789";
 
 fn gateway() -> Gateway {
     crate::serve::crypto_provider();
-    let credentials = Credentials {
-        openai: Some(KEY.into()),
-        anthropic: Some(KEY.into()),
-        openai_origins: vec![ANY_ORIGIN.into()],
-        anthropic_origins: vec![ANY_ORIGIN.into()],
-    };
+    let credentials = crate::fake_llm::credentials(KEY);
     let retry =
         RetryPolicy { backoff: Backoff { base_ms: 50, max_ms: 200 }, ..RetryPolicy::default() };
     Gateway::new(credentials, Timeouts::default(), retry)
@@ -159,12 +154,7 @@ async fn a_malformed_answer_an_unknown_model_and_a_bad_key_fail_clearly_without_
     }
     // A wrong key: auth_failed, once, and the key we sent is in no message.
     let wrong = Gateway::new(
-        Credentials {
-            openai: Some("sk-wrong-key-000".into()),
-            anthropic: Some("sk-wrong-key-000".into()),
-            openai_origins: vec![ANY_ORIGIN.into()],
-            anthropic_origins: vec![ANY_ORIGIN.into()],
-        },
+        crate::fake_llm::credentials("sk-wrong-key-000"),
         Timeouts::default(),
         RetryPolicy::default(),
     );
