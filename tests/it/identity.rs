@@ -3,6 +3,7 @@
 //! revoked or expired key opens nothing; a token never appears in the log.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use brain::eventlog::follow::Folded;
 use brain::identity::cache::{AuthError, KeyCache};
@@ -186,4 +187,43 @@ async fn brain_keys_refuses_an_unknown_role_naming_the_roles_and_changes_nothing
     assert_ne!(code, Some(0));
     assert!(err.contains("a role or at least one permission"), "{err}");
     assert_eq!(env.head().await, 0);
+}
+
+#[tokio::test]
+async fn a_following_cache_sees_a_revocation_as_soon_as_the_feed_carries_it() {
+    // Given a cache following a feed (a broadcast the test sends on, as the live feed would),
+    // and a key it has loaded.
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let token = keys::create(&store, grant(Role::Viewer), by("key:root"), now_ms()).await.unwrap();
+    let cache = KeyCache::load(&env.pool).await.unwrap();
+    let (feed, receiver) = tokio::sync::broadcast::channel(16);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let following = tokio::spawn(brain::eventlog::follow::follow(
+        cache.clone(),
+        env.pool.clone(),
+        receiver,
+        stop.clone(),
+    ));
+
+    // When the key is revoked and the feed carries the event.
+    keys::revoke(&store, &token.key_id, "leaked", by("key:root"), now_ms()).await.unwrap();
+    let event = brain::eventlog::feed::FeedEvent {
+        position: env.head().await,
+        stream_type: "api_key".into(),
+        stream_id: token.key_id.as_str().into(),
+        json: bytes::Bytes::new(),
+    };
+    feed.send(std::sync::Arc::new(event)).unwrap();
+
+    // Then the cache refuses the key at once: well before its next reconcile (a second after
+    // the first, which ran as it started), so the feed is what told it.
+    let soon = Duration::from_millis(500);
+    crate::support::wait_until("the cache to see the revocation", soon, || {
+        let refused = cache.authenticate(&token.expose(), now_ms()).is_err();
+        async move { refused }
+    })
+    .await;
+    stop.cancel();
+    following.await.unwrap();
 }
