@@ -95,20 +95,7 @@ mod tests {
     use super::*;
 
     fn task(payload: serde_json::Value, attempt: u32) -> Task {
-        Task {
-            mission_id: "m".into(),
-            name: "n".into(),
-            description: String::new(),
-            worker_id: "w".into(),
-            budget: None,
-            budget_scope: "m1".into(),
-            playback: false,
-            children_spawned: 0,
-            depth: 0,
-            agent: "echo".into(),
-            payload,
-            attempt,
-        }
+        Task::example(payload, attempt)
     }
 
     #[tokio::test]

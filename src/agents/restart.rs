@@ -264,20 +264,7 @@ mod tests {
     }
 
     fn task(payload: serde_json::Value) -> Task {
-        Task {
-            mission_id: "m".into(),
-            name: "n".into(),
-            description: String::new(),
-            worker_id: "w".into(),
-            budget: None,
-            budget_scope: "m1".into(),
-            playback: false,
-            children_spawned: 0,
-            depth: 0,
-            agent: "echo".into(),
-            payload,
-            attempt: 1,
-        }
+        Task::example(payload, 1)
     }
 
     #[tokio::test]

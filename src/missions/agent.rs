@@ -33,6 +33,27 @@ pub struct Task {
     pub depth: u32,
 }
 
+#[cfg(test)]
+impl Task {
+    /// An echo task for unit tests: attempt `attempt` of mission `m` with `payload`.
+    pub fn example(payload: serde_json::Value, attempt: u32) -> Task {
+        Task {
+            mission_id: "m".into(),
+            name: "n".into(),
+            description: String::new(),
+            worker_id: "w".into(),
+            budget: None,
+            budget_scope: "m1".into(),
+            playback: false,
+            children_spawned: 0,
+            depth: 0,
+            agent: "echo".into(),
+            payload,
+            attempt,
+        }
+    }
+}
+
 /// Why an attempt failed; `retryable` decides whether another attempt is scheduled.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message}")]
