@@ -26,8 +26,13 @@ pub enum ExpectedVersion {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventMetadata {
-    /// The person, service or worker that issued the command (`user:alice`, `worker:w1`).
+    /// The principal that issued the command: an API key (`key:<id>`), a process's own part
+    /// (`worker:w1`, `supervisor`), or the CLI (`cli`).
     pub actor: String,
+    /// Whom a key allowed to impersonate (`impersonate`) said it acted for (`X-Actor`):
+    /// recorded beside the actor, never in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_behalf_of: Option<String>,
     /// Shared by everything that follows from one outside request.
     pub correlation_id: Uuid,
     /// The event or command this one directly follows from, if any.
@@ -46,6 +51,7 @@ impl EventMetadata {
     pub fn new(actor: impl Into<String>, timestamp: OffsetDateTime) -> EventMetadata {
         EventMetadata {
             actor: actor.into(),
+            on_behalf_of: None,
             correlation_id: Uuid::now_v7(),
             causation_id: None,
             command_id: None,

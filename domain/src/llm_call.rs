@@ -14,7 +14,7 @@ pub fn stream_type() -> StreamType {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum LlmCallEvent {
-    /// `by`: who asked (the caller's `X-Actor` header, else `api`).
+    /// `by`: who asked (the calling principal, `key:<id>`).
     LlmCalled { call: LlmCall, by: String, at_ms: i64 },
 }
 

@@ -27,6 +27,10 @@ pub enum AuthError {
     Revoked { key_id: String },
     #[error("the key {key_id} expired")]
     Expired { key_id: String },
+    #[error("the session is not valid: sign in again")]
+    BadSession,
+    #[error("the session expired: sign in again")]
+    SessionExpired,
 }
 
 #[derive(Default)]
@@ -91,7 +95,16 @@ impl KeyCache {
             // said, so that only the holder of a working secret learns a key's state.
             return Err(AuthError::Invalid);
         }
-        let key_id = token.key_id.clone();
+        drop(keys);
+        self.principal(&token.key_id, now_ms)
+    }
+
+    /// The principal of a key whose secret (or session) was checked: refused if the key is
+    /// revoked, expired or unknown at `now_ms`.
+    pub fn principal(&self, key_id: &str, now_ms: i64) -> Result<Principal, AuthError> {
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(key) = keys.by_id.get(key_id) else { return Err(AuthError::Invalid) };
+        let key_id = key_id.to_owned();
         match key.status {
             KeyStatus::Revoked => return Err(AuthError::Revoked { key_id }),
             KeyStatus::Absent => return Err(AuthError::Invalid),
@@ -99,7 +112,7 @@ impl KeyCache {
             KeyStatus::Active => {}
         }
         let grant = key.grant.as_ref().ok_or(AuthError::Invalid)?;
-        Ok(Principal::of(&token.key_id, grant))
+        Ok(Principal::of(&key_id, grant))
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod cli;
 pub mod keys;
+pub mod session;
 pub mod token;
 
 use std::collections::BTreeSet;

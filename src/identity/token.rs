@@ -71,7 +71,8 @@ fn random_hex(bytes: usize) -> Result<String, TokenError> {
     Ok(hex(&buffer))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hexadecimal.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
@@ -79,6 +80,20 @@ fn hex(bytes: &[u8]) -> String {
         text.push(DIGITS[usize::from(byte & 0x0f)] as char);
     }
     text
+}
+
+/// Lowercase hexadecimal back into bytes; `None` for anything else.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    let digit = |byte: u8| match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        _ => None,
+    };
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
+        return None;
+    }
+    bytes.chunks(2).map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?)).collect()
 }
 
 fn is_hex(text: &str, len: usize) -> bool {
@@ -158,6 +173,15 @@ mod tests {
         assert!(hashes_equal(abc, abc));
         assert!(!hashes_equal(abc, &hash("abd")));
         assert!(!hashes_equal(abc, &abc[..63]));
+    }
+
+    #[test]
+    fn hex_goes_there_and_back_and_refuses_anything_else() {
+        let bytes = [0u8, 1, 0x7f, 0x80, 0xfe, 0xff];
+        assert_eq!(unhex(&hex(&bytes)).unwrap(), bytes);
+        for bad in ["0", "0g", "AB", "0 "] {
+            assert_eq!(unhex(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
