@@ -12,13 +12,18 @@ and completes with a result. It follows the protocol in the README:
     POST /api/missions/{id}/complete      {lease_token, result}
     POST /api/missions/{id}/fail          {lease_token, error, retryable}
 
+It authenticates with an API key (`BRAIN_API_KEY` or `--key`): an `agent` key, made with
+`brain keys create --role agent --kind echo --name py-agents --owner me`, may register itself,
+heartbeat, claim and report for the kinds it names, and nothing else.
+
 A report answered 409 `stale_lease` means the mission is no longer ours (our lease expired,
 or the supervisor gave it to another agent): drop it and claim again.
 
 The "work" is a stand-in: it waits `payload.work_s` seconds (default 1), reporting progress
 every second, and answers with the prompt reversed.
 
-    BRAIN_URL=http://127.0.0.1:8000 python3 examples/python_agent.py --name py-1 --kind echo
+    BRAIN_URL=http://127.0.0.1:8000 BRAIN_API_KEY=brn_... \\
+        python3 examples/python_agent.py --name py-1 --kind echo
 """
 
 import argparse
@@ -32,9 +37,9 @@ import urllib.request
 
 
 class Brain:
-    def __init__(self, url, actor):
+    def __init__(self, url, key):
         self.url = url.rstrip("/")
-        self.actor = actor
+        self.key = key
 
     def post(self, path, body=None, timeout=40):
         data = json.dumps(body if body is not None else {}).encode()
@@ -42,7 +47,7 @@ class Brain:
             self.url + path,
             data=data,
             method="POST",
-            headers={"content-type": "application/json", "x-actor": self.actor},
+            headers={"content-type": "application/json", "authorization": f"Bearer {self.key}"},
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -113,6 +118,8 @@ def work(brain, mission, state):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=os.environ.get("BRAIN_URL", "http://127.0.0.1:8000"))
+    parser.add_argument("--key", default=os.environ.get("BRAIN_API_KEY"),
+                        help="the API key (default: $BRAIN_API_KEY)")
     parser.add_argument("--name", default=f"python-{os.getpid()}")
     parser.add_argument("--kind", default="echo")
     parser.add_argument("--owner", default="examples")
@@ -121,7 +128,9 @@ def main():
     parser.add_argument("--max-missions", type=int, default=0, help="stop after N (0: never)")
     args = parser.parse_args()
 
-    brain = Brain(args.url, actor=f"agent:{args.name}")
+    if not args.key:
+        parser.error("an API key is needed: --key or BRAIN_API_KEY")
+    brain = Brain(args.url, args.key)
     status, agent = brain.post("/api/agents/register", {
         "name": args.name, "kind": args.kind, "owner": args.owner, "version": "1.0",
         "capabilities": ["reverse"], "labels": {"language": "python"},

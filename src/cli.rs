@@ -71,6 +71,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub serve: ServeSettings,
     #[command(flatten)]
+    pub access: crate::config::serve::AccessSettings,
+    #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
     pub feed: crate::eventlog::feed::FeedConfig,
@@ -85,7 +87,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The options `serve::start` takes.
     pub fn options(self) -> ServeOptions {
-        let ServeArgs { services, serve, tuning, feed, http, agents, restarts } = self;
+        let ServeArgs { services, serve, access, tuning, feed, http, agents, restarts } = self;
         let mut options = ServeOptions::new(services, serve.http_addr);
         options.default_agent = serve.default_agent;
         options.agent_kinds = serve.agent_kinds;
@@ -99,6 +101,7 @@ impl ServeArgs {
         options.command_outcomes_keep = Duration::from_secs(serve.command_outcomes_keep_h * 3_600);
         options.agents = agents;
         options.intensity = restarts.intensity();
+        options.access = access;
         options
     }
 }
@@ -133,6 +136,15 @@ impl Cli {
                 let server = serve::start(args.options(), shutdown).await?;
                 // One plain line on stdout, for scripts and tests that start on port 0.
                 println!("brain serve listening on http://{}", server.local_addr);
+                if let Some(first) = &server.first_key {
+                    // Shown once, here, and never logged: only its hash is kept.
+                    println!(
+                        "\nNo key existed, so an admin key was made. It is shown this once:\n\n    {}\n\n\
+                         Sign in to the console within 15 minutes at (good once):\n\n    {}\n\n\
+                         Make more keys with `brain keys create` or POST /api/keys.\n",
+                        first.token, first.sign_in_url
+                    );
+                }
                 server.task.await.context("server task")?
             }
             Command::Worker(options) => {

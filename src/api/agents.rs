@@ -3,6 +3,8 @@
 //! maps to an [`ErrorCode`] in [`refusal`], exhaustively. Lists and heartbeats read the
 //! agent view in Redis (`crate::agents::view`).
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
@@ -29,12 +31,12 @@ pub const HISTORY_EVENTS_MAX: usize = 50;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .routes(routes!(register))
-        .routes(routes!(heartbeat))
-        .routes(routes!(list_agents))
-        .routes(routes!(info))
-        .routes(routes!(get_agent))
-        .routes(routes!(deregister))
+        .routes(Access::AGENT, routes!(register))
+        .routes(Access::AGENT, routes!(heartbeat))
+        .routes(Access::needs(Permission::AgentsRead), routes!(list_agents))
+        .routes(Access::needs(Permission::AgentsRead), routes!(info))
+        .routes(Access::needs(Permission::AgentsRead), routes!(get_agent))
+        .routes(Access::AGENT, routes!(deregister))
 }
 
 /// The agent view, once Redis has answered.

@@ -6,6 +6,8 @@
 //! system prompt leads the conversation, whose turns go to the LLM gateway as the messages.
 //! The call is the gateway's like any other (daily budgets, limits, its `LlmCalled` record).
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::convert::Infallible;
 
 use axum::extract::State;
@@ -34,9 +36,9 @@ pub const STREAM_BUFFER_PIECES: usize = 4_096;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .routes(routes!(chat))
-        .routes(routes!(get_conversation))
-        .routes(routes!(list_conversations))
+        .routes(Access::needs(Permission::LlmCall), routes!(chat))
+        .routes(Access::needs(Permission::LlmRead), routes!(get_conversation))
+        .routes(Access::needs(Permission::LlmRead), routes!(list_conversations))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,6 +9,8 @@
 //! (the call runs on to its end and record), rather than making the server hold an unbounded
 //! answer for it.
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::convert::Infallible;
 
 use axum::extract::State;
@@ -34,7 +36,7 @@ pub const MESSAGES_MAX: usize = 1_000;
 pub const TOOLS_MAX: usize = 128;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(chat_completions))
+    ApiRoutes::new().routes(Access::needs(Permission::LlmCall), routes!(chat_completions))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -58,6 +58,7 @@ static ASSETS: &[Asset] = &[
     asset!("events.js", JS),
     asset!("llm.js", JS),
     asset!("chat.js", JS),
+    asset!("signin.js", JS),
 ];
 
 /// The first segments of the console's own paths; anything else stays the API's.

@@ -65,7 +65,7 @@ error_codes! {
     InvalidQuery = ("invalid_query", BAD_REQUEST, "the query string does not parse: an unknown parameter, or a value of the wrong type"),
     InvalidBody = ("invalid_body", BAD_REQUEST, "the body is not JSON, or could not be read"),
     InvalidBodyTooLarge = ("invalid_body", PAYLOAD_TOO_LARGE, "the body is over the route's limit: 2 MiB, 16 MiB for a batch"),
-    InvalidBodyMediaType = ("invalid_body", UNSUPPORTED_MEDIA_TYPE, "the body is not `application/json`"),
+    InvalidBodyMediaType = ("invalid_body", UNSUPPORTED_MEDIA_TYPE, "a request that changes something (POST, PUT, PATCH, DELETE) without `Content-Type: application/json`, whether it has a body or not: a page on another origin can send only form and text bodies without asking first"),
     InvalidBodyShape = ("invalid_body", UNPROCESSABLE_ENTITY, "the JSON has the wrong shape: a missing or unknown field, or a value of the wrong type"),
     InvalidInput = ("invalid_field", BAD_REQUEST, "a path or query parameter is not what it must be, or a string anywhere in the body or the query (a value or an object key, however deep) holds a NUL character (U+0000), which PostgreSQL cannot store; `field` names it (for a body string, its path such as `payload.items[2].note`)"),
     InvalidField = ("invalid_field", UNPROCESSABLE_ENTITY, "a field of the body breaks its rule; `field` names it"),
@@ -76,6 +76,13 @@ error_codes! {
     DuplicateIdempotencyKey = ("duplicate_idempotency_key", UNPROCESSABLE_ENTITY, "an item of a batch repeats an earlier item's `idempotency_key` (only in `batch_refused`'s `items`)"),
     BatchTooLarge = ("batch_too_large", PAYLOAD_TOO_LARGE, "a batch's events are over 16 MiB together"),
     Unstorable = ("unstorable", UNPROCESSABLE_ENTITY, "the database refused what this one command carries (found by isolating it from the batch it shared; every other command of the batch went in)"),
+    Unauthenticated = ("unauthenticated", UNAUTHORIZED, "no key (`Authorization: Bearer brn_...`) or console session, or one that is malformed, not valid, revoked or expired; `message` says which (revoked and expired only to the holder of the right secret)"),
+    Forbidden = ("forbidden", FORBIDDEN, "the key lacks the permission the route needs (`message` names it), acts for an agent another key registered or a kind it may not serve, or sends `X-Actor` without `impersonate`"),
+    OriginRefused = ("origin_refused", FORBIDDEN, "the request's `Origin` is neither the serve's own nor in `BRAIN_ALLOWED_ORIGINS`, or a change made with a session cookie carries no `Origin`"),
+    HostRefused = ("host_refused", MISDIRECTED_REQUEST, "the `Host` header names none of the serve's public hosts (`BRAIN_PUBLIC_HOSTS`; an IP address and `localhost` always pass): a DNS-rebinding page's request"),
+    KeyNotFound = ("key_not_found", NOT_FOUND, "no key has this id"),
+    KeyRevoked = ("key_revoked", CONFLICT, "the key is revoked or expired"),
+    KeyContended = ("key_contended", CONFLICT, "the key kept changing while the command was decided; nothing was done, retry"),
     NoRoute = ("no_route", NOT_FOUND, "no route has this path"),
     MethodNotAllowed = ("method_not_allowed", METHOD_NOT_ALLOWED, "the path does not answer this method"),
     RequestTimeout = ("request_timeout", REQUEST_TIMEOUT, "the request was not read and answered within `BRAIN_HTTP_REQUEST_TIMEOUT_MS` (a body trickling in included)"),
@@ -433,8 +440,9 @@ pub const LLM_CALL: &[ErrorCode] = &[
     ErrorCode::Timeout,
     ErrorCode::StoreUnavailable,
 ];
-/// The caller's headers ([`Metadata`](super::extract::Metadata)).
-pub const CALLER: &[ErrorCode] = &[ErrorCode::InvalidHeader];
+/// The caller's headers ([`Metadata`](super::extract::Metadata)): `X-Actor` needs
+/// `impersonate`.
+pub const CALLER: &[ErrorCode] = &[ErrorCode::InvalidHeader, ErrorCode::Forbidden];
 
 /// The error answers of a route from fragments and its own codes: one response per status,
 /// each with the error shape and a line per code describing when it is given.

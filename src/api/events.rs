@@ -2,9 +2,11 @@
 //! order, `GET /api/stats/event-types` counts events per stream and event type from the
 //! `event_type_stats` read model.
 
+use crate::api::auth::Access;
 use axum::Json;
 use axum::extract::State;
 use domain::RecordedEvent;
+use domain::api_key::Permission;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -18,7 +20,9 @@ use crate::eventlog::store;
 pub const EVENTS_PAGE_LIMIT_MAX: u32 = 1_000;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(list_events)).routes(routes!(event_type_stats))
+    ApiRoutes::new()
+        .routes(Access::needs(Permission::EventsRead), routes!(list_events))
+        .routes(Access::needs(Permission::EventsRead), routes!(event_type_stats))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

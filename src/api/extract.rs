@@ -9,7 +9,6 @@
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, RawPathParamsRejection};
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use domain::{EventMetadata, StreamId};
@@ -22,7 +21,9 @@ use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use uuid::Uuid;
 
-use super::error::{ApiError, ErrorCode, Refusal};
+use domain::api_key::Permission;
+
+use super::error::{ApiError, ErrorCode, Refusal, refused};
 
 /// Longest `X-Actor`.
 pub const ACTOR_LEN_MAX: usize = 200;
@@ -199,10 +200,11 @@ path_id!(
 );
 
 /// Who is asking and on behalf of which request, as the metadata of the events a command
-/// records: the caller (`X-Actor`, until authentication arrives; `api` when absent) and the
-/// request's correlation id (`X-Correlation-Id`, or a new one). Both end up in events, so a
-/// value that is present but not what it must be is refused (400 `invalid_header`), never
-/// replaced.
+/// records: the authenticated principal as the actor (`key:<id>`), whom it says it acts for
+/// (`X-Actor`, kept as `on_behalf_of`, and only from a key holding `impersonate`), and the
+/// request's correlation id (`X-Correlation-Id`, or a new one). Both headers end up in
+/// events, so a value that is present but not what it must be is refused (400
+/// `invalid_header`), never replaced; `X-Actor` from a key without `impersonate` is a 403.
 #[derive(Debug, Clone)]
 pub struct Metadata(pub EventMetadata);
 
@@ -210,24 +212,38 @@ impl<S: Send + Sync> FromRequestParts<S> for Metadata {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        metadata(&parts.headers).map(Metadata)
+        metadata(parts).map(Metadata)
     }
 }
 
-/// What [`Metadata`] extracts, read from the headers alone.
-pub(super) fn metadata(headers: &HeaderMap) -> Result<EventMetadata, ApiError> {
-    let actor = match headers.get("x-actor") {
-        None => "api",
-        Some(value) => value
-            .to_str()
-            .ok()
-            .filter(|actor| !actor.is_empty() && actor.len() <= ACTOR_LEN_MAX)
-            .ok_or_else(|| ApiError::InvalidHeader {
-                header: "x-actor",
-                message: format!("must be 1 to {ACTOR_LEN_MAX} visible ASCII characters"),
-            })?,
+/// What [`Metadata`] extracts.
+pub(super) fn metadata(parts: &Parts) -> Result<EventMetadata, ApiError> {
+    let principal = super::auth::principal_of(parts);
+    // Only a public route has no principal, and no public route records anything.
+    let actor = principal.map_or_else(|| "anonymous".to_owned(), |principal| principal.actor());
+    let headers = &parts.headers;
+    let on_behalf_of = match headers.get("x-actor") {
+        None => None,
+        Some(value) => {
+            let named = value
+                .to_str()
+                .ok()
+                .filter(|actor| !actor.is_empty() && actor.len() <= ACTOR_LEN_MAX)
+                .ok_or_else(|| ApiError::InvalidHeader {
+                    header: "x-actor",
+                    message: format!("must be 1 to {ACTOR_LEN_MAX} visible ASCII characters"),
+                })?;
+            if !principal.is_some_and(|principal| principal.can(Permission::Impersonate)) {
+                let message = "X-Actor names whom a key acts for, and needs the impersonate \
+                               permission"
+                    .to_owned();
+                return Err(refused(ErrorCode::Forbidden, Some("x-actor"), message));
+            }
+            Some(named.to_owned())
+        }
     };
     let mut metadata = EventMetadata::new(actor, OffsetDateTime::now_utc());
+    metadata.on_behalf_of = on_behalf_of;
     if let Some(value) = headers.get("x-correlation-id") {
         metadata.correlation_id =
             value.to_str().ok().and_then(|value| Uuid::parse_str(value).ok()).ok_or_else(|| {
@@ -251,8 +267,9 @@ impl IntoParams for Metadata {
 #[into_params(parameter_in = Header)]
 #[expect(dead_code, reason = "read from the headers by `metadata`; this type only documents them")]
 struct CallerHeaders {
-    /// The caller, recorded as the events' actor (until authentication exists); 1 to 200
-    /// visible ASCII characters, `api` when absent; anything else is a 400 `invalid_header`.
+    /// Whom the key acts for, recorded as the events' `on_behalf_of` beside the key itself;
+    /// only from a key holding `impersonate` (403 `forbidden` otherwise); 1 to 200 visible
+    /// ASCII characters; anything else is a 400 `invalid_header`.
     #[param(rename = "X-Actor")]
     x_actor: Option<String>,
     /// A UUID shared by everything that follows from this request; a new one when absent;

@@ -7,6 +7,7 @@
 //! it). Such a report gets `409 stale_lease` and changes nothing, so a mission never completes
 //! twice however late a report arrives.
 
+use crate::api::auth::Access;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -41,10 +42,10 @@ pub const LEASE_S_MAX: u64 = 3_600;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .routes(routes!(claim))
-        .routes(routes!(progress))
-        .routes(routes!(complete))
-        .routes(routes!(fail))
+        .routes(Access::AGENT, routes!(claim))
+        .routes(Access::AGENT, routes!(progress))
+        .routes(Access::AGENT, routes!(complete))
+        .routes(Access::AGENT, routes!(fail))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

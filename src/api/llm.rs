@@ -7,10 +7,12 @@
 //! refused (412 `version_mismatch`) instead of overwriting what its sender never saw. Without
 //! `If-Match` the last write wins, as before.
 
+use crate::api::auth::Access;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use domain::StreamId;
+use domain::api_key::Permission;
 use domain::llm_config::{InvalidSettings, LlmConfig, LlmConfigCommand, LlmSettings};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -30,7 +32,10 @@ fn config_stream() -> StreamId {
 }
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(get_config, put_config)).routes(routes!(reset_config))
+    ApiRoutes::new()
+        .routes(Access::needs(Permission::LlmRead), routes!(get_config))
+        .routes(Access::needs(Permission::LlmConfig), routes!(put_config))
+        .routes(Access::needs(Permission::LlmConfig), routes!(reset_config))
 }
 
 /// Whether each provider's key is set in this process's environment.

@@ -3,7 +3,9 @@
 //! time; `GET /api/llm/limits` shows the shared limiter of each configured target (its
 //! learned rate, pause, calls in flight).
 
+use crate::api::auth::Access;
 use axum::extract::State;
+use domain::api_key::Permission;
 use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 use time::OffsetDateTime;
@@ -19,7 +21,9 @@ use crate::llm::limits::{Limiter, LimiterState};
 pub const GROUPS_MAX: u32 = 1_000;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(usage)).routes(routes!(limits))
+    ApiRoutes::new()
+        .routes(Access::needs(Permission::LlmRead), routes!(usage))
+        .routes(Access::needs(Permission::LlmRead), routes!(limits))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

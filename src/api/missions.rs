@@ -3,9 +3,11 @@
 //! maps to an [`ErrorCode`] in [`refusal`], exhaustively, so a new domain error cannot
 //! compile without one.
 
+use crate::api::auth::Access;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use domain::api_key::Permission;
 use domain::mission::{
     ATTEMPT_MAX_DEFAULT, Mission, MissionCommand, MissionError, MissionSpec, MissionStatus,
     Priority,
@@ -43,14 +45,17 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2
 pub fn routes() -> ApiRoutes {
     let batch_body_limit = axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX);
     ApiRoutes::new()
-        .routes(routes!(list_missions))
-        .routes(routes!(enqueue))
-        .routes(routes!(batch::enqueue_batch).layer(batch_body_limit))
-        .routes(routes!(get_mission))
-        .routes(routes!(mission_events))
-        .routes(routes!(cancel))
-        .routes(routes!(retry))
-        .routes(routes!(throughput::throughput))
+        .routes(Access::needs(Permission::MissionsRead), routes!(list_missions))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(enqueue))
+        .routes(
+            Access::needs(Permission::MissionsWrite),
+            routes!(batch::enqueue_batch).layer(batch_body_limit),
+        )
+        .routes(Access::needs(Permission::MissionsRead), routes!(get_mission))
+        .routes(Access::needs(Permission::MissionsRead), routes!(mission_events))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(cancel))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(retry))
+        .routes(Access::needs(Permission::MissionsRead), routes!(throughput::throughput))
 }
 
 /// A mission to run.

@@ -6,12 +6,14 @@
 //! says how to add one.
 
 mod agents;
+pub mod auth;
 mod chat;
 mod completions;
 mod console;
 mod error;
 mod events;
 mod extract;
+mod keys;
 mod leases;
 mod llm;
 mod llm_usage;
@@ -21,6 +23,7 @@ mod queue;
 mod replay;
 pub mod server;
 mod service;
+mod session;
 mod state;
 mod stream;
 mod supervisor;
@@ -31,6 +34,7 @@ use std::time::Duration;
 use axum::Router;
 use utoipa_axum::routes;
 
+pub use self::auth::Access;
 pub use self::error::{ApiError, ErrorBody, ErrorCode};
 pub use self::extract::{ApiJson, ApiQuery};
 pub use self::openapi::{ApiRoutes, Route};
@@ -41,7 +45,9 @@ pub use self::state::AppState;
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .merge(service::routes())
-        .routes(routes!(openapi::openapi_json))
+        .routes(Access::Public, routes!(openapi::openapi_json))
+        .merge(session::routes())
+        .merge(keys::routes())
         .merge(events::routes())
         .merge(agents::routes())
         .merge(leases::routes())
@@ -58,9 +64,9 @@ pub fn routes() -> ApiRoutes {
 }
 
 /// The router of [`routes()`], the docs UI, and error-shaped answers for unknown paths and
-/// methods. Every request is answered within `request_timeout`, its body read included
-/// (`408 request_timeout` past it): a client sending a body at one byte a second holds a
-/// handler no longer than that.
+/// methods, behind the gate of [`auth`]. Every request is answered within `request_timeout`,
+/// its body read included (`408 request_timeout` past it): a client sending a body at one
+/// byte a second holds a handler no longer than that.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let deadline = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(
@@ -73,5 +79,6 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(deadline)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }

@@ -30,8 +30,12 @@
 //!    (`READ` wherever PostgreSQL is read, `COMMAND` for a command, `JSON_BODY` for an
 //!    `ApiJson`, `QUERY` for an `ApiQuery`, `PATH_ID`, `CALLER` for `Metadata`, `LLM_CALL`),
 //!    then each `ErrorCode` the handler gives itself; each is described from `ErrorCode`.
-//! 2. Register it in the module's `routes()`: `ApiRoutes::new().routes(routes!(queue))`.
-//!    Several handlers on one path with different methods go in one `routes!(a, b)`.
+//! 2. Register it in the module's `routes()` with who may call it:
+//!    `ApiRoutes::new().routes(Access::needs(Permission::MissionsRead), routes!(queue))`.
+//!    Several handlers on one path with different methods go in one `routes!(a, b)` (one
+//!    access for all). The access is enforced by [`auth::guard`](super::auth) and written
+//!    into the document: the security requirement, `x-permissions`, and the 401/403/415
+//!    answers the gate gives.
 //! 3. A new module's `routes()` is merged in [`super::routes()`](fn@super::routes).
 //!
 //! A route that cannot be a `routes!` of an annotated handler does not belong on the API
@@ -47,6 +51,8 @@ use utoipa::openapi::path::PathItem;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use super::AppState;
+use super::auth::{self, Access};
+use super::error::ErrorCode;
 
 /// Where the document is served, and where the UI reads it from.
 pub const OPENAPI_PATH: &str = "/openapi.json";
@@ -70,17 +76,49 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "agents", description = "The agent registry: register, heartbeat, list, claim missions"),
         (name = "supervisor", description = "The agent supervisor: status, watched agents, start / stop / restart"),
         (name = "llm", description = "The LLM gateway: runtime configuration"),
+        (name = "keys", description = "API keys and console sessions: who may call, and as whom"),
     ),
-    components(schemas(super::ErrorBody))
+    components(schemas(super::ErrorBody)),
+    modifiers(&SecuritySchemes)
 )]
 struct ApiDoc;
 
+/// The name of the key scheme in the document.
+pub const KEY_SCHEME: &str = "key";
+/// The name of the session-cookie scheme in the document.
+pub const SESSION_SCHEME: &str = "session";
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let key = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("brn_<key id>_<secret>")
+            .description(Some("An API key: `Authorization: Bearer brn_...`"))
+            .build();
+        components.add_security_scheme(KEY_SCHEME, SecurityScheme::Http(key));
+        let session = ApiKeyValue::with_description(
+            crate::identity::session::COOKIE,
+            "The console's session (`POST /api/session`); a change needs the page's `Origin`",
+        );
+        components
+            .add_security_scheme(SESSION_SCHEME, SecurityScheme::ApiKey(ApiKey::Cookie(session)));
+    }
+}
+
 /// One operation the router serves.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub method: Method,
     /// As documented, with `{name}` for a path parameter (axum's syntax too).
     pub path: String,
+    /// Who may call it.
+    pub access: Access,
 }
 
 /// The API's routes and their document, grown together.
@@ -100,13 +138,20 @@ impl ApiRoutes {
         ApiRoutes { router: OpenApiRouter::with_openapi(ApiDoc::openapi()), served: Vec::new() }
     }
 
-    /// Adds the handlers of one `routes!(..)`: routed and documented by their annotation.
-    pub fn routes(mut self, routes: UtoipaMethodRouter<AppState>) -> ApiRoutes {
-        for (path, item) in routes.1.paths.iter() {
+    /// Adds the handlers of one `routes!(..)`: routed and documented by their annotation,
+    /// open to the callers `access` admits.
+    pub fn routes(mut self, access: Access, mut routes: UtoipaMethodRouter<AppState>) -> ApiRoutes {
+        for (path, item) in routes.1.paths.iter_mut() {
             for method in methods(item) {
-                self.served.push(Route { method, path: path.clone() });
+                self.served.push(Route { method, path: path.clone(), access });
+            }
+            for operation in operations(item) {
+                document_access(operation, access);
             }
         }
+        routes.2 = routes.2.route_layer(axum::middleware::from_fn(move |request, next| {
+            auth::guard(access, request, next)
+        }));
         self.router = self.router.routes(routes);
         self
     }
@@ -120,7 +165,7 @@ impl ApiRoutes {
     /// Every operation added, sorted.
     pub fn served(&self) -> Vec<Route> {
         let mut served = self.served.clone();
-        served.sort();
+        served.sort_by(|a, b| (&a.path, a.method.as_str()).cmp(&(&b.path, b.method.as_str())));
         served
     }
 
@@ -131,6 +176,67 @@ impl ApiRoutes {
         let docs = utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH)
             .config(utoipa_swagger_ui::Config::from(OPENAPI_PATH));
         router.layer(Extension(Document(Bytes::from(json)))).merge(docs)
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// Writes a route's access into its operation: who may call it, and the answers the gate
+/// gives (merged into the route's own, one response per status).
+fn document_access(operation: &mut utoipa::openapi::path::Operation, access: Access) {
+    use utoipa::openapi::security::SecurityRequirement;
+    let mut gate = vec![ErrorCode::HostRefused];
+    if access != Access::Public {
+        let scopes: Vec<&str> = access.permissions().iter().map(|p| p.as_str()).collect();
+        operation.security = Some(vec![
+            SecurityRequirement::new(KEY_SCHEME, scopes.clone()),
+            SecurityRequirement::new(SESSION_SCHEME, scopes.clone()),
+        ]);
+        let permissions = serde_json::json!(scopes);
+        let extensions = utoipa::openapi::extensions::ExtensionsBuilder::new()
+            .add("x-permissions", permissions)
+            .build();
+        match &mut operation.extensions {
+            Some(existing) => existing.merge(extensions),
+            None => operation.extensions = Some(extensions),
+        }
+        gate.extend([ErrorCode::OriginRefused, ErrorCode::Unauthenticated]);
+        if !scopes.is_empty() {
+            gate.push(ErrorCode::Forbidden);
+        }
+        let needs = if scopes.is_empty() {
+            "Needs a key or session.".to_owned()
+        } else {
+            format!("Needs `{}`.", scopes.join("` or `"))
+        };
+        let description = operation.description.take().unwrap_or_default();
+        operation.description =
+            Some(if description.is_empty() { needs } else { format!("{description}\n\n{needs}") });
+    }
+    let documented = &mut operation.responses.responses;
+    for (status, response) in super::error::responses(&[&gate]) {
+        let utoipa::openapi::RefOr::T(added) = response else { continue };
+        match documented.get_mut(&status) {
+            Some(utoipa::openapi::RefOr::T(existing)) => {
+                existing.description = format!("{}\n{}", existing.description, added.description);
+            }
+            _ => {
+                documented.insert(status, utoipa::openapi::RefOr::T(added));
+            }
+        }
     }
 }
 

@@ -2,6 +2,8 @@
 //! what each worker is up to. They read the Redis queue projection, the `mission_list` read
 //! model and the workers' own status reports; none of them writes anything.
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -22,9 +24,9 @@ pub const QUEUE_LIMIT_MAX: u32 = 500;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .routes(routes!(upcoming))
-        .routes(routes!(health))
-        .routes(routes!(worker_status))
+        .routes(Access::needs(Permission::MissionsRead), routes!(upcoming))
+        .routes(Access::needs(Permission::MissionsRead), routes!(health))
+        .routes(Access::needs(Permission::MissionsRead), routes!(worker_status))
 }
 
 pub(super) fn queue(app: &AppState) -> Result<&Queue, ApiError> {

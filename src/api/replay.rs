@@ -2,8 +2,10 @@
 //! back through the server's agent code, and a new mission that starts from a run's first
 //! steps (see `crate::agents::replay`).
 
+use crate::api::auth::Access;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
+use domain::api_key::Permission;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
@@ -15,7 +17,9 @@ use super::{ApiError, ApiJson, ApiRoutes, AppState};
 use crate::agents::replay::{self, ReplayError, ReplayReport};
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(replay_mission)).routes(routes!(fork_mission))
+    ApiRoutes::new()
+        .routes(Access::needs(Permission::MissionsRead), routes!(replay_mission))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(fork_mission))
 }
 
 fn refusal(error: ReplayError) -> ApiError {

@@ -1,6 +1,8 @@
 //! The service's own routes: liveness (`/health`), readiness of every dependency (`/ready`)
 //! and Prometheus metrics (`/metrics`). None of them reads a request.
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::time::Duration;
 
 use axum::Json;
@@ -17,7 +19,10 @@ use super::{ApiRoutes, AppState};
 pub const READY_CHECK_TIMEOUT_MS: u64 = 2_000;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
+    ApiRoutes::new()
+        .routes(Access::Public, routes!(health))
+        .routes(Access::Public, routes!(ready))
+        .routes(Access::needs(Permission::Metrics), routes!(metrics))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -39,6 +39,15 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The LLM gateway with its shared limits and budgets, once Redis has answered.
     pub llm: std::sync::Arc<OnceCell<crate::llm::calls::Calls>>,
+    /// Every API key, kept current by following the log: what a request's key is checked
+    /// against.
+    pub keys: crate::identity::cache::KeyCache,
+    /// Signs and checks console session cookies.
+    pub sessions: crate::identity::session::Sessions,
+    /// The one-time sign-in codes this process printed.
+    pub sign_in_codes: crate::identity::session::SignInCodes,
+    /// Which `Host` and `Origin` values the serve answers.
+    pub web: std::sync::Arc<super::auth::WebPolicy>,
 }
 
 impl AppState {

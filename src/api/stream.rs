@@ -5,6 +5,8 @@
 //! (checked every [`FINISHED_CHECK`] while quiet), after [`IDLE_MAX`] without a piece, or after
 //! [`STREAM_MAX`].
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ pub const STREAM_MAX: Duration = Duration::from_secs(3_600);
 pub const FINISHED_CHECK: Duration = Duration::from_secs(2);
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(mission_stream))
+    ApiRoutes::new().routes(Access::needs(Permission::MissionsRead), routes!(mission_stream))
 }
 
 errors! { StreamErrors = READ + PATH_ID + [MissionNotFound, BusUnavailable] }

@@ -2,6 +2,8 @@
 //! process's leadership), the agents it watches, and control (start, stop, restart), each a
 //! command on the agent with who asked and why.
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -23,7 +25,10 @@ use crate::agents::watchdog::{SweepReport, last_sweep};
 use crate::eventlog::command;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(routes!(status)).routes(routes!(agents)).routes(routes!(control))
+    ApiRoutes::new()
+        .routes(Access::needs(Permission::AgentsRead), routes!(status))
+        .routes(Access::needs(Permission::AgentsRead), routes!(agents))
+        .routes(Access::needs(Permission::AgentsControl), routes!(control))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

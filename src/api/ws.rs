@@ -18,6 +18,8 @@
 //! close frame or not selected, so a client that receives the frame resumes from there without
 //! loss.
 
+use crate::api::auth::Access;
+use domain::api_key::Permission;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -60,7 +62,7 @@ const CLIENT_MESSAGE_BYTES_MAX: usize = 4 * 1024;
 const READ_BUFFER_BYTES: usize = 512;
 
 pub fn routes() -> ApiRoutes {
-    ApiRoutes::new().routes(utoipa_axum::routes!(events))
+    ApiRoutes::new().routes(Access::needs(Permission::EventsRead), utoipa_axum::routes!(events))
 }
 
 /// Every parameter as text, so that each bad one is refused naming its field.

@@ -30,6 +30,8 @@ pub struct AgentsBench {
     /// The running `brain serve` to measure.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    #[command(flatten)]
+    key: super::BenchKey,
     /// The serve's database, to measure what heartbeats add to the store.
     #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
     database_url: String,
@@ -132,7 +134,7 @@ struct Watched {
 impl AgentsBench {
     pub async fn run(self) -> anyhow::Result<()> {
         let base = self.url.trim_end_matches('/').to_owned();
-        let client = reqwest::Client::builder()
+        let client = super::http_client(self.key.key.as_deref())
             .pool_max_idle_per_host(self.clients.max(self.claimers))
             .timeout(Duration::from_secs(40))
             .build()

@@ -14,6 +14,8 @@ pub struct BatchBench {
     /// Base URL of the `brain serve` to measure; it must be running.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    #[command(flatten)]
+    key: super::BenchKey,
     /// Concurrent clients, each with one request in flight at a time.
     #[arg(long, default_value_t = 8)]
     clients: usize,
@@ -43,9 +45,7 @@ impl BatchBench {
         if self.clients == 0 || self.missions == 0 || !(1..=1_000).contains(&self.batch_size) {
             bail!("--clients and --missions must be at least 1, --batch-size 1 to 1000");
         }
-        // reqwest is built without a default TLS provider; plain HTTP still needs one set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let client = super::http_client(self.key.key.as_deref())
             .pool_max_idle_per_host(self.clients)
             .build()
             .context("HTTP client")?;
@@ -97,7 +97,6 @@ impl BatchBench {
                 let response = client
                     .post(&*endpoint)
                     .header("content-type", "application/json")
-                    .header("x-actor", "bench")
                     .body(body)
                     .send()
                     .await?;

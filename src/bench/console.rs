@@ -60,10 +60,11 @@ impl ConsoleBench {
     }
 
     async fn measure(&self, serve: &OwnServe) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
+        let client = super::http_client(Some(&serve.key)).build()?;
         let browser = Browser::start_with(BrowserOptions::default())
             .await
             .context("start chromium (install chromium and chromium-driver)")?;
+        sign_in(&browser, &serve.url, &serve.key).await?;
         println!("first load of the overview ({} loads, empty cache):", self.loads);
         let mut loads = Vec::new();
         for _ in 0..self.loads {
@@ -232,6 +233,17 @@ struct Load {
 
 /// One load of `/` in a fresh tab with the cache off; missions are enqueued while it loads so
 /// that the live feed has something to report.
+/// Signs the browser in through the console's form; the session cookie then rides along
+/// with every load.
+async fn sign_in(browser: &Browser, url: &str, key: &str) -> anyhow::Result<()> {
+    browser.goto(&format!("{url}/")).await?;
+    let input = browser.wait_for("#sign-in input[name=key]", Duration::from_secs(20)).await?;
+    input.send_keys(key).await?;
+    browser.find("#sign-in button[type=submit]").await?.click().await?;
+    browser.wait_for_text("#who", "admin", Duration::from_secs(20)).await?;
+    Ok(())
+}
+
 async fn first_load(
     browser: &Browser,
     client: &reqwest::Client,

@@ -285,10 +285,11 @@ impl LlmBench {
         };
         let namespace = Namespace::parse("bench_llm").map_err(anyhow::Error::msg)?;
         let shutdown = CancellationToken::new();
-        let server = self.start_serve(&services, &namespace, shutdown.clone()).await?;
+        let key = crate::identity::token::generate()?.expose();
+        let server = self.start_serve(&services, &namespace, shutdown.clone(), &key).await?;
         let brain = format!("http://{}", server.local_addr);
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().pool_max_idle_per_host(self.streams * 2).build()?;
+        let client =
+            super::http_client(Some(&key)).pool_max_idle_per_host(self.streams * 2).build()?;
         configure_llm(&client, &brain, &fake.url).await?;
         let direct = format!("{}/v1/chat/completions", fake.url);
         let through = format!("{brain}/v1/chat/completions");
@@ -305,6 +306,7 @@ impl LlmBench {
         services: &BenchServices,
         namespace: &Namespace,
         shutdown: CancellationToken,
+        key: &str,
     ) -> anyhow::Result<crate::serve::Server> {
         let services = Services {
             database_url: services.database_url.clone(),
@@ -315,6 +317,7 @@ impl LlmBench {
         };
         let mut options = crate::serve::ServeOptions::new(services, "127.0.0.1:0".parse()?);
         options.http.connections_max = options.http.connections_max.max(self.streams * 2);
+        options.access.admin_key = Some(key.to_owned());
         crate::serve::start(options, shutdown).await
     }
 

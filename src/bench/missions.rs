@@ -27,6 +27,8 @@ pub struct MissionsBench {
     /// The running `brain serve` to measure.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    #[command(flatten)]
+    key: super::BenchKey,
     /// NATS server the serve publishes to, to watch completions.
     #[arg(long, env = "NATS_URL", default_value = NATS_URL_DEFAULT)]
     nats_url: String,
@@ -113,7 +115,7 @@ impl MissionsBench {
 
     /// Enqueues the missions from the clients, each with one request in flight.
     async fn enqueue_all(&self, started: Instant) -> anyhow::Result<Enqueued> {
-        let client = reqwest::Client::builder()
+        let client = super::http_client(self.key.key.as_deref())
             .pool_max_idle_per_host(self.clients)
             .build()
             .context("HTTP client")?;

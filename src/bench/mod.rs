@@ -99,6 +99,27 @@ pub struct BenchServices {
     pub redis_url: String,
 }
 
+/// The key a bench's requests carry to a serve it did not start itself.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchKey {
+    /// An API key of the serve (`brn_...`) with the permissions the bench's requests need.
+    #[arg(long = "key", env = "BRAIN_API_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+}
+
+/// An HTTP client builder whose requests carry `key` (if any) and send JSON: what every
+/// bench's client starts from.
+pub(crate) fn http_client(key: Option<&str>) -> reqwest::ClientBuilder {
+    // reqwest is built without a default TLS provider; plain HTTP still needs one set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::CONTENT_TYPE, "application/json".parse().expect("a value"));
+    if let Some(value) = key.and_then(|key| format!("Bearer {key}").parse().ok()) {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder().default_headers(headers)
+}
+
 /// An empty latency histogram (three significant figures), in whatever unit its user records.
 pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new(3).expect("three significant figures is a valid precision")

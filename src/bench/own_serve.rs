@@ -37,6 +37,8 @@ fn scratch_root(bench: &str) -> anyhow::Result<std::path::PathBuf> {
 
 pub struct OwnServe {
     pub url: String,
+    /// The admin key the serve was started with (`BRAIN_ADMIN_KEY`).
+    pub key: String,
     pub database_url: String,
     namespace: String,
     redis_url: String,
@@ -57,6 +59,7 @@ impl OwnServe {
         vars: &[(&str, String)],
     ) -> anyhow::Result<OwnServe> {
         let database_url = fresh_database(services, database).await?;
+        let key = crate::identity::token::generate()?.expose();
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
             .arg("serve")
@@ -65,6 +68,7 @@ impl OwnServe {
             .env("REDIS_URL", &services.redis_url)
             .env("BRAIN_NAMESPACE", namespace)
             .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
+            .env("BRAIN_ADMIN_KEY", &key)
             .env("RUST_LOG", "error");
         for (name, value) in vars {
             command.env(name, value);
@@ -88,6 +92,7 @@ impl OwnServe {
         };
         Ok(OwnServe {
             url,
+            key,
             database_url,
             namespace: namespace.to_owned(),
             redis_url: services.redis_url.clone(),
@@ -187,8 +192,7 @@ impl InstantServe {
     ) -> anyhow::Result<InstantServe> {
         let provider = instant_provider(spawns).await?;
         let serve = OwnServe::start(services, database, namespace, vars).await?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::new();
+        let client = super::http_client(Some(&serve.key)).build()?;
         let ready = async {
             serve.configure_llm(&client, &provider.url).await?;
             anyhow::Ok(crate::eventlog::db::connect(&serve.database_url, 2).await?)

@@ -30,6 +30,8 @@ pub struct WsBench {
     /// The running `brain serve` to measure.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    #[command(flatten)]
+    key: super::BenchKey,
     /// WebSocket clients to connect.
     #[arg(long, default_value_t = 10_000)]
     clients: usize,
@@ -163,7 +165,8 @@ impl WsBench {
             .map(|id| {
                 let (tally, handshakes, ws_url) =
                     (tally.clone(), handshakes.clone(), ws_url.clone());
-                tokio::spawn(client(id, target.addr, ws_url, handshakes, tally))
+                let key = self.key.key.clone();
+                tokio::spawn(client(id, target.addr, (ws_url, key), handshakes, tally))
             })
             .collect();
         let connected = self.wait_for_connections(&target, &tally, started).await?;
@@ -197,8 +200,8 @@ impl WsBench {
             .with_context(|| format!("resolving {host}"))?
             .next()
             .context("--url resolves to no address")?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        Ok(Target { base, host, port, addr, http: reqwest::Client::new() })
+        let http = super::http_client(self.key.key.as_deref()).build()?;
+        Ok(Target { base, host, port, addr, http })
     }
 
     /// Waits (at most 300 s) until every client connected or failed to, and reports it.
@@ -340,7 +343,6 @@ impl WsBench {
             tick.tick().await;
             let request = http
                 .post(url.clone())
-                .header("x-actor", "bench")
                 .json(&serde_json::json!({ "name": format!("bench {n}"), "payload": { "n": n } }));
             requests.push(tokio::spawn(async move {
                 let response = request.send().await?;
@@ -362,7 +364,7 @@ impl WsBench {
 async fn client(
     id: usize,
     addr: SocketAddr,
-    url: String,
+    (url, key): (String, Option<String>),
     handshakes: Arc<Semaphore>,
     tally: Arc<Tally>,
 ) {
@@ -370,11 +372,17 @@ async fn client(
     // Clients only read events of a few hundred bytes: small buffers keep 10,000 of them light.
     let config = WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0);
     let connection = async {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request().map_err(std::io::Error::other)?;
+        if let Some(value) = key.and_then(|key| format!("Bearer {key}").parse().ok()) {
+            request.headers_mut().insert("authorization", value);
+        }
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        let (socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (socket, _) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(std::io::Error::other)?;
         Ok::<_, std::io::Error>(socket)
     };
     let mut socket = match connection.await {

@@ -6,9 +6,7 @@
 use std::collections::BTreeSet;
 
 use domain::EventMetadata;
-use domain::api_key::{
-    KeyGrant, KeyLimits, KeyStatus, Permission, ROTATION_GRACE_MS_DEFAULT, Role,
-};
+use domain::api_key::{KeyGrant, KeyLimits, Permission, ROTATION_GRACE_MS_DEFAULT, Role};
 use serde_json::json;
 
 use super::cache::KeyCache;
@@ -150,34 +148,14 @@ fn print_token(key_id: &str, token: &str, json: bool) {
     }
 }
 
-/// A key's state as a word, at `now_ms`.
-pub fn status_word(status: KeyStatus, expired: bool) -> &'static str {
-    match status {
-        KeyStatus::Revoked => "revoked",
-        KeyStatus::Active if expired => "expired",
-        KeyStatus::Active => "active",
-        KeyStatus::Absent => "absent",
-    }
-}
-
 async fn list(pool: &sqlx::PgPool, now_ms: i64, json: bool) -> anyhow::Result<()> {
     let cache = KeyCache::load(pool).await?;
-    let mut rows = Vec::new();
-    for (key_id, key) in cache.all() {
-        let Some(grant) = key.grant.as_ref() else { continue };
-        let status = status_word(key.status, key.expired(now_ms));
-        let permissions: Vec<&str> = grant.permissions.iter().map(|p| p.as_str()).collect();
-        rows.push(json!({
-            "key_id": key_id,
-            "name": grant.name,
-            "owner": grant.owner,
-            "role": grant.role.map(Role::as_str),
-            "permissions": permissions,
-            "kinds": grant.kinds,
-            "expires_at_ms": grant.expires_at_ms,
-            "status": status,
-        }));
-    }
+    let rows: Vec<serde_json::Value> = cache
+        .all()
+        .iter()
+        .filter_map(|(key_id, key)| keys::KeyView::of(key_id, key, now_ms))
+        .map(|view| serde_json::to_value(view).expect("a key view serialises"))
+        .collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());

@@ -2,7 +2,9 @@
 //! log says who did it and why. The secret is drawn here and leaves only in the answer, once;
 //! the event holds its hash.
 
-use domain::api_key::{ApiKey, ApiKeyCommand, ApiKeyError, KeyGrant};
+use domain::api_key::{
+    ApiKey, ApiKeyCommand, ApiKeyError, KeyGrant, KeyLimits, KeyStatus, Permission, Role,
+};
 use domain::{EventMetadata, StreamId};
 
 use super::token::{self, Secret, Token, TokenError};
@@ -94,4 +96,54 @@ pub async fn revoke(
     })
     .await?;
     Ok(())
+}
+
+/// A key as lists show it: everything but its secret and the secret's hash.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    pub key_id: String,
+    pub name: String,
+    pub owner: String,
+    pub role: Option<Role>,
+    /// Every permission the key holds: its role's and its own.
+    pub permissions: Vec<Permission>,
+    /// The agent kinds an agent key may serve; empty: any.
+    pub kinds: Vec<String>,
+    pub expires_at_ms: Option<i64>,
+    pub limits: KeyLimits,
+    /// `active`, `expired` or `revoked`.
+    pub status: &'static str,
+    pub created_at_ms: i64,
+    /// Until when the secret before the last rotation is still accepted, if it is.
+    pub previous_secret_until_ms: Option<i64>,
+}
+
+impl KeyView {
+    /// The view of a key at `now_ms`; `None` for an id the log has no key under.
+    pub fn of(key_id: &str, key: &ApiKey, now_ms: i64) -> Option<KeyView> {
+        let grant = key.grant.as_ref()?;
+        let status = match key.status {
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Active if key.expired(now_ms) => "expired",
+            KeyStatus::Active => "active",
+            KeyStatus::Absent => return None,
+        };
+        Some(KeyView {
+            key_id: key_id.to_owned(),
+            name: grant.name.clone(),
+            owner: grant.owner.clone(),
+            role: grant.role,
+            permissions: grant.effective().into_iter().collect(),
+            kinds: grant.kinds.clone(),
+            expires_at_ms: grant.expires_at_ms,
+            limits: grant.limits.clone(),
+            status,
+            created_at_ms: key.created_at_ms,
+            previous_secret_until_ms: key
+                .previous
+                .as_ref()
+                .map(|(_, until)| *until)
+                .filter(|until| *until > now_ms),
+        })
+    }
 }

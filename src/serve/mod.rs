@@ -33,6 +33,7 @@ use crate::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
 use crate::eventlog::relay::{Relay, RelayConfig};
 use crate::eventlog::store::{CommitterConfig, EventStore};
 use crate::eventlog::{bus, db};
+use crate::identity::cache::KeyCache;
 use crate::missions::list::MissionListWriter;
 use crate::missions::queue::Queue;
 use crate::missions::reaper::ReaperConfig;
@@ -74,6 +75,8 @@ pub struct ServeOptions {
     pub agents: AgentSettings,
     /// How often the built-in agents of this process's workers may die before staying down.
     pub intensity: Intensity,
+    /// Keys, sessions, and the hosts and origins the API answers.
+    pub access: config::serve::AccessSettings,
 }
 
 impl ServeOptions {
@@ -96,6 +99,7 @@ impl ServeOptions {
             ),
             agents: AgentSettings::default(),
             intensity: Intensity::default(),
+            access: Default::default(),
         }
     }
 }
@@ -154,6 +158,20 @@ pub struct Server {
     pub local_addr: SocketAddr,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub feed: FeedHandle,
+    /// The admin key a first start made, for the one place that shows it.
+    pub first_key: Option<FirstKey>,
+}
+
+/// The admin key a first start made, and a one-time sign-in link for the console.
+pub struct FirstKey {
+    pub token: String,
+    pub sign_in_url: String,
+}
+
+impl std::fmt::Debug for FirstKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FirstKey(***)")
+    }
 }
 
 /// Connects, migrates, sets up the stream, starts every part and returns once the HTTP
@@ -191,11 +209,29 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .await
         .with_context(|| format!("cannot listen on {}", options.http_addr))?;
     let local_addr = listener.local_addr()?;
+    let identity = start_identity(&services, &store, &options, &feed_handle, &stages).await?;
+    let first_key = match identity.first_token {
+        None => None,
+        Some(token) => {
+            let code = identity.sign_in_codes.issue(&token.key_id, crate::clock::now_ms())?;
+            let sign_in_url = format!("http://{}/#sign-in={code}", sign_in_host(local_addr));
+            Some(FirstKey { token: token.expose(), sign_in_url })
+        }
+    };
     tracing::info!(%local_addr, namespace = %services.namespace, "serving");
-    let state = app_state(services, store, &options, shared, agent_kinds, feed_handle.clone());
+    let state = AppState {
+        keys: identity.keys,
+        sessions: identity.sessions,
+        sign_in_codes: identity.sign_in_codes,
+        web: Arc::new(api::auth::WebPolicy {
+            public_hosts: options.access.public_hosts.clone(),
+            allowed_origins: options.access.allowed_origins.clone(),
+        }),
+        ..app_state(services, store, &options, shared, agent_kinds, feed_handle.clone())
+    };
     let running = Running { committer, relay, feed, projectors, queue_parts };
     let serving = serve_then_stop(listener, state, options.http, stages, running);
-    Ok(Server { local_addr, task: tokio::spawn(serving), feed: feed_handle })
+    Ok(Server { local_addr, task: tokio::spawn(serving), feed: feed_handle, first_key })
 }
 
 /// The connections every part shares.
@@ -374,7 +410,101 @@ fn app_state(
         backoff: options.reaper.backoff,
         request_timeout: options.http.request_timeout(),
         llm: Arc::new(OnceCell::new()),
+        keys: Default::default(),
+        sessions: crate::identity::session::Sessions::unloaded(),
+        sign_in_codes: Default::default(),
+        web: Default::default(),
     }
+}
+
+/// What the API checks callers against, and the admin key a first start made.
+struct Identity {
+    keys: KeyCache,
+    sessions: crate::identity::session::Sessions,
+    sign_in_codes: crate::identity::session::SignInCodes,
+    first_token: Option<crate::identity::token::Token>,
+}
+
+/// The actor of what `brain serve` records about keys itself.
+const SERVE_ACTOR: &str = "serve";
+
+/// Loads every key and follows the log for changes; makes sure `BRAIN_ADMIN_KEY` exists, or,
+/// on a first start with no key at all, makes an admin key for the operator.
+async fn start_identity(
+    services: &Connected,
+    store: &EventStore,
+    options: &ServeOptions,
+    feed: &FeedHandle,
+    stages: &Stages,
+) -> anyhow::Result<Identity> {
+    use crate::identity::{keys, token};
+    use domain::api_key::{KeyGrant, Role};
+    let pool = &services.pool;
+    // Subscribed before loading: whatever is recorded between reaches the follower.
+    let changes = feed.subscribe();
+    let cache = KeyCache::load(pool).await.context("loading API keys")?;
+    let grant = |name: &str| KeyGrant {
+        name: name.to_owned(),
+        owner: "admin".to_owned(),
+        role: Some(Role::Admin),
+        permissions: Default::default(),
+        kinds: Vec::new(),
+        expires_at_ms: None,
+        limits: Default::default(),
+    };
+    let metadata = || domain::EventMetadata::new(SERVE_ACTOR, time::OffsetDateTime::now_utc());
+    let now = crate::clock::now_ms();
+    let mut first_token = None;
+    if let Some(text) = &options.access.admin_key {
+        let token = token::parse(text).context("BRAIN_ADMIN_KEY")?;
+        match cache.get(&token.key_id) {
+            None => {
+                let made = keys::create_with(
+                    store,
+                    &token,
+                    grant("admin (BRAIN_ADMIN_KEY)"),
+                    metadata(),
+                    now,
+                )
+                .await;
+                // Another serve starting beside this one may have made it first.
+                if let Err(error) = made {
+                    cache.catch_up(pool).await?;
+                    if cache.get(&token.key_id).is_none() {
+                        return Err(anyhow::anyhow!("BRAIN_ADMIN_KEY could not be made: {error}"));
+                    }
+                }
+            }
+            Some(key) if !token::hashes_equal(&key.secret_hash, &token.secret.hash()) => {
+                tracing::warn!(key_id = %token.key_id, "BRAIN_ADMIN_KEY names a key whose secret has changed since; it does not open it");
+            }
+            Some(key) if key.status != domain::api_key::KeyStatus::Active => {
+                tracing::warn!(key_id = %token.key_id, "BRAIN_ADMIN_KEY names a revoked key; revocation is for good, so set a new one");
+            }
+            Some(_) => {}
+        }
+    } else if !cache.has_active_key() {
+        let token = keys::create(store, grant("admin (first start)"), metadata(), now).await?;
+        tracing::info!(key_id = %token.key_id, "no key existed: made an admin key (shown once on stdout)");
+        first_token = Some(token);
+    }
+    cache.catch_up(pool).await?;
+    let follower = crate::eventlog::follow::follow(
+        cache.clone(),
+        pool.clone(),
+        changes,
+        stages.server.clone(),
+    );
+    tokio::spawn(follower);
+    let sessions = crate::identity::session::Sessions::load(pool, options.access.session_ttl_s)
+        .await
+        .context("loading the session secret")?;
+    Ok(Identity { keys: cache, sessions, sign_in_codes: Default::default(), first_token })
+}
+
+/// The host a sign-in link names: the bound address, or `localhost` for an unspecified one.
+fn sign_in_host(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() { format!("localhost:{}", addr.port()) } else { addr.to_string() }
 }
 
 /// Serves HTTP until shutdown, then stops the parts in order (see the module doc): the

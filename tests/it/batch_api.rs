@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::missions_api::post;
 use crate::serve::{get, redis_url, serve_in_process, services};
+use crate::support::KEY_EVENTS;
 use crate::support::{TestEnv, wait_until};
 
 const BATCH: &str = "/api/missions/enqueue/batch";
@@ -46,15 +47,18 @@ async fn a_batch_of_500_lands_whole_with_consecutive_positions_and_every_mission
             (Some("queued"), Some(true))
         );
     }
-    assert_eq!((first, env.head().await), (1, 500));
+    let k = crate::support::KEY_EVENTS;
+    assert_eq!((first, env.head().await), (k + 1, k + 500));
 
     // The log holds the 500 enqueues in the answer's order, carrying who asked.
     let (_, page) = get(addr, "/api/events?after=0&limit=1000").await;
     let events = page["events"].as_array().unwrap();
+    let events = &events[KEY_EVENTS as usize..];
     let logged: Vec<&str> = events.iter().map(|e| e["stream_id"].as_str().unwrap()).collect();
     assert_eq!(logged, ids(&answer));
     assert!(events.iter().all(|e| e["event_type"] == "MissionEnqueued"));
-    assert!(events.iter().all(|e| e["metadata"]["actor"] == "user:alice"));
+    assert!(events.iter().all(|e| e["metadata"]["actor"] == crate::support::ADMIN_ACTOR));
+    assert!(events.iter().all(|e| e["metadata"]["on_behalf_of"] == "user:alice"));
     let commands: HashSet<&str> =
         events.iter().map(|e| e["metadata"]["command_id"].as_str().unwrap()).collect();
     assert_eq!(commands.len(), 500, "one command id per mission");
@@ -75,7 +79,7 @@ async fn a_batch_of_500_lands_whole_with_consecutive_positions_and_every_mission
     // And the mission list read model shows all of them.
     wait_until("the mission list to show all 500", Duration::from_secs(30), || async {
         let (_, page) = get(addr, "/api/missions?limit=200").await;
-        page["position"] == 500
+        page["position"] == KEY_EVENTS + 500
     })
     .await;
     let mut listed = HashSet::new();
@@ -135,7 +139,7 @@ async fn a_batch_with_bad_items_is_refused_whole_naming_each_and_changes_nothing
     let messages = error["items"].as_array().unwrap();
     assert!(messages.iter().all(|i| i["message"].as_str().is_some_and(|m| !m.is_empty())));
     assert!(messages[1]["message"].as_str().unwrap().contains("colour"), "{}", messages[1]);
-    assert_eq!(env.head().await, 0, "nothing appended");
+    assert_eq!(env.head().await, crate::support::KEY_EVENTS, "nothing appended");
     let commands: i64 =
         sqlx::query_scalar("SELECT count(*) FROM commands").fetch_one(&env.pool).await.unwrap();
     assert_eq!(commands, 0, "no command id claimed");
@@ -155,7 +159,7 @@ async fn a_batch_with_bad_items_is_refused_whole_naming_each_and_changes_nothing
             "{shown}: {answer}"
         );
     }
-    assert_eq!(env.head().await, 0);
+    assert_eq!(env.head().await, KEY_EVENTS);
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
@@ -186,7 +190,7 @@ async fn a_batch_sent_again_returns_the_same_missions_and_appends_nothing() {
         .map(|m| m["created"].as_bool().unwrap())
         .collect();
     assert_eq!(created, [vec![false], vec![true; 19]].concat());
-    assert_eq!(env.head().await, 20);
+    assert_eq!(env.head().await, crate::support::KEY_EVENTS + 20);
 
     let (status, again) = post(addr, BATCH, &batch(missions.clone())).await;
     assert_eq!(status, 200, "{again}");
@@ -196,7 +200,7 @@ async fn a_batch_sent_again_returns_the_same_missions_and_appends_nothing() {
         a["missions"].as_array().unwrap().iter().map(|m| m["position"].as_u64().unwrap()).collect()
     };
     assert_eq!(positions(&again), positions(&first));
-    assert_eq!(env.head().await, 20, "nothing appended");
+    assert_eq!(env.head().await, KEY_EVENTS + 20, "nothing appended");
 
     // A repeat shows the mission as it is now.
     let id = &ids(&first)[4];
@@ -214,9 +218,9 @@ async fn a_batch_sent_again_returns_the_same_missions_and_appends_nothing() {
     );
     assert_eq!(
         (items[5]["created"].as_bool(), items[5]["position"].as_u64()),
-        (Some(true), Some(22))
+        (Some(true), Some(KEY_EVENTS + 22))
     );
-    assert_eq!(env.head().await, 22);
+    assert_eq!(env.head().await, KEY_EVENTS + 22);
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -38,7 +38,11 @@ async fn a_body_sent_at_one_byte_a_second_is_answered_408_at_the_request_deadlin
     let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = "POST /api/missions/enqueue HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n";
+    let head = format!(
+        "POST /api/missions/enqueue HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 40\r\n\r\n",
+        crate::support::ADMIN_TOKEN
+    );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(b"{").await.unwrap();
     // The rest never comes in time: the server answers at its deadline, not the client's.
@@ -49,7 +53,7 @@ async fn a_body_sent_at_one_byte_a_second_is_answered_408_at_the_request_deadlin
     assert!(answer.contains("\"request_timeout\""), "{answer}");
     // Other clients are served meanwhile and after.
     assert_eq!(get(addr, "/health").await.0, 200);
-    assert_eq!(env.head().await, 0);
+    assert_eq!(env.head().await, crate::support::KEY_EVENTS);
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -62,7 +66,7 @@ async fn headers_that_do_not_arrive_in_time_get_the_connection_closed() {
     let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n").await.unwrap();
     // Headers never finished: the server closes rather than wait for ever.
     let answer = read_until_closed(&mut stream).await.expect("the server closes the connection");
     assert!(!answer.contains("200 OK"), "{answer}");
@@ -82,7 +86,7 @@ async fn past_the_connection_cap_a_new_connection_waits_until_one_closes() {
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        stream.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
         let mut answer = vec![0u8; 1024];
         let n = stream.read(&mut answer).await.unwrap();
         assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
@@ -91,7 +95,7 @@ async fn past_the_connection_cap_a_new_connection_waits_until_one_closes() {
     // A fourth is accepted by the kernel but not served while they stay.
     let mut fourth = TcpStream::connect(addr).await.unwrap();
     fourth
-        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = vec![0u8; 1024];
@@ -118,12 +122,14 @@ async fn past_the_websocket_client_cap_an_upgrade_is_refused_with_a_reason() {
     for _ in 0..2 {
         let stream = TcpStream::connect(addr).await.unwrap();
         let url = format!("ws://{addr}/ws/events");
-        let (client, _) = tokio_tungstenite::client_async(url, stream).await.expect("admitted");
+        let (client, _) = tokio_tungstenite::client_async(crate::support::ws_request(&url), stream)
+            .await
+            .expect("admitted");
         clients.push(client);
     }
     let stream = TcpStream::connect(addr).await.unwrap();
     let url = format!("ws://{addr}/ws/events");
-    match tokio_tungstenite::client_async(url, stream).await {
+    match tokio_tungstenite::client_async(crate::support::ws_request(&url), stream).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 503);
             let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
@@ -151,7 +157,11 @@ async fn shutdown_ends_within_its_deadline_while_a_client_trickles_a_body() {
     let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
 
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = "POST /api/missions/enqueue HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n{";
+    let head = format!(
+        "POST /api/missions/enqueue HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 40\r\n\r\n{{",
+        crate::support::ADMIN_TOKEN
+    );
     stream.write_all(head.as_bytes()).await.unwrap();
     let trickle = tokio::spawn(async move {
         for _ in 0..600 {

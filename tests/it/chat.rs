@@ -34,7 +34,7 @@ async fn a_three_turn_chat_keeps_its_context_across_a_serve_restart() {
 
     // The second turn streams.
     crate::serve::crypto_provider();
-    let streamed = reqwest::Client::new()
+    let streamed = crate::support::client()
         .post(format!("http://{addr}/api/agents/chat"))
         .json(&json!({ "agent": "coder", "message": "what language is this?", "conversation_id": id, "stream": true }))
         .send()
@@ -144,7 +144,7 @@ async fn conversations_are_listed_most_recently_changed_first() {
     let row = &page["conversations"][0];
     assert_eq!(
         (&row["agent"], &row["title"], &row["started_by"]),
-        (&json!("coder"), &json!("first question"), &json!("user:alice")),
+        (&json!("coder"), &json!("first question"), &json!(crate::support::ADMIN_ACTOR)),
         "{page}"
     );
     assert_eq!(page["conversations"][1]["conversation_id"], json!(other));

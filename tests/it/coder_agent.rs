@@ -3,8 +3,6 @@
 //! fed back, and nothing outside is read; every model and tool call is in the mission's
 //! history in order; the step limit fails the mission with its reason.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::fake_llm::{FakeLlm, Scripted};
@@ -21,7 +19,7 @@ fn scratch() -> std::path::PathBuf {
 }
 
 fn coder_worker(env: &TestEnv, root: &std::path::Path, steps_max: &str) -> WorkerProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    let mut command = crate::support::brain_command();
     command.env("BRAIN_AGENT_ROOT", root).env("BRAIN_AGENT_STEPS_MAX", steps_max);
     WorkerProcess::start_in(command, env, "coder-worker", &["--agents", "coder"])
 }
@@ -159,7 +157,7 @@ async fn ops_may_run_commands_and_the_architect_only_reads() {
     let dir = scratch();
     let fake = FakeLlm::start(vec![], Scripted::text("all good"), None).await;
     configure(addr, &fake).await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    let mut command = crate::support::brain_command();
     command.env("BRAIN_AGENT_ROOT", dir.join("root")).env("BRAIN_AGENT_COMMANDS", "ls,wc");
     let _worker =
         WorkerProcess::start_in(command, &env, "ops-worker", &["--agents", "ops,architect"]);

@@ -20,7 +20,7 @@ async fn the_console_is_served_at_every_page_path_and_leaves_the_api_alone() {
     let env = TestEnv::new().await;
     let (addr, shutdown, task) = serve_without_workers(&env).await;
     crypto_provider();
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let page = |path: &str| client.get(format!("http://{addr}{path}")).send();
 
     let root = page("/").await.unwrap();

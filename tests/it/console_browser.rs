@@ -323,7 +323,8 @@ async fn a_bad_llm_setting_is_refused_with_the_apis_message_and_a_chat_answer_st
     theirs["temperature"] = json!(0.2);
     let (status, view) = crate::llm_config::put(deck.addr, &theirs).await;
     assert_eq!((status, &view["version"]), (200, &json!(2)), "{view}");
-    deck.text("#llm-stale", "Changed elsewhere by user:alice").await;
+    let by = format!("Changed elsewhere by {}", crate::support::ADMIN_ACTOR);
+    deck.text("#llm-stale", &by).await;
     let kept = deck.browser.find("#llm-form input[name=max_tokens]").await.unwrap();
     assert_eq!(kept.value().await.unwrap(), "777", "the edit is kept");
     deck.click("#llm-form button[type=submit]").await;

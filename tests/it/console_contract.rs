@@ -173,7 +173,18 @@ async fn drive(deck: &Deck, fake: &FakeLlm, recording: &mut Recording) {
     drive_agents(deck, recording).await;
     drive_live(deck, fake, recording).await;
     drive_llm(deck, recording).await;
+    drive_session(deck, recording).await;
     recording.collect(deck).await;
+}
+
+/// Signs out and in again through the page.
+async fn drive_session(deck: &Deck, recording: &mut Recording) {
+    recording.open(deck, "/").await;
+    deck.click("#who button").await;
+    deck.browser.wait_for("#sign-in input[name=key]", crate::deck::WAIT).await.unwrap();
+    deck.fill("#sign-in input[name=key]", crate::support::ADMIN_TOKEN).await;
+    deck.click("#sign-in button[type=submit]").await;
+    deck.text("#who", "admin").await;
 }
 
 /// The missions the pages show, each in the state its page needs.

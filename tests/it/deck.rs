@@ -50,7 +50,18 @@ impl Deck {
             None => browser.dir().join("screenshots"),
         };
         std::fs::create_dir_all(&shots).unwrap();
-        Deck { addr, browser, shots, shutdown, task, env }
+        let deck = Deck { addr, browser, shots, shutdown, task, env };
+        deck.sign_in().await;
+        deck
+    }
+
+    /// Signs the browser in with the tests' admin key, through the console's form.
+    pub async fn sign_in(&self) {
+        self.open("/").await;
+        self.browser.wait_for("#sign-in input[name=key]", WAIT).await.unwrap();
+        self.fill("#sign-in input[name=key]", crate::support::ADMIN_TOKEN).await;
+        self.click("#sign-in button[type=submit]").await;
+        self.text("#who", "admin").await;
     }
 
     fn url(&self, path: &str) -> String {
@@ -113,6 +124,8 @@ impl Deck {
     /// As [`Deck::check_clean`], also letting console errors and failed requests that
     /// contain one of `allowed` pass (what a test provoked by stopping the server).
     pub async fn check_clean_but(self, expected: &[(&str, u16)], allowed: &[&str]) {
+        // Before signing in, the page asks who it is and is told 401: that is how it knows.
+        let expected = &[expected, &[("/api/session", 401)]].concat();
         let failed = self.browser.failed_requests().await.unwrap();
         let unexpected: Vec<String> = failed
             .iter()
@@ -156,7 +169,7 @@ pub async fn api_refusal(
     body: &Value,
 ) -> Value {
     crate::serve::crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .request(method, format!("http://{addr}{path}"))
         .json(body)
         .send()

@@ -151,7 +151,11 @@ async fn a_stopped_agent_cannot_claim_until_started_and_each_control_says_who() 
         .collect();
     assert_eq!(
         controls,
-        [("stop", "user:alice"), ("start", "user:alice"), ("restart", "user:alice")]
+        [
+            ("stop", crate::support::ADMIN_ACTOR),
+            ("start", crate::support::ADMIN_ACTOR),
+            ("restart", crate::support::ADMIN_ACTOR)
+        ]
     );
     assert!(history.iter().any(|(t, _)| t == "AgentRestarted"), "{history:?}");
 

@@ -125,7 +125,7 @@ async fn an_expired_key_opens_nothing_and_its_token_is_nowhere_in_the_log() {
 
 /// Runs `brain keys …` against the test database; answers its exit code, stdout and stderr.
 fn brain_keys(env: &TestEnv, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_brain"))
+    let output = crate::support::brain_command()
         .arg("keys")
         .args(args)
         .env("DATABASE_URL", &env.database_url)

@@ -27,7 +27,7 @@ async fn post_with_headers(
     headers: &[(&str, &[u8])],
 ) -> (u16, Value) {
     crypto_provider();
-    let mut request = reqwest::Client::new().post(format!("http://{addr}{path}")).json(body);
+    let mut request = crate::support::client().post(format!("http://{addr}{path}")).json(body);
     for (name, value) in headers {
         request = request.header(*name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
     }
@@ -130,7 +130,7 @@ async fn actor_and_correlation_headers_that_are_not_what_they_must_be_get_a_400_
         assert_eq!(answer["error"]["code"], "invalid_header", "{answer}");
         assert_eq!(answer["error"]["field"], header, "{answer}");
     }
-    assert_eq!(env.head().await, 0, "nothing was recorded");
+    assert_eq!(env.head().await, crate::support::KEY_EVENTS, "nothing was recorded");
 
     // Valid ones are recorded as given.
     let id = "0191f0c4-8b1e-7c3a-9d2e-5f6a7b8c9d0e";
@@ -141,7 +141,8 @@ async fn actor_and_correlation_headers_that_are_not_what_they_must_be_get_a_400_
     let (_, events) =
         get(addr, &format!("/api/missions/{}/events", answer["mission_id"].as_str().unwrap()))
             .await;
-    assert_eq!(events[0]["metadata"]["actor"], "user:bob");
+    assert_eq!(events[0]["metadata"]["actor"], crate::support::ADMIN_ACTOR);
+    assert_eq!(events[0]["metadata"]["on_behalf_of"], "user:bob");
     assert_eq!(events[0]["metadata"]["correlation_id"], id);
 
     shutdown.cancel();

@@ -29,7 +29,7 @@ async fn put_config(addr: std::net::SocketAddr, body: &Value) {
 }
 
 async fn complete(addr: std::net::SocketAddr, prompt: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .post(format!("http://{addr}/v1/chat/completions"))
         .json(&json!({ "model": "default", "messages": [{ "role": "user", "content": prompt }] }))
         .send()

@@ -16,7 +16,7 @@ use crate::workers::{
 
 pub async fn put(addr: std::net::SocketAddr, body: &Value) -> (u16, Value) {
     crate::serve::crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .put(format!("http://{addr}/api/llm/config"))
         .header("content-type", "application/json")
         .header("x-actor", "user:alice")
@@ -82,7 +82,10 @@ async fn a_config_change_is_validated_recorded_and_used_by_the_next_call_in_anot
     let change = &config["history"][0];
     assert_eq!(
         (&change["by"], &change["changed"]),
-        (&json!("user:alice"), &json!(["provider", "host", "model", "temperature", "prices"])),
+        (
+            &json!(crate::support::ADMIN_ACTOR),
+            &json!(["provider", "host", "model", "temperature", "prices"])
+        ),
         "{config}"
     );
     let (_, again) = put(addr, &good).await;
@@ -180,7 +183,7 @@ async fn send_if_match(
     body: &Value,
 ) -> (u16, Option<String>, Value) {
     crate::serve::crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .request(method, format!("http://{addr}{path}"))
         .header("content-type", "application/json")
         .header("x-actor", "user:bob")

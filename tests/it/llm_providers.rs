@@ -257,7 +257,7 @@ async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
     options.run_workers(brain::config::agents::AgentSpec::parse("coder=plain").unwrap(), 1);
     let (addr, shutdown, task) = crate::serve::serve_with_options(options).await;
     crate::serve::crypto_provider();
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let config = json!({ "provider": "openai", "host": fake.url(), "model": "m" });
     assert_eq!(
         client
@@ -281,7 +281,8 @@ async fn a_missions_answer_streams_to_an_sse_client_as_it_is_generated() {
     // The same pieces on the WebSocket feed, between the mission's events.
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let url = format!("ws://{addr}/ws/events?mission_id={id}&tokens=true&from=0");
-    let (mut socket, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let (mut socket, _) =
+        tokio_tungstenite::client_async(crate::support::ws_request(&url), tcp).await.unwrap();
     let response =
         client.get(format!("http://{addr}/api/missions/{id}/stream")).send().await.unwrap();
     assert_eq!(response.status(), 200);

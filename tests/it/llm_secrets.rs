@@ -3,7 +3,7 @@
 //! level included), whether the key is right or wrong.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ async fn the_provider_key_is_in_no_event_answer_or_log_line() {
     let fake = FakeLlm::start(vec![], Scripted::text("keyed answer"), Some(SECRET)).await;
     let logs = tempdir();
     let spawn = |args: &[&str], log: &str| {
-        Command::new(env!("CARGO_BIN_EXE_brain"))
+        crate::support::brain_command()
             .args(args)
             .env("DATABASE_URL", &env.database_url)
             .env("NATS_URL", nats_url())
@@ -50,7 +50,7 @@ async fn the_provider_key_is_in_no_event_answer_or_log_line() {
     let mut answers = Vec::new();
     let config = json!({ "provider": "openai", "host": fake.url(), "model": "m" });
     crate::serve::crypto_provider();
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let put =
         client.put(format!("http://{addr}/api/llm/config")).json(&config).send().await.unwrap();
     answers.push(put.text().await.unwrap());

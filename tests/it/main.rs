@@ -2,6 +2,7 @@
 //! it links once. Each test makes its own database and namespace (see `support`), so tests
 //! run in parallel and leave nothing behind.
 
+mod access;
 mod agent_supervision;
 mod agents_api;
 mod append_all;

@@ -12,7 +12,7 @@ use crate::support::TestEnv;
 
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, Value) {
     crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .post(format!("http://{addr}{path}"))
         .header("content-type", "application/json")
         .header("x-actor", "user:alice")
@@ -42,7 +42,7 @@ async fn an_enqueued_mission_is_queued_and_its_history_says_who_enqueued_it() {
         (Some("ops"), Some(3))
     );
     assert_eq!(mission["payload"], json!({ "path": "/var/log" }));
-    assert_eq!(mission["enqueued_by"], "user:alice");
+    assert_eq!(mission["enqueued_by"], crate::support::ADMIN_ACTOR);
 
     let id = mission["mission_id"].as_str().unwrap();
     let (status, fetched) = get(addr, &format!("/api/missions/{id}")).await;
@@ -50,7 +50,8 @@ async fn an_enqueued_mission_is_queued_and_its_history_says_who_enqueued_it() {
     let (status, events) = get(addr, &format!("/api/missions/{id}/events")).await;
     assert_eq!(status, 200);
     assert_eq!(events[0]["event_type"], "MissionEnqueued");
-    assert_eq!(events[0]["metadata"]["actor"], "user:alice");
+    assert_eq!(events[0]["metadata"]["actor"], crate::support::ADMIN_ACTOR);
+    assert_eq!(events[0]["metadata"]["on_behalf_of"], "user:alice");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -68,7 +69,7 @@ async fn the_same_idempotency_key_returns_the_first_mission_and_never_a_second()
 
     assert_eq!((first_status, again_status), (201, 200));
     assert_eq!(first["mission_id"], again["mission_id"]);
-    assert_eq!(env.head().await, 1, "one mission, one event");
+    assert_eq!(env.head().await, crate::support::KEY_EVENTS + 1, "one mission, one event");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
@@ -125,7 +126,7 @@ async fn bad_enqueue_bodies_get_a_4xx_naming_the_problem_and_change_nothing() {
         assert_eq!(answer["error"]["field"].as_str(), field, "{shown}: {answer}");
         assert!(answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    assert_eq!(env.head().await, 0);
+    assert_eq!(env.head().await, crate::support::KEY_EVENTS);
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

@@ -1,6 +1,7 @@
 //! BRAiN's own `POST /v1/chat/completions`, called by the official `openai` Python package
 //! (installed by `scripts/services.sh`): a completion and a streamed one, answered through the
-//! gateway's configured route (here the fake provider), with the usage.
+//! gateway's configured route (here the fake provider), with the usage. The client's
+//! `api_key` is a BRAiN key.
 
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use crate::support::TestEnv;
 const CLIENT: &str = r#"
 import json, sys
 from openai import OpenAI
-client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="not-needed", max_retries=0, timeout=30)
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key=sys.argv[2], max_retries=0, timeout=30)
 asked = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say hello"}]
 plain = client.chat.completions.create(model="default", messages=asked)
 stream = client.chat.completions.create(model="default", messages=asked, stream=True,
@@ -35,7 +36,7 @@ async fn the_openai_python_client_completes_and_streams_through_brain() {
     let fake = FakeLlm::start(vec![], Scripted::text("hello there friend"), None).await;
     let config = json!({ "provider": "openai", "host": fake.url(), "model": "fake-2" });
     crate::serve::crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .put(format!("http://{addr}/api/llm/config"))
         .header("content-type", "application/json")
         .body(config.to_string())
@@ -47,7 +48,9 @@ async fn the_openai_python_client_completes_and_streams_through_brain() {
     let url = format!("http://{addr}");
     // Run off the runtime, which serves the client's requests meanwhile.
     let client = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3").args(["-c", CLIENT, &url]).output()
+        std::process::Command::new("python3")
+            .args(["-c", CLIENT, &url, crate::support::ADMIN_TOKEN])
+            .output()
     });
     let output = tokio::time::timeout(Duration::from_secs(60), client)
         .await

@@ -31,7 +31,7 @@ fn documented(document: &Value) -> BTreeSet<(String, String)> {
 /// Sends `method` to `path` with an empty JSON object as body where one may go.
 async fn request(addr: SocketAddr, method: &Method, path: &str) -> (u16, Value) {
     crypto_provider();
-    let client = reqwest::Client::new();
+    let client = crate::support::client();
     let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
     let mut request = client.request(method.clone(), format!("http://{addr}{path}"));
     if method != reqwest::Method::GET {
@@ -219,7 +219,8 @@ async fn the_docs_ui_answers_html_from_files_compiled_in_and_unknown_routes_get_
     crypto_provider();
 
     // `/docs` redirects to `/docs/`, whose page loads its scripts relative to itself.
-    let response = reqwest::get(format!("http://{addr}/docs")).await.unwrap();
+    let response =
+        crate::support::client().get(format!("http://{addr}/docs")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.url().path(), "/docs/");
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
@@ -232,7 +233,11 @@ async fn the_docs_ui_answers_html_from_files_compiled_in_and_unknown_routes_get_
         ("swagger-ui.css", ".swagger-ui"),
         ("swagger-initializer.js", "/openapi.json"),
     ] {
-        let response = reqwest::get(format!("http://{addr}/docs/{file}")).await.unwrap();
+        let response = crate::support::client()
+            .get(format!("http://{addr}/docs/{file}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{file}");
         assert!(response.text().await.unwrap().contains(needle), "{file} lacks {needle}");
     }

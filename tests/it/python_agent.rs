@@ -26,6 +26,7 @@ impl PythonAgent {
         let mut child = Command::new("python3")
             .args([script, "--url", &url, "--name", name, "--kind", "echo"])
             .args(["--heartbeat-every-s", "0.5"])
+            .env("BRAIN_API_KEY", crate::support::ADMIN_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

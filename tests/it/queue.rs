@@ -140,7 +140,7 @@ async fn a_rebuilt_queue_equals_the_live_one_and_swaps_in() {
     let retried = &ids[1];
     crate::serve::crypto_provider();
     let url = format!("http://{addr}/api/missions/{retried}/retry");
-    let response = reqwest::Client::new().post(url).send().await.unwrap();
+    let response = crate::support::client().post(url).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
     wait_until("the retried mission to fail again", WAIT, || async {
         let mission = crate::workers::mission(addr, retried).await;

@@ -5,7 +5,7 @@
 //! would refuse it. A fork at step 1 plays the first step back and asks the model only for
 //! the second; the fork and the original name each other.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::{Value, json};
 
@@ -37,7 +37,7 @@ fn brain_missions_with(
     vars: &[(&str, &std::path::Path)],
     fake: Option<&FakeLlm>,
 ) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    let mut command = crate::support::brain_command();
     command
         .arg("missions")
         .args(args)
@@ -84,7 +84,7 @@ async fn a_recorded_run_replays_identical_diverges_after_a_prompt_change_and_for
     ];
     let fake = FakeLlm::start(script, Scripted::text("Friday, said the fork."), None).await;
     crate::coder_agent::configure(addr, &fake).await;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    let mut command = crate::support::brain_command();
     command.env("BRAIN_AGENT_ROOT", &root);
     let _worker = WorkerProcess::start_in(command, &env, "replay-worker", &["--agents", "coder"]);
 

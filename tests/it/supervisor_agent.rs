@@ -4,8 +4,6 @@
 //! cancelled parent cancels its children; a call past the child limit is refused to the
 //! model with the reason.
 
-use std::process::Command;
-
 use serde_json::{Value, json};
 
 use crate::fake_llm::{FakeLlm, Scripted};
@@ -30,7 +28,7 @@ fn spawn(children: &[(&str, &str)]) -> Scripted {
 /// One `brain worker` with a single slot serving the supervisor, its children's kinds by the
 /// echo agent.
 fn one_slot_worker(env: &TestEnv, agents: &str, kinds: &str) -> WorkerProcess {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+    let mut command = crate::support::brain_command();
     command.env("BRAIN_SUPERVISOR_KINDS", kinds);
     WorkerProcess::start_in(command, env, "one-slot", &["--agents", agents, "--concurrency", "1"])
 }

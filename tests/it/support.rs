@@ -388,3 +388,47 @@ impl Drop for StallingProxy {
         self.accept.abort();
     }
 }
+
+/// The admin key every serve of the tests makes sure exists (`BRAIN_ADMIN_KEY`): each test
+/// has its own database, so each has this key of its own.
+pub const ADMIN_TOKEN: &str =
+    "brn_a0000000000000a1_1111111111111111111111111111111111111111111111111111111111111111";
+
+/// An HTTP client carrying [`ADMIN_TOKEN`], sending JSON by default (a change needs it).
+pub fn client() -> reqwest::Client {
+    client_with(ADMIN_TOKEN)
+}
+
+/// An HTTP client carrying `token`.
+pub fn client_with(token: &str) -> reqwest::Client {
+    crate::serve::crypto_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {token}");
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().expect("a header value"));
+    headers.insert(reqwest::header::CONTENT_TYPE, "application/json".parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().expect("a client")
+}
+
+/// A WebSocket handshake request for `url` carrying [`ADMIN_TOKEN`].
+pub fn ws_request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    request.headers_mut().insert("authorization", bearer.parse().expect("a header value"));
+    request
+}
+
+/// The `brain` binary, with [`ADMIN_TOKEN`] as `BRAIN_ADMIN_KEY` (a serve makes sure it
+/// exists; other subcommands ignore it).
+pub fn brain_command() -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_brain"));
+    command.env("BRAIN_ADMIN_KEY", ADMIN_TOKEN);
+    command
+}
+
+/// Events a serve of the tests records before anything else: [`ADMIN_TOKEN`]'s
+/// `ApiKeyCreated`.
+pub const KEY_EVENTS: u64 = 1;
+
+/// The actor of what [`ADMIN_TOKEN`] records.
+pub const ADMIN_ACTOR: &str = "key:a0000000000000a1";

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Enqueues a mission and returns its id.
 pub async fn enqueue(addr: SocketAddr, body: Value) -> String {
     crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .post(format!("http://{addr}/api/missions/enqueue"))
         .json(&body)
         .send()
@@ -90,7 +90,7 @@ pub struct WorkerProcess {
 
 impl WorkerProcess {
     pub fn start(env: &TestEnv, id: &str, extra: &[&str]) -> WorkerProcess {
-        WorkerProcess::start_in(Command::new(env!("CARGO_BIN_EXE_brain")), env, id, extra)
+        WorkerProcess::start_in(crate::support::brain_command(), env, id, extra)
     }
 
     /// A worker whose wall clock runs `offset` (`-40s`: 40 seconds behind), through
@@ -104,7 +104,7 @@ impl WorkerProcess {
             .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
             .find(|path| path.exists())
             .expect("libfaketime installed (scripts/services.sh installs it)");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_brain"));
+        let mut command = crate::support::brain_command();
         command.env("LD_PRELOAD", library).env("FAKETIME", offset);
         command.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         WorkerProcess::start_in(command, env, id, extra)

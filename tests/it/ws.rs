@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::serve::{crypto_provider, get, redis_url, services};
+use crate::support::KEY_EVENTS;
 use crate::support::{TestEnv, append_streams, new_stream_id, stream_type, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -35,8 +36,16 @@ impl Running {
         let mut options =
             ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
         options.feed = feed;
+        options.access.admin_key = Some(crate::support::ADMIN_TOKEN.to_owned());
         let shutdown = CancellationToken::new();
         let server = serve::start(options, shutdown.clone()).await.expect("server starts");
+        // The admin key's event is broadcast before any client connects, so that what a
+        // test's clients see starts after it.
+        let feed = server.feed.clone();
+        wait_until("the admin key's event to be broadcast", WAIT, || async {
+            feed.position() == KEY_EVENTS
+        })
+        .await;
         Running { addr: server.local_addr, shutdown, task: server.task, feed: server.feed }
     }
 
@@ -56,7 +65,9 @@ impl Running {
 async fn connect(addr: SocketAddr, query: &str) -> Client {
     let stream = TcpStream::connect(addr).await.expect("TCP connect");
     let url = format!("ws://{addr}/ws/events{query}");
-    let (client, _) = tokio_tungstenite::client_async(url, stream).await.expect("handshake");
+    let (client, _) = tokio_tungstenite::client_async(crate::support::ws_request(&url), stream)
+        .await
+        .expect("handshake");
     client
 }
 
@@ -121,7 +132,7 @@ async fn store_log(env: &TestEnv) -> Vec<Value> {
 
 async fn post(addr: SocketAddr, path: &str, body: Value) -> Value {
     crypto_provider();
-    let response = reqwest::Client::new()
+    let response = crate::support::client()
         .post(format!("http://{addr}{path}"))
         .json(&body)
         .send()
@@ -149,11 +160,12 @@ async fn live_events_reach_a_connected_client_in_order_as_the_api_shows_them() {
     }
     let events = next_events(&mut client, 5).await;
 
-    assert_eq!(events.iter().map(position).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let expected: Vec<u64> = (1..=5).map(|n| KEY_EVENTS + n).collect();
+    assert_eq!(events.iter().map(position).collect::<Vec<_>>(), expected);
     let ids: Vec<&str> = events.iter().map(|e| e["stream_id"].as_str().unwrap()).collect();
     assert_eq!(ids, missions);
     assert!(events.iter().all(|e| e["event_type"] == "MissionEnqueued"));
-    assert_eq!(events, store_log(&env).await, "each message is the event as the API shows it");
+    assert_eq!(events, store_log(&env).await[1..], "each message is the event as the API shows it");
     server.stop().await;
 }
 
@@ -167,7 +179,7 @@ async fn filters_deliver_only_the_selected_stream_types_or_mission() {
     let first = enqueue(server.addr, "first").await;
     append_streams(&store, 3, 1).await;
     wait_until("the feed to broadcast what is there", WAIT, || async {
-        server.feed.position() == 4
+        server.feed.position() == KEY_EVENTS + 4
     })
     .await;
 
@@ -189,8 +201,8 @@ async fn filters_deliver_only_the_selected_stream_types_or_mission() {
     let of_type = |types: &'static [&'static str]| {
         move |e: &Value| types.iter().any(|t| e["stream_type"] == *t)
     };
-    let expected_samples = selected(&of_type(&["sample"]), 4);
-    let expected_probes_and_missions = selected(&of_type(&["probe", "mission"]), 4);
+    let expected_samples = selected(&of_type(&["sample"]), KEY_EVENTS + 4);
+    let expected_probes_and_missions = selected(&of_type(&["probe", "mission"]), KEY_EVENTS + 4);
     let expected_mission = selected(&|e: &Value| e["stream_id"] == first.as_str(), 0);
     let expected_all_samples = selected(&of_type(&["sample"]), 0);
     assert_eq!((expected_samples.len(), expected_all_samples.len()), (3, 4));
@@ -231,12 +243,15 @@ async fn a_client_that_resumes_with_from_sees_every_event_once_in_order() {
     });
     let last_seen = position(seen.last().unwrap());
     let mut client = connect(server.addr, &format!("?from={last_seen}")).await;
-    while position(seen.last().unwrap()) < 80 {
+    while position(seen.last().unwrap()) < KEY_EVENTS + 80 {
         seen.push(next_event(&mut client).await);
     }
     writer.await.unwrap();
 
-    assert_eq!(seen.iter().map(position).collect::<Vec<_>>(), (1..=80).collect::<Vec<_>>());
+    assert_eq!(
+        seen.iter().map(position).collect::<Vec<_>>(),
+        (1..=KEY_EVENTS + 80).collect::<Vec<_>>()
+    );
     assert_eq!(seen, store_log(&env).await);
     server.stop().await;
 }
@@ -356,7 +371,7 @@ async fn bad_queries_get_a_400_naming_the_field_before_any_upgrade() {
     // A WebSocket handshake with a bad query is answered by the same 400, not upgraded.
     let stream = TcpStream::connect(server.addr).await.unwrap();
     let url = format!("ws://{}/ws/events?mission_id=42", server.addr);
-    match tokio_tungstenite::client_async(url, stream).await {
+    match tokio_tungstenite::client_async(crate::support::ws_request(&url), stream).await {
         Err(tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 400);
             let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
@@ -368,7 +383,7 @@ async fn bad_queries_get_a_400_naming_the_field_before_any_upgrade() {
     // A good query without the upgrade is refused in the same shape.
     let (status, body) = get(server.addr, "/ws/events?stream_type=mission").await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("not_websocket")), "{body}");
-    assert_eq!(env.head().await, 0);
+    assert_eq!(env.head().await, KEY_EVENTS);
     server.stop().await;
 }
 
@@ -376,7 +391,8 @@ async fn bad_queries_get_a_400_naming_the_field_before_any_upgrade() {
 async fn shutdown_closes_open_clients_and_the_server_still_stops_cleanly() {
     let env = TestEnv::new().await;
     let server = Running::start(&env, FeedConfig::default()).await;
-    let clients = vec![connect(server.addr, "").await, connect(server.addr, "?from=0").await];
+    let from = format!("?from={KEY_EVENTS}");
+    let clients = vec![connect(server.addr, "").await, connect(server.addr, &from).await];
     server.wait_for_clients(2).await;
 
     server.shutdown.cancel();
@@ -384,7 +400,7 @@ async fn shutdown_closes_open_clients_and_the_server_still_stops_cleanly() {
         match receive(&mut client).await {
             Received::Closed(code, reason) => {
                 assert_eq!(code, 1001);
-                assert_eq!(reason, "server shutting down; resume with ?from=0");
+                assert_eq!(reason, format!("server shutting down; resume with ?from={KEY_EVENTS}"));
             }
             other => panic!("expected a close frame, got {other:?}"),
         }

@@ -51,10 +51,10 @@ export class ApiError extends Error {
 /// body is the answer (`/ready`'s 503); `headers`: more request headers (`If-Match`).
 export async function api(method, path, body, { signal, accept = [], headers = {} } = {}) {
   const init = { method, headers: { ...headers, accept: 'application/json' } };
-  if (body !== undefined) {
-    init.headers['content-type'] = 'application/json';
-    init.body = typeof body === 'string' ? body : JSON.stringify(body);
-  }
+  // A change is sent as JSON even without a body: the server takes no other kind, so that a
+  // page elsewhere cannot send one unasked.
+  if (body !== undefined || method !== 'GET') init.headers['content-type'] = 'application/json';
+  if (body !== undefined) init.body = typeof body === 'string' ? body : JSON.stringify(body);
   const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
   init.signal = signal ? AbortSignal.any([signal, timeout]) : timeout;
   let response;
@@ -69,6 +69,11 @@ export async function api(method, path, body, { signal, accept = [], headers = {
   try { json = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below */ }
   if (!response.ok && !accept.includes(response.status)) {
     const e = (json && json.error) || {};
+    // The session ended (expired, signed out elsewhere, key revoked): the shell asks again
+    // (while no one is signed in, it is already asking, and pays this no heed).
+    if (response.status === 401) {
+      window.dispatchEvent(new CustomEvent('brain:signed-out', { detail: e.message }));
+    }
     throw new ApiError(response.status, e.code || 'http_' + response.status,
       e.message || text || response.statusText, e.field);
   }

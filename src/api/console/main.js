@@ -2,7 +2,8 @@
 // and follows links without reloading. A page module exports `render(main, params, shell)`
 // and may return a function that stops what it started (feeds, timers) when the page is left.
 
-import { h, fill, errorBox } from './lib.js';
+import { h, fill, errorBox, ApiError } from './lib.js';
+import * as signIn from './signin.js';
 
 const ROUTES = [
   { pattern: /^\/$/, module: './overview.js', title: 'Overview' },
@@ -19,8 +20,11 @@ const ROUTES = [
 
 const main = document.getElementById('main');
 const live = document.getElementById('live');
+const who = document.getElementById('who');
 let leave = null;
 let generation = 0;
+/// The signed-in key, once known; null asks for a sign-in before any page is drawn.
+let session = null;
 
 /// What pages may ask of the shell.
 const shell = {
@@ -50,12 +54,50 @@ function markNav() {
   }
 }
 
+/// Shows who is signed in, with the way out.
+function showWho() {
+  if (!session) { fill(who); return; }
+  const out = async () => {
+    try { await signIn.signOut(); } catch (e) { console.warn(e); }
+    session = null;
+    route();
+  };
+  fill(who, h('span', { class: 'muted' }, session.key.name),
+    h('button', { type: 'button', onclick: out }, 'Sign out'));
+}
+
+/// Asks for a key (or takes a sign-in link's code) until a session is held.
+async function ensureSession(mine) {
+  if (session) return true;
+  const redeemed = await signIn.redeemLink();
+  if (redeemed && !(redeemed instanceof ApiError)) session = redeemed;
+  if (!session) session = await signIn.whoami();
+  if (mine !== generation) return false;
+  showWho();
+  if (session) return true;
+  document.title = 'Sign in · BRAiN';
+  signIn.render(main, () => { session = null; route(); }, redeemed instanceof ApiError ? redeemed : null);
+  return false;
+}
+
+window.addEventListener('brain:signed-out', () => {
+  if (!session) return;
+  session = null;
+  route();
+});
+
 async function route() {
   const mine = ++generation;
   if (leave) { try { leave(); } catch (e) { console.warn(e); } leave = null; }
   // Empty (hidden) until the page starts a feed of its own.
   shell.setLive('');
   markNav();
+  try {
+    if (!(await ensureSession(mine))) return;
+  } catch (error) {
+    if (mine === generation) fill(main, h('h1', {}, 'BRAiN'), errorBox(error));
+    return;
+  }
   const path = location.pathname.replace(/\/+$/, '') || '/';
   const found = ROUTES.map((r) => ({ r, m: r.pattern.exec(path) })).find((x) => x.m);
   if (!found) {
