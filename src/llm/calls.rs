@@ -6,8 +6,9 @@
 //! A mission's call is recorded in the mission's history (`MissionLlmCalled`, fenced by the
 //! caller's lease); any other call in a stream of its own (`llm_call/<id>`, `LlmCalled`).
 //! Each record holds the route, provider, model, tries, the request and the answer (each cut
-//! to [`RECORD_BYTES_MAX`]; only the usage with `BRAIN_LLM_RECORD=usage`), tokens, cost at
-//! the configured price, latency and outcome.
+//! to [`RECORD_BYTES_MAX`]; only the usage with `BRAIN_LLM_RECORD=usage`), tokens (marked
+//! where they are the gateway's estimate, the provider having reported none), cost at the
+//! configured price, latency and outcome.
 
 use std::time::Instant;
 
@@ -226,6 +227,7 @@ impl Calls {
             latency_ms,
             outcome: outcome_name,
             replayed: false,
+            usage_estimate: usage.estimate,
         };
         match (record(store, caller, call).await, caller) {
             (Ok(()), _) => {}

@@ -72,26 +72,10 @@ impl Target {
 /// Output tokens a call's worst case counts when its route sets no `max_tokens`.
 pub const RESERVED_OUTPUT_DEFAULT: u32 = 4_096;
 
-/// An upper estimate of the input tokens of `messages` and `tools`: a token is rarely under
-/// three bytes of text, and each message costs a few tokens of framing.
-pub fn input_tokens_estimate(messages: &[Message], tools: &[ToolSpec]) -> u64 {
-    let text: usize = messages
-        .iter()
-        .map(|message| {
-            message.content.len()
-                + message
-                    .tool_calls
-                    .iter()
-                    .map(|call| call.name.len() + call.arguments.to_string().len())
-                    .sum::<usize>()
-        })
-        .sum();
-    let tools: usize = tools
-        .iter()
-        .map(|tool| tool.name.len() + tool.description.len() + tool.parameters.to_string().len())
-        .sum();
-    ((text + tools) / 3 + 8 * messages.len() + 16) as u64
-}
+/// An upper estimate of the input tokens of `messages` and `tools`, which a budget reserves
+/// and a call whose provider reports no usage is counted at: a token is rarely under three
+/// bytes of text, and each message costs a few tokens of framing.
+pub use crate::llm::estimate::input_tokens as input_tokens_estimate;
 
 /// A named, ordered list of targets and the call settings they share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -240,8 +224,8 @@ impl Gateway {
     }
 
     /// One chat call: its worst case reserved against its budgets, then each target of its
-    /// route in turn, each with its retries under the shared limits, then its real usage
-    /// settled against the budgets.
+    /// route in turn, each with its retries under the shared limits, then its usage (the
+    /// provider's, or the estimate of what it did not report) settled against the budgets.
     pub async fn call(
         &self,
         call: Call<'_>,
@@ -276,10 +260,7 @@ impl Gateway {
         };
         if let (Some(reservation), Some(budgets)) = (reservation, &self.budgets) {
             let (tokens, cost) = match &outcome {
-                Ok(answered) => (
-                    answered.answer.usage.input_tokens + answered.answer.usage.output_tokens,
-                    answered.cost_usd,
-                ),
+                Ok(answered) => (answered.answer.usage.total(), answered.cost_usd),
                 Err(_) => (0, 0.0),
             };
             budgets.settle(reservation, tokens, cost).await;
@@ -371,6 +352,16 @@ impl Gateway {
             let started = Instant::now();
             let (outcome, streamed) = self.try_once(provider.as_ref(), request, sink).await;
             let latency_ms = started.elapsed().as_millis() as u64;
+            // What the provider did not count is estimated before anything counts it: the
+            // metrics, the limits, the cost, the budgets and the record.
+            let outcome = outcome.map(|mut answer| {
+                crate::llm::estimate::fill(&mut answer, request);
+                if answer.usage.estimate.is_some() {
+                    metrics::counter!("brain_llm_usage_estimates_total", "provider" => target.provider.as_str(), "model" => target.model.clone())
+                        .increment(1);
+                }
+                answer
+            });
             let failure = outcome.as_ref().err().map(|error| error.reason);
             observe(target, started.elapsed(), &outcome);
             self.teach_limits(permit, &outcome).await;
@@ -436,9 +427,7 @@ impl Gateway {
     async fn teach_limits(&self, permit: Option<Permit>, outcome: &Result<ChatAnswer, LlmError>) {
         let (Some(limiter), Some(permit)) = (&self.limiter, permit) else { return };
         let learned = match outcome {
-            Ok(answer) => Outcome::Answered {
-                tokens_used: answer.usage.input_tokens + answer.usage.output_tokens,
-            },
+            Ok(answer) => Outcome::Answered { tokens_used: answer.usage.total() },
             Err(error) if error.reason == Reason::RateLimited => {
                 Outcome::RateLimited { retry_after: error.retry_after }
             }
