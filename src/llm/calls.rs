@@ -24,7 +24,7 @@ use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{Append, EventStore};
 use crate::llm::budget;
 use crate::llm::config::Resolved;
-use crate::llm::gateway::{Answered, Call, Failed, Gateway, Route};
+use crate::llm::gateway::{Answered, Call, Failed, Gateway, LetThrough, Route};
 use crate::llm::{LlmError, Message, Reason, TokenSink, ToolSpec};
 
 /// Longest request or answer a call record keeps, in bytes of JSON text.
@@ -116,6 +116,18 @@ impl Calls {
         ask: &Ask,
         sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, CallError> {
+        self.chat_told(caller, ask, sink, None).await
+    }
+
+    /// [`Calls::chat`], telling `let_through` when the call is let through: a failure before
+    /// that is a refusal (no route, a budget, the shared limits), and nothing was sent.
+    pub async fn chat_told(
+        &self,
+        caller: &Caller,
+        ask: &Ask,
+        sink: Option<TokenSink<'_>>,
+        let_through: Option<LetThrough<'_>>,
+    ) -> Result<Answered, CallError> {
         let resolved = match &self.store {
             None => Resolved::fallback(&self.settings),
             Some(store) => {
@@ -164,8 +176,13 @@ impl Calls {
             }
         };
         let started = Instant::now();
-        let call =
-            Call { route: &route, messages: &ask.messages, tools: &ask.tools, budgets: &scopes };
+        let call = Call {
+            route: &route,
+            messages: &ask.messages,
+            tools: &ask.tools,
+            budgets: &scopes,
+            let_through,
+        };
         let outcome = self.gateway.call(call, sink).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         self.finish(caller, ask, &route_name, Some(&route), outcome, latency_ms).await

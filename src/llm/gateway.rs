@@ -130,6 +130,22 @@ pub struct Call<'a> {
     pub tools: &'a [ToolSpec],
     /// Every budget the call counts against (none: unbudgeted).
     pub budgets: &'a [Scope],
+    /// Told when the call is let through.
+    pub let_through: Option<LetThrough<'a>>,
+}
+
+/// Told when a call is let through: its budgets are held and a try has its place under the
+/// shared limits, so BRAiN's own refusals (`budget_exceeded`, `rate_limited` by the limiter)
+/// are behind it and the provider's answer is what follows. Told before each try; telling
+/// it once is the teller's business. A streamed answer to a client sends its status line
+/// then, so that a refused call answers with its own status.
+#[derive(Clone, Copy)]
+pub struct LetThrough<'a>(pub &'a (dyn Fn() + Send + Sync));
+
+impl std::fmt::Debug for LetThrough<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LetThrough")
+    }
 }
 
 /// A failed call: the last failure, and every try.
@@ -220,7 +236,7 @@ impl Gateway {
         tools: &[ToolSpec],
         sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, Failed> {
-        self.call(Call { route, messages, tools, budgets: &[] }, sink).await
+        self.call(Call { route, messages, tools, budgets: &[], let_through: None }, sink).await
     }
 
     /// One chat call: its worst case reserved against its budgets, then each target of its
@@ -317,7 +333,15 @@ impl Gateway {
                 temperature: call.route.temperature,
                 max_tokens: call.route.max_tokens,
             };
-            match self.run_target(target, &request, estimate, &mut sink, &mut tries).await {
+            let outcome = self.run_target(
+                target,
+                &request,
+                estimate,
+                call.let_through,
+                &mut sink,
+                &mut tries,
+            );
+            match outcome.await {
                 TargetOutcome::Answered(answer) => {
                     let usage = answer.usage;
                     let cost_usd = target.cost_usd(usage.input_tokens, usage.output_tokens);
@@ -337,6 +361,7 @@ impl Gateway {
         target: &Target,
         request: &ChatRequest,
         estimate: u64,
+        let_through: Option<LetThrough<'_>>,
         sink: &mut Option<TokenSink<'_>>,
         tries: &mut Vec<Try>,
     ) -> TargetOutcome {
@@ -349,6 +374,9 @@ impl Gateway {
                 // The fleet's own limits say no more now: the next target may.
                 Err(error) => return TargetOutcome::TargetFailed(error),
             };
+            if let Some(LetThrough(tell)) = let_through {
+                tell();
+            }
             let started = Instant::now();
             let (outcome, streamed) = self.try_once(provider.as_ref(), request, sink).await;
             let latency_ms = started.elapsed().as_millis() as u64;
