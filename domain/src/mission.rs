@@ -32,7 +32,7 @@ mod call;
 mod event;
 mod spec;
 mod tree;
-pub use call::{LlmCall, ToolCallRecord};
+pub use call::{EstimateMethod, LlmCall, ToolCallRecord, UsageEstimate};
 pub use event::MissionEvent;
 use spec::invalid;
 pub use spec::*;

@@ -80,7 +80,11 @@ fn answer_of(call: &LlmCall) -> Result<ChatAnswer, String> {
     Ok(ChatAnswer {
         content: call.response["content"].as_str().unwrap_or_default().to_owned(),
         tool_calls,
-        usage: Usage { input_tokens: call.input_tokens, output_tokens: call.output_tokens },
+        usage: Usage {
+            input_tokens: call.input_tokens,
+            output_tokens: call.output_tokens,
+            estimate: call.usage_estimate,
+        },
         finish_reason: call.response["finish_reason"].as_str().unwrap_or_default().to_owned(),
         model: call.response["model"].as_str().unwrap_or(&call.model).to_owned(),
     })
@@ -264,6 +268,7 @@ mod tests {
             latency_ms: 1,
             outcome: "ok".into(),
             replayed: false,
+            usage_estimate: None,
         };
         MissionEvent::MissionLlmCalled { attempt, call, at_ms: 0 }
     }
@@ -306,7 +311,7 @@ mod tests {
         // Then its answer plays back whole, and the wait gives the children in spawn order.
         let answer = record.answers[0].answer.as_ref().unwrap();
         assert_eq!(answer.tool_calls[0].name, "spawn_missions");
-        assert_eq!(answer.usage, Usage { input_tokens: 4, output_tokens: 2 });
+        assert_eq!(answer.usage, Usage::reported(4, 2));
         assert!(record.here.contains(&(1, None)));
         assert_eq!(record.children_spawned, 2);
         let order: Vec<&str> =

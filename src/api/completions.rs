@@ -2,16 +2,22 @@
 //! included, so any OpenAI client calls through the gateway's routes, retries and fallback.
 //! `model` names a configured route (or `default`); any other name runs on the default route
 //! with that model. Each call counts against the daily budgets and is recorded in the log
-//! (`llm_call/<id>`, `LlmCalled`, by the `X-Actor` header's caller).
+//! (`llm_call/<id>`, `LlmCalled`, by the calling key).
 //!
-//! A streamed answer is relayed as it arrives through a bounded buffer
-//! ([`STREAM_BUFFER_PIECES`]); the pieces a client that far behind cannot take are dropped
-//! (the call runs on to its end and record), rather than making the server hold an unbounded
-//! answer for it.
+//! A streamed answer's status line goes out once the call is let through (its budgets held,
+//! its first try's place under the shared limits taken): a call refused before that answers
+//! with its own status and error body (`402 budget_exceeded`, `429 rate_limited` with
+//! `Retry-After`, ...), as an unstreamed one does, never a `200` with an error chunk; one that
+//! fails after it ends its stream with an error chunk. The answer is then relayed as it arrives
+//! through a bounded buffer ([`STREAM_BUFFER_PIECES`]); the pieces a client that far behind
+//! cannot take are dropped (the call runs on to its end and record), rather than making the
+//! server hold an unbounded answer for it.
 
 use crate::api::auth::Access;
 use domain::api_key::Permission;
 use std::convert::Infallible;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::State;
 use axum::response::sse::{Event, Sse};
@@ -26,7 +32,7 @@ use super::error::{ErrorCode, Refusal, errors, refused};
 use super::extract::Metadata;
 use super::{ApiError, ApiJson, ApiRoutes, AppState};
 use crate::llm::calls::{Ask, CallError, Caller, Calls};
-use crate::llm::gateway::Answered;
+use crate::llm::gateway::{Answered, LetThrough};
 use crate::llm::{ChatAnswer, Message, Role, ToolCall, ToolSpec};
 
 /// Pieces of a streamed answer held for a client that reads slowly.
@@ -161,6 +167,23 @@ fn usage(answered: &Answered) -> Value {
             "total_tokens": usage.input_tokens + usage.output_tokens })
 }
 
+/// A call that failed before its answer began, with `Retry-After` when it was rate-limited
+/// (the provider's, or the shared limits', wait; a second when neither said).
+fn refusal(error: CallError) -> Response {
+    let retry_after = match &error {
+        CallError::Llm(failed) if failed.error.reason == crate::llm::Reason::RateLimited => {
+            let wait = failed.error.retry_after.unwrap_or_default();
+            Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1))
+        }
+        _ => None,
+    };
+    let mut response = call_failure(error).into_response();
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+    }
+    response
+}
+
 pub(super) fn call_failure(error: CallError) -> ApiError {
     match error {
         // Refused before any try for want of a route: the gateway is switched off.
@@ -205,7 +228,7 @@ async fn chat_completions(
         model: request.model.clone(),
     };
     if request.stream {
-        Ok(answer_streamed(calls, caller, ask, completion))
+        Ok(answer_streamed(calls, caller, ask, completion).await)
     } else {
         answer_whole(calls, caller, ask, completion).await
     }
@@ -252,10 +275,13 @@ async fn answer_whole(
 ) -> Result<Response, ApiError> {
     // In a task of its own: a client that hangs up does not cut the call between its
     // answer and its record (the answer is paid for either way).
-    let answered = tokio::spawn(async move { calls.chat(&caller, &ask, None).await })
+    let answered = match tokio::spawn(async move { calls.chat(&caller, &ask, None).await })
         .await
         .map_err(|error| ApiError::Internal(error.into()))?
-        .map_err(call_failure)?;
+    {
+        Ok(answered) => answered,
+        Err(error) => return Ok(refusal(error)),
+    };
     let answer = &answered.answer;
     let mut message = json!({ "role": "assistant", "content": answer.content });
     if !answer.tool_calls.is_empty() {
@@ -270,40 +296,93 @@ async fn answer_whole(
     .into_response())
 }
 
-/// The answer as an SSE stream of chunks ending `[DONE]`, relayed as it is generated.
-fn answer_streamed(calls: Calls, caller: Caller, ask: Ask, completion: Completion) -> Response {
+/// How a streamed call began: let through (its answer follows in the stream), or refused.
+type Began = Result<(), CallError>;
+
+/// The answer as an SSE stream of chunks ending `[DONE]`, relayed as it is generated; its
+/// status line waits until the call is let through, so a refusal answers with its status.
+async fn answer_streamed(
+    calls: Calls,
+    caller: Caller,
+    ask: Ask,
+    completion: Completion,
+) -> Response {
     let (pieces, received) = tokio::sync::mpsc::channel::<Value>(STREAM_BUFFER_PIECES);
-    tokio::spawn(stream_call(calls, caller, ask, completion, pieces));
+    let (began, beginning) = tokio::sync::oneshot::channel::<Began>();
+    tokio::spawn(stream_call(calls, caller, ask, completion, pieces, began));
+    match beginning.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return refusal(error),
+        Err(_) => {
+            return ApiError::Internal(anyhow::anyhow!("a streamed call ended without an answer"))
+                .into_response();
+        }
+    }
     let events = super::stream::receiver_stream(received)
         .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
         .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
     Sse::new(events).into_response()
 }
 
-/// Runs the call, sending its chunks to `pieces`: the role, each piece of text as it comes,
-/// then the tool calls, the finish reason and the usage, or the failure.
+/// Runs the call, telling `began` once it is let through (or refused), and sending its
+/// chunks to `pieces`: the role, each piece of text as it comes, then the tool calls, the
+/// finish reason and the usage, or the failure.
 async fn stream_call(
     calls: Calls,
     caller: Caller,
     ask: Ask,
     completion: Completion,
     pieces: tokio::sync::mpsc::Sender<Value>,
+    began: tokio::sync::oneshot::Sender<Began>,
 ) {
+    // Waits in the buffer, which is empty yet, until the status line is out.
     let first = completion.chunk(json!({ "role": "assistant", "content": "" }), Value::Null, None);
-    if pieces.send(first).await.is_err() {
+    if pieces.try_send(first).is_err() {
         return;
     }
+    let began = Mutex::new(Some(began));
+    let let_through = AtomicBool::new(false);
+    let tell = || {
+        let_through.store(true, Ordering::SeqCst);
+        if let Some(began) = began.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = began.send(Ok(()));
+        }
+    };
     let (sender, piece_chunks) = (pieces.clone(), completion.clone());
     let mut sink = move |piece: &str| {
         // Bounded: a client this far behind is cut off, the call with it.
         let _ = sender.try_send(piece_chunks.chunk(json!({ "content": piece }), Value::Null, None));
     };
-    let last = match calls.chat(&caller, &ask, Some(&mut sink)).await {
+    // A client that leaves before its call is let through (the request's deadline, a hang-up)
+    // takes the call with it: nothing was sent to a provider yet. Once let through, the call
+    // runs on to its end and record, whoever still reads it.
+    let left_first = async {
+        pieces.closed().await;
+        if let_through.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = calls.chat_told(&caller, &ask, Some(&mut sink), Some(LetThrough(&tell))) => outcome,
+        () = left_first => return,
+    };
+    let last = match outcome {
         Ok(answered) => {
+            tell();
             send_tool_calls_and_finish(&completion, &pieces, &answered.answer).await;
             completion.chunk(Value::Null, Value::Null, Some(usage(&answered)))
         }
-        Err(error) => stream_failure(error),
+        Err(error) => {
+            let unsent = began.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match unsent {
+                // Refused before it was let through: answered with its status instead.
+                Some(began) => {
+                    let _ = began.send(Err(error));
+                    return;
+                }
+                None => stream_failure(error),
+            }
+        }
     };
     let _ = pieces.send(last).await;
 }

@@ -515,6 +515,7 @@ fn llm_call_recorded() -> Append {
         latency_ms: 70,
         outcome: "ok".into(),
         replayed: false,
+        usage_estimate: None,
     };
     let event = domain::llm_call::LlmCallEvent::LlmCalled { call, by: "bench".into(), at_ms: 0 };
     Append {

@@ -125,10 +125,10 @@ impl Anthropic {
 }
 
 fn usage_of(usage: &Value) -> Usage {
-    Usage {
-        input_tokens: usage["input_tokens"].as_u64().unwrap_or(0),
-        output_tokens: usage["output_tokens"].as_u64().unwrap_or(0),
-    }
+    Usage::reported(
+        usage["input_tokens"].as_u64().unwrap_or(0),
+        usage["output_tokens"].as_u64().unwrap_or(0),
+    )
 }
 
 fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {

@@ -2,11 +2,13 @@
 //! estimate plus `max_tokens`, at the dearest price among its route's targets) against every
 //! budget that applies: the mission's own, the daily budget of the mission's agent kind, and
 //! the deployment's daily budget. A call that would pass one is not sent (`budget_exceeded`,
-//! naming the budget); one that is sent settles its real usage when it ends. What is in flight
-//! is held at its worst, so concurrent calls cannot overspend: the output is bounded by the
-//! `max_tokens` sent with the call (the gateway sends the reserved one when the route sets
-//! none), and only an input estimate that fell short (text of under three bytes a token) can
-//! let a call use more than was held.
+//! naming the budget); one that is sent settles its usage when it ends: the provider's, or
+//! where it reported none the gateway's estimate (`estimate`), so no answered call settles at
+//! 0. What is in flight is held at its worst, so concurrent calls cannot overspend: the output
+//! is bounded by the `max_tokens` sent with the call (the gateway sends the reserved one when
+//! the route sets none), and only an input estimate that fell short (text of under three bytes
+//! a token) can let a call use more than was held. An estimated input settles at exactly what
+//! was held for it; an estimated output errs high, and may settle above its hold.
 //!
 //! The counters are in Redis (`budget.lua`, one atomic step per reserve and settle), and the
 //! spend they start from is the log's: a budget whose key is missing (a first call, an expired

@@ -6,8 +6,9 @@
 //! A mission's call is recorded in the mission's history (`MissionLlmCalled`, fenced by the
 //! caller's lease); any other call in a stream of its own (`llm_call/<id>`, `LlmCalled`).
 //! Each record holds the route, provider, model, tries, the request and the answer (each cut
-//! to [`RECORD_BYTES_MAX`]; only the usage with `BRAIN_LLM_RECORD=usage`), tokens, cost at
-//! the configured price, latency and outcome.
+//! to [`RECORD_BYTES_MAX`]; only the usage with `BRAIN_LLM_RECORD=usage`), tokens (marked
+//! where they are the gateway's estimate, the provider having reported none), cost at the
+//! configured price, latency and outcome.
 
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{Append, EventStore};
 use crate::llm::budget;
 use crate::llm::config::Resolved;
-use crate::llm::gateway::{Answered, Call, Failed, Gateway, Route};
+use crate::llm::gateway::{Answered, Call, Failed, Gateway, LetThrough, Route};
 use crate::llm::{LlmError, Message, Reason, TokenSink, ToolSpec};
 
 /// Longest request or answer a call record keeps, in bytes of JSON text.
@@ -115,6 +116,18 @@ impl Calls {
         ask: &Ask,
         sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, CallError> {
+        self.chat_told(caller, ask, sink, None).await
+    }
+
+    /// [`Calls::chat`], telling `let_through` when the call is let through: a failure before
+    /// that is a refusal (no route, a budget, the shared limits), and nothing was sent.
+    pub async fn chat_told(
+        &self,
+        caller: &Caller,
+        ask: &Ask,
+        sink: Option<TokenSink<'_>>,
+        let_through: Option<LetThrough<'_>>,
+    ) -> Result<Answered, CallError> {
         let resolved = match &self.store {
             None => Resolved::fallback(&self.settings),
             Some(store) => {
@@ -163,8 +176,13 @@ impl Calls {
             }
         };
         let started = Instant::now();
-        let call =
-            Call { route: &route, messages: &ask.messages, tools: &ask.tools, budgets: &scopes };
+        let call = Call {
+            route: &route,
+            messages: &ask.messages,
+            tools: &ask.tools,
+            budgets: &scopes,
+            let_through,
+        };
         let outcome = self.gateway.call(call, sink).await;
         let latency_ms = started.elapsed().as_millis() as u64;
         self.finish(caller, ask, &route_name, Some(&route), outcome, latency_ms).await
@@ -226,6 +244,7 @@ impl Calls {
             latency_ms,
             outcome: outcome_name,
             replayed: false,
+            usage_estimate: usage.estimate,
         };
         match (record(store, caller, call).await, caller) {
             (Ok(()), _) => {}

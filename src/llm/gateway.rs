@@ -72,26 +72,10 @@ impl Target {
 /// Output tokens a call's worst case counts when its route sets no `max_tokens`.
 pub const RESERVED_OUTPUT_DEFAULT: u32 = 4_096;
 
-/// An upper estimate of the input tokens of `messages` and `tools`: a token is rarely under
-/// three bytes of text, and each message costs a few tokens of framing.
-pub fn input_tokens_estimate(messages: &[Message], tools: &[ToolSpec]) -> u64 {
-    let text: usize = messages
-        .iter()
-        .map(|message| {
-            message.content.len()
-                + message
-                    .tool_calls
-                    .iter()
-                    .map(|call| call.name.len() + call.arguments.to_string().len())
-                    .sum::<usize>()
-        })
-        .sum();
-    let tools: usize = tools
-        .iter()
-        .map(|tool| tool.name.len() + tool.description.len() + tool.parameters.to_string().len())
-        .sum();
-    ((text + tools) / 3 + 8 * messages.len() + 16) as u64
-}
+/// An upper estimate of the input tokens of `messages` and `tools`, which a budget reserves
+/// and a call whose provider reports no usage is counted at: a token is rarely under three
+/// bytes of text, and each message costs a few tokens of framing.
+pub use crate::llm::estimate::input_tokens as input_tokens_estimate;
 
 /// A named, ordered list of targets and the call settings they share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -146,6 +130,22 @@ pub struct Call<'a> {
     pub tools: &'a [ToolSpec],
     /// Every budget the call counts against (none: unbudgeted).
     pub budgets: &'a [Scope],
+    /// Told when the call is let through.
+    pub let_through: Option<LetThrough<'a>>,
+}
+
+/// Told when a call is let through: its budgets are held and a try has its place under the
+/// shared limits, so BRAiN's own refusals (`budget_exceeded`, `rate_limited` by the limiter)
+/// are behind it and the provider's answer is what follows. Told before each try; telling
+/// it once is the teller's business. A streamed answer to a client sends its status line
+/// then, so that a refused call answers with its own status.
+#[derive(Clone, Copy)]
+pub struct LetThrough<'a>(pub &'a (dyn Fn() + Send + Sync));
+
+impl std::fmt::Debug for LetThrough<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LetThrough")
+    }
 }
 
 /// A failed call: the last failure, and every try.
@@ -236,12 +236,12 @@ impl Gateway {
         tools: &[ToolSpec],
         sink: Option<TokenSink<'_>>,
     ) -> Result<Answered, Failed> {
-        self.call(Call { route, messages, tools, budgets: &[] }, sink).await
+        self.call(Call { route, messages, tools, budgets: &[], let_through: None }, sink).await
     }
 
     /// One chat call: its worst case reserved against its budgets, then each target of its
-    /// route in turn, each with its retries under the shared limits, then its real usage
-    /// settled against the budgets.
+    /// route in turn, each with its retries under the shared limits, then its usage (the
+    /// provider's, or the estimate of what it did not report) settled against the budgets.
     pub async fn call(
         &self,
         call: Call<'_>,
@@ -276,10 +276,7 @@ impl Gateway {
         };
         if let (Some(reservation), Some(budgets)) = (reservation, &self.budgets) {
             let (tokens, cost) = match &outcome {
-                Ok(answered) => (
-                    answered.answer.usage.input_tokens + answered.answer.usage.output_tokens,
-                    answered.cost_usd,
-                ),
+                Ok(answered) => (answered.answer.usage.total(), answered.cost_usd),
                 Err(_) => (0, 0.0),
             };
             budgets.settle(reservation, tokens, cost).await;
@@ -336,7 +333,15 @@ impl Gateway {
                 temperature: call.route.temperature,
                 max_tokens: call.route.max_tokens,
             };
-            match self.run_target(target, &request, estimate, &mut sink, &mut tries).await {
+            let outcome = self.run_target(
+                target,
+                &request,
+                estimate,
+                call.let_through,
+                &mut sink,
+                &mut tries,
+            );
+            match outcome.await {
                 TargetOutcome::Answered(answer) => {
                     let usage = answer.usage;
                     let cost_usd = target.cost_usd(usage.input_tokens, usage.output_tokens);
@@ -356,6 +361,7 @@ impl Gateway {
         target: &Target,
         request: &ChatRequest,
         estimate: u64,
+        let_through: Option<LetThrough<'_>>,
         sink: &mut Option<TokenSink<'_>>,
         tries: &mut Vec<Try>,
     ) -> TargetOutcome {
@@ -368,9 +374,22 @@ impl Gateway {
                 // The fleet's own limits say no more now: the next target may.
                 Err(error) => return TargetOutcome::TargetFailed(error),
             };
+            if let Some(LetThrough(tell)) = let_through {
+                tell();
+            }
             let started = Instant::now();
             let (outcome, streamed) = self.try_once(provider.as_ref(), request, sink).await;
             let latency_ms = started.elapsed().as_millis() as u64;
+            // What the provider did not count is estimated before anything counts it: the
+            // metrics, the limits, the cost, the budgets and the record.
+            let outcome = outcome.map(|mut answer| {
+                crate::llm::estimate::fill(&mut answer, request);
+                if answer.usage.estimate.is_some() {
+                    metrics::counter!("brain_llm_usage_estimates_total", "provider" => target.provider.as_str(), "model" => target.model.clone())
+                        .increment(1);
+                }
+                answer
+            });
             let failure = outcome.as_ref().err().map(|error| error.reason);
             observe(target, started.elapsed(), &outcome);
             self.teach_limits(permit, &outcome).await;
@@ -436,9 +455,7 @@ impl Gateway {
     async fn teach_limits(&self, permit: Option<Permit>, outcome: &Result<ChatAnswer, LlmError>) {
         let (Some(limiter), Some(permit)) = (&self.limiter, permit) else { return };
         let learned = match outcome {
-            Ok(answer) => Outcome::Answered {
-                tokens_used: answer.usage.input_tokens + answer.usage.output_tokens,
-            },
+            Ok(answer) => Outcome::Answered { tokens_used: answer.usage.total() },
             Err(error) if error.reason == Reason::RateLimited => {
                 Outcome::RateLimited { retry_after: error.retry_after }
             }

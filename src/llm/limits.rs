@@ -301,13 +301,18 @@ impl Limiter {
     }
 }
 
+/// Sleeps `wait`, or fails `rate_limited` at once when that would pass `deadline`, saying
+/// how long the limits asked to wait (a refused `/v1` call's `Retry-After`).
 async fn sleep_until_or_fail(key: &str, wait: Duration, deadline: Instant) -> Result<(), LlmError> {
     let now = Instant::now();
     if now + wait > deadline {
-        return Err(LlmError::new(
-            Reason::RateLimited,
-            format!("{key}: the shared rate limits let no call through in time"),
-        ));
+        return Err(LlmError {
+            retry_after: Some(wait),
+            ..LlmError::new(
+                Reason::RateLimited,
+                format!("{key}: the shared rate limits let no call through in time"),
+            )
+        });
     }
     tokio::time::sleep(wait).await;
     Ok(())

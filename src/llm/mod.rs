@@ -12,6 +12,7 @@ pub mod anthropic;
 pub mod budget;
 pub mod calls;
 pub mod config;
+pub mod estimate;
 pub mod gateway;
 pub mod limits;
 pub mod offline;
@@ -26,6 +27,8 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+pub use domain::mission::{EstimateMethod, UsageEstimate};
 
 /// Longest text of a provider's error body kept in a failure's message.
 pub const ERROR_TEXT_MAX: usize = 500;
@@ -94,6 +97,21 @@ pub struct ChatRequest {
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Set when a count is the gateway's estimate, the provider having reported none
+    /// ([`estimate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<UsageEstimate>,
+}
+
+impl Usage {
+    /// Counts as the provider reported them.
+    pub fn reported(input_tokens: u64, output_tokens: u64) -> Usage {
+        Usage { input_tokens, output_tokens, estimate: None }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
 }
 
 /// A provider's complete answer.

@@ -60,7 +60,7 @@ impl Provider for Offline {
             }
             let input_tokens = request.messages.iter().map(|m| words(&m.content)).sum();
             Ok(ChatAnswer {
-                usage: Usage { input_tokens, output_tokens: words(&content) },
+                usage: Usage::reported(input_tokens, words(&content)),
                 content,
                 tool_calls: Vec::new(),
                 finish_reason: "stop".to_owned(),

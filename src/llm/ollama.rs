@@ -74,10 +74,12 @@ fn tool_calls(message: &Value, first: usize) -> Vec<ToolCall> {
 }
 
 fn finish(answer: &mut ChatAnswer, line: &Value) {
-    answer.usage = Usage {
-        input_tokens: line["prompt_eval_count"].as_u64().unwrap_or(0),
-        output_tokens: line["eval_count"].as_u64().unwrap_or(0),
-    };
+    // Absent when Ollama had the prompt cached, or not given at all by servers that only
+    // mimic the protocol: the gateway then estimates them.
+    answer.usage = Usage::reported(
+        line["prompt_eval_count"].as_u64().unwrap_or(0),
+        line["eval_count"].as_u64().unwrap_or(0),
+    );
     answer.finish_reason = line["done_reason"].as_str().unwrap_or("stop").to_owned();
     if let Some(model) = line["model"].as_str() {
         answer.model = model.to_owned();

@@ -89,10 +89,10 @@ fn wire_request(request: &ChatRequest, stream: bool) -> Value {
 }
 
 fn usage_of(value: &Value) -> Usage {
-    Usage {
-        input_tokens: value["prompt_tokens"].as_u64().unwrap_or(0),
-        output_tokens: value["completion_tokens"].as_u64().unwrap_or(0),
-    }
+    Usage::reported(
+        value["prompt_tokens"].as_u64().unwrap_or(0),
+        value["completion_tokens"].as_u64().unwrap_or(0),
+    )
 }
 
 fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {

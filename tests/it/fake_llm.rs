@@ -1,11 +1,12 @@
 //! A fake LLM server speaking the three providers' real wire protocols (OpenAI's chat
 //! completions and embeddings, Ollama's chat and embed, Anthropic's messages), streaming
 //! included, and misbehaving on cue: a status with `Retry-After`, a malformed body, a wrong
-//! key, an unknown model. It records every request it gets, with when it got it.
+//! key, an unknown model, answers that report no usage (as many OpenAI-compatible servers
+//! stream). It records every request it gets, with when it got it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -69,6 +70,8 @@ struct Fake {
     piece_delay_ms: AtomicU64,
     in_flight: AtomicU64,
     most_in_flight: AtomicU64,
+    /// Whether answers report their usage (token counts).
+    usage_reported: AtomicBool,
 }
 
 /// One OpenAI chat request in progress, counted while it lives.
@@ -105,6 +108,7 @@ impl FakeLlm {
             piece_delay_ms: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             most_in_flight: AtomicU64::new(0),
+            usage_reported: AtomicBool::new(true),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai_chat))
@@ -144,6 +148,19 @@ impl FakeLlm {
 
     pub fn most_in_flight(&self) -> u64 {
         self.fake.most_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// From now on, answers report no usage: OpenAI's without its `usage` (a stream without
+    /// its usage chunk, whatever `stream_options` asked), Ollama's without its counts,
+    /// Anthropic's without its `usage` objects.
+    pub fn omit_usage(&self) {
+        self.fake.usage_reported.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Fake {
+    fn reports_usage(&self) -> bool {
+        self.usage_reported.load(Ordering::SeqCst)
     }
 }
 
@@ -267,8 +284,12 @@ async fn openai_chat(
         if !tool_calls.is_empty() {
             message["tool_calls"] = json!(tool_calls);
         }
-        return axum::Json(json!({ "id": "chatcmpl-1", "object": "chat.completion", "model": model,
-            "choices": [{ "index": 0, "message": message, "finish_reason": finish }], "usage": usage })).into_response();
+        let mut answer = json!({ "id": "chatcmpl-1", "object": "chat.completion", "model": model,
+            "choices": [{ "index": 0, "message": message, "finish_reason": finish }] });
+        if fake.reports_usage() {
+            answer["usage"] = usage;
+        }
+        return axum::Json(answer).into_response();
     }
     let chunk = |delta: Value, finish: Value| {
         format!(
@@ -292,7 +313,9 @@ async fn openai_chat(
         ));
     }
     events.push(chunk(json!({}), json!(finish)));
-    events.push(format!("data: {}\n\n", json!({ "id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage })));
+    if fake.reports_usage() {
+        events.push(format!("data: {}\n\n", json!({ "id": "chatcmpl-1", "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage })));
+    }
     events.push("data: [DONE]\n\n".to_owned());
     let pause = fake.piece_delay_ms.load(Ordering::SeqCst);
     if pause == 0 {
@@ -339,8 +362,12 @@ async fn ollama_chat(
         .iter()
         .map(|(name, args)| json!({ "function": { "name": name, "arguments": args } }))
         .collect();
-    let done = json!({ "model": model, "created_at": "2026-12-01T00:00:00Z", "message": { "role": "assistant", "content": "" },
-        "done": true, "done_reason": "stop", "prompt_eval_count": input, "eval_count": output });
+    let mut done = json!({ "model": model, "created_at": "2026-12-01T00:00:00Z", "message": { "role": "assistant", "content": "" },
+        "done": true, "done_reason": "stop" });
+    if fake.reports_usage() {
+        done["prompt_eval_count"] = json!(input);
+        done["eval_count"] = json!(output);
+    }
     if body["stream"] == false {
         let mut answer = done.clone();
         answer["message"] =
@@ -396,10 +423,23 @@ async fn anthropic_messages(
         for (n, (name, args)) in calls.iter().enumerate() {
             content.push(json!({ "type": "tool_use", "id": format!("toolu_{n}"), "name": name, "input": args }));
         }
-        return axum::Json(json!({ "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": stop, "usage": { "input_tokens": input, "output_tokens": output } })).into_response();
+        let mut answer = json!({ "id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": stop, "usage": { "input_tokens": input, "output_tokens": output } });
+        if !fake.reports_usage() {
+            answer.as_object_mut().unwrap().remove("usage");
+        }
+        return axum::Json(answer).into_response();
     }
-    let event = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let reports_usage = fake.reports_usage();
+    let event = |name: &str, mut data: Value| {
+        if !reports_usage {
+            data.as_object_mut().unwrap().remove("usage");
+            if let Some(message) = data.get_mut("message").and_then(Value::as_object_mut) {
+                message.remove("usage");
+            }
+        }
+        format!("event: {name}\ndata: {data}\n\n")
+    };
     let mut events = vec![
         event(
             "message_start",

@@ -128,7 +128,13 @@ async fn a_call_over_its_budget_is_refused_before_any_provider_is_asked() {
     let budget = Budget { tokens_max: Some(10), cost_usd_max: None };
     let budgets = [Scope::Day { day, budget }];
     let messages = ask();
-    let call = Call { route: &route, messages: &messages, tools: &[], budgets: &budgets };
+    let call = Call {
+        route: &route,
+        messages: &messages,
+        tools: &[],
+        budgets: &budgets,
+        let_through: None,
+    };
 
     let failed = gateway.call(call, None).await.unwrap_err();
 

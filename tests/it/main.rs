@@ -30,6 +30,7 @@ mod layering;
 mod limiter;
 mod llm_budgets;
 mod llm_config;
+mod llm_estimates;
 mod llm_limits;
 mod llm_providers;
 mod llm_secrets;

@@ -35,6 +35,37 @@ pub struct LlmCall {
     /// (and counted) there.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// Present when a token count above is BRAiN's estimate, because the provider reported
+    /// none (a stream without its usage chunk, a zero for a side that had text): which
+    /// counts, and how. Absent, both are the provider's (and in events older than estimates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_estimate: Option<UsageEstimate>,
+}
+
+/// Which of a call's token counts BRAiN estimated, and how (decision 0037). The tokens still
+/// count in budgets, limits and cost: a call that answered is never recorded as 0 tokens.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageEstimate {
+    /// `input_tokens` is the estimate (else the provider's count).
+    pub input: bool,
+    /// `output_tokens` is the estimate (else the provider's count).
+    pub output: bool,
+    pub method: EstimateMethod,
+}
+
+/// How an estimate was counted.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EstimateMethod {
+    /// A token per three bytes of text, rounded up, plus the framing of each message and
+    /// tool: more than the tokenizers of today's models count for the same text, so a budget
+    /// errs on the side of stopping early.
+    ThreeBytesPerToken,
+    /// A method this version does not know (written by a newer one).
+    #[serde(other)]
+    Other,
 }
 
 /// One tool call the model asked for, as the agent ran it, or refused to (a path outside the

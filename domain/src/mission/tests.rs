@@ -314,6 +314,7 @@ fn an_llm_call_is_recorded_only_for_the_current_holder() {
         latency_ms: 1,
         outcome: "ok".into(),
         replayed: false,
+        usage_estimate: None,
     };
     let given = [enqueued(), started("w1", 1, 2_000)];
     let record = |worker: &str, attempt| MissionCommand::RecordLlmCall {
@@ -517,4 +518,29 @@ fn a_holder_whose_lease_ran_out_cannot_renew_complete_or_fail_even_before_it_is_
         at_ms: 30_999,
     };
     check(&given, renew(30_999), Ok(vec![then]));
+}
+
+#[test]
+fn a_call_recorded_before_usage_estimates_reads_as_the_providers_count() {
+    // A `MissionLlmCalled` call as written before estimates existed: no `usage_estimate`.
+    let old = json!({ "route": "default", "kind": "coder", "provider": "openai", "model": "m",
+        "tries": 1, "request": null, "response": null, "input_tokens": 11, "output_tokens": 7,
+        "cost_usd": 0.0, "latency_ms": 5, "outcome": "ok" });
+    let call: LlmCall = serde_json::from_value(old.clone()).unwrap();
+    assert_eq!((call.input_tokens, call.usage_estimate), (11, None));
+    assert_eq!(serde_json::to_value(&call).unwrap(), old, "nothing added when not estimated");
+
+    let estimate =
+        UsageEstimate { input: true, output: false, method: EstimateMethod::ThreeBytesPerToken };
+    let estimated = LlmCall { usage_estimate: Some(estimate), ..call };
+    let written = serde_json::to_value(&estimated).unwrap();
+    assert_eq!(
+        written["usage_estimate"],
+        json!({ "input": true, "output": false, "method": "three_bytes_per_token" })
+    );
+    assert_eq!(serde_json::from_value::<LlmCall>(written).unwrap(), estimated);
+    // A method a newer version wrote still reads.
+    let newer = json!({ "input": true, "output": true, "method": "some_tokenizer" });
+    let read: UsageEstimate = serde_json::from_value(newer).unwrap();
+    assert_eq!(read.method, EstimateMethod::Other);
 }

@@ -120,7 +120,7 @@ mod tests {
         let mut step = recorded(&[], answer("done", &[]));
         step.call.cost_usd = 0.5;
         step.call.provider = "anthropic".into();
-        let usage = Usage { input_tokens: 10, output_tokens: 5 };
+        let usage = Usage::reported(10, 5);
         let own = Record::default();
         let copied = Record { copied: true, ..Record::default() };
 

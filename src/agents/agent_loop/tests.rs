@@ -17,7 +17,7 @@ pub(super) fn answer(content: &str, tool_calls: &[ToolCall]) -> ChatAnswer {
     ChatAnswer {
         content: content.into(),
         tool_calls: tool_calls.to_vec(),
-        usage: Usage { input_tokens: 7, output_tokens: 3 },
+        usage: Usage::reported(7, 3),
         finish_reason: "stop".into(),
         model: "recorded-model".into(),
     }
@@ -39,6 +39,7 @@ pub(super) fn llm_call(messages: &[Message]) -> LlmCall {
         latency_ms: 10,
         outcome: "ok".into(),
         replayed: false,
+        usage_estimate: None,
     }
 }
 
