@@ -48,6 +48,10 @@ pub struct Registration {
     pub owner: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The API key that registered it: only that key (or one that controls agents) may
+    /// heartbeat, claim and report for it. None for a process's own built-in agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -395,6 +399,7 @@ mod tests {
             version: "1.2.0".into(),
             owner: "team-a".into(),
             labels: BTreeMap::from([("zone".into(), "eu".into())]),
+            key_id: Some("0123456789abcdef".into()),
         }
     }
 

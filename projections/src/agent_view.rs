@@ -22,6 +22,8 @@ pub enum AgentChange {
         kind: String,
         owner: String,
         version: String,
+        /// The key that registered it (empty: none).
+        key_id: String,
         at_ms: i64,
     },
     /// A new state (and, for a recovery, start or restart, a fresh "seen" time).
@@ -105,6 +107,7 @@ impl Projector for AgentView {
                 kind: registration.kind,
                 owner: registration.owner,
                 version: registration.version,
+                key_id: registration.key_id.unwrap_or_default(),
                 at_ms,
             },
             E::AgentUnresponsive { .. } => state(AgentState::Unresponsive, None),
@@ -169,12 +172,12 @@ mod tests {
             version: "1".into(),
             owner: "o".into(),
             labels: Default::default(),
+            key_id: Some("0123456789abcdef".into()),
         };
         let registered = AgentEvent::AgentRegistered { registration, at_ms: 5 };
         let got = changes(recorded("agent", registered.event_type(), registered.payload()));
-        assert!(
-            matches!(&got[..], [AgentChange::Register { kind, at_ms: 5, .. }] if kind == "coder")
-        );
+        assert!(matches!(&got[..], [AgentChange::Register { kind, key_id, at_ms: 5, .. }]
+                if kind == "coder" && key_id == "0123456789abcdef"));
 
         let beat = Beat { status: "idle".into(), load: 0.5, running: vec![] };
         let event = HeartbeatEvent::AgentHeartbeat { beat: beat.clone(), at_ms: 9 };

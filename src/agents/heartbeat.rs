@@ -32,6 +32,9 @@ pub enum HeartbeatError {
     Append(#[from] AppendError),
     #[error("agent view: {0}")]
     View(#[from] redis::RedisError),
+    /// The sender is not the key the agent is bound to.
+    #[error("the agent {agent_id} was registered by another key")]
+    NotYours { agent_id: String },
 }
 
 /// What a heartbeat's sender is told.
@@ -54,23 +57,38 @@ pub struct Heartbeats {
 
 impl Heartbeats {
     /// Takes one heartbeat of `agent_id`.
+    /// `sender`: the key the heartbeat came with, when it may only speak for agents that key
+    /// registered (`None`: a process's own agents, or a key that controls every agent).
     pub async fn beat(
         &self,
         agent_id: &StreamId,
         beat: Beat,
         metadata: EventMetadata,
+        sender: Option<&str>,
     ) -> Result<Answer, HeartbeatError> {
         let beat = beat.normalised()?;
         let now = self.clock.now_ms_synced().await;
         let known = self.view.get(agent_id.as_str()).await?;
-        let (mut state, mut restart_requested, last) = match &known {
-            Some(record) => (record.state, record.restart_requested, last_recorded(record)),
+        let (mut state, mut restart_requested, last, bound) = match &known {
+            Some(record) => (
+                record.state,
+                record.restart_requested,
+                last_recorded(record),
+                record.key_id.clone(),
+            ),
             // Not in the view (yet): the log decides whether the agent exists.
             None => {
                 let (agent, _) = command::load::<Agent>(&self.store, agent_id).await?;
-                (agent.state, agent.restart_requested, None)
+                let bound = agent.registration.as_ref().and_then(|r| r.key_id.clone());
+                (agent.state, agent.restart_requested, None, bound)
             }
         };
+        if let Some(sender) = sender
+            && state != AgentState::New
+            && bound.as_deref() != Some(sender)
+        {
+            return Err(HeartbeatError::NotYours { agent_id: agent_id.to_string() });
+        }
         // An answer that makes the agent act (stop, restart) is confirmed by the log: a view
         // being refilled shows old states for a while.
         if known.is_some()

@@ -135,6 +135,7 @@ impl Host {
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     owner,
                     labels: BTreeMap::from([("builtin".to_owned(), "true".to_owned())]),
+                    key_id: None,
                 };
                 Hosted { agent_id, shared, registration, registered: false, restarting: false }
             })
@@ -211,7 +212,7 @@ impl Host {
         // A heartbeat names at most RUNNING_MAX missions; the load still counts them all.
         running.truncate(domain::heartbeat::RUNNING_MAX);
         let beat = Beat { status: agent.shared.status().to_owned(), load, running };
-        match self.heartbeats.beat(&agent.agent_id, beat, self.metadata()).await {
+        match self.heartbeats.beat(&agent.agent_id, beat, self.metadata(), None).await {
             Ok(answer) => {
                 match answer.state {
                     AgentState::Stopped => agent.shared.stop(),

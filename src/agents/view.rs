@@ -7,7 +7,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `{ns}:av:checkpoint` | string | last position applied |
-//! | `{ns}:av:a:<id>` | hash | name, kind, owner, version, state, registered_at, seen_at, status, load, running (JSON), beat_at, restarts, restart_requested |
+//! | `{ns}:av:a:<id>` | hash | name, kind, owner, version, state, registered_at, seen_at, status, load, running (JSON), beat_at, restarts, restart_requested, key_id |
 //! | `{ns}:av:ids` | sorted set | every agent, score 0: pages in id order |
 //! | `{ns}:av:states` | hash | agents per state |
 //! | `{ns}:av:kinds` | hash | agents registered per kind |
@@ -63,6 +63,9 @@ pub struct AgentRecord {
     pub restart_requested: bool,
     /// When the log last recorded a heartbeat of it (coalescing skips unchanged ones).
     pub last_recorded_heartbeat_ms: Option<i64>,
+    /// The API key that registered it, which alone may act for it (none for built-ins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 /// The agent view of one namespace, at the live keys or at another base (a rebuild).
@@ -77,7 +80,7 @@ pub struct AgentViewStore {
     commit: Script,
 }
 
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 14] = [
     "name",
     "kind",
     "owner",
@@ -91,6 +94,7 @@ const FIELDS: [&str; 13] = [
     "restarts",
     "restart_requested",
     "beat_at",
+    "key_id",
 ];
 
 impl AgentViewStore {
@@ -281,7 +285,8 @@ fn record(id: &str, fields: Vec<Option<String>>, ping: Option<f64>) -> Option<Ag
         restarts,
         restart_requested,
         beat_at,
-    ]: [Option<String>; 13] = fields.try_into().ok()?;
+        key_id,
+    ]: [Option<String>; 14] = fields.try_into().ok()?;
     let number = |field: &Option<String>| field.as_deref().and_then(|v| v.parse::<i64>().ok());
     let seen_at = number(&seen_at).unwrap_or(0);
     Some(AgentRecord {
@@ -299,6 +304,7 @@ fn record(id: &str, fields: Vec<Option<String>>, ping: Option<f64>) -> Option<Ag
         restarts: number(&restarts).unwrap_or(0) as u32,
         restart_requested: restart_requested.as_deref() == Some("1"),
         last_recorded_heartbeat_ms: number(&beat_at),
+        key_id: key_id.filter(|key| !key.is_empty()),
     })
 }
 
@@ -321,9 +327,9 @@ impl ProjectionStore<AgentChange> for AgentViewStore {
         invocation.arg(&self.base).arg(after).arg(up_to).arg(now);
         for change in changes {
             match change {
-                AgentChange::Register { agent_id, name, kind, owner, version, at_ms } => {
+                AgentChange::Register { agent_id, name, kind, owner, version, key_id, at_ms } => {
                     invocation.arg("R").arg(agent_id).arg(name).arg(kind);
-                    invocation.arg(owner).arg(version).arg(at_ms);
+                    invocation.arg(owner).arg(version).arg(at_ms).arg(key_id);
                 }
                 AgentChange::State { agent_id, state, seen_at_ms } => {
                     invocation.arg("S").arg(agent_id).arg(state_name(state));

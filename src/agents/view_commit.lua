@@ -34,12 +34,13 @@ while i <= #ARGV do
       redis.call('HSET', a, 'name', ARGV[i + 2], 'kind', ARGV[i + 3], 'owner', ARGV[i + 4],
         'version', ARGV[i + 5], 'registered_at', ARGV[i + 6], 'seen_at', ARGV[i + 6],
         'state', 'active', 'restarts', 0, 'restart_requested', 0)
+      if ARGV[i + 7] ~= '' then redis.call('HSET', a, 'key_id', ARGV[i + 7]) end
       redis.call('ZADD', base .. 'ids', 0, id)
       redis.call('HINCRBY', base .. 'states', 'active', 1)
       redis.call('HINCRBY', base .. 'kinds', ARGV[i + 3], 1)
       place(a, id)
     end
-    i = i + 7
+    i = i + 8
   elseif op == 'S' then
     local old = redis.call('HGET', a, 'state')
     if old then

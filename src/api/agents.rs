@@ -3,7 +3,7 @@
 //! maps to an [`ErrorCode`] in [`refusal`], exhaustively. Lists and heartbeats read the
 //! agent view in Redis (`crate::agents::view`).
 
-use crate::api::auth::Access;
+use crate::api::auth::{Access, Authed};
 use domain::api_key::Permission;
 use std::collections::BTreeMap;
 
@@ -160,10 +160,12 @@ errors! {
     ))]
 async fn register(
     State(app): State<AppState>,
+    caller: Authed,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, ApiJson<AgentView>), ApiError> {
     app.check_known_kind(&request.kind, "kind")?;
+    caller.check_kind(&request.kind, "kind")?;
     if request.owner.starts_with(crate::agents::host::OWNER_PREFIX) {
         let message = format!(
             "owners starting {:?} are built-in workers'",
@@ -181,6 +183,8 @@ async fn register(
         version: request.version,
         owner: request.owner,
         labels: request.labels,
+        // The agent is bound to the key that registered it.
+        key_id: Some(caller.0.key_id.clone()),
     };
     let now = app.clock.now_ms();
     let executed = command::execute::<Agent>(&app.store, &agent_id, metadata, || {
@@ -241,6 +245,7 @@ errors! {
     responses((status = 200, description = "Taken", body = HeartbeatAnswer), HeartbeatErrors))]
 async fn heartbeat(
     State(app): State<AppState>,
+    caller: Authed,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Result<ApiJson<HeartbeatAnswer>, ApiError> {
@@ -252,16 +257,23 @@ async fn heartbeat(
         record_every: app.agents.record_every(),
     };
     let beat = Beat { status: request.status, load: request.load, running: request.running };
+    let sender = caller.agent_key();
     let answer =
-        heartbeats.beat(&agent_id, beat, metadata.clone()).await.map_err(|error| match error {
-            HeartbeatError::Invalid(invalid) => ApiError::Refused(Refusal {
-                code: ErrorCode::InvalidField,
-                field: Some(invalid.field.into()),
-                message: invalid.to_string(),
-            }),
-            HeartbeatError::Agent(error) => refusal(error),
-            HeartbeatError::Append(error) => append_refusal(error),
-            HeartbeatError::View(error) => view_unavailable(error),
+        heartbeats.beat(&agent_id, beat, metadata.clone(), sender).await.map_err(|error| {
+            match error {
+                HeartbeatError::Invalid(invalid) => ApiError::Refused(Refusal {
+                    code: ErrorCode::InvalidField,
+                    field: Some(invalid.field.into()),
+                    message: invalid.to_string(),
+                }),
+                HeartbeatError::Agent(error) => refusal(error),
+                HeartbeatError::Append(error) => append_refusal(error),
+                HeartbeatError::View(error) => view_unavailable(error),
+                HeartbeatError::NotYours { agent_id } => caller
+                    .check_agent(&agent_id, None)
+                    .err()
+                    .unwrap_or_else(|| ApiError::Internal(anyhow::anyhow!("not refused"))),
+            }
         })?;
     let mut restart_requested = answer.restart_requested;
     if request.restarted && restart_requested {
@@ -434,11 +446,19 @@ errors! {
     responses((status = 200, description = "Deregistered", body = AgentView), DeregisterErrors))]
 async fn deregister(
     State(app): State<AppState>,
+    caller: Authed,
     AgentId(agent_id): AgentId,
     Metadata(metadata): Metadata,
     body: Bytes,
 ) -> Result<ApiJson<AgentView>, ApiError> {
     let request: DeregisterRequest = optional_json(&body)?;
+    if caller.agent_key().is_some() {
+        let (agent, _) = command::load::<Agent>(&app.store, &agent_id).await.map_err(refusal)?;
+        let bound = agent.registration.as_ref().and_then(|r| r.key_id.as_deref());
+        if agent.registration.is_some() {
+            caller.check_agent(agent_id.as_str(), bound)?;
+        }
+    }
     let by = metadata.actor.clone();
     let now = app.clock.now_ms();
     command::execute::<Agent>(&app.store, &agent_id, metadata, || AgentCommand::Deregister {

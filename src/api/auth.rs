@@ -303,6 +303,69 @@ pub(super) fn principal_of(parts: &axum::http::request::Parts) -> Option<&Princi
     parts.extensions.get::<Caller>().and_then(Caller::principal)
 }
 
+/// The principal of a request, for handlers that decide by who is asking (a route that is not
+/// `Public` always has one).
+pub struct Authed(pub Principal);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        principal_of(parts).cloned().map(Authed).ok_or_else(|| {
+            refused(
+                ErrorCode::Unauthenticated,
+                None,
+                "no key: send Authorization: Bearer brn_...".to_owned(),
+            )
+        })
+    }
+}
+
+impl Authed {
+    /// Whether the caller acts for every agent (an operator), rather than only for those its
+    /// key registered.
+    pub fn controls_agents(&self) -> bool {
+        self.0.can(Permission::AgentsControl)
+    }
+
+    /// The key the caller may only act for its own agents with, or `None` when it controls
+    /// every agent.
+    pub fn agent_key(&self) -> Option<&str> {
+        (!self.controls_agents()).then_some(self.0.key_id.as_str())
+    }
+
+    /// Refuses (403) acting for an agent bound to `bound` (the key that registered it; none
+    /// for a process's own built-in agents) unless the caller is that key or controls agents.
+    pub fn check_agent(&self, agent_id: &str, bound: Option<&str>) -> Result<(), ApiError> {
+        match self.agent_key() {
+            Some(mine) if bound != Some(mine) => {
+                let message = format!(
+                    "the agent {agent_id} was registered by another key; a key acts only for \
+                     its own agents unless it holds agents.control"
+                );
+                Err(refused(ErrorCode::Forbidden, Some("agent_id"), message))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses (403) an agent kind the key may not serve.
+    pub fn check_kind(&self, kind: &str, field: &'static str) -> Result<(), ApiError> {
+        if self.controls_agents() || self.0.may_serve(kind) {
+            return Ok(());
+        }
+        let message = format!(
+            "the key {} may serve the agent kinds {} only, not {kind:?}",
+            self.0.key_id,
+            self.0.kinds.join(", ")
+        );
+        Err(refused(ErrorCode::Forbidden, Some(field), message))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use domain::api_key::{
     ApiKeyError, KeyGrant, KeyLimits, Permission, ROTATION_GRACE_MS_DEFAULT, ROTATION_GRACE_MS_MAX,
     Role,
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::auth::Access;
+use super::auth::{Access, Authed};
 use super::error::{ErrorCode, append_refusal, errors, refused};
 use super::extract::Metadata;
 use super::{ApiError, ApiJson, ApiRoutes, AppState};
@@ -135,20 +134,6 @@ fn view(app: &AppState, key_id: &str) -> Result<KeyView, ApiError> {
         .ok_or_else(|| refused(ErrorCode::KeyNotFound, None, format!("no key {key_id}")))
 }
 
-/// The maker, as the request's gate found it.
-struct Maker(crate::identity::Principal);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Maker {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        super::auth::principal_of(parts)
-            .cloned()
-            .map(Maker)
-            .ok_or_else(|| refused(ErrorCode::Unauthenticated, None, "no key".to_owned()))
-    }
-}
-
 errors! { CreateKeyErrors = COMMAND + JSON_BODY + CALLER + [InvalidField] }
 
 /// `POST /api/keys`: makes a key. Its token is in this answer and nowhere else.
@@ -161,7 +146,7 @@ errors! { CreateKeyErrors = COMMAND + JSON_BODY + CALLER + [InvalidField] }
     ))]
 async fn create_key(
     State(app): State<AppState>,
-    Maker(maker): Maker,
+    Authed(maker): Authed,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, ApiJson<CreatedKey>), ApiError> {

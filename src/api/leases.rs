@@ -7,7 +7,7 @@
 //! it). Such a report gets `409 stale_lease` and changes nothing, so a mission never completes
 //! twice however late a report arrives.
 
-use crate::api::auth::Access;
+use crate::api::auth::{Access, Authed};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -84,7 +84,7 @@ pub struct ClaimedMission {
 /// The nonce (random, per claim) is part of the lease holder's worker id, so a token is not
 /// guessable and a mission retried from scratch (its attempts counted afresh) never takes an
 /// old run's token.
-fn parse_token(token: &str) -> Result<(String, u32), ApiError> {
+fn parse_token(token: &str) -> Result<(String, u32, Uuid), ApiError> {
     let invalid = || {
         let message = "not a lease token from a claim".to_owned();
         super::error::refused(ErrorCode::InvalidField, Some("lease_token"), message)
@@ -97,7 +97,7 @@ fn parse_token(token: &str) -> Result<(String, u32), ApiError> {
     let attempt: u32 = attempt.parse().map_err(|_| invalid())?;
     let agent = Uuid::parse_str(agent).map_err(|_| invalid())?;
     let nonce = Uuid::parse_str(nonce).map_err(|_| invalid())?;
-    Ok((claim_holder(&agent.to_string(), &nonce), attempt))
+    Ok((claim_holder(&agent.to_string(), &nonce), attempt, agent))
 }
 
 /// The lease holder of one claim by `agent_id`.
@@ -126,14 +126,19 @@ errors! {
     ))]
 async fn claim(
     State(app): State<AppState>,
+    caller: Authed,
     AgentId(agent_id): AgentId,
     Metadata(metadata): Metadata,
     ApiQuery(query): ApiQuery<ClaimQuery>,
 ) -> Result<Response, ApiError> {
     let (wait_s, lease_s) = claim_bounds(&app, &query)?;
     // The log says whether the agent may claim: the view may be a moment behind a stop.
-    let own_kind = active_agent(&app, &agent_id).await?;
+    let (own_kind, bound) = active_agent(&app, &agent_id).await?;
+    caller.check_agent(agent_id.as_str(), bound.as_deref())?;
     let kinds = claim_kinds(&app, query.kinds.as_deref(), own_kind)?;
+    for kind in &kinds {
+        caller.check_kind(kind, "kinds")?;
+    }
     let claimer =
         Claimer { store: &app.store, queue: super::queue::queue(&app)?, clock: &app.clock };
     // The whole request must end within the server's request deadline.
@@ -192,8 +197,11 @@ fn claim_bounds(app: &AppState, query: &ClaimQuery) -> Result<(u64, u64), ApiErr
     Ok((wait_s, lease_s))
 }
 
-/// The kind of a registered agent that may claim now, by its log.
-async fn active_agent(app: &AppState, agent_id: &StreamId) -> Result<String, ApiError> {
+/// The kind of a registered agent that may claim now, and the key it is bound to, by its log.
+async fn active_agent(
+    app: &AppState,
+    agent_id: &StreamId,
+) -> Result<(String, Option<String>), ApiError> {
     let (agent, _) =
         command::load::<Agent>(&app.store, agent_id).await.map_err(super::agents::refusal)?;
     let Some(registration) = agent.registration else {
@@ -204,7 +212,20 @@ async fn active_agent(app: &AppState, agent_id: &StreamId) -> Result<String, Api
         let message = format!("agent is {:?}: it takes no missions until started", agent.state);
         return Err(super::error::refused(ErrorCode::AgentNotActive, None, message));
     }
-    Ok(registration.kind)
+    Ok((registration.kind, registration.key_id))
+}
+
+/// Refuses (403) a report for a lease another key's agent holds, unless the caller controls
+/// agents: the lease token names the agent, and the agent's log names its key.
+async fn check_reporter(app: &AppState, caller: &Authed, agent_id: Uuid) -> Result<(), ApiError> {
+    if caller.agent_key().is_none() {
+        return Ok(());
+    }
+    let (agent, _) = command::load::<Agent>(&app.store, &StreamId::from(agent_id))
+        .await
+        .map_err(super::agents::refusal)?;
+    let bound = agent.registration.as_ref().and_then(|r| r.key_id.as_deref());
+    caller.check_agent(&agent_id.to_string(), bound)
 }
 
 /// The agent kinds a claim takes: the comma-separated `asked`, or the agent's own kind.
@@ -326,11 +347,13 @@ errors! {
     responses((status = 200, description = "Lease extended", body = MissionView), ReportErrors))]
 async fn progress(
     State(app): State<AppState>,
+    caller: Authed,
     MissionId(mission_id): MissionId,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ProgressRequest>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let (worker_id, attempt) = parse_token(&request.lease_token)?;
+    let (worker_id, attempt, agent) = parse_token(&request.lease_token)?;
+    check_reporter(&app, &caller, agent).await?;
     let lease_s = request.lease_s.unwrap_or(app.agents.lease_s);
     if !(LEASE_S_MIN..=LEASE_S_MAX).contains(&lease_s) {
         let message = format!("must be {LEASE_S_MIN} to {LEASE_S_MAX}");
@@ -353,11 +376,13 @@ async fn progress(
     responses((status = 200, description = "Completed", body = MissionView), ReportErrors))]
 async fn complete(
     State(app): State<AppState>,
+    caller: Authed,
     MissionId(mission_id): MissionId,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let (worker_id, attempt) = parse_token(&request.lease_token)?;
+    let (worker_id, attempt, agent) = parse_token(&request.lease_token)?;
+    check_reporter(&app, &caller, agent).await?;
     report(&app, &mission_id, metadata, |now_ms| MissionCommand::Complete {
         worker_id: worker_id.clone(),
         attempt,
@@ -375,11 +400,13 @@ async fn complete(
     responses((status = 200, description = "Attempt failed", body = MissionView), ReportErrors))]
 async fn fail(
     State(app): State<AppState>,
+    caller: Authed,
     MissionId(mission_id): MissionId,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let (worker_id, attempt) = parse_token(&request.lease_token)?;
+    let (worker_id, attempt, agent) = parse_token(&request.lease_token)?;
+    check_reporter(&app, &caller, agent).await?;
     let error = crate::missions::worker::recordable(&request.error);
     let backoff_ms = app.backoff.draw(attempt);
     report(&app, &mission_id, metadata, |now_ms| MissionCommand::Fail {

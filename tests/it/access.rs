@@ -12,7 +12,7 @@ use domain::api_key::Role;
 use serde_json::{Value, json};
 
 use crate::serve::{redis_url, serve_in_process, services};
-use crate::support::{ADMIN_TOKEN, TestEnv, client, client_with, wait_until};
+use crate::support::{ADMIN_TOKEN, TestEnv, client, client_with, make_key, wait_until};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -40,16 +40,6 @@ async fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -
     }
     let text = response.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
-/// Makes a key through the API with the admin key; answers its token.
-async fn make_key(addr: SocketAddr, grant: Value) -> String {
-    let response =
-        client().post(format!("http://{addr}/api/keys")).json(&grant).send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
 }
 
 fn key_id(token: &str) -> &str {
@@ -483,4 +473,66 @@ async fn a_first_start_makes_one_admin_key_and_a_sign_in_link_good_once() {
     assert!(again.first_key.is_none());
     shutdown.cancel();
     again.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_key_acts_only_for_the_agents_it_registered_and_its_kinds() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let agent_key = |name: &str| json!({ "name": name, "role": "agent", "kinds": ["echo"] });
+    let mine = make_key(addr, agent_key("team a")).await;
+    let theirs = make_key(addr, agent_key("team b")).await;
+    let (a, b) = (client_with(&mine), client_with(&theirs));
+    let url = |path: &str| format!("http://{addr}{path}");
+    let send = |client: &reqwest::Client, path: &str, body: Value| {
+        let request = client.post(url(path)).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+
+    // Registering: only for a kind the key may serve.
+    let registration = json!({ "name": "a-1", "kind": "echo", "owner": "team-a" });
+    let (status, agent) = send(&a, "/api/agents/register", registration).await;
+    assert_eq!(status, 201, "{agent}");
+    let agent_id = agent["agent_id"].as_str().unwrap().to_owned();
+    let other_kind = json!({ "name": "a-2", "kind": "coder", "owner": "team-a" });
+    let (status, body) = send(&a, "/api/agents/register", other_kind).await;
+    assert_eq!((status, &body["error"]["field"]), (403, &json!("kind")), "{body}");
+
+    // Another key cannot speak for it: heartbeat, claim, deregister.
+    let beat = json!({ "agent_id": agent_id, "status": "idle" });
+    let (status, body) = send(&b, "/api/agents/heartbeat", beat.clone()).await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("forbidden")), "{body}");
+    assert_eq!(send(&a, "/api/agents/heartbeat", beat).await.0, 200);
+    let claim = format!("/api/agents/{agent_id}/claim");
+    assert_eq!(send(&b, &claim, json!({})).await.0, 403);
+    let (status, body) = send(&a, &format!("{claim}?kinds=coder"), json!({})).await;
+    assert_eq!((status, &body["error"]["field"]), (403, &json!("kinds")), "{body}");
+    let deregister = format!("/api/agents/{agent_id}/deregister");
+    assert_eq!(send(&b, &deregister, json!({})).await.0, 403);
+
+    // Its own key claims, and only it reports on the lease.
+    let (status, mission) =
+        crate::missions_api::post(addr, "/api/missions/enqueue", r#"{"name":"m","agent":"echo"}"#)
+            .await;
+    assert_eq!(status, 201, "{mission}");
+    // The queue is a read model a moment behind the log: the claim waits for it.
+    let (status, claimed) = send(&a, &format!("{claim}?wait_s=10"), json!({})).await;
+    assert_eq!(status, 200, "{claimed}");
+    let mission_id = claimed["mission_id"].as_str().unwrap();
+    let report = json!({ "lease_token": claimed["lease_token"], "result": { "forged": true } });
+    let complete = format!("/api/missions/{mission_id}/complete");
+    let (status, body) = send(&b, &complete, report.clone()).await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("forbidden")), "{body}");
+    let (status, done) = send(&a, &complete, report).await;
+    assert_eq!((status, &done["status"]), (200, &json!("completed")), "{done}");
+    // An agent key is an agent: it enqueues nothing.
+    let (status, _) = send(&a, "/api/missions/enqueue", json!({ "name": "x" })).await;
+    assert_eq!(status, 403);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

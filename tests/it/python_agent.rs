@@ -23,10 +23,13 @@ impl PythonAgent {
     async fn start(addr: SocketAddr, name: &str) -> PythonAgent {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python_agent.py");
         let url = format!("http://{addr}");
+        // An agent key: it may register itself and serve `echo`, nothing else.
+        let grant = serde_json::json!({ "name": name, "role": "agent", "kinds": ["echo"] });
+        let key = crate::support::make_key(addr, grant).await;
         let mut child = Command::new("python3")
             .args([script, "--url", &url, "--name", name, "--kind", "echo"])
             .args(["--heartbeat-every-s", "0.5"])
-            .env("BRAIN_API_KEY", crate::support::ADMIN_TOKEN)
+            .env("BRAIN_API_KEY", &key)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

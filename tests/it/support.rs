@@ -432,3 +432,13 @@ pub const KEY_EVENTS: u64 = 1;
 
 /// The actor of what [`ADMIN_TOKEN`] records.
 pub const ADMIN_ACTOR: &str = "key:a0000000000000a1";
+
+/// Makes a key through the API of the serve at `addr` with [`ADMIN_TOKEN`]; answers its token.
+pub async fn make_key(addr: SocketAddr, grant: serde_json::Value) -> String {
+    let response =
+        client().post(format!("http://{addr}/api/keys")).json(&grant).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}

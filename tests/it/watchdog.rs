@@ -52,6 +52,7 @@ impl Bundle {
             version: String::new(),
             owner: "tests".into(),
             labels: Default::default(),
+            key_id: None,
         };
         command::execute::<Agent>(&self.store, &id, metadata(), || AgentCommand::Register {
             registration: registration.clone(),
