@@ -10,6 +10,7 @@ pub mod conversations;
 pub mod echo;
 pub mod heartbeat;
 pub mod host;
+pub mod kinds;
 pub mod plain;
 pub mod record;
 pub mod replay;

@@ -70,7 +70,7 @@ error_codes! {
     InvalidInput = ("invalid_field", BAD_REQUEST, "a path or query parameter is not what it must be, or a string anywhere in the body or the query (a value or an object key, however deep) holds a NUL character (U+0000), which PostgreSQL cannot store; `field` names it (for a body string, its path such as `payload.items[2].note`)"),
     InvalidField = ("invalid_field", UNPROCESSABLE_ENTITY, "a field of the body breaks its rule; `field` names it"),
     InvalidHeader = ("invalid_header", BAD_REQUEST, "`X-Actor` is not 1 to 200 visible ASCII characters, `X-Correlation-Id` is not a UUID, or `If-Match` is not a version: headers that reach events are parsed, never replaced by a default"),
-    UnknownAgent = ("unknown_agent", UNPROCESSABLE_ENTITY, "an agent kind this deployment does not know (`BRAIN_AGENT_KINDS` and the kinds its workers serve)"),
+    UnknownAgent = ("unknown_agent", UNPROCESSABLE_ENTITY, "an agent kind this deployment does not know (`BRAIN_AGENT_KINDS`, the kinds its workers serve, and those registered with `POST /api/agent-kinds`)"),
     PayloadTooLarge = ("payload_too_large", PAYLOAD_TOO_LARGE, "a mission's `payload` is over 256 KiB"),
     BatchRefused = ("batch_refused", UNPROCESSABLE_ENTITY, "items of a batch were refused and nothing of it was done; `items` gives each one's `index`, `code`, `field` and `message`"),
     DuplicateIdempotencyKey = ("duplicate_idempotency_key", UNPROCESSABLE_ENTITY, "an item of a batch repeats an earlier item's `idempotency_key` (only in `batch_refused`'s `items`)"),

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod extract;
 mod keys;
+mod kinds;
 mod leases;
 mod llm;
 mod llm_usage;
@@ -48,6 +49,7 @@ pub fn routes() -> ApiRoutes {
         .routes(Access::Public, routes!(openapi::openapi_json))
         .merge(session::routes())
         .merge(keys::routes())
+        .merge(kinds::routes())
         .merge(events::routes())
         .merge(agents::routes())
         .merge(leases::routes())

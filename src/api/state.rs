@@ -24,8 +24,11 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Agent kind of a mission enqueued without one.
     pub default_agent: std::sync::Arc<str>,
-    /// Agent kinds a mission may name (`ServeOptions::agent_kinds`).
+    /// Agent kinds a mission may name (`ServeOptions::agent_kinds`), besides those
+    /// registered in the log (`kinds`).
     pub agent_kinds: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// The agent kinds registered in the log, kept current by following it.
+    pub kinds: crate::agents::kinds::KindCache,
     /// The live event feed behind `GET /ws/events`.
     pub feed: crate::eventlog::feed::FeedHandle,
     /// The database's clock: heartbeats and external agents' leases are judged on it.
@@ -81,14 +84,21 @@ impl AppState {
         self.store.pool()
     }
 
-    /// Refuses an agent kind outside the configured set (422 `unknown_agent` naming
+    /// Refuses an agent kind neither configured nor registered (422 `unknown_agent` naming
     /// `field`): each kind is a queue of its own in Redis, so client input must not create
     /// them. A name breaking the naming rule is left to the aggregate, which names the rule.
     pub(super) fn check_known_kind(&self, kind: &str, field: &'static str) -> Result<(), ApiError> {
-        if domain::mission::check_agent(kind).is_err() || self.agent_kinds.contains(kind) {
+        if domain::mission::check_agent(kind).is_err()
+            || self.agent_kinds.contains(kind)
+            || self.kinds.contains(kind)
+        {
             return Ok(());
         }
-        let known: Vec<&str> = self.agent_kinds.iter().map(String::as_str).collect();
+        let registered = self.kinds.all();
+        let mut known: Vec<&str> =
+            self.agent_kinds.iter().chain(&registered).map(String::as_str).collect();
+        known.sort_unstable();
+        known.dedup();
         let message = format!("unknown agent kind {kind:?}; known: {}", known.join(", "));
         Err(refused(ErrorCode::UnknownAgent, Some(field), message))
     }

@@ -221,6 +221,7 @@ pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     tracing::info!(%local_addr, namespace = %services.namespace, "serving");
     let state = AppState {
         keys: identity.keys,
+        kinds: identity.kinds,
         sessions: identity.sessions,
         sign_in_codes: identity.sign_in_codes,
         web: Arc::new(api::auth::WebPolicy {
@@ -411,6 +412,7 @@ fn app_state(
         request_timeout: options.http.request_timeout(),
         llm: Arc::new(OnceCell::new()),
         keys: Default::default(),
+        kinds: Default::default(),
         sessions: crate::identity::session::Sessions::unloaded(),
         sign_in_codes: Default::default(),
         web: Default::default(),
@@ -420,6 +422,8 @@ fn app_state(
 /// What the API checks callers against, and the admin key a first start made.
 struct Identity {
     keys: KeyCache,
+    /// The agent kinds registered in the log.
+    kinds: crate::agents::kinds::KindCache,
     sessions: crate::identity::session::Sessions,
     sign_in_codes: crate::identity::session::SignInCodes,
     first_token: Option<crate::identity::token::Token>,
@@ -496,10 +500,16 @@ async fn start_identity(
         stages.server.clone(),
     );
     tokio::spawn(follower);
+    // The registered agent kinds, followed the same way.
+    let kind_changes = feed.subscribe();
+    let kinds = crate::agents::kinds::KindCache::default();
+    crate::eventlog::follow::catch_up(&kinds, pool).await.context("loading agent kinds")?;
+    let stop = stages.server.clone();
+    tokio::spawn(crate::eventlog::follow::follow(kinds.clone(), pool.clone(), kind_changes, stop));
     let sessions = crate::identity::session::Sessions::load(pool, options.access.session_ttl_s)
         .await
         .context("loading the session secret")?;
-    Ok(Identity { keys: cache, sessions, sign_in_codes: Default::default(), first_token })
+    Ok(Identity { keys: cache, kinds, sessions, sign_in_codes: Default::default(), first_token })
 }
 
 /// The host a sign-in link names: the bound address, or `localhost` for an unspecified one.

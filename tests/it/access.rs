@@ -536,3 +536,70 @@ async fn an_agent_key_acts_only_for_the_agents_it_registered_and_its_kinds() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_kind_an_allowed_agent_key_registers_is_known_to_every_serve_within_a_second() {
+    let env = TestEnv::new().await;
+    let (a, stop_a, task_a) = serve_in_process(services(&env, &redis_url())).await;
+    let (b, stop_b, task_b) = serve_in_process(services(&env, &redis_url())).await;
+    let enqueue = |addr: SocketAddr| async move {
+        let body = json!({ "name": "translate this", "agent": "translator" });
+        let response =
+            client().post(format!("http://{addr}/api/missions/enqueue")).json(&body).send().await;
+        let response = response.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (status, body) = enqueue(b).await;
+    assert_eq!((status, &body["error"]["code"]), (422, &json!("unknown_agent")), "{body}");
+
+    // A key for another kind may not bring this one in; one scoped to it may.
+    let echo = make_key(a, json!({ "name": "echoes", "role": "agent", "kinds": ["echo"] })).await;
+    let register = |token: String, kind: &str| {
+        let body = json!({ "kind": kind });
+        async move {
+            let response = client_with(&token)
+                .post(format!("http://{a}/api/agent-kinds"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = register(echo, "translator").await;
+    assert_eq!((status, &body["error"]["code"]), (403, &json!("forbidden")), "{body}");
+    let translators =
+        make_key(a, json!({ "name": "translators", "role": "agent", "kinds": ["translator"] }))
+            .await;
+    let (status, body) = register(translators.clone(), "translator").await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["registered"].as_array().unwrap().contains(&json!("translator")), "{body}");
+    assert_eq!(register(translators, "translator").await.0, 200, "known already");
+
+    wait_until("the other serve to know the kind", Duration::from_secs(1), || async {
+        enqueue(b).await.0 == 201
+    })
+    .await;
+    let (_, kinds) = call(b, "GET", "/api/agent-kinds", Some(ADMIN_TOKEN)).await;
+    assert!(kinds["kinds"].as_array().unwrap().contains(&json!("translator")), "{kinds}");
+
+    // Removed by an admin, with why: new missions are refused again, everywhere.
+    let removed = client()
+        .post(format!("http://{a}/api/agent-kinds/translator/remove"))
+        .json(&json!({ "reason": "the team moved on" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 200);
+    wait_until("the other serve to forget the kind", Duration::from_secs(1), || async {
+        enqueue(b).await.0 == 422
+    })
+    .await;
+
+    stop_a.cancel();
+    stop_b.cancel();
+    task_a.await.unwrap().unwrap();
+    task_b.await.unwrap().unwrap();
+}
