@@ -3,6 +3,7 @@
 //! run in parallel and leave nothing behind.
 
 mod access;
+mod access_browser;
 mod agent_supervision;
 mod agents_api;
 mod append_all;
