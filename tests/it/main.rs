@@ -4,6 +4,7 @@
 
 mod access;
 mod access_browser;
+mod access_leaks;
 mod agent_supervision;
 mod agents_api;
 mod append_all;
