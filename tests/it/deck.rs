@@ -41,10 +41,20 @@ impl Deck {
     }
 
     pub async fn start_on(listen: SocketAddr) -> Deck {
+        Deck::start_with(listen, BrowserOptions::default(), |_| {}).await
+    }
+
+    /// A deck whose serve `configure` adjusts and whose browser starts with `browser`.
+    pub async fn start_with(
+        listen: SocketAddr,
+        browser: BrowserOptions,
+        configure: impl FnOnce(&mut ServeOptions),
+    ) -> Deck {
         let env = TestEnv::new().await;
-        let (addr, shutdown, task) = serve_with_options(options(&env, listen)).await;
-        let browser =
-            Browser::start_with(BrowserOptions::default()).await.expect("chromium starts");
+        let mut options = options(&env, listen);
+        configure(&mut options);
+        let (addr, shutdown, task) = serve_with_options(options).await;
+        let browser = Browser::start_with(browser).await.expect("chromium starts");
         let shots = match std::env::var_os("BRAIN_SCREENSHOT_DIR") {
             Some(dir) => PathBuf::from(dir),
             None => browser.dir().join("screenshots"),

@@ -3,6 +3,8 @@
 //! run in parallel and leave nothing behind.
 
 mod access;
+mod access_browser;
+mod access_leaks;
 mod agent_supervision;
 mod agents_api;
 mod append_all;
