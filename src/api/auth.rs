@@ -9,8 +9,9 @@
 //! or method still answers 404 or 405):
 //!
 //! 1. a foreign `Origin` is refused (403 `origin_refused`), and so is a change made with a
-//!    session cookie and no `Origin` at all: what a browser sends on a page's behalf never
-//!    acts for the operator signed in beside it;
+//!    session cookie and no `Origin` at all, or a read the browser marks as made by another
+//!    site's page (`Sec-Fetch-Site`): what a browser sends on a page's behalf never acts or
+//!    reads for the operator signed in beside it;
 //! 2. no caller, or one whose key or session does not hold, is 401 `unauthenticated`;
 //! 3. a caller without the route's permission is 403 `forbidden`;
 //! 4. a change (POST, PUT, PATCH, DELETE) without `Content-Type: application/json` is 415,
@@ -228,6 +229,15 @@ pub(super) fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
+/// Whether the browser says the request was made by another site's page (`Sec-Fetch-Site`;
+/// `same-site` counts, since another port of this host is the same site).
+fn from_elsewhere(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|site| site == "cross-site" || site == "same-site")
+}
+
 fn changes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -264,6 +274,12 @@ fn admit(access: Access, request: &Request) -> Result<(), ApiError> {
             let message =
                 "a change made with a session cookie must carry the page's Origin".to_owned();
             return Err(refused(ErrorCode::OriginRefused, Some("origin"), message));
+        }
+        // A read a page elsewhere made the browser send (`<script src>`, `<img>`, a frame)
+        // carries no Origin, but the browser says where it came from.
+        None if matches!(caller, Caller::Session(_)) && from_elsewhere(headers) => {
+            let message = "a session's read from another site's page is refused".to_owned();
+            return Err(refused(ErrorCode::OriginRefused, Some("sec-fetch-site"), message));
         }
         None => {}
     }

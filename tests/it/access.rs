@@ -370,6 +370,22 @@ async fn a_session_cookie_acts_only_for_pages_of_the_serves_own_origin() {
     };
     let read = with_cookie(reqwest::Method::GET, "/api/missions").send().await.unwrap();
     assert_eq!(read.status(), 200, "a session reads");
+    // What a `<script src>` on another site's page makes the browser send: no Origin, but
+    // the browser's word on where it came from.
+    for site in ["cross-site", "same-site"] {
+        let lured = with_cookie(reqwest::Method::GET, "/api/events")
+            .header("sec-fetch-site", site)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(lured.status(), 403, "{site}");
+    }
+    let own_page = with_cookie(reqwest::Method::GET, "/api/events")
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own_page.status(), 200);
     let who = with_cookie(reqwest::Method::GET, "/api/session").send().await.unwrap();
     let who: Value = who.json().await.unwrap();
     assert_eq!(who["key"]["key_id"], key_id(&operator));
