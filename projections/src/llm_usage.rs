@@ -20,6 +20,8 @@ pub struct CallRow {
     pub at: OffsetDateTime,
     /// `None` for a call outside any mission.
     pub mission_id: Option<String>,
+    /// The API key a call outside any mission was made with (`by` is `key:<id>`).
+    pub key_id: Option<String>,
     pub call: LlmCall,
 }
 
@@ -38,7 +40,7 @@ impl Projector for LlmUsage {
     }
 
     fn apply(&self, event: &RecordedEvent, changes: &mut Vec<CallRow>) -> Result<(), Unreadable> {
-        let (mission_id, call) = match event.stream_type.as_str() {
+        let (mission_id, key_id, call) = match event.stream_type.as_str() {
             "mission" => {
                 if event.event_type != "MissionLlmCalled" {
                     return Ok(());
@@ -52,16 +54,16 @@ impl Projector for LlmUsage {
                 else {
                     return Err(Unreadable::of(event, "not a MissionLlmCalled"));
                 };
-                (Some(event.stream_id.as_str().to_owned()), call)
+                (Some(event.stream_id.as_str().to_owned()), None, call)
             }
             _ => {
-                let LlmCallEvent::LlmCalled { call, .. } = LlmCallEvent::upcast(
+                let LlmCallEvent::LlmCalled { call, by, .. } = LlmCallEvent::upcast(
                     &event.event_type,
                     event.schema_version,
                     event.payload.clone(),
                 )
                 .map_err(|error| Unreadable::of(event, error))?;
-                (None, call)
+                (None, by.strip_prefix("key:").map(str::to_owned), call)
             }
         };
         // A fork's copy of its origin's call was paid for, and counted, in the origin.
@@ -72,6 +74,7 @@ impl Projector for LlmUsage {
             position: event.global_position,
             at: event.recorded_at,
             mission_id,
+            key_id,
             call,
         });
         Ok(())

@@ -119,7 +119,9 @@ pub fn failure(error: CallError) -> Failure {
                 Failure::permanent(message)
             }
         }
-        CallError::Route(reason) => Failure::permanent(format!("LLM call failed: {reason}")),
+        CallError::Route(reason) | CallError::NotAllowed(reason) => {
+            Failure::permanent(format!("LLM call failed: {reason}"))
+        }
         error @ (CallError::Record(_) | CallError::Config(_)) => {
             Failure::retryable(error.to_string())
         }

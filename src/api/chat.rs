@@ -6,7 +6,7 @@
 //! system prompt leads the conversation, whose turns go to the LLM gateway as the messages.
 //! The call is the gateway's like any other (daily budgets, limits, its `LlmCalled` record).
 
-use crate::api::auth::Access;
+use crate::api::auth::{Access, Authed};
 use domain::api_key::Permission;
 use std::convert::Infallible;
 
@@ -147,6 +147,7 @@ errors! {
     ))]
 async fn chat(
     State(app): State<AppState>,
+    Authed(principal): Authed,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
@@ -177,7 +178,8 @@ async fn chat(
     }));
     let ask = Ask { messages, ..Ask::default() };
     let calls = app.llm_calls().await;
-    let caller = Caller::Api { by: by.clone() };
+    let key = Some(super::completions::key_budget(&principal));
+    let caller = Caller::Api { by: by.clone(), key };
     let agent = request.agent.clone();
     let answered_turn = move |app: AppState, answered: Answered| async move {
         let text = answered.answer.content.clone();

@@ -13,7 +13,7 @@
 //! cannot take are dropped (the call runs on to its end and record), rather than making the
 //! server hold an unbounded answer for it.
 
-use crate::api::auth::Access;
+use crate::api::auth::{Access, Authed};
 use domain::api_key::Permission;
 use std::convert::Infallible;
 use std::sync::Mutex;
@@ -198,6 +198,7 @@ pub(super) fn call_failure(error: CallError) -> ApiError {
             refused(code, None, failed.error.to_string())
         }
         CallError::Route(reason) => refused(ErrorCode::ModelNotFound, Some("model"), reason),
+        CallError::NotAllowed(reason) => refused(ErrorCode::Forbidden, Some("model"), reason),
         CallError::Record(reason) | CallError::Config(reason) => {
             refused(ErrorCode::StoreUnavailable, None, reason)
         }
@@ -216,11 +217,12 @@ errors! { CompletionErrors = INTERNAL + JSON_BODY + CALLER + LLM_CALL + [Invalid
     ))]
 async fn chat_completions(
     State(app): State<AppState>,
+    Authed(principal): Authed,
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let ask = ask_for(&request)?;
-    let caller = Caller::Api { by: metadata.actor };
+    let caller = Caller::Api { by: metadata.actor, key: Some(key_budget(&principal)) };
     let calls = app.llm_calls().await;
     let completion = Completion {
         id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),
@@ -418,8 +420,19 @@ fn stream_failure(error: CallError) -> Value {
         error @ CallError::Route(_) => {
             json!({ "error": { "message": error.to_string(), "type": ErrorCode::ModelNotFound } })
         }
+        error @ CallError::NotAllowed(_) => {
+            json!({ "error": { "message": error.to_string(), "type": ErrorCode::Forbidden } })
+        }
         error @ (CallError::Record(_) | CallError::Config(_)) => {
             json!({ "error": { "message": error.to_string(), "type": ErrorCode::StoreUnavailable } })
         }
+    }
+}
+
+/// What a principal's key may spend and call, as the gateway holds it.
+pub(super) fn key_budget(principal: &crate::identity::Principal) -> crate::llm::budget::KeyBudget {
+    crate::llm::budget::KeyBudget {
+        key_id: principal.key_id.clone(),
+        limits: principal.limits.clone(),
     }
 }

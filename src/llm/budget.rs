@@ -1,7 +1,8 @@
 //! Budgets enforced before a call is sent. Each call reserves its worst case (its input
 //! estimate plus `max_tokens`, at the dearest price among its route's targets) against every
-//! budget that applies: the mission's own, the daily budget of the mission's agent kind, and
-//! the deployment's daily budget. A call that would pass one is not sent (`budget_exceeded`,
+//! budget that applies: the mission's own, the daily budget of the mission's agent kind, the
+//! calling API key's daily and lifetime budgets (its `KeyLimits`), and the deployment's daily
+//! budget. A call that would pass one is not sent (`budget_exceeded`,
 //! naming the budget); one that is sent settles its usage when it ends: the provider's, or
 //! where it reported none the gateway's estimate (`estimate`), so no answered call settles at
 //! 0. What is in flight is held at its worst, so concurrent calls cannot overspend: the output
@@ -25,6 +26,13 @@ use sqlx::PgPool;
 use time::{Date, OffsetDateTime, Time};
 
 use crate::config::Namespace;
+
+/// The API key a call is made with, and what its limits say it may spend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyBudget {
+    pub key_id: String,
+    pub limits: domain::api_key::KeyLimits,
+}
 use crate::llm::{LlmError, Reason};
 
 const SCRIPT: &str = include_str!("budget.lua");
@@ -36,9 +44,30 @@ const NANO: f64 = 1_000_000_000.0;
 /// One budget that applies to a call.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Scope {
-    Mission { id: String, budget: Budget },
-    KindDay { kind: String, day: Date, budget: Budget },
-    Day { day: Date, budget: Budget },
+    Mission {
+        id: String,
+        budget: Budget,
+    },
+    KindDay {
+        kind: String,
+        day: Date,
+        budget: Budget,
+    },
+    /// What an API key's calls may spend in a UTC day.
+    KeyDay {
+        key: String,
+        day: Date,
+        budget: Budget,
+    },
+    /// What an API key's calls may spend over its life.
+    KeyTotal {
+        key: String,
+        budget: Budget,
+    },
+    Day {
+        day: Date,
+        budget: Budget,
+    },
 }
 
 impl Scope {
@@ -46,6 +75,8 @@ impl Scope {
         match self {
             Scope::Mission { id, .. } => format!("mission:{id}"),
             Scope::KindDay { kind, day, .. } => format!("kind:{kind}:{day}"),
+            Scope::KeyDay { key, day, .. } => format!("key:{key}:{day}"),
+            Scope::KeyTotal { key, .. } => format!("key:{key}:total"),
             Scope::Day { day, .. } => format!("day:{day}"),
         }
     }
@@ -55,6 +86,8 @@ impl Scope {
         match self {
             Scope::Mission { id, .. } => format!("the budget of mission {id}"),
             Scope::KindDay { kind, day, .. } => format!("the daily budget of kind {kind} ({day})"),
+            Scope::KeyDay { key, day, .. } => format!("the daily budget of key {key} ({day})"),
+            Scope::KeyTotal { key, .. } => format!("the budget of key {key}"),
             Scope::Day { day, .. } => format!("the daily budget ({day})"),
         }
     }
@@ -63,6 +96,8 @@ impl Scope {
         match self {
             Scope::Mission { budget, .. }
             | Scope::KindDay { budget, .. }
+            | Scope::KeyDay { budget, .. }
+            | Scope::KeyTotal { budget, .. }
             | Scope::Day { budget, .. } => *budget,
         }
     }
@@ -96,6 +131,25 @@ impl Scope {
                 .fetch_one(pool)
                 .await?
             }
+            Scope::KeyDay { key, day, .. } => {
+                sqlx::query_as(
+                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE key_id = $1 AND at >= $2 AND at < $2 + interval '1 day'",
+                )
+                .bind(key)
+                .bind(day_start(day))
+                .fetch_one(pool)
+                .await?
+            }
+            Scope::KeyTotal { key, .. } => {
+                sqlx::query_as(
+                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE key_id = $1",
+                )
+                .bind(key)
+                .fetch_one(pool)
+                .await?
+            }
             Scope::Day { day, .. } => {
                 sqlx::query_as(
                     "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
@@ -111,14 +165,30 @@ impl Scope {
 }
 
 /// The budgets a call made for `mission` (its id, its own budget, its agent kind) or for no
-/// mission, under the configured daily budgets, today (UTC).
+/// mission, with `key`'s limits when an API key makes it, under the configured daily
+/// budgets, today (UTC).
 pub fn scopes(
     mission: Option<(&str, Option<Budget>, &str)>,
+    key: Option<&KeyBudget>,
     daily: &DailyBudgets,
     now: OffsetDateTime,
 ) -> Vec<Scope> {
     let day = now.to_offset(time::UtcOffset::UTC).date();
     let mut scopes = Vec::new();
+    if let Some(KeyBudget { key_id, limits }) = key {
+        let budget = |tokens: Option<u64>, cost_micros: Option<u64>| Budget {
+            tokens_max: tokens,
+            cost_usd_max: cost_micros.map(|micros| micros as f64 / 1_000_000.0),
+        };
+        let daily = budget(limits.tokens_per_day, limits.cost_micros_per_day);
+        if !daily.is_empty() {
+            scopes.push(Scope::KeyDay { key: key_id.clone(), day, budget: daily });
+        }
+        let total = budget(limits.tokens_total, limits.cost_micros_total);
+        if !total.is_empty() {
+            scopes.push(Scope::KeyTotal { key: key_id.clone(), budget: total });
+        }
+    }
     if let Some((id, Some(budget), _)) = mission
         && !budget.is_empty()
     {
@@ -391,11 +461,11 @@ mod tests {
             kinds: BTreeMap::from([("coder".to_owned(), budget(100))]),
         };
         let now = OffsetDateTime::from_unix_timestamp(1_796_162_400).unwrap();
-        let all = scopes(Some(("m1", Some(budget(10)), "coder")), &daily, now);
+        let all = scopes(Some(("m1", Some(budget(10)), "coder")), None, &daily, now);
         assert_eq!(all.len(), 3);
         assert_eq!(all[0].name(), "the budget of mission m1");
         assert_eq!(all[1].key_suffix(), format!("kind:coder:{}", now.date()));
-        assert_eq!(scopes(Some(("m2", None, "ops")), &daily, now).len(), 1);
-        assert_eq!(scopes(None, &DailyBudgets::default(), now), vec![]);
+        assert_eq!(scopes(Some(("m2", None, "ops")), None, &daily, now).len(), 1);
+        assert_eq!(scopes(None, None, &DailyBudgets::default(), now), vec![]);
     }
 }

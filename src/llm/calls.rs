@@ -49,9 +49,11 @@ pub struct ForMission {
 #[derive(Debug, Clone)]
 pub enum Caller {
     Mission(ForMission),
-    /// A call with no mission (`POST /v1/chat/completions`), by this actor.
+    /// A call with no mission (`POST /v1/chat/completions`, chat), by this actor, held to
+    /// its API key's budgets and model allow-list.
     Api {
         by: String,
+        key: Option<budget::KeyBudget>,
     },
 }
 
@@ -85,6 +87,9 @@ pub enum CallError {
     /// The answer came but cannot be recorded (for a mission: its lease is gone).
     #[error("cannot record the LLM call: {0}")]
     Record(String),
+    /// The calling key may not call this model or route: nothing was sent.
+    #[error("{0}")]
+    NotAllowed(String),
 }
 
 /// Makes calls for missions and API clients. Cheap to clone.
@@ -144,6 +149,19 @@ impl Calls {
             (None, Some(model)) if resolved.routes.contains_key(model) => (model.clone(), None),
             (None, model) => ("default".into(), model.clone()),
         };
+        if let Caller::Api { key: Some(key), .. } = caller {
+            // What the client named: a route, a model (run on the default route), or nothing.
+            let allowed = &key.limits.models;
+            let asked = ask.route.as_ref().or(ask.model.as_ref()).map_or("default", String::as_str);
+            let asked = if asked.is_empty() { "default" } else { asked };
+            if !allowed.is_empty() && !allowed.iter().any(|name| name == asked) {
+                return Err(CallError::NotAllowed(format!(
+                    "the key {} may call {} only, not {asked:?}",
+                    key.key_id,
+                    allowed.join(", ")
+                )));
+            }
+        }
         let mut route = match resolved.route(Some(&route_name)) {
             Ok(route) => route.clone(),
             Err(reason) if resolved.route.is_none() => {
@@ -168,12 +186,16 @@ impl Calls {
             (None, _) => vec![],
             (Some(_), Caller::Mission(mission)) => budget::scopes(
                 Some((&mission.budget_scope, mission.budget, &mission.kind)),
+                None,
                 &resolved.daily_budgets,
                 OffsetDateTime::now_utc(),
             ),
-            (Some(_), Caller::Api { .. }) => {
-                budget::scopes(None, &resolved.daily_budgets, OffsetDateTime::now_utc())
-            }
+            (Some(_), Caller::Api { key, .. }) => budget::scopes(
+                None,
+                key.as_ref(),
+                &resolved.daily_budgets,
+                OffsetDateTime::now_utc(),
+            ),
         };
         let started = Instant::now();
         let call = Call {
@@ -296,7 +318,7 @@ async fn record(store: &EventStore, caller: &Caller, call: LlmCall) -> Result<()
             })
             .await
         }
-        Caller::Api { by } => {
+        Caller::Api { by, .. } => {
             let mut metadata = EventMetadata::new(by.clone(), OffsetDateTime::now_utc());
             metadata.command_id = Some(uuid::Uuid::now_v7());
             let event =

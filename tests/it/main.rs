@@ -28,6 +28,7 @@ mod gateway;
 mod heal;
 mod identity;
 mod isolation;
+mod key_budgets;
 mod layering;
 mod limiter;
 mod llm_budgets;
