@@ -511,3 +511,14 @@ async fn a_rebinding_host_is_refused_before_the_console_or_the_api_answers() {
     deck.text("#who", "admin").await;
     deck.check_clean(&[]).await;
 }
+
+#[tokio::test]
+async fn the_docs_ui_draws_every_route_under_its_content_security_policy() {
+    let deck = Deck::start().await;
+    deck.open("/docs/").await;
+    // Swagger UI draws the document's operations; a policy that blocked its script or its
+    // styles would leave the page empty and log the violation.
+    deck.text(".swagger-ui", "/api/missions/enqueue").await;
+    deck.text(".swagger-ui", "/api/keys").await;
+    deck.check_clean(&[]).await;
+}

@@ -225,6 +225,12 @@ async fn the_docs_ui_answers_html_from_files_compiled_in_and_unknown_routes_get_
     assert_eq!(response.url().path(), "/docs/");
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert!(content_type.starts_with("text/html"), "{content_type}");
+    // The console's protections: its own files only, never framed.
+    let csp = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
     let page = response.text().await.unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
     assert!(!page.contains("https://"), "the page loads nothing from elsewhere: {page}");
