@@ -5,16 +5,18 @@
 -- dead at expires_ms).
 --
 -- ARGV[1] is the operation:
---   reserve id tokens cost hold_ms keep_s  then per key: tokens_max cost_max (-1: none)
+--   reserve id tokens cost hold_ms  then per key: tokens_max cost_max (-1: none) keep_s
 --           -> {'ok'} | {'unseeded', i} | {'exceeded', i, 'tokens'|'cost', spent, held}
 --   seed    tokens cost keep_s (KEYS[1] only)  -> 1 when this call seeded it
---   settle  id tokens cost keep_s              -> number of budgets settled
+--   settle  id tokens cost  then per key: keep_s  -> number of budgets settled
+-- Each key is kept keep_s after its last use: days for a day's budget, minutes for a
+-- minute's.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op = ARGV[1]
 
 if op == 'reserve' then
-  local id, tokens, cost, expires, keep = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), now + tonumber(ARGV[5]), tonumber(ARGV[6])
+  local id, tokens, cost, expires = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), now + tonumber(ARGV[5])
   for i, key in ipairs(KEYS) do
     local fields = redis.call('HGETALL', key)
     local spent_t, spent_c, held_t, held_c, seeded = 0, 0, 0, 0, false
@@ -33,7 +35,7 @@ if op == 'reserve' then
       end
     end
     if not seeded then return {'unseeded', i} end
-    local tokens_max, cost_max = tonumber(ARGV[5 + 2 * i]), tonumber(ARGV[6 + 2 * i])
+    local tokens_max, cost_max = tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
     if tokens_max >= 0 and spent_t + held_t + tokens > tokens_max then
       return {'exceeded', i, 'tokens', string.format('%.0f', spent_t), string.format('%.0f', held_t)}
     end
@@ -41,9 +43,9 @@ if op == 'reserve' then
       return {'exceeded', i, 'cost', string.format('%.0f', spent_c), string.format('%.0f', held_c)}
     end
   end
-  for _, key in ipairs(KEYS) do
+  for i, key in ipairs(KEYS) do
     redis.call('HSET', key, 'r:' .. id, tokens .. ' ' .. cost .. ' ' .. expires)
-    redis.call('EXPIRE', key, keep)
+    redis.call('EXPIRE', key, tonumber(ARGV[5 + 3 * i]))
   end
   return {'ok'}
 end
@@ -57,15 +59,15 @@ if op == 'seed' then
 end
 
 if op == 'settle' then
-  local id, tokens, cost, keep = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+  local id, tokens, cost = ARGV[2], ARGV[3], ARGV[4]
   local settled = 0
-  for _, key in ipairs(KEYS) do
+  for i, key in ipairs(KEYS) do
     -- A budget lost meanwhile is seeded again from the log, which will hold this call.
     if redis.call('HEXISTS', key, 'seeded') == 1 then
       redis.call('HDEL', key, 'r:' .. id)
       redis.call('HINCRBY', key, 'spent_t', tokens)
       redis.call('HINCRBY', key, 'spent_c', cost)
-      redis.call('EXPIRE', key, keep)
+      redis.call('EXPIRE', key, tonumber(ARGV[4 + i]))
       settled = settled + 1
     end
   end

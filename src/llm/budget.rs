@@ -64,6 +64,13 @@ pub enum Scope {
         key: String,
         budget: Budget,
     },
+    /// The tokens an API key's calls may take in one minute (its `tokens_per_minute`): a
+    /// fixed window, by the minute since 1970.
+    KeyMinute {
+        key: String,
+        minute: i64,
+        budget: Budget,
+    },
     Day {
         day: Date,
         budget: Budget,
@@ -77,6 +84,7 @@ impl Scope {
             Scope::KindDay { kind, day, .. } => format!("kind:{kind}:{day}"),
             Scope::KeyDay { key, day, .. } => format!("key:{key}:{day}"),
             Scope::KeyTotal { key, .. } => format!("key:{key}:total"),
+            Scope::KeyMinute { key, minute, .. } => format!("key:{key}:minute:{minute}"),
             Scope::Day { day, .. } => format!("day:{day}"),
         }
     }
@@ -88,6 +96,7 @@ impl Scope {
             Scope::KindDay { kind, day, .. } => format!("the daily budget of kind {kind} ({day})"),
             Scope::KeyDay { key, day, .. } => format!("the daily budget of key {key} ({day})"),
             Scope::KeyTotal { key, .. } => format!("the budget of key {key}"),
+            Scope::KeyMinute { key, .. } => format!("the tokens per minute of key {key}"),
             Scope::Day { day, .. } => format!("the daily budget ({day})"),
         }
     }
@@ -98,7 +107,17 @@ impl Scope {
             | Scope::KindDay { budget, .. }
             | Scope::KeyDay { budget, .. }
             | Scope::KeyTotal { budget, .. }
+            | Scope::KeyMinute { budget, .. }
             | Scope::Day { budget, .. } => *budget,
+        }
+    }
+
+    /// How long the budget's counters are kept after their last use: a minute's past its
+    /// minute, any other for days.
+    fn keep_s(&self) -> u64 {
+        match self {
+            Scope::KeyMinute { .. } => 120,
+            _ => KEEP_S,
         }
     }
 
@@ -138,6 +157,18 @@ impl Scope {
                 )
                 .bind(key)
                 .bind(day_start(day))
+                .fetch_one(pool)
+                .await?
+            }
+            Scope::KeyMinute { key, minute, .. } => {
+                let start = OffsetDateTime::from_unix_timestamp(minute * 60)
+                    .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                sqlx::query_as(
+                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
+                     FROM llm_calls WHERE key_id = $1 AND at >= $2 AND at < $2 + interval '1 minute'",
+                )
+                .bind(key)
+                .bind(start)
                 .fetch_one(pool)
                 .await?
             }
@@ -188,6 +219,11 @@ pub fn scopes(
         if !total.is_empty() {
             scopes.push(Scope::KeyTotal { key: key_id.clone(), budget: total });
         }
+        if let Some(tokens) = limits.tokens_per_minute {
+            let minute = now.unix_timestamp().div_euclid(60);
+            let budget = budget(Some(tokens), None);
+            scopes.push(Scope::KeyMinute { key: key_id.clone(), minute, budget });
+        }
     }
     if let Some((id, Some(budget), _)) = mission
         && !budget.is_empty()
@@ -210,7 +246,8 @@ pub fn scopes(
 /// until it lapses.
 pub struct Reservation {
     id: String,
-    keys: Vec<String>,
+    /// Each budget's key, with how long it is kept after this use.
+    keys: Vec<(String, u64)>,
     owner: Option<Budgets>,
 }
 
@@ -354,8 +391,10 @@ impl Budgets {
             return Ok(None);
         }
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let keys: Vec<String> =
-            scopes.iter().map(|scope| format!("{}{}", self.prefix, scope.key_suffix())).collect();
+        let keys: Vec<(String, u64)> = scopes
+            .iter()
+            .map(|scope| (format!("{}{}", self.prefix, scope.key_suffix()), scope.keep_s()))
+            .collect();
         let worst = Worst { tokens, cost_usd, hold };
         // Each unseeded budget is seeded once, so this ends within scopes + 1 rounds.
         for _ in 0..=scopes.len() {
@@ -363,10 +402,19 @@ impl Budgets {
                 Reserved::Held => {
                     return Ok(Some(Reservation { id, keys, owner: Some(self.clone()) }));
                 }
-                Reserved::Unseeded { index } => self.seed(&scopes[index], &keys[index]).await?,
+                Reserved::Unseeded { index } => self.seed(&scopes[index], &keys[index].0).await?,
                 Reserved::Exceeded(exceeded) => {
                     metrics::counter!("brain_llm_budget_refusals_total").increment(1);
-                    let message = exceeded.message(&scopes[exceeded.index], &worst);
+                    let scope = &scopes[exceeded.index];
+                    let message = exceeded.message(scope, &worst);
+                    // A minute's tokens come back with the next minute: a rate, not a spend.
+                    if let Scope::KeyMinute { minute, .. } = scope {
+                        let next_ms = (minute + 1) * 60_000;
+                        let wait_ms = (next_ms - crate::clock::now_ms()).clamp(1, 60_000);
+                        let mut error = LlmError::new(Reason::RateLimited, message);
+                        error.retry_after = Some(std::time::Duration::from_millis(wait_ms as u64));
+                        return Err(error);
+                    }
                     return Err(LlmError::new(Reason::BudgetExceeded, message));
                 }
                 Reserved::Unexpected(other) => {
@@ -382,12 +430,12 @@ impl Budgets {
     async fn try_reserve(
         &self,
         id: &str,
-        keys: &[String],
+        keys: &[(String, u64)],
         scopes: &[Scope],
         worst: &Worst,
     ) -> Result<Reserved, LlmError> {
         let mut invocation = self.script.prepare_invoke();
-        for key in keys {
+        for (key, _) in keys {
             invocation.key(key);
         }
         invocation
@@ -395,12 +443,12 @@ impl Budgets {
             .arg(id)
             .arg(worst.tokens)
             .arg(nano(worst.cost_usd))
-            .arg(worst.hold.as_millis() as u64)
-            .arg(KEEP_S);
+            .arg(worst.hold.as_millis() as u64);
         for scope in scopes {
             let budget = scope.budget();
             invocation.arg(budget.tokens_max.map_or(-1, |max| max as i64));
             invocation.arg(budget.cost_usd_max.map_or(-1, |max| (max * NANO).floor() as i64));
+            invocation.arg(scope.keep_s());
         }
         let answer: Vec<redis::Value> =
             invocation.invoke_async(&mut self.redis.clone()).await.map_err(unavailable)?;
@@ -416,7 +464,7 @@ impl Budgets {
             .arg("seed")
             .arg(spent_tokens)
             .arg(spent_nano)
-            .arg(KEEP_S)
+            .arg(scope.keep_s())
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(unavailable)?;
@@ -429,17 +477,15 @@ impl Budgets {
         self.apply_settle(&reservation.id, &reservation.keys, tokens, cost_usd).await;
     }
 
-    async fn apply_settle(&self, id: &str, keys: &[String], tokens: u64, cost_usd: f64) {
+    async fn apply_settle(&self, id: &str, keys: &[(String, u64)], tokens: u64, cost_usd: f64) {
         let mut invocation = self.script.prepare_invoke();
-        for key in keys {
+        for (key, _) in keys {
             invocation.key(key);
         }
-        invocation
-            .arg("settle")
-            .arg(id)
-            .arg(tokens)
-            .arg((cost_usd * NANO).round() as i64)
-            .arg(KEEP_S);
+        invocation.arg("settle").arg(id).arg(tokens).arg((cost_usd * NANO).round() as i64);
+        for (_, keep_s) in keys {
+            invocation.arg(*keep_s);
+        }
         let settled: Result<i64, _> = invocation.invoke_async(&mut self.redis.clone()).await;
         if let Err(error) = settled {
             // The hold lapses by itself; the spend is in the log, and a re-seed finds it.

@@ -108,3 +108,43 @@ async fn a_keys_lifetime_budget_counts_every_day() {
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_keys_tokens_per_minute_answer_429_with_the_wait_until_the_next_minute() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let fake = FakeLlm::start(vec![], Scripted::text(ANSWER), None).await;
+    let (status, body) = crate::llm_config::put(
+        addr,
+        &json!({ "provider": "openai", "host": fake.url(), "model": "fake-1", "max_tokens": 20 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let key = make_key(
+        addr,
+        json!({ "name": "tpm", "role": "developer", "limits": { "tokens_per_minute": 60 } }),
+    )
+    .await;
+    assert_eq!(complete(addr, &key, "default", false).await.0, 200);
+    // One call's worth a minute: of the next two, at least one falls in the first's minute
+    // (a minute can turn between two calls, not twice).
+    let mut refusals = Vec::new();
+    for _ in 0..2 {
+        let response = client_with(&key)
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&json!({ "model": "default", "messages": [{ "role": "user", "content": "hi" }] }))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            let wait: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+            let body: Value = response.json().await.unwrap();
+            refusals.push((wait, body));
+        }
+    }
+    let (wait, body) = refusals.first().expect("a call past the key's tokens per minute");
+    assert!((1..=60).contains(wait), "{wait}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("tokens per minute"), "{body}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
