@@ -15,6 +15,9 @@ pub const QUEUE_WEIGHTS_DEFAULT: &str = "0,1,2,4";
 pub const SESSION_TTL_S_DEFAULT: u64 = 12 * 3_600;
 /// A week: long past any client's retries.
 pub const COMMAND_OUTCOMES_KEEP_H_DEFAULT: u64 = 7 * 24;
+/// Requests per minute a key without its own `requests_per_minute` may make: none, no
+/// limit (see decision 0039).
+pub const KEY_RPM_DEFAULT: u32 = 0;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeSettings {
@@ -154,6 +157,10 @@ pub struct AccessSettings {
     /// How long a console session lasts, in seconds.
     #[arg(long, env = "BRAIN_SESSION_TTL_S", default_value_t = SESSION_TTL_S_DEFAULT, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
     pub session_ttl_s: u64,
+    /// Requests per minute over the whole API for a key that names no `requests_per_minute`
+    /// of its own, counted across every serve of the namespace (0: no limit).
+    #[arg(long, env = "BRAIN_KEY_RPM_DEFAULT", default_value_t = KEY_RPM_DEFAULT)]
+    pub key_rpm_default: u32,
 }
 
 impl Default for AccessSettings {
@@ -163,6 +170,7 @@ impl Default for AccessSettings {
             public_hosts: Vec::new(),
             allowed_origins: Vec::new(),
             session_ttl_s: SESSION_TTL_S_DEFAULT,
+            key_rpm_default: KEY_RPM_DEFAULT,
         }
     }
 }
@@ -174,6 +182,7 @@ impl std::fmt::Debug for AccessSettings {
             .field("public_hosts", &self.public_hosts)
             .field("allowed_origins", &self.allowed_origins)
             .field("session_ttl_s", &self.session_ttl_s)
+            .field("key_rpm_default", &self.key_rpm_default)
             .finish()
     }
 }
