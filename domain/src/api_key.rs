@@ -375,6 +375,10 @@ fn check_grant(grant: &KeyGrant, now_ms: i64) -> Result<(), ApiKeyError> {
     if grant.expires_at_ms.is_some_and(|at| at <= now_ms) {
         return Err(invalid("expires_at", "must be in the future"));
     }
+    if grant.limits.requests_per_minute == Some(0) {
+        // A key that may never call is a revoked one; no limit is the field left out.
+        return Err(invalid("limits.requests_per_minute", "at least 1, or left out for none"));
+    }
     if grant.limits.models.len() > MODELS_MAX {
         return Err(invalid("limits.models", format!("at most {MODELS_MAX} models")));
     }

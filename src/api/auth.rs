@@ -242,12 +242,16 @@ fn changes(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// One route's gate: `Origin`, caller, permission, content type, in that order.
+/// One route's gate: `Origin`, caller, permission, content type, in that order; then the
+/// key's request rate ([`super::rate`]).
 pub(super) async fn guard(access: Access, request: Request, next: Next) -> Response {
-    match admit(access, &request) {
-        Ok(()) => next.run(request).await,
-        Err(error) => error.into_response(),
+    if let Err(error) = admit(access, &request) {
+        return error.into_response();
     }
+    if let Err(refusal) = super::rate::counted(access, &request).admit().await {
+        return refusal;
+    }
+    next.run(request).await
 }
 
 fn admit(access: Access, request: &Request) -> Result<(), ApiError> {

@@ -172,16 +172,15 @@ fn usage(answered: &Answered) -> Value {
 fn refusal(error: CallError) -> Response {
     let retry_after = match &error {
         CallError::Llm(failed) if failed.error.reason == crate::llm::Reason::RateLimited => {
-            let wait = failed.error.retry_after.unwrap_or_default();
-            Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).map(|s| s.max(1))
+            Some(failed.error.retry_after.unwrap_or_default())
         }
         _ => None,
     };
-    let mut response = call_failure(error).into_response();
-    if let Some(seconds) = retry_after {
-        response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+    let response = call_failure(error).into_response();
+    match retry_after {
+        Some(wait) => super::error::with_retry_after(response, wait),
+        None => response,
     }
-    response
 }
 
 pub(super) fn call_failure(error: CallError) -> ApiError {

@@ -125,7 +125,7 @@ error_codes! {
     ContextTooLong = ("context_too_long", BAD_REQUEST, "the messages are too long for the model"),
     BudgetExceeded = ("budget_exceeded", PAYMENT_REQUIRED, "the call could pass a budget (daily, or the mission's) and was not sent"),
     BudgetUnchecked = ("budget_exceeded", SERVICE_UNAVAILABLE, "the budgets could not be checked, so the call was not sent; retry"),
-    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "the provider or the shared limiter asks to slow down"),
+    RateLimited = ("rate_limited", TOO_MANY_REQUESTS, "the key is over its request rate (its `requests_per_minute`, else `BRAIN_KEY_RPM_DEFAULT`; `Retry-After` says in how many seconds it may call again), or the LLM provider or the shared LLM limiter asks to slow down"),
     ProviderUnreachable = ("provider_unreachable", BAD_GATEWAY, "no provider of the route could be reached"),
     AuthFailed = ("auth_failed", BAD_GATEWAY, "the provider refused the key"),
     BadResponse = ("bad_response", BAD_GATEWAY, "the provider answered with an error or something unreadable"),
@@ -333,6 +333,13 @@ pub(super) fn timed_out(error: tower::BoxError, request_timeout: Duration) -> Ap
     } else {
         ApiError::Internal(anyhow::anyhow!("request failed: {error}"))
     }
+}
+
+/// `response` with `Retry-After: wait`, in whole seconds rounded up (at least one).
+pub(super) fn with_retry_after(mut response: Response, wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.max(1).into());
+    response
 }
 
 /// The router's answer to a path it has no route for.

@@ -21,6 +21,7 @@ mod llm_usage;
 mod missions;
 pub mod openapi;
 mod queue;
+mod rate;
 mod replay;
 pub mod server;
 mod service;
@@ -66,9 +67,9 @@ pub fn routes() -> ApiRoutes {
 }
 
 /// The router of [`routes()`], the docs UI, and error-shaped answers for unknown paths and
-/// methods, behind the gate of [`auth`]. Every request is answered within `request_timeout`,
-/// its body read included (`408 request_timeout` past it): a client sending a body at one
-/// byte a second holds a handler no longer than that.
+/// methods, behind the gate of [`auth`] and each key's request rate ([`rate`]). Every request
+/// is answered within `request_timeout`, its body read included (`408 request_timeout` past
+/// it): a client sending a body at one byte a second holds a handler no longer than that.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let deadline = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(
@@ -81,6 +82,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(deadline)
+        .layer(axum::Extension(state.rates.clone()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)
 }

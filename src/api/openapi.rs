@@ -34,8 +34,8 @@
 //!    `ApiRoutes::new().routes(Access::needs(Permission::MissionsRead), routes!(queue))`.
 //!    Several handlers on one path with different methods go in one `routes!(a, b)` (one
 //!    access for all). The access is enforced by [`auth::guard`](super::auth) and written
-//!    into the document: the security requirement, `x-permissions`, and the 401/403/415
-//!    answers the gate gives.
+//!    into the document: the security requirement, `x-permissions`, and the 401/403/415/429
+//!    answers the gate gives (429: the key's request rate, [`super::rate`]).
 //! 3. A new module's `routes()` is merged in [`super::routes()`](fn@super::routes).
 //!
 //! A route that cannot be a `routes!` of an annotated handler does not belong on the API
@@ -219,6 +219,8 @@ fn document_access(operation: &mut utoipa::openapi::path::Operation, access: Acc
         if !scopes.is_empty() {
             gate.push(ErrorCode::Forbidden);
         }
+        // The key's request rate (`api::rate`).
+        gate.push(ErrorCode::RateLimited);
         let needs = if scopes.is_empty() {
             "Needs a key or session.".to_owned()
         } else {
@@ -233,7 +235,12 @@ fn document_access(operation: &mut utoipa::openapi::path::Operation, access: Acc
         let utoipa::openapi::RefOr::T(added) = response else { continue };
         match documented.get_mut(&status) {
             Some(utoipa::openapi::RefOr::T(existing)) => {
-                existing.description = format!("{}\n{}", existing.description, added.description);
+                // A route that answers the same code itself (`rate_limited` of an LLM call)
+                // has its line already.
+                if !existing.description.contains(&added.description) {
+                    existing.description =
+                        format!("{}\n{}", existing.description, added.description);
+                }
             }
             _ => {
                 documented.insert(status, utoipa::openapi::RefOr::T(added));

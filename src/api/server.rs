@@ -1,77 +1,51 @@
 //! The HTTP server around the router: its own accept loop, so that every connection has a
-//! bound. `axum::serve` sets no header-read timeout and counts no connections; here each
-//! accepted connection holds a permit of [`HttpLimits::connections_max`] for as long as its
-//! socket lives (a WebSocket's too: the permit travels with the upgraded socket), headers
-//! must arrive within [`HttpLimits::header_read_timeout`], every request is answered within
-//! [`HttpLimits::request_timeout`] (body read included, so a client sending one byte a second
-//! is cut off, answered 408), and shutdown finishes within [`HttpLimits::shutdown_timeout`]
-//! whatever the clients do.
+//! bound. `axum::serve` sets no header-read timeout and counts no connections; here
+//!
+//! - each accepted connection holds a permit of [`HttpLimits::connections_max`] for as long
+//!   as its socket lives (a WebSocket's too: the permit travels with the upgraded socket),
+//!   and a place among its client address's [`HttpLimits::connections_per_address_max`]: a
+//!   connection past that is closed as it is accepted, so one address cannot take every
+//!   place;
+//! - a connection with no request in flight is closed ([`Activity`]) once it has taken
+//!   [`HttpLimits::header_read_timeout`] to send a request head (a new connection's first,
+//!   counted from its accepting whether it sent a byte or not; a later one from its first
+//!   byte) or stayed idle [`HttpLimits::idle_timeout`] after an answer, over HTTP/1 and
+//!   HTTP/2 alike. This is done here rather than by hyper's header timer, which starts only
+//!   once the protocol is known (a socket that sends nothing, or a few bytes of the HTTP/2
+//!   preface, would wait for ever), counts an idle keep-alive connection's wait as its next
+//!   head's, and has no HTTP/2 counterpart;
+//! - every request is answered within [`HttpLimits::request_timeout`] (body read included, so
+//!   a client sending one byte a second is cut off, answered 408);
+//! - shutdown finishes within [`HttpLimits::shutdown_timeout`] whatever the clients do.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::Request;
+use axum::response::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Connections one process holds at once, WebSocket clients included.
-pub const HTTP_CONNECTIONS_MAX_DEFAULT: usize = 12_288;
-/// Longest a client may take to send a request's headers.
-pub const HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-/// Longest a request may take from its headers to its answer, body read included.
-pub const HTTP_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-/// Longest shutdown waits for requests in flight before it drops their connections.
-pub const HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
-
-/// The HTTP server's bounds, from `brain serve`'s flags.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct HttpLimits {
-    /// Connections held at once (WebSocket clients included); past it, new ones wait in the
-    /// listen backlog until one closes.
-    #[arg(long = "http-connections-max", env = "BRAIN_HTTP_CONNECTIONS_MAX", default_value_t = HTTP_CONNECTIONS_MAX_DEFAULT)]
-    pub connections_max: usize,
-    /// Longest a client may take to send a request's headers, in ms.
-    #[arg(long = "http-header-read-timeout-ms", env = "BRAIN_HTTP_HEADER_READ_TIMEOUT_MS", default_value_t = HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
-    pub header_read_timeout_ms: u64,
-    /// Longest a request may take from headers to answer, body included, in ms (408 past it).
-    #[arg(long = "http-request-timeout-ms", env = "BRAIN_HTTP_REQUEST_TIMEOUT_MS", default_value_t = HTTP_REQUEST_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
-    pub request_timeout_ms: u64,
-    /// Longest shutdown waits for requests in flight, in ms; then their connections close.
-    #[arg(long = "http-shutdown-timeout-ms", env = "BRAIN_HTTP_SHUTDOWN_TIMEOUT_MS", default_value_t = HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT)]
-    pub shutdown_timeout_ms: u64,
-}
-
-impl Default for HttpLimits {
-    fn default() -> HttpLimits {
-        HttpLimits {
-            connections_max: HTTP_CONNECTIONS_MAX_DEFAULT,
-            header_read_timeout_ms: HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT,
-            request_timeout_ms: HTTP_REQUEST_TIMEOUT_MS_DEFAULT,
-            shutdown_timeout_ms: HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT,
-        }
-    }
-}
-
-impl HttpLimits {
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_read_timeout_ms)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
-    }
-}
+pub use crate::config::serve::{
+    HTTP_CONNECTIONS_MAX_DEFAULT, HTTP_CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
+    HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT, HTTP_IDLE_TIMEOUT_MS_DEFAULT,
+    HTTP_REQUEST_TIMEOUT_MS_DEFAULT, HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT, HttpLimits,
+};
 
 /// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish for at
 /// most the shutdown timeout and drops what is left. Upgraded connections (WebSocket
@@ -83,10 +57,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.connections_max.max(1)));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let addresses = Arc::new(Addresses::new(limits.connections_per_address_max));
+    let quiet = Quiet { head: limits.header_read_timeout(), idle: limits.idle_timeout() };
     let mut connections = tokio::task::JoinSet::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout());
+    // Heads and idleness are timed by each connection's `Activity`, not hyper's timer.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     // CONNECT protocol for WebSockets over HTTP/2, as axum::serve enables it.
     builder.http2().timer(TokioTimer::new()).enable_connect_protocol();
     let builder = Arc::new(builder);
@@ -96,7 +72,7 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             permit = permits.clone().acquire_owned() => permit.expect("never closed"),
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -108,23 +84,79 @@ pub async fn serve(
                 }
             },
         };
+        let Some(place) = addresses.take(peer.ip()) else {
+            // Closed at once (its permit goes back with it): a flood from one address costs
+            // an accept and a close per connection, and holds nothing.
+            metrics::counter!("brain_http_connections_refused_total").increment(1);
+            tracing::debug!(%peer, "connection refused: its address holds its most connections");
+            continue;
+        };
         // Live feed messages are small writes that should leave at once, not wait (Nagle)
         // for the acknowledgement of the previous one.
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(Permitted { stream, _permit: permit });
-        let service = TowerToHyperService::new(router.clone());
+        metrics::gauge!("brain_http_connections").increment(1.0);
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Held {
+            stream,
+            activity: activity.clone(),
+            _permit: permit,
+            _place: place,
+        });
+        let service = TowerToHyperService::new(Tracked {
+            router: router.clone(),
+            activity: activity.clone(),
+        });
         let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let connection = graceful.watch(connection);
+        let shutdown = shutdown.clone();
         connections.spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
+            let mut connection = std::pin::pin!(connection);
+            let mut check = std::pin::pin!(tokio::time::sleep(quiet.head));
+            // Asked to close, because it was quiet too long or for shutdown.
+            let (mut closing, mut stopping) = (false, false);
+            loop {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(error) = ended {
+                            tracing::debug!(%error, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.cancelled(), if !stopping => {
+                        connection.as_mut().graceful_shutdown();
+                        stopping = true;
+                    }
+                    _ = check.as_mut(), if !stopping => {
+                        let now = Instant::now();
+                        if closing {
+                            // Asked to close a while ago and still open: dropped, unless a
+                            // request slipped in meanwhile (its own deadline bounds it).
+                            if activity.in_flight.load(Ordering::Acquire) == 0 {
+                                break;
+                            }
+                            check.as_mut().reset(now + quiet.head);
+                            continue;
+                        }
+                        match activity.quiet_until(quiet) {
+                            Some(deadline) if deadline <= now => {
+                                metrics::counter!("brain_http_connections_quiet_closed_total")
+                                    .increment(1);
+                                connection.as_mut().graceful_shutdown();
+                                closing = true;
+                                check.as_mut().reset(now + quiet.head);
+                            }
+                            Some(deadline) => check.as_mut().reset(deadline),
+                            None => check.as_mut().reset(now + quiet.head),
+                        }
+                    }
+                }
             }
         });
         // Reap finished connection tasks so the set holds only live ones.
         while connections.try_join_next().is_some() {}
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_timeout(), graceful.shutdown()).await.is_err() {
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_timeout(), drained).await.is_err() {
         tracing::warn!(
             connections = connections.len(),
             "requests still in flight at the shutdown deadline; closing their connections"
@@ -134,24 +166,238 @@ pub async fn serve(
     Ok(())
 }
 
-/// A connection's socket with its place under the connection cap, given back when the
-/// socket is dropped, after an upgrade too.
-struct Permitted {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
+/// How long a connection with no request in flight may stay so.
+#[derive(Debug, Clone, Copy)]
+struct Quiet {
+    /// To send a whole request head: from a new connection's accepting, or from a later
+    /// head's first byte.
+    head: Duration,
+    /// Between an answer and the next head's first byte.
+    idle: Duration,
 }
 
-impl AsyncRead for Permitted {
+/// What one connection is doing: requests in flight (a request is in flight from its head's
+/// arrival until its answer's body is sent or dropped), since when none is, and since when a
+/// next head is coming. Times are microseconds after `opened`.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Requests answered; while none is, the connection is new and has `Quiet::head`.
+    answered: AtomicU64,
+    /// When the last request ended.
+    quiet_since_us: AtomicU64,
+    /// When the first byte after it arrived (not after `quiet_since_us`: none yet).
+    head_since_us: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            answered: AtomicU64::new(0),
+            quiet_since_us: AtomicU64::new(0),
+            head_since_us: AtomicU64::new(0),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.opened.elapsed().as_micros() as u64
+    }
+
+    /// When the connection will have been quiet too long, if no request is in flight.
+    fn quiet_until(&self, quiet: Quiet) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = self.quiet_since_us.load(Ordering::Acquire);
+        let head = self.head_since_us.load(Ordering::Acquire);
+        let allowed =
+            if self.answered.load(Ordering::Acquire) == 0 { quiet.head } else { quiet.idle };
+        let mut deadline = self.opened + Duration::from_micros(since) + allowed;
+        if head > since {
+            deadline = deadline.min(self.opened + Duration::from_micros(head) + quiet.head);
+        }
+        Some(deadline)
+    }
+
+    /// Bytes arrived: while no request is in flight, the next head has begun. (Over HTTP/2
+    /// a frame that is no request, a ping, counts too: such a connection gets the head's
+    /// time rather than the idle one's.)
+    fn read(&self) {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        let since = self.quiet_since_us.load(Ordering::Acquire);
+        if self.head_since_us.load(Ordering::Acquire) <= since {
+            let now = self.now_us().max(since + 1);
+            self.head_since_us.store(now, Ordering::Release);
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(self.clone())
+    }
+}
+
+/// One request in flight; its end when dropped.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        // The head that began this request is spent: the next one begins with a later byte.
+        let end = activity.now_us().max(activity.head_since_us.load(Ordering::Acquire));
+        activity.quiet_since_us.fetch_max(end, Ordering::AcqRel);
+        activity.answered.fetch_add(1, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The router, counting the connection's requests in flight into its [`Activity`].
+#[derive(Clone)]
+struct Tracked {
+    router: Router,
+    activity: Arc<Activity>,
+}
+
+impl<B> tower::Service<Request<B>> for Tracked
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready (axum's own `Service` says so).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let busy = self.activity.begin();
+        let answered = tower::ServiceExt::oneshot(self.router.clone(), request.map(Body::new));
+        Box::pin(async move {
+            let response = answered.await?;
+            Ok(response.map(|body| Body::new(Answering { body, _busy: busy })))
+        })
+    }
+}
+
+/// An answer's body, holding its request in flight until it is sent or dropped (a stream's
+/// until it ends).
+struct Answering {
+    body: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Connections held per client address. IPv6 clients are counted by their /64, the block
+/// one host or subscriber is given; an IPv4-mapped address is its IPv4 address.
+struct Addresses {
+    max: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Addresses {
+    fn new(max: usize) -> Addresses {
+        Addresses { max: max.max(1), held: Mutex::default() }
+    }
+
+    /// A place for a connection from `ip`, or none when its address holds its most.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPlace> {
+        let client = client_of(ip);
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = held.entry(client).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressPlace { addresses: self.clone(), client })
+    }
+}
+
+/// The client an address counts for.
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// A connection's place among its address's, given back when the socket is dropped.
+struct AddressPlace {
+    addresses: Arc<Addresses>,
+    client: IpAddr,
+}
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        let mut held = self.addresses.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// A connection's socket with its places under the connection caps, given back when the
+/// socket is dropped, after an upgrade too.
+struct Held {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    _permit: OwnedSemaphorePermit,
+    _place: AddressPlace,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        metrics::gauge!("brain_http_connections").decrement(1.0);
+    }
+}
+
+impl AsyncRead for Held {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read();
+        }
+        read
     }
 }
 
-impl AsyncWrite for Permitted {
+impl AsyncWrite for Held {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -178,5 +424,32 @@ impl AsyncWrite for Permitted {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_its_most_and_gets_a_place_back_as_one_closes() {
+        let addresses = Arc::new(Addresses::new(2));
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        let (a, b) = (addresses.take(one).unwrap(), addresses.take(one).unwrap());
+        assert!(addresses.take(one).is_none());
+        assert!(addresses.take("10.0.0.2".parse().unwrap()).is_some(), "another address");
+        drop(a);
+        let c = addresses.take(one).expect("a place given back");
+        drop((b, c));
+        assert!(addresses.held.lock().unwrap().is_empty(), "nothing kept for a gone address");
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let client = |text: &str| client_of(text.parse().unwrap());
+        assert_eq!(client("2001:db8:1:2:aaaa::1"), client("2001:db8:1:2:bbbb::2"));
+        assert_ne!(client("2001:db8:1:2::1"), client("2001:db8:1:3::1"));
+        assert_eq!(client("::ffff:192.0.2.7"), client("192.0.2.7"));
+        assert_eq!(client("192.0.2.7").to_string(), "192.0.2.7");
     }
 }

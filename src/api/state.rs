@@ -51,6 +51,8 @@ pub struct AppState {
     pub sign_in_codes: crate::identity::session::SignInCodes,
     /// Which `Host` and `Origin` values the serve answers.
     pub web: std::sync::Arc<super::auth::WebPolicy>,
+    /// Each key's request rate, shared through Redis with the namespace's other serves.
+    pub rates: crate::identity::rate::KeyRates,
 }
 
 impl AppState {

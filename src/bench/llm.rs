@@ -317,6 +317,8 @@ impl LlmBench {
         };
         let mut options = crate::serve::ServeOptions::new(services, "127.0.0.1:0".parse()?);
         options.http.connections_max = options.http.connections_max.max(self.streams * 2);
+        // Every stream comes from this host's one address.
+        options.http.connections_per_address_max = options.http.connections_max;
         options.access.admin_key = Some(key.to_owned());
         crate::serve::start(options, shutdown).await
     }

@@ -361,6 +361,27 @@ impl WsBench {
     }
 }
 
+/// Clients connecting from one loopback address; more would pass a serve's
+/// `BRAIN_HTTP_CONNECTIONS_PER_ADDRESS_MAX` (1,024 by default).
+const CLIENTS_PER_LOOPBACK_ADDRESS: usize = 500;
+
+/// Client `id`'s connection to `addr`. Against a serve on the IPv4 loopback, clients are
+/// spread over its addresses (127.1.0.1, 127.1.0.2, ...: Linux answers all of 127.0.0.0/8)
+/// as clients on as many hosts would be, so the per-address cap is the serve's own and not
+/// the bench's; elsewhere they all come from this host's one address.
+async fn connect_from(id: usize, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match addr {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let host = (id / CLIENTS_PER_LOOPBACK_ADDRESS) as u32 + 1;
+            let from = std::net::Ipv4Addr::from(u32::from_be_bytes([127, 1, 0, 0]) + host);
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((from, 0)))?;
+            socket.connect(addr).await
+        }
+        _ => TcpStream::connect(addr).await,
+    }
+}
+
 async fn client(
     id: usize,
     addr: SocketAddr,
@@ -377,7 +398,7 @@ async fn client(
         if let Some(value) = key.and_then(|key| format!("Bearer {key}").parse().ok()) {
             request.headers_mut().insert("authorization", value);
         }
-        let stream = TcpStream::connect(addr).await?;
+        let stream = connect_from(id, addr).await?;
         stream.set_nodelay(true)?;
         let (socket, _) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config))

@@ -5,11 +5,13 @@
 //! checked against that cache alone, with no database round trip.
 //!
 //! This folder knows no HTTP: `api` turns a request's `Authorization` header or session into
-//! a token and asks [`cache::KeyCache::authenticate`] for the [`Principal`].
+//! a token and asks [`cache::KeyCache::authenticate`] for the [`Principal`], then
+//! [`rate::KeyRates::admit`] whether the key is within its request rate.
 
 pub mod cache;
 pub mod cli;
 pub mod keys;
+pub mod rate;
 pub mod session;
 pub mod token;
 

@@ -394,11 +394,18 @@ fn app_state(
     agent_kinds: BTreeSet<String>,
     feed: FeedHandle,
 ) -> AppState {
+    let redis_connection = Arc::new(OnceCell::new());
+    let rates = crate::identity::rate::KeyRates::new(
+        services.redis.clone(),
+        redis_connection.clone(),
+        &services.namespace,
+        options.access.key_rpm_default,
+    );
     AppState {
         store,
         nats: services.nats,
         redis: services.redis,
-        redis_connection: Arc::new(OnceCell::new()),
+        redis_connection,
         queue: shared.cell,
         namespace: services.namespace,
         metrics: telemetry::metrics(),
@@ -416,6 +423,7 @@ fn app_state(
         sessions: crate::identity::session::Sessions::unloaded(),
         sign_in_codes: Default::default(),
         web: Default::default(),
+        rates,
     }
 }
 

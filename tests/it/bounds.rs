@@ -1,7 +1,8 @@
 //! Everything a client can reach has a bound (design invariant 11): headers must arrive in
-//! time, a request is answered within its deadline however slowly its body comes, a process
-//! holds a bounded number of connections and WebSocket clients, and shutdown ends within its
-//! deadline even with a client trickling a body.
+//! time, on a new connection (whatever it sent) and on an idle one alike, a request is
+//! answered within its deadline however slowly its body comes, a process holds a bounded
+//! number of connections and WebSocket clients, and shutdown ends within its deadline even
+//! with a client trickling a body.
 
 use std::time::Duration;
 
@@ -71,6 +72,99 @@ async fn headers_that_do_not_arrive_in_time_get_the_connection_closed() {
     let answer = read_until_closed(&mut stream).await.expect("the server closes the connection");
     assert!(!answer.contains("200 OK"), "{answer}");
     assert_eq!(get(addr, "/health").await.0, 200);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_or_a_few_bytes_of_a_preface_is_closed_at_the_header_timeout()
+ {
+    let env = TestEnv::new().await;
+    let http = HttpLimits { header_read_timeout_ms: 300, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+
+    // Nothing at all; one byte of a request line; the start of the HTTP/2 preface (before
+    // which the server cannot even tell the protocol).
+    for sent in [&b""[..], b"G", b"PRI * HTTP/2.0\r\n"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let started = std::time::Instant::now();
+        let answer = read_until_closed(&mut stream).await;
+        let sent = String::from_utf8_lossy(sent);
+        let answer = answer.unwrap_or_else(|| panic!("still open after {sent:?}"));
+        assert!(!answer.contains("200"), "{sent:?}: {answer}");
+        assert!(started.elapsed() >= Duration::from_millis(250), "{sent:?}: closed too soon");
+    }
+    assert_eq!(get(addr, "/health").await.0, 200);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Sends `head` on a keep-alive connection and reads its (small) answer.
+async fn exchange(stream: &mut TcpStream, head: &str) -> String {
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_and_a_quiet_stream_is_not() {
+    let env = TestEnv::new().await;
+    let http =
+        HttpLimits { header_read_timeout_ms: 300, idle_timeout_ms: 3_000, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+    let health = "GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    let (status, enqueued) =
+        crate::missions_api::post(addr, "/api/missions/enqueue", r#"{"name": "waits"}"#).await;
+    assert_eq!(status, 201, "{enqueued}");
+
+    // HTTP/1.1, one request answered and then nothing: closed once idle 3 s, not sooner.
+    let idle = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(exchange(&mut stream, health).await.starts_with("HTTP/1.1 200"));
+        let answered = std::time::Instant::now();
+        read_until_closed(&mut stream).await.expect("an idle keep-alive connection is closed");
+        answered.elapsed()
+    };
+    // A next head begun and never finished: closed at the header timeout from its first
+    // byte, idle allowance or not.
+    let stalled = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(exchange(&mut stream, health).await.starts_with("HTTP/1.1 200"));
+        stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+        let begun = std::time::Instant::now();
+        read_until_closed(&mut stream).await.expect("a stalled head's connection is closed");
+        begun.elapsed()
+    };
+    // HTTP/2 (prior knowledge): the preface and settings, then no request.
+    let http2 = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+        read_until_closed(&mut stream)
+            .await
+            .expect("an HTTP/2 connection with no request is closed");
+    };
+    // A mission's token stream says nothing for a while (no worker runs it): its request is
+    // in flight, so its connection stays open past both timeouts.
+    let stream = async {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "GET /api/missions/{}/stream HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\r\n",
+            enqueued["mission_id"].as_str().unwrap(),
+            crate::support::ADMIN_TOKEN
+        );
+        assert!(exchange(&mut stream, &head).await.starts_with("HTTP/1.1 200"));
+        let mut more = [0u8; 256];
+        let quiet =
+            tokio::time::timeout(Duration::from_millis(4_000), stream.read(&mut more)).await;
+        assert!(quiet.is_err(), "the stream's connection was closed or spoke: {quiet:?}");
+    };
+    let (idle, stalled, (), ()) = tokio::join!(idle, stalled, http2, stream);
+    assert!(idle >= Duration::from_millis(2_900), "closed after {idle:?} idle");
+    assert!(stalled < Duration::from_millis(2_500), "closed after {stalled:?} of a stalled head");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -24,6 +24,7 @@ mod deck;
 mod event_store;
 mod external_agents;
 mod fake_llm;
+mod flood;
 mod gateway;
 mod heal;
 mod identity;

@@ -66,6 +66,9 @@ fn a_key_without_role_or_permission_or_with_a_bad_field_is_refused_naming_the_fi
     assert_eq!(field(key.decide(create(past, HASH_A))), "expires_at");
     let kinds = KeyGrant { kinds: vec!["Bad Kind".into()], ..grant(Some(Role::Agent)) };
     assert_eq!(field(key.decide(create(kinds, HASH_A))), "kinds");
+    let limits = KeyLimits { requests_per_minute: Some(0), ..KeyLimits::default() };
+    let never = KeyGrant { limits, ..grant(Some(Role::Developer)) };
+    assert_eq!(field(key.decide(create(never, HASH_A))), "limits.requests_per_minute");
 }
 
 #[test]
