@@ -82,10 +82,26 @@ impl Deck {
         self.browser.goto(&self.url(path)).await.unwrap();
     }
 
+    /// Types `text` into the input `css` matches, cleared first. A live page may redraw the
+    /// input between finding and typing: then it is found again, until `WAIT` is over.
     pub async fn fill(&self, css: &str, text: &str) {
-        let input = self.browser.find(css).await.unwrap();
-        input.clear().await.unwrap();
-        input.send_keys(text).await.unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let input = self.browser.wait_for(css, WAIT).await.unwrap();
+            let typed = async {
+                input.clear().await?;
+                input.send_keys(text).await
+            };
+            match typed.await {
+                Ok(()) => return,
+                Err(error)
+                    if std::time::Instant::now() < deadline
+                        && error
+                            .downcast_ref::<WebDriverError>()
+                            .is_some_and(|e| e.error == "stale element reference") => {}
+                Err(error) => panic!("fill {css}: {error:#}"),
+            }
+        }
     }
 
     /// Clicks the element `css` matches once it is there. Live pages redraw from the API

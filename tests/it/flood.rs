@@ -13,22 +13,12 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::serve::{redis_url, serve_with_options, services};
-use crate::support::{ADMIN_TOKEN, Proxy, TestEnv, client, client_with, wait_until};
+use crate::support::{ADMIN_TOKEN, Proxy, TestEnv, client, client_with, make_key, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn options(env: &TestEnv) -> ServeOptions {
     ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap())
-}
-
-/// A key made through `addr` with `grant`; its token.
-async fn make_key(addr: SocketAddr, grant: Value) -> String {
-    let response =
-        client().post(format!("http://{addr}/api/keys")).json(&grant).send().await.unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    body["token"].as_str().unwrap().to_owned()
 }
 
 /// `GET path` on `addr` with `token`: the status and `Retry-After`, if any.
