@@ -33,6 +33,26 @@ async fn complete(
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// A serve whose gateway answers from a fake OpenAI provider, 20 tokens at most a call.
+async fn serve_with_fake_gateway(
+    env: &TestEnv,
+) -> (
+    std::net::SocketAddr,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    FakeLlm,
+) {
+    let (addr, shutdown, task) = serve_without_workers(env).await;
+    let fake = FakeLlm::start(vec![], Scripted::text(ANSWER), None).await;
+    let (status, body) = crate::llm_config::put(
+        addr,
+        &json!({ "provider": "openai", "host": fake.url(), "model": "fake-1", "max_tokens": 20 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    (addr, shutdown, task, fake)
+}
+
 #[tokio::test]
 async fn a_keys_budgets_and_model_list_hold_before_the_call_and_bind_no_other_key() {
     let env = TestEnv::new().await;
@@ -88,14 +108,7 @@ async fn a_keys_budgets_and_model_list_hold_before_the_call_and_bind_no_other_ke
 #[tokio::test]
 async fn a_keys_lifetime_budget_counts_every_day() {
     let env = TestEnv::new().await;
-    let (addr, shutdown, task) = serve_without_workers(&env).await;
-    let fake = FakeLlm::start(vec![], Scripted::text(ANSWER), None).await;
-    let (status, body) = crate::llm_config::put(
-        addr,
-        &json!({ "provider": "openai", "host": fake.url(), "model": "fake-1", "max_tokens": 20 }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let (addr, shutdown, task, _fake) = serve_with_fake_gateway(&env).await;
     let key = make_key(
         addr,
         json!({ "name": "total", "role": "developer", "limits": { "tokens_total": 60 } }),
@@ -112,14 +125,7 @@ async fn a_keys_lifetime_budget_counts_every_day() {
 #[tokio::test]
 async fn a_keys_tokens_per_minute_answer_429_with_the_wait_until_the_next_minute() {
     let env = TestEnv::new().await;
-    let (addr, shutdown, task) = serve_without_workers(&env).await;
-    let fake = FakeLlm::start(vec![], Scripted::text(ANSWER), None).await;
-    let (status, body) = crate::llm_config::put(
-        addr,
-        &json!({ "provider": "openai", "host": fake.url(), "model": "fake-1", "max_tokens": 20 }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let (addr, shutdown, task, _fake) = serve_with_fake_gateway(&env).await;
     let key = make_key(
         addr,
         json!({ "name": "tpm", "role": "developer", "limits": { "tokens_per_minute": 60 } }),
