@@ -107,7 +107,9 @@ pub async fn serve(
             activity: activity.clone(),
         });
         let connection = builder.serve_connection_with_upgrades(io, service).into_owned();
-        let shutdown = shutdown.clone();
+        // A child token: each connection waits on its own node, not on one shared by all
+        // (whose lock every poll of every connection would take).
+        let shutdown = shutdown.child_token();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
             let mut check = std::pin::pin!(tokio::time::sleep(quiet.head));
@@ -115,6 +117,8 @@ pub async fn serve(
             let (mut closing, mut stopping) = (false, false);
             loop {
                 tokio::select! {
+                    // The connection first: it is what is ready nearly every time.
+                    biased;
                     ended = connection.as_mut() => {
                         if let Err(error) = ended {
                             tracing::debug!(%error, "connection ended with an error");
