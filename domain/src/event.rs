@@ -29,6 +29,10 @@ pub struct EventMetadata {
     /// The principal that issued the command: an API key (`key:<id>`), a process's own part
     /// (`worker:w1`, `supervisor`), or the CLI (`cli`).
     pub actor: String,
+    /// The name the actor's key had when it acted (`key:<id>` alone says which key, not whose):
+    /// kept beside the id so that the audit trail reads without the key list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_name: Option<String>,
     /// Whom a key allowed to impersonate (`impersonate`) said it acted for (`X-Actor`):
     /// recorded beside the actor, never in its place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +55,7 @@ impl EventMetadata {
     pub fn new(actor: impl Into<String>, timestamp: OffsetDateTime) -> EventMetadata {
         EventMetadata {
             actor: actor.into(),
+            actor_name: None,
             on_behalf_of: None,
             correlation_id: Uuid::now_v7(),
             causation_id: None,

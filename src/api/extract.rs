@@ -200,7 +200,7 @@ path_id!(
 );
 
 /// Who is asking and on behalf of which request, as the metadata of the events a command
-/// records: the authenticated principal as the actor (`key:<id>`), whom it says it acts for
+/// records: the authenticated principal as the actor (`key:<id>`, with the key's name), whom it says it acts for
 /// (`X-Actor`, kept as `on_behalf_of`, and only from a key holding `impersonate`), and the
 /// request's correlation id (`X-Correlation-Id`, or a new one). Both headers end up in
 /// events, so a value that is present but not what it must be is refused (400
@@ -243,6 +243,7 @@ pub(super) fn metadata(parts: &Parts) -> Result<EventMetadata, ApiError> {
         }
     };
     let mut metadata = EventMetadata::new(actor, OffsetDateTime::now_utc());
+    metadata.actor_name = principal.map(|principal| principal.name.clone());
     metadata.on_behalf_of = on_behalf_of;
     if let Some(value) = headers.get("x-correlation-id") {
         metadata.correlation_id =

@@ -258,6 +258,7 @@ async fn a_key_cannot_grant_more_than_it_holds_nor_name_another_actor_without_im
     .await;
     let metadata = &events[0]["metadata"];
     assert_eq!(metadata["actor"], format!("key:{}", key_id(&developer)), "{events}");
+    assert_eq!(metadata["actor_name"], "dev", "{metadata}");
     assert!(metadata.get("on_behalf_of").is_none(), "{metadata}");
 
     shutdown.cancel();
