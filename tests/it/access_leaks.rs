@@ -23,7 +23,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{ADMIN_TOKEN, TestEnv, nats_url, redis_url, wait_until};
+use crate::support::{ADMIN_TOKEN, TestEnv, key_id, nats_url, redis_url, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -230,10 +230,6 @@ impl Run {
 /// The secret part of a token: what follows `brn_<key id>_`.
 fn secret_of(token: &str) -> &str {
     &token[21..]
-}
-
-fn key_id(token: &str) -> &str {
-    &token[4..20]
 }
 
 /// 64 hexadecimal characters no one has seen.

@@ -3,8 +3,10 @@
 //! run in parallel and leave nothing behind.
 
 mod access;
+mod access_agents;
 mod access_browser;
 mod access_leaks;
+mod access_sessions;
 mod agent_supervision;
 mod agents_api;
 mod append_all;

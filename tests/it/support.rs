@@ -434,6 +434,11 @@ pub const KEY_EVENTS: u64 = 1;
 pub const ADMIN_ACTOR: &str = "key:a0000000000000a1";
 
 /// Makes a key through the API of the serve at `addr` with [`ADMIN_TOKEN`]; answers its token.
+/// The key id a token names (`brn_<key id>_<secret>`).
+pub fn key_id(token: &str) -> &str {
+    &token[4..20]
+}
+
 pub async fn make_key(addr: SocketAddr, grant: serde_json::Value) -> String {
     let response =
         client().post(format!("http://{addr}/api/keys")).json(&grant).send().await.unwrap();
