@@ -9,7 +9,8 @@
 //!
 //! [`bench`] measures through the public API of the others; [`serve`] and [`worker`] wire
 //! them into a process, and [`cli`] parses the command line into the typed [`config`] and
-//! hands over to one of them. [`config`], [`clock`] and [`telemetry`] are leaves any of them may use.
+//! hands over to one of them. [`config`], [`clock`], [`telemetry`] and [`secrets`] (what no
+//! record may hold, and its redactor) are leaves any of them may use.
 //! `domain` (pure decisions) and `projections` (pure read-model transitions) hold no I/O;
 //! everything that talks to PostgreSQL, NATS or Redis lives here.
 
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod kv;
 pub mod llm;
 pub mod missions;
+pub mod secrets;
 pub mod serve;
 pub mod telemetry;
 pub mod worker;

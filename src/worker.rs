@@ -41,7 +41,8 @@ pub struct WorkerOptions {
 
 /// Runs the worker process until `shutdown`, then drains.
 pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let WorkerOptions { services, worker, tuning, builtin, llm, restarts } = options;
+    let WorkerOptions { services, worker, tuning, builtin, mut llm, restarts } = options;
+    llm.secrets = crate::secrets::of_process(&services, None);
     let mut config = tuning.worker(Agents::default(), worker.concurrency);
     if let Some(worker_id) = worker.worker_id {
         config.worker_id = worker_id;

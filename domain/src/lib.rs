@@ -9,6 +9,7 @@ pub mod agent;
 pub mod agent_kind;
 pub mod aggregate;
 pub mod api_key;
+pub mod base_url;
 pub mod budget;
 pub mod conversation;
 pub mod event;

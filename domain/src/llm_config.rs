@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StreamType;
 use crate::aggregate::{Aggregate, DomainEvent};
+pub use crate::base_url::{clear_text_remote, is_base_url, key_base};
 use crate::budget::Budget;
 
 /// Providers the gateway speaks.
@@ -34,6 +35,10 @@ pub const CONCURRENCY_MAX: u32 = 100_000;
 pub const RPM_MAX: u32 = 10_000_000;
 pub const TPM_MAX: u64 = 10_000_000_000;
 pub const KIND_BUDGETS_MAX: usize = 256;
+/// Providers whose calls carry an API key.
+pub const KEYED_PROVIDERS: [&str; 2] = ["openai", "anthropic"];
+/// Most hosts one provider's key may be bound to through the configuration.
+pub const KEY_HOSTS_MAX: usize = 16;
 
 /// One provider and model.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -112,6 +117,12 @@ pub struct LlmSettings {
     pub limits: BTreeMap<String, Limits>,
     #[serde(default)]
     pub daily_budgets: DailyBudgets,
+    /// Base URLs, per keyed provider (`openai`, `anthropic`), that provider's key may be sent
+    /// to besides those its processes were started with (its own, `BRAIN_LLM_HOST`,
+    /// `BRAIN_LLM_KEY_HOSTS`). Binding a host needs the key in the same change (`keys`); a
+    /// keyed target pointed at an unbound host with the key is bound here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub key_hosts: BTreeMap<String, Vec<String>>,
 }
 
 fn enabled() -> bool {
@@ -132,13 +143,32 @@ impl Default for LlmSettings {
             prices: BTreeMap::new(),
             limits: BTreeMap::new(),
             daily_budgets: DailyBudgets::default(),
+            key_hosts: BTreeMap::new(),
         }
     }
 }
 
+/// What the process deciding a change knows of the provider keys and the settings do not
+/// say: for each provider whose key it holds, where that key goes by the process's own
+/// configuration, and whether the change supplied the key again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldKeys(pub BTreeMap<String, HeldKey>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HeldKey {
+    /// Where a target with no host calls.
+    pub default_host: String,
+    /// The base URLs (as [`key_base`] gives them) the key goes to by the process's start-up
+    /// configuration.
+    pub started: Vec<String>,
+    /// The change came with this key, checked by the caller against the one it holds: whoever
+    /// sent it knows the key already, so it may bind the key to another host.
+    pub supplied: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmConfigCommand {
-    Set { settings: Box<LlmSettings>, by: String, now_ms: i64 },
+    Set { settings: Box<LlmSettings>, by: String, now_ms: i64, keys: HeldKeys },
     Reset { by: String, now_ms: i64 },
 }
 
@@ -178,21 +208,6 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidSettin
     InvalidSettings { field: field.into(), reason: reason.into() }
 }
 
-/// Whether `host` is a provider's base URL and nothing more: `http(s)://host[:port]`, or the
-/// same with a `/v1` base. A path, query or user would let a configuration change aim the
-/// gateway's POST (and whatever it reflects of the answer) at any URL of a server.
-fn is_base_url(host: &str) -> bool {
-    let Some(rest) = host.strip_prefix("http://").or_else(|| host.strip_prefix("https://")) else {
-        return false;
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let authority_ok = !authority.is_empty()
-        && authority
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'));
-    authority_ok && matches!(path, "" | "v1" | "v1/")
-}
-
 fn check_target(
     path: &str,
     provider: &str,
@@ -211,8 +226,8 @@ fn check_target(
     if !host.is_empty() && !is_base_url(host) {
         return Err(invalid(
             format!("{path}host"),
-            "must be http:// or https:// with a host and port only, or a base ending in /v1 \
-             (no user, path, query or fragment)",
+            "must be an http:// or https:// base URL: host, port and at most a fixed path of \
+             plain segments such as /openai/v1 (no user, query, fragment, escapes or dot segments)",
         ));
     }
     if model.trim().is_empty() || model.chars().count() > MODEL_LEN_MAX {
@@ -280,6 +295,7 @@ pub fn validate(settings: &LlmSettings) -> Result<(), InvalidSettings> {
         }
     }
     check_limits(settings)?;
+    check_key_hosts(settings)?;
     let check_budget = |path: String, budget: &Budget| {
         budget.check().map_err(|bad| invalid(format!("{path}.{}", bad.field), bad.reason))
     };
@@ -324,6 +340,145 @@ fn check_limits(settings: &LlmSettings) -> Result<(), InvalidSettings> {
     Ok(())
 }
 
+fn check_key_hosts(settings: &LlmSettings) -> Result<(), InvalidSettings> {
+    for (provider, hosts) in &settings.key_hosts {
+        let path = format!("key_hosts.{provider}");
+        if !KEYED_PROVIDERS.contains(&provider.as_str()) {
+            return Err(invalid(
+                path,
+                format!("a key is bound for {}", KEYED_PROVIDERS.join(", ")),
+            ));
+        }
+        if hosts.len() > KEY_HOSTS_MAX {
+            return Err(invalid(path, format!("at most {KEY_HOSTS_MAX} hosts")));
+        }
+        for (n, host) in hosts.iter().enumerate() {
+            if host.chars().count() > HOST_LEN_MAX || !is_base_url(host) {
+                return Err(invalid(
+                    format!("{path}[{n}]"),
+                    format!("a base URL of at most {HOST_LEN_MAX} characters (see host)"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every target of `settings`: the field path of its host, its provider, its host.
+fn targets(settings: &LlmSettings) -> Vec<(String, &str, &str)> {
+    let mut targets = vec![("host".to_owned(), settings.provider.as_str(), settings.host.as_str())];
+    for (name, route) in &settings.routes {
+        for (n, target) in route.iter().enumerate() {
+            targets.push((
+                format!("routes.{name}[{n}].host"),
+                target.provider.as_str(),
+                target.host.as_str(),
+            ));
+        }
+    }
+    targets
+}
+
+/// Binds the keys of `after` as `keys` allow, from `before`: a host added to `key_hosts`, or a
+/// keyed target pointed at a host its key is not bound to, needs the key in the change (and
+/// the target's host is then bound); a keyed target never calls a remote host in clear text.
+/// A target `before` already had is left as it was (its key still goes only where bound).
+fn bind_keys(
+    before: &LlmSettings,
+    after: &mut LlmSettings,
+    keys: &HeldKeys,
+) -> Result<(), InvalidSettings> {
+    let mut bound: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (provider, hosts) in &after.key_hosts {
+        let had: Vec<String> = before
+            .key_hosts
+            .get(provider)
+            .into_iter()
+            .flatten()
+            .filter_map(|h| key_base(h))
+            .collect();
+        for (n, host) in hosts.iter().enumerate() {
+            let path = format!("key_hosts.{provider}[{n}]");
+            let base = key_base(host).ok_or_else(|| invalid(&path, "not a base URL"))?;
+            if !had.contains(&base) {
+                let Some(key) = keys.0.get(provider) else {
+                    return Err(invalid(
+                        path,
+                        format!("this server holds no {provider} key to bind"),
+                    ));
+                };
+                if clear_text_remote(&base) {
+                    return Err(clear_text(path, provider));
+                }
+                if !key.supplied {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "binding the {provider} key to another host needs the key in the same \
+                             change (keys.{provider})"
+                        ),
+                    ));
+                }
+            }
+            bound.entry(provider.clone()).or_default().push(base);
+        }
+    }
+    let base_of = |provider: &str, host: &str| {
+        let key = keys.0.get(provider)?;
+        key_base(if host.is_empty() { &key.default_host } else { host })
+    };
+    let had: Vec<(&str, String)> = targets(before)
+        .into_iter()
+        .filter_map(|(_, provider, host)| Some((provider, base_of(provider, host)?)))
+        .collect();
+    for (path, provider, host) in targets(after) {
+        let (Some(key), Some(base)) = (keys.0.get(provider), base_of(provider, host)) else {
+            continue;
+        };
+        if had.contains(&(provider, base.clone())) {
+            continue;
+        }
+        if clear_text_remote(&base) {
+            return Err(clear_text(path, provider));
+        }
+        let hosts = bound.entry(provider.to_owned()).or_default();
+        if key.started.contains(&base) || hosts.contains(&base) {
+            continue;
+        }
+        if !key.supplied {
+            let mut allowed = key.started.clone();
+            allowed.extend(hosts.iter().cloned());
+            return Err(invalid(
+                path,
+                format!(
+                    "the {provider} key goes only to {}: pointing a target at {base} needs the key \
+                     again in the same change (keys.{provider}), or the host in \
+                     BRAIN_LLM_KEY_HOSTS",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        hosts.push(base);
+    }
+    bound.retain(|_, hosts| {
+        hosts.sort();
+        hosts.dedup();
+        !hosts.is_empty()
+    });
+    after.key_hosts = bound;
+    Ok(())
+}
+
+fn clear_text(path: String, provider: &str) -> InvalidSettings {
+    invalid(
+        path,
+        format!(
+            "the {provider} key would cross the network in clear text: use https (plain http \
+             only to this machine)"
+        ),
+    )
+}
+
 /// The top-level fields that differ.
 fn changed(before: &LlmSettings, after: &LlmSettings) -> Vec<String> {
     let mut changed = Vec::new();
@@ -342,6 +497,7 @@ fn changed(before: &LlmSettings, after: &LlmSettings) -> Vec<String> {
     field("prices", before.prices != after.prices);
     field("limits", before.limits != after.limits);
     field("daily_budgets", before.daily_budgets != after.daily_budgets);
+    field("key_hosts", before.key_hosts != after.key_hosts);
     changed
 }
 
@@ -356,8 +512,9 @@ impl Aggregate for LlmConfig {
 
     fn decide(&self, command: LlmConfigCommand) -> Result<Vec<LlmConfigEvent>, InvalidSettings> {
         match command {
-            LlmConfigCommand::Set { settings, by, now_ms } => {
+            LlmConfigCommand::Set { mut settings, by, now_ms, keys } => {
                 validate(&settings)?;
+                bind_keys(&self.settings, &mut settings, &keys)?;
                 let changed = changed(&self.settings, &settings);
                 // The same settings again change nothing and record nothing.
                 if changed.is_empty() {
@@ -411,6 +568,7 @@ mod tests {
             settings: Box::new(settings),
             by: "user:ann".into(),
             now_ms,
+            keys: HeldKeys::default(),
         };
         let events = LlmConfig::default().decide(set(ollama(), 5)).unwrap();
         let LlmConfigEvent::LlmConfigChanged { changed, by, .. } = &events[0] else {
@@ -443,11 +601,26 @@ mod tests {
             "http://user:pw@host:1",
             "https://host/#frag",
             "http:///v1",
-            "http://host/v2",
+            "http://host/v1//x",
+            "http://host/%2e%2e/x",
+            "http://host/a/./b",
+            "http://host:0",
+            "http://host:65536",
+            "http://host:8:9",
+            "ftp://host",
+            "http://ho st",
+            "http://[zz]:1",
         ] {
             assert_eq!(field(LlmSettings { host: aimed.into(), ..ollama() }), "host", "{aimed}");
         }
-        for base in ["http://host:11434", "https://api.example.com/v1", "http://[::1]:8/v1/"] {
+        for base in [
+            "http://host:11434",
+            "https://api.example.com/v1",
+            "http://[::1]:8/v1/",
+            "http://host/v2",
+            "https://gw.example/openai/v1",
+            "https://gw.example/acct-1/gw_2/openai~x",
+        ] {
             let settings = LlmSettings { host: base.into(), ..ollama() };
             assert!(validate(&settings).is_ok(), "{base}");
         }
@@ -485,5 +658,110 @@ mod tests {
             "daily_budgets.kinds.coder.cost_usd_max"
         );
         assert!(validate(&LlmSettings::default()).is_ok());
+        let key_hosts = BTreeMap::from([("ollama".to_owned(), vec!["http://h".to_owned()])]);
+        assert_eq!(field(LlmSettings { key_hosts, ..ollama() }), "key_hosts.ollama");
+        let key_hosts = BTreeMap::from([("openai".to_owned(), vec!["http://h?x=".to_owned()])]);
+        assert_eq!(field(LlmSettings { key_hosts, ..ollama() }), "key_hosts.openai[0]");
+    }
+
+    fn openai(host: &str) -> LlmSettings {
+        LlmSettings {
+            provider: "openai".into(),
+            host: host.into(),
+            model: "m".into(),
+            ..Default::default()
+        }
+    }
+
+    fn held(supplied: bool) -> HeldKeys {
+        HeldKeys(BTreeMap::from([(
+            "openai".to_owned(),
+            HeldKey {
+                default_host: "https://api.openai.com".into(),
+                started: vec!["https://api.openai.com".into(), "http://127.0.0.1:7".into()],
+                supplied,
+            },
+        )]))
+    }
+
+    fn set(
+        config: &LlmConfig,
+        settings: LlmSettings,
+        keys: HeldKeys,
+    ) -> Result<LlmConfig, InvalidSettings> {
+        let command =
+            LlmConfigCommand::Set { settings: Box::new(settings), by: "u".into(), now_ms: 1, keys };
+        let mut config = config.clone();
+        for event in config.decide(command)? {
+            config.apply(&event);
+        }
+        Ok(config)
+    }
+
+    #[test]
+    fn a_keyed_target_moves_to_another_host_only_with_its_key() {
+        let config =
+            set(&LlmConfig::default(), openai("http://127.0.0.1:7/v1"), held(false)).unwrap();
+        assert!(config.settings.key_hosts.is_empty(), "a started host needs no binding");
+
+        // Pointed elsewhere without the key: refused, naming the field and the way out.
+        let refused = set(&config, openai("https://attacker.example"), held(false)).unwrap_err();
+        assert_eq!(refused.field, "host");
+        assert!(refused.reason.contains("keys.openai"), "{}", refused.reason);
+        let route = |host: &str| {
+            let target =
+                TargetSettings { provider: "openai".into(), host: host.into(), model: "m".into() };
+            LlmSettings { routes: BTreeMap::from([("r".to_owned(), vec![target])]), ..openai("") }
+        };
+        assert_eq!(
+            set(&config, route("https://x.example"), held(false)).unwrap_err().field,
+            "routes.r[0].host"
+        );
+        let listed = LlmSettings {
+            key_hosts: BTreeMap::from([(
+                "openai".to_owned(),
+                vec!["https://x.example".to_owned()],
+            )]),
+            ..openai("")
+        };
+        assert_eq!(
+            set(&config, listed.clone(), held(false)).unwrap_err().field,
+            "key_hosts.openai[0]"
+        );
+        // No key held for the provider: nothing to leak, nothing to bind.
+        assert!(set(&config, openai("https://x.example"), HeldKeys::default()).is_ok());
+        assert_eq!(
+            set(&config, listed.clone(), HeldKeys::default()).unwrap_err().field,
+            "key_hosts.openai[0]"
+        );
+
+        // With the key: bound, canonically, and kept while the host stays.
+        let moved = set(&config, openai("https://GW.example/openai/v1"), held(true)).unwrap();
+        assert_eq!(moved.settings.key_hosts["openai"], ["https://gw.example/openai"]);
+        let again = set(
+            &moved,
+            LlmSettings { temperature: Some(0.5), ..moved.settings.clone() },
+            held(false),
+        );
+        assert_eq!(again.unwrap().settings.key_hosts["openai"], ["https://gw.example/openai"]);
+        assert!(set(&config, listed, held(true)).is_ok());
+
+        // Clear text to a remote host is refused even with the key; loopback is fine.
+        let plain = set(&config, openai("http://gw.example"), held(true)).unwrap_err();
+        assert!(plain.reason.contains("clear text"), "{}", plain.reason);
+        assert!(set(&config, openai("http://localhost:9"), held(true)).is_ok());
+
+        // A target the settings had before stays as it was, bound or not.
+        let before = LlmConfig {
+            settings: openai("https://old.example"),
+            configured: true,
+            updated_at_ms: None,
+        };
+        let kept = set(
+            &before,
+            LlmSettings { temperature: Some(1.0), ..openai("https://old.example") },
+            held(false),
+        );
+        assert!(kept.unwrap().settings.key_hosts.is_empty());
     }
 }

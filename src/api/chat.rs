@@ -169,8 +169,11 @@ async fn chat(
         }
         None => StreamId::from(uuid::Uuid::now_v7()),
     };
+    // A turn is recorded without the secrets of this process it may hold (the agent's turn
+    // comes redacted from the gateway).
+    let message = app.redactor.redact(&request.message).into_owned();
     let conversation =
-        add(&app, &id, &request.agent, &by, turn(Speaker::User, request.message, None)).await?;
+        add(&app, &id, &request.agent, &by, turn(Speaker::User, message, None)).await?;
     let mut messages = vec![Message::new(Role::System, prompt)];
     messages.extend(conversation.turns.iter().map(|turn| {
         let role = if turn.speaker == Speaker::User { Role::User } else { Role::Assistant };

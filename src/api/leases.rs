@@ -359,11 +359,12 @@ async fn progress(
         let message = format!("must be {LEASE_S_MIN} to {LEASE_S_MAX}");
         return Err(super::error::refused(ErrorCode::InvalidField, Some("lease_s"), message));
     }
+    let note = request.note.map(|note| app.redactor.redact(&note).into_owned());
     report(&app, &mission_id, metadata, |now_ms| MissionCommand::Progress {
         worker_id: worker_id.clone(),
         attempt,
         lease_ms: lease_s * 1_000,
-        note: request.note.clone(),
+        note: note.clone(),
         now_ms,
     })
     .await
@@ -383,10 +384,12 @@ async fn complete(
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let (worker_id, attempt, agent) = parse_token(&request.lease_token)?;
     check_reporter(&app, &caller, agent).await?;
+    // An agent's reports are recorded without the secrets of this process it may have met.
+    let result = app.redactor.redacted_json(request.result);
     report(&app, &mission_id, metadata, |now_ms| MissionCommand::Complete {
         worker_id: worker_id.clone(),
         attempt,
-        result: request.result.clone(),
+        result: result.clone(),
         now_ms,
     })
     .await
@@ -407,7 +410,7 @@ async fn fail(
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let (worker_id, attempt, agent) = parse_token(&request.lease_token)?;
     check_reporter(&app, &caller, agent).await?;
-    let error = crate::missions::worker::recordable(&request.error);
+    let error = crate::missions::worker::recordable(&app.redactor.redact(&request.error));
     let backoff_ms = app.backoff.draw(attempt);
     report(&app, &mission_id, metadata, |now_ms| MissionCommand::Fail {
         worker_id: worker_id.clone(),

@@ -6,6 +6,12 @@
 //! `If-Match: "7"` is decided against version 7 only: if anyone changed it since, it is
 //! refused (412 `version_mismatch`) instead of overwriting what its sender never saw. Without
 //! `If-Match` the last write wins, as before.
+//!
+//! A provider key goes only to the base URLs it is bound to (those the process was started
+//! with, and `key_hosts`). A change that points a keyed target at another host, or adds to
+//! `key_hosts`, must come with the key itself (`keys`): whoever sends it knows the key
+//! already, so the change cannot be a way to steal it. The key is checked against the one
+//! this server holds and is never recorded or shown.
 
 use crate::api::auth::Access;
 use axum::body::Bytes;
@@ -14,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use domain::StreamId;
 use domain::api_key::Permission;
 use domain::llm_config::{InvalidSettings, LlmConfig, LlmConfigCommand, LlmSettings};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
@@ -193,10 +199,83 @@ errors! {
     ]
 }
 
+/// Provider keys a change comes with, to bind them to the hosts it points keyed targets at.
+/// Never recorded, never shown; `Debug` is not derived on purpose.
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuppliedKeys {
+    #[serde(default)]
+    pub openai: Option<String>,
+    #[serde(default)]
+    pub anthropic: Option<String>,
+}
+
+/// A change of the configuration: the settings, and the keys it comes with (only needed to
+/// send a key to a host it is not bound to yet).
+#[derive(Deserialize, ToSchema)]
+#[expect(dead_code, reason = "the body's schema for the OpenAPI document; change_body reads it")]
+pub struct ConfigChangeBody {
+    #[serde(flatten)]
+    pub settings: LlmSettings,
+    #[serde(default)]
+    pub keys: Option<SuppliedKeys>,
+}
+
+/// Splits a change's body into its settings and its keys. (Not `ConfigChangeBody` through
+/// serde: a flattened struct would let an unknown field pass unnoticed.)
+fn change_body(
+    mut body: serde_json::Map<String, serde_json::Value>,
+) -> Result<(LlmSettings, SuppliedKeys), ApiError> {
+    let shape = |error: serde_json::Error| {
+        let message = format!("Failed to deserialize the JSON body into the target type: {error}");
+        refused(ErrorCode::InvalidBodyShape, None, message)
+    };
+    let keys = match body.remove("keys") {
+        None | Some(serde_json::Value::Null) => SuppliedKeys::default(),
+        Some(keys) => serde_json::from_value(keys).map_err(|error| {
+            refused(ErrorCode::InvalidBodyShape, Some("keys"), format!("keys: {error}"))
+        })?,
+    };
+    let settings = serde_json::from_value(serde_json::Value::Object(body)).map_err(shape)?;
+    Ok((settings, keys))
+}
+
+/// The providers whose key `keys` supplies, each checked against the key this server holds:
+/// a wrong or unheld one is refused (422 naming `keys.<provider>`).
+fn supplied(
+    credentials: &crate::llm::Credentials,
+    keys: &SuppliedKeys,
+) -> Result<Vec<crate::config::llm::ProviderKind>, ApiError> {
+    use crate::config::llm::ProviderKind;
+    let mut supplied = Vec::new();
+    for (kind, given) in
+        [(ProviderKind::Openai, &keys.openai), (ProviderKind::Anthropic, &keys.anthropic)]
+    {
+        let Some(given) = given else { continue };
+        if !credentials.is_key(kind, given) {
+            let field = format!("keys.{}", kind.as_str());
+            let message = format!(
+                "{field}: not the {} key this server holds (or it holds none)",
+                kind.as_str()
+            );
+            return Err(ApiError::Refused(Refusal {
+                code: ErrorCode::InvalidField,
+                field: Some(field.into()),
+                message,
+            }));
+        }
+        supplied.push(kind);
+    }
+    Ok(supplied)
+}
+
 /// `PUT /api/llm/config`: replaces the settings; the next call in every process uses them.
+/// Pointing a keyed target at a host its key is not bound to, or adding to `key_hosts`,
+/// needs that key in `keys` (422 naming the host's field otherwise, nothing changed); a
+/// keyed target is never called over plain http to another machine.
 #[utoipa::path(put, path = "/api/llm/config", tag = "llm",
     params(Metadata),
-    request_body = LlmSettings,
+    request_body = ConfigChangeBody,
     responses(
         (status = 200, description = "In force (unchanged settings record nothing); `ETag` is the new version", body = ConfigView),
         PutConfigErrors,
@@ -205,12 +284,16 @@ async fn put_config(
     State(app): State<AppState>,
     Metadata(metadata): Metadata,
     headers: HeaderMap,
-    ApiJson(settings): ApiJson<LlmSettings>,
+    ApiJson(body): ApiJson<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Tagged, ApiError> {
+    let (settings, keys) = change_body(body)?;
+    let credentials = crate::llm::Credentials::of(&app.agents.llm);
+    let held = credentials.held(&supplied(&credentials, &keys)?);
     change(&app, &headers, metadata, |by, now_ms| LlmConfigCommand::Set {
         settings: Box::new(settings.clone()),
         by,
         now_ms,
+        keys: held.clone(),
     })
     .await
 }

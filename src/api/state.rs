@@ -34,6 +34,9 @@ pub struct AppState {
     /// The database's clock: heartbeats and external agents' leases are judged on it.
     pub clock: crate::clock::LeaseClock,
     pub agents: std::sync::Arc<crate::agents::AgentSettings>,
+    /// Takes the process's secrets out of what the API records for others (an external
+    /// agent's result, a chat turn).
+    pub redactor: crate::secrets::Redactor,
     /// Whether this process leads the agent supervisor's sweeps.
     pub watchdog_leading: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Backoff before a failed attempt reported over HTTP runs again.

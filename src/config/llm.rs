@@ -123,9 +123,14 @@ pub struct LlmSettings {
     pub anthropic_api_key: Option<Secret>,
     /// Base URLs, comma-separated, that the provider keys may also be sent to, besides each
     /// provider's own and `BRAIN_LLM_HOST` (a fallback target on another OpenAI-compatible
-    /// server). A target elsewhere, set through the API, is called without the key.
+    /// server). A target elsewhere is called without the key, unless a configuration change
+    /// that came with the key bound it (`key_hosts`); never over plain http to another machine.
     #[arg(long = "llm-key-hosts", env = "BRAIN_LLM_KEY_HOSTS", value_delimiter = ',', value_parser = base_url)]
     pub key_hosts: Vec<String>,
+    /// The process's other secrets (its services' passwords, the admin key), set when it
+    /// starts: what it records never holds them ([`crate::secrets`]). Never an argument.
+    #[arg(skip)]
+    pub secrets: Vec<Secret>,
 }
 
 impl Default for LlmSettings {
@@ -138,6 +143,7 @@ impl Default for LlmSettings {
             openai_api_key: None,
             anthropic_api_key: None,
             key_hosts: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -149,33 +155,21 @@ impl LlmSettings {
     }
 }
 
-/// The origin (`scheme://host[:port]`, lowercase) of a base URL: what a key is bound to.
-pub fn origin(base_url: &str) -> Option<String> {
-    let url = reqwest::Url::parse(base_url).ok()?;
-    let host = url.host_str()?;
-    let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
-    Some(format!("{}://{}{port}", url.scheme(), host.to_lowercase()))
+/// What a key is bound to: a base URL in its canonical form (the rule the `llm_config`
+/// aggregate applies to a configured host).
+pub fn key_base(base_url: &str) -> Option<String> {
+    domain::llm_config::key_base(base_url)
 }
 
-/// A provider's base URL and nothing more (the rule the `llm_config` aggregate applies to a
-/// configured host): scheme, host, port, and at most a `/v1` base.
+/// A provider's base URL and nothing more: scheme, host, port, at most a fixed path prefix.
 fn base_url(value: &str) -> Result<String, String> {
-    match reqwest::Url::parse(value) {
-        Ok(url)
-            if matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some()
-                && url.username().is_empty()
-                && url.password().is_none()
-                && url.query().is_none()
-                && url.fragment().is_none()
-                && matches!(url.path(), "/" | "/v1" | "/v1/") =>
-        {
-            Ok(value.to_owned())
-        }
-        _ => Err(format!(
-            "{value:?}: an http:// or https:// base URL is expected: host and port, at most a /v1 base"
-        )),
+    if domain::llm_config::is_base_url(value) {
+        return Ok(value.to_owned());
     }
+    Err(format!(
+        "{value:?}: an http:// or https:// base URL is expected: host, port and at most a fixed \
+         path such as /openai/v1 (no user, query or fragment)"
+    ))
 }
 
 fn secret(value: &str) -> Result<Secret, String> {

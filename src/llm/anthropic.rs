@@ -200,13 +200,13 @@ fn message_delta(answer: &mut ChatAnswer, data: &Value) {
 /// An `error` event: Anthropic overloaded or rate-limited is worth another try, the rest not.
 fn stream_error(error: &Value) -> LlmError {
     let kind = error["type"].as_str().unwrap_or_default();
-    let message = error["message"].as_str().unwrap_or_default();
     let reason = if kind == "overloaded_error" || kind == "rate_limit_error" {
         Reason::RateLimited
     } else {
         Reason::BadResponse
     };
-    LlmError::new(reason, format!("{kind}: {message}"))
+    let what = format!("the stream ended with an error ({})", crate::llm::sanitised(kind, 64));
+    crate::llm::provider_error(reason, &what, &json!({ "error": error }).to_string())
 }
 
 impl Provider for Anthropic {

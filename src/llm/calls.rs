@@ -8,7 +8,12 @@
 //! Each record holds the route, provider, model, tries, the request and the answer (each cut
 //! to [`RECORD_BYTES_MAX`]; only the usage with `BRAIN_LLM_RECORD=usage`), tokens (marked
 //! where they are the gateway's estimate, the provider having reported none), cost at the
-//! configured price, latency and outcome.
+//! configured price, latency and outcome; a failed call's record holds the provider's error
+//! as it sent it (bounded), which its caller is never shown.
+//!
+//! What the model answers is redacted ([`crate::secrets`]) before anyone sees or records it,
+//! and so is the request as it is recorded: a secret a tool read or a prompt held does not
+//! reach the log through a call.
 
 use std::time::Instant;
 
@@ -107,6 +112,11 @@ pub struct Calls {
 /// `value` as a record keeps it: whole, or its first bytes and its size.
 pub fn bounded(value: Value) -> Value {
     domain::mission::cut(&value, RECORD_BYTES_MAX)
+}
+
+/// A call's request as its record keeps it: redacted, then bounded.
+pub fn recorded_request(redactor: &crate::secrets::Redactor, messages: &[Message]) -> Value {
+    bounded(redactor.redacted_json(json!(messages)))
 }
 
 impl Calls {
@@ -219,6 +229,17 @@ impl Calls {
         outcome: Result<Answered, Failed>,
         latency_ms: u64,
     ) -> Result<Answered, CallError> {
+        let redactor = &self.gateway.redactor;
+        let outcome = match outcome {
+            Ok(mut answered) => {
+                redact_answer(redactor, &mut answered.answer);
+                Ok(answered)
+            }
+            Err(mut failed) => {
+                failed.error = failed.error.redacted(redactor);
+                Err(failed)
+            }
+        };
         let Some(store) = &self.store else {
             return outcome.map_err(CallError::Llm);
         };
@@ -244,7 +265,10 @@ impl Calls {
                         "finish_reason": answered.answer.finish_reason, "model": answered.answer.model }),
             ),
             Err(failed) => {
-                (Default::default(), 0.0, failed.error.reason.as_str().to_owned(), Value::Null)
+                let error = &failed.error;
+                let response = json!({ "error": { "reason": error.reason, "message": error.message,
+                                                  "detail": error.detail } });
+                (Default::default(), 0.0, error.reason.as_str().to_owned(), response)
             }
         };
         metrics::counter!("brain_llm_cost_microusd_total", "provider" => provider.clone(), "model" => model.clone())
@@ -258,7 +282,7 @@ impl Calls {
             provider,
             model,
             tries: tries.len() as u32,
-            request: if full { bounded(json!(ask.messages)) } else { Value::Null },
+            request: if full { recorded_request(redactor, &ask.messages) } else { Value::Null },
             response: if full { bounded(response) } else { Value::Null },
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
@@ -280,6 +304,14 @@ impl Calls {
             (Err(error), _) => return Err(error),
         }
         outcome.map_err(CallError::Llm)
+    }
+}
+
+/// Takes the process's secrets out of what the model answered.
+fn redact_answer(redactor: &crate::secrets::Redactor, answer: &mut crate::llm::ChatAnswer) {
+    redactor.redact_string(&mut answer.content);
+    for call in &mut answer.tool_calls {
+        redactor.redact_json(&mut call.arguments);
     }
 }
 

@@ -22,9 +22,15 @@ pub fn stream_id() -> StreamId {
 fn target(settings: &LlmSettings, target: &TargetSettings) -> Option<Target> {
     let provider = ProviderKind::parse(&target.provider)?;
     let limits_key = format!("{}/{}", target.provider, target.model);
+    let host = if target.host.is_empty() { provider.default_host() } else { &target.host };
+    let base = crate::config::llm::key_base(host);
+    let bound = settings.key_hosts.get(&target.provider).into_iter().flatten();
+    let key_bound =
+        base.is_some() && bound.map(|h| crate::config::llm::key_base(h)).any(|b| b == base);
     Some(Target {
         limits: settings.limits.get(&limits_key).copied().unwrap_or_default(),
         price: settings.prices.get(&target.model).copied(),
+        key_bound,
         ..Target::new(provider, target.host.clone(), target.model.clone())
     })
 }

@@ -23,6 +23,7 @@ use crate::llm::{
     ChatAnswer, ChatRequest, Credentials, LlmError, Message, Provider, Reason, Timeouts, TokenSink,
     ToolSpec,
 };
+use crate::secrets::Redactor;
 
 /// Most targets one route may list.
 pub const ROUTE_TARGETS_MAX: usize = 8;
@@ -43,6 +44,11 @@ pub struct Target {
     /// Its price, from the configuration's table; free without one.
     #[serde(default)]
     pub price: Option<Price>,
+    /// The configuration bound this target's host to its provider's key (`key_hosts`, set
+    /// with the key in hand): the key may go there besides where the process was started to
+    /// send it. Only the configuration in the log sets it.
+    #[serde(skip)]
+    pub key_bound: bool,
 }
 
 impl Target {
@@ -57,6 +63,7 @@ impl Target {
             model: model.into(),
             limits: Limits::default(),
             price: None,
+            key_bound: false,
         }
     }
 
@@ -167,6 +174,9 @@ pub struct Gateway {
     pub limiter: Option<Limiter>,
     /// Where budgets are held; without it, a call with budgets fails (they cannot be kept).
     pub budgets: Option<Budgets>,
+    /// Takes the process's secrets out of failures (and, through [`crate::llm::calls`], out of
+    /// what is recorded).
+    pub redactor: Redactor,
 }
 
 impl Gateway {
@@ -178,7 +188,8 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("an HTTP client builds (its TLS provider is installed at start-up)");
-        Gateway { client, credentials, timeouts, retry, limiter: None, budgets: None }
+        let redactor = Redactor::new(credentials.openai.iter().chain(&credentials.anthropic));
+        Gateway { client, credentials, timeouts, retry, limiter: None, budgets: None, redactor }
     }
 
     /// This gateway, sharing the limits and budgets of `namespace` with every other process.
@@ -205,9 +216,12 @@ impl Gateway {
         (wait + self.timeouts.total + self.retry.retry_after_max) * tries
     }
 
-    /// Keys from the environment, default deadlines and retries.
+    /// Keys from the environment, default deadlines and retries; every secret the process
+    /// was started with redacted.
     pub fn configured(settings: &LlmSettings) -> Gateway {
-        Gateway::new(Credentials::of(settings), Timeouts::default(), RetryPolicy::default())
+        let gateway =
+            Gateway::new(Credentials::of(settings), Timeouts::default(), RetryPolicy::default());
+        Gateway { redactor: Redactor::of(settings), ..gateway }
     }
 
     fn provider(&self, target: &Target) -> Box<dyn Provider> {
@@ -218,11 +232,13 @@ impl Gateway {
             ProviderKind::Offline => Box::new(Offline),
             ProviderKind::Ollama => Box::new(Ollama { client, base_url, timeouts }),
             ProviderKind::Openai => {
-                let key = self.credentials.key_for(ProviderKind::Openai, &base_url);
+                let key =
+                    self.credentials.key_for(ProviderKind::Openai, &base_url, target.key_bound);
                 Box::new(OpenAi { client, base_url, timeouts, key })
             }
             ProviderKind::Anthropic => {
-                let key = self.credentials.key_for(ProviderKind::Anthropic, &base_url);
+                let key =
+                    self.credentials.key_for(ProviderKind::Anthropic, &base_url, target.key_bound);
                 Box::new(Anthropic { client, base_url, timeouts, key })
             }
         }
@@ -397,7 +413,7 @@ impl Gateway {
             tries.push(Try { provider: provider_kind, model, attempt, latency_ms, failure });
             let error = match outcome {
                 Ok(answer) => return TargetOutcome::Answered(answer),
-                Err(error) => error,
+                Err(error) => error.redacted(&self.redactor),
             };
             tracing::warn!(provider = target.provider.as_str(), model = target.model, attempt, %error, "LLM call failed");
             if streamed {
@@ -494,7 +510,7 @@ impl Gateway {
                 Ok(vectors) => return Ok(vectors),
                 Err(error) => match self.retry.wait(attempt, &error) {
                     Some(wait) => tokio::time::sleep(wait).await,
-                    None => return Err(error),
+                    None => return Err(error.redacted(&self.redactor)),
                 },
             }
         }

@@ -4,9 +4,11 @@
 //! timeouts, retries (backoff with jitter, `Retry-After` honoured) and fallback, and ends every
 //! failure as a typed [`Reason`] a person can act on.
 //!
-//! Provider keys come from the start-up settings ([`Credentials`]) and are never put in a request
-//! body, an error message or a log line: errors are built from status codes and the
-//! provider's own error text, which never echoes the key.
+//! Provider keys come from the start-up settings ([`Credentials`]), each bound to the base URLs
+//! it was configured for, and are never put in a request body, an error message or a log
+//! line. A provider's error body is not handed to the caller: the caller gets the typed
+//! [`Reason`] and a short summary (the provider's own error message, cut and cleaned); the
+//! body itself, bounded, goes to the call's record only, redacted like everything recorded.
 
 pub mod anthropic;
 pub mod budget;
@@ -30,8 +32,10 @@ use serde::{Deserialize, Serialize};
 
 pub use domain::mission::{EstimateMethod, UsageEstimate};
 
-/// Longest text of a provider's error body kept in a failure's message.
-pub const ERROR_TEXT_MAX: usize = 500;
+/// Longest summary of a provider's error a caller is shown, in characters.
+pub const ERROR_SUMMARY_MAX: usize = 200;
+/// Most of a provider's error body that is read (and kept for the call's record), in bytes.
+pub const ERROR_BODY_BYTES_MAX: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -160,13 +164,18 @@ impl Reason {
     }
 }
 
-/// A failed call: its reason, a message without secrets, and how long the provider asked us
-/// to wait (a 429's or 503's `Retry-After`).
+/// A failed call: its reason, a short message for the caller, what the provider said in full
+/// (for the record only), and how long the provider asked us to wait (a 429's or 503's
+/// `Retry-After`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}: {message}", reason.as_str())]
 pub struct LlmError {
     pub reason: Reason,
+    /// At most a status and [`ERROR_SUMMARY_MAX`] characters of the provider's words.
     pub message: String,
+    /// The provider's error as it sent it (at most [`ERROR_BODY_BYTES_MAX`]): for the call's
+    /// record, never for the caller.
+    pub detail: Option<String>,
     pub retry_after: Option<Duration>,
     /// A 5xx: worth retrying although the reason says `bad_response`.
     pub server_error: bool,
@@ -174,7 +183,22 @@ pub struct LlmError {
 
 impl LlmError {
     pub fn new(reason: Reason, message: impl Into<String>) -> LlmError {
-        LlmError { reason, message: message.into(), retry_after: None, server_error: false }
+        LlmError {
+            reason,
+            message: message.into(),
+            detail: None,
+            retry_after: None,
+            server_error: false,
+        }
+    }
+
+    /// This error with the process's secrets taken out of its message and detail.
+    pub fn redacted(mut self, redactor: &crate::secrets::Redactor) -> LlmError {
+        redactor.redact_string(&mut self.message);
+        if let Some(detail) = &mut self.detail {
+            redactor.redact_string(detail);
+        }
+        self
     }
 
     pub fn retryable(&self) -> bool {
@@ -205,22 +229,23 @@ impl Default for Timeouts {
     }
 }
 
-/// An origin entry that lets a key go anywhere: never the result of parsing a base URL.
+/// A base entry that lets a key go anywhere: never the result of parsing a base URL.
 pub const ANY_ORIGIN: &str = "*";
 
-/// API keys, per provider, each bound to the origins it may be sent to: the provider's own,
+/// API keys, per provider, each bound to the base URLs it may be sent to: the provider's own,
 /// `BRAIN_LLM_HOST` when the start-up provider is this one, and `BRAIN_LLM_KEY_HOSTS` — all
-/// set by whoever started the process, never by a configuration change through the API.
-/// `Debug` never shows a key (design invariant 13: a secret goes only to the host it was
-/// configured for).
+/// set by whoever started the process — and those the configuration bound with the key in
+/// hand (`key_hosts`). Never over plain http to another machine. `Debug` never shows a key
+/// (design invariant 13: a secret goes only to the host it was configured for).
 #[derive(Clone, Default)]
 pub struct Credentials {
     pub openai: Option<String>,
     pub anthropic: Option<String>,
-    /// Origins (`scheme://host[:port]`) an OpenAI key may go to; [`ANY_ORIGIN`] (which no
-    /// configuration can produce) for code that binds keys itself, such as tests.
+    /// Base URLs (canonical: [`crate::config::llm::key_base`]) an OpenAI key may go to;
+    /// [`ANY_ORIGIN`] (which no configuration can produce) for code that binds keys itself,
+    /// such as tests.
     pub openai_origins: Vec<String>,
-    /// Origins an Anthropic key may go to.
+    /// Base URLs an Anthropic key may go to.
     pub anthropic_origins: Vec<String>,
 }
 
@@ -239,7 +264,7 @@ impl Credentials {
     /// The keys the process was started with (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`) and
     /// where each may go.
     pub fn of(settings: &crate::config::llm::LlmSettings) -> Credentials {
-        use crate::config::llm::{ProviderKind, origin};
+        use crate::config::llm::{ProviderKind, key_base};
         let key = |secret: &Option<crate::config::llm::Secret>| {
             secret.as_ref().map(|secret| secret.expose().to_owned()).filter(|key| !key.is_empty())
         };
@@ -248,7 +273,7 @@ impl Credentials {
             let started = settings.host.clone().filter(|_| settings.provider == kind);
             let listed = settings.key_hosts.iter().cloned();
             let mut origins: Vec<String> =
-                own.chain(started).chain(listed).filter_map(|url| origin(&url)).collect();
+                own.chain(started).chain(listed).filter_map(|url| key_base(&url)).collect();
             origins.sort();
             origins.dedup();
             origins
@@ -261,31 +286,79 @@ impl Credentials {
         }
     }
 
-    /// The key of `kind` if `base_url` is one of the origins it may go to; otherwise none,
-    /// said in the log (the call then goes out without it, and a real provider refuses).
+    fn key_and_origins(
+        &self,
+        kind: crate::config::llm::ProviderKind,
+    ) -> Option<(&String, &Vec<String>)> {
+        use crate::config::llm::ProviderKind;
+        match kind {
+            ProviderKind::Openai => Some((self.openai.as_ref()?, &self.openai_origins)),
+            ProviderKind::Anthropic => Some((self.anthropic.as_ref()?, &self.anthropic_origins)),
+            ProviderKind::Ollama | ProviderKind::Offline => None,
+        }
+    }
+
+    /// The key of `kind` if it may go to `base_url`: one of the base URLs it was started
+    /// with, or one the configuration bound (`bound`), and never in clear text to another
+    /// machine. Otherwise none, said in the log (the call then goes out without it, and a
+    /// real provider refuses).
     pub fn key_for(
         &self,
         kind: crate::config::llm::ProviderKind,
         base_url: &str,
+        bound: bool,
     ) -> Option<String> {
-        use crate::config::llm::{ProviderKind, origin};
-        let (key, origins) = match kind {
-            ProviderKind::Openai => (self.openai.as_ref(), &self.openai_origins),
-            ProviderKind::Anthropic => (self.anthropic.as_ref(), &self.anthropic_origins),
-            ProviderKind::Ollama | ProviderKind::Offline => return None,
-        };
-        let key = key?;
-        let target = origin(base_url).unwrap_or_default();
-        if origins.iter().any(|allowed| *allowed == target || allowed == ANY_ORIGIN) {
+        use domain::llm_config::clear_text_remote;
+        let (key, origins) = self.key_and_origins(kind)?;
+        let target = crate::config::llm::key_base(base_url).unwrap_or_default();
+        if clear_text_remote(base_url) {
+            tracing::warn!(
+                provider = kind.as_str(),
+                host = %target,
+                "the provider key is not sent in clear text: plain http goes only to this machine"
+            );
+            return None;
+        }
+        if bound || origins.iter().any(|allowed| *allowed == target || allowed == ANY_ORIGIN) {
             return Some(key.clone());
         }
         tracing::warn!(
             provider = kind.as_str(),
             host = %target,
             allowed = ?origins,
-            "the provider key is not sent to this host: it goes only to the hosts it was configured for (BRAIN_LLM_KEY_HOSTS)"
+            "the provider key is not sent to this host: it goes only to the hosts it was configured for (BRAIN_LLM_KEY_HOSTS, or key_hosts set with the key)"
         );
         None
+    }
+
+    /// What a configuration change is decided with: for each key held, where it goes by
+    /// this process's start-up settings, and whether the change came with it (`supplied`,
+    /// provider by provider, each already checked with [`Credentials::is_key`]).
+    pub fn held(
+        &self,
+        supplied: &[crate::config::llm::ProviderKind],
+    ) -> domain::llm_config::HeldKeys {
+        use crate::config::llm::ProviderKind;
+        let held = [ProviderKind::Openai, ProviderKind::Anthropic]
+            .into_iter()
+            .filter_map(|kind| {
+                let (_, origins) = self.key_and_origins(kind)?;
+                let key = domain::llm_config::HeldKey {
+                    default_host: kind.default_host().to_owned(),
+                    started: origins.clone(),
+                    supplied: supplied.contains(&kind),
+                };
+                Some((kind.as_str().to_owned(), key))
+            })
+            .collect();
+        domain::llm_config::HeldKeys(held)
+    }
+
+    /// Whether `given` is the key of `kind` this process holds (compared in constant time).
+    pub fn is_key(&self, kind: crate::config::llm::ProviderKind, given: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.key_and_origins(kind)
+            .is_some_and(|(key, _)| bool::from(key.as_bytes().ct_eq(given.as_bytes())))
     }
 }
 
@@ -327,8 +400,75 @@ pub(crate) async fn send(
     }
     let status = response.status().as_u16();
     let retry_after = retry::retry_after_of(response.headers());
-    let text = response.text().await.unwrap_or_default();
+    let text = bounded_text(response).await;
     Err(status_error(status, &text, retry_after))
+}
+
+/// The first [`ERROR_BODY_BYTES_MAX`] of an answer's body, as text (within the call's total
+/// deadline, which the request carries): a hostile server's gigabyte is never read whole.
+async fn bounded_text(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ERROR_BODY_BYTES_MAX {
+        let Ok(Some(chunk)) = response.chunk().await else { break };
+        let room = ERROR_BODY_BYTES_MAX - bytes.len();
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// `text` as a caller may be shown it: control characters and runs of white space made one
+/// space, cut to `max` characters (marked `…` when cut).
+pub fn sanitised(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    let mut count = 0;
+    let mut space = false;
+    for c in text.trim().chars() {
+        if c.is_control() || c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if count >= max {
+            out.push('…');
+            return out;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+            count += 1;
+        }
+        space = false;
+        out.push(c);
+        count += 1;
+    }
+    out
+}
+
+/// The provider's own words in an error it sent as JSON: `error.message` (OpenAI,
+/// Anthropic), `error` (Ollama) or `message`; nothing from a body of another shape.
+fn error_words(error: &serde_json::Value) -> Option<&str> {
+    error["error"]["message"]
+        .as_str()
+        .or_else(|| error["error"].as_str())
+        .or_else(|| error["message"].as_str())
+}
+
+/// A provider's error, `raw` as it sent it: the caller is told `what` and a sanitised
+/// summary of the provider's own words; `raw` is kept, bounded, for the record.
+pub(crate) fn provider_error(reason: Reason, what: &str, raw: &str) -> LlmError {
+    let parsed = serde_json::from_str::<serde_json::Value>(raw).ok();
+    let words = parsed.as_ref().and_then(error_words).map(|w| sanitised(w, ERROR_SUMMARY_MAX));
+    let message = match words.filter(|words| !words.is_empty()) {
+        Some(words) => format!("{what}: {words}"),
+        None => what.to_owned(),
+    };
+    let raw: String = if raw.len() > ERROR_BODY_BYTES_MAX {
+        raw.char_indices()
+            .take_while(|(at, _)| *at < ERROR_BODY_BYTES_MAX)
+            .map(|(_, c)| c)
+            .collect()
+    } else {
+        raw.to_owned()
+    };
+    LlmError { detail: (!raw.is_empty()).then_some(raw), ..LlmError::new(reason, message) }
 }
 
 /// `{base}/v1/{path}`, for a base URL given with or without its `/v1`.
@@ -373,10 +513,9 @@ pub(crate) fn function_tools(tools: &[ToolSpec]) -> serde_json::Value {
         .collect()
 }
 
-/// What an HTTP status from a provider means.
+/// What an HTTP status from a provider means (read from the status and the provider's words).
 pub(crate) fn status_error(status: u16, body: &str, retry_after: Option<Duration>) -> LlmError {
-    let text: String = body.chars().take(ERROR_TEXT_MAX).collect();
-    let lower = text.to_lowercase();
+    let lower = body.to_lowercase();
     let reason = match status {
         401 | 403 => Reason::AuthFailed,
         404 => Reason::ModelNotFound,
@@ -394,10 +533,9 @@ pub(crate) fn status_error(status: u16, body: &str, retry_after: Option<Duration
         _ => Reason::BadResponse,
     };
     LlmError {
-        reason,
-        message: format!("HTTP {status}: {text}"),
         retry_after,
         server_error: status >= 500,
+        ..provider_error(reason, &format!("HTTP {status}"), body)
     }
 }
 
@@ -417,4 +555,40 @@ pub(crate) fn transport_error(error: reqwest::Error) -> LlmError {
 /// A JSON body from a provider that does not have the expected shape.
 pub(crate) fn bad_response(what: impl std::fmt::Display) -> LlmError {
     LlmError::new(Reason::BadResponse, what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provider_error_shows_its_caller_a_short_clean_summary_and_keeps_the_body_for_the_record() {
+        let words = format!("bad\u{1b}[31m\r\n key \t{}", "x".repeat(1_000));
+        let body =
+            serde_json::json!({ "error": { "message": words, "internal": "10.0.0.7:5432" } })
+                .to_string();
+        let error = status_error(401, &body, None);
+        assert_eq!(error.reason, Reason::AuthFailed);
+        assert!(error.message.starts_with("HTTP 401: bad [31m key xxx"), "{}", error.message);
+        assert!(error.message.chars().count() <= "HTTP 401: ".len() + ERROR_SUMMARY_MAX + 1);
+        assert!(error.message.ends_with('…') && !error.message.contains("10.0.0.7"));
+        assert_eq!(error.detail.as_deref(), Some(body.as_str()));
+
+        // A body of another shape tells the caller the status alone.
+        let page = "<html>internal admin page: db=10.0.0.7</html>";
+        let error = status_error(500, page, None);
+        assert_eq!((error.message.as_str(), error.server_error), ("HTTP 500", true));
+        assert_eq!(error.detail.as_deref(), Some(page));
+        // Ollama's shape, and a context error still classified from the provider's words.
+        let error = status_error(400, r#"{"error": "context length exceeded"}"#, None);
+        assert_eq!(error.reason, Reason::ContextTooLong);
+        assert_eq!(error.message, "HTTP 400: context length exceeded");
+    }
+
+    #[test]
+    fn sanitising_keeps_words_drops_controls_and_bounds_characters() {
+        assert_eq!(sanitised("  a\u{0}b\n\nc  ", 10), "a b c");
+        assert_eq!(sanitised("ééééé", 3), "ééé…");
+        assert_eq!(sanitised("", 3), "");
+    }
 }

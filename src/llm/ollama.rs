@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use crate::llm::sse::{Lines, parse_json, relay_text};
 use crate::llm::{
-    ChatAnswer, ChatRequest, LlmError, Message, Provider, Timeouts, TokenSink, ToolCall, Usage,
-    bad_response, function_tools, json_body, role_name,
+    ChatAnswer, ChatRequest, LlmError, Message, Provider, Reason, Timeouts, TokenSink, ToolCall,
+    Usage, bad_response, function_tools, json_body, role_name,
 };
 
 pub struct Ollama {
@@ -117,8 +117,9 @@ impl Ollama {
                 continue;
             }
             let chunk = parse_json(&line, "a stream line")?;
-            if let Some(error) = chunk["error"].as_str() {
-                return Err(bad_response(format!("the stream ended with an error: {error}")));
+            if chunk["error"].is_string() {
+                let what = "the stream ended with an error";
+                return Err(crate::llm::provider_error(Reason::BadResponse, what, &line));
             }
             if let Some(text) = chunk["message"]["content"].as_str() {
                 relay_text(&mut answer, sink, text);

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 
 use crate::llm::sse::{Lines, Streamed, parse_json, relay_text};
 use crate::llm::{
-    ChatAnswer, ChatRequest, LlmError, Message, Provider, Timeouts, TokenSink, ToolCall, Usage,
-    bad_response, function_tools, json_body, role_name, tool_arguments, v1_url,
+    ChatAnswer, ChatRequest, LlmError, Message, Provider, Reason, Timeouts, TokenSink, ToolCall,
+    Usage, bad_response, function_tools, json_body, role_name, tool_arguments, v1_url,
 };
 
 pub struct OpenAi {
@@ -123,8 +123,9 @@ fn parse_answer(body: &Value) -> Result<ChatAnswer, LlmError> {
 /// One chunk of a stream: the model, usage (in the last chunk), a piece of text, pieces of
 /// tool calls (id and name first, the arguments in pieces), the finish reason.
 fn add_chunk(streamed: &mut Streamed, chunk: &Value, sink: TokenSink<'_>) -> Result<(), LlmError> {
-    if let Some(error) = chunk.get("error") {
-        return Err(bad_response(format!("the stream ended with an error: {error}")));
+    if chunk.get("error").is_some() {
+        let what = "the stream ended with an error";
+        return Err(crate::llm::provider_error(Reason::BadResponse, what, &chunk.to_string()));
     }
     if let Some(model) = chunk["model"].as_str() {
         streamed.answer.model = model.to_owned();

@@ -177,7 +177,12 @@ impl std::fmt::Debug for FirstKey {
 
 /// Connects, migrates, sets up the stream, starts every part and returns once the HTTP
 /// listener is bound. The server runs until `shutdown` is cancelled.
-pub async fn start(options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<Server> {
+pub async fn start(
+    mut options: ServeOptions,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Server> {
+    let admin_key = options.access.admin_key.as_deref();
+    options.agents.llm.secrets = crate::secrets::of_process(&options.services, admin_key);
     let agent_kinds = agent_kinds(&options)?;
     let services = connect(&options.services).await?;
     let (store, committer) =
@@ -415,6 +420,7 @@ fn app_state(
         feed,
         clock: shared.clock,
         agents: Arc::new(options.agents.clone()),
+        redactor: crate::secrets::Redactor::of(&options.agents.llm),
         watchdog_leading: shared.watchdog_leading,
         backoff: options.reaper.backoff,
         request_timeout: options.http.request_timeout(),

@@ -2,7 +2,8 @@
 //! completions and embeddings, Ollama's chat and embed, Anthropic's messages), streaming
 //! included, and misbehaving on cue: a status with `Retry-After`, a malformed body, a wrong
 //! key, an unknown model, answers that report no usage (as many OpenAI-compatible servers
-//! stream). It records every request it gets, with when it got it.
+//! stream), a hostile body of any size. It records every request it gets, with when it got it
+//! and on which path (OpenAI's chat answers under a fixed path prefix `/gw` too).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ pub enum Scripted {
     Status { code: u16, retry_after: Option<String> },
     /// Answers 200 with a body that is not the protocol's.
     Malformed,
+    /// Answers this status with this body, as it is.
+    Body { code: u16, body: String },
 }
 
 impl Scripted {
@@ -112,6 +115,7 @@ impl FakeLlm {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(openai_chat))
+            .route("/gw/v1/chat/completions", post(openai_chat))
             .route("/v1/embeddings", post(openai_embed))
             .route("/api/chat", post(ollama_chat))
             .route("/api/embed", post(ollama_embed))
@@ -220,6 +224,12 @@ impl Fake {
                 Err((StatusCode::OK, [("content-type", "application/json")], "{\"surprise\": tru")
                     .into_response())
             }
+            Scripted::Body { code, body } => Err((
+                StatusCode::from_u16(code).unwrap(),
+                [("content-type", "application/json")],
+                body,
+            )
+                .into_response()),
             answer => Ok(answer),
         }
     }
@@ -257,6 +267,7 @@ fn sse(events: Vec<String>) -> Response {
 
 async fn openai_chat(
     State(fake): State<Arc<Fake>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
@@ -266,7 +277,7 @@ async fn openai_chat(
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let (text, calls, (input, output)) =
-        match fake.next("/v1/chat/completions", &headers, &body, &Protocol::OpenAi) {
+        match fake.next(uri.path(), &headers, &body, &Protocol::OpenAi) {
             Ok(Scripted::Answer { text, tool_calls, usage }) => (text, tool_calls, usage),
             Ok(_) => unreachable!(),
             Err(response) => return response,

@@ -1,7 +1,8 @@
 //! Running a step, whatever its answer came from: an answer without tool calls ends the run
 //! with the result; otherwise each tool call is played back from the record, refused, run,
 //! or (`spawn_missions`) ends the attempt to wait for the children it asks for, and each
-//! outcome goes back to the model as the tool's message.
+//! outcome goes back to the model as the tool's message, redacted of the process's secrets
+//! as it is recorded.
 
 use std::ops::ControlFlow;
 use std::time::Instant;
@@ -174,8 +175,20 @@ async fn call_now(
         duration_ms: started.elapsed().as_millis() as u64,
         replayed: false,
     };
+    // What the model and the record are given holds none of the process's secrets.
+    let recorded = redacted(&agent.calls.gateway.redactor, recorded);
     run.record_step(Step::Tool(recorded.clone())).await?;
     Ok(ControlFlow::Continue(ToolOutcome::of(&recorded)))
+}
+
+/// A tool call's record without the secrets its arguments, result or error held.
+fn redacted(redactor: &crate::secrets::Redactor, mut record: ToolCallRecord) -> ToolCallRecord {
+    redactor.redact_json(&mut record.arguments);
+    redactor.redact_json(&mut record.result);
+    if let Some(error) = &mut record.error {
+        redactor.redact_string(error);
+    }
+    record
 }
 
 /// Why a call past [`TOOL_CALLS_PER_STEP_MAX`] in one answer is refused.

@@ -10,14 +10,21 @@ use super::{Divergence, Ended, Loop, TOOL_CALLS_PER_STEP_MAX};
 use crate::agents::record::Record;
 use crate::agents::tools::ToolError;
 use crate::agents::tools::delegate;
-use crate::llm::calls::bounded;
+use crate::llm::calls::recorded_request;
 use crate::llm::{Message, ToolCall};
+use crate::secrets::Redactor;
 use domain::mission::ToolCallRecord;
 
-/// Whether today's request for step `step` (`messages`, as a record keeps them) is the one
-/// the record shows was sent; where they first differ, if not.
-pub(super) fn request(step: u32, recorded: &Value, messages: &[Message]) -> Option<Divergence> {
-    let now = bounded(json!(messages));
+/// Whether today's request for step `step` (`messages`, as a record keeps them: redacted by
+/// `redactor`, then bounded) is the one the record shows was sent; where they first differ,
+/// if not.
+pub(super) fn request(
+    step: u32,
+    recorded: &Value,
+    messages: &[Message],
+    redactor: &Redactor,
+) -> Option<Divergence> {
+    let now = recorded_request(redactor, messages);
     (now != *recorded).then(|| request_divergence(step, recorded, &now))
 }
 
@@ -120,6 +127,7 @@ impl Loop {
 mod tests {
     use super::*;
     use crate::llm::Role;
+    use crate::llm::calls::bounded;
 
     fn conversation(system: &str) -> Vec<Message> {
         vec![Message::new(Role::System, system), Message::new(Role::User, "list the files")]
@@ -149,13 +157,29 @@ mod tests {
         let recorded = bounded(json!(conversation("You are the coder.")));
 
         // When today's code sends the same, then nothing differs.
-        assert_eq!(request(1, &recorded, &conversation("You are the coder.")), None);
+        assert_eq!(
+            request(1, &recorded, &conversation("You are the coder."), &Redactor::default()),
+            None
+        );
 
         // When today's prompt differs, then the first differing message is named, both sides.
-        let divergence = request(1, &recorded, &conversation("You are terse.")).unwrap();
+        let divergence =
+            request(1, &recorded, &conversation("You are terse."), &Redactor::default()).unwrap();
         assert_eq!(divergence.what, "the request to the model, at message 0 (system)");
         assert_eq!(divergence.recorded["content"], "You are the coder.");
         assert_eq!(divergence.now["content"], "You are terse.");
+    }
+
+    #[test]
+    fn a_request_holding_a_secret_is_compared_as_its_record_keeps_it() {
+        // Given a recorded request whose prompt held a secret, recorded redacted.
+        let redactor = Redactor::new(["sk-live-0123456789"]);
+        let today = conversation("You are the coder. The key is sk-live-0123456789.");
+        let recorded = recorded_request(&redactor, &today);
+        assert!(!recorded.to_string().contains("sk-live"), "{recorded}");
+
+        // When today's identical request is checked, then it matches.
+        assert_eq!(request(1, &recorded, &today, &redactor), None);
     }
 
     #[test]
@@ -166,7 +190,7 @@ mod tests {
         now.push(Message::new(Role::Assistant, "extra"));
 
         // Then the divergence is at message 2, which the record lacks.
-        let divergence = request(3, &recorded, &now).unwrap();
+        let divergence = request(3, &recorded, &now, &Redactor::default()).unwrap();
         assert_eq!(divergence.step, 3);
         assert_eq!(divergence.what, "the request to the model, at message 2 (assistant)");
         assert_eq!(divergence.recorded, Value::Null);

@@ -43,9 +43,10 @@ pub(super) async fn next(
 ) -> Result<ControlFlow<Ended, ChatAnswer>, Failure> {
     match (played(run.record, step), run.mode) {
         (Played::Answer(recorded, answer), mode) => {
+            let redactor = &run.agent.calls.gateway.redactor;
             if mode == Mode::Check
                 && let Some(divergence) =
-                    check::request(step, &recorded.call.request, &run.ask.messages)
+                    check::request(step, &recorded.call.request, &run.ask.messages, redactor)
             {
                 return Ok(ControlFlow::Break(Ended::Diverged(divergence)));
             }
