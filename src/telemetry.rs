@@ -56,6 +56,10 @@ fn describe() {
         "brain_ws_slow_consumer_drops_total",
         "WebSocket clients dropped for falling behind the live feed"
     );
+    describe_counter!(
+        "brain_ws_no_pong_drops_total",
+        "WebSocket clients dropped for answering no ping"
+    );
     describe_counter!("brain_ws_messages_sent_total", "Events written to WebSocket clients");
     describe_gauge!("brain_ws_feed_position", "Last position the live feed broadcast");
 }

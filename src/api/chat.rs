@@ -11,7 +11,7 @@ use domain::api_key::Permission;
 use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use domain::StreamId;
 use domain::conversation::{Conversation, ConversationCommand, ConversationError, Speaker, Turn};
@@ -227,7 +227,8 @@ async fn chat(
         let _ = events.send(last).await;
     });
     let stream = super::stream::receiver_stream(received);
-    Ok(Sse::new(futures::StreamExt::map(stream, Ok::<_, Infallible>)).into_response())
+    let events = Sse::new(futures::StreamExt::map(stream, Ok::<_, Infallible>));
+    Ok(events.keep_alive(KeepAlive::default()).into_response())
 }
 
 fn error_event(error: ApiError) -> Event {

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::State;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -322,7 +322,9 @@ async fn answer_streamed(
     let events = super::stream::receiver_stream(received)
         .map(|chunk| Ok::<_, Infallible>(Event::default().data(chunk.to_string())))
         .chain(futures::stream::once(async { Ok(Event::default().data("[DONE]")) }));
-    Sse::new(events).into_response()
+    // A comment line while the provider thinks in silence: proxies keep the connection,
+    // clients ignore it.
+    Sse::new(events).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// Runs the call, telling `began` once it is let through (or refused), and sending its

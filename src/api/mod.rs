@@ -29,7 +29,7 @@ mod session;
 mod state;
 mod stream;
 mod supervisor;
-mod ws;
+pub mod ws;
 
 use std::time::Duration;
 

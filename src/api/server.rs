@@ -16,6 +16,12 @@
 //!   head's, and has no HTTP/2 counterpart;
 //! - every request is answered within [`HttpLimits::request_timeout`] (body read included, so
 //!   a client sending one byte a second is cut off, answered 408);
+//! - a connection whose writes have made no progress for [`HttpLimits::send_timeout`] (its
+//!   client reads nothing) is dropped within twice that, a request in flight or not: a streamed answer (server-
+//!   sent events) holds its connection only while its client takes what it is sent. A slow
+//!   reader is not cut: each write that goes through starts the time again. (Over HTTP/2 a
+//!   client that reads but opens no flow-control window stalls a stream without stalling the
+//!   socket; that one is bounded by the stream's own limits.)
 //! - shutdown finishes within [`HttpLimits::shutdown_timeout`] whatever the clients do.
 
 use std::collections::HashMap;
@@ -44,7 +50,8 @@ use tokio_util::sync::CancellationToken;
 pub use crate::config::serve::{
     HTTP_CONNECTIONS_MAX_DEFAULT, HTTP_CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
     HTTP_HEADER_READ_TIMEOUT_MS_DEFAULT, HTTP_IDLE_TIMEOUT_MS_DEFAULT,
-    HTTP_REQUEST_TIMEOUT_MS_DEFAULT, HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT, HttpLimits,
+    HTTP_REQUEST_TIMEOUT_MS_DEFAULT, HTTP_SEND_TIMEOUT_MS_DEFAULT,
+    HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT, HttpLimits,
 };
 
 /// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish for at
@@ -58,7 +65,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.connections_max.max(1)));
     let addresses = Arc::new(Addresses::new(limits.connections_per_address_max));
-    let quiet = Quiet { head: limits.header_read_timeout(), idle: limits.idle_timeout() };
+    let quiet = Quiet {
+        head: limits.header_read_timeout(),
+        idle: limits.idle_timeout(),
+        send: limits.send_timeout(),
+    };
     let mut connections = tokio::task::JoinSet::new();
     let mut builder = Builder::new(TokioExecutor::new());
     // Heads and idleness are timed by each connection's `Activity`, not hyper's timer.
@@ -112,7 +123,7 @@ pub async fn serve(
         let shutdown = shutdown.child_token();
         connections.spawn(async move {
             let mut connection = std::pin::pin!(connection);
-            let mut check = std::pin::pin!(tokio::time::sleep(quiet.head));
+            let mut check = std::pin::pin!(tokio::time::sleep(quiet.head.min(quiet.send)));
             // Asked to close, because it was quiet too long or for shutdown.
             let (mut closing, mut stopping) = (false, false);
             loop {
@@ -131,26 +142,39 @@ pub async fn serve(
                     }
                     _ = check.as_mut(), if !stopping => {
                         let now = Instant::now();
-                        if closing {
+                        let stalled = activity.stalled_until(quiet.send);
+                        if stalled.is_some_and(|deadline| deadline <= now) {
+                            // Nothing more can reach the client, a close frame or the rest
+                            // of an answer alike: dropped at once.
+                            metrics::counter!("brain_http_connections_stalled_closed_total")
+                                .increment(1);
+                            tracing::debug!("connection dropped: its client read nothing in time");
+                            break;
+                        }
+                        let next = if closing {
                             // Asked to close a while ago and still open: dropped, unless a
                             // request slipped in meanwhile (its own deadline bounds it).
                             if activity.in_flight.load(Ordering::Acquire) == 0 {
                                 break;
                             }
-                            check.as_mut().reset(now + quiet.head);
-                            continue;
-                        }
-                        match activity.quiet_until(quiet) {
-                            Some(deadline) if deadline <= now => {
-                                metrics::counter!("brain_http_connections_quiet_closed_total")
-                                    .increment(1);
-                                connection.as_mut().graceful_shutdown();
-                                closing = true;
-                                check.as_mut().reset(now + quiet.head);
+                            now + quiet.head
+                        } else {
+                            match activity.quiet_until(quiet) {
+                                Some(deadline) if deadline <= now => {
+                                    metrics::counter!("brain_http_connections_quiet_closed_total")
+                                        .increment(1);
+                                    connection.as_mut().graceful_shutdown();
+                                    closing = true;
+                                    now + quiet.head
+                                }
+                                Some(deadline) => deadline,
+                                None => now + quiet.head,
                             }
-                            Some(deadline) => check.as_mut().reset(deadline),
-                            None => check.as_mut().reset(now + quiet.head),
-                        }
+                        };
+                        // Looked at again within the send timeout whatever else it waits
+                        // for, so that a stall that begins meanwhile is seen in time.
+                        let next = next.min(now + quiet.send);
+                        check.as_mut().reset(stalled.map_or(next, |stall| next.min(stall)));
                     }
                 }
             }
@@ -178,11 +202,14 @@ struct Quiet {
     head: Duration,
     /// Between an answer and the next head's first byte.
     idle: Duration,
+    /// Of writes making no progress, whatever is in flight.
+    send: Duration,
 }
 
 /// What one connection is doing: requests in flight (a request is in flight from its head's
-/// arrival until its answer's body is sent or dropped), since when none is, and since when a
-/// next head is coming. Times are microseconds after `opened`.
+/// arrival until its answer's body is sent or dropped), since when none is, since when a
+/// next head is coming, and since when its writes wait on the client. Times are
+/// microseconds after `opened`.
 struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
@@ -192,6 +219,8 @@ struct Activity {
     quiet_since_us: AtomicU64,
     /// When the first byte after it arrived (not after `quiet_since_us`: none yet).
     head_since_us: AtomicU64,
+    /// When a write found the socket full and nothing has been written since; 0: none has.
+    stalled_since_us: AtomicU64,
 }
 
 impl Activity {
@@ -202,6 +231,7 @@ impl Activity {
             answered: AtomicU64::new(0),
             quiet_since_us: AtomicU64::new(0),
             head_since_us: AtomicU64::new(0),
+            stalled_since_us: AtomicU64::new(0),
         }
     }
 
@@ -236,6 +266,31 @@ impl Activity {
         if self.head_since_us.load(Ordering::Acquire) <= since {
             let now = self.now_us().max(since + 1);
             self.head_since_us.store(now, Ordering::Release);
+        }
+    }
+
+    /// When the connection will have waited on its client too long, if a write waits.
+    fn stalled_until(&self, send: Duration) -> Option<Instant> {
+        match self.stalled_since_us.load(Ordering::Acquire) {
+            0 => None,
+            since => Some(self.opened + Duration::from_micros(since) + send),
+        }
+    }
+
+    /// A write's outcome: the socket full (the client is not reading), or bytes gone.
+    fn wrote<T>(&self, outcome: &Poll<std::io::Result<T>>) {
+        match outcome {
+            Poll::Pending => {
+                if self.stalled_since_us.load(Ordering::Acquire) == 0 {
+                    self.stalled_since_us.store(self.now_us().max(1), Ordering::Release);
+                }
+            }
+            Poll::Ready(Ok(_)) => {
+                if self.stalled_since_us.load(Ordering::Acquire) != 0 {
+                    self.stalled_since_us.store(0, Ordering::Release);
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
     }
 
@@ -407,7 +462,9 @@ impl AsyncWrite for Held {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.activity.wrote(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -415,7 +472,9 @@ impl AsyncWrite for Held {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.activity.wrote(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

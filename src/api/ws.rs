@@ -11,9 +11,16 @@
 //! subscribing, so that it cannot overflow the live buffer; only its last stretch (at most a
 //! page) overlaps the subscription.
 //!
+//! The server pings every client each `ping_interval` (the feed's configuration, 15 s by
+//! default) and drops one that has answered none of the last [`PINGS_UNANSWERED_MAX`] pings
+//! when the next is due: a peer that vanished without a word (a laptop closed, a NAT that
+//! forgot the connection) holds its place, its buffer and its descriptor for at most
+//! `(PINGS_UNANSWERED_MAX + 1) * ping_interval`, then the close timeout.
+//!
 //! The session ends with a close frame whose reason says why and where to resume: a slow
 //! consumer (more than the buffer behind, or one write taking longer than the send timeout)
-//! gets code 4000, server shutdown 1001, a failed store read 1011. The position in the reason
+//! gets code 4000, a client answering no ping 4001, server shutdown 1001, a failed store
+//! read 1011. The position in the reason
 //! is the last one the session dealt with: every event up to it was either written before the
 //! close frame or not selected, so a client that receives the frame resumes from there without
 //! loss.
@@ -43,6 +50,10 @@ use crate::eventlog::store::{self, Selection};
 
 /// Close code of a client dropped for being slow (the 4000-4999 range is the application's).
 pub const CLOSE_SLOW_CONSUMER: u16 = 4000;
+/// Close code of a client dropped for answering no ping.
+pub const CLOSE_NO_PONG: u16 = 4001;
+/// Pings in a row a client may leave unanswered; when the next is due, it is dropped.
+pub const PINGS_UNANSWERED_MAX: u32 = 2;
 /// Close code when the server shuts down or its feed stops.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code when the store could not be read for a replay.
@@ -152,7 +163,7 @@ errors! {
 /// connection to a session.
 #[utoipa::path(get, path = "/ws/events", tag = "events", params(FeedQuery),
     responses(
-        (status = 101, description = "WebSocket: one JSON text message per event (the shape of `GET /api/events`), in position order; closed with 4000 and a reason naming the position to resume from when the client falls behind, 1001 at shutdown"),
+        (status = 101, description = "WebSocket: one JSON text message per event (the shape of `GET /api/events`), in position order; closed with 4000 and a reason naming the position to resume from when the client falls behind, 4001 when it answers no ping, 1001 at shutdown"),
         FeedErrors,
     ))]
 async fn events(
@@ -361,6 +372,9 @@ impl Session {
         let ping_every = self.feed.config().ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Pings sent since the client's last pong. The socket is read before a ping is sent
+        // (the `select!` below polls it first), so a pong that arrived is always counted.
+        let mut unanswered = 0u32;
         let mut batch = Vec::with_capacity(WRITE_BATCH_EVENTS_MAX);
         loop {
             // Live events first: a wake for an event then polls nothing else, which matters
@@ -400,6 +414,7 @@ impl Session {
                 Step::Client(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => {
                     return Err(End::ClientLeft);
                 }
+                Step::Client(Some(Ok(Message::Pong(_)))) => unanswered = 0,
                 Step::Client(Some(Ok(_))) => {}
                 Step::Token(None) => self.tokens = None,
                 Step::Token(Some(message)) => {
@@ -411,7 +426,20 @@ impl Session {
                     let text = serde_json::json!({ "token": token }).to_string();
                     self.write([(None, Message::Text(text.into()))], self.last).await?;
                 }
-                Step::Ping => self.write([(None, Message::Ping(Bytes::new()))], self.last).await?,
+                Step::Ping if unanswered >= PINGS_UNANSWERED_MAX => {
+                    metrics::counter!("brain_ws_no_pong_drops_total").increment(1);
+                    return Err(End::Close {
+                        code: CLOSE_NO_PONG,
+                        reason: format!(
+                            "no pong to {unanswered} pings; resume with ?from={}",
+                            self.last
+                        ),
+                    });
+                }
+                Step::Ping => {
+                    self.write([(None, Message::Ping(Bytes::new()))], self.last).await?;
+                    unanswered += 1;
+                }
             }
         }
     }

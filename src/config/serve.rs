@@ -76,6 +76,10 @@ pub const HTTP_IDLE_TIMEOUT_MS_DEFAULT: u64 = 75_000;
 pub const HTTP_REQUEST_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 /// Longest shutdown waits for requests in flight before it drops their connections.
 pub const HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// Longest an answer may wait on a client that reads none of it: a streamed answer (a
+/// mission's tokens, `/v1` and chat) to a client that stopped reading would otherwise hold
+/// its connection, subscription and buffers for as long as the stream lasts.
+pub const HTTP_SEND_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// The HTTP server's bounds (`api::server`), from `brain serve`'s flags.
 #[derive(Debug, Clone, Copy, clap::Args)]
@@ -104,6 +108,10 @@ pub struct HttpLimits {
     /// Longest shutdown waits for requests in flight, in ms; then their connections close.
     #[arg(long = "http-shutdown-timeout-ms", env = "BRAIN_HTTP_SHUTDOWN_TIMEOUT_MS", default_value_t = HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT)]
     pub shutdown_timeout_ms: u64,
+    /// Longest a write to a client may make no progress (the client reads nothing), in ms;
+    /// past it the connection is closed, a streamed answer's included.
+    #[arg(id = "http_send_timeout_ms", long = "http-send-timeout-ms", env = "BRAIN_HTTP_SEND_TIMEOUT_MS", default_value_t = HTTP_SEND_TIMEOUT_MS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub send_timeout_ms: u64,
 }
 
 impl Default for HttpLimits {
@@ -115,6 +123,7 @@ impl Default for HttpLimits {
             idle_timeout_ms: HTTP_IDLE_TIMEOUT_MS_DEFAULT,
             request_timeout_ms: HTTP_REQUEST_TIMEOUT_MS_DEFAULT,
             shutdown_timeout_ms: HTTP_SHUTDOWN_TIMEOUT_MS_DEFAULT,
+            send_timeout_ms: HTTP_SEND_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -134,6 +143,10 @@ impl HttpLimits {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
     }
 }
 

@@ -71,9 +71,9 @@ pub struct FeedConfig {
     /// How long a closing client gets to receive its close frame and answer it.
     #[arg(skip = Duration::from_secs(5))]
     pub close_timeout: Duration,
-    /// How often an idle connection is pinged (keeps proxies from closing it, and finds dead
-    /// peers through the send timeout).
-    #[arg(skip = Duration::from_secs(30))]
+    /// How often a client is pinged (keeps proxies from closing it; one that answers none of
+    /// `api::ws::PINGS_UNANSWERED_MAX` in a row is dropped).
+    #[arg(skip = Duration::from_secs(15))]
     pub ping_interval: Duration,
     /// WebSocket clients one process admits at once; more are refused (503) with a reason.
     #[arg(long = "ws-clients-max", env = "BRAIN_WS_CLIENTS_MAX", default_value_t = WS_CLIENTS_MAX_DEFAULT)]
@@ -102,7 +102,7 @@ impl Default for FeedConfig {
             buffer_events: WS_BUFFER_EVENTS_DEFAULT,
             send_timeout_ms: WS_SEND_TIMEOUT_MS_DEFAULT,
             close_timeout: Duration::from_secs(5),
-            ping_interval: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(15),
             page_events_max: 1_000,
             clients_max: WS_CLIENTS_MAX_DEFAULT,
             idle_check: Duration::from_secs(1),

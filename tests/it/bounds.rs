@@ -1,6 +1,8 @@
 //! Everything a client can reach has a bound (design invariant 11): headers must arrive in
-//! time, on a new connection (whatever it sent) and on an idle one alike, a request is
-//! answered within its deadline however slowly its body comes, a process holds a bounded
+//! time, on a new connection (whatever it sent, a byte at a time included) and on an idle one
+//! alike, a request is
+//! answered within its deadline however slowly its body comes, a stream whose client reads
+//! nothing is dropped at the send timeout, a process holds a bounded
 //! number of connections and WebSocket clients, and shutdown ends within its deadline even
 //! with a client trickling a body.
 
@@ -102,6 +104,41 @@ async fn a_connection_that_sends_nothing_or_a_few_bytes_of_a_preface_is_closed_a
     task.await.unwrap().unwrap();
 }
 
+#[tokio::test]
+async fn a_head_trickled_a_byte_at_a_time_is_closed_at_the_header_timeout_of_its_accepting() {
+    let env = TestEnv::new().await;
+    let http = HttpLimits { header_read_timeout_ms: 500, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+
+    // A head that never ends, one byte every 50 ms: each byte arrives well within the
+    // timeout, the whole head never does.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let accepted = std::time::Instant::now();
+    let (mut reading, mut writing) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        writing.write_all(b"GET /health HTTP/1.1\r\nx-pad: ").await.unwrap();
+        let mut pace = tokio::time::interval(Duration::from_millis(50));
+        // The client's own pace, not a wait for the server; it ends when the server is gone.
+        while writing.write_all(b"a").await.is_ok() {
+            pace.tick().await;
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, reading.read_to_end(&mut answer)).await;
+    let closed_after = accepted.elapsed();
+    assert!(read.is_ok(), "still open after {WAIT:?} of trickling");
+    assert!(!String::from_utf8_lossy(&answer).contains("200"));
+    assert!(
+        (Duration::from_millis(450)..Duration::from_millis(2_500)).contains(&closed_after),
+        "closed after {closed_after:?}"
+    );
+    trickle.abort();
+    assert_eq!(get(addr, "/health").await.0, 200);
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
 /// Sends `head` on a keep-alive connection and reads its (small) answer.
 async fn exchange(stream: &mut TcpStream, head: &str) -> String {
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -165,6 +202,97 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_and_a_quiet
     let (idle, stalled, (), ()) = tokio::join!(idle, stalled, http2, stream);
     assert!(idle >= Duration::from_millis(2_900), "closed after {idle:?} idle");
     assert!(stalled < Duration::from_millis(2_500), "closed after {stalled:?} of a stalled head");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The kernel's state of the serve's side of the connection from `client` to `server`
+/// (`01` established), or `None` once it is gone.
+fn serve_side_state(server: std::net::SocketAddr, client: std::net::SocketAddr) -> Option<String> {
+    let hex = |addr: std::net::SocketAddr| format!("0100007F:{:04X}", addr.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let row: Vec<&str> = line.split_whitespace().collect();
+        (row[1] == hex(server) && row[2] == hex(client)).then(|| row[3].to_owned())
+    })
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_reads_nothing_is_dropped_at_the_send_timeout() {
+    let env = TestEnv::new().await;
+    let http = HttpLimits { send_timeout_ms: 1_000, ..Default::default() };
+    let (addr, shutdown, task) = serve_with_options(options(&env, http)).await;
+    let (status, enqueued) =
+        crate::missions_api::post(addr, "/api/missions/enqueue", r#"{"name": "streams"}"#).await;
+    assert_eq!(status, 201, "{enqueued}");
+    let mission_id = enqueued["mission_id"].as_str().unwrap().to_owned();
+
+    // Given a client of the mission's token stream that takes the answer's head and then
+    // reads nothing more (a small receive window, so the server's side fills soon).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let client = stream.local_addr().unwrap();
+    let head = format!(
+        "GET /api/missions/{mission_id}/stream HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {}\r\n\r\n",
+        crate::support::ADMIN_TOKEN
+    );
+    assert!(exchange(&mut stream, &head).await.starts_with("HTTP/1.1 200"));
+    // And one that reads all the while.
+    let mut reading = TcpStream::connect(addr).await.unwrap();
+    assert!(exchange(&mut reading, &head).await.starts_with("HTTP/1.1 200"));
+    let reader = tokio::spawn(async move {
+        let (mut tail, mut chunk) = (Vec::new(), vec![0u8; 64 * 1024]);
+        loop {
+            let n = reading.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the reading client's stream ended");
+            tail.extend_from_slice(&chunk[..n]);
+            if String::from_utf8_lossy(&tail).contains("\"seq\":399") {
+                return;
+            }
+            tail.drain(..tail.len().saturating_sub(64));
+        }
+    });
+
+    // When its agent's pieces keep coming: more than every buffer on the way holds.
+    let subject = brain::llm::tokens::subject(&env.namespace, &mission_id);
+    let text = "x".repeat(32 * 1024);
+    let publishing = async {
+        for seq in 0..400u64 {
+            let piece = brain::llm::tokens::TokenMessage {
+                mission_id: mission_id.clone(),
+                attempt: 1,
+                seq,
+                text: text.clone(),
+                done: false,
+            };
+            let payload = serde_json::to_vec(&piece).unwrap();
+            env.nats.publish(subject.clone(), payload.into()).await.unwrap();
+        }
+        env.nats.flush().await.unwrap();
+    };
+    publishing.await;
+    let published = std::time::Instant::now();
+
+    // Then the server drops the connection once its writes have waited the send timeout,
+    // where the stream alone would have held it for an hour.
+    crate::support::wait_until("the serve to drop the stalled stream", WAIT, || async {
+        serve_side_state(addr, client).is_none_or(|state| state != "01")
+    })
+    .await;
+    let dropped_after = published.elapsed();
+    // The client, reading at last, gets what was already on the way, then the end of the
+    // connection: far from every piece.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut answer)).await;
+    let _ended = read.expect("the connection ends (closed or reset)");
+    assert!(answer.len() < 400 * 32 * 1024 / 2, "it got {} bytes", answer.len());
+    eprintln!("a stalled stream was dropped {dropped_after:?} after its last piece was published");
+    // While the client that reads gets every piece.
+    tokio::time::timeout(WAIT, reader).await.expect("the reading client gets it all").unwrap();
+    // Other clients are served meanwhile and after.
+    assert_eq!(get(addr, "/health").await.0, 200);
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

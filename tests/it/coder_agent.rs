@@ -1,7 +1,8 @@
 //! The `coder` agent's loop against a fake provider scripted to answer with tool calls: it
 //! reads a file under its root and answers; an escape from the root is refused, recorded and
-//! fed back, and nothing outside is read; every model and tool call is in the mission's
-//! history in order; the step limit fails the mission with its reason.
+//! fed back, and nothing outside is read; a binary file, a hard link out and a fifo are
+//! refusals the model sees, not a failed mission; every model and tool call is in the
+//! mission's history in order; the step limit fails the mission with its reason.
 
 use serde_json::{Value, json};
 
@@ -122,6 +123,75 @@ async fn a_coder_reads_a_file_under_its_root_refuses_an_escape_and_answers() {
         json!(events)
     );
     assert!(!everything.contains("top secret"));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_binary_file_a_hard_link_out_and_a_fifo_are_refused_to_the_model_and_the_mission_completes()
+ {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    // Given a root holding a binary file, a hard link to the secret outside it and a fifo
+    // that no one writes to.
+    let dir = scratch();
+    let root = dir.join("root");
+    std::fs::write(root.join("logo.png"), b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR").unwrap();
+    std::fs::hard_link(dir.join("outside.txt"), root.join("notes-copy.md")).unwrap();
+    let fifo =
+        std::ffi::CString::new(root.join("pipe").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path it is given.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let script = vec![
+        tool_answer(vec![
+            ("read_file", json!({ "path": "logo.png" })),
+            ("read_file", json!({ "path": "notes-copy.md" })),
+            ("read_file", json!({ "path": "pipe" })),
+            ("search_text", json!({ "text": "secret" })),
+        ]),
+        Scripted::Answer { text: "nothing to read".into(), tool_calls: vec![], usage: (60, 9) },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    configure(addr, &fake).await;
+    let _worker = coder_worker(&env, &root, "12");
+
+    // When the model asks for each.
+    let body =
+        json!({ "name": "read odd files", "agent": "coder", "payload": { "prompt": "read them" } });
+    let id = enqueue(addr, body).await;
+    let done = finished(addr, &id).await;
+
+    // Then each read is refused with its reason, the search passes over the link, the
+    // model is told, and the mission completes with its answer.
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["result"]["answer"], "nothing to read");
+    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
+    let calls: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "MissionToolCalled")
+        .map(|e| &e["payload"]["call"])
+        .collect();
+    let reasons: Vec<(&Value, &str)> = calls
+        .iter()
+        .map(|call| (&call["refused"], call["error"].as_str().unwrap_or_default()))
+        .collect();
+    assert!(reasons[0].1.contains("binary file, 16 bytes (it holds a NUL)"), "{reasons:?}");
+    assert!(reasons[1].1.contains("2 hard links"), "{reasons:?}");
+    assert!(reasons[2].1.contains("not a regular file (a fifo)"), "{reasons:?}");
+    assert!(reasons[..3].iter().all(|(refused, _)| **refused == json!(true)), "{reasons:?}");
+    assert_eq!(calls[3]["result"]["matches"], json!([]), "{}", calls[3]);
+    assert_eq!(calls[3]["result"]["skipped"]["hard_linked"], 1, "{}", calls[3]);
+    let seen = fake.seen();
+    let everything =
+        format!("{:?}{events}", seen.iter().map(|s| s.body.to_string()).collect::<Vec<_>>());
+    assert!(!everything.contains("top secret"));
+    let sent = seen[1].body["messages"].as_array().unwrap();
+    let told = sent.iter().filter(|m| m["role"] == "tool").count();
+    assert_eq!(told, 4, "{sent:?}");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

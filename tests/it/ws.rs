@@ -1,6 +1,7 @@
 //! The live event feed, `GET /ws/events`, against a real server: live delivery, filters,
 //! resuming with `from` without gap or duplicate, slow clients dropped with a reason, bad
-//! queries refused before the upgrade, and shutdown closing open clients.
+//! queries refused before the upgrade, clients that answer no ping dropped, and shutdown closing
+//! open clients.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -437,4 +438,90 @@ async fn the_feed_reads_the_store_when_nothing_arrives_on_the_bus() {
 
     stop.cancel();
     tokio::time::timeout(WAIT, task).await.expect("the feed stops").unwrap();
+}
+
+/// A server's WebSocket frames (unmasked, each under 126 bytes of payload): opcode and
+/// payload.
+fn server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while let [first, second, rest @ ..] = bytes {
+        let length = usize::from(second & 0x7f);
+        assert!(length < 126 && rest.len() >= length, "a short frame: {bytes:?}");
+        frames.push((first & 0x0f, rest[..length].to_vec()));
+        bytes = &rest[length..];
+    }
+    frames
+}
+
+#[tokio::test]
+async fn a_client_that_answers_no_ping_is_dropped_in_time_and_one_that_answers_stays() {
+    use brain::api::ws::{CLOSE_NO_PONG, PINGS_UNANSWERED_MAX};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    let env = TestEnv::new().await;
+    let ping = Duration::from_millis(300);
+    let close_timeout = Duration::from_millis(500);
+    let config = FeedConfig { ping_interval: ping, close_timeout, ..FeedConfig::default() };
+    let server = Running::start(&env, config).await;
+    // Given a client that reads on (its library answers every ping as it reads it) ...
+    let mut answering = connect(server.addr, "").await;
+    server.wait_for_clients(1).await;
+    let pings = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let pings = pings.clone();
+        tokio::spawn(async move {
+            loop {
+                match answering.next().await {
+                    Some(Ok(Message::Ping(_))) => pings.fetch_add(1, Ordering::SeqCst),
+                    Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+                    other => panic!("the answering client got {other:?}"),
+                };
+            }
+        })
+    };
+    // ... and one that never reads again, so answers none (a peer gone without a word).
+    let mut silent = connect(server.addr, "").await;
+    server.wait_for_clients(2).await;
+    let connected = std::time::Instant::now();
+
+    // When the pings go unanswered: the silent client is dropped once the ping after the
+    // last it may leave unanswered is due, and its close frame given up on after the close
+    // timeout.
+    wait_until("the silent client to be dropped", WAIT, || async { server.feed.clients() == 1 })
+        .await;
+    let dropped_after = connected.elapsed();
+    let earliest = ping * PINGS_UNANSWERED_MAX;
+    let latest = ping * (PINGS_UNANSWERED_MAX + 1) + close_timeout + Duration::from_secs(2);
+    assert!(
+        (earliest..latest).contains(&dropped_after),
+        "dropped after {dropped_after:?}, not within {earliest:?}..{latest:?}"
+    );
+
+    // Then the answering client stays through as many pings again, and still gets events.
+    let seen = pings.load(Ordering::SeqCst);
+    let more = seen + PINGS_UNANSWERED_MAX as usize + 2;
+    wait_until("more pings to the answering client", WAIT, || async {
+        pings.load(Ordering::SeqCst) >= more
+    })
+    .await;
+    assert_eq!(server.feed.clients(), 1, "the answering client is still there");
+    let id = enqueue(server.addr, "after the drop").await;
+    let event = tokio::time::timeout(WAIT, reader).await.expect("an event in time").unwrap();
+    assert!(event.contains(&id), "{event}");
+    // And the silent client, reading at last, finds its pings and the reason it was dropped
+    // (read as bytes: its library would answer the pings first, into a closed connection).
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(WAIT, silent.get_mut().read_to_end(&mut raw)).await;
+    read.expect("the server ended the connection").unwrap();
+    let frames = server_frames(&raw);
+    let pings = vec![(0x9, Vec::new()); PINGS_UNANSWERED_MAX as usize];
+    assert_eq!(frames[..pings.len()], pings[..], "{frames:?}");
+    let (opcode, close) = &frames[pings.len()];
+    assert_eq!(*opcode, 0x8, "a close frame: {frames:?}");
+    assert_eq!(u16::from_be_bytes([close[0], close[1]]), CLOSE_NO_PONG);
+    let reason = format!("no pong to {PINGS_UNANSWERED_MAX} pings; resume with ?from={KEY_EVENTS}");
+    assert_eq!(String::from_utf8_lossy(&close[2..]), reason);
+    server.stop().await;
 }

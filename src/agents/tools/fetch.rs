@@ -31,11 +31,13 @@ pub struct FetchUrl {
     pub allowed: Vec<String>,
 }
 
-/// Whether an address is one a listed *name* may lead to: not loopback, private, link-local,
-/// shared (CGNAT), unspecified, multicast, broadcast, documentation or reserved, in IPv4 or
-/// IPv6 (an IPv4-mapped IPv6 address is judged as its IPv4 one).
+/// Whether an address is one a listed *name* may lead to: not loopback, private, link-local
+/// (the cloud metadata services' 169.254.169.254 among them), shared (CGNAT), unspecified,
+/// multicast, broadcast, documentation or reserved, in IPv4 or IPv6 (`fc00::/7` holds the
+/// metadata service's `fd00:ec2::254`). An IPv6 address that carries an IPv4 one (mapped,
+/// compatible, NAT64's `64:ff9b::/96`, 6to4's `2002::/16`) is judged as that IPv4 address.
 pub fn is_public(address: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
+    use std::net::{IpAddr, Ipv4Addr};
     match address {
         IpAddr::V4(v4) => {
             let [a, b, ..] = v4.octets();
@@ -53,16 +55,32 @@ pub fn is_public(address: std::net::IpAddr) -> bool {
                 || (a == 198 && (18..20).contains(&b)))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // `::a.b.c.d` and `::ffff:a.b.c.d` (`::1` too, as 0.0.0.1: not public).
+            if let Some(v4) = v6.to_ipv4() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                let [a, b] = high.to_be_bytes();
+                let [c, d] = low.to_be_bytes();
+                IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+            };
+            if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                return is_public(embedded(segments[6], segments[7]));
+            }
+            if segments[0] == 0x2002 {
+                return is_public(embedded(segments[1], segments[2]));
+            }
+            let first = segments[0];
+            !(v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                // Site-local (deprecated, still routed inside some networks).
+                || (first & 0xffc0) == 0xfec0
+                // NAT64 for local use, and the discard-only prefix.
+                || (first == 0x64 && segments[1] == 0xff9b && segments[2] == 1)
+                || segments[..4] == [0x100, 0, 0, 0]
+                || first == 0x2001 && segments[1] == 0x0db8)
         }
     }
 }
@@ -144,40 +162,47 @@ impl Tool for FetchUrl {
 /// A client that can reach only the one address `url`'s host was checked to have: an IP
 /// literal as it is, a name resolved once and every answer required to be public.
 async fn pinned_client(url: &reqwest::Url) -> Result<reqwest::Client, ToolError> {
-    let refuse = |why: String| ToolError::Refused(format!("{url}: {why}"));
     let port = url.port_or_known_default().unwrap_or(0);
+    let host = url.host_str().unwrap_or_default();
+    let literal = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
+    match url.host_str() {
+        None => Err(ToolError::Refused(format!("{url}: no host"))),
+        // An address the list names itself was checked as written.
+        Some(_) if literal => client(None),
+        Some(name) => client(Some((name, checked_address(name, port).await?))),
+    }
+}
+
+/// The address to connect to for `name`: looked up once, within [`RESOLVE_TIMEOUT`], and
+/// refused unless every answer is public.
+async fn checked_address(name: &str, port: u16) -> Result<std::net::SocketAddr, ToolError> {
+    let lookup = tokio::net::lookup_host((name, port));
+    let addresses: Vec<std::net::SocketAddr> =
+        match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+            Ok(Ok(addresses)) => addresses.collect(),
+            Ok(Err(error)) => return Err(ToolError::Failed(format!("{name}: {error}"))),
+            Err(_) => return Err(ToolError::Failed(format!("{name}: no DNS answer in time"))),
+        };
+    if let Some(internal) = addresses.iter().find(|address| !is_public(address.ip())) {
+        return Err(ToolError::Refused(format!(
+            "{name} resolves to the internal address {}; list the address itself to allow it",
+            internal.ip()
+        )));
+    }
+    addresses.first().copied().ok_or_else(|| ToolError::Failed(format!("{name}: no address")))
+}
+
+/// The HTTP client of one fetch: no redirects, no proxy, its deadlines, and, for a name,
+/// the address it was checked to have (the client never looks the name up itself).
+fn client(pin: Option<(&str, std::net::SocketAddr)>) -> Result<reqwest::Client, ToolError> {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(TIMEOUT)
         .no_proxy();
-    let host = url.host_str().unwrap_or_default();
-    let literal = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
-    let builder = match url.host_str() {
-        None => return Err(refuse("no host".into())),
-        // An address the list names itself was checked as written.
-        Some(_) if literal => builder,
-        Some(name) => {
-            let lookup = tokio::net::lookup_host((name, port));
-            let addresses: Vec<std::net::SocketAddr> =
-                match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                    Ok(Ok(addresses)) => addresses.collect(),
-                    Ok(Err(error)) => return Err(ToolError::Failed(format!("{name}: {error}"))),
-                    Err(_) => {
-                        return Err(ToolError::Failed(format!("{name}: no DNS answer in time")));
-                    }
-                };
-            if let Some(internal) = addresses.iter().find(|address| !is_public(address.ip())) {
-                return Err(refuse(format!(
-                    "{name} resolves to the internal address {}; list the address itself to allow it",
-                    internal.ip()
-                )));
-            }
-            let Some(first) = addresses.first() else {
-                return Err(ToolError::Failed(format!("{name}: no address")));
-            };
-            builder.resolve(name, *first)
-        }
+    let builder = match pin {
+        Some((name, address)) => builder.resolve(name, address),
+        None => builder,
     };
     builder.build().map_err(|error| ToolError::Failed(format!("HTTP client: {error}")))
 }
@@ -238,6 +263,73 @@ mod tests {
     }
 
     #[test]
+    fn a_port_not_listed_and_an_address_in_any_spelling_are_refused_before_any_lookup() {
+        // Names only on the list: every URL below names another host or port.
+        let tool = FetchUrl::new(vec!["docs.example.com".into(), "api.example.com:8443".into()]);
+        for refused in [
+            // A host listed without a port: its scheme's own port only.
+            "http://docs.example.com:22/",
+            "http://docs.example.com:6379/",
+            "https://docs.example.com:6379/",
+            "http://docs.example.com:443/",
+            "https://api.example.com/",
+            // Loopback, metadata and private addresses however they are written: the URL is
+            // parsed to the address it means before it is compared.
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:7f00:1]/",
+            "http://[::1]/",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://[fd00:ec2::254]/latest/meta-data/",
+            "http://0xa9fea9fe/",
+            "http://metadata.google.internal/",
+            "http://docs.example.com.evil.test/",
+            "http://docs.example.com@127.0.0.1/",
+        ] {
+            let outcome = tool.check(refused);
+            assert!(matches!(outcome, Err(ToolError::Refused(_))), "{refused}: {outcome:?}");
+        }
+        for allowed in [
+            "https://docs.example.com/a?b",
+            "http://DOCS.example.com:80/",
+            "https://api.example.com:8443/",
+        ] {
+            assert!(tool.check(allowed).is_ok(), "{allowed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_address_listed_is_matched_in_any_spelling_and_a_name_goes_to_its_checked_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/doc", axum::routing::get(|| async { "the doc" }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        // The listed address, spelled as a number and in hexadecimal: the same address.
+        let tool = FetchUrl::new(vec![format!("127.0.0.1:{port}")]);
+        for spelling in
+            [format!("http://2130706433:{port}/doc"), format!("http://0x7f.1:{port}/doc")]
+        {
+            let fetched = tool.run(json!({ "url": spelling })).await.unwrap();
+            assert_eq!(fetched["text"], "the doc", "{spelling}");
+        }
+        // A client pinned to a checked address connects there and never looks the name up:
+        // `pinned.invalid` has no address in any DNS.
+        let pinned = client(Some(("pinned.invalid", ([127, 0, 0, 1], port).into()))).unwrap();
+        let answer = pinned.get(format!("http://pinned.invalid:{port}/doc")).send().await.unwrap();
+        assert_eq!(answer.text().await.unwrap(), "the doc");
+        // And the look-up itself refuses a name with an internal answer.
+        let looked = checked_address("localhost", port).await;
+        assert!(
+            matches!(&looked, Err(ToolError::Refused(why)) if why.contains("127.0.0.1") || why.contains("::1")),
+            "{looked:?}"
+        );
+    }
+
+    #[test]
     fn internal_addresses_are_told_from_public_ones() {
         for internal in [
             "127.0.0.1",
@@ -255,10 +347,28 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "fd00:ec2::254",
+            "fec0::1",
+            "64:ff9b::7f00:1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "100::1",
+            "2001:db8::1",
         ] {
             assert!(!is_public(internal.parse().unwrap()), "{internal} is internal");
         }
-        for public in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+        for public in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public} is public");
         }
     }

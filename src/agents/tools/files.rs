@@ -1,14 +1,45 @@
-//! Reading under an allowed root: `read_file`, `list_dir`, `search_text`. Every path is
-//! relative to the root; an absolute path or one with a `..` part is refused outright, and
-//! what a path names is resolved (symbolic links followed) and must still lie under the root,
-//! so a link pointing out is refused too. Each answer is bounded (bytes, entries, matches,
-//! files visited).
+//! Reading under an allowed root: `read_file`, `list_dir`, `search_text` (design invariant 13).
+//!
+//! A path is relative to the root: an absolute path, `~` or a `..` part is refused outright.
+//! What it names is opened *once*, relative to a descriptor of the root taken when the agent
+//! started, and everything after that (the checks, the reading) uses the opened descriptor, so
+//! no name is looked up twice and a writer in the root who swaps a file for a link between a
+//! check and a read gains nothing.
+//!
+//! - Opening is `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`: the kernel refuses,
+//!   in the same call that opens, any resolution that would leave the root (an absolute
+//!   symbolic link, a relative one climbing out, a `/proc` magic link). A symbolic link that
+//!   stays inside is followed. Where `openat2` is missing (Linux before 5.6, or a seccomp
+//!   filter refusing it) the path is walked one part at a time from the root's descriptor
+//!   with `O_NOFOLLOW`: there no symbolic link is followed at all.
+//! - A file is opened non-blocking and without becoming a controlling terminal (a fifo would
+//!   otherwise wait for a writer for ever) and `fstat`ed: only a regular file is read, and
+//!   only one with a single link, since a hard link inside the root may be the very inode of a
+//!   file outside it and nothing on the descriptor tells which name is the real one (a file
+//!   linked twice inside the root is refused too).
+//! - At most the bound is read ([`RESULT_BYTES_MAX`]; [`SEARCH_FILE_BYTES_MAX`] a file for a
+//!   search), whatever the file's size.
+//! - A binary file is handed back as a refusal naming its size, which the model sees like any
+//!   tool error: a NUL in the first [`RESULT_BYTES_MAX`] bytes, or more of them not UTF-8 than
+//!   a text holds (over one in [`INVALID_UTF8_ONE_IN`], and over [`INVALID_UTF8_FREE`]). A few
+//!   such bytes (a Latin-1 name, a character cut by the bound) are shown as U+FFFD.
+//! - `search_text` walks folders from their descriptors (`openat` with `O_NOFOLLOW`, so no
+//!   link is followed), skips what `read_file` would refuse and says how many it skipped.
+//!
+//! Each answer is bounded (bytes, entries, matches, files visited, depth).
 
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Stat};
+use rustix::io::Errno;
 use serde_json::{Value, json};
 
 use super::{RESULT_BYTES_MAX, Tool, ToolError, capped};
@@ -16,49 +47,275 @@ use crate::llm::ToolSpec;
 
 pub const LIST_ENTRIES_MAX: usize = 1_000;
 pub const SEARCH_MATCHES_MAX: usize = 200;
+/// Regular files one search reads.
 pub const SEARCH_FILES_MAX: usize = 10_000;
+/// Names one search looks at (files, folders, links, all): a folder of a million entries
+/// costs this many, not a million.
+pub const SEARCH_ENTRIES_MAX: usize = 100_000;
+/// Folders a search descends into below its start; each level holds one open descriptor.
+pub const SEARCH_DEPTH_MAX: usize = 32;
 /// Files larger than this are not searched.
 pub const SEARCH_FILE_BYTES_MAX: u64 = 1024 * 1024;
+/// A text may hold one byte in this many that is not UTF-8 (Latin-1 prose has a few in a
+/// hundred; random bytes, a compressed file's, about one in two) ...
+pub const INVALID_UTF8_ONE_IN: usize = 8;
+/// ... and this many in any case; more, and it is a binary file.
+pub const INVALID_UTF8_FREE: usize = 4;
+/// Tries of an `openat2` that a concurrent rename made the kernel give up (`EAGAIN`).
+const OPEN_TRIES: usize = 8;
 
-/// The folder an agent may read under, resolved once.
+/// How paths are opened beneath the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resolve {
+    /// `openat2` with `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`.
+    Beneath,
+    /// A part at a time with `O_NOFOLLOW`, where `openat2` is not available.
+    Walk,
+}
+
+impl Resolve {
+    /// `openat2` if this kernel (and any seccomp filter) lets it run, asked once a process.
+    fn available() -> Resolve {
+        static AVAILABLE: OnceLock<Resolve> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            let flags = OFlags::PATH | OFlags::CLOEXEC;
+            match rustix::fs::openat2(rustix::fs::CWD, ".", flags, Mode::empty(), beneath()) {
+                Ok(_) => Resolve::Beneath,
+                Err(error) => {
+                    tracing::warn!(%error, "openat2 is not available: the file tools follow no symbolic link");
+                    Resolve::Walk
+                }
+            }
+        })
+    }
+}
+
+fn beneath() -> ResolveFlags {
+    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS
+}
+
+/// The folder an agent may read under: its path, resolved once, and a descriptor of it that
+/// every file tool opens beneath.
 #[derive(Debug, Clone)]
-pub struct Root(Arc<PathBuf>);
+pub struct Root {
+    path: Arc<PathBuf>,
+    dir: Arc<OwnedFd>,
+    resolve: Resolve,
+}
+
+/// What a tool opens a path for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    File,
+    Folder,
+    /// A folder to walk or a file to read (a search's start).
+    Either,
+}
+
+/// A path opened beneath the root, checked for what it was wanted for.
+struct Opened {
+    fd: OwnedFd,
+    stat: Stat,
+    /// The path as the answer shows it: relative to the root, without `.` parts.
+    shown: String,
+}
 
 impl Root {
     pub fn new(path: impl AsRef<Path>) -> std::io::Result<Root> {
-        Ok(Root(Arc::new(std::fs::canonicalize(path)?)))
+        Root::with(path, Resolve::available())
+    }
+
+    fn with(path: impl AsRef<Path>, resolve: Resolve) -> std::io::Result<Root> {
+        let path = std::fs::canonicalize(path)?;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = rustix::fs::open(&path, flags, Mode::empty())?;
+        Ok(Root { path: Arc::new(path), dir: Arc::new(dir), resolve })
     }
 
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
     }
 
-    /// What `relative` names under the root, or why it may not be used.
+    /// What `relative` names under the root by name, or why it may not be used: for a
+    /// command's arguments, which the program opens itself. The file tools open through
+    /// the root's descriptor instead.
     pub fn resolve(&self, relative: &str) -> Result<PathBuf, ToolError> {
-        let refuse = |why: &str| Err(ToolError::Refused(format!("{relative:?}: {why}")));
-        if relative.contains('\0') {
-            return refuse("not a path");
-        }
-        let path = Path::new(relative);
-        if path.is_absolute() || relative.starts_with('~') {
-            return refuse("a path is relative to the agent's root");
-        }
-        if path.components().any(|part| matches!(part, Component::ParentDir | Component::Prefix(_)))
-        {
-            return refuse("a path may not leave the agent's root");
-        }
-        let joined = self.0.join(path);
+        let parts = parts(relative)?;
+        let joined = parts.iter().fold(self.path.to_path_buf(), |path, part| path.join(part));
         let resolved = std::fs::canonicalize(&joined)
             .map_err(|error| ToolError::Failed(format!("{relative:?}: {error}")))?;
-        if !resolved.starts_with(self.0.as_path()) {
-            return refuse("it leads out of the agent's root (a symbolic link)");
+        if !resolved.starts_with(self.path.as_path()) {
+            return Err(ToolError::Refused(format!(
+                "{relative:?}: it leads out of the agent's root (a symbolic link)"
+            )));
         }
         Ok(resolved)
     }
 
-    fn relative(&self, path: &Path) -> String {
-        path.strip_prefix(self.0.as_path()).unwrap_or(path).to_string_lossy().into_owned()
+    /// Opens `relative` beneath the root, once, and checks what the descriptor is.
+    fn open(&self, relative: &str, want: Want) -> Result<Opened, ToolError> {
+        let parts = parts(relative)?;
+        let mut flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        if want == Want::Folder {
+            flags |= OFlags::DIRECTORY;
+        }
+        let opened = match self.resolve {
+            Resolve::Beneath => open_beneath(self.dir.as_fd(), &parts, flags),
+            Resolve::Walk => open_walking(self.dir.as_fd(), &parts, flags),
+        };
+        let fd = opened.map_err(|error| refusal(relative, error))?;
+        let stat = rustix::fs::fstat(&fd).map_err(|error| refusal(relative, error))?;
+        let shown = shown(&parts);
+        let refuse = |why: String| Err(ToolError::Refused(format!("{relative:?}: {why}")));
+        match (FileType::from_raw_mode(stat.st_mode), want) {
+            (FileType::Directory, Want::Folder | Want::Either) => {}
+            (FileType::Directory, Want::File) => return refuse("a folder: list it".into()),
+            (other, Want::Folder) => {
+                return Err(ToolError::Failed(format!(
+                    "{relative:?}: not a folder (a {})",
+                    kind(other)
+                )));
+            }
+            (FileType::RegularFile, _) if stat.st_nlink > 1 => {
+                return refuse(hard_linked(stat.st_nlink));
+            }
+            (FileType::RegularFile, _) => {}
+            (other, _) => return refuse(format!("not a regular file (a {})", kind(other))),
+        }
+        Ok(Opened { fd, stat, shown })
     }
+}
+
+/// Why a file with `links` names is refused.
+fn hard_linked(links: u64) -> String {
+    format!("a file with {links} hard links: one may be outside the agent's root, so none is read")
+}
+
+/// The parts of a relative path, or why it may not be used.
+fn parts(relative: &str) -> Result<Vec<&OsStr>, ToolError> {
+    let refuse = |why: &str| Err(ToolError::Refused(format!("{relative:?}: {why}")));
+    if relative.contains('\0') {
+        return refuse("not a path");
+    }
+    let path = Path::new(relative);
+    if path.is_absolute() || relative.starts_with('~') {
+        return refuse("a path is relative to the agent's root");
+    }
+    let mut parts = Vec::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(part) => parts.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) | Component::RootDir => {
+                return refuse("a path may not leave the agent's root");
+            }
+        }
+    }
+    Ok(parts)
+}
+
+fn shown(parts: &[&OsStr]) -> String {
+    if parts.is_empty() {
+        return ".".into();
+    }
+    let path: PathBuf = parts.iter().collect();
+    path.to_string_lossy().into_owned()
+}
+
+/// How a failed open is told to the model: leaving the root or meeting a link that is not
+/// followed is a refusal; a missing file and the like a failure.
+fn refusal(relative: &str, error: Errno) -> ToolError {
+    match error {
+        Errno::XDEV => ToolError::Refused(format!(
+            "{relative:?}: it leads out of the agent's root (a symbolic link)"
+        )),
+        Errno::LOOP => {
+            ToolError::Refused(format!("{relative:?}: a symbolic link that is not followed here"))
+        }
+        other => ToolError::Failed(format!("{relative:?}: {}", std::io::Error::from(other))),
+    }
+}
+
+fn open_beneath(root: BorrowedFd<'_>, parts: &[&OsStr], flags: OFlags) -> Result<OwnedFd, Errno> {
+    let path: PathBuf = if parts.is_empty() { ".".into() } else { parts.iter().collect() };
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(root, &path, flags, Mode::empty(), beneath()) {
+            Err(Errno::AGAIN) if tries + 1 < OPEN_TRIES => tries += 1,
+            opened => return opened,
+        }
+    }
+}
+
+/// Opens `parts` one at a time from `root`, following no symbolic link: each folder on the
+/// way is opened as a path (`O_PATH | O_NOFOLLOW`) and must be a folder, the last part with
+/// `flags` and `O_NOFOLLOW`.
+fn open_walking(root: BorrowedFd<'_>, parts: &[&OsStr], flags: OFlags) -> Result<OwnedFd, Errno> {
+    let Some((last, folders)) = parts.split_last() else {
+        return rustix::fs::openat(root, ".", flags, Mode::empty());
+    };
+    let mut at: Option<OwnedFd> = None;
+    for part in folders {
+        let from = at.as_ref().map_or(root, |fd| fd.as_fd());
+        let step = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(from, *part, step, Mode::empty())?;
+        match FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) {
+            FileType::Directory => at = Some(fd),
+            FileType::Symlink => return Err(Errno::LOOP),
+            _ => return Err(Errno::NOTDIR),
+        }
+    }
+    let from = at.as_ref().map_or(root, |fd| fd.as_fd());
+    // Without `O_DIRECTORY`, which would answer a link with "not a folder" before `O_NOFOLLOW`
+    // could refuse it: the caller tells a folder by the descriptor.
+    let last_flags = flags.difference(OFlags::DIRECTORY) | OFlags::NOFOLLOW;
+    rustix::fs::openat(from, *last, last_flags, Mode::empty())
+}
+
+/// What a kind of file is called in answers.
+fn kind(file_type: FileType) -> &'static str {
+    match file_type {
+        FileType::RegularFile => "file",
+        FileType::Directory => "dir",
+        FileType::Symlink => "link",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice | FileType::BlockDevice => "device",
+        FileType::Unknown => "unknown",
+    }
+}
+
+/// Up to `bound` bytes from the start of an opened file.
+fn read_bounded(fd: OwnedFd, bound: u64) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(bound.min(RESULT_BYTES_MAX as u64) as usize);
+    File::from(fd).take(bound).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Why `head`, a file's first bytes (`whole` when it is all of it), is no text, if it is not.
+fn binary(head: &[u8], whole: bool) -> Option<&'static str> {
+    let probe = &head[..head.len().min(RESULT_BYTES_MAX)];
+    if probe.contains(&0) {
+        return Some("it holds a NUL");
+    }
+    let (mut invalid, mut rest) = (0usize, probe);
+    while let Err(error) = std::str::from_utf8(rest) {
+        match error.error_len() {
+            Some(bad) => {
+                invalid += bad;
+                rest = &rest[error.valid_up_to() + bad..];
+            }
+            // A character cut at the end: by the bound, unless this is the whole file.
+            None => {
+                if whole && probe.len() == head.len() {
+                    invalid += rest.len() - error.valid_up_to();
+                }
+                break;
+            }
+        }
+    }
+    (invalid > INVALID_UTF8_FREE.max(probe.len() / INVALID_UTF8_ONE_IN))
+        .then_some("it is not UTF-8 text")
 }
 
 fn spec(name: &str, description: &str, parameters: Value) -> ToolSpec {
@@ -77,6 +334,10 @@ where
     .boxed()
 }
 
+fn failed(relative: &str) -> impl Fn(std::io::Error) -> ToolError + '_ {
+    move |error| ToolError::Failed(format!("{relative:?}: {error}"))
+}
+
 pub struct ReadFile(pub Root);
 
 impl Tool for ReadFile {
@@ -91,27 +352,23 @@ impl Tool for ReadFile {
     fn run(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>> {
         let root = self.0.clone();
         blocking(move || {
-            let path = root.resolve(arguments["path"].as_str().unwrap_or_default())?;
-            let (head, size) = read_head(&path)?;
+            let relative = arguments["path"].as_str().unwrap_or_default();
+            let opened = root.open(relative, Want::File)?;
+            let size = u64::try_from(opened.stat.st_size).unwrap_or(0);
+            let bound = RESULT_BYTES_MAX as u64;
+            let head = read_bounded(opened.fd, bound).map_err(failed(relative))?;
+            if let Some(why) = binary(&head, (head.len() as u64) < bound) {
+                return Err(ToolError::Refused(format!(
+                    "{relative:?}: binary file, {size} bytes ({why}); not shown"
+                )));
+            }
             let (content, truncated) = capped(&String::from_utf8_lossy(&head));
             let truncated = truncated || size > head.len() as u64;
             Ok(
-                json!({ "path": root.relative(&path), "content": content, "truncated": truncated, "bytes": size }),
+                json!({ "path": opened.shown, "content": content, "truncated": truncated, "bytes": size }),
             )
         })
     }
-}
-
-/// The first [`RESULT_BYTES_MAX`] bytes of a file and its whole size, read from one open
-/// descriptor: a large file costs what is shown, never its size in memory.
-fn read_head(path: &Path) -> Result<(Vec<u8>, u64), ToolError> {
-    use std::io::Read;
-    let failed = |error: std::io::Error| ToolError::Failed(error.to_string());
-    let file = std::fs::File::open(path).map_err(failed)?;
-    let size = file.metadata().map_err(failed)?.len();
-    let mut head = Vec::with_capacity(RESULT_BYTES_MAX.min(size as usize));
-    file.take(RESULT_BYTES_MAX as u64).read_to_end(&mut head).map_err(failed)?;
-    Ok((head, size))
 }
 
 pub struct ListDir(pub Root);
@@ -128,26 +385,34 @@ impl Tool for ListDir {
     fn run(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>> {
         let root = self.0.clone();
         blocking(move || {
-            let path = root.resolve(arguments["path"].as_str().unwrap_or_default())?;
-            let mut entries = Vec::new();
-            let reading =
-                std::fs::read_dir(&path).map_err(|error| ToolError::Failed(error.to_string()))?;
-            let mut more = false;
+            let relative = arguments["path"].as_str().unwrap_or_default();
+            let opened = root.open(relative, Want::Folder)?;
+            let reading = Dir::read_from(&opened.fd)
+                .map_err(|error| failed(relative)(std::io::Error::from(error)))?;
+            let (mut entries, mut more) = (Vec::new(), false);
             for entry in reading.filter_map(Result::ok) {
+                let name = entry.file_name();
+                if name == c"." || name == c".." {
+                    continue;
+                }
                 if entries.len() == LIST_ENTRIES_MAX {
                     more = true;
                     break;
                 }
-                let kind = match entry.file_type() {
-                    Ok(kind) if kind.is_symlink() => "link",
-                    Ok(kind) if kind.is_dir() => "dir",
-                    _ => "file",
-                };
-                let size = entry.metadata().map(|meta| meta.len()).unwrap_or(0);
-                entries.push(json!({ "name": entry.file_name().to_string_lossy(), "kind": kind, "bytes": size }));
+                // Its kind and size only, by name in the opened folder: nothing is read.
+                let (file_type, size) =
+                    match rustix::fs::statat(&opened.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(stat) => (
+                            FileType::from_raw_mode(stat.st_mode),
+                            u64::try_from(stat.st_size).unwrap_or(0),
+                        ),
+                        Err(_) => (entry.file_type(), 0),
+                    };
+                let name = String::from_utf8_lossy(name.to_bytes());
+                entries.push(json!({ "name": name, "kind": kind(file_type), "bytes": size }));
             }
             entries.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            Ok(json!({ "path": root.relative(&path), "entries": entries, "truncated": more }))
+            Ok(json!({ "path": opened.shown, "entries": entries, "truncated": more }))
         })
     }
 }
@@ -169,52 +434,156 @@ impl Tool for SearchText {
     fn run(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>> {
         let root = self.0.clone();
         blocking(move || {
-            let needle = arguments["text"].as_str().unwrap_or_default().to_owned();
+            let needle = arguments["text"].as_str().unwrap_or_default();
             if needle.is_empty() {
                 return Err(ToolError::Refused("\"text\" must not be empty".into()));
             }
-            let start = root.resolve(arguments["path"].as_str().unwrap_or("."))?;
-            let (mut matches, mut pending, mut visited, mut more) =
-                (Vec::new(), vec![start], 0usize, false);
-            while let Some(path) = pending.pop() {
-                // Links are not followed in the walk: what they lead to may lie outside.
-                let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-                if meta.is_dir() {
-                    if let Ok(reading) = std::fs::read_dir(&path) {
-                        pending.extend(reading.filter_map(Result::ok).map(|entry| entry.path()));
-                    }
-                    continue;
-                }
-                if !meta.is_file() || meta.len() > SEARCH_FILE_BYTES_MAX {
-                    continue;
-                }
-                visited += 1;
-                if visited > SEARCH_FILES_MAX {
-                    more = true;
-                    break;
-                }
-                let Ok(text) = std::fs::read_to_string(&path) else { continue };
-                for (n, line) in text.lines().enumerate().filter(|(_, line)| line.contains(&needle))
-                {
-                    if matches.len() == SEARCH_MATCHES_MAX {
-                        more = true;
-                        break;
-                    }
-                    let (line, _) = capped(line);
-                    matches.push(json!({ "path": root.relative(&path), "line": n + 1, "text": line.chars().take(500).collect::<String>() }));
-                }
-                if more {
-                    break;
-                }
+            let start = root.open(arguments["path"].as_str().unwrap_or("."), Want::Either)?;
+            let mut search = Search { needle, ..Search::default() };
+            let shown = if start.shown == "." { PathBuf::new() } else { start.shown.into() };
+            let mut pending = Vec::new();
+            if FileType::from_raw_mode(start.stat.st_mode) == FileType::Directory {
+                search.list(Arc::new(start.fd), &shown, 0, &mut pending);
+            } else {
+                search.file(start.fd, &start.stat, &shown);
             }
-            Ok(json!({ "matches": matches, "truncated": more }))
+            while !search.more
+                && let Some(next) = pending.pop()
+            {
+                search.visit(next, &mut pending);
+            }
+            Ok(
+                json!({ "matches": search.matches, "truncated": search.more, "skipped": search.skipped }),
+            )
         })
+    }
+}
+
+/// What a search passed over without reading, by why: the model learns that there was more.
+#[derive(Debug, Default, serde::Serialize)]
+struct Skipped {
+    binary: usize,
+    hard_linked: usize,
+    too_large: usize,
+    /// Symbolic links: a search follows none.
+    links: usize,
+    /// Fifos, sockets, devices.
+    special: usize,
+    /// Folders deeper than [`SEARCH_DEPTH_MAX`].
+    too_deep: usize,
+    unreadable: usize,
+}
+
+/// A name in a folder the search has yet to look at, with its folder's descriptor.
+struct Pending {
+    parent: Arc<OwnedFd>,
+    name: std::ffi::CString,
+    shown: PathBuf,
+    depth: usize,
+}
+
+#[derive(Default)]
+struct Search<'a> {
+    needle: &'a str,
+    matches: Vec<Value>,
+    skipped: Skipped,
+    files: usize,
+    entries: usize,
+    more: bool,
+}
+
+impl Search<'_> {
+    /// Queues a folder's entries (at `depth` below the start), to be taken in name order.
+    fn list(&mut self, dir: Arc<OwnedFd>, shown: &Path, depth: usize, pending: &mut Vec<Pending>) {
+        let Ok(reading) = Dir::read_from(&*dir) else {
+            self.skipped.unreadable += 1;
+            return;
+        };
+        let mut names = Vec::new();
+        for entry in reading.filter_map(Result::ok) {
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            if self.entries == SEARCH_ENTRIES_MAX {
+                self.more = true;
+                break;
+            }
+            self.entries += 1;
+            // What the folder says it is spares an open; an unknown kind is opened and told
+            // by its descriptor.
+            match entry.file_type() {
+                FileType::Symlink => self.skipped.links += 1,
+                FileType::Fifo
+                | FileType::Socket
+                | FileType::CharacterDevice
+                | FileType::BlockDevice => self.skipped.special += 1,
+                _ => names.push(name.to_owned()),
+            }
+        }
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        for name in names {
+            let shown = shown.join(OsStr::from_bytes(name.to_bytes()));
+            pending.push(Pending { parent: dir.clone(), name, shown, depth: depth + 1 });
+        }
+    }
+
+    /// Opens a queued name in its folder, following no link, and searches or lists it.
+    fn visit(&mut self, next: Pending, pending: &mut Vec<Pending>) {
+        let flags =
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&*next.parent, next.name.as_c_str(), flags, Mode::empty())
+        {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return self.skipped.links += 1,
+            Err(_) => return self.skipped.unreadable += 1,
+        };
+        let Ok(stat) = rustix::fs::fstat(&fd) else { return self.skipped.unreadable += 1 };
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory if next.depth > SEARCH_DEPTH_MAX => self.skipped.too_deep += 1,
+            FileType::Directory => self.list(Arc::new(fd), &next.shown, next.depth, pending),
+            FileType::RegularFile => self.file(fd, &stat, &next.shown),
+            _ => self.skipped.special += 1,
+        }
+    }
+
+    /// Searches an opened regular file, unless `read_file` would refuse it.
+    fn file(&mut self, fd: OwnedFd, stat: &Stat, shown: &Path) {
+        if stat.st_nlink > 1 {
+            return self.skipped.hard_linked += 1;
+        }
+        if u64::try_from(stat.st_size).unwrap_or(u64::MAX) > SEARCH_FILE_BYTES_MAX {
+            return self.skipped.too_large += 1;
+        }
+        if self.files == SEARCH_FILES_MAX {
+            self.more = true;
+            return;
+        }
+        self.files += 1;
+        let Ok(bytes) = read_bounded(fd, SEARCH_FILE_BYTES_MAX) else {
+            return self.skipped.unreadable += 1;
+        };
+        if binary(&bytes, (bytes.len() as u64) < SEARCH_FILE_BYTES_MAX).is_some() {
+            return self.skipped.binary += 1;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let shown = shown.to_string_lossy();
+        for (n, line) in text.lines().enumerate().filter(|(_, line)| line.contains(self.needle)) {
+            if self.matches.len() == SEARCH_MATCHES_MAX {
+                self.more = true;
+                return;
+            }
+            let (line, _) = capped(line);
+            let line: String = line.chars().take(500).collect();
+            self.matches.push(json!({ "path": shown, "line": n + 1, "text": line }));
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// This process's peak resident memory (`VmHWM`), in KiB.
     fn peak_resident_kib() -> i64 {
@@ -223,6 +592,8 @@ mod tests {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// A root holding `src/main.rs`, a folder beside it holding `secret.txt`, and links from
+    /// the root to both.
     fn scratch() -> (PathBuf, Root) {
         let dir =
             std::env::temp_dir().join(format!("brain-root-{}", uuid::Uuid::new_v4().simple()));
@@ -237,66 +608,323 @@ mod tests {
         (dir, root)
     }
 
+    /// The same root opened both ways: `openat2` and the walk without it.
+    fn both(dir: &Path) -> [Root; 2] {
+        [Root::with(dir, Resolve::Beneath).unwrap(), Root::with(dir, Resolve::Walk).unwrap()]
+    }
+
+    fn clean(dir: PathBuf) {
+        let _ = std::fs::remove_dir_all(dir.with_extension("outside"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn refused(outcome: Result<Value, ToolError>) -> String {
+        match outcome {
+            Err(ToolError::Refused(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn this_kernel_opens_beneath_the_root_with_openat2() {
+        assert_eq!(Resolve::available(), Resolve::Beneath, "Linux 5.6 or later has openat2");
+    }
+
     #[tokio::test]
-    async fn a_huge_file_is_read_only_as_far_as_is_shown_and_a_nul_never_reaches_the_record() {
-        // Given a 1 GiB file (sparse: it takes no disk) and a file holding NULs.
+    async fn a_huge_file_is_read_only_as_far_as_is_shown_and_a_binary_one_is_refused() {
+        // Given a 1 GiB file that starts with text and a 1 GiB file of nothing but NULs
+        // (sparse: they take no disk), and a short file holding a NUL.
         let (dir, root) = scratch();
-        let huge = std::fs::File::create(dir.join("huge.bin")).unwrap();
-        huge.set_len(1 << 30).unwrap();
+        let text = "a line of text\n".repeat(5_000);
+        std::fs::write(dir.join("huge.txt"), &text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("huge.txt"))
+            .unwrap()
+            .set_len(1 << 30)
+            .unwrap();
+        std::fs::File::create(dir.join("huge.bin")).unwrap().set_len(1 << 30).unwrap();
         std::fs::write(dir.join("nul.txt"), "before\0after").unwrap();
         let registry = super::super::Registry::default().with(ReadFile(root.clone()));
 
         // When the model reads them.
         let peak_before = peak_resident_kib();
-        let read = registry.call("read_file", &json!({ "path": "huge.bin" })).await.unwrap();
+        let read = registry.call("read_file", &json!({ "path": "huge.txt" })).await.unwrap();
+        let zeros = registry.call("read_file", &json!({ "path": "huge.bin" })).await;
         let grew_kib = peak_resident_kib() - peak_before;
-        let nul = registry.call("read_file", &json!({ "path": "nul.txt" })).await.unwrap();
+        let nul = registry.call("read_file", &json!({ "path": "nul.txt" })).await;
 
-        // Then the huge one is cut at the result bound and says how big it is, and the NUL is
-        // replaced, so the call can be recorded.
+        // Then the text is cut at the result bound and says how big the file is, the others
+        // are refused naming their size, and memory grew by about the bound, not the size.
         assert_eq!(
             (read["truncated"].as_bool(), read["bytes"].as_u64()),
             (Some(true), Some(1 << 30))
         );
-        assert!(read["content"].as_str().unwrap().len() <= RESULT_BYTES_MAX);
-        assert!(grew_kib < 256 * 1024, "reading grew the process's peak by {grew_kib} KiB");
-        assert_eq!(nul["content"], "before\u{fffd}after");
-        std::fs::remove_dir_all(&dir).unwrap();
-        std::fs::remove_dir_all(dir.with_extension("outside")).unwrap();
+        assert_eq!(read["content"].as_str().unwrap(), &text[..RESULT_BYTES_MAX]);
+        assert!(grew_kib < 64 * 1024, "reading grew the process's peak by {grew_kib} KiB");
+        let zeros = refused(zeros);
+        assert!(zeros.contains("binary file, 1073741824 bytes"), "{zeros}");
+        let nul = refused(nul);
+        assert!(nul.contains("binary file, 12 bytes (it holds a NUL)"), "{nul}");
+        clean(dir);
+    }
+
+    #[tokio::test]
+    async fn a_binary_file_is_refused_and_text_with_a_few_stray_bytes_is_shown() {
+        let (dir, root) = scratch();
+        // Bytes that are no UTF-8 and no NUL (a compressed file's kind).
+        let noise: Vec<u8> =
+            (0..4096u32).map(|n| 0x80 | (n.wrapping_mul(2_654_435_761) >> 25) as u8).collect();
+        std::fs::write(dir.join("noise.gz"), &noise).unwrap();
+        std::fs::write(
+            dir.join("latin1.txt"),
+            b"Le caf\xe9 est pr\xeat, la cr\xe8me aussi.\n".repeat(20),
+        )
+        .unwrap();
+        // A character cut by the bound is no sign of a binary file.
+        std::fs::write(dir.join("euros.txt"), "\u{20ac}".repeat(30_000)).unwrap();
+        let tool = ReadFile(root.clone());
+
+        let noise = refused(tool.run(json!({ "path": "noise.gz" })).await);
+        assert!(noise.contains("binary file, 4096 bytes (it is not UTF-8 text)"), "{noise}");
+        let latin1 = tool.run(json!({ "path": "latin1.txt" })).await.unwrap();
+        assert!(latin1["content"].as_str().unwrap().starts_with("Le caf\u{fffd} est pr\u{fffd}t"));
+        let euros = tool.run(json!({ "path": "euros.txt" })).await.unwrap();
+        assert_eq!(euros["truncated"], true);
+        assert_eq!(euros["content"].as_str().unwrap().chars().count(), RESULT_BYTES_MAX / 3);
+        // Too few stray bytes for a text of a few bytes to count as binary, too many for one
+        // of a few hundred.
+        assert_eq!(binary(b"\xff\xfe ok", true), None);
+        assert_eq!(binary(&b"\xff".repeat(5), true), Some("it is not UTF-8 text"));
+        assert_eq!(binary(&[b"\xff".repeat(8), b"x".repeat(64)].concat(), true), None);
+        assert!(binary(&[b"\xff".repeat(10), b"x".repeat(64)].concat(), true).is_some());
+        assert_eq!(binary(b"ends cut \xe2\x82", false), None);
+        assert_eq!(binary(b"ends cut \xe2\x82", true), None, "two stray bytes are few");
+        clean(dir);
     }
 
     #[tokio::test]
     async fn escapes_from_the_root_are_refused_and_nothing_outside_is_read() {
-        let (dir, root) = scratch();
-        for escape in [
-            "../brain-root.outside/secret.txt",
-            "/etc/passwd",
-            "src/../../x",
-            "out/secret.txt",
-            "secret-link",
-            "~/x",
-        ] {
-            let outcome = ReadFile(root.clone()).run(json!({ "path": escape })).await;
-            assert!(matches!(outcome, Err(ToolError::Refused(_))), "{escape}: {outcome:?}");
+        let (dir, _) = scratch();
+        for root in both(&dir) {
+            for escape in [
+                "../brain-root.outside/secret.txt",
+                "/etc/passwd",
+                "src/../../x",
+                "out/secret.txt",
+                "secret-link",
+                "~/x",
+            ] {
+                let outcome = ReadFile(root.clone()).run(json!({ "path": escape })).await;
+                assert!(
+                    matches!(outcome, Err(ToolError::Refused(_))),
+                    "{:?} {escape}: {outcome:?}",
+                    root.resolve
+                );
+            }
+            let read = ReadFile(root.clone()).run(json!({ "path": "./src/main.rs" })).await;
+            let read = read.unwrap();
+            assert_eq!(
+                (&read["path"], &read["content"]),
+                (&json!("src/main.rs"), &json!("fn main() {}\n// needle here\n"))
+            );
+            let found = SearchText(root.clone()).run(json!({ "text": "needle" })).await.unwrap();
+            assert_eq!(
+                found["matches"].as_array().unwrap().len(),
+                1,
+                "the links are not followed: {found}"
+            );
+            assert_eq!(found["matches"][0]["path"], "src/main.rs");
+            assert_eq!(found["skipped"]["links"], 2);
+            let listed = ListDir(root.clone()).run(json!({ "path": "." })).await.unwrap();
+            let names: Vec<(&str, &str)> = listed["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| (e["name"].as_str().unwrap(), e["kind"].as_str().unwrap()))
+                .collect();
+            assert_eq!(names, [("out", "link"), ("secret-link", "link"), ("src", "dir")]);
+            let out = ListDir(root.clone()).run(json!({ "path": "out" })).await;
+            assert!(matches!(out, Err(ToolError::Refused(_))), "{out:?}");
         }
-        let read = ReadFile(root.clone()).run(json!({ "path": "src/main.rs" })).await.unwrap();
-        assert_eq!(read["content"], "fn main() {}\n// needle here\n");
-        let found = SearchText(root.clone()).run(json!({ "text": "needle" })).await.unwrap();
-        assert_eq!(
-            found["matches"].as_array().unwrap().len(),
-            1,
-            "the links are not followed: {found}"
-        );
-        assert_eq!(found["matches"][0]["path"], "src/main.rs");
+        clean(dir);
+    }
+
+    #[tokio::test]
+    async fn a_link_that_stays_inside_is_followed_where_openat2_checks_it() {
+        let (dir, _) = scratch();
+        std::os::unix::fs::symlink("src/main.rs", dir.join("inner-link")).unwrap();
+        std::os::unix::fs::symlink("src", dir.join("inner-dir")).unwrap();
+        std::os::unix::fs::symlink("../src/main.rs", dir.join("src/up-and-back")).unwrap();
+        // An absolute link is refused even when it points inside: beneath the root, no path
+        // starts at `/`.
+        std::os::unix::fs::symlink(dir.join("src/main.rs"), dir.join("absolute-inside")).unwrap();
+        let [beneath, walk] = both(&dir);
+        for path in ["inner-link", "inner-dir/main.rs", "src/up-and-back"] {
+            let read = ReadFile(beneath.clone()).run(json!({ "path": path })).await.unwrap();
+            assert_eq!(read["content"], "fn main() {}\n// needle here\n", "{path}");
+            let outcome = ReadFile(walk.clone()).run(json!({ "path": path })).await;
+            assert!(refused(outcome).contains("symbolic link"), "{path} without openat2");
+        }
+        let outcome = ReadFile(beneath).run(json!({ "path": "absolute-inside" })).await;
+        assert!(refused(outcome).contains("out of the agent's root"));
+        clean(dir);
+    }
+
+    #[tokio::test]
+    async fn a_hard_link_to_a_file_outside_is_refused() {
+        // Given the outside secret hard-linked into the root (the same inode).
+        let (dir, _) = scratch();
+        std::fs::hard_link(dir.with_extension("outside").join("secret.txt"), dir.join("notes.txt"))
+            .unwrap();
+        for root in both(&dir) {
+            // When the model reads it, or searches the root or the file itself.
+            let read = refused(ReadFile(root.clone()).run(json!({ "path": "notes.txt" })).await);
+            let found = SearchText(root.clone()).run(json!({ "text": "secret" })).await.unwrap();
+            let alone = SearchText(root.clone())
+                .run(json!({ "text": "secret", "path": "notes.txt" }))
+                .await;
+
+            // Then nothing of it is read, and the model is told why.
+            assert!(read.contains("2 hard links"), "{read}");
+            assert_eq!(found["matches"], json!([]), "{found}");
+            assert_eq!(found["skipped"]["hard_linked"], 1, "{found}");
+            assert!(refused(alone).contains("hard links"));
+        }
+        clean(dir);
+    }
+
+    #[tokio::test]
+    async fn a_fifo_a_folder_and_a_missing_file_are_answered_at_once() {
+        let (dir, root) = scratch();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("pipe"),
+            FileType::Fifo,
+            Mode::RUSR | Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        let read = ReadFile(root.clone()).run(json!({ "path": "pipe" }));
+        // Opening a fifo for reading waits for a writer, unless it is opened non-blocking.
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("reading a fifo does not wait for a writer");
+        assert!(refused(read).contains("not a regular file (a fifo)"));
+        let folder = refused(ReadFile(root.clone()).run(json!({ "path": "src" })).await);
+        assert!(folder.contains("a folder"), "{folder}");
+        let missing = ReadFile(root.clone()).run(json!({ "path": "nothing.txt" })).await;
+        assert!(matches!(&missing, Err(ToolError::Failed(why)) if why.contains("No such file")));
         let listed = ListDir(root.clone()).run(json!({ "path": "." })).await.unwrap();
-        let names: Vec<&str> = listed["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["out", "secret-link", "src"]);
-        let _ = std::fs::remove_dir_all(dir.with_extension("outside"));
-        let _ = std::fs::remove_dir_all(dir);
+        assert!(
+            listed["entries"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({ "name": "pipe", "kind": "fifo", "bytes": 0 }))
+        );
+        let found = SearchText(root).run(json!({ "text": "needle" })).await.unwrap();
+        assert_eq!(found["skipped"]["special"], 1, "{found}");
+        clean(dir);
+    }
+
+    #[tokio::test]
+    async fn search_text_reads_text_files_only_and_says_what_it_passed_over() {
+        // Given a tree with text, binary files holding the needle, a hard link, links out and
+        // in, a fifo, a file over the search bound and a folder deeper than the search goes.
+        let (dir, _) = scratch();
+        std::fs::create_dir_all(dir.join("assets/img")).unwrap();
+        std::fs::write(dir.join("assets/img/logo.png"), b"\x89PNG\r\n\x1a\n\0\0needle").unwrap();
+        std::fs::write(dir.join("assets/data.bin"), [&[0xffu8; 64][..], b" needle"].concat())
+            .unwrap();
+        std::fs::write(dir.join("assets/readme.md"), "# assets\nno needle in the images\n")
+            .unwrap();
+        std::fs::hard_link(dir.join("src/main.rs"), dir.join("assets/main-copy.rs")).unwrap();
+        std::os::unix::fs::symlink("readme.md", dir.join("assets/link-in")).unwrap();
+        let big = "needle\n".repeat(SEARCH_FILE_BYTES_MAX as usize / 7 + 1);
+        std::fs::write(dir.join("assets/big.log"), big).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join("assets/pipe"),
+            FileType::Fifo,
+            Mode::RUSR,
+            0,
+        )
+        .unwrap();
+        let deep: PathBuf = (0..=SEARCH_DEPTH_MAX).map(|n| format!("d{n}")).collect();
+        std::fs::create_dir_all(dir.join(&deep)).unwrap();
+        std::fs::write(dir.join(&deep).join("deep.txt"), "needle at the bottom").unwrap();
+
+        for root in both(&dir) {
+            // When the model searches the whole root.
+            let found = SearchText(root).run(json!({ "text": "needle" })).await.unwrap();
+
+            // Then only the text files are read (the hard-linked main.rs neither under its
+            // name nor its other), and each kind passed over is counted.
+            let matched: Vec<&str> = found["matches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["path"].as_str().unwrap())
+                .collect();
+            assert_eq!(matched, ["assets/readme.md"], "{found}");
+            assert_eq!(
+                found["skipped"],
+                json!({ "binary": 2, "hard_linked": 2, "too_large": 1, "links": 3,
+                        "special": 1, "too_deep": 1, "unreadable": 0 }),
+            );
+            assert_eq!(found["truncated"], false);
+        }
+        clean(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_swapping_a_file_for_a_link_out_never_gets_the_outside_read() {
+        // Given a file in the root that a writer keeps swapping (renames are atomic) for a
+        // link to a file outside: absolute, relative, and /etc/passwd.
+        let (dir, _) = scratch();
+        let outside = dir.with_extension("outside").join("secret.txt");
+        let relative_out = format!(
+            "../{}/secret.txt",
+            dir.with_extension("outside").file_name().unwrap().to_string_lossy()
+        );
+        let targets: [PathBuf; 3] = [outside.clone(), relative_out.into(), "/etc/passwd".into()];
+        std::fs::write(dir.join("race.txt"), "inside").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(dir.join("swap.lnk"));
+                    std::os::unix::fs::symlink(&targets[n % 3], dir.join("swap.lnk")).unwrap();
+                    std::fs::rename(dir.join("swap.lnk"), dir.join("race.txt")).unwrap();
+                    std::fs::write(dir.join("swap.txt"), "inside").unwrap();
+                    std::fs::rename(dir.join("swap.txt"), dir.join("race.txt")).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+
+        // When the model reads it many times meanwhile, with and without openat2.
+        let (mut read, mut refused) = (0, 0);
+        for root in both(&dir) {
+            for _ in 0..1_000 {
+                match ReadFile(root.clone()).run(json!({ "path": "race.txt" })).await {
+                    Ok(answer) => {
+                        // Then what it reads is the file inside, whole, or nothing.
+                        assert_eq!(answer["content"], "inside", "read outside the root: {answer}");
+                        read += 1;
+                    }
+                    Err(ToolError::Refused(_)) => refused += 1,
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = writer.join().unwrap();
+        eprintln!("{swaps} swaps; {read} reads of the file, {refused} refused as a link out");
+        assert!(read > 0 && refused > 0, "the race was run: {read} read, {refused} refused");
+        clean(dir);
     }
 }
