@@ -11,6 +11,7 @@ pub mod command;
 pub mod delegate;
 pub mod fetch;
 pub mod files;
+pub mod policy;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
