@@ -187,3 +187,14 @@ elif ! pg_login; then
         die "postgres: cannot log in as postgres/postgres over TCP; check pg_hba.conf"
     say "postgres: password for role postgres set"
 fi
+
+# --- The command user (run_command's sandbox) ---------------------------------------------
+# The agents' run_command runs every program as this unprivileged user of its own, never as
+# the serve; without it, commands are refused. Same name as BRAIN_COMMAND_USER.
+COMMAND_USER=${BRAIN_COMMAND_USER:-brain-cmd}
+if ! id -u "$COMMAND_USER" >/dev/null 2>&1; then
+    as_root useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$COMMAND_USER"
+    say "$COMMAND_USER: created (the user run_command runs programs as)"
+fi
+# --- end of the command user ---------------------------------------------------------------

@@ -222,9 +222,9 @@ pub fn tools_of(settings: &ToolSettings, commands: bool) -> tools::Registry {
         .with(tools::files::ListDir(root.clone()))
         .with(tools::files::SearchText(root.clone()));
     if commands && !settings.commands.is_empty() {
-        let timeout = tools::command::TIMEOUT_DEFAULT;
         let allowed = settings.commands.clone();
-        registry = registry.with(tools::command::RunCommand { root, allowed, timeout });
+        let sandbox = tools::sandbox::Sandbox::shared(&settings.sandbox);
+        registry = registry.with(tools::command::RunCommand { root, allowed, sandbox });
     }
     if !settings.fetch_hosts.is_empty() {
         registry = registry.with(tools::fetch::FetchUrl::new(settings.fetch_hosts.clone()));

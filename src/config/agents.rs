@@ -28,6 +28,17 @@ pub const HEARTBEAT_RECORD_EVERY_S_DEFAULT: u64 = 0;
 pub const AGENT_LEASE_S_DEFAULT: u64 = 60;
 pub const AGENT_RESTARTS_MAX_DEFAULT: u32 = 3;
 pub const AGENT_RESTARTS_WINDOW_S_DEFAULT: u64 = 60;
+/// The user `run_command` runs programs as: one of their own, owning nothing of the serve's.
+pub const COMMAND_USER_DEFAULT: &str = "brain-cmd";
+pub const COMMAND_TIMEOUT_S_DEFAULT: u64 = 30;
+/// CPU seconds one process of a command may use (a build's compiler runs in many).
+pub const COMMAND_CPU_S_DEFAULT: u64 = 60;
+/// Data (heap) one process of a command may hold, in MiB: enough for a compiler.
+pub const COMMAND_MEMORY_MB_DEFAULT: u64 = 4_096;
+/// Processes and threads the command user may have at once, all commands together.
+pub const COMMAND_PROCESSES_DEFAULT: u64 = 512;
+/// Largest file a command may write, in MiB.
+pub const COMMAND_FILE_MB_DEFAULT: u64 = 1_024;
 
 /// An agent implementation built into `brain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -132,6 +143,50 @@ pub struct ToolSettings {
     /// `fetch_url`.
     #[arg(long = "agent-fetch-hosts", env = "BRAIN_AGENT_FETCH_HOSTS", value_delimiter = ',', value_parser = host)]
     pub fetch_hosts: Vec<String>,
+    #[command(flatten)]
+    pub sandbox: CommandSettings,
+}
+
+/// How `run_command` contains the programs it runs (`crate::agents::tools::sandbox`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, clap::Args)]
+pub struct CommandSettings {
+    /// The unprivileged user commands run as (`scripts/services.sh` and the image create
+    /// it). Missing, or a serve that cannot switch users: no command runs.
+    #[arg(long = "command-user", env = "BRAIN_COMMAND_USER", default_value = COMMAND_USER_DEFAULT, value_parser = user_name)]
+    pub user: String,
+    /// Whether commands reach the network; off, each runs in a network namespace of its
+    /// own with only a loopback.
+    #[arg(long = "command-network", env = "BRAIN_COMMAND_NETWORK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub network: bool,
+    /// Seconds a command may run before it is killed with all it started.
+    #[arg(long = "command-timeout-s", env = "BRAIN_COMMAND_TIMEOUT_S", default_value_t = COMMAND_TIMEOUT_S_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub timeout_s: u64,
+    /// CPU seconds each process of a command may use.
+    #[arg(long = "command-cpu-s", env = "BRAIN_COMMAND_CPU_S", default_value_t = COMMAND_CPU_S_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub cpu_s: u64,
+    /// Data each process of a command may hold, in MiB.
+    #[arg(long = "command-memory-mb", env = "BRAIN_COMMAND_MEMORY_MB", default_value_t = COMMAND_MEMORY_MB_DEFAULT, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    pub memory_mb: u64,
+    /// Processes and threads the command user may have at once.
+    #[arg(long = "command-processes", env = "BRAIN_COMMAND_PROCESSES", default_value_t = COMMAND_PROCESSES_DEFAULT, value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    pub processes: u64,
+    /// Largest file a command may write, in MiB.
+    #[arg(long = "command-file-mb", env = "BRAIN_COMMAND_FILE_MB", default_value_t = COMMAND_FILE_MB_DEFAULT, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub file_mb: u64,
+}
+
+impl Default for CommandSettings {
+    fn default() -> CommandSettings {
+        CommandSettings {
+            user: COMMAND_USER_DEFAULT.to_owned(),
+            network: false,
+            timeout_s: COMMAND_TIMEOUT_S_DEFAULT,
+            cpu_s: COMMAND_CPU_S_DEFAULT,
+            memory_mb: COMMAND_MEMORY_MB_DEFAULT,
+            processes: COMMAND_PROCESSES_DEFAULT,
+            file_mb: COMMAND_FILE_MB_DEFAULT,
+        }
+    }
 }
 
 /// How this process makes its built-in agents: which serves which kind, their prompts, tools
@@ -249,6 +304,20 @@ fn program(value: &str) -> Result<String, String> {
         !name.is_empty() && !name.contains(['/', '\0']) && !name.contains(char::is_whitespace);
     if !bare {
         return Err(format!("{value:?}: a program's bare name is expected (`ls`, `cargo`)"));
+    }
+    Ok(name.to_owned())
+}
+
+/// A user name as `useradd` makes them: a lowercase letter or `_`, then letters, digits,
+/// `_` or `-`, at most 32.
+fn user_name(value: &str) -> Result<String, String> {
+    let name = value.trim();
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+        && name.len() <= 32;
+    if !valid {
+        return Err(format!("{value:?}: a user name is expected (`brain-cmd`)"));
     }
     Ok(name.to_owned())
 }
