@@ -50,6 +50,7 @@ mod queue;
 mod reaper;
 mod relay;
 mod replay;
+mod run_command;
 mod serve;
 mod supervisor_agent;
 mod support;

@@ -97,9 +97,14 @@ async fn gone_soon(marker: &str) {
 #[tokio::test]
 async fn only_listed_programs_run_and_their_arguments_stay_in_the_root() {
     let scratch = Scratch::new();
-    let tool = scratch.tool(&["cat", "env", "sleep"], settings(1));
+    let tool = scratch.tool(&["cat", "env", "sleep", "brain-no-such-program"], settings(1));
     let read = ran(&tool, "cat", &["notes.txt"]).await;
     assert_eq!((&read["status"], &read["stdout"]), (&json!(0), &json!("hello\n")));
+    let missing = run(&tool, "brain-no-such-program", &[]).await;
+    assert!(
+        matches!(missing, Err(ToolError::Failed(ref why)) if why.contains("No such file")),
+        "{missing:?}"
+    );
     for (program, args) in [
         ("rm", vec!["notes.txt"]),
         ("/bin/cat", vec!["notes.txt"]),
@@ -275,10 +280,11 @@ async fn nothing_a_command_started_outlives_it_not_even_a_grandchild_in_a_sessio
 }
 
 #[tokio::test]
-async fn limits_are_in_force_and_a_busy_loop_is_stopped_by_its_cpu_limit() {
+async fn limits_are_in_force_exit_codes_come_through_and_a_busy_loop_is_stopped_by_its_cpu_limit() {
     let scratch = Scratch::new();
     scratch.script("limits.sh", "cat /proc/self/limits\n");
     scratch.script("spin.sh", "while :; do :; done\n");
+    scratch.script("exit.sh", "echo bye >&2\nexit 7\n");
     let tool = scratch.tool(&["sh"], CommandSettings { cpu_s: 1, ..settings(20) });
     let limits = ran(&tool, "sh", &["limits.sh"]).await;
     let limits = limits["stdout"].as_str().unwrap();
@@ -292,6 +298,8 @@ async fn limits_are_in_force_and_a_busy_loop_is_stopped_by_its_cpu_limit() {
     assert_eq!(limit("Max core file size")[0], "0", "{limits}");
     assert_eq!(limit("Max data size")[0], (4_096u64 << 20).to_string(), "{limits}");
 
+    let exited = ran(&tool, "sh", &["exit.sh"]).await;
+    assert_eq!((&exited["status"], &exited["stderr"]), (&json!(7), &json!("bye\n")));
     let started = Instant::now();
     let spun = ran(&tool, "sh", &["spin.sh"]).await;
     assert_eq!(spun["status"], 128 + libc::SIGXCPU, "{spun}");
