@@ -357,6 +357,19 @@ fn token() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 4_000, ..ProptestConfig::default() })]
 
+    /// Any text at all, multi-byte letters and control characters included, gets an answer.
+    #[test]
+    fn the_parser_answers_any_text(list in prop::collection::vec(any::<String>(), 0..6)) {
+        for program in ["git", "cargo", "python3", "rg", "ls", "wc"] {
+            let _ = check(program, &list);
+            let dashed: Vec<String> = list.iter().map(|arg| format!("-{arg}")).collect();
+            let refused = check(program, &dashed).is_err();
+            if program == "wc" && dashed.iter().any(|arg| arg != "-") {
+                prop_assert!(refused, "wc {dashed:?}: a program without a policy takes no option");
+            }
+        }
+    }
+
     /// Whatever the list, each policy answers (never panics), and what git, rg or python3
     /// accept holds no option that would make them run a program, under any spelling.
     #[test]
