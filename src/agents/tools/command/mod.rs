@@ -113,6 +113,8 @@ impl Tool for RunCommand {
         async move {
             let mut command = command?;
             let started = Instant::now();
+            // Spawned on this runtime thread, never a blocking-pool one: the sandbox's first
+            // process dies with the thread that spawned it, and a pool thread ends when idle.
             let mut child = command.spawn().map_err(|error| ToolError::Failed(format!("{program}: {error}")))?;
             // Whatever it left running goes with it at the end, or when this call is dropped.
             let group = GroupKill(child.id());

@@ -56,12 +56,16 @@ pub struct Plan {
     pub devices: Vec<CString>,
 }
 
+const ON: libc::c_ulong = 1;
+const OFF: libc::c_ulong = 0;
+
 /// The `pre_exec` hook. Returns (to `exec` the command) only in the process that becomes it.
 pub fn enter(plan: &Plan) -> io::Result<()> {
     // SAFETY, here and below: system calls on memory `plan` holds, in a process of one thread.
     unsafe {
-        // A serve that dies takes its commands along (the signal comes when the spawning
-        // thread ends: a runtime worker, which lives as long as the serve).
+        // A serve that dies takes its commands along. The signal comes when the thread that
+        // spawned it ends: a runtime worker, which lives as long as the runtime (nothing here
+        // uses `block_in_place`, which would hand a worker's thread over to end early).
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong))?;
         if libc::getppid() != plan.serve_pid {
             libc::_exit(1);
@@ -83,13 +87,7 @@ pub fn enter(plan: &Plan) -> io::Result<()> {
                 loopback_up();
             }
         }
-        check(libc::prctl(
-            libc::PR_SET_NO_NEW_PRIVS,
-            1 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        ))?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, ON, OFF, OFF, OFF))?;
         if let Some(handled) = &plan.landlock {
             confine(plan, handled)?;
         }
