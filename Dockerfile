@@ -22,7 +22,8 @@ RUN useradd --system --user-group --uid 10001 \
     --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin brain
 # The user run_command runs every program as (BRAIN_COMMAND_USER). The serve runs as 10001,
 # which cannot switch users, so commands are refused unless the container runs as root
-# (`--user 0`, and CAP_SYS_ADMIN for the namespaces): see README, "Commands in a sandbox".
+# (`--user 0`, and CAP_SYS_ADMIN for the namespaces): see the README's "Containment: commands
+# in a sandbox".
 RUN useradd --system --user-group --uid 10002 \
     --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin brain-cmd
 COPY --from=builder /usr/local/bin/brain /usr/local/bin/brain
