@@ -13,6 +13,7 @@ pub mod db;
 pub mod feed;
 pub mod follow;
 pub mod leader;
+pub mod mirror;
 pub mod projector;
 pub mod projectors;
 pub mod relay;
