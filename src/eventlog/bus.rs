@@ -51,19 +51,29 @@ pub enum BusError {
 }
 
 /// Connects with the options every `brain` process uses: unbounded reconnects (the relay
-/// and projectors ride out a NATS restart) and a fixed request timeout.
+/// and projectors ride out a NATS restart) and a fixed request timeout. A user and password
+/// in the URL (`nats://brain:<password>@host:4222`) log in: async-nats reads only the address
+/// from a URL, so they are passed on here.
 pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
-    async_nats::ConnectOptions::new()
+    let refused = |message: String| BusError::Connect {
+        url: crate::config::redacted_url(url),
+        message: message.replace(url, &crate::config::redacted_url(url)),
+    };
+    let address: async_nats::ServerAddr =
+        url.parse().map_err(|error: std::io::Error| refused(error.to_string()))?;
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(user) = address.username() {
+        let password = address.password().unwrap_or_default();
+        options = options.user_and_password(user.to_owned(), password.to_owned());
+    }
+    options
         .name("brain")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(REQUEST_TIMEOUT_S))
         .request_timeout(Some(Duration::from_secs(REQUEST_TIMEOUT_S)))
-        .connect(url)
+        .connect(address)
         .await
-        .map_err(|error| BusError::Connect {
-            url: crate::config::redacted_url(url),
-            message: error.to_string().replace(url, &crate::config::redacted_url(url)),
-        })
+        .map_err(|error| refused(error.to_string()))
 }
 
 /// A JetStream context whose publishes may have many acknowledgements outstanding.
