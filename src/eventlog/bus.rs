@@ -59,13 +59,17 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
         url: crate::config::redacted_url(url),
         message: message.replace(url, &crate::config::redacted_url(url)),
     };
-    let address: async_nats::ServerAddr =
-        url.parse().map_err(|error: std::io::Error| refused(error.to_string()))?;
+    let parse = |url: &str| {
+        url.parse::<async_nats::ServerAddr>().map_err(|error| refused(error.to_string()))
+    };
     let mut options = async_nats::ConnectOptions::new();
-    if let Some(user) = address.username() {
-        let password = address.password().unwrap_or_default();
+    let with_login = parse(url)?;
+    if let Some(user) = with_login.username() {
+        let password = with_login.password().unwrap_or_default();
         options = options.user_and_password(user.to_owned(), password.to_owned());
     }
+    // The address without the login: the client logs its address (design invariant 7).
+    let address = parse(&without_login(url))?;
     options
         .name("brain")
         .retry_on_initial_connect()
@@ -74,6 +78,14 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
         .connect(address)
         .await
         .map_err(|error| refused(error.to_string()))
+}
+
+/// `url` without its `user:password@`, if it has one.
+fn without_login(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Some((_, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
 }
 
 /// A JetStream context whose publishes may have many acknowledgements outstanding.
@@ -288,6 +300,13 @@ mod tests {
         bytes[0] = 9;
         let error = Envelope::decode(&bytes).unwrap_err();
         assert!(error.to_string().contains("layout version 9"), "{error}");
+    }
+
+    #[test]
+    fn the_login_is_taken_out_of_the_address_the_client_keeps() {
+        assert_eq!(without_login("nats://brain:s3cret@nats:4222"), "nats://nats:4222");
+        assert_eq!(without_login("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(without_login("tls://u:p@a:1/x"), "tls://a:1/x");
     }
 
     #[test]
