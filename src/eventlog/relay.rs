@@ -232,7 +232,7 @@ impl Relay {
             acquired = &mut acquire => acquired,
             _ = tokio::time::sleep(self.config.idle_check * 2) => {
                 self.status.set(None);
-                self.status.lag.store(0, Ordering::Relaxed);
+                self.status.lagging(0, 0);
                 acquire.await
             }
         }
