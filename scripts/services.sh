@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Ensures PostgreSQL (127.0.0.1:5432), NATS with JetStream (127.0.0.1:4222)
+# Ensures PostgreSQL (127.0.0.1:5432), NATS with JetStream and accounts (127.0.0.1:4222)
 # and Redis (127.0.0.1:6379) answer, so that the defaults
 #   DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432
-#   NATS_URL=nats://127.0.0.1:4222
+#   NATS_URL=nats://brain:brain-local@127.0.0.1:4222
 #   REDIS_URL=redis://127.0.0.1:6379
 # work. Targets Debian 12 with or without systemd (containers, CI).
 # Idempotent: when everything already answers it only checks.
@@ -44,7 +44,7 @@ postgres_up() {
         tcp_open 5432
     fi
 }
-nats_up() { tcp_open 4222; }
+nats_up() { tcp_open "$NATS_PORT"; }
 redis_up() { tcp_open 6379; }
 
 postgres_installed() { command -v pg_ctlcluster >/dev/null 2>&1; }
@@ -96,12 +96,141 @@ start_redis() {
         --dir /var/lib/redis --logfile /var/log/redis/ci.log >&2
 }
 
-start_nats() {
-    as_root mkdir -p /var/lib/nats-server
-    as_root start-stop-daemon --start --oknodo --background --exec "$NATS_BIN" -- \
-        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server \
-        -l /var/log/nats-server.log
+# --- NATS accounts ----------------------------------------------------------------------
+# Only BRAiN may publish on BRAiN's subjects: the local NATS runs with the accounts of
+# nats/nats-server.conf (what docker compose runs), so a local process without the
+# credentials can neither publish an event nor touch the stream. The local passwords are
+# fixed and documented, for development and tests only: user `brain` / `brain-local` (the
+# default NATS_URL and the tests' URL carry it) and `reader` / `reader-local`.
+#
+# A NATS that answers on the port without asking for credentials (its INFO line lacks
+# "auth_required":true) and is the Debian nats-server started with flags alone (no config
+# file: how this script used to start it) is stopped and started again with the accounts.
+# Anything else answering anonymously is refused rather than touched. JetStream keeps streams
+# per account: streams made anonymously stay on disk under $G, unused, and BRAiN's relay
+# publishes the log again into its account's stream. A NATS that asks for credentials and
+# takes the local ones is left alone (its accounts reloaded if this repository's changed,
+# when this script started it).
+#
+# SERVICES_NATS_PORT, SERVICES_NATS_STORE_DIR, SERVICES_NATS_CONF_DIR, SERVICES_NATS_LOG and
+# SERVICES_NATS_PID_FILE move all of it elsewhere (a second NATS beside the first, to try this
+# script on without disturbing anyone).
+NATS_PORT=${SERVICES_NATS_PORT:-4222}
+NATS_STORE_DIR=${SERVICES_NATS_STORE_DIR:-/var/lib/nats-server}
+NATS_CONF_DIR=${SERVICES_NATS_CONF_DIR:-/etc/brain/nats}
+NATS_LOG=${SERVICES_NATS_LOG:-/var/log/nats-server.log}
+NATS_PID_FILE=${SERVICES_NATS_PID_FILE:-/run/brain-nats-server.pid}
+NATS_LOCAL_PASSWORD=brain-local
+NATS_LOCAL_READER_PASSWORD=reader-local
+NATS_REPO_CONF="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/nats/nats-server.conf"
+
+# The server's config, where it outlives this checkout: the repository's accounts
+# (nats-server.conf, included unchanged) with the local listener and store. Succeeds when it
+# wrote something new.
+nats_write_config() {
+    local local_conf
+    local_conf=$(
+        cat <<CONF
+# Written by scripts/services.sh: the local NATS for development and tests. The accounts and
+# users come from nats-server.conf (docker compose's), included unchanged; the passwords from
+# the environment services.sh starts the server with (brain-local, reader-local).
+include "nats-server.conf"
+listen: "127.0.0.1:$NATS_PORT"
+# No monitoring port locally.
+http: 0
+jetstream {
+  store_dir: "$NATS_STORE_DIR"
 }
+CONF
+    )
+    as_root mkdir -p "$NATS_CONF_DIR" "$NATS_STORE_DIR"
+    if as_root cmp -s "$NATS_REPO_CONF" "$NATS_CONF_DIR/nats-server.conf" &&
+        [[ $(as_root cat "$NATS_CONF_DIR/nats-server.local.conf" 2>/dev/null) == "$local_conf" ]]; then
+        return 1
+    fi
+    as_root cp "$NATS_REPO_CONF" "$NATS_CONF_DIR/nats-server.conf"
+    printf '%s\n' "$local_conf" | as_root tee "$NATS_CONF_DIR/nats-server.local.conf" >/dev/null
+}
+
+start_nats() {
+    nats_write_config || true
+    as_root env BRAIN_NATS_PASSWORD="$NATS_LOCAL_PASSWORD" \
+        BRAIN_NATS_READER_PASSWORD="$NATS_LOCAL_READER_PASSWORD" \
+        start-stop-daemon --start --oknodo --background \
+        --pidfile "$NATS_PID_FILE" --make-pidfile --exec "$NATS_BIN" -- \
+        -c "$NATS_CONF_DIR/nats-server.local.conf" -l "$NATS_LOG"
+}
+
+# The server's first line (INFO {...}), or nothing.
+nats_info() {
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT && head -n1 <&3" 2>/dev/null || true
+}
+
+# The server's answer to a CONNECT (as `brain` when $1 is "login") and a PING: PONG, or
+# -ERR 'Authorization Violation'.
+nats_hello() {
+    local connect='{"verbose":false}'
+    if [[ ${1:-} == login ]]; then
+        connect="{\"verbose\":false,\"user\":\"brain\",\"pass\":\"$NATS_LOCAL_PASSWORD\"}"
+    fi
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT && head -n1 <&3 >/dev/null &&
+        printf 'CONNECT %s\r\nPING\r\n' '$connect' >&3 && head -n1 <&3" 2>/dev/null |
+        tr -d '\r' || true
+}
+
+# The process listening on the port.
+nats_listener_pid() {
+    { as_root ss -Hltnp "sport = :$NATS_PORT" 2>/dev/null || true; } |
+        { grep -o 'pid=[0-9]*' || true; } | head -1 | cut -d= -f2
+}
+
+# Whether process $1 is the Debian nats-server run with flags alone (no config file).
+nats_restartable() {
+    local pid=$1 exe args
+    exe=$(as_root readlink -f "/proc/$pid/exe" 2>/dev/null) || return 1
+    [[ $exe == "$(readlink -f "$NATS_BIN")" ]] || return 1
+    args=$(as_root cat "/proc/$pid/cmdline" | tr '\0' ' ')
+    [[ " $args " != *" -c "* && " $args " != *" --config "* && " $args " != *" -config "* ]]
+}
+
+# Makes sure the NATS on the port asks for credentials and takes the local ones.
+nats_accounts() {
+    local pid deadline
+    if [[ $(nats_info) == *'"auth_required":true'* ]]; then
+        [[ $(nats_hello login) == PONG ]] ||
+            die "nats: 127.0.0.1:$NATS_PORT asks for credentials other than the local ones; set NATS_URL and BRAIN_TEST_NATS_URL to its own"
+        # Started by this script, and this repository's accounts changed: reload them.
+        pid=$(nats_listener_pid)
+        if [[ -n $pid && $(as_root cat "$NATS_PID_FILE" 2>/dev/null) == "$pid" ]] &&
+            nats_write_config; then
+            as_root kill -HUP "$pid"
+            say "nats: accounts reloaded from nats/nats-server.conf"
+        fi
+        return 0
+    fi
+    pid=$(nats_listener_pid)
+    if [[ -z $pid ]] || ! nats_restartable "$pid"; then
+        die "nats: 127.0.0.1:$NATS_PORT accepts anonymous clients and is not the local nats-server this script may restart; stop it (or start it with nats/nats-server.conf), then run this again"
+    fi
+    say "nats: anonymous clients accepted; restarting it with accounts (pid $pid)"
+    as_root kill -TERM "$pid"
+    deadline=$((SECONDS + WAIT_SECONDS))
+    while as_root kill -0 "$pid" 2>/dev/null || nats_up; do
+        ((SECONDS < deadline)) || die "nats: pid $pid did not stop within ${WAIT_SECONDS}s"
+        sleep 0.2
+    done
+    start_nats
+    wait_up nats
+    [[ $(nats_hello) == *'Authorization Violation'* ]] ||
+        die "nats: restarted, but it still accepts anonymous clients (see $NATS_LOG)"
+    [[ $(nats_hello login) == PONG ]] ||
+        die "nats: restarted, but it refuses the local brain login (see $NATS_LOG)"
+    if [[ -d "$NATS_STORE_DIR/jetstream/\$G" ]]; then
+        say "nats: streams made anonymously stay unused under $NATS_STORE_DIR/jetstream/\$G"
+    fi
+    say "nats: accounts on (brain / $NATS_LOCAL_PASSWORD, reader / $NATS_LOCAL_READER_PASSWORD)"
+}
+# --- end of NATS accounts ---------------------------------------------------------------
 
 wait_up() {
     local name=$1 deadline=$((SECONDS + WAIT_SECONDS))
@@ -134,6 +263,7 @@ for svc in "${services[@]}"; do
     [[ ${status[$svc]} == answering ]] || wait_up "$svc"
     say "$svc: ${status[$svc]}"
 done
+nats_accounts
 
 # Tools the integration tests run beside the services: libfaketime gives a test worker a
 # wall clock that runs behind (lease decisions must not depend on it).

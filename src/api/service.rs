@@ -40,7 +40,9 @@ async fn health() -> Json<Health> {
 
 #[derive(Serialize, ToSchema)]
 struct Readiness {
-    /// `ready` or `unavailable`.
+    /// `ready`; `degraded` when everything answers but something is repairing itself (the
+    /// relay rebuilding a stream that disagreed with the store: events still reach clients,
+    /// from the store); `unavailable` when a dependency does not answer.
     status: &'static str,
     checks: ReadyChecks,
 }
@@ -53,13 +55,16 @@ struct ReadyChecks {
     redis: String,
     /// This process's group committer: its last batch committed and none is stalled.
     committer: String,
+    /// This process's relay: `ok` while it mirrors the store or stands by; `repairing: …`
+    /// (with where the stream and the store parted) while it rebuilds the stream.
+    relay: String,
 }
 
-/// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer and the committer commits,
-/// else 503 naming which not.
+/// `GET /ready`: 200 when PostgreSQL, NATS and Redis all answer and the committer commits
+/// (`degraded` while the relay repairs the stream), else 503 naming which not.
 #[utoipa::path(get, path = "/ready", tag = "service",
     responses(
-        (status = 200, description = "PostgreSQL, NATS and Redis all answer", body = Readiness),
+        (status = 200, description = "PostgreSQL, NATS and Redis all answer; `degraded` while the relay repairs the stream", body = Readiness),
         (status = 503, description = "At least one does not; its check says why", body = Readiness),
     ))]
 async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
@@ -93,12 +98,21 @@ async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
         Ok(()) => "ok".to_owned(),
         Err(why) => why,
     };
+    let relay = match app.relay.repairing() {
+        None => "ok".to_owned(),
+        Some(why) => {
+            format!("repairing: {why}; {} events not yet on the stream", app.relay.lag())
+        }
+    };
     let all_ok = [&postgres, &nats, &redis, &committer].iter().all(|check| *check == "ok");
     let status = if all_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = Readiness {
-        status: if all_ok { "ready" } else { "unavailable" },
-        checks: ReadyChecks { postgres, nats, redis, committer },
+    let word = match (all_ok, relay == "ok") {
+        (false, _) => "unavailable",
+        (true, false) => "degraded",
+        (true, true) => "ready",
     };
+    let body =
+        Readiness { status: word, checks: ReadyChecks { postgres, nats, redis, committer, relay } };
     (status, Json(body))
 }
 

@@ -56,6 +56,8 @@ pub struct AppState {
     pub web: std::sync::Arc<super::auth::WebPolicy>,
     /// Each key's request rate, shared through Redis with the namespace's other serves.
     pub rates: crate::identity::rate::KeyRates,
+    /// Whether this process's relay is rebuilding a stream that disagreed with the store.
+    pub relay: crate::eventlog::relay::RelayStatus,
 }
 
 impl AppState {

@@ -68,7 +68,10 @@ pub const AGENT_KINDS_MAX: usize = 256;
 pub use self::agents::WORKER_AGENTS_DEFAULT;
 
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres:postgres@127.0.0.1:5432/brain";
-pub const NATS_URL_DEFAULT: &str = "nats://127.0.0.1:4222";
+/// The local NATS that `scripts/services.sh` runs, as BRAiN's user: its password is a fixed,
+/// documented one for development (`nats/nats-server.local.conf`), never for a deployment,
+/// which sets `NATS_URL` with its own.
+pub const NATS_URL_DEFAULT: &str = "nats://brain:brain-local@127.0.0.1:4222";
 pub const REDIS_URL_DEFAULT: &str = "redis://127.0.0.1:6379";
 pub const NAMESPACE_DEFAULT: &str = "brain";
 pub const DB_CONNECTIONS_MAX_DEFAULT: u32 = 16;

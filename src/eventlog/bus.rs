@@ -51,19 +51,41 @@ pub enum BusError {
 }
 
 /// Connects with the options every `brain` process uses: unbounded reconnects (the relay
-/// and projectors ride out a NATS restart) and a fixed request timeout.
+/// and projectors ride out a NATS restart) and a fixed request timeout. A user and password
+/// in the URL (`nats://brain:<password>@host:4222`) log in: async-nats reads only the address
+/// from a URL, so they are passed on here.
 pub async fn connect(url: &str) -> Result<async_nats::Client, BusError> {
-    async_nats::ConnectOptions::new()
+    let refused = |message: String| BusError::Connect {
+        url: crate::config::redacted_url(url),
+        message: message.replace(url, &crate::config::redacted_url(url)),
+    };
+    let parse = |url: &str| {
+        url.parse::<async_nats::ServerAddr>().map_err(|error| refused(error.to_string()))
+    };
+    let mut options = async_nats::ConnectOptions::new();
+    let with_login = parse(url)?;
+    if let Some(user) = with_login.username() {
+        let password = with_login.password().unwrap_or_default();
+        options = options.user_and_password(user.to_owned(), password.to_owned());
+    }
+    // The address without the login: the client logs its address (design invariant 7).
+    let address = parse(&without_login(url))?;
+    options
         .name("brain")
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(REQUEST_TIMEOUT_S))
         .request_timeout(Some(Duration::from_secs(REQUEST_TIMEOUT_S)))
-        .connect(url)
+        .connect(address)
         .await
-        .map_err(|error| BusError::Connect {
-            url: crate::config::redacted_url(url),
-            message: error.to_string().replace(url, &crate::config::redacted_url(url)),
-        })
+        .map_err(|error| refused(error.to_string()))
+}
+
+/// `url` without its `user:password@`, if it has one.
+fn without_login(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Some((_, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    if path.is_empty() { format!("{scheme}://{host}") } else { format!("{scheme}://{host}/{path}") }
 }
 
 /// A JetStream context whose publishes may have many acknowledgements outstanding.
@@ -278,6 +300,13 @@ mod tests {
         bytes[0] = 9;
         let error = Envelope::decode(&bytes).unwrap_err();
         assert!(error.to_string().contains("layout version 9"), "{error}");
+    }
+
+    #[test]
+    fn the_login_is_taken_out_of_the_address_the_client_keeps() {
+        assert_eq!(without_login("nats://brain:s3cret@nats:4222"), "nats://nats:4222");
+        assert_eq!(without_login("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(without_login("tls://u:p@a:1/x"), "tls://a:1/x");
     }
 
     #[test]

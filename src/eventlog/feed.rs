@@ -5,18 +5,26 @@
 //! Why one shared fan-out rather than a JetStream consumer per client: a process should carry
 //! ten thousand clients, and ten thousand consumers would mean ten thousand server-side
 //! consumer states, ten thousand copies of every message on the NATS connection and ten
-//! thousand envelope decodes per event. Here an event costs one JetStream delivery, one decode
-//! and one JSON encoding per process; each client then costs an `Arc` clone and a socket write.
+//! thousand envelope decodes per event. Here an event costs one JetStream delivery, one decode,
+//! one check against the store and one JSON encoding per process; each client then costs an
+//! `Arc` clone and a socket write.
 //!
 //! Why the feed follows JetStream and not PostgreSQL (LISTEN plus reads): PostgreSQL is the one
 //! part that cannot be scaled out (every append serialises on its head row), so API processes
 //! read live events from the bus, which exists to fan them out, and go to PostgreSQL only for
-//! what the bus cannot give: a hole, a silent bus, and a client's replay. Since the stream
+//! what the bus cannot give: the word that a message is genuine (a digest per event, below),
+//! a hole, a silent bus, and a client's replay. Since the stream
 //! sequence is the global position (design invariant 3), the feed starts its ordered consumer
 //! at exactly `position + 1`, and any jump in positions is a hole it fills from the store
 //! before going on. If the consumer stays silent for two idle checks while the store is ahead
 //! (NATS down, relay stopped, a stream reset), the feed reads the store itself and starts a
 //! new consumer, so clients keep receiving events, only later.
+//!
+//! The bus is not trusted (design invariant 11): every batch of messages is checked against
+//! the store before anything in it is broadcast ([`verify`]: one primary-key range query per
+//! batch, returning 32-byte digests rather than payloads). A message that is not the store's
+//! event at its sequence (a forgery, a stream from another store, a damaged message) is never
+//! sent to a client; the store's event at that position is.
 //!
 //! So what the feed broadcasts is the log itself: positions strictly increasing, without a
 //! hole. Clients subscribe to a bounded [`tokio::sync::broadcast`] channel; one that falls
@@ -43,6 +51,7 @@ use uuid::Uuid;
 use crate::config::Namespace;
 use crate::eventlog::bus::{self, Envelope};
 use crate::eventlog::store::{self, Selection, StoreError, StoredEvent};
+use crate::eventlog::verify;
 
 /// PostgreSQL connections of the feed's own pool (replays, hole fills, catch-up).
 pub const REPLAY_CONNECTIONS_MAX: u32 = 4;
@@ -439,7 +448,11 @@ impl Feed {
             ..Default::default()
         };
         let consumer = stream.create_consumer(config).await.map_err(consumer_error)?;
-        let mut messages = consumer.messages().await.map_err(consumer_error)?;
+        // Whatever has arrived is checked as one batch: one store query per batch, however
+        // many messages it holds.
+        let batch_max = self.shared.config.page_events_max.max(1) as usize;
+        let mut messages =
+            consumer.messages().await.map_err(consumer_error)?.ready_chunks(batch_max);
         let idle_check = self.shared.config.idle_check;
         let mut progressed = true;
         loop {
@@ -448,24 +461,10 @@ impl Feed {
                 next = tokio::time::timeout(idle_check, messages.next()) => next,
             };
             match next {
-                Ok(Some(Ok(message))) => {
-                    match Envelope::decode(&message.payload) {
-                        Ok(envelope) => self.admit(envelope).await?,
-                        // Not ours (a foreign publisher) or damaged: that position comes from
-                        // the store, if it holds one, and the feed goes on.
-                        Err(error) => {
-                            let sequence = message.info().map_err(consumer_error)?.stream_sequence;
-                            tracing::warn!(sequence, %error, "bus message does not decode; reading the store");
-                            metrics::counter!("brain_bus_messages_refused_total", "reader" => "live_feed").increment(1);
-                            let head = store::head(&self.shared.pool).await?;
-                            if sequence > self.last && sequence <= head {
-                                self.fill_to(sequence).await?;
-                            }
-                        }
-                    }
+                Ok(Some(batch)) => {
+                    self.admit(batch).await?;
                     progressed = true;
                 }
-                Ok(Some(Err(error))) => return Err(consumer_error(error)),
                 Ok(None) => return Err(consumer_error("message stream ended")),
                 Err(_silent) => {
                     let head = store::head(&self.shared.pool).await?;
@@ -483,16 +482,63 @@ impl Feed {
         }
     }
 
-    /// Broadcasts an event from the bus, after filling any hole before it from the store.
-    async fn admit(&mut self, envelope: Envelope) -> Result<(), FeedError> {
-        let position = envelope.global_position;
-        if position <= self.last {
+    /// Broadcasts a batch from the bus once it is checked against the store (design invariant
+    /// 11): each message must be the store's event at its sequence ([`verify`]). If one is not
+    /// (it does not decode, sits at the wrong sequence, or differs from the store's event:
+    /// a forgery, a stream from another store), nothing of the batch is broadcast from the bus:
+    /// its range is read from the store instead, the refusal is counted and the relay told.
+    /// A message beyond the store's head has no event to stand for and is dropped. Holes
+    /// before a message are filled from the store, as ever.
+    async fn admit(
+        &mut self,
+        batch: Vec<Result<jetstream::Message, consumer::pull::OrderedError>>,
+    ) -> Result<(), FeedError> {
+        let mut received = Vec::with_capacity(batch.len());
+        for message in batch {
+            let message = message.map_err(consumer_error)?;
+            let sequence = message.info().map_err(consumer_error)?.stream_sequence;
+            if sequence <= self.last {
+                continue;
+            }
+            let envelope = Envelope::decode(&message.payload)
+                .inspect_err(|error| {
+                    tracing::warn!(sequence, %error, "bus message does not decode");
+                })
+                .ok();
+            received.push((sequence, envelope));
+        }
+        let (Some(&(first, _)), Some(&(last, _))) = (received.first(), received.last()) else {
+            return Ok(());
+        };
+        let stored = verify::fingerprints(&self.shared.pool, first - 1, last).await?;
+        let refused: Vec<u64> = received
+            .iter()
+            .filter(|(sequence, envelope)| {
+                !envelope.as_ref().is_some_and(|e| verify::is_the_stores(*sequence, e, &stored))
+            })
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        if let Some(&first_refused) = refused.first() {
+            tracing::warn!(
+                first = first_refused,
+                refused = refused.len(),
+                "bus messages are not the store's events; reading the store instead"
+            );
+            metrics::counter!("brain_bus_messages_refused_total", "reader" => "live_feed")
+                .increment(refused.len() as u64);
+            verify::report_refused(&self.shared.pool, self.namespace.as_str(), first_refused).await;
+            if let Some(&stored_last) = stored.keys().max() {
+                self.fill_to(stored_last).await?;
+            }
             return Ok(());
         }
-        if position > self.last + 1 {
-            self.fill_to(position - 1).await?;
+        for (sequence, envelope) in received {
+            let Some(envelope) = envelope else { continue };
+            if sequence > self.last + 1 {
+                self.fill_to(sequence - 1).await?;
+            }
+            self.publish(FeedEvent::from_envelope(envelope)?);
         }
-        self.publish(FeedEvent::from_envelope(envelope)?);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The event log and everything that carries it: the PostgreSQL event store and its group
-//! committer, the command handler, the relay to JetStream and the bus envelope, the projector
-//! runtime with its PostgreSQL adapters, leadership by advisory lock, and the live feed.
+//! committer, the command handler, the relay to JetStream and the bus envelope, the checks of
+//! bus messages against the store, the projector runtime with its PostgreSQL adapters,
+//! leadership by advisory lock, and the live feed.
 //!
 //! It knows events, streams and positions, never what a mission or an agent is beyond the
 //! `domain` and `projections` crates: the capabilities above (`missions`, `agents`, `llm`,
@@ -12,7 +13,9 @@ pub mod db;
 pub mod feed;
 pub mod follow;
 pub mod leader;
+pub mod mirror;
 pub mod projector;
 pub mod projectors;
 pub mod relay;
 pub mod store;
+pub mod verify;

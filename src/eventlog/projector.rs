@@ -27,6 +27,7 @@ use crate::config::Namespace;
 use crate::eventlog::bus;
 use crate::eventlog::leader;
 use crate::eventlog::store::{self, StoreError};
+use crate::eventlog::verify;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -383,60 +384,63 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         Ok(false)
     }
 
-    /// Applies a batch from the bus. The bus is not trusted blindly (design invariant 11): a
-    /// message that does not decode, or whose event is not the store's at its position (a
-    /// foreign publisher, a stream from another store), is not applied; the batch's range is
-    /// taken from PostgreSQL instead, logged and counted.
+    /// Applies a batch from the bus. The bus is not trusted (design invariant 11): a message
+    /// that does not decode, or is not the store's event at its sequence ([`verify`]: a
+    /// foreign publisher, a forged payload under a real event id, a stream from another
+    /// store), is not applied; the batch's range is taken from PostgreSQL instead, logged,
+    /// counted, and reported to the relay.
     async fn apply_messages(
         &mut self,
         batch: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
     ) -> Result<(), RunnerError> {
         let name = self.feeder.projector.name();
-        let mut events = Vec::with_capacity(batch.len());
-        let mut suspect = 0;
-        let (mut first, mut last_sequence) = (None, 0);
+        let mut received = Vec::with_capacity(batch.len());
         let mut last = None;
         for message in batch {
             let message = message.map_err(consumer_error)?;
             let info = message.info().map_err(consumer_error)?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
-            first.get_or_insert(sequence);
-            last_sequence = sequence;
-            match bus::Envelope::decode(&message.payload).and_then(bus::Envelope::into_event) {
-                Ok(event) if event.global_position == sequence => events.push(event),
-                Ok(event) => {
-                    suspect += 1;
-                    tracing::warn!(
-                        projector = name,
-                        sequence,
-                        position = event.global_position,
-                        "bus message at the wrong sequence"
-                    );
-                }
-                Err(error) => {
-                    suspect += 1;
+            let envelope = bus::Envelope::decode(&message.payload)
+                .inspect_err(|error| {
                     tracing::warn!(projector = name, sequence, %error, "bus message does not decode");
-                }
-            }
+                })
+                .ok();
+            received.push((sequence, envelope));
             last = Some((message, pending));
         }
-        if let Some(first) = first {
-            let stored = store::event_ids(&self.feeder.pool, first - 1, last_sequence).await?;
-            for event in &events {
-                if stored.get(&event.global_position) != Some(&event.event_id) {
-                    suspect += 1;
-                    tracing::warn!(
-                        projector = name,
-                        position = event.global_position,
-                        "bus message is not the store's event at its position"
-                    );
+        let mut events = Vec::with_capacity(received.len());
+        if let (Some(&(first, _)), Some(&(last_sequence, _))) = (received.first(), received.last())
+        {
+            let stored = verify::fingerprints(&self.feeder.pool, first - 1, last_sequence).await?;
+            let mut refused = Vec::new();
+            for (sequence, envelope) in received {
+                let event = envelope
+                    .filter(|envelope| verify::is_the_stores(sequence, envelope, &stored))
+                    .map(bus::Envelope::into_event);
+                match event {
+                    Some(Ok(event)) => events.push(event),
+                    Some(Err(error)) => {
+                        tracing::warn!(projector = name, sequence, %error, "bus message does not decode");
+                        refused.push(sequence);
+                    }
+                    None => refused.push(sequence),
                 }
             }
-            if suspect > 0 {
+            if let Some(&first_refused) = refused.first() {
+                tracing::warn!(
+                    projector = name,
+                    first = first_refused,
+                    refused = refused.len(),
+                    "bus messages are not the store's events; reading the store instead"
+                );
                 metrics::counter!("brain_bus_messages_refused_total", "reader" => name)
-                    .increment(suspect);
-                events = store::read_range(&self.feeder.pool, first - 1, last_sequence, u32::MAX)
-                    .await?;
+                    .increment(refused.len() as u64);
+                verify::report_refused(&self.feeder.pool, self.namespace.as_str(), first_refused)
+                    .await;
+                // What the store holds of the batch's range; a message past its head stands
+                // for no event and is dropped.
+                let up_to = stored.keys().max().copied().unwrap_or(first - 1);
+                events = store::read_range(&self.feeder.pool, first - 1, up_to, u32::MAX).await?;
             }
         }
         self.feeder.feed(events).await?;

@@ -31,7 +31,7 @@ use crate::eventlog::feed::{Feed, FeedConfig, FeedHandle};
 use crate::eventlog::projector::{Runner, RunnerConfig};
 use crate::eventlog::projectors::PgProjection;
 use crate::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
-use crate::eventlog::relay::{Relay, RelayConfig};
+use crate::eventlog::relay::{Relay, RelayConfig, RelayStatus};
 use crate::eventlog::store::{CommitterConfig, EventStore};
 use crate::eventlog::{bus, db};
 use crate::missions::list::MissionListWriter;
@@ -193,7 +193,7 @@ pub async fn start(
         shutdown.clone(),
     ));
     let stages = Stages::new(shutdown);
-    let relay = start_relay(&services, &options, &stages);
+    let (relay, relay_status) = start_relay(&services, &options, &stages);
     let projectors = start_projectors(&services, &store, &stages).await?;
     let feed = Feed::new(
         services.pool.clone(),
@@ -234,6 +234,7 @@ pub async fn start(
             public_hosts: options.access.public_hosts.clone(),
             allowed_origins: options.access.allowed_origins.clone(),
         }),
+        relay: relay_status,
         ..app_state(services, store, &options, shared, agent_kinds, feed_handle.clone())
     };
     let running = Running { committer, relay, feed, projectors, queue_parts };
@@ -307,16 +308,22 @@ struct Projectors {
     others: Vec<JoinHandle<()>>,
 }
 
-fn start_relay(services: &Connected, options: &ServeOptions, stages: &Stages) -> JoinHandle<()> {
+/// Starts the relay; its status is what `/ready` says of it.
+fn start_relay(
+    services: &Connected,
+    options: &ServeOptions,
+    stages: &Stages,
+) -> (JoinHandle<()>, RelayStatus) {
     let relay = Relay::new(
         services.pool.clone(),
         services.nats.clone(),
         services.namespace.clone(),
         options.relay.clone(),
     );
+    let status = relay.status();
     let token = stages.relay.clone();
     let part = async move { relay.run(token).await.map_err(|error| error.to_string()) };
-    supervise("relay", part, &stages.relay, stages)
+    (supervise("relay", part, &stages.relay, stages), status)
 }
 
 async fn start_projectors(
@@ -430,6 +437,7 @@ fn app_state(
         sessions: crate::identity::session::Sessions::unloaded(),
         sign_in_codes: Default::default(),
         web: Default::default(),
+        relay: Default::default(),
         rates,
     }
 }

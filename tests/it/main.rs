@@ -15,6 +15,7 @@ mod bounds;
 mod browser_smoke;
 mod budget;
 mod builtin_agents;
+mod bus_forgery;
 mod chat;
 mod claim;
 mod coder_agent;

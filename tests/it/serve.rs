@@ -83,7 +83,9 @@ async fn serve_reports_health_readiness_metrics_and_the_event_log() {
     assert_eq!(status, 200, "{ready}");
     assert_eq!(
         ready["checks"],
-        serde_json::json!({ "postgres": "ok", "nats": "ok", "redis": "ok", "committer": "ok" })
+        serde_json::json!({
+            "postgres": "ok", "nats": "ok", "redis": "ok", "committer": "ok", "relay": "ok"
+        })
     );
 
     let (store, _committer) = env.store();

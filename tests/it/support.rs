@@ -24,8 +24,23 @@ pub fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432".to_owned())
 }
 
+/// NATS as BRAiN's user (the local credentials `scripts/services.sh` sets up).
 pub fn nats_url() -> String {
-    std::env::var("BRAIN_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+    std::env::var("BRAIN_TEST_NATS_URL")
+        .unwrap_or_else(|_| brain::config::NATS_URL_DEFAULT.to_owned())
+}
+
+/// The NATS server's address (`host:port`), without credentials.
+pub fn nats_address() -> SocketAddr {
+    let url = nats_url();
+    let authority = url.trim_start_matches("nats://");
+    let address = authority.rsplit_once('@').map_or(authority, |(_, address)| address);
+    address.parse().expect("the NATS URL names an IP address and a port")
+}
+
+/// `nats_url()` pointed at another address, credentials kept (to go through a proxy).
+pub fn nats_url_at(address: SocketAddr) -> String {
+    nats_url().replace(&nats_address().to_string(), &address.to_string())
 }
 
 pub struct TestEnv {
@@ -99,7 +114,7 @@ impl Drop for TestEnv {
         let cleanup = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             runtime.expect("runtime").block_on(async move {
-                if let Ok(nats) = async_nats::connect(nats_url()).await {
+                if let Ok(nats) = bus::connect(&nats_url()).await {
                     let _ = jetstream::new(nats).delete_stream(&stream).await;
                 }
                 let _ = Postgres::force_drop_database(&database_url).await;

@@ -310,23 +310,6 @@ pub async fn prune_command_outcomes(
     }
 }
 
-/// The event ids at positions `after < position <= up_to`, to check copies of them against
-/// (a primary-key range: cheap for the few hundred positions of a live batch).
-pub async fn event_ids(
-    pool: &PgPool,
-    after: u64,
-    up_to: u64,
-) -> Result<HashMap<u64, Uuid>, StoreError> {
-    let rows = sqlx::query_as::<_, (i64, Uuid)>(
-        "SELECT global_position, event_id FROM events
-         WHERE global_position > $1 AND global_position <= $2",
-    )
-    .bind(to_i64(after))
-    .bind(to_i64(up_to));
-    let rows = bounded!(pool, |c| rows.fetch_all(c))?;
-    Ok(rows.into_iter().map(|(position, id)| (position as u64, id)).collect())
-}
-
 /// Most bytes of payload and metadata one page of the log holds in memory: 1,000 events of
 /// up to 256 KiB each would otherwise be 256 MiB at once. A page holds at least one event,
 /// so a reader always moves on.
