@@ -13,9 +13,11 @@
 //! | `panic_attempts` | panic on attempts 1 to N (the agent dies: its host restarts it) |
 //! | `exit_attempts` | report itself down on attempts 1 to N, as an agent whose process exited |
 //!
-//! The last two kill the agent for every mission of its kind, so it obeys them only when its
-//! serve allows it (`BRAIN_ECHO_FAULTS`, for tests and demos of restarts); otherwise such a
-//! mission fails alone, permanently, saying why.
+//! The failure switches ([`FAULTS`]: failing, hanging, dying) are for tests and demos of
+//! retries and restarts. In a default serve anyone who may enqueue could use them to hold
+//! slots or kill the agent for every mission of its kind, so echo obeys them only where its
+//! process allows it (`BRAIN_ECHO_FAULTS`); otherwise such a mission fails alone,
+//! permanently, saying why.
 
 use std::time::Duration;
 
@@ -28,6 +30,16 @@ use crate::missions::agent::{Agent, Failure, Outcome, Task};
 pub const DELAY_MS_MAX: u64 = 60 * 60 * 1_000;
 pub const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
+/// The payload fields that make echo fail, hang or die: obeyed only with `BRAIN_ECHO_FAULTS`.
+pub const FAULTS: [&str; 6] = [
+    "fail_attempts",
+    "fail_permanently",
+    "hang_attempts",
+    "error_nul",
+    "panic_attempts",
+    "exit_attempts",
+];
+
 pub struct Echo {
     /// Whether it may die on request (`BRAIN_ECHO_FAULTS`).
     pub faults: bool,
@@ -37,18 +49,15 @@ impl Agent for Echo {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
         let faults = self.faults;
         async move {
+            if !faults && let Some(asked) = FAULTS.iter().find(|f| task.payload.get(**f).is_some()) {
+                return Err(Failure::permanent(format!(
+                    "echo: asked for `{asked}`, a fault this serve does not allow (BRAIN_ECHO_FAULTS)"
+                )));
+            }
             let field = |name: &str| task.payload.get(name).and_then(serde_json::Value::as_u64);
             let hang_attempts = field("hang_attempts").unwrap_or(0);
             if u64::from(task.attempt) <= hang_attempts {
                 std::future::pending::<()>().await;
-            }
-            let dies = ["panic_attempts", "exit_attempts"]
-                .into_iter()
-                .any(|name| u64::from(task.attempt) <= field(name).unwrap_or(0));
-            if dies && !faults {
-                return Err(Failure::permanent(
-                    "echo: asked to die, which this serve does not allow (BRAIN_ECHO_FAULTS)",
-                ));
             }
             if u64::from(task.attempt) <= field("panic_attempts").unwrap_or(0) {
                 panic!("echo: asked to panic on attempt {}", task.attempt);
@@ -101,14 +110,14 @@ mod tests {
     #[tokio::test]
     async fn echo_answers_its_payload_or_fails_as_asked() {
         let payload = json!({ "fail_attempts": 2, "x": 1 });
-        let failed = Echo { faults: false }.run(task(payload.clone(), 2)).await.unwrap_err();
+        let failed = Echo { faults: true }.run(task(payload.clone(), 2)).await.unwrap_err();
         assert_eq!(
             (failed.retryable, failed.message.as_str()),
             (true, "echo: asked to fail attempt 2")
         );
-        let answer = Echo { faults: false }.run(task(payload.clone(), 3)).await.unwrap();
+        let answer = Echo { faults: true }.run(task(payload.clone(), 3)).await.unwrap();
         assert_eq!(answer, Outcome::Done(json!({ "echo": payload, "attempt": 3 })));
-        let permanent = Echo { faults: false }
+        let permanent = Echo { faults: true }
             .run(task(json!({ "fail_permanently": true }), 1))
             .await
             .unwrap_err();
@@ -116,13 +125,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn echo_dies_on_request_only_where_its_serve_allows_it() {
-        let asks = [json!({ "panic_attempts": 1 }), json!({ "exit_attempts": 1 })];
-        for payload in &asks {
+    async fn echo_fails_hangs_or_dies_on_request_only_where_its_serve_allows_it() {
+        // Each switch, on an attempt it applies to; `hang_attempts` would never answer.
+        for name in FAULTS {
+            let payload = json!({ name: 1 });
             let refused = Echo { faults: false }.run(task(payload.clone(), 1)).await.unwrap_err();
             assert!(!refused.retryable && !refused.down, "{payload}: {refused:?}");
+            assert!(refused.message.contains(name), "{}", refused.message);
             assert!(refused.message.contains("BRAIN_ECHO_FAULTS"), "{}", refused.message);
         }
+        let harmless = json!({ "delay_ms": 1, "answer_nul": true });
+        assert!(Echo { faults: false }.run(task(harmless, 1)).await.is_ok());
+        let asks = [json!({ "panic_attempts": 1 }), json!({ "exit_attempts": 1 })];
         let down = Echo { faults: true }.run(task(asks[1].clone(), 1)).await.unwrap_err();
         assert!(down.down, "with faults allowed it reports itself down");
     }

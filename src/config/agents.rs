@@ -209,9 +209,11 @@ pub struct BuiltinSettings {
     /// Agent kinds the `supervisor` agent may hand sub-missions to, comma-separated.
     #[arg(long = "supervisor-kinds", env = "BRAIN_SUPERVISOR_KINDS", default_value = SUPERVISOR_KINDS_DEFAULT, value_delimiter = ',', value_parser = crate::config::serve::agent_kind)]
     pub supervisor_kinds: Vec<String>,
-    /// Whether the echo agent obeys a payload asking it to die (`panic_attempts`,
-    /// `exit_attempts`): for tests and demos of restarts only. Off, such a mission fails
-    /// alone and the agent serves on, so no enqueue can take a kind down for everyone.
+    /// Whether the echo agent obeys a payload asking it to fail, hang or die
+    /// (`fail_attempts`, `fail_permanently`, `hang_attempts`, `error_nul`, `panic_attempts`,
+    /// `exit_attempts`): for tests and demos of retries and restarts only. Off, such a
+    /// mission fails alone and the agent serves on, so no enqueue can hold its slots or take
+    /// a kind down for everyone.
     #[arg(long = "echo-faults", env = "BRAIN_ECHO_FAULTS", default_value_t = ECHO_FAULTS_DEFAULT, action = clap::ArgAction::Set)]
     pub echo_faults: bool,
 }

@@ -40,6 +40,8 @@ pub async fn serve_with_options(
     mut options: ServeOptions,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
     options.access.admin_key.get_or_insert_with(|| crate::support::ADMIN_TOKEN.to_owned());
+    // A serve started for tests: echo obeys the payload's failure switches.
+    options.agents.builtin.echo_faults = true;
     let shutdown = CancellationToken::new();
     let server = serve::start(options, shutdown.clone()).await.expect("server starts");
     (server.local_addr, shutdown, server.task)
@@ -191,6 +193,7 @@ impl Process {
             .env("REDIS_URL", redis_url())
             .env("BRAIN_NAMESPACE", env.namespace.as_str())
             .env("BRAIN_HTTP_ADDR", "127.0.0.1:0")
+            .env("BRAIN_ECHO_FAULTS", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -129,6 +129,7 @@ impl WorkerProcess {
             .env("NATS_URL", nats_url())
             .env("REDIS_URL", redis_url())
             .env("BRAIN_NAMESPACE", env.namespace.as_str())
+            .env("BRAIN_ECHO_FAULTS", "true")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
