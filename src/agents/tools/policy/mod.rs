@@ -201,6 +201,24 @@ fn parse<'a>(
     Ok(words)
 }
 
+impl Table {
+    /// The option `shown` names (as the caller spelt it), if it is declared and not refused.
+    fn allowed(
+        &self,
+        program: &str,
+        shown: &str,
+        names: impl Fn(&Opt) -> bool,
+    ) -> Result<&Opt, String> {
+        match self.options.iter().find(|opt| names(opt)) {
+            None => Err(format!("{program}: option {shown} is not allowed")),
+            Some(Opt { refused: Some(why), .. }) => {
+                Err(format!("{program}: option {shown} is not allowed: {why}"))
+            }
+            Some(opt) => Ok(opt),
+        }
+    }
+}
+
 /// An option's value: the option as it was named, and the value.
 type Valued<'a> = Option<(&'a str, &'a str)>;
 
@@ -215,12 +233,7 @@ fn long_option<'a>(
         Some((name, value)) => (name, Some(value)),
         None => (long, None),
     };
-    let Some(opt) = table.options.iter().find(|opt| opt.long.contains(&name)) else {
-        return Err(format!("{program}: option --{name} is not allowed"));
-    };
-    if let Some(why) = opt.refused {
-        return Err(format!("{program}: option --{name} is not allowed: {why}"));
-    }
+    let opt = table.allowed(program, &format!("--{name}"), |opt| opt.long.contains(&name))?;
     match (opt.takes, glued) {
         (Takes::Nothing, Some(_)) => Err(format!("{program}: option --{name} takes no value")),
         (Takes::Nothing, None) | (Takes::Glued, None) => Ok((None, false)),
@@ -243,12 +256,8 @@ fn short_options<'a>(
         return Ok((None, false));
     }
     for (at, letter) in cluster.char_indices() {
-        let Some(opt) = table.options.iter().find(|opt| opt.short.contains(&letter)) else {
-            return Err(format!("{program}: option -{letter} is not allowed"));
-        };
-        if let Some(why) = opt.refused {
-            return Err(format!("{program}: option -{letter} is not allowed: {why}"));
-        }
+        let opt =
+            table.allowed(program, &format!("-{letter}"), |opt| opt.short.contains(&letter))?;
         let rest = &cluster[at + letter.len_utf8()..];
         let name = &cluster[at..at + letter.len_utf8()];
         match opt.takes {
