@@ -12,6 +12,7 @@ pub mod delegate;
 pub mod fetch;
 pub mod files;
 pub mod policy;
+pub mod root;
 pub mod sandbox;
 
 use std::collections::BTreeMap;
