@@ -212,10 +212,8 @@ async fn a_stream_that_belongs_to_another_store_is_rebuilt_from_this_one() {
     append_streams(&other, 25, 1).await;
     let hold = CancellationToken::new();
     let config = RelayConfig { hold_rebuild: Some(hold.clone()), ..quick() };
-    let relay = Relay::new(other_pool.clone(), env.nats.clone(), env.namespace.clone(), config);
-    let status = relay.status();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = Running::over(&env, &other_pool, config);
+    let status = &relay.status;
     wait_until("the relay to report a repair", WAIT, || async { status.repairing().is_some() })
         .await;
     let why = status.repairing().unwrap();
@@ -226,8 +224,7 @@ async fn a_stream_that_belongs_to_another_store_is_rebuilt_from_this_one() {
     assert_stream_holds(&env, &other_pool).await;
     assert_eq!(status.lag(), 0);
 
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    relay.stop().await;
     drop(other);
     other_pool.close().await;
     sqlx::Postgres::force_drop_database(&other_url).await.unwrap();
@@ -250,10 +247,37 @@ async fn assert_stream_holds(env: &TestEnv, pool: &sqlx::PgPool) {
     }
 }
 
-fn relay_with(env: &TestEnv, config: RelayConfig) -> (Relay, RelayStatus) {
-    let relay = Relay::new(env.pool.clone(), env.nats.clone(), env.namespace.clone(), config);
-    let status = relay.status();
-    (relay, status)
+/// A relay running over `pool`'s log into the namespace's stream.
+struct Running {
+    status: RelayStatus,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), RelayError>>,
+}
+
+impl Running {
+    fn over(env: &TestEnv, pool: &sqlx::PgPool, config: RelayConfig) -> Running {
+        let relay = Relay::new(pool.clone(), env.nats.clone(), env.namespace.clone(), config);
+        let (status, shutdown) = (relay.status(), CancellationToken::new());
+        Running { status, task: tokio::spawn(relay.run(shutdown.clone())), shutdown }
+    }
+
+    fn start(env: &TestEnv, config: RelayConfig) -> Running {
+        Running::over(env, &env.pool, config)
+    }
+
+    /// Waits until the relay has made `repairs` rebuilds, ended the last, and the stream
+    /// mirrors the store again.
+    async fn repaired(&self, env: &TestEnv, repairs: u64) {
+        let status = &self.status;
+        wait_until("the relay to rebuild", WAIT, || async { status.repairs() == repairs }).await;
+        wait_until("the repair to end", WAIT, || async { status.repairing().is_none() }).await;
+        wait_mirrored(env).await;
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
 }
 
 /// Publishes the store's event at `position` as the relay would (expected last sequence).
@@ -289,10 +313,8 @@ async fn a_message_put_on_the_stream_past_the_log_is_found_and_the_stream_rebuil
     let env = TestEnv::new().await;
     let (store, _committer) = env.store();
     let hold = CancellationToken::new();
-    let (relay, status) =
-        relay_with(&env, RelayConfig { hold_rebuild: Some(hold.clone()), ..quick() });
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = Running::start(&env, RelayConfig { hold_rebuild: Some(hold.clone()), ..quick() });
+    let status = &relay.status;
     append_streams(&store, 10, 1).await;
     wait_mirrored(&env).await;
 
@@ -311,13 +333,11 @@ async fn a_message_put_on_the_stream_past_the_log_is_found_and_the_stream_rebuil
 
     // And once it rebuilds, the stream mirrors the store and the relay goes on publishing.
     hold.cancel();
-    wait_until("the repair to end", WAIT, || async { status.repairing().is_none() }).await;
-    wait_mirrored(&env).await;
+    relay.repaired(&env, 1).await;
     append_streams(&store, 3, 1).await;
     wait_mirrored(&env).await;
     assert_eq!((status.lag(), status.repairs()), (0, 1));
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    relay.stop().await;
 }
 
 #[tokio::test]
@@ -331,14 +351,9 @@ async fn a_forgery_among_what_a_crashed_relay_left_is_found_by_the_next_relay() 
 
     // When a relay starts, it checks the tail it did not publish, finds the forgery and
     // rebuilds the stream from the store.
-    let (relay, status) = relay_with(&env, quick());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    wait_until("the relay to rebuild", WAIT, || async { status.repairs() == 1 }).await;
-    wait_until("the repair to end", WAIT, || async { status.repairing().is_none() }).await;
-    wait_mirrored(&env).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let relay = Running::start(&env, quick());
+    relay.repaired(&env, 1).await;
+    relay.stop().await;
 }
 
 #[tokio::test]
@@ -356,13 +371,9 @@ async fn a_message_deleted_from_the_stream_is_published_again() {
     assert!(stream.delete_message(7).await.unwrap());
 
     // ...the next relay finds the hole and rebuilds the stream.
-    let (relay, status) = relay_with(&env, quick());
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
-    wait_until("the relay to rebuild", WAIT, || async { status.repairs() == 1 }).await;
-    wait_mirrored(&env).await;
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    let relay = Running::start(&env, quick());
+    relay.repaired(&env, 1).await;
+    relay.stop().await;
 }
 
 #[tokio::test]
@@ -372,9 +383,8 @@ async fn a_reader_that_refused_a_message_makes_the_relay_check_it_and_rebuild() 
     let (store, _committer) = env.store();
     append_streams(&store, 30, 1).await;
     stream_with_forgery_at(&env, 3, 30).await;
-    let (relay, status) = relay_with(&env, RelayConfig { verify_tail: 5, ..quick() });
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(relay.run(shutdown.clone()));
+    let relay = Running::start(&env, RelayConfig { verify_tail: 5, ..quick() });
+    let status = &relay.status;
     append_streams(&store, 1, 1).await;
     wait_until("the relay to publish 31", WAIT, || async {
         env.stream_last_sequence().await == 31
@@ -386,14 +396,11 @@ async fn a_reader_that_refused_a_message_makes_the_relay_check_it_and_rebuild() 
     brain::eventlog::verify::report_refused(&env.pool, env.namespace.as_str(), 3).await;
 
     // ...the relay checks it and rebuilds the stream.
-    wait_until("the relay to rebuild", WAIT, || async { status.repairs() == 1 }).await;
-    wait_until("the repair to end", WAIT, || async { status.repairing().is_none() }).await;
-    wait_mirrored(&env).await;
+    relay.repaired(&env, 1).await;
     // A report of a message that is right changes nothing.
     brain::eventlog::verify::report_refused(&env.pool, env.namespace.as_str(), 3).await;
     append_streams(&store, 1, 1).await;
     wait_mirrored(&env).await;
     assert_eq!(status.repairs(), 1);
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    relay.stop().await;
 }
