@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::fake_llm::{FakeLlm, Scripted};
 use crate::serve::get;
 use crate::support::TestEnv;
-use crate::workers::{WorkerProcess, enqueue, finished, serve_without_workers};
+use crate::workers::{WorkerProcess, enqueue, finished, serve_without_workers, tool_calls};
 
 fn scratch() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("brain-coder-{}", uuid::Uuid::new_v4().simple()));
@@ -167,14 +167,7 @@ async fn a_binary_file_a_hard_link_out_and_a_fifo_are_refused_to_the_model_and_t
     // model is told, and the mission completes with its answer.
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["result"]["answer"], "nothing to read");
-    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
-    let calls: Vec<&Value> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event_type"] == "MissionToolCalled")
-        .map(|e| &e["payload"]["call"])
-        .collect();
+    let calls = tool_calls(addr, &id).await;
     let reasons: Vec<(&Value, &str)> = calls
         .iter()
         .map(|call| (&call["refused"], call["error"].as_str().unwrap_or_default()))
@@ -187,7 +180,7 @@ async fn a_binary_file_a_hard_link_out_and_a_fifo_are_refused_to_the_model_and_t
     assert_eq!(calls[3]["result"]["skipped"]["hard_linked"], 1, "{}", calls[3]);
     let seen = fake.seen();
     let everything =
-        format!("{:?}{events}", seen.iter().map(|s| s.body.to_string()).collect::<Vec<_>>());
+        format!("{:?}{calls:?}", seen.iter().map(|s| s.body.to_string()).collect::<Vec<_>>());
     assert!(!everything.contains("top secret"));
     let sent = seen[1].body["messages"].as_array().unwrap();
     let told = sent.iter().filter(|m| m["role"] == "tool").count();

@@ -8,9 +8,8 @@ use serde_json::{Value, json};
 
 use crate::coder_agent::configure;
 use crate::fake_llm::{FakeLlm, Scripted};
-use crate::serve::get;
 use crate::support::TestEnv;
-use crate::workers::{WorkerProcess, enqueue, finished, serve_without_workers};
+use crate::workers::{WorkerProcess, enqueue, finished, serve_without_workers, tool_calls};
 
 fn call(args: &[&str]) -> (String, Value) {
     let program = args[0];
@@ -56,15 +55,8 @@ async fn the_escapes_through_run_command_are_refused_or_find_nothing_and_no_secr
     let done = finished(addr, &id).await;
     assert_eq!(done["status"], "completed", "{done}");
 
-    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
-    let calls: Vec<&Value> = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["event_type"] == "MissionToolCalled")
-        .map(|e| &e["payload"]["call"])
-        .collect();
-    assert_eq!(calls.len(), 4, "{events}");
+    let calls = tool_calls(addr, &id).await;
+    assert_eq!(calls.len(), 4, "{calls:?}");
     for refused in &calls[..3] {
         assert_eq!(refused["refused"], true, "{refused}");
         assert!(refused["error"].as_str().unwrap().contains("is not allowed"), "{refused}");
@@ -78,8 +70,10 @@ async fn the_escapes_through_run_command_are_refused_or_find_nothing_and_no_secr
     let out = stolen["result"]["stdout"].as_str().unwrap();
     assert!(out.contains("read "), "the script ran: {out}");
     assert!(!out.contains("DATABASE_URL"), "the worker's environment was read: {out}");
-    let everything =
-        format!("{events}{:?}", fake.seen().iter().map(|s| s.body.to_string()).collect::<Vec<_>>());
+    let everything = format!(
+        "{calls:?}{:?}",
+        fake.seen().iter().map(|s| s.body.to_string()).collect::<Vec<_>>()
+    );
     assert!(!everything.contains(&key), "the provider key reached the record or the model");
 
     shutdown.cancel();
@@ -119,14 +113,7 @@ async fn a_worker_that_cannot_switch_users_refuses_every_command_rather_than_run
     let id = enqueue(addr, body).await;
     let done = finished(addr, &id).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
-    let call = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["event_type"] == "MissionToolCalled")
-        .map(|e| e["payload"]["call"].clone())
-        .expect("the call is recorded");
+    let call = tool_calls(addr, &id).await.into_iter().next().expect("the call is recorded");
     assert_eq!(call["refused"], true, "{call}");
     let why = call["error"].as_str().unwrap();
     assert!(why.contains("cannot switch to the command user"), "{why}");

@@ -60,6 +60,18 @@ pub async fn event_types(addr: SocketAddr, id: &str) -> Vec<String> {
         .collect()
 }
 
+/// The tool calls a mission's `MissionToolCalled` events record, in order.
+pub async fn tool_calls(addr: SocketAddr, id: &str) -> Vec<Value> {
+    let (_, events) = get(addr, &format!("/api/missions/{id}/events")).await;
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == "MissionToolCalled")
+        .map(|e| e["payload"]["call"].clone())
+        .collect()
+}
+
 /// Every mission's event types in order, by mission id.
 pub async fn mission_histories(env: &TestEnv) -> Vec<(String, Vec<String>)> {
     sqlx::query_as(
