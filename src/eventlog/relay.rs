@@ -392,6 +392,8 @@ impl Relay {
         let events =
             store::read_range_stored(&self.pool, published, head, self.config.page_events_max)
                 .await?;
+        // Before they can arrive: this process's readers then need not ask the store.
+        verify::remember(&self.pool, &events);
         let mut inflight = VecDeque::with_capacity(self.config.inflight_max);
         let mut confirmed = published;
         for event in &events {
