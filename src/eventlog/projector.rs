@@ -627,3 +627,33 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
 fn subject_stream_type(subject: &str) -> Option<&str> {
     subject.split('.').nth(2)
 }
+
+#[cfg(test)]
+mod tests {
+    use projections::StreamEvents;
+
+    use super::*;
+
+    #[test]
+    fn a_consumer_filters_on_the_one_stream_type_its_projector_reads_and_not_on_several() {
+        let namespace = Namespace::parse("t_abc").unwrap();
+        const ONE: Reads = Reads::Streams(&[StreamEvents::only("mission", &["MissionEnqueued"])]);
+        let one = ONE;
+        assert_eq!(
+            ConsumerFilter::of(&one, &namespace),
+            ConsumerFilter::Subject("t_abc.events.mission.>".into())
+        );
+        const TWO: Reads =
+            Reads::Streams(&[StreamEvents::all("agent"), StreamEvents::all("agent_heartbeat")]);
+        let two = TWO;
+        assert_eq!(ConsumerFilter::of(&two, &namespace), ConsumerFilter::Unfiltered);
+        assert_eq!(ConsumerFilter::of(&Reads::All, &namespace), ConsumerFilter::Unfiltered);
+        assert_eq!(ConsumerFilter::Unfiltered.subject(), "");
+    }
+
+    #[test]
+    fn a_subject_names_its_stream_type_third() {
+        assert_eq!(subject_stream_type("t_abc.events.mission.m-1"), Some("mission"));
+        assert_eq!(subject_stream_type("t_abc.events"), None);
+    }
+}
