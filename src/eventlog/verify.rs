@@ -86,8 +86,10 @@ pub async fn fingerprints(
     fingerprints_wanted(pool, &projections::Reads::All, after, up_to).await
 }
 
-/// Like [`fingerprints`], only of the events `reads` wants: a filtered reader learns in the
-/// same one query which of the range's events it must have been sent.
+/// Like [`fingerprints`], only of the events `reads` wants, and of the event at `up_to`
+/// whatever it is: a filtered reader learns in the same one query which of the range's
+/// events it must have been sent, and whether the message that ends its batch (up to which
+/// it moves its checkpoint) is the store's event.
 pub async fn fingerprints_wanted(
     pool: &PgPool,
     reads: &projections::Reads,
@@ -98,12 +100,17 @@ pub async fn fingerprints_wanted(
     const SELECT: &str = "SELECT global_position, event_id, stream_type, stream_id, version,
                 event_type, schema_version, recorded_at,
                 sha256(convert_to(payload::text, 'UTF8') || '\\x00'::bytea
-                       || convert_to(metadata::text, 'UTF8'))
-         FROM events WHERE global_position > $1 AND global_position <= $2";
+                       || convert_to(metadata::text, 'UTF8'))";
     let wanted = store::wanted_parameters(reads);
     let sql = match wanted {
-        None => format!("{SELECT} LIMIT $3"),
-        Some(_) => format!("{SELECT} {} LIMIT $3", store::WANTED_CONDITION),
+        None => format!(
+            "{SELECT} FROM events WHERE global_position > $1 AND global_position <= $2 LIMIT $3"
+        ),
+        Some(_) => format!(
+            "{SELECT} FROM {} WHERE (global_position = $2 OR {}) LIMIT $3",
+            store::RANGE_BY_POSITION,
+            store::WANTED_CONDITION
+        ),
     };
     // The range is one batch, so the limit only bounds what a corrupt range could return.
     let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))

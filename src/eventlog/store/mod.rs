@@ -276,13 +276,25 @@ pub struct Page {
     pub through: u64,
 }
 
+/// The rows of `$1 < position <= $2`, read in position order along the primary key. The
+/// `OFFSET 0` keeps a condition on the stream type outside: otherwise the planner may read
+/// that type's entries in the `(stream_type, stream_id, version)` index over the whole log,
+/// a cost that grows with the log, not with the range.
+pub(crate) const RANGE_BY_POSITION: &str = "(SELECT * FROM events
+     WHERE global_position > $1 AND global_position <= $2
+     ORDER BY global_position OFFSET 0) AS events";
+
 /// The condition that keeps only the events a projector reads, over parameters `$4`
 /// (stream types read), `$5` and `$6` (stream type and event type pairs of the stream types
-/// read only in part). A range of the primary key filtered by it: no index on the stream
-/// type, which every append would pay for; the scan reads each row of the range once.
-pub(crate) const WANTED_CONDITION: &str = "AND stream_type = ANY($4::text[])
+/// read only in part). Applied to [`RANGE_BY_POSITION`]: no index on the stream type, which
+/// every append would pay for; a read scans each row of its range once.
+pub(crate) const WANTED_CONDITION: &str = "(stream_type = ANY($4::text[])
      AND (stream_type <> ALL($5::text[])
-          OR (stream_type, event_type) IN (SELECT * FROM unnest($5::text[], $6::text[])))";
+          OR (stream_type, event_type) IN (SELECT * FROM unnest($5::text[], $6::text[]))))";
+
+/// Most positions one read of [`read_wanted`] scans: the rows of other stream types it
+/// passes cost it as much as those it returns.
+pub const WANTED_SCAN_POSITIONS_MAX: u64 = 20_000;
 
 /// The parameters of [`WANTED_CONDITION`] for `reads`; `None` when it reads everything.
 pub(crate) fn wanted_parameters(
@@ -300,9 +312,9 @@ pub(crate) fn wanted_parameters(
     Some((types, pair_types, pair_events))
 }
 
-/// Like [`read_range`], only the events `reads` wants; bounded the same way. Returns how far
-/// the page covers the range, so that a reader moves its checkpoint past the events it does
-/// not read without reading them.
+/// Like [`read_range`], only the events `reads` wants; bounded the same way, and to
+/// [`WANTED_SCAN_POSITIONS_MAX`] positions. Returns how far the page covers the range, so
+/// that a reader moves its checkpoint past the events it does not read without reading them.
 pub async fn read_wanted(
     pool: &PgPool,
     reads: &projections::Reads,
@@ -315,10 +327,11 @@ pub async fn read_wanted(
                  ORDER BY global_position LIMIT $3"
             .to_owned(),
         Some(_) => format!(
-            "SELECT * FROM events WHERE global_position > $1 AND global_position <= $2
-             {WANTED_CONDITION} ORDER BY global_position LIMIT $3"
+            "SELECT * FROM {RANGE_BY_POSITION} WHERE {WANTED_CONDITION}
+             ORDER BY global_position LIMIT $3"
         ),
     };
+    let up_to = up_to.min(after.saturating_add(WANTED_SCAN_POSITIONS_MAX));
     let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(to_i64(after))
         .bind(to_i64(up_to))
