@@ -383,7 +383,8 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
                     Ok(None) => return Err(consumer_error("message stream ended")),
                     Err(_quiet) => {
                         let head = store::head(&self.feeder.pool).await?;
-                        if self.heal(head).await? {
+                        let check_due = checked_at.elapsed() >= self.config.idle_check;
+                        if check_due && self.heal(head).await? {
                             break;
                         }
                         // Past what the consumer does not bring: events of other stream
