@@ -158,3 +158,25 @@ pub trait ProjectionStore<C>: Send {
     /// or recreated while the read model was kept).
     fn reset(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projector_wants_its_stream_types_and_only_the_event_types_it_names() {
+        const READS: Reads = Reads::Streams(&[
+            StreamEvents::only("mission", &["MissionLlmCalled"]),
+            StreamEvents::all("llm_call"),
+        ]);
+        assert!(READS.wants("mission", "MissionLlmCalled"));
+        assert!(!READS.wants("mission", "MissionStarted"));
+        assert!(READS.wants("llm_call", "LlmCalled"));
+        assert!(READS.wants("llm_call", "AnyTypeOfANewerRelease"));
+        assert!(!READS.wants("agent", "AgentRegistered"));
+        assert!(READS.wants_stream_type("mission") && !READS.wants_stream_type("agent"));
+        assert_eq!(READS.stream_types(), Some(vec!["mission", "llm_call"]));
+        assert!(Reads::All.wants("anything", "Whatever"));
+        assert_eq!(Reads::All.stream_types(), None);
+    }
+}

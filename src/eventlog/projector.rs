@@ -1,18 +1,25 @@
-//! The projector runtime: feeds a [`Projector`] its events in position order and keeps its
-//! checkpoint, whatever the events' source.
+//! The projector runtime: feeds a [`Projector`] the events it reads, in position order, and
+//! keeps its checkpoint exact, whatever the events' source.
 //!
 //! A [`Runner`] leads one projector (advisory lock, like the relay): it starts at the stored
 //! checkpoint, catches up from PostgreSQL in pages, then follows a durable JetStream consumer
 //! from checkpoint + 1. Because the stream's sequence is the global position, that switch is
-//! exact, and a gap in the sequence is a hole to fill from PostgreSQL. The consumer reads every
-//! subject, so the sequence it delivers is contiguous; the projector's `wants` filters. Each
-//! batch's effect and checkpoint commit together, then the batch is acked, so a crash between
-//! the two only causes a redelivery that the checkpoint skips. A consumer that stays silent
-//! while the store is ahead (its stream was reset, a tail was lost) is simply caught up from
-//! PostgreSQL and recreated.
+//! exact. A projector declares what it applies ([`Projector::reads`]); its consumer is
+//! filtered on its stream type when it reads one ([`ConsumerFilter`]; several: unfiltered,
+//! decision 0043), and reads of PostgreSQL select only the wanted events. So gaps in the
+//! delivered sequence are normal: each batch is checked with one range query against the
+//! store's wanted events between the checkpoint and the batch's last message
+//! ([`verify::fingerprints_wanted`]); if the batch holds them all, each the store's, the
+//! checkpoint moves to its last message, past the events the projector does not read;
+//! otherwise (a wanted event the bus lost, a refused message) the range is read from
+//! PostgreSQL. Each batch's effect and checkpoint commit together, once, then the batch is
+//! acked, so a crash between the two only causes a redelivery that the checkpoint skips. A
+//! consumer quiet for [`RunnerConfig::quiet_advance`] has the checkpoint moved to the store's
+//! head from PostgreSQL (read models' positions reach the head though only other events are
+//! appended); one silent while the store held its events is recreated.
 //!
-//! [`rebuild`] replays the whole log through the same `apply` into shadow tables and swaps
-//! them in atomically.
+//! [`rebuild`] replays the log's wanted events through the same `apply` into shadow tables
+//! and swaps them in atomically.
 
 use std::time::Duration;
 
