@@ -51,6 +51,14 @@ fn describe() {
     describe_gauge!("brain_relay_position", "Last position confirmed on JetStream");
     describe_gauge!("brain_projector_position", "Last position applied, per projector");
     describe_gauge!("brain_projector_lag_events", "Events a projector has still to apply");
+    describe_counter!(
+        "brain_projector_messages_total",
+        "Bus messages past its checkpoint a projector's consumer received"
+    );
+    describe_counter!(
+        "brain_projector_filled_total",
+        "Events a projector wanted that the bus did not bring, read from PostgreSQL instead"
+    );
     describe_gauge!("brain_ws_clients", "WebSocket clients connected to the live feed");
     describe_counter!(
         "brain_ws_slow_consumer_drops_total",

@@ -8,7 +8,7 @@ use domain::agent::{AgentEvent, AgentState, ControlAction};
 use domain::aggregate::DomainEvent;
 use domain::heartbeat::{Beat, HeartbeatEvent};
 
-use crate::{Projector, Unreadable};
+use crate::{Projector, Reads, StreamEvents, Unreadable};
 
 pub const NAME: &str = "agent_view";
 
@@ -71,8 +71,10 @@ impl Projector for AgentView {
         NAME
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "agent" || stream_type == "agent_heartbeat"
+    fn reads(&self) -> Reads {
+        const READS: Reads =
+            Reads::Streams(&[StreamEvents::all("agent"), StreamEvents::all("agent_heartbeat")]);
+        READS
     }
 
     fn apply(

@@ -7,7 +7,7 @@ use domain::aggregate::DomainEvent;
 use domain::conversation::ConversationEvent;
 use time::OffsetDateTime;
 
-use crate::{Projector, Unreadable};
+use crate::{Projector, Reads, StreamEvents, Unreadable};
 
 pub const NAME: &str = "conversation_list";
 
@@ -37,8 +37,9 @@ impl Projector for ConversationList {
         NAME
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "conversation"
+    fn reads(&self) -> Reads {
+        const READS: Reads = Reads::Streams(&[StreamEvents::all("conversation")]);
+        READS
     }
 
     fn apply(&self, event: &RecordedEvent, changes: &mut Vec<Change>) -> Result<(), Unreadable> {

@@ -8,7 +8,7 @@ use crate::Unreadable;
 use domain::RecordedEvent;
 use time::OffsetDateTime;
 
-use crate::Projector;
+use crate::{Projector, Reads};
 
 pub const NAME: &str = "event_type_stats";
 
@@ -32,8 +32,8 @@ impl Projector for EventTypeStats {
         NAME
     }
 
-    fn wants(&self, _stream_type: &str) -> bool {
-        true
+    fn reads(&self) -> Reads {
+        Reads::All
     }
 
     fn apply(&self, event: &RecordedEvent, changes: &mut Vec<Counted>) -> Result<(), Unreadable> {

@@ -28,9 +28,10 @@ pub trait Projector: Send + Sync + 'static {
     /// Stable name: the key of its checkpoint and of its JetStream consumer.
     fn name(&self) -> &'static str;
 
-    /// Whether this projector reads events of this stream type. The runtime still moves the
-    /// checkpoint past the others.
-    fn wants(&self, stream_type: &str) -> bool;
+    /// The events this projector applies. The runtime reads only these (its JetStream
+    /// consumer is filtered on their stream types, its reads of PostgreSQL on both) and still
+    /// moves the checkpoint past the others; `apply` sees no other event.
+    fn reads(&self) -> Reads;
 
     /// Appends what `event` changes to `changes`. Must depend on nothing but the event (and
     /// the store's current state, through the changes' own semantics), so that a rebuild
@@ -43,6 +44,68 @@ pub trait Projector: Send + Sync + 'static {
         event: &RecordedEvent,
         changes: &mut Vec<Self::Change>,
     ) -> Result<(), Unreadable>;
+}
+
+/// Which events a projector applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Every event of the log.
+    All,
+    /// Only events of these stream types, each with all its event types or some.
+    Streams(&'static [StreamEvents]),
+}
+
+/// One stream type a projector reads, and which of its event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamEvents {
+    pub stream_type: &'static str,
+    /// `None`: every event type of the stream, including ones a newer release adds (which a
+    /// projector that must not miss a transition then reports [`Unreadable`]). `Some`: only
+    /// these; a projector declares this only if it ignores every other type anyway.
+    pub event_types: Option<&'static [&'static str]>,
+}
+
+impl StreamEvents {
+    /// Every event of streams of `stream_type`.
+    pub const fn all(stream_type: &'static str) -> StreamEvents {
+        StreamEvents { stream_type, event_types: None }
+    }
+
+    /// Only the events of these types in streams of `stream_type`.
+    pub const fn only(
+        stream_type: &'static str,
+        event_types: &'static [&'static str],
+    ) -> StreamEvents {
+        StreamEvents { stream_type, event_types: Some(event_types) }
+    }
+}
+
+impl Reads {
+    pub fn wants(&self, stream_type: &str, event_type: &str) -> bool {
+        match self {
+            Reads::All => true,
+            Reads::Streams(streams) => streams.iter().any(|wanted| {
+                wanted.stream_type == stream_type
+                    && wanted.event_types.is_none_or(|types| types.contains(&event_type))
+            }),
+        }
+    }
+
+    /// Whether any event of streams of `stream_type` may be wanted.
+    pub fn wants_stream_type(&self, stream_type: &str) -> bool {
+        match self {
+            Reads::All => true,
+            Reads::Streams(streams) => streams.iter().any(|w| w.stream_type == stream_type),
+        }
+    }
+
+    /// The stream types read, `None` for all.
+    pub fn stream_types(&self) -> Option<Vec<&'static str>> {
+        match self {
+            Reads::All => None,
+            Reads::Streams(streams) => Some(streams.iter().map(|w| w.stream_type).collect()),
+        }
+    }
 }
 
 /// An event a projector cannot read, at its position.
@@ -94,4 +157,26 @@ pub trait ProjectionStore<C>: Send {
     /// built from is gone: its checkpoint is ahead of the store's head (a database restored
     /// or recreated while the read model was kept).
     fn reset(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_projector_wants_its_stream_types_and_only_the_event_types_it_names() {
+        const READS: Reads = Reads::Streams(&[
+            StreamEvents::only("mission", &["MissionLlmCalled"]),
+            StreamEvents::all("llm_call"),
+        ]);
+        assert!(READS.wants("mission", "MissionLlmCalled"));
+        assert!(!READS.wants("mission", "MissionStarted"));
+        assert!(READS.wants("llm_call", "LlmCalled"));
+        assert!(READS.wants("llm_call", "AnyTypeOfANewerRelease"));
+        assert!(!READS.wants("agent", "AgentRegistered"));
+        assert!(READS.wants_stream_type("mission") && !READS.wants_stream_type("agent"));
+        assert_eq!(READS.stream_types(), Some(vec!["mission", "llm_call"]));
+        assert!(Reads::All.wants("anything", "Whatever"));
+        assert_eq!(Reads::All.stream_types(), None);
+    }
 }

@@ -9,7 +9,7 @@ use domain::llm_call::LlmCallEvent;
 use domain::mission::{LlmCall, MissionEvent};
 use time::OffsetDateTime;
 
-use crate::{Projector, Unreadable};
+use crate::{Projector, Reads, StreamEvents, Unreadable};
 
 pub const NAME: &str = "llm_usage";
 
@@ -35,8 +35,12 @@ impl Projector for LlmUsage {
         NAME
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "mission" || stream_type == "llm_call"
+    fn reads(&self) -> Reads {
+        const READS: Reads = Reads::Streams(&[
+            StreamEvents::only("mission", &["MissionLlmCalled"]),
+            StreamEvents::all("llm_call"),
+        ]);
+        READS
     }
 
     fn apply(&self, event: &RecordedEvent, changes: &mut Vec<CallRow>) -> Result<(), Unreadable> {

@@ -10,7 +10,7 @@ use domain::aggregate::DomainEvent;
 use domain::mission::{MissionEvent, MissionStatus, Priority};
 use time::OffsetDateTime;
 
-use crate::Projector;
+use crate::{Projector, Reads, StreamEvents};
 
 pub const NAME: &str = "mission_list";
 
@@ -44,8 +44,9 @@ impl Projector for MissionList {
         NAME
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "mission"
+    fn reads(&self) -> Reads {
+        const READS: Reads = Reads::Streams(&[StreamEvents::all("mission")]);
+        READS
     }
 
     fn apply(&self, event: &RecordedEvent, changes: &mut Vec<RowChange>) -> Result<(), Unreadable> {

@@ -14,7 +14,7 @@ use domain::RecordedEvent;
 use domain::aggregate::DomainEvent;
 use domain::mission::{MissionEvent, Priority};
 
-use crate::Projector;
+use crate::{Projector, Reads, StreamEvents};
 
 pub const NAME: &str = "mission_queue";
 
@@ -80,8 +80,9 @@ impl Projector for MissionQueue {
         NAME
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "mission"
+    fn reads(&self) -> Reads {
+        const READS: Reads = Reads::Streams(&[StreamEvents::all("mission")]);
+        READS
     }
 
     fn apply(

@@ -7,7 +7,7 @@ use domain::RecordedEvent;
 use domain::aggregate::DomainEvent;
 use domain::mission::{ChildOutcome, MissionEvent};
 
-use crate::{Projector, Unreadable};
+use crate::{Projector, Reads, StreamEvents, Unreadable};
 
 pub const NAME: &str = "mission_tree";
 
@@ -21,6 +21,16 @@ pub enum TreeChange {
     Cancelled { mission_id: String },
 }
 
+/// The mission events that link a child to its parent or end a mission; the tree reads no
+/// other.
+const INTERESTING: &[&str] = &[
+    "MissionEnqueued",
+    "MissionCompleted",
+    "MissionAttemptFailed",
+    "MissionLeaseExpired",
+    "MissionCancelled",
+];
+
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MissionTree;
 
@@ -31,8 +41,9 @@ impl Projector for MissionTree {
         NAME
     }
 
-    fn wants(&self, stream_type: &str) -> bool {
-        stream_type == "mission"
+    fn reads(&self) -> Reads {
+        const READS: Reads = Reads::Streams(&[StreamEvents::only("mission", INTERESTING)]);
+        READS
     }
 
     fn apply(
@@ -40,15 +51,7 @@ impl Projector for MissionTree {
         event: &RecordedEvent,
         changes: &mut Vec<TreeChange>,
     ) -> Result<(), Unreadable> {
-        let interesting = matches!(
-            event.event_type.as_str(),
-            "MissionEnqueued"
-                | "MissionCompleted"
-                | "MissionAttemptFailed"
-                | "MissionLeaseExpired"
-                | "MissionCancelled"
-        );
-        if !interesting {
+        if !INTERESTING.contains(&event.event_type.as_str()) {
             return Ok(());
         }
         let mission =

@@ -172,13 +172,31 @@ pub async fn fingerprints(
     after: u64,
     up_to: u64,
 ) -> Result<HashMap<u64, Fingerprint>, StoreError> {
+    fingerprints_wanted(pool, &projections::Reads::All, after, up_to).await
+}
+
+/// Like [`fingerprints`], only of the events `reads` wants, and of the event at `up_to`
+/// whatever it is: a filtered reader learns in the same one query which of the range's
+/// events it must have been sent, and whether the message that ends its batch (up to which
+/// it moves its checkpoint) is the store's event. Answered from the kept fingerprints when
+/// they hold the whole range.
+pub async fn fingerprints_wanted(
+    pool: &PgPool,
+    reads: &projections::Reads,
+    after: u64,
+    up_to: u64,
+) -> Result<HashMap<u64, Fingerprint>, StoreError> {
     let remembered = remembered(pool);
-    if let Some(kept) = remembered.lock().expect("not poisoned").all(after, up_to) {
+    let kept = remembered.lock().expect("not poisoned").all(after, up_to);
+    if let Some(mut kept) = kept {
         metrics::counter!("brain_bus_fingerprints_total", "from" => "kept").increment(1);
+        kept.retain(|position, fingerprint| {
+            *position == up_to || reads.wants(&fingerprint.stream_type, &fingerprint.event_type)
+        });
         return Ok(kept);
     }
     metrics::counter!("brain_bus_fingerprints_total", "from" => "store").increment(1);
-    let found = fingerprints_stored(pool, after, up_to).await?;
+    let found = fingerprints_stored(pool, reads, after, up_to).await?;
     let mut kept = remembered.lock().expect("not poisoned");
     for (position, fingerprint) in &found {
         kept.keep(*position, fingerprint.clone());
@@ -188,20 +206,35 @@ pub async fn fingerprints(
 
 async fn fingerprints_stored(
     pool: &PgPool,
+    reads: &projections::Reads,
     after: u64,
     up_to: u64,
 ) -> Result<HashMap<u64, Fingerprint>, StoreError> {
     type Row = (i64, Uuid, String, String, i64, String, i32, OffsetDateTime, Vec<u8>);
-    let query = sqlx::query_as::<_, Row>(
-        "SELECT global_position, event_id, stream_type, stream_id, version, event_type,
-                schema_version, recorded_at,
+    const SELECT: &str = "SELECT global_position, event_id, stream_type, stream_id, version,
+                event_type, schema_version, recorded_at,
                 sha256(convert_to(payload::text, 'UTF8') || '\\x00'::bytea
-                       || convert_to(metadata::text, 'UTF8'))
-         FROM events WHERE global_position > $1 AND global_position <= $2",
-    )
-    .bind(i64::try_from(after).unwrap_or(i64::MAX))
-    .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
-    .fetch_all(pool);
+                       || convert_to(metadata::text, 'UTF8'))";
+    let wanted = store::wanted_parameters(reads);
+    let sql = match wanted {
+        None => format!(
+            "{SELECT} FROM events WHERE global_position > $1 AND global_position <= $2 LIMIT $3"
+        ),
+        Some(_) => format!(
+            "{SELECT} FROM {} WHERE (global_position = $2 OR {}) LIMIT $3",
+            store::RANGE_BY_POSITION,
+            store::WANTED_CONDITION
+        ),
+    };
+    // The range is one batch, so the limit only bounds what a corrupt range could return.
+    let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+        .bind(i64::try_from(up_to.saturating_sub(after)).unwrap_or(i64::MAX));
+    if let Some((types, pair_types, pair_events)) = wanted {
+        query = query.bind(types).bind(pair_types).bind(pair_events);
+    }
+    let query = query.fetch_all(pool);
     let rows = tokio::time::timeout(store::READ_TIMEOUT, query)
         .await
         .map_err(|_| StoreError::Timeout)??;

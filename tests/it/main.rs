@@ -46,6 +46,7 @@ mod missions_api;
 mod openai_client;
 mod openapi;
 mod projector;
+mod projector_filter;
 mod python_agent;
 mod queue;
 mod reaper;

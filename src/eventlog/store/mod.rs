@@ -263,14 +263,96 @@ pub async fn read_range(
     .bind(to_i64(after))
     .bind(to_i64(up_to))
     .bind(i64::from(limit));
-    let size = |row: &PgRow| {
-        let raw = |column| {
-            row.try_get_raw(column).ok().and_then(|v| v.as_bytes().ok()).map_or(0, <[u8]>::len)
-        };
-        raw("payload") + raw("metadata")
-    };
-    let rows = bounded!(pool, |c| take_page(rows.fetch(c), size))?;
+    let rows = bounded!(pool, |c| take_page(rows.fetch(c), row_size))?;
     rows.iter().map(recorded_event).collect()
+}
+
+/// A page of the events a projector reads ([`read_wanted`]): every one of them in
+/// `after < position <= through`, in position order. `through` is the range's end when the
+/// page holds all of it, or the last event's position when the page was full.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub events: Vec<RecordedEvent>,
+    pub through: u64,
+}
+
+/// The rows of `$1 < position <= $2`, read in position order along the primary key. The
+/// `OFFSET 0` keeps a condition on the stream type outside: otherwise the planner may read
+/// that type's entries in the `(stream_type, stream_id, version)` index over the whole log,
+/// a cost that grows with the log, not with the range.
+pub(crate) const RANGE_BY_POSITION: &str = "(SELECT * FROM events
+     WHERE global_position > $1 AND global_position <= $2
+     ORDER BY global_position OFFSET 0) AS events";
+
+/// The condition that keeps only the events a projector reads, over parameters `$4`
+/// (stream types read), `$5` and `$6` (stream type and event type pairs of the stream types
+/// read only in part). Applied to [`RANGE_BY_POSITION`]: no index on the stream type, which
+/// every append would pay for; a read scans each row of its range once.
+pub(crate) const WANTED_CONDITION: &str = "(stream_type = ANY($4::text[])
+     AND (stream_type <> ALL($5::text[])
+          OR (stream_type, event_type) IN (SELECT * FROM unnest($5::text[], $6::text[]))))";
+
+/// Most positions one read of [`read_wanted`] scans: the rows of other stream types it
+/// passes cost it as much as those it returns.
+pub const WANTED_SCAN_POSITIONS_MAX: u64 = 20_000;
+
+/// The parameters of [`WANTED_CONDITION`] for `reads`; `None` when it reads everything.
+pub(crate) fn wanted_parameters(
+    reads: &projections::Reads,
+) -> Option<(Vec<String>, Vec<String>, Vec<String>)> {
+    let projections::Reads::Streams(streams) = reads else { return None };
+    let (mut types, mut pair_types, mut pair_events) = (Vec::new(), Vec::new(), Vec::new());
+    for wanted in *streams {
+        types.push(wanted.stream_type.to_owned());
+        for event_type in wanted.event_types.into_iter().flatten() {
+            pair_types.push(wanted.stream_type.to_owned());
+            pair_events.push((*event_type).to_owned());
+        }
+    }
+    Some((types, pair_types, pair_events))
+}
+
+/// Like [`read_range`], only the events `reads` wants; bounded the same way, and to
+/// [`WANTED_SCAN_POSITIONS_MAX`] positions. Returns how far the page covers the range, so
+/// that a reader moves its checkpoint past the events it does not read without reading them.
+pub async fn read_wanted(
+    pool: &PgPool,
+    reads: &projections::Reads,
+    after: u64,
+    up_to: u64,
+    limit: u32,
+) -> Result<Page, StoreError> {
+    let sql = match wanted_parameters(reads) {
+        None => "SELECT * FROM events WHERE global_position > $1 AND global_position <= $2
+                 ORDER BY global_position LIMIT $3"
+            .to_owned(),
+        Some(_) => format!(
+            "SELECT * FROM {RANGE_BY_POSITION} WHERE {WANTED_CONDITION}
+             ORDER BY global_position LIMIT $3"
+        ),
+    };
+    let up_to = up_to.min(after.saturating_add(WANTED_SCAN_POSITIONS_MAX));
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(to_i64(after))
+        .bind(to_i64(up_to))
+        .bind(i64::from(limit));
+    if let Some((types, pair_types, pair_events)) = wanted_parameters(reads) {
+        rows = rows.bind(types).bind(pair_types).bind(pair_events);
+    }
+    let (rows, cut) = bounded!(pool, |c| take_page_cut(rows.fetch(c), row_size))?;
+    let events = rows.iter().map(recorded_event).collect::<Result<Vec<_>, _>>()?;
+    let through = match events.last() {
+        Some(last) if cut || events.len() >= limit as usize => last.global_position,
+        _ => up_to,
+    };
+    Ok(Page { events, through })
+}
+
+fn row_size(row: &PgRow) -> usize {
+    let raw = |column| {
+        row.try_get_raw(column).ok().and_then(|v| v.as_bytes().ok()).map_or(0, <[u8]>::len)
+    };
+    raw("payload") + raw("metadata")
 }
 
 /// How long a command's outcome is kept by default, for idempotent repeats: a command id
@@ -318,19 +400,27 @@ pub const PAGE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Collects rows from `rows` until [`PAGE_BYTES_MAX`] is passed (`size` measures one). The
 /// rest of the result is dropped unread: a caller pages on from the last row it got.
 async fn take_page<T>(
-    mut rows: impl futures::Stream<Item = Result<T, sqlx::Error>> + Unpin,
+    rows: impl futures::Stream<Item = Result<T, sqlx::Error>> + Unpin,
     size: impl Fn(&T) -> usize,
 ) -> Result<Vec<T>, sqlx::Error> {
+    take_page_cut(rows, size).await.map(|(page, _)| page)
+}
+
+/// [`take_page`], and whether it stopped at [`PAGE_BYTES_MAX`] (rows may be left).
+async fn take_page_cut<T>(
+    mut rows: impl futures::Stream<Item = Result<T, sqlx::Error>> + Unpin,
+    size: impl Fn(&T) -> usize,
+) -> Result<(Vec<T>, bool), sqlx::Error> {
     use futures::TryStreamExt;
     let (mut page, mut bytes) = (Vec::new(), 0);
     while let Some(row) = rows.try_next().await? {
         bytes += size(&row);
         page.push(row);
         if bytes >= PAGE_BYTES_MAX {
-            break;
+            return Ok((page, true));
         }
     }
-    Ok(page)
+    Ok((page, false))
 }
 
 fn stored_size(event: &StoredEvent) -> usize {
