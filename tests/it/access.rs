@@ -4,7 +4,6 @@
 //! more than it holds, `X-Actor` without `impersonate`, and a first start's admin key.
 //! Sessions, `Origin` and `Host` are in `access_sessions`; agent keys in `access_agents`.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use brain::api::Access;
@@ -12,40 +11,11 @@ use domain::api_key::Role;
 use serde_json::{Value, json};
 
 use crate::serve::{redis_url, serve_in_process, services};
-use crate::support::{ADMIN_TOKEN, TestEnv, client, client_with, key_id, make_key, wait_until};
+use crate::support::{
+    ADMIN_TOKEN, TestEnv, call, client, client_with, key_id, make_key, wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A request as raw as a caller may send it: `token` (or none) as the bearer key, `{}` as
-/// the JSON body of anything but a GET. Answers the status and the body (none for a stream).
-pub(crate) async fn call(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> (u16, Value) {
-    crate::serve::crypto_provider();
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request =
-        reqwest::Client::new().request(method.clone(), format!("http://{addr}{path}"));
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    if method != reqwest::Method::GET {
-        request = request.header("content-type", "application/json").body("{}");
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let streaming = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|kind| kind.to_str().unwrap_or_default().starts_with("text/event-stream"));
-    if streaming {
-        return (status, Value::Null);
-    }
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
 
 /// Fills a documented path: `{key_id}` with a key id no key has, any other id with a UUID
 /// nothing has.

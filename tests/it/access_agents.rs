@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::access::call;
 use crate::serve::{redis_url, serve_in_process, services};
+use crate::support::call;
 use crate::support::{ADMIN_TOKEN, TestEnv, client, client_with, make_key, wait_until};
 
 #[tokio::test]

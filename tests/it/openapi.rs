@@ -4,14 +4,13 @@
 //! documented with the error shape, and the Swagger UI at `/docs` works offline.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 use axum::http::Method;
 use serde_json::{Value, json};
 
 use crate::missions_api::post;
 use crate::serve::{crypto_provider, get, redis_url, serve_in_process, services};
-use crate::support::TestEnv;
+use crate::support::{ADMIN_TOKEN, TestEnv, call};
 
 /// The operations a document describes, as (method, path).
 fn documented(document: &Value) -> BTreeSet<(String, String)> {
@@ -26,29 +25,6 @@ fn documented(document: &Value) -> BTreeSet<(String, String)> {
         }
     }
     operations
-}
-
-/// Sends `method` to `path` with an empty JSON object as body where one may go.
-async fn request(addr: SocketAddr, method: &Method, path: &str) -> (u16, Value) {
-    crypto_provider();
-    let client = crate::support::client();
-    let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
-    let mut request = client.request(method.clone(), format!("http://{addr}{path}"));
-    if method != reqwest::Method::GET {
-        request = request.header("content-type", "application/json").body("{}");
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    // A live stream (a mission's tokens) is routed if it answers at all: its body lasts.
-    let streaming = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|kind| kind.to_str().unwrap_or_default().starts_with("text/event-stream"));
-    if streaming {
-        return (status, Value::Null);
-    }
-    let text = response.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 #[tokio::test]
@@ -115,7 +91,7 @@ async fn the_document_lists_every_route_the_router_serves_and_nothing_else() {
     let paths: BTreeSet<&String> = documented.iter().map(|(_, path)| path).collect();
     for (method, path) in &documented {
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-        let (status, body) = request(addr, &method, &fill(path)).await;
+        let (status, body) = call(addr, method.as_str(), &fill(path), Some(ADMIN_TOKEN)).await;
         let unrouted = status == 405 || (status == 404 && body["error"]["code"] == "no_route");
         assert!(!unrouted, "{method} {path} answered {status}: {body}");
     }
@@ -125,7 +101,7 @@ async fn the_document_lists_every_route_the_router_serves_and_nothing_else() {
             if documented.contains(&(method.as_str().to_lowercase(), path.clone())) {
                 continue;
             }
-            let (status, body) = request(addr, &method, &fill(path)).await;
+            let (status, body) = call(addr, method.as_str(), &fill(path), Some(ADMIN_TOKEN)).await;
             assert_eq!(status, 405, "{method} {path} is routed but not documented: {body}");
             assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
         }

@@ -462,3 +462,34 @@ pub async fn make_key(addr: SocketAddr, grant: serde_json::Value) -> String {
     assert_eq!(status, 201, "{body}");
     body["token"].as_str().unwrap().to_owned()
 }
+
+/// A request as raw as a caller may send it: `token` (or none) as the bearer key, `{}` as
+/// the JSON body of anything but a GET. Answers the status and the body (none for a stream).
+pub async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    crate::serve::crypto_provider();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request =
+        reqwest::Client::new().request(method.clone(), format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    if method != reqwest::Method::GET {
+        request = request.header("content-type", "application/json").body("{}");
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let streaming = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|kind| kind.to_str().unwrap_or_default().starts_with("text/event-stream"));
+    if streaming {
+        return (status, serde_json::Value::Null);
+    }
+    let text = response.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
