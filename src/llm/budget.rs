@@ -124,73 +124,51 @@ impl Scope {
     /// What the log says was spent under this budget: tokens and nano-dollars.
     async fn spent(&self, pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
         let day_start = |day: &Date| day.with_time(Time::MIDNIGHT).assume_utc();
-        let (tokens, cost): (Option<i64>, Option<f64>) = match self {
-            Scope::Mission { id, .. } => {
-                // The mission and every mission under it: a tree shares its root's budget.
-                sqlx::query_as(
-                    "WITH RECURSIVE tree(id) AS (
-                         SELECT $1::text
-                         UNION ALL
-                         SELECT l.child_id FROM mission_links l JOIN tree t ON l.parent_id = t.id
-                     )
-                     SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE mission_id IN (SELECT id FROM tree)",
-                )
-                .bind(id)
-                .fetch_one(pool)
-                .await?
-            }
-            Scope::KindDay { kind, day, .. } => {
-                sqlx::query_as(
-                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE kind = $1 AND at >= $2 AND at < $2 + interval '1 day'",
-                )
-                .bind(kind)
-                .bind(day_start(day))
-                .fetch_one(pool)
-                .await?
-            }
-            Scope::KeyDay { key, day, .. } => {
-                sqlx::query_as(
-                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE key_id = $1 AND at >= $2 AND at < $2 + interval '1 day'",
-                )
-                .bind(key)
-                .bind(day_start(day))
-                .fetch_one(pool)
-                .await?
-            }
+        // Each scope is one filter on `llm_calls`: a column's value, a time window, or both.
+        let day = |day: &Date| Some((day_start(day), "1 day"));
+        let (by, window): (Option<(&str, &str)>, Option<(OffsetDateTime, &str)>) = match self {
+            Scope::Mission { id, .. } => (Some(("mission", id)), None),
+            Scope::KindDay { kind, day: today, .. } => (Some(("kind", kind)), day(today)),
+            Scope::KeyDay { key, day: today, .. } => (Some(("key_id", key)), day(today)),
             Scope::KeyMinute { key, minute, .. } => {
                 let start = OffsetDateTime::from_unix_timestamp(minute * 60)
                     .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-                sqlx::query_as(
-                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE key_id = $1 AND at >= $2 AND at < $2 + interval '1 minute'",
-                )
-                .bind(key)
-                .bind(start)
-                .fetch_one(pool)
-                .await?
+                (Some(("key_id", key)), Some((start, "1 minute")))
             }
-            Scope::KeyTotal { key, .. } => {
-                sqlx::query_as(
-                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE key_id = $1",
-                )
-                .bind(key)
-                .fetch_one(pool)
-                .await?
-            }
-            Scope::Day { day, .. } => {
-                sqlx::query_as(
-                    "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd)
-                     FROM llm_calls WHERE at >= $1 AND at < $1 + interval '1 day'",
-                )
-                .bind(day_start(day))
-                .fetch_one(pool)
-                .await?
-            }
+            Scope::KeyTotal { key, .. } => (Some(("key_id", key)), None),
+            Scope::Day { day: today, .. } => (None, day(today)),
         };
+        let mut filters = Vec::new();
+        match by.map(|(column, _)| column) {
+            // The mission and every mission under it: a tree shares its root's budget.
+            Some("mission") => filters.push(
+                "mission_id IN (WITH RECURSIVE tree(id) AS (
+                     SELECT $1::text
+                     UNION ALL
+                     SELECT l.child_id FROM mission_links l JOIN tree t ON l.parent_id = t.id
+                 ) SELECT id FROM tree)"
+                    .to_owned(),
+            ),
+            Some(column) => filters.push(format!("{column} = $1")),
+            None => {}
+        }
+        if let Some((_, width)) = window {
+            let n = filters.len() + 1;
+            filters.push(format!("at >= ${n} AND at < ${n} + interval '{width}'"));
+        }
+        let sql = format!(
+            "SELECT sum(input_tokens + output_tokens)::int8, sum(cost_usd) FROM llm_calls WHERE {}",
+            filters.join(" AND ")
+        );
+        // Every piece of the text is one of the literals above; values are bound.
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        if let Some((_, value)) = by {
+            query = query.bind(value);
+        }
+        if let Some((start, _)) = window {
+            query = query.bind(start);
+        }
+        let (tokens, cost): (Option<i64>, Option<f64>) = query.fetch_one(pool).await?;
         Ok((tokens.unwrap_or(0), (cost.unwrap_or(0.0) * NANO).round() as i64))
     }
 }
