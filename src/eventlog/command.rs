@@ -77,11 +77,7 @@ pub async fn load_many<A: Aggregate>(
         let mut version = 0;
         for event in streams.remove(stream_id).unwrap_or_default() {
             version = event.version;
-            state.apply(&A::Event::upcast(
-                &event.event_type,
-                event.schema_version,
-                event.payload,
-            )?);
+            state.apply(&A::Event::upcast(&event.event_type, event.schema_version, event.payload)?);
         }
         loaded.push((state, version));
     }

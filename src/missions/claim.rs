@@ -169,7 +169,9 @@ impl Claimer<'_> {
         let command = self.start_command(request).await;
         let sent = Instant::now();
         let outcome = self.send(&start, &command, None).await;
-        let (mission, version, lease_until) = match self.settle(&start, &command, outcome, sent).await
+        let (mission, version, lease_until) = match self
+            .settle(&start, &command, outcome, sent)
+            .await
         {
             Ok(Some(held)) => held,
             Ok(None) => return Ok(Claimed::Stale),

@@ -172,7 +172,10 @@ async fn a_batch_with_a_mission_the_log_will_not_start_starts_the_others_and_lea
     // Then the other two are started, and the cancelled one is left as the log has it.
     assert_eq!((batch.popped, batch.started, batch.stale), (3, 2, 1), "{batch:?}");
     assert_eq!(ids(&started), [queued[0].clone(), queued[2].clone()]);
-    assert_eq!(bundle.missions.event_types(&queued[1]).await, ["MissionEnqueued", "MissionCancelled"]);
+    assert_eq!(
+        bundle.missions.event_types(&queued[1]).await,
+        ["MissionEnqueued", "MissionCancelled"]
+    );
     for id in [&queued[0], &queued[2]] {
         assert_eq!(bundle.starts(id).await, 1);
     }

@@ -186,7 +186,7 @@ impl Queue {
             invocation.arg(agent);
         }
         let popped: Vec<String> = invocation.invoke_async(&mut self.connection.clone()).await?;
-        if popped.len() % 2 != 0 {
+        if !popped.len().is_multiple_of(2) {
             return Err(QueueError::Script(format!("claim answered {popped:?}")));
         }
         Ok(popped
@@ -207,8 +207,7 @@ impl Queue {
         }
         let ids: Vec<&str> = mission_ids.iter().map(AsRef::as_ref).collect();
         let mut pipe = redis::pipe();
-        pipe.zrem(format!("{}claims", self.base), &ids)
-            .hdel(format!("{}claimer", self.base), &ids);
+        pipe.zrem(format!("{}claims", self.base), &ids).hdel(format!("{}claimer", self.base), &ids);
         pipe.query_async::<()>(&mut self.connection.clone()).await?;
         Ok(())
     }
