@@ -84,7 +84,7 @@ pub struct Queue {
 /// lease expiry instead.
 pub const LEASES_SCAN_MAX: usize = 100_000;
 
-/// A mission popped by [`Queue::claim`].
+/// A mission popped by [`Queue::claim`] or [`Queue::claim_many`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub mission_id: String,
