@@ -174,7 +174,9 @@ async fn claim(
                 let message = format!("queue: {error}");
                 return Err(super::error::refused(ErrorCode::QueueUnavailable, None, message));
             }
-            Err(ClaimError::Start { error, .. }) => return Err(refusal(error)),
+            Err(ClaimError::Start { error, .. } | ClaimError::Load { error, .. }) => {
+                return Err(refusal(error));
+            }
         }
         if tokio::time::Instant::now() + CLAIM_POLL > deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());

@@ -63,6 +63,27 @@ pub async fn load_with_events<A: Aggregate>(
     Ok((state, recorded))
 }
 
+/// [`load`] for several streams of one aggregate in one query: each stream's aggregate and
+/// version, in the order of `stream_ids` (a stream with no events is the empty aggregate
+/// at version 0). For deciding many commands at once, each against its own stream.
+pub async fn load_many<A: Aggregate>(
+    store: &EventStore,
+    stream_ids: &[StreamId],
+) -> Result<Vec<(A, u64)>, CommandError<A::Error>> {
+    let mut streams = store.load_streams(&A::stream_type(), stream_ids).await?;
+    let mut loaded = Vec::with_capacity(stream_ids.len());
+    for stream_id in stream_ids {
+        let mut state = A::default();
+        let mut version = 0;
+        for event in streams.remove(stream_id).unwrap_or_default() {
+            version = event.version;
+            state.apply(&A::Event::upcast(&event.event_type, event.schema_version, event.payload)?);
+        }
+        loaded.push((state, version));
+    }
+    Ok(loaded)
+}
+
 /// Runs `command` (rebuilt by `make` for each attempt) against the stream's current state.
 /// A repeated `metadata.command_id` returns the first outcome without deciding again.
 pub async fn execute<A: Aggregate>(

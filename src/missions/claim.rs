@@ -23,11 +23,24 @@
 //!   `Release` puts it back in the queue without counting the attempt; if the start never
 //!   went in, the claim's expiry brings it back. Either way it is started once at a time,
 //!   never lost, and never charged an attempt nobody ran.
+//!
+//! A worker with several free slots claims them all at once ([`Claimer::claim_and_start_many`]):
+//! one queue call pops up to [`CLAIM_BATCH_MAX`] missions (the same script and rules as a
+//! single claim, best first), one query loads all their streams, and their starts, each
+//! decided against its own mission as loaded, go to the group committer together, so they
+//! usually share one transaction. Each start is still its own command with its own command
+//! id and expected version: the committer refuses a conflicting one alone, and the case
+//! analysis above holds for every mission of the batch on its own (a start the log refuses
+//! or that conflicts is re-decided alone, by the single-stream path; an outcome unknown is
+//! asked about alone). The claims of the starts answered at once end in one release call,
+//! and their missions are handed over before any unknown one is asked about again, so that
+//! one slow answer does not hold the others' leases idle.
 
 use std::time::{Duration, Instant};
 
 use domain::mission::{Mission, MissionCommand, MissionError, MissionSpec, MissionStatus};
 use domain::{EventMetadata, StreamId};
+use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::clock::LeaseClock;
@@ -80,6 +93,24 @@ pub struct Started {
     pub lease_until: Instant,
 }
 
+/// Most missions one [`Claimer::claim_and_start_many`] pops and starts: a worker's free
+/// slots beyond it are filled by its next claim. It bounds the queue script's work, the
+/// load query and the group of starts that waits on the slowest of them.
+pub const CLAIM_BATCH_MAX: usize = 16;
+
+/// What a batch claim came to, beside the missions it handed over.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Missions popped from the queue.
+    pub popped: usize,
+    /// Missions started and handed over.
+    pub started: usize,
+    /// Popped, but the log would not start them: the queue was ahead of or behind it.
+    pub stale: usize,
+    /// Popped, but their start failed or its outcome stayed unknown; none is lost.
+    pub failed: Vec<ClaimError>,
+}
+
 /// How a claim ended, short of an error.
 #[derive(Debug)]
 pub enum Claimed<D> {
@@ -98,6 +129,10 @@ pub enum Claimed<D> {
 pub enum ClaimError {
     #[error("queue: {0}")]
     Queue(#[from] QueueError),
+    /// The missions of a batch could not be read: none was started, and each claim's expiry
+    /// brings its mission back.
+    #[error("cannot load {missions} claimed missions: {error}")]
+    Load { missions: usize, error: CommandError<MissionError> },
     /// The start failed or its outcome stayed unknown; the mission is not lost either way.
     #[error("cannot start mission {mission_id}: {error}")]
     Start { mission_id: String, error: CommandError<MissionError> },
@@ -122,7 +157,7 @@ impl Claimer<'_> {
         let Ok(stream_id) = StreamId::parse(&claim.mission_id) else {
             // Nothing in the log can start it; the claim would only bring it back.
             tracing::error!(claim.mission_id, "queue holds a mission id that is not a stream id");
-            self.release(&claim.mission_id).await;
+            self.release(&[&claim.mission_id]).await;
             return Ok(Claimed::Stale);
         };
         if let Err(declined) = admit(&claim).await {
@@ -131,41 +166,178 @@ impl Claimer<'_> {
         let mut metadata = metadata(&stream_id);
         metadata.command_id = Some(Uuid::now_v7());
         let start = Start { stream_id: &stream_id, request, metadata };
-        let (mission, version, lease_until) = match self.start(&start).await {
+        let command = self.start_command(request).await;
+        let sent = Instant::now();
+        let outcome = self.send(&start, &command, None).await;
+        let (mission, version, lease_until) = match self
+            .settle(&start, &command, outcome, sent)
+            .await
+        {
             Ok(Some(held)) => held,
             Ok(None) => return Ok(Claimed::Stale),
             Err(error) => return Err(ClaimError::Start { mission_id: claim.mission_id, error }),
         };
-        self.release(&claim.mission_id).await;
-        let Some(spec) = mission.spec.clone() else {
-            // A start is decided only for an enqueued mission, which has its spec.
-            tracing::error!(claim.mission_id, "a started mission has no spec");
-            return Ok(Claimed::Stale);
-        };
-        let Claim { mission_id, agent } = claim;
-        let started = Started { mission_id, stream_id, agent, mission, spec, version, lease_until };
-        Ok(Claimed::Started(Box::new(started)))
+        self.release(&[&claim.mission_id]).await;
+        match started(claim, stream_id, mission, version, lease_until) {
+            Some(started) => Ok(Claimed::Started(Box::new(started))),
+            None => Ok(Claimed::Stale),
+        }
     }
 
-    /// Sends the start and, while its outcome is unknown and the claim lasts, asks again
-    /// under the same command id. `None` when the log would not start the mission.
-    async fn start(
+    /// Pops up to `max` (at most [`CLAIM_BATCH_MAX`]) of the best missions of
+    /// `request.kinds` in one queue call, loads them all in one query, and starts each with
+    /// a lease for `request.holder`, the starts sent together so that the group committer
+    /// takes them in one transaction. Each mission started is given to `take` as soon as it
+    /// is: first those whose start was answered, then, one by one, those whose outcome was
+    /// unknown and became known by asking again. Every mission of the batch gets what
+    /// [`Claimer::claim_and_start`] gives its one (see the module doc); one the log will not
+    /// start leaves the others unaffected.
+    pub async fn claim_and_start_many(
+        &self,
+        request: &ClaimRequest<'_>,
+        max: usize,
+        metadata: impl Fn(&StreamId) -> EventMetadata,
+        mut take: impl FnMut(Started),
+    ) -> Result<Batch, ClaimError> {
+        let max = max.min(CLAIM_BATCH_MAX);
+        let now_ms = self.clock.now_ms_synced().await;
+        let (kinds, holder) = (request.kinds, request.holder);
+        let claims = self.queue.claim_many(kinds, holder, now_ms, request.claim_ms, max).await?;
+        let mut batch = Batch { popped: claims.len(), ..Batch::default() };
+        let mut claimed = Vec::with_capacity(claims.len());
+        let mut unusable = Vec::new();
+        for claim in claims {
+            match StreamId::parse(&claim.mission_id) {
+                Ok(stream_id) => claimed.push((claim, stream_id)),
+                Err(_) => {
+                    tracing::error!(
+                        claim.mission_id,
+                        "queue holds a mission id that is not a stream id"
+                    );
+                    unusable.push(claim.mission_id);
+                }
+            }
+        }
+        batch.stale += unusable.len();
+        self.release(&unusable).await;
+        if claimed.is_empty() {
+            return Ok(batch);
+        }
+        let (claimed, stream_ids): (Vec<Claim>, Vec<StreamId>) = claimed.into_iter().unzip();
+        // Nothing is written if this fails: each claim's expiry brings its mission back.
+        let known = command::load_many::<Mission>(self.store, &stream_ids)
+            .await
+            .map_err(|error| ClaimError::Load { missions: stream_ids.len(), error })?;
+        let starts: Vec<Start> = stream_ids
+            .iter()
+            .map(|stream_id| {
+                let mut metadata = metadata(stream_id);
+                metadata.command_id = Some(Uuid::now_v7());
+                Start { stream_id, request, metadata }
+            })
+            .collect();
+        let command = self.start_command(request).await;
+        let sent = Instant::now();
+        let sending = starts.iter().zip(known).map(|(start, known)| {
+            let command = &command;
+            async move { self.send(start, command, Some(known)).await }
+        });
+        let outcomes = futures::future::join_all(sending).await;
+
+        // Answered starts first: their claims end in one call and their missions go out.
+        let mut answered = Vec::new();
+        let mut unknown = Vec::new();
+        for ((claim, outcome), start) in claimed.into_iter().zip(outcomes).zip(&starts) {
+            if matches!(outcome, Err(CommandError::Append(AppendError::OutcomeUnknown(_)))) {
+                unknown.push((claim, start, outcome));
+                continue;
+            }
+            match self.settle(start, &command, outcome, sent).await {
+                Ok(Some(held)) => answered.push((claim, start.stream_id.clone(), held)),
+                Ok(None) => batch.stale += 1,
+                Err(error) => {
+                    let mission_id = claim.mission_id;
+                    batch.failed.push(ClaimError::Start { mission_id, error });
+                }
+            }
+        }
+        let ids: Vec<&str> = answered.iter().map(|(claim, ..)| claim.mission_id.as_str()).collect();
+        self.release(&ids).await;
+        for (claim, stream_id, (mission, version, lease_until)) in answered {
+            match started(claim, stream_id, mission, version, lease_until) {
+                Some(started) => {
+                    batch.started += 1;
+                    take(started);
+                }
+                None => batch.stale += 1,
+            }
+        }
+
+        // Then each unknown one, asked about again until the claimer could no longer use it.
+        let mut asking: futures::stream::FuturesUnordered<_> = unknown
+            .into_iter()
+            .map(|(claim, start, outcome)| {
+                let command = &command;
+                async move { (claim, start, self.settle(start, command, outcome, sent).await) }
+            })
+            .collect();
+        while let Some((claim, start, settled)) = asking.next().await {
+            match settled {
+                Ok(Some((mission, version, lease_until))) => {
+                    self.release(&[&claim.mission_id]).await;
+                    let stream_id = start.stream_id.clone();
+                    match started(claim, stream_id, mission, version, lease_until) {
+                        Some(started) => {
+                            batch.started += 1;
+                            take(started);
+                        }
+                        None => batch.stale += 1,
+                    }
+                }
+                Ok(None) => batch.stale += 1,
+                Err(error) => {
+                    let mission_id = claim.mission_id;
+                    batch.failed.push(ClaimError::Start { mission_id, error });
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The start every mission of one claim gets, on the database's clock.
+    async fn start_command(&self, request: &ClaimRequest<'_>) -> MissionCommand {
+        MissionCommand::Start {
+            worker_id: request.holder.to_owned(),
+            lease_ms: request.lease_ms,
+            now_ms: self.clock.now_ms_synced().await,
+        }
+    }
+
+    /// Sends a start once: decided against `known` (the mission as just loaded) or, without
+    /// it, against the stream loaded now; a conflict loads and decides again.
+    async fn send(
         &self,
         start: &Start<'_>,
+        command: &MissionCommand,
+        known: Option<(Mission, u64)>,
+    ) -> Result<Executed<Mission>, CommandError<MissionError>> {
+        let (store, stream_id, metadata) = (self.store, start.stream_id, start.metadata.clone());
+        command::execute_new::<Mission>(store, stream_id, metadata, known, || command.clone()).await
+    }
+
+    /// Decides what a start sent at `sent` came to: while its outcome is unknown and the
+    /// claimer could still use the mission, asks again under the same command id. `None`
+    /// when the log would not start the mission.
+    async fn settle(
+        &self,
+        start: &Start<'_>,
+        command: &MissionCommand,
+        outcome: Result<Executed<Mission>, CommandError<MissionError>>,
+        sent: Instant,
     ) -> Result<Option<(Mission, u64, Instant)>, CommandError<MissionError>> {
-        let command = MissionCommand::Start {
-            worker_id: start.request.holder.to_owned(),
-            lease_ms: start.request.lease_ms,
-            now_ms: self.clock.now_ms_synced().await,
-        };
-        let sent = Instant::now();
         let lease_until = sent + Duration::from_millis(start.request.lease_ms);
         let (store, stream_id, metadata) = (self.store, start.stream_id, &start.metadata);
-        let mut outcome =
-            command::execute_new::<Mission>(store, stream_id, metadata.clone(), None, || {
-                command.clone()
-            })
-            .await;
+        let mut outcome = outcome;
         let mut asked = false;
         while let Err(CommandError::Append(AppendError::OutcomeUnknown(_))) = &outcome
             && (!asked || Instant::now() + ASK_AGAIN_PAUSE < start.request.answer_by)
@@ -236,20 +408,39 @@ impl Claimer<'_> {
         }
     }
 
-    /// Ends a claim whose mission the lease holds now (or that nothing could start).
-    async fn release(&self, mission_id: &str) {
-        if let Err(error) = self.queue.release(mission_id).await {
-            // Harmless: its expiry finds the mission running and leaves it.
-            tracing::warn!(mission_id, %error, "cannot release a claim");
+    /// Ends claims whose missions the lease holds now (or that nothing could start), in one
+    /// call.
+    async fn release(&self, mission_ids: &[impl AsRef<str>]) {
+        if let Err(error) = self.queue.release_many(mission_ids).await {
+            // Harmless: its expiry finds each mission running and leaves it.
+            let missions: Vec<&str> = mission_ids.iter().map(AsRef::as_ref).collect();
+            tracing::warn!(?missions, %error, "cannot release claims");
         }
     }
 }
 
-/// One start as [`Claimer::start`] sends it.
+/// One start as [`Claimer::send`] sends it.
 struct Start<'a> {
     stream_id: &'a StreamId,
     request: &'a ClaimRequest<'a>,
     metadata: EventMetadata,
+}
+
+/// The mission started for `claim`, with its spec; `None` (not startable) for one without,
+/// which cannot happen: a start is decided only for an enqueued mission, which has its spec.
+fn started(
+    claim: Claim,
+    stream_id: StreamId,
+    mission: Mission,
+    version: u64,
+    lease_until: Instant,
+) -> Option<Started> {
+    let Some(spec) = mission.spec.clone() else {
+        tracing::error!(claim.mission_id, "a started mission has no spec");
+        return None;
+    };
+    let Claim { mission_id, agent } = claim;
+    Some(Started { mission_id, stream_id, agent, mission, spec, version, lease_until })
 }
 
 /// Whether the mission is still as the start left it: running for `holder`, nothing

@@ -3,14 +3,17 @@
 //! the lease alive while it runs, and `complete` or `fail` it.
 //! `brain serve` runs some in-process; `brain worker` runs them anywhere else.
 //!
-//! Each of `concurrency` slots loops on its own. The event store decides everything that
-//! matters (design invariant 6): a start against a mission that is no longer queued is
+//! One claim loop fills the worker's `concurrency` slots: whenever some are free, one batch
+//! claim pops and starts as many missions as are free (up to
+//! [`crate::missions::claim::CLAIM_BATCH_MAX`]) with one queue call, one load and one group
+//! of starts, and each mission started runs in a task of its own until its attempt ends,
+//! which frees its slot. Idle slots cost nothing: with the queue empty, the loop alone looks
+//! again after `idle_poll`. The event store decides everything that matters (design invariant 6): a start against a mission that is no longer queued is
 //! refused, and so is a report from a worker whose lease was taken away, which also stops
 //! the agent (a cancelled mission stops at its next lease extension). A failed attempt is
 //! retried after an exponential backoff with jitter; an attempt past the mission's timeout
 //! fails like any other.
 
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +31,8 @@ use crate::config::Namespace;
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::{AppendError, EventStore};
 use crate::missions::agent::{Agents, ChildRequest, Failure, Outcome, Task};
-use crate::missions::claim::{ClaimRequest, Claimed, Claimer, Started};
-use crate::missions::queue::{Claim, Queue};
+use crate::missions::claim::{CLAIM_BATCH_MAX, ClaimRequest, Claimer, Started};
+use crate::missions::queue::Queue;
 use crate::missions::status::{RunningMission, StatusBoard, Tally};
 use crate::missions::tree::{self, Fanout};
 
@@ -148,24 +151,23 @@ pub async fn run(
         let worker = (config.worker_id.clone(), config.agents.kinds(), config.concurrency);
         tokio::spawn(board.clone().keep_publishing(worker, stats.clone(), shutdown.clone()))
     };
-    let mut slots = tokio::task::JoinSet::new();
-    for _ in 0..config.concurrency.max(1) {
-        let slot = Slot {
-            clock: clock.clone(),
-            store: store.clone(),
-            queue: queue.clone(),
-            config: config.clone(),
-            stats: stats.clone(),
-        };
-        slots.spawn(slot.run(shutdown.clone()));
+    let slot = Slot { clock, store, queue, config: config.clone(), stats };
+    let mut running = tokio::task::JoinSet::new();
+    slot.claim_loop(&mut running, &shutdown).await;
+    // Running missions finish first (each gives up at its drain time).
+    while let Some(ended) = running.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(%error, "a mission's run ended abnormally");
+        }
     }
-    while slots.join_next().await.is_some() {}
     let _ = reporter.await;
     board.remove(&config.worker_id).await?;
     tracing::info!(worker = %config.worker_id, "worker stopped");
     Ok(())
 }
 
+/// What every slot works with; a running mission's task holds a clone.
+#[derive(Clone)]
 struct Slot {
     clock: LeaseClock,
     store: EventStore,
@@ -174,19 +176,46 @@ struct Slot {
     stats: Arc<Mutex<Tally>>,
 }
 
-/// How a run ended, as far as the slot's loop cares.
+/// How a claim ended, as far as the claim loop cares.
 enum Ran {
+    /// The queue had fewer missions than free slots.
     Idle,
+    /// Every free slot was asked for: there may be more.
     Worked,
     Trouble,
 }
 
 impl Slot {
-    async fn run(self, shutdown: CancellationToken) {
+    /// Claims for the free slots until `shutdown`: one batch claim for all of them at once
+    /// (at most [`CLAIM_BATCH_MAX`]), each mission started going to a task of its own in
+    /// `running`. With every slot busy, it waits for one to free; with the queue empty, it
+    /// looks again after `idle_poll`. Nothing is claimed once `shutdown` is cancelled.
+    async fn claim_loop(
+        &self,
+        running: &mut tokio::task::JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) {
+        let concurrency = self.config.concurrency.max(1);
         while !shutdown.is_cancelled() {
+            while let Some(ended) = running.try_join_next() {
+                if let Err(error) = ended {
+                    tracing::error!(%error, "a mission's run ended abnormally");
+                }
+            }
+            let free = concurrency.saturating_sub(running.len());
+            if free == 0 {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = wait_for_one(running) => continue,
+                }
+            }
             // A stopped agent, or one waiting out its restart backoff, takes nothing.
             let kinds = self.config.agents.available_kinds();
-            let ran = if kinds.is_empty() { Ran::Idle } else { self.once(&kinds, &shutdown).await };
+            let ran = if kinds.is_empty() {
+                Ran::Idle
+            } else {
+                self.claim(&kinds, free.min(CLAIM_BATCH_MAX), running, shutdown).await
+            };
             let pause = match ran {
                 Ran::Worked => continue,
                 Ran::Idle => self.config.idle_poll,
@@ -228,8 +257,15 @@ impl Slot {
         .map(|executed| (executed.state, executed.version))
     }
 
-    /// Claims and starts one mission, runs its attempt, and reports how the attempt ended.
-    async fn once(&self, kinds: &[String], shutdown: &CancellationToken) -> Ran {
+    /// Claims and starts up to `max` missions in one batch; each one started runs in a task
+    /// of its own in `running`.
+    async fn claim(
+        &self,
+        kinds: &[String],
+        max: usize,
+        running: &mut tokio::task::JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) -> Ran {
         let request = ClaimRequest {
             kinds,
             holder: &self.config.worker_id,
@@ -239,17 +275,31 @@ impl Slot {
             answer_by: Instant::now() + Duration::from_millis(self.config.lease_ms * 2 / 3),
         };
         let claimer = Claimer { store: &self.store, queue: &self.queue, clock: &self.clock };
-        let admit = async |_: &Claim| Ok::<(), Infallible>(());
-        let started = match claimer.claim_and_start(&request, |id| self.metadata(id), admit).await {
-            Ok(Claimed::Started(started)) => *started,
-            Ok(Claimed::Empty) => return Ran::Idle,
-            Ok(Claimed::Stale) => return Ran::Worked,
-            Ok(Claimed::Declined(never)) => match never {},
-            Err(error) => {
-                tracing::warn!(%error, "cannot claim a mission");
-                return Ran::Trouble;
-            }
+        let take = |started: Started| {
+            running.spawn(self.clone().run(started, shutdown.clone()));
         };
+        match claimer.claim_and_start_many(&request, max, |id| self.metadata(id), take).await {
+            Ok(batch) => {
+                for error in &batch.failed {
+                    tracing::warn!(%error, "cannot start a claimed mission");
+                }
+                if batch.started == 0 && !batch.failed.is_empty() {
+                    Ran::Trouble
+                } else if batch.popped < max {
+                    Ran::Idle
+                } else {
+                    Ran::Worked
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim missions");
+                Ran::Trouble
+            }
+        }
+    }
+
+    /// Runs the attempt of a mission just started, and reports how it ended.
+    async fn run(self, started: Started, shutdown: CancellationToken) {
         let task = self.task(&started);
         let Started { mission_id, stream_id, agent, mission, spec, version, mut lease_until } =
             started;
@@ -259,7 +309,7 @@ impl Slot {
         self.stats.lock().expect("not poisoned").running.insert(mission_id.clone(), running);
         let mut held = (mission, version);
         let outcome = self
-            .attempt(&stream_id, task, spec.timeout_ms, &mut held, &mut lease_until, shutdown)
+            .attempt(&stream_id, task, spec.timeout_ms, &mut held, &mut lease_until, &shutdown)
             .await;
         let now = self.clock.now_ms();
         let worker_id = &self.config.worker_id;
@@ -267,7 +317,7 @@ impl Slot {
             let fanout = Fanout { worker_id, attempt, step: *step, call_id, now_ms: now };
             self.suspend(&stream_id, held, lease_until, fanout, &spec, children).await;
             self.stats.lock().expect("not poisoned").finished(&mission_id, None);
-            return Ran::Worked;
+            return;
         }
         let report = self.report_for(&mission_id, outcome, attempt, spec.timeout_ms, now);
         if let Some(report) = &report {
@@ -280,7 +330,6 @@ impl Slot {
             _ => None,
         };
         self.stats.lock().expect("not poisoned").finished(&mission_id, completed);
-        Ran::Worked
     }
 
     /// What the agent is given for the attempt just started.
@@ -521,6 +570,16 @@ impl Slot {
                 }
             }
         }
+    }
+}
+
+/// Resolves when one of `running`'s tasks has ended, leaving it to be reaped; never while
+/// none runs.
+async fn wait_for_one(running: &mut tokio::task::JoinSet<()>) {
+    match running.join_next().await {
+        Some(Err(error)) => tracing::error!(%error, "a mission's run ended abnormally"),
+        Some(Ok(())) => {}
+        None => std::future::pending().await,
     }
 }
 

@@ -86,18 +86,19 @@ async fn spawn_worker(
     env: &TestEnv,
     store: EventStore,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
-    spawn_worker_claiming_for(env, store, None).await
+    spawn_worker_claiming_for(env, store, None, 1).await
 }
 
-/// [`spawn_worker`] whose claims last `claim_ms` instead of the default.
+/// [`spawn_worker`] whose claims last `claim_ms` instead of the default, with `slots` slots.
 async fn spawn_worker_claiming_for(
     env: &TestEnv,
     store: EventStore,
     claim_ms: Option<u64>,
+    slots: usize,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let spec = brain::config::agents::AgentSpec::parse("echo").unwrap();
     let (agents, _) = brain::agents::build(&spec, &Default::default(), Default::default());
-    let mut config = WorkerConfig::new(agents, 1);
+    let mut config = WorkerConfig::new(agents, slots);
     if let Some(claim_ms) = claim_ms {
         config.claim_ms = claim_ms;
     }
@@ -237,7 +238,7 @@ async fn a_start_answered_unknown_after_its_claim_ran_out_is_still_asked_about_a
 
     // When it claims the mission.
     let claim_ms = TRANSACTION_TIMEOUT.as_millis() as u64 / 4;
-    let (stop, worker) = spawn_worker_claiming_for(&env, store, Some(claim_ms)).await;
+    let (stop, worker) = spawn_worker_claiming_for(&env, store, Some(claim_ms), 1).await;
 
     // Then it still learns that its start went in, and runs that attempt: no second
     // attempt after an idle lease.
@@ -269,6 +270,73 @@ async fn a_worker_whose_start_never_committed_leaves_the_mission_to_come_back_an
     assert_eq!(proxy.stalled(), 1);
     assert_eq!(done["attempt"], 1, "{done}");
     assert_eq!(starts_and_expiries(addr, &mission_id).await, (1, 0));
+
+    stop.cancel();
+    worker.await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// Two more missions queued beside `first`: three for one batch claim.
+async fn two_more_queued(addr: SocketAddr, first: String) -> Vec<String> {
+    let mut ids = vec![first];
+    for _ in 0..2 {
+        let id = enqueue(addr, json!({ "name": "m", "agent": "echo" })).await;
+        wait_queued(addr, &id).await;
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_batch_of_starts_committed_unanswered_is_learnt_by_asking_again_and_each_runs_once() {
+    // Given three queued missions and a worker of four slots whose next commit, the batch's
+    // starts, will go in unanswered.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let (proxy, url) = stalling_proxy(&env).await;
+    let (store, first) = worker_behind_a_proxy(&env, addr, &url).await;
+    let ids = two_more_queued(addr, first).await;
+    proxy.lose_next_commit_answer();
+
+    // When it claims them in one batch.
+    let (stop, worker) = spawn_worker_claiming_for(&env, store, None, 4).await;
+
+    // Then each runs the attempt its start began, once, with no lease left to run out.
+    for id in &ids {
+        let done = wait_status(addr, id, "completed").await;
+        assert_eq!(done["attempt"], 1, "{done}");
+        assert_eq!(starts_and_expiries(addr, id).await, (1, 0), "{id}");
+    }
+    assert_eq!(proxy.stalled(), 1);
+
+    stop.cancel();
+    worker.await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_of_starts_never_committed_comes_back_and_each_runs_once() {
+    // Given three queued missions and a worker of four slots whose next commit, the batch's
+    // starts, will never reach PostgreSQL.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let (proxy, url) = stalling_proxy(&env).await;
+    let (store, first) = worker_behind_a_proxy(&env, addr, &url).await;
+    let ids = two_more_queued(addr, first).await;
+    proxy.stall_next_commit();
+
+    // When it claims them in one batch.
+    let (stop, worker) = spawn_worker_claiming_for(&env, store, None, 4).await;
+
+    // Then every one comes back and is started once, as its first attempt.
+    for id in &ids {
+        let done = wait_status(addr, id, "completed").await;
+        assert_eq!(done["attempt"], 1, "{done}");
+        assert_eq!(starts_and_expiries(addr, id).await, (1, 0), "{id}");
+    }
+    assert_eq!(proxy.stalled(), 1);
 
     stop.cancel();
     worker.await.unwrap();

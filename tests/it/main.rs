@@ -18,6 +18,7 @@ mod builtin_agents;
 mod bus_forgery;
 mod chat;
 mod claim;
+mod claim_batch;
 mod coder_agent;
 mod command;
 mod console;

@@ -277,6 +277,73 @@ impl Drop for Proxy {
     }
 }
 
+/// A TCP proxy in front of a server that counts how often `needle` passes from its clients
+/// to the server: with a PostgreSQL pool that caches no prepared statement (each query sends
+/// its text), how many times a statement was sent.
+pub struct CountingProxy {
+    pub addr: SocketAddr,
+    seen: Arc<std::sync::atomic::AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl CountingProxy {
+    pub async fn start(upstream: SocketAddr, needle: &'static [u8]) -> CountingProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accept = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else { continue };
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        let (mut client_in, mut client_out) = inbound.into_split();
+                        let (mut server_in, mut server_out) = outbound.into_split();
+                        let down = tokio::spawn(async move {
+                            let _ = tokio::io::copy(&mut server_in, &mut client_out).await;
+                        });
+                        // The last bytes of the previous read are kept, so that a needle
+                        // split between two reads is counted once.
+                        let keep = needle.len() - 1;
+                        let mut window: Vec<u8> = Vec::new();
+                        let mut buffer = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match client_in.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            window.extend_from_slice(&buffer[..n]);
+                            let found =
+                                window.windows(needle.len()).filter(|w| *w == needle).count();
+                            seen.fetch_add(found, Ordering::SeqCst);
+                            let cut = window.len().saturating_sub(keep);
+                            window.drain(..cut);
+                            if server_out.write_all(&buffer[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        down.abort();
+                    });
+                }
+            }
+        });
+        CountingProxy { addr, seen, accept }
+    }
+
+    /// How many times the needle has passed so far.
+    pub fn seen(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 /// A TCP proxy in front of PostgreSQL that can stall, like a half-open connection (packets
 /// dropped, nothing closed), the next `COMMIT` sent on a connection whose start-up message
 /// carries `marker` (the committer's sessions carry `lock_timeout=5s` in their options), or

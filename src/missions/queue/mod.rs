@@ -41,11 +41,11 @@ use crate::eventlog::projector::{Feeder, RunnerError};
 /// `{0, actual}` when the checkpoint is elsewhere.
 const COMMIT: &str = include_str!("commit.lua");
 
-/// Pops the best mission of all the kinds given and records the claim. A delayed mission
-/// whose due time has passed competes too (scored from its due time), so a retry runs on
-/// time even before the supervisor marks it due; only the one popped leaves the delayed set,
-/// so the queue stays what the log says until its `MissionRetryDue`. Returns `{id, kind}` or
-/// nothing.
+/// Pops the best missions (up to a count) of all the kinds given and records a claim on
+/// each. A delayed mission whose due time has passed competes too (scored from its due
+/// time), so a retry runs on time even before the supervisor marks it due; only those popped
+/// leave the delayed set, so the queue stays what the log says until its `MissionRetryDue`.
+/// Returns `{id, kind, id, kind, ...}`, best first.
 const CLAIM: &str = include_str!("claim.lua");
 
 /// Puts back missions whose claim expired while their projected state is still `ready`
@@ -84,7 +84,7 @@ pub struct Queue {
 /// lease expiry instead.
 pub const LEASES_SCAN_MAX: usize = 100_000;
 
-/// A mission popped by [`Queue::claim`].
+/// A mission popped by [`Queue::claim`] or [`Queue::claim_many`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     pub mission_id: String,
@@ -157,26 +157,57 @@ impl Queue {
         now_ms: i64,
         claim_ms: u64,
     ) -> Result<Option<Claim>, QueueError> {
+        Ok(self.claim_many(agents, worker, now_ms, claim_ms, 1).await?.pop())
+    }
+
+    /// Pops up to `max` of the best missions of `agents` for `worker` in one script run,
+    /// best first, each claimed until `now_ms + claim_ms`: what [`Queue::claim`] pops,
+    /// `max` times over.
+    pub async fn claim_many(
+        &self,
+        agents: &[String],
+        worker: &str,
+        now_ms: i64,
+        claim_ms: u64,
+        max: usize,
+    ) -> Result<Vec<Claim>, QueueError> {
+        if max == 0 || agents.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut invocation = self.claim.prepare_invoke();
         invocation
             .key(self.generation_key())
             .arg(&self.base)
             .arg(now_ms)
             .arg(worker)
-            .arg(now_ms + claim_ms as i64);
+            .arg(now_ms + claim_ms as i64)
+            .arg(max);
         for agent in agents {
             invocation.arg(agent);
         }
-        let popped: Option<(String, String)> =
-            invocation.invoke_async(&mut self.connection.clone()).await?;
-        Ok(popped.map(|(mission_id, agent)| Claim { mission_id, agent }))
+        let popped: Vec<String> = invocation.invoke_async(&mut self.connection.clone()).await?;
+        if !popped.len().is_multiple_of(2) {
+            return Err(QueueError::Script(format!("claim answered {popped:?}")));
+        }
+        Ok(popped
+            .chunks_exact(2)
+            .map(|pair| Claim { mission_id: pair[0].clone(), agent: pair[1].clone() })
+            .collect())
     }
 
     /// Ends a claim: the mission started (the event store holds its lease now) or will not.
     pub async fn release(&self, mission_id: &str) -> Result<(), QueueError> {
+        self.release_many(&[mission_id]).await
+    }
+
+    /// Ends several claims in one round trip, as [`Queue::release`] ends one.
+    pub async fn release_many(&self, mission_ids: &[impl AsRef<str>]) -> Result<(), QueueError> {
+        if mission_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<&str> = mission_ids.iter().map(AsRef::as_ref).collect();
         let mut pipe = redis::pipe();
-        pipe.zrem(format!("{}claims", self.base), mission_id)
-            .hdel(format!("{}claimer", self.base), mission_id);
+        pipe.zrem(format!("{}claims", self.base), &ids).hdel(format!("{}claimer", self.base), &ids);
         pipe.query_async::<()>(&mut self.connection.clone()).await?;
         Ok(())
     }
