@@ -32,7 +32,8 @@ use crate::missions::queue::Claim;
 
 /// Longest a claim may wait for a mission, in seconds.
 pub const CLAIM_WAIT_S_MAX: u64 = 30;
-/// Pause between claim attempts while a claim waits: what a waiting agent costs Redis.
+/// Longest pause between claim attempts while a claim waits (what a waiting agent costs
+/// Redis); a mission made ready by this serve's queue projector ends it sooner.
 pub const CLAIM_POLL: Duration = Duration::from_millis(250);
 /// How long a popped mission is reserved between the pop and its start (as for workers).
 const CLAIM_RESERVE_MS: u64 = 5_000;
@@ -149,6 +150,10 @@ async fn claim(
     let answer_by =
         std::time::Instant::now() + app.request_timeout.saturating_sub(Duration::from_secs(1));
     loop {
+        // Listening before the claim: a mission made ready while it runs ends the wait.
+        let readiness = claimer.queue.readiness();
+        let mut ready = std::pin::pin!(readiness.notified());
+        ready.as_mut().enable();
         let nonce = Uuid::new_v4();
         let holder = claim_holder(&agent_id.to_string(), &nonce);
         let request = ClaimRequest {
@@ -181,7 +186,10 @@ async fn claim(
         if tokio::time::Instant::now() + CLAIM_POLL > deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        tokio::time::sleep(CLAIM_POLL).await;
+        tokio::select! {
+            _ = tokio::time::sleep(CLAIM_POLL) => {}
+            _ = ready => {}
+        }
     }
 }
 

@@ -8,7 +8,9 @@
 //! [`crate::missions::claim::CLAIM_BATCH_MAX`]) with one queue call, one load and one group
 //! of starts, and each mission started runs in a task of its own until its attempt ends,
 //! which frees its slot. Idle slots cost nothing: with the queue empty, the loop alone looks
-//! again after `idle_poll`. The event store decides everything that matters (design invariant 6): a start against a mission that is no longer queued is
+//! again when this process's queue projector makes a mission ready
+//! ([`crate::missions::queue::Queue::readiness`]), or after `idle_poll` at the latest (a
+//! delayed mission coming due, a worker with no projector beside it). The event store decides everything that matters (design invariant 6): a start against a mission that is no longer queued is
 //! refused, and so is a report from a worker whose lease was taken away, which also stops
 //! the agent (a cancelled mission stops at its next lease extension). A failed attempt is
 //! retried after an exponential backoff with jitter; an attempt past the mission's timeout
@@ -209,6 +211,10 @@ impl Slot {
                     _ = wait_for_one(running) => continue,
                 }
             }
+            // Listening before the claim: a mission made ready while it runs wakes the wait.
+            let readiness = self.queue.readiness();
+            let mut ready = std::pin::pin!(readiness.notified());
+            ready.as_mut().enable();
             // A stopped agent, or one waiting out its restart backoff, takes nothing.
             let kinds = self.config.agents.available_kinds();
             let ran = if kinds.is_empty() {
@@ -221,9 +227,11 @@ impl Slot {
                 Ran::Idle => self.config.idle_poll,
                 Ran::Trouble => Duration::from_secs(1),
             };
+            let woken_by_ready = !kinds.is_empty() && matches!(ran, Ran::Idle);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(pause) => {}
+                _ = ready, if woken_by_ready => {}
             }
         }
     }

@@ -103,6 +103,15 @@ impl Bundle {
 
 /// A worker of `concurrency` slots holding leases of `lease_ms`, and its bundle.
 async fn setup(concurrency: usize, lease_ms: u64) -> (JoinHandle<()>, Bundle) {
+    setup_polling(concurrency, lease_ms, Duration::from_millis(10)).await
+}
+
+/// As [`setup`], with the worker looking again after `idle_poll` when it found nothing.
+async fn setup_polling(
+    concurrency: usize,
+    lease_ms: u64,
+    idle_poll: Duration,
+) -> (JoinHandle<()>, Bundle) {
     let env = TestEnv::new().await;
     let (store, committer) = env.store();
     let client = redis::Client::open(redis_url()).unwrap();
@@ -117,11 +126,7 @@ async fn setup(concurrency: usize, lease_ms: u64) -> (JoinHandle<()>, Bundle) {
         KIND.into(),
         Arc::new(Held { counters: counters.clone(), release: release.clone() }),
     );
-    let config = WorkerConfig {
-        lease_ms,
-        idle_poll: Duration::from_millis(10),
-        ..WorkerConfig::new(agents, concurrency)
-    };
+    let config = WorkerConfig { lease_ms, idle_poll, ..WorkerConfig::new(agents, concurrency) };
     let shutdown = CancellationToken::new();
     let worker = tokio::spawn({
         let (store, namespace, shutdown) = (store.clone(), env.namespace.clone(), shutdown.clone());
@@ -214,6 +219,23 @@ async fn a_mission_cancelled_while_it_runs_stops_its_agent_at_the_next_lease_ext
     // Nothing is reported for it: the log ends with the cancellation.
     assert_eq!(bundle.missions.event_types(&id).await.last().unwrap(), "MissionCancelled");
     assert_eq!(bundle.counters.running.load(Ordering::SeqCst), 0);
+
+    bundle.shutdown.cancel();
+    worker.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_idle_worker_takes_a_mission_as_soon_as_its_projector_makes_it_ready() {
+    // Given a worker that, finding nothing, would look again only after an hour.
+    let (worker, mut bundle) = setup_polling(1, 30_000, Duration::from_secs(3_600)).await;
+
+    // Each mission made ready while it waits is taken at once: the wait never runs out.
+    for n in 1..=3 {
+        let id = bundle.enqueue(1).await.remove(0);
+        bundle.wait_for("the attempt to start", |c| &c.started, n).await;
+        bundle.release.add_permits(1);
+        bundle.wait_for_event(&id, "MissionCompleted").await;
+    }
 
     bundle.shutdown.cancel();
     worker.await.unwrap();

@@ -28,11 +28,13 @@
 //! mission whose `start` never came is put back by [`reclaim`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use projections::mission_queue::{NAME, QueueChange, Scoring};
 use projections::{CommitError, ProjectionStore};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
+use tokio::sync::Notify;
 
 use crate::config::Namespace;
 use crate::eventlog::projector::{Feeder, RunnerError};
@@ -78,6 +80,10 @@ pub struct Queue {
     reclaim: Script,
     swap: Script,
     forget: Script,
+    /// Rung when this process's queue projector has just made a mission ready, so that a
+    /// claimer here that found nothing looks again at once instead of at its next poll.
+    /// Claimers elsewhere (`brain worker`) have no projector beside them and poll alone.
+    ready: Arc<Notify>,
 }
 
 /// Most leases [`Queue::holders`] reads: running missions beyond it are found by their
@@ -118,7 +124,16 @@ impl Queue {
             reclaim: Script::new(RECLAIM),
             swap: Script::new(SWAP),
             forget: Script::new(FORGET),
+            ready: Arc::new(Notify::new()),
         }
+    }
+
+    /// What wakes a claimer that found nothing: rung (`notify_waiters`) each time this
+    /// process's projector commits a mission made ready. A claimer enables its `notified()`
+    /// before it claims, so that a mission made ready between its claim and its wait is not
+    /// missed; its poll still covers delayed missions coming due and other processes.
+    pub fn readiness(&self) -> Arc<Notify> {
+        self.ready.clone()
     }
 
     pub fn connection(&self) -> ConnectionManager {
@@ -453,6 +468,13 @@ impl ProjectionStore<QueueChange> for QueueStore {
         let generation =
             self.generation.map(|generation| generation.to_string()).unwrap_or_default();
         invocation.arg(&self.queue.base).arg(generation).arg(after).arg(up_to);
+        let readies = self.generation.is_none()
+            && changes.iter().any(|change| {
+                matches!(
+                    change,
+                    QueueChange::Enqueue { delayed: false, .. } | QueueChange::Ready { .. }
+                )
+            });
         for change in changes {
             match change {
                 QueueChange::Enqueue { mission_id, agent, bonus_ms, ready_at_ms, delayed } => {
@@ -477,7 +499,13 @@ impl ProjectionStore<QueueChange> for QueueStore {
             .invoke_async(&mut self.queue.connection.clone())
             .await
             .map_err(|error| CommitError::Store(QueueError::Redis(error)))?;
-        if applied == 1 { Ok(()) } else { Err(CommitError::Moved { actual: position }) }
+        if applied != 1 {
+            return Err(CommitError::Moved { actual: position });
+        }
+        if readies {
+            self.queue.ready.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn reset(&mut self) -> Result<(), QueueError> {
