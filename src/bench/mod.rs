@@ -15,7 +15,10 @@ mod heal;
 mod llm;
 mod llm_fake;
 mod missions;
+mod missions_report;
+mod open_loop;
 mod own_serve;
+mod round_trips;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
 mod ws;
