@@ -1,9 +1,9 @@
 //! `brain bench …`: measurements users run on their own hardware, one module a bench, and what
 //! they share. `brain bench append` works in a database and namespace of its own, created for
 //! the run and dropped after (unless `--keep`), so it never touches a deployment's data;
-//! `brain bench missions`, `batch`, `ws` and `agents` measure a running `brain serve` over
-//! HTTP, in whatever database and namespace that server uses; the others start a `brain serve`
-//! of their own (`own_serve`).
+//! `brain bench missions` (unless `--own-serve`), `batch`, `ws` and `agents` measure a running
+//! `brain serve` over HTTP, in whatever database and namespace that server uses; the others
+//! start a `brain serve` of their own (`own_serve`).
 
 mod agent_loop;
 mod agents;
@@ -15,7 +15,10 @@ mod heal;
 mod llm;
 mod llm_fake;
 mod missions;
+mod missions_report;
+mod open_loop;
 mod own_serve;
+mod round_trips;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
 mod ws;
@@ -32,8 +35,9 @@ use crate::config::{DATABASE_URL_DEFAULT, NATS_URL_DEFAULT};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Bench {
-    /// Enqueue echo missions over HTTP against a running `brain serve` and follow them to
-    /// completion; report enqueue and completion rates and latencies.
+    /// Enqueue echo missions over HTTP against a running `brain serve` (or one of its own)
+    /// and follow them to completion; report enqueue and completion rates and latencies, in a
+    /// closed loop or at a fixed rate, and optionally the round trips per mission.
     Missions(missions::MissionsBench),
     /// Append events from many concurrent writers through the group committer while the
     /// relay publishes them; report append and publish rates and latencies.

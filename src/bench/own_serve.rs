@@ -58,9 +58,21 @@ impl OwnServe {
         namespace: &str,
         vars: &[(&str, String)],
     ) -> anyhow::Result<OwnServe> {
+        OwnServe::start_binary(services, &std::env::current_exe()?, database, namespace, vars).await
+    }
+
+    /// As [`OwnServe::start`], running the `brain` binary at `binary` as the serve (another
+    /// build, to compare two commits under the same bench).
+    pub async fn start_binary(
+        services: &BenchServices,
+        binary: &std::path::Path,
+        database: &str,
+        namespace: &str,
+        vars: &[(&str, String)],
+    ) -> anyhow::Result<OwnServe> {
         let database_url = fresh_database(services, database).await?;
         let key = crate::identity::token::generate()?.expose();
-        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        let mut command = tokio::process::Command::new(binary);
         command
             .arg("serve")
             .env("DATABASE_URL", &database_url)
@@ -79,7 +91,7 @@ impl OwnServe {
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("start brain serve")?;
+            .with_context(|| format!("start {} serve", binary.display()))?;
         let mut lines = BufReader::new(child.stdout.take().context("serve output")?).lines();
         let url = loop {
             let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
@@ -100,6 +112,20 @@ impl OwnServe {
             child,
             root,
         })
+    }
+
+    /// The serve's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Stops the serve (its connections close with it) and waits until it has exited.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .context("brain serve did not exit in 10 s")??;
+        Ok(())
     }
 
     /// Stops the serve and drops everything it made.
