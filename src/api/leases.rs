@@ -150,10 +150,9 @@ async fn claim(
     let answer_by =
         std::time::Instant::now() + app.request_timeout.saturating_sub(Duration::from_secs(1));
     loop {
-        // Listening before the claim: a mission made ready while it runs ends the wait.
+        // Marked before the claim: a mission made ready while it runs ends the wait.
         let readiness = claimer.queue.readiness();
-        let mut ready = std::pin::pin!(readiness.notified());
-        ready.as_mut().enable();
+        let mark = readiness.mark();
         let nonce = Uuid::new_v4();
         let holder = claim_holder(&agent_id.to_string(), &nonce);
         let request = ClaimRequest {
@@ -186,10 +185,7 @@ async fn claim(
         if tokio::time::Instant::now() + CLAIM_POLL > deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        tokio::select! {
-            _ = tokio::time::sleep(CLAIM_POLL) => {}
-            _ = ready => {}
-        }
+        readiness.wait_since(mark, CLAIM_POLL).await;
     }
 }
 

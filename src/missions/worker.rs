@@ -3,15 +3,17 @@
 //! the lease alive while it runs, and `complete` or `fail` it.
 //! `brain serve` runs some in-process; `brain worker` runs them anywhere else.
 //!
-//! One claim loop fills the worker's `concurrency` slots: whenever some are free, one batch
+//! One claim loop fills the worker's `concurrency` slots: whenever some are free, a batch
 //! claim pops and starts as many missions as are free (up to
 //! [`crate::missions::claim::CLAIM_BATCH_MAX`]) with one queue call, one load and one group
-//! of starts, and each mission started runs in a task of its own until its attempt ends,
-//! which frees its slot. Idle slots cost nothing: with the queue empty, the loop alone looks
+//! of starts, with up to [`CLAIMS_IN_FLIGHT_MAX`] batches at once, and each mission started
+//! runs in a task of its own until its attempt ends, which frees its slot. Idle slots cost nothing: with the queue empty, the loop alone looks
 //! again when this process's queue projector makes a mission ready
 //! ([`crate::missions::queue::Queue::readiness`]), or after `idle_poll` at the latest (a
-//! delayed mission coming due, a worker with no projector beside it). The event store decides everything that matters (design invariant 6): a start against a mission that is no longer queued is
-//! refused, and so is a report from a worker whose lease was taken away, which also stops
+//! delayed mission coming due, a worker with no projector beside it).
+//!
+//! The event store decides everything that matters (design invariant 6): a start against a
+//! mission that is no longer queued is refused, and so is a report from a worker whose lease was taken away, which also stops
 //! the agent (a cancelled mission stops at its next lease extension). A failed attempt is
 //! retried after an exponential backoff with jitter; an attempt past the mission's timeout
 //! fails like any other.
@@ -178,60 +180,123 @@ struct Slot {
     stats: Arc<Mutex<Tally>>,
 }
 
+/// Claim batches a worker has in flight at once: while one waits for its starts to commit,
+/// the next pops. A single batch at a time would cap a worker at one batch per commit.
+pub const CLAIMS_IN_FLIGHT_MAX: usize = 4;
+
 /// How a claim ended, as far as the claim loop cares.
+#[derive(Debug, Clone, Copy)]
 enum Ran {
-    /// The queue had fewer missions than free slots.
+    /// The queue had fewer missions than the claim asked for.
     Idle,
-    /// Every free slot was asked for: there may be more.
+    /// Every slot asked for was filled: there may be more.
     Worked,
     Trouble,
 }
 
+/// Why the claim loop holds back its next claim.
+#[derive(Debug, Clone, Copy)]
+enum Pause {
+    /// The queue ran dry after `mark` (a [`crate::missions::queue::Readiness`] mark): until a
+    /// mission is made ready here, or `idle_poll`.
+    Dry(u64),
+    /// No agent here takes missions now: `idle_poll`.
+    NoAgent,
+    /// A claim failed: a second.
+    Trouble,
+}
+
 impl Slot {
-    /// Claims for the free slots until `shutdown`: one batch claim for all of them at once
-    /// (at most [`CLAIM_BATCH_MAX`]), each mission started going to a task of its own in
-    /// `running`. With every slot busy, it waits for one to free; with the queue empty, it
-    /// looks again after `idle_poll`. Nothing is claimed once `shutdown` is cancelled.
+    /// Claims for the free slots until `shutdown`: batches of at most [`CLAIM_BATCH_MAX`],
+    /// up to [`CLAIMS_IN_FLIGHT_MAX`] of them at once, each mission started going to a task
+    /// of its own in `running`. With every slot busy or asked for, it waits for one to free;
+    /// with the queue dry, until a mission is made ready or `idle_poll`. Nothing is claimed
+    /// once `shutdown` is cancelled; the claims then in flight are seen to their end, and
+    /// what they started runs (and is handed back at the drain time, as any running mission).
     async fn claim_loop(
         &self,
         running: &mut tokio::task::JoinSet<()>,
         shutdown: &CancellationToken,
     ) {
         let concurrency = self.config.concurrency.max(1);
-        while !shutdown.is_cancelled() {
+        let readiness = self.queue.readiness();
+        // Each mission in the channel holds a slot its claim asked for: at most `concurrency`.
+        let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<Started>(concurrency);
+        let mut claims = tokio::task::JoinSet::new();
+        // Slots asked for by claims in flight and not yet running, and by each claim.
+        let mut reserved: usize = 0;
+        let mut asked_by = std::collections::HashMap::new();
+        let mut pause = None;
+        loop {
             while let Some(ended) = running.try_join_next() {
                 if let Err(error) = ended {
                     tracing::error!(%error, "a mission's run ended abnormally");
                 }
             }
-            let free = concurrency.saturating_sub(running.len());
-            if free == 0 {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = wait_for_one(running) => continue,
+            let stopping = shutdown.is_cancelled();
+            let free = concurrency.saturating_sub(running.len() + reserved);
+            if !stopping && pause.is_none() && free > 0 && claims.len() < CLAIMS_IN_FLIGHT_MAX {
+                // A stopped agent, or one waiting out its restart backoff, takes nothing.
+                let kinds = self.config.agents.available_kinds();
+                if kinds.is_empty() {
+                    pause = Some(Pause::NoAgent);
+                    continue;
                 }
+                let asked = free.min(CLAIM_BATCH_MAX);
+                reserved += asked;
+                // Marked before the claim: a mission made ready while it runs ends the pause.
+                let mark = readiness.mark();
+                let claim = self.clone().claim(kinds, asked, started_tx.clone());
+                let handle = claims.spawn(async move { (mark, claim.await) });
+                asked_by.insert(handle.id(), asked);
+                continue;
             }
-            // Listening before the claim: a mission made ready while it runs wakes the wait.
-            let readiness = self.queue.readiness();
-            let mut ready = std::pin::pin!(readiness.notified());
-            ready.as_mut().enable();
-            // A stopped agent, or one waiting out its restart backoff, takes nothing.
-            let kinds = self.config.agents.available_kinds();
-            let ran = if kinds.is_empty() {
-                Ran::Idle
-            } else {
-                self.claim(&kinds, free.min(CLAIM_BATCH_MAX), running, shutdown).await
+            if stopping && claims.is_empty() {
+                while let Ok(started) = started_rx.try_recv() {
+                    running.spawn(self.clone().run(started, shutdown.clone()));
+                }
+                return;
+            }
+            let paused = async {
+                match pause {
+                    Some(Pause::Dry(mark)) => {
+                        readiness.wait_since(mark, self.config.idle_poll).await;
+                    }
+                    Some(Pause::NoAgent) => tokio::time::sleep(self.config.idle_poll).await,
+                    Some(Pause::Trouble) => tokio::time::sleep(Duration::from_secs(1)).await,
+                    None => std::future::pending().await,
+                }
             };
-            let pause = match ran {
-                Ran::Worked => continue,
-                Ran::Idle => self.config.idle_poll,
-                Ran::Trouble => Duration::from_secs(1),
-            };
-            let woken_by_ready = !kinds.is_empty() && matches!(ran, Ran::Idle);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(pause) => {}
-                _ = ready, if woken_by_ready => {}
+                _ = shutdown.cancelled(), if !stopping => {}
+                Some(started) = started_rx.recv() => {
+                    reserved = reserved.saturating_sub(1);
+                    running.spawn(self.clone().run(started, shutdown.clone()));
+                }
+                Some(ended) = claims.join_next_with_id() => {
+                    let (id, (mark, (ran, started))) = match ended {
+                        Ok(ended) => ended,
+                        Err(error) => {
+                            // What it started (if anything) is in the channel; its lease
+                            // brings back any it could not send.
+                            tracing::error!(%error, "a claim ended abnormally");
+                            let asked = asked_by.remove(&error.id()).unwrap_or(0);
+                            reserved = reserved.saturating_sub(asked);
+                            pause = Some(Pause::Trouble);
+                            continue;
+                        }
+                    };
+                    let asked = asked_by.remove(&id).unwrap_or(0);
+                    // The missions it started are still in the channel, counted there.
+                    reserved = reserved.saturating_sub(asked.saturating_sub(started));
+                    pause = match ran {
+                        Ran::Worked => None,
+                        Ran::Idle => Some(Pause::Dry(mark)),
+                        Ran::Trouble => Some(Pause::Trouble),
+                    };
+                }
+                _ = wait_for_one(running) => {}
+                _ = paused, if pause.is_some() => pause = None,
             }
         }
     }
@@ -265,17 +330,16 @@ impl Slot {
         .map(|executed| (executed.state, executed.version))
     }
 
-    /// Claims and starts up to `max` missions in one batch; each one started runs in a task
-    /// of its own in `running`.
+    /// Claims and starts up to `max` missions in one batch, sending each one started to the
+    /// claim loop; answers how it went and how many were sent.
     async fn claim(
-        &self,
-        kinds: &[String],
+        self,
+        kinds: Vec<String>,
         max: usize,
-        running: &mut tokio::task::JoinSet<()>,
-        shutdown: &CancellationToken,
-    ) -> Ran {
+        started_tx: tokio::sync::mpsc::Sender<Started>,
+    ) -> (Ran, usize) {
         let request = ClaimRequest {
-            kinds,
+            kinds: &kinds,
             holder: &self.config.worker_id,
             lease_ms: self.config.lease_ms,
             claim_ms: self.config.claim_ms,
@@ -283,27 +347,35 @@ impl Slot {
             answer_by: Instant::now() + Duration::from_millis(self.config.lease_ms * 2 / 3),
         };
         let claimer = Claimer { store: &self.store, queue: &self.queue, clock: &self.clock };
+        let mut sent = 0;
         let take = |started: Started| {
-            running.spawn(self.clone().run(started, shutdown.clone()));
+            // Room is kept for it: the channel holds as many as the worker has slots.
+            match started_tx.try_send(started) {
+                Ok(()) => sent += 1,
+                // Only if the loop is gone: the mission's lease runs out and it comes back.
+                Err(error) => tracing::error!(%error, "a started mission has no slot to run in"),
+            }
         };
-        match claimer.claim_and_start_many(&request, max, |id| self.metadata(id), take).await {
-            Ok(batch) => {
-                for error in &batch.failed {
-                    tracing::warn!(%error, "cannot start a claimed mission");
+        let ran =
+            match claimer.claim_and_start_many(&request, max, |id| self.metadata(id), take).await {
+                Ok(batch) => {
+                    for error in &batch.failed {
+                        tracing::warn!(%error, "cannot start a claimed mission");
+                    }
+                    if batch.started == 0 && !batch.failed.is_empty() {
+                        Ran::Trouble
+                    } else if batch.popped < max {
+                        Ran::Idle
+                    } else {
+                        Ran::Worked
+                    }
                 }
-                if batch.started == 0 && !batch.failed.is_empty() {
+                Err(error) => {
+                    tracing::warn!(%error, "cannot claim missions");
                     Ran::Trouble
-                } else if batch.popped < max {
-                    Ran::Idle
-                } else {
-                    Ran::Worked
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot claim missions");
-                Ran::Trouble
-            }
-        }
+            };
+        (ran, sent)
     }
 
     /// Runs the attempt of a mission just started, and reports how it ended.

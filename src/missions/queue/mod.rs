@@ -29,6 +29,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use projections::mission_queue::{NAME, QueueChange, Scoring};
 use projections::{CommitError, ProjectionStore};
@@ -83,7 +85,40 @@ pub struct Queue {
     /// Rung when this process's queue projector has just made a mission ready, so that a
     /// claimer here that found nothing looks again at once instead of at its next poll.
     /// Claimers elsewhere (`brain worker`) have no projector beside them and poll alone.
-    ready: Arc<Notify>,
+    ready: Arc<Readiness>,
+}
+
+/// Whether a mission was made ready since a claimer looked: a count of the projector's
+/// commits that made one ready, and a wake-up for those waiting on it.
+#[derive(Default)]
+pub struct Readiness {
+    rung: AtomicU64,
+    notify: Notify,
+}
+
+impl Readiness {
+    /// Taken before a claim: what [`Readiness::wait_since`] compares with.
+    pub fn mark(&self) -> u64 {
+        self.rung.load(Ordering::Acquire)
+    }
+
+    fn ring(&self) {
+        self.rung.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once a mission has been made ready since `mark` was taken (at once if one
+    /// was already), or after `at_most`.
+    pub async fn wait_since(&self, mark: u64, at_most: Duration) {
+        let notified = self.notify.notified();
+        let mut notified = std::pin::pin!(notified);
+        // Listening before looking: a ring between the look and the wait still wakes it.
+        notified.as_mut().enable();
+        if self.mark() != mark {
+            return;
+        }
+        let _ = tokio::time::timeout(at_most, notified).await;
+    }
 }
 
 /// Most leases [`Queue::holders`] reads: running missions beyond it are found by their
@@ -124,15 +159,15 @@ impl Queue {
             reclaim: Script::new(RECLAIM),
             swap: Script::new(SWAP),
             forget: Script::new(FORGET),
-            ready: Arc::new(Notify::new()),
+            ready: Arc::new(Readiness::default()),
         }
     }
 
-    /// What wakes a claimer that found nothing: rung (`notify_waiters`) each time this
-    /// process's projector commits a mission made ready. A claimer enables its `notified()`
-    /// before it claims, so that a mission made ready between its claim and its wait is not
-    /// missed; its poll still covers delayed missions coming due and other processes.
-    pub fn readiness(&self) -> Arc<Notify> {
+    /// What wakes a claimer that found nothing: rung each time this process's projector
+    /// commits a mission made ready. A claimer takes its [`Readiness::mark`] before it
+    /// claims, so that a mission made ready between its claim and its wait is not missed; its
+    /// poll still covers delayed missions coming due and other processes.
+    pub fn readiness(&self) -> Arc<Readiness> {
         self.ready.clone()
     }
 
@@ -503,7 +538,7 @@ impl ProjectionStore<QueueChange> for QueueStore {
             return Err(CommitError::Moved { actual: position });
         }
         if readies {
-            self.queue.ready.notify_waiters();
+            self.queue.ready.ring();
         }
         Ok(())
     }
