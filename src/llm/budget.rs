@@ -77,6 +77,9 @@ pub enum Scope {
     },
 }
 
+/// A time window of `llm_calls`: where it starts, and its width as an SQL interval.
+type Window = (OffsetDateTime, &'static str);
+
 impl Scope {
     fn key_suffix(&self) -> String {
         match self {
@@ -126,7 +129,7 @@ impl Scope {
         let day_start = |day: &Date| day.with_time(Time::MIDNIGHT).assume_utc();
         // Each scope is one filter on `llm_calls`: a column's value, a time window, or both.
         let day = |day: &Date| Some((day_start(day), "1 day"));
-        let (by, window): (Option<(&str, &str)>, Option<(OffsetDateTime, &str)>) = match self {
+        let (by, window): (Option<(&str, &str)>, Option<Window>) = match self {
             Scope::Mission { id, .. } => (Some(("mission", id)), None),
             Scope::KindDay { kind, day: today, .. } => (Some(("kind", kind)), day(today)),
             Scope::KeyDay { key, day: today, .. } => (Some(("key_id", key)), day(today)),
