@@ -191,18 +191,22 @@ impl Claimer<'_> {
     /// is: first those whose start was answered, then, one by one, those whose outcome was
     /// unknown and became known by asking again. Every mission of the batch gets what
     /// [`Claimer::claim_and_start`] gives its one (see the module doc); one the log will not
-    /// start leaves the others unaffected.
+    /// start leaves the others unaffected. `popped` is told how many were popped as soon as
+    /// the queue answers, before any is started: what the claimer asked for beyond that is
+    /// free again.
     pub async fn claim_and_start_many(
         &self,
         request: &ClaimRequest<'_>,
         max: usize,
         metadata: impl Fn(&StreamId) -> EventMetadata,
+        popped: impl FnOnce(usize),
         mut take: impl FnMut(Started),
     ) -> Result<Batch, ClaimError> {
         let max = max.min(CLAIM_BATCH_MAX);
         let now_ms = self.clock.now_ms_synced().await;
         let (kinds, holder) = (request.kinds, request.holder);
         let claims = self.queue.claim_many(kinds, holder, now_ms, request.claim_ms, max).await?;
+        popped(claims.len());
         let mut batch = Batch { popped: claims.len(), ..Batch::default() };
         let mut claimed = Vec::with_capacity(claims.len());
         let mut unusable = Vec::new();

@@ -182,7 +182,7 @@ struct Slot {
 
 /// Claim batches a worker has in flight at once: while one waits for its starts to commit,
 /// the next pops. A single batch at a time would cap a worker at one batch per commit.
-pub const CLAIMS_IN_FLIGHT_MAX: usize = 4;
+pub const CLAIMS_IN_FLIGHT_MAX: usize = 16;
 
 /// How a claim ended, as far as the claim loop cares.
 #[derive(Debug, Clone, Copy)]
@@ -192,6 +192,13 @@ enum Ran {
     /// Every slot asked for was filled: there may be more.
     Worked,
     Trouble,
+}
+
+/// What a claim in flight tells the claim loop.
+enum FromClaim {
+    /// The queue had this many fewer missions than the claim asked for.
+    Unpopped(usize),
+    Started(Started),
 }
 
 /// Why the claim loop holds back its next claim.
@@ -220,8 +227,10 @@ impl Slot {
     ) {
         let concurrency = self.config.concurrency.max(1);
         let readiness = self.queue.readiness();
-        // Each mission in the channel holds a slot its claim asked for: at most `concurrency`.
-        let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<Started>(concurrency);
+        // Each mission in the channel holds a slot its claim asked for (at most
+        // `concurrency`), and each claim sends at most one note of what it did not pop.
+        let (started_tx, mut started_rx) =
+            tokio::sync::mpsc::channel::<FromClaim>(concurrency + CLAIMS_IN_FLIGHT_MAX);
         let mut claims = tokio::task::JoinSet::new();
         // Slots asked for by claims in flight and not yet running, and by each claim.
         let mut reserved: usize = 0;
@@ -252,8 +261,10 @@ impl Slot {
                 continue;
             }
             if stopping && claims.is_empty() {
-                while let Ok(started) = started_rx.try_recv() {
-                    running.spawn(self.clone().run(started, shutdown.clone()));
+                while let Ok(from_claim) = started_rx.try_recv() {
+                    if let FromClaim::Started(started) = from_claim {
+                        running.spawn(self.clone().run(started, shutdown.clone()));
+                    }
                 }
                 return;
             }
@@ -269,12 +280,17 @@ impl Slot {
             };
             tokio::select! {
                 _ = shutdown.cancelled(), if !stopping => {}
-                Some(started) = started_rx.recv() => {
-                    reserved = reserved.saturating_sub(1);
-                    running.spawn(self.clone().run(started, shutdown.clone()));
-                }
+                Some(from_claim) = started_rx.recv() => match from_claim {
+                    // What the queue did not have is free for the next claim at once, not
+                    // when this claim's starts have committed.
+                    FromClaim::Unpopped(slots) => reserved = reserved.saturating_sub(slots),
+                    FromClaim::Started(started) => {
+                        reserved = reserved.saturating_sub(1);
+                        running.spawn(self.clone().run(started, shutdown.clone()));
+                    }
+                },
                 Some(ended) = claims.join_next_with_id() => {
-                    let (id, (mark, (ran, started))) = match ended {
+                    let (id, (mark, (ran, popped, started))) = match ended {
                         Ok(ended) => ended,
                         Err(error) => {
                             // What it started (if anything) is in the channel; its lease
@@ -287,8 +303,13 @@ impl Slot {
                         }
                     };
                     let asked = asked_by.remove(&id).unwrap_or(0);
-                    // The missions it started are still in the channel, counted there.
-                    reserved = reserved.saturating_sub(asked.saturating_sub(started));
+                    // What it did not pop was noted in the channel (unless the queue failed
+                    // it), and so were the missions it started: the rest, popped but not
+                    // started, are free now.
+                    reserved = reserved.saturating_sub(match popped {
+                        Some(popped) => popped.saturating_sub(started),
+                        None => asked,
+                    });
                     pause = match ran {
                         Ran::Worked => None,
                         Ran::Idle => Some(Pause::Dry(mark)),
@@ -330,14 +351,15 @@ impl Slot {
         .map(|executed| (executed.state, executed.version))
     }
 
-    /// Claims and starts up to `max` missions in one batch, sending each one started to the
-    /// claim loop; answers how it went and how many were sent.
+    /// Claims and starts up to `max` missions in one batch, telling the claim loop how many
+    /// the queue did not have and sending it each one started; answers how it went, how
+    /// many were popped (`None`: the queue failed) and how many were sent.
     async fn claim(
         self,
         kinds: Vec<String>,
         max: usize,
-        started_tx: tokio::sync::mpsc::Sender<Started>,
-    ) -> (Ran, usize) {
+        started_tx: tokio::sync::mpsc::Sender<FromClaim>,
+    ) -> (Ran, Option<usize>, usize) {
         let request = ClaimRequest {
             kinds: &kinds,
             holder: &self.config.worker_id,
@@ -347,35 +369,43 @@ impl Slot {
             answer_by: Instant::now() + Duration::from_millis(self.config.lease_ms * 2 / 3),
         };
         let claimer = Claimer { store: &self.store, queue: &self.queue, clock: &self.clock };
-        let mut sent = 0;
+        let (mut sent, mut popped) = (0, None);
+        let note_popped = |count: usize| {
+            popped = Some(count);
+            if count < max {
+                // Room is kept for it: one note per claim in flight.
+                let _ = started_tx.try_send(FromClaim::Unpopped(max - count));
+            }
+        };
         let take = |started: Started| {
             // Room is kept for it: the channel holds as many as the worker has slots.
-            match started_tx.try_send(started) {
+            match started_tx.try_send(FromClaim::Started(started)) {
                 Ok(()) => sent += 1,
                 // Only if the loop is gone: the mission's lease runs out and it comes back.
                 Err(error) => tracing::error!(%error, "a started mission has no slot to run in"),
             }
         };
-        let ran =
-            match claimer.claim_and_start_many(&request, max, |id| self.metadata(id), take).await {
-                Ok(batch) => {
-                    for error in &batch.failed {
-                        tracing::warn!(%error, "cannot start a claimed mission");
-                    }
-                    if batch.started == 0 && !batch.failed.is_empty() {
-                        Ran::Trouble
-                    } else if batch.popped < max {
-                        Ran::Idle
-                    } else {
-                        Ran::Worked
-                    }
+        let metadata = |id: &StreamId| self.metadata(id);
+        let claimed = claimer.claim_and_start_many(&request, max, metadata, note_popped, take);
+        let ran = match claimed.await {
+            Ok(batch) => {
+                for error in &batch.failed {
+                    tracing::warn!(%error, "cannot start a claimed mission");
                 }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot claim missions");
+                if batch.started == 0 && !batch.failed.is_empty() {
                     Ran::Trouble
+                } else if batch.popped < max {
+                    Ran::Idle
+                } else {
+                    Ran::Worked
                 }
-            };
-        (ran, sent)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot claim missions");
+                Ran::Trouble
+            }
+        };
+        (ran, popped, sent)
     }
 
     /// Runs the attempt of a mission just started, and reports how it ended.

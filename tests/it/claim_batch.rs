@@ -89,7 +89,7 @@ impl Bundle {
         let mut started = Vec::new();
         let take = |mission: Started| started.push(mission);
         let batch = claimer
-            .claim_and_start_many(&request, max, metadata, take)
+            .claim_and_start_many(&request, max, metadata, |_| {}, take)
             .await
             .expect("the batch claim runs");
         (batch, started)

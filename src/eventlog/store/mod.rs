@@ -182,9 +182,16 @@ impl EventStore {
         stream_ids: &[StreamId],
     ) -> Result<HashMap<StreamId, Vec<RecordedEvent>>, StoreError> {
         let ids: Vec<&str> = stream_ids.iter().map(StreamId::as_str).collect();
+        // One index lookup per stream, by equality: with `stream_id = ANY(..)` a plan cached
+        // while the table was small can scan every stream of the type, and that scan grows
+        // with the log.
         let rows = sqlx::query(
-            "SELECT * FROM events WHERE stream_type = $1 AND stream_id = ANY($2::text[])
-             ORDER BY stream_id, version",
+            "SELECT e.* FROM unnest($2::text[]) AS wanted(stream_id)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM events
+                 WHERE stream_type = $1 AND stream_id = wanted.stream_id
+                 ORDER BY version
+             ) e",
         )
         .bind(stream_type.as_str())
         .bind(&ids);
