@@ -198,7 +198,7 @@ enum Ran {
 enum FromClaim {
     /// The queue had this many fewer missions than the claim asked for.
     Unpopped(usize),
-    Started(Started),
+    Started(Box<Started>),
 }
 
 /// Why the claim loop holds back its next claim.
@@ -263,7 +263,7 @@ impl Slot {
             if stopping && claims.is_empty() {
                 while let Ok(from_claim) = started_rx.try_recv() {
                     if let FromClaim::Started(started) = from_claim {
-                        running.spawn(self.clone().run(started, shutdown.clone()));
+                        running.spawn(self.clone().run(*started, shutdown.clone()));
                     }
                 }
                 return;
@@ -286,7 +286,7 @@ impl Slot {
                     FromClaim::Unpopped(slots) => reserved = reserved.saturating_sub(slots),
                     FromClaim::Started(started) => {
                         reserved = reserved.saturating_sub(1);
-                        running.spawn(self.clone().run(started, shutdown.clone()));
+                        running.spawn(self.clone().run(*started, shutdown.clone()));
                     }
                 },
                 Some(ended) = claims.join_next_with_id() => {
@@ -379,7 +379,7 @@ impl Slot {
         };
         let take = |started: Started| {
             // Room is kept for it: the channel holds as many as the worker has slots.
-            match started_tx.try_send(FromClaim::Started(started)) {
+            match started_tx.try_send(FromClaim::Started(Box::new(started))) {
                 Ok(()) => sent += 1,
                 // Only if the loop is gone: the mission's lease runs out and it comes back.
                 Err(error) => tracing::error!(%error, "a started mission has no slot to run in"),

@@ -21,7 +21,7 @@ use crate::reaper::{KIND, Missions, spec};
 use crate::support::{CountingProxy, TestEnv, redis_url};
 
 /// What the store's load of several streams sends (`EventStore::load_streams`).
-const LOAD_MANY: &[u8] = b"FROM events WHERE stream_type = $1 AND stream_id = ANY";
+const LOAD_MANY: &[u8] = b"FROM unnest($2::text[]) AS wanted(stream_id)";
 
 struct Bundle {
     env: TestEnv,
