@@ -277,71 +277,45 @@ async fn a_worker_whose_start_never_committed_leaves_the_mission_to_come_back_an
     task.await.unwrap().unwrap();
 }
 
-/// Two more missions queued beside `first`: three for one batch claim.
-async fn two_more_queued(addr: SocketAddr, first: String) -> Vec<String> {
+/// Three queued missions and a worker of four slots whose next commit, the batch's starts,
+/// meets `fault`; the worker claims them in one batch, and each must run once, as its first
+/// attempt, with no lease left to run out.
+async fn a_batch_of_three_whose_starts_meet(fault: fn(&StallingProxy)) {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_without_workers(&env).await;
+    let (proxy, url) = stalling_proxy(&env).await;
+    let (store, first) = worker_behind_a_proxy(&env, addr, &url).await;
     let mut ids = vec![first];
     for _ in 0..2 {
         let id = enqueue(addr, json!({ "name": "m", "agent": "echo" })).await;
         wait_queued(addr, &id).await;
         ids.push(id);
     }
-    ids
+    fault(&proxy);
+
+    let (stop, worker) = spawn_worker_claiming_for(&env, store, None, 4).await;
+
+    for id in &ids {
+        let done = wait_status(addr, id, "completed").await;
+        assert_eq!(done["attempt"], 1, "{done}");
+        assert_eq!(starts_and_expiries(addr, id).await, (1, 0), "{id}");
+    }
+    assert_eq!(proxy.stalled(), 1);
+
+    stop.cancel();
+    worker.await.unwrap();
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
 async fn a_batch_of_starts_committed_unanswered_is_learnt_by_asking_again_and_each_runs_once() {
-    // Given three queued missions and a worker of four slots whose next commit, the batch's
-    // starts, will go in unanswered.
-    let env = TestEnv::new().await;
-    let (addr, shutdown, task) = serve_without_workers(&env).await;
-    let (proxy, url) = stalling_proxy(&env).await;
-    let (store, first) = worker_behind_a_proxy(&env, addr, &url).await;
-    let ids = two_more_queued(addr, first).await;
-    proxy.lose_next_commit_answer();
-
-    // When it claims them in one batch.
-    let (stop, worker) = spawn_worker_claiming_for(&env, store, None, 4).await;
-
-    // Then each runs the attempt its start began, once, with no lease left to run out.
-    for id in &ids {
-        let done = wait_status(addr, id, "completed").await;
-        assert_eq!(done["attempt"], 1, "{done}");
-        assert_eq!(starts_and_expiries(addr, id).await, (1, 0), "{id}");
-    }
-    assert_eq!(proxy.stalled(), 1);
-
-    stop.cancel();
-    worker.await.unwrap();
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    a_batch_of_three_whose_starts_meet(StallingProxy::lose_next_commit_answer).await;
 }
 
 #[tokio::test]
 async fn a_batch_of_starts_never_committed_comes_back_and_each_runs_once() {
-    // Given three queued missions and a worker of four slots whose next commit, the batch's
-    // starts, will never reach PostgreSQL.
-    let env = TestEnv::new().await;
-    let (addr, shutdown, task) = serve_without_workers(&env).await;
-    let (proxy, url) = stalling_proxy(&env).await;
-    let (store, first) = worker_behind_a_proxy(&env, addr, &url).await;
-    let ids = two_more_queued(addr, first).await;
-    proxy.stall_next_commit();
-
-    // When it claims them in one batch.
-    let (stop, worker) = spawn_worker_claiming_for(&env, store, None, 4).await;
-
-    // Then every one comes back and is started once, as its first attempt.
-    for id in &ids {
-        let done = wait_status(addr, id, "completed").await;
-        assert_eq!(done["attempt"], 1, "{done}");
-        assert_eq!(starts_and_expiries(addr, id).await, (1, 0), "{id}");
-    }
-    assert_eq!(proxy.stalled(), 1);
-
-    stop.cancel();
-    worker.await.unwrap();
-    shutdown.cancel();
-    task.await.unwrap().unwrap();
+    a_batch_of_three_whose_starts_meet(StallingProxy::stall_next_commit).await;
 }
 
 /// A serve whose PostgreSQL traffic goes through a stalling proxy, an agent and a queued
