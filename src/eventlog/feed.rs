@@ -33,12 +33,13 @@
 //! on its own, never through the shared task: see `api::ws` for how replay and live join
 //! without a gap or a duplicate, which rests on the order kept in [`Feed::publish`].
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
 use bytes::Bytes;
+use domain::RecordedEvent;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -138,15 +139,20 @@ fn consumer_error(error: impl std::fmt::Display) -> FeedError {
     FeedError::Consumer(error.to_string())
 }
 
-/// One event as clients receive it: its JSON text, built once, shared by every client.
+/// One event as clients receive it: its JSON text, built once, shared by every client; and,
+/// for the process's projectors, the event itself, parsed once on first use.
 #[derive(Debug)]
 pub struct FeedEvent {
     pub position: u64,
     pub stream_type: Box<str>,
     pub stream_id: Box<str>,
+    pub event_type: Box<str>,
     /// The event as `GET /api/events` shows it (the fields of `RecordedEvent`): UTF-8 JSON
     /// text, as bytes so that every client shares one copy whatever its transport.
     pub json: Bytes,
+    /// [`FeedEvent::event`]: parsed by the first projector that reads this event, so that
+    /// one that skips it by its types never pays for the payload, and the others share it.
+    parsed: OnceLock<Option<RecordedEvent>>,
 }
 
 /// The JSON shape of `domain::RecordedEvent`, written from the stored text without parsing
@@ -182,6 +188,24 @@ fn raw_json(position: u64, text: &str) -> Result<&RawValue, FeedError> {
 }
 
 impl FeedEvent {
+    /// An event with its JSON text (`GET /api/events`'s shape) already written.
+    pub fn new(
+        position: u64,
+        stream_type: &str,
+        stream_id: &str,
+        event_type: &str,
+        json: Bytes,
+    ) -> FeedEvent {
+        FeedEvent {
+            position,
+            stream_type: stream_type.into(),
+            stream_id: stream_id.into(),
+            event_type: event_type.into(),
+            json,
+            parsed: OnceLock::new(),
+        }
+    }
+
     /// The JSON text of an event read from the store.
     pub fn encode_stored(event: &StoredEvent) -> Result<Bytes, FeedError> {
         let position = event.global_position as u64;
@@ -205,7 +229,9 @@ impl FeedEvent {
             position: event.global_position as u64,
             stream_type: event.stream_type.as_str().into(),
             stream_id: event.stream_id.as_str().into(),
+            event_type: event.event_type.as_str().into(),
             json: FeedEvent::encode_stored(event)?,
+            parsed: OnceLock::new(),
         })
     }
 
@@ -231,8 +257,25 @@ impl FeedEvent {
             position,
             stream_type: envelope.stream_type.into_boxed_str(),
             stream_id: envelope.stream_id.into_boxed_str(),
+            event_type: envelope.event_type.into_boxed_str(),
             json,
+            parsed: OnceLock::new(),
         })
+    }
+
+    /// The event, parsed from its JSON text the first time any reader asks; `None` if that
+    /// text does not read as an event of this release (a projector then takes the event from
+    /// the store, where the same failure stops it before the event).
+    pub fn event(&self) -> Option<&RecordedEvent> {
+        self.parsed
+            .get_or_init(|| {
+                serde_json::from_slice(&self.json)
+                    .inspect_err(|error| {
+                        tracing::warn!(position = self.position, %error, "live event does not parse");
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     pub fn selected_by(&self, selection: &Selection) -> bool {

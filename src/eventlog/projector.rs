@@ -2,52 +2,50 @@
 //! keeps its checkpoint exact, whatever the events' source.
 //!
 //! A [`Runner`] leads one projector (advisory lock, like the relay): it starts at the stored
-//! checkpoint, catches up from PostgreSQL in pages, then follows a durable JetStream consumer
-//! from checkpoint + 1. Because the stream's sequence is the global position, that switch is
-//! exact. A projector declares what it applies ([`Projector::reads`]); its consumer is
-//! filtered on its stream type when it reads one ([`ConsumerFilter`]; several: unfiltered,
-//! decision 0043), and reads of PostgreSQL select only the wanted events. So gaps in the
-//! delivered sequence are normal: each batch is checked with one range query against the
-//! store's wanted events between the checkpoint and the batch's last message
-//! ([`verify::fingerprints_wanted`]); if the batch holds them all, each the store's, the
-//! checkpoint moves to its last message, past the events the projector does not read;
-//! otherwise (a wanted event the bus lost, a refused message) the range is read from
-//! PostgreSQL. Each batch's effect and checkpoint commit together, once, then the batch is
-//! acked, so a crash between the two only causes a redelivery that the checkpoint skips. A
-//! consumer quiet for [`RunnerConfig::quiet_advance`] has the checkpoint moved to the store's
-//! head from PostgreSQL (read models' positions reach the head though only other events are
-//! appended); one silent while the store held its events is recreated.
+//! checkpoint, catches up from PostgreSQL in pages, then follows the process's live feed
+//! ([`crate::eventlog::feed`]): the one JetStream consumer of the process, whose events are
+//! checked against the store once and come without a hole, in position order. Every
+//! projector of the process shares each event: one delivery, one check and (for those that
+//! read it) one parse per process, not one per projector (design decision 0045). A projector
+//! declares what it applies ([`Projector::reads`]): an event of another type only moves its
+//! checkpoint, unparsed, and reads of PostgreSQL select only the wanted events. A projector
+//! that falls behind the feed's buffer, or finds the feed quiet for
+//! [`RunnerConfig::quiet_advance`], reads the store past what it was given. Each batch's
+//! effect and checkpoint commit together, once, so a crash between the two only causes
+//! events to be applied again that the checkpoint skips.
 //!
-//! [`rebuild`] replays the log's wanted events through the same `apply` into shadow tables
-//! and swaps them in atomically.
+//! [`crate::eventlog::projectors::rebuild`] replays the log's wanted events through the same
+//! `apply` into shadow tables and swaps them in atomically.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer};
+use std::sync::Arc;
+
 use domain::RecordedEvent;
 use futures::StreamExt;
 use projections::{Admit, Checkpoint, CommitError, ProjectionStore, Projector, Reads};
 use sqlx::PgPool;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Namespace;
 use crate::eventlog::bus;
+use crate::eventlog::feed::{FeedEvent, FeedHandle};
 use crate::eventlog::leader;
 use crate::eventlog::store::{self, StoreError};
-use crate::eventlog::verify;
 
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
     /// Events read from PostgreSQL per query, and applied per commit while catching up.
     pub page_events_max: u32,
-    /// Most live messages applied in one commit.
+    /// Most live events applied in one commit.
     pub batch_events_max: usize,
-    /// How long a silent consumer is trusted before checking the store; also how often a
-    /// standby tries for leadership.
+    /// How often a leader checks its leadership and, when the feed is quiet, its model
+    /// against the log ([`Runner::heal`]); also how often a standby tries for leadership.
     pub idle_check: Duration,
-    /// How long a consumer may stay silent before the runner reads the store past what it
-    /// brought: a filtered consumer is silent while only other events are appended, and the
-    /// checkpoint must still reach the head (readers wait on it).
+    /// How long the feed may stay quiet before the runner reads the store past what it
+    /// brought (a feed that stopped or fell behind): the checkpoint must still reach the
+    /// head, since readers wait on it.
     pub quiet_advance: Duration,
     pub retry_backoff: Duration,
 }
@@ -82,14 +80,12 @@ pub enum RunnerError {
     Projection(Box<dyn std::error::Error + Send + Sync>),
     #[error("JetStream consumer: {0}")]
     Consumer(String),
+    #[error("the live feed has closed")]
+    FeedClosed,
     #[error(transparent)]
     Bus(#[from] bus::BusError),
     #[error("the bus holds event {position} but the store ends at {head}")]
     StoreBehind { position: u64, head: u64 },
-}
-
-fn consumer_error(error: impl std::fmt::Display) -> RunnerError {
-    RunnerError::Consumer(error.to_string())
 }
 
 /// Applies events to a store, keeping the checkpoint rule: the part shared by live
@@ -151,19 +147,22 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
             .await?;
             applied += page.events.len();
             // A rebuild that moved the checkpoint makes the loop read on from there.
-            self.commit(page.events, page.through).await?;
+            self.commit(page.events.iter().collect(), page.through).await?;
         }
         Ok(applied)
     }
 
-    /// Applies events given in position order, as if from a consumer that reads every
-    /// subject; what is at or below the checkpoint is skipped, and what is missing between
-    /// them (a hole) is read from the store, only the wanted events.
-    pub async fn feed(&mut self, events: Vec<RecordedEvent>) -> Result<(), RunnerError> {
-        let mut run = Vec::with_capacity(events.len());
+    /// Applies the log's events given in position order: each position with its event when
+    /// the projector reads it, `None` for an event it is known not to read. What is at or
+    /// below the checkpoint is skipped, and what is missing between them (a hole: a position
+    /// not given) is read from the store, only the wanted events.
+    pub async fn feed<'a>(
+        &mut self,
+        given: impl IntoIterator<Item = (u64, Option<&'a RecordedEvent>)>,
+    ) -> Result<(), RunnerError> {
+        let mut run = Vec::new();
         let mut expected = self.checkpoint;
-        for event in events {
-            let position = event.global_position;
+        for (position, event) in given {
             match expected.admit(position) {
                 Admit::Seen => continue,
                 Admit::Next => {}
@@ -181,9 +180,14 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
                 }
             }
             expected.advance(position);
-            run.push(event);
+            run.extend(event);
         }
         self.commit_through(run, expected.position()).await
+    }
+
+    /// [`Feeder::feed`] of whole events, every one given.
+    pub async fn feed_events(&mut self, events: &[RecordedEvent]) -> Result<(), RunnerError> {
+        self.feed(events.iter().map(|event| (event.global_position, Some(event)))).await
     }
 
     /// Applies `events`, every event the projector wants in `checkpoint < position <=
@@ -191,7 +195,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
     /// rebuild moved the checkpoint meanwhile, the rest is read from the store.
     async fn commit_through(
         &mut self,
-        events: Vec<RecordedEvent>,
+        events: Vec<&RecordedEvent>,
         through: u64,
     ) -> Result<(), RunnerError> {
         if !self.commit(events, through).await? {
@@ -207,7 +211,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
     /// applied nothing, if a rebuild moved the checkpoint (now the store's).
     async fn commit(
         &mut self,
-        events: Vec<RecordedEvent>,
+        events: Vec<&RecordedEvent>,
         mut up_to: u64,
     ) -> Result<bool, RunnerError> {
         let after = self.checkpoint();
@@ -216,7 +220,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
         }
         let mut changes = Vec::new();
         let mut unreadable = None;
-        for event in &events {
+        for event in events {
             debug_assert!(
                 event.global_position > after && event.global_position <= up_to,
                 "a commit's events lie between its checkpoints"
@@ -263,42 +267,13 @@ fn projection_error(error: impl std::error::Error + Send + Sync + 'static) -> Ru
     RunnerError::Projection(Box::new(error))
 }
 
-/// Leads one projector for a namespace: catch-up, then live from JetStream.
+/// Leads one projector for a namespace: catch-up from the store, then live from the
+/// process's feed.
 pub struct Runner<P: Projector, S: ProjectionStore<P::Change>> {
     feeder: Feeder<P, S>,
-    jetstream: jetstream::Context,
+    feed: FeedHandle,
     namespace: Namespace,
     config: RunnerConfig,
-}
-
-/// Which subjects a projector's consumer reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConsumerFilter {
-    /// Every subject: the projector reads every stream type, or several (a consumer filters
-    /// on one subject on NATS before 2.10; design decision 0043).
-    Unfiltered,
-    /// One stream type's subjects, `<ns>.events.<type>.>`.
-    Subject(String),
-}
-
-impl ConsumerFilter {
-    pub fn of(reads: &Reads, namespace: &Namespace) -> ConsumerFilter {
-        let Some(mut types) = reads.stream_types() else { return ConsumerFilter::Unfiltered };
-        types.sort_unstable();
-        types.dedup();
-        match types.as_slice() {
-            [only] => ConsumerFilter::Subject(format!("{namespace}.events.{only}.>")),
-            _ => ConsumerFilter::Unfiltered,
-        }
-    }
-
-    /// The consumer's `filter_subject` (empty: none).
-    pub fn subject(&self) -> &str {
-        match self {
-            ConsumerFilter::Unfiltered => "",
-            ConsumerFilter::Subject(subject) => subject,
-        }
-    }
 }
 
 impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
@@ -306,16 +281,12 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         projector: P,
         store: S,
         pool: PgPool,
-        client: async_nats::Client,
+        feed: FeedHandle,
         namespace: Namespace,
         config: RunnerConfig,
     ) -> Result<Runner<P, S>, RunnerError> {
         let feeder = Feeder::new(projector, store, pool, config.page_events_max).await?;
-        Ok(Runner { feeder, jetstream: bus::jetstream(client, 1), namespace, config })
-    }
-
-    fn consumer_name(&self) -> String {
-        format!("projector_{}", self.feeder.projector.name())
+        Ok(Runner { feeder, feed, namespace, config })
     }
 
     /// Runs until `shutdown` is cancelled, retrying after any failure.
@@ -351,10 +322,12 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         }
     }
 
-    /// One term as leader. Loops over catch-up + live phases. While the consumer is quiet the
-    /// runner reads the store past what it brought (only other stream types were appended
-    /// to, or the bus lost or has not yet got this projector's); a consumer silent for a
-    /// whole idle check while the store held events it should have brought ends a live phase.
+    /// One term as leader: subscribe to the feed, catch up from the store, then apply what
+    /// the feed brings, batch by batch. The feed's events are the log's, checked against the
+    /// store and without a hole; a projector that falls behind the feed's buffer is told so
+    /// and finds the hole in the next event it gets, which it fills from the store. While the
+    /// feed is quiet the runner reads the store past what it brought (a feed that stopped or
+    /// is behind), and, once per idle check, compares its model with the log ([`Self::heal`]).
     async fn lead(
         &mut self,
         leadership: &mut leader::Leadership,
@@ -365,58 +338,78 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         self.feeder.checkpoint =
             Checkpoint::new(self.feeder.store.checkpoint().await.map_err(projection_error)?);
         self.heal(store::head(&self.feeder.pool).await?).await?;
+        // Subscribed before the catch-up, so nothing appended meanwhile is missed: what the
+        // catch-up already applied comes again and is skipped.
+        let mut live = self.feed.subscribe();
+        self.feeder.catch_up().await?;
         let quiet = self.config.quiet_advance.min(self.config.idle_check);
-        while !shutdown.is_cancelled() {
-            self.feeder.catch_up().await?;
-            let consumer = self.recreate_consumer().await?;
-            let mut messages = consumer
-                .messages()
-                .await
-                .map_err(consumer_error)?
-                .ready_chunks(self.config.batch_events_max.max(1));
-            let mut progressed = true;
-            let mut from_store = 0;
-            let mut checked_at = tokio::time::Instant::now();
-            loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    next = tokio::time::timeout(quiet, messages.next()) => next,
-                };
-                match next {
-                    Ok(Some(batch)) => {
-                        self.apply_messages(batch).await?;
-                        progressed = true;
-                    }
-                    Ok(None) => return Err(consumer_error("message stream ended")),
-                    Err(_quiet) => {
-                        let head = store::head(&self.feeder.pool).await?;
-                        let check_due = checked_at.elapsed() >= self.config.idle_check;
-                        if check_due && self.heal(head).await? {
-                            break;
+        let batch_max = self.config.batch_events_max.max(1);
+        let (mut checked_at, mut healed_at) =
+            (tokio::time::Instant::now(), tokio::time::Instant::now());
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                next = tokio::time::timeout(quiet, live.recv()) => next,
+            };
+            match next {
+                Ok(Ok(first)) => {
+                    let mut batch = vec![first];
+                    // Whatever else has arrived goes in the same commit; a lag met here
+                    // shows as a hole in the next batch.
+                    while batch.len() < batch_max {
+                        match live.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => break,
                         }
-                        // Past what the consumer does not bring: events of other stream
-                        // types, or (counted) its own that the bus lost or has not got yet.
-                        from_store += self.feeder.catch_up_to(head).await?;
-                        let lag = head.saturating_sub(self.feeder.checkpoint());
-                        metrics::gauge!("brain_projector_lag_events", "projector" => name)
-                            .set(lag as f64);
                     }
+                    self.apply_live(&batch).await?;
                 }
-                if checked_at.elapsed() < self.config.idle_check {
-                    continue;
+                Ok(Err(broadcast::error::RecvError::Lagged(missed))) => {
+                    metrics::counter!("brain_projector_lagged_events_total", "projector" => name)
+                        .increment(missed);
                 }
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(RunnerError::FeedClosed);
+                }
+                Err(_quiet) => {
+                    let head = store::head(&self.feeder.pool).await?;
+                    if healed_at.elapsed() >= self.config.idle_check {
+                        healed_at = tokio::time::Instant::now();
+                        self.heal(head).await?;
+                    }
+                    self.feeder.catch_up_to(head).await?;
+                    let lag = head.saturating_sub(self.feeder.checkpoint());
+                    metrics::gauge!("brain_projector_lag_events", "projector" => name)
+                        .set(lag as f64);
+                }
+            }
+            if checked_at.elapsed() >= self.config.idle_check {
                 checked_at = tokio::time::Instant::now();
                 leadership.check().await?;
-                // Silent for a whole interval while the store held events this consumer
-                // should have brought: the stream will not bring them (reset, lost tail),
-                // so follow a new consumer from the checkpoint.
-                if from_store > 0 && !progressed {
-                    tracing::info!(projector = name, from_store, "consumer silent, recreating it");
-                    break;
-                }
-                (progressed, from_store) = (false, 0);
             }
         }
+    }
+
+    /// Applies a batch of the feed's events. Those of types the projector does not read
+    /// only move its checkpoint, and are never parsed; an event that does not parse is left
+    /// out, so that it reads as a hole and is taken from the store.
+    async fn apply_live(&mut self, batch: &[Arc<FeedEvent>]) -> Result<(), RunnerError> {
+        let name = self.feeder.projector.name();
+        let reads = self.feeder.reads;
+        let after = self.feeder.checkpoint();
+        let mut given = Vec::with_capacity(batch.len());
+        for event in batch.iter().filter(|event| event.position > after) {
+            if !reads.wants(&event.stream_type, &event.event_type) {
+                given.push((event.position, None));
+            } else if let Some(parsed) = event.event() {
+                given.push((event.position, Some(parsed)));
+            }
+        }
+        metrics::counter!("brain_projector_messages_total", "projector" => name)
+            .increment(given.len() as u64);
+        self.feeder.feed(given).await?;
+        let lag = self.feed.position().saturating_sub(self.feeder.checkpoint());
+        metrics::gauge!("brain_projector_lag_events", "projector" => name).set(lag as f64);
         Ok(())
     }
 
@@ -427,7 +420,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
     /// refilled from there, page by page. Above the head: the log it was built from is gone
     /// (the database restored or recreated), so it is dropped and rebuilt from the start.
     /// Higher than applied: a rebuild moved it; carry on from there. Returns whether the
-    /// runner must catch up again.
+    /// runner's checkpoint moved.
     async fn heal(&mut self, head: u64) -> Result<bool, RunnerError> {
         let name = self.feeder.projector.name();
         let stored = self.feeder.store.checkpoint().await.map_err(projection_error)?;
@@ -460,208 +453,37 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         Ok(false)
     }
 
-    /// Applies a batch from the bus. The bus is not trusted (design invariant 11), and a
-    /// filtered consumer's sequence has gaps, so one query asks the store for the
-    /// fingerprints of every event this projector wants between the checkpoint and the
-    /// batch's last message, and of that last one ([`verify::fingerprints_wanted`]). The
-    /// batch is applied as it came only if it holds exactly those wanted events, each the
-    /// store's, and its last message is the store's event: the checkpoint then moves to that
-    /// message, past the other events in the gaps. Otherwise (a wanted event the bus lost; a
-    /// message that does not decode or is not the store's event at its sequence: a foreign
-    /// publisher, a forged payload under a real event id, a stream from another store) the
-    /// range is read from PostgreSQL instead; a refused message is logged, counted and
-    /// reported to the relay.
-    async fn apply_messages(
-        &mut self,
-        batch: Vec<Result<jetstream::Message, consumer::pull::MessagesError>>,
-    ) -> Result<(), RunnerError> {
-        let name = self.feeder.projector.name();
-        let after = self.feeder.checkpoint();
-        let mut received = Vec::with_capacity(batch.len());
-        let mut last = None;
-        for message in batch {
-            let message = message.map_err(consumer_error)?;
-            let info = message.info().map_err(consumer_error)?;
-            let (sequence, pending) = (info.stream_sequence, info.pending);
-            if sequence > after {
-                received.push((sequence, message.subject.clone(), message.payload.clone()));
-            }
-            last = Some((message, pending));
-        }
-        metrics::counter!("brain_projector_messages_total", "projector" => name)
-            .increment(received.len() as u64);
-        if let Some(&(last_sequence, ..)) = received.last() {
-            self.apply_received(received, last_sequence).await?;
-        }
-        if let Some((message, pending)) = last {
-            // Ack policy `All`: this acknowledges the whole batch.
-            message.ack().await.map_err(consumer_error)?;
-            metrics::gauge!("brain_projector_lag_events", "projector" => name).set(pending as f64);
-        }
-        Ok(())
-    }
-
-    /// [`Runner::apply_messages`] for the messages past the checkpoint, in sequence order.
-    async fn apply_received(
-        &mut self,
-        received: Vec<(u64, async_nats::Subject, bytes::Bytes)>,
-        last: u64,
-    ) -> Result<(), RunnerError> {
-        let name = self.feeder.projector.name();
-        let reads = self.feeder.reads;
-        let first = received[0].0;
-        // A long run before the batch (a quiet advance has not passed it yet) is read from
-        // the store in pages, so that the one check below spans about a batch.
-        if first - 1 - self.feeder.checkpoint() > u64::from(self.feeder.page_events_max) {
-            let head = store::head(&self.feeder.pool).await?;
-            self.feeder.catch_up_to((first - 1).min(head)).await?;
-        }
-        let after = self.feeder.checkpoint();
-        let stored = verify::fingerprints_wanted(&self.feeder.pool, &reads, after, last).await?;
-        let wanted_at = |sequence: u64| {
-            stored.get(&sequence).is_some_and(|f| reads.wants(&f.stream_type, &f.event_type))
-        };
-        let mut events = Vec::new();
-        let mut refused = Vec::new();
-        let mut last_is_the_stores = false;
-        for (sequence, subject, payload) in received {
-            if sequence <= after {
-                continue;
-            }
-            // What is not the store's wanted event at its sequence, does not claim to be one
-            // (by its subject), and does not end the batch is another projector's: it is not
-            // even decoded.
-            let claims_wanted = subject_stream_type(&subject)
-                .is_none_or(|stream_type| reads.wants_stream_type(stream_type));
-            if !(wanted_at(sequence) || claims_wanted || sequence == last) {
-                continue;
-            }
-            let envelope = match bus::Envelope::decode(&payload) {
-                Ok(envelope) => envelope,
-                Err(error) => {
-                    tracing::warn!(projector = name, sequence, %error, "bus message does not decode");
-                    refused.push(sequence);
-                    continue;
-                }
-            };
-            if !verify::is_the_stores(sequence, &envelope, &stored) {
-                // An event type of a wanted stream type that the projector does not read,
-                // at a position whose event it does not want either: the filtered check holds
-                // no fingerprint for it, and it is not applied whatever it is.
-                let not_ours = !wanted_at(sequence)
-                    && sequence != last
-                    && !reads.wants(&envelope.stream_type, &envelope.event_type);
-                if !not_ours {
-                    refused.push(sequence);
-                }
-                continue;
-            }
-            last_is_the_stores |= sequence == last;
-            if wanted_at(sequence) {
-                match envelope.into_event() {
-                    Ok(event) => events.push(event),
-                    Err(error) => {
-                        tracing::warn!(projector = name, sequence, %error, "bus message does not decode");
-                        refused.push(sequence);
-                    }
-                }
-            }
-        }
-        let wanted = stored.values().filter(|f| reads.wants(&f.stream_type, &f.event_type)).count();
-        if refused.is_empty() && events.len() == wanted && last_is_the_stores {
-            return self.feeder.commit_through(events, last).await;
-        }
-        if let Some(&first_refused) = refused.first() {
-            tracing::warn!(
-                projector = name,
-                first = first_refused,
-                refused = refused.len(),
-                "bus messages are not the store's events; reading the store instead"
-            );
-            metrics::counter!("brain_bus_messages_refused_total", "reader" => name)
-                .increment(refused.len() as u64);
-            verify::report_refused(&self.feeder.pool, self.namespace.as_str(), first_refused).await;
-        } else {
-            let lost = wanted.saturating_sub(events.len());
-            tracing::info!(
-                projector = name,
-                lost,
-                "events the bus did not bring; reading the store"
-            );
-            metrics::counter!("brain_projector_filled_total", "projector" => name)
-                .increment(lost as u64);
-        }
-        // What the store holds of the batch's range; a message past its head stands for no
-        // event and is dropped.
-        let through =
-            if last_is_the_stores { last } else { last.min(store::head(&self.feeder.pool).await?) };
-        self.feeder.catch_up_to(through).await.map(|_| ())
-    }
-
-    /// (Re)creates the durable consumer to start right after the checkpoint, filtered on the
-    /// projector's stream type ([`ConsumerFilter`]). The store's checkpoint, not the
-    /// consumer's ack floor, is the truth about what was applied; and a consumer left by an
-    /// earlier release (another filter, another start) is never reused as it is.
-    async fn recreate_consumer(&self) -> Result<consumer::PullConsumer, RunnerError> {
-        let stream = bus::ensure_stream(&self.jetstream, &self.namespace).await?;
-        let name = self.consumer_name();
-        match stream.delete_consumer(&name).await {
-            Ok(_) => {}
-            Err(error) if error.to_string().contains("not found") => {}
-            Err(error) => return Err(consumer_error(error)),
-        }
-        let filter = ConsumerFilter::of(&self.feeder.reads, &self.namespace);
-        let config = consumer::pull::Config {
-            durable_name: Some(name),
-            description: Some(format!("BRAiN projector {}", self.feeder.projector.name())),
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: self.feeder.checkpoint() + 1,
-            },
-            filter_subject: filter.subject().to_owned(),
-            ack_policy: consumer::AckPolicy::All,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 20_000,
-            ..Default::default()
-        };
-        stream.create_consumer(config).await.map_err(consumer_error)
-    }
-
     pub fn checkpoint(&self) -> u64 {
         self.feeder.checkpoint()
     }
 }
 
-/// The stream type a bus subject (`<ns>.events.<stream_type>.<stream_id>`) names.
-fn subject_stream_type(subject: &str) -> Option<&str> {
-    subject.split('.').nth(2)
+/// Deletes the durable JetStream consumers that projectors followed before they followed
+/// the process's feed (`projector_<name>`): left in place, the server would keep their state
+/// for nothing. Best effort; returns how many it deleted.
+pub async fn remove_old_consumers(
+    client: async_nats::Client,
+    namespace: &Namespace,
+) -> Result<usize, RunnerError> {
+    let jetstream = bus::jetstream(client, 1);
+    let stream = bus::ensure_stream(&jetstream, namespace).await?;
+    let mut names = stream.consumer_names();
+    let mut old = Vec::new();
+    while let Some(name) = names.next().await {
+        let name = name.map_err(|error| RunnerError::Consumer(error.to_string()))?;
+        if name.starts_with(OLD_CONSUMER_PREFIX) {
+            old.push(name);
+        }
+    }
+    let mut deleted = 0;
+    for name in old {
+        match stream.delete_consumer(&name).await {
+            Ok(_) => deleted += 1,
+            Err(error) => tracing::warn!(consumer = name, %error, "old projector consumer stays"),
+        }
+    }
+    Ok(deleted)
 }
 
-#[cfg(test)]
-mod tests {
-    use projections::StreamEvents;
-
-    use super::*;
-
-    #[test]
-    fn a_consumer_filters_on_the_one_stream_type_its_projector_reads_and_not_on_several() {
-        let namespace = Namespace::parse("t_abc").unwrap();
-        const ONE: Reads = Reads::Streams(&[StreamEvents::only("mission", &["MissionEnqueued"])]);
-        let one = ONE;
-        assert_eq!(
-            ConsumerFilter::of(&one, &namespace),
-            ConsumerFilter::Subject("t_abc.events.mission.>".into())
-        );
-        const TWO: Reads =
-            Reads::Streams(&[StreamEvents::all("agent"), StreamEvents::all("agent_heartbeat")]);
-        let two = TWO;
-        assert_eq!(ConsumerFilter::of(&two, &namespace), ConsumerFilter::Unfiltered);
-        assert_eq!(ConsumerFilter::of(&Reads::All, &namespace), ConsumerFilter::Unfiltered);
-        assert_eq!(ConsumerFilter::Unfiltered.subject(), "");
-    }
-
-    #[test]
-    fn a_subject_names_its_stream_type_third() {
-        assert_eq!(subject_stream_type("t_abc.events.mission.m-1"), Some("mission"));
-        assert_eq!(subject_stream_type("t_abc.events"), None);
-    }
-}
+/// The name prefix of the durable consumers projectors once followed.
+pub const OLD_CONSUMER_PREFIX: &str = "projector_";

@@ -194,7 +194,7 @@ pub async fn start(
     ));
     let stages = Stages::new(shutdown);
     let (relay, relay_status) = start_relay(&services, &options, &stages);
-    let projectors = start_projectors(&services, &store, &stages).await?;
+    // The projectors follow the feed: it is the process's one consumer of the bus.
     let feed = Feed::new(
         services.pool.clone(),
         services.nats.clone(),
@@ -205,12 +205,15 @@ pub async fn start(
     .await?;
     let feed_handle = feed.handle();
     let feed = supervise("live feed", feed.run(stages.feed.clone()).map(Ok), &stages.feed, &stages);
+    tokio::spawn(remove_old_consumers(services.nats.clone(), services.namespace.clone()));
+    let projectors = start_projectors(&services, &store, &feed_handle, &stages).await?;
     let shared = QueueShared {
         cell: Arc::new(OnceCell::new()),
         watchdog_leading: Arc::default(),
         clock: crate::clock::LeaseClock::connect(services.pool.clone()).await?,
     };
-    let queue_parts = start_queue_parts(&services, &store, &options, &shared, &stages);
+    let queue_parts =
+        start_queue_parts(&services, &store, &options, &shared, &feed_handle, &stages);
     let listener = TcpListener::bind(options.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", options.http_addr))?;
@@ -329,11 +332,12 @@ fn start_relay(
 async fn start_projectors(
     services: &Connected,
     store: &EventStore,
+    feed: &FeedHandle,
     stages: &Stages,
 ) -> anyhow::Result<Projectors> {
     let projector = |name| Projector {
         pool: &services.pool,
-        nats: &services.nats,
+        feed,
         namespace: &services.namespace,
         stop: &stages.projectors,
         stages,
@@ -377,6 +381,7 @@ fn start_queue_parts(
     store: &EventStore,
     options: &ServeOptions,
     shared: &QueueShared,
+    feed: &FeedHandle,
     stages: &Stages,
 ) -> JoinHandle<()> {
     let parts = QueueParts {
@@ -385,6 +390,7 @@ fn start_queue_parts(
         store: store.clone(),
         pool: services.pool.clone(),
         nats: services.nats.clone(),
+        feed: feed.clone(),
         namespace: services.namespace.clone(),
         scoring: options.scoring,
         reaper: options.reaper.clone(),
@@ -517,7 +523,7 @@ type Failures = Arc<std::sync::Mutex<Vec<String>>>;
 /// What starting one PostgreSQL projector under supervision needs.
 struct Projector<'a> {
     pool: &'a sqlx::PgPool,
-    nats: &'a async_nats::Client,
+    feed: &'a FeedHandle,
     namespace: &'a crate::config::Namespace,
     stop: &'a CancellationToken,
     stages: &'a Stages,
@@ -552,7 +558,7 @@ impl Projector<'_> {
             projector,
             store,
             self.pool.clone(),
-            self.nats.clone(),
+            self.feed.clone(),
             self.namespace.clone(),
             RunnerConfig::default(),
         )
@@ -592,6 +598,16 @@ fn supervise(
         failures.lock().expect("not poisoned").push(format!("{name}: {why}"));
         server_shutdown.cancel();
     })
+}
+
+/// Deletes the bus consumers projectors followed in earlier releases; a failure only leaves
+/// them in place.
+async fn remove_old_consumers(nats: async_nats::Client, namespace: crate::config::Namespace) {
+    match crate::eventlog::projector::remove_old_consumers(nats, &namespace).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "removed the projectors' old bus consumers"),
+        Err(error) => tracing::warn!(%error, "the projectors' old bus consumers stay"),
+    }
 }
 
 /// Cancels `token` on Ctrl-C or SIGTERM.

@@ -29,6 +29,7 @@ pub(super) struct QueueParts {
     pub(super) store: EventStore,
     pub(super) pool: sqlx::PgPool,
     pub(super) nats: async_nats::Client,
+    pub(super) feed: crate::eventlog::feed::FeedHandle,
     pub(super) namespace: crate::config::Namespace,
     pub(super) scoring: Scoring,
     pub(super) reaper: ReaperConfig,
@@ -122,7 +123,7 @@ impl QueueParts {
             projections::mission_queue::MissionQueue { scoring: self.scoring },
             queue.store(None),
             self.pool.clone(),
-            self.nats.clone(),
+            self.feed.clone(),
             self.namespace.clone(),
             RunnerConfig::default(),
         )
@@ -134,7 +135,7 @@ impl QueueParts {
             projections::agent_view::AgentView,
             view.clone(),
             self.pool.clone(),
-            self.nats.clone(),
+            self.feed.clone(),
             self.namespace.clone(),
             RunnerConfig::default(),
         )

@@ -208,12 +208,13 @@ async fn a_following_cache_sees_a_revocation_as_soon_as_the_feed_carries_it() {
 
     // When the key is revoked and the feed carries the event.
     keys::revoke(&store, &token.key_id, "leaked", by("key:root"), now_ms()).await.unwrap();
-    let event = brain::eventlog::feed::FeedEvent {
-        position: env.head().await,
-        stream_type: "api_key".into(),
-        stream_id: token.key_id.as_str().into(),
-        json: bytes::Bytes::new(),
-    };
+    let event = brain::eventlog::feed::FeedEvent::new(
+        env.head().await,
+        "api_key",
+        token.key_id.as_str(),
+        "ApiKeyRevoked",
+        bytes::Bytes::new(),
+    );
     feed.send(std::sync::Arc::new(event)).unwrap();
 
     // Then the cache refuses the key at once: well before its next reconcile (a second after

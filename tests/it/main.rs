@@ -47,7 +47,7 @@ mod missions_api;
 mod openai_client;
 mod openapi;
 mod projector;
-mod projector_filter;
+mod projector_feed;
 mod python_agent;
 mod queue;
 mod reaper;

@@ -117,16 +117,11 @@ async fn the_mission_list_matches_every_missions_state_live_and_after_a_rebuild(
     tokio::spawn(relay.run(relay_stop.clone()));
     let config = RunnerConfig { idle_check: Duration::from_millis(100), ..RunnerConfig::default() };
     let live = PgProjection::live(env.pool.clone(), MissionListWriter, NAME);
-    let runner = Runner::new(
-        MissionList,
-        live,
-        env.pool.clone(),
-        env.nats.clone(),
-        env.namespace.clone(),
-        config,
-    )
-    .await
-    .unwrap();
+    let (feed, _feed_stop) = env.running_feed().await;
+    let runner =
+        Runner::new(MissionList, live, env.pool.clone(), feed, env.namespace.clone(), config)
+            .await
+            .unwrap();
     let stop = CancellationToken::new();
     tokio::spawn(runner.run(stop.clone()));
 

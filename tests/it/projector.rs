@@ -1,6 +1,6 @@
 //! The projector runtime against real services, with the `event_type_stats` projector:
 //! restarts, redeliveries and holes never change the result, and a rebuild from the log
-//! equals the model fed live from JetStream.
+//! equals the model fed live from the bus.
 
 use std::time::Duration;
 
@@ -56,18 +56,24 @@ fn stats_store(env: &TestEnv) -> PgProjection<EventTypeStatsWriter> {
 }
 
 async fn start_runner(env: &TestEnv) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let (feed, feed_stop) = env.running_feed().await;
     let runner = Runner::new(
         EventTypeStats,
         stats_store(env),
         env.pool.clone(),
-        env.nats.clone(),
+        feed,
         env.namespace.clone(),
         quick(),
     )
     .await
     .unwrap();
     let shutdown = CancellationToken::new();
-    (shutdown.clone(), tokio::spawn(runner.run(shutdown)))
+    let run = runner.run(shutdown.clone());
+    let task = tokio::spawn(async move {
+        run.await;
+        feed_stop.cancel();
+    });
+    (shutdown, task)
 }
 
 fn start_relay(env: &TestEnv) -> CancellationToken {
@@ -85,19 +91,14 @@ async fn wait_caught_up(env: &TestEnv) {
 }
 
 #[tokio::test]
-async fn a_model_fed_live_from_jetstream_equals_one_rebuilt_from_the_store() {
+async fn a_model_fed_live_from_the_bus_equals_one_rebuilt_from_the_store() {
     // Given a projector that starts on an empty store, so everything reaches it live.
     let env = TestEnv::new().await;
     let (store, _committer) = env.store();
     let _relay = start_relay(&env);
     let (stop, runner) = start_runner(&env).await;
-    wait_until("the live consumer to exist", WAIT, || async {
-        let stream = env
-            .jetstream
-            .get_stream(brain::eventlog::bus::stream_name(&env.namespace))
-            .await
-            .unwrap();
-        stream.consumer_info("projector_event_type_stats").await.is_ok()
+    wait_until("the feed's consumer to exist", WAIT, || async {
+        env.consumer_names().await.len() == 1
     })
     .await;
     let writers: Vec<_> = (0..4)
@@ -165,13 +166,13 @@ async fn events_fed_twice_or_after_a_hole_are_applied_exactly_once() {
         Feeder::new(EventTypeStats, stats_store(&env), env.pool.clone(), 7).await.unwrap();
 
     // Redelivery: the same events again, and an overlapping run.
-    feeder.feed(events[..40].to_vec()).await.unwrap();
-    feeder.feed(events[..40].to_vec()).await.unwrap();
-    feeder.feed(events[20..50].to_vec()).await.unwrap();
+    feeder.feed_events(&events[..40]).await.unwrap();
+    feeder.feed_events(&events[..40]).await.unwrap();
+    feeder.feed_events(&events[20..50]).await.unwrap();
     assert_eq!(feeder.checkpoint(), 50);
 
     // A hole: events 51 to 70 never arrive by the bus; they are fetched from the store.
-    feeder.feed(events[70..].to_vec()).await.unwrap();
+    feeder.feed_events(&events[70..]).await.unwrap();
     assert_eq!(feeder.checkpoint(), 90);
     assert_eq!(model(&env).await, expected(&env).await);
 
@@ -179,6 +180,6 @@ async fn events_fed_twice_or_after_a_hole_are_applied_exactly_once() {
     let mut resumed =
         Feeder::new(EventTypeStats, stats_store(&env), env.pool.clone(), 7).await.unwrap();
     assert_eq!(resumed.checkpoint(), 90);
-    resumed.feed(events.clone()).await.unwrap();
+    resumed.feed_events(&events).await.unwrap();
     assert_eq!(model(&env).await, expected(&env).await);
 }

@@ -74,6 +74,48 @@ impl TestEnv {
         EventStore::start(self.pool.clone(), self.namespace.as_str(), CommitterConfig::default())
     }
 
+    /// The namespace's live feed, following the bus until the token is cancelled (the
+    /// process's one consumer, which projectors follow). Made before it runs: it starts
+    /// after the store's head as it is now.
+    pub async fn feed(
+        &self,
+        config: brain::eventlog::feed::FeedConfig,
+    ) -> (brain::eventlog::feed::Feed, tokio_util::sync::CancellationToken) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let feed = brain::eventlog::feed::Feed::new(
+            self.pool.clone(),
+            self.nats.clone(),
+            self.namespace.clone(),
+            config,
+            stop.clone(),
+        )
+        .await
+        .expect("the feed starts");
+        (feed, stop)
+    }
+
+    /// [`TestEnv::feed`], running, with a quick look at the store when the bus is silent.
+    pub async fn running_feed(
+        &self,
+    ) -> (brain::eventlog::feed::FeedHandle, tokio_util::sync::CancellationToken) {
+        let config = brain::eventlog::feed::FeedConfig {
+            idle_check: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let (feed, stop) = self.feed(config).await;
+        let handle = feed.handle();
+        tokio::spawn(feed.run(stop.clone()));
+        (handle, stop)
+    }
+
+    /// The consumers of the namespace's stream, by name.
+    pub async fn consumer_names(&self) -> Vec<String> {
+        use futures::StreamExt;
+        let stream = self.jetstream.get_stream(bus::stream_name(&self.namespace)).await;
+        let stream = stream.expect("the namespace's stream");
+        stream.consumer_names().map(|name| name.expect("a consumer name")).collect().await
+    }
+
     pub async fn head(&self) -> u64 {
         brain::eventlog::store::head(&self.pool).await.expect("read head")
     }

@@ -19,12 +19,8 @@ fn field_of(result: Result<(Option<u64>, Selection), ApiError>) -> &'static str 
 }
 
 fn event(position: u64, stream_type: &str) -> Arc<FeedEvent> {
-    Arc::new(FeedEvent {
-        position,
-        stream_type: stream_type.into(),
-        stream_id: "s".into(),
-        json: bytes::Bytes::from(format!("{position}")),
-    })
+    let json = bytes::Bytes::from(format!("{position}"));
+    Arc::new(FeedEvent::new(position, stream_type, "s", "Probed", json))
 }
 
 fn positions(steps: &[Delivery]) -> Vec<String> {

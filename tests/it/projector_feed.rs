@@ -1,12 +1,15 @@
-//! A projector that reads one stream type: its consumer is filtered on it, it passes long
-//! runs of other events without reading them and still reaches the head, a wanted event the
-//! bus lost is read from the store, a consumer left with another filter is replaced, and a
-//! rebuild equals the model fed live.
+//! Projectors follow their process's live feed: however many there are, the bus has one
+//! consumer for them; one that reads one stream type passes long runs of other events and
+//! still reaches the head; a wanted event the bus lost, or events a projector missed by
+//! falling behind the feed, are read from the store; the consumers projectors once followed
+//! are removed; and a rebuild equals the model fed live.
 
 use std::time::Duration;
 
 use brain::eventlog::bus;
+use brain::eventlog::feed::{FeedConfig, FeedHandle};
 use brain::eventlog::projector::{Runner, RunnerConfig};
+use brain::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
 use brain::eventlog::projectors::{PgProjection, PgWriter, rebuild};
 use brain::eventlog::relay::{Relay, RelayConfig};
 use brain::eventlog::store::EventStore;
@@ -123,13 +126,13 @@ fn start_relay(env: &TestEnv) -> CancellationToken {
     shutdown
 }
 
-async fn start_runner(env: &TestEnv, config: RunnerConfig) -> CancellationToken {
+async fn start_runner(env: &TestEnv, feed: &FeedHandle, config: RunnerConfig) -> CancellationToken {
     let store = PgProjection::live(env.pool.clone(), ProbeCountWriter, NAME);
     let runner = Runner::new(
         ProbeCount,
         store,
         env.pool.clone(),
-        env.nats.clone(),
+        feed.clone(),
         env.namespace.clone(),
         config,
     )
@@ -164,21 +167,27 @@ async fn append_of(store: &EventStore, kind: &str, streams: usize, per_stream: u
     }
 }
 
-async fn consumer_info(env: &TestEnv) -> Option<async_nats::jetstream::consumer::Info> {
-    let stream = env.jetstream.get_stream(bus::stream_name(&env.namespace)).await.unwrap();
-    stream.consumer_info(format!("projector_{NAME}")).await.ok()
-}
-
 #[tokio::test]
-async fn a_filtered_projector_passes_a_long_run_of_other_events_unread_and_reaches_the_head() {
-    // Given a projector of `probe` streams following the bus.
+async fn projectors_share_one_bus_consumer_and_one_of_probes_passes_other_events_unread() {
+    // Given two projectors of one process, one of every event and one of `probe` streams,
+    // following the process's feed.
     let env = setup().await;
     let (store, _committer) = env.store();
     let _relay = start_relay(&env);
-    let _runner = start_runner(&env, quick()).await;
-    wait_until("the consumer", WAIT, || async { consumer_info(&env).await.is_some() }).await;
-    let info = consumer_info(&env).await.unwrap();
-    assert_eq!(info.config.filter_subject, format!("{}.events.probe.>", env.namespace));
+    let (feed, _feed_stop) = env.running_feed().await;
+    let _runner = start_runner(&env, &feed, quick()).await;
+    let stats = Runner::new(
+        projections::event_type_stats::EventTypeStats,
+        PgProjection::live(env.pool.clone(), EventTypeStatsWriter, "event_type_stats"),
+        env.pool.clone(),
+        feed.clone(),
+        env.namespace.clone(),
+        quick(),
+    )
+    .await
+    .unwrap();
+    let stats_stop = CancellationToken::new();
+    tokio::spawn(stats.run(stats_stop.clone()));
 
     // When a long run of other events is appended, then a few probes among more of them.
     append_of(&store, "sample", 20, 100).await;
@@ -188,61 +197,69 @@ async fn a_filtered_projector_passes_a_long_run_of_other_events_unread_and_reach
     append_of(&store, "probe", 2, 1).await;
     append_of(&store, "sample", 5, 100).await;
 
-    // Then its checkpoint reaches the head, its consumer was sent only the probes, and the
-    // model is the one the log gives, live and rebuilt.
+    // Then both reach the head with the models the log gives (the probe projector was given
+    // only probes: its `apply` asserts it), and the bus had one consumer for them all.
     wait_at_head(&env).await;
     assert_eq!(model(&env).await, expected(&env).await);
-    let delivered = consumer_info(&env).await.unwrap().delivered.consumer_sequence;
-    assert!(delivered <= 8, "the consumer was sent {delivered} messages, not only the 8 probes");
+    let head = env.head().await;
+    wait_until("the stats to reach the head", WAIT, || async {
+        let at = brain::eventlog::projectors::checkpoint(&env.pool, "event_type_stats").await;
+        at.unwrap() >= head
+    })
+    .await;
+    let (counted,): (i64,) = sqlx::query_as("SELECT sum(events)::bigint FROM event_type_stats")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(counted as u64, head);
+    assert_eq!(env.consumer_names().await.len(), 1, "one consumer: the feed's");
     let live = model(&env).await;
     let position = rebuild(&env.pool, ProbeCount, ProbeCountWriter).await.unwrap();
     assert_eq!(position, env.head().await);
     assert_eq!(model(&env).await, live);
+    stats_stop.cancel();
+}
+
+/// A runner that does not look at the store while the feed is quiet: what it gets, it gets
+/// from the feed.
+fn feed_only() -> RunnerConfig {
+    RunnerConfig {
+        idle_check: Duration::from_secs(60),
+        quiet_advance: Duration::from_secs(60),
+        ..quick()
+    }
 }
 
 #[tokio::test]
 async fn a_wanted_event_the_bus_lost_is_read_from_the_store() {
-    // Given a projector that reads the bus and does not look at the store while it is quiet,
-    // held in its commit of one probe, so that what follows waits on the stream.
+    // Given a projector at the head, on a feed made but not yet following the bus.
     let env = setup().await;
     let (store, _committer) = env.store();
-    let _relay = start_relay(&env);
-    let slow = RunnerConfig {
-        idle_check: Duration::from_secs(60),
-        quiet_advance: Duration::from_secs(60),
-        ..quick()
-    };
-    let _runner = start_runner(&env, slow).await;
-    wait_until("the consumer", WAIT, || async { consumer_info(&env).await.is_some() }).await;
-    append_of(&store, "probe", 1, 1).await;
+    append_of(&store, "probe", 2, 1).await;
+    let config = FeedConfig { idle_check: Duration::from_secs(60), ..FeedConfig::default() };
+    let (feed, feed_stop) = env.feed(config).await;
+    let _runner = start_runner(&env, &feed.handle(), feed_only()).await;
     wait_at_head(&env).await;
-    let mut hold = env.pool.begin().await.unwrap();
-    sqlx::query("SELECT 1 FROM projector_checkpoints WHERE projector = $1 FOR UPDATE")
-        .bind(NAME)
-        .execute(&mut *hold)
-        .await
-        .unwrap();
-    append_of(&store, "probe", 1, 1).await;
-    // More probes than the consumer fetches ahead (two pulls of 200), then the one to lose
-    // between long runs of other events.
-    append_of(&store, "probe", 10, 100).await;
-    append_of(&store, "sample", 5, 100).await;
+
+    // When probes among other events are published, and the bus loses one probe before the
+    // feed reads it.
+    let _relay = start_relay(&env);
+    append_of(&store, "probe", 3, 1).await;
+    append_of(&store, "sample", 2, 10).await;
     append_of(&store, "probe", 1, 1).await;
     let lost = env.head().await;
-    append_of(&store, "sample", 5, 100).await;
+    append_of(&store, "sample", 2, 10).await;
     append_of(&store, "probe", 1, 1).await;
     let head = env.head().await;
     wait_until("the relay to publish everything", WAIT, || async {
         env.stream_last_sequence().await == head
     })
     .await;
-
-    // When the bus loses one of its events before the projector reads it.
     let stream = env.jetstream.get_stream(bus::stream_name(&env.namespace)).await.unwrap();
     assert!(stream.delete_message(lost).await.unwrap());
-    hold.rollback().await.unwrap();
+    tokio::spawn(feed.run(feed_stop.clone()));
 
-    // Then the projector reads it from the store and reaches the head with every probe.
+    // Then the projector has it, from the store, and reaches the head with every probe.
     wait_at_head(&env).await;
     assert_eq!(model(&env).await, expected(&env).await);
     let lost_stream: (String,) =
@@ -252,40 +269,69 @@ async fn a_wanted_event_the_bus_lost_is_read_from_the_store() {
             .await
             .unwrap();
     assert!(model(&env).await.iter().any(|(id, ..)| *id == lost_stream.0));
+    feed_stop.cancel();
 }
 
 #[tokio::test]
-async fn a_consumer_left_with_another_filter_is_replaced() {
-    // Given the projector's durable consumer as an earlier release left it: another filter,
-    // from the start.
+async fn a_projector_that_falls_behind_the_feed_reads_what_it_missed_from_the_store() {
+    // Given a feed that keeps only 4 events for readers behind it, and a projector held in
+    // its commit, so that it falls far behind.
     let env = setup().await;
     let (store, _committer) = env.store();
     let _relay = start_relay(&env);
+    let config = FeedConfig {
+        buffer_events: 4,
+        idle_check: Duration::from_millis(100),
+        ..FeedConfig::default()
+    };
+    let (feed, feed_stop) = env.feed(config).await;
+    let handle = feed.handle();
+    tokio::spawn(feed.run(feed_stop.clone()));
+    let _runner = start_runner(&env, &handle, feed_only()).await;
+    append_of(&store, "probe", 1, 1).await;
+    wait_at_head(&env).await;
+    let mut hold = env.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM projector_checkpoints WHERE projector = $1 FOR UPDATE")
+        .bind(NAME)
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    append_of(&store, "probe", 1, 1).await;
+    append_of(&store, "probe", 20, 5).await;
+    let head = env.head().await;
+    wait_until("the feed to pass the head", WAIT, || async { handle.position() == head }).await;
+
+    // When it is let go, and one more probe comes live.
+    hold.rollback().await.unwrap();
+    append_of(&store, "probe", 1, 1).await;
+
+    // Then it read what the feed no longer held from the store: its model is the log's.
+    wait_at_head(&env).await;
+    assert_eq!(model(&env).await, expected(&env).await);
+    feed_stop.cancel();
+}
+
+#[tokio::test]
+async fn the_consumers_projectors_once_followed_are_removed_and_no_other() {
+    // Given the durable consumers an earlier release's projectors followed, and another's.
+    let env = setup().await;
     let stream = env.jetstream.get_stream(bus::stream_name(&env.namespace)).await.unwrap();
-    let old = async_nats::jetstream::consumer::pull::Config {
-        durable_name: Some(format!("projector_{NAME}")),
-        filter_subject: format!("{}.events.sample.>", env.namespace),
+    let durable = |name: &str| async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
         ack_policy: async_nats::jetstream::consumer::AckPolicy::All,
         ..Default::default()
     };
-    stream.create_consumer(old).await.unwrap();
-    append_of(&store, "probe", 2, 3).await;
-    append_of(&store, "sample", 2, 3).await;
+    for name in ["projector_mission_list", "projector_mission_queue", "analytics"] {
+        stream.create_consumer(durable(name)).await.unwrap();
+    }
 
-    // When the runner starts.
-    let _runner = start_runner(&env, quick()).await;
+    // When they are cleared.
+    let deleted =
+        brain::eventlog::projector::remove_old_consumers(env.nats.clone(), &env.namespace)
+            .await
+            .unwrap();
 
-    // Then its consumer filters on its own stream type, and it follows the bus with it.
-    let wanted = format!("{}.events.probe.>", env.namespace);
-    wait_until("the consumer to be replaced", WAIT, || async {
-        consumer_info(&env).await.is_some_and(|info| info.config.filter_subject == wanted)
-    })
-    .await;
-    append_of(&store, "probe", 3, 1).await;
-    wait_at_head(&env).await;
-    assert_eq!(model(&env).await, expected(&env).await);
-    wait_until("the new probes to come by the bus", WAIT, || async {
-        consumer_info(&env).await.is_some_and(|info| info.delivered.consumer_sequence >= 1)
-    })
-    .await;
+    // Then the projectors' are gone and the other stays.
+    assert_eq!(deleted, 2);
+    assert_eq!(env.consumer_names().await, vec!["analytics".to_owned()]);
 }
