@@ -12,26 +12,45 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::names::StreamType;
+pub use crate::upcast::{UpcastError, Upcaster};
 
 /// A domain event enum of one aggregate. Its serialised form is the stored payload.
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
+    /// How older stored layouts of this enum's event types become today's: one step per
+    /// version bump (see [`crate::upcast`]). An event type's current version is one past its
+    /// last step here, so bumping a version *is* adding its upcaster.
+    const UPCASTERS: &'static [Upcaster] = &[];
+
     /// The stored `event_type` of this variant, past tense: `MissionEnqueued`.
     fn event_type(&self) -> &'static str;
 
-    /// The payload layout version written today. Loading an older one goes through
-    /// [`DomainEvent::upcast`].
-    fn schema_version(&self) -> u32 {
-        1
+    /// Every event type of the enum: its variants' names, from its own `Deserialize`.
+    fn event_types() -> &'static [&'static str] {
+        crate::upcast::variant_names::<Self>()
     }
 
-    /// Rebuilds an event from what the store holds, converting older layouts to today's.
-    /// The default accepts only today's layout, tagged by `event_type`.
+    /// The payload layout version `event_type` is written at today.
+    fn current_version(event_type: &str) -> u32 {
+        crate::upcast::current_version(Self::UPCASTERS, event_type)
+    }
+
+    /// The payload layout version written today for this variant. Loading an older one
+    /// goes through [`DomainEvent::upcast`].
+    fn schema_version(&self) -> u32 {
+        Self::current_version(self.event_type())
+    }
+
+    /// Rebuilds an event from what the store holds: the payload is brought from its stored
+    /// `schema_version` to today's layout through [`DomainEvent::UPCASTERS`], then read
+    /// tagged by `event_type`. Every path that reads stored events (loading an aggregate,
+    /// projectors, views, replay) goes through here.
     fn upcast(
         event_type: &str,
         schema_version: u32,
         payload: serde_json::Value,
     ) -> Result<Self, UpcastError> {
-        let _ = schema_version;
+        let payload =
+            crate::upcast::to_current(Self::UPCASTERS, event_type, schema_version, payload)?;
         let tagged = serde_json::json!({ event_type: payload });
         serde_json::from_value(tagged).map_err(|source| UpcastError {
             event_type: event_type.to_owned(),
@@ -49,15 +68,6 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
             Err(error) => panic!("domain event {self:?} does not serialise: {error}"),
         }
     }
-}
-
-/// A stored event that no longer matches any layout the code knows: a bug or a missing
-/// upcaster, never user input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("stored {event_type} event cannot be read: {message}")]
-pub struct UpcastError {
-    pub event_type: String,
-    pub message: String,
 }
 
 pub trait Aggregate: Default {

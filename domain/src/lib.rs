@@ -11,6 +11,7 @@ pub mod aggregate;
 pub mod api_key;
 pub mod base_url;
 pub mod budget;
+pub mod catalogue;
 pub mod conversation;
 pub mod event;
 pub mod heartbeat;
@@ -19,6 +20,7 @@ pub mod llm_config;
 pub mod mission;
 pub mod names;
 pub mod text;
+pub mod upcast;
 
 pub use aggregate::Aggregate;
 pub use event::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent};

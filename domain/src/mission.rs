@@ -32,6 +32,7 @@ mod call;
 mod event;
 mod spec;
 mod tree;
+mod upcast;
 pub use call::{EstimateMethod, LlmCall, ToolCallRecord, UsageEstimate};
 pub use event::MissionEvent;
 use spec::invalid;
@@ -340,8 +341,13 @@ impl Aggregate for Mission {
                 }
                 let lease_expires_at_ms = expiry(now_ms, lease_ms);
                 let attempt = self.attempt + 1;
-                let started =
-                    E::MissionStarted { worker_id, attempt, lease_expires_at_ms, at_ms: now_ms };
+                let started = E::MissionStarted {
+                    worker_id,
+                    attempt,
+                    lease_ms,
+                    lease_expires_at_ms,
+                    at_ms: now_ms,
+                };
                 Ok(if due {
                     vec![E::MissionRetryDue { at_ms: now_ms }, started]
                 } else {

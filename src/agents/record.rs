@@ -179,12 +179,11 @@ pub async fn history(
 /// The last attempt that ran, by its last start (a suspension or a release uncounts the
 /// attempt in the state, not in the history).
 pub fn last_attempt(events: &[RecordedEvent]) -> Option<u32> {
-    events
-        .iter()
-        .rev()
-        .find(|event| event.event_type == "MissionStarted")
-        .and_then(|event| event.payload["attempt"].as_u64())
-        .map(|attempt| attempt as u32)
+    let stored = events.iter().rev().find(|event| event.event_type == "MissionStarted")?;
+    match MissionEvent::upcast(&stored.event_type, stored.schema_version, stored.payload.clone()) {
+        Ok(MissionEvent::MissionStarted { attempt, .. }) => Some(attempt),
+        _ => None,
+    }
 }
 
 /// What an attempt of a mission starts from: its own record so far (a resumed or handed back

@@ -18,8 +18,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use domain::StreamId;
+use domain::aggregate::DomainEvent;
 use domain::api_key::Permission;
-use domain::llm_config::{InvalidSettings, LlmConfig, LlmConfigCommand, LlmSettings};
+use domain::llm_config::{
+    InvalidSettings, LlmConfig, LlmConfigCommand, LlmConfigEvent, LlmSettings,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
@@ -100,16 +103,24 @@ async fn view(app: &AppState) -> Result<ConfigView, ApiError> {
     let (config, events) = command::load_with_events::<LlmConfig>(&app.store, &config_stream())
         .await
         .map_err(refusal)?;
-    let history = events[events.len().saturating_sub(HISTORY_MAX)..]
-        .iter()
-        .map(|event| ConfigChange {
+    // Read through the upcasters like the fold above, which has read each of them already.
+    let mut history = Vec::with_capacity(HISTORY_MAX.min(events.len()));
+    for event in &events[events.len().saturating_sub(HISTORY_MAX)..] {
+        let decoded =
+            LlmConfigEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
+                .map_err(|error| ApiError::Internal(error.into()))?;
+        let (by, changed, at_ms) = match decoded {
+            LlmConfigEvent::LlmConfigChanged { by, changed, at_ms, .. } => (by, changed, at_ms),
+            LlmConfigEvent::LlmConfigReset { by, at_ms } => (by, Vec::new(), at_ms),
+        };
+        history.push(ConfigChange {
             event_type: event.event_type.clone(),
-            by: event.payload["by"].as_str().unwrap_or_default().to_owned(),
-            changed: serde_json::from_value(event.payload["changed"].clone()).unwrap_or_default(),
-            at_ms: event.payload["at_ms"].as_i64().unwrap_or_default(),
+            by,
+            changed,
+            at_ms,
             global_position: event.global_position,
-        })
-        .collect();
+        });
+    }
     let credentials = crate::llm::Credentials::of(&app.agents.llm);
     Ok(ConfigView {
         settings: config.settings,

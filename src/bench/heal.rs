@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use domain::mission::{MissionEvent, MissionSpec, Priority};
-use domain::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
+use domain::{EventMetadata, ExpectedVersion, StreamId};
 use projections::mission_queue::{MissionQueue, Scoring};
 use sqlx::migrate::MigrateDatabase;
 use time::OffsetDateTime;
@@ -154,6 +154,7 @@ fn mission(n: u64) -> Append {
         events.push(MissionEvent::MissionStarted {
             worker_id: "w".into(),
             attempt: 1,
+            lease_ms: 30_000,
             lease_expires_at_ms,
             at_ms,
         });
@@ -169,15 +170,11 @@ fn mission(n: u64) -> Append {
             at_ms,
         });
     }
-    use domain::aggregate::DomainEvent;
     Append {
         stream_type: domain::StreamType::parse("mission").expect("valid"),
         stream_id: StreamId::from(Uuid::now_v7()),
         expected: ExpectedVersion::Exact(0),
-        events: events
-            .iter()
-            .map(|event| NewEvent::new(event.event_type(), event.payload()))
-            .collect(),
+        events: events.iter().map(crate::eventlog::command::new_event).collect(),
         metadata: EventMetadata::new("bench", OffsetDateTime::now_utc()),
     }
 }

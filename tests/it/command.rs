@@ -1,12 +1,13 @@
 //! The command handler with the mission aggregate against a real store: re-deciding on
 //! conflict is what keeps one mission on one worker (design invariants 5 and 6).
 
-use brain::eventlog::command::{CommandError, execute, load};
-use brain::eventlog::store::{CommitterConfig, EventStore};
+use brain::eventlog::command::{CommandError, execute, load, load_many};
+use brain::eventlog::store::{Append, CommitterConfig, EventStore};
+use domain::aggregate::Aggregate;
 use domain::mission::{
     Mission, MissionCommand, MissionError, MissionSpec, MissionStatus, Priority,
 };
-use domain::{EventMetadata, StreamId};
+use domain::{EventMetadata, ExpectedVersion, NewEvent, StreamId};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -108,4 +109,52 @@ async fn a_refused_command_appends_nothing() {
     let refused = execute::<Mission>(&store, &id, metadata("worker:w2"), complete).await;
     assert!(matches!(refused, Err(CommandError::Rejected(MissionError::HeldByAnother { .. }))));
     assert_eq!(env.head().await, 2);
+}
+
+/// A start stored before `MissionStarted` carried its lease's length (schema version 1) loads
+/// through its upcaster wherever the handler loads a stream, and the holder goes on under it;
+/// the next start is written at version 2.
+#[tokio::test]
+async fn a_start_stored_at_an_older_schema_version_loads_and_new_ones_are_written_at_today_s() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let id = enqueue(&store).await;
+    let mut v1 = NewEvent::new(
+        "MissionStarted",
+        json!({ "worker_id": "w1", "attempt": 1, "lease_expires_at_ms": 32_000, "at_ms": 2_000 }),
+    );
+    v1.schema_version = 1;
+    let stored_v1 = Append {
+        stream_type: Mission::stream_type(),
+        stream_id: id.clone(),
+        expected: ExpectedVersion::Exact(1),
+        events: vec![v1],
+        metadata: metadata("worker:w1"),
+    };
+    store.append(stored_v1).await.expect("a v1 start appended as an older release wrote it");
+
+    let (mission, version) = load::<Mission>(&store, &id).await.unwrap();
+    assert_eq!(version, 2);
+    assert_eq!(
+        (mission.status, mission.worker_id.as_deref(), mission.lease_expires_at_ms),
+        (MissionStatus::Running, Some("w1"), Some(32_000))
+    );
+    let many = load_many::<Mission>(&store, std::slice::from_ref(&id)).await.unwrap();
+    assert_eq!(many[0], (mission, 2), "the bulk load reads it the same way");
+
+    let release = || MissionCommand::Release {
+        worker_id: "w1".into(),
+        attempt: 1,
+        reason: "shutting down".into(),
+        now_ms: 3_000,
+    };
+    execute::<Mission>(&store, &id, metadata("worker:w1"), release).await.unwrap();
+    execute::<Mission>(&store, &id, metadata("worker:w2"), start("w2")).await.unwrap();
+    let stored = store.load_stream(&Mission::stream_type(), &id, None).await.unwrap();
+    let starts: Vec<_> = stored
+        .iter()
+        .filter(|event| event.event_type == "MissionStarted")
+        .map(|event| (event.schema_version, event.payload.get("lease_ms").cloned()))
+        .collect();
+    assert_eq!(starts, [(1, None), (2, Some(json!(30_000)))], "stored as each was written");
 }

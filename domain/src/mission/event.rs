@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ChildOutcome, LlmCall, MissionSpec, ToolCallRecord};
-use crate::aggregate::DomainEvent;
+use crate::aggregate::{DomainEvent, Upcaster};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MissionEvent {
@@ -15,9 +15,12 @@ pub enum MissionEvent {
     MissionRetryDue {
         at_ms: i64,
     },
+    /// Schema version 2 added `lease_ms` (see [`super::upcast`]).
     MissionStarted {
         worker_id: String,
         attempt: u32,
+        /// The length of the lease granted, which the holder renews by.
+        lease_ms: u64,
         lease_expires_at_ms: i64,
         at_ms: i64,
     },
@@ -129,6 +132,8 @@ impl MissionEvent {
 }
 
 impl DomainEvent for MissionEvent {
+    const UPCASTERS: &'static [Upcaster] = super::upcast::UPCASTERS;
+
     fn event_type(&self) -> &'static str {
         match self {
             MissionEvent::MissionEnqueued { .. } => "MissionEnqueued",

@@ -30,6 +30,7 @@ pub(super) fn started(worker: &str, attempt: u32, at_ms: i64) -> MissionEvent {
     MissionEvent::MissionStarted {
         worker_id: worker.into(),
         attempt,
+        lease_ms: 30_000,
         lease_expires_at_ms: at_ms + 30_000,
         at_ms,
     }
@@ -396,7 +397,9 @@ fn only_a_failed_mission_can_be_retried_and_it_starts_counting_afresh() {
 fn events_round_trip_through_their_stored_form() {
     let events = [enqueued(), started("w1", 1, 2), failed(1, Some(9), 3)];
     for event in events {
-        let back = MissionEvent::upcast(event.event_type(), 1, event.payload()).unwrap();
+        let back =
+            MissionEvent::upcast(event.event_type(), event.schema_version(), event.payload())
+                .unwrap();
         assert_eq!(back, event);
     }
 }

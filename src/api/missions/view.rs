@@ -2,7 +2,8 @@
 //! tree of sub-missions.
 
 use domain::StreamId;
-use domain::mission::{AttemptError, Mission, MissionError, MissionStatus, Priority};
+use domain::aggregate::DomainEvent;
+use domain::mission::{AttemptError, Mission, MissionError, MissionEvent, MissionStatus, Priority};
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -137,16 +138,19 @@ pub(in crate::api) async fn load_view(
     let has_children = !mission.children.is_empty();
     let mut view = view(mission_id, mission, enqueued_by, version)
         .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))?;
+    // Read through the upcasters like the fold above, which has read each of them already.
     view.forks = events
         .iter()
         .filter(|event| event.event_type == "MissionForked")
         .filter_map(|event| {
-            let payload = &event.payload;
-            Some(ForkView {
-                mission_id: payload["fork_id"].as_str()?.to_owned(),
-                attempt: payload["attempt"].as_u64()? as u32,
-                steps: payload["steps"].as_u64()? as u32,
-            })
+            MissionEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
+                .ok()
+        })
+        .filter_map(|event| match event {
+            MissionEvent::MissionForked { fork_id, attempt, steps, .. } => {
+                Some(ForkView { mission_id: fork_id, attempt, steps })
+            }
+            _ => None,
         })
         .collect();
     if has_children {
