@@ -56,6 +56,12 @@ pub enum Command {
         #[command(subcommand)]
         keys: crate::identity::cli::KeysCli,
     },
+    /// The read models: list them, see how far behind the log each is, rebuild one beside
+    /// the live one: see `brain projections --help`.
+    Projections {
+        #[command(subcommand)]
+        projections: crate::serve::projections_cli::ProjectionsCli,
+    },
     /// Measure this machine: see `brain bench --help`.
     Bench {
         #[command(subcommand)]
@@ -160,6 +166,7 @@ impl Cli {
             }
             Command::Missions { missions } => missions.run().await,
             Command::Keys { keys } => keys.run().await,
+            Command::Projections { projections } => projections.run().await,
             Command::Bench { bench } => bench.run().await,
         }
     }

@@ -32,6 +32,7 @@ use crate::config::Namespace;
 use crate::eventlog::bus;
 use crate::eventlog::feed::{FeedEvent, FeedHandle};
 use crate::eventlog::leader;
+use crate::eventlog::projectors;
 use crate::eventlog::store::{self, StoreError};
 
 #[derive(Debug, Clone)]
@@ -435,6 +436,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
             metrics::counter!("brain_projector_resets_total", "projector" => name, "reason" => "ahead_of_log").increment(1);
             self.feeder.store.reset().await.map_err(projection_error)?;
             self.feeder.checkpoint = Checkpoint::new(0);
+            projectors::record_reset(&self.feeder.pool, name, "ahead_of_log", 0).await;
             return Ok(true);
         }
         if stored < applied {
@@ -445,6 +447,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
                 "read model lost its state; refilling it from the log"
             );
             metrics::counter!("brain_projector_resets_total", "projector" => name, "reason" => "lost_state").increment(1);
+            projectors::record_reset(&self.feeder.pool, name, "lost_state", stored).await;
         }
         if stored != applied {
             self.feeder.checkpoint = Checkpoint::new(stored);

@@ -7,7 +7,9 @@
 //! what is queued; then the relay publishes everything committed; then the projectors stop.
 
 mod identity;
+pub mod projections_cli;
 mod queue_parts;
+pub mod read_models;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -60,6 +60,14 @@ async fn a_queue_wiped_from_redis_is_refilled_from_the_log_with_its_leases_and_e
     })
     .await;
     assert_eq!(env.head().await, head, "no event was appended: the runner noticed by itself");
+    // And the reset is on record, for `brain projections status`.
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM projector_resets WHERE projector = 'mission_queue' ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons, ["lost_state"]);
     // And the refilled lease expires: the dead holder's mission runs again on a new worker,
     // which runs the queued ones too.
     let _second =
@@ -128,6 +136,13 @@ async fn a_queue_ahead_of_its_log_is_rebuilt_and_a_lease_of_an_unknown_mission_i
         health(addr).await["lag"]["projectors"]["mission_queue"] == 0
     })
     .await;
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "SELECT reason FROM projector_resets WHERE projector = 'mission_queue' ORDER BY id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons, ["ahead_of_log"]);
     // The reset dropped the old keys; a lease of an unknown mission that appears now (the
     // supervisor finds it expired) is forgotten rather than tried every tick.
     let generation: Option<u64> = redis::cmd("GET")

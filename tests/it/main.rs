@@ -46,6 +46,7 @@ mod mission_list;
 mod missions_api;
 mod openai_client;
 mod openapi;
+mod projections;
 mod projector;
 mod projector_feed;
 mod python_agent;

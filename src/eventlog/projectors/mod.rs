@@ -189,6 +189,43 @@ pub async fn lock_checkpoint(connection: &mut PgConnection, key: &str) -> Result
     Ok(position as u64)
 }
 
+/// Resets of one projector `projector_resets` keeps (the newest).
+pub const RESETS_KEPT: i64 = 100;
+/// Longest the record of a reset may take.
+pub const RESET_RECORD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Records that `projector`'s read model was reset (`reason`: `rebuild`, `lost_state`,
+/// `ahead_of_log`) and is now at `position`. Best effort: the record is for people, and a
+/// model that heals must not wait on it.
+pub async fn record_reset(pool: &PgPool, projector: &str, reason: &str, position: u64) {
+    let record = async {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO projector_resets (projector, reason, position) VALUES ($1, $2, $3)",
+        )
+        .bind(projector)
+        .bind(reason)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM projector_resets WHERE projector = $1 AND id <= (
+                 SELECT id FROM projector_resets WHERE projector = $1
+                 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+        )
+        .bind(projector)
+        .bind(RESETS_KEPT)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    };
+    match tokio::time::timeout(RESET_RECORD_TIMEOUT, record).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(projector, %error, "reset not recorded"),
+        Err(_) => tracing::warn!(projector, "reset not recorded in time"),
+    }
+}
+
 /// Most attempts to swap a rebuilt model in while a busy live runner keeps moving ahead.
 pub const REBUILD_SWAP_ATTEMPTS_MAX: u32 = 50;
 
