@@ -33,8 +33,9 @@ SIGINT, or with --exit-when-caught-up once the stream's last event is counted). 
 is kept in the checkpoint, so it grows with the number of missions; that is fine for an
 example, and a long log would keep a histogram instead.
 
-Exit codes: 0 done; 2 bad arguments or checkpoint; 3 the stream cannot be followed (it does
-not exist, or no longer holds the events after the checkpoint); 4 an event it cannot read (an
+Exit codes: 0 done; 2 bad arguments or checkpoint; 3 the stream cannot be followed (no
+connection to NATS within 30 s, no such stream, or it no longer holds the events after the
+checkpoint); 4 an event it cannot read (an
 unknown envelope layout or schema version, a message not at its own position).
 """
 
@@ -52,6 +53,8 @@ from nats.js.errors import NotFoundError
 
 # Deadline of one NATS request (stream info, one message).
 REQUEST_TIMEOUT_S = 5.0
+# How long the first connection may take (once connected, the client reconnects without end).
+CONNECT_TIMEOUT_S = 30.0
 # How often an idle subscriber looks at the stream when no live message woke it up.
 IDLE_CHECK_S = 1.0
 # Wait after a failed request before trying again.
@@ -97,7 +100,10 @@ def _text(data, i):
     length, i = _varint(data, i)
     if i + length > len(data):
         raise Unreadable("envelope: truncated string")
-    return data[i:i + length].decode("utf-8"), i + length
+    try:
+        return data[i:i + length].decode("utf-8"), i + length
+    except UnicodeDecodeError as error:
+        raise Unreadable(f"envelope: {error}") from error
 
 
 def decode_envelope(data):
@@ -119,8 +125,11 @@ def decode_envelope(data):
     payload, i = _text(data, i)
     metadata, i = _text(data, i)
     recorded, i = _varint(data, i)
-    event["payload"] = json.loads(payload)
-    event["metadata"] = json.loads(metadata)
+    try:
+        event["payload"] = json.loads(payload)
+        event["metadata"] = json.loads(metadata)
+    except ValueError as error:
+        raise Unreadable(f"envelope at position {event['global_position']}: {error}") from error
     event["recorded_at_unix_ns"] = (recorded >> 1) ^ -(recorded & 1)  # zig-zag
     return event
 
@@ -280,10 +289,35 @@ async def pause(stop, seconds, woken=None):
         waiting.cancel()
 
 
+async def connect(url, stop):
+    """A connection that reconnects without end (a follower rides out a NATS restart), or
+    None when asked to stop first. The first connection is given CONNECT_TIMEOUT_S."""
+    errors = []
+
+    async def noted(error):
+        errors.append(error)
+        print(f"analytics: nats: {error!r}", file=sys.stderr)
+
+    connecting = asyncio.ensure_future(nats.connect(
+        url, connect_timeout=REQUEST_TIMEOUT_S, max_reconnect_attempts=-1,
+        name="analytics", error_cb=noted))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([connecting, stopping], timeout=CONNECT_TIMEOUT_S,
+                       return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    if stop.is_set():
+        return None
+    last = f": {errors[-1]!r}" if errors else ""
+    raise StreamGone(f"no connection to NATS within {CONNECT_TIMEOUT_S:.0f} s{last}")
+
+
 async def follow(args, state, stop):
-    # Reconnects without end: a follower rides out a NATS restart; each request stays bounded.
-    nc = await nats.connect(args.url, connect_timeout=REQUEST_TIMEOUT_S,
-                            max_reconnect_attempts=-1, name="analytics")
+    nc = await connect(args.url, stop)
+    if nc is None:
+        return
     try:
         js = nc.jetstream(timeout=REQUEST_TIMEOUT_S)
         try:
@@ -319,7 +353,11 @@ async def follow(args, state, stop):
                 await pause(stop, RETRY_BACKOFF_S)
                 continue
             for event in events:
-                apply(state, event)
+                try:
+                    apply(state, event)
+                except (KeyError, TypeError, ValueError) as error:
+                    raise Unreadable(f"{event['event_type']} at position "
+                                     f"{event['global_position']}: {type(error).__name__} {error}") from error
             if events:
                 state["position"] = events[-1]["global_position"]
                 save_checkpoint(args.checkpoint, state)
