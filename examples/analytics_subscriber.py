@@ -29,9 +29,10 @@ p50 and p95 are nearest-rank percentiles (what PostgreSQL's percentile_disc answ
         python3 analytics_subscriber.py --checkpoint analytics.json
 
 The totals are printed on stdout as one line of JSON on SIGUSR1, and at exit (SIGTERM,
-SIGINT, or with --exit-when-caught-up once the stream's last event is counted). Every sample
-is kept in the checkpoint, so it grows with the number of missions; that is fine for an
-example, and a long log would keep a histogram instead.
+SIGINT, or with --exit-when-caught-up once the stream's last event is counted). Every sample,
+and every mission's kind, is kept in the checkpoint, which is rewritten whole after each
+batch: it grows with the number of missions, and catching up slows as it does. That is fine
+for an example; a long log wants a histogram per kind and a store with transactions (SQLite).
 
 Exit codes: 0 done; 2 bad arguments or checkpoint; 3 the stream cannot be followed (no
 connection to NATS within 30 s, no such stream, or it no longer holds the events after the
@@ -77,8 +78,8 @@ class Unreadable(Exception):
     """An event this program cannot read: counting on would give wrong totals."""
 
 
-class StreamGone(Exception):
-    """The stream does not hold what the checkpoint needs next."""
+class CannotFollow(Exception):
+    """NATS, the stream, or the events after the checkpoint cannot be reached."""
 
 
 # --- The envelope: postcard, decoded by hand (README, "Events on the bus") -----------------
@@ -295,7 +296,7 @@ async def connect(url, stop):
     errors = []
 
     async def noted(error):
-        errors.append(error)
+        errors[:] = [error]  # the last one, for the message if the first connection fails
         print(f"analytics: nats: {error!r}", file=sys.stderr)
 
     connecting = asyncio.ensure_future(nats.connect(
@@ -311,7 +312,7 @@ async def connect(url, stop):
     if stop.is_set():
         return None
     last = f": {errors[-1]!r}" if errors else ""
-    raise StreamGone(f"no connection to NATS within {CONNECT_TIMEOUT_S:.0f} s{last}")
+    raise CannotFollow(f"no connection to NATS within {CONNECT_TIMEOUT_S:.0f} s{last}")
 
 
 async def follow(args, state, stop):
@@ -323,7 +324,7 @@ async def follow(args, state, stop):
         try:
             info = await js.stream_info(args.stream)
         except NotFoundError as error:
-            raise StreamGone(f"stream {args.stream} does not exist") from error
+            raise CannotFollow(f"stream {args.stream} does not exist") from error
         woken = asyncio.Event()
 
         async def wake(_message):
@@ -339,14 +340,14 @@ async def follow(args, state, stop):
                 on_stream = (await js.stream_info(args.stream)).state
                 behind = on_stream.last_seq > state["position"]
                 if behind and on_stream.first_seq > state["position"] + 1:
-                    raise StreamGone(
+                    raise CannotFollow(
                         f"stream {args.stream} starts at {on_stream.first_seq}, after the "
                         f"checkpoint's {state['position']}: read the rest from GET /api/events")
                 last = min(on_stream.last_seq, state["position"] + args.batch)
                 events = []
                 if last > state["position"]:
                     events = await fetch(js, args.stream, state["position"] + 1, last)
-            except (StreamGone, Unreadable):
+            except (CannotFollow, Unreadable):
                 raise
             except Exception as error:  # NATS unreachable, a timeout, the stream being rebuilt
                 print(f"analytics: {type(error).__name__}: {error}; retrying", file=sys.stderr)
@@ -356,8 +357,8 @@ async def follow(args, state, stop):
                 try:
                     apply(state, event)
                 except (KeyError, TypeError, ValueError) as error:
-                    raise Unreadable(f"{event['event_type']} at position "
-                                     f"{event['global_position']}: {type(error).__name__} {error}") from error
+                    where = f"{event['event_type']} at position {event['global_position']}"
+                    raise Unreadable(f"{where}: {type(error).__name__} {error}") from error
             if events:
                 state["position"] = events[-1]["global_position"]
                 save_checkpoint(args.checkpoint, state)
@@ -384,8 +385,8 @@ def parse_args():
     parser.add_argument("--stream", default="BRAIN_EVENTS",
                         help="the namespace's stream, <NAMESPACE>_EVENTS (default BRAIN_EVENTS)")
     parser.add_argument("--checkpoint", required=True, help="the checkpoint file")
-    parser.add_argument("--batch", type=int, default=200,
-                        help=f"events per checkpoint write, 1 to {BATCH_MAX} (default 200)")
+    parser.add_argument("--batch", type=int, default=BATCH_MAX,
+                        help=f"events per checkpoint write, 1 to {BATCH_MAX} (default {BATCH_MAX})")
     parser.add_argument("--max-rate", type=float, default=0,
                         help="events per second at most while catching up (default: no limit)")
     parser.add_argument("--exit-when-caught-up", action="store_true",
@@ -414,7 +415,7 @@ async def main():
     loop.add_signal_handler(signal.SIGUSR1, print_totals, state)
     try:
         await follow(args, state, stop)
-    except StreamGone as error:
+    except CannotFollow as error:
         print(f"analytics: {error}", file=sys.stderr)
         return 3
     except Unreadable as error:
