@@ -37,8 +37,9 @@ const BASE_MS: i64 = 1_795_564_800_000;
 const DAY_MS: i64 = 86_400_000;
 const KINDS: [&str; 3] = ["coder", "echo", "research"];
 
-/// A NATS server of the test's own, from `nats/nats-server.conf` as compose runs it; killed
-/// and its store removed when dropped.
+/// A NATS server of the test's own, from `nats/nats-server.conf` as compose runs it, in a
+/// folder of its own (which the test also keeps the checkpoint in); killed and the folder
+/// removed when dropped.
 struct AccountsNats {
     child: Child,
     dir: PathBuf,
@@ -83,7 +84,7 @@ impl Drop for AccountsNats {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(self.dir.join("store"));
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -441,6 +442,4 @@ async fn the_analytics_subscriber_resumes_after_sigkill_and_its_totals_equal_the
 
     shutdown.cancel();
     relay.await.unwrap().unwrap();
-    drop(nats);
-    let _ = std::fs::remove_dir_all(&dir);
 }
