@@ -1,7 +1,8 @@
 //! The outside analytics subscriber (`examples/analytics_subscriber.py`) against a real store,
 //! relay and NATS, logged in as the read-only `reader` of `nats/nats-server.conf`: killed
 //! with SIGKILL partway through the stream, restarted from its checkpoint, and following the
-//! stream live, its totals equal a count made with SQL over the `events` table.
+//! stream live, its totals equal a count made with SQL over the `events` table. And the
+//! reader's rights the README states: messages by sequence, no consumer of any kind.
 //!
 //! The reader's permissions name the default namespace's stream (`BRAIN_EVENTS`), so the test
 //! runs a NATS server of its own from that config, unchanged, and a relay for namespace
@@ -442,4 +443,45 @@ async fn the_analytics_subscriber_resumes_after_sigkill_and_its_totals_equal_the
 
     shutdown.cancel();
     relay.await.unwrap().unwrap();
+}
+
+/// What the README promises an outside program with the `reader` login: stream info and any
+/// message by sequence, and no consumer of any kind (an ordered or ephemeral one included).
+#[tokio::test]
+async fn the_reader_gets_messages_by_sequence_and_may_create_no_consumer() {
+    let dir = std::env::temp_dir().join(format!("brain-analytics-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let nats = AccountsNats::start(&dir).await;
+    let brain = bus::connect(&nats.url("brain", BRAIN_PASSWORD)).await.unwrap();
+    let namespace = Namespace::parse("brain").unwrap();
+    bus::ensure_stream(&bus::jetstream(brain.clone(), 1), &namespace).await.unwrap();
+    brain.publish("brain.events.probe.1", "first".into()).await.unwrap();
+    brain.flush().await.unwrap();
+
+    let reader = bus::connect(&nats.url("reader", READER_PASSWORD)).await.unwrap();
+    // Short: a refused request goes unanswered and ends at this timeout.
+    let jetstream =
+        async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(reader);
+    let mut stream = jetstream.get_stream("BRAIN_EVENTS").await.expect("stream info");
+    wait_until("the message on the stream", WAIT, || {
+        let stream = stream.clone();
+        async move { stream.get_raw_message(1).await.is_ok() }
+    })
+    .await;
+    let message = stream.get_raw_message(1).await.expect("a message by sequence");
+    assert_eq!((message.sequence, &message.payload[..]), (1, &b"first"[..]));
+    assert_eq!(stream.info().await.expect("stream info").state.last_sequence, 1);
+
+    let ordered = async_nats::jetstream::consumer::push::OrderedConfig {
+        deliver_subject: "_INBOX.analytics".into(),
+        ..Default::default()
+    };
+    let ordered = stream.create_consumer(ordered).await;
+    assert!(ordered.is_err(), "the reader created an ordered consumer");
+    let ephemeral = async_nats::jetstream::consumer::pull::Config::default();
+    let ephemeral = stream.create_consumer(ephemeral).await;
+    assert!(ephemeral.is_err(), "the reader created an ephemeral pull consumer");
+    let mut as_brain = bus::jetstream(brain, 1).get_stream("BRAIN_EVENTS").await.unwrap();
+    let consumers = as_brain.info().await.unwrap().state.consumer_count;
+    assert_eq!(consumers, 0, "no consumer exists");
 }
