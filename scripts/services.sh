@@ -286,6 +286,14 @@ if ! python3 -c 'import openai' >/dev/null 2>&1; then
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages openai
     say "python openai client: installed"
 fi
+# The NATS Python client, for examples/analytics_subscriber.py (an outside subscriber, which
+# its integration test runs as the reader user). Pinned: the example relies on its API.
+NATS_PY_VERSION=2.16.0
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nats-py') != '$NATS_PY_VERSION')" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check "nats-py==$NATS_PY_VERSION" >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "nats-py==$NATS_PY_VERSION"
+    say "python nats client: nats-py $NATS_PY_VERSION installed"
+fi
 
 # The URL must work whether pg_hba says trust or scram-sha-256, so the role
 # needs the password even where it is not checked.
