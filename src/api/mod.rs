@@ -40,7 +40,7 @@ pub use self::auth::Access;
 pub use self::error::{ApiError, ErrorBody, ErrorCode};
 pub use self::extract::{ApiJson, ApiQuery};
 pub use self::openapi::{ApiRoutes, Route};
-pub use self::state::AppState;
+pub use self::state::{AppState, AppStateParts};
 
 /// Every route of the API, documented: the one list the router and the OpenAPI document
 /// are built from.

@@ -1,5 +1,10 @@
 //! What every handler is given: the process's connections (the event store, NATS, Redis and
-//! what is built on it), its configuration and its live feed, cloned into each request.
+//! what is built on it), its configuration and its live feed, shared by every request.
+//!
+//! Axum clones the state into each request; [`AppState`] is one `Arc` around
+//! [`AppStateParts`], so that a clone is one reference count rather than one per part (some
+//! twenty, each an atomic both cores contend on: 5-7 % of serve's CPU under
+//! `brain bench missions` before).
 
 use std::time::Duration;
 
@@ -10,8 +15,26 @@ use tokio::sync::OnceCell;
 use super::error::{ApiError, ErrorCode, refused};
 use crate::eventlog::store::EventStore;
 
+/// The state every handler is given: [`AppStateParts`] behind one `Arc` (read its fields
+/// through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<AppStateParts>);
+
+impl AppState {
+    pub fn new(parts: AppStateParts) -> AppState {
+        AppState(std::sync::Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateParts;
+
+    fn deref(&self) -> &AppStateParts {
+        &self.0
+    }
+}
+
+pub struct AppStateParts {
     pub store: EventStore,
     pub nats: async_nats::Client,
     pub redis: redis::Client,
@@ -60,7 +83,7 @@ pub struct AppState {
     pub relay: crate::eventlog::relay::RelayStatus,
 }
 
-impl AppState {
+impl AppStateParts {
     /// The LLM calls this process makes for API clients: sharing limits and budgets through
     /// Redis, or (while Redis does not answer) without them, in which case a budgeted call
     /// fails rather than spend unchecked.

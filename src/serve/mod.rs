@@ -230,7 +230,7 @@ pub async fn start(
         }
     };
     tracing::info!(%local_addr, namespace = %services.namespace, "serving");
-    let state = AppState {
+    let state = AppState::new(api::AppStateParts {
         keys: identity.keys,
         kinds: identity.kinds,
         sessions: identity.sessions,
@@ -241,7 +241,7 @@ pub async fn start(
         }),
         relay: relay_status,
         ..app_state(services, store, &options, shared, agent_kinds, feed_handle.clone())
-    };
+    });
     let running = Running { committer, relay, feed, projectors, queue_parts };
     let serving = serve_then_stop(listener, state, options.http, stages, running);
     Ok(Server { local_addr, task: tokio::spawn(serving), feed: feed_handle, first_key })
@@ -414,7 +414,7 @@ fn app_state(
     shared: QueueShared,
     agent_kinds: BTreeSet<String>,
     feed: FeedHandle,
-) -> AppState {
+) -> api::AppStateParts {
     let redis_connection = Arc::new(OnceCell::new());
     let rates = crate::identity::rate::KeyRates::new(
         services.redis.clone(),
@@ -422,7 +422,7 @@ fn app_state(
         &services.namespace,
         options.access.key_rpm_default,
     );
-    AppState {
+    api::AppStateParts {
         store,
         nats: services.nats,
         redis: services.redis,
