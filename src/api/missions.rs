@@ -32,6 +32,7 @@ use super::extract::{Metadata, MissionId, optional_json, page_limit};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::AsOf;
 use crate::missions::list::{self, ListFilter, MissionRow};
 
 /// Deadline of one attempt when the request names none.
@@ -225,16 +226,55 @@ async fn enqueue(
 }
 
 errors! { ReadMissionErrors = READ + PATH_ID + [MissionNotFound] }
+errors! { ReadMissionAsOfErrors = READ + PATH_ID + QUERY + [MissionNotFound] }
 
-/// `GET /api/missions/{mission_id}`: 200 with the mission, 404 unknown.
+/// A moment of the log to see a mission as it stood then (time travel); at most one.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct AsOfQuery {
+    /// Right after the event at this global position was appended (1 or more).
+    #[param(minimum = 1)]
+    at_position: Option<u64>,
+    /// At this time (RFC 3339): the events recorded at or before it.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    at: Option<OffsetDateTime>,
+}
+
+impl AsOfQuery {
+    fn as_of(&self) -> Result<Option<AsOf>, ApiError> {
+        match (self.at_position, self.at) {
+            (None, None) => Ok(None),
+            (Some(0), _) => Err(ApiError::InvalidField {
+                field: "at_position",
+                message: "positions start at 1".into(),
+            }),
+            (Some(position), None) => Ok(Some(AsOf::Position(position))),
+            (None, Some(at)) => Ok(Some(AsOf::Time(at))),
+            (Some(_), Some(_)) => Err(ApiError::InvalidField {
+                field: "at",
+                message: "give at_position or at, not both".into(),
+            }),
+        }
+    }
+}
+
+/// `GET /api/missions/{mission_id}?at_position=&at=`: 200 with the mission (as the log held
+/// it at that moment, with `as_of` naming its last event, when one is given), 404 unknown
+/// (or not yet enqueued then).
 #[utoipa::path(get, path = "/api/missions/{mission_id}", tag = "missions",
-    params(MissionId),
-    responses((status = 200, description = "The mission", body = MissionView), ReadMissionErrors))]
+    params(MissionId, AsOfQuery),
+    responses((status = 200, description = "The mission", body = MissionView), ReadMissionAsOfErrors))]
 async fn get_mission(
     State(app): State<AppState>,
     MissionId(mission_id): MissionId,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    Ok(ApiJson(load_view(&app, &mission_id).await?))
+    match query.as_of()? {
+        None => Ok(ApiJson(load_view(&app, &mission_id).await?)),
+        Some(as_of) => Ok(ApiJson(view::load_view_as_of(&app, &mission_id, as_of).await?)),
+    }
 }
 
 /// `GET /api/missions/{mission_id}/events`: the mission's whole history, oldest first.

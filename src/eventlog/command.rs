@@ -9,7 +9,7 @@
 use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
 use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 
-use crate::eventlog::store::{Append, AppendError, Appended, EventStore, StoreError};
+use crate::eventlog::store::{Append, AppendError, Appended, AsOf, EventStore, StoreError};
 
 /// Re-decisions after a conflict before giving up with it.
 pub const CONFLICT_RETRIES_MAX: u32 = 5;
@@ -54,13 +54,29 @@ pub async fn load_with_events<A: Aggregate>(
     stream_id: &StreamId,
 ) -> Result<(A, Vec<RecordedEvent>), CommandError<A::Error>> {
     let recorded = store.load_stream(&A::stream_type(), stream_id, None).await?;
+    Ok((fold(&recorded)?, recorded))
+}
+
+/// The aggregate the stored events of one stream make, each upcast first.
+fn fold<A: Aggregate>(recorded: &[RecordedEvent]) -> Result<A, UpcastError> {
     let mut state = A::default();
-    for event in &recorded {
+    for event in recorded {
         let event =
             A::Event::upcast(&event.event_type, event.schema_version, event.payload.clone())?;
         state.apply(&event);
     }
-    Ok((state, recorded))
+    Ok(state)
+}
+
+/// [`load_with_events`] as the log stood at `as_of` (time travel): the aggregate folded from
+/// the stream's events up to that moment, and those events.
+pub async fn load_as_of<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    as_of: AsOf,
+) -> Result<(A, Vec<RecordedEvent>), CommandError<A::Error>> {
+    let recorded = store.load_stream_as_of(&A::stream_type(), stream_id, as_of).await?;
+    Ok((fold(&recorded)?, recorded))
 }
 
 /// [`load`] for several streams of one aggregate in one query: each stream's aggregate and

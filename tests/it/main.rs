@@ -59,6 +59,7 @@ mod run_command;
 mod serve;
 mod supervisor_agent;
 mod support;
+mod time_travel;
 mod watchdog;
 mod worker_slots;
 mod workers;

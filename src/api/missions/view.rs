@@ -12,6 +12,7 @@ use super::refusal;
 use super::tree::{self, ForkView, TreeNode};
 use crate::api::{ApiError, AppState};
 use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::AsOf;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptErrorView {
@@ -60,8 +61,22 @@ pub struct MissionView {
     /// The children a suspended mission still waits for.
     pub waiting_for: Vec<String>,
     /// Its sub-missions and theirs, oldest first. Statuses come from the mission list, which
-    /// may trail the log by a moment.
+    /// may trail the log by a moment; in a view of an earlier moment, they are the children
+    /// the mission's own events named, without their statuses.
     pub children: Vec<TreeNode>,
+    /// Present when the view is of an earlier moment (`at_position` or `at`): the last event
+    /// of the mission it folds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfView>,
+}
+
+/// The event a view of an earlier moment ends with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AsOfView {
+    /// Its global position.
+    pub position: u64,
+    /// When it was recorded (RFC 3339).
+    pub recorded_at: String,
 }
 
 fn iso(ms: i64) -> String {
@@ -124,6 +139,7 @@ pub(super) fn view(
         forks: vec![],
         waiting_for: mission.waiting,
         children: mission.children.iter().map(leaf).collect(),
+        as_of: None,
     })
 }
 
@@ -133,9 +149,37 @@ pub(in crate::api) async fn load_view(
 ) -> Result<MissionView, ApiError> {
     let (mission, events) =
         command::load_with_events::<Mission>(&app.store, mission_id).await.map_err(refusal)?;
+    let view = fold_view(mission_id, mission, &events)?;
+    with_children(app, view).await
+}
+
+/// The mission as the log held it at `as_of` (time travel): 404 when it did not exist yet.
+pub(in crate::api) async fn load_view_as_of(
+    app: &AppState,
+    mission_id: &StreamId,
+    as_of: AsOf,
+) -> Result<MissionView, ApiError> {
+    let (mission, events) =
+        command::load_as_of::<Mission>(&app.store, mission_id, as_of).await.map_err(refusal)?;
+    let mut view = fold_view(mission_id, mission, &events)?;
+    view.as_of = events.last().map(|event| AsOfView {
+        position: event.global_position,
+        recorded_at: event
+            .recorded_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+    });
+    Ok(view)
+}
+
+/// The view of a mission folded from `events`, its forks included.
+fn fold_view(
+    mission_id: &StreamId,
+    mission: Mission,
+    events: &[domain::RecordedEvent],
+) -> Result<MissionView, ApiError> {
     let enqueued_by = events.first().map(|event| event.metadata.actor.clone()).unwrap_or_default();
     let version = events.last().map_or(0, |event| event.version);
-    let has_children = !mission.children.is_empty();
     let mut view = view(mission_id, mission, enqueued_by, version)
         .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))?;
     // Read through the upcasters like the fold above, which has read each of them already.
@@ -153,7 +197,12 @@ pub(in crate::api) async fn load_view(
             _ => None,
         })
         .collect();
-    if has_children {
+    Ok(view)
+}
+
+/// `view` with the statuses of its sub-missions from the mission list.
+async fn with_children(app: &AppState, mut view: MissionView) -> Result<MissionView, ApiError> {
+    if !view.children.is_empty() {
         let known = tree::tree_of(app.store.pool(), &view.mission_id)
             .await
             .map_err(|error| ApiError::Internal(error.into()))?;

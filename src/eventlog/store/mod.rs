@@ -74,6 +74,15 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// A moment of the log, for reading a stream as it stood then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Right after the event at this global position was appended.
+    Position(u64),
+    /// At this time: the events recorded at or before it.
+    Time(time::OffsetDateTime),
+}
+
 /// Cheap to clone: a pool and a channel to the committer.
 #[derive(Clone)]
 pub struct EventStore {
@@ -171,6 +180,33 @@ impl EventStore {
         .bind(stream_id.as_str())
         .bind(version_max.map_or(i64::MAX, to_i64));
         let rows = bounded!(self.pool, |c| rows.fetch_all(c))?;
+        rows.iter().map(recorded_event).collect()
+    }
+
+    /// A stream's events as the log held them at `as_of`, in version order: those at or before
+    /// a global position, or recorded at or before a time.
+    pub async fn load_stream_as_of(
+        &self,
+        stream_type: &StreamType,
+        stream_id: &StreamId,
+        as_of: AsOf,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let condition = match as_of {
+            AsOf::Position(_) => "global_position <= $3",
+            AsOf::Time(_) => "recorded_at <= $3",
+        };
+        let sql = format!(
+            "SELECT * FROM events WHERE stream_type = $1 AND stream_id = $2 AND {condition}
+             ORDER BY version"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(stream_type.as_str())
+            .bind(stream_id.as_str());
+        let query = match as_of {
+            AsOf::Position(position) => query.bind(to_i64(position)),
+            AsOf::Time(at) => query.bind(at),
+        };
+        let rows = bounded!(self.pool, |c| query.fetch_all(c))?;
         rows.iter().map(recorded_event).collect()
     }
 
