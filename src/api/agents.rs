@@ -19,12 +19,14 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::as_of::{AsOfQuery, AsOfView};
 use super::error::{ErrorCode, Refusal, append_refusal, errors, refused};
 use super::extract::{AgentId, Metadata, optional_json, page_limit};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
 use crate::agents::view::{AgentRecord, AgentViewStore, PAGE_MAX};
 use crate::eventlog::command::{self, CommandError};
+use crate::eventlog::store::AsOf;
 
 /// Events of an agent's history `GET /api/agents/{id}` shows, newest last.
 pub const HISTORY_EVENTS_MAX: usize = 50;
@@ -92,6 +94,10 @@ pub struct AgentView {
     pub stream_version: u64,
     /// The most recent events of the agent's life, oldest first (at most 50).
     pub history: Vec<RecordedEvent>,
+    /// Present when the view is of an earlier moment (`at_position` or `at`): the last event
+    /// of the agent it folds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfView>,
 }
 
 /// Maps an agent command's failure to its HTTP answer.
@@ -121,11 +127,32 @@ pub(super) fn refusal(error: CommandError<AgentError>) -> ApiError {
 pub(super) async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
     let (agent, events) =
         command::load_with_events::<Agent>(&app.store, agent_id).await.map_err(refusal)?;
+    fold_view(agent_id, agent, events)
+}
+
+/// The agent as the log held it at `as_of` (time travel): 404 before it registered.
+async fn load_view_as_of(
+    app: &AppState,
+    agent_id: &StreamId,
+    as_of: AsOf,
+) -> Result<AgentView, ApiError> {
+    let (agent, events) =
+        command::load_as_of::<Agent>(&app.store, agent_id, as_of).await.map_err(refusal)?;
+    let moment = AsOfView::of(&events);
+    Ok(AgentView { as_of: moment, ..fold_view(agent_id, agent, events)? })
+}
+
+fn fold_view(
+    agent_id: &StreamId,
+    agent: Agent,
+    events: Vec<RecordedEvent>,
+) -> Result<AgentView, ApiError> {
     let Some(registration) = agent.registration else {
         return Err(refusal(CommandError::Rejected(AgentError::NotFound)));
     };
     let stream_version = events.last().map_or(0, |event| event.version);
-    let history = events[events.len().saturating_sub(HISTORY_EVENTS_MAX)..].to_vec();
+    let mut history = events;
+    history.drain(..history.len().saturating_sub(HISTORY_EVENTS_MAX));
     Ok(AgentView {
         agent_id: agent_id.to_string(),
         state: agent.state,
@@ -139,6 +166,7 @@ pub(super) async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<Age
         restarts: agent.restarts,
         stream_version,
         history,
+        as_of: None,
     })
 }
 
@@ -411,17 +439,23 @@ async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiErr
     }))
 }
 
-errors! { GetAgentErrors = READ + PATH_ID + [AgentNotFound] }
+errors! { GetAgentErrors = READ + PATH_ID + QUERY + [AgentNotFound] }
 
-/// `GET /api/agents/{agent_id}`: 200 with the agent and its recent history, 404 unknown.
+/// `GET /api/agents/{agent_id}?at_position=&at=`: 200 with the agent and its recent history
+/// (as the log held them at that moment, with `as_of` naming its last event, when one is
+/// given), 404 unknown (or not registered yet then).
 #[utoipa::path(get, path = "/api/agents/{agent_id}", tag = "agents",
-    params(AgentId),
+    params(AgentId, AsOfQuery),
     responses((status = 200, description = "The agent", body = AgentView), GetAgentErrors))]
 async fn get_agent(
     State(app): State<AppState>,
     AgentId(agent_id): AgentId,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<ApiJson<AgentView>, ApiError> {
-    Ok(ApiJson(load_view(&app, &agent_id).await?))
+    match query.as_of()? {
+        None => Ok(ApiJson(load_view(&app, &agent_id).await?)),
+        Some(as_of) => Ok(ApiJson(load_view_as_of(&app, &agent_id, as_of).await?)),
+    }
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -27,12 +27,12 @@ mod view;
 
 pub(super) use view::{MissionView, load_view};
 
+use super::as_of::AsOfQuery;
 use super::error::{ErrorCode, append_refusal, errors, refused};
 use super::extract::{Metadata, MissionId, optional_json, page_limit};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::store::AsOf;
 use crate::missions::list::{self, ListFilter, MissionRow};
 
 /// Deadline of one attempt when the request names none.
@@ -227,38 +227,6 @@ async fn enqueue(
 
 errors! { ReadMissionErrors = READ + PATH_ID + [MissionNotFound] }
 errors! { ReadMissionAsOfErrors = READ + PATH_ID + QUERY + [MissionNotFound] }
-
-/// A moment of the log to see a mission as it stood then (time travel); at most one.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct AsOfQuery {
-    /// Right after the event at this global position was appended (1 or more).
-    #[param(minimum = 1)]
-    at_position: Option<u64>,
-    /// At this time (RFC 3339): the events recorded at or before it.
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
-    at: Option<OffsetDateTime>,
-}
-
-impl AsOfQuery {
-    fn as_of(&self) -> Result<Option<AsOf>, ApiError> {
-        match (self.at_position, self.at) {
-            (None, None) => Ok(None),
-            (Some(0), _) => Err(ApiError::InvalidField {
-                field: "at_position",
-                message: "positions start at 1".into(),
-            }),
-            (Some(position), None) => Ok(Some(AsOf::Position(position))),
-            (None, Some(at)) => Ok(Some(AsOf::Time(at))),
-            (Some(_), Some(_)) => Err(ApiError::InvalidField {
-                field: "at",
-                message: "give at_position or at, not both".into(),
-            }),
-        }
-    }
-}
 
 /// `GET /api/missions/{mission_id}?at_position=&at=`: 200 with the mission (as the log held
 /// it at that moment, with `as_of` naming its last event, when one is given), 404 unknown

@@ -6,6 +6,7 @@
 //! says how to add one.
 
 mod agents;
+mod as_of;
 pub mod auth;
 mod chat;
 mod completions;

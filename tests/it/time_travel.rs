@@ -104,3 +104,42 @@ async fn a_mission_is_seen_as_it_stood_at_each_of_its_events_and_not_before() {
 fn urlencoding(text: &str) -> String {
     text.replace('+', "%2B").replace(':', "%3A")
 }
+
+#[tokio::test]
+async fn an_agent_is_seen_as_it_stood_at_its_registration_and_not_before() {
+    // Given a worker's built-in agent, registered and running.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let _worker = WorkerProcess::start(&env, "time-agents", &[]);
+    let first_agent = || async {
+        let (_, agents) = get(addr, "/api/agents").await;
+        let first = agents["agents"].as_array().and_then(|agents| agents.first().cloned());
+        first.map(|agent| agent["agent_id"].as_str().unwrap().to_owned())
+    };
+    wait_until("the worker's agent to register", WAIT, || async { first_agent().await.is_some() })
+        .await;
+    let agent_id = first_agent().await.unwrap();
+    let (_, now) = get(addr, &format!("/api/agents/{agent_id}")).await;
+    let history = now["history"].as_array().unwrap();
+    let registered = history[0]["global_position"].as_u64().unwrap();
+    assert_eq!(history[0]["event_type"], "AgentRegistered");
+
+    // When it is asked for at its registration, and before it.
+    let (status, then) =
+        get(addr, &format!("/api/agents/{agent_id}?at_position={registered}")).await;
+    let (before, unknown) =
+        get(addr, &format!("/api/agents/{agent_id}?at_position={}", registered - 1)).await;
+
+    // Then it is the agent as registered, one event long; before, it did not exist.
+    assert_eq!(status, 200, "{then}");
+    assert_eq!(then["stream_version"], 1);
+    assert_eq!(then["as_of"]["position"], registered);
+    assert_eq!(then["history"].as_array().unwrap().len(), 1);
+    assert_eq!(then["name"], now["name"]);
+    assert_eq!((before, unknown["error"]["code"].clone()), (404, json!("agent_not_found")));
+    let (status, refused) = get(addr, &format!("/api/agents/{agent_id}?at_position=0")).await;
+    assert_eq!((status, refused["error"]["field"].clone()), (400, json!("at_position")));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

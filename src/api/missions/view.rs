@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::refusal;
 use super::tree::{self, ForkView, TreeNode};
+use crate::api::as_of::AsOfView;
 use crate::api::{ApiError, AppState};
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::store::AsOf;
@@ -68,15 +69,6 @@ pub struct MissionView {
     /// of the mission it folds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of: Option<AsOfView>,
-}
-
-/// The event a view of an earlier moment ends with.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AsOfView {
-    /// Its global position.
-    pub position: u64,
-    /// When it was recorded (RFC 3339).
-    pub recorded_at: String,
 }
 
 fn iso(ms: i64) -> String {
@@ -162,13 +154,7 @@ pub(in crate::api) async fn load_view_as_of(
     let (mission, events) =
         command::load_as_of::<Mission>(&app.store, mission_id, as_of).await.map_err(refusal)?;
     let mut view = fold_view(mission_id, mission, &events)?;
-    view.as_of = events.last().map(|event| AsOfView {
-        position: event.global_position,
-        recorded_at: event
-            .recorded_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
-    });
+    view.as_of = AsOfView::of(&events);
     Ok(view)
 }
 
