@@ -39,6 +39,10 @@ pub struct HealBench {
     keep: bool,
 }
 
+/// The database the store is filled in, kept with `--keep` for the next run (of this bench or
+/// of `brain bench rebuild`).
+pub(super) const HEAL_DATABASE: &str = "brain_bench_heal";
+
 /// Events read per page, as the projector runner reads them.
 const PAGE_EVENTS: u32 = 1_000;
 /// Missions appended per atomic group while filling.
@@ -46,7 +50,7 @@ const GROUP_MISSIONS: usize = 250;
 
 impl HealBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let database_url = with_database(&self.database_url, "brain_bench_heal")?;
+        let database_url = with_database(&self.database_url, HEAL_DATABASE)?;
         let pool = db::connect(&database_url, 8).await?;
         db::migrate(&pool).await?;
         let namespace = Namespace::parse("bench_heal").map_err(anyhow::Error::msg)?;
@@ -103,7 +107,7 @@ impl HealBench {
         queue.drop_all().await?;
         pool.close().await;
         if self.keep {
-            eprintln!("bench: kept database brain_bench_heal");
+            eprintln!("bench: kept database {HEAL_DATABASE}");
         } else {
             sqlx::Postgres::force_drop_database(&database_url)
                 .await
@@ -114,7 +118,11 @@ impl HealBench {
 }
 
 /// Appends `events` events: missions of four events each, every tenth left queued.
-async fn fill(pool: &sqlx::PgPool, namespace: &Namespace, events: u64) -> anyhow::Result<()> {
+pub(super) async fn fill(
+    pool: &sqlx::PgPool,
+    namespace: &Namespace,
+    events: u64,
+) -> anyhow::Result<()> {
     let (store, committer) =
         EventStore::start(pool.clone(), namespace.as_str(), CommitterConfig::default());
     let (mut made, mut appended) = (0u64, 0u64);
@@ -180,12 +188,12 @@ fn mission(n: u64) -> Append {
 }
 
 /// Resets the kernel's high-water mark of this process's resident set (`VmHWM`).
-fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A `/proc/self/status` figure in KiB (0 where there is none).
-fn rss_kib(field: &str) -> u64 {
+pub(super) fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

@@ -18,6 +18,7 @@ mod missions;
 mod missions_report;
 mod open_loop;
 mod own_serve;
+mod rebuild;
 mod round_trips;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
@@ -51,6 +52,9 @@ pub enum Bench {
     /// Fill a store with missions, build the Redis queue, lose its keys, and time the refill
     /// from the log and its peak memory.
     Heal(heal::HealBench),
+    /// Fill a store with missions, then time a plain read of the log and the rebuild of each
+    /// read model beside the live one, with each one's peak memory.
+    Rebuild(rebuild::RebuildBench),
     /// Heartbeat a fleet of simulated agents against a running `brain serve` (store growth,
     /// sweep duration, time to detect a silent agent), then claim missions over HTTP.
     Agents(agents::AgentsBench),
@@ -81,6 +85,7 @@ impl Bench {
             Bench::Batch(bench) => bench.run().await,
             Bench::Ws(bench) => bench.run().await,
             Bench::Heal(bench) => bench.run().await,
+            Bench::Rebuild(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,

@@ -136,6 +136,15 @@ pub struct Status {
 }
 
 impl Models {
+    pub fn new(pool: PgPool, redis: redis::aio::ConnectionManager, namespace: Namespace) -> Models {
+        Models { pool, redis, namespace }
+    }
+
+    /// Deletes the queue's keys of this namespace (a bench's cleanup).
+    pub async fn drop_queue(&self) -> anyhow::Result<()> {
+        Ok(self.queue().drop_all().await?)
+    }
+
     pub async fn connect(services: &Services) -> anyhow::Result<Models> {
         let pool = db::connect(&services.database_url, 4).await?;
         db::migrate(&pool).await?;

@@ -1,0 +1,91 @@
+//! `brain bench rebuild`: how fast each read model is rebuilt from the log, beside the live
+//! one, as `brain projections rebuild` does it. Fills a store with missions (the filler of
+//! `brain bench heal`, whose database it shares), times one plain read of the whole log page by
+//! page, then each rebuild in turn, and the peak memory of each (this process's resident set:
+//! the kernel's high-water mark is reset before each).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::migrate::MigrateDatabase;
+
+use super::heal::{HEAL_DATABASE, fill, reset_peak_rss, rss_kib};
+use super::with_database;
+use crate::config::{DATABASE_URL_DEFAULT, Namespace};
+use crate::eventlog::{db, store};
+use crate::serve::read_models::{Models, READ_MODELS};
+
+#[derive(Debug, clap::Args)]
+pub struct RebuildBench {
+    /// PostgreSQL server to use; the bench creates its own database on it.
+    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
+    database_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = crate::config::REDIS_URL_DEFAULT)]
+    redis_url: String,
+    /// Events in the store (four per mission, a tenth of the missions only enqueued).
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Keep the filled database for another run instead of dropping it.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Events read per page, as a rebuild reads them.
+const PAGE_EVENTS: u32 = 1_000;
+
+impl RebuildBench {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let database_url = with_database(&self.database_url, HEAL_DATABASE)?;
+        let pool = db::connect(&database_url, 8).await?;
+        db::migrate(&pool).await?;
+        let namespace = Namespace::parse("bench_rebuild").map_err(anyhow::Error::msg)?;
+        let head = store::head(&pool).await?;
+        if head < self.events {
+            let started = Instant::now();
+            fill(&pool, &namespace, self.events - head).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!("bench: filled {} events in {seconds:.1} s", self.events - head);
+        }
+        let head = store::head(&pool).await?;
+        println!("store: {head} events");
+
+        reset_peak_rss();
+        let started = Instant::now();
+        let mut after = 0;
+        while after < head {
+            let page = store::read_all(&pool, after, PAGE_EVENTS).await?;
+            after = page.last().map_or(head, |event| event.global_position);
+        }
+        report("read the log", head, started.elapsed());
+
+        let redis = redis::Client::open(self.redis_url.as_str()).context("REDIS_URL")?;
+        let connection = redis.get_connection_manager().await.context("Redis")?;
+        let models = Models::new(pool.clone(), connection, namespace);
+        for model in READ_MODELS.iter().filter(|model| model.rebuilds) {
+            reset_peak_rss();
+            let started = Instant::now();
+            let reached = models.rebuild(model, Default::default()).await?;
+            anyhow::ensure!(reached == head, "{} reached {reached} of {head}", model.name);
+            report(&format!("rebuild {}", model.name), head, started.elapsed());
+        }
+        models.drop_queue().await?;
+        pool.close().await;
+        if self.keep {
+            eprintln!("bench: kept database {HEAL_DATABASE}");
+        } else {
+            sqlx::Postgres::force_drop_database(&database_url)
+                .await
+                .context("drop bench database")?;
+        }
+        Ok(())
+    }
+}
+
+fn report(what: &str, events: u64, took: Duration) {
+    let seconds = took.as_secs_f64();
+    println!(
+        "{what:<28} {seconds:>7.1} s  {:>9.0} events/s  peak memory {} MiB",
+        events as f64 / seconds.max(f64::EPSILON),
+        rss_kib("VmHWM") / 1024
+    );
+}
