@@ -197,7 +197,11 @@ async fn run(
     stats: Arc<CommitterStats>,
 ) {
     let batch_max = config.batch_commands_max.max(1);
-    let context = Context { stats: stats.clone(), transaction_timeout: config.transaction_timeout };
+    let context = Context {
+        stats: stats.clone(),
+        transaction_timeout: config.transaction_timeout,
+        fill: Arc::default(),
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     let mut last_batch_len = 1;
     loop {
@@ -282,7 +286,19 @@ fn commit_isolating<'a>(
 ) -> futures::future::BoxFuture<'a, Vec<GroupOutcome>> {
     Box::pin(async move {
         let stats = &context.stats;
-        match commit_batch(pool, notify_channel, batch, context.transaction_timeout).await {
+        let mut result =
+            commit_batch(pool, notify_channel, batch, context.transaction_timeout).await;
+        if let Err(BatchError::ChainBehind(error)) = &result {
+            // Events were stored without a chain hash (by an older build, or in bulk): chain
+            // them, then try once more. Fills of batches in flight together take turns.
+            tracing::warn!(%error, "the event chain stops short of the head; computing it");
+            let _turn = context.fill.lock().await;
+            if let Err(error) = super::chain::fill(pool).await {
+                tracing::error!(%error, "could not compute the event chain");
+            }
+            result = commit_batch(pool, notify_channel, batch, context.transaction_timeout).await;
+        }
+        match result {
             Ok(outcomes) => {
                 stats.set_failing(false);
                 outcomes
@@ -298,7 +314,7 @@ fn commit_isolating<'a>(
                 tracing::warn!(%error, "the event store refused a command");
                 vec![Err(AppendError::Refused { message: refusal_message(&error) })]
             }
-            Err(BatchError::Failed(error)) => {
+            Err(BatchError::Failed(error) | BatchError::ChainBehind(error)) => {
                 stats.set_failing(true);
                 tracing::error!(%error, groups = batch.len(), "append batch failed, nothing written");
                 let error = AppendError::from(error);
@@ -319,6 +335,8 @@ fn commit_isolating<'a>(
 struct Context {
     stats: Arc<CommitterStats>,
     transaction_timeout: std::time::Duration,
+    /// Held while this committer computes a missing stretch of the event chain.
+    fill: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why a batch transaction did not commit.
@@ -333,11 +351,17 @@ enum BatchError {
     /// deadline): it may or may not have committed. A retry with the same command id learns
     /// which without appending twice.
     Unknown(sqlx::Error),
+    /// The event chain stops short of the head (`take_positions` refused): nothing was
+    /// written; [`super::chain::fill`] must run before the batch can.
+    ChainBehind(sqlx::Error),
 }
 
 impl BatchError {
     fn before_commit(error: sqlx::Error) -> BatchError {
-        if belongs_to_one_command(&error) {
+        let code = error.as_database_error().and_then(|db| db.code());
+        if code.as_deref() == Some(super::chain::CHAIN_BEHIND_SQLSTATE) {
+            BatchError::ChainBehind(error)
+        } else if belongs_to_one_command(&error) {
             BatchError::Refused(error)
         } else {
             BatchError::Failed(error)

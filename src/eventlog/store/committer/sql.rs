@@ -100,6 +100,8 @@ struct EventColumns {
     /// a serialisation inside sqlx, both on the committer's serial path.
     payloads: Vec<String>,
     metadata: Vec<String>,
+    /// Each event's chain digest, for `take_positions` to link in position order.
+    digests: Vec<[u8; 32]>,
 }
 
 impl EventColumns {
@@ -109,7 +111,8 @@ impl EventColumns {
         for p in &plan.placed {
             let append = commands.appends[p.index];
             let texts = append.events.iter().zip(&encoded[p.index].payloads);
-            for (offset, (event, payload)) in texts.enumerate() {
+            let texts = texts.zip(&encoded[p.index].digests);
+            for (offset, ((event, payload), digest)) in texts.enumerate() {
                 events.stream_types.push(append.stream_type.as_str().to_owned());
                 events.stream_ids.push(append.stream_id.as_str().to_owned());
                 events.versions.push(to_i64(p.first_version + offset as u64));
@@ -119,6 +122,7 @@ impl EventColumns {
                 events.schema_versions.push(schema_version);
                 events.payloads.push(payload.clone());
                 events.metadata.push(encoded[p.index].metadata.clone());
+                events.digests.push(*digest);
             }
         }
         events
@@ -175,18 +179,21 @@ impl<'a> StreamColumns<'a> {
     }
 }
 
-/// Step 3's statement: takes the batch's positions from the head, inserts the events,
-/// sets the streams' versions and records the commands' outcomes, then notifies listeners
-/// of the new head. `$1` is the event count, `$20` the notify channel.
+/// Step 3's statement: takes the batch's positions from the head and chains the events'
+/// digests onto its hash (`take_positions`, migration `0010_event_chain.sql`), inserts the
+/// events with their hashes, sets the streams' versions and records the commands' outcomes,
+/// then notifies listeners of the new head. `$1` is the event count, `$20` the notify
+/// channel, `$21` the events' chain digests.
 const WRITE_BATCH: &str = "WITH h AS (
-        UPDATE head SET position = position + $1 RETURNING position - $1 AS base
+        SELECT base, hashes FROM take_positions($1, $4::int8[], $21::bytea[])
      ), ev AS (
         INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
-                            event_type, schema_version, payload, metadata)
-        SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
+                            event_type, schema_version, payload, metadata, chain_hash)
+        SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb,
+               e.ch
         FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
-                       $7::int4[], $8::text[], $9::text[])
-                WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
+                       $7::int4[], $8::text[], $9::text[], h.hashes)
+                WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ch, ord)
      ), st AS (
         INSERT INTO streams (stream_type, stream_id, version)
         SELECT * FROM unnest($10::text[], $11::text[], $12::int8[])
@@ -206,8 +213,9 @@ const WRITE_BATCH: &str = "WITH h AS (
      SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h";
 
 /// Step 3 as one statement; returns the position before the batch's first event.
-/// Data-modifying CTEs run exactly once, all against the `base` that the head update
-/// returned, so the head row is locked from here to the commit only. Rows are written with
+/// `h` calls a volatile function and is read three times, so PostgreSQL evaluates it once
+/// (materialised, never inlined); data-modifying CTEs run exactly once, all against the
+/// `base` it returned, so the head row is locked from here to the commit only. Rows are written with
 /// `INSERT .. ON CONFLICT` rather than `UPDATE .. FROM unnest(..)`: an upsert always finds
 /// its row through the unique index, while a join's plan follows table statistics, and a
 /// plan cached while a table was small turns into a sequential scan per batch once it has
@@ -243,6 +251,7 @@ pub(super) async fn write(
         .bind(&command.first_offsets)
         .bind(&command.last_offsets)
         .bind(notify_channel)
+        .bind(&events.digests)
         .fetch_one(&mut **tx)
         .await?;
     let base: i64 = row.try_get(0)?;

@@ -1,0 +1,197 @@
+//! The canonical JSON form the event chain hashes ([`super::chain`]): one byte string per
+//! JSON value, the same whether the value is the one a command built before its append or
+//! the one parsed back from the store's `jsonb` later.
+//!
+//! `jsonb` does not keep the text it was given: it reorders keys, drops whitespace, rewrites
+//! escapes (`"\u00e9"` comes back as `"é"`) and numbers (`1e18` comes back as
+//! `1000000000000000000`, `1.0` keeps its `.0`). So the form depends only on the value:
+//! - objects: keys sorted by their UTF-8 bytes, no whitespace, `{"a":1,"b":[]}`;
+//! - strings: UTF-8 as is, with only `"`, `\` and the control characters below U+0020
+//!   escaped (`\b \f \n \r \t`, others `\u00XX` in lower-case hex);
+//! - numbers by value, not by text: an integer, or a double whose value is a whole number in
+//!   the range of `i64`/`u64`, is written as a plain integer (`2.0` and `2` are both `2`);
+//!   any other double in the shortest form that reads back to the same double (`0.1`,
+//!   `1.5e-7`, `1e20`);
+//! - `true`, `false`, `null` as themselves.
+//!
+//! A payload can only hold what `serde_json` parses without `arbitrary_precision`: an integer
+//! beyond `u64` was already a double before it was stored, so it is one when read back too.
+
+use serde_json::{Number, Value};
+
+/// Appends the canonical form of `value` to `out`.
+pub fn write(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => write_number(number, out),
+        Value::String(text) => write_str(text, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            // serde_json's map is sorted already unless a crate in the build turns on its
+            // `preserve_order`; sort only then, so the usual case allocates nothing.
+            let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a <= b);
+            let mut entries: Vec<(&String, &Value)> = Vec::new();
+            if !sorted {
+                entries = map.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            out.push(b'{');
+            let mut write_entry = |index: usize, key: &str, item: &Value| {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_str(key, out);
+                out.push(b':');
+                write(item, out);
+            };
+            if sorted {
+                for (index, (key, item)) in map.iter().enumerate() {
+                    write_entry(index, key, item);
+                }
+            } else {
+                for (index, (key, item)) in entries.into_iter().enumerate() {
+                    write_entry(index, key, item);
+                }
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// The canonical form of `value` as a new byte string.
+pub fn to_vec(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write(value, &mut out);
+    out
+}
+
+/// Smallest double that is not in `i64` (-2^63 is, as a double, exactly `i64::MIN`).
+const I64_MIN_F: f64 = -9_223_372_036_854_775_808.0;
+/// 2^64, the first double past `u64`.
+const U64_END_F: f64 = 18_446_744_073_709_551_616.0;
+
+fn write_number(number: &Number, out: &mut Vec<u8>) {
+    use std::io::Write;
+    if let Some(integer) = number.as_i64() {
+        let _ = write!(out, "{integer}");
+    } else if let Some(integer) = number.as_u64() {
+        let _ = write!(out, "{integer}");
+    } else {
+        let double = number.as_f64().unwrap_or(0.0);
+        if double.fract() == 0.0 && (I64_MIN_F..U64_END_F).contains(&double) {
+            // `-0.0` lands here too, as `0`: `jsonb` has no negative zero.
+            if double < 0.0 {
+                let _ = write!(out, "{}", double as i64);
+            } else {
+                let _ = write!(out, "{}", double as u64);
+            }
+        } else {
+            // serde_json writes a finite double in its shortest round-trip form (ryu).
+            let _ = serde_json::to_writer(&mut *out, &double);
+        }
+    }
+}
+
+fn write_str(text: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn canonical(value: &Value) -> String {
+        String::from_utf8(to_vec(value)).expect("canonical JSON is UTF-8")
+    }
+
+    fn canonical_of_text(text: &str) -> String {
+        canonical(&serde_json::from_str(text).expect("valid JSON"))
+    }
+
+    #[test]
+    fn objects_are_sorted_and_without_whitespace() {
+        let value = json!({"b": {"z": 1, "a": [true, null]}, "a": "x", "": {}});
+        assert_eq!(canonical(&value), r#"{"":{},"a":"x","b":{"a":[true,null],"z":1}}"#);
+        assert_eq!(canonical(&json!([])), "[]");
+        assert_eq!(canonical(&json!({})), "{}");
+    }
+
+    #[test]
+    fn numbers_are_written_by_value() {
+        // What `jsonb` gives back for each, on the right.
+        for (sent, stored) in [
+            ("1e18", "1000000000000000000"),
+            ("2.0", "2"),
+            ("-0.0", "0"),
+            ("1e-7", "0.0000001"),
+            ("1e20", "100000000000000000000"),
+            ("18446744073709551615", "18446744073709551615"),
+            ("-9223372036854775808", "-9223372036854775808"),
+            ("0.1", "0.1"),
+            ("1.7976931348623157e308", &format!("17976931348623157{}", "0".repeat(292))),
+        ] {
+            assert_eq!(canonical_of_text(sent), canonical_of_text(stored), "{sent} vs {stored}");
+        }
+        assert_eq!(canonical_of_text("2.0"), "2");
+        assert_eq!(canonical_of_text("1e20"), "1e20");
+        assert_eq!(canonical_of_text("0.5"), "0.5");
+        assert_eq!(canonical_of_text("1e-7"), "1e-7");
+        assert_eq!(canonical_of_text("9007199254740993"), "9007199254740993");
+    }
+
+    #[test]
+    fn strings_escape_only_what_json_requires() {
+        let value = json!("é \"q\" \\ \n\t\u{1}\u{7f} 😀 /");
+        assert_eq!(canonical(&value), "\"é \\\"q\\\" \\\\ \\n\\t\\u0001\u{7f} 😀 /\"");
+        assert_eq!(canonical_of_text(r#""\u00e9\/""#), "\"é/\"");
+    }
+
+    #[test]
+    fn unsorted_maps_are_sorted_too() {
+        // Whatever order a map iterates in, the form is the same.
+        let mut map = serde_json::Map::new();
+        map.insert("b".into(), json!(1));
+        map.insert("a".into(), json!(2));
+        assert_eq!(canonical(&Value::Object(map)), r#"{"a":2,"b":1}"#);
+    }
+}
