@@ -21,30 +21,49 @@ ALTER TABLE head
 -- order: `versions` and `digests` hold one entry per event, in the order of their positions.
 -- Returns the position before the first event and each event's hash. The committer calls it
 -- as the last statement of its transaction: the head row stays locked until the commit.
--- Only the fixed-size step is done here; hashing the content happens in the appending
--- process before the transaction starts.
+-- Hashing the content happens in the appending process before the transaction starts; here
+-- only the fixed-size link is computed.
+--
+-- The committer also sends the head it expects (`expected_base`, `expected_hash`: where its
+-- own last commit left it) and the hashes it computed from there (`predicted`). When the head
+-- is still there, one guarded update takes the positions and those hashes stand; otherwise
+-- (another process appended, or the committer just started) the head is locked and the chain
+-- computed here.
 CREATE FUNCTION take_positions(n bigint, versions bigint[], digests bytea[],
+                               expected_base bigint, expected_hash bytea, predicted bytea[],
                                OUT base bigint, OUT hashes bytea[])
 LANGUAGE plpgsql AS $$
 DECLARE
     chained bigint;
     previous bytea;
+    computed bytea[] := '{}';
 BEGIN
+    IF cardinality(versions) <> n OR cardinality(digests) <> n THEN
+        RAISE EXCEPTION 'take_positions: % events, % versions, % digests',
+            n, cardinality(versions), cardinality(digests);
+    END IF;
+    IF cardinality(predicted) = n THEN
+        UPDATE head h SET position = h.position + n, chain_position = h.position + n,
+                          chain_hash = predicted[n]
+        WHERE h.position = expected_base AND h.chain_position = expected_base
+          AND h.chain_hash = expected_hash
+        RETURNING h.position - n INTO base;
+        IF FOUND THEN
+            hashes := predicted;
+            RETURN;
+        END IF;
+    END IF;
     SELECT h.position, h.chain_position, h.chain_hash INTO base, chained, previous
     FROM head h FOR UPDATE;
     IF chained <> base THEN
         RAISE EXCEPTION 'the event chain stops at position % of %', chained, base
             USING ERRCODE = 'BRC01';
     END IF;
-    IF cardinality(versions) <> n OR cardinality(digests) <> n THEN
-        RAISE EXCEPTION 'take_positions: % events, % versions, % digests',
-            n, cardinality(versions), cardinality(digests);
-    END IF;
-    hashes := '{}';
     FOR i IN 1 .. n LOOP
         previous := sha256(previous || int8send(base + i) || int8send(versions[i]) || digests[i]);
-        hashes[i] := previous;
+        computed[i] := previous;
     END LOOP;
     UPDATE head SET position = base + n, chain_position = base + n, chain_hash = previous;
+    hashes := computed;
 END
 $$;

@@ -188,6 +188,50 @@ async fn awkward_payloads_hash_the_same_after_the_jsonb_round_trip() {
     assert!(report.clean, "{report:?}");
 }
 
+#[tokio::test]
+async fn random_numbers_keep_their_canonical_form_through_jsonb() {
+    // Given doubles of any bit pattern, integers of the whole range and short decimals.
+    let env = TestEnv::new().await;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut values = Vec::new();
+    while values.len() < 8_000 {
+        let bits = next();
+        let double = f64::from_bits(bits);
+        if double.is_finite() {
+            values.push(json!(double));
+        }
+        values.push(json!(bits));
+        values.push(json!(bits as i64));
+        values.push(json!((bits % 10_000_000) as f64 / 1_000.0));
+    }
+    // When PostgreSQL stores each as jsonb and prints it back.
+    let texts: Vec<String> = values.iter().map(|v| serde_json::to_string(v).unwrap()).collect();
+    let printed: Vec<String> = sqlx::query_scalar(
+        "SELECT (t::jsonb)::text FROM unnest($1::text[]) WITH ORDINALITY AS u(t, n) ORDER BY n",
+    )
+    .bind(&texts)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    // Then what is read back has the canonical form of what was sent.
+    assert_eq!(printed.len(), values.len());
+    for ((value, sent), back) in values.iter().zip(&texts).zip(&printed) {
+        let parsed: Value = serde_json::from_str(back)
+            .unwrap_or_else(|error| panic!("{sent} came back as {back}: {error}"));
+        assert_eq!(
+            canonical::to_vec(&parsed),
+            canonical::to_vec(value),
+            "{sent} came back as {back}"
+        );
+    }
+}
+
 /// Inserts `count` events the way a build without the chain did: positions from the head,
 /// no hash.
 async fn append_without_chain(pool: &PgPool, count: i64) {

@@ -8,10 +8,11 @@
 //! - objects: keys sorted by their UTF-8 bytes, no whitespace, `{"a":1,"b":[]}`;
 //! - strings: UTF-8 as is, with only `"`, `\` and the control characters below U+0020
 //!   escaped (`\b \f \n \r \t`, others `\u00XX` in lower-case hex);
-//! - numbers by value, not by text: an integer, or a double whose value is a whole number in
-//!   the range of `i64`/`u64`, is written as a plain integer (`2.0` and `2` are both `2`);
-//!   any other double in the shortest form that reads back to the same double (`0.1`,
-//!   `1.5e-7`, `1e20`);
+//! - numbers by value, not by text: a double is taken as its shortest round-trip decimal
+//!   (what serde_json sends and `jsonb` keeps); when that decimal is a whole number in the
+//!   range of `i64`/`u64` it is written as a plain integer, as an integer is (`2.0` and `2`
+//!   are both `2`, `1e18` is `1000000000000000000`); any other double in that shortest form
+//!   (`0.1`, `1.5e-7`, `1e20`);
 //! - `true`, `false`, `null` as themselves.
 //!
 //! A payload can only hold what `serde_json` parses without `arbitrary_precision`: an integer
@@ -89,18 +90,47 @@ fn write_number(number: &Number, out: &mut Vec<u8>) {
         let _ = write!(out, "{integer}");
     } else {
         let double = number.as_f64().unwrap_or(0.0);
-        if double.fract() == 0.0 && (I64_MIN_F..U64_END_F).contains(&double) {
-            // `-0.0` lands here too, as `0`: `jsonb` has no negative zero.
-            if double < 0.0 {
-                let _ = write!(out, "{}", double as i64);
-            } else {
-                let _ = write!(out, "{}", double as u64);
-            }
+        // serde_json writes a finite double in its shortest round-trip form (ryu), and that
+        // decimal is what `jsonb` keeps.
+        let shortest = serde_json::to_string(&double).unwrap_or_default();
+        if double == 0.0 {
+            // `-0.0` too: `jsonb` has no negative zero.
+            out.push(b'0');
+        } else if double.fract() == 0.0 && (I64_MIN_F..U64_END_F).contains(&double) {
+            // Read back, that decimal is an integer (within `i64`/`u64`) and prints as one.
+            // It is the shortest decimal's value, not the double's exact one:
+            // -4.796566914205686e18 comes back as -4796566914205686000, not as
+            // -4796566914205685760.
+            out.extend_from_slice(integer_digits(&shortest).as_bytes());
         } else {
-            // serde_json writes a finite double in its shortest round-trip form (ryu).
-            let _ = serde_json::to_writer(&mut *out, &double);
+            out.extend_from_slice(shortest.as_bytes());
         }
     }
+}
+
+/// The integer a shortest-form decimal of a whole double stands for, in plain digits:
+/// `4.796566914205686e18` → `4796566914205686000`, `123.0` → `123`.
+fn integer_digits(shortest: &str) -> String {
+    let (sign, unsigned) = match shortest.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", shortest),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = format!("{whole}{fraction}");
+    let shift = exponent - fraction.len() as i32;
+    if shift >= 0 {
+        digits.extend(std::iter::repeat_n('0', shift as usize));
+    } else {
+        // A whole number's fraction digits beyond its exponent are zeros.
+        let keep = digits.len().saturating_sub(shift.unsigned_abs() as usize);
+        digits.truncate(keep.max(1));
+    }
+    let digits = digits.trim_start_matches('0');
+    if digits.is_empty() { "0".to_owned() } else { format!("{sign}{digits}") }
 }
 
 fn write_str(text: &str, out: &mut Vec<u8>) {
@@ -177,6 +207,13 @@ mod tests {
         assert_eq!(canonical_of_text("0.5"), "0.5");
         assert_eq!(canonical_of_text("1e-7"), "1e-7");
         assert_eq!(canonical_of_text("9007199254740993"), "9007199254740993");
+        // A whole double is the integer its shortest decimal says.
+        let double = -4.796566914205686e18f64;
+        assert_eq!(canonical(&json!(double)), "-4796566914205686000");
+        assert_eq!(canonical_of_text("-4796566914205686000"), "-4796566914205686000");
+        assert_eq!(integer_digits("123.0"), "123");
+        assert_eq!(integer_digits("1e20"), "100000000000000000000");
+        assert_eq!(integer_digits("-1.5e1"), "-15");
     }
 
     #[test]

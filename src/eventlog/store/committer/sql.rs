@@ -8,10 +8,17 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::super::validate::Encoded;
-use super::super::{AppendError, StoreError, to_i64};
+use super::super::{AppendError, StoreError, chain, to_i64};
 use super::plan::{Commands, Outcome, Plan, StreamKey, key};
 
 pub(super) type Tx<'c> = Transaction<'c, Postgres>;
+
+/// Where a commit left the head: its position and the chain's hash there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tip {
+    pub position: u64,
+    pub hash: [u8; 32],
+}
 
 /// Step 1: claims the batch's (sorted) command ids; returns those this transaction got. An
 /// id already there belongs to an earlier command: a repeat.
@@ -183,9 +190,11 @@ impl<'a> StreamColumns<'a> {
 /// digests onto its hash (`take_positions`, migration `0010_event_chain.sql`), inserts the
 /// events with their hashes, sets the streams' versions and records the commands' outcomes,
 /// then notifies listeners of the new head. `$1` is the event count, `$20` the notify
-/// channel, `$21` the events' chain digests.
+/// channel, `$21` the events' chain digests, `$22`-`$24` the head this committer expects and
+/// the hashes it computed from there ([`Tip`]).
 const WRITE_BATCH: &str = "WITH h AS (
-        SELECT base, hashes FROM take_positions($1, $4::int8[], $21::bytea[])
+        SELECT base, hashes
+        FROM take_positions($1, $4::int8[], $21::bytea[], $22, $23, $24::bytea[])
      ), ev AS (
         INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
                             event_type, schema_version, payload, metadata, chain_hash)
@@ -210,7 +219,7 @@ const WRITE_BATCH: &str = "WITH h AS (
             first_position = excluded.first_position,
             last_position = excluded.last_position
      )
-     SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h";
+     SELECT h.base, pg_notify($20, (h.base + $1)::text)::text, h.hashes[$1::int4] FROM h";
 
 /// Step 3 as one statement; returns the position before the batch's first event.
 /// `h` calls a volatile function and is read three times, so PostgreSQL evaluates it once
@@ -226,8 +235,25 @@ pub(super) async fn write(
     commands: &Commands<'_>,
     encoded: &[&Encoded],
     plan: &Plan<'_>,
-) -> Result<u64, sqlx::Error> {
+    tip: Option<Tip>,
+) -> Result<(u64, Tip), sqlx::Error> {
     let events = EventColumns::of(commands, encoded, plan);
+    // The hashes the events get if the head is still where this committer's last commit
+    // left it: linked here, one short SHA-256 each, instead of in PL/pgSQL under the lock.
+    let (expected_base, expected_hash, predicted) = match tip {
+        Some(tip) => {
+            let mut previous = tip.hash;
+            let links = events.versions.iter().zip(&events.digests).zip(tip.position + 1..);
+            let predicted = links
+                .map(|((version, digest), position)| {
+                    previous = chain::link(&previous, position, *version as u64, digest);
+                    previous
+                })
+                .collect();
+            (to_i64(tip.position), tip.hash.to_vec(), predicted)
+        }
+        None => (-1, Vec::new(), Vec::new()),
+    };
     let streams = StreamColumns::of(commands, plan);
     let command = CommandColumns::of(commands, plan);
     let row = sqlx::query(WRITE_BATCH)
@@ -252,8 +278,14 @@ pub(super) async fn write(
         .bind(&command.last_offsets)
         .bind(notify_channel)
         .bind(&events.digests)
+        .bind(expected_base)
+        .bind(expected_hash)
+        .bind(predicted)
         .fetch_one(&mut **tx)
         .await?;
     let base: i64 = row.try_get(0)?;
-    Ok(base as u64)
+    let last: Vec<u8> = row.try_get(2)?;
+    let hash = <[u8; 32]>::try_from(last.as_slice())
+        .map_err(|_| sqlx::Error::Protocol("take_positions: a hash is not 32 bytes".into()))?;
+    Ok((base as u64, Tip { position: base as u64 + plan.event_count, hash }))
 }
