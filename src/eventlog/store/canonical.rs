@@ -11,8 +11,9 @@
 //! - numbers by value, not by text: a double is taken as its shortest round-trip decimal
 //!   (what serde_json sends and `jsonb` keeps); when that decimal is a whole number in the
 //!   range of `i64`/`u64` it is written as a plain integer, as an integer is (`2.0` and `2`
-//!   are both `2`, `1e18` is `1000000000000000000`); any other double in that shortest form
-//!   (`0.1`, `1.5e-7`, `1e20`);
+//!   are both `2`, `1e18` is `1000000000000000000`); any other double as that decimal in
+//!   scientific form, one digit before the point and the exponent without `+` or leading
+//!   zeros (`1e-1`, `1.5e-7`, `1e20`), so that the form does not follow serde_json's layout;
 //! - `true`, `false`, `null` as themselves.
 //!
 //! A payload can only hold what `serde_json` parses without `arbitrary_precision`: an integer
@@ -103,40 +104,67 @@ fn write_number(number: &Number, out: &mut Vec<u8>) {
             // -4796566914205685760.
             out.extend_from_slice(integer_digits(&shortest).as_bytes());
         } else {
-            out.extend_from_slice(shortest.as_bytes());
+            out.extend_from_slice(scientific(&shortest).as_bytes());
         }
     }
 }
 
-/// The integer a shortest-form decimal of a whole double stands for, in plain digits:
-/// `4.796566914205686e18` → `4796566914205686000`, `123.0` → `123`.
-fn integer_digits(shortest: &str) -> String {
-    let (sign, unsigned) = match shortest.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", shortest),
+/// A decimal's sign, significant digits (no leading or trailing zero; empty for zero) and
+/// exponent: the value is `digits × 10^exponent`. Read from serde_json's text of a double, in
+/// whatever layout it uses (`1e20`, `1e+20`, `123.0`), so the form below does not change
+/// with it.
+fn decimal_parts(shortest: &str) -> (bool, String, i32) {
+    let (negative, unsigned) = match shortest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, shortest),
     };
     let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
         Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
         None => (unsigned, 0),
     };
     let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits = format!("{whole}{fraction}");
-    let shift = exponent - fraction.len() as i32;
-    if shift >= 0 {
-        digits.extend(std::iter::repeat_n('0', shift as usize));
-    } else {
-        // A whole number's fraction digits beyond its exponent are zeros.
-        let keep = digits.len().saturating_sub(shift.unsigned_abs() as usize);
-        digits.truncate(keep.max(1));
-    }
+    let digits = format!("{whole}{fraction}");
     let digits = digits.trim_start_matches('0');
-    if digits.is_empty() { "0".to_owned() } else { format!("{sign}{digits}") }
+    let significant = digits.trim_end_matches('0');
+    let exponent = exponent - fraction.len() as i32 + (digits.len() - significant.len()) as i32;
+    (negative, significant.to_owned(), exponent)
+}
+
+/// The integer a shortest-form decimal of a whole double stands for, in plain digits:
+/// `4.796566914205686e18` → `4796566914205686000`, `123.0` → `123`.
+fn integer_digits(shortest: &str) -> String {
+    let (negative, digits, exponent) = decimal_parts(shortest);
+    if digits.is_empty() {
+        return "0".to_owned();
+    }
+    let zeros = "0".repeat(exponent.max(0) as usize);
+    format!("{}{digits}{zeros}", if negative { "-" } else { "" })
+}
+
+/// A double that is not written as an integer: its shortest decimal in scientific form, one
+/// digit before the point, the exponent without `+` or leading zeros: `5e-1`, `1.5e-7`,
+/// `1e20`, `1.2345678e4`.
+fn scientific(shortest: &str) -> String {
+    let (negative, digits, exponent) = decimal_parts(shortest);
+    if digits.is_empty() {
+        return "0".to_owned();
+    }
+    let sign = if negative { "-" } else { "" };
+    let (first, rest) = digits.split_at(1);
+    let point = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+    format!("{sign}{first}{point}e{}", exponent + rest.len() as i32)
 }
 
 fn write_str(text: &str, out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Most strings need no escape: one pass that the compiler vectorises, one copy.
+    if !bytes.iter().any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (index, &byte) in bytes.iter().enumerate() {
         let escape: &[u8] = match byte {
@@ -204,8 +232,10 @@ mod tests {
         }
         assert_eq!(canonical_of_text("2.0"), "2");
         assert_eq!(canonical_of_text("1e20"), "1e20");
-        assert_eq!(canonical_of_text("0.5"), "0.5");
+        assert_eq!(canonical_of_text("0.5"), "5e-1");
         assert_eq!(canonical_of_text("1e-7"), "1e-7");
+        assert_eq!(canonical_of_text("-12345.678"), "-1.2345678e4");
+        assert_eq!(canonical_of_text("1.7976931348623157e308"), "1.7976931348623157e308");
         assert_eq!(canonical_of_text("9007199254740993"), "9007199254740993");
         // A whole double is the integer its shortest decimal says.
         let double = -4.796566914205686e18f64;
@@ -214,6 +244,9 @@ mod tests {
         assert_eq!(integer_digits("123.0"), "123");
         assert_eq!(integer_digits("1e20"), "100000000000000000000");
         assert_eq!(integer_digits("-1.5e1"), "-15");
+        assert_eq!(integer_digits("1e+20"), "100000000000000000000");
+        assert_eq!(scientific("1e+20"), "1e20");
+        assert_eq!(scientific("0.00012"), "1.2e-4");
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! (in [`super::validate::encode`], off the committer's serial path). The link is where the
 //! committer put it: `take_positions` (migration `0010_event_chain.sql`) folds the batch's
 //! digests onto the head's hash under the head row's lock, in the statement that takes the
-//! positions, and stores the last hash in `head`. [`link`] is the same rule in Rust, for
-//! [`fill`] and the verifier (`eventlog::chain`). `recorded_at` is not covered: the database
+//! positions, and stores the last hash in `head`. [`link`] is the same rule in Rust, for the
+//! committer (which links a batch from where its last commit left the head, and has
+//! `take_positions` check that the head is still there rather than fold again), [`fill`] and
+//! the verifier (`eventlog::chain`). `recorded_at` is not covered: the database
 //! sets it while the statement runs; the metadata's own `timestamp` is covered.
 //!
 //! [`fill`] computes the chain for events stored without one (a log from before the chain,
