@@ -51,6 +51,11 @@ pub enum Command {
         #[command(subcommand)]
         missions: crate::agents::replay::MissionsCli,
     },
+    /// Tools for the event log itself (its head, the event chain): see `brain events --help`.
+    Events {
+        #[command(subcommand)]
+        events: crate::eventlog::cli::EventsCli,
+    },
     /// Make, list, rotate and revoke API keys against the store: see `brain keys --help`.
     Keys {
         #[command(subcommand)]
@@ -165,6 +170,7 @@ impl Cli {
                 Ok(())
             }
             Command::Missions { missions } => missions.run().await,
+            Command::Events { events } => events.run().await,
             Command::Keys { keys } => keys.run().await,
             Command::Projections { projections } => projections.run().await,
             Command::Bench { bench } => bench.run().await,

@@ -35,6 +35,8 @@ pub enum DbError {
     Create(#[source] sqlx::Error),
     #[error("migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("computing the event chain failed: {0}")]
+    Chain(#[source] crate::eventlog::store::StoreError),
 }
 
 /// Connects, creating the database first if it does not exist.
@@ -60,8 +62,10 @@ pub async fn connect(database_url: &str, connections_max: u32) -> Result<PgPool,
         .map_err(DbError::Connect)
 }
 
-/// Applies pending migrations. Safe to run from several processes at once: sqlx serialises
-/// them with an advisory lock.
+/// Applies pending migrations, then computes the event chain of any events stored without
+/// it (a log from before migration `0010_event_chain.sql`; nothing to do otherwise, one
+/// read). Safe to run from several processes at once: sqlx serialises the migrations with an
+/// advisory lock, and fillers take turns on the head row.
 pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     // A migration (an index on a large table) may rightly take longer than a statement of
     // the running service may.
@@ -75,5 +79,10 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
         .execute(&mut *connection)
         .await
         .map_err(DbError::Connect)?;
+    drop(connection);
+    let chained = crate::eventlog::store::chain::fill(pool).await.map_err(DbError::Chain)?;
+    if chained > 0 {
+        tracing::info!(events = chained, "computed the event chain of events stored without it");
+    }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod browser_smoke;
 mod budget;
 mod builtin_agents;
 mod bus_forgery;
+mod chain;
 mod chat;
 mod claim;
 mod claim_batch;

@@ -53,12 +53,27 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> TestEnv {
+        TestEnv::migrated_to(None).await
+    }
+
+    /// A database migrated only up to migration `version`: a log an older build wrote.
+    pub async fn new_at_migration(version: i64) -> TestEnv {
+        TestEnv::migrated_to(Some(version)).await
+    }
+
+    async fn migrated_to(version: Option<i64>) -> TestEnv {
         let id = &Uuid::new_v4().simple().to_string()[..16];
         let namespace = Namespace::parse(&format!("t_{id}")).expect("valid namespace");
         let database_url = format!("{}/brain_t_{id}", postgres_server_url());
         Postgres::create_database(&database_url).await.expect("create test database");
         let pool = PgPool::connect(&database_url).await.expect("connect to test database");
-        brain::eventlog::db::migrate(&pool).await.expect("migrate test database");
+        match version {
+            None => brain::eventlog::db::migrate(&pool).await.expect("migrate test database"),
+            Some(version) => brain::eventlog::db::MIGRATOR
+                .run_to(version, &pool)
+                .await
+                .expect("migrate test database part of the way"),
+        }
         let nats = bus::connect(&nats_url()).await.expect("connect to NATS");
         let jetstream = bus::jetstream(nats.clone(), 64);
         bus::ensure_stream(&jetstream, &namespace).await.expect("create test stream");

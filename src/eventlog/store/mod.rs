@@ -6,6 +6,7 @@
 //! reads here are plain queries, safe to run from any number of tasks, because a reader that
 //! sees position N can never later see a smaller one appear (see `committer` for why).
 
+pub mod canonical;
 mod committer;
 mod error;
 mod validate;
@@ -49,6 +50,8 @@ macro_rules! bounded {
         }
     }};
 }
+
+pub mod chain;
 
 /// One command's append: events for one stream, checked against the version it expects.
 #[derive(Debug, Clone)]

@@ -3,7 +3,8 @@
 
 use domain::text::{json_has_nul, nul_path};
 
-use super::{Append, AppendError};
+use super::chain::Content;
+use super::{Append, AppendError, canonical};
 
 /// Most events one command may append; a larger append is a caller error.
 pub const APPEND_EVENTS_MAX: usize = 1_000;
@@ -28,6 +29,9 @@ pub const GROUP_APPENDS_MAX: usize = 1_000;
 pub(super) struct Encoded {
     pub payloads: Vec<String>,
     pub metadata: String,
+    /// Each event's chain digest ([`super::chain::Content::digest`]), computed here rather
+    /// than in the committer's transaction, whose work is serial.
+    pub digests: Vec<[u8; 32]>,
     /// Payload bytes.
     pub bytes: usize,
 }
@@ -47,7 +51,27 @@ pub(super) fn encode(append: &Append) -> Result<Encoded, AppendError> {
         measured
     })?;
     let metadata = serde_json::to_string(&append.metadata).expect("metadata always serialises");
-    Ok(Encoded { payloads, metadata, bytes })
+    let digests = digests(append);
+    Ok(Encoded { payloads, metadata, digests, bytes })
+}
+
+/// The chain digest of each event of an accepted append.
+fn digests(append: &Append) -> Vec<[u8; 32]> {
+    let metadata = serde_json::to_value(&append.metadata).expect("metadata always serialises");
+    let metadata = canonical::to_vec(&metadata);
+    let mut scratch = Vec::new();
+    let events = append.events.iter().map(|event| {
+        let content = Content {
+            stream_type: append.stream_type.as_str(),
+            stream_id: append.stream_id.as_str(),
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+        };
+        content.digest(&metadata, &mut scratch)
+    });
+    events.collect()
 }
 
 /// [`encode`] for every append of an atomic group, and the group's own bounds. A refused

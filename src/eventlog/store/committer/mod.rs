@@ -197,7 +197,12 @@ async fn run(
     stats: Arc<CommitterStats>,
 ) {
     let batch_max = config.batch_commands_max.max(1);
-    let context = Context { stats: stats.clone(), transaction_timeout: config.transaction_timeout };
+    let context = Context {
+        stats: stats.clone(),
+        transaction_timeout: config.transaction_timeout,
+        fill: Arc::default(),
+        tip: Arc::default(),
+    };
     let slots = Arc::new(tokio::sync::Semaphore::new(in_flight_max));
     let mut last_batch_len = 1;
     loop {
@@ -282,7 +287,18 @@ fn commit_isolating<'a>(
 ) -> futures::future::BoxFuture<'a, Vec<GroupOutcome>> {
     Box::pin(async move {
         let stats = &context.stats;
-        match commit_batch(pool, notify_channel, batch, context.transaction_timeout).await {
+        let mut result = commit_batch(pool, notify_channel, batch, context).await;
+        if let Err(BatchError::ChainBehind(error)) = &result {
+            // Events were stored without a chain hash (by an older build, or in bulk): chain
+            // them, then try once more. Fills of batches in flight together take turns.
+            tracing::warn!(%error, "the event chain stops short of the head; computing it");
+            let _turn = context.fill.lock().await;
+            if let Err(error) = super::chain::fill(pool).await {
+                tracing::error!(%error, "could not compute the event chain");
+            }
+            result = commit_batch(pool, notify_channel, batch, context).await;
+        }
+        match result {
             Ok(outcomes) => {
                 stats.set_failing(false);
                 outcomes
@@ -298,7 +314,7 @@ fn commit_isolating<'a>(
                 tracing::warn!(%error, "the event store refused a command");
                 vec![Err(AppendError::Refused { message: refusal_message(&error) })]
             }
-            Err(BatchError::Failed(error)) => {
+            Err(BatchError::Failed(error) | BatchError::ChainBehind(error)) => {
                 stats.set_failing(true);
                 tracing::error!(%error, groups = batch.len(), "append batch failed, nothing written");
                 let error = AppendError::from(error);
@@ -319,6 +335,11 @@ fn commit_isolating<'a>(
 struct Context {
     stats: Arc<CommitterStats>,
     transaction_timeout: std::time::Duration,
+    /// Held while this committer computes a missing stretch of the event chain.
+    fill: Arc<tokio::sync::Mutex<()>>,
+    /// Where this committer's last commit left the head, if it knows: the next batch links
+    /// its events' hashes from there (`take_positions` checks that the head is still there).
+    tip: Arc<std::sync::Mutex<Option<sql::Tip>>>,
 }
 
 /// Why a batch transaction did not commit.
@@ -333,11 +354,17 @@ enum BatchError {
     /// deadline): it may or may not have committed. A retry with the same command id learns
     /// which without appending twice.
     Unknown(sqlx::Error),
+    /// The event chain stops short of the head (`take_positions` refused): nothing was
+    /// written; [`super::chain::fill`] must run before the batch can.
+    ChainBehind(sqlx::Error),
 }
 
 impl BatchError {
     fn before_commit(error: sqlx::Error) -> BatchError {
-        if belongs_to_one_command(&error) {
+        let code = error.as_database_error().and_then(|db| db.code());
+        if code.as_deref() == Some(super::chain::CHAIN_BEHIND_SQLSTATE) {
+            BatchError::ChainBehind(error)
+        } else if belongs_to_one_command(&error) {
             BatchError::Refused(error)
         } else {
             BatchError::Failed(error)
@@ -386,12 +413,12 @@ async fn commit_batch(
     pool: &PgPool,
     notify_channel: &str,
     batch: &[Pending],
-    timeout: std::time::Duration,
+    context: &Context,
 ) -> Result<Vec<GroupOutcome>, BatchError> {
     let mut connection = pool.acquire().await.map_err(BatchError::Failed)?;
     let committing = std::sync::atomic::AtomicBool::new(false);
-    let run = transaction(&mut connection, notify_channel, batch, &committing);
-    let outcome = match tokio::time::timeout(timeout, run).await {
+    let run = transaction(&mut connection, notify_channel, batch, &committing, &context.tip);
+    let outcome = match tokio::time::timeout(context.transaction_timeout, run).await {
         Ok(outcome) => outcome,
         // Past the deadline before `COMMIT` was sent, nothing can have been written.
         Err(_) if !committing.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -411,6 +438,7 @@ async fn transaction(
     notify_channel: &str,
     batch: &[Pending],
     committing: &std::sync::atomic::AtomicBool,
+    tip: &std::sync::Mutex<Option<sql::Tip>>,
 ) -> Result<Vec<GroupOutcome>, BatchError> {
     let commands = Commands::new(batch.iter().map(|pending| pending.group.as_slice()));
     let encoded: Vec<&Encoded> = batch.iter().flat_map(|pending| &pending.encoded).collect();
@@ -431,13 +459,21 @@ async fn transaction(
     let versions = sql::lock_streams(&mut tx, &commands.streams(&live)).await.map_err(failed)?;
     let plan = plan::plan(&commands, &stored, &live, versions);
     sql::release(&mut tx, &plan.released).await.map_err(failed)?;
-    let base = if plan.placed.is_empty() {
-        0
+    let (base, reached) = if plan.placed.is_empty() {
+        (0, None)
     } else {
-        sql::write(&mut tx, notify_channel, &commands, &encoded, &plan).await.map_err(failed)?
+        let expected = *tip.lock().expect("never poisoned");
+        let written = sql::write(&mut tx, notify_channel, &commands, &encoded, &plan, expected);
+        let (base, reached) = written.await.map_err(failed)?;
+        (base, Some(reached))
     };
     committing.store(true, std::sync::atomic::Ordering::Relaxed);
     tx.commit().await.map_err(BatchError::Unknown)?;
+    if let Some(reached) = reached {
+        // Only a commit moves the expectation: after a failure it stays where it was, and a
+        // wrong one costs the next batch the chain computed in SQL, never a wrong hash.
+        *tip.lock().expect("never poisoned") = Some(reached);
+    }
     metrics::counter!("brain_events_appended_total").increment(plan.event_count);
     Ok(plan::answers(&commands, plan, stored, base))
 }

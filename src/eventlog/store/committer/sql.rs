@@ -8,10 +8,17 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::super::validate::Encoded;
-use super::super::{AppendError, StoreError, to_i64};
+use super::super::{AppendError, StoreError, chain, to_i64};
 use super::plan::{Commands, Outcome, Plan, StreamKey, key};
 
 pub(super) type Tx<'c> = Transaction<'c, Postgres>;
+
+/// Where a commit left the head: its position and the chain's hash there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tip {
+    pub position: u64,
+    pub hash: [u8; 32],
+}
 
 /// Step 1: claims the batch's (sorted) command ids; returns those this transaction got. An
 /// id already there belongs to an earlier command: a repeat.
@@ -100,6 +107,8 @@ struct EventColumns {
     /// a serialisation inside sqlx, both on the committer's serial path.
     payloads: Vec<String>,
     metadata: Vec<String>,
+    /// Each event's chain digest, for `take_positions` to link in position order.
+    digests: Vec<[u8; 32]>,
 }
 
 impl EventColumns {
@@ -109,7 +118,8 @@ impl EventColumns {
         for p in &plan.placed {
             let append = commands.appends[p.index];
             let texts = append.events.iter().zip(&encoded[p.index].payloads);
-            for (offset, (event, payload)) in texts.enumerate() {
+            let texts = texts.zip(&encoded[p.index].digests);
+            for (offset, ((event, payload), digest)) in texts.enumerate() {
                 events.stream_types.push(append.stream_type.as_str().to_owned());
                 events.stream_ids.push(append.stream_id.as_str().to_owned());
                 events.versions.push(to_i64(p.first_version + offset as u64));
@@ -119,6 +129,7 @@ impl EventColumns {
                 events.schema_versions.push(schema_version);
                 events.payloads.push(payload.clone());
                 events.metadata.push(encoded[p.index].metadata.clone());
+                events.digests.push(*digest);
             }
         }
         events
@@ -175,18 +186,23 @@ impl<'a> StreamColumns<'a> {
     }
 }
 
-/// Step 3's statement: takes the batch's positions from the head, inserts the events,
-/// sets the streams' versions and records the commands' outcomes, then notifies listeners
-/// of the new head. `$1` is the event count, `$20` the notify channel.
+/// Step 3's statement: takes the batch's positions from the head and chains the events'
+/// digests onto its hash (`take_positions`, migration `0010_event_chain.sql`), inserts the
+/// events with their hashes, sets the streams' versions and records the commands' outcomes,
+/// then notifies listeners of the new head. `$1` is the event count, `$20` the notify
+/// channel, `$21` the events' chain digests, `$22`-`$24` the head this committer expects and
+/// the hashes it computed from there ([`Tip`]).
 const WRITE_BATCH: &str = "WITH h AS (
-        UPDATE head SET position = position + $1 RETURNING position - $1 AS base
+        SELECT base, hashes
+        FROM take_positions($1, $4::int8[], $21::bytea[], $22, $23, $24::bytea[])
      ), ev AS (
         INSERT INTO events (global_position, stream_type, stream_id, version, event_id,
-                            event_type, schema_version, payload, metadata)
-        SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb
+                            event_type, schema_version, payload, metadata, chain_hash)
+        SELECT h.base + e.ord, e.st, e.sid, e.v, e.eid, e.et, e.sv, e.p::jsonb, e.m::jsonb,
+               e.ch
         FROM h, unnest($2::text[], $3::text[], $4::int8[], $5::uuid[], $6::text[],
-                       $7::int4[], $8::text[], $9::text[])
-                WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ord)
+                       $7::int4[], $8::text[], $9::text[], h.hashes)
+                WITH ORDINALITY AS e(st, sid, v, eid, et, sv, p, m, ch, ord)
      ), st AS (
         INSERT INTO streams (stream_type, stream_id, version)
         SELECT * FROM unnest($10::text[], $11::text[], $12::int8[])
@@ -203,11 +219,12 @@ const WRITE_BATCH: &str = "WITH h AS (
             first_position = excluded.first_position,
             last_position = excluded.last_position
      )
-     SELECT h.base, pg_notify($20, (h.base + $1)::text)::text FROM h";
+     SELECT h.base, pg_notify($20, (h.base + $1)::text)::text, h.hashes[$1::int4] FROM h";
 
 /// Step 3 as one statement; returns the position before the batch's first event.
-/// Data-modifying CTEs run exactly once, all against the `base` that the head update
-/// returned, so the head row is locked from here to the commit only. Rows are written with
+/// `h` calls a volatile function and is read three times, so PostgreSQL evaluates it once
+/// (materialised, never inlined); data-modifying CTEs run exactly once, all against the
+/// `base` it returned, so the head row is locked from here to the commit only. Rows are written with
 /// `INSERT .. ON CONFLICT` rather than `UPDATE .. FROM unnest(..)`: an upsert always finds
 /// its row through the unique index, while a join's plan follows table statistics, and a
 /// plan cached while a table was small turns into a sequential scan per batch once it has
@@ -218,8 +235,25 @@ pub(super) async fn write(
     commands: &Commands<'_>,
     encoded: &[&Encoded],
     plan: &Plan<'_>,
-) -> Result<u64, sqlx::Error> {
+    tip: Option<Tip>,
+) -> Result<(u64, Tip), sqlx::Error> {
     let events = EventColumns::of(commands, encoded, plan);
+    // The hashes the events get if the head is still where this committer's last commit
+    // left it: linked here, one short SHA-256 each, instead of in PL/pgSQL under the lock.
+    let (expected_base, expected_hash, predicted) = match tip {
+        Some(tip) => {
+            let mut previous = tip.hash;
+            let links = events.versions.iter().zip(&events.digests).zip(tip.position + 1..);
+            let predicted = links
+                .map(|((version, digest), position)| {
+                    previous = chain::link(&previous, position, *version as u64, digest);
+                    previous
+                })
+                .collect();
+            (to_i64(tip.position), tip.hash.to_vec(), predicted)
+        }
+        None => (-1, Vec::new(), Vec::new()),
+    };
     let streams = StreamColumns::of(commands, plan);
     let command = CommandColumns::of(commands, plan);
     let row = sqlx::query(WRITE_BATCH)
@@ -243,8 +277,15 @@ pub(super) async fn write(
         .bind(&command.first_offsets)
         .bind(&command.last_offsets)
         .bind(notify_channel)
+        .bind(&events.digests)
+        .bind(expected_base)
+        .bind(expected_hash)
+        .bind(predicted)
         .fetch_one(&mut **tx)
         .await?;
     let base: i64 = row.try_get(0)?;
-    Ok(base as u64)
+    let last: Vec<u8> = row.try_get(2)?;
+    let hash = <[u8; 32]>::try_from(last.as_slice())
+        .map_err(|_| sqlx::Error::Protocol("take_positions: a hash is not 32 bytes".into()))?;
+    Ok((base as u64, Tip { position: base as u64 + plan.event_count, hash }))
 }
