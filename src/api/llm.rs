@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
+use super::as_of::{AsOfQuery, AsOfView};
 use super::error::{ErrorCode, Refusal, append_refusal, errors, refused};
 use super::extract::Metadata;
-use super::{ApiError, ApiJson, ApiRoutes, AppState};
+use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::store::AppendError;
+use crate::eventlog::store::{AppendError, AsOf};
 
 /// Changes of the configuration `GET /api/llm/config` shows, newest last.
 pub const HISTORY_MAX: usize = 20;
@@ -73,6 +74,10 @@ pub struct ConfigView {
     pub keys_set: KeysSet,
     /// The most recent changes, oldest first (at most 20).
     pub history: Vec<ConfigChange>,
+    /// Present when the view is of an earlier moment (`at_position` or `at`): the last change
+    /// it folds (none before the first change: the defaults).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfView>,
 }
 
 fn refusal(error: CommandError<InvalidSettings>) -> ApiError {
@@ -100,9 +105,17 @@ fn refusal(error: CommandError<InvalidSettings>) -> ApiError {
 }
 
 async fn view(app: &AppState) -> Result<ConfigView, ApiError> {
-    let (config, events) = command::load_with_events::<LlmConfig>(&app.store, &config_stream())
-        .await
-        .map_err(refusal)?;
+    view_as_of(app, None).await
+}
+
+/// The configuration now, or as the log held it at `as_of` (time travel).
+async fn view_as_of(app: &AppState, as_of: Option<AsOf>) -> Result<ConfigView, ApiError> {
+    let stream = config_stream();
+    let loaded = match as_of {
+        None => command::load_with_events::<LlmConfig>(&app.store, &stream).await,
+        Some(as_of) => command::load_as_of::<LlmConfig>(&app.store, &stream, as_of).await,
+    };
+    let (config, events) = loaded.map_err(refusal)?;
     // Read through the upcasters like the fold above, which has read each of them already.
     let mut history = Vec::with_capacity(HISTORY_MAX.min(events.len()));
     for event in &events[events.len().saturating_sub(HISTORY_MAX)..] {
@@ -131,19 +144,26 @@ async fn view(app: &AppState) -> Result<ConfigView, ApiError> {
             anthropic: credentials.anthropic.is_some(),
         },
         history,
+        as_of: as_of.and_then(|_| AsOfView::of(&events)),
     })
 }
 
-errors! { GetConfigErrors = READ + [] }
+errors! { GetConfigErrors = READ + QUERY + [] }
 
-/// `GET /api/llm/config`: the settings in force, which keys are set, and recent changes.
+/// `GET /api/llm/config?at_position=&at=`: the settings in force, which keys are set, and
+/// recent changes; with a moment, the settings as the log held them then (`as_of` names the
+/// last change folded; the keys are those set now).
 #[utoipa::path(get, path = "/api/llm/config", tag = "llm",
+    params(AsOfQuery),
     responses(
         (status = 200, description = "The configuration; `ETag` is its version", body = ConfigView),
         GetConfigErrors,
     ))]
-async fn get_config(State(app): State<AppState>) -> Result<Tagged, ApiError> {
-    Ok(tagged(view(&app).await?))
+async fn get_config(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
+) -> Result<Tagged, ApiError> {
+    Ok(tagged(view_as_of(&app, query.as_of()?).await?))
 }
 
 /// A view with its version as the entity tag that `If-Match` names.

@@ -1,6 +1,7 @@
-//! Time travel: `GET /api/missions/{id}?at_position=N` or `?at=<time>` answers the mission as
-//! the log held it then, folded from its events up to that moment; before it existed it is
-//! unknown; a bad moment is refused with the field at fault and changes nothing.
+//! Time travel: `?at_position=N` or `?at=<time>` on a mission, an agent or the LLM
+//! configuration answers it as the log held it then, folded from its events up to that moment;
+//! before it existed it is unknown (the configuration: its defaults); a bad moment is refused
+//! with the parameter at fault and changes nothing.
 
 use std::time::Duration;
 
@@ -139,6 +140,42 @@ async fn an_agent_is_seen_as_it_stood_at_its_registration_and_not_before() {
     assert_eq!((before, unknown["error"]["code"].clone()), (404, json!("agent_not_found")));
     let (status, refused) = get(addr, &format!("/api/agents/{agent_id}?at_position=0")).await;
     assert_eq!((status, refused["error"]["field"].clone()), (400, json!("at_position")));
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_llm_configuration_is_seen_as_each_change_left_it_and_as_the_defaults_before() {
+    // Given two changes of the configuration.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let first = json!({ "provider": "openai", "model": "first-model", "temperature": 0.3 });
+    let (status, changed) = crate::llm_config::put(addr, &first).await;
+    assert_eq!(status, 200, "{changed}");
+    let first_at = env.head().await;
+    let second = json!({ "provider": "openai", "model": "second-model", "temperature": 0.7 });
+    assert_eq!(crate::llm_config::put(addr, &second).await.0, 200);
+
+    // When it is asked for right after the first change, and before any.
+    let (_, then) = get(addr, &format!("/api/llm/config?at_position={first_at}")).await;
+    let (_, before) = get(addr, &format!("/api/llm/config?at_position={}", first_at - 1)).await;
+    let (_, now) = get(addr, "/api/llm/config").await;
+
+    // Then each is the configuration as it stood: the first change's, the defaults, today's.
+    assert_eq!(then["settings"]["model"], "first-model", "{then}");
+    assert_eq!(
+        (then["version"].clone(), then["as_of"]["position"].clone()),
+        (json!(1), json!(first_at))
+    );
+    assert_eq!(before["settings"]["provider"], "offline", "{before}");
+    assert_eq!(before["version"], 0);
+    assert!(before.get("as_of").is_none(), "nothing was folded: {before}");
+    assert_eq!(now["settings"]["model"], "second-model");
+    assert!(now.get("as_of").is_none());
+    let (status, refused) =
+        get(addr, "/api/llm/config?at_position=1&at=2026-01-01T00%3A00%3A00Z").await;
+    assert_eq!((status, refused["error"]["field"].clone()), (400, json!("at")));
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
