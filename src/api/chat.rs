@@ -21,6 +21,7 @@ use utoipa::IntoParams;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
+use super::as_of::{AsOfQuery, AsOfView};
 use super::error::{ErrorCode, Refusal, append_refusal, errors, refused};
 use super::extract::{ApiQuery, ConversationId, Metadata, page_limit, parse_id};
 use super::{ApiError, ApiJson, ApiRoutes, AppState};
@@ -73,6 +74,10 @@ pub struct ConversationView {
     pub started_by: String,
     pub messages: Vec<Turn>,
     pub version: u64,
+    /// Present when the view is of an earlier moment (`at_position` or `at`): the last event
+    /// of the conversation it folds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<AsOfView>,
 }
 
 fn refusal(error: CommandError<ConversationError>) -> ApiError {
@@ -239,11 +244,12 @@ fn error_event(error: ApiError) -> Event {
     Event::default().event("error").data(json!({ "code": code, "message": message }).to_string())
 }
 
-errors! { GetConversationErrors = READ + PATH_ID + [ConversationNotFound] }
+errors! { GetConversationErrors = READ + PATH_ID + QUERY + [ConversationNotFound] }
 
-/// `GET /api/conversations/{conversation_id}`: every turn, oldest first.
+/// `GET /api/conversations/{conversation_id}?at_position=&at=`: every turn, oldest first (as
+/// the log held them at that moment, with `as_of`, when one is given).
 #[utoipa::path(get, path = "/api/conversations/{conversation_id}", tag = "agents",
-    params(ConversationId),
+    params(ConversationId, AsOfQuery),
     responses(
         (status = 200, description = "The conversation", body = ConversationView),
         GetConversationErrors,
@@ -251,16 +257,22 @@ errors! { GetConversationErrors = READ + PATH_ID + [ConversationNotFound] }
 async fn get_conversation(
     State(app): State<AppState>,
     ConversationId(id): ConversationId,
+    ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<ApiJson<ConversationView>, ApiError> {
-    let (conversation, version) =
-        command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
+    let moment = query.as_of()?;
+    let (conversation, events) = match moment {
+        None => command::load_with_events::<Conversation>(&app.store, &id).await,
+        Some(as_of) => command::load_as_of::<Conversation>(&app.store, &id, as_of).await,
+    }
+    .map_err(refusal)?;
     let Some(agent) = conversation.agent else { return Err(not_found(&id)) };
     Ok(ApiJson(ConversationView {
         conversation_id: id.to_string(),
         agent,
         started_by: conversation.started_by,
         messages: conversation.turns,
-        version,
+        version: events.last().map_or(0, |event| event.version),
+        as_of: moment.and_then(|_| AsOfView::of(&events)),
     }))
 }
 

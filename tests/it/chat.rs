@@ -87,6 +87,28 @@ async fn a_three_turn_chat_keeps_its_context_across_a_serve_restart() {
     assert_eq!((status, &conversation["agent"]), (200, &json!("coder")), "{conversation}");
     assert_eq!(conversation["messages"].as_array().unwrap().len(), 6);
     assert_eq!(conversation["messages"][5]["provider"], "openai");
+    // As the log held it after its third event: fewer turns, and the moment named.
+    let positions: Vec<i64> = sqlx::query_scalar(
+        "SELECT global_position FROM events WHERE stream_id = $1 ORDER BY version",
+    )
+    .bind(&id)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let third_at = positions[2];
+    let (status, then) =
+        get(addr, &format!("/api/conversations/{id}?at_position={third_at}")).await;
+    assert_eq!(
+        (status, &then["version"], &then["as_of"]["position"]),
+        (200, &json!(3), &json!(third_at))
+    );
+    let turns = then["messages"].as_array().unwrap();
+    assert!(
+        turns.len() < 6 && turns[..] == conversation["messages"].as_array().unwrap()[..turns.len()]
+    );
+    let (status, _) =
+        get(addr, &format!("/api/conversations/{id}?at_position={}", positions[0] - 1)).await;
+    assert_eq!(status, 404, "before its first event it did not exist");
 
     // Bad input changes nothing.
     for (body, status, field) in [

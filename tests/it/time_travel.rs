@@ -1,5 +1,5 @@
 //! Time travel: `?at_position=N` or `?at=<time>` on a mission, an agent or the LLM
-//! configuration answers it as the log held it then, folded from its events up to that moment;
+//! configuration (a conversation's: in `chat`) answers it as the log held it then, folded from its events up to that moment;
 //! before it existed it is unknown (the configuration: its defaults); a bad moment is refused
 //! with the parameter at fault and changes nothing.
 
