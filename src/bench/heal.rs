@@ -26,17 +26,24 @@ use crate::missions::queue::Queue;
 
 #[derive(Debug, clap::Args)]
 pub struct HealBench {
+    #[command(flatten)]
+    store: FilledStore,
+}
+
+/// The filled store a bench of the log's readers works on (`heal`, `rebuild`), and where.
+#[derive(Debug, clap::Args)]
+pub(super) struct FilledStore {
     /// PostgreSQL server to use; the bench creates its own database on it.
     #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
-    database_url: String,
+    pub(super) database_url: String,
     #[arg(long, env = "REDIS_URL", default_value = crate::config::REDIS_URL_DEFAULT)]
-    redis_url: String,
-    /// Events in the store (four per mission).
+    pub(super) redis_url: String,
+    /// Events in the store (four per mission, a tenth of the missions only enqueued).
     #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
+    pub(super) events: u64,
     /// Keep the filled database (`brain_bench_heal`) for another run instead of dropping it.
     #[arg(long)]
-    keep: bool,
+    pub(super) keep: bool,
 }
 
 /// The database the store is filled in, kept with `--keep` for the next run (of this bench or
@@ -50,22 +57,23 @@ const GROUP_MISSIONS: usize = 250;
 
 impl HealBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let database_url = with_database(&self.database_url, HEAL_DATABASE)?;
+        let FilledStore { database_url, redis_url, events, keep } = self.store;
+        let database_url = with_database(&database_url, HEAL_DATABASE)?;
         let pool = db::connect(&database_url, 8).await?;
         db::migrate(&pool).await?;
         let namespace = Namespace::parse("bench_heal").map_err(anyhow::Error::msg)?;
         let head = crate::eventlog::store::head(&pool).await?;
-        if head < self.events {
+        if head < events {
             let started = Instant::now();
-            fill(&pool, &namespace, self.events - head).await?;
+            fill(&pool, &namespace, events - head).await?;
             eprintln!(
                 "bench: filled {} events in {:.1} s",
-                self.events - head,
+                events - head,
                 started.elapsed().as_secs_f64()
             );
         }
         let head = crate::eventlog::store::head(&pool).await?;
-        let redis = redis::Client::open(self.redis_url.as_str()).context("REDIS_URL")?;
+        let redis = redis::Client::open(redis_url.as_str()).context("REDIS_URL")?;
         let queue = Queue::connect(&redis, &namespace).await?;
         let projector = MissionQueue { scoring: Scoring::default() };
 
@@ -106,7 +114,7 @@ impl HealBench {
         );
         queue.drop_all().await?;
         pool.close().await;
-        if self.keep {
+        if keep {
             eprintln!("bench: kept database {HEAL_DATABASE}");
         } else {
             sqlx::Postgres::force_drop_database(&database_url)

@@ -9,25 +9,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use sqlx::migrate::MigrateDatabase;
 
-use super::heal::{HEAL_DATABASE, fill, reset_peak_rss, rss_kib};
+use super::heal::{FilledStore, HEAL_DATABASE, fill, reset_peak_rss, rss_kib};
 use super::with_database;
-use crate::config::{DATABASE_URL_DEFAULT, Namespace};
+use crate::config::Namespace;
 use crate::eventlog::{db, store};
 use crate::serve::read_models::{Models, READ_MODELS};
 
 #[derive(Debug, clap::Args)]
 pub struct RebuildBench {
-    /// PostgreSQL server to use; the bench creates its own database on it.
-    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT)]
-    database_url: String,
-    #[arg(long, env = "REDIS_URL", default_value = crate::config::REDIS_URL_DEFAULT)]
-    redis_url: String,
-    /// Events in the store (four per mission, a tenth of the missions only enqueued).
-    #[arg(long, default_value_t = 1_000_000)]
-    events: u64,
-    /// Keep the filled database for another run instead of dropping it.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    store: FilledStore,
 }
 
 /// Events read per page, as a rebuild reads them.
@@ -35,16 +26,17 @@ const PAGE_EVENTS: u32 = 1_000;
 
 impl RebuildBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let database_url = with_database(&self.database_url, HEAL_DATABASE)?;
+        let FilledStore { database_url, redis_url, events, keep } = self.store;
+        let database_url = with_database(&database_url, HEAL_DATABASE)?;
         let pool = db::connect(&database_url, 8).await?;
         db::migrate(&pool).await?;
         let namespace = Namespace::parse("bench_rebuild").map_err(anyhow::Error::msg)?;
         let head = store::head(&pool).await?;
-        if head < self.events {
+        if head < events {
             let started = Instant::now();
-            fill(&pool, &namespace, self.events - head).await?;
+            fill(&pool, &namespace, events - head).await?;
             let seconds = started.elapsed().as_secs_f64();
-            eprintln!("bench: filled {} events in {seconds:.1} s", self.events - head);
+            eprintln!("bench: filled {} events in {seconds:.1} s", events - head);
         }
         let head = store::head(&pool).await?;
         println!("store: {head} events");
@@ -58,7 +50,7 @@ impl RebuildBench {
         }
         report("read the log", head, started.elapsed());
 
-        let redis = redis::Client::open(self.redis_url.as_str()).context("REDIS_URL")?;
+        let redis = redis::Client::open(redis_url.as_str()).context("REDIS_URL")?;
         let connection = redis.get_connection_manager().await.context("Redis")?;
         let models = Models::new(pool.clone(), connection, namespace);
         for model in READ_MODELS.iter().filter(|model| model.rebuilds) {
@@ -70,7 +62,7 @@ impl RebuildBench {
         }
         models.drop_queue().await?;
         pool.close().await;
-        if self.keep {
+        if keep {
             eprintln!("bench: kept database {HEAL_DATABASE}");
         } else {
             sqlx::Postgres::force_drop_database(&database_url)

@@ -7,7 +7,6 @@ use std::time::Duration;
 use brain::eventlog::projector::{Feeder, Runner, RunnerConfig};
 use brain::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
 use brain::eventlog::projectors::{PgProjection, rebuild};
-use brain::eventlog::relay::{Relay, RelayConfig};
 use brain::eventlog::store::read_all;
 use projections::event_type_stats::{EventTypeStats, NAME};
 use tokio_util::sync::CancellationToken;
@@ -76,14 +75,6 @@ async fn start_runner(env: &TestEnv) -> (CancellationToken, tokio::task::JoinHan
     (shutdown, task)
 }
 
-fn start_relay(env: &TestEnv) -> CancellationToken {
-    let config = RelayConfig { idle_check: Duration::from_millis(100), ..RelayConfig::default() };
-    let relay = Relay::new(env.pool.clone(), env.nats.clone(), env.namespace.clone(), config);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(relay.run(shutdown.clone()));
-    shutdown
-}
-
 async fn wait_caught_up(env: &TestEnv) {
     let head = env.head().await;
     wait_until("the projector to reach the head", WAIT, || async { checkpoint(env).await >= head })
@@ -95,7 +86,7 @@ async fn a_model_fed_live_from_the_bus_equals_one_rebuilt_from_the_store() {
     // Given a projector that starts on an empty store, so everything reaches it live.
     let env = TestEnv::new().await;
     let (store, _committer) = env.store();
-    let _relay = start_relay(&env);
+    let _relay = env.start_relay();
     let (stop, runner) = start_runner(&env).await;
     wait_until("the feed's consumer to exist", WAIT, || async {
         env.consumer_names().await.len() == 1
@@ -131,7 +122,7 @@ async fn a_model_fed_live_from_the_bus_equals_one_rebuilt_from_the_store() {
 async fn a_projector_stopped_mid_stream_and_restarted_ends_as_if_fed_once() {
     let env = TestEnv::new().await;
     let (store, _committer) = env.store();
-    let _relay = start_relay(&env);
+    let _relay = env.start_relay();
     let (stop, runner) = start_runner(&env).await;
     let writer = tokio::spawn({
         let store = store.clone();

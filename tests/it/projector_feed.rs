@@ -11,7 +11,6 @@ use brain::eventlog::feed::{FeedConfig, FeedHandle};
 use brain::eventlog::projector::{Runner, RunnerConfig};
 use brain::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
 use brain::eventlog::projectors::{PgProjection, PgWriter, rebuild};
-use brain::eventlog::relay::{Relay, RelayConfig};
 use brain::eventlog::store::EventStore;
 use domain::{ExpectedVersion, RecordedEvent};
 use projections::{Projector, Reads, StreamEvents, Unreadable};
@@ -118,14 +117,6 @@ async fn setup() -> TestEnv {
     env
 }
 
-fn start_relay(env: &TestEnv) -> CancellationToken {
-    let config = RelayConfig { idle_check: Duration::from_millis(100), ..RelayConfig::default() };
-    let relay = Relay::new(env.pool.clone(), env.nats.clone(), env.namespace.clone(), config);
-    let shutdown = CancellationToken::new();
-    tokio::spawn(relay.run(shutdown.clone()));
-    shutdown
-}
-
 async fn start_runner(env: &TestEnv, feed: &FeedHandle, config: RunnerConfig) -> CancellationToken {
     let store = PgProjection::live(env.pool.clone(), ProbeCountWriter, NAME);
     let runner = Runner::new(
@@ -173,7 +164,7 @@ async fn projectors_share_one_bus_consumer_and_one_of_probes_passes_other_events
     // following the process's feed.
     let env = setup().await;
     let (store, _committer) = env.store();
-    let _relay = start_relay(&env);
+    let _relay = env.start_relay();
     let (feed, _feed_stop) = env.running_feed().await;
     let _runner = start_runner(&env, &feed, quick()).await;
     let stats = Runner::new(
@@ -243,7 +234,7 @@ async fn a_wanted_event_the_bus_lost_is_read_from_the_store() {
 
     // When probes among other events are published, and the bus loses one probe before the
     // feed reads it.
-    let _relay = start_relay(&env);
+    let _relay = env.start_relay();
     append_of(&store, "probe", 3, 1).await;
     append_of(&store, "sample", 2, 10).await;
     append_of(&store, "probe", 1, 1).await;
@@ -278,7 +269,7 @@ async fn a_projector_that_falls_behind_the_feed_reads_what_it_missed_from_the_st
     // its commit, so that it falls far behind.
     let env = setup().await;
     let (store, _committer) = env.store();
-    let _relay = start_relay(&env);
+    let _relay = env.start_relay();
     let config = FeedConfig {
         buffer_events: 4,
         idle_check: Duration::from_millis(100),

@@ -131,6 +131,19 @@ impl TestEnv {
         stream.consumer_names().map(|name| name.expect("a consumer name")).collect().await
     }
 
+    /// The namespace's relay, checking a silent stream every 100 ms, until the token is
+    /// cancelled.
+    pub fn start_relay(&self) -> tokio_util::sync::CancellationToken {
+        use brain::eventlog::relay::{Relay, RelayConfig};
+        let config =
+            RelayConfig { idle_check: Duration::from_millis(100), ..RelayConfig::default() };
+        let relay =
+            Relay::new(self.pool.clone(), self.nats.clone(), self.namespace.clone(), config);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(relay.run(shutdown.clone()));
+        shutdown
+    }
+
     pub async fn head(&self) -> u64 {
         brain::eventlog::store::head(&self.pool).await.expect("read head")
     }
