@@ -39,6 +39,10 @@ use spec::invalid;
 pub use spec::*;
 pub use tree::*;
 
+/// The error an attempt whose lease ran out is recorded with (a `MissionLeaseExpired` carries
+/// none of its own): the same words in the history, a parent's report and the mission list.
+pub const LEASE_EXPIRED_ERROR: &str = "lease expired: the worker stopped renewing it";
+
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -523,7 +527,7 @@ impl Aggregate for Mission {
                 self.after_attempt(*retry_at_ms);
             }
             E::MissionLeaseExpired { attempt, retry_at_ms, at_ms, .. } => {
-                let error = "lease expired: the worker stopped renewing it".to_owned();
+                let error = LEASE_EXPIRED_ERROR.to_owned();
                 self.errors.push(AttemptError { attempt: *attempt, error, at_ms: *at_ms });
                 self.after_attempt(*retry_at_ms);
             }

@@ -1,4 +1,5 @@
-//! Mission routes: enqueue (one, or a batch in [`batch`]), look up, history, cancel, retry.
+//! Mission routes: enqueue (one, or a batch in [`batch`]), find ([`list`]), look up, history,
+//! cancel, retry.
 //! Each handler translates HTTP into a mission command and the outcome back; every refusal
 //! maps to an [`ErrorCode`] in [`refusal`], exhaustively, so a new domain error cannot
 //! compile without one.
@@ -9,18 +10,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use domain::api_key::Permission;
 use domain::mission::{
-    ATTEMPT_MAX_DEFAULT, Mission, MissionCommand, MissionError, MissionSpec, MissionStatus,
-    Priority,
+    ATTEMPT_MAX_DEFAULT, Mission, MissionCommand, MissionError, MissionSpec, Priority,
 };
 use domain::{RecordedEvent, StreamId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::UtoipaMethodRouterExt;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 mod batch;
+mod list;
 mod throughput;
 mod tree;
 mod view;
@@ -29,11 +30,10 @@ pub(super) use view::{MissionView, load_view};
 
 use super::as_of::AsOfQuery;
 use super::error::{ErrorCode, append_refusal, errors, refused};
-use super::extract::{Metadata, MissionId, optional_json, page_limit};
+use super::extract::{Metadata, MissionId, optional_json};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
-use crate::missions::list::{self, ListFilter, MissionRow};
 
 /// Deadline of one attempt when the request names none.
 pub const TIMEOUT_S_DEFAULT: u64 = 600;
@@ -46,7 +46,7 @@ const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2
 pub fn routes() -> ApiRoutes {
     let batch_body_limit = axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX);
     ApiRoutes::new()
-        .routes(Access::needs(Permission::MissionsRead), routes!(list_missions))
+        .routes(Access::needs(Permission::MissionsRead), routes!(list::list_missions))
         .routes(Access::needs(Permission::MissionsWrite), routes!(enqueue))
         .routes(
             Access::needs(Permission::MissionsWrite),
@@ -328,66 +328,4 @@ async fn retry(
     .await
     .map_err(refusal)?;
     Ok(ApiJson(load_view(&app, &mission_id).await?))
-}
-
-/// Most rows one `GET /api/missions` page returns.
-pub const LIST_LIMIT_MAX: u32 = 200;
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<MissionStatus>,
-    priority: Option<Priority>,
-    /// Agent kind.
-    agent: Option<String>,
-    /// Only missions enqueued at or after this time (RFC 3339).
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    since: Option<OffsetDateTime>,
-    /// 1 to 200, default 50.
-    #[param(minimum = 1, maximum = 200)]
-    limit: Option<u32>,
-    /// `next_cursor` of the previous page.
-    cursor: Option<u64>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-struct MissionPage {
-    missions: Vec<MissionRow>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    next_cursor: Option<u64>,
-    /// The log position the list reflects (the `mission_list` projector's checkpoint).
-    position: u64,
-}
-
-errors! { ListMissionsErrors = READ + QUERY + [] }
-
-/// `GET /api/missions?status=&priority=&agent=&since=&limit=&cursor=`: missions, newest
-/// first, from the `mission_list` read model.
-#[utoipa::path(get, path = "/api/missions", tag = "missions", params(ListQuery),
-    responses(
-        (status = 200, description = "A page of missions, newest first", body = MissionPage),
-        ListMissionsErrors,
-    ))]
-async fn list_missions(
-    State(app): State<AppState>,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<ApiJson<MissionPage>, ApiError> {
-    let limit = page_limit(query.limit, 50, LIST_LIMIT_MAX)?;
-    let filter = ListFilter {
-        status: query.status.map(|status| status.to_string()),
-        priority: query.priority.and_then(|priority| {
-            serde_json::to_value(priority).ok().and_then(|v| v.as_str().map(str::to_owned))
-        }),
-        agent: query.agent,
-        since: query.since,
-        before_position: query.cursor,
-        limit,
-    };
-    let (missions, position) = list::list(app.store.pool(), &filter).await?;
-    let next_cursor = (missions.len() == limit as usize)
-        .then(|| missions.last().and_then(|row| row.enqueued_position))
-        .flatten()
-        .map(|position| position as u64);
-    Ok(ApiJson(MissionPage { missions, next_cursor, position }))
 }

@@ -1,6 +1,7 @@
 //! `brain bench …`: measurements users run on their own hardware, one module a bench, and what
 //! they share. `brain bench append` works in a database and namespace of its own, created for
 //! the run and dropped after (unless `--keep`), so it never touches a deployment's data;
+//! `brain bench search`, `heal` and `rebuild` likewise fill a database of their own;
 //! `brain bench missions` (unless `--own-serve`), `batch`, `ws` and `agents` measure a running
 //! `brain serve` over HTTP, in whatever database and namespace that server uses; the others
 //! start a `brain serve` of their own (`own_serve`).
@@ -20,6 +21,7 @@ mod open_loop;
 mod own_serve;
 mod rebuild;
 mod round_trips;
+mod search;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
 mod ws;
@@ -52,6 +54,9 @@ pub enum Bench {
     /// Fill a store with missions, build the Redis queue, lose its keys, and time the refill
     /// from the log and its peak memory.
     Heal(heal::HealBench),
+    /// Fill the mission list with a million missions (straight into its table) and time a
+    /// mix of searches of `GET /api/missions`: p50 and p99 of each, the plan of the slowest.
+    Search(search::SearchBench),
     /// Fill a store with missions, then time a plain read of the log and the rebuild of each
     /// read model beside the live one, with each one's peak memory.
     Rebuild(rebuild::RebuildBench),
@@ -86,6 +91,7 @@ impl Bench {
             Bench::Ws(bench) => bench.run().await,
             Bench::Heal(bench) => bench.run().await,
             Bench::Rebuild(bench) => bench.run().await,
+            Bench::Search(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,

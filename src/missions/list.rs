@@ -1,13 +1,11 @@
 //! PostgreSQL adapter of the `mission_list` projector (table `mission_list`): the writer the
-//! projector runtime calls, and the reads the query API makes of it, side by side so the
-//! table's columns are named in one file.
+//! projector runtime calls, and the small reads other routes make of it. Searching the list
+//! (`GET /api/missions`) is [`super::search`].
 
 use projections::mission_list::{RowChange, merge};
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
-use time::OffsetDateTime;
 
 use crate::eventlog::projectors::PgWriter;
 
@@ -38,37 +36,54 @@ impl PgWriter<RowChange> for MissionListWriter {
             return Ok(());
         }
         let mut ids = Vec::with_capacity(rows.len());
-        let (mut names, mut priorities, mut agents, mut by) = (vec![], vec![], vec![], vec![]);
-        let (mut statuses, mut attempts, mut enqueued_positions) = (vec![], vec![], vec![]);
-        let (mut updated, mut positions) = (vec![], vec![]);
+        let (mut names, mut descriptions, mut priorities) = (vec![], vec![], vec![]);
+        let (mut agents, mut by, mut statuses, mut attempts) = (vec![], vec![], vec![], vec![]);
+        let (mut enqueued_positions, mut enqueued_at) = (vec![], vec![]);
+        let (mut ready, mut started) = (vec![], vec![]);
+        let (mut finished, mut errors, mut updated, mut positions) =
+            (vec![], vec![], vec![], vec![]);
         for row in rows {
             ids.push(row.mission_id);
             let enqueued = row.enqueued.as_ref();
             names.push(enqueued.map(|e| e.name.clone()));
+            descriptions.push(enqueued.map(|e| e.description.clone()));
             priorities.push(enqueued.map(|e| word(&e.priority)));
             agents.push(enqueued.map(|e| e.agent.clone()));
             by.push(enqueued.map(|e| e.enqueued_by.clone()));
             statuses.push(word(&row.status));
             attempts.push(row.attempt.map(|a| a as i32));
-            enqueued_positions.push(enqueued.map(|_| row.position as i64));
+            enqueued_positions.push(enqueued.map(|e| e.position as i64));
+            enqueued_at.push(enqueued.map(|e| e.at));
+            ready.push(row.ready_at);
+            started.push(row.started_at);
+            finished.push(row.status.is_finished().then_some(row.updated_at));
+            errors.push(row.last_error);
             updated.push(row.updated_at);
             positions.push(row.position as i64);
         }
         let table = format!("mission_list{suffix}");
+        // The run's start: a change that begins a run (`ready`) brings its own (or none);
+        // otherwise the first one kept wins. The run time is measured from it to the finish.
+        let start = "CASE WHEN excluded.ready_at IS NOT NULL THEN excluded.started_at
+                          ELSE coalesce(m.started_at, excluded.started_at) END";
         sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO {table} AS m (mission_id, name, priority, agent, enqueued_by, status,
-                                       attempt, enqueued_position, enqueued_at, updated_at,
-                                       last_position)
-             SELECT u.id, u.name, u.priority, u.agent, u.by, u.status, u.attempt,
-                    u.enqueued_position,
-                    CASE WHEN u.enqueued_position IS NOT NULL THEN u.updated END,
-                    u.updated, u.position
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                         $7::int4[], $8::int8[], $9::timestamptz[], $10::int8[])
-                  AS u(id, name, priority, agent, by, status, attempt, enqueued_position,
+            "INSERT INTO {table} AS m (mission_id, name, description, priority, agent,
+                                       enqueued_by, status, attempt, enqueued_position,
+                                       enqueued_at, ready_at, started_at, finished_at, run_ms,
+                                       last_error, updated_at, last_position)
+             SELECT u.id, u.name, u.description, u.priority, u.agent, u.by, u.status,
+                    u.attempt, u.enqueued_position, u.enqueued_at, u.ready, u.started, u.finished, {MS_BETWEEN}(u.started, u.finished),
+                    u.error, u.updated, u.position
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::int4[], $9::int8[], $10::timestamptz[],
+                         $11::timestamptz[], $12::timestamptz[], $13::timestamptz[],
+                         $14::text[], $15::timestamptz[], $16::int8[])
+                  AS u(id, name, description, priority, agent, by, status, attempt,
+                       enqueued_position, enqueued_at, ready, started, finished, error,
                        updated, position)
              ON CONFLICT (mission_id) DO UPDATE
              SET name = coalesce(excluded.name, m.name),
+                 description = coalesce(excluded.description, m.description),
                  priority = coalesce(excluded.priority, m.priority),
                  agent = coalesce(excluded.agent, m.agent),
                  enqueued_by = coalesce(excluded.enqueued_by, m.enqueued_by),
@@ -76,17 +91,28 @@ impl PgWriter<RowChange> for MissionListWriter {
                  attempt = coalesce(excluded.attempt, m.attempt),
                  enqueued_position = coalesce(excluded.enqueued_position, m.enqueued_position),
                  enqueued_at = coalesce(excluded.enqueued_at, m.enqueued_at),
+                 ready_at = coalesce(excluded.ready_at, m.ready_at),
+                 started_at = {start},
+                 finished_at = excluded.finished_at,
+                 run_ms = {MS_BETWEEN}({start}, excluded.finished_at),
+                 last_error = coalesce(excluded.last_error, m.last_error),
                  updated_at = excluded.updated_at,
                  last_position = excluded.last_position"
         )))
         .bind(&ids)
         .bind(&names)
+        .bind(&descriptions)
         .bind(&priorities)
         .bind(&agents)
         .bind(&by)
         .bind(&statuses)
         .bind(&attempts)
         .bind(&enqueued_positions)
+        .bind(&enqueued_at)
+        .bind(&ready)
+        .bind(&started)
+        .bind(&finished)
+        .bind(&errors)
         .bind(&updated)
         .bind(&positions)
         .execute(connection)
@@ -95,67 +121,9 @@ impl PgWriter<RowChange> for MissionListWriter {
     }
 }
 
-/// A mission as the list shows it.
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct MissionRow {
-    pub mission_id: String,
-    pub name: Option<String>,
-    pub status: String,
-    pub priority: Option<String>,
-    pub agent: Option<String>,
-    pub attempt: Option<i32>,
-    pub enqueued_by: Option<String>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub enqueued_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
-    #[serde(skip)]
-    pub enqueued_position: Option<i64>,
-}
-
-/// What `list` selects; `None` matches everything. Statuses and priorities are their JSON
-/// words.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub status: Option<String>,
-    pub priority: Option<String>,
-    pub agent: Option<String>,
-    pub since: Option<OffsetDateTime>,
-    /// Only missions enqueued before this position (the cursor of the previous page).
-    pub before_position: Option<u64>,
-    pub limit: u32,
-}
-
-/// One page of missions, newest first, and the checkpoint the page reflects, read in one
-/// snapshot so the position matches the rows.
-pub async fn list(
-    pool: &PgPool,
-    filter: &ListFilter,
-) -> Result<(Vec<MissionRow>, u64), sqlx::Error> {
-    let mut snapshot = crate::eventlog::projectors::Snapshot::begin(pool).await?;
-    let missions: Vec<MissionRow> = sqlx::query_as(
-        "SELECT mission_id, name, status, priority, agent, attempt, enqueued_by, enqueued_at,
-                updated_at, enqueued_position
-         FROM mission_list
-         WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR priority = $2)
-           AND ($3::text IS NULL OR agent = $3)
-           AND ($4::timestamptz IS NULL OR enqueued_at >= $4)
-           AND ($5::int8 IS NULL OR enqueued_position < $5)
-         ORDER BY enqueued_position DESC
-         LIMIT $6",
-    )
-    .bind(&filter.status)
-    .bind(&filter.priority)
-    .bind(&filter.agent)
-    .bind(filter.since)
-    .bind(filter.before_position.map(|position| position as i64))
-    .bind(i64::from(filter.limit))
-    .fetch_all(snapshot.conn())
-    .await?;
-    let position = snapshot.position(projections::mission_list::NAME).await?;
-    Ok((missions, position))
-}
+/// The SQL function (of migration `0012`) giving the milliseconds from one time to a later
+/// one: NULL unless both are known, never negative (a run time, a queue wait).
+pub(crate) const MS_BETWEEN: &str = "mission_list_ms";
 
 /// Name and priority of each mission id given that the list knows.
 pub async fn describe(

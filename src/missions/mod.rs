@@ -1,6 +1,7 @@
 //! Running missions: the Redis priority queue (its projection store and Lua scripts), the
 //! workers that claim and run missions under a lease, and the lease reaper that
-//! expires leases and brings due missions back.
+//! expires leases and brings due missions back; the `mission_list` read model's writer and
+//! its search.
 //!
 //! Workers run agents without knowing them: the [`agent::Agent`] trait a worker calls lives
 //! here, the built-in agents in `crate::agents` implement it, and `serve`/`brain worker` wire
@@ -11,6 +12,7 @@ pub mod claim;
 pub mod list;
 pub mod queue;
 pub mod reaper;
+pub mod search;
 pub mod status;
 pub mod tree;
 pub mod tree_store;

@@ -90,7 +90,7 @@ async fn a_batch_of_500_lands_whole_with_consecutive_positions_and_every_mission
         for row in page["missions"].as_array().unwrap() {
             listed.insert(row["mission_id"].as_str().unwrap().to_owned());
         }
-        match page["next_cursor"].as_u64() {
+        match page["next_cursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),
             None => break,
         }

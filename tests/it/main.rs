@@ -45,6 +45,7 @@ mod llm_limits;
 mod llm_providers;
 mod llm_secrets;
 mod mission_list;
+mod mission_search;
 mod missions_api;
 mod openai_client;
 mod openapi;

@@ -30,6 +30,14 @@ async fn rows(env: &TestEnv) -> Vec<Row> {
         .unwrap()
 }
 
+/// Every column of every row, as JSON text.
+async fn whole_rows(env: &TestEnv) -> Vec<String> {
+    sqlx::query_scalar("SELECT to_jsonb(m)::text FROM mission_list m ORDER BY mission_id")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+}
+
 fn metadata() -> EventMetadata {
     EventMetadata::new("test", time::OffsetDateTime::now_utc())
 }
@@ -137,8 +145,13 @@ async fn the_mission_list_matches_every_missions_state_live_and_after_a_rebuild(
         want.iter().map(|row| row.1.clone()).collect();
     assert_eq!(statuses.len(), 5, "every state is exercised: {statuses:?}");
 
+    // Every column, the run's times and last error too, is the same rebuilt as live.
+    let live = whole_rows(&env).await;
+    let failed = live.iter().filter(|row| row.contains(r#""last_error": "e""#)).count();
+    assert_eq!(failed, 10, "the failed and the pending keep their error: {live:?}");
     rebuild(&env.pool, MissionList, MissionListWriter).await.unwrap();
     assert_eq!(rows(&env).await, want);
+    assert_eq!(whole_rows(&env).await, live);
     stop.cancel();
     relay_stop.cancel();
 }
@@ -168,7 +181,7 @@ async fn missions_are_listed_newest_first_filtered_and_paged() {
                 .iter()
                 .map(|m| m["mission_id"].as_str().unwrap().to_owned()),
         );
-        match page["next_cursor"].as_u64() {
+        match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/api/missions?limit=7&cursor={cursor}"),
             None => break,
         }
@@ -190,4 +203,55 @@ async fn missions_are_listed_newest_first_filtered_and_paged() {
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn migration_0012_empties_an_older_list_and_its_projector_rebuilds_it_whole() {
+    // Given a list an older build kept (its columns only), caught up with the log.
+    let env = TestEnv::new_at_migration(11).await;
+    let (store, _committer) = env.store();
+    let ids = missions_in_every_state(&store).await;
+    let head = env.head().await;
+    sqlx::query(
+        "INSERT INTO mission_list (mission_id, status, updated_at, last_position)
+         SELECT DISTINCT stream_id, 'queued', now(), 1 FROM events WHERE stream_type = 'mission'",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO projector_checkpoints (projector, position) VALUES ($1, $2)")
+        .bind(NAME)
+        .bind(head as i64)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+
+    // When it is migrated, the list is emptied and its checkpoint set back, with the reset
+    // recorded.
+    brain::eventlog::db::migrate(&env.pool).await.expect("migrate");
+    assert!(rows(&env).await.is_empty());
+    assert_eq!(brain::eventlog::projectors::checkpoint(&env.pool, NAME).await.unwrap(), 0);
+    let reasons: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM projector_resets WHERE projector = $1")
+            .bind(NAME)
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(reasons, ["migration"]);
+
+    // Then its projector, starting from there, rebuilds every row with the new columns.
+    let live = PgProjection::live(env.pool.clone(), MissionListWriter, NAME);
+    let mut feeder =
+        brain::eventlog::projector::Feeder::new(MissionList, live, env.pool.clone(), 1_000)
+            .await
+            .unwrap();
+    assert_eq!(feeder.catch_up().await.unwrap(), head);
+    assert_eq!(rows(&env).await, expected(&store, &ids).await);
+    let described: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM mission_list WHERE description IS NOT NULL AND ready_at IS NOT NULL",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(described, ids.len() as i64);
 }

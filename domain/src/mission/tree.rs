@@ -65,11 +65,9 @@ impl ChildOutcome {
             E::MissionAttemptFailed { error, retry_at_ms: None, .. } => {
                 ended(MissionStatus::Failed, None, Some(error.clone()))
             }
-            E::MissionLeaseExpired { retry_at_ms: None, .. } => ended(
-                MissionStatus::Failed,
-                None,
-                Some("lease expired: the worker stopped renewing it".to_owned()),
-            ),
+            E::MissionLeaseExpired { retry_at_ms: None, .. } => {
+                ended(MissionStatus::Failed, None, Some(super::LEASE_EXPIRED_ERROR.to_owned()))
+            }
             E::MissionCancelled { reason, .. } => {
                 ended(MissionStatus::Cancelled, None, Some(reason.clone()))
             }
