@@ -36,7 +36,10 @@ DROP INDEX mission_list_status_newest;
 CREATE INDEX mission_list_enqueued ON mission_list (enqueued_position, mission_id);
 CREATE INDEX mission_list_status_enqueued ON mission_list (status, enqueued_position, mission_id);
 CREATE INDEX mission_list_updated ON mission_list (updated_at, mission_id);
-CREATE INDEX mission_list_duration ON mission_list ((coalesce(run_ms, -1)), mission_id);
+-- Run time, those without one last whichever way it is read.
+CREATE INDEX mission_list_duration_desc ON mission_list ((coalesce(run_ms, -1)), mission_id);
+CREATE INDEX mission_list_duration_asc
+    ON mission_list ((coalesce(run_ms, 9223372036854775807)), mission_id);
 -- since / until.
 CREATE INDEX mission_list_enqueued_at ON mission_list (enqueued_at);
 -- `q` as the start of a mission id (the database's collation may not order like bytes).

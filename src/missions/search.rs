@@ -26,8 +26,11 @@ use crate::eventlog::projectors::Snapshot;
 pub const TEXT_LEN_MIN: usize = 3;
 /// Longest `q` or `error`.
 pub const TEXT_LEN_MAX: usize = 200;
-/// Matches counted exactly; past it the total reads "more than this".
-pub const TOTAL_BOUND: u64 = 10_000;
+/// Matches counted exactly; past it the total reads "more than this". Counting costs a read of
+/// each match (up to this many), so the bound is what a person triaging needs to know exactly,
+/// not what a million-row list could count: at 10,000 a broad search spent most of its time
+/// counting (`brain bench search`).
+pub const TOTAL_BOUND: u64 = 1_000;
 
 /// What a list is ordered by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,7 +40,7 @@ pub enum Sort {
     Enqueued,
     /// When its row last changed.
     Updated,
-    /// Its run time; one without (not finished, or never started) counts as shorter than any.
+    /// Its run time; those without one (not finished, or never started) come last either way.
     Duration,
 }
 
@@ -56,12 +59,23 @@ impl Sort {
         Sort::ALL.into_iter().find(|sort| sort.word() == word)
     }
 
-    /// The SQL of its key: each has a btree index on `(key, mission_id)`.
-    fn key(self) -> &'static str {
-        match self {
-            Sort::Enqueued => "enqueued_position",
-            Sort::Updated => "updated_at",
-            Sort::Duration => "coalesce(run_ms, -1)",
+    /// The SQL of its key read in `order`: each has a btree index on `(key, mission_id)`.
+    fn key(self, order: Order) -> &'static str {
+        match (self, order) {
+            (Sort::Enqueued, _) => "enqueued_position",
+            (Sort::Updated, _) => "updated_at",
+            // No run time comes last: lowest read downwards, highest read upwards. Two
+            // indexes, so that neither way walks past the unfinished to reach the first row.
+            (Sort::Duration, Order::Desc) => "coalesce(run_ms, -1)",
+            (Sort::Duration, Order::Asc) => "coalesce(run_ms, 9223372036854775807)",
+        }
+    }
+
+    /// The key of a row without a run time, as [`Sort::key`] reads it.
+    fn no_run_time(order: Order) -> i64 {
+        match order {
+            Order::Desc => -1,
+            Order::Asc => i64::MAX,
         }
     }
 }
@@ -96,7 +110,7 @@ pub struct Cursor {
     pub sort: Sort,
     pub order: Order,
     /// The position, the microseconds since the Unix epoch, or the milliseconds of run time
-    /// (-1 for none).
+    /// (for none, -1 read downwards and `i64::MAX` upwards).
     key: i64,
     mission_id: String,
 }
@@ -107,7 +121,7 @@ impl Cursor {
             // Every row built from the log has one: the enqueue is a mission's first event.
             Sort::Enqueued => row.enqueued_position.unwrap_or(0),
             Sort::Updated => (row.updated_at.unix_timestamp_nanos() / 1_000) as i64,
-            Sort::Duration => row.run_ms.unwrap_or(-1),
+            Sort::Duration => row.run_ms.unwrap_or(Sort::no_run_time(order)),
         };
         Cursor { sort, order, key, mission_id: row.mission_id.clone() }
     }
@@ -261,7 +275,8 @@ fn push_where(query: &mut QueryBuilder<Postgres>, search: &Search, paged: bool) 
     }
     if let Some(cursor) = search.after.as_ref().filter(|_| paged) {
         let beyond = if search.order == Order::Desc { "<" } else { ">" };
-        query.push(format_args!(" AND ({}, mission_id) {beyond} (", search.sort.key()));
+        let key = search.sort.key(search.order);
+        query.push(format_args!(" AND ({key}, mission_id) {beyond} ("));
         match search.sort {
             Sort::Updated => {
                 let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(cursor.key) * 1_000)
@@ -283,7 +298,7 @@ fn page_query(search: &Search, prefix: &str) -> QueryBuilder<Postgres> {
          FROM mission_list"
     ));
     push_where(&mut query, search, true);
-    let (key, order) = (search.sort.key(), search.order.word());
+    let (key, order) = (search.sort.key(search.order), search.order.word());
     query.push(format_args!(" ORDER BY {key} {order}, mission_id {order} LIMIT "));
     query.push_bind(i64::from(search.limit) + 1);
     query
@@ -308,18 +323,24 @@ pub async fn search(pool: &PgPool, search: &Search) -> Result<Page, sqlx::Error>
         .persistent(false)
         .fetch_all(snapshot.conn())
         .await?;
-    let counted: i64 = count_query(search, "")
-        .build_query_scalar()
-        .persistent(false)
-        .fetch_one(snapshot.conn())
-        .await?;
+    let full = missions.len() > search.limit as usize;
+    // A first page that holds every match is its own count.
+    let counted = if full || search.after.is_some() {
+        let counted: i64 = count_query(search, "")
+            .build_query_scalar()
+            .persistent(false)
+            .fetch_one(snapshot.conn())
+            .await?;
+        counted.max(0) as u64
+    } else {
+        missions.len() as u64
+    };
     let position = snapshot.position(projections::mission_list::NAME).await?;
-    let next = (missions.len() > search.limit as usize).then(|| {
+    let next = full.then(|| {
         missions.truncate(search.limit as usize);
         let last = missions.last().expect("a full page has a last row");
         Cursor::after(search.sort, search.order, last)
     });
-    let counted = counted.max(0) as u64;
     Ok(Page {
         missions,
         next,

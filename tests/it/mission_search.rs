@@ -238,7 +238,7 @@ async fn missions_are_found_by_text_id_error_kind_status_time_and_attempts() {
 }
 
 /// The key a row sorts on, as a number, for checking the order pages come in.
-fn sort_key(row: &Value, sort: &str) -> i128 {
+fn sort_key(row: &Value, sort: &str, order: &str) -> i128 {
     match sort {
         "updated" => {
             let at = time::OffsetDateTime::parse(
@@ -248,7 +248,12 @@ fn sort_key(row: &Value, sort: &str) -> i128 {
             .unwrap();
             at.unix_timestamp_nanos()
         }
-        "duration" => i128::from(row["run_ms"].as_i64().unwrap_or(-1)),
+        // No run time comes last, whichever way.
+        "duration" => match (row["run_ms"].as_i64(), order) {
+            (Some(ms), _) => i128::from(ms),
+            (None, "desc") => -1,
+            (None, _) => i128::MAX,
+        },
         _ => parse_enqueued(row),
     }
 }
@@ -278,7 +283,7 @@ async fn every_sort_pages_without_repeating_or_missing_a_mission() {
                     assert_eq!(status, 200, "{path}: {page}");
                     for row in page["missions"].as_array().unwrap() {
                         seen.push(text(row, "mission_id"));
-                        keys.push((sort_key(row, sort), text(row, "mission_id")));
+                        keys.push((sort_key(row, sort, order), text(row, "mission_id")));
                     }
                     match page["next_cursor"].as_str() {
                         Some(cursor) => path = format!("{base}&cursor={cursor}"),
@@ -385,5 +390,43 @@ async fn searching_needs_a_key_that_reads_missions_from_no_other_origin() {
     assert_eq!(response.status().as_u16(), 403);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "origin_refused", "{body}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn the_total_is_exact_up_to_its_bound_then_says_more_than_it() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, _task) = serve_in_process(services(&env, &redis_url())).await;
+    // 1,005 missions due tomorrow, so that no worker moves them meanwhile.
+    let tomorrow = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+    let not_before = tomorrow.format(&time::format_description::well_known::Rfc3339).unwrap();
+    for chunk in [0..1_000, 1_000..1_005] {
+        let missions: Vec<Value> = chunk
+            .map(|n| json!({ "name": format!("bulk {n:04}"), "not_before": not_before }))
+            .collect();
+        let body = json!({ "missions": missions }).to_string();
+        let (status, answer) =
+            crate::missions_api::post(addr, "/api/missions/enqueue/batch", &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+    let head = env.head().await;
+    wait_until("the list to catch up", WAIT, || async {
+        get(addr, "/api/missions?limit=1").await.1["position"] == head
+    })
+    .await;
+
+    let (status, page) = get(addr, "/api/missions?q=bulk&limit=10").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!((page["total"].as_u64(), page["total_exact"].as_bool()), (Some(1_000), Some(false)));
+    assert!(page["next_cursor"].is_string());
+    // Below the bound, exact on every page.
+    let (_, page) = get(addr, "/api/missions?q=bulk%2000&limit=10").await;
+    assert_eq!((page["total"].as_u64(), page["total_exact"].as_bool()), (Some(100), Some(true)));
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = get(addr, &format!("/api/missions?q=bulk%2000&limit=10&cursor={cursor}")).await;
+    assert_eq!((next["total"].as_u64(), next["total_exact"].as_bool()), (Some(100), Some(true)));
+    let (_, page) = get(addr, "/api/missions?q=bulk%20100&status=pending").await;
+    assert_eq!((page["total"].as_u64(), page["total_exact"].as_bool()), (Some(5), Some(true)));
+    assert_eq!(page["missions"].as_array().unwrap().len(), 5);
     shutdown.cancel();
 }

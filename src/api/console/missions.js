@@ -1,17 +1,21 @@
-// Missions: the list with the API's filters (kept in the address, so a filtered list is a
-// link), kept current by the live feed, and the enqueue form, whose refusals are the API's
-// own messages next to the field at fault.
+// Missions: the list with the API's search and filters (kept in the address, so a found
+// list is a link), kept current by the live feed, with how many match, and the enqueue form,
+// whose refusals are the API's own messages next to the field at fault.
 
-import { h, fill, api, query, follow, section, table, badge, errorBox, link, fmtTime } from './lib.js';
+import { h, fill, api, query, follow, section, table, badge, errorBox, link, fmtTime, fmtMs, fmtNum } from './lib.js';
 
 const STATUSES = ['pending', 'queued', 'running', 'suspended', 'completed', 'failed', 'cancelled'];
 const PRIORITIES = ['critical', 'high', 'normal', 'low'];
+const SORTS = ['enqueued', 'updated', 'duration'];
 const PAGE = 50;
+// Characters of a last error the list shows (the mission's page has it whole).
+const ERROR_SHOWN = 80;
 
 export async function render(main, _params, shell) {
   const filters = Object.fromEntries(new URLSearchParams(location.search));
   const info = await api('GET', '/api/agents/info').catch(() => ({ kinds: [] }));
   const listBox = h('div', { id: 'mission-list' });
+  const totalBox = h('p', { id: 'mission-total', class: 'muted', 'aria-live': 'polite' });
   const more = h('div', { class: 'row' });
   let cursor = null;
   let extended = false;
@@ -20,19 +24,28 @@ export async function render(main, _params, shell) {
     h('select', { name, onchange: apply },
       h('option', { value: '' }, 'any'),
       options.map((o) => h('option', { value: o, selected: filters[name] === o }, o))));
+  const text = (name, label, placeholder) => h('label', {}, label,
+    h('input', { type: 'search', name, placeholder, value: filters[name] || '', maxlength: 200, onchange: apply }));
   const filterForm = h('form', { class: 'row', id: 'filters', onsubmit: (e) => { e.preventDefault(); apply(); } },
+    text('q', 'Search', 'name, description or id'),
+    text('error', 'Error', 'text of the last error'),
     select('status', STATUSES, 'Status'),
     select('priority', PRIORITIES, 'Priority'),
     select('agent', info.kinds, 'Agent'),
     h('label', {}, 'Since', h('input', { type: 'datetime-local', name: 'since', step: 1,
-      value: filters.since ? toLocalInput(filters.since) : '', onchange: apply })));
+      value: filters.since ? toLocalInput(filters.since) : '', onchange: apply })),
+    h('label', {}, 'Sort',
+      h('select', { name: 'sort', onchange: apply },
+        SORTS.map((o) => h('option', { value: o, selected: (filters.sort || 'enqueued') === o }, o)))));
 
   function current() {
     const data = new FormData(filterForm);
     const since = data.get('since');
     return {
+      q: data.get('q').trim(), error: data.get('error').trim(),
       status: data.get('status'), priority: data.get('priority'), agent: data.get('agent'),
       since: since ? new Date(since).toISOString() : '',
+      sort: data.get('sort') === 'enqueued' ? '' : data.get('sort'),
     };
   }
 
@@ -46,10 +59,13 @@ export async function render(main, _params, shell) {
       const page = await api('GET', '/api/missions' + query({ ...current(), limit: PAGE }));
       cursor = page.next_cursor ?? null;
       extended = false;
+      const count = page.total_exact ? fmtNum(page.total) : `more than ${fmtNum(page.total)}`;
+      fill(totalBox, `${count} ${page.total === 1 && page.total_exact ? 'mission' : 'missions'}`);
       fill(listBox, missionTable(page.missions));
       drawMore();
       return page.position;
     } catch (error) {
+      fill(totalBox, null);
       fill(listBox, errorBox(error));
       return undefined;
     }
@@ -74,7 +90,7 @@ export async function render(main, _params, shell) {
   fill(main,
     h('h1', {}, 'Missions'),
     section('Enqueue', enqueueForm(info.kinds)),
-    section('List', filterForm, listBox, more));
+    section('List', filterForm, totalBox, listBox, more));
 
   // A refresh per burst of mission events, not per event; only the first page is redrawn.
   return follow({ stream_type: 'mission' }, () => (extended ? undefined : load()), shell.setLive);
@@ -93,10 +109,19 @@ export function missionTable(missions) {
     { label: 'status', cell: (m) => badge(m.status) },
     { label: 'agent', cell: (m) => m.agent || '–' },
     { label: 'priority', class: 'hide-narrow', cell: (m) => m.priority || '–' },
-    { label: 'attempt', class: 'num hide-narrow', cell: (m) => m.attempt ?? '–' },
+    { label: 'attempts', class: 'num hide-narrow', cell: (m) => m.attempt ?? '–' },
+    { label: 'last error', class: 'hide-narrow', cell: lastError },
+    { label: 'queue wait', class: 'num hide-narrow', cell: (m) => fmtMs(m.queue_wait_ms) },
+    { label: 'run time', class: 'num', cell: (m) => fmtMs(m.run_ms) },
     { label: 'enqueued', class: 'hide-narrow', cell: (m) => fmtTime(m.enqueued_at) },
     { label: 'updated', cell: (m) => fmtTime(m.updated_at) },
   ], missions, 'No mission matches.');
+}
+
+function lastError(m) {
+  if (!m.last_error) return '–';
+  const shown = m.last_error.length > ERROR_SHOWN ? m.last_error.slice(0, ERROR_SHOWN) + '…' : m.last_error;
+  return h('span', { title: m.last_error }, shown);
 }
 
 function enqueueForm(kinds) {

@@ -48,7 +48,7 @@ pub(super) struct ListQuery {
     #[param(value_type = Option<u32>, minimum = 0, maximum = 100)]
     min_attempts: Option<String>,
     /// `enqueued` (the default), `updated` or `duration` (run time; missions without one
-    /// count as shorter than any).
+    /// come last either way).
     sort: Option<String>,
     /// `desc` (the default: newest, latest or longest first) or `asc`.
     order: Option<String>,
@@ -64,7 +64,7 @@ pub(super) struct MissionPage {
     missions: Vec<MissionRow>,
     /// Pass as `cursor` for the next page; absent on the last one.
     next_cursor: Option<String>,
-    /// Missions matching the filters (all pages), counted exactly up to 10,000.
+    /// Missions matching the filters (all pages), counted exactly up to 1,000.
     total: u64,
     /// `false`: more than `total` missions match.
     total_exact: bool,
@@ -206,7 +206,7 @@ errors! { ListMissionsErrors = READ + QUERY + [] }
 
 /// `GET /api/missions?q=&error=&kind=&status=&priority=&since=&until=&min_attempts=&sort=
 /// &order=&limit=&cursor=`: missions from the `mission_list` read model, newest first by
-/// default, with how many match (exactly up to 10,000).
+/// default, with how many match (exactly up to 1,000).
 #[utoipa::path(get, path = "/api/missions", tag = "missions", params(ListQuery),
     responses(
         (status = 200, description = "A page of missions", body = MissionPage),
