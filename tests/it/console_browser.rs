@@ -39,7 +39,9 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
 
     deck.open("/missions").await;
     deck.text(".feed-state", "live").await;
-    // A refusal is the API's own message, beside the field at fault.
+    // The form opens from its button; a refusal is the API's own message, beside the field
+    // at fault.
+    deck.click("#enqueue-open").await;
     deck.fill("#enqueue input[name=name]", "from the form").await;
     deck.fill("#enqueue input[name=timeout_s]", "0").await;
     deck.click("#enqueue button[type=submit]").await;

@@ -248,6 +248,7 @@ async fn drive_missions(deck: &Deck, recording: &mut Recording, missions: &Missi
     deck.text("#mission-list", "thinks").await;
     recording.open(deck, "/missions").await;
     deck.text("#mission-list", "gives up").await;
+    deck.click("#enqueue-open").await;
     deck.fill("#enqueue input[name=name]", "from the form").await;
     deck.fill("#enqueue input[name=timeout_s]", "0").await;
     deck.click("#enqueue button[type=submit]").await;

@@ -1,6 +1,6 @@
 // Missions: the list with the API's search and filters (kept in the address, so a found
-// list is a link), kept current by the live feed, with how many match, and the enqueue form,
-// whose refusals are the API's own messages next to the field at fault.
+// list is a link), kept current by the live feed, with how many match, and the enqueue form
+// behind a button, whose refusals are the API's own messages next to the field at fault.
 
 import { h, fill, api, query, follow, section, table, badge, errorBox, link, fmtTime, fmtMs, fmtNum } from './lib.js';
 
@@ -87,9 +87,22 @@ export async function render(main, _params, shell) {
     fill(more, cursor !== null ? h('button', { type: 'button', onclick: older }, 'Older missions') : null);
   }
 
+  // The form waits behind a button, so the list starts at the top of the page.
+  const enqueueBox = section('Enqueue', enqueueForm(info.kinds));
+  enqueueBox.id = 'enqueue-box';
+  enqueueBox.hidden = true;
+  const opener = h('button', {
+    type: 'button', id: 'enqueue-open', 'aria-controls': 'enqueue-box', 'aria-expanded': 'false',
+    onclick: () => {
+      enqueueBox.hidden = !enqueueBox.hidden;
+      opener.setAttribute('aria-expanded', String(!enqueueBox.hidden));
+      fill(opener, enqueueBox.hidden ? 'Enqueue a mission' : 'Close the form');
+      if (!enqueueBox.hidden) enqueueBox.querySelector('input[name=name]')?.focus();
+    },
+  }, 'Enqueue a mission');
   fill(main,
-    h('h1', {}, 'Missions'),
-    section('Enqueue', enqueueForm(info.kinds)),
+    h('div', { class: 'row' }, h('h1', {}, 'Missions'), opener),
+    enqueueBox,
     section('List', filterForm, totalBox, listBox, more));
 
   // A refresh per burst of mission events, not per event; only the first page is redrawn.
