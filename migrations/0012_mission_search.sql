@@ -8,6 +8,15 @@
 -- refills from 0 the same way). Until it has caught up the list shows only part of the
 -- missions; `position` in each page says how far it is.
 
+-- The rebuild from the log, emptied first so that the changes below rewrite no rows. A rebuild
+-- that was under way built the old shape: it starts over.
+TRUNCATE mission_list;
+DROP TABLE IF EXISTS mission_list_rebuild;
+DELETE FROM projector_checkpoints WHERE projector = 'mission_list:rebuild';
+UPDATE projector_checkpoints SET position = 0, updated_at = now() WHERE projector = 'mission_list';
+INSERT INTO projector_resets (projector, reason, position)
+    SELECT 'mission_list', 'migration', 0 FROM projector_checkpoints WHERE projector = 'mission_list';
+
 -- Trigram indexes for text anywhere in a name, description or error. A trusted extension:
 -- the database's owner may create it.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -28,7 +37,18 @@ ALTER TABLE mission_list
     -- When it reached a final status; NULL while it is not in one.
     ADD COLUMN finished_at timestamptz,
     -- Milliseconds from started_at to finished_at.
-    ADD COLUMN run_ms      bigint;
+    ADD COLUMN run_ms      bigint,
+    -- What `q` is matched against: name and description, lowercased once when written, so
+    -- that matching is a plain LIKE rather than an ILIKE lowering every row it reads.
+    ADD COLUMN search_text text GENERATED ALWAYS AS
+        (lower(coalesce(name, '') || E'\n' || coalesce(description, ''))) STORED;
+
+-- Finer statistics for the searched text: the planner estimates how many rows a phrase
+-- matches from each column's histogram, and with the default 100 entries a phrase in 2% of a
+-- million rows read as 100 rows, so it sorted 20,000 matches instead of walking an index.
+ALTER TABLE mission_list
+    ALTER COLUMN search_text SET STATISTICS 1000,
+    ALTER COLUMN last_error SET STATISTICS 1000;
 
 -- Each sort is a keyset on (key, mission_id): one index a sort, read either way.
 DROP INDEX mission_list_newest;
@@ -45,13 +65,5 @@ CREATE INDEX mission_list_enqueued_at ON mission_list (enqueued_at);
 -- `q` as the start of a mission id (the database's collation may not order like bytes).
 CREATE INDEX mission_list_id_prefix ON mission_list (mission_id text_pattern_ops);
 -- `q` anywhere in the name or description, `error` anywhere in the last error.
-CREATE INDEX mission_list_text ON mission_list USING gin (name gin_trgm_ops, description gin_trgm_ops);
+CREATE INDEX mission_list_text ON mission_list USING gin (search_text gin_trgm_ops);
 CREATE INDEX mission_list_error ON mission_list USING gin (last_error gin_trgm_ops);
-
--- The rebuild from the log. A rebuild that was under way built the old shape: it starts over.
-TRUNCATE mission_list;
-DROP TABLE IF EXISTS mission_list_rebuild;
-DELETE FROM projector_checkpoints WHERE projector = 'mission_list:rebuild';
-UPDATE projector_checkpoints SET position = 0, updated_at = now() WHERE projector = 'mission_list';
-INSERT INTO projector_resets (projector, reason, position)
-    SELECT 'mission_list', 'migration', 0 FROM projector_checkpoints WHERE projector = 'mission_list';

@@ -3,7 +3,8 @@
 //!
 //! - Text (`q`, `error`) is matched as a phrase anywhere in the name or description, or in
 //!   the last error, case-insensitively, through trigram (`pg_trgm`) indexes; `q` also
-//!   matches the start of a mission id.
+//!   matches the start of a mission id. Name and description are matched in `search_text`,
+//!   a generated column holding them lowercased, so a row read costs a plain `LIKE`.
 //! - Each sort is a keyset over `(sort key, mission_id)` with a btree index on that pair, so
 //!   a page costs the same at any depth, and a row is never repeated or skipped across pages
 //!   whatever commits in between (a row that moves while one pages may of course be met
@@ -232,9 +233,9 @@ fn literal(text: &str) -> String {
 fn push_where(query: &mut QueryBuilder<Postgres>, search: &Search, paged: bool) {
     query.push(" WHERE true");
     if let Some(text) = &search.text {
-        let phrase = format!("%{}%", literal(text));
-        query.push(" AND (name ILIKE ").push_bind(phrase.clone());
-        query.push(" OR description ILIKE ").push_bind(phrase);
+        // `search_text` is name and description lowercased when written (migration 0012).
+        query.push(" AND (search_text LIKE lower(").push_bind(format!("%{}%", literal(text)));
+        query.push(")");
         // Only what could start an id is looked up as one (its index serves a prefix).
         if text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             query.push(" OR mission_id LIKE ").push_bind(format!("{}%", literal(text)));

@@ -152,6 +152,15 @@ async fn the_mission_list_matches_every_missions_state_live_and_after_a_rebuild(
     rebuild(&env.pool, MissionList, MissionListWriter).await.unwrap();
     assert_eq!(rows(&env).await, want);
     assert_eq!(whole_rows(&env).await, live);
+    // And the rebuilt table keeps the finer statistics its searched text is planned from.
+    let targets: Vec<i32> = sqlx::query_scalar(
+        "SELECT attstattarget::int4 FROM pg_attribute WHERE attrelid = 'mission_list'::regclass
+         AND attname IN ('search_text', 'last_error')",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(targets, [1000, 1000]);
     stop.cancel();
     relay_stop.cancel();
 }

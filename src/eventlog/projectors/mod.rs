@@ -226,6 +226,32 @@ pub async fn record_reset(pool: &PgPool, projector: &str, reason: &str, position
     }
 }
 
+/// Gives `shadow`'s columns the statistics targets `table`'s were given (`LIKE ... INCLUDING
+/// ALL` copies none): a rebuilt read model is planned from statistics as fine as the live one's.
+async fn copy_statistics_targets(
+    connection: &mut PgConnection,
+    table: &str,
+    shadow: &str,
+) -> Result<(), sqlx::Error> {
+    let targets: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT attname::text, attstattarget::int4 FROM pg_attribute
+         WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped
+           AND attstattarget > 0",
+    )
+    .bind(table)
+    .fetch_all(&mut *connection)
+    .await?;
+    for (column, target) in targets {
+        let column = column.replace('"', "\"\"");
+        sqlx::query(AssertSqlSafe(format!(
+            "ALTER TABLE {shadow} ALTER COLUMN \"{column}\" SET STATISTICS {target}"
+        )))
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Most attempts to swap a rebuilt model in while a busy live runner keeps moving ahead.
 pub const REBUILD_SWAP_ATTEMPTS_MAX: u32 = 50;
 
@@ -251,6 +277,7 @@ where
             )))
             .execute(&mut *tx)
             .await?;
+            copy_statistics_targets(&mut tx, table, &shadow).await?;
         }
         sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
             .bind(&shadow_key)
