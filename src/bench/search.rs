@@ -248,7 +248,7 @@ fn cases(ids: Vec<String>, limit: u32) -> Vec<Case> {
     );
     let b = base.clone();
     case(
-        "q=<noun number> (1 in 200,000)",
+        "q=<noun number> (mostly no match)",
         Box::new(move |n| Search {
             text: Some(format!("{} {}", pick(&NOUNS, n), 1_000 + n * 37 % 9_000)),
             ..b.clone()
@@ -256,7 +256,7 @@ fn cases(ids: Vec<String>, limit: u32) -> Vec<Case> {
     );
     let b = base.clone();
     case(
-        "q=team <n> (description)",
+        "q=of team <n> (2-22% of descriptions)",
         Box::new(move |n| Search { text: Some(format!("of team {}", n % 50)), ..b.clone() }),
     );
     let b = base.clone();
