@@ -198,7 +198,7 @@ pub struct MissionRow {
     #[serde(with = "time::serde::rfc3339::option")]
     pub finished_at: Option<OffsetDateTime>,
     /// Its last attempt's error, the first 2,000 characters (the history has it whole).
-    pub last_error: Option<String>,
+    pub error: Option<String>,
     /// Milliseconds from due (enqueued, `not_before`, or retried) to the run's first start.
     pub queue_wait_ms: Option<i64>,
     /// Milliseconds from the run's first start to its finish.
@@ -222,7 +222,8 @@ pub struct Page {
 }
 
 const COLUMNS: &str = "mission_id, name, status, priority, agent, attempt, enqueued_by,
-    enqueued_at, updated_at, started_at, finished_at, last_error, run_ms, enqueued_position";
+    enqueued_at, updated_at, started_at, finished_at, last_error AS error, run_ms,
+    enqueued_position";
 
 /// A phrase as a `LIKE` pattern matches it literally: its wildcards and the escape escaped.
 fn literal(text: &str) -> String {

@@ -178,7 +178,7 @@ async fn missions_are_found_by_text_id_error_kind_status_time_and_attempts() {
 
     // The last error, and each row says it, with its attempts, queue wait and run time.
     let refused = found(addr, "error=CONNECTION%20refused").await;
-    assert_eq!(refused, expect(&|row| text(row, "last_error").contains("connection refused")));
+    assert_eq!(refused, expect(&|row| text(row, "error").contains("connection refused")));
     assert_eq!(refused.len(), 8, "the failed and the retried keep their last error");
     let completed: Vec<&Value> = rows.iter().filter(|row| row["status"] == "completed").collect();
     assert_eq!(completed.len(), 4);
@@ -186,13 +186,13 @@ async fn missions_are_found_by_text_id_error_kind_status_time_and_attempts() {
         assert!(row["queue_wait_ms"].as_i64().is_some_and(|ms| ms >= 0), "{row}");
         assert!(row["run_ms"].as_i64().is_some_and(|ms| ms >= 0), "{row}");
         assert!(row["started_at"].is_string() && row["finished_at"].is_string(), "{row}");
-        assert_eq!((row["attempt"].as_i64(), row["last_error"].is_null()), (Some(1), true));
+        assert_eq!((row["attempt"].as_i64(), row["error"].is_null()), (Some(1), true));
     }
     for row in rows.iter().filter(|row| row["status"] == "queued") {
         assert!(row["run_ms"].is_null() && row["finished_at"].is_null(), "{row}");
     }
     let retried: Vec<&Value> =
-        rows.iter().filter(|row| text(row, "last_error").contains("the cache")).collect();
+        rows.iter().filter(|row| text(row, "error").contains("the cache")).collect();
     assert_eq!(retried.len(), 4);
     for row in retried {
         // Run again: a new run, not started yet, its attempts from zero.

@@ -132,9 +132,9 @@ export function missionTable(missions) {
 }
 
 function lastError(m) {
-  if (!m.last_error) return '–';
-  const shown = m.last_error.length > ERROR_SHOWN ? m.last_error.slice(0, ERROR_SHOWN) + '…' : m.last_error;
-  return h('span', { title: m.last_error }, shown);
+  if (!m.error) return '–';
+  const shown = m.error.length > ERROR_SHOWN ? m.error.slice(0, ERROR_SHOWN) + '…' : m.error;
+  return h('span', { title: m.error }, shown);
 }
 
 function enqueueForm(kinds) {
