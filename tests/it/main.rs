@@ -21,6 +21,7 @@ mod chain;
 mod chat;
 mod claim;
 mod claim_batch;
+mod cli_client;
 mod coder_agent;
 mod command;
 mod console;
