@@ -44,6 +44,13 @@ pub enum EventsCli {
         #[arg(long)]
         json: bool,
     },
+    /// Write the log (or part of it) as NDJSON, one event per line with its chain hash, then
+    /// a trailer line with the count and the last hash.
+    Export(super::transfer::ExportArgs),
+    /// Read an export into an empty store (or one whose head it continues), checking its
+    /// chain: a broken file is refused with the position at fault, and nothing is written.
+    /// Exit 0 imported, 1 refused, 2 could not run.
+    Import(super::transfer::ImportArgs),
 }
 
 impl EventsCli {
@@ -92,13 +99,15 @@ impl EventsCli {
                 }
                 Ok(if report.clean { 0 } else { FINDINGS_EXIT })
             }
+            EventsCli::Export(args) => super::transfer::export(args).await,
+            EventsCli::Import(args) => super::transfer::import(args).await,
         }
     }
 }
 
 /// A pool of two connections, without creating a missing database: there is nothing to
 /// read in a new one.
-async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
+pub(super) async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = database_url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
