@@ -170,6 +170,9 @@ impl Cli {
                 Ok(())
             }
             Command::Missions { missions } => missions.run().await,
+            Command::Events { events: crate::eventlog::cli::EventsCli::Verify(args) } => {
+                serve::verify::run_cli(args).await
+            }
             Command::Events { events } => events.run().await,
             Command::Keys { keys } => keys.run().await,
             Command::Projections { projections } => projections.run().await,

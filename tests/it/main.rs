@@ -28,6 +28,7 @@ mod console_browser;
 mod console_contract;
 mod deck;
 mod event_store;
+mod events_verify;
 mod external_agents;
 mod fake_llm;
 mod flood;
