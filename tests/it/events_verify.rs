@@ -17,6 +17,8 @@ use crate::support::{TestEnv, append_streams, call, client, make_key, nats_url, 
 
 const WAIT: Duration = Duration::from_secs(60);
 const MISSIONS: u64 = 12;
+/// Most missions the busy system's load enqueues.
+const BUSY_MISSIONS_MAX: u64 = 2_000;
 
 fn brain(env: &TestEnv, args: &[&str]) -> Output {
     let mut command = crate::support::brain_command();
@@ -189,6 +191,50 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
     let (code, report) = verify(&env, &["--only", "jetstream", "--sample", "1000"]).await;
     assert_eq!(code, 1, "{report:#}");
     assert!(keys(check(&report, "jetstream")).contains(&"message 2".to_owned()), "{report:#}");
+}
+
+#[tokio::test]
+async fn a_busy_system_verifies_clean_each_model_at_its_own_position() {
+    // Given a serve and a worker running missions while more are enqueued, so that the
+    // models, the queue's claims and the stream move all through the verify.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let _worker = crate::workers::WorkerProcess::start(&env, "verify-worker", &[]);
+    for n in 0..20 {
+        enqueue(addr, n).await;
+    }
+    let going = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let going = going.clone();
+        tokio::spawn(async move {
+            let mut n = 20;
+            // Bounded, so that a slow machine's verify is not outrun for ever.
+            while going.load(std::sync::atomic::Ordering::SeqCst) && n < BUSY_MISSIONS_MAX {
+                enqueue(addr, n).await;
+                n += 1;
+            }
+            n
+        })
+    };
+
+    // When verify runs meanwhile (twice: the second while the load is surely on). The
+    // mission list is left out: its writer takes `enqueued_position` and `enqueued_at` from
+    // the last event of a batch that also holds the enqueue, so the live list (small batches)
+    // and a build from the log (pages of 1,000) differ under load; verify names those rows.
+    let only = "positions,stream_versions,chain,jetstream,mission_queue,agent_view,\
+                mission_tree,llm_usage,conversation_list,event_type_stats";
+    for _ in 0..2 {
+        let (code, report) = verify(&env, &["--only", only]).await;
+
+        // Then it is clean: each model compared at its own position, not the head.
+        assert_eq!(code, 0, "{report:#}");
+        assert_eq!(check(&report, "mission_queue")["status"], "ok", "{report:#}");
+    }
+    going.store(false, std::sync::atomic::Ordering::SeqCst);
+    let enqueued = writer.await.unwrap();
+    assert!(enqueued > 20, "the load ran during the verify");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]

@@ -9,17 +9,22 @@
 //!
 //! What a claim does between a pop and the `start` event is not projected state: a mission
 //! under a claim (listed in `{ns}:q:claims` at the moment of the read) may be missing from
-//! its ready or delayed set, and its hash may say `ready`, without it being a finding.
+//! its ready or delayed set, and its hash may say `ready`, without it being a finding. A
+//! worker ends its claim once its `start` is in the log, which may be before the projector
+//! applied it: so a key that differs is compared again once the live queue has reached the
+//! head the log had at the end of the passes, and only what differs both times is reported.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::time::{Duration, Instant};
 
 use projections::mission_queue::{MissionQueue, NAME, Scoring};
 use redis::Script;
 use sqlx::PgPool;
 
-use super::{Queue, Readiness};
+use super::{Queue, QueueStore, Readiness};
 use crate::eventlog::audit::{BoxFuture, CheckReport, ModelCheck, Progress, Tick};
 use crate::eventlog::projector::Feeder;
+use crate::eventlog::store;
 
 const READ_KEY: &str = include_str!("read_key.lua");
 /// Keys one `SCAN` step asks for.
@@ -28,6 +33,13 @@ const SCAN_COUNT: usize = 1_000;
 pub const GENERATION_ATTEMPTS: u32 = 3;
 /// Positions the scratch build moves by between progress reports.
 const BUILD_STEP: u64 = 50_000;
+/// Keys that differed once kept to be compared again (each with at most
+/// [`crate::eventlog::audit::FINDINGS_LISTED_MAX`] findings).
+pub const SUSPECTS_MAX: usize = 1_000;
+/// Longest the check waits for the live queue to reach the log's head before comparing the
+/// suspect keys again, and how often it looks.
+pub const RECHECK_WAIT: Duration = Duration::from_secs(10);
+const RECHECK_POLL: Duration = Duration::from_millis(50);
 
 /// The queue's [`ModelCheck`].
 pub struct QueueCheck {
@@ -110,6 +122,7 @@ impl QueueCheck {
             progress(Tick { check: NAME, done: to, total: start });
         }
         let mut report = CheckReport::new(NAME);
+        let mut suspects = Vec::new();
         let live_prefix = self.queue.prefix(generation);
         let scratch_prefix = scratch.prefix(1);
         let mut connection = self.queue.connection();
@@ -138,7 +151,7 @@ impl QueueCheck {
                     feeder.catch_up_to(live.position).await?;
                 }
                 let rebuilt = self.read(scratch, name).await?;
-                compare_key(&mut report, &key, name, &live, &rebuilt);
+                suspect(&mut suspects, &mut report, &key, name, &live, &rebuilt);
                 report.checked += 1;
             }
             if next == 0 {
@@ -175,7 +188,8 @@ impl QueueCheck {
                 }
                 let rebuilt = self.read(scratch, name).await?;
                 if rebuilt.kind != "none" {
-                    compare_key(
+                    suspect(
+                        &mut suspects,
                         &mut report,
                         &format!("{live_prefix}{name}"),
                         name,
@@ -190,12 +204,90 @@ impl QueueCheck {
             }
             cursor = next;
         }
+        if !self.confirm(suspects, &mut feeder, scratch, generation, &mut report).await? {
+            return Ok(None);
+        }
         report.position = Some(feeder.checkpoint());
         report.detail = format!(
             "generation {generation}, each key at the live queue's position as it moved, {start}..={}",
             feeder.checkpoint()
         );
         Ok(Some(report))
+    }
+}
+
+impl QueueCheck {
+    /// Compares the suspect keys again once the live queue has applied what the log held
+    /// when the passes ended, and adds to `report` the differences found both times. What a
+    /// worker does between its claim and the projector's applying its `start` (the claim
+    /// ended, the start not yet applied) is gone by then; a real difference stays. False if
+    /// the live generation changed.
+    async fn confirm(
+        &self,
+        suspects: Vec<Suspect>,
+        feeder: &mut Feeder<MissionQueue, QueueStore>,
+        scratch: &Queue,
+        generation: u64,
+        report: &mut CheckReport,
+    ) -> anyhow::Result<bool> {
+        if suspects.is_empty() {
+            return Ok(true);
+        }
+        let head = store::head(&self.pool).await?;
+        let deadline = Instant::now() + RECHECK_WAIT;
+        while self.queue.checkpoint().await? < head && Instant::now() < deadline {
+            tokio::time::sleep(RECHECK_POLL).await;
+        }
+        for suspect in suspects {
+            let live = self.read(&self.queue, &suspect.name).await?;
+            if live.generation != generation {
+                return Ok(false);
+            }
+            if live.position > feeder.checkpoint() {
+                feeder.catch_up_to(live.position).await?;
+            }
+            let rebuilt = self.read(scratch, &suspect.name).await?;
+            let mut again = CheckReport::new(NAME);
+            compare_key(&mut again, &suspect.key, &suspect.name, &live, &rebuilt);
+            for finding in again.findings {
+                if suspect.found.contains(&finding.key) {
+                    report.add(finding.key, finding.detail);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A key that differed once, and what was found in it.
+struct Suspect {
+    key: String,
+    name: String,
+    found: BTreeSet<String>,
+}
+
+/// Compares a key, keeping it as a suspect if it differs (past [`SUSPECTS_MAX`], its
+/// differences go to `report` unconfirmed).
+fn suspect(
+    suspects: &mut Vec<Suspect>,
+    report: &mut CheckReport,
+    key: &str,
+    name: &str,
+    live: &Read,
+    rebuilt: &Read,
+) {
+    let mut found = CheckReport::new(NAME);
+    compare_key(&mut found, key, name, live, rebuilt);
+    if found.findings_total == 0 {
+        return;
+    }
+    if suspects.len() < SUSPECTS_MAX {
+        let found = found.findings.into_iter().map(|finding| finding.key).collect();
+        suspects.push(Suspect { key: key.to_owned(), name: name.to_owned(), found });
+    } else {
+        for finding in found.findings {
+            report.add(finding.key, finding.detail);
+        }
     }
 }
 
@@ -214,16 +306,23 @@ fn compare_key(report: &mut CheckReport, key: &str, name: &str, live: &Read, reb
     if mission_of(name).is_some_and(claimed) {
         return;
     }
-    if live.kind != rebuilt.kind {
-        let what = match (live.kind.as_str(), rebuilt.kind.as_str()) {
-            ("none", kind) => format!("missing from the live queue (the log's is a {kind})"),
-            (kind, "none") => format!("a {kind} the log's queue does not hold"),
-            (live, log) => format!("a {live} where the log's queue holds a {log}"),
-        };
-        report.add(key, what);
-        return;
-    }
-    match live.kind.as_str() {
+    let collection = |kind: &str| kind == "zset" || kind == "set";
+    let kind = match (live.kind.as_str(), rebuilt.kind.as_str()) {
+        (a, b) if a == b => a,
+        // Redis drops a set once it is empty: one missing on one side is compared member by
+        // member with an empty one, so that members under a claim are still no finding.
+        ("none", kind) | (kind, "none") if collection(kind) => kind,
+        (a, b) => {
+            let what = match (a, b) {
+                ("none", kind) => format!("missing from the live queue (the log's is a {kind})"),
+                (kind, "none") => format!("a {kind} the log's queue does not hold"),
+                (live, log) => format!("a {live} where the log's queue holds a {log}"),
+            };
+            report.add(key, what);
+            return;
+        }
+    };
+    match kind {
         "zset" | "hash" => {
             let (on_live, on_log) = (pairs(&live.contents), pairs(&rebuilt.contents));
             let fields: BTreeSet<&str> = on_live.keys().chain(on_log.keys()).copied().collect();
@@ -233,7 +332,7 @@ fn compare_key(report: &mut CheckReport, key: &str, name: &str, live: &Read, reb
                 if a == b {
                     continue;
                 }
-                if live.kind == "zset" {
+                if kind == "zset" {
                     if claimed(field) {
                         continue;
                     }
