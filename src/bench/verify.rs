@@ -69,10 +69,14 @@ impl VerifyBench {
                 check.detail
             );
             let status = serde_json::to_value(check.status)?;
+            let rate = if check.status == Status::Skipped {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", head as f64 / seconds.max(f64::EPSILON))
+            };
             println!(
-                "verify {name:<20} {:<7} {seconds:>7.1} s  {:>9.0} events/s  peak memory {} MiB",
+                "verify {name:<20} {:<7} {seconds:>7.1} s  {rate:>9} events/s  peak memory {} MiB",
                 status.as_str().unwrap_or("?"),
-                head as f64 / seconds.max(f64::EPSILON),
                 rss_kib("VmHWM") / 1024
             );
         }
