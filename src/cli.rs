@@ -177,6 +177,9 @@ impl Cli {
             }
             Command::Missions { missions } => missions.run().await,
             Command::Agents { agents } => agents.run().await,
+            Command::Events { events: crate::eventlog::cli::EventsCli::Verify(args) } => {
+                serve::verify::run_cli(args).await
+            }
             Command::Events { events } => events.run().await,
             Command::Keys { keys } => keys.run().await,
             Command::Projections { projections } => projections.run().await,

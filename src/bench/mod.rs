@@ -20,6 +20,7 @@ mod open_loop;
 mod own_serve;
 mod rebuild;
 mod round_trips;
+mod verify;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
 mod ws;
@@ -55,6 +56,9 @@ pub enum Bench {
     /// Fill a store with missions, then time a plain read of the log and the rebuild of each
     /// read model beside the live one, with each one's peak memory.
     Rebuild(rebuild::RebuildBench),
+    /// Fill a store with missions and build its read models, then time each check of `brain
+    /// events verify` alone, with each one's peak memory.
+    Verify(verify::VerifyBench),
     /// Heartbeat a fleet of simulated agents against a running `brain serve` (store growth,
     /// sweep duration, time to detect a silent agent), then claim missions over HTTP.
     Agents(agents::AgentsBench),
@@ -86,6 +90,7 @@ impl Bench {
             Bench::Ws(bench) => bench.run().await,
             Bench::Heal(bench) => bench.run().await,
             Bench::Rebuild(bench) => bench.run().await,
+            Bench::Verify(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,

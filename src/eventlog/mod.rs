@@ -7,6 +7,7 @@
 //! `domain` and `projections` crates: the capabilities above (`missions`, `agents`, `llm`,
 //! `api`) build on it, and nothing here reaches up to them.
 
+pub mod audit;
 pub mod bus;
 pub mod chain;
 pub mod cli;

@@ -201,8 +201,9 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
 
     /// Applies the wanted events of the store up to `position` (inclusive), which the store
     /// must hold (the head read before, or an event found in it), page by page, and moves the
-    /// checkpoint to `position`. Returns how many wanted events it applied.
-    async fn catch_up_to(&mut self, position: u64) -> Result<usize, RunnerError> {
+    /// checkpoint to `position`. Returns how many wanted events it applied. `brain events
+    /// verify` builds a scratch model with it up to exactly the live model's position.
+    pub async fn catch_up_to(&mut self, position: u64) -> Result<usize, RunnerError> {
         let mut applied = 0;
         while self.checkpoint() < position {
             let page = store::read_wanted(

@@ -30,6 +30,7 @@ mod console_contract;
 mod deck;
 mod event_store;
 mod events_transfer;
+mod events_verify;
 mod external_agents;
 mod fake_llm;
 mod flood;

@@ -55,6 +55,19 @@ impl<W> PgProjection<W> {
         let checkpoint_key = format!("{name}:rebuild");
         PgProjection { pool, writer, checkpoint_key, suffix: SHADOW_SUFFIX }
     }
+
+    /// A scratch model of projector `name` in the tables `<table><suffix>`, under checkpoint
+    /// `<name>:<purpose>`: what `brain events verify` builds to compare with the live model.
+    pub fn scratch(
+        pool: PgPool,
+        writer: W,
+        name: &str,
+        purpose: &str,
+        suffix: &'static str,
+    ) -> PgProjection<W> {
+        let checkpoint_key = format!("{name}:{purpose}");
+        PgProjection { pool, writer, checkpoint_key, suffix }
+    }
 }
 
 /// The position a PostgreSQL projector's read model reflects (0 before any), read with the
