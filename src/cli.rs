@@ -46,10 +46,16 @@ pub enum Command {
         #[command(flatten)]
         services: Services,
     },
-    /// Replay or fork a recorded run: see `brain missions --help`.
+    /// Missions on a running serve (list, show, enqueue, watch, cancel, retry), and replay or
+    /// fork of a recorded run: see `brain missions --help`.
     Missions {
         #[command(subcommand)]
-        missions: crate::agents::replay::MissionsCli,
+        missions: crate::client::missions::MissionsCli,
+    },
+    /// Agents on a running serve (list, show, stop, start, restart): see `brain agents --help`.
+    Agents {
+        #[command(subcommand)]
+        agents: crate::client::agents::AgentsCli,
     },
     /// Tools for the event log itself (its head, the event chain): see `brain events --help`.
     Events {
@@ -170,6 +176,10 @@ impl Cli {
                 Ok(())
             }
             Command::Missions { missions } => missions.run().await,
+            Command::Agents { agents } => agents.run().await,
+            Command::Events { events: crate::eventlog::cli::EventsCli::Verify(args) } => {
+                serve::verify::run_cli(args).await
+            }
             Command::Events { events } => events.run().await,
             Command::Keys { keys } => keys.run().await,
             Command::Projections { projections } => projections.run().await,

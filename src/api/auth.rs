@@ -44,6 +44,8 @@ pub enum Access {
     Signed,
     /// A caller holding at least one of these permissions.
     Any(&'static [Permission]),
+    /// An admin: a caller holding every permission (what the `admin` role grants).
+    Admin,
 }
 
 impl Access {
@@ -75,6 +77,7 @@ impl Access {
         match self {
             Access::Public | Access::Signed => &[],
             Access::Any(permissions) => permissions,
+            Access::Admin => &Permission::ALL,
         }
     }
 
@@ -83,6 +86,7 @@ impl Access {
         match self {
             Access::Public | Access::Signed => true,
             Access::Any(permissions) => permissions.iter().any(|&p| principal.can(p)),
+            Access::Admin => Permission::ALL.iter().all(|&p| principal.can(p)),
         }
     }
 }
@@ -299,8 +303,11 @@ fn admit(access: Access, request: &Request) -> Result<(), ApiError> {
     };
     if !access.admits(principal) {
         let names: Vec<&str> = access.permissions().iter().map(|p| p.as_str()).collect();
-        let message =
-            format!("the key {} lacks the permission {}", principal.key_id, names.join(" or "));
+        let message = if access == Access::Admin {
+            format!("the key {} is no admin: it must hold {}", principal.key_id, names.join(", "))
+        } else {
+            format!("the key {} lacks the permission {}", principal.key_id, names.join(" or "))
+        };
         return Err(refused(ErrorCode::Forbidden, None, message));
     }
     if changes(request.method()) && !is_json(headers) {

@@ -130,6 +130,8 @@ error_codes! {
     AuthFailed = ("auth_failed", BAD_GATEWAY, "the provider refused the key"),
     BadResponse = ("bad_response", BAD_GATEWAY, "the provider answered with an error or something unreadable"),
     Timeout = ("timeout", GATEWAY_TIMEOUT, "the provider did not answer in time"),
+    VerifyRunning = ("verify_running", CONFLICT, "a verify is running already (from this process, another serve or `brain events verify`): one runs at a time per database; retry when it is done"),
+    VerifyTimeout = ("verify_timeout", SERVICE_UNAVAILABLE, "the verify did not finish before the request's deadline; ask for fewer checks (`only`) or a JetStream `sample`, or run `brain events verify`"),
     NotWebsocket = ("not_websocket", BAD_REQUEST, "`GET /ws/events` without a WebSocket upgrade"),
     NotWebsocketUpgrade = ("not_websocket", UPGRADE_REQUIRED, "`GET /ws/events` with an upgrade that is not a WebSocket one"),
     TooManyClients = ("too_many_clients", SERVICE_UNAVAILABLE, "`GET /ws/events` while the process holds `BRAIN_WS_CLIENTS_MAX` WebSocket clients"),

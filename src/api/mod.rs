@@ -5,6 +5,7 @@
 //! Every route is documented in the OpenAPI document at `GET /openapi.json`; [`openapi`]
 //! says how to add one.
 
+mod admin;
 mod agents;
 mod as_of;
 pub mod auth;
@@ -48,6 +49,7 @@ pub use self::state::{AppState, AppStateParts};
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
         .merge(service::routes())
+        .merge(admin::routes())
         .routes(Access::Public, routes!(openapi::openapi_json))
         .merge(session::routes())
         .merge(keys::routes())

@@ -81,6 +81,8 @@ pub struct AppStateParts {
     pub rates: crate::identity::rate::KeyRates,
     /// Whether this process's relay is rebuilding a stream that disagreed with the store.
     pub relay: crate::eventlog::relay::RelayStatus,
+    /// The read models' checks of `POST /api/admin/verify`, as the serve wires them.
+    pub verify_models: crate::eventlog::audit::ModelChecks,
 }
 
 impl AppStateParts {

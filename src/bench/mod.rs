@@ -22,6 +22,7 @@ mod own_serve;
 mod rebuild;
 mod round_trips;
 mod search;
+mod verify;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
 mod ws;
@@ -60,6 +61,9 @@ pub enum Bench {
     /// Fill a store with missions, then time a plain read of the log and the rebuild of each
     /// read model beside the live one, with each one's peak memory.
     Rebuild(rebuild::RebuildBench),
+    /// Fill a store with missions and build its read models, then time each check of `brain
+    /// events verify` alone, with each one's peak memory.
+    Verify(verify::VerifyBench),
     /// Heartbeat a fleet of simulated agents against a running `brain serve` (store growth,
     /// sweep duration, time to detect a silent agent), then claim missions over HTTP.
     Agents(agents::AgentsBench),
@@ -92,6 +96,7 @@ impl Bench {
             Bench::Heal(bench) => bench.run().await,
             Bench::Rebuild(bench) => bench.run().await,
             Bench::Search(bench) => bench.run().await,
+            Bench::Verify(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,

@@ -44,6 +44,41 @@ pub enum EventsCli {
         #[arg(long)]
         json: bool,
     },
+    /// Write the log (or part of it) as NDJSON, one event per line with its chain hash, then
+    /// a trailer line with the count and the last hash.
+    Export(super::transfer::ExportArgs),
+    /// Read an export into an empty store (or one whose head it continues), checking its
+    /// chain: a broken file is refused with the position at fault, and nothing is written.
+    /// Exit 0 imported, 1 refused, 2 could not run.
+    Import(super::transfer::ImportArgs),
+    /// Check that the log, its chain, the JetStream stream and every read model agree: each
+    /// check reported by name (ok, findings, skipped, error) with the first findings. Exit 0
+    /// clean, 1 findings, 2 could not run.
+    Verify(VerifyArgs),
+}
+
+/// The arguments of `brain events verify` (run by `serve::verify`, which knows every read
+/// model).
+#[derive(Debug, clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub services: crate::config::Services,
+    /// Only these checks, comma-separated: positions, stream_versions, chain, jetstream, or a
+    /// read model's name (`brain projections list`).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+    /// Compare this many JetStream messages at random positions instead of every one.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: Option<u64>,
+    /// The queue's priority weights, as its serves have them (`BRAIN_QUEUE_WEIGHTS`).
+    #[arg(long, env = "BRAIN_QUEUE_WEIGHTS", default_value = crate::config::serve::QUEUE_WEIGHTS_DEFAULT, value_parser = crate::config::serve::parse_weights)]
+    pub queue_weights: [u32; 4],
+    /// The queue's aging, as its serves have it (`BRAIN_QUEUE_AGING_S`).
+    #[arg(long, env = "BRAIN_QUEUE_AGING_S", default_value_t = crate::config::serve::QUEUE_AGING_S_DEFAULT)]
+    pub queue_aging_s: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl EventsCli {
@@ -64,6 +99,7 @@ impl EventsCli {
 
     async fn execute(self) -> anyhow::Result<i32> {
         match self {
+            EventsCli::Verify(_) => anyhow::bail!("`events verify` is run by serve::verify"),
             EventsCli::Head { database_url, json } => {
                 let pool = connect(&database_url).await?;
                 let head = chain::head(&pool).await?;
@@ -92,13 +128,15 @@ impl EventsCli {
                 }
                 Ok(if report.clean { 0 } else { FINDINGS_EXIT })
             }
+            EventsCli::Export(args) => super::transfer::export(args).await,
+            EventsCli::Import(args) => super::transfer::import(args).await,
         }
     }
 }
 
 /// A pool of two connections, without creating a missing database: there is nothing to
 /// read in a new one.
-async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
+pub(super) async fn connect(database_url: &str) -> anyhow::Result<PgPool> {
     let options: PgConnectOptions = database_url.parse()?;
     let pool = PgPoolOptions::new()
         .max_connections(2)
@@ -150,7 +188,7 @@ pub fn describe(report: &Report) -> String {
 /// The progress line on stderr: nothing for a check done within a second, then one line a
 /// second with the rate.
 #[derive(Default)]
-struct ProgressLine {
+pub struct ProgressLine {
     last_shown: Option<Instant>,
     shown: bool,
 }

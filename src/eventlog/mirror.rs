@@ -99,8 +99,31 @@ pub async fn first_disagreement(
     after: u64,
     up_to: u64,
 ) -> Result<Option<Disagreement>, MirrorError> {
+    let mut first = None;
+    let found = |disagreement| {
+        first = Some(disagreement);
+        false
+    };
+    each_disagreement(pool, stream, namespace, after, up_to, found, |_| {}).await?;
+    Ok(first)
+}
+
+/// Gives `found` each message in `after < sequence <= up_to` that is not the store's event
+/// at its position, in order, until it answers false; `page_done` hears the last sequence
+/// of each page checked. Sequences below the stream's first are not checked. Returns how
+/// many messages were checked.
+pub async fn each_disagreement(
+    pool: &PgPool,
+    stream: &stream::Stream,
+    namespace: &Namespace,
+    after: u64,
+    up_to: u64,
+    mut found: impl FnMut(Disagreement) -> bool,
+    mut page_done: impl FnMut(u64),
+) -> Result<u64, MirrorError> {
     let first_kept = stream.cached_info().state.first_sequence;
     let mut from = after.max(first_kept.saturating_sub(1));
+    let mut checked = 0;
     while from < up_to {
         let to = up_to.min(from + CHECK_PAGE);
         let stored = verify::fingerprints(pool, from, to).await?;
@@ -108,13 +131,29 @@ pub async fn first_disagreement(
             .map(|sequence| async move { (sequence, stream.get_raw_message(sequence).await) })
             .buffered(CHECK_CONCURRENCY);
         while let Some((sequence, read)) = reads.next().await {
-            if let Some(kind) = judge(sequence, read, &stored, namespace)? {
-                return Ok(Some(Disagreement { position: sequence, kind }));
+            checked += 1;
+            if let Some(kind) = judge(sequence, read, &stored, namespace)?
+                && !found(Disagreement { position: sequence, kind })
+            {
+                return Ok(checked);
             }
         }
+        page_done(to);
         from = to;
     }
-    Ok(None)
+    Ok(checked)
+}
+
+/// Whether the message at `sequence` is the store's event there: `None` if it is.
+pub async fn check_one(
+    pool: &PgPool,
+    stream: &stream::Stream,
+    namespace: &Namespace,
+    sequence: u64,
+) -> Result<Option<DisagreementKind>, MirrorError> {
+    let stored = verify::fingerprints(pool, sequence - 1, sequence).await?;
+    let read = stream.get_raw_message(sequence).await;
+    judge(sequence, read, &stored, namespace)
 }
 
 /// How one read message compares with the store's event at its sequence.

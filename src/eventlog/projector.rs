@@ -48,6 +48,9 @@ pub struct RunnerConfig {
     /// brought (a feed that stopped or fell behind): the checkpoint must still reach the
     /// head, since readers wait on it.
     pub quiet_advance: Duration,
+    /// How long a commit that would only move the checkpoint (a batch of events the
+    /// projector does not read) may be put off: see [`Feeder::defer_empty_commits`].
+    pub empty_commit_defer: Duration,
     pub retry_backoff: Duration,
 }
 
@@ -58,6 +61,7 @@ impl Default for RunnerConfig {
             batch_events_max: 1_000,
             idle_check: Duration::from_secs(1),
             quiet_advance: Duration::from_millis(200),
+            empty_commit_defer: Duration::from_millis(200),
             retry_backoff: Duration::from_millis(200),
         }
     }
@@ -97,7 +101,13 @@ pub struct Feeder<P: Projector, S: ProjectionStore<P::Change>> {
     reads: Reads,
     store: S,
     pool: PgPool,
+    /// What this feeder has applied: the store's checkpoint, or past it by events that
+    /// changed nothing (a deferred commit).
     checkpoint: Checkpoint,
+    /// The store's checkpoint, as of this feeder's last commit.
+    stored: u64,
+    stored_at: std::time::Instant,
+    empty_commit_defer: Duration,
     page_events_max: u32,
 }
 
@@ -116,12 +126,69 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
             store,
             pool,
             checkpoint: Checkpoint::new(position),
+            stored: position,
+            stored_at: std::time::Instant::now(),
+            empty_commit_defer: Duration::ZERO,
             page_events_max: page_events_max.max(1),
         })
     }
 
+    /// Lets a commit that would only move the checkpoint wait until `defer` has passed since
+    /// the store's checkpoint last moved, or until [`Feeder::flush`]: the next commit then
+    /// moves it over both batches. A projector that reads few of the log's events (LLM usage,
+    /// conversations) otherwise spends a transaction on every batch of the mission pipeline
+    /// for nothing. Nothing is lost by the wait: the events in between change nothing, so a
+    /// restart from the store's checkpoint reads them again to the same effect.
+    pub fn defer_empty_commits(&mut self, defer: Duration) {
+        self.empty_commit_defer = defer;
+    }
+
+    /// Commits a checkpoint move that was put off, if any.
+    pub async fn flush(&mut self) -> Result<(), RunnerError> {
+        if self.stored < self.checkpoint() {
+            let up_to = self.checkpoint();
+            self.store_commit(up_to, Vec::new()).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the store's checkpoint as both applied and stored (another leader or a rebuild
+    /// moved it, or a heal reset the model).
+    fn restart_at(&mut self, position: u64) {
+        self.checkpoint = Checkpoint::new(position);
+        self.stored = position;
+        self.stored_at = std::time::Instant::now();
+    }
+
     pub fn checkpoint(&self) -> u64 {
         self.checkpoint.position()
+    }
+
+    /// Commits `changes` and moves the store's checkpoint from where this feeder left it to
+    /// `up_to`. Returns false, having applied nothing, if a rebuild moved the checkpoint
+    /// (now the store's).
+    async fn store_commit(
+        &mut self,
+        up_to: u64,
+        changes: Vec<P::Change>,
+    ) -> Result<bool, RunnerError> {
+        match self.store.commit(self.stored, up_to, changes).await {
+            Ok(()) => {
+                self.checkpoint = Checkpoint::new(up_to);
+                self.stored = up_to;
+                self.stored_at = std::time::Instant::now();
+                let name = self.projector.name();
+                metrics::gauge!("brain_projector_position", "projector" => name).set(up_to as f64);
+                Ok(true)
+            }
+            // A rebuild swapped the model under us: continue from where it got to.
+            Err(CommitError::Moved { actual }) => {
+                tracing::info!(projector = self.projector.name(), actual, "checkpoint moved");
+                self.restart_at(actual);
+                Ok(false)
+            }
+            Err(CommitError::Store(error)) => Err(projection_error(error)),
+        }
     }
 
     /// Applies what the store holds after the checkpoint, page by page, up to the store's
@@ -134,8 +201,9 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
 
     /// Applies the wanted events of the store up to `position` (inclusive), which the store
     /// must hold (the head read before, or an event found in it), page by page, and moves the
-    /// checkpoint to `position`. Returns how many wanted events it applied.
-    async fn catch_up_to(&mut self, position: u64) -> Result<usize, RunnerError> {
+    /// checkpoint to `position`. Returns how many wanted events it applied. `brain events
+    /// verify` builds a scratch model with it up to exactly the live model's position.
+    pub async fn catch_up_to(&mut self, position: u64) -> Result<usize, RunnerError> {
         let mut applied = 0;
         while self.checkpoint() < position {
             let page = store::read_wanted(
@@ -236,22 +304,13 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
                 break;
             }
         }
-        if up_to > after {
-            match self.store.commit(after, up_to, changes).await {
-                Ok(()) => {
-                    self.checkpoint = Checkpoint::new(up_to);
-                    let name = self.projector.name();
-                    metrics::gauge!("brain_projector_position", "projector" => name)
-                        .set(up_to as f64);
-                }
-                // A rebuild swapped the model under us: continue from where it got to.
-                Err(CommitError::Moved { actual }) => {
-                    tracing::info!(projector = self.projector.name(), actual, "checkpoint moved");
-                    self.checkpoint = Checkpoint::new(actual);
-                    return Ok(false);
-                }
-                Err(CommitError::Store(error)) => return Err(projection_error(error)),
-            }
+        let deferred = changes.is_empty()
+            && unreadable.is_none()
+            && self.stored_at.elapsed() < self.empty_commit_defer;
+        if up_to > after && deferred {
+            self.checkpoint = Checkpoint::new(up_to);
+        } else if up_to > after && !self.store_commit(up_to, changes).await? {
+            return Ok(false);
         }
         match unreadable {
             Some(error) => Err(RunnerError::Unreadable(error)),
@@ -286,7 +345,8 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
         namespace: Namespace,
         config: RunnerConfig,
     ) -> Result<Runner<P, S>, RunnerError> {
-        let feeder = Feeder::new(projector, store, pool, config.page_events_max).await?;
+        let mut feeder = Feeder::new(projector, store, pool, config.page_events_max).await?;
+        feeder.defer_empty_commits(config.empty_commit_defer);
         Ok(Runner { feeder, feed, namespace, config })
     }
 
@@ -336,8 +396,8 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
     ) -> Result<(), RunnerError> {
         let name = self.feeder.projector.name();
         // Another leader may have moved the checkpoint while we stood by.
-        self.feeder.checkpoint =
-            Checkpoint::new(self.feeder.store.checkpoint().await.map_err(projection_error)?);
+        let stored = self.feeder.store.checkpoint().await.map_err(projection_error)?;
+        self.feeder.restart_at(stored);
         self.heal(store::head(&self.feeder.pool).await?).await?;
         // Subscribed before the catch-up, so nothing appended meanwhile is missed: what the
         // catch-up already applied comes again and is skipped.
@@ -349,8 +409,11 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
             (tokio::time::Instant::now(), tokio::time::Instant::now());
         loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                next = tokio::time::timeout(quiet, live.recv()) => next,
+                _ = shutdown.cancelled() => None,
+                next = tokio::time::timeout(quiet, live.recv()) => Some(next),
+            };
+            let Some(next) = next else {
+                return self.feeder.flush().await;
             };
             match next {
                 Ok(Ok(first)) => {
@@ -373,6 +436,9 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
                     return Err(RunnerError::FeedClosed);
                 }
                 Err(_quiet) => {
+                    // Before the heal, which takes a stored checkpoint behind the applied one
+                    // for a model that lost its state.
+                    self.feeder.flush().await?;
                     let head = store::head(&self.feeder.pool).await?;
                     if healed_at.elapsed() >= self.config.idle_check {
                         healed_at = tokio::time::Instant::now();
@@ -435,7 +501,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
             );
             metrics::counter!("brain_projector_resets_total", "projector" => name, "reason" => "ahead_of_log").increment(1);
             self.feeder.store.reset().await.map_err(projection_error)?;
-            self.feeder.checkpoint = Checkpoint::new(0);
+            self.feeder.restart_at(0);
             projectors::record_reset(&self.feeder.pool, name, "ahead_of_log", 0).await;
             return Ok(true);
         }
@@ -450,7 +516,7 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Runner<P, S> {
             projectors::record_reset(&self.feeder.pool, name, "lost_state", stored).await;
         }
         if stored != applied {
-            self.feeder.checkpoint = Checkpoint::new(stored);
+            self.feeder.restart_at(stored);
             return Ok(true);
         }
         Ok(false)

@@ -18,7 +18,9 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 
 use crate::eventlog::command::{self, CommandError};
-use crate::eventlog::projectors::{lock_checkpoint, move_checkpoint, without_fsync};
+use crate::eventlog::projectors::{
+    advance_checkpoint, begin_unsynced, lock_checkpoint, move_checkpoint,
+};
 use crate::eventlog::store::{EventStore, StoreError};
 
 /// How long one batch's commands may take before the batch is given up and repeated.
@@ -114,11 +116,10 @@ impl TreeStore {
         &self,
         after: u64,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, CommitError<TreeError>> {
-        let mut tx = self.pool.begin().await.map_err(store_error)?;
-        without_fsync(&mut tx).await.map_err(store_error)?;
-        let actual =
-            lock_checkpoint(&mut tx, projections::mission_tree::NAME).await.map_err(store_error)?;
-        if actual != after {
+        let mut tx = begin_unsynced(&self.pool).await.map_err(store_error)?;
+        let name = projections::mission_tree::NAME;
+        let moved = advance_checkpoint(&mut tx, name, after, after).await.map_err(store_error)?;
+        if let Some(actual) = moved {
             return Err(CommitError::Moved { actual });
         }
         Ok(tx)

@@ -10,6 +10,7 @@ mod identity;
 pub mod projections_cli;
 mod queue_parts;
 pub mod read_models;
+pub mod verify;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -422,7 +423,14 @@ fn app_state(
         &services.namespace,
         options.access.key_rpm_default,
     );
+    let verify_models = verify::model_checks_later(
+        store.pool().clone(),
+        services.redis.clone(),
+        services.namespace.clone(),
+        options.scoring,
+    );
     api::AppStateParts {
+        verify_models,
         store,
         nats: services.nats,
         redis: services.redis,

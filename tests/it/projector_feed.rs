@@ -2,16 +2,17 @@
 //! consumer for them; one that reads one stream type passes long runs of other events and
 //! still reaches the head; a wanted event the bus lost, or events a projector missed by
 //! falling behind the feed, are read from the store; the consumers projectors once followed
-//! are removed; and a rebuild equals the model fed live.
+//! are removed; a batch it does not read moves its stored checkpoint only with its next
+//! change or a flush; and a rebuild equals the model fed live.
 
 use std::time::Duration;
 
 use brain::eventlog::bus;
 use brain::eventlog::feed::{FeedConfig, FeedHandle};
-use brain::eventlog::projector::{Runner, RunnerConfig};
+use brain::eventlog::projector::{Feeder, Runner, RunnerConfig};
 use brain::eventlog::projectors::event_type_stats::EventTypeStatsWriter;
 use brain::eventlog::projectors::{PgProjection, PgWriter, rebuild};
-use brain::eventlog::store::EventStore;
+use brain::eventlog::store::{EventStore, read_all};
 use domain::{ExpectedVersion, RecordedEvent};
 use projections::{Projector, Reads, StreamEvents, Unreadable};
 use sqlx::PgConnection;
@@ -325,4 +326,55 @@ async fn the_consumers_projectors_once_followed_are_removed_and_no_other() {
     // Then the projectors' are gone and the other stays.
     assert_eq!(deleted, 2);
     assert_eq!(env.consumer_names().await, vec!["analytics".to_owned()]);
+}
+
+/// The events after `after`, as the log holds them.
+async fn events_after(env: &TestEnv, after: u64) -> Vec<RecordedEvent> {
+    read_all(&env.pool, after, 1_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_a_projector_does_not_read_moves_its_stored_checkpoint_only_with_its_next_change_or_a_flush()
+ {
+    // Given a probe projector fed by hand, its empty commits put off for longer than the test.
+    let env = setup().await;
+    let (store, _committer) = env.store();
+    let live = || PgProjection::live(env.pool.clone(), ProbeCountWriter, NAME);
+    let mut feeder = Feeder::new(ProbeCount, live(), env.pool.clone(), 100).await.unwrap();
+    feeder.defer_empty_commits(Duration::from_secs(3_600));
+    append_of(&store, "probe", 1, 1).await;
+    feeder.feed_events(&events_after(&env, 0).await).await.unwrap();
+    assert_eq!(checkpoint(&env).await, 1, "a change commits at once");
+
+    // When batches of other events come, then a probe event.
+    append_of(&store, "other", 3, 1).await;
+    feeder.feed_events(&events_after(&env, 1).await).await.unwrap();
+    assert_eq!((feeder.checkpoint(), checkpoint(&env).await), (4, 1), "nothing changed: no commit");
+    append_of(&store, "probe", 1, 1).await;
+    feeder.feed_events(&events_after(&env, 4).await).await.unwrap();
+
+    // Then the probe's commit moves the stored checkpoint over both, and the model is whole.
+    assert_eq!(checkpoint(&env).await, 5);
+    assert_eq!(model(&env).await, expected(&env).await);
+
+    // And a feeder restarted before a flush reads the rest again to the same model; a flush
+    // stores what was put off.
+    append_of(&store, "other", 2, 1).await;
+    feeder.feed_events(&events_after(&env, 5).await).await.unwrap();
+    assert_eq!(checkpoint(&env).await, 5);
+    let mut restarted = Feeder::new(ProbeCount, live(), env.pool.clone(), 100).await.unwrap();
+    assert_eq!(restarted.catch_up().await.unwrap(), 7);
+    assert_eq!(model(&env).await, expected(&env).await);
+    restarted.defer_empty_commits(Duration::from_secs(3_600));
+    append_of(&store, "other", 1, 1).await;
+    restarted.feed_events(&events_after(&env, 7).await).await.unwrap();
+    assert_eq!((restarted.checkpoint(), checkpoint(&env).await), (8, 7));
+    restarted.flush().await.unwrap();
+    assert_eq!(checkpoint(&env).await, 8);
+
+    // And without a deferral, the default, every batch commits.
+    let mut eager = Feeder::new(ProbeCount, live(), env.pool.clone(), 100).await.unwrap();
+    append_of(&store, "other", 1, 1).await;
+    eager.feed_events(&events_after(&env, 8).await).await.unwrap();
+    assert_eq!(checkpoint(&env).await, 9);
 }

@@ -52,6 +52,7 @@ macro_rules! bounded {
 }
 
 pub mod chain;
+pub mod transfer;
 
 /// One command's append: events for one stream, checked against the version it expects.
 #[derive(Debug, Clone)]

@@ -27,6 +27,8 @@
 //! queued is refused. What keeps a mission from being lost is the claim's expiry: a popped
 //! mission whose `start` never came is put back by [`reclaim`].
 
+pub mod verify;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
