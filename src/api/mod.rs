@@ -7,6 +7,7 @@
 
 mod admin;
 mod agents;
+mod analytics;
 mod as_of;
 pub mod auth;
 mod chat;
@@ -63,6 +64,7 @@ pub fn routes() -> ApiRoutes {
         .merge(completions::routes())
         .merge(stream::routes())
         .merge(missions::routes())
+        .merge(analytics::routes())
         .merge(queue::routes())
         .merge(replay::routes())
         .merge(supervisor::routes())

@@ -9,6 +9,7 @@ mod access_leaks;
 mod access_sessions;
 mod agent_supervision;
 mod agents_api;
+mod analytics_api;
 mod analytics_subscriber;
 mod append_all;
 mod batch_api;
