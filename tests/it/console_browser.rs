@@ -108,6 +108,19 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     let (_, view) = get(deck.addr, &format!("/api/missions/{waiting}")).await;
     assert_eq!(view["status"], json!("cancelled"), "{view}");
 
+    // The overview's last day: each kind that finished something, and the hour's bar with its
+    // completed part.
+    deck.open("/").await;
+    deck.text("#by-kind", "echo").await;
+    deck.text("#by-kind", "idle").await;
+    let hourly = "const bars = [...document.querySelectorAll('#hourly .stack')];\
+                  const part = (b, c) => parseFloat(b.querySelector('i.' + c).style.height);\
+                  return [bars.length, Math.max(...bars.map((b) => part(b, 'completed'))),\
+                          Math.max(...bars.map((b) => part(b, 'cancelled')))];";
+    let hourly = deck.browser.execute(hourly, &[]).await.unwrap();
+    assert_eq!(hourly[0], json!(24), "{hourly}");
+    assert!(hourly[1].as_f64().unwrap() > 0.0 && hourly[2].as_f64().unwrap() > 0.0, "{hourly}");
+
     deck.open("/events").await;
     deck.text(".feed-state", "live").await;
     enqueue(deck.addr, json!({ "name": "seen live", "agent": "idle" })).await;

@@ -1,11 +1,13 @@
 // Overview: the services' health, queue depth per kind, missions per status, the last hour's
-// throughput and failure rate, relay and projector lag. Redrawn when the live feed reports
+// throughput and failure rate, the last day per kind (finished, success rate, queue wait and
+// run time, LLM tokens and cost, and a stacked chart per hour), relay and projector lag. Redrawn when the live feed reports
 // events (at most once a second) and every few seconds regardless, since lag and health move
 // without events.
 
-import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, fmtClock, link } from './lib.js';
+import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, fmtClock, fmtUsd, link } from './lib.js';
 
 const REFRESH_MS = 5000;
+const DAY_MS = 24 * 3600 * 1000;
 
 export async function render(main, _params, shell) {
   const body = h('div', { class: 'grid' });
@@ -16,17 +18,23 @@ export async function render(main, _params, shell) {
   let stopped = false;
 
   async function draw() {
-    const [ready, health, throughput, workers] = await Promise.allSettled([
+    const since = new Date(Date.now() - DAY_MS).toISOString();
+    const day = `/api/analytics/missions?bucket=day&since=${encodeURIComponent(since)}`;
+    const hours = `/api/analytics/missions?by=all&bucket=hour&since=${encodeURIComponent(since)}`;
+    const [ready, health, throughput, workers, kinds, hourly] = await Promise.allSettled([
       api('GET', '/ready', undefined, { accept: [503] }),
       api('GET', '/api/missions/health'),
       api('GET', '/api/missions/throughput'),
       api('GET', '/api/missions/worker/status'),
+      api('GET', day),
+      api('GET', hours),
     ]);
     if (stopped) return null;
     fill(body,
       services(ready),
       statuses(health),
       hour(throughput),
+      lastDay(kinds, hourly),
       queues(health),
       workersCard(workers),
       lag(health));
@@ -96,6 +104,50 @@ function hour(result) {
       h('div', {}, h('div', { class: 'stat' }, fmtNum(t.completed)), h('span', { class: 'muted' }, 'completed')),
       h('div', {}, h('div', { class: 'stat' }, fmtNum(t.failed)), h('span', { class: 'muted' }, 'failed'))),
     spark);
+}
+
+// The last 24 hours per kind, and every kind's finished missions per hour, completed and
+// failed stacked, so a bad hour shows how bad rather than only that something failed.
+function lastDay(kinds, hourly) {
+  if (kinds.status === 'rejected') return failed(kinds, 'Last 24 hours');
+  const rows = kinds.value.series.map((s) => ({ kind: s.kind, ...s.buckets[0] }));
+  const pct = (p) => (p == null ? '–' : fmtMs(Math.round(p)));
+  const tableEl = table([
+    { label: 'kind', cell: (r) => link(`/missions?agent=${encodeURIComponent(r.kind)}`, r.kind) },
+    { label: 'completed', class: 'num', cell: (r) => fmtNum(r.completed) },
+    { label: 'failed', class: 'num', cell: (r) => fmtNum(r.failed) },
+    { label: 'success', class: 'num', cell: (r) => (r.success_rate == null ? '–' : `${(100 * r.success_rate).toFixed(1)} %`) },
+    { label: 'queue wait p50 / p95', class: 'num', cell: (r) => `${pct(r.queue_wait.p50_ms)} / ${pct(r.queue_wait.p95_ms)}` },
+    { label: 'run time p50 / p95', class: 'num', cell: (r) => `${pct(r.run_time.p50_ms)} / ${pct(r.run_time.p95_ms)}` },
+    { label: 'LLM tokens', class: 'num', cell: (r) => fmtNum(r.input_tokens + r.output_tokens) },
+    { label: 'cost', class: 'num', cell: (r) => fmtUsd(r.cost_usd) },
+  ], rows, 'Nothing finished in the last 24 hours.');
+  return section('Last 24 hours', h('div', { id: 'by-kind' }, tableEl), stacked(hourly));
+}
+
+function stacked(hourly) {
+  if (hourly.status === 'rejected') return errorBox(hourly.reason);
+  const since = Date.parse(hourly.value.since);
+  const slots = Array.from({ length: 24 }, (_, i) => ({ at: since + i * 3600 * 1000, completed: 0, failed: 0, cancelled: 0 }));
+  for (const b of (hourly.value.series[0] || { buckets: [] }).buckets) {
+    const i = Math.floor((Date.parse(b.at) - since) / (3600 * 1000));
+    if (i >= 0 && i < slots.length) Object.assign(slots[i], { completed: b.completed, failed: b.failed, cancelled: b.cancelled });
+  }
+  const max = Math.max(1, ...slots.map((s) => s.completed + s.failed + s.cancelled));
+  const bars = slots.map((s) => {
+    const part = (n, cls) => {
+      const el = h('i', { class: cls });
+      el.style.height = `${(100 * n / max).toFixed(1)}%`;
+      return el;
+    };
+    return h('span', { class: 'stack',
+      title: `${fmtClock(s.at)}: ${s.completed} completed, ${s.failed} failed, ${s.cancelled} cancelled` },
+    part(s.cancelled, 'cancelled'), part(s.failed, 'failed'), part(s.completed, 'completed'));
+  });
+  return h('figure', { class: 'chart' },
+    h('div', { class: 'spark stacked', id: 'hourly', role: 'img',
+      'aria-label': `missions finished per hour over the last 24 hours, completed and failed stacked; the tallest hour ${max}` }, bars),
+    h('figcaption', { class: 'muted' }, `missions finished per hour (tallest: ${fmtNum(max)}); green completed, red failed, grey cancelled`));
 }
 
 function queues(health) {
