@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 mod batch;
+mod bulk;
 mod list;
 mod throughput;
 mod tree;
@@ -56,6 +57,7 @@ pub fn routes() -> ApiRoutes {
         .routes(Access::needs(Permission::MissionsRead), routes!(mission_events))
         .routes(Access::needs(Permission::MissionsWrite), routes!(cancel))
         .routes(Access::needs(Permission::MissionsWrite), routes!(retry))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(bulk::bulk))
         .routes(Access::needs(Permission::MissionsRead), routes!(throughput::throughput))
 }
 

@@ -120,6 +120,13 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     let hourly = deck.browser.execute(hourly, &[]).await.unwrap();
     assert_eq!(hourly[0], json!(24), "{hourly}");
     assert!(hourly[1].as_f64().unwrap() > 0.0 && hourly[2].as_f64().unwrap() > 0.0, "{hourly}");
+    // The last hour's minutes are stacked the same way.
+    let minutes = "const bars = [...document.querySelectorAll('#minute-bars .stack')];\
+                   return [bars.length, Math.max(...bars.map((b) =>\
+                           parseFloat(b.querySelector('i.completed').style.height)))];";
+    let minutes = deck.browser.execute(minutes, &[]).await.unwrap();
+    assert_eq!(minutes[0], json!(60), "{minutes}");
+    assert!(minutes[1].as_f64().unwrap() > 0.0, "{minutes}");
 
     deck.open("/events").await;
     deck.text(".feed-state", "live").await;

@@ -17,6 +17,7 @@ mod bounds;
 mod browser_smoke;
 mod budget;
 mod builtin_agents;
+mod bulk_api;
 mod bus_forgery;
 mod chain;
 mod chat;

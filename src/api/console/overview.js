@@ -87,23 +87,18 @@ function statuses(health) {
 function hour(result) {
   if (result.status === 'rejected') return failed(result, 'Last hour');
   const t = result.value;
-  const max = Math.max(1, ...t.buckets.map((b) => b.completed + b.failed + b.cancelled));
-  const spark = h('div', { class: 'spark', role: 'img',
-    'aria-label': `finished missions per minute over the last hour, at most ${max}` },
-  t.buckets.map((b) => {
-    const total = b.completed + b.failed + b.cancelled;
-    const bar = h('span', { class: b.failed ? 'bad' : '',
-      title: `${fmtClock(b.at_ms)}: ${b.completed} completed, ${b.failed} failed, ${b.cancelled} cancelled` });
-    bar.style.height = `${(100 * total / max).toFixed(1)}%`;
-    return bar;
-  }));
+  // The headline is the last whole minute (the newest bucket is still filling), not the
+  // hour's average, which hides a burst.
+  const last = t.buckets.length > 1 ? t.buckets[t.buckets.length - 2] : { completed: 0, failed: 0, cancelled: 0 };
+  const lastMinute = last.completed + last.failed + last.cancelled;
+  const slots = t.buckets.map((b) => ({ at: b.at_ms, completed: b.completed, failed: b.failed, cancelled: b.cancelled }));
   return section('Last hour',
     h('div', { class: 'row' },
-      h('div', {}, h('div', { class: 'stat', id: 'per-minute' }, t.per_minute.toFixed(1)), h('span', { class: 'muted' }, 'finished / min')),
+      h('div', {}, h('div', { class: 'stat', id: 'per-minute' }, fmtNum(lastMinute)), h('span', { class: 'muted' }, 'finished in the last minute')),
       h('div', {}, h('div', { class: 'stat', id: 'failure-rate' }, `${(100 * t.failure_rate).toFixed(1)} %`), h('span', { class: 'muted' }, 'failure rate')),
       h('div', {}, h('div', { class: 'stat' }, fmtNum(t.completed)), h('span', { class: 'muted' }, 'completed')),
       h('div', {}, h('div', { class: 'stat' }, fmtNum(t.failed)), h('span', { class: 'muted' }, 'failed'))),
-    spark);
+    stackedChart(slots, 'minute', 'minute-bars'));
 }
 
 // The last 24 hours per kind, and every kind's finished missions per hour, completed and
@@ -133,6 +128,12 @@ function stacked(hourly) {
     const i = Math.floor((Date.parse(b.at) - since) / (3600 * 1000));
     if (i >= 0 && i < slots.length) Object.assign(slots[i], { completed: b.completed, failed: b.failed, cancelled: b.cancelled });
   }
+  return stackedChart(slots, 'hour', 'hourly');
+}
+
+// Bars of missions finished per `unit`, each split into completed, failed and cancelled, with
+// the unit and the scale said in words.
+function stackedChart(slots, unit, id) {
   const max = Math.max(1, ...slots.map((s) => s.completed + s.failed + s.cancelled));
   const bars = slots.map((s) => {
     const part = (n, cls) => {
@@ -145,9 +146,9 @@ function stacked(hourly) {
     part(s.cancelled, 'cancelled'), part(s.failed, 'failed'), part(s.completed, 'completed'));
   });
   return h('figure', { class: 'chart' },
-    h('div', { class: 'spark stacked', id: 'hourly', role: 'img',
-      'aria-label': `missions finished per hour over the last 24 hours, completed and failed stacked; the tallest hour ${max}` }, bars),
-    h('figcaption', { class: 'muted' }, `missions finished per hour (tallest: ${fmtNum(max)}); green completed, red failed, grey cancelled`));
+    h('div', { class: 'spark stacked', id, role: 'img',
+      'aria-label': `missions finished per ${unit}, completed, failed and cancelled stacked; the tallest ${unit} ${max}` }, bars),
+    h('figcaption', { class: 'muted' }, `missions finished per ${unit} (tallest: ${fmtNum(max)}); green completed, red failed, grey cancelled`));
 }
 
 function queues(health) {

@@ -134,7 +134,7 @@ fn kind(kind: Option<String>, agent: Option<String>) -> Result<Option<String>, A
 
 impl ListQuery {
     /// The search this query asks for, or a 400 naming the first parameter at fault.
-    fn search(self) -> Result<Search, ApiError> {
+    pub(super) fn search(self) -> Result<Search, ApiError> {
         let limit = page_limit(self.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
         let sort = match self.sort.as_deref() {
             None => Sort::default(),

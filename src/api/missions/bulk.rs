@@ -1,0 +1,263 @@
+//! `POST /api/missions/bulk`: cancel or retry many missions at once, named by id or by the
+//! same filter as `GET /api/missions`, at most [`BULK_MISSIONS_MAX`] of them. Each mission is
+//! its own command (its own event, with the caller as actor and the reason where the event
+//! has one), so one refused mission (already finished, not failed) is answered as refused
+//! and the others go on; the answer says, per mission, what happened.
+//!
+//! With an `idempotency_key`, each mission's command id is derived from the caller, the key,
+//! the action and the mission: the same request sent again is answered with the first
+//! outcomes and changes nothing more.
+
+use axum::extract::State;
+use domain::mission::{Mission, MissionCommand};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::list::ListQuery;
+use crate::api::error::{ErrorCode, errors};
+use crate::api::extract::Metadata;
+use crate::api::{ApiError, ApiJson, AppState};
+use crate::clock::now_ms;
+use crate::eventlog::command;
+use crate::missions::search::{self, Search};
+
+/// Most missions one request acts on.
+pub const BULK_MISSIONS_MAX: usize = 10_000;
+/// Commands of one request in flight at once: enough to fill the group committer's batches,
+/// few enough to leave it to other callers too.
+pub const BULK_IN_FLIGHT_MAX: usize = 32;
+/// Longest reason, in characters.
+pub const REASON_LEN_MAX: usize = 2_000;
+/// Longest idempotency key, in characters.
+pub const KEY_LEN_MAX: usize = 200;
+/// Rows read per page when a filter names the missions.
+const FILTER_PAGE: u32 = 200;
+/// Namespace of the command ids derived from an idempotency key.
+const BULK_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_3b8e_51d2_4a47_9c1e_b2d4_0a17_55e3);
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BulkRequest {
+    /// `cancel` or `retry`.
+    action: String,
+    /// The missions, by id (1 to 10,000). Give this or `filter`.
+    #[serde(default)]
+    mission_ids: Option<Vec<String>>,
+    /// Every mission `GET /api/missions` would list with these parameters (`q`, `error`,
+    /// `kind`, `status`, `priority`, `since`, `until`, `min_attempts`, as strings), at most
+    /// 10,000 of them.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    filter: Option<serde_json::Map<String, Value>>,
+    /// Why: recorded in each cancelled mission's history (1 to 2,000 characters).
+    reason: String,
+    /// The same key (1 to 200 characters) from the same caller gives the first answers again
+    /// and changes nothing more.
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// What happened to one mission.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BulkOutcome {
+    mission_id: String,
+    /// `cancelled`, `retried`, or `refused` (then `error` says why).
+    outcome: &'static str,
+    /// Its status afterwards, where it was acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
+    /// `true`: an earlier request with the same key had done it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    repeated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Refusal>,
+}
+
+/// Why one mission was refused, as the single-mission route would have said it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Refusal {
+    #[schema(value_type = String)]
+    code: ErrorCode,
+    message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BulkAnswer {
+    action: String,
+    /// Missions named (by id, or matched by the filter).
+    matched: usize,
+    /// How many were acted on, and how many refused.
+    done: usize,
+    refused: usize,
+    /// One per mission, in the order they were named.
+    results: Vec<BulkOutcome>,
+}
+
+errors! { BulkErrors = COMMAND + JSON_BODY + CALLER + [InvalidField] }
+
+fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField { field, message: message.into() }
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Cancel,
+    Retry,
+}
+
+/// `POST /api/missions/bulk`: 200 with each mission's outcome; 422 naming the field when the
+/// request itself is wrong (then nothing is done).
+#[utoipa::path(post, path = "/api/missions/bulk", tag = "missions",
+    params(Metadata),
+    request_body = BulkRequest,
+    responses((status = 200, description = "Each mission's outcome", body = BulkAnswer), BulkErrors))]
+pub(super) async fn bulk(
+    State(app): State<AppState>,
+    Metadata(metadata): Metadata,
+    crate::api::ApiJson(request): crate::api::ApiJson<BulkRequest>,
+) -> Result<ApiJson<BulkAnswer>, ApiError> {
+    let action = match request.action.as_str() {
+        "cancel" => Action::Cancel,
+        "retry" => Action::Retry,
+        other => return Err(invalid("action", format!("cancel or retry, got {other:?}"))),
+    };
+    let reason = request.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > REASON_LEN_MAX {
+        return Err(invalid("reason", format!("1 to {REASON_LEN_MAX} characters, not blank")));
+    }
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.chars().count() > KEY_LEN_MAX)
+    {
+        return Err(invalid("idempotency_key", format!("1 to {KEY_LEN_MAX} characters")));
+    }
+    let ids = match (request.mission_ids, request.filter) {
+        (Some(ids), None) => named(ids)?,
+        (None, Some(filter)) => matched(&app, filter).await?,
+        _ => return Err(invalid("mission_ids", "give mission_ids or filter, one of them")),
+    };
+    let caller = metadata.actor.clone();
+    let key = request.idempotency_key;
+    let outcomes = futures::stream::iter(ids.iter().cloned())
+        .map(|mission_id| {
+            let (app, reason) = (&app, &reason);
+            let mut metadata = metadata.clone();
+            metadata.command_id = key.as_ref().map(|key| {
+                let verb = match action {
+                    Action::Cancel => "cancel",
+                    Action::Retry => "retry",
+                };
+                Uuid::new_v5(
+                    &BULK_NAMESPACE,
+                    format!("{caller}\n{key}\n{verb}\n{mission_id}").as_bytes(),
+                )
+            });
+            async move { act(app, action, mission_id, metadata, reason).await }
+        })
+        .buffered(BULK_IN_FLIGHT_MAX)
+        .collect::<Vec<_>>()
+        .await;
+    let refused = outcomes.iter().filter(|outcome| outcome.outcome == "refused").count();
+    Ok(ApiJson(BulkAnswer {
+        action: request.action,
+        matched: ids.len(),
+        done: outcomes.len() - refused,
+        refused,
+        results: outcomes,
+    }))
+}
+
+/// The ids given, each once, in their order.
+fn named(ids: Vec<String>) -> Result<Vec<domain::StreamId>, ApiError> {
+    if ids.is_empty() || ids.len() > BULK_MISSIONS_MAX {
+        return Err(invalid("mission_ids", format!("1 to {BULK_MISSIONS_MAX} ids")));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    let mut unique = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = domain::StreamId::parse(id.clone())
+            .map_err(|why| invalid("mission_ids", format!("{id:?}: {why}")))?;
+        if seen.insert(id.clone()) {
+            unique.push(id);
+        }
+    }
+    Ok(unique)
+}
+
+/// The ids of every mission the list's filter matches, newest first; more than
+/// [`BULK_MISSIONS_MAX`] is refused (a narrower filter, or ids).
+async fn matched(
+    app: &AppState,
+    filter: serde_json::Map<String, Value>,
+) -> Result<Vec<domain::StreamId>, ApiError> {
+    for paging in ["sort", "order", "limit", "cursor"] {
+        if filter.contains_key(paging) {
+            return Err(invalid("filter", format!("{paging} is not part of a bulk filter")));
+        }
+    }
+    let query: ListQuery = serde_json::from_value(Value::Object(filter))
+        .map_err(|error| invalid("filter", error.to_string()))?;
+    let mut search: Search = query.search()?;
+    search.limit = FILTER_PAGE;
+    let mut ids = Vec::new();
+    loop {
+        let page = search::search(app.store.pool(), &search).await?;
+        for row in page.missions {
+            let id = domain::StreamId::parse(row.mission_id)
+                .map_err(|why| ApiError::Internal(anyhow::anyhow!("a listed mission id: {why}")))?;
+            ids.push(id);
+        }
+        if ids.len() > BULK_MISSIONS_MAX {
+            let message = format!("matches more than {BULK_MISSIONS_MAX} missions: narrow it");
+            return Err(invalid("filter", message));
+        }
+        match page.next {
+            Some(next) => search.after = Some(next),
+            None => return Ok(ids),
+        }
+    }
+}
+
+/// One mission's command, and what came of it.
+async fn act(
+    app: &AppState,
+    action: Action,
+    stream_id: domain::StreamId,
+    metadata: domain::EventMetadata,
+    reason: &str,
+) -> BulkOutcome {
+    let by = metadata.actor.clone();
+    let now = now_ms();
+    let mission_id = stream_id.to_string();
+    let executed = command::execute::<Mission>(&app.store, &stream_id, metadata, || match action {
+        Action::Cancel => {
+            MissionCommand::Cancel { reason: reason.to_owned(), by: by.clone(), now_ms: now }
+        }
+        Action::Retry => MissionCommand::Retry { by: by.clone(), now_ms: now },
+    })
+    .await;
+    match executed {
+        Ok(executed) => BulkOutcome {
+            mission_id,
+            outcome: match action {
+                Action::Cancel => "cancelled",
+                Action::Retry => "retried",
+            },
+            status: Some(executed.state.status.to_string()),
+            repeated: executed.appended.as_ref().is_some_and(|appended| appended.duplicate),
+            error: None,
+        },
+        Err(error) => BulkOutcome {
+            mission_id,
+            outcome: "refused",
+            status: None,
+            repeated: false,
+            error: Some({
+                let error = super::refusal(error);
+                Refusal { code: error.code(), message: error.to_string() }
+            }),
+        },
+    }
+}
