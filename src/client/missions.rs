@@ -111,6 +111,28 @@ pub enum MissionsCli {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel or retry many missions at once: by id (`--id`, repeatable) or by the list's
+    /// filters (at most 10,000); prints each one's outcome. Exit 0 every one done, 1 some
+    /// refused (each says why), 2 could not run.
+    Bulk {
+        #[command(flatten)]
+        remote: Remote,
+        /// `cancel` or `retry`.
+        action: String,
+        /// A mission to act on (repeatable); without any, the filters name them.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        #[command(flatten)]
+        filter: ListFilter,
+        /// Why: recorded in each cancelled mission's history.
+        #[arg(long)]
+        reason: String,
+        /// Sending the same command again with the same key changes nothing more.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     #[command(flatten)]
     Record(crate::agents::replay::MissionsCli),
 }
@@ -183,7 +205,8 @@ impl MissionsCli {
             | MissionsCli::Enqueue { remote, .. }
             | MissionsCli::Watch { remote, .. }
             | MissionsCli::Cancel { remote, .. }
-            | MissionsCli::Retry { remote, .. } => remote.clone(),
+            | MissionsCli::Retry { remote, .. }
+            | MissionsCli::Bulk { remote, .. } => remote.clone(),
         };
         let client = Client::new(&remote)?;
         exit_with("missions", self.execute(&client)).await
@@ -272,6 +295,30 @@ impl MissionsCli {
                 let mission = client.post(&path, &json!({})).await?;
                 changed(&mission, json);
             }
+            MissionsCli::Bulk { action, ids, filter, reason, idempotency_key, json, .. } => {
+                let mut body = json!({ "action": action, "reason": reason });
+                if ids.is_empty() {
+                    let filter: serde_json::Map<String, Value> = filter
+                        .query()
+                        .into_iter()
+                        .map(|(name, value)| (name.to_owned(), Value::from(value)))
+                        .collect();
+                    body["filter"] = Value::Object(filter);
+                } else {
+                    body["mission_ids"] = json!(ids);
+                }
+                if let Some(key) = idempotency_key {
+                    body["idempotency_key"] = Value::from(key);
+                }
+                let answer = client.post("/api/missions/bulk", &body).await?;
+                if json {
+                    print_json(&answer);
+                } else {
+                    print_bulk(&answer);
+                }
+                let refused = answer.get("refused").and_then(Value::as_u64).unwrap_or(0);
+                return Ok(if refused > 0 { super::MISSION_UNSUCCESSFUL } else { OK });
+            }
             MissionsCli::Record(_) => unreachable!("run dispatches it"),
         }
         Ok(OK)
@@ -316,6 +363,32 @@ fn print_list(page: &Value) {
         }
         None => eprintln!("{} shown", rows.len()),
     }
+}
+
+fn print_bulk(answer: &Value) {
+    let rows: Vec<Vec<String>> = answer
+        .get("results")
+        .and_then(Value::as_array)
+        .map(|results| {
+            results
+                .iter()
+                .map(|result| {
+                    let why = result
+                        .get("error")
+                        .map(|error| format!("{}: {}", text(error, "code"), text(error, "message")))
+                        .unwrap_or_else(|| text(result, "status"));
+                    vec![text(result, "mission_id"), text(result, "outcome"), why]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table::print(&["id", "outcome", "status or why"], &rows);
+    eprintln!(
+        "{} matched, {} done, {} refused",
+        text(answer, "matched"),
+        text(answer, "done"),
+        text(answer, "refused")
+    );
 }
 
 fn print_mission(mission: &Value) {

@@ -111,6 +111,30 @@ async fn missions_are_enqueued_followed_to_their_end_listed_shown_retried_and_re
     let shown = brain(addr, admin, &["missions", "show", &completed_id, "--json"]).await;
     let shown: Value = serde_json::from_str(&stdout(&shown)).unwrap();
     assert_eq!(shown["status"], "completed");
+
+    // In bulk: each mission answered for itself; one refused makes the exit 1.
+    let args = ["missions", "bulk", "retry", "--id", &failed_id, "--id", &completed_id];
+    let many = brain(addr, admin, &[&args[..], &["--reason", "upstream fixed"]].concat()).await;
+    assert_eq!(status(&many), 1, "{}{}", stdout(&many), stderr(&many));
+    let table = stdout(&many);
+    let line = |id: &str| table.lines().find(|line| line.starts_with(id)).unwrap().to_owned();
+    assert!(line(&failed_id).contains("retried"), "{table}");
+    assert!(line(&completed_id).contains("mission_not_failed"), "{table}");
+    // By the list's filters: the one pending mission named by its name.
+    let args =
+        ["missions", "enqueue", "later", "--agent", "echo", "--not-before", "2999-01-01T00:00:00Z"];
+    let later = stdout(&brain(addr, admin, &args).await).trim().to_owned();
+    crate::support::wait_until("the list to hold it", Duration::from_secs(10), || async {
+        crate::serve::get(addr, "/api/missions?q=later").await.1["total"] == 1
+    })
+    .await;
+    let args = ["missions", "bulk", "cancel", "--status", "pending", "--where", "q=later"];
+    let filtered =
+        brain(addr, admin, &[&args[..], &["--reason", "not needed", "--json"]].concat()).await;
+    assert_eq!(status(&filtered), 0, "{}{}", stdout(&filtered), stderr(&filtered));
+    let answer: Value = serde_json::from_str(&stdout(&filtered)).unwrap();
+    assert_eq!(answer["results"][0]["mission_id"], later.as_str(), "{answer}");
+    assert_eq!(answer["results"][0]["outcome"], "cancelled", "{answer}");
 }
 
 #[tokio::test]
