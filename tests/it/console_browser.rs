@@ -105,6 +105,9 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     deck.give_reason("not needed any more").await;
     deck.text("#status", "cancelled").await;
     deck.text("#timeline li[data-type=MissionCancelled]", "not needed any more").await;
+    // Retry is offered only where the API allows it: a cancelled mission does not run again.
+    let retry = deck.browser.find("#retry").await.unwrap();
+    assert!(retry.attr("disabled").await.unwrap().is_some(), "retry offered on a cancelled mission");
     let (_, view) = get(deck.addr, &format!("/api/missions/{waiting}")).await;
     assert_eq!(view["status"], json!("cancelled"), "{view}");
 

@@ -41,7 +41,7 @@ export async function render(main, [missionId], shell) {
       h('h1', {}, v.name, h('span', { id: 'status' }, badge(v.status))),
       h('div', { class: 'row' },
         h('button', { type: 'button', class: 'danger', id: 'cancel', disabled: finished, onclick: cancel }, 'Cancel'),
-        h('button', { type: 'button', id: 'retry', disabled: v.status !== 'failed' && v.status !== 'cancelled', onclick: retry }, 'Retry'),
+        h('button', { type: 'button', id: 'retry', disabled: v.status !== 'failed', title: 'Only a failed mission runs again', onclick: retry }, 'Retry'),
         h('span', { class: 'muted mono' }, v.mission_id)));
     fill(summary,
       section('Spec', h('dl', { class: 'kv' },
