@@ -107,7 +107,10 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     deck.text("#timeline li[data-type=MissionCancelled]", "not needed any more").await;
     // Retry is offered only where the API allows it: a cancelled mission does not run again.
     let retry = deck.browser.find("#retry").await.unwrap();
-    assert!(retry.attr("disabled").await.unwrap().is_some(), "retry offered on a cancelled mission");
+    assert!(
+        retry.attr("disabled").await.unwrap().is_some(),
+        "retry offered on a cancelled mission"
+    );
     let (_, view) = get(deck.addr, &format!("/api/missions/{waiting}")).await;
     assert_eq!(view["status"], json!("cancelled"), "{view}");
 
@@ -146,6 +149,11 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     deck.open("/queue?agent=idle").await;
     deck.text("#queue", "seen live").await;
     deck.shot("queue").await;
+    // The overview says that nothing runs what waits for `idle`, and not for `echo`.
+    deck.open("/").await;
+    deck.text("#unserved", "no active agent serves `idle`").await;
+    let unserved = deck.browser.find("#unserved").await.unwrap().text().await.unwrap();
+    assert!(!unserved.contains("echo"), "{unserved}");
     deck.check_clean(&[("/api/missions/enqueue", 422)]).await;
 }
 

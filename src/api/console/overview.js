@@ -21,13 +21,14 @@ export async function render(main, _params, shell) {
     const since = new Date(Date.now() - DAY_MS).toISOString();
     const day = `/api/analytics/missions?bucket=day&since=${encodeURIComponent(since)}`;
     const hours = `/api/analytics/missions?by=all&bucket=hour&since=${encodeURIComponent(since)}`;
-    const [ready, health, throughput, workers, kinds, hourly] = await Promise.allSettled([
+    const [ready, health, throughput, workers, kinds, hourly, agents] = await Promise.allSettled([
       api('GET', '/ready', undefined, { accept: [503] }),
       api('GET', '/api/missions/health'),
       api('GET', '/api/missions/throughput'),
       api('GET', '/api/missions/worker/status'),
       api('GET', day),
       api('GET', hours),
+      api('GET', '/api/agents?state=active&limit=500'),
     ]);
     if (stopped) return null;
     fill(body,
@@ -35,7 +36,7 @@ export async function render(main, _params, shell) {
       statuses(health),
       hour(throughput),
       lastDay(kinds, hourly),
-      queues(health),
+      queues(health, agents),
       workersCard(workers),
       lag(health));
     stamp.textContent = `at ${fmtClock(Date.now())}`;
@@ -151,15 +152,21 @@ function stackedChart(slots, unit, id) {
     h('figcaption', { class: 'muted' }, `missions finished per ${unit} (tallest: ${fmtNum(max)}); green completed, red failed, grey cancelled`));
 }
 
-function queues(health) {
+function queues(health, agents) {
   if (health.status === 'rejected') return null;
   const rows = Object.entries(health.value.queues).map(([kind, q]) => ({ kind, ...q }));
+  // A kind with missions waiting and no active agent to run them waits silently otherwise.
+  const served = agents.status === 'fulfilled' ? new Set(agents.value.agents.map((a) => a.kind)) : null;
+  const unserved = served ? rows.filter((r) => r.ready + r.delayed > 0 && !served.has(r.kind)).map((r) => r.kind) : [];
   return section('Queues',
+    unserved.length ? h('p', { class: 'error', id: 'unserved', role: 'status' },
+      unserved.map((kind) => `no active agent serves \`${kind}\``).join('; ')) : null,
     table([
       { label: 'kind', cell: (r) => link(`/queue?agent=${encodeURIComponent(r.kind)}`, r.kind) },
       { label: 'ready', class: 'num', cell: (r) => fmtNum(r.ready) },
       { label: 'delayed', class: 'num', cell: (r) => fmtNum(r.delayed) },
       { label: 'oldest waiting', class: 'num', cell: (r) => fmtMs(r.oldest_waiting_ms) },
+      { label: 'served', cell: (r) => (served && !served.has(r.kind) ? h('span', { class: 'badge s-down' }, 'no agent') : '') },
     ], rows, 'No queue holds a mission.'));
 }
 
