@@ -199,6 +199,9 @@ pub enum MissionCommand {
 /// One failed attempt, kept in the mission's history (its dead-letter record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptError {
+    /// The run it belongs to: 1 until the first manual retry, then 2, and so on (attempts
+    /// are counted afresh in each run).
+    pub run: u32,
     pub attempt: u32,
     pub error: String,
     pub at_ms: i64,
@@ -239,6 +242,8 @@ pub struct Mission {
     pub spec: Option<MissionSpec>,
     /// Attempts begun since enqueue (or since the last manual retry).
     pub attempt: u32,
+    /// Manual retries so far: the current run is `retries + 1`.
+    pub retries: u32,
     pub worker_id: Option<String>,
     pub lease_expires_at_ms: Option<i64>,
     /// When a pending mission becomes due.
@@ -520,6 +525,7 @@ impl Aggregate for Mission {
             }
             E::MissionAttemptFailed { attempt, error, retry_at_ms, at_ms } => {
                 self.errors.push(AttemptError {
+                    run: self.retries + 1,
                     attempt: *attempt,
                     error: error.clone(),
                     at_ms: *at_ms,
@@ -528,7 +534,8 @@ impl Aggregate for Mission {
             }
             E::MissionLeaseExpired { attempt, retry_at_ms, at_ms, .. } => {
                 let error = LEASE_EXPIRED_ERROR.to_owned();
-                self.errors.push(AttemptError { attempt: *attempt, error, at_ms: *at_ms });
+                let run = self.retries + 1;
+                self.errors.push(AttemptError { run, attempt: *attempt, error, at_ms: *at_ms });
                 self.after_attempt(*retry_at_ms);
             }
             E::MissionCancelled { .. } => {
@@ -546,6 +553,7 @@ impl Aggregate for Mission {
             E::MissionRetried { .. } => {
                 self.status = S::Queued;
                 self.attempt = 0;
+                self.retries += 1;
             }
         }
         self.enqueued_at_ms = self.enqueued_at_ms.or(Some(event.at_ms()));

@@ -373,7 +373,7 @@ mod tests {
 
     /// A mission whose attempt `attempt` failed with `error`.
     fn failed(attempt: u32, error: &str) -> Mission {
-        let error = AttemptError { attempt, error: error.into(), at_ms: 0 };
+        let error = AttemptError { run: 1, attempt, error: error.into(), at_ms: 0 };
         Mission { status: MissionStatus::Failed, errors: vec![error], ..Mission::default() }
     }
 

@@ -105,6 +105,20 @@ async fn missions_named_by_id_or_filter_are_cancelled_or_retried_each_on_its_own
     assert_eq!(answer["results"][0]["outcome"], "retried", "{answer}");
     assert_eq!(answer["results"][1]["error"]["code"], "mission_not_failed", "{answer}");
     assert!(event_types(addr, &doomed).await.contains(&"MissionRetried".to_owned()));
+    // It fails again: its second error is attempt 1 of run 2, not a second "attempt 1".
+    wait_until("the retried mission to fail again", Duration::from_secs(15), || async {
+        crate::workers::mission(addr, &doomed).await["errors"]
+            .as_array()
+            .is_some_and(|e| e.len() == 2)
+    })
+    .await;
+    let errors = crate::workers::mission(addr, &doomed).await["errors"].clone();
+    assert_eq!(
+        (errors[0]["run"].clone(), errors[1]["run"].clone()),
+        (json!(1), json!(2)),
+        "{errors}"
+    );
+    assert_eq!(errors[1]["attempt"], 1, "{errors}");
 }
 
 #[tokio::test]

@@ -391,6 +391,12 @@ fn only_a_failed_mission_can_be_retried_and_it_starts_counting_afresh() {
     let mission = Mission::fold(&history);
     assert_eq!((mission.status, mission.attempt), (MissionStatus::Queued, 0));
     assert_eq!(mission.errors.len(), 1, "the failed attempt stays in the history");
+
+    // Its next failure is attempt 1 again, of run 2: the two errors read apart.
+    history.extend([started("w1", 1, 6), failed(1, None, 7)]);
+    let mission = Mission::fold(&history);
+    let runs: Vec<(u32, u32)> = mission.errors.iter().map(|e| (e.run, e.attempt)).collect();
+    assert_eq!(runs, [(1, 1), (2, 1)]);
 }
 
 #[test]

@@ -55,7 +55,7 @@ export async function render(main, [missionId], shell) {
       h('details', {}, h('summary', {}, 'Payload'), h('pre', {}, pretty(v.payload)))),
       section('Attempts', v.errors.length
         ? table([
-          { label: 'attempt', class: 'num', cell: (e) => e.attempt },
+          { label: 'attempt', class: 'num', cell: (e) => (e.run > 1 ? `run ${e.run} · ${e.attempt}` : e.attempt) },
           { label: 'error', cell: (e) => e.error },
           { label: 'at', cell: (e) => fmtTime(e.at) },
         ], v.errors)

@@ -17,6 +17,8 @@ use crate::eventlog::store::AsOf;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptErrorView {
+    /// 1 until the first manual retry, then 2, and so on; attempts restart at 1 in each run.
+    pub run: u32,
     pub attempt: u32,
     pub error: String,
     pub at: String,
@@ -111,7 +113,8 @@ pub(super) fn view(
         errors: mission
             .errors
             .into_iter()
-            .map(|AttemptError { attempt, error, at_ms }| AttemptErrorView {
+            .map(|AttemptError { run, attempt, error, at_ms }| AttemptErrorView {
+                run,
                 attempt,
                 error,
                 at: iso(at_ms),
