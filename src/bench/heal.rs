@@ -46,6 +46,50 @@ pub(super) struct FilledStore {
     pub(super) keep: bool,
 }
 
+/// A filled store, open: what [`FilledStore::open`] gives a bench.
+pub(super) struct Opened {
+    pub(super) pool: sqlx::PgPool,
+    pub(super) database_url: String,
+    pub(super) redis_url: String,
+    pub(super) head: u64,
+    keep: bool,
+}
+
+impl FilledStore {
+    /// Connects to the bench database (created and migrated if needed) and fills it in
+    /// `namespace` up to `events` events, if it holds fewer (a database kept by `--keep`).
+    pub(super) async fn open(self, namespace: &Namespace) -> anyhow::Result<Opened> {
+        let FilledStore { database_url, redis_url, events, keep } = self;
+        let database_url = with_database(&database_url, HEAL_DATABASE)?;
+        let pool = db::connect(&database_url, 8).await?;
+        db::migrate(&pool).await?;
+        let head = crate::eventlog::store::head(&pool).await?;
+        if head < events {
+            let started = Instant::now();
+            fill(&pool, namespace, events - head).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!("bench: filled {} events in {seconds:.1} s", events - head);
+        }
+        let head = crate::eventlog::store::head(&pool).await?;
+        Ok(Opened { pool, database_url, redis_url, head, keep })
+    }
+}
+
+impl Opened {
+    /// Closes the pool and drops the database, unless `--keep` asked to keep it.
+    pub(super) async fn close(self) -> anyhow::Result<()> {
+        self.pool.close().await;
+        if self.keep {
+            eprintln!("bench: kept database {HEAL_DATABASE}");
+        } else {
+            sqlx::Postgres::force_drop_database(&self.database_url)
+                .await
+                .context("drop bench database")?;
+        }
+        Ok(())
+    }
+}
+
 /// The database the store is filled in, kept with `--keep` for the next run (of this bench or
 /// of `brain bench rebuild`).
 pub(super) const HEAL_DATABASE: &str = "brain_bench_heal";
@@ -57,22 +101,9 @@ const GROUP_MISSIONS: usize = 250;
 
 impl HealBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let FilledStore { database_url, redis_url, events, keep } = self.store;
-        let database_url = with_database(&database_url, HEAL_DATABASE)?;
-        let pool = db::connect(&database_url, 8).await?;
-        db::migrate(&pool).await?;
         let namespace = Namespace::parse("bench_heal").map_err(anyhow::Error::msg)?;
-        let head = crate::eventlog::store::head(&pool).await?;
-        if head < events {
-            let started = Instant::now();
-            fill(&pool, &namespace, events - head).await?;
-            eprintln!(
-                "bench: filled {} events in {:.1} s",
-                events - head,
-                started.elapsed().as_secs_f64()
-            );
-        }
-        let head = crate::eventlog::store::head(&pool).await?;
+        let opened = self.store.open(&namespace).await?;
+        let (pool, head, redis_url) = (opened.pool.clone(), opened.head, opened.redis_url.clone());
         let redis = redis::Client::open(redis_url.as_str()).context("REDIS_URL")?;
         let queue = Queue::connect(&redis, &namespace).await?;
         let projector = MissionQueue { scoring: Scoring::default() };
@@ -113,15 +144,7 @@ impl HealBench {
             peak / 1024
         );
         queue.drop_all().await?;
-        pool.close().await;
-        if keep {
-            eprintln!("bench: kept database {HEAL_DATABASE}");
-        } else {
-            sqlx::Postgres::force_drop_database(&database_url)
-                .await
-                .context("drop bench database")?;
-        }
-        Ok(())
+        opened.close().await
     }
 }
 

@@ -7,12 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use sqlx::migrate::MigrateDatabase;
 
-use super::heal::{FilledStore, HEAL_DATABASE, fill, reset_peak_rss, rss_kib};
-use super::with_database;
+use super::heal::{FilledStore, reset_peak_rss, rss_kib};
 use crate::config::Namespace;
-use crate::eventlog::{db, store};
+use crate::eventlog::store;
 use crate::serve::read_models::{Models, READ_MODELS};
 
 #[derive(Debug, clap::Args)]
@@ -26,19 +24,9 @@ const PAGE_EVENTS: u32 = 1_000;
 
 impl RebuildBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let FilledStore { database_url, redis_url, events, keep } = self.store;
-        let database_url = with_database(&database_url, HEAL_DATABASE)?;
-        let pool = db::connect(&database_url, 8).await?;
-        db::migrate(&pool).await?;
         let namespace = Namespace::parse("bench_rebuild").map_err(anyhow::Error::msg)?;
-        let head = store::head(&pool).await?;
-        if head < events {
-            let started = Instant::now();
-            fill(&pool, &namespace, events - head).await?;
-            let seconds = started.elapsed().as_secs_f64();
-            eprintln!("bench: filled {} events in {seconds:.1} s", events - head);
-        }
-        let head = store::head(&pool).await?;
+        let opened = self.store.open(&namespace).await?;
+        let (pool, head, redis_url) = (opened.pool.clone(), opened.head, opened.redis_url.clone());
         println!("store: {head} events");
 
         reset_peak_rss();
@@ -61,15 +49,7 @@ impl RebuildBench {
             report(&format!("rebuild {}", model.name), head, started.elapsed());
         }
         models.drop_queue().await?;
-        pool.close().await;
-        if keep {
-            eprintln!("bench: kept database {HEAL_DATABASE}");
-        } else {
-            sqlx::Postgres::force_drop_database(&database_url)
-                .await
-                .context("drop bench database")?;
-        }
-        Ok(())
+        opened.close().await
     }
 }
 

@@ -9,13 +9,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use projections::mission_queue::Scoring;
-use sqlx::migrate::MigrateDatabase;
 
-use super::heal::{FilledStore, HEAL_DATABASE, fill, reset_peak_rss, rss_kib};
-use super::with_database;
+use super::heal::{FilledStore, reset_peak_rss, rss_kib};
 use crate::config::Namespace;
 use crate::eventlog::audit::{Options, Status};
-use crate::eventlog::{db, store};
 use crate::serve::read_models::{Models, READ_MODELS};
 
 #[derive(Debug, clap::Args)]
@@ -26,19 +23,9 @@ pub struct VerifyBench {
 
 impl VerifyBench {
     pub async fn run(self) -> anyhow::Result<()> {
-        let FilledStore { database_url, redis_url, events, keep } = self.store;
-        let database_url = with_database(&database_url, HEAL_DATABASE)?;
-        let pool = db::connect(&database_url, 8).await?;
-        db::migrate(&pool).await?;
         let namespace = Namespace::parse("bench_verify").map_err(anyhow::Error::msg)?;
-        let head = store::head(&pool).await?;
-        if head < events {
-            let started = Instant::now();
-            fill(&pool, &namespace, events - head).await?;
-            let seconds = started.elapsed().as_secs_f64();
-            eprintln!("bench: filled {} events in {seconds:.1} s", events - head);
-        }
-        let head = store::head(&pool).await?;
+        let opened = self.store.open(&namespace).await?;
+        let (pool, head, redis_url) = (opened.pool.clone(), opened.head, opened.redis_url.clone());
         println!("store: {head} events");
 
         let redis = redis::Client::open(redis_url.as_str()).context("REDIS_URL")?;
@@ -81,14 +68,6 @@ impl VerifyBench {
             );
         }
         models.drop_queue().await?;
-        pool.close().await;
-        if keep {
-            eprintln!("bench: kept database {HEAL_DATABASE}");
-        } else {
-            sqlx::Postgres::force_drop_database(&database_url)
-                .await
-                .context("drop bench database")?;
-        }
-        Ok(())
+        opened.close().await
     }
 }
