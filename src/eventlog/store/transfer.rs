@@ -352,23 +352,11 @@ async fn write_page(
     }
     let mut keys: Vec<_> = streams.keys().copied().collect();
     keys.sort_unstable();
-    let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
-    let rows = sqlx::query(
-        "INSERT INTO streams (stream_type, stream_id, version)
-         SELECT t, i, 0 FROM unnest($1::text[], $2::text[]) AS s(t, i) ORDER BY t, i
-         ON CONFLICT (stream_type, stream_id) DO UPDATE SET version = streams.version
-         RETURNING stream_type, stream_id, version",
-    )
-    .bind(&types)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in &rows {
-        let key: (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
-        let stored = row.try_get::<i64, _>(2)? as u64;
-        if let Some(&(first, _, line)) = streams.get(&key)
-            && first != stored + 1
-        {
+    let stored = super::committer::sql::lock_streams(&mut *tx, &keys).await?;
+    for key in &keys {
+        let (first, _, line) = streams[key];
+        let stored = stored.get(key).copied().unwrap_or(0);
+        if first != stored + 1 {
             let what = format!(
                 "stream {}/{} is at version {stored} in the store; the file goes on at {first}",
                 key.0, key.1
@@ -376,6 +364,7 @@ async fn write_page(
             return Err(ImportError::Line { line, what });
         }
     }
+    let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().copied().unzip();
     let lasts: Vec<i64> = keys.iter().map(|key| to_i64(streams[key].1)).collect();
     sqlx::query(
         "UPDATE streams s SET version = v.last

@@ -30,7 +30,7 @@
 //! `head`), so two committers (two processes) can never deadlock.
 
 mod plan;
-mod sql;
+pub(super) mod sql;
 
 use std::collections::HashMap;
 use std::sync::Arc;

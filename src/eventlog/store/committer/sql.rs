@@ -53,8 +53,10 @@ pub(super) async fn earlier_outcomes(
 /// Step 2: locks the (sorted) streams and reads their versions. The no-op `DO UPDATE` locks
 /// an existing row and returns its version; a missing row is created at version 0, so a new
 /// stream is locked just the same.
-pub(super) async fn lock_streams<'a>(
-    tx: &mut Tx<'_>,
+///
+/// The import (`store::transfer`) locks a page's streams the same way.
+pub(in crate::eventlog::store) async fn lock_streams<'a>(
+    tx: &mut sqlx::PgConnection,
     keys: &[StreamKey<'a>],
 ) -> Result<HashMap<StreamKey<'a>, u64>, sqlx::Error> {
     let mut versions = HashMap::with_capacity(keys.len());
@@ -70,7 +72,7 @@ pub(super) async fn lock_streams<'a>(
     )
     .bind(&types)
     .bind(&ids)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     for row in rows {
         let (stream_type, stream_id): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
