@@ -21,6 +21,7 @@
 //! | `suspended` | `MissionResumed` (with the last child's report) | `queued` |
 //! | `pending`, `queued`, `running`, `suspended` | `MissionCancelled` | `cancelled` |
 //! | any | `MissionForked` | unchanged |
+//! | `completed`, `failed`, `cancelled` | `MissionCopied` | unchanged (the copy is a new mission) |
 //! | `failed` | `MissionRetried` | `queued`, attempts counted afresh |
 
 use serde::{Deserialize, Serialize};
@@ -29,11 +30,13 @@ use crate::aggregate::Aggregate;
 use crate::names::StreamType;
 
 mod call;
+mod command;
 mod event;
 mod spec;
 mod tree;
 mod upcast;
 pub use call::{EstimateMethod, LlmCall, ToolCallRecord, UsageEstimate};
+pub use command::MissionCommand;
 pub use event::MissionEvent;
 use spec::invalid;
 pub use spec::*;
@@ -86,116 +89,6 @@ impl std::fmt::Display for MissionStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum MissionCommand {
-    Enqueue {
-        spec: MissionSpec,
-        now_ms: i64,
-    },
-    /// A worker claimed the mission from the queue.
-    Start {
-        worker_id: String,
-        lease_ms: u64,
-        now_ms: i64,
-    },
-    /// The worker is alive and still working: extends its lease.
-    Progress {
-        worker_id: String,
-        attempt: u32,
-        lease_ms: u64,
-        note: Option<String>,
-        now_ms: i64,
-    },
-    Complete {
-        worker_id: String,
-        attempt: u32,
-        result: serde_json::Value,
-        now_ms: i64,
-    },
-    /// The attempt failed. `backoff_ms` is the wait before the next attempt, if one is allowed.
-    Fail {
-        worker_id: String,
-        attempt: u32,
-        error: String,
-        retryable: bool,
-        backoff_ms: u64,
-        now_ms: i64,
-    },
-    /// The worker hands the mission back unfinished (it is shutting down): queued again,
-    /// and the attempt does not count against `max_attempts`.
-    Release {
-        worker_id: String,
-        attempt: u32,
-        reason: String,
-        now_ms: i64,
-    },
-    /// The holder's agent made an LLM call: recorded in the mission's history, fenced like
-    /// any report of the holder.
-    RecordLlmCall {
-        worker_id: String,
-        attempt: u32,
-        call: LlmCall,
-        now_ms: i64,
-    },
-    /// The holder's agent ran (or refused) a tool call: recorded, fenced the same way.
-    RecordToolCall {
-        worker_id: String,
-        attempt: u32,
-        call: ToolCallRecord,
-        now_ms: i64,
-    },
-    /// The holder's agent spawned `children` (enqueued in the same atomic group) at the tool
-    /// call `call_id` of its step `step`, and waits for them without holding the lease.
-    Suspend {
-        worker_id: String,
-        attempt: u32,
-        step: u32,
-        call_id: String,
-        children: Vec<String>,
-        now_ms: i64,
-    },
-    /// Children ended. Reported by whoever sees a child's last event, maybe more than once:
-    /// a child the mission is not waiting for changes nothing.
-    ReportChildren {
-        outcomes: Vec<ChildOutcome>,
-        now_ms: i64,
-    },
-    /// A fork of this mission's run was enqueued as `fork_id`.
-    RecordFork {
-        fork_id: String,
-        attempt: u32,
-        steps: u32,
-        by: String,
-        now_ms: i64,
-    },
-    /// A pending mission's time has come.
-    MarkDue {
-        now_ms: i64,
-    },
-    /// The supervisor found the lease past its expiry: the worker is presumed dead.
-    ExpireLease {
-        backoff_ms: u64,
-        now_ms: i64,
-    },
-    /// The holder was declared dead before its lease ran out (its agent marked unresponsive):
-    /// the lease ends now, as an expiry would end it.
-    RevokeLease {
-        worker_id: String,
-        backoff_ms: u64,
-        now_ms: i64,
-    },
-    Cancel {
-        reason: String,
-        by: String,
-        now_ms: i64,
-    },
-    /// Run a failed mission again, with a fresh count of attempts.
-    Retry {
-        by: String,
-        now_ms: i64,
-    },
-}
-
 /// One failed attempt, kept in the mission's history (its dead-letter record).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptError {
@@ -227,6 +120,8 @@ pub enum MissionError {
     AlreadyFinished { status: MissionStatus },
     #[error("mission is {status}, only a failed mission can be retried")]
     NotFailed { status: MissionStatus },
+    #[error("mission is {status}, only a finished mission can be copied")]
+    NotFinished { status: MissionStatus },
     #[error("mission is not pending, or not due until {due_at_ms}")]
     NotDue { due_at_ms: i64 },
     #[error("lease runs until {lease_expires_at_ms}")]
@@ -470,11 +365,17 @@ impl Aggregate for Mission {
                 }
                 Ok(vec![E::MissionCancelled { reason, by, at_ms: now_ms }])
             }
-            C::Retry { by, now_ms } => {
+            C::Retry { by, reason, now_ms } => {
                 if self.status != S::Failed {
                     return Err(MissionError::NotFailed { status: self.status });
                 }
-                Ok(vec![E::MissionRetried { by, at_ms: now_ms }])
+                Ok(vec![E::MissionRetried { by, reason, at_ms: now_ms }])
+            }
+            C::RecordCopy { copy_id, reason, by, now_ms } => {
+                if !self.status.is_finished() {
+                    return Err(MissionError::NotFinished { status: self.status });
+                }
+                Ok(vec![E::MissionCopied { copy_id, reason, by, at_ms: now_ms }])
             }
         }
     }
@@ -502,7 +403,10 @@ impl Aggregate for Mission {
             E::MissionProgressed { lease_expires_at_ms, .. } => {
                 self.lease_expires_at_ms = Some(*lease_expires_at_ms);
             }
-            E::MissionLlmCalled { .. } | E::MissionToolCalled { .. } | E::MissionForked { .. } => {}
+            E::MissionLlmCalled { .. }
+            | E::MissionToolCalled { .. }
+            | E::MissionForked { .. }
+            | E::MissionCopied { .. } => {}
             E::MissionSuspended { children, .. } => {
                 self.status = S::Suspended;
                 self.attempt = self.attempt.saturating_sub(1);

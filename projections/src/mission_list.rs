@@ -155,8 +155,8 @@ impl Projector for MissionList {
             }
             E::MissionChildFinished { .. } => S::Suspended,
             E::MissionResumed { .. } => S::Queued,
-            // A fork is linked in the history; the row does not change.
-            E::MissionForked { .. } => return Ok(()),
+            // A fork or a copy is linked in the history; the row does not change.
+            E::MissionForked { .. } | E::MissionCopied { .. } => return Ok(()),
         };
         changes.push(change);
         Ok(())

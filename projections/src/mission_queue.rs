@@ -129,11 +129,12 @@ impl Projector for MissionQueue {
             },
             E::MissionAttemptFailed { retry_at_ms, .. }
             | E::MissionLeaseExpired { retry_at_ms, .. } => after_attempt(retry_at_ms),
-            // A call, a child's report or a fork changes nothing the queue holds.
+            // A call, a child's report, a fork or a copy changes nothing the queue holds.
             E::MissionLlmCalled { .. }
             | E::MissionToolCalled { .. }
             | E::MissionChildFinished { .. }
-            | E::MissionForked { .. } => return Ok(()),
+            | E::MissionForked { .. }
+            | E::MissionCopied { .. } => return Ok(()),
             // Out of the queue while it waits for its children, its kind and bonus kept for
             // when it is resumed.
             E::MissionSuspended { .. } => QueueChange::Remove { mission_id, failed: true },

@@ -337,7 +337,7 @@ mod tests {
         let events = history(&[
             called(1, Value::Null),
             suspended(&["k1", "k2"]),
-            MissionEvent::MissionRetried { by: "ops".into(), at_ms: 0 },
+            MissionEvent::MissionRetried { by: "ops".into(), reason: String::new(), at_ms: 0 },
             called(1, json!({ "content": "done" })),
         ]);
 

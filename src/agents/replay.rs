@@ -232,6 +232,7 @@ pub async fn fork(
         parent: None,
         not_before_ms: None,
         forked_from: Some(ForkLink { mission_id: mission_id.to_owned(), attempt, steps: at_step }),
+        copied_from: None,
         ..origin
     };
     let fork_id = StreamId::from(uuid::Uuid::now_v7());

@@ -101,6 +101,7 @@ error_codes! {
     StaleAttempt = ("stale_attempt", CONFLICT, "the attempt named is not the mission's current one"),
     MissionAlreadyFinished = ("mission_already_finished", CONFLICT, "the mission has finished"),
     MissionNotFailed = ("mission_not_failed", CONFLICT, "only a failed mission can be retried"),
+    MissionNotFinished = ("mission_not_finished", CONFLICT, "only a finished mission (completed, failed or cancelled) can be re-enqueued"),
     MissionNotDue = ("mission_not_due", CONFLICT, "the mission is not due yet"),
     LeaseNotExpired = ("lease_not_expired", CONFLICT, "the mission's lease has not run out"),
     LeaseExpired = ("lease_expired", CONFLICT, "the mission's lease ran out"),

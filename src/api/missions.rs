@@ -1,11 +1,10 @@
-//! Mission routes: enqueue (one, or a batch in [`batch`]), find ([`list`]), look up, history,
-//! cancel, retry.
+//! Mission routes: enqueue (one, or a batch in [`batch`]), find ([`list`]), look up, history;
+//! cancel, retry and re-enqueue ([`control`], or many at once in [`bulk`]).
 //! Each handler translates HTTP into a mission command and the outcome back; every refusal
 //! maps to an [`ErrorCode`] in [`refusal`], exhaustively, so a new domain error cannot
 //! compile without one.
 
 use crate::api::auth::Access;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use domain::api_key::Permission;
@@ -22,6 +21,7 @@ use uuid::Uuid;
 
 mod batch;
 mod bulk;
+mod control;
 mod list;
 mod throughput;
 mod tree;
@@ -31,7 +31,7 @@ pub(super) use view::{MissionView, load_view};
 
 use super::as_of::AsOfQuery;
 use super::error::{ErrorCode, append_refusal, errors, refused};
-use super::extract::{Metadata, MissionId, optional_json};
+use super::extract::{Metadata, MissionId};
 use super::{ApiError, ApiJson, ApiQuery, ApiRoutes, AppState};
 use crate::clock::now_ms;
 use crate::eventlog::command::{self, CommandError};
@@ -42,7 +42,8 @@ pub const TIMEOUT_S_MAX: u64 = 24 * 60 * 60;
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 200;
 
 /// Derives mission and command ids from idempotency keys (UUID v5 namespace).
-const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2f7c_1d9a_4e63);
+pub(super) const IDEMPOTENCY_NAMESPACE: Uuid =
+    Uuid::from_u128(0x6b1f_3c2e_9a47_4d8b_b0e5_2f7c_1d9a_4e63);
 
 pub fn routes() -> ApiRoutes {
     let batch_body_limit = axum::extract::DefaultBodyLimit::max(batch::BATCH_BODY_BYTES_MAX);
@@ -55,8 +56,9 @@ pub fn routes() -> ApiRoutes {
         )
         .routes(Access::needs(Permission::MissionsRead), routes!(get_mission))
         .routes(Access::needs(Permission::MissionsRead), routes!(mission_events))
-        .routes(Access::needs(Permission::MissionsWrite), routes!(cancel))
-        .routes(Access::needs(Permission::MissionsWrite), routes!(retry))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(control::cancel))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(control::retry))
+        .routes(Access::needs(Permission::MissionsWrite), routes!(control::reenqueue))
         .routes(Access::needs(Permission::MissionsWrite), routes!(bulk::bulk))
         .routes(Access::needs(Permission::MissionsRead), routes!(throughput::throughput))
 }
@@ -118,6 +120,7 @@ pub(crate) fn refusal(error: CommandError<MissionError>) -> ApiError {
                 MissionError::StaleAttempt { .. } => (C::StaleAttempt, None),
                 MissionError::AlreadyFinished { .. } => (C::MissionAlreadyFinished, None),
                 MissionError::NotFailed { .. } => (C::MissionNotFailed, None),
+                MissionError::NotFinished { .. } => (C::MissionNotFinished, None),
                 MissionError::NotDue { .. } => (C::MissionNotDue, None),
                 MissionError::LeaseNotExpired { .. } => (C::LeaseNotExpired, None),
                 MissionError::LeaseExpired { .. } => (C::LeaseExpired, None),
@@ -175,6 +178,7 @@ fn plan_enqueue(request: EnqueueRequest, app: &AppState) -> Result<PlannedEnqueu
         budget: request.budget.filter(|budget| !budget.is_empty()),
         parent: None,
         forked_from: None,
+        copied_from: None,
     };
     app.check_known_kind(&spec.agent, "agent")?;
     let keyed = request.idempotency_key.is_some();
@@ -264,70 +268,4 @@ async fn mission_events(
         return Err(refusal(CommandError::Rejected(MissionError::NotFound)));
     }
     Ok(ApiJson(events))
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CancelRequest {
-    /// Recorded in the mission's history.
-    #[serde(default)]
-    reason: String,
-}
-
-errors! {
-    CancelErrors = COMMAND + PATH_ID + CALLER + [
-        InvalidBody, MissionNotFound, MissionAlreadyFinished, MissionContended
-    ]
-}
-
-/// `POST /api/missions/{mission_id}/cancel` with an optional `{"reason"}`: 200 with the
-/// mission, 404 unknown, 409 already finished.
-#[utoipa::path(post, path = "/api/missions/{mission_id}/cancel", tag = "missions",
-    params(MissionId, Metadata),
-    request_body(content = Option<CancelRequest>, description = "Optional; an empty body cancels without a reason"),
-    responses((status = 200, description = "Cancelled", body = MissionView), CancelErrors))]
-async fn cancel(
-    State(app): State<AppState>,
-    MissionId(mission_id): MissionId,
-    Metadata(metadata): Metadata,
-    body: Bytes,
-) -> Result<ApiJson<MissionView>, ApiError> {
-    let request: CancelRequest = optional_json(&body)?;
-    let by = metadata.actor.clone();
-    let now = now_ms();
-    command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Cancel {
-        reason: request.reason.clone(),
-        by: by.clone(),
-        now_ms: now,
-    })
-    .await
-    .map_err(refusal)?;
-    Ok(ApiJson(load_view(&app, &mission_id).await?))
-}
-
-errors! {
-    RetryErrors = COMMAND + PATH_ID + CALLER + [
-        MissionNotFound, MissionNotFailed, MissionContended
-    ]
-}
-
-/// `POST /api/missions/{mission_id}/retry`: runs a failed mission again with fresh
-/// attempts; 200 with the mission, 404 unknown, 409 not failed.
-#[utoipa::path(post, path = "/api/missions/{mission_id}/retry", tag = "missions",
-    params(MissionId, Metadata),
-    responses((status = 200, description = "Queued again with fresh attempts", body = MissionView), RetryErrors))]
-async fn retry(
-    State(app): State<AppState>,
-    MissionId(mission_id): MissionId,
-    Metadata(metadata): Metadata,
-) -> Result<ApiJson<MissionView>, ApiError> {
-    let by = metadata.actor.clone();
-    let now = now_ms();
-    command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Retry {
-        by: by.clone(),
-        now_ms: now,
-    })
-    .await
-    .map_err(refusal)?;
-    Ok(ApiJson(load_view(&app, &mission_id).await?))
 }

@@ -186,6 +186,7 @@ fn mission(n: u64) -> Append {
         budget: None,
         parent: None,
         forked_from: None,
+        copied_from: None,
     };
     let mut events = vec![MissionEvent::MissionEnqueued { spec, due_at_ms: at_ms, at_ms }];
     if !n.is_multiple_of(10) {

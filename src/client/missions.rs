@@ -108,23 +108,41 @@ pub enum MissionsCli {
         #[command(flatten)]
         remote: Remote,
         mission_id: String,
+        /// Recorded in its history.
+        #[arg(long, default_value = "")]
+        reason: String,
         #[arg(long)]
         json: bool,
     },
-    /// Cancel or retry many missions at once: by id (`--id`, repeatable) or by the list's
-    /// filters (at most 10,000); prints each one's outcome. Exit 0 every one done, 1 some
-    /// refused (each says why), 2 could not run.
+    /// Enqueue a copy of a finished mission (completed, failed or cancelled), linked to it
+    /// both ways; prints the copy's id and status.
+    Reenqueue {
+        #[command(flatten)]
+        remote: Remote,
+        mission_id: String,
+        /// Recorded in the original's history.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Sending it again with the same key names the same copy and enqueues nothing.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel, retry or re-enqueue many missions at once: by id (`--id`, repeatable) or by
+    /// the list's filters (at most 10,000); prints each one's outcome. Exit 0 every one done,
+    /// 1 some refused (each says why), 2 could not run.
     Bulk {
         #[command(flatten)]
         remote: Remote,
-        /// `cancel` or `retry`.
+        /// `cancel`, `retry` or `reenqueue`.
         action: String,
         /// A mission to act on (repeatable); without any, the filters name them.
         #[arg(long = "id")]
         ids: Vec<String>,
         #[command(flatten)]
         filter: ListFilter,
-        /// Why: recorded in each cancelled mission's history.
+        /// Why: recorded in each mission's history.
         #[arg(long)]
         reason: String,
         /// Sending the same command again with the same key changes nothing more.
@@ -206,6 +224,7 @@ impl MissionsCli {
             | MissionsCli::Watch { remote, .. }
             | MissionsCli::Cancel { remote, .. }
             | MissionsCli::Retry { remote, .. }
+            | MissionsCli::Reenqueue { remote, .. }
             | MissionsCli::Bulk { remote, .. } => remote.clone(),
         };
         let client = Client::new(&remote)?;
@@ -290,10 +309,19 @@ impl MissionsCli {
                 let mission = client.post(&path, &json!({ "reason": reason })).await?;
                 changed(&mission, json);
             }
-            MissionsCli::Retry { mission_id, json, .. } => {
+            MissionsCli::Retry { mission_id, reason, json, .. } => {
                 let path = format!("/api/missions/{}/retry", segment(&mission_id)?);
-                let mission = client.post(&path, &json!({})).await?;
+                let mission = client.post(&path, &json!({ "reason": reason })).await?;
                 changed(&mission, json);
+            }
+            MissionsCli::Reenqueue { mission_id, reason, idempotency_key, json, .. } => {
+                let path = format!("/api/missions/{}/reenqueue", segment(&mission_id)?);
+                let mut body = json!({ "reason": reason });
+                if let Some(key) = idempotency_key {
+                    body["idempotency_key"] = Value::from(key);
+                }
+                let copy = client.post(&path, &body).await?;
+                changed(&copy, json);
             }
             MissionsCli::Bulk { action, ids, filter, reason, idempotency_key, json, .. } => {
                 let mut body = json!({ "action": action, "reason": reason });
@@ -373,16 +401,19 @@ fn print_bulk(answer: &Value) {
             results
                 .iter()
                 .map(|result| {
-                    let why = result
-                        .get("error")
-                        .map(|error| format!("{}: {}", text(error, "code"), text(error, "message")))
-                        .unwrap_or_else(|| text(result, "status"));
+                    let why = match (result.get("error"), result.get("copy_id")) {
+                        (Some(error), _) => {
+                            format!("{}: {}", text(error, "code"), text(error, "message"))
+                        }
+                        (None, Some(_)) => format!("copy {}", text(result, "copy_id")),
+                        (None, None) => text(result, "status"),
+                    };
                     vec![text(result, "mission_id"), text(result, "outcome"), why]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table::print(&["id", "outcome", "status or why"], &rows);
+    table::print(&["id", "outcome", "status, copy or why"], &rows);
     eprintln!(
         "{} matched, {} done, {} refused",
         text(answer, "matched"),
@@ -405,6 +436,7 @@ fn print_mission(mission: &Value) {
         ("by", "enqueued_by"),
         ("updated", "updated_at"),
         ("parent", "parent_id"),
+        ("copy of", "copied_from"),
     ];
     let rows: Vec<Vec<String>> = fields
         .iter()

@@ -30,6 +30,7 @@ pub fn child_spec(parent_id: &str, parent: &MissionSpec, request: &ChildRequest)
         budget: parent.budget,
         parent: Some(ParentLink { mission_id: parent_id.to_owned(), depth, root }),
         forked_from: None,
+        copied_from: None,
     }
 }
 

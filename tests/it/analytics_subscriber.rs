@@ -201,6 +201,7 @@ async fn run_mission(store: &EventStore, n: i64) {
         budget: None,
         parent: None,
         forked_from: None,
+        copied_from: None,
     };
     command(MissionCommand::Enqueue { spec, now_ms: at }).await;
     at += 20 + (n * 7_919) % 5_000;

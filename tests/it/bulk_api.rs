@@ -12,7 +12,7 @@ use crate::serve::{get, redis_url, serve_with_options, services};
 use crate::support::{TestEnv, client, make_key, wait_until};
 use crate::workers::{enqueue, event_types, finished, mission_status};
 
-async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
+pub async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
     let mut options =
         ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
     let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
@@ -21,7 +21,7 @@ async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
     addr
 }
 
-async fn bulk(addr: SocketAddr, body: Value) -> (u16, Value) {
+pub async fn bulk(addr: SocketAddr, body: Value) -> (u16, Value) {
     crate::serve::crypto_provider();
     let response =
         client().post(format!("http://{addr}/api/missions/bulk")).json(&body).send().await.unwrap();

@@ -112,6 +112,17 @@ async fn missions_are_enqueued_followed_to_their_end_listed_shown_retried_and_re
     let shown: Value = serde_json::from_str(&stdout(&shown)).unwrap();
     assert_eq!(shown["status"], "completed");
 
+    // Re-enqueue: a copy of the completed one, linked to it, printed as id and status.
+    let args = ["missions", "reenqueue", &completed_id, "--reason", "once more"];
+    let copied = brain(addr, admin, &args).await;
+    assert_eq!(status(&copied), 0, "{}", stderr(&copied));
+    let copy_id = stdout(&copied).split_whitespace().next().unwrap().to_owned();
+    let shown = stdout(&brain(addr, admin, &["missions", "show", &copy_id]).await);
+    assert!(
+        shown.lines().any(|l| l.starts_with("copy of") && l.contains(&completed_id)),
+        "{shown}"
+    );
+
     // In bulk: each mission answered for itself; one refused makes the exit 1.
     let args = ["missions", "bulk", "retry", "--id", &failed_id, "--id", &completed_id];
     let many = brain(addr, admin, &[&args[..], &["--reason", "upstream fixed"]].concat()).await;

@@ -30,6 +30,7 @@ fn spec() -> MissionSpec {
         budget: None,
         parent: None,
         forked_from: None,
+        copied_from: None,
     }
 }
 

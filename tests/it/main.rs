@@ -60,6 +60,7 @@ mod projector_feed;
 mod python_agent;
 mod queue;
 mod reaper;
+mod reenqueue;
 mod relay;
 mod replay;
 mod run_command;

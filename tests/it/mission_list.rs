@@ -64,6 +64,7 @@ async fn missions_in_every_state(store: &EventStore) -> Vec<StreamId> {
             budget: None,
             parent: None,
             forked_from: None,
+            copied_from: None,
         };
         let run = |command: MissionCommand| {
             execute::<Mission>(store, &id, metadata(), move || command.clone())

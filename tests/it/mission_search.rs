@@ -60,6 +60,7 @@ async fn missions(store: &EventStore) -> Vec<StreamId> {
             budget: None,
             parent: None,
             forked_from: None,
+            copied_from: None,
         };
         let run = |command: MissionCommand| {
             let metadata = EventMetadata::new("test", time::OffsetDateTime::now_utc());
@@ -107,7 +108,9 @@ async fn missions(store: &EventStore) -> Vec<StreamId> {
             Fate::Retried => {
                 run(start(1)).await.unwrap();
                 run(fail(1, "connection refused by the cache", false)).await.unwrap();
-                run(MissionCommand::Retry { by: "u".into(), now_ms: now }).await.unwrap();
+                run(MissionCommand::Retry { by: "u".into(), reason: String::new(), now_ms: now })
+                    .await
+                    .unwrap();
             }
         }
         ids.push(id);

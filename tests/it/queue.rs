@@ -37,6 +37,7 @@ fn spec(agent: &str, priority: Priority) -> MissionSpec {
         budget: None,
         parent: None,
         forked_from: None,
+        copied_from: None,
     }
 }
 

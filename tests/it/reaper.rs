@@ -91,6 +91,7 @@ pub fn spec(agent: &str) -> MissionSpec {
         budget: None,
         parent: None,
         forked_from: None,
+        copied_from: None,
     }
 }
 

@@ -100,7 +100,18 @@ pub enum MissionEvent {
         reason: String,
         at_ms: i64,
     },
+    /// A failed mission queued again by hand. `reason` came later, as an optional field: the
+    /// retries recorded before it read as given none.
     MissionRetried {
+        by: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        reason: String,
+        at_ms: i64,
+    },
+    /// A copy of this finished mission, run afresh from its spec, was enqueued as `copy_id`.
+    MissionCopied {
+        copy_id: String,
+        reason: String,
         by: String,
         at_ms: i64,
     },
@@ -126,7 +137,8 @@ impl MissionEvent {
             | E::MissionChildFinished { at_ms, .. }
             | E::MissionResumed { at_ms }
             | E::MissionForked { at_ms, .. }
-            | E::MissionRetried { at_ms, .. } => *at_ms,
+            | E::MissionRetried { at_ms, .. }
+            | E::MissionCopied { at_ms, .. } => *at_ms,
         }
     }
 }
@@ -152,6 +164,7 @@ impl DomainEvent for MissionEvent {
             MissionEvent::MissionChildFinished { .. } => "MissionChildFinished",
             MissionEvent::MissionResumed { .. } => "MissionResumed",
             MissionEvent::MissionForked { .. } => "MissionForked",
+            MissionEvent::MissionCopied { .. } => "MissionCopied",
         }
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::MissionError;
-use super::tree::{ForkLink, ParentLink};
+use super::tree::{CopyLink, ForkLink, ParentLink};
 
 pub const NAME_LEN_MAX: usize = 200;
 pub const DESCRIPTION_LEN_MAX: usize = 4_000;
@@ -47,6 +47,9 @@ pub struct MissionSpec {
     /// The run this one was forked from: its first steps replay that run's record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forked_from: Option<ForkLink>,
+    /// The finished mission this one is a copy of (a re-enqueue): run afresh, not replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<CopyLink>,
 }
 
 pub(super) fn invalid(field: &'static str, reason: impl Into<String>) -> MissionError {

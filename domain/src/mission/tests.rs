@@ -19,6 +19,7 @@ pub(super) fn spec() -> MissionSpec {
         budget: None,
         parent: None,
         forked_from: None,
+        copied_from: None,
     }
 }
 
@@ -377,15 +378,40 @@ fn a_cancelled_mission_cannot_be_started() {
 }
 
 #[test]
+fn only_a_finished_mission_is_copied_and_the_copy_leaves_it_as_it_was() {
+    let copy = || MissionCommand::RecordCopy {
+        copy_id: "c1".into(),
+        reason: "again".into(),
+        by: "u".into(),
+        now_ms: 9,
+    };
+    check(&[enqueued()], copy(), Err(MissionError::NotFinished { status: MissionStatus::Queued }));
+    check(&[], copy(), Err(MissionError::NotFound));
+    let cancelled = MissionEvent::MissionCancelled { reason: "r".into(), by: "u".into(), at_ms: 2 };
+    let copied = MissionEvent::MissionCopied {
+        copy_id: "c1".into(),
+        reason: "again".into(),
+        by: "u".into(),
+        at_ms: 9,
+    };
+    check(&[enqueued(), cancelled.clone()], copy(), Ok(vec![copied.clone()]));
+    assert_eq!(Mission::fold(&[enqueued(), cancelled, copied]).status, MissionStatus::Cancelled);
+}
+
+#[test]
 fn only_a_failed_mission_can_be_retried_and_it_starts_counting_afresh() {
     check(
         &[enqueued()],
-        MissionCommand::Retry { by: "u".into(), now_ms: 5 },
+        MissionCommand::Retry { by: "u".into(), reason: String::new(), now_ms: 5 },
         Err(MissionError::NotFailed { status: MissionStatus::Queued }),
     );
     let given = [enqueued(), started("w1", 1, 2), failed(1, None, 3)];
-    let retried = MissionEvent::MissionRetried { by: "u".into(), at_ms: 5 };
-    check(&given, MissionCommand::Retry { by: "u".into(), now_ms: 5 }, Ok(vec![retried.clone()]));
+    let retried = MissionEvent::MissionRetried { by: "u".into(), reason: String::new(), at_ms: 5 };
+    check(
+        &given,
+        MissionCommand::Retry { by: "u".into(), reason: String::new(), now_ms: 5 },
+        Ok(vec![retried.clone()]),
+    );
     let mut history = given.to_vec();
     history.push(retried);
     let mission = Mission::fold(&history);
@@ -470,22 +496,35 @@ fn any_command() -> impl Strategy<Value = MissionCommand> {
                 now_ms,
             }
         }),
-        now.prop_map(|now_ms| MissionCommand::Retry { by: "u".into(), now_ms }),
+        now.clone().prop_map(|now_ms| MissionCommand::Retry {
+            by: "u".into(),
+            reason: String::new(),
+            now_ms
+        }),
+        now.prop_map(|now_ms| MissionCommand::RecordCopy {
+            copy_id: "c".into(),
+            reason: "r".into(),
+            by: "u".into(),
+            now_ms
+        }),
     ]
 }
 
 proptest! {
     /// Whatever commands arrive, accepted ones never break the aggregate's invariants
     /// (`apply` asserts them), at most one worker holds the mission, attempts never pass
-    /// the maximum, and a finished mission accepts nothing but a retry of a failure.
+    /// the maximum, and a finished mission accepts nothing but a retry of a failure and the
+    /// record of a copy (which leaves it as it was).
     #[test]
     fn any_command_sequence_keeps_the_invariants(commands in proptest::collection::vec(any_command(), 1..60)) {
         let mut mission = Mission::default();
         for command in commands {
             let before = mission.status;
             let is_retry = matches!(command, MissionCommand::Retry { .. });
+            let is_copy = matches!(command, MissionCommand::RecordCopy { .. });
             if let Ok(events) = mission.decide(command) {
-                prop_assert!(events.is_empty() || !before.is_finished() || (is_retry && before == MissionStatus::Failed));
+                prop_assert!(events.is_empty() || !before.is_finished() || is_copy || (is_retry && before == MissionStatus::Failed));
+                prop_assert!(!is_copy || before.is_finished(), "only a finished mission is copied");
                 for event in &events {
                     mission.apply(event);
                 }

@@ -1,5 +1,5 @@
 //! Missions that fan out and wait: the links between a parent and its children, what a
-//! parent learns when a child ends, and the link between a run and its fork.
+//! parent learns when a child ends, and the links between a run and its fork or its copy.
 //!
 //! A parent that spawns children is suspended (`MissionSuspended`, naming them): it holds no
 //! worker and no lease. Each child's end is reported to it (`MissionChildFinished`, its
@@ -36,6 +36,12 @@ pub struct ForkLink {
     pub attempt: u32,
     /// Steps (model calls, with the tool calls each asked for) taken from the record.
     pub steps: u32,
+}
+
+/// The finished mission a copy was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyLink {
+    pub mission_id: String,
 }
 
 /// How a child ended, as its parent is told.

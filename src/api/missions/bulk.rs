@@ -1,12 +1,12 @@
-//! `POST /api/missions/bulk`: cancel or retry many missions at once, named by id or by the
-//! same filter as `GET /api/missions`, at most [`BULK_MISSIONS_MAX`] of them. Each mission is
-//! its own command (its own event, with the caller as actor and the reason where the event
-//! has one), so one refused mission (already finished, not failed) is answered as refused
+//! `POST /api/missions/bulk`: cancel, retry or re-enqueue many missions at once, named by id
+//! or by the same filter as `GET /api/missions`, at most [`BULK_MISSIONS_MAX`] of them. Each
+//! mission is its own command (its own event, with the caller as actor and the reason), so
+//! one refused mission (already finished, not failed, not finished) is answered as refused
 //! and the others go on; the answer says, per mission, what happened.
 //!
-//! With an `idempotency_key`, each mission's command id is derived from the caller, the key,
-//! the action and the mission: the same request sent again is answered with the first
-//! outcomes and changes nothing more.
+//! With an `idempotency_key`, each mission's command id (and a copy's id) is derived from the
+//! caller, the key, the action and the mission: the same request sent again is answered with
+//! the first outcomes and changes nothing more.
 
 use axum::extract::State;
 use domain::mission::{Mission, MissionCommand};
@@ -16,12 +16,14 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::control::{checked_reason, copy_ids};
 use super::list::ListQuery;
 use crate::api::error::{ErrorCode, errors};
 use crate::api::extract::Metadata;
 use crate::api::{ApiError, ApiJson, AppState};
 use crate::clock::now_ms;
-use crate::eventlog::command;
+use crate::eventlog::command::{self, CommandError};
+use crate::missions::copy;
 use crate::missions::search::{self, Search};
 
 /// Most missions one request acts on.
@@ -29,8 +31,6 @@ pub const BULK_MISSIONS_MAX: usize = 10_000;
 /// Commands of one request in flight at once: enough to fill the group committer's batches,
 /// few enough to leave it to other callers too.
 pub const BULK_IN_FLIGHT_MAX: usize = 32;
-/// Longest reason, in characters.
-pub const REASON_LEN_MAX: usize = 2_000;
 /// Longest idempotency key, in characters.
 pub const KEY_LEN_MAX: usize = 200;
 /// Rows read per page when a filter names the missions.
@@ -41,7 +41,7 @@ const BULK_NAMESPACE: Uuid = Uuid::from_u128(0x6f0c_3b8e_51d2_4a47_9c1e_b2d4_0a1
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BulkRequest {
-    /// `cancel` or `retry`.
+    /// `cancel`, `retry` (failed missions) or `reenqueue` (a copy of each finished one).
     action: String,
     /// The missions, by id (1 to 10,000). Give this or `filter`.
     #[serde(default)]
@@ -52,7 +52,7 @@ pub(crate) struct BulkRequest {
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     filter: Option<serde_json::Map<String, Value>>,
-    /// Why: recorded in each cancelled mission's history (1 to 2,000 characters).
+    /// Why: recorded in each mission's history (1 to 2,000 characters).
     reason: String,
     /// The same key (1 to 200 characters) from the same caller gives the first answers again
     /// and changes nothing more.
@@ -64,11 +64,14 @@ pub(crate) struct BulkRequest {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BulkOutcome {
     mission_id: String,
-    /// `cancelled`, `retried`, or `refused` (then `error` says why).
+    /// `cancelled`, `retried`, `reenqueued`, or `refused` (then `error` says why).
     outcome: &'static str,
-    /// Its status afterwards, where it was acted on.
+    /// Its status afterwards, where it was acted on (a re-enqueued mission's is unchanged).
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<String>,
+    /// The copy a re-enqueue made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy_id: Option<String>,
     /// `true`: an earlier request with the same key had done it.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     repeated: bool,
@@ -106,6 +109,17 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ApiError {
 enum Action {
     Cancel,
     Retry,
+    Reenqueue,
+}
+
+impl Action {
+    fn verb(self) -> &'static str {
+        match self {
+            Action::Cancel => "cancel",
+            Action::Retry => "retry",
+            Action::Reenqueue => "reenqueue",
+        }
+    }
 }
 
 /// `POST /api/missions/bulk`: 200 with each mission's outcome; 422 naming the field when the
@@ -122,12 +136,12 @@ pub(super) async fn bulk(
     let action = match request.action.as_str() {
         "cancel" => Action::Cancel,
         "retry" => Action::Retry,
-        other => return Err(invalid("action", format!("cancel or retry, got {other:?}"))),
+        "reenqueue" => Action::Reenqueue,
+        other => {
+            return Err(invalid("action", format!("cancel, retry or reenqueue, got {other:?}")));
+        }
     };
-    let reason = request.reason.trim().to_owned();
-    if reason.is_empty() || reason.chars().count() > REASON_LEN_MAX {
-        return Err(invalid("reason", format!("1 to {REASON_LEN_MAX} characters, not blank")));
-    }
+    let reason = checked_reason(&request.reason, true)?;
     if let Some(key) = &request.idempotency_key
         && (key.is_empty() || key.chars().count() > KEY_LEN_MAX)
     {
@@ -142,19 +156,16 @@ pub(super) async fn bulk(
     let key = request.idempotency_key;
     let outcomes = futures::stream::iter(ids.iter().cloned())
         .map(|mission_id| {
-            let (app, reason) = (&app, &reason);
+            let (app, reason, key) = (&app, &reason, key.as_deref());
             let mut metadata = metadata.clone();
-            metadata.command_id = key.as_ref().map(|key| {
-                let verb = match action {
-                    Action::Cancel => "cancel",
-                    Action::Retry => "retry",
-                };
+            metadata.command_id = key.map(|key| {
+                let verb = action.verb();
                 Uuid::new_v5(
                     &BULK_NAMESPACE,
                     format!("{caller}\n{key}\n{verb}\n{mission_id}").as_bytes(),
                 )
             });
-            async move { act(app, action, mission_id, metadata, reason).await }
+            async move { act(app, action, mission_id, metadata, reason, key).await }
         })
         .buffered(BULK_IN_FLIGHT_MAX)
         .collect::<Vec<_>>()
@@ -227,37 +238,57 @@ async fn act(
     stream_id: domain::StreamId,
     metadata: domain::EventMetadata,
     reason: &str,
+    key: Option<&str>,
 ) -> BulkOutcome {
     let by = metadata.actor.clone();
     let now = now_ms();
     let mission_id = stream_id.to_string();
-    let executed = command::execute::<Mission>(&app.store, &stream_id, metadata, || match action {
-        Action::Cancel => {
-            MissionCommand::Cancel { reason: reason.to_owned(), by: by.clone(), now_ms: now }
+    let done = |outcome, status: Option<String>, copy_id, repeated| BulkOutcome {
+        mission_id: mission_id.clone(),
+        outcome,
+        status,
+        copy_id,
+        repeated,
+        error: None,
+    };
+    let acted = match action {
+        Action::Reenqueue => {
+            let ids = copy_ids(&by, key, &mission_id);
+            copy::reenqueue(&app.store, &stream_id, reason, metadata, ids, now).await.map(
+                |copied| {
+                    done("reenqueued", None, Some(copied.copy_id.to_string()), copied.repeated)
+                },
+            )
         }
-        Action::Retry => MissionCommand::Retry { by: by.clone(), now_ms: now },
+        Action::Cancel | Action::Retry => {
+            command::execute::<Mission>(&app.store, &stream_id, metadata, || match action {
+                Action::Retry => {
+                    MissionCommand::Retry { by: by.clone(), reason: reason.to_owned(), now_ms: now }
+                }
+                _ => MissionCommand::Cancel {
+                    reason: reason.to_owned(),
+                    by: by.clone(),
+                    now_ms: now,
+                },
+            })
+            .await
+            .map(|executed| {
+                let outcome = if matches!(action, Action::Retry) { "retried" } else { "cancelled" };
+                let repeated =
+                    executed.appended.as_ref().is_some_and(|appended| appended.duplicate);
+                done(outcome, Some(executed.state.status.to_string()), None, repeated)
+            })
+        }
+    };
+    acted.unwrap_or_else(|error: CommandError<_>| BulkOutcome {
+        mission_id: mission_id.clone(),
+        outcome: "refused",
+        status: None,
+        copy_id: None,
+        repeated: false,
+        error: Some({
+            let error = super::refusal(error);
+            Refusal { code: error.code(), message: error.to_string() }
+        }),
     })
-    .await;
-    match executed {
-        Ok(executed) => BulkOutcome {
-            mission_id,
-            outcome: match action {
-                Action::Cancel => "cancelled",
-                Action::Retry => "retried",
-            },
-            status: Some(executed.state.status.to_string()),
-            repeated: executed.appended.as_ref().is_some_and(|appended| appended.duplicate),
-            error: None,
-        },
-        Err(error) => BulkOutcome {
-            mission_id,
-            outcome: "refused",
-            status: None,
-            repeated: false,
-            error: Some({
-                let error = super::refusal(error);
-                Refusal { code: error.code(), message: error.to_string() }
-            }),
-        },
-    }
 }

@@ -1,5 +1,5 @@
-//! A mission as the API shows it: its state folded from its events, with its forks and its
-//! tree of sub-missions.
+//! A mission as the API shows it: its state folded from its events, with its forks, its
+//! copies and its tree of sub-missions.
 
 use domain::StreamId;
 use domain::aggregate::DomainEvent;
@@ -21,6 +21,15 @@ pub struct AttemptErrorView {
     pub run: u32,
     pub attempt: u32,
     pub error: String,
+    pub at: String,
+}
+
+/// A copy of a finished mission (a re-enqueue), as its original lists it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CopyView {
+    pub mission_id: String,
+    pub reason: String,
+    pub by: String,
     pub at: String,
 }
 
@@ -61,6 +70,11 @@ pub struct MissionView {
     pub forked_from: Option<ForkView>,
     /// Forks of this mission's runs.
     pub forks: Vec<ForkView>,
+    /// The finished mission this one is a copy of (a re-enqueue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<String>,
+    /// Copies of this mission, oldest first.
+    pub copies: Vec<CopyView>,
     /// The children a suspended mission still waits for.
     pub waiting_for: Vec<String>,
     /// Its sub-missions and theirs, oldest first. Statuses come from the mission list, which
@@ -132,6 +146,8 @@ pub(super) fn view(
             steps: fork.steps,
         }),
         forks: vec![],
+        copied_from: spec.copied_from.map(|copy| copy.mission_id),
+        copies: vec![],
         waiting_for: mission.waiting,
         children: mission.children.iter().map(leaf).collect(),
         as_of: None,
@@ -172,20 +188,24 @@ fn fold_view(
     let mut view = view(mission_id, mission, enqueued_by, version)
         .ok_or_else(|| refusal(CommandError::Rejected(MissionError::NotFound)))?;
     // Read through the upcasters like the fold above, which has read each of them already.
-    view.forks = events
+    let links = events
         .iter()
-        .filter(|event| event.event_type == "MissionForked")
+        .filter(|event| matches!(event.event_type.as_str(), "MissionForked" | "MissionCopied"))
         .filter_map(|event| {
             MissionEvent::upcast(&event.event_type, event.schema_version, event.payload.clone())
                 .ok()
-        })
-        .filter_map(|event| match event {
+        });
+    for event in links {
+        match event {
             MissionEvent::MissionForked { fork_id, attempt, steps, .. } => {
-                Some(ForkView { mission_id: fork_id, attempt, steps })
+                view.forks.push(ForkView { mission_id: fork_id, attempt, steps });
             }
-            _ => None,
-        })
-        .collect();
+            MissionEvent::MissionCopied { copy_id, reason, by, at_ms } => {
+                view.copies.push(CopyView { mission_id: copy_id, reason, by, at: iso(at_ms) });
+            }
+            _ => {}
+        }
+    }
     Ok(view)
 }
 
