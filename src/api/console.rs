@@ -53,6 +53,7 @@ static ASSETS: &[Asset] = &[
     asset!("overview.js", JS),
     asset!("missions.js", JS),
     asset!("mission.js", JS),
+    asset!("trace.js", JS),
     asset!("queue.js", JS),
     asset!("agents.js", JS),
     asset!("events.js", JS),

@@ -267,7 +267,22 @@ async fn drive_missions(deck: &Deck, recording: &mut Recording, missions: &Missi
     recording.open(deck, &format!("/missions/{failed}")).await;
     deck.text("#main", "asked to fail permanently").await;
     deck.click("#retry").await;
+    deck.give_reason("the cause is fixed").await;
     deck.text("#timeline", "Retried").await;
+    // A copy of the finished one, from its page.
+    recording.open(deck, &format!("/missions/{thought}")).await;
+    deck.text("#status", "completed").await;
+    deck.click("#reenqueue").await;
+    deck.give_reason("once more").await;
+    deck.text("#action-result", "Copy enqueued").await;
+    // Replayed and forked from its trace.
+    recording.open(deck, &format!("/missions/{thought}")).await;
+    deck.text("#status", "completed").await;
+    deck.click("#replay").await;
+    deck.text("#action-result", "identical").await;
+    deck.click("#trace li[data-kind=llm] summary").await;
+    deck.click("#trace button.fork").await;
+    deck.text("#action-result", "Fork from step 1").await;
     recording.open(deck, &format!("/missions/{echoed}")).await;
     deck.text("#status", "completed").await;
 

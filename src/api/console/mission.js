@@ -1,22 +1,26 @@
 // A mission's page: its status and spec, attempts and their errors, the answer (streaming
-// while the model writes it), LLM and tool calls, the tree of sub-missions, and the whole
-// history as a timeline. One feed follows the mission's events and answer pieces; each event
-// is added to the timeline as it comes, and the view is read again after a burst of them.
+// while the model writes it), its run as a trace (trace.js), the tree of sub-missions, forks
+// and copies, and the whole history as a timeline. Finished, it can be replayed, forked at a
+// step, re-enqueued as a copy, and (failed) retried. One feed follows the mission's events
+// and answer pieces; each event is added to the trace and the timeline as it comes, and the
+// view is read again after a burst of them.
 
 import { h, fill, api, Feed, throttle, section, table, badge, errorBox, link, pretty,
-  fmtTime, fmtNum, fmtUsd, fmtMs, askReason } from './lib.js';
+  fmtTime, fmtNum, fmtUsd, askReason } from './lib.js';
+import { trace, payload } from './trace.js';
 
 export async function render(main, [missionId], shell) {
   const head = h('div');
   const answer = h('div', { id: 'answer', class: 'answer', 'aria-live': 'polite' });
   const streaming = h('span', { class: 'muted', id: 'streaming' });
   const summary = h('div', { class: 'grid' });
-  const calls = h('div');
+  const calls = h('div', { id: 'run-trace' });
   const timeline = h('ol', { class: 'timeline', id: 'timeline' });
   const notice = h('div', { 'aria-live': 'polite' });
   let view = null;
   let events = [];
   let pieces = { attempt: null, text: '' };
+  const redrawTrace = throttle(() => drawCalls(), 250);
 
   fill(main, head, notice,
     section('Answer', streaming, answer),
@@ -39,9 +43,11 @@ export async function render(main, [missionId], shell) {
     const finished = ['completed', 'failed', 'cancelled'].includes(v.status);
     fill(head,
       h('h1', {}, v.name, h('span', { id: 'status' }, badge(v.status))),
-      h('div', { class: 'row' },
+      h('div', { class: 'row actions' },
         h('button', { type: 'button', class: 'danger', id: 'cancel', disabled: finished, onclick: cancel }, 'Cancel'),
         h('button', { type: 'button', id: 'retry', disabled: v.status !== 'failed', title: 'Only a failed mission runs again', onclick: retry }, 'Retry'),
+        h('button', { type: 'button', id: 'reenqueue', disabled: !finished, title: 'A copy of a finished mission, run from the start', onclick: reenqueue }, 'Re-enqueue'),
+        h('button', { type: 'button', id: 'replay', disabled: !finished, title: 'Play the run back against its record: no model call, no tool run', onclick: replay }, 'Replay'),
         h('span', { class: 'muted mono' }, v.mission_id)));
     fill(summary,
       section('Spec', h('dl', { class: 'kv' },
@@ -61,6 +67,7 @@ export async function render(main, [missionId], shell) {
         ], v.errors)
         : h('p', { class: 'muted' }, 'No attempt has failed.')),
       section('Tree', tree(v)));
+    redrawTrace();
     if (v.result !== null && v.result !== undefined) {
       const text = typeof v.result.answer === 'string' ? v.result.answer : null;
       fill(streaming, '');
@@ -75,13 +82,16 @@ export async function render(main, [missionId], shell) {
     return [h('dt', {}, key), h('dd', {}, value)];
   }
 
+  /// POSTs `path` of this mission; answers the answer, or null after saying why not.
   async function act(path, body, verb) {
     try {
-      await api('POST', `/api/missions/${missionId}/${path}`, body);
+      const answer = await api('POST', `/api/missions/${encodeURIComponent(missionId)}/${path}`, body);
       fill(notice);
       await loadView();
+      return answer;
     } catch (error) {
       fill(notice, h('p', {}, `Could not ${verb}:`), errorBox(error));
+      return null;
     }
   }
 
@@ -91,38 +101,58 @@ export async function render(main, [missionId], shell) {
   }
 
   async function retry() {
-    await act('retry', {}, 'retry');
+    const reason = await askReason('Run this failed mission again?', 'Retry mission');
+    if (reason !== null) await act('retry', { reason }, 'retry');
+  }
+
+  async function reenqueue() {
+    const reason = await askReason('Enqueue a copy of this mission?', 'Re-enqueue');
+    if (reason === null) return;
+    const copy = await act('reenqueue', { reason }, 're-enqueue');
+    if (copy) fill(notice, h('p', { id: 'action-result' }, 'Copy enqueued: ', link(`/missions/${copy.mission_id}`, copy.mission_id), '.'));
+  }
+
+  async function fork(attempt, atStep) {
+    const copy = await act('fork', { at_step: atStep, attempt }, 'fork');
+    if (copy) fill(notice, h('p', { id: 'action-result' }, `Fork from step ${atStep} enqueued: `, link(`/missions/${copy.mission_id}`, copy.mission_id), '.'));
+  }
+
+  async function replay() {
+    fill(notice, h('p', { class: 'muted' }, 'Replaying…'));
+    try {
+      const r = await api('GET', `/api/missions/${encodeURIComponent(missionId)}/replay`);
+      const d = r.divergence;
+      fill(notice, h('div', { id: 'action-result', class: r.verdict === 'identical' ? 'ok-box' : 'error' },
+        h('p', {}, badge(r.verdict), ` attempt ${r.attempt}: ${r.steps} steps and ${r.tool_calls} tool calls played back through ${r.implementation}`,
+          d ? ` — step ${d.step} differs in ${d.what}` : ', each decided as recorded.'),
+        d ? h('details', {}, h('summary', {}, 'Recorded and now'), h('pre', {}, pretty({ recorded: d.recorded, now: d.now }))) : null));
+    } catch (error) {
+      fill(notice, h('p', {}, 'Could not replay:'), errorBox(error));
+    }
   }
 
   function addEvent(event) {
     events.push(event);
     timeline.append(timelineItem(event));
-    if (event.event_type === 'MissionLlmCalled' || event.event_type === 'MissionToolCalled') drawCalls();
+    redrawTrace();
   }
 
   function drawCalls() {
-    const llm = events.filter((e) => e.event_type === 'MissionLlmCalled').map((e) => ({ ...payload(e), position: e.global_position }));
-    const tools = events.filter((e) => e.event_type === 'MissionToolCalled').map((e) => ({ ...payload(e), position: e.global_position }));
-    if (!llm.length && !tools.length) { fill(calls); return; }
-    const tokens = llm.reduce((a, c) => a + c.call.input_tokens + c.call.output_tokens, 0);
-    const cost = llm.reduce((a, c) => a + (c.call.replayed ? 0 : c.call.cost_usd), 0);
-    fill(calls,
-      section(`LLM calls (${llm.length}; ${fmtNum(tokens)} tokens, ${fmtUsd(cost)})`, table([
-        { label: 'attempt', class: 'num', cell: (c) => c.attempt },
-        { label: 'model', cell: (c) => `${c.call.provider}/${c.call.model}` },
-        { label: 'in', class: 'num', cell: (c) => fmtNum(c.call.input_tokens) },
-        { label: 'out', class: 'num', cell: (c) => fmtNum(c.call.output_tokens) },
-        { label: 'cost', class: 'num', cell: (c) => fmtUsd(c.call.cost_usd) },
-        { label: 'latency', class: 'num', cell: (c) => fmtMs(c.call.latency_ms) },
-        { label: 'outcome', cell: (c) => [badge(c.call.outcome), c.call.replayed ? ' replayed' : ''] },
-      ], llm)),
-      tools.length ? section(`Tool calls (${tools.length})`, table([
-        { label: 'step', class: 'num', cell: (c) => c.call.step },
-        { label: 'tool', cell: (c) => c.call.tool },
-        { label: 'arguments', class: 'mono', cell: (c) => JSON.stringify(c.call.arguments) },
-        { label: 'outcome', cell: (c) => c.call.refused ? badge('refused') : c.call.error ? h('span', { class: 'badge s-failed', title: c.call.error }, 'error') : badge('ok') },
-        { label: 'took', class: 'num', cell: (c) => fmtMs(c.call.duration_ms) },
-      ], tools)) : null);
+    const llm = events.filter((e) => e.event_type === 'MissionLlmCalled').map((e) => payload(e).call);
+    const tools = events.filter((e) => e.event_type === 'MissionToolCalled').length;
+    const tokens = llm.reduce((a, c) => a + c.input_tokens + c.output_tokens, 0);
+    const cost = llm.reduce((a, c) => a + (c.replayed ? 0 : c.cost_usd), 0);
+    const finished = view && ['completed', 'failed', 'cancelled'].includes(view.status);
+    const title = llm.length
+      ? `Trace (${llm.length} model calls, ${fmtNum(tokens)} tokens, ${fmtUsd(cost)}; ${tools} tool calls)`
+      : 'Trace';
+    // Rows a reader opened stay open when the trace is drawn again for a new event.
+    const opened = [...calls.querySelectorAll('.trace-rows > li')].map((li) => li.querySelector(':scope > details')?.open);
+    fill(calls, section(title, trace(events, { finished, onFork: fork, children: view ? view.children : [] })));
+    calls.querySelectorAll('.trace-rows > li').forEach((li, i) => {
+      const details = li.querySelector(':scope > details');
+      if (details && opened[i]) details.open = true;
+    });
   }
 
   function onToken(token) {
@@ -146,18 +176,13 @@ export async function render(main, [missionId], shell) {
     timeline.append(h('li', {}, errorBox(error)));
   }
   const reload = throttle(loadView, 300);
+  drawCalls();
   const feed = new Feed({ mission_id: missionId, tokens: true }, last, (message) => {
     if (message.token) { onToken(message.token); return; }
     addEvent(message);
     reload();
   }, shell.setLive);
-  return () => { feed.stop(); reload.cancel(); };
-}
-
-/// An event's own fields, whether the payload carries the variant's name or not.
-function payload(event) {
-  const p = event.payload || {};
-  return p[event.event_type] ?? p;
+  return () => { feed.stop(); reload.cancel(); redrawTrace.cancel(); };
 }
 
 function timelineItem(event) {
@@ -177,6 +202,8 @@ function describe(type, p) {
     case 'MissionLlmCalled': return `${p.call.model}: ${p.call.input_tokens}+${p.call.output_tokens} tokens, ${p.call.outcome}`;
     case 'MissionToolCalled': return `${p.call.tool}${p.call.refused ? ' (refused)' : p.call.error ? ' (error)' : ''}`;
     case 'MissionCancelled': return p.reason ? `reason: ${p.reason}` : '';
+    case 'MissionRetried': return `by ${p.by}${p.reason ? `, reason: ${p.reason}` : ''}`;
+    case 'MissionCopied': return `copy ${p.copy_id}${p.reason ? `, reason: ${p.reason}` : ''}`;
     case 'MissionSuspended': return `waiting for ${(p.children || []).length} sub-missions`;
     default: return p.attempt ? `attempt ${p.attempt}` : '';
   }
@@ -187,9 +214,11 @@ function tree(v) {
   if (v.parent_id) parts.push(h('p', {}, 'Spawned by ', link(`/missions/${v.parent_id}`, v.parent_id)));
   if (v.forked_from) parts.push(h('p', {}, 'Fork of ', link(`/missions/${v.forked_from.mission_id}`, v.forked_from.mission_id), ` at step ${v.forked_from.steps}`));
   for (const fork of v.forks) parts.push(h('p', {}, 'Forked into ', link(`/missions/${fork.mission_id}`, fork.mission_id), ` at step ${fork.steps}`));
+  if (v.copied_from) parts.push(h('p', {}, 'Copy of ', link(`/missions/${v.copied_from}`, v.copied_from)));
+  for (const copy of v.copies) parts.push(h('p', {}, 'Copied into ', link(`/missions/${copy.mission_id}`, copy.mission_id), ` by ${copy.by}${copy.reason ? ` (${copy.reason})` : ''}, ${fmtTime(copy.at)}`));
   if (v.waiting_for.length) parts.push(h('p', {}, `Waiting for ${v.waiting_for.length} sub-missions.`));
   if (v.children.length) parts.push(nodes(v.children));
-  return parts.length ? parts : h('p', { class: 'muted' }, 'No parent, fork or sub-mission.');
+  return parts.length ? parts : h('p', { class: 'muted' }, 'No parent, fork, copy or sub-mission.');
 }
 
 function nodes(children) {

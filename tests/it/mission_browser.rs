@@ -1,0 +1,118 @@
+//! A mission's page in headless Chromium: a two-step coder run with a tool call reads as a
+//! trace on one time axis (queue wait, the attempt, each model call and the tool call, each
+//! opening to what was sent and answered), is replayed from a button with its verdict shown,
+//! forked at a step and re-enqueued as a copy; the actions stay reachable at 390 px.
+
+use serde_json::{Value, json};
+
+use crate::deck::{Deck, WAIT};
+use crate::fake_llm::{FakeLlm, Scripted};
+use crate::serve::get;
+use crate::workers::{enqueue, finished};
+
+#[tokio::test]
+async fn a_coder_run_reads_as_a_trace_and_is_replayed_forked_and_copied_from_its_page() {
+    let deck = Deck::start().await;
+    let script = vec![
+        Scripted::Answer {
+            text: String::new(),
+            tool_calls: vec![("list_dir".to_owned(), json!({ "path": "." }))],
+            usage: (30, 10),
+        },
+        Scripted::Answer { text: "two steps taken".into(), tool_calls: vec![], usage: (60, 9) },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("the fork's own step"), None).await;
+    crate::coder_agent::configure(deck.addr, &fake).await;
+    let id = enqueue(deck.addr, json!({ "name": "look around", "agent": "coder" })).await;
+    assert_eq!(finished(deck.addr, &id).await["status"], "completed");
+
+    deck.open(&format!("/missions/{id}")).await;
+    deck.text("#status", "completed").await;
+    deck.text("#run-trace h2", "2 model calls").await;
+    let kinds = deck
+        .browser
+        .execute(
+            "return [...document.querySelectorAll('#trace .trace-rows > li')].map((li) => li.dataset.kind);",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        kinds,
+        json!(["wait", "attempt", "llm", "tool", "llm"]),
+        "one row per span, in order"
+    );
+    deck.text("#trace li[data-kind=attempt]", "completed").await;
+    deck.text("#trace li[data-kind=llm]", "30+10 tok").await;
+    // Each bar sits on the run's axis: inside the track, none wider than the whole.
+    let bars = deck
+        .browser
+        .execute(
+            "return [...document.querySelectorAll('#trace .trace-bar')]\
+             .map((b) => [parseFloat(b.style.left), parseFloat(b.style.width) || 0]);",
+            &[],
+        )
+        .await
+        .unwrap();
+    for bar in bars.as_array().unwrap() {
+        let (left, width) = (bar[0].as_f64().unwrap(), bar[1].as_f64().unwrap());
+        assert!((0.0..=100.0).contains(&left) && left + width <= 100.5, "{bars}");
+    }
+    // The tool call opens to its arguments and result; the model call to its request.
+    deck.click("#trace li[data-kind=tool] summary").await;
+    deck.text("#trace li[data-kind=tool] .json", "path").await;
+    deck.text("#trace li[data-kind=tool] .trace-detail", "Result").await;
+    deck.click("#trace li[data-kind=llm] summary").await;
+    deck.text("#trace li[data-kind=llm] .trace-detail", "Request").await;
+    deck.shot("mission-trace").await;
+
+    // Replay: the verdict on the page is the route's.
+    deck.click("#replay").await;
+    deck.text("#action-result", "identical").await;
+    deck.text("#action-result", "2 steps and 1 tool calls").await;
+
+    // A fork at step 1 plays the first step back and runs the second live.
+    deck.click("#trace li[data-kind=llm] button.fork").await;
+    deck.text("#action-result", "Fork from step 1 enqueued").await;
+    let fork_id = link_target(&deck).await;
+    let fork = finished(deck.addr, &fork_id).await;
+    assert_eq!(fork["forked_from"]["mission_id"], id.as_str(), "{fork}");
+    assert_eq!(fork["result"]["answer"], "the fork's own step", "{fork}");
+
+    // Re-enqueue: a copy with the reason in the original's history, linked both ways.
+    deck.click("#reenqueue").await;
+    deck.give_reason("after the upgrade").await;
+    deck.text("#action-result", "Copy enqueued").await;
+    let copy_id = link_target(&deck).await;
+    let (_, copy) = get(deck.addr, &format!("/api/missions/{copy_id}")).await;
+    assert_eq!(copy["copied_from"], id.as_str(), "{copy}");
+    deck.text("#main", "Copied into").await;
+    deck.text("#timeline li[data-type=MissionCopied]", "after the upgrade").await;
+
+    // At a phone's width the actions are on screen and the page is no wider than it.
+    deck.browser.set_window_size(390, 844).await.unwrap();
+    deck.open(&format!("/missions/{id}")).await;
+    deck.text("#status", "completed").await;
+    for button in ["#cancel", "#retry", "#reenqueue", "#replay"] {
+        let shown = deck.browser.find(button).await.unwrap().displayed().await.unwrap();
+        assert!(shown, "{button} is hidden at 390 px");
+    }
+    deck.browser.wait_for("#trace li[data-kind=llm]", WAIT).await.unwrap();
+    let overflow = deck
+        .browser
+        .execute("return document.documentElement.scrollWidth - window.innerWidth;", &[])
+        .await
+        .unwrap();
+    assert!(overflow.as_i64().unwrap() <= 0, "the page is wider than the phone by {overflow} px");
+    deck.check_clean(&[]).await;
+}
+
+/// The mission the action result links to.
+async fn link_target(deck: &Deck) -> String {
+    let href: Value = deck
+        .browser
+        .execute("return document.querySelector('#action-result a').getAttribute('href');", &[])
+        .await
+        .unwrap();
+    href.as_str().unwrap().rsplit('/').next().unwrap().to_owned()
+}
