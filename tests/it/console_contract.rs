@@ -285,6 +285,13 @@ async fn drive_missions(deck: &Deck, recording: &mut Recording, missions: &Missi
     deck.text("#action-result", "Fork from step 1").await;
     recording.open(deck, &format!("/missions/{echoed}")).await;
     deck.text("#status", "completed").await;
+    // A bulk re-enqueue of the rows ticked in the list.
+    recording.open(deck, "/missions?q=echoed&status=completed").await;
+    deck.text("#mission-list", "echoed").await;
+    deck.click("#select-page").await;
+    deck.click("#bulk-bar button[data-action=reenqueue]").await;
+    deck.give_reason("a bulk copy").await;
+    deck.text("#bulk-summary", "done").await;
 
     recording.open(deck, "/queue?agent=idle").await;
     deck.text("#queue", "waits").await;

@@ -116,3 +116,70 @@ async fn link_target(deck: &Deck) -> String {
         .unwrap();
     href.as_str().unwrap().rsplit('/').next().unwrap().to_owned()
 }
+
+#[tokio::test]
+async fn failed_missions_found_by_search_are_retried_at_once_and_every_match_is_re_enqueued() {
+    let deck = Deck::start().await;
+    let doomed = json!({ "agent": "echo", "payload": { "fail_permanently": true } });
+    let mut failed = Vec::new();
+    for n in 0..3 {
+        let mut body = doomed.clone();
+        body["name"] = json!(format!("nightly import {n}"));
+        failed.push(enqueue(deck.addr, body).await);
+    }
+    let other = enqueue(deck.addr, json!({ "name": "unrelated", "agent": "echo" })).await;
+    for id in failed.iter().chain([&other]) {
+        finished(deck.addr, id).await;
+    }
+
+    // Found by their name and status; the page's tick selects all three.
+    deck.open("/missions?q=nightly&status=failed").await;
+    deck.browser
+        .wait_for_text("#mission-total", |t: &str| t.starts_with("3 missions"), WAIT)
+        .await
+        .unwrap();
+    deck.browser
+        .wait_for_text(
+            "#mission-list tbody",
+            |t: &str| t.matches("nightly import").count() == 3,
+            WAIT,
+        )
+        .await
+        .unwrap();
+    deck.click("#select-page").await;
+    deck.text("#bulk-count", "3 selected").await;
+    deck.click("#bulk-bar button[data-action=retry]").await;
+    deck.text("dialog.reason h2", "Retry 3 missions?").await;
+    deck.give_reason("the feed is back").await;
+    deck.text("#bulk-summary", "3 done, 0 refused of 3").await;
+    for id in &failed {
+        let (_, events) = get(deck.addr, &format!("/api/missions/{id}/events")).await;
+        let retried =
+            events.as_array().unwrap().iter().find(|e| e["event_type"] == "MissionRetried");
+        assert_eq!(retried.expect("retried")["payload"]["reason"], "the feed is back");
+    }
+
+    // Every mission the search matches, whatever the page shows: one ticked, then all.
+    for id in &failed {
+        finished(deck.addr, id).await;
+    }
+    deck.open("/missions?q=nightly").await;
+    deck.browser
+        .wait_for_text("#mission-total", |t: &str| t.starts_with("3 missions"), WAIT)
+        .await
+        .unwrap();
+    deck.click("#mission-list tbody tr:first-child input[type=checkbox]").await;
+    deck.text("#bulk-count", "1 selected").await;
+    deck.click("#select-all-matching").await;
+    deck.text("#bulk-count", "3 selected").await;
+    deck.click("#bulk-bar button[data-action=reenqueue]").await;
+    deck.give_reason("a clean run").await;
+    deck.text("#bulk-summary", "3 done, 0 refused of 3").await;
+    for id in &failed {
+        let (_, view) = get(deck.addr, &format!("/api/missions/{id}")).await;
+        assert_eq!(view["copies"].as_array().unwrap().len(), 1, "{view}");
+    }
+    let (_, view) = get(deck.addr, &format!("/api/missions/{other}")).await;
+    assert!(view["copies"].as_array().unwrap().is_empty(), "a mission the search did not match");
+    deck.check_clean(&[]).await;
+}

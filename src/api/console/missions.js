@@ -1,13 +1,20 @@
 // Missions: the list with the API's search and filters (kept in the address, so a found
-// list is a link), kept current by the live feed, with how many match, and the enqueue form
-// behind a button, whose refusals are the API's own messages next to the field at fault.
+// list is a link), kept current by the live feed, with how many match; rows selected (or
+// every mission the filters match) are cancelled, retried or re-enqueued at once through
+// the bulk route, after a confirmation that states the count; and the enqueue form behind a
+// button, whose refusals are the API's own messages next to the field at fault.
 
-import { h, fill, api, query, follow, section, table, badge, errorBox, link, fmtTime, fmtMs, fmtNum } from './lib.js';
+import { h, fill, api, query, follow, section, table, badge, errorBox, link, fmtTime, fmtMs, fmtNum,
+  askReason } from './lib.js';
 
 const STATUSES = ['pending', 'queued', 'running', 'suspended', 'completed', 'failed', 'cancelled'];
 const PRIORITIES = ['critical', 'high', 'normal', 'low'];
 const SORTS = ['enqueued', 'updated', 'duration'];
 const PAGE = 50;
+// The most missions one bulk request may name (the route's bound).
+const BULK_MAX = 10000;
+// Refusals a bulk answer lists on the page (the rest are counted).
+const REFUSALS_SHOWN = 10;
 // Characters of a last error the list shows (the mission's page has it whole).
 const ERROR_SHOWN = 80;
 
@@ -17,8 +24,14 @@ export async function render(main, _params, shell) {
   const listBox = h('div', { id: 'mission-list' });
   const totalBox = h('p', { id: 'mission-total', class: 'muted', 'aria-live': 'polite' });
   const more = h('div', { class: 'row' });
+  const bulkBar = h('div', { class: 'row bulk-bar', id: 'bulk-bar', 'aria-live': 'polite' });
+  const bulkResult = h('div', { id: 'bulk-result', 'aria-live': 'polite' });
   let cursor = null;
   let extended = false;
+  let total = { count: 0, exact: true };
+  // The rows ticked, by id; or every mission the filters match.
+  const selected = new Set();
+  let allMatching = false;
 
   const select = (name, options, label) => h('label', {}, label,
     h('select', { name, onchange: apply },
@@ -61,8 +74,10 @@ export async function render(main, _params, shell) {
       extended = false;
       const count = page.total_exact ? fmtNum(page.total) : `more than ${fmtNum(page.total)}`;
       fill(totalBox, `${count} ${page.total === 1 && page.total_exact ? 'mission' : 'missions'}`);
-      fill(listBox, missionTable(page.missions));
+      total = { count: page.total, exact: page.total_exact };
+      fill(listBox, missionTable(page.missions, selection));
       drawMore();
+      drawBulk();
       return page.position;
     } catch (error) {
       fill(totalBox, null);
@@ -76,7 +91,7 @@ export async function render(main, _params, shell) {
       const page = await api('GET', '/api/missions' + query({ ...current(), limit: PAGE, cursor }));
       cursor = page.next_cursor ?? null;
       extended = true;
-      listBox.querySelector('tbody')?.append(...missionTable(page.missions).querySelectorAll('tbody tr'));
+      listBox.querySelector('tbody')?.append(...missionTable(page.missions, selection).querySelectorAll('tbody tr'));
       drawMore();
     } catch (error) {
       fill(more, errorBox(error));
@@ -85,6 +100,88 @@ export async function render(main, _params, shell) {
 
   function drawMore() {
     fill(more, cursor !== null ? h('button', { type: 'button', onclick: older }, 'Older missions') : null);
+  }
+
+  // What the ticks of the table read and change.
+  const selection = {
+    has: (id) => allMatching || selected.has(id),
+    set(id, on) {
+      allMatching = false;
+      if (on) selected.add(id); else selected.delete(id);
+      drawBulk();
+    },
+    page(on) {
+      allMatching = false;
+      for (const box of listBox.querySelectorAll('tbody input[type=checkbox]')) {
+        box.checked = on;
+        if (on) selected.add(box.value); else selected.delete(box.value);
+      }
+      drawBulk();
+    },
+  };
+
+  function clearSelection() {
+    selected.clear();
+    allMatching = false;
+    for (const box of listBox.querySelectorAll('input[type=checkbox]')) box.checked = false;
+    drawBulk();
+  }
+
+  function chosen() {
+    if (allMatching) return total.exact ? total.count : null;
+    return selected.size;
+  }
+
+  function drawBulk() {
+    const n = chosen();
+    if (n === 0) { fill(bulkBar); return; }
+    const counted = n === null ? `all ${fmtNum(total.count)}+ matching` : `${fmtNum(n)} selected`;
+    const everyMatching = !allMatching && total.count > selected.size
+      ? h('button', { type: 'button', id: 'select-all-matching', onclick: () => {
+        allMatching = true;
+        for (const box of listBox.querySelectorAll('input[type=checkbox]')) box.checked = true;
+        drawBulk();
+      } }, total.exact ? `Select all ${fmtNum(total.count)} matching` : 'Select all matching')
+      : null;
+    const action = (verb, label, cls) => h('button', { type: 'button', class: cls, dataset: { action: verb },
+      onclick: () => bulk(verb, label) }, label);
+    fill(bulkBar,
+      h('strong', { id: 'bulk-count' }, counted), everyMatching,
+      action('cancel', 'Cancel', 'danger'), action('retry', 'Retry', null), action('reenqueue', 'Re-enqueue', null),
+      h('button', { type: 'button', onclick: clearSelection }, 'Clear'));
+  }
+
+  /// Sends the selection's bulk `verb` after a confirmation that names how many missions.
+  async function bulk(verb, label) {
+    const n = chosen();
+    if (n !== null && n > BULK_MAX) {
+      fill(bulkResult, errorBox({ code: 'too_many', message: `at most ${fmtNum(BULK_MAX)} missions at once: narrow the filters` }));
+      return;
+    }
+    const what = n === null ? `every mission the filters match (more than ${fmtNum(total.count)})` : `${fmtNum(n)} ${n === 1 ? 'mission' : 'missions'}`;
+    const reason = await askReason(`${label} ${what}?`, `${label} ${n === null ? 'all' : fmtNum(n)}`);
+    if (reason === null) return;
+    const body = { action: verb, reason, idempotency_key: crypto.randomUUID() };
+    if (allMatching) {
+      const { sort: _sort, ...filter } = current();
+      body.filter = Object.fromEntries(Object.entries(filter).filter(([, v]) => v !== ''));
+    } else {
+      body.mission_ids = [...selected];
+    }
+    fill(bulkResult, h('p', { class: 'muted' }, 'Working…'));
+    try {
+      const answer = await api('POST', '/api/missions/bulk', body);
+      const refused = answer.results.filter((r) => r.outcome === 'refused');
+      fill(bulkResult, h('div', { id: 'bulk-summary' },
+        h('p', {}, `${label}: ${fmtNum(answer.done)} done, ${fmtNum(answer.refused)} refused of ${fmtNum(answer.matched)}.`),
+        refused.length ? h('ul', {}, refused.slice(0, REFUSALS_SHOWN).map((r) => h('li', {},
+          link(`/missions/${r.mission_id}`, r.mission_id), `: ${r.error.message}`))) : null,
+        refused.length > REFUSALS_SHOWN ? h('p', { class: 'muted' }, `and ${refused.length - REFUSALS_SHOWN} more refused`) : null));
+      clearSelection();
+      load();
+    } catch (error) {
+      fill(bulkResult, errorBox(error));
+    }
   }
 
   // The form waits behind a button, so the list starts at the top of the page.
@@ -103,7 +200,7 @@ export async function render(main, _params, shell) {
   fill(main,
     h('div', { class: 'row' }, h('h1', {}, 'Missions'), opener),
     enqueueBox,
-    section('List', filterForm, totalBox, listBox, more));
+    section('List', filterForm, totalBox, bulkBar, bulkResult, listBox, more));
 
   // A refresh per burst of mission events, not per event; only the first page is redrawn.
   return follow({ stream_type: 'mission' }, () => (extended ? undefined : load()), shell.setLive);
@@ -116,8 +213,18 @@ function toLocalInput(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
-export function missionTable(missions) {
+/// The list's table; with `selection` ({has, set, page}), a tick box per row and one for
+/// the page.
+export function missionTable(missions, selection) {
+  const tick = selection ? [{
+    label: h('input', { type: 'checkbox', 'aria-label': 'select this page', id: 'select-page',
+      onchange: (e) => selection.page(e.target.checked) }),
+    class: 'tick',
+    cell: (m) => h('input', { type: 'checkbox', value: m.mission_id, 'aria-label': `select ${m.name || m.mission_id}`,
+      checked: selection.has(m.mission_id), onchange: (e) => selection.set(m.mission_id, e.target.checked) }),
+  }] : [];
   return table([
+    ...tick,
     { label: 'name', cell: (m) => link(`/missions/${m.mission_id}`, m.name || m.mission_id) },
     { label: 'status', cell: (m) => badge(m.status) },
     { label: 'agent', cell: (m) => m.agent || '–' },
