@@ -1,7 +1,9 @@
 //! A mission's page in headless Chromium: a two-step coder run with a tool call reads as a
 //! trace on one time axis (queue wait, the attempt, each model call and the tool call, each
 //! opening to what was sent and answered), is replayed from a button with its verdict shown,
-//! forked at a step and re-enqueued as a copy; the actions stay reachable at 390 px.
+//! forked at a step and re-enqueued as a copy; the actions stay reachable at 390 px. Failed
+//! missions found by a search are retried and re-enqueued at once from the list. A view read
+//! before the mission changed, answered late, does not leave a stale status on its page.
 
 use serde_json::{Value, json};
 
@@ -181,5 +183,51 @@ async fn failed_missions_found_by_search_are_retried_at_once_and_every_match_is_
     }
     let (_, view) = get(deck.addr, &format!("/api/missions/{other}")).await;
     assert!(view["copies"].as_array().unwrap().is_empty(), "a mission the search did not match");
+    deck.check_clean(&[]).await;
+}
+
+/// Holds the answer to the page's first read of a mission's view until the test lets it go,
+/// so the mission can change between that read and the history's.
+const HOLD_FIRST_VIEW: &str = "
+  const original = window.fetch;
+  let held = false;
+  window.fetch = async (input, init) => {
+    const answer = await original(input, init);
+    if (!held && /\\/api\\/missions\\/[^/?]+$/.test(String(input))) {
+      held = true;
+      await new Promise((release) => { window.__releaseView = release; });
+    }
+    return answer;
+  };";
+
+#[tokio::test]
+async fn a_view_read_before_the_mission_failed_does_not_leave_a_stale_badge() {
+    let deck = Deck::start().await;
+    let script = json!({ "source": HOLD_FIRST_VIEW });
+    deck.browser.cdp("Page.addScriptToEvaluateOnNewDocument", script).await.unwrap();
+    let body = json!({ "name": "slow then fails", "agent": "echo",
+                       "payload": { "delay_ms": 1500, "fail_permanently": true } });
+    let id = enqueue(deck.addr, body).await;
+    crate::support::wait_until("the mission to run", WAIT, || async {
+        get(deck.addr, &format!("/api/missions/{id}")).await.1["status"] == "running"
+    })
+    .await;
+
+    // The page reads the view while the mission runs; the answer reaches it only after the
+    // mission failed, so the history read next already holds the failure.
+    deck.open(&format!("/missions/{id}")).await;
+    deck.browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];\
+             const wait = () => window.__releaseView ? done(true) : setTimeout(wait, 20);\
+             wait();",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(finished(deck.addr, &id).await["status"], "failed");
+    deck.browser.execute("window.__releaseView(); return null;", &[]).await.unwrap();
+    deck.text("#timeline li[data-type=MissionAttemptFailed]", "asked to fail").await;
+    deck.text("#status", "failed").await;
     deck.check_clean(&[]).await;
 }

@@ -27,13 +27,18 @@ export async function render(main, [missionId], shell) {
     summary, calls,
     section('History', h('p', { class: 'muted' }, 'Every event of the mission, oldest first.'), timeline));
 
+  // Reads of the view may answer out of order (a slow one after a later one): the newest
+  // version read is the one drawn, never an older one after it.
   async function loadView() {
+    let read;
     try {
-      view = await api('GET', `/api/missions/${encodeURIComponent(missionId)}`);
+      read = await api('GET', `/api/missions/${encodeURIComponent(missionId)}`);
     } catch (error) {
       fill(head, h('h1', {}, 'Mission'), errorBox(error));
       return false;
     }
+    if (view && read.version < view.version) return true;
+    view = read;
     drawView();
     return true;
   }
@@ -168,14 +173,17 @@ export async function render(main, [missionId], shell) {
 
   if (!(await loadView())) return undefined;
   let last;
+  const reload = throttle(loadView, 300);
   try {
     const history = await api('GET', `/api/missions/${missionId}/events`);
     for (const event of history) addEvent(event);
     last = history.length ? history[history.length - 1].global_position : undefined;
+    // Events recorded between the view's read and the history's are in the history, and the
+    // feed starts after them: the view is read again, or its status would stay behind.
+    if (history.length && history[history.length - 1].version > view.version) reload();
   } catch (error) {
     timeline.append(h('li', {}, errorBox(error)));
   }
-  const reload = throttle(loadView, 300);
   drawCalls();
   const feed = new Feed({ mission_id: missionId, tokens: true }, last, (message) => {
     if (message.token) { onToken(message.token); return; }
