@@ -187,7 +187,8 @@ async fn chat(
     let ask = Ask { messages, ..Ask::default() };
     let calls = app.llm_calls().await;
     let key = Some(super::completions::key_budget(&principal));
-    let caller = Caller::Api { by: by.clone(), key };
+    let usage_kind = crate::llm::calls::chat_usage_kind(&request.agent);
+    let caller = Caller::Api { by: by.clone(), key, usage_kind };
     let agent = request.agent.clone();
     let answered_turn = move |app: AppState, answered: Answered| async move {
         let text = answered.answer.content.clone();

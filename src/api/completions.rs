@@ -221,7 +221,11 @@ async fn chat_completions(
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let ask = ask_for(&request)?;
-    let caller = Caller::Api { by: metadata.actor, key: Some(key_budget(&principal)) };
+    let caller = Caller::Api {
+        by: metadata.actor,
+        key: Some(key_budget(&principal)),
+        usage_kind: crate::llm::calls::API_USAGE_KIND.to_owned(),
+    };
     let calls = app.llm_calls().await;
     let completion = Completion {
         id: format!("chatcmpl-{}", uuid::Uuid::now_v7().simple()),

@@ -51,7 +51,9 @@ pub struct Latency {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageGroup {
-    /// The model, kind, mission id, provider or route (empty: calls with no kind or mission).
+    /// The model, kind (`chat:<kind>` for chats, `api` for `POST /v1/chat/completions`),
+    /// mission id, provider or route (empty: calls with no mission recorded before those
+    /// labels).
     pub key: String,
     pub calls: i64,
     /// Calls that ended in a failure (`outcome` other than `ok`).

@@ -59,7 +59,19 @@ pub enum Caller {
     Api {
         by: String,
         key: Option<budget::KeyBudget>,
+        /// What usage groups it under in place of a mission's kind: [`API_USAGE_KIND`], or
+        /// [`chat_usage_kind`] of the agent chatted with. Never an agent kind's own name, so
+        /// that a kind's budget counts only its missions.
+        usage_kind: String,
     },
+}
+
+/// The usage kind of a call made through `POST /v1/chat/completions`.
+pub const API_USAGE_KIND: &str = "api";
+
+/// The usage kind of a chat with agent kind `agent`: `chat:coder`.
+pub fn chat_usage_kind(agent: &str) -> String {
+    format!("chat:{agent}")
 }
 
 /// What to ask.
@@ -277,7 +289,7 @@ impl Calls {
             route: route_name.to_owned(),
             kind: match caller {
                 Caller::Mission(mission) => mission.kind.clone(),
-                Caller::Api { .. } => String::new(),
+                Caller::Api { usage_kind, .. } => usage_kind.clone(),
             },
             provider,
             model,

@@ -56,6 +56,20 @@ async fn a_three_turn_chat_keeps_its_context_across_a_serve_restart() {
     assert_eq!(pieces, ["it", " is", " rust"], "{text}");
     assert!(text.contains("event: done") && text.contains("\"answer\":\"it is rust\""), "{text}");
 
+    // Usage counts the chat under its own label, not an agent kind's (nor "none").
+    crate::support::wait_until(
+        "the usage to show the chat",
+        std::time::Duration::from_secs(10),
+        || async {
+            let (_, usage) = crate::serve::get(addr, "/api/llm/usage?by=kind").await;
+            usage["groups"].as_array().is_some_and(|groups| {
+                groups.iter().any(|g| g["key"] == "chat:coder" && g["calls"] == 2)
+                    && groups.iter().all(|g| g["key"] != "" && g["key"] != "coder")
+            })
+        },
+    )
+    .await;
+
     // A restart between turns: the conversation is in the log.
     shutdown.cancel();
     task.await.unwrap().unwrap();

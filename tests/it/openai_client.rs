@@ -72,6 +72,14 @@ async fn the_openai_python_client_completes_and_streams_through_brain() {
     let seen = fake.seen();
     assert_eq!(seen.len(), 2);
     assert_eq!((&seen[0].body["model"], &seen[1].body["stream"]), (&json!("fake-2"), &json!(true)));
+    // Usage by kind names them as the API's calls.
+    crate::support::wait_until("the usage to show both calls", Duration::from_secs(10), || async {
+        let (_, usage) = crate::serve::get(addr, "/api/llm/usage?by=kind").await;
+        usage["groups"].as_array().is_some_and(|groups| {
+            groups.len() == 1 && groups[0]["key"] == "api" && groups[0]["calls"] == 2
+        })
+    })
+    .await;
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

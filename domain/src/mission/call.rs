@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct LlmCall {
     /// The route taken (`default` or a named one).
     pub route: String,
-    /// The agent kind of the calling mission (empty for a call with no mission).
+    /// The agent kind of the calling mission. A call with no mission: `chat:<kind>` for a
+    /// chat with that kind, `api` for `POST /v1/chat/completions` (empty in records made
+    /// before those labels).
     #[serde(default)]
     pub kind: String,
     /// The provider and model that answered, or the last one tried.
