@@ -54,6 +54,7 @@ static ASSETS: &[Asset] = &[
     asset!("missions.js", JS),
     asset!("mission.js", JS),
     asset!("trace.js", JS),
+    asset!("stepper.js", JS),
     asset!("queue.js", JS),
     asset!("agents.js", JS),
     asset!("events.js", JS),

@@ -285,6 +285,9 @@ async fn drive_missions(deck: &Deck, recording: &mut Recording, missions: &Missi
     deck.text("#action-result", "Fork from step 1").await;
     recording.open(deck, &format!("/missions/{echoed}")).await;
     deck.text("#status", "completed").await;
+    // Its history stepped through: the view as of an event.
+    deck.click("#stepper summary").await;
+    deck.text("#as-of", "completed").await;
     // A bulk re-enqueue of the rows ticked in the list.
     recording.open(deck, "/missions?q=echoed&status=completed").await;
     deck.text("#mission-list", "echoed").await;

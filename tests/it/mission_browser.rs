@@ -3,7 +3,8 @@
 //! opening to what was sent and answered), is replayed from a button with its verdict shown,
 //! forked at a step and re-enqueued as a copy; the actions stay reachable at 390 px. Failed
 //! missions found by a search are retried and re-enqueued at once from the list. A view read
-//! before the mission changed, answered late, does not leave a stale status on its page.
+//! before the mission changed, answered late, does not leave a stale status on its page. Its
+//! history is stepped through, the state shown after each event as the log held it.
 
 use serde_json::{Value, json};
 
@@ -229,5 +230,38 @@ async fn a_view_read_before_the_mission_failed_does_not_leave_a_stale_badge() {
     deck.browser.execute("window.__releaseView(); return null;", &[]).await.unwrap();
     deck.text("#timeline li[data-type=MissionAttemptFailed]", "asked to fail").await;
     deck.text("#status", "failed").await;
+    deck.check_clean(&[]).await;
+}
+
+#[tokio::test]
+async fn a_missions_history_is_stepped_through_showing_its_state_after_each_event() {
+    let deck = Deck::start().await;
+    let id = enqueue(deck.addr, json!({ "name": "stepped", "agent": "echo" })).await;
+    assert_eq!(finished(deck.addr, &id).await["status"], "completed");
+    let (_, history) = get(deck.addr, &format!("/api/missions/{id}/events")).await;
+    let count = history.as_array().unwrap().len();
+
+    deck.open(&format!("/missions/{id}")).await;
+    deck.text("#status", "completed").await;
+    deck.click("#stepper summary").await;
+    // Opened at the last event: the state as it is now.
+    deck.text("#step-label", &format!("event {count} of {count}")).await;
+    deck.text("#as-of", "completed").await;
+    // Back to the first: queued, as the log held it then, and that event marked.
+    for _ in 1..count {
+        deck.click("#step-back").await;
+    }
+    deck.text("#step-label", &format!("event 1 of {count}: MissionEnqueued")).await;
+    deck.text("#as-of", "queued").await;
+    let marked = deck
+        .browser
+        .execute("return [...document.querySelectorAll('#timeline > li')].findIndex((li) => li.classList.contains('current'));", &[])
+        .await
+        .unwrap();
+    assert_eq!(marked, json!(0));
+    let back = deck.browser.find("#step-back").await.unwrap();
+    assert!(back.attr("disabled").await.unwrap().is_some(), "no step before the first");
+    deck.click("#step-next").await;
+    deck.text("#as-of", "running").await;
     deck.check_clean(&[]).await;
 }

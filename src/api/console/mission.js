@@ -1,6 +1,7 @@
 // A mission's page: its status and spec, attempts and their errors, the answer (streaming
 // while the model writes it), its run as a trace (trace.js), the tree of sub-missions, forks
-// and copies, and the whole history as a timeline. Finished, it can be replayed, forked at a
+// and copies, and the whole history as a timeline, which can be stepped through to see the
+// mission as it stood after each event (stepper.js). Finished, it can be replayed, forked at a
 // step, re-enqueued as a copy, and (failed) retried. One feed follows the mission's events
 // and answer pieces; each event is added to the trace and the timeline as it comes, and the
 // view is read again after a burst of them.
@@ -8,6 +9,7 @@
 import { h, fill, api, Feed, throttle, section, table, badge, errorBox, link, pretty,
   fmtTime, fmtNum, fmtUsd, askReason } from './lib.js';
 import { trace, payload } from './trace.js';
+import { stepper } from './stepper.js';
 
 export async function render(main, [missionId], shell) {
   const head = h('div');
@@ -25,7 +27,8 @@ export async function render(main, [missionId], shell) {
   fill(main, head, notice,
     section('Answer', streaming, answer),
     summary, calls,
-    section('History', h('p', { class: 'muted' }, 'Every event of the mission, oldest first.'), timeline));
+    section('History', h('p', { class: 'muted' }, 'Every event of the mission, oldest first.'),
+      stepper(missionId, () => events, timeline), timeline));
 
   // Reads of the view may answer out of order (a slow one after a later one): the newest
   // version read is the one drawn, never an older one after it.
