@@ -20,7 +20,10 @@ pub enum MissionsCli {
         remote: Remote,
         #[command(flatten)]
         filter: ListFilter,
-        /// Print the API's page as JSON.
+        /// Every page, following the cursor (at most 100,000 missions), not just the first.
+        #[arg(long, conflicts_with = "cursor")]
+        all: bool,
+        /// Print the API's page as JSON (with `--all`, one page holding every mission).
         #[arg(long)]
         json: bool,
     },
@@ -233,8 +236,11 @@ impl MissionsCli {
 
     async fn execute(self, client: &Client) -> Result<i32, ClientError> {
         match self {
-            MissionsCli::List { filter, json, .. } => {
-                let page = client.get("/api/missions", &filter.query()).await?;
+            MissionsCli::List { filter, all, json, .. } => {
+                let page = match all {
+                    true => every_page(client, filter.query()).await?,
+                    false => client.get("/api/missions", &filter.query()).await?,
+                };
                 if json {
                     print_json(&page);
                 } else {
@@ -351,6 +357,31 @@ impl MissionsCli {
         }
         Ok(OK)
     }
+}
+
+/// Most missions `list --all` reads.
+const LIST_ALL_MAX: usize = 100_000;
+
+/// Every page of the list for `query`, as one page: the missions in order, the first page's
+/// total, and a `next_cursor` only when [`LIST_ALL_MAX`] cut it short.
+async fn every_page(client: &Client, mut query: Vec<(&str, String)>) -> Result<Value, ClientError> {
+    if !query.iter().any(|(name, _)| *name == "limit") {
+        query.push(("limit", "200".to_owned()));
+    }
+    let mut whole = client.get("/api/missions", &query).await?;
+    let mut missions = whole["missions"].as_array().cloned().unwrap_or_default();
+    while let Some(cursor) = whole["next_cursor"].as_str().map(str::to_owned) {
+        if missions.len() >= LIST_ALL_MAX {
+            break;
+        }
+        query.retain(|(name, _)| *name != "cursor");
+        query.push(("cursor", cursor));
+        let page = client.get("/api/missions", &query).await?;
+        missions.extend(page["missions"].as_array().cloned().unwrap_or_default());
+        whole["next_cursor"] = page["next_cursor"].clone();
+    }
+    whole["missions"] = Value::Array(missions);
+    Ok(whole)
 }
 
 /// What a command that changed a mission prints: the mission, or its id and new status.

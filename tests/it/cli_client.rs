@@ -85,6 +85,21 @@ async fn missions_are_enqueued_followed_to_their_end_listed_shown_retried_and_re
     assert_eq!(ids, [failed_id.as_str()]);
     let table = stdout(&brain(addr, admin, &["missions", "list"]).await);
     assert!(table.starts_with("id"), "{table}");
+    // Every page, a mission per page: both, each once.
+    let all = brain(addr, admin, &["missions", "list", "--all", "--limit", "1", "--json"]).await;
+    assert_eq!(status(&all), 0, "{}", stderr(&all));
+    let all: Value = serde_json::from_str(&stdout(&all)).unwrap();
+    let mut ids: Vec<&str> = all["missions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mission_id"].as_str())
+        .collect();
+    ids.sort();
+    let mut expected = vec![completed_id.as_str(), failed_id.as_str()];
+    expected.sort();
+    assert_eq!(ids, expected, "{all}");
+    assert!(all["next_cursor"].is_null(), "{all}");
     assert!(table.contains(&completed_id) && table.contains(&failed_id), "{table}");
 
     // Show, now and as it stood at its first event.
