@@ -17,6 +17,7 @@ pub mod replay;
 pub mod restart;
 pub mod tools;
 pub mod view;
+pub mod view_check;
 pub mod watchdog;
 
 use std::sync::Arc;

@@ -11,6 +11,8 @@ use projections::mission_queue::Scoring;
 use sqlx::PgPool;
 
 use super::read_models::READ_MODELS;
+use crate::agents::view::AgentViewStore;
+use crate::agents::view_check::AgentViewCheck;
 use crate::config::Namespace;
 use crate::eventlog::audit::tables::TableCheck;
 use crate::eventlog::audit::{self, ModelCheck, Options, Tick, Unchecked, Verifier, VerifyError};
@@ -24,8 +26,14 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the progress line is redrawn, once a check has run this long.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
-/// The check of each read model, in [`READ_MODELS`]' order.
-pub fn model_checks(pool: &PgPool, queue: Queue, scoring: Scoring) -> Vec<Box<dyn ModelCheck>> {
+/// The check of each read model, in [`READ_MODELS`]' order, the Redis ones on `redis`.
+pub fn model_checks(
+    pool: &PgPool,
+    redis: redis::aio::ConnectionManager,
+    namespace: &Namespace,
+    scoring: Scoring,
+) -> Vec<Box<dyn ModelCheck>> {
+    let queue = Queue::new(redis.clone(), namespace);
     READ_MODELS
         .iter()
         .map(|model| -> Box<dyn ModelCheck> {
@@ -54,10 +62,10 @@ pub fn model_checks(pool: &PgPool, queue: Queue, scoring: Scoring) -> Vec<Box<dy
                     projections::event_type_stats::EventTypeStats,
                     crate::eventlog::projectors::event_type_stats::EventTypeStatsWriter,
                 )),
-                projections::agent_view::NAME => Box::new(Unchecked {
-                    name: projections::agent_view::NAME,
-                    reason: "no scratch build yet: the view refills itself from the log when it \
-                             loses its state",
+                projections::agent_view::NAME => Box::new(AgentViewCheck {
+                    pool,
+                    live: AgentViewStore::new(redis.clone(), namespace),
+                    scratch: AgentViewStore::at(redis.clone(), namespace, "avv"),
                 }),
                 name => Box::new(Unchecked {
                     name: if name == projections::mission_tree::NAME {
@@ -87,7 +95,7 @@ pub fn model_checks_later(
             let connection = tokio::time::timeout(CONNECT_TIMEOUT, redis.get_connection_manager())
                 .await
                 .map_err(|_| anyhow::anyhow!("Redis did not answer in time"))??;
-            Ok(model_checks(&pool, Queue::new(connection, &namespace), scoring))
+            Ok(model_checks(&pool, connection, &namespace, scoring))
         })
     })
 }
@@ -153,8 +161,7 @@ pub fn verifier(
     jetstream: Result<async_nats::jetstream::Context, String>,
     scoring: Scoring,
 ) -> Verifier {
-    let queue = Queue::new(redis, &namespace);
-    let models = model_checks(&pool, queue, scoring);
+    let models = model_checks(&pool, redis, &namespace, scoring);
     Verifier { pool, namespace, jetstream, models }
 }
 

@@ -1,7 +1,7 @@
 //! `brain events verify` and `POST /api/admin/verify` against the real services: a clean
 //! system reports clean; a member removed from a queue set in Redis, a row edited in the
-//! mission list, a message deleted from the JetStream stream, a hole in the log and an
-//! edited payload are each found and named; a rebuild of the models makes them clean again;
+//! mission list, an agent's record edited in the agent view, a message deleted from the
+//! JetStream stream, a hole in the log and an edited payload are each found and named; a rebuild of the models makes them clean again;
 //! the route is an admin's alone, one verify at a time.
 
 use std::process::Output;
@@ -134,11 +134,10 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
     {
         assert_eq!(check(&report, name)["status"], "ok", "{name}: {report:#}");
     }
-    for name in ["agent_view", "mission_tree"] {
-        let skipped = check(&report, name);
-        assert_eq!(skipped["status"], "skipped", "{skipped}");
-        assert!(skipped["detail"].as_str().unwrap().contains("no scratch build"), "{skipped}");
-    }
+    assert_eq!(check(&report, "agent_view")["status"], "ok", "{report:#}");
+    let skipped = check(&report, "mission_tree");
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert!(skipped["detail"].as_str().unwrap().contains("no scratch build"), "{skipped}");
     assert!(check(&report, "mission_queue")["checked"].as_u64().unwrap() > 0, "{report:#}");
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -194,6 +193,45 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
 }
 
 #[tokio::test]
+async fn an_agent_record_edited_in_redis_is_found_and_named_by_the_agent_views_check() {
+    // Given a serve and a worker registered in the agent view.
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let _worker = crate::workers::WorkerProcess::start(&env, "viewed-worker", &[]);
+    wait_until("the agent view to hold the worker's agent", WAIT, || async {
+        let (_, page) = crate::serve::get(addr, "/api/agents").await;
+        page["agents"].as_array().is_some_and(|agents| !agents.is_empty())
+    })
+    .await;
+    let (_, page) = crate::serve::get(addr, "/api/agents").await;
+    let agent_id = page["agents"][0]["agent_id"].as_str().unwrap().to_owned();
+    let record = format!("{{{}}}:av:a:{agent_id}", env.namespace);
+    let mut redis = redis().await;
+    enqueue(addr, 0).await;
+
+    // Then its check compares every key of the view, and finds nothing.
+    let (code, report) = verify(&env, &["--only", "agent_view"]).await;
+    assert_eq!(code, 0, "{report:#}");
+    let view = check(&report, "agent_view");
+    assert!(view["checked"].as_u64().unwrap() >= 1, "{view}");
+
+    // When a field of the agent's record is changed behind the projector's back,
+    let fields: std::collections::BTreeMap<String, String> = redis.hgetall(&record).await.unwrap();
+    let (field, _) = fields.iter().next().expect("a field");
+    let _: () = redis.hset(&record, field, "tampered").await.unwrap();
+
+    // Then the check names the key, and says what each side holds.
+    let (code, report) = verify(&env, &["--only", "agent_view"]).await;
+    assert_eq!(code, 1, "{report:#}");
+    let view = check(&report, "agent_view");
+    assert_eq!(keys(view), [format!("agent view key a:{agent_id}")], "{view}");
+    let detail = view["findings"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("tampered"), "{detail}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
 async fn a_busy_system_verifies_clean_each_model_at_its_own_position() {
     // Given a serve and a worker running missions while more are enqueued, so that the
     // models, the queue's claims and the stream move all through the verify.
@@ -225,6 +263,7 @@ async fn a_busy_system_verifies_clean_each_model_at_its_own_position() {
         assert_eq!(code, 0, "{report:#}");
         assert_eq!(check(&report, "mission_queue")["status"], "ok", "{report:#}");
         assert_eq!(check(&report, "mission_list")["status"], "ok", "{report:#}");
+        assert_eq!(check(&report, "agent_view")["status"], "ok", "{report:#}");
     }
     going.store(false, std::sync::atomic::Ordering::SeqCst);
     let enqueued = writer.await.unwrap();
