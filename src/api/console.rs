@@ -49,6 +49,7 @@ static ASSETS: &[Asset] = &[
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
     asset!("lib.js", JS),
+    asset!("format.js", JS),
     asset!("main.js", JS),
     asset!("overview.js", JS),
     asset!("missions.js", JS),

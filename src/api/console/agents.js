@@ -49,23 +49,23 @@ async function listPage(main, shell) {
     fill(workersBox, workers.status === 'rejected' ? errorBox(workers.reason) : table([
       { label: 'worker', class: 'mono', cell: (w) => w.worker_id },
       { label: 'alive', cell: (w) => badge(String(w.alive)) },
-      { label: 'kinds', cell: (w) => w.agents.join(', ') },
+      { label: 'kinds', secondary: true, cell: (w) => w.agents.join(', ') },
       { label: 'running', cell: (w) => w.running.length
         ? w.running.map((r) => [link(`/missions/${r.mission_id}`, r.agent), ' ']) : `0 of ${w.concurrency}` },
-      { label: 'done / failed', class: 'num', cell: (w) => `${fmtNum(w.completed)} / ${fmtNum(w.failed)}` },
-      { label: 'per s', class: 'num', cell: (w) => w.throughput_per_s.toFixed(2) },
-      { label: 'last seen', cell: (w) => fmtAgo(w.last_seen_ms) },
+      { label: 'done / failed', class: 'num', secondary: true, cell: (w) => `${fmtNum(w.completed)} / ${fmtNum(w.failed)}` },
+      { label: 'per s', class: 'num', secondary: true, cell: (w) => w.throughput_per_s.toFixed(2) },
+      { label: 'last seen', secondary: true, cell: (w) => fmtAgo(w.last_seen_ms) },
     ], workers.value.workers, 'No worker has reported in the last hour.'));
     if (watched.status === 'rejected') { fill(agentsBox, errorBox(watched.reason)); return; }
     fill(agentsBox, table([
       { label: 'name', cell: (a) => link(`/agents/${a.agent_id}`, a.name) },
       { label: 'kind', cell: (a) => a.kind },
       { label: 'state', cell: (a) => [badge(a.state), a.restart_requested ? ' restarting' : ''] },
-      { label: 'status', class: 'hide-narrow', cell: (a) => a.status },
-      { label: 'load', class: 'num', cell: (a) => a.load.toFixed(2) },
-      { label: 'last heartbeat', cell: (a) => `${fmtMs(a.silent_for_ms)} ago` },
-      { label: 'restarts', class: 'num hide-narrow', cell: (a) => a.restarts },
-      { label: '', cell: (a) => h('span', { class: 'row' }, actionButtons(a, notice, load)) },
+      { label: 'status', secondary: true, cell: (a) => a.status },
+      { label: 'load', class: 'num', secondary: true, cell: (a) => a.load.toFixed(2) },
+      { label: 'last heartbeat', secondary: true, cell: (a) => `${fmtMs(a.silent_for_ms)} ago` },
+      { label: 'restarts', class: 'num', secondary: true, cell: (a) => a.restarts },
+      { label: 'actions', actions: true, cell: (a) => h('span', { class: 'row' }, actionButtons(a, notice, load)) },
     ], watched.value.agents, 'No agent is registered.'));
   }
 

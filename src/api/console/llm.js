@@ -57,9 +57,9 @@ export async function render(main, _params, shell) {
         fill(configBox, configForm(config, loadConfig, result, editing));
       }
       fill(historyBox, table([
-        { label: 'position', class: 'num', cell: (c) => c.global_position },
+        { label: 'position', class: 'num', secondary: true, cell: (c) => c.global_position },
         { label: 'change', cell: (c) => c.event_type },
-        { label: 'fields', cell: (c) => c.changed.join(', ') || '–' },
+        { label: 'fields', secondary: true, cell: (c) => c.changed.join(', ') || '–' },
         { label: 'by', cell: (c) => c.by },
         { label: 'at', cell: (c) => fmtTime(c.at_ms) },
       ], [...config.history].reverse(), 'The configuration was never changed.'));
@@ -107,7 +107,7 @@ function usageCards(title, result) {
       { label: title, cell: (g) => g.key || '(none)' },
       { label: 'calls', class: 'num', cell: (g) => fmtNum(g.calls) },
       { label: 'errors', class: 'num', cell: (g) => fmtNum(g.errors) },
-      { label: 'p50', class: 'num', cell: (g) => fmtMs(g.latency_ms.p50) },
+      { label: 'p50', class: 'num', secondary: true, cell: (g) => fmtMs(g.latency_ms.p50) },
       { label: 'p99', class: 'num', cell: (g) => fmtMs(g.latency_ms.p99) },
     ], groups, 'No call in this window.')),
   ];

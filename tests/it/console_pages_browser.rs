@@ -1,0 +1,209 @@
+//! The Control Deck's pages in headless Chromium (the harness is `crate::deck`):
+//! - times say their zone (local by default, UTC or relative by the header's choice, kept in
+//!   the browser), durations read in units, and the theme is chosen and kept;
+//! - the event feed shows the distinguishing end of ids, links its rows, shows a refused
+//!   filter's own message and counts from zero with each filter;
+//! - a kind whose missions wait with no active agent is flagged on the queue page;
+//! - at a phone's 390 px, the agents' buttons and the events' type are in view;
+//! - an agent's page shows its state, load, missions and control history;
+//! - the LLM page edits routes, prices, limits and budgets as forms.
+
+use serde_json::{Value, json};
+
+use crate::deck::{Deck, WAIT};
+use crate::serve::get;
+use crate::support::wait_until;
+use crate::workers::enqueue;
+
+/// Whether the text of the first element `css` matches the JavaScript pattern `pattern`.
+async fn matches(deck: &Deck, css: &str, pattern: &str) -> bool {
+    let script = "const el = document.querySelector(arguments[0]);\
+                  return !!el && new RegExp(arguments[1]).test(el.textContent);";
+    deck.browser.execute(script, &[json!(css), json!(pattern)]).await.unwrap() == json!(true)
+}
+
+async fn wait_matching(deck: &Deck, css: &str, pattern: &str) {
+    wait_until(&format!("{css} to match {pattern}"), WAIT, || matches(deck, css, pattern)).await;
+}
+
+async fn choose(deck: &Deck, css: &str, value: &str) {
+    deck.browser.find(css).await.unwrap().select_by_value(value).await.unwrap();
+}
+
+/// The first active agent of `kind`, once the workers have registered it.
+async fn agent_of(deck: &Deck, kind: &str) -> String {
+    let url = format!("/api/agents?kind={kind}&state=active");
+    wait_until(&format!("an active {kind} agent"), WAIT, || async {
+        get(deck.addr, &url).await.1["agents"].get(0).is_some()
+    })
+    .await;
+    get(deck.addr, &url).await.1["agents"][0]["agent_id"].as_str().unwrap().to_owned()
+}
+
+const BACKGROUND: &str = "return getComputedStyle(document.body).backgroundColor;";
+
+#[tokio::test]
+async fn times_read_with_their_zone_as_chosen_and_the_theme_is_kept() {
+    let deck = Deck::start().await;
+    let agent = agent_of(&deck, "echo").await;
+    let page = format!("/agents/{agent}");
+    deck.open(&page).await;
+    // Local by default: an ISO date and time with the offset.
+    wait_matching(&deck, "#agent-history", r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:\d\d").await;
+    choose(&deck, "#prefs select[name=times]", "utc").await;
+    wait_matching(&deck, "#agent-history", r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC").await;
+    // Kept in the browser: a page opened afresh reads in UTC too.
+    deck.open(&page).await;
+    wait_matching(&deck, "#agent-history", r"\d\d:\d\d:\d\d UTC").await;
+    let times = deck.browser.find("#prefs select[name=times]").await.unwrap();
+    assert_eq!(times.value().await.unwrap(), "utc");
+    choose(&deck, "#prefs select[name=times]", "relative").await;
+    wait_matching(&deck, "#agent-history", r" ago").await;
+    assert!(!matches(&deck, "#agent-history", r"\d\d:\d\d:\d\d").await, "no clock left");
+
+    // Durations in units, through the one formatter every page uses.
+    let durations = "const done = arguments[arguments.length - 1];\
+        import('/assets/format.js').then((f) => done([850, 12400, 252000, 11100000, 187200000]\
+          .map(f.fmtDuration)));";
+    let durations = deck.browser.execute_async(durations, &[]).await.unwrap();
+    assert_eq!(
+        durations,
+        json!(["850 ms", "12.4 s", "4 min 12 s", "3 h 05 min", "2 d 4 h"]),
+        "{durations}"
+    );
+
+    // The theme: the system's (light here) until chosen, then kept.
+    let light = deck.browser.execute(BACKGROUND, &[]).await.unwrap();
+    choose(&deck, "#prefs select[name=theme]", "dark").await;
+    assert_eq!(deck.browser.execute(BACKGROUND, &[]).await.unwrap(), json!("rgb(13, 17, 23)"));
+    deck.open("/").await;
+    deck.browser.wait_for("#prefs select[name=theme]", WAIT).await.unwrap();
+    assert_eq!(deck.browser.execute(BACKGROUND, &[]).await.unwrap(), json!("rgb(13, 17, 23)"));
+    choose(&deck, "#prefs select[name=theme]", "light").await;
+    assert_eq!(deck.browser.execute(BACKGROUND, &[]).await.unwrap(), light);
+    assert_eq!(light, json!("rgb(245, 247, 250)"));
+    deck.check_clean(&[]).await;
+}
+
+/// The refusal `GET /ws/events` answers for `query` over plain HTTP.
+async fn feed_refusal(deck: &Deck, query: &str) -> Value {
+    let response = crate::support::client()
+        .get(format!("http://{}/ws/events?{query}", deck.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    response.json::<Value>().await.unwrap()["error"].clone()
+}
+
+#[tokio::test]
+async fn the_event_feed_links_whole_ids_shows_a_refused_filter_and_counts_from_zero() {
+    let deck = Deck::start().await;
+    deck.open("/events").await;
+    deck.text(".feed-state", "live").await;
+    let id = enqueue(deck.addr, json!({ "name": "linked", "agent": "idle" })).await;
+    deck.text("#feed-rows", "MissionEnqueued").await;
+    deck.text("#feed-stats", "1 received").await;
+    // The end of the id, which tells it apart (not its start, which every id of the minute
+    // shares), as a link to the mission.
+    let row = "#feed-rows .feed-row .c-stream a";
+    deck.text(row, &id[id.len() - 12..]).await;
+    let link = deck.browser.find(row).await.unwrap();
+    assert!(!link.text().await.unwrap().contains(&id[..8]), "the start of the id is shown");
+    assert_eq!(link.attr("href").await.unwrap().unwrap(), format!("/missions/{id}"));
+    deck.click(row).await;
+    deck.text("#status", "queued").await;
+    assert!(deck.browser.current_url().await.unwrap().ends_with(&format!("/missions/{id}")));
+
+    // A filter the server refuses: its message, not a reconnect forever; the counters start
+    // again from zero.
+    deck.open("/events").await;
+    deck.text(".feed-state", "live").await;
+    enqueue(deck.addr, json!({ "name": "counted", "agent": "idle" })).await;
+    deck.text("#feed-stats", "1 received").await;
+    deck.fill("input[name=stream_type]", "Mission!").await;
+    deck.click("form.row button[type=submit]").await;
+    let refusal = feed_refusal(&deck, "stream_type=Mission!").await;
+    deck.text("#main .error", refusal["message"].as_str().unwrap()).await;
+    deck.text("#main .error", "stream_type").await;
+    deck.text(".feed-state", "refused").await;
+    deck.text("#feed-stats", "0 received").await;
+    // A good filter again: live, counting from zero.
+    deck.fill("input[name=stream_type]", "mission").await;
+    deck.click("form.row button[type=submit]").await;
+    deck.text(".feed-state", "live").await;
+    assert!(deck.browser.find_all("#main .error").await.unwrap().is_empty());
+    enqueue(deck.addr, json!({ "name": "after", "agent": "idle" })).await;
+    deck.text("#feed-rows", "after").await;
+    deck.text("#feed-stats", "1 received").await;
+    // The refused upgrade and its reading over HTTP are the refusals provoked.
+    deck.check_clean_but(&[], &["stream_type=Mission%21"]).await;
+}
+
+#[tokio::test]
+async fn a_kind_waiting_with_no_active_agent_is_flagged_on_the_queue_page() {
+    let deck = Deck::start().await;
+    enqueue(deck.addr, json!({ "name": "unserved", "agent": "idle" })).await;
+    deck.open("/queue").await;
+    deck.text("#queue", "unserved").await;
+    deck.text("#unserved", "no active agent serves `idle`").await;
+    let text = deck.browser.find("#unserved").await.unwrap().text().await.unwrap();
+    assert!(!text.contains("echo"), "{text}");
+    // A kind that is served says nothing.
+    deck.open("/queue?agent=echo").await;
+    deck.browser.wait_for("#queue p", WAIT).await.unwrap();
+    assert!(deck.browser.find_all("#unserved").await.unwrap().is_empty());
+    deck.open("/queue?agent=idle").await;
+    deck.text("#unserved", "no active agent serves `idle`").await;
+    deck.check_clean(&[]).await;
+}
+
+/// Whether every element `css` matches, scrolled to the middle of the window (up and down
+/// only), is within its width and on top at its centre (not under a neighbour or the header).
+const IN_VIEW: &str = "const all = [...document.querySelectorAll(arguments[0])];\
+    return all.length > 0 && all.every((el) => {\
+      el.scrollIntoView({ block: 'center', inline: 'nearest' });\
+      window.scrollTo(0, window.scrollY);\
+      const r = el.getBoundingClientRect();\
+      const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);\
+      return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth\
+        && !!top && (top === el || el.contains(top));\
+    });";
+
+async fn in_view(deck: &Deck, css: &str) {
+    wait_until(&format!("{css} in view"), WAIT, || async {
+        deck.browser.execute(IN_VIEW, &[json!(css)]).await.unwrap() == json!(true)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn at_a_phones_width_the_agents_buttons_and_the_events_type_are_in_view() {
+    let deck = Deck::start().await;
+    agent_of(&deck, "coder").await;
+    deck.browser.set_window_size(390, 844).await.unwrap();
+    deck.open("/agents").await;
+    deck.browser.wait_for("#agents button[data-action=stop]", WAIT).await.unwrap();
+    // Each button is in the window, not past its right edge.
+    in_view(&deck, "#agents button[data-action]").await;
+
+    deck.open("/events").await;
+    deck.text(".feed-state", "live").await;
+    enqueue(deck.addr, json!({ "name": "narrow", "agent": "idle" })).await;
+    deck.text("#feed-rows .c-event", "MissionEnqueued").await;
+    in_view(&deck, "#feed-rows .feed-row .c-event").await;
+    in_view(&deck, "#feed-rows .feed-row .c-stream a").await;
+
+    for path in ["/", "/queue", "/agents", "/events", "/llm"] {
+        deck.open(path).await;
+        deck.browser.wait_for("#main .card", WAIT).await.unwrap();
+        let overflow = deck
+            .browser
+            .execute("return document.documentElement.scrollWidth - window.innerWidth;", &[])
+            .await
+            .unwrap();
+        assert!(overflow.as_i64().unwrap() <= 0, "{path} is wider than the phone by {overflow}");
+    }
+    deck.shot("phone-llm").await;
+    deck.check_clean(&[]).await;
+}
