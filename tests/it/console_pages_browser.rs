@@ -207,3 +207,49 @@ async fn at_a_phones_width_the_agents_buttons_and_the_events_type_are_in_view() 
     deck.shot("phone-llm").await;
     deck.check_clean(&[]).await;
 }
+
+#[tokio::test]
+async fn an_agents_page_shows_its_load_what_it_runs_and_who_controlled_it_and_why() {
+    let deck = Deck::start().await;
+    let agent = agent_of(&deck, "echo").await;
+    let busy = enqueue(
+        deck.addr,
+        json!({ "name": "long", "agent": "echo", "payload": { "delay_ms": 10000 } }),
+    )
+    .await;
+    wait_until("the mission to run", WAIT, || async {
+        get(deck.addr, &format!("/api/missions/{busy}")).await.1["status"] == json!("running")
+    })
+    .await;
+    deck.open(&format!("/agents/{agent}")).await;
+    deck.text("#agent-state", "active").await;
+    deck.text("#agent-about", "echo").await;
+    // Its worker's slots in use of their capacity, and the mission it runs, linked.
+    deck.text("#agent-load", "1 / 2").await;
+    deck.text("#agent-load", "slots in use").await;
+    deck.browser
+        .wait_for(&format!("#agent-running a[href='/missions/{busy}']"), WAIT)
+        .await
+        .unwrap();
+    deck.text("#agent-controls", "Never controlled.").await;
+
+    // Stopped and started from its page: each control with who and why.
+    deck.click("#main h1 + .row button[data-action=stop]").await;
+    deck.give_reason("draining the host").await;
+    deck.text("#agent-state", "stopped").await;
+    deck.text("#agent-controls", "stop requested").await;
+    deck.text("#agent-controls", "draining the host").await;
+    // By the admin key's name (the key id is the cell's title).
+    deck.text("#agent-controls tbody tr", "admin").await;
+    let by = deck.browser.find("#agent-controls td span[title]").await.unwrap();
+    assert_eq!(by.attr("title").await.unwrap().unwrap(), crate::support::ADMIN_ACTOR);
+    deck.click("#main h1 + .row button[data-action=start]").await;
+    deck.give_reason("host drained").await;
+    deck.text("#agent-state", "active").await;
+    deck.text("#agent-controls", "host drained").await;
+    deck.shot("agent").await;
+
+    // Once it is done, the agent runs nothing.
+    deck.browser.wait_for_text("#agent-running", "Nothing.", WAIT).await.unwrap();
+    deck.check_clean(&[]).await;
+}
