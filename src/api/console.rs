@@ -58,6 +58,7 @@ static ASSETS: &[Asset] = &[
     asset!("agents.js", JS),
     asset!("events.js", JS),
     asset!("llm.js", JS),
+    asset!("llmform.js", JS),
     asset!("chat.js", JS),
     asset!("signin.js", JS),
 ];

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use crate::deck::{Deck, WAIT};
+use crate::deck::{Deck, WAIT, api_refusal};
 use crate::serve::get;
 use crate::support::wait_until;
 use crate::workers::enqueue;
@@ -252,4 +252,101 @@ async fn an_agents_page_shows_its_load_what_it_runs_and_who_controlled_it_and_wh
     // Once it is done, the agent runs nothing.
     deck.browser.wait_for_text("#agent-running", "Nothing.", WAIT).await.unwrap();
     deck.check_clean(&[]).await;
+}
+
+#[tokio::test]
+async fn the_llm_page_edits_routes_prices_limits_and_budgets_with_errors_beside_their_fields() {
+    let deck = Deck::start().await;
+    deck.open("/llm").await;
+    deck.browser.wait_for("#llm-form", WAIT).await.unwrap();
+    // A price added as a row; one out of bounds is refused beside its input, in the API's
+    // words.
+    deck.click("#llm-prices button.add").await;
+    let price = "#llm-prices tbody tr:last-child";
+    deck.fill(&format!("{price} input[name='prices.model']"), "gpt-x").await;
+    deck.fill(&format!("{price} input[name='prices.input']"), "1.5").await;
+    deck.fill(&format!("{price} input[name='prices.output']"), "99999").await;
+    deck.click("#llm-form button[type=submit]").await;
+    let prices = json!({ "gpt-x": { "input_usd_per_mtok": 1.5, "output_usd_per_mtok": 99999 } });
+    let refusal = api_refusal(
+        deck.addr,
+        reqwest::Method::PUT,
+        "/api/llm/config",
+        &json!({ "provider": "offline", "model": "offline", "prices": prices }),
+    )
+    .await;
+    assert_eq!(refusal["field"], json!("prices.gpt-x.output_usd_per_mtok"), "{refusal}");
+    deck.text("#llm-prices .field-error", refusal["message"].as_str().unwrap()).await;
+    let output = deck.browser.find(&format!("{price} input[name='prices.output']")).await.unwrap();
+    assert!(output.attr("class").await.unwrap().unwrap_or_default().contains("invalid"));
+    assert_eq!(
+        deck.focused().await["name"],
+        json!("prices.output"),
+        "the field at fault has the focus"
+    );
+
+    // Put right, with a route, a limit and budgets: saved as the forms say.
+    deck.fill(&format!("{price} input[name='prices.output']"), "3").await;
+    deck.click("#llm-routes button.add").await;
+    let route = "#llm-routes tbody tr:last-child";
+    deck.fill(&format!("{route} input[name='routes.route']"), "fast").await;
+    choose(&deck, &format!("{route} select[name='routes.provider']"), "ollama").await;
+    deck.fill(&format!("{route} input[name='routes.model']"), "m1").await;
+    deck.click("#llm-limits button.add").await;
+    let limit = "#llm-limits tbody tr:last-child";
+    deck.fill(&format!("{limit} input[name='limits.target']"), "ollama/m1").await;
+    deck.fill(&format!("{limit} input[name='limits.rpm']"), "60").await;
+    deck.fill("#llm-budget-all input[name='budget_all.tokens_max']", "100000").await;
+    deck.click("#llm-budgets button.add").await;
+    let budget = "#llm-budgets tbody tr:last-child";
+    deck.fill(&format!("{budget} input[name='budgets.kind']"), "coder").await;
+    deck.fill(&format!("{budget} input[name='budgets.cost_usd_max']"), "2.5").await;
+    deck.click("#llm-form button[type=submit]").await;
+    deck.text("#llm-result", "Saved").await;
+    let (_, config) = get(deck.addr, "/api/llm/config").await;
+    let settings = &config["settings"];
+    assert_eq!(config["version"], json!(1), "{config}");
+    assert_eq!(
+        settings["routes"],
+        json!({ "fast": [{ "provider": "ollama", "host": "", "model": "m1" }] })
+    );
+    assert_eq!(
+        settings["prices"],
+        json!({ "gpt-x": { "input_usd_per_mtok": 1.5, "output_usd_per_mtok": 3.0 } })
+    );
+    assert_eq!(settings["limits"], json!({ "ollama/m1": { "rpm": 60 } }));
+    assert_eq!(
+        settings["daily_budgets"],
+        json!({ "all": { "tokens_max": 100000 }, "kinds": { "coder": { "cost_usd_max": 2.5 } } })
+    );
+
+    // Drawn again from what is in force; a limit refused is marked in its row.
+    deck.text("#llm-form", "Version 1;").await;
+    deck.fill("#llm-limits tbody tr:first-child input[name='limits.rpm']", "0").await;
+    deck.click("#llm-form button[type=submit]").await;
+    deck.text("#llm-limits .field-error", "1 to").await;
+    deck.text("#llm-result .error", "limits.ollama/m1.rpm").await;
+
+    // The raw JSON stays available, holding the same settings, and saves as written.
+    deck.click("#llm-raw summary").await;
+    let raw = deck.browser.find("#llm-raw textarea").await.unwrap();
+    let text: Value = serde_json::from_str(&raw.value().await.unwrap()).unwrap();
+    // (JavaScript writes 3.0 as 3: the same number.)
+    for field in ["routes", "limits", "daily_budgets", "provider", "model"] {
+        assert_eq!(text[field], settings[field], "the JSON holds the {field} in force");
+    }
+    let output = &text["prices"]["gpt-x"]["output_usd_per_mtok"];
+    assert_eq!(output.as_f64(), Some(3.0), "{text}");
+    let mut edited = settings.clone();
+    edited["prices"]["gpt-x"]["input_usd_per_mtok"] = json!(2.0);
+    deck.fill("#llm-raw textarea", &edited.to_string()).await;
+    deck.click("#llm-raw-save").await;
+    deck.text("#llm-result", "Saved").await;
+    wait_until("the JSON's change to be in force", WAIT, || async {
+        get(deck.addr, "/api/llm/config").await.1["settings"]["prices"]["gpt-x"]["input_usd_per_mtok"]
+            == json!(2.0)
+    })
+    .await;
+    deck.shot("llm-forms").await;
+    deck.check_clean(&[("/api/llm/config", 422)]).await;
 }
