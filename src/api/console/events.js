@@ -13,7 +13,10 @@
 //   (Newest goes back to the top, which at a high rate no wheel can reach);
 // - the counters above are rewritten a few times a second, not on every frame.
 // Pausing closes the socket and remembers the last position received, so resuming asks the
-// server for exactly what followed.
+// server for exactly what followed. Each row names its stream by the end of its id (a
+// UUIDv7's start is its minute) and links to its mission, agent or conversation. A filter the
+// server refuses ends the feed with the server's message (`Feed` reads it); the counters
+// count from zero with each filter.
 
 import { h, fill, query, Feed, throttle, section, errorBox, fmtNum, fmtClock, shortId, streamHref } from './lib.js';
 
