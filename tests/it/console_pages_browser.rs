@@ -158,12 +158,13 @@ async fn a_kind_waiting_with_no_active_agent_is_flagged_on_the_queue_page() {
     deck.check_clean(&[]).await;
 }
 
-/// Whether every element `css` matches, scrolled to the middle of the window (up and down
-/// only), is within its width and on top at its centre (not under a neighbour or the header).
+/// Whether every element `css` matches, with the window scrolled (up and down only: a table
+/// scrolled sideways is a table that hid it) to put it in the middle, is within the window's
+/// width and on top at its centre (not under a neighbour, the header or its table's edge).
 const IN_VIEW: &str = "const all = [...document.querySelectorAll(arguments[0])];\
     return all.length > 0 && all.every((el) => {\
-      el.scrollIntoView({ block: 'center', inline: 'nearest' });\
-      window.scrollTo(0, window.scrollY);\
+      const at = el.getBoundingClientRect();\
+      window.scrollTo(0, window.scrollY + at.top - window.innerHeight / 2);\
       const r = el.getBoundingClientRect();\
       const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);\
       return r.width > 0 && r.left >= 0 && r.right <= window.innerWidth\
@@ -184,8 +185,13 @@ async fn at_a_phones_width_the_agents_buttons_and_the_events_type_are_in_view() 
     deck.browser.set_window_size(390, 844).await.unwrap();
     deck.open("/agents").await;
     deck.browser.wait_for("#agents button[data-action=stop]", WAIT).await.unwrap();
-    // Each button is in the window, not past its right edge.
+    // Each button is in the window, not past its right edge; the columns that matter less
+    // (status, load, heartbeat, restarts) make way.
     in_view(&deck, "#agents button[data-action]").await;
+    let secondary = "const th = [...document.querySelectorAll('#agents th.hide-narrow')];\
+        return [th.length, th.every((e) => getComputedStyle(e).display === 'none')];";
+    let secondary = deck.browser.execute(secondary, &[]).await.unwrap();
+    assert_eq!(secondary, json!([4, true]), "hidden columns at 390 px");
 
     deck.open("/events").await;
     deck.text(".feed-state", "live").await;
