@@ -82,6 +82,13 @@ async fn times_read_with_their_zone_as_chosen_and_the_theme_is_kept() {
     choose(&deck, "#prefs select[name=theme]", "light").await;
     assert_eq!(deck.browser.execute(BACKGROUND, &[]).await.unwrap(), light);
     assert_eq!(light, json!("rgb(245, 247, 250)"));
+    // Chosen in another tab (which the browser tells this one by a storage event): followed.
+    let elsewhere = "localStorage.setItem('brain.theme', 'dark');\
+        window.dispatchEvent(new StorageEvent('storage', { key: 'brain.theme' })); return null;";
+    deck.browser.execute(elsewhere, &[]).await.unwrap();
+    assert_eq!(deck.browser.execute(BACKGROUND, &[]).await.unwrap(), json!("rgb(13, 17, 23)"));
+    let theme = deck.browser.find("#prefs select[name=theme]").await.unwrap();
+    assert_eq!(theme.value().await.unwrap(), "dark");
     deck.check_clean(&[]).await;
 }
 
@@ -181,7 +188,7 @@ async fn in_view(deck: &Deck, css: &str) {
 #[tokio::test]
 async fn at_a_phones_width_the_agents_buttons_and_the_events_type_are_in_view() {
     let deck = Deck::start().await;
-    agent_of(&deck, "coder").await;
+    let agent = agent_of(&deck, "coder").await;
     deck.browser.set_window_size(390, 844).await.unwrap();
     deck.open("/agents").await;
     deck.browser.wait_for("#agents button[data-action=stop]", WAIT).await.unwrap();
@@ -200,7 +207,7 @@ async fn at_a_phones_width_the_agents_buttons_and_the_events_type_are_in_view() 
     in_view(&deck, "#feed-rows .feed-row .c-event").await;
     in_view(&deck, "#feed-rows .feed-row .c-stream a").await;
 
-    for path in ["/", "/queue", "/agents", "/events", "/llm"] {
+    for path in ["/", "/queue", "/agents", "/events", "/llm", &format!("/agents/{agent}")] {
         deck.open(path).await;
         deck.browser.wait_for("#main .card", WAIT).await.unwrap();
         let overflow = deck

@@ -27,6 +27,15 @@ function store(key, value) {
 
 let timeMode = stored(TIME_KEY, TIME_MODES);
 
+/// Reads the preferences again (another tab changed them); answers whether the time mode
+/// changed.
+export function reloadPrefs() {
+  const before = timeMode;
+  timeMode = stored(TIME_KEY, TIME_MODES);
+  applyTheme();
+  return timeMode !== before;
+}
+
 /// How times read: 'local', 'utc' or 'relative'.
 export function getTimeMode() {
   return timeMode;

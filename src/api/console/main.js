@@ -3,7 +3,7 @@
 // and may return a function that stops what it started (feeds, timers) when the page is left.
 
 import { h, fill, errorBox, ApiError, TIME_MODES, THEMES, getTimeMode, setTimeMode, getTheme,
-  setTheme, applyTheme } from './lib.js';
+  setTheme, applyTheme, reloadPrefs } from './lib.js';
 import * as signIn from './signin.js';
 
 const ROUTES = [
@@ -156,5 +156,11 @@ function showPrefs() {
 
 applyTheme();
 showPrefs();
+// Chosen in another tab: this one follows.
+window.addEventListener('storage', () => {
+  const redraw = reloadPrefs();
+  showPrefs();
+  if (redraw) route();
+});
 window.addEventListener('popstate', route);
 route();
