@@ -98,6 +98,25 @@ pub struct AgentView {
     /// of the agent it folds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub as_of: Option<AsOfView>,
+    /// What it last reported, from the agent view: only in `GET /api/agents/{agent_id}` of
+    /// now, and once the view holds the agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<AgentLive>,
+}
+
+/// An agent's last report (its heartbeat) as the agent view holds it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentLive {
+    /// Free text such as `idle` or `busy`.
+    pub status: String,
+    /// A unitless figure: 1.0 = fully busy (a built-in agent reports its running missions).
+    pub load: f64,
+    /// Missions it said it runs in its last recorded heartbeat.
+    pub running: Vec<String>,
+    /// Its last heartbeat (ms since the epoch).
+    pub last_seen_ms: i64,
+    /// How long since it was last heard from (database clock).
+    pub silent_for_ms: i64,
 }
 
 /// Maps an agent command's failure to its HTTP answer.
@@ -167,6 +186,7 @@ fn fold_view(
         stream_version,
         history,
         as_of: None,
+        live: None,
     })
 }
 
@@ -440,11 +460,12 @@ async fn info(State(app): State<AppState>) -> Result<ApiJson<AgentsInfo>, ApiErr
     }))
 }
 
-errors! { GetAgentErrors = READ + PATH_ID + QUERY + [AgentNotFound] }
+errors! { GetAgentErrors = READ + PATH_ID + QUERY + [AgentNotFound, ViewUnavailable, QueueUnavailable] }
 
 /// `GET /api/agents/{agent_id}?at_position=&at=`: 200 with the agent and its recent history
 /// (as the log held them at that moment, with `as_of` naming its last event, when one is
-/// given), 404 unknown (or not registered yet then).
+/// given), 404 unknown (or not registered yet then). Of now, with `live`: its last report
+/// from the agent view (load, running missions, last heartbeat).
 #[utoipa::path(get, path = "/api/agents/{agent_id}", tag = "agents",
     params(AgentId, AsOfQuery),
     responses((status = 200, description = "The agent", body = AgentView), GetAgentErrors))]
@@ -454,7 +475,20 @@ async fn get_agent(
     ApiQuery(query): ApiQuery<AsOfQuery>,
 ) -> Result<ApiJson<AgentView>, ApiError> {
     match query.as_of()? {
-        None => Ok(ApiJson(load_view(&app, &agent_id).await?)),
+        None => {
+            let mut view = load_view(&app, &agent_id).await?;
+            let record =
+                agent_view(&app)?.get(agent_id.as_str()).await.map_err(view_unavailable)?;
+            let now = app.clock.now_ms();
+            view.live = record.map(|r| AgentLive {
+                status: r.status,
+                load: r.load,
+                running: r.running,
+                silent_for_ms: (now - r.last_seen_ms).max(0),
+                last_seen_ms: r.last_seen_ms,
+            });
+            Ok(ApiJson(view))
+        }
         Some(as_of) => Ok(ApiJson(load_view_as_of(&app, &agent_id, as_of).await?)),
     }
 }

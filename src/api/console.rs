@@ -49,6 +49,7 @@ static ASSETS: &[Asset] = &[
     asset!("app.css", "text/css; charset=utf-8"),
     asset!("icon.svg", "image/svg+xml"),
     asset!("lib.js", JS),
+    asset!("format.js", JS),
     asset!("main.js", JS),
     asset!("overview.js", JS),
     asset!("missions.js", JS),
@@ -59,6 +60,7 @@ static ASSETS: &[Asset] = &[
     asset!("agents.js", JS),
     asset!("events.js", JS),
     asset!("llm.js", JS),
+    asset!("llmform.js", JS),
     asset!("chat.js", JS),
     asset!("signin.js", JS),
 ];

@@ -1,6 +1,6 @@
 //! Agent registry over HTTP: registration is idempotent on the agent's id (chosen, or derived
 //! from name and owner), every refusal names its field and appends nothing, and an agent's
-//! view carries its recent history.
+//! view carries its recent history and, of now, its last report.
 
 use serde_json::json;
 
@@ -84,6 +84,41 @@ async fn bad_registrations_are_refused_naming_the_field_and_append_nothing() {
     let (status, answer) = get(addr, &format!("/api/agents/{}", uuid::Uuid::now_v7())).await;
     assert_eq!((status, &answer["error"]["code"]), (404, &json!("agent_not_found")));
     assert_eq!(env.head().await, crate::support::KEY_EVENTS, "nothing was appended");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_agents_view_of_now_carries_its_last_report_and_one_of_the_past_does_not() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
+    let body = json!({ "name": "reporter", "kind": "coder", "owner": "team-b" });
+    let (status, agent) = post(addr, "/api/agents/register", &body.to_string()).await;
+    assert_eq!(status, 201, "{agent}");
+    let id = agent["agent_id"].as_str().unwrap();
+    let mission = uuid::Uuid::now_v7().to_string();
+    let beat = json!({ "status": "busy", "load": 0.5, "running": [mission] });
+    let (status, answer) = crate::agent_supervision::heartbeat(addr, id, beat).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let url = format!("/api/agents/{id}");
+    crate::support::wait_until("the view to hold the report", crate::deck::WAIT, || async {
+        get(addr, &url).await.1["live"]["status"] == json!("busy")
+    })
+    .await;
+    let (status, view) = get(addr, &url).await;
+    assert_eq!(status, 200, "{view}");
+    let live = &view["live"];
+    assert_eq!((&live["load"], &live["running"]), (&json!(0.5), &json!([mission])), "{view}");
+    assert!(live["last_seen_ms"].as_i64().unwrap() > 0, "{view}");
+    assert!(live["silent_for_ms"].as_i64().unwrap() >= 0, "{view}");
+
+    // Of an earlier moment, the view has no report of now to give.
+    let head = env.head().await;
+    let (status, past) = get(addr, &format!("{url}?at_position={head}")).await;
+    assert_eq!(status, 200, "{past}");
+    assert!(past.get("live").is_none() && past["as_of"].is_object(), "{past}");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

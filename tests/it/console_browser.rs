@@ -101,6 +101,7 @@ async fn missions_enqueued_from_the_form_complete_live_and_one_is_cancelled() {
     let waiting = enqueue(deck.addr, json!({ "name": "waits", "agent": "idle" })).await;
     deck.open(&format!("/missions/{waiting}")).await;
     deck.text("#status", "queued").await;
+    deck.text("#unserved", "no active agent serves `idle`").await;
     deck.click("#cancel").await;
     deck.give_reason("not needed any more").await;
     deck.text("#status", "cancelled").await;

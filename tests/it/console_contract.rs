@@ -364,7 +364,7 @@ async fn drive_llm(deck: &Deck, recording: &mut Recording) {
     deck.fill("#llm-form input[name=temperature]", "0.5").await;
     deck.click("#llm-form button[type=submit]").await;
     deck.text("#llm-result", "Saved").await;
-    deck.click("#llm-form button[type=button]").await;
+    deck.click("#llm-reset").await;
     deck.text("#llm-result", "Reset to the defaults").await;
 }
 

@@ -106,16 +106,19 @@ impl Deck {
 
     /// Clicks the element `css` matches once it is there. Live pages redraw from the API
     /// (the agents page also every few seconds), so the element found may be replaced before
-    /// the click lands: then it is found again, until `WAIT` is over. The element is
-    /// scrolled to the middle of the window first, as a reader would, so the sticky top bar
-    /// never covers it (the driver scrolls it only just into view).
+    /// the click lands: then it is found again, until `WAIT` is over. It is scrolled to the
+    /// middle of the window first: WebDriver clicks an element that is partly in view where it
+    /// is, which may be under the page's sticky header.
     pub async fn click(&self, css: &str) {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let element = self.browser.wait_for(css, WAIT).await.unwrap();
-            let centre = "arguments[0].scrollIntoView({ block: 'center' }); return null;";
-            let _ = self.browser.execute(centre, &[element.to_arg()]).await;
-            match element.click().await {
+            let center = "arguments[0].scrollIntoView({ block: 'center' }); return null;";
+            let clicked = async {
+                self.browser.execute(center, &[element.to_arg()]).await?;
+                element.click().await
+            };
+            match clicked.await {
                 Ok(()) => return,
                 Err(error)
                     if std::time::Instant::now() < deadline

@@ -29,6 +29,7 @@ mod command;
 mod console;
 mod console_browser;
 mod console_contract;
+mod console_pages_browser;
 mod deck;
 mod event_store;
 mod events_transfer;

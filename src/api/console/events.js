@@ -13,9 +13,12 @@
 //   (Newest goes back to the top, which at a high rate no wheel can reach);
 // - the counters above are rewritten a few times a second, not on every frame.
 // Pausing closes the socket and remembers the last position received, so resuming asks the
-// server for exactly what followed.
+// server for exactly what followed. Each row names its stream by the end of its id (a
+// UUIDv7's start is its minute) and links to its mission, agent or conversation. A filter the
+// server refuses ends the feed with the server's message (`Feed` reads it); the counters
+// count from zero with each filter.
 
-import { h, fill, query, Feed, throttle, section, fmtNum, fmtClock } from './lib.js';
+import { h, fill, query, Feed, throttle, section, errorBox, fmtNum, fmtClock, shortId, streamHref } from './lib.js';
 
 /// Events kept to scroll through (up to a quarter more between trims); older ones are
 /// dropped as new ones arrive.
@@ -26,7 +29,7 @@ const ROW_PX = 21;
 const ROWS_SPARE = 8;
 /// How often the counters above the log are rewritten.
 const COUNT_EVERY_MS = 250;
-const COLUMNS = ['position', 'time', 'stream', 'event', 'summary'];
+const COLUMNS = ['position', 'time', 'event', 'stream', 'summary'];
 const STREAM_TYPES = ['mission', 'agent', 'agent_heartbeat', 'llm_config', 'llm_call', 'conversation'];
 
 export async function render(main, _params, shell) {
@@ -42,7 +45,7 @@ export async function render(main, _params, shell) {
   const space = h('div', { class: 'feed-space' }, rows);
   const box = h('div', { class: 'feed-box', tabindex: 0, role: 'table', 'aria-label': 'Events, newest first', onscroll: schedule },
     h('div', { class: 'feed-row feed-head', role: 'row' },
-      COLUMNS.map((c) => h('span', { role: 'columnheader', class: c === 'position' ? 'num' : null }, c))),
+      COLUMNS.map((c) => h('span', { role: 'columnheader', class: `c-${c}` }, c))),
     space);
   const form = h('form', { class: 'row', onsubmit: (e) => { e.preventDefault(); restart(); } },
     h('label', {}, 'Stream types (comma-separated)', types,
@@ -86,7 +89,15 @@ export async function render(main, _params, shell) {
       // Trimmed in steps of a quarter, so dropping the oldest is not a copy per message.
       if (kept.length > ROWS_MAX * 1.25) kept = kept.slice(-ROWS_MAX);
       schedule();
-    }, (state) => { shell.setLive(state); if (state === 'waiting') fill(error, h('p', { class: 'muted' }, 'Reconnecting…')); else fill(error); });
+    }, (state, refusal) => {
+      shell.setLive(state);
+      if (state === 'refused') {
+        // The server will not serve this filter: its own words, and nothing more is asked.
+        feed = null;
+        fill(error, errorBox(refusal));
+      } else if (state === 'waiting') fill(error, h('p', { class: 'muted' }, 'Reconnecting…'));
+      else fill(error);
+    });
   }
 
   function draw() {
@@ -122,6 +133,11 @@ export async function render(main, _params, shell) {
     stop();
     kept = [];
     fresh = 0;
+    // The counters count what this filter received, from zero.
+    stats.received = 0;
+    stats.drawn = 0;
+    stats.skipped = 0;
+    fill(error);
     box.scrollTop = 0;
     draw(); // the old filter's rows go at once, whether or not anything new arrives
     const position = from.value === '' ? undefined : Number(from.value);
@@ -153,17 +169,24 @@ export async function render(main, _params, shell) {
 }
 
 const ROW = h('div', { class: 'feed-row', role: 'row' },
-  COLUMNS.map((c) => h('span', { role: 'cell', class: c === 'position' ? 'num' : null })));
+  COLUMNS.map((c) => h('span', { role: 'cell', class: `c-${c}` }, c === 'stream' ? h('a') : null)));
 
 /// Writes one event into a pooled row; a row already showing it is left alone.
 function fillRow(row, event) {
   if (row.__position === event.global_position) return;
   row.__position = event.global_position;
-  const [position, time, stream, type, summary] = row.children;
+  const [position, time, type, stream, summary] = row.children;
   position.textContent = event.global_position;
   time.textContent = fmtClock(event.recorded_at);
-  stream.textContent = `${event.stream_type}/${event.stream_id.slice(0, 8)}`;
   type.textContent = event.event_type;
+  // The end of the id, which tells UUIDv7s apart (their start is the time they were made),
+  // linking to the mission, agent or conversation the event belongs to.
+  const a = stream.firstChild;
+  a.textContent = `${event.stream_type} ${shortId(event.stream_id)}`;
+  a.title = `${event.stream_type}/${event.stream_id}`;
+  const href = streamHref(event.stream_type, event.stream_id);
+  if (href) a.href = href;
+  else a.removeAttribute('href');
   summary.textContent = summarise(event);
   summary.title = summary.textContent;
 }

@@ -2,6 +2,8 @@
 // feed, and formatting. Pages build elements with h() and text nodes only, never innerHTML,
 // so nothing a mission or an agent carries is ever read as markup.
 
+import { fmtNum } from './format.js';
+
 /// Longest wait for one API answer before the page says it failed.
 const REQUEST_TIMEOUT_MS = 15000;
 
@@ -127,7 +129,8 @@ const BACKOFF_MS = [250, 500, 1000, 2000, 5000, 10000];
 export class Feed {
   /// `params`: the feed's filters (stream_type, mission_id, stream_id, tokens). `from`: the
   /// last position already shown (undefined: live from now). `onEvent(message)` gets every
-  /// parsed message; `onState(state)` 'connecting' | 'live' | 'waiting'.
+  /// parsed message; `onState(state, refusal)` 'connecting' | 'live' | 'waiting', or
+  /// 'refused' with the server's ApiError when it will not serve this filter (the feed ends).
   constructor(params, from, onEvent, onState = () => {}) {
     this.params = params;
     this.last = from;
@@ -152,7 +155,8 @@ export class Feed {
     this.onState('connecting');
     const socket = new WebSocket(url);
     this.socket = socket;
-    socket.onopen = () => { this.failures = 0; this.onState('live'); };
+    let opened = false;
+    socket.onopen = () => { opened = true; this.failures = 0; this.onState('live'); };
     socket.onmessage = (message) => {
       const event = JSON.parse(message.data);
       if (event.global_position !== undefined) {
@@ -161,18 +165,44 @@ export class Feed {
       }
       this.onEvent(event);
     };
-    socket.onclose = (close) => {
+    socket.onclose = async (close) => {
       if (this.socket !== socket) return;
       this.socket = null;
       // The reason names the position every event up to which was dealt with.
       const resume = /from=(\d+)/.exec(close.reason || '');
       if (resume) this.last = Math.max(this.last || 0, Number(resume[1]));
       if (this.stopped) return;
+      if (!opened) {
+        const refusal = await this.refusal();
+        if (this.stopped || this.socket || this.timer) return;
+        if (refusal) {
+          // Asking again would be refused again: the page shows why, and the feed ends.
+          this.stop();
+          this.onState('refused', refusal);
+          return;
+        }
+      }
       this.onState('waiting');
       const delay = BACKOFF_MS[Math.min(this.failures, BACKOFF_MS.length - 1)];
       this.failures += 1;
       this.timer = setTimeout(() => this.connect(), delay);
     };
+  }
+
+  /// Why the server refused the upgrade, if it refuses it for good (a bad filter, a position
+  /// beyond the log): the browser hides a refused upgrade's answer from the page, so the
+  /// same request is made over HTTP, which the server checks the same way before it would
+  /// upgrade. A good request is answered `not_websocket` there; anything but a client error
+  /// (the network, the server away) is worth a reconnect.
+  async refusal() {
+    try {
+      await api('GET', `/ws/events${query({ ...this.params, from: this.last })}`);
+    } catch (error) {
+      if (!(error instanceof ApiError)) return null;
+      const lasting = error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+      return lasting && error.code !== 'not_websocket' ? error : null;
+    }
+    return null;
   }
 
   stop() {
@@ -188,54 +218,9 @@ export class Feed {
   }
 }
 
-// Formatting.
-
-// Formatters are built once: toLocaleString() builds a new one on every call, which costs
-// more than the rest of drawing a row when the event feed draws a thousand a second.
-const NUMBER = new Intl.NumberFormat('en');
-const DATE_TIME = new Intl.DateTimeFormat('en-GB', { dateStyle: 'short', timeStyle: 'medium' });
-const CLOCK = new Intl.DateTimeFormat('en-GB', { timeStyle: 'medium' });
-
-export function fmtNum(n) {
-  return n === null || n === undefined ? '–' : NUMBER.format(Number(n));
-}
-
-export function fmtUsd(n) {
-  if (n === null || n === undefined) return '–';
-  return '$' + (n < 0.01 && n > 0 ? n.toFixed(5) : n.toFixed(2));
-}
-
-export function fmtMs(ms) {
-  if (ms === null || ms === undefined) return '–';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const s = ms / 1000;
-  if (s < 120) return `${s.toFixed(1)} s`;
-  const m = s / 60;
-  if (m < 120) return `${m.toFixed(0)} min`;
-  return `${(m / 60).toFixed(1)} h`;
-}
-
-/// A moment as local date and time, from an RFC 3339 string or milliseconds.
-export function fmtTime(at) {
-  if (at === null || at === undefined || at === '') return '–';
-  const date = new Date(at);
-  if (isNaN(date)) return String(at);
-  return DATE_TIME.format(date);
-}
-
-/// The time of day of a moment, e.g. "14:03:27".
-export function fmtClock(at) {
-  if (at === null || at === undefined || at === '') return '–';
-  const date = new Date(at);
-  return isNaN(date) ? '–' : CLOCK.format(date);
-}
-
-/// How long ago a moment was, e.g. "4 s ago".
-export function fmtAgo(at) {
-  if (at === null || at === undefined) return '–';
-  const ms = Date.now() - new Date(at).getTime();
-  return ms < 0 ? 'now' : `${fmtMs(ms)} ago`;
-}
+// Formatting (times with their zone, durations, numbers) and the display preferences live
+// in format.js; pages import them from here.
+export * from './format.js';
 
 // Small pieces of page.
 
@@ -244,8 +229,55 @@ export function link(href, ...children) {
   return h('a', { href }, ...children);
 }
 
+/// The part of an id that tells it from its neighbours: a UUID's last 12 digits (a UUIDv7
+/// starts with the time it was made, the same for everything made that minute), other ids
+/// whole up to 24 characters.
+export function shortId(id) {
+  const text = String(id ?? '');
+  if (/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(text)) return '…' + text.slice(-12);
+  return text.length > 24 ? '…' + text.slice(-20) : text;
+}
+
+/// The console's page for a stream, if it has one.
+export function streamHref(streamType, streamId) {
+  const id = encodeURIComponent(streamId);
+  switch (streamType) {
+    case 'mission': return `/missions/${id}`;
+    case 'agent': case 'agent_heartbeat': return `/agents/${id}`;
+    case 'conversation': return `/chat/${id}`;
+    default: return null;
+  }
+}
+
 export function badge(text) {
   return h('span', { class: `badge s-${text}` }, text);
+}
+
+/// The kinds with missions waiting (ready or delayed) that no active agent serves, which
+/// would otherwise wait in silence. `queues`: `GET /api/missions/health`'s `queues` (kind ->
+/// {ready, delayed}); `agents`: the active agents (`GET /api/agents?state=active`).
+export function unservedKinds(queues, agents) {
+  const served = new Set(agents.map((a) => a.kind));
+  return Object.entries(queues || {})
+    .filter(([kind, q]) => (q.ready || 0) + (q.delayed || 0) > 0 && !served.has(kind))
+    .map(([kind]) => kind)
+    .sort();
+}
+
+/// Reads what unservedKinds needs and answers the kinds (empty when nothing is unserved).
+export async function loadUnserved() {
+  const [health, agents] = await Promise.all([
+    api('GET', '/api/missions/health'),
+    api('GET', '/api/agents' + query({ state: 'active', limit: 500 })),
+  ]);
+  return unservedKinds(health.queues, agents.agents);
+}
+
+/// The warning for unserved kinds ("no active agent serves `echo`"), or null for none.
+export function unservedNote(kinds, id = 'unserved') {
+  if (!kinds || !kinds.length) return null;
+  return h('p', { class: 'error', id, role: 'status' },
+    kinds.map((kind) => `no active agent serves \`${kind}\``).join('; '));
 }
 
 /// The message of a failed call, as the API gave it.
@@ -256,14 +288,18 @@ export function errorBox(error) {
     h('strong', {}, error.code || 'error'), where + ': ' + error.message);
 }
 
-/// A table: columns [{label, cell(row) -> node|string, class?}], rows, and what to say when
-/// there are none.
+/// A table: columns [{label, cell(row) -> node|string, class?, secondary?, actions?}], rows,
+/// and what to say when there are none. On a narrow screen (a phone) the table keeps what
+/// matters first: `secondary` columns are hidden there (app.css `.hide-narrow`), and an
+/// `actions` column (the row's buttons) wraps its buttons rather than pushing them out of
+/// view.
 export function table(columns, rows, empty = 'Nothing here yet.') {
   if (!rows.length) return h('p', { class: 'muted' }, empty);
+  const classOf = (c) => [c.class, c.secondary && 'hide-narrow', c.actions && 'actions'].filter(Boolean).join(' ') || null;
   return h('div', { class: 'scroll' }, h('table', {},
-    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: c.class }, c.label)))),
+    h('thead', {}, h('tr', {}, columns.map((c) => h('th', { class: classOf(c) }, c.label)))),
     h('tbody', {}, rows.map((row) => h('tr', {},
-      columns.map((c) => h('td', { class: c.class }, c.cell(row))))))));
+      columns.map((c) => h('td', { class: classOf(c) }, c.cell(row))))))));
 }
 
 export function section(title, ...children) {

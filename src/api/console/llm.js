@@ -1,6 +1,7 @@
-// LLM: the gateway's runtime configuration (the default route's fields in a form, routes,
-// prices, limits and budgets as JSON), saved with PUT /api/llm/config so the API validates it
-// and its refusal is shown as it says it; usage and cost by model and by agent kind as bars;
+// LLM: the gateway's runtime configuration (the default route's fields, and routes, prices,
+// limits and budgets as editable tables, llmform.js; the whole as JSON too), saved with
+// PUT /api/llm/config so the API validates it and its refusal is shown as it says it, beside
+// the field it names; usage and cost by model and by agent kind as bars;
 // each target's shared limiter; the last changes.
 // The form saves with `If-Match` naming the version it was drawn from. When someone else
 // changes the configuration, an untouched form is drawn again; one with edits keeps them and
@@ -8,8 +9,11 @@
 
 import { h, fill, api, query, Feed, throttle, section, table, errorBox, bars, pretty,
   fmtNum, fmtUsd, fmtTime, fmtMs } from './lib.js';
+import { settingsEditors, showError, number } from './llmform.js';
 
 const SIMPLE = ['provider', 'host', 'model', 'temperature', 'max_tokens', 'enabled'];
+/// The settings the editors below the default route show (llmform.js).
+const EDITED = ['routes', 'prices', 'limits', 'daily_budgets'];
 const PROVIDERS = ['offline', 'ollama', 'openai', 'anthropic'];
 
 export async function render(main, _params, shell) {
@@ -57,9 +61,9 @@ export async function render(main, _params, shell) {
         fill(configBox, configForm(config, loadConfig, result, editing));
       }
       fill(historyBox, table([
-        { label: 'position', class: 'num', cell: (c) => c.global_position },
+        { label: 'position', class: 'num', secondary: true, cell: (c) => c.global_position },
         { label: 'change', cell: (c) => c.event_type },
-        { label: 'fields', cell: (c) => c.changed.join(', ') || '–' },
+        { label: 'fields', secondary: true, cell: (c) => c.changed.join(', ') || '–' },
         { label: 'by', cell: (c) => c.by },
         { label: 'at', cell: (c) => fmtTime(c.at_ms) },
       ], [...config.history].reverse(), 'The configuration was never changed.'));
@@ -107,7 +111,7 @@ function usageCards(title, result) {
       { label: title, cell: (g) => g.key || '(none)' },
       { label: 'calls', class: 'num', cell: (g) => fmtNum(g.calls) },
       { label: 'errors', class: 'num', cell: (g) => fmtNum(g.errors) },
-      { label: 'p50', class: 'num', cell: (g) => fmtMs(g.latency_ms.p50) },
+      { label: 'p50', class: 'num', secondary: true, cell: (g) => fmtMs(g.latency_ms.p50) },
       { label: 'p99', class: 'num', cell: (g) => fmtMs(g.latency_ms.p99) },
     ], groups, 'No call in this window.')),
   ];
@@ -115,60 +119,66 @@ function usageCards(title, result) {
 
 function configForm(config, reload, result, state) {
   const s = config.settings;
-  const rest = Object.fromEntries(Object.entries(s).filter(([k]) => !SIMPLE.includes(k)));
+  // Fields neither the form nor its editors show (key_hosts) go back as they came.
+  const kept = Object.fromEntries(Object.entries(s).filter(([k]) => !SIMPLE.includes(k) && !EDITED.includes(k)));
   // The version this form was drawn from: a change sent from it applies to that one only.
   const ifMatch = { 'if-match': `"${config.version}"` };
   const edit = () => { state.edited = true; };
+  const editors = settingsEditors(s);
+  const raw = h('textarea', { name: 'raw', rows: 14, value: pretty(s), 'aria-label': 'The settings as JSON' });
   const form = h('form', { class: 'stack', id: 'llm-form', onsubmit: save, oninput: edit, onchange: edit },
-    h('div', { class: 'row' },
-      h('label', {}, 'Provider', h('select', { name: 'provider' },
-        PROVIDERS.concat(PROVIDERS.includes(s.provider) ? [] : [s.provider]).map((p) => h('option', { value: p, selected: p === s.provider }, p)))),
-      h('label', {}, 'Host', h('input', { name: 'host', value: s.host, size: 28 })),
-      h('label', {}, 'Model', h('input', { name: 'model', value: s.model, size: 20 })),
-      // Plain text, no browser-side bounds: the API decides and says why.
-      h('label', {}, 'Temperature', h('input', { name: 'temperature', inputmode: 'decimal', value: s.temperature ?? '', size: 5 })),
-      h('label', {}, 'Max tokens', h('input', { name: 'max_tokens', inputmode: 'numeric', value: s.max_tokens ?? '', size: 7 })),
-      h('label', {}, 'Enabled', h('input', { name: 'enabled', type: 'checkbox', checked: s.enabled }))),
-    h('label', {}, 'Routes, prices, limits and budgets (JSON)',
-      h('textarea', { name: 'rest', rows: 10, value: pretty(rest) })),
+    h('fieldset', { class: 'editor', id: 'llm-default' }, h('legend', {}, 'Default route'),
+      h('div', { class: 'row' },
+        h('label', {}, 'Provider', h('select', { name: 'provider' },
+          PROVIDERS.concat(PROVIDERS.includes(s.provider) ? [] : [s.provider]).map((p) => h('option', { value: p, selected: p === s.provider }, p)))),
+        h('label', {}, 'Host', h('input', { name: 'host', value: s.host, size: 28 })),
+        h('label', {}, 'Model', h('input', { name: 'model', value: s.model, size: 20 })),
+        // Plain text, no browser-side bounds: the API decides and says why.
+        h('label', {}, 'Temperature', h('input', { name: 'temperature', inputmode: 'decimal', value: s.temperature ?? '', size: 5 })),
+        h('label', {}, 'Max tokens', h('input', { name: 'max_tokens', inputmode: 'numeric', value: s.max_tokens ?? '', size: 7 })),
+        h('label', {}, 'Enabled', h('input', { name: 'enabled', type: 'checkbox', checked: s.enabled })))),
+    editors.element,
     h('p', { class: 'muted' }, `Version ${config.version}; keys set: OpenAI ${config.keys_set.openai ? 'yes' : 'no'}, Anthropic ${config.keys_set.anthropic ? 'yes' : 'no'}.`),
     h('div', { class: 'row' },
       h('button', { type: 'submit', class: 'primary' }, 'Save'),
-      h('button', { type: 'button', onclick: reset }, 'Reset to defaults')));
-
-  function number(text) {
-    const t = text.trim();
-    if (t === '') return null;
-    const n = Number(t);
-    return Number.isNaN(n) ? t : n;
-  }
+      h('button', { type: 'button', id: 'llm-reset', onclick: reset }, 'Reset to defaults')),
+    h('details', { id: 'llm-raw' }, h('summary', {}, 'Edit as JSON'),
+      h('p', { class: 'muted' }, 'The whole settings as the API takes them, saved as they are written here.'),
+      raw, h('div', { class: 'row' }, h('button', { type: 'button', id: 'llm-raw-save', onclick: saveRaw }, 'Save JSON'))));
 
   async function save(event) {
     event.preventDefault();
-    for (const el of form.querySelectorAll('.invalid')) el.classList.remove('invalid');
     const data = new FormData(form);
-    let more;
-    try {
-      more = JSON.parse(data.get('rest') || '{}');
-    } catch (error) {
-      fill(result, errorBox({ code: 'not_json', field: 'routes, prices, limits and budgets', message: error.message }));
-      return;
+    const simple = {};
+    for (const name of SIMPLE) {
+      const input = form.elements.namedItem(name);
+      input.dataset.field = name;
+      simple[name] = name === 'enabled' ? input.checked : input.value;
     }
     const settings = {
-      ...more, provider: data.get('provider'), host: data.get('host'), model: data.get('model'),
-      temperature: number(data.get('temperature')), max_tokens: number(data.get('max_tokens')),
-      enabled: data.get('enabled') !== null,
+      ...kept, ...editors.read(), provider: data.get('provider'), host: simple.host, model: simple.model,
+      temperature: number(simple.temperature), max_tokens: number(simple.max_tokens), enabled: simple.enabled,
     };
     const error = await change('PUT', '/api/llm/config', settings, 'Saved; the next call in every process uses it.');
-    const name = error && error.code === 'invalid_field' && error.field && error.field.split(/[.[]/)[0];
-    const input = name && (form.elements.namedItem(name) || (!SIMPLE.includes(name) && form.elements.namedItem('rest')));
-    if (input && input.classList) { input.classList.add('invalid'); input.focus(); }
+    const input = showError(form, error && error.code === 'invalid_field' ? error : null);
+    if (input) input.focus();
+  }
+
+  async function saveRaw() {
+    showError(form, null);
+    let settings;
+    try {
+      settings = JSON.parse(raw.value);
+    } catch (error) {
+      fill(result, errorBox({ code: 'not_json', field: 'settings as JSON', message: error.message }));
+      return;
+    }
+    await change('PUT', '/api/llm/config', settings, 'Saved; the next call in every process uses it.');
   }
 
   function reset() {
     return change('POST', '/api/llm/config/reset', {}, 'Reset to the defaults.');
   }
-
   /// Sends a change from this form (at its version) and draws what the answer holds;
   /// answers the refusal, if any, once it is shown.
   async function change(method, path, body, done) {

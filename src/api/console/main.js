@@ -2,7 +2,8 @@
 // and follows links without reloading. A page module exports `render(main, params, shell)`
 // and may return a function that stops what it started (feeds, timers) when the page is left.
 
-import { h, fill, errorBox, ApiError } from './lib.js';
+import { h, fill, errorBox, ApiError, TIME_MODES, THEMES, getTimeMode, setTimeMode, getTheme,
+  setTheme, applyTheme, reloadPrefs } from './lib.js';
 import * as signIn from './signin.js';
 
 const ROUTES = [
@@ -142,5 +143,24 @@ document.addEventListener('click', (event) => {
   window.scrollTo(0, 0);
 });
 
+/// The header's two preferences, kept in the browser: how times read (a change draws the
+/// page again, so every time on it follows) and the theme.
+function showPrefs() {
+  const labels = { local: 'Local time', utc: 'UTC', relative: 'Relative', auto: 'Theme: system', light: 'Light', dark: 'Dark' };
+  const choice = (name, values, current, onchange) => h('select', { name, 'aria-label': name, onchange },
+    values.map((v) => h('option', { value: v, selected: v === current }, labels[v])));
+  const time = choice('times', TIME_MODES, getTimeMode(), () => { setTimeMode(time.value); route(); });
+  const theme = choice('theme', THEMES, getTheme(), () => setTheme(theme.value));
+  fill(document.getElementById('prefs'), time, theme);
+}
+
+applyTheme();
+showPrefs();
+// Chosen in another tab: this one follows.
+window.addEventListener('storage', () => {
+  const redraw = reloadPrefs();
+  showPrefs();
+  if (redraw) route();
+});
 window.addEventListener('popstate', route);
 route();

@@ -7,7 +7,7 @@
 // view is read again after a burst of them.
 
 import { h, fill, api, Feed, throttle, section, table, badge, errorBox, link, pretty,
-  fmtTime, fmtNum, fmtUsd, askReason } from './lib.js';
+  fmtTime, fmtNum, fmtUsd, askReason, loadUnserved, unservedNote } from './lib.js';
 import { trace, payload } from './trace.js';
 import { stepper } from './stepper.js';
 
@@ -19,12 +19,13 @@ export async function render(main, [missionId], shell) {
   const calls = h('div', { id: 'run-trace' });
   const timeline = h('ol', { class: 'timeline', id: 'timeline' });
   const notice = h('div', { 'aria-live': 'polite' });
+  const unserved = h('div', { 'aria-live': 'polite' });
   let view = null;
   let events = [];
   let pieces = { attempt: null, text: '' };
   const redrawTrace = throttle(() => drawCalls(), 250);
 
-  fill(main, head, notice,
+  fill(main, head, unserved, notice,
     section('Answer', streaming, answer),
     summary, calls,
     section('History', h('p', { class: 'muted' }, 'Every event of the mission, oldest first.'),
@@ -75,7 +76,6 @@ export async function render(main, [missionId], shell) {
         ], v.errors)
         : h('p', { class: 'muted' }, 'No attempt has failed.')),
       section('Tree', tree(v)));
-    redrawTrace();
     if (v.result !== null && v.result !== undefined) {
       const text = typeof v.result.answer === 'string' ? v.result.answer : null;
       fill(streaming, '');
@@ -83,6 +83,19 @@ export async function render(main, [missionId], shell) {
       if (text !== null) answer.append(h('details', {}, h('summary', {}, 'Result'), h('pre', {}, pretty(v.result))));
     } else if (!pieces.text) {
       fill(answer, h('span', { class: 'muted' }, finished ? 'No answer.' : 'No answer yet.'));
+    }
+    redrawTrace();
+    drawUnserved(v);
+  }
+
+  /// A waiting mission whose kind no active agent serves says so, or it would wait silently.
+  async function drawUnserved(v) {
+    if (!['queued', 'pending'].includes(v.status)) { fill(unserved); return; }
+    try {
+      const kinds = await loadUnserved();
+      fill(unserved, kinds.includes(v.agent) ? unservedNote([v.agent]) : null);
+    } catch {
+      fill(unserved); // a look-up that failed leaves the warning out; the page goes on
     }
   }
 

@@ -4,7 +4,8 @@
 // events (at most once a second) and every few seconds regardless, since lag and health move
 // without events.
 
-import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, fmtClock, fmtUsd, link } from './lib.js';
+import { h, fill, api, Feed, throttle, section, table, badge, errorBox, fmtNum, fmtMs, fmtClock, fmtUsd, link,
+  unservedKinds, unservedNote } from './lib.js';
 
 const REFRESH_MS = 5000;
 const DAY_MS = 24 * 3600 * 1000;
@@ -110,13 +111,13 @@ function lastDay(kinds, hourly) {
   const pct = (p) => (p == null ? '–' : fmtMs(Math.round(p)));
   const tableEl = table([
     { label: 'kind', cell: (r) => link(`/missions?agent=${encodeURIComponent(r.kind)}`, r.kind) },
-    { label: 'completed', class: 'num', cell: (r) => fmtNum(r.completed) },
+    { label: 'completed', class: 'num', secondary: true, cell: (r) => fmtNum(r.completed) },
     { label: 'failed', class: 'num', cell: (r) => fmtNum(r.failed) },
     { label: 'success', class: 'num', cell: (r) => (r.success_rate == null ? '–' : `${(100 * r.success_rate).toFixed(1)} %`) },
-    { label: 'queue wait p50 / p95', class: 'num', cell: (r) => `${pct(r.queue_wait.p50_ms)} / ${pct(r.queue_wait.p95_ms)}` },
+    { label: 'queue wait p50 / p95', class: 'num', secondary: true, cell: (r) => `${pct(r.queue_wait.p50_ms)} / ${pct(r.queue_wait.p95_ms)}` },
     { label: 'run time p50 / p95', class: 'num', cell: (r) => `${pct(r.run_time.p50_ms)} / ${pct(r.run_time.p95_ms)}` },
-    { label: 'LLM tokens', class: 'num', cell: (r) => fmtNum(r.input_tokens + r.output_tokens) },
-    { label: 'cost', class: 'num', cell: (r) => fmtUsd(r.cost_usd) },
+    { label: 'LLM tokens', class: 'num', secondary: true, cell: (r) => fmtNum(r.input_tokens + r.output_tokens) },
+    { label: 'cost', class: 'num', secondary: true, cell: (r) => fmtUsd(r.cost_usd) },
   ], rows, 'Nothing finished in the last 24 hours.');
   return section('Last 24 hours', h('div', { id: 'by-kind' }, tableEl), stacked(hourly));
 }
@@ -156,17 +157,15 @@ function queues(health, agents) {
   if (health.status === 'rejected') return null;
   const rows = Object.entries(health.value.queues).map(([kind, q]) => ({ kind, ...q }));
   // A kind with missions waiting and no active agent to run them waits silently otherwise.
-  const served = agents.status === 'fulfilled' ? new Set(agents.value.agents.map((a) => a.kind)) : null;
-  const unserved = served ? rows.filter((r) => r.ready + r.delayed > 0 && !served.has(r.kind)).map((r) => r.kind) : [];
+  const unserved = agents.status === 'fulfilled' ? unservedKinds(health.value.queues, agents.value.agents) : [];
   return section('Queues',
-    unserved.length ? h('p', { class: 'error', id: 'unserved', role: 'status' },
-      unserved.map((kind) => `no active agent serves \`${kind}\``).join('; ')) : null,
+    unservedNote(unserved),
     table([
       { label: 'kind', cell: (r) => link(`/queue?agent=${encodeURIComponent(r.kind)}`, r.kind) },
       { label: 'ready', class: 'num', cell: (r) => fmtNum(r.ready) },
-      { label: 'delayed', class: 'num', cell: (r) => fmtNum(r.delayed) },
+      { label: 'delayed', class: 'num', secondary: true, cell: (r) => fmtNum(r.delayed) },
       { label: 'oldest waiting', class: 'num', cell: (r) => fmtMs(r.oldest_waiting_ms) },
-      { label: 'served', cell: (r) => (served && !served.has(r.kind) ? h('span', { class: 'badge s-down' }, 'no agent') : '') },
+      { label: 'served', cell: (r) => (unserved.includes(r.kind) ? h('span', { class: 'badge s-down' }, 'no agent') : '') },
     ], rows, 'No queue holds a mission.'));
 }
 

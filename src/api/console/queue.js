@@ -1,7 +1,9 @@
 // Queue: the ready missions in the order workers will pop them, per kind or all merged, with
-// each one's score (lower pops first) and age. Redrawn after each burst of mission events.
+// each one's score (lower pops first) and age, and a warning for a kind whose missions wait
+// with no active agent to run them. Redrawn after each burst of mission events.
 
-import { h, fill, api, query, follow, section, table, errorBox, link, fmtMs, fmtNum } from './lib.js';
+import { h, fill, api, query, follow, section, table, errorBox, link, fmtMs, fmtNum, loadUnserved,
+  unservedNote } from './lib.js';
 
 const LIMIT = 100;
 
@@ -21,16 +23,21 @@ export async function render(main, _params, shell) {
 
   async function load() {
     try {
-      const page = await api('GET', '/api/missions/queue' + query({ agent, limit: LIMIT }));
+      const [page, unserved] = await Promise.all([
+        api('GET', '/api/missions/queue' + query({ agent, limit: LIMIT })),
+        // A warning, not the page: a failure to read it leaves the queue shown.
+        loadUnserved().catch(() => []),
+      ]);
       fill(box,
+        unservedNote(agent ? unserved.filter((k) => k === agent) : unserved),
         h('p', { class: 'muted' }, `In pop order, as of log position ${fmtNum(page.position)}. Score: when it became ready, less its priority's bonus; lower pops first.`),
         table([
           { label: '#', class: 'num', cell: (m) => page.missions.indexOf(m) + 1 },
           { label: 'name', cell: (m) => link(`/missions/${m.mission_id}`, m.name || m.mission_id) },
           { label: 'agent', cell: (m) => m.agent },
-          { label: 'priority', cell: (m) => m.priority || '–' },
-          { label: 'score', class: 'num mono', cell: (m) => m.score },
-          { label: 'bonus', class: 'num hide-narrow', cell: (m) => fmtMs(m.bonus_ms) },
+          { label: 'priority', secondary: true, cell: (m) => m.priority || '–' },
+          { label: 'score', class: 'num mono', secondary: true, cell: (m) => m.score },
+          { label: 'bonus', class: 'num', secondary: true, cell: (m) => fmtMs(m.bonus_ms) },
           { label: 'age', class: 'num', cell: (m) => fmtMs(m.age_ms) },
         ], page.missions, 'Nothing is waiting.'));
       return page.position;
