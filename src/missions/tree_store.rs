@@ -14,12 +14,12 @@ use domain::mission::{ChildOutcome, Mission, MissionCommand};
 use domain::{EventMetadata, StreamId};
 use projections::mission_tree::TreeChange;
 use projections::{CommitError, ProjectionStore};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 use time::OffsetDateTime;
 
 use crate::eventlog::command::{self, CommandError};
 use crate::eventlog::projectors::{
-    advance_checkpoint, begin_unsynced, lock_checkpoint, move_checkpoint,
+    PgWriter, advance_checkpoint, begin_unsynced, lock_checkpoint, move_checkpoint,
 };
 use crate::eventlog::store::{EventStore, StoreError};
 
@@ -130,9 +130,11 @@ fn store_error(error: sqlx::Error) -> CommitError<TreeError> {
     CommitError::Store(TreeError::Database(error))
 }
 
-/// Records the batch's new links (a link already there stays as it was).
+/// Records the batch's new links in `mission_links<suffix>` (a link already there stays as it
+/// was).
 async fn write_links(
     tx: &mut sqlx::PgConnection,
+    suffix: &str,
     changes: &[TreeChange],
 ) -> Result<(), sqlx::Error> {
     let (mut children, mut parents, mut positions) = (Vec::new(), Vec::new(), Vec::new());
@@ -146,11 +148,11 @@ async fn write_links(
     if children.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "INSERT INTO mission_links (child_id, parent_id, position)
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO mission_links{suffix} (child_id, parent_id, position)
          SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])
-         ON CONFLICT (child_id) DO NOTHING",
-    )
+         ON CONFLICT (child_id) DO NOTHING"
+    )))
     .bind(&children)
     .bind(&parents)
     .bind(&positions)
@@ -201,6 +203,28 @@ async fn parents_among_cancelled(
         .await
 }
 
+/// The tree's links alone, as a [`PgWriter`]: what `brain events verify` builds from the log
+/// to compare with the live links. It issues no command (a build from the log must not
+/// report or cancel again), so it is no way to run the tree, nor to rebuild it beside the live
+/// one: the live store would skip the commands of the events the rebuild went past.
+#[derive(Debug, Clone, Copy)]
+pub struct TreeLinksWriter;
+
+impl PgWriter<TreeChange> for TreeLinksWriter {
+    fn tables(&self) -> &'static [&'static str] {
+        &["mission_links"]
+    }
+
+    async fn write(
+        &self,
+        connection: &mut sqlx::PgConnection,
+        suffix: &str,
+        changes: Vec<TreeChange>,
+    ) -> Result<(), sqlx::Error> {
+        write_links(connection, suffix, &changes).await
+    }
+}
+
 impl ProjectionStore<TreeChange> for TreeStore {
     type Error = TreeError;
 
@@ -219,7 +243,7 @@ impl ProjectionStore<TreeChange> for TreeStore {
         // 1. The links, the parents of the missions that ended, and the cancelled missions
         // that have children.
         let mut tx = self.begin_at(after).await?;
-        write_links(&mut tx, &changes).await.map_err(store_error)?;
+        write_links(&mut tx, "", &changes).await.map_err(store_error)?;
         let links = links_of_ended(&mut tx, &changes).await.map_err(store_error)?;
         let cancelled_parents =
             parents_among_cancelled(&mut tx, &changes).await.map_err(store_error)?;

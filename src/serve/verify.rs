@@ -67,14 +67,14 @@ pub fn model_checks(
                     live: AgentViewStore::new(redis.clone(), namespace),
                     scratch: AgentViewStore::at(redis.clone(), namespace, "avv"),
                 }),
-                name => Box::new(Unchecked {
-                    name: if name == projections::mission_tree::NAME {
-                        projections::mission_tree::NAME
-                    } else {
-                        "unknown"
-                    },
-                    reason: "no scratch build yet: its projector issues commands, which a \
-                             build from the log must not repeat",
+                projections::mission_tree::NAME => Box::new(TableCheck::new(
+                    pool,
+                    projections::mission_tree::MissionTree,
+                    crate::missions::tree_store::TreeLinksWriter,
+                )),
+                _ => Box::new(Unchecked {
+                    name: model.name,
+                    reason: "no check is written for this read model",
                 }),
             }
         })

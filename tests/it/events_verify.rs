@@ -1,7 +1,7 @@
 //! `brain events verify` and `POST /api/admin/verify` against the real services: a clean
 //! system reports clean; a member removed from a queue set in Redis, a row edited in the
-//! mission list, an agent's record edited in the agent view, a message deleted from the
-//! JetStream stream, a hole in the log and an edited payload are each found and named; a rebuild of the models makes them clean again;
+//! mission list, a link made up in the mission tree, an agent's record edited in the agent
+//! view, a message deleted from the JetStream stream, a hole in the log and an edited payload are each found and named; a rebuild of the models makes them clean again;
 //! the route is an admin's alone, one verify at a time.
 
 use std::process::Output;
@@ -60,7 +60,7 @@ fn said(output: &Output) -> String {
 }
 
 /// `brain events verify --json ARGS`: its exit code and report.
-async fn verify(env: &TestEnv, args: &[&str]) -> (i32, Value) {
+pub async fn verify(env: &TestEnv, args: &[&str]) -> (i32, Value) {
     let mut all = vec!["events", "verify", "--json"];
     all.extend_from_slice(args);
     let output = brain_async(env, &all).await;
@@ -134,10 +134,9 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
     {
         assert_eq!(check(&report, name)["status"], "ok", "{name}: {report:#}");
     }
-    assert_eq!(check(&report, "agent_view")["status"], "ok", "{report:#}");
-    let skipped = check(&report, "mission_tree");
-    assert_eq!(skipped["status"], "skipped", "{skipped}");
-    assert!(skipped["detail"].as_str().unwrap().contains("no scratch build"), "{skipped}");
+    for name in ["agent_view", "mission_tree"] {
+        assert_eq!(check(&report, name)["status"], "ok", "{name}: {report:#}");
+    }
     assert!(check(&report, "mission_queue")["checked"].as_u64().unwrap() > 0, "{report:#}");
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -160,6 +159,12 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
         .unwrap();
     let stream = env.jetstream.get_stream(bus::stream_name(&env.namespace)).await.unwrap();
     assert!(stream.delete_message(2).await.unwrap());
+    sqlx::query("INSERT INTO mission_links (child_id, parent_id, position) VALUES ($1, $2, 1)")
+        .bind("made-up-child")
+        .bind(&missions[0])
+        .execute(&env.pool)
+        .await
+        .unwrap();
 
     // Then each is found and named, and the verify exits 1.
     let (code, report) = verify(&env, &[]).await;
@@ -174,6 +179,8 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
     assert!(detail.contains("status: live completed, log queued"), "{detail}");
     let mirror = check(&report, "jetstream");
     assert!(keys(mirror).contains(&"message 2".to_owned()), "{mirror}");
+    let tree = check(&report, "mission_tree");
+    assert_eq!(keys(tree), ["mission_links child_id=made-up-child"], "{tree}");
     for name in ["positions", "stream_versions", "chain", "llm_usage", "event_type_stats"] {
         assert_eq!(check(&report, name)["status"], "ok", "{name}: {report:#}");
     }

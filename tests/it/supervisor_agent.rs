@@ -127,6 +127,10 @@ async fn a_supervisor_fans_out_waits_without_a_slot_and_completes_with_its_child
         let view = mission(addr, child).await;
         assert_eq!(view["parent_id"], json!(id), "{view}");
     }
+    // The tree's links equal a build from the log.
+    let (code, report) = crate::events_verify::verify(&env, &["--only", "mission_tree"]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["checks"][0]["checked"], 3, "{report:#}");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
