@@ -10,6 +10,7 @@ use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
 use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 
 use crate::eventlog::snapshot;
+use crate::eventlog::store::snapshots;
 use crate::eventlog::store::{Append, AppendError, Appended, AsOf, EventStore, StoreError};
 
 /// Re-decisions after a conflict before giving up with it.
@@ -70,6 +71,23 @@ pub async fn load_with_events<A: Aggregate>(
 ) -> Result<(A, Vec<RecordedEvent>), CommandError<A::Error>> {
     let recorded = store.load_stream(&A::stream_type(), stream_id, None).await?;
     Ok((fold(&recorded)?, recorded))
+}
+
+/// [`load`], with the stream's last `recent` events or more (for a view that shows recent
+/// history): the state through the snapshot, then the tail of the stream in a second read.
+/// Events appended between the two reads are folded into the state too, so the two agree.
+pub async fn load_with_recent_events<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    recent: u64,
+) -> Result<(A, Vec<RecordedEvent>), CommandError<A::Error>> {
+    let (state, version) = load::<A>(store, stream_id).await?;
+    let after = version.saturating_sub(recent);
+    let recorded =
+        snapshots::stream_range(store.pool(), &A::stream_type(), stream_id, after, None).await?;
+    let newer = recorded.partition_point(|event| event.version <= version);
+    let (state, _) = snapshot::fold_onto(state, version, &recorded[newer..])?;
+    Ok((state, recorded))
 }
 
 /// The aggregate the stored events of one stream make, each upcast first.

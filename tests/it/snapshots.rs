@@ -10,6 +10,7 @@ use std::time::Duration;
 use brain::eventlog::audit::{Options, Report, Verifier};
 use brain::eventlog::command::{
     self, CommandError, execute, execute_at, execute_new, load, load_as_of, load_whole,
+    load_with_recent_events,
 };
 use brain::eventlog::snapshot;
 use brain::eventlog::store::{Append, AppendError, AsOf, EventStore};
@@ -137,7 +138,13 @@ async fn a_load_through_a_snapshot_equals_a_whole_fold_and_verify_names_an_edite
         execute::<Agent>(&store, &id, metadata(), heartbeat).await.unwrap();
     }
     wait_for_snapshot(&env, &id, 400).await;
-    assert_loads_equal(&store, &id, 400).await;
+    let agent = assert_loads_equal(&store, &id, 400).await;
+
+    // A view's load takes the state through the snapshot and only the history it shows.
+    let (viewed, recent) = load_with_recent_events::<Agent>(&store, &id, 50).await.unwrap();
+    assert_eq!(viewed, agent);
+    let versions: Vec<u64> = recent.iter().map(|event| event.version).collect();
+    assert_eq!(versions, (351..=400).collect::<Vec<_>>());
     let report = verify(&env).await;
     assert_eq!(report.exit_code(), 0, "{report:#?}");
     assert_eq!(report.checks[0].checked, 1, "{report:#?}");

@@ -102,12 +102,26 @@ pub async fn stream_up_to(
     stream_id: &StreamId,
     version_max: Option<u64>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    stream_range(pool, stream_type, stream_id, 0, version_max).await
+}
+
+/// A stream's events after version `after`, in version order, up to `version_max` when
+/// given: the tail of a long stream without reading its start.
+pub async fn stream_range(
+    pool: &PgPool,
+    stream_type: &StreamType,
+    stream_id: &StreamId,
+    after: u64,
+    version_max: Option<u64>,
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = sqlx::query(
-        "SELECT * FROM events WHERE stream_type = $1 AND stream_id = $2 AND version <= $3
+        "SELECT * FROM events
+         WHERE stream_type = $1 AND stream_id = $2 AND version > $3 AND version <= $4
          ORDER BY version",
     )
     .bind(stream_type.as_str())
     .bind(stream_id.as_str())
+    .bind(to_i64(after))
     .bind(version_max.map_or(i64::MAX, to_i64));
     let rows = bounded!(pool, |c| rows.fetch_all(c))?;
     rows.iter().map(recorded_event).collect()
