@@ -1,8 +1,9 @@
 //! Snapshots of long streams (decision 0049) against a real store: a load through a snapshot
 //! equals a fold of the whole stream; a snapshot of another version, or one that names an
 //! event the log does not hold there, is ignored and replaced; the command handler still
-//! detects conflicts; time travel before a snapshot still folds the log; and `verify` names
-//! an edited snapshot, and is clean once the table is emptied.
+//! detects conflicts; time travel before a snapshot still folds the log; a snapshot that
+//! cannot be written fails no command; and `verify` names an edited snapshot, and is clean
+//! once the table is emptied.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -324,4 +325,33 @@ async fn a_conversation_at_its_bound_loads_through_its_snapshot_and_stays_full()
     let full = execute::<Conversation>(&store, &id, metadata(), add).await;
     assert!(matches!(full, Err(CommandError::Rejected(ConversationError::Full))), "{full:?}");
     assert_eq!(verify(&env).await.exit_code(), 0);
+}
+
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_written_never_fails_a_command() {
+    let env = TestEnv::new().await;
+    let (store, _committer) = env.store();
+    let id = agent_with(&store, 99).await;
+    // Every snapshot write is refused from now on.
+    sqlx::query("ALTER TABLE snapshots ADD CONSTRAINT refuse_all CHECK (version < 0) NOT VALID")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    assert!(snapshot::take::<Agent>(&store, &id).await.is_err());
+
+    // Commands crossing a multiple of `every` (and loads folding past it) still succeed.
+    for n in 0..3 {
+        let now_ms = 1_800_000_000_000 + n * 10;
+        let silent = move || AgentCommand::MarkUnresponsive {
+            last_seen_ms: now_ms - 5_000,
+            silent_after_ms: 1_000,
+            now_ms,
+        };
+        let executed = execute::<Agent>(&store, &id, metadata(), silent).await.unwrap();
+        assert_eq!(executed.state.state, AgentState::Unresponsive);
+        let heartbeat = move || AgentCommand::Heartbeat { now_ms: now_ms + 1 };
+        execute::<Agent>(&store, &id, metadata(), heartbeat).await.unwrap();
+    }
+    assert_loads_equal(&store, &id, 105).await;
+    assert_eq!(stored(&env, &id).await, None);
 }
