@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::StreamType;
-use crate::aggregate::{Aggregate, DomainEvent};
+use crate::aggregate::{Aggregate, DomainEvent, Snapshots};
 
 /// Longest name, kind, version or owner.
 pub const NAME_LEN_MAX: usize = 200;
@@ -32,6 +32,9 @@ pub const LABELS_MAX: usize = 64;
 pub const TAG_LEN_MAX: usize = 200;
 /// Longest reason recorded with a control, a stop, a failure or a deregistration.
 pub const REASON_LEN_MAX: usize = 2_000;
+
+/// Events between two snapshots of an agent: a load folds at most this many past one.
+pub const SNAPSHOT_EVERY: u64 = 100;
 
 /// What an agent says of itself when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +198,7 @@ pub enum AgentError {
 
 pub type Decision = Result<Vec<AgentEvent>, AgentError>;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Agent {
     pub state: AgentState,
     pub registration: Option<Registration>,
@@ -253,6 +256,10 @@ impl Aggregate for Agent {
     type Command = AgentCommand;
     type Event = AgentEvent;
     type Error = AgentError;
+
+    /// An agent's stream grows for as long as it lives (every unresponsive spell and recovery,
+    /// every control); its state stays a few hundred bytes, so a snapshot is cheap to take.
+    const SNAPSHOTS: Option<Snapshots<Self>> = Some(Snapshots::json(SNAPSHOT_EVERY, 1));
 
     fn stream_type() -> StreamType {
         StreamType::parse("agent").expect("a valid stream type")

@@ -70,10 +70,45 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Clone + std::fmt::Debug {
     }
 }
 
+/// How an aggregate's state is kept as a snapshot (decision 0049): its state folded up to
+/// some version, stored so that a load reads it and only the events after it. An aggregate
+/// opts in through [`Aggregate::SNAPSHOTS`], usually with [`Snapshots::json`].
+pub struct Snapshots<A> {
+    /// A snapshot is taken each time the stream's version crosses a multiple of this, and
+    /// whenever a load had to fold at least this many events past the snapshot it found.
+    pub every: u64,
+    /// The layout of the stored state. Bump it whenever the state's fields change, or what
+    /// `apply` makes of an event (a new upcaster included): a stored snapshot of another
+    /// version is ignored, and replaced, never loaded.
+    pub version: u32,
+    pub encode: fn(&A) -> Result<serde_json::Value, serde_json::Error>,
+    pub decode: fn(serde_json::Value) -> Result<A, serde_json::Error>,
+}
+
+impl<A: Serialize + DeserializeOwned> Snapshots<A> {
+    /// Snapshots of the state as its own serde JSON.
+    pub const fn json(every: u64, version: u32) -> Snapshots<A> {
+        assert!(every > 0, "a snapshot every 0 events");
+        Snapshots { every, version, encode: encode_json::<A>, decode: decode_json::<A> }
+    }
+}
+
+fn encode_json<A: Serialize>(state: &A) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::to_value(state)
+}
+
+fn decode_json<A: DeserializeOwned>(state: serde_json::Value) -> Result<A, serde_json::Error> {
+    serde_json::from_value(state)
+}
+
 pub trait Aggregate: Default {
     type Command;
     type Event: DomainEvent;
     type Error: std::error::Error + PartialEq;
+
+    /// Whether (and how) this aggregate's state is kept in snapshots. `None`, the default,
+    /// folds every load from the stream's first event: right for short streams (a mission).
+    const SNAPSHOTS: Option<Snapshots<Self>> = None;
 
     /// The stream type all instances of this aggregate are stored under.
     fn stream_type() -> StreamType;

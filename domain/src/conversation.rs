@@ -10,12 +10,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::StreamType;
-use crate::aggregate::{Aggregate, DomainEvent};
+use crate::aggregate::{Aggregate, DomainEvent, Snapshots};
 
 /// Longest message one turn may carry, in characters.
 pub const MESSAGE_LEN_MAX: usize = 32_000;
 /// Most messages one conversation holds (both sides).
 pub const MESSAGES_MAX: usize = 1_000;
+
+/// Events between two snapshots of a conversation.
+pub const SNAPSHOT_EVERY: u64 = 200;
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +77,7 @@ pub enum ConversationError {
     Full,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     /// `None` until started.
     pub agent: Option<String>,
@@ -86,6 +89,10 @@ impl Aggregate for Conversation {
     type Command = ConversationCommand;
     type Event = ConversationEvent;
     type Error = ConversationError;
+
+    /// A conversation's state is every turn, so each snapshot rewrites them all: taken less
+    /// often than an agent's, it still bounds a load at its last snapshot and 200 events.
+    const SNAPSHOTS: Option<Snapshots<Self>> = Some(Snapshots::json(SNAPSHOT_EVERY, 1));
 
     fn stream_type() -> StreamType {
         StreamType::parse("conversation").expect("a valid stream type")

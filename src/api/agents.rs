@@ -144,8 +144,12 @@ pub(super) fn refusal(error: CommandError<AgentError>) -> ApiError {
 }
 
 pub(super) async fn load_view(app: &AppState, agent_id: &StreamId) -> Result<AgentView, ApiError> {
-    let (agent, events) =
-        command::load_with_events::<Agent>(&app.store, agent_id).await.map_err(refusal)?;
+    // The state through its snapshot and only the history shown: an agent's stream grows
+    // for as long as it lives.
+    let recent = HISTORY_EVENTS_MAX as u64;
+    let (agent, events) = command::load_with_recent_events::<Agent>(&app.store, agent_id, recent)
+        .await
+        .map_err(refusal)?;
     fold_view(agent_id, agent, events)
 }
 

@@ -1,7 +1,7 @@
 //! `brain bench …`: measurements users run on their own hardware, one module a bench, and what
 //! they share. `brain bench append` works in a database and namespace of its own, created for
 //! the run and dropped after (unless `--keep`), so it never touches a deployment's data;
-//! `brain bench search`, `heal` and `rebuild` likewise fill a database of their own;
+//! `brain bench search`, `heal`, `rebuild` and `snapshots` likewise fill a database of their own;
 //! `brain bench missions` (unless `--own-serve`), `batch`, `ws` and `agents` measure a running
 //! `brain serve` over HTTP, in whatever database and namespace that server uses; the others
 //! start a `brain serve` of their own (`own_serve`).
@@ -22,6 +22,7 @@ mod own_serve;
 mod rebuild;
 mod round_trips;
 mod search;
+mod snapshots;
 mod verify;
 /// Headless Chromium over WebDriver, for the console's tests and benches.
 pub mod webdriver;
@@ -64,6 +65,9 @@ pub enum Bench {
     /// Fill a store with missions and build its read models, then time each check of `brain
     /// events verify` alone, with each one's peak memory.
     Verify(verify::VerifyBench),
+    /// Load an agent of 100,000 events and a conversation at its 1,000-message bound, folding
+    /// the whole stream and through its snapshot: p50 and p99 of each.
+    Snapshots(snapshots::SnapshotsBench),
     /// Heartbeat a fleet of simulated agents against a running `brain serve` (store growth,
     /// sweep duration, time to detect a silent agent), then claim missions over HTTP.
     Agents(agents::AgentsBench),
@@ -97,6 +101,7 @@ impl Bench {
             Bench::Rebuild(bench) => bench.run().await,
             Bench::Search(bench) => bench.run().await,
             Bench::Verify(bench) => bench.run().await,
+            Bench::Snapshots(bench) => bench.run().await,
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,

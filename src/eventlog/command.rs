@@ -9,6 +9,8 @@
 use domain::aggregate::{Aggregate, DomainEvent, UpcastError};
 use domain::{EventMetadata, ExpectedVersion, NewEvent, RecordedEvent, StreamId};
 
+use crate::eventlog::snapshot;
+use crate::eventlog::store::snapshots;
 use crate::eventlog::store::{Append, AppendError, Appended, AsOf, EventStore, StoreError};
 
 /// Re-decisions after a conflict before giving up with it.
@@ -39,8 +41,22 @@ pub struct Executed<A> {
     pub appended: Option<Appended>,
 }
 
-/// Loads a stream and folds it into its aggregate, upcasting stored events.
+/// Loads a stream and folds it into its aggregate, upcasting stored events. An aggregate
+/// that takes snapshots starts from its stream's snapshot and folds only the events after
+/// it (decision 0049).
 pub async fn load<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+) -> Result<(A, u64), CommandError<A::Error>> {
+    match A::SNAPSHOTS {
+        Some(snapshots) => snapshot::load(store, stream_id, &snapshots).await,
+        None => load_whole(store, stream_id).await,
+    }
+}
+
+/// [`load`] folding every event of the stream, never a snapshot: what a load costs without
+/// one, and what a snapshot must always equal.
+pub async fn load_whole<A: Aggregate>(
     store: &EventStore,
     stream_id: &StreamId,
 ) -> Result<(A, u64), CommandError<A::Error>> {
@@ -57,6 +73,23 @@ pub async fn load_with_events<A: Aggregate>(
     Ok((fold(&recorded)?, recorded))
 }
 
+/// [`load`], with the stream's last `recent` events or more (for a view that shows recent
+/// history): the state through the snapshot, then the tail of the stream in a second read.
+/// Events appended between the two reads are folded into the state too, so the two agree.
+pub async fn load_with_recent_events<A: Aggregate>(
+    store: &EventStore,
+    stream_id: &StreamId,
+    recent: u64,
+) -> Result<(A, Vec<RecordedEvent>), CommandError<A::Error>> {
+    let (state, version) = load::<A>(store, stream_id).await?;
+    let after = version.saturating_sub(recent);
+    let recorded =
+        snapshots::stream_range(store.pool(), &A::stream_type(), stream_id, after, None).await?;
+    let newer = recorded.partition_point(|event| event.version <= version);
+    let (state, _) = snapshot::fold_onto(state, version, &recorded[newer..])?;
+    Ok((state, recorded))
+}
+
 /// The aggregate the stored events of one stream make, each upcast first.
 fn fold<A: Aggregate>(recorded: &[RecordedEvent]) -> Result<A, UpcastError> {
     let mut state = A::default();
@@ -69,7 +102,8 @@ fn fold<A: Aggregate>(recorded: &[RecordedEvent]) -> Result<A, UpcastError> {
 }
 
 /// [`load_with_events`] as the log stood at `as_of` (time travel): the aggregate folded from
-/// the stream's events up to that moment, and those events.
+/// the stream's events up to that moment, and those events. Never from a snapshot: the one
+/// stored is usually past that moment, and the caller wants the events anyway.
 pub async fn load_as_of<A: Aggregate>(
     store: &EventStore,
     stream_id: &StreamId,
@@ -208,7 +242,8 @@ async fn decide_and_append<A: Aggregate>(
     if events.is_empty() {
         return Ok(Ok(Executed { state, version, appended: None }));
     }
-    let new_events = events.iter().map(new_event).collect();
+    let new_events: Vec<NewEvent> = events.iter().map(new_event).collect();
+    let last_event_id = new_events.last().map(|event| event.event_id);
     let append = Append {
         stream_type: A::stream_type(),
         stream_id: stream_id.clone(),
@@ -227,6 +262,19 @@ async fn decide_and_append<A: Aggregate>(
                 state.apply(event);
             }
             let version = appended.last_version;
+            // Past a multiple of `every`, the state just decided on is the snapshot: no load.
+            if let Some(snapshots) = A::SNAPSHOTS
+                && let Some(event_id) = last_event_id
+                && snapshot::crossed(
+                    appended.first_version.saturating_sub(1),
+                    version,
+                    snapshots.every,
+                )
+            {
+                snapshot::save_later(
+                    store, stream_id, &snapshots, &state, version, event_id, false,
+                );
+            }
             Ok(Ok(Executed { state, version, appended: Some(appended) }))
         }
         Err(conflict @ AppendError::Conflict { .. }) => Ok(Err(conflict)),

@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod projector;
 pub mod projectors;
 pub mod relay;
+pub mod snapshot;
 pub mod store;
 pub mod transfer;
 pub mod verify;

@@ -67,6 +67,7 @@ mod relay;
 mod replay;
 mod run_command;
 mod serve;
+mod snapshots;
 mod supervisor_agent;
 mod support;
 mod time_travel;

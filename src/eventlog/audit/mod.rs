@@ -3,7 +3,8 @@
 //!
 //! The checks of the log itself live here: [`log`] (positions 1..head without a hole, the
 //! head row, each stream's versions 1..n, in SQL), the chain ([`crate::eventlog::chain`],
-//! reused as it is), and [`bus`] (the stream mirrors the log). A read model is checked by a
+//! reused as it is), [`snapshots`] (each stored snapshot equals a fold of its stream), and
+//! [`bus`] (the stream mirrors the log). A read model is checked by a
 //! [`ModelCheck`] that builds the model from the log into a scratch copy up to the position
 //! the live model has reached, compares the two and drops the copy: [`tables`] does it for
 //! the PostgreSQL models; the queue's lives with the queue (`missions::queue::verify`), and
@@ -15,6 +16,7 @@
 
 pub mod bus;
 pub mod log;
+pub mod snapshots;
 pub mod tables;
 
 use std::future::Future;
@@ -35,7 +37,8 @@ pub const STATEMENT_TIMEOUT: &str = "900s";
 pub const LOCK_NAME: &str = "brain:verify";
 
 /// The checks of the log itself, in the order they run, before the read models'.
-pub const LOG_CHECKS: [&str; 4] = ["positions", "stream_versions", "chain", "jetstream"];
+pub const LOG_CHECKS: [&str; 5] =
+    ["positions", "stream_versions", "chain", "snapshots", "jetstream"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -246,6 +249,7 @@ impl Verifier {
                 "positions" => log::positions(&self.pool, progress).await,
                 "stream_versions" => log::stream_versions(&self.pool).await,
                 "chain" => chain_check(&self.pool, progress).await,
+                "snapshots" => snapshots::check(&self.pool, progress).await,
                 _ => match &self.jetstream {
                     Ok(jetstream) => {
                         bus::check(&self.pool, jetstream, &self.namespace, options.sample, progress)

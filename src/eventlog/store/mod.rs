@@ -52,6 +52,7 @@ macro_rules! bounded {
 }
 
 pub mod chain;
+pub mod snapshots;
 pub mod transfer;
 
 /// One command's append: events for one stream, checked against the version it expects.
@@ -176,15 +177,7 @@ impl EventStore {
         stream_id: &StreamId,
         version_max: Option<u64>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT * FROM events WHERE stream_type = $1 AND stream_id = $2 AND version <= $3
-             ORDER BY version",
-        )
-        .bind(stream_type.as_str())
-        .bind(stream_id.as_str())
-        .bind(version_max.map_or(i64::MAX, to_i64));
-        let rows = bounded!(self.pool, |c| rows.fetch_all(c))?;
-        rows.iter().map(recorded_event).collect()
+        snapshots::stream_up_to(&self.pool, stream_type, stream_id, version_max).await
     }
 
     /// A stream's events as the log held them at `as_of`, in version order: those at or before
