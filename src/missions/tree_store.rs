@@ -3,8 +3,9 @@
 //! last one resumes it); a cancelled mission's children are cancelled.
 //!
 //! A batch is committed in three steps: the links are written (idempotently), the commands
-//! are issued, then the checkpoint moves. The checkpoint is checked at the first step and
-//! again at the last. A crash anywhere repeats the batch, and every command is idempotent
+//! are issued, then the checkpoint moves (with the links written again, for a rebuild that
+//! swapped the tables in between). The checkpoint is checked at the first step and again at
+//! the last. A crash anywhere repeats the batch, and every command is idempotent
 //! (a child the parent no longer waits for changes nothing; cancelling a finished mission is
 //! refused), so a repeat changes nothing that was already done.
 
@@ -204,9 +205,10 @@ async fn parents_among_cancelled(
 }
 
 /// The tree's links alone, as a [`PgWriter`]: what `brain events verify` builds from the log
-/// to compare with the live links. It issues no command (a build from the log must not
-/// report or cancel again), so it is no way to run the tree, nor to rebuild it beside the live
-/// one: the live store would skip the commands of the events the rebuild went past.
+/// to compare with the live links, and what a rebuild builds beside them. It issues no
+/// command (a build from the log must not report or cancel again), so a rebuild swaps it in
+/// at the live position, never past it ([`crate::eventlog::projectors::rebuild_at_live`]):
+/// the live store then acts on every event after it, as before.
 #[derive(Debug, Clone, Copy)]
 pub struct TreeLinksWriter;
 
@@ -261,8 +263,11 @@ impl ProjectionStore<TreeChange> for TreeStore {
             Ok(Err(error)) => return Err(CommitError::Store(error)),
             Err(_) => return Err(CommitError::Store(TreeError::Timeout)),
         }
-        // 3. The checkpoint.
+        // 3. The checkpoint, with the links again: a rebuild may have swapped the tables in
+        // since the first step (at this batch's `after`, which it may not pass), and the
+        // links must be in the tables that go on.
         let mut tx = self.begin_at(after).await?;
+        write_links(&mut tx, "", &changes).await.map_err(store_error)?;
         move_checkpoint(&mut tx, name, up_to).await.map_err(store_error)?;
         tx.commit().await.map_err(store_error)
     }

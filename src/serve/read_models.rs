@@ -69,7 +69,7 @@ pub const READ_MODELS: &[ReadModel] = &[
         name: projections::mission_tree::NAME,
         home: Home::Postgres,
         holds: "links between parent and child missions; reports children's ends to parents",
-        rebuilds: false,
+        rebuilds: true,
     },
     ReadModel {
         name: projections::llm_usage::NAME,
@@ -266,13 +266,14 @@ impl Models {
                 let projector = projections::event_type_stats::EventTypeStats;
                 projectors::rebuild(pool, projector, EventTypeStatsWriter).await?
             }
+            projections::mission_tree::NAME => {
+                let writer = crate::missions::tree_store::TreeLinksWriter;
+                let projector = projections::mission_tree::MissionTree;
+                projectors::rebuild_at_live(pool, projector, writer).await?
+            }
             name => anyhow::bail!(
-                "{name} cannot be rebuilt beside the live model yet; {}",
-                match name {
-                    projections::agent_view::NAME =>
-                        "it refills itself from the log when it loses its state",
-                    _ => "its projector issues commands, which a rebuild must not repeat",
-                }
+                "{name} cannot be rebuilt beside the live model yet; it refills itself from the \
+                 log when it loses its state"
             ),
         };
         record_reset(pool, model.name, "rebuild", reached).await;

@@ -20,7 +20,7 @@ const MISSIONS: u64 = 12;
 /// Most missions the busy system's load enqueues.
 const BUSY_MISSIONS_MAX: u64 = 2_000;
 
-fn brain(env: &TestEnv, args: &[&str]) -> Output {
+pub fn brain(env: &TestEnv, args: &[&str]) -> Output {
     let mut command = crate::support::brain_command();
     command
         .args(args)

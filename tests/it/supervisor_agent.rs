@@ -131,6 +131,13 @@ async fn a_supervisor_fans_out_waits_without_a_slot_and_completes_with_its_child
     let (code, report) = crate::events_verify::verify(&env, &["--only", "mission_tree"]).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["checks"][0]["checked"], 3, "{report:#}");
+    // Rebuilt beside the live tree at its position, from its links alone: the same links,
+    // and the parent's view still shows its children.
+    let rebuilt = crate::events_verify::brain(&env, &["projections", "rebuild", "mission_tree"]);
+    assert_eq!(rebuilt.status.code(), Some(0), "{rebuilt:?}");
+    let (code, report) = crate::events_verify::verify(&env, &["--only", "mission_tree"]).await;
+    assert_eq!((code, &report["checks"][0]["checked"]), (0, &json!(3)), "{report:#}");
+    assert_eq!(mission(addr, &id).await["children"].as_array().unwrap().len(), 3);
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -320,30 +320,7 @@ where
 {
     let name = projector.name();
     let tables = writer.tables();
-    let shadow_key = format!("{name}:rebuild");
-    {
-        let mut tx = pool.begin().await?;
-        for table in tables {
-            let shadow = format!("{table}{SHADOW_SUFFIX}");
-            sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(AssertSqlSafe(format!(
-                "CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)"
-            )))
-            .execute(&mut *tx)
-            .await?;
-            copy_statistics_targets(&mut tx, table, &shadow).await?;
-        }
-        sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
-            .bind(&shadow_key)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-    }
-
-    let store = PgProjection::shadow(pool.clone(), writer, name);
-    let mut feeder = Feeder::new(projector, store, pool.clone(), 1_000).await?;
+    let mut feeder = prepare_shadow(pool, projector, writer).await?;
     for attempt in 1..=REBUILD_SWAP_ATTEMPTS_MAX {
         let reached = feeder.catch_up().await?;
         let mut tx = pool.begin().await?;
@@ -355,21 +332,7 @@ where
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        for table in tables {
-            let (old, shadow) = (format!("{table}_old"), format!("{table}{SHADOW_SUFFIX}"));
-            sqlx::query(AssertSqlSafe(format!("ALTER TABLE {table} RENAME TO {old}")))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(AssertSqlSafe(format!("ALTER TABLE {shadow} RENAME TO {table}")))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(AssertSqlSafe(format!("DROP TABLE {old}"))).execute(&mut *tx).await?;
-        }
-        move_checkpoint(&mut tx, name, reached).await?;
-        sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
-            .bind(&shadow_key)
-            .execute(&mut *tx)
-            .await?;
+        swap_in(&mut tx, name, tables, reached).await?;
         tx.commit().await?;
         tracing::info!(projector = name, position = reached, "rebuilt and swapped in");
         return Ok(reached);
@@ -378,4 +341,94 @@ where
     Err(RunnerError::Projection(
         format!("rebuild of {name} could not overtake the live model (store at {head})").into(),
     ))
+}
+
+/// [`rebuild`] for a model whose live store acts on what it applies (the mission tree issues
+/// commands): the rebuilt tables are swapped in at exactly the live model's position, never
+/// past it, so that the live store still applies, and acts on, every event after it. The
+/// last stretch is built while the live checkpoint is locked (the live store waits for it),
+/// and the checkpoint does not move. `writer` must only write the tables.
+pub async fn rebuild_at_live<P, W>(
+    pool: &PgPool,
+    projector: P,
+    writer: W,
+) -> Result<u64, RunnerError>
+where
+    P: Projector,
+    W: PgWriter<P::Change>,
+{
+    let name = projector.name();
+    let tables = writer.tables();
+    let mut feeder = prepare_shadow(pool, projector, writer).await?;
+    // Most of the way without the lock, to the live position as it was.
+    let live = checkpoint(pool, name).await?;
+    feeder.catch_up_to(live).await?;
+    let mut tx = pool.begin().await?;
+    let live = lock_checkpoint(&mut tx, name).await?;
+    feeder.catch_up_to(live).await?;
+    swap_in(&mut tx, name, tables, live).await?;
+    tx.commit().await?;
+    tracing::info!(
+        projector = name,
+        position = live,
+        "rebuilt and swapped in at the live position"
+    );
+    Ok(live)
+}
+
+/// Creates the shadow tables of `writer` (dropping any left) and a feeder that fills them.
+async fn prepare_shadow<P, W>(
+    pool: &PgPool,
+    projector: P,
+    writer: W,
+) -> Result<Feeder<P, PgProjection<W>>, RunnerError>
+where
+    P: Projector,
+    W: PgWriter<P::Change>,
+{
+    let name = projector.name();
+    let mut tx = pool.begin().await?;
+    for table in writer.tables() {
+        let shadow = format!("{table}{SHADOW_SUFFIX}");
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {shadow}")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!("CREATE TABLE {shadow} (LIKE {table} INCLUDING ALL)")))
+            .execute(&mut *tx)
+            .await?;
+        copy_statistics_targets(&mut tx, table, &shadow).await?;
+    }
+    sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
+        .bind(format!("{name}:rebuild"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let store = PgProjection::shadow(pool.clone(), writer, name);
+    Feeder::new(projector, store, pool.clone(), 1_000).await
+}
+
+/// Swaps the shadow tables in for the live ones and sets the live checkpoint to `reached`,
+/// inside `tx`, which holds the live checkpoint's lock.
+async fn swap_in(
+    tx: &mut PgConnection,
+    name: &str,
+    tables: &[&str],
+    reached: u64,
+) -> Result<(), sqlx::Error> {
+    for table in tables {
+        let (old, shadow) = (format!("{table}_old"), format!("{table}{SHADOW_SUFFIX}"));
+        sqlx::query(AssertSqlSafe(format!("ALTER TABLE {table} RENAME TO {old}")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!("ALTER TABLE {shadow} RENAME TO {table}")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE {old}"))).execute(&mut *tx).await?;
+    }
+    move_checkpoint(&mut *tx, name, reached).await?;
+    sqlx::query("DELETE FROM projector_checkpoints WHERE projector = $1")
+        .bind(format!("{name}:rebuild"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
