@@ -18,6 +18,7 @@ pub mod restart;
 pub mod tools;
 pub mod view;
 pub mod view_check;
+pub mod view_rebuild;
 pub mod watchdog;
 
 use std::sync::Arc;

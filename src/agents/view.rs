@@ -35,6 +35,7 @@ use serde::Serialize;
 use crate::config::Namespace;
 
 const COMMIT: &str = include_str!("view_commit.lua");
+const SWAP: &str = include_str!("view_swap.lua");
 
 /// Most agents one page of the list holds.
 pub const PAGE_MAX: usize = 500;
@@ -261,6 +262,23 @@ impl AgentViewStore {
     /// When this view began to be filled from nothing, if it has.
     pub async fn watch_since(&self) -> Result<Option<i64>, redis::RedisError> {
         self.connection.clone().get(format!("{}watch_since", self.base)).await
+    }
+
+    /// Swaps `rebuilt` (a view of its own, built from the log) in for this one in one step
+    /// (`view_swap.lua`), if it has reached this view's checkpoint: `Some(position)`, or
+    /// `None` when this view has moved past it.
+    pub async fn swap_in(
+        &self,
+        rebuilt: &AgentViewStore,
+    ) -> Result<Option<u64>, redis::RedisError> {
+        let (swapped, position): (i64, u64) = Script::new(SWAP)
+            .key(format!("{}checkpoint", self.base))
+            .key(format!("{}checkpoint", rebuilt.base))
+            .arg(&self.base)
+            .arg(&rebuilt.base)
+            .invoke_async(&mut self.connection.clone())
+            .await?;
+        Ok((swapped == 1).then_some(position))
     }
 
     pub async fn position(&self) -> Result<u64, redis::RedisError> {

@@ -4,11 +4,12 @@
 //!
 //! A rebuild never takes a model away from its readers: a PostgreSQL model is built in shadow
 //! tables swapped in by renames in one transaction (`eventlog::projectors::rebuild`), the queue
-//! in a fresh Redis generation switched in one step (`missions::queue::rebuild`). The live
+//! in a fresh Redis generation switched in one step (`missions::queue::rebuild`), the agent
+//! view beside the live one and swapped in by one script (`agents::view_rebuild`). The live
 //! projector, wherever it runs, commits against the same checkpoint, so it waits out the swap
-//! and carries on from the rebuilt position. The agent view and the mission tree have no
-//! shadow yet: the first heals itself from the log when it loses state, and the second issues
-//! commands as it applies events, which a rebuild must not repeat.
+//! and carries on from the rebuilt position. The mission tree, whose projector issues
+//! commands as it applies events, is swapped in at the live position instead, never past it
+//! (`eventlog::projectors::rebuild_at_live`).
 //!
 //! Each reset of a model (a rebuild, or a heal of one that lost its state) is recorded in
 //! `projector_resets`, which `status` reads.
@@ -21,6 +22,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use time::OffsetDateTime;
 
+use crate::agents::view::AgentViewStore;
+use crate::agents::view_rebuild::SHADOW;
 use crate::config::{Namespace, Services};
 use crate::eventlog::projectors::{self, record_reset};
 use crate::eventlog::{db, store};
@@ -57,7 +60,7 @@ pub const READ_MODELS: &[ReadModel] = &[
         name: projections::agent_view::NAME,
         home: Home::Redis,
         holds: "each agent's state and last heartbeat, for the supervisor and GET /api/agents",
-        rebuilds: false,
+        rebuilds: true,
     },
     ReadModel {
         name: projections::mission_list::NAME,
@@ -271,10 +274,12 @@ impl Models {
                 let projector = projections::mission_tree::MissionTree;
                 projectors::rebuild_at_live(pool, projector, writer).await?
             }
-            name => anyhow::bail!(
-                "{name} cannot be rebuilt beside the live model yet; it refills itself from the \
-                 log when it loses its state"
-            ),
+            projections::agent_view::NAME => {
+                let live = AgentViewStore::new(self.redis.clone(), &self.namespace);
+                let shadow = AgentViewStore::at(self.redis.clone(), &self.namespace, SHADOW);
+                crate::agents::view_rebuild::rebuild(pool, &live, shadow).await?
+            }
+            name => anyhow::bail!("{name} is no read model that can be rebuilt"),
         };
         record_reset(pool, model.name, "rebuild", reached).await;
         Ok(reached)

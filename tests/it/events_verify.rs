@@ -200,7 +200,8 @@ async fn each_tampering_is_found_and_named_and_a_rebuild_makes_the_models_clean(
 }
 
 #[tokio::test]
-async fn an_agent_record_edited_in_redis_is_found_and_named_by_the_agent_views_check() {
+async fn an_agent_record_edited_in_redis_is_found_by_the_agent_views_check_and_a_rebuild_mends_it()
+{
     // Given a serve and a worker registered in the agent view.
     let env = TestEnv::new().await;
     let (addr, shutdown, task) = serve_in_process(services(&env, &redis_url())).await;
@@ -234,6 +235,19 @@ async fn an_agent_record_edited_in_redis_is_found_and_named_by_the_agent_views_c
     assert_eq!(keys(view), [format!("agent view key a:{agent_id}")], "{view}");
     let detail = view["findings"][0]["detail"].as_str().unwrap();
     assert!(detail.contains("tampered"), "{detail}");
+
+    // And a rebuild beside the live view, swapped in while the serve runs, makes it clean,
+    // the agent still listed and its heartbeats still followed.
+    let pings = format!("{{{}}}:av:pings", env.namespace);
+    let ping: Option<f64> = redis.zscore(&pings, &agent_id).await.unwrap();
+    let rebuilt = brain(&env, &["projections", "rebuild", "agent_view"]);
+    assert_eq!(rebuilt.status.code(), Some(0), "{}", said(&rebuilt));
+    let (code, report) = verify(&env, &["--only", "agent_view"]).await;
+    assert_eq!(code, 0, "{report:#}");
+    let (_, page) = crate::serve::get(addr, "/api/agents").await;
+    assert_eq!(page["agents"][0]["agent_id"], agent_id.as_str(), "{page}");
+    let kept: Option<f64> = redis.zscore(&pings, &agent_id).await.unwrap();
+    assert!(kept >= ping && kept.is_some(), "the live ping {ping:?} is kept: {kept:?}");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
