@@ -71,7 +71,7 @@ struct Reads {
 }
 
 async fn read_while(addr: SocketAddr, reads: Arc<Reads>, going: Arc<AtomicBool>) {
-    let paths = ["/api/missions?limit=20", "/api/missions/queue?limit=20"];
+    let paths = ["/api/missions?limit=20", "/api/missions/queue?limit=20", "/api/agents?limit=20"];
     while going.load(Ordering::SeqCst) {
         for path in paths {
             let response = client().get(format!("http://{addr}{path}")).send().await;
@@ -117,10 +117,13 @@ async fn a_rebuild_from_another_process_under_load_fails_no_read_and_the_models_
         })
     };
 
-    // When the mission list, the queue and the stats are rebuilt from another process.
+    // When the mission list, the queue, the stats, the agent view and the tree are rebuilt
+    // from another process.
+    const MODELS: [&str; 5] =
+        ["mission_list", "mission_queue", "event_type_stats", "agent_view", "mission_tree"];
     let rebuilt = projections_async(
         &env,
-        &["rebuild", "mission_list", "mission_queue", "event_type_stats", "--json"],
+        &["rebuild", MODELS[0], MODELS[1], MODELS[2], MODELS[3], MODELS[4], "--json"],
     )
     .await;
 
@@ -131,7 +134,7 @@ async fn a_rebuild_from_another_process_under_load_fails_no_read_and_the_models_
         .map(|line| serde_json::from_str(line).expect("a JSON line per model"))
         .collect();
     let names: Vec<&str> = lines.iter().map(|line| line["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["mission_list", "mission_queue", "event_type_stats"]);
+    assert_eq!(names, MODELS);
     going.store(false, Ordering::SeqCst);
     writer.await.unwrap();
     for reader in readers {
