@@ -130,6 +130,12 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<i32> {
     };
     match transfer::import(&pool, input, progress).await {
         Ok(imported) => {
+            // The read models are built from the imported log next: with the planner's
+            // statistics of it at once, rather than at autovacuum's next round (without them a
+            // filtered read sorts its whole range, several times slower).
+            if let Err(error) = sqlx::query("ANALYZE events").execute(&pool).await {
+                eprintln!("\rbrain events import: imported, but ANALYZE events failed: {error}");
+            }
             let seconds = started.elapsed().as_secs_f64();
             if args.json {
                 println!("{}", serde_json::to_string(&imported)?);
