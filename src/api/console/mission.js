@@ -134,8 +134,8 @@ export async function render(main, [missionId], shell) {
   }
 
   async function fork(attempt, atStep) {
-    const copy = await act('fork', { at_step: atStep, attempt }, 'fork');
-    if (copy) fill(notice, h('p', { id: 'action-result' }, `Fork from step ${atStep} enqueued: `, link(`/missions/${copy.mission_id}`, copy.mission_id), '.'));
+    const forked = await act('fork', { at_step: atStep, attempt }, 'fork');
+    if (forked) fill(notice, h('p', { id: 'action-result' }, `Fork from step ${atStep} enqueued: `, link(`/missions/${forked.mission_id}`, forked.mission_id), '.'));
   }
 
   async function replay() {
