@@ -42,14 +42,7 @@ impl RebuildBench {
         let connection = redis.get_connection_manager().await.context("Redis")?;
         let models = Models::new(pool.clone(), connection, namespace);
         for model in READ_MODELS.iter().filter(|model| model.rebuilds) {
-            if model.name == projections::mission_tree::NAME {
-                // The tree is rebuilt up to its live projector's position, never past it, and
-                // no live projector runs here: one is taken to stand at the head.
-                let mut tx = pool.begin().await?;
-                projectors::lock_checkpoint(&mut tx, model.name).await?;
-                projectors::move_checkpoint(&mut tx, model.name, head).await?;
-                tx.commit().await?;
-            }
+            stand_live_at(&pool, model.name, head).await?;
             reset_peak_rss();
             let started = Instant::now();
             let reached = models.rebuild(model, Default::default()).await?;
@@ -59,6 +52,23 @@ impl RebuildBench {
         models.drop_queue().await?;
         opened.close().await
     }
+}
+
+/// Before a bench rebuilds `model`: the mission tree is rebuilt up to its live projector's
+/// position, never past it, and no live projector runs in a bench, so one is taken to stand
+/// at `head` (other models are rebuilt to the head whatever their live position).
+pub(super) async fn stand_live_at(
+    pool: &sqlx::PgPool,
+    model: &str,
+    head: u64,
+) -> anyhow::Result<()> {
+    if model == projections::mission_tree::NAME {
+        let mut tx = pool.begin().await?;
+        projectors::lock_checkpoint(&mut tx, model).await?;
+        projectors::move_checkpoint(&mut tx, model, head).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 fn report(what: &str, events: u64, took: Duration) {

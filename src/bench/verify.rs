@@ -32,6 +32,7 @@ impl VerifyBench {
         let connection = redis.get_connection_manager().await.context("Redis")?;
         let models = Models::new(pool.clone(), connection.clone(), namespace.clone());
         for model in READ_MODELS.iter().filter(|model| model.rebuilds) {
+            super::rebuild::stand_live_at(&pool, model.name, head).await?;
             models.rebuild(model, Scoring::default()).await?;
         }
         let jetstream = Err("the bench publishes nothing to NATS".to_owned());
