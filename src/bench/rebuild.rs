@@ -49,7 +49,7 @@ impl RebuildBench {
             anyhow::ensure!(reached == head, "{} reached {reached} of {head}", model.name);
             report(&format!("rebuild {}", model.name), head, started.elapsed());
         }
-        models.drop_queue().await?;
+        models.drop_redis().await?;
         opened.close().await
     }
 }

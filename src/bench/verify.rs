@@ -68,7 +68,7 @@ impl VerifyBench {
                 rss_kib("VmHWM") / 1024
             );
         }
-        models.drop_queue().await?;
+        models.drop_redis().await?;
         opened.close().await
     }
 }

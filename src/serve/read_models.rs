@@ -143,9 +143,11 @@ impl Models {
         Models { pool, redis, namespace }
     }
 
-    /// Deletes the queue's keys of this namespace (a bench's cleanup).
-    pub async fn drop_queue(&self) -> anyhow::Result<()> {
-        Ok(self.queue().drop_all().await?)
+    /// Deletes the Redis models of this namespace, the queue and the agent view (a bench's
+    /// cleanup).
+    pub async fn drop_redis(&self) -> anyhow::Result<()> {
+        self.queue().drop_all().await?;
+        Ok(AgentViewStore::new(self.redis.clone(), &self.namespace).drop_all().await?)
     }
 
     pub async fn connect(services: &Services) -> anyhow::Result<Models> {
