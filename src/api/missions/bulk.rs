@@ -9,14 +9,14 @@
 //! the first outcomes and changes nothing more.
 
 use axum::extract::State;
-use domain::mission::{Mission, MissionCommand};
+use domain::mission::Mission;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::control::{checked_reason, copy_ids};
+use super::control::{Reasoned, checked_reason, copy_ids};
 use super::list::ListQuery;
 use crate::api::error::{ErrorCode, errors};
 use crate::api::extract::Metadata;
@@ -261,15 +261,12 @@ async fn act(
             )
         }
         Action::Cancel | Action::Retry => {
-            command::execute::<Mission>(&app.store, &stream_id, metadata, || match action {
-                Action::Retry => {
-                    MissionCommand::Retry { by: by.clone(), reason: reason.to_owned(), now_ms: now }
-                }
-                _ => MissionCommand::Cancel {
-                    reason: reason.to_owned(),
-                    by: by.clone(),
-                    now_ms: now,
-                },
+            let kind = match action {
+                Action::Retry => Reasoned::Retry,
+                _ => Reasoned::Cancel,
+            };
+            command::execute::<Mission>(&app.store, &stream_id, metadata, || {
+                kind.command(reason, &by, now)
             })
             .await
             .map(|executed| {

@@ -61,18 +61,7 @@ pub(super) async fn cancel(
     Metadata(metadata): Metadata,
     body: Bytes,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let request: ReasonRequest = optional_json(&body)?;
-    let reason = checked_reason(&request.reason, false)?;
-    let by = metadata.actor.clone();
-    let now = now_ms();
-    command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Cancel {
-        reason: reason.clone(),
-        by: by.clone(),
-        now_ms: now,
-    })
-    .await
-    .map_err(refusal)?;
-    Ok(ApiJson(load_view(&app, &mission_id).await?))
+    reasoned(&app, &mission_id, metadata, &body, Reasoned::Cancel).await
 }
 
 errors! {
@@ -93,18 +82,45 @@ pub(super) async fn retry(
     Metadata(metadata): Metadata,
     body: Bytes,
 ) -> Result<ApiJson<MissionView>, ApiError> {
-    let request: ReasonRequest = optional_json(&body)?;
+    reasoned(&app, &mission_id, metadata, &body, Reasoned::Retry).await
+}
+
+/// A command of one mission that records who asked and why: a cancel or a retry (the single
+/// routes and the bulk one make them alike).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Reasoned {
+    Cancel,
+    Retry,
+}
+
+impl Reasoned {
+    pub(super) fn command(self, reason: &str, by: &str, now_ms: i64) -> MissionCommand {
+        let (reason, by) = (reason.to_owned(), by.to_owned());
+        match self {
+            Reasoned::Cancel => MissionCommand::Cancel { reason, by, now_ms },
+            Reasoned::Retry => MissionCommand::Retry { by, reason, now_ms },
+        }
+    }
+}
+
+/// Runs `kind` on one mission with the optional `{"reason"}` of `body`; the mission after it.
+async fn reasoned(
+    app: &AppState,
+    mission_id: &domain::StreamId,
+    metadata: domain::EventMetadata,
+    body: &[u8],
+    kind: Reasoned,
+) -> Result<ApiJson<MissionView>, ApiError> {
+    let request: ReasonRequest = optional_json(body)?;
     let reason = checked_reason(&request.reason, false)?;
     let by = metadata.actor.clone();
     let now = now_ms();
-    command::execute::<Mission>(&app.store, &mission_id, metadata, || MissionCommand::Retry {
-        by: by.clone(),
-        reason: reason.clone(),
-        now_ms: now,
+    command::execute::<Mission>(&app.store, mission_id, metadata, || {
+        kind.command(&reason, &by, now)
     })
     .await
     .map_err(refusal)?;
-    Ok(ApiJson(load_view(&app, &mission_id).await?))
+    Ok(ApiJson(load_view(app, mission_id).await?))
 }
 
 /// A re-enqueue: both fields optional.
