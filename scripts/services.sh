@@ -295,6 +295,30 @@ if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('nats-p
     say "python nats client: nats-py $NATS_PY_VERSION installed"
 fi
 
+# MCP for its tests, from no one here (pinned, so the tests' expectations hold):
+# - the official Python SDK, whose client drives BRAiN's own MCP server, and the reference
+#   `mcp-server-time` server (stdio) that agents use as a tool;
+# - the reference `@modelcontextprotocol/server-everything` (stdio and streamable HTTP),
+#   from npm into $BRAIN_TEST_MCP_DIR (the tests look there for
+#   node_modules/.bin/mcp-server-everything).
+MCP_PY_VERSION=2.3.0
+MCP_TIME_VERSION=2026.10.19
+MCP_EVERYTHING_VERSION=2026.8.31
+BRAIN_TEST_MCP_DIR=${BRAIN_TEST_MCP_DIR:-/opt/brain-test/mcp}
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$MCP_PY_VERSION' or m.version('mcp-server-time') != '$MCP_TIME_VERSION')" >/dev/null 2>&1; then
+    python3 -m pip install --quiet --disable-pip-version-check "mcp==$MCP_PY_VERSION" "mcp-server-time==$MCP_TIME_VERSION" >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "mcp==$MCP_PY_VERSION" "mcp-server-time==$MCP_TIME_VERSION"
+    say "python mcp: mcp $MCP_PY_VERSION and mcp-server-time $MCP_TIME_VERSION installed"
+fi
+everything_pkg=$BRAIN_TEST_MCP_DIR/node_modules/@modelcontextprotocol/server-everything/package.json
+if ! grep -q "\"version\": \"$MCP_EVERYTHING_VERSION\"" "$everything_pkg" 2>/dev/null; then
+    command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    as_root mkdir -p "$BRAIN_TEST_MCP_DIR"
+    (cd "$BRAIN_TEST_MCP_DIR" && as_root npm install --silent --no-audit --no-fund \
+        "@modelcontextprotocol/server-everything@$MCP_EVERYTHING_VERSION" >&2)
+    say "mcp-server-everything: $MCP_EVERYTHING_VERSION installed in $BRAIN_TEST_MCP_DIR"
+fi
+
 # The URL must work whether pg_hba says trust or scram-sha-256, so the role
 # needs the password even where it is not checked.
 pg_login() {
