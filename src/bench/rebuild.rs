@@ -1,8 +1,8 @@
 //! `brain bench rebuild`: how fast each read model is rebuilt from the log, beside the live
 //! one, as `brain projections rebuild` does it. Fills a store with missions (the filler of
-//! `brain bench heal`, whose database it shares), times one plain read of the whole log page by
-//! page, then each rebuild in turn, and the peak memory of each (this process's resident set:
-//! the kernel's high-water mark is reset before each).
+//! `brain bench heal`, whose database it shares), times a read of the whole log as a rebuild
+//! reads it (pages read ahead), then each rebuild in turn, and the peak memory of each (this
+//! process's resident set: the kernel's high-water mark is reset before each).
 
 use std::time::{Duration, Instant};
 
@@ -31,11 +31,21 @@ impl RebuildBench {
 
         reset_peak_rss();
         let started = Instant::now();
-        let mut after = 0;
-        while after < head {
-            let page = store::read_all(&pool, after, PAGE_EVENTS).await?;
-            after = page.last().map_or(head, |event| event.global_position);
+        let reader = pool.clone();
+        let read: store::read_ahead::ReadRange = std::sync::Arc::new(move |after, to| {
+            let pool = reader.clone();
+            Box::pin(async move {
+                store::read_wanted(&pool, &projections::Reads::All, after, to, PAGE_EVENTS).await
+            })
+        });
+        let depth = store::read_ahead::READ_AHEAD_PAGES;
+        let span = u64::from(PAGE_EVENTS);
+        let mut pages = store::read_ahead::ReadAhead::new(read, 0, head, span, depth);
+        let mut read_events = 0;
+        while let Some(page) = pages.next().await {
+            read_events += page?.events.len() as u64;
         }
+        anyhow::ensure!(read_events == head, "read {read_events} of {head} events");
         report("read the log", head, started.elapsed());
 
         let redis = redis::Client::open(redis_url.as_str()).context("REDIS_URL")?;

@@ -204,45 +204,34 @@ impl<P: Projector, S: ProjectionStore<P::Change>> Feeder<P, S> {
     /// checkpoint to `position`. Returns how many wanted events it applied. `brain events
     /// verify` builds a scratch model with it up to exactly the live model's position.
     ///
-    /// The next page is read (on another task, so on another core) while this one is applied
-    /// and committed: a long catch-up (a rebuild, a heal, a scratch build) keeps PostgreSQL's
-    /// read, the decoding and the store's writes all busy at once. A page read ahead of a
-    /// checkpoint that a rebuild then moved is dropped, and the read starts again from there.
+    /// The next pages are read ([`store::read_ahead`]: on their own tasks and connections)
+    /// while this one is applied and committed: a long catch-up (a rebuild, a heal, a scratch
+    /// build) keeps PostgreSQL's scans, the decoding and the store's writes all busy at once.
+    /// Pages read ahead of a checkpoint that a rebuild then moved are dropped, and the read
+    /// starts again from there.
     pub async fn catch_up_to(&mut self, position: u64) -> Result<usize, RunnerError> {
         let (pool, reads, limit) = (self.pool.clone(), self.reads, self.page_events_max);
-        let read = move |after: u64| {
+        let read: store::read_ahead::ReadRange = Arc::new(move |after, to| {
             let pool = pool.clone();
-            tokio::spawn(
-                async move { store::read_wanted(&pool, &reads, after, position, limit).await },
-            )
+            Box::pin(async move { store::read_wanted(&pool, &reads, after, to, limit).await })
+        });
+        // A range of a projector that reads everything holds one page; of one that reads
+        // some stream types, as many positions as one filtered read scans.
+        let span = match self.reads {
+            Reads::All => u64::from(limit),
+            Reads::Streams(_) => store::WANTED_SCAN_POSITIONS_MAX,
         };
-        let joined = |outcome: Result<Result<store::Page, StoreError>, tokio::task::JoinError>| {
-            outcome
-                .map_err(|error| RunnerError::Projection(Box::new(error)))?
-                .map_err(RunnerError::from)
-        };
+        let (after, depth) = (self.checkpoint(), store::read_ahead::READ_AHEAD_PAGES);
+        let mut pages = store::read_ahead::ReadAhead::new(read, after, position, span, depth);
         let mut applied = 0;
-        let mut ahead: Option<(u64, tokio::task::JoinHandle<_>)> = None;
         while self.checkpoint() < position {
-            let after = self.checkpoint();
-            let reading = match ahead.take() {
-                Some((from, reading)) if from == after => reading,
-                Some((_, stale)) => {
-                    stale.abort();
-                    read(after)
-                }
-                None => read(after),
-            };
-            let page = joined(reading.await)?;
+            let Some(page) = pages.next().await else { break };
+            let page = page?;
             applied += page.events.len();
-            if page.through < position {
-                ahead = Some((page.through, read(page.through)));
+            // A rebuild that moved the checkpoint makes the read start again from there.
+            if !self.commit(page.events.iter().collect(), page.through).await? {
+                pages.restart(self.checkpoint());
             }
-            // A rebuild that moved the checkpoint makes the loop read on from there.
-            self.commit(page.events.iter().collect(), page.through).await?;
-        }
-        if let Some((_, reading)) = ahead {
-            reading.abort();
         }
         Ok(applied)
     }

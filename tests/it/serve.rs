@@ -42,6 +42,7 @@ pub async fn serve_with_options(
     options.access.admin_key.get_or_insert_with(|| crate::support::ADMIN_TOKEN.to_owned());
     // A serve started for tests: echo obeys the payload's failure switches.
     options.agents.builtin.echo_faults = true;
+    test_log();
     let shutdown = CancellationToken::new();
     let server = serve::start(options, shutdown.clone()).await.expect("server starts");
     (server.local_addr, shutdown, server.task)
@@ -51,6 +52,17 @@ pub async fn serve_in_process(
     services: Services,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
     serve_in_process_with(services, brain::config::DEFAULT_AGENT).await
+}
+
+/// Serve's errors and warnings go to the test's captured output, so a test that fails on a
+/// 5xx shows the cause beside the failure (`RUST_LOG` overrides the level).
+fn test_log() {
+    static LOG: std::sync::Once = std::sync::Once::new();
+    LOG.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    });
 }
 
 /// reqwest is built without a default crypto provider (one TLS stack in the tree): a

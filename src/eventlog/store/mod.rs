@@ -52,6 +52,7 @@ macro_rules! bounded {
 }
 
 pub mod chain;
+pub mod read_ahead;
 pub mod snapshots;
 pub mod transfer;
 
