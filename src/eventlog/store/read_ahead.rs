@@ -28,7 +28,7 @@ pub type ReadRange =
 type InFlight = (u64, u64, JoinHandle<Result<Page, StoreError>>);
 
 /// The pages of `after < position <= up_to`, in order, with up to `depth` more ranges of
-/// `span` positions being read ahead.
+/// `span` positions being read ahead (none with a `depth` of 0: one page at a time).
 pub struct ReadAhead {
     read: ReadRange,
     /// The start of the first range not yet asked for.
@@ -41,14 +41,7 @@ pub struct ReadAhead {
 
 impl ReadAhead {
     pub fn new(read: ReadRange, after: u64, up_to: u64, span: u64, depth: usize) -> ReadAhead {
-        ReadAhead {
-            read,
-            next: after,
-            up_to,
-            span: span.max(1),
-            depth: depth.max(1),
-            in_flight: VecDeque::new(),
-        }
+        ReadAhead { read, next: after, up_to, span: span.max(1), depth, in_flight: VecDeque::new() }
     }
 
     /// The next page, whose events follow the last page's `through` and end at its own; `None`
@@ -157,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_come_in_order_without_a_hole_whatever_the_ranges_hold() {
-        for (span, limit, depth) in [(10, 10, 2), (10, 3, 2), (7, 100, 1), (1, 1, 4)] {
+        for (span, limit, depth) in [(10, 10, 2), (10, 3, 2), (7, 100, 0), (1, 1, 4)] {
             let asked = Arc::new(Mutex::new(Vec::new()));
             let reader = ReadAhead::new(fake(limit, asked.clone()), 5, 58, span, depth);
             assert_eq!(positions(reader).await, (6..=58).collect::<Vec<_>>(), "{span} {limit}");
