@@ -21,6 +21,7 @@ mod kinds;
 mod leases;
 mod llm;
 mod llm_usage;
+pub mod mcp;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -84,6 +85,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     routes()
         .into_router()
         .merge(console::router())
+        .merge(mcp::router(state.clone()))
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(deadline)
