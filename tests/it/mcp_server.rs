@@ -17,7 +17,7 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
 use crate::serve::{redis_url, serve_with_options, services};
-use crate::support::{ADMIN_TOKEN, TestEnv, call, client, key_id, make_key};
+use crate::support::{ADMIN_TOKEN, TestEnv, call, client, key_id, make_key, wait_until};
 
 /// Longest a driven run of the Python client may take.
 const DRIVE_TIMEOUT: Duration = Duration::from_secs(240);
@@ -115,6 +115,47 @@ fn initialize(addr: SocketAddr) -> reqwest::RequestBuilder {
         .header("accept", "application/json, text/event-stream")
         .header("content-type", "application/json")
         .body(body.to_string())
+}
+
+/// A sessionless (2026-07-28) `tools/call` as a raw POST: its answer begins only with the
+/// call's first message, and carries no progress token.
+async fn raw_call(addr: SocketAddr, token: &str, name: &str, arguments: Value) -> Value {
+    crate::serve::crypto_provider();
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "1"}
+    });
+    let body = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": name, "arguments": arguments, "_meta": meta}
+    });
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", name)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    let last = text.lines().filter_map(|line| line.strip_prefix("data:")).next_back();
+    let message: Value = serde_json::from_str(last.expect("a message").trim()).unwrap();
+    message["result"].clone()
+}
+
+/// A mission that will not run for a long while: something to wait on.
+async fn pending_mission(addr: SocketAddr) -> String {
+    let body = json!({"name": "later", "agent": "echo", "not_before": "2999-01-01T00:00:00Z"});
+    let url = format!("http://{addr}/api/missions/enqueue");
+    let enqueued: Value =
+        client().post(url).json(&body).send().await.unwrap().json().await.unwrap();
+    enqueued["mission_id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -349,4 +390,52 @@ async fn sessions_are_bounded_and_a_closed_one_makes_room() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_wait_longer_than_the_request_deadline_is_answered_not_cut() {
+    let env = TestEnv::new().await;
+    let mut options =
+        ServeOptions::new(services(&env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+    options.http.request_timeout_ms = 1_000;
+    let (addr, _shutdown, _task) = serve_with_options(options).await;
+    let mission_id = pending_mission(addr).await;
+
+    // No progress token, so nothing is sent before the answer, three deadlines later.
+    let arguments = json!({"mission_id": mission_id, "timeout_s": 3});
+    let result = raw_call(addr, ADMIN_TOKEN, "wait_for_mission", arguments).await;
+    assert_eq!(result["isError"], false, "{result}");
+    assert_eq!(result["structuredContent"]["finished"], false, "{result}");
+    assert_eq!(result["structuredContent"]["mission"]["status"], "pending", "{result}");
+}
+
+// The serve runs in the test's runtime: its calls in flight, their polls of the store and the
+// probes are served on two threads, as a serve's runtime has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_bounded_and_a_finished_one_makes_room() {
+    let env = TestEnv::new().await;
+    let addr = serve_with_echo(&env).await;
+    let mission_id = pending_mission(addr).await;
+
+    let mut waits = Vec::new();
+    for _ in 0..brain::api::mcp::CALLS_MAX {
+        let arguments = json!({"mission_id": mission_id, "timeout_s": 60});
+        waits.push(tokio::spawn(raw_call(addr, ADMIN_TOKEN, "wait_for_mission", arguments)));
+    }
+    // Once every place is held, the next call is refused at once.
+    wait_until("every MCP call place held", Duration::from_secs(30), || async {
+        let result = raw_call(addr, ADMIN_TOKEN, "list_agents", json!({})).await;
+        result["structuredContent"]["error"]["code"] == "too_many_clients"
+    })
+    .await;
+
+    // The mission cancelled, the waits answer and give their places back.
+    let url = format!("http://{addr}/api/missions/{mission_id}/cancel");
+    assert_eq!(client().post(url).send().await.unwrap().status(), 200);
+    for wait in waits {
+        let result = wait.await.unwrap();
+        assert_eq!(result["structuredContent"]["mission"]["status"], "cancelled", "{result}");
+    }
+    let result = raw_call(addr, ADMIN_TOKEN, "list_agents", json!({})).await;
+    assert_eq!(result["isError"], false, "{result}");
 }

@@ -4,6 +4,7 @@
 //! like any route's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -23,6 +24,8 @@ const SESSION_HEADER: &str = "mcp-session-id";
 #[derive(Clone)]
 pub(super) struct Gate {
     pub(super) sessions: Arc<LocalSessionManager>,
+    /// The API's request deadline, here the bound on reading a body.
+    pub(super) request_timeout: Duration,
 }
 
 /// The gate of `/mcp`. Any signed caller may open a session; each tool checks its own
@@ -46,9 +49,20 @@ pub(super) async fn gate(State(gate): State<Gate>, request: Request, next: Next)
         return too_large();
     }
     let (parts, body) = request.into_parts();
-    // Read whole here (bounded), so that a session can be counted before one is made.
-    let Ok(bytes) = axum::body::to_bytes(body, BODY_BYTES_MAX).await else {
-        return too_large();
+    // Read whole here (bounded in size and time), so that a session can be counted before
+    // one is made.
+    let read =
+        tokio::time::timeout(gate.request_timeout, axum::body::to_bytes(body, BODY_BYTES_MAX));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            let message = format!(
+                "the request body took longer than {} ms to arrive",
+                gate.request_timeout.as_millis()
+            );
+            return refused(ErrorCode::RequestTimeout, None, message).into_response();
+        }
     };
     if !parts.headers.contains_key(SESSION_HEADER) && opens_session(&bytes) {
         let held = gate.sessions.sessions.read().await.len();

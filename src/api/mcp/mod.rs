@@ -9,8 +9,16 @@
 //!   `auth::authenticate` (which wraps every route, this one too), then a foreign `Origin`
 //!   refused and a request without a key or session refused (401), each answered in the
 //!   API's error shape, and the key's request rate counted. It also bounds what `rmcp` would
-//!   not: the body ([`BODY_BYTES_MAX`], read here before the protocol sees it) and the number
-//!   of sessions ([`SESSIONS_MAX`]; each ends after [`SESSION_IDLE_TIMEOUT_S`] of quiet).
+//!   not: the body ([`BODY_BYTES_MAX`], read here before the protocol sees it, within the
+//!   request deadline) and the number of sessions ([`SESSIONS_MAX`]; each ends after
+//!   [`SESSION_IDLE_TIMEOUT_S`] of quiet).
+//!
+//! `/mcp` is not under the API's deadline on a request's answer: in the sessionless
+//! revision, the answer to a call begins only with the call's first message, so a
+//! `wait_for_mission` without a progress token would be cut at the deadline however long it
+//! was allowed to wait. Each call is bounded by its own limit instead (a wait by
+//! [`wait::WAIT_TIMEOUT_S_MAX`], a chat by the LLM gateway's timeout, the rest by the
+//! store's), and the body by the deadline.
 //! - [`server`] is the protocol's handler: one per session (or per request, for clients of
 //!   the sessionless 2026-07-28 revision). Every call reads its caller from the HTTP request
 //!   that carried it, so a key revoked mid-session stops at its next call, and a session is
@@ -54,8 +62,9 @@ pub const CALLS_MAX: usize = 64;
 /// How often an idle event stream carries a keep-alive comment.
 pub const SSE_KEEP_ALIVE_S: u64 = 15;
 
-/// The `/mcp` route: `rmcp`'s streamable HTTP service behind [`gate`].
-pub fn router(app: AppState) -> Router<AppState> {
+/// The `/mcp` route: `rmcp`'s streamable HTTP service behind [`gate`], which reads a body
+/// within `request_timeout`.
+pub fn router(app: AppState, request_timeout: Duration) -> Router<AppState> {
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(Duration::from_secs(SESSION_IDLE_TIMEOUT_S));
     sessions.session_config.init_timeout = Some(Duration::from_secs(SESSION_INIT_TIMEOUT_S));
@@ -74,7 +83,8 @@ pub fn router(app: AppState) -> Router<AppState> {
         sessions.clone(),
         config,
     );
-    Router::new()
-        .route_service(MCP_PATH, service)
-        .layer(axum::middleware::from_fn_with_state(gate::Gate { sessions }, gate::gate))
+    Router::new().route_service(MCP_PATH, service).layer(axum::middleware::from_fn_with_state(
+        gate::Gate { sessions, request_timeout },
+        gate::gate,
+    ))
 }
