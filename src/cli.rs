@@ -189,7 +189,7 @@ impl Cli {
             Command::Events { events } => events.run().await,
             Command::Keys { keys } => keys.run().await,
             Command::Projections { projections } => projections.run().await,
-            Command::Mcp { remote } => crate::api::mcp::stdio::run(remote).await,
+            Command::Mcp { remote } => crate::api::mcp::stdio::run(&remote.url, remote.key).await,
             Command::Bench { bench } => bench.run().await,
         }
     }

@@ -23,17 +23,16 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt};
 
-use crate::client::Remote;
-
 /// Longest a relayed request may take: the longest wait a tool may ask for, and a margin.
 pub const RELAY_TIMEOUT_S: u64 = super::wait::WAIT_TIMEOUT_S_MAX + 60;
 /// Requests relayed at once to the serve (more wait their turn in the client).
 pub const RELAY_CONCURRENT_MAX: usize = 16;
 
-/// Runs `brain mcp` until the local client closes stdin.
-pub async fn run(remote: Remote) -> anyhow::Result<()> {
-    let key = remote.key.clone().context("brain mcp needs a key: set BRAIN_API_KEY or --key")?;
-    let url = format!("{}{}", remote.url.trim_end_matches('/'), super::MCP_PATH);
+/// Runs `brain mcp` against the serve at `base_url` with `key` until the local client closes
+/// stdin.
+pub async fn run(base_url: &str, key: Option<String>) -> anyhow::Result<()> {
+    let key = key.context("brain mcp needs a key: set BRAIN_API_KEY or --key")?;
+    let url = format!("{}{}", base_url.trim_end_matches('/'), super::MCP_PATH);
     let config = StreamableHttpClientTransportConfig::with_uri(url.clone())
         .auth_header(key)
         .max_concurrent_requests(RELAY_CONCURRENT_MAX);
