@@ -73,6 +73,12 @@ pub enum Command {
         #[command(subcommand)]
         projections: crate::serve::projections_cli::ProjectionsCli,
     },
+    /// An MCP server on stdin/stdout for local clients, relaying to a running serve's
+    /// `/mcp` (`BRAIN_URL`, with the key in `BRAIN_API_KEY`).
+    Mcp {
+        #[command(flatten)]
+        remote: crate::client::Remote,
+    },
     /// Measure this machine: see `brain bench --help`.
     Bench {
         #[command(subcommand)]
@@ -183,6 +189,7 @@ impl Cli {
             Command::Events { events } => events.run().await,
             Command::Keys { keys } => keys.run().await,
             Command::Projections { projections } => projections.run().await,
+            Command::Mcp { remote } => crate::api::mcp::stdio::run(&remote.url, remote.key).await,
             Command::Bench { bench } => bench.run().await,
         }
     }

@@ -349,7 +349,7 @@ async fn heartbeat(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(in crate::api) struct ListQuery {
     /// Only agents of this kind.
     kind: Option<String>,
     /// Only agents in this state: `active`, `unresponsive`, `stopped`, `failed`, `deregistered`.
@@ -377,6 +377,15 @@ async fn list_agents(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<AgentPage>, ApiError> {
+    Ok(ApiJson(agent_page(&app, query).await?))
+}
+
+/// The page of agents `query` asks for, or a 400 naming the parameter at fault: what `GET
+/// /api/agents` and the MCP tool `list_agents` both answer.
+pub(in crate::api) async fn agent_page(
+    app: &AppState,
+    query: ListQuery,
+) -> Result<AgentPage, ApiError> {
     let invalid = |field: &'static str, message: String| ApiError::InvalidField { field, message };
     let limit = page_limit(query.limit, 100, PAGE_MAX as u32)? as usize;
     let state = match query.state.as_deref() {
@@ -398,12 +407,12 @@ async fn list_agents(
     {
         return Err(invalid("after", format!("{after:?} is not an agent id")));
     }
-    let view = agent_view(&app)?;
+    let view = agent_view(app)?;
     let (agents, next_after) = view
         .list(query.after.as_deref(), limit, query.kind.as_deref(), state)
         .await
         .map_err(view_unavailable)?;
-    Ok(ApiJson(AgentPage { agents, next_after }))
+    Ok(AgentPage { agents, next_after })
 }
 
 /// A built-in agent and what it can do.

@@ -262,6 +262,18 @@ fn admit(access: Access, request: &Request) -> Result<(), ApiError> {
     if access == Access::Public {
         return Ok(());
     }
+    admit_caller(access, request)?;
+    if changes(request.method()) && !is_json(request.headers()) {
+        let message = "a change needs Content-Type: application/json".to_owned();
+        return Err(refused(ErrorCode::InvalidBodyMediaType, Some("content-type"), message));
+    }
+    Ok(())
+}
+
+/// The gate without its content-type rule: `Origin`, caller, permission. The MCP endpoint
+/// keeps the rest of the gate but leaves its content types to the protocol (a session is
+/// closed with a bodiless `DELETE`).
+pub(super) fn admit_caller(access: Access, request: &Request) -> Result<(), ApiError> {
     let caller = request.extensions().get::<Caller>().unwrap_or(&Caller::Anonymous);
     let headers = request.headers();
     let origin = headers.get(header::ORIGIN).map(|value| value.to_str().unwrap_or("?"));
@@ -301,6 +313,12 @@ fn admit(access: Access, request: &Request) -> Result<(), ApiError> {
             return Err(refused(ErrorCode::Unauthenticated, None, error.to_string()));
         }
     };
+    check_access(access, principal)
+}
+
+/// Refuses (403 `forbidden`, naming what is missing) a principal `access` does not admit: a
+/// route's check, and each MCP tool's.
+pub(super) fn check_access(access: Access, principal: &Principal) -> Result<(), ApiError> {
     if !access.admits(principal) {
         let names: Vec<&str> = access.permissions().iter().map(|p| p.as_str()).collect();
         let message = if access == Access::Admin {
@@ -309,10 +327,6 @@ fn admit(access: Access, request: &Request) -> Result<(), ApiError> {
             format!("the key {} lacks the permission {}", principal.key_id, names.join(" or "))
         };
         return Err(refused(ErrorCode::Forbidden, None, message));
-    }
-    if changes(request.method()) && !is_json(headers) {
-        let message = "a change needs Content-Type: application/json".to_owned();
-        return Err(refused(ErrorCode::InvalidBodyMediaType, Some("content-type"), message));
     }
     Ok(())
 }

@@ -156,64 +156,10 @@ async fn chat(
     Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    let by = metadata.actor;
-    let Some(prompt) = crate::agents::prompt_of(&app.agents.builtin, &request.agent) else {
-        let message =
-            format!("{:?} is not one of coder, ops, architect, supervisor", request.agent);
-        return Err(refused(ErrorCode::InvalidField, Some("agent"), message));
-    };
-    let id = match &request.conversation_id {
-        Some(raw) => {
-            let id = parse_id("conversation_id", raw)?;
-            let (known, _) =
-                command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
-            if known.agent.is_none() {
-                return Err(not_found(&id));
-            }
-            id
-        }
-        None => StreamId::from(uuid::Uuid::now_v7()),
-    };
-    // A turn is recorded without the secrets of this process it may hold (the agent's turn
-    // comes redacted from the gateway).
-    let message = app.redactor.redact(&request.message).into_owned();
-    let conversation =
-        add(&app, &id, &request.agent, &by, turn(Speaker::User, message, None)).await?;
-    let mut messages = vec![Message::new(Role::System, prompt)];
-    messages.extend(conversation.turns.iter().map(|turn| {
-        let role = if turn.speaker == Speaker::User { Role::User } else { Role::Assistant };
-        Message::new(role, turn.text.clone())
-    }));
-    let ask = Ask { messages, ..Ask::default() };
-    let calls = app.llm_calls().await;
-    let key = Some(super::completions::key_budget(&principal));
-    let usage_kind = crate::llm::calls::chat_usage_kind(&request.agent);
-    let caller = Caller::Api { by: by.clone(), key, usage_kind };
-    let agent = request.agent.clone();
-    let answered_turn = move |app: AppState, answered: Answered| async move {
-        let text = answered.answer.content.clone();
-        add(&app, &id, &agent, &by, turn(Speaker::Agent, text.clone(), Some(&answered))).await?;
-        Ok::<_, ApiError>(ChatAnswer {
-            conversation_id: id.to_string(),
-            answer: text,
-            provider: answered.provider.as_str().to_owned(),
-            model: answered.answer.model.clone(),
-            input_tokens: answered.answer.usage.input_tokens,
-            output_tokens: answered.answer.usage.output_tokens,
-        })
-    };
     if !request.stream {
-        // In a task of its own: a client gone does not cut the answer from its record.
-        let app_for_task = app.clone();
-        let answer = tokio::spawn(async move {
-            let answered =
-                calls.chat(&caller, &ask, None).await.map_err(super::completions::call_failure)?;
-            answered_turn(app_for_task, answered).await
-        })
-        .await
-        .map_err(|error| ApiError::Internal(error.into()))??;
-        return Ok(ApiJson(answer).into_response());
+        return Ok(ApiJson(chat_answer(&app, &principal, metadata, request).await?).into_response());
     }
+    let turn = Turning::begin(&app, &principal, metadata, &request).await?;
     let (events, received) = tokio::sync::mpsc::channel::<Event>(STREAM_BUFFER_PIECES);
     tokio::spawn(async move {
         let pieces = events.clone();
@@ -222,9 +168,9 @@ async fn chat(
                 Event::default().event("token").data(json!({ "text": piece }).to_string()),
             );
         };
-        let outcome = calls.chat(&caller, &ask, Some(&mut sink)).await;
+        let outcome = turn.calls.chat(&turn.caller, &turn.ask, Some(&mut sink)).await;
         let last = match outcome {
-            Ok(answered) => match answered_turn(app, answered).await {
+            Ok(answered) => match turn.finish(&app, answered).await {
                 Ok(answer) => Event::default().event("done").data(json!(answer).to_string()),
                 Err(error) => error_event(error),
             },
@@ -235,6 +181,100 @@ async fn chat(
     let stream = super::stream::receiver_stream(received);
     let events = Sse::new(futures::StreamExt::map(stream, Ok::<_, Infallible>));
     Ok(events.keep_alive(KeepAlive::default()).into_response())
+}
+
+/// One turn of a conversation, whole: the user's turn recorded, the gateway asked, the
+/// agent's turn recorded. What `POST /api/agents/chat` without `stream` and the MCP tool
+/// `chat` both run.
+pub(in crate::api) async fn chat_answer(
+    app: &AppState,
+    principal: &crate::identity::Principal,
+    metadata: domain::EventMetadata,
+    request: ChatRequest,
+) -> Result<ChatAnswer, ApiError> {
+    let turn = Turning::begin(app, principal, metadata, &request).await?;
+    // In a task of its own: a client gone does not cut the answer from its record.
+    let app = app.clone();
+    tokio::spawn(async move {
+        let answered = turn
+            .calls
+            .chat(&turn.caller, &turn.ask, None)
+            .await
+            .map_err(super::completions::call_failure)?;
+        turn.finish(&app, answered).await
+    })
+    .await
+    .map_err(|error| ApiError::Internal(error.into()))?
+}
+
+/// A turn under way: the user's turn is recorded and the gateway call is ready to make.
+struct Turning {
+    id: StreamId,
+    agent: String,
+    by: String,
+    calls: crate::llm::calls::Calls,
+    caller: Caller,
+    ask: Ask,
+}
+
+impl Turning {
+    /// Checks the request, records the user's turn and prepares the call.
+    async fn begin(
+        app: &AppState,
+        principal: &crate::identity::Principal,
+        metadata: domain::EventMetadata,
+        request: &ChatRequest,
+    ) -> Result<Turning, ApiError> {
+        let by = metadata.actor;
+        let Some(prompt) = crate::agents::prompt_of(&app.agents.builtin, &request.agent) else {
+            let message =
+                format!("{:?} is not one of coder, ops, architect, supervisor", request.agent);
+            return Err(refused(ErrorCode::InvalidField, Some("agent"), message));
+        };
+        let id = match &request.conversation_id {
+            Some(raw) => {
+                let id = parse_id("conversation_id", raw)?;
+                let (known, _) =
+                    command::load::<Conversation>(&app.store, &id).await.map_err(refusal)?;
+                if known.agent.is_none() {
+                    return Err(not_found(&id));
+                }
+                id
+            }
+            None => StreamId::from(uuid::Uuid::now_v7()),
+        };
+        // A turn is recorded without the secrets of this process it may hold (the agent's
+        // turn comes redacted from the gateway).
+        let message = app.redactor.redact(&request.message).into_owned();
+        let conversation =
+            add(app, &id, &request.agent, &by, turn(Speaker::User, message, None)).await?;
+        let mut messages = vec![Message::new(Role::System, prompt)];
+        messages.extend(conversation.turns.iter().map(|turn| {
+            let role = if turn.speaker == Speaker::User { Role::User } else { Role::Assistant };
+            Message::new(role, turn.text.clone())
+        }));
+        let ask = Ask { messages, ..Ask::default() };
+        let calls = app.llm_calls().await;
+        let key = Some(super::completions::key_budget(principal));
+        let usage_kind = crate::llm::calls::chat_usage_kind(&request.agent);
+        let caller = Caller::Api { by: by.clone(), key, usage_kind };
+        Ok(Turning { id, agent: request.agent.clone(), by, calls, caller, ask })
+    }
+
+    /// Records the agent's turn; the answer.
+    async fn finish(self, app: &AppState, answered: Answered) -> Result<ChatAnswer, ApiError> {
+        let text = answered.answer.content.clone();
+        let agent_turn = turn(Speaker::Agent, text.clone(), Some(&answered));
+        add(app, &self.id, &self.agent, &self.by, agent_turn).await?;
+        Ok(ChatAnswer {
+            conversation_id: self.id.to_string(),
+            answer: text,
+            provider: answered.provider.as_str().to_owned(),
+            model: answered.answer.model.clone(),
+            input_tokens: answered.answer.usage.input_tokens,
+            output_tokens: answered.answer.usage.output_tokens,
+        })
+    }
 }
 
 fn error_event(error: ApiError) -> Event {

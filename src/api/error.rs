@@ -276,8 +276,10 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and body this failure is answered with, wherever it is answered (an HTTP
+    /// response, an MCP tool's error result).
+    pub(in crate::api) fn into_body(self) -> (StatusCode, ErrorBody) {
         let (code, field) = (self.code(), self.field());
         let status = code.status();
         if status.is_server_error() {
@@ -289,8 +291,14 @@ impl IntoResponse for ApiError {
             ApiError::BatchRefused { items, .. } => Some(items),
             _ => None,
         };
-        let error = ErrorDetail { code, message, field, items };
-        (status, Json(ErrorBody { error })).into_response()
+        (status, ErrorBody { error: ErrorDetail { code, message, field, items } })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body) = self.into_body();
+        (status, Json(body)).into_response()
     }
 }
 

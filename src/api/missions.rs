@@ -27,6 +27,10 @@ mod throughput;
 mod tree;
 mod view;
 
+pub(in crate::api) use control::{REASON_LEN_MAX, Reasoned, reasoned_command};
+pub(in crate::api) use list::{
+    LIST_LIMIT_MAX, ListQuery as MissionListQuery, page as mission_page,
+};
 pub(super) use view::{MissionView, load_view};
 
 use super::as_of::AsOfQuery;
@@ -203,10 +207,22 @@ errors! {
     ))]
 async fn enqueue(
     State(app): State<AppState>,
-    Metadata(mut metadata): Metadata,
+    Metadata(metadata): Metadata,
     ApiJson(request): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, ApiJson<MissionView>), ApiError> {
-    let PlannedEnqueue { mission_id, command_id, spec, keyed } = plan_enqueue(request, &app)?;
+    let (status, view) = enqueue_one(&app, metadata, request).await?;
+    Ok((status, ApiJson(view)))
+}
+
+/// Enqueues one mission for `metadata`'s principal: `201` and the new mission, or `200` and
+/// the first one when its `idempotency_key` was used before. What `POST
+/// /api/missions/enqueue` and the MCP tool `enqueue_mission` both run.
+pub(in crate::api) async fn enqueue_one(
+    app: &AppState,
+    mut metadata: domain::EventMetadata,
+    request: EnqueueRequest,
+) -> Result<(StatusCode, MissionView), ApiError> {
+    let PlannedEnqueue { mission_id, command_id, spec, keyed } = plan_enqueue(request, app)?;
     metadata.command_id = Some(command_id);
     let now = now_ms();
     let enqueue = || MissionCommand::Enqueue { spec: spec.clone(), now_ms: now };
@@ -216,7 +232,7 @@ async fn enqueue(
             .map_err(refusal)?;
         let duplicate = executed.appended.as_ref().is_some_and(|appended| appended.duplicate);
         let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
-        return Ok((status, ApiJson(load_view(&app, &mission_id).await?)));
+        return Ok((status, load_view(app, &mission_id).await?));
     }
     // A new id of our own: the stream is empty and the command was never sent, so neither
     // a look-up before nor a read after is needed.
@@ -228,7 +244,7 @@ async fn enqueue(
             .map_err(refusal)?;
     let view = view::view(&mission_id, executed.state, actor, executed.version)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("an enqueued mission has a spec")))?;
-    Ok((StatusCode::CREATED, ApiJson(view)))
+    Ok((StatusCode::CREATED, view))
 }
 
 errors! { ReadMissionErrors = READ + PATH_ID + [MissionNotFound] }
@@ -262,10 +278,19 @@ async fn mission_events(
     State(app): State<AppState>,
     MissionId(mission_id): MissionId,
 ) -> Result<ApiJson<Vec<RecordedEvent>>, ApiError> {
+    Ok(ApiJson(history(&app, &mission_id).await?))
+}
+
+/// Every event of a mission, oldest first; `mission_not_found` when it has none. What `GET
+/// /api/missions/{mission_id}/events` and the MCP resource of a mission's history read.
+pub(in crate::api) async fn history(
+    app: &AppState,
+    mission_id: &StreamId,
+) -> Result<Vec<RecordedEvent>, ApiError> {
     let stream_type = <Mission as domain::Aggregate>::stream_type();
-    let events = app.store.load_stream(&stream_type, &mission_id, None).await?;
+    let events = app.store.load_stream(&stream_type, mission_id, None).await?;
     if events.is_empty() {
         return Err(refusal(CommandError::Rejected(MissionError::NotFound)));
     }
-    Ok(ApiJson(events))
+    Ok(events)
 }

@@ -21,6 +21,7 @@ mod kinds;
 mod leases;
 mod llm;
 mod llm_usage;
+pub mod mcp;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -87,6 +88,8 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(deadline)
+        // Beside the deadline rather than under it: see `mcp` for what bounds it instead.
+        .merge(mcp::router(state.clone(), request_timeout))
         .layer(axum::Extension(state.rates.clone()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .with_state(state)

@@ -88,7 +88,7 @@ pub(super) async fn retry(
 /// A command of one mission that records who asked and why: a cancel or a retry (the single
 /// routes and the bulk one make them alike).
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Reasoned {
+pub(in crate::api) enum Reasoned {
     Cancel,
     Retry,
 }
@@ -112,7 +112,20 @@ async fn reasoned(
     kind: Reasoned,
 ) -> Result<ApiJson<MissionView>, ApiError> {
     let request: ReasonRequest = optional_json(body)?;
-    let reason = checked_reason(&request.reason, false)?;
+    Ok(ApiJson(reasoned_command(app, mission_id, metadata, &request.reason, kind).await?))
+}
+
+/// Runs `kind` on one mission with `reason` (checked here: at most [`REASON_LEN_MAX`]
+/// characters); the mission after it. The routes above and the MCP tool `cancel_mission` run
+/// it.
+pub(in crate::api) async fn reasoned_command(
+    app: &AppState,
+    mission_id: &domain::StreamId,
+    metadata: domain::EventMetadata,
+    reason: &str,
+    kind: Reasoned,
+) -> Result<MissionView, ApiError> {
+    let reason = checked_reason(reason, false)?;
     let by = metadata.actor.clone();
     let now = now_ms();
     command::execute::<Mission>(&app.store, mission_id, metadata, || {
@@ -120,7 +133,7 @@ async fn reasoned(
     })
     .await
     .map_err(refusal)?;
-    Ok(ApiJson(load_view(app, mission_id).await?))
+    load_view(app, mission_id).await
 }
 
 /// A re-enqueue: both fields optional.

@@ -27,7 +27,7 @@ const MIN_ATTEMPTS_MAX: u32 = domain::mission::ATTEMPT_MAX_LIMIT;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ListQuery {
+pub(in crate::api) struct ListQuery {
     /// A phrase anywhere in the name or description (3 to 200 characters, any case), or the
     /// start of the mission id.
     q: Option<String>,
@@ -60,10 +60,10 @@ pub(super) struct ListQuery {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub(super) struct MissionPage {
-    missions: Vec<MissionRow>,
+pub(in crate::api) struct MissionPage {
+    pub(in crate::api) missions: Vec<MissionRow>,
     /// Pass as `cursor` for the next page; absent on the last one.
-    next_cursor: Option<String>,
+    pub(in crate::api) next_cursor: Option<String>,
     /// Missions matching the filters (all pages), counted exactly up to 1,000.
     total: u64,
     /// `false`: more than `total` missions match.
@@ -216,16 +216,25 @@ pub(super) async fn list_missions(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<ApiJson<MissionPage>, ApiError> {
+    Ok(ApiJson(page(&app, query).await?))
+}
+
+/// The page of missions `query` asks for, or a 400 naming the first parameter at fault: what
+/// `GET /api/missions` and the MCP tool `list_missions` both answer.
+pub(in crate::api) async fn page(
+    app: &AppState,
+    query: ListQuery,
+) -> Result<MissionPage, ApiError> {
     let search = query.search()?;
     let page = search::search(app.store.pool(), &search).await?;
     debug_assert!(page.total <= TOTAL_BOUND);
-    Ok(ApiJson(MissionPage {
+    Ok(MissionPage {
         missions: page.missions,
         next_cursor: page.next.map(|cursor| cursor.to_string()),
         total: page.total,
         total_exact: page.total_exact,
         position: page.position,
-    }))
+    })
 }
 
 #[cfg(test)]
