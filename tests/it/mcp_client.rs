@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::fake_llm::{FakeLlm, Scripted};
 use crate::serve::{get, redis_url, serve_with_options, services};
 use crate::support::{TestEnv, wait_until};
-use crate::workers::{enqueue, finished, tool_calls};
+use crate::workers::{enqueue, mission, mission_status, tool_calls};
 
 /// Long enough for a cold Python start on a busy machine (the servers' initialize timeout).
 const WAIT: Duration = Duration::from_secs(60);
@@ -62,6 +62,11 @@ struct HttpEverything {
 impl HttpEverything {
     async fn start() -> HttpEverything {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        HttpEverything::start_on(port).await
+    }
+
+    /// A fresh server on `port`: it knows no session of the one before.
+    async fn start_on(port: u16) -> HttpEverything {
         let child = Command::new(on_path("node"))
             .args([everything_js().as_str(), "streamableHttp"])
             .env("PORT", port.to_string())
@@ -130,6 +135,16 @@ async fn wait_state(addr: SocketAddr, name: &str, state: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The mission once it has finished, waiting up to [`WAIT`]: its servers may be starting
+/// cold on a busy machine.
+async fn finished(addr: SocketAddr, id: &str) -> Value {
+    wait_until("the mission to finish", WAIT, || async {
+        matches!(mission_status(addr, id).await.as_str(), "completed" | "failed")
+    })
+    .await;
+    mission(addr, id).await
 }
 
 fn tool_answer(calls: Vec<(&str, Value)>) -> Scripted {
@@ -329,6 +344,49 @@ async fn hostile_mcp_servers_are_bounded_and_reported() {
         tool_message["content"].as_str().unwrap().len()
             < 2 * brain::agents::tools::RESULT_BYTES_MAX
     );
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn an_http_server_that_forgot_its_session_gets_a_new_one_after_one_failed_call() {
+    let env = TestEnv::new().await;
+    let http = HttpEverything::start().await;
+    let (addr, shutdown, task) = serve_thinking_agents(&env).await;
+    let settings = json!({ "servers": {
+        "web": { "transport": "streamable_http", "url": http.url(), "agent_kinds": ["coder"],
+            "tools": ["echo"], "call_timeout_ms": 5000 } } });
+    assert_eq!(crate::mcp_config::put(addr, &settings).await.0, 200);
+    wait_state(addr, "web", "ready").await;
+    let script = vec![
+        tool_answer(vec![("web__echo", json!({ "message": "first" }))]),
+        Scripted::Answer { text: "one".into(), tool_calls: vec![], usage: (60, 9) },
+        tool_answer(vec![("web__echo", json!({ "message": "second" }))]),
+        tool_answer(vec![("web__echo", json!({ "message": "third" }))]),
+        Scripted::Answer { text: "two".into(), tool_calls: vec![], usage: (60, 9) },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let body = json!({ "name": "first", "agent": "coder", "payload": { "prompt": "echo" } });
+    let first = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &first).await["status"], "completed");
+
+    // When the server is replaced by a fresh one on the same port (every session forgotten;
+    // server-everything then answers 400, not the 404 that `rmcp` re-initialises on), then
+    // the call on the old session fails within its timeout, saying it can be retried, and
+    // the next one, on a new session, gets its answer.
+    let port = http.port;
+    drop(http);
+    let _http = HttpEverything::start_on(port).await;
+    let body = json!({ "name": "second", "agent": "coder", "payload": { "prompt": "echo" } });
+    let second = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &second).await["status"], "completed");
+    let calls = tool_calls(addr, &second).await;
+    assert!(calls[0]["error"].as_str().unwrap().contains("can be retried"), "{calls:#?}");
+    assert_eq!(calls[1]["result"]["content"], "Echo: third", "{calls:#?}");
+    let web = server(addr, "web").await;
+    assert_eq!((&web["calls"], &web["calls_failed"]), (&json!(3), &json!(1)), "{web}");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();

@@ -77,6 +77,9 @@ pub struct Server {
     pub restarts: AtomicU64,
     /// The running child's process group, killed when the server is stopped.
     group: std::sync::Mutex<Option<i32>>,
+    /// Asks the task to drop the connection and make a new one (an HTTP session that stopped
+    /// answering).
+    reconnect: Notify,
 }
 
 /// What the client answers the server's notifications with: a changed tool list is listed
@@ -119,6 +122,7 @@ impl Server {
             stop: CancellationToken::new(),
             restarts: AtomicU64::new(0),
             group: std::sync::Mutex::new(None),
+            reconnect: Notify::new(),
         });
         tokio::spawn(server.clone().run());
         server
@@ -237,6 +241,11 @@ impl Server {
                 ended = &mut waiting => {
                     return Some(format!("the connection ended ({:?})", ended.map(|reason| format!("{reason:?}"))));
                 }
+                _ = self.reconnect.notified() => {
+                    cancel.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+                    return Some("a call got no answer on the session; a new one is made".into());
+                }
                 _ = list_changed.notified() => {
                     if let Err(why) = self.list(&peer).await {
                         tracing::warn!(server = %self.name, reason = %why, "listing the tools again failed; the last list is kept");
@@ -332,6 +341,15 @@ impl Server {
             Ok(result) => super::tool::result(&result),
             Err(error) => {
                 self.counts.failed.fetch_add(1, Ordering::Relaxed);
+                // A session the server forgot is re-initialised by `rmcp` when the server
+                // says so with a 404; one that answers otherwise (server-everything answers
+                // 400) leaves calls unanswered. Either way, the next call gets a new session.
+                if self.settings.transport == Transport::StreamableHttp
+                    && matches!(error, ToolError::Failed(_))
+                    && self.state() == ServerState::Ready
+                {
+                    self.reconnect.notify_one();
+                }
                 Err(error)
             }
         }
