@@ -139,6 +139,11 @@ impl McpHub {
     }
 }
 
+/// The tools of `server` it offers (its allow-list applied), whatever the agent kind.
+pub fn tools_of(server: &Arc<Server>) -> Vec<McpTool> {
+    offered(server).into_iter().filter_map(|(tool, _)| tool.ok()).collect()
+}
+
 /// A server's listed tools, each offered or why not.
 fn offered(server: &Arc<Server>) -> Vec<(Result<McpTool, String>, String)> {
     let mut names = BTreeSet::new();
