@@ -369,8 +369,17 @@ async fn an_http_server_that_forgot_its_session_gets_a_new_one_after_one_failed_
     let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
     crate::coder_agent::configure(addr, &fake).await;
     let body = json!({ "name": "first", "agent": "coder", "payload": { "prompt": "echo" } });
+    let began = std::time::Instant::now();
     let first = enqueue(addr, body).await;
-    assert_eq!(finished(addr, &first).await["status"], "completed");
+    let done = finished(addr, &first).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // A two-step mission using one MCP tool, the model answering at once (shown with
+    // `--nocapture`): enqueue to completion as a client sees it, and the run itself.
+    eprintln!(
+        "two-step mission with one MCP call: {} ms from enqueue, run {} ms",
+        began.elapsed().as_millis(),
+        done["result"]["duration_ms"]
+    );
 
     // When the server is replaced by a fresh one on the same port (every session forgotten;
     // server-everything then answers 400, not the 404 that `rmcp` re-initialises on), then
