@@ -4,7 +4,9 @@
 //! with the tools' real results in its history; an argument breaking a schema and a tool off
 //! the allow-list are refused before anything is sent; a server of another agent kind is not
 //! offered; the stdio server killed in the middle of a call is restarted and the next call
-//! works; the run replays `identical` with every server stopped. Hostile stand-ins (tiny
+//! works; the run replays `identical` with every server stopped, and a fork calls a server
+//! only after its fork point; an HTTP server that forgot its session gets a new one after
+//! one failed call. Hostile stand-ins (tiny
 //! Python scripts under `tests/it/mcp/`) that never answer `initialize`, answer garbage or
 //! answer megabytes are bounded and reported.
 
@@ -396,6 +398,64 @@ async fn an_http_server_that_forgot_its_session_gets_a_new_one_after_one_failed_
     assert_eq!(calls[1]["result"]["content"], "Echo: third", "{calls:#?}");
     let web = server(addr, "web").await;
     assert_eq!((&web["calls"], &web["calls_failed"]), (&json!(3), &json!(1)), "{web}");
+
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_fork_plays_mcp_calls_back_before_its_fork_point_and_calls_the_server_only_after() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_thinking_agents(&env).await;
+    let settings = json!({ "servers": {
+        "time": stdio(&time_server(), &["--local-timezone", "UTC"], &["coder"], None) } });
+    assert_eq!(crate::mcp_config::put(addr, &settings).await.0, 200);
+    wait_state(addr, "time", "ready").await;
+    let script = vec![
+        tool_answer(vec![("time__get_current_time", json!({ "timezone": "UTC" }))]),
+        Scripted::Answer { text: "it is late".into(), tool_calls: vec![], usage: (60, 9) },
+        // The fork's second step, asked live.
+        tool_answer(vec![("time__get_current_time", json!({ "timezone": "Europe/Paris" }))]),
+        Scripted::Answer {
+            text: "it is later in Paris".into(),
+            tool_calls: vec![],
+            usage: (60, 9),
+        },
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let body = json!({ "name": "time", "agent": "coder", "payload": { "prompt": "what time?" } });
+    let id = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &id).await["status"], "completed");
+    assert_eq!(server(addr, "time").await["calls"], 1);
+
+    // When the run is forked at step 1, then step 1's call comes from the record (the server
+    // is not called for it) and step 2's goes to the server.
+    let forked = crate::support::brain_command()
+        .args(["missions", "fork", &id, "--at-step", "1"])
+        .env("DATABASE_URL", &env.database_url)
+        .env("BRAIN_NAMESPACE", env.namespace.as_str())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(forked.status.success(), "{}", String::from_utf8_lossy(&forked.stderr));
+    let fork_id = String::from_utf8_lossy(&forked.stdout).trim().to_owned();
+    let done = finished(addr, &fork_id).await;
+    assert_eq!(done["result"]["answer"], "it is later in Paris", "{done}");
+    let calls = tool_calls(addr, &fork_id).await;
+    let summary: Vec<(&str, bool)> =
+        calls.iter().map(|c| (c["tool"].as_str().unwrap(), c["replayed"] == true)).collect();
+    assert_eq!(
+        summary,
+        [("time.get_current_time", true), ("time.get_current_time", false)],
+        "{calls:#?}"
+    );
+    assert!(
+        calls[1]["result"]["content"].as_str().unwrap().contains("Europe/Paris"),
+        "{}",
+        calls[1]
+    );
+    assert_eq!(server(addr, "time").await["calls"], 2, "one live call for the fork");
 
     shutdown.cancel();
     task.await.unwrap().unwrap();
