@@ -59,6 +59,8 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> anyhow:
         intensity: restarts.intensity(),
         record_every: crate::agents::heartbeat::RECORD_EVERY_DEFAULT,
         tokens: connect_nats(&services.nats_url).await,
+        // Started by the worker itself, following the configuration in the log.
+        mcp: None,
     };
     host::run_worker(store, queue, services.namespace, config, hosting, shutdown).await?;
     // The last handle is gone with the workers: the committer drains and ends.

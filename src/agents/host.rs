@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::agents::heartbeat::{HeartbeatError, Heartbeats};
 use crate::agents::restart::{Intensity, LifeEvent, Restarting};
+use crate::agents::tools::mcp::McpHub;
 use crate::agents::view::AgentViewStore;
 use crate::clock::LeaseClock;
 use crate::config::Namespace;
@@ -54,6 +55,8 @@ pub struct Hosting {
     pub record_every: Duration,
     /// Where answers stream as they are generated.
     pub tokens: Option<async_nats::Client>,
+    /// The process's MCP servers; a worker without them starts its own.
+    pub mcp: Option<crate::agents::tools::mcp::McpHub>,
 }
 
 /// Runs a worker with the built-in agents of `hosting.builtin.worker_agents`, made here with
@@ -68,14 +71,22 @@ pub async fn run_worker(
     hosting: Hosting,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let Hosting { builtin, llm, intensity, record_every, tokens } = hosting;
+    let Hosting { builtin, llm, intensity, record_every, tokens, mcp } = hosting;
     let clock = LeaseClock::connect(store.pool().clone()).await?;
+    let mcp_stop = CancellationToken::new();
+    let mcp = match mcp {
+        Some(hub) => hub,
+        None => McpHub::start(store.pool().clone(), None, mcp_stop.clone())
+            .await
+            .map_err(|error| WorkerError::Mcp(error.to_string()))?,
+    };
     let context = crate::agents::Context {
         builtin: builtin.clone(),
         llm,
         store: Some(store.clone()),
         tokens: tokens.map(|nats| (nats, namespace.clone())),
         shared: Some((queue.connection(), namespace.clone())),
+        mcp: Some(mcp),
     };
     let (agents, supervised) = crate::agents::build(&builtin.worker_agents, &context, intensity);
     config.agents = agents;
@@ -93,6 +104,8 @@ pub async fn run_worker(
     let hosting = tokio::spawn(host.run(host_stop.clone()));
     let worked = worker::run(store, queue, namespace, config, shutdown).await;
     host_stop.cancel();
+    // The servers this worker started end with it (the children's process groups killed).
+    mcp_stop.cancel();
     if let Err(error) = hosting.await {
         tracing::error!(%error, "agent host ended abnormally");
     }

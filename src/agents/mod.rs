@@ -82,6 +82,8 @@ pub struct Context {
     pub tokens: Option<(async_nats::Client, crate::config::Namespace)>,
     /// Where the LLM gateway's shared limits and budgets are kept.
     pub shared: Option<(redis::aio::ConnectionManager, crate::config::Namespace)>,
+    /// The MCP servers whose tools the thinking agents are offered.
+    pub mcp: Option<tools::mcp::McpHub>,
 }
 
 impl Context {
@@ -249,6 +251,7 @@ pub fn thinking_agent(
         spawn,
         steps_max: context.builtin.steps_max,
         tokens: context.tokens.clone(),
+        mcp: context.mcp.clone(),
     })
 }
 

@@ -33,6 +33,7 @@ mod session;
 mod state;
 mod stream;
 mod supervisor;
+mod tools;
 pub mod ws;
 
 use std::time::Duration;
@@ -60,6 +61,7 @@ pub fn routes() -> ApiRoutes {
         .merge(agents::routes())
         .merge(leases::routes())
         .merge(llm::routes())
+        .merge(tools::routes())
         .merge(chat::routes())
         .merge(llm_usage::routes())
         .merge(completions::routes())

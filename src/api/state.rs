@@ -52,6 +52,8 @@ pub struct AppStateParts {
     pub agent_kinds: std::sync::Arc<std::collections::BTreeSet<String>>,
     /// The agent kinds registered in the log, kept current by following it.
     pub kinds: crate::agents::kinds::KindCache,
+    /// The MCP servers this process holds for its agents (none in a process without them).
+    pub mcp: Option<crate::agents::tools::mcp::McpHub>,
     /// The live event feed behind `GET /ws/events`.
     pub feed: crate::eventlog::feed::FeedHandle,
     /// The database's clock: heartbeats and external agents' leases are judged on it.

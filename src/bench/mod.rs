@@ -15,6 +15,7 @@ mod fanout;
 mod heal;
 mod llm;
 mod llm_fake;
+mod mcp;
 mod missions;
 mod missions_report;
 mod open_loop;
@@ -78,6 +79,9 @@ pub enum Bench {
     /// The thinking agents' loop with a provider that answers at once (one tool call, then
     /// an answer): steps per second and the time per step, from the mission histories.
     AgentLoop(agent_loop::AgentLoopBench),
+    /// What BRAiN's MCP client adds to a tool call over a bare `rmcp` client, against
+    /// server-everything's `echo` over stdio and streamable HTTP: p50 and p99 of each.
+    Mcp(mcp::McpBench),
     /// One supervisor mission fanning out to many sub-missions: time from its enqueue to its
     /// completion, and where it went (suspension, children, resume, last step).
     Fanout(fanout::FanoutBench),
@@ -105,6 +109,7 @@ impl Bench {
             Bench::Agents(bench) => bench.run().await,
             Bench::Llm(bench) => bench.run().await,
             Bench::AgentLoop(bench) => bench.run().await,
+            Bench::Mcp(bench) => bench.run().await,
             Bench::Fanout(bench) => bench.run().await,
             Bench::Console(bench) => bench.run().await,
             Bench::LlmCallers(callers) => callers.run().await,

@@ -215,8 +215,17 @@ pub async fn start(
         watchdog_leading: Arc::default(),
         clock: crate::clock::LeaseClock::connect(services.pool.clone()).await?,
     };
+    // The MCP servers agents use, followed in the log; stopped (children killed) once the
+    // workers are done with them.
+    let mcp = crate::agents::tools::mcp::McpHub::start(
+        services.pool.clone(),
+        Some(feed_handle.subscribe()),
+        stages.workers_done.clone(),
+    )
+    .await
+    .context("loading the MCP servers' configuration")?;
     let queue_parts =
-        start_queue_parts(&services, &store, &options, &shared, &feed_handle, &stages);
+        start_queue_parts(&services, &store, &options, &shared, &feed_handle, &stages, &mcp);
     let listener = TcpListener::bind(options.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", options.http_addr))?;
@@ -241,6 +250,7 @@ pub async fn start(
             allowed_origins: options.access.allowed_origins.clone(),
         }),
         relay: relay_status,
+        mcp: Some(mcp),
         ..app_state(services, store, &options, shared, agent_kinds, feed_handle.clone())
     });
     let running = Running { committer, relay, feed, projectors, queue_parts };
@@ -386,8 +396,10 @@ fn start_queue_parts(
     shared: &QueueShared,
     feed: &FeedHandle,
     stages: &Stages,
+    mcp: &crate::agents::tools::mcp::McpHub,
 ) -> JoinHandle<()> {
     let parts = QueueParts {
+        mcp: mcp.clone(),
         redis: services.redis.clone(),
         cell: shared.cell.clone(),
         store: store.clone(),
@@ -450,6 +462,7 @@ fn app_state(
         llm: Arc::new(OnceCell::new()),
         keys: Default::default(),
         kinds: Default::default(),
+        mcp: None,
         sessions: crate::identity::session::Sessions::unloaded(),
         sign_in_codes: Default::default(),
         web: Default::default(),

@@ -30,6 +30,7 @@ pub(super) struct QueueParts {
     pub(super) pool: sqlx::PgPool,
     pub(super) nats: async_nats::Client,
     pub(super) feed: crate::eventlog::feed::FeedHandle,
+    pub(super) mcp: crate::agents::tools::mcp::McpHub,
     pub(super) namespace: crate::config::Namespace,
     pub(super) scoring: Scoring,
     pub(super) reaper: ReaperConfig,
@@ -101,6 +102,7 @@ impl QueueParts {
                             intensity: self.intensity,
                             record_every: self.agents.record_every(),
                             tokens: Some(self.nats.clone()),
+                            mcp: Some(self.mcp.clone()),
                         },
                         stop_workers.clone(),
                     )

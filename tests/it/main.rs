@@ -50,6 +50,8 @@ mod llm_estimates;
 mod llm_limits;
 mod llm_providers;
 mod llm_secrets;
+mod mcp_client;
+mod mcp_config;
 mod mcp_server;
 mod mission_browser;
 mod mission_list;

@@ -167,7 +167,7 @@ async fn call_now(
     let recorded = ToolCallRecord {
         step,
         call_id: call.id.clone(),
-        tool: call.name.clone(),
+        tool: agent.tools.shown(&call.name),
         arguments: call.arguments.clone(),
         result: ran.as_ref().cloned().unwrap_or(Value::Null),
         error: ran.as_ref().err().map(ToString::to_string),

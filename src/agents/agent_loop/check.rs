@@ -109,7 +109,8 @@ pub(super) fn ended_waiting() -> Ended {
 impl Loop {
     /// Why the code now refuses a call the record shows was run, if it does. (A refusal by
     /// the tool's own rules, a path outside the root, needs the tool to run, so only the
-    /// checks made before are compared.)
+    /// checks made before are compared; for an MCP tool whose server this process does not
+    /// hold, none.)
     pub(super) fn refusal_now(&self, n: usize, call: &ToolCall) -> Option<ToolError> {
         if n >= TOOL_CALLS_PER_STEP_MAX {
             return Some(past_answer_limit());
@@ -117,6 +118,13 @@ impl Loop {
         match &self.spawn {
             Some(spawn) if call.name == delegate::NAME => {
                 spawn.requests(&call.arguments, 0, 0).err()
+            }
+            // An MCP tool is only known while its server is connected: a replay without
+            // the server can compare no more than that the call was made.
+            _ if !self.tools.contains(&call.name)
+                && crate::agents::tools::mcp::server_of(&call.name).is_some() =>
+            {
+                None
             }
             _ => self.tools.check(&call.name, &call.arguments).err(),
         }

@@ -60,6 +60,9 @@ pub struct Loop {
     pub steps_max: u32,
     /// Where the model's text streams as it is generated.
     pub tokens: Option<(async_nats::Client, crate::config::Namespace)>,
+    /// The MCP servers of this process: a run is offered the tools of those configured for
+    /// its mission's agent kind, as they are when it starts.
+    pub mcp: Option<crate::agents::tools::mcp::McpHub>,
 }
 
 /// Whether the loop runs for real or checks itself against a record.
@@ -95,7 +98,7 @@ pub struct Divergence {
 
 impl Agent for Loop {
     fn run(&self, task: Task) -> BoxFuture<'static, Result<Outcome, Failure>> {
-        let this = self.clone();
+        let this = self.equipped(&task);
         async move {
             let record = this.starting_record(&task).await?;
             match this.drive(&task, &record, Mode::Live).await? {
@@ -116,7 +119,16 @@ impl Agent for Loop {
 impl Loop {
     /// Plays `record` back against today's prompt and tools without calling anything.
     pub async fn check(&self, task: &Task, record: &Record) -> Result<Ended, Failure> {
-        self.drive(task, record, Mode::Check).await
+        self.equipped(task).drive(task, record, Mode::Check).await
+    }
+
+    /// This agent with the MCP tools `task`'s agent kind is offered now.
+    fn equipped(&self, task: &Task) -> Loop {
+        let mut this = self.clone();
+        if let Some(hub) = &self.mcp {
+            this.tools = this.tools.with_all(hub.tools_for(&task.agent));
+        }
+        this
     }
 
     /// What an attempt starts from: its steps so far when it has some to play back (read

@@ -60,6 +60,7 @@ fn agent(system_prompt: &str) -> Loop {
         spawn: None,
         steps_max: STEPS_MAX_DEFAULT,
         tokens: None,
+        mcp: None,
     }
 }
 

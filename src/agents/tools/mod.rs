@@ -11,6 +11,7 @@ pub mod command;
 pub mod delegate;
 pub mod fetch;
 pub mod files;
+pub mod mcp;
 pub mod policy;
 pub mod root;
 pub mod sandbox;
@@ -38,7 +39,17 @@ pub enum ToolError {
 }
 
 pub trait Tool: Send + Sync + 'static {
+    /// What the model is offered: the name a provider accepts, the description, the schema.
     fn spec(&self) -> ToolSpec;
+    /// The name users see and the record keeps (an MCP tool's `<server>.<tool>`).
+    fn shown_name(&self) -> String {
+        self.spec().name
+    }
+    /// Whether `arguments` fit the schema, checked before the tool runs; by default the
+    /// built-in tools' strict subset ([`check_arguments`]).
+    fn check(&self, arguments: &Value) -> Result<(), String> {
+        check_arguments(&self.spec().parameters, arguments)
+    }
     /// Runs with arguments that match the schema (the registry checked them).
     fn run(&self, arguments: Value) -> BoxFuture<'static, Result<Value, ToolError>>;
 }
@@ -53,6 +64,27 @@ impl Registry {
     pub fn with(mut self, tool: impl Tool) -> Registry {
         self.tools.insert(tool.spec().name, Arc::new(tool));
         self
+    }
+
+    /// This registry with `tools` added (a tool of the same name is replaced).
+    pub fn with_all<T: Tool>(mut self, tools: impl IntoIterator<Item = T>) -> Registry {
+        for tool in tools {
+            self.tools.insert(tool.spec().name, Arc::new(tool));
+        }
+        self
+    }
+
+    /// The name users see of the tool the model calls `name`: `name` itself for a built-in
+    /// tool, `<server>.<tool>` for an MCP tool offered as `<server>__<tool>`.
+    pub fn shown(&self, name: &str) -> String {
+        match self.tools.get(name) {
+            Some(tool) => tool.shown_name(),
+            None => name.to_owned(),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tools.contains_key(name)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,7 +118,7 @@ impl Registry {
             let known = self.names().join(", ");
             return Err(ToolError::Refused(format!("no tool named {name:?} (tools: {known})")));
         };
-        check_arguments(&tool.spec().parameters, arguments).map_err(ToolError::Refused)?;
+        tool.check(arguments).map_err(ToolError::Refused)?;
         Ok(tool)
     }
 }

@@ -129,6 +129,8 @@ pub enum WorkerError {
     Redis(#[from] redis::RedisError),
     #[error("cannot read the database clock: {0}")]
     Clock(#[from] sqlx::Error),
+    #[error("cannot load the MCP servers' configuration: {0}")]
+    Mcp(String),
 }
 
 /// Runs the worker until `shutdown`; running missions finish first (their leases would
