@@ -174,3 +174,26 @@ async fn events_fed_twice_or_after_a_hole_are_applied_exactly_once() {
     resumed.feed_events(&events).await.unwrap();
     assert_eq!(model(&env).await, expected(&env).await);
 }
+
+/// A pooled connection its last user left inside a transaction of the server's (begun by a
+/// statement sqlx does not count) does not fail the next snapshot read: the snapshot ends
+/// that transaction and begins again.
+#[tokio::test]
+async fn a_snapshot_on_a_connection_left_inside_a_transaction_still_reads() {
+    let env = TestEnv::new().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&env.database_url)
+        .await
+        .unwrap();
+    let mut leaked = pool.acquire().await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT 1").execute(&mut *leaked).await.unwrap();
+    drop(leaked);
+
+    let snapshot = brain::eventlog::projectors::Snapshot::begin(&pool).await.unwrap();
+    assert_eq!(snapshot.position(NAME).await.unwrap(), 0);
+    // A savepoint is refused (25P01) only outside a transaction block.
+    let outside = sqlx::raw_sql("SAVEPOINT probe").execute(&pool).await.unwrap_err();
+    let code = outside.as_database_error().and_then(|error| error.code()).unwrap_or_default();
+    assert_eq!(code, "25P01", "the connection went back to the pool outside any transaction");
+}

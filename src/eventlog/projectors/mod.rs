@@ -90,12 +90,30 @@ pub async fn checkpoint<'e>(
 pub struct Snapshot(sqlx::Transaction<'static, sqlx::Postgres>);
 
 impl Snapshot {
+    /// Begins the snapshot. A pooled connection that its last user left inside a
+    /// transaction of the server's (one sqlx no longer counted) makes the isolation level
+    /// fail with `active_sql_transaction`: that transaction is rolled back, said in the log,
+    /// and the snapshot begun again, rather than the caller answered a 500.
     pub async fn begin(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
         let mut tx = pool.begin().await?;
+        match Self::isolate(&mut tx).await {
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("25001") => {
+                tracing::warn!(%error, "a pooled connection was inside a transaction: ended it");
+                sqlx::query("ROLLBACK").execute(&mut *tx).await?;
+                drop(tx);
+                let mut tx = pool.begin().await?;
+                Self::isolate(&mut tx).await?;
+                Ok(Snapshot(tx))
+            }
+            outcome => outcome.map(|()| Snapshot(tx)),
+        }
+    }
+
+    async fn isolate(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            .execute(&mut *tx)
-            .await?;
-        Ok(Snapshot(tx))
+            .execute(tx)
+            .await
+            .map(drop)
     }
 
     /// The connection to read the rows with.
