@@ -8,7 +8,9 @@ use serde_json::Value;
 
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError, Upcaster};
 use crate::names::StreamType;
-use crate::{agent, agent_kind, api_key, conversation, heartbeat, llm_call, llm_config, mission};
+use crate::{
+    agent, agent_kind, api_key, conversation, heartbeat, llm_call, llm_config, memory, mission,
+};
 
 /// One stream type and the event enum its streams hold.
 #[derive(Clone, Copy)]
@@ -58,7 +60,7 @@ fn load<E: DomainEvent>(
 }
 
 /// Every family, one per stream type.
-pub fn families() -> [EventFamily; 8] {
+pub fn families() -> [EventFamily; 9] {
     [
         EventFamily::of::<mission::MissionEvent>(mission::Mission::stream_type),
         EventFamily::of::<agent::AgentEvent>(agent::Agent::stream_type),
@@ -68,6 +70,7 @@ pub fn families() -> [EventFamily; 8] {
         EventFamily::of::<conversation::ConversationEvent>(conversation::Conversation::stream_type),
         EventFamily::of::<llm_call::LlmCallEvent>(llm_call::stream_type),
         EventFamily::of::<llm_config::LlmConfigEvent>(llm_config::LlmConfig::stream_type),
+        EventFamily::of::<memory::MemoryEvent>(memory::stream_type),
     ]
 }
 

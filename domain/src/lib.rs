@@ -17,6 +17,7 @@ pub mod event;
 pub mod heartbeat;
 pub mod llm_call;
 pub mod llm_config;
+pub mod memory;
 pub mod mission;
 pub mod names;
 pub mod text;
