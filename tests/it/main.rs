@@ -50,6 +50,7 @@ mod llm_estimates;
 mod llm_limits;
 mod llm_providers;
 mod llm_secrets;
+mod memories;
 mod mission_browser;
 mod mission_list;
 mod mission_search;
