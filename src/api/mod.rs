@@ -13,6 +13,7 @@ pub mod auth;
 mod chat;
 mod completions;
 mod console;
+mod embeddings;
 mod error;
 mod events;
 mod extract;
@@ -22,6 +23,7 @@ mod leases;
 mod llm;
 mod llm_usage;
 pub mod mcp;
+mod memories;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -65,6 +67,8 @@ pub fn routes() -> ApiRoutes {
         .merge(chat::routes())
         .merge(llm_usage::routes())
         .merge(completions::routes())
+        .merge(embeddings::routes())
+        .merge(memories::routes())
         .merge(stream::routes())
         .merge(missions::routes())
         .merge(analytics::routes())
