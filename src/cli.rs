@@ -125,7 +125,6 @@ impl ServeArgs {
         options.agents = agents;
         options.intensity = restarts.intensity();
         options.access = access;
-        options.memory_dir = serve.memory_dir;
         options
     }
 }

@@ -26,7 +26,6 @@ pub mod eventlog;
 pub mod identity;
 pub mod kv;
 pub mod llm;
-pub mod memory;
 pub mod missions;
 pub mod secrets;
 pub mod serve;

@@ -86,16 +86,10 @@ pub enum Permission {
     /// Name another actor (`X-Actor`) as `on_behalf_of` beside the key itself.
     #[serde(rename = "impersonate")]
     Impersonate,
-    /// Search and read memories (`/api/memories`).
-    #[serde(rename = "memories.read")]
-    MemoriesRead,
-    /// Record, supersede and forget memories.
-    #[serde(rename = "memories.write")]
-    MemoriesWrite,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 13] = [
         Permission::MissionsRead,
         Permission::MissionsWrite,
         Permission::AgentsRead,
@@ -109,8 +103,6 @@ impl Permission {
         Permission::KeysManage,
         Permission::Metrics,
         Permission::Impersonate,
-        Permission::MemoriesRead,
-        Permission::MemoriesWrite,
     ];
 
     /// The name a permission has in JSON, the CLI and error messages.
@@ -129,8 +121,6 @@ impl Permission {
             Permission::KeysManage => "keys.manage",
             Permission::Metrics => "metrics",
             Permission::Impersonate => "impersonate",
-            Permission::MemoriesRead => "memories.read",
-            Permission::MemoriesWrite => "memories.write",
         }
     }
 
@@ -156,13 +146,8 @@ pub enum Role {
     Agent,
 }
 
-const READ: [Permission; 5] = [
-    Permission::MissionsRead,
-    Permission::AgentsRead,
-    Permission::LlmRead,
-    Permission::EventsRead,
-    Permission::MemoriesRead,
-];
+const READ: [Permission; 4] =
+    [Permission::MissionsRead, Permission::AgentsRead, Permission::LlmRead, Permission::EventsRead];
 
 impl Role {
     pub const ALL: [Role; 5] =
@@ -192,11 +177,7 @@ impl Role {
                 Permission::AgentsControl,
                 Permission::Metrics,
             ]),
-            Role::Developer => with_read(&[
-                Permission::MissionsWrite,
-                Permission::LlmCall,
-                Permission::MemoriesWrite,
-            ]),
+            Role::Developer => with_read(&[Permission::MissionsWrite, Permission::LlmCall]),
             Role::Viewer => with_read(&[]),
             Role::Agent => [Permission::AgentsSelf].into_iter().collect(),
         }

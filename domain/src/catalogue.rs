@@ -9,8 +9,7 @@ use serde_json::Value;
 use crate::aggregate::{Aggregate, DomainEvent, UpcastError, Upcaster};
 use crate::names::StreamType;
 use crate::{
-    agent, agent_kind, api_key, conversation, heartbeat, llm_call, llm_config, mcp_config, memory,
-    mission,
+    agent, agent_kind, api_key, conversation, heartbeat, llm_call, llm_config, mcp_config, mission,
 };
 
 /// One stream type and the event enum its streams hold.
@@ -72,7 +71,6 @@ pub fn families() -> [EventFamily; 9] {
         EventFamily::of::<llm_call::LlmCallEvent>(llm_call::stream_type),
         EventFamily::of::<llm_config::LlmConfigEvent>(llm_config::LlmConfig::stream_type),
         EventFamily::of::<mcp_config::McpConfigEvent>(mcp_config::McpConfig::stream_type),
-        EventFamily::of::<memory::MemoryEvent>(memory::stream_type),
     ]
 }
 

@@ -18,7 +18,6 @@ pub mod heartbeat;
 pub mod llm_call;
 pub mod llm_config;
 pub mod mcp_config;
-pub mod memory;
 pub mod mission;
 pub mod names;
 pub mod text;

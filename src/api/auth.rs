@@ -65,8 +65,6 @@ impl Access {
             Permission::KeysManage => Access::Any(&[Permission::KeysManage]),
             Permission::Metrics => Access::Any(&[Permission::Metrics]),
             Permission::Impersonate => Access::Any(&[Permission::Impersonate]),
-            Permission::MemoriesRead => Access::Any(&[Permission::MemoriesRead]),
-            Permission::MemoriesWrite => Access::Any(&[Permission::MemoriesWrite]),
         }
     }
 

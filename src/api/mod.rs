@@ -13,7 +13,6 @@ pub mod auth;
 mod chat;
 mod completions;
 mod console;
-mod embeddings;
 mod error;
 mod events;
 mod extract;
@@ -23,7 +22,6 @@ mod leases;
 mod llm;
 mod llm_usage;
 pub mod mcp;
-mod memories;
 mod missions;
 pub mod openapi;
 mod queue;
@@ -67,8 +65,6 @@ pub fn routes() -> ApiRoutes {
         .merge(chat::routes())
         .merge(llm_usage::routes())
         .merge(completions::routes())
-        .merge(embeddings::routes())
-        .merge(memories::routes())
         .merge(stream::routes())
         .merge(missions::routes())
         .merge(analytics::routes())

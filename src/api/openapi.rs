@@ -76,7 +76,6 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "agents", description = "The agent registry: register, heartbeat, list, claim missions"),
         (name = "supervisor", description = "The agent supervisor: status, watched agents, start / stop / restart"),
         (name = "llm", description = "The LLM gateway: runtime configuration"),
-        (name = "memories", description = "Agent memory: record, search, supersede and forget memories"),
         (name = "keys", description = "API keys and console sessions: who may call, and as whom"),
     ),
     components(schemas(super::ErrorBody)),

@@ -85,8 +85,6 @@ pub struct AppStateParts {
     pub relay: crate::eventlog::relay::RelayStatus,
     /// The read models' checks of `POST /api/admin/verify`, as the serve wires them.
     pub verify_models: crate::eventlog::audit::ModelChecks,
-    /// This process's memory index, following the log.
-    pub memories: crate::memory::Memories,
 }
 
 impl AppStateParts {

@@ -18,9 +18,6 @@ pub const COMMAND_OUTCOMES_KEEP_H_DEFAULT: u64 = 7 * 24;
 /// Requests per minute a key without its own `requests_per_minute` may make: none, no
 /// limit (see decision 0039).
 pub const KEY_RPM_DEFAULT: u32 = 0;
-/// Where memory indexes live when `BRAIN_MEMORY_DIR` is not set: one directory per namespace
-/// below it, relative to the working directory.
-pub const MEMORY_DIR_DEFAULT: &str = "data/memory";
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeSettings {
@@ -45,9 +42,6 @@ pub struct ServeSettings {
     /// Hours a command's outcome is kept for idempotent repeats; older ones are pruned.
     #[arg(long, env = "BRAIN_COMMAND_OUTCOMES_KEEP_H", default_value_t = COMMAND_OUTCOMES_KEEP_H_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
     pub command_outcomes_keep_h: u64,
-    /// Where the memory index lives: a directory per namespace below it.
-    #[arg(long, env = "BRAIN_MEMORY_DIR", default_value = MEMORY_DIR_DEFAULT)]
-    pub memory_dir: std::path::PathBuf,
 }
 
 /// `low,normal,high,critical`, four whole numbers.

@@ -304,7 +304,7 @@ impl Calls {
             replayed: false,
             usage_estimate: usage.estimate,
         };
-        match (record_call(store, caller, call).await, caller) {
+        match (record(store, caller, call).await, caller) {
             (Ok(()), _) => {}
             // An API client's answer was paid for and settled: it gets it even when the record
             // cannot be written, rather than retry and pay again. The gap shows in the metric.
@@ -351,13 +351,7 @@ pub async fn record_for_mission(
         .map_err(|error: CommandError<_>| CallError::Record(error.to_string()))
 }
 
-/// Records a call (a chat or embeddings) for `caller`: in its mission's history, or in a
-/// stream of its own.
-pub(crate) async fn record_call(
-    store: &EventStore,
-    caller: &Caller,
-    call: LlmCall,
-) -> Result<(), CallError> {
+async fn record(store: &EventStore, caller: &Caller, call: LlmCall) -> Result<(), CallError> {
     match caller {
         Caller::Mission(mission) => {
             record_for_mission(store, mission, |now_ms| MissionCommand::RecordLlmCall {

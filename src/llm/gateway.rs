@@ -224,7 +224,7 @@ impl Gateway {
         Gateway { redactor: Redactor::of(settings), ..gateway }
     }
 
-    pub(crate) fn provider(&self, target: &Target) -> Box<dyn Provider> {
+    fn provider(&self, target: &Target) -> Box<dyn Provider> {
         let host =
             if target.host.is_empty() { target.provider.default_host() } else { &target.host };
         let (client, timeouts, base_url) = (self.client.clone(), self.timeouts, host.to_owned());

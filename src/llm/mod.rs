@@ -14,7 +14,6 @@ pub mod anthropic;
 pub mod budget;
 pub mod calls;
 pub mod config;
-pub mod embed;
 pub mod estimate;
 pub mod gateway;
 pub mod limits;

@@ -7,13 +7,8 @@ use futures::future::BoxFuture;
 
 use crate::llm::{ChatAnswer, ChatRequest, LlmError, Provider, Role, TokenSink, Usage};
 
-/// Dimensions of an offline embedding: the size of small sentence models, so an index built
-/// offline has the shape of one built with such a model.
-pub const EMBEDDING_DIMENSIONS: usize = 384;
-/// The model name the offline embeddings are recorded under, saying what they are.
-pub const LEXICAL_MODEL: &str = "offline-lexical-384";
-/// Most words of one input an offline embedding reads (the rest add nothing).
-pub const LEXICAL_WORDS_MAX: usize = 4_096;
+/// Dimensions of an offline embedding.
+pub const EMBEDDING_DIMENSIONS: usize = 16;
 /// Characters of the prompt an offline answer repeats.
 const ECHO_CHARS_MAX: usize = 200;
 
@@ -80,65 +75,26 @@ impl Provider for Offline {
         _model: &'a str,
         inputs: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, LlmError>> {
-        async move { Ok(inputs.iter().map(|input| lexical_embedding(input)).collect()) }.boxed()
-    }
-}
-
-/// FNV-1a: stable across processes, versions and machines (the std hasher is not).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in *part {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        async move {
+            Ok(inputs
+                .iter()
+                .map(|input| {
+                    // FNV-1a of the text, spread over the dimensions: equal texts, equal vectors.
+                    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+                    (0..EMBEDDING_DIMENSIONS)
+                        .map(|_| {
+                            for byte in input.bytes() {
+                                hash ^= u64::from(byte);
+                                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+                            }
+                            (hash % 2_000) as f32 / 1_000.0 - 1.0
+                        })
+                        .collect()
+                })
+                .collect())
         }
-        // A separator, so that ("ab", "c") and ("a", "bc") differ.
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        .boxed()
     }
-    hash
-}
-
-/// Adds `weight` to the dimension `hash` picks, with the sign its next bit picks, so that
-/// collisions cancel out on average instead of piling up.
-fn add(vector: &mut [f32], hash: u64, weight: f32) {
-    let index = (hash % vector.len() as u64) as usize;
-    let sign = if (hash >> 63) == 0 { 1.0 } else { -1.0 };
-    vector[index] += sign * weight;
-}
-
-/// The offline embedding of `text`: hashed word unigrams and bigrams and character trigrams
-/// of its lowercased words, over [`EMBEDDING_DIMENSIONS`] dimensions, L2-normalised. Texts
-/// that share words (or parts of words) score high against each other: a lexical match,
-/// not a semantic one, but the same on every machine and with no model at all.
-pub fn lexical_embedding(text: &str) -> Vec<f32> {
-    let mut vector = vec![0.0_f32; EMBEDDING_DIMENSIONS];
-    let lowered = text.to_lowercase();
-    let mut words: Vec<&str> = lowered
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .take(LEXICAL_WORDS_MAX)
-        .collect();
-    if words.is_empty() && !lowered.trim().is_empty() {
-        // Punctuation alone still deserves a direction of its own, not the zero vector.
-        words.push(lowered.trim());
-    }
-    for (n, word) in words.iter().enumerate() {
-        add(&mut vector, fnv1a(&[b"w", word.as_bytes()]), 1.0);
-        if let Some(next) = words.get(n + 1) {
-            add(&mut vector, fnv1a(&[b"b", word.as_bytes(), next.as_bytes()]), 0.5);
-        }
-        let padded: Vec<char> = format!(" {word} ").chars().collect();
-        for trigram in padded.windows(3) {
-            let trigram: String = trigram.iter().collect();
-            add(&mut vector, fnv1a(&[b"c", trigram.as_bytes()]), 0.25);
-        }
-    }
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        vector.iter_mut().for_each(|x| *x /= norm);
-    }
-    vector
 }
 
 #[cfg(test)]
@@ -167,22 +123,5 @@ mod tests {
         assert_eq!(vectors[0], vectors[1]);
         assert_ne!(vectors[0], vectors[2]);
         assert_eq!(vectors[0].len(), EMBEDDING_DIMENSIONS);
-    }
-
-    fn cosine(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    #[test]
-    fn lexical_embeddings_are_unit_length_and_closer_for_shared_words() {
-        let base = lexical_embedding("The staging database restores at two");
-        let near = lexical_embedding("when does the staging database restore?");
-        let far = lexical_embedding("Paint the fence green");
-        let norm = cosine(&base, &base).sqrt();
-        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
-        assert!(cosine(&base, &near) > cosine(&base, &far) + 0.2);
-        assert_eq!(lexical_embedding(""), vec![0.0; EMBEDDING_DIMENSIONS]);
-        // Fixed across versions: a stored index stays valid.
-        assert_eq!(base, lexical_embedding("the STAGING database, restores at two"));
     }
 }

@@ -81,8 +81,6 @@ pub struct ServeOptions {
     pub intensity: Intensity,
     /// Keys, sessions, and the hosts and origins the API answers.
     pub access: config::serve::AccessSettings,
-    /// Where memory indexes live, a directory per namespace (`BRAIN_MEMORY_DIR`).
-    pub memory_dir: std::path::PathBuf,
 }
 
 impl ServeOptions {
@@ -106,8 +104,6 @@ impl ServeOptions {
             agents: AgentSettings::default(),
             intensity: Intensity::default(),
             access: Default::default(),
-            // A program embedding the serve names its own; the CLI defaults to `data/memory`.
-            memory_dir: std::env::temp_dir().join("brain-memory"),
         }
     }
 }
@@ -243,10 +239,6 @@ pub async fn start(
             Some(FirstKey { token: token.expose(), sign_in_url })
         }
     };
-    let memory_dir = options.memory_dir.join(services.namespace.as_str());
-    let memories =
-        crate::memory::start(&memory_dir, &services.pool, &feed_handle, stages.server.clone())
-            .await?;
     tracing::info!(%local_addr, namespace = %services.namespace, "serving");
     let state = AppState::new(api::AppStateParts {
         keys: identity.keys,
@@ -259,7 +251,7 @@ pub async fn start(
         }),
         relay: relay_status,
         mcp: Some(mcp),
-        ..app_state(services, store, &options, shared, agent_kinds, feed_handle.clone(), memories)
+        ..app_state(services, store, &options, shared, agent_kinds, feed_handle.clone())
     });
     let running = Running { committer, relay, feed, projectors, queue_parts };
     let serving = serve_then_stop(listener, state, options.http, stages, running);
@@ -435,7 +427,6 @@ fn app_state(
     shared: QueueShared,
     agent_kinds: BTreeSet<String>,
     feed: FeedHandle,
-    memories: crate::memory::Memories,
 ) -> api::AppStateParts {
     let redis_connection = Arc::new(OnceCell::new());
     let rates = crate::identity::rate::KeyRates::new(
@@ -477,7 +468,6 @@ fn app_state(
         web: Default::default(),
         relay: Default::default(),
         rates,
-        memories,
     }
 }
 

@@ -53,7 +53,6 @@ mod llm_secrets;
 mod mcp_client;
 mod mcp_config;
 mod mcp_server;
-mod memories;
 mod mission_browser;
 mod mission_list;
 mod mission_search;
