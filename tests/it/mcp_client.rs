@@ -6,7 +6,8 @@
 //! offered; the stdio server killed in the middle of a call is restarted and the next call
 //! works; the run replays `identical` with every server stopped, and a fork calls a server
 //! only after its fork point; an HTTP server that forgot its session gets a new one after
-//! one failed call. Hostile stand-ins (tiny
+//! one failed call; a tool a server adds is offered once the server says its list changed.
+//! Hostile stand-ins (tiny
 //! Python scripts under `tests/it/mcp/`) that never answer `initialize`, answer garbage or
 //! answer megabytes are bounded and reported.
 
@@ -457,6 +458,63 @@ async fn a_fork_plays_mcp_calls_back_before_its_fork_point_and_calls_the_server_
     );
     assert_eq!(server(addr, "time").await["calls"], 2, "one live call for the fork");
 
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The Python interpreter that has the official `mcp` package (`scripts/services.sh`
+/// installs it), by its real path: the servers run with a cleared environment.
+fn python_with_mcp() -> String {
+    let output = Command::new("python3")
+        .args(["-c", "import mcp, sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    assert!(output.status.success(), "python3 lacks the mcp package: run scripts/services.sh");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+async fn offered(addr: SocketAddr, name: &str) -> bool {
+    let (status, tools) = get(addr, "/api/tools").await;
+    assert_eq!(status, 200, "{tools}");
+    tools["tools"].as_array().unwrap().iter().any(|tool| tool["name"] == name)
+}
+
+/// A server (the official Python SDK's, `tests/it/mcp/growing.py`) whose tool adds another
+/// and says its list changed has the new tool offered, without a restart, to the next
+/// mission, which calls it.
+#[tokio::test]
+async fn a_tool_a_server_adds_is_offered_once_the_server_says_its_list_changed() {
+    let env = TestEnv::new().await;
+    let (addr, shutdown, task) = serve_thinking_agents(&env).await;
+    let settings = json!({ "servers": {
+        "grow": stdio(&python_with_mcp(), &[&stand_in("growing")], &["coder"], None) } });
+    let (status, answer) = crate::mcp_config::put(addr, &settings).await;
+    assert_eq!(status, 200, "{answer}");
+    let pid = wait_state(addr, "grow", "ready").await["pid"].clone();
+    assert!(offered(addr, "grow.grow").await);
+    assert!(!offered(addr, "grow.grown").await);
+
+    let script = vec![
+        tool_answer(vec![("grow__grow", json!({}))]),
+        Scripted::text("grown"),
+        tool_answer(vec![("grow__grown", json!({}))]),
+        Scripted::text("called it"),
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let body = json!({ "name": "grow", "agent": "coder", "payload": { "prompt": "grow" } });
+    let first = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &first).await["status"], "completed");
+    wait_until("the added tool to be offered", WAIT, || offered(addr, "grow.grown")).await;
+    assert_eq!(server(addr, "grow").await["pid"], pid, "listed again, not restarted");
+
+    let body = json!({ "name": "use it", "agent": "coder", "payload": { "prompt": "use it" } });
+    let second = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &second).await["status"], "completed");
+    let calls = tool_calls(addr, &second).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0]["tool"], "grow.grown", "{calls:#?}");
+    assert!(calls[0]["result"]["content"].to_string().contains("grown here"), "{calls:#?}");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
