@@ -5,8 +5,10 @@
 //! the allow-list are refused before anything is sent; a server of another agent kind is not
 //! offered; the stdio server killed in the middle of a call is restarted and the next call
 //! works; the run replays `identical` with every server stopped, and a fork calls a server
-//! only after its fork point; an HTTP server that forgot its session gets a new one after
-//! one failed call; a tool a server adds is offered once the server says its list changed.
+//! only after its fork point; an HTTP server that forgot its session gets a new one at once
+//! when it answers 404 as the protocol asks (server-everything answers 400: one call fails,
+//! retryable, then a new session); a tool a server adds is offered once the server says its
+//! list changed.
 //! Hostile stand-ins (tiny
 //! Python scripts under `tests/it/mcp/`) that never answer `initialize`, answer garbage or
 //! answer megabytes are bounded and reported.
@@ -400,6 +402,73 @@ async fn an_http_server_that_forgot_its_session_gets_a_new_one_after_one_failed_
     let web = server(addr, "web").await;
     assert_eq!((&web["calls"], &web["calls_failed"]), (&json!(3), &json!(1)), "{web}");
 
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// The official Python SDK's server over streamable HTTP (`tests/it/mcp/http_echo.py`) on
+/// `port`, killed when dropped.
+struct HttpEcho(Child);
+
+impl HttpEcho {
+    async fn start_on(port: u16) -> HttpEcho {
+        let child = Command::new(python_with_mcp())
+            .args([stand_in("http_echo"), port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Python server starts");
+        wait_until("the Python server to listen", WAIT, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+        HttpEcho(child)
+    }
+}
+
+impl Drop for HttpEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A server that forgot the session and says so with the 404 the protocol asks for gets a
+/// new session at once: the call on the old one is answered, none fails.
+#[tokio::test]
+async fn an_http_server_that_answers_404_for_a_forgotten_session_is_reinitialised_transparently() {
+    let env = TestEnv::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server_process = HttpEcho::start_on(port).await;
+    let (addr, shutdown, task) = serve_thinking_agents(&env).await;
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let settings = json!({ "servers": {
+        "py": { "transport": "streamable_http", "url": url, "agent_kinds": ["coder"],
+            "call_timeout_ms": 20000 } } });
+    assert_eq!(crate::mcp_config::put(addr, &settings).await.0, 200);
+    wait_state(addr, "py", "ready").await;
+    let script = vec![
+        tool_answer(vec![("py__echo", json!({ "message": "first" }))]),
+        Scripted::text("one"),
+        tool_answer(vec![("py__echo", json!({ "message": "second" }))]),
+        Scripted::text("two"),
+    ];
+    let fake = FakeLlm::start(script, Scripted::text("unexpected"), None).await;
+    crate::coder_agent::configure(addr, &fake).await;
+    let body = json!({ "name": "first", "agent": "coder", "payload": { "prompt": "echo" } });
+    let first = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &first).await["status"], "completed");
+
+    drop(server_process);
+    let _fresh = HttpEcho::start_on(port).await;
+    let body = json!({ "name": "second", "agent": "coder", "payload": { "prompt": "echo" } });
+    let second = enqueue(addr, body).await;
+    assert_eq!(finished(addr, &second).await["status"], "completed");
+    let calls = tool_calls(addr, &second).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert!(calls[0]["result"]["content"].to_string().contains("Echo: second"), "{calls:#?}");
+    let py = server(addr, "py").await;
+    assert_eq!((&py["calls"], &py["calls_failed"]), (&json!(2), &json!(0)), "{py}");
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }
