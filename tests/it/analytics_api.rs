@@ -1,24 +1,13 @@
 //! `GET /api/analytics/missions` against a serve running echo missions: what finished and how,
 //! per kind and bucket, with queue wait and run time; its refusals; and who may read it.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use brain::serve::ServeOptions;
 use serde_json::{Value, json};
 
-use crate::serve::{get, redis_url, serve_with_options, services};
+use crate::serve::{get, serve_with_echo};
 use crate::support::{TestEnv, client, make_key, wait_until};
 use crate::workers::{enqueue, finished};
-
-async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
-    let mut options =
-        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
-    workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
-    let (addr, _shutdown, _task) = serve_with_options(options).await;
-    addr
-}
 
 fn since(minutes: i64) -> String {
     let at = time::OffsetDateTime::now_utc() - time::Duration::minutes(minutes);

@@ -5,21 +5,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use brain::serve::ServeOptions;
 use serde_json::{Value, json};
 
-use crate::serve::{get, redis_url, serve_with_options, services};
+use crate::serve::{get, serve_with_echo};
 use crate::support::{TestEnv, client, make_key, wait_until};
 use crate::workers::{enqueue, event_types, finished, mission_status};
-
-pub async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
-    let mut options =
-        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
-    workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
-    let (addr, _shutdown, _task) = serve_with_options(options).await;
-    addr
-}
 
 pub async fn bulk(addr: SocketAddr, body: Value) -> (u16, Value) {
     crate::serve::crypto_provider();

@@ -6,10 +6,9 @@ use std::net::SocketAddr;
 use std::process::Output;
 use std::time::Duration;
 
-use brain::serve::ServeOptions;
 use serde_json::{Value, json};
 
-use crate::serve::{redis_url, serve_with_options, services};
+use crate::serve::serve_with_echo;
 use crate::support::{ADMIN_TOKEN, TestEnv, brain_command, make_key};
 
 /// Runs `brain ARGS` against the serve at `addr` with `key` (none: no key at all).
@@ -33,15 +32,6 @@ fn stderr(output: &Output) -> String {
 
 fn status(output: &Output) -> i32 {
     output.status.code().expect("exited")
-}
-
-async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
-    let mut options =
-        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
-    workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
-    let (addr, _shutdown, _task) = serve_with_options(options).await;
-    addr
 }
 
 #[tokio::test]

@@ -16,22 +16,14 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
+use crate::serve::serve_with_echo;
 use crate::serve::{redis_url, serve_with_options, services};
-use crate::support::{ADMIN_TOKEN, TestEnv, call, client, key_id, make_key, wait_until};
+use crate::support::{ADMIN_TOKEN, TestEnv, call, client, key_id, make_key};
 
 /// Longest a driven run of the Python client may take.
 const DRIVE_TIMEOUT: Duration = Duration::from_secs(240);
 /// Echo missions the HTTP run times.
 const TIMED_RUNS: &str = "20";
-
-async fn serve_with_echo(env: &TestEnv) -> SocketAddr {
-    let mut options =
-        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
-    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
-    workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
-    let (addr, _shutdown, _task) = serve_with_options(options).await;
-    addr
-}
 
 /// The Python driver, `drive.py ARGS`: its report (the last line of its stdout).
 async fn drive(args: &[&str]) -> Value {
@@ -417,17 +409,25 @@ async fn calls_in_flight_are_bounded_and_a_finished_one_makes_room() {
     let addr = serve_with_echo(&env).await;
     let mission_id = pending_mission(addr).await;
 
-    let mut waits = Vec::new();
-    for _ in 0..brain::api::mcp::CALLS_MAX {
+    let wait = || {
         let arguments = json!({"mission_id": mission_id, "timeout_s": 60});
-        waits.push(tokio::spawn(raw_call(addr, ADMIN_TOKEN, "wait_for_mission", arguments)));
-    }
-    // Once every place is held, the next call is refused at once.
-    wait_until("every MCP call place held", Duration::from_secs(30), || async {
+        tokio::spawn(raw_call(addr, ADMIN_TOKEN, "wait_for_mission", arguments))
+    };
+    let mut waits: Vec<_> = (0..brain::api::mcp::CALLS_MAX).map(|_| wait()).collect();
+    // Once every place is held, the next call is refused at once. A wait that arrived while
+    // a probe held a place was refused (it ended): it is sent again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for held in waits.iter_mut().filter(|held| held.is_finished()) {
+            *held = wait();
+        }
         let result = raw_call(addr, ADMIN_TOKEN, "list_agents", json!({})).await;
-        result["structuredContent"]["error"]["code"] == "too_many_clients"
-    })
-    .await;
+        if result["structuredContent"]["error"]["code"] == "too_many_clients" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "every MCP call place held: {result}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The mission cancelled, the waits answer and give their places back.
     let url = format!("http://{addr}/api/missions/{mission_id}/cancel");

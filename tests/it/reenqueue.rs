@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
-use crate::bulk_api::{bulk, serve_with_echo};
+use crate::bulk_api::bulk;
 use crate::serve::get;
+use crate::serve::serve_with_echo;
 use crate::support::{TestEnv, client, make_key};
 use crate::workers::{enqueue, event_types, finished, mission, mission_status};
 

@@ -48,6 +48,16 @@ pub async fn serve_with_options(
     (server.local_addr, shutdown, server.task)
 }
 
+/// A serve whose workers run the `echo` agent (two slots), left running for the test.
+pub async fn serve_with_echo(env: &crate::support::TestEnv) -> SocketAddr {
+    let mut options =
+        ServeOptions::new(services(env, &redis_url()), "127.0.0.1:0".parse().unwrap());
+    let workers = options.run_workers(brain::config::agents::AgentSpec::parse("echo").unwrap(), 2);
+    workers.worker_id = format!("w-{}", uuid::Uuid::now_v7().simple());
+    let (addr, _shutdown, _task) = serve_with_options(options).await;
+    addr
+}
+
 pub async fn serve_in_process(
     services: Services,
 ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<anyhow::Result<()>>) {
